@@ -1,0 +1,88 @@
+"""Manual adjustments by the owner: points in or out of a wallet, always with a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.errors import ReasonRequired
+from db.ledger import (
+    Leg,
+    add_lot,
+    consume_lots,
+    find_posted,
+    fingerprint,
+    open_transaction,
+    post_entries,
+    system_account,
+    unit_of_work,
+    wallet_balance,
+)
+from db.members import expiry_for, get_member
+from db.models import AccountKind, TxKind
+from db.program import Program
+from db.rules import check_points
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustResult:
+    transaction_id: int
+    member_id: int
+    points: int
+    balance: int
+    replayed: bool = False
+
+
+async def adjust(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    points: int,
+    reason: str,
+    key: str,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> AdjustResult:
+    """Add (positive) or take (negative) points, funded by or returned to the program."""
+    check_points(points, allow_negative=True)
+    reason = reason.strip()
+    if not reason:
+        raise ReasonRequired()
+    digest = fingerprint(TxKind.ADJUST, member_id, points, reason)
+    now = now or datetime.now(UTC)
+    async with unit_of_work(session):
+        member = await get_member(session, member_id)
+        tx_id = await open_transaction(
+            session,
+            kind=TxKind.ADJUST,
+            key=key,
+            digest=digest,
+            member_id=member.id,
+            staff_id=staff_id,
+            reason=reason,
+            created_at=now,
+        )
+        if tx_id is None:
+            posted = await find_posted(session, key, digest)
+            return AdjustResult(posted.id, member.id, points, member.balance, replayed=True)
+        program_acc = await system_account(session, AccountKind.PROGRAM)
+        await post_entries(
+            session, tx_id, [Leg(program_acc, -points), Leg(member.wallet_id, points)]
+        )
+        if points > 0:
+            await add_lot(
+                session,
+                member_id=member.id,
+                tx_id=tx_id,
+                points=points,
+                earned_at=now,
+                expires_at=expiry_for(program, now),
+            )
+        else:
+            await consume_lots(session, member.id, -points)
+        return AdjustResult(
+            tx_id, member.id, points, await wallet_balance(session, member.wallet_id)
+        )

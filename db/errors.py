@@ -1,0 +1,78 @@
+"""Domain errors. The bot's errors router turns each into a localized message by its `code`;
+`params` fill the message's placeholders. Raising one means nothing was written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "domain_error"
+
+    def __init__(self, message: str = "", **params: Any) -> None:
+        super().__init__(message or self.code)
+        self.params = params
+
+
+class InvalidAmount(DomainError):
+    """Zero, negative, non-numeric or with more than two decimals."""
+
+    code = "invalid_amount"
+
+
+class AmountTooLarge(DomainError):
+    """Over the program's max_purchase: most likely a typo at the till."""
+
+    code = "amount_too_large"
+
+
+class InvalidPoints(DomainError):
+    code = "invalid_points"
+
+
+class NotEnoughPoints(DomainError):
+    code = "not_enough_points"
+
+
+class RedeemLimitExceeded(DomainError):
+    code = "redeem_limit_exceeded"
+
+
+class IdempotencyConflict(DomainError):
+    """The same idempotency key came back with different content."""
+
+    code = "idempotency_conflict"
+
+
+class UnknownMember(DomainError):
+    code = "unknown_member"
+
+
+class UnknownPartner(DomainError):
+    code = "unknown_partner"
+
+
+class UnknownTransaction(DomainError):
+    code = "unknown_transaction"
+
+
+class NotReversible(DomainError):
+    code = "not_reversible"
+
+
+class AlreadyReversed(DomainError):
+    code = "already_reversed"
+
+
+class RefundTooLarge(DomainError):
+    code = "refund_too_large"
+
+
+class WrongPartner(DomainError):
+    """Staff of one partner acting on another partner's transaction."""
+
+    code = "wrong_partner"
+
+
+class ReasonRequired(DomainError):
+    code = "reason_required"

@@ -1,0 +1,86 @@
+"""Points expire per lot, oldest first; a daily job posts what is left as `expire`
+transactions into the breakage account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.ledger import (
+    Leg,
+    fingerprint,
+    lock_accounts,
+    open_transaction,
+    post_entries,
+    set_lot_remaining,
+    system_account,
+    unit_of_work,
+)
+from db.models import Account, AccountKind, PointLot, TxKind
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLot:
+    member_id: int
+    transaction_id: int
+    points: int
+    expired_at: datetime
+
+
+async def expire_due(
+    session: AsyncSession, *, now: datetime | None = None, batch: int = 500
+) -> list[ExpiredLot]:
+    """Expire every lot whose time has come, one small transaction per lot (the key is the
+    lot's, so a job run twice, or by two instances, expires each lot once)."""
+    now = now or datetime.now(UTC)
+    breakage = await system_account(session, AccountKind.BREAKAGE)
+    await session.commit()
+    expired: list[ExpiredLot] = []
+    last_id = 0
+    while True:
+        due = (
+            await session.execute(
+                select(PointLot.id, PointLot.member_id, Account.id)
+                .join(Account, Account.member_id == PointLot.member_id)
+                .where(PointLot.remaining > 0, PointLot.expires_at <= now, PointLot.id > last_id)
+                .order_by(PointLot.id)
+                .limit(batch)
+            )
+        ).all()
+        await session.commit()
+        if not due:
+            return expired
+        for lot_id, member_id, wallet in due:
+            last_id = lot_id
+            done = await _expire_lot(session, lot_id, member_id, wallet, breakage, now)
+            if done is not None:
+                expired.append(done)
+
+
+async def _expire_lot(
+    session: AsyncSession, lot_id: int, member_id: int, wallet: int, breakage: int, now: datetime
+) -> ExpiredLot | None:
+    async with unit_of_work(session):
+        await lock_accounts(session, [breakage, wallet])
+        # Re-read under the wallet lock: a sale may have spent the lot since we listed it.
+        remaining = (
+            await session.execute(select(PointLot.remaining).where(PointLot.id == lot_id))
+        ).scalar_one()
+        if remaining <= 0:
+            return None
+        tx_id = await open_transaction(
+            session,
+            kind=TxKind.EXPIRE,
+            key=f"expire:{lot_id}",
+            digest=fingerprint(TxKind.EXPIRE, lot_id),
+            member_id=member_id,
+            created_at=now,
+        )
+        if tx_id is None:
+            return None
+        await post_entries(session, tx_id, [Leg(wallet, -remaining), Leg(breakage, remaining)])
+        await set_lot_remaining(session, lot_id, 0)
+        return ExpiredLot(member_id, tx_id, remaining, now)

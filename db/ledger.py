@@ -1,0 +1,210 @@
+"""The posting primitives every use case is built from.
+
+A posting is one `transactions` row plus its `entries`. The database applies entries to
+balances (trigger), refuses an overdraft (CHECK on wallets) and refuses unbalanced
+transactions (deferred trigger); this module only chooses the legs and keeps the point lots.
+Nothing here commits: the use case that called it commits once, at its end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.errors import IdempotencyConflict, NotEnoughPoints
+from db.models import Account, AccountKind, Entry, PointLot, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    account_id: int
+    amount: int
+    tx_id: int = 0  # 0: the transaction passed to post_entries
+
+
+def fingerprint(*parts: Any) -> str:
+    """A digest of what a posting asks for, to tell a replay from a key reused for another."""
+    blob = json.dumps(parts, default=str, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def constraint_name(exc: DBAPIError) -> str | None:
+    cause = getattr(exc.orig, "__cause__", None)
+    return getattr(cause, "constraint_name", None)
+
+
+async def open_transaction(
+    session: AsyncSession, *, kind: str, key: str, digest: str, **columns: Any
+) -> int | None:
+    """Insert the transaction row first: a concurrent posting with the same key waits on the
+    unique index and then sees ours. Returns None when the key was already posted."""
+    stmt = (
+        pg_insert(Transaction)
+        .values(kind=kind, idempotency_key=key, fingerprint=digest, **columns)
+        .on_conflict_do_nothing(index_elements=[Transaction.idempotency_key])
+        .returning(Transaction.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def find_posted(session: AsyncSession, key: str, digest: str) -> Transaction:
+    """The earlier posting under this key; an error if it asked for something else."""
+    tx = (
+        await session.execute(select(Transaction).where(Transaction.idempotency_key == key))
+    ).scalar_one()
+    if tx.fingerprint != digest:
+        raise IdempotencyConflict(key=key)
+    return tx
+
+
+async def post_entries(session: AsyncSession, tx_id: int, legs: list[Leg]) -> None:
+    """Insert the legs of one transaction.
+
+    Sorted by account id, so concurrent postings lock accounts in one order and cannot
+    deadlock (legs of a second transaction, such as a referral reward paid with a purchase,
+    go in the same sorted batch for that reason); for the same account a debit goes before a
+    credit, so a wallet can never pay
+    with points credited by the same transaction. A wallet that would go below zero makes
+    the database refuse the whole statement: that is the overdraft check, under any load.
+    """
+    rows = [
+        {"transaction_id": leg.tx_id or tx_id, "account_id": leg.account_id, "amount": leg.amount}
+        for leg in sorted(legs, key=lambda leg: (leg.account_id, leg.amount > 0))
+        if leg.amount != 0
+    ]
+    if not rows:
+        return
+    try:
+        await session.execute(insert(Entry), rows)
+    except DBAPIError as exc:
+        if constraint_name(exc) == "ck_accounts_wallet_not_negative":
+            raise NotEnoughPoints() from None
+        raise
+
+
+async def lock_accounts(session: AsyncSession, ids: list[int]) -> dict[int, int]:
+    """Lock accounts in id order (the order post_entries uses) and return their balances."""
+    rows = await session.execute(
+        select(Account.id, Account.balance)
+        .where(Account.id.in_(ids))
+        .order_by(Account.id)
+        .with_for_update()
+    )
+    return {row.id: row.balance for row in rows}
+
+
+async def system_account(session: AsyncSession, kind: str) -> int:
+    return (
+        await session.execute(
+            select(Account.id).where(
+                Account.kind == kind, Account.member_id.is_(None), Account.partner_id.is_(None)
+            )
+        )
+    ).scalar_one()
+
+
+async def add_lot(
+    session: AsyncSession,
+    *,
+    member_id: int,
+    tx_id: int,
+    points: int,
+    earned_at: datetime | None,
+    expires_at: datetime | None,
+) -> None:
+    if points <= 0:
+        return
+    values: dict[str, Any] = {
+        "member_id": member_id,
+        "transaction_id": tx_id,
+        "points": points,
+        "remaining": points,
+        "expires_at": expires_at,
+    }
+    if earned_at is not None:
+        values["earned_at"] = earned_at
+    await session.execute(insert(PointLot).values(**values))
+
+
+# Oldest first: soonest expiry, never-expiring last; the preferred transaction's own lot
+# (a refund taking back what that purchase earned) before all others.
+_CONSUME = text(
+    """
+    WITH open AS (
+        SELECT id, remaining,
+               sum(remaining) OVER (
+                   ORDER BY (transaction_id = :prefer) DESC, expires_at NULLS LAST, id
+               ) AS running
+        FROM point_lots
+        WHERE member_id = :member AND remaining > 0
+    )
+    UPDATE point_lots AS lot
+    SET remaining = lot.remaining - LEAST(open.remaining, :points - open.before)
+    FROM (SELECT id, remaining, running - remaining AS before FROM open) AS open
+    WHERE lot.id = open.id AND open.before < :points
+    RETURNING lot.id
+    """
+)
+
+
+async def consume_lots(
+    session: AsyncSession, member_id: int, points: int, prefer_tx: int = 0
+) -> None:
+    """Take `points` from the member's lots, oldest first.
+
+    Call only after the wallet's debit entry is in: that entry locks the wallet row, so no
+    other posting for this member touches the lots until we commit, and the database has
+    already refused the debit if the wallet cannot cover it.
+    """
+    if points <= 0:
+        return
+    await session.execute(_CONSUME, {"member": member_id, "points": points, "prefer": prefer_tx})
+
+
+async def wallet_balance(session: AsyncSession, account_id: int) -> int:
+    return (
+        await session.execute(select(Account.balance).where(Account.id == account_id))
+    ).scalar_one()
+
+
+async def lots_remaining(session: AsyncSession, member_id: int) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
+                    PointLot.member_id == member_id
+                )
+            )
+        ).scalar_one()
+    )
+
+
+async def set_lot_remaining(session: AsyncSession, lot_id: int, remaining: int) -> None:
+    await session.execute(
+        update(PointLot).where(PointLot.id == lot_id).values(remaining=remaining)
+    )
+
+
+SYSTEM_KINDS = (AccountKind.PROGRAM, AccountKind.BREAKAGE)
+
+
+@asynccontextmanager
+async def unit_of_work(session: AsyncSession) -> AsyncIterator[None]:
+    """One database transaction per use case: commit at the end, roll back on any error, so
+    a refused request writes nothing and the caller never reports what was not stored."""
+    try:
+        yield
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise

@@ -1,0 +1,164 @@
+"""Joining the program and reading a member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.cards import new_card_number
+from db.errors import UnknownMember
+from db.ledger import Leg, add_lot, fingerprint, open_transaction, post_entries, system_account
+from db.models import Account, AccountKind, Member, TxKind
+from db.program import Program
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    id: int
+    telegram_id: int | None
+    card_number: str
+    first_name: str
+    language: str
+    tier: str
+    marketing_consent: bool
+    referred_by_id: int | None
+    wallet_id: int
+    balance: int
+    joined_at: datetime
+    created: bool = False
+
+
+def expiry_for(program: Program, earned_at: datetime) -> datetime | None:
+    days = program.program.expire_days
+    return earned_at + timedelta(days=days) if days else None
+
+
+async def _load(session: AsyncSession, *conditions: object, created: bool = False) -> MemberInfo:
+    row = (
+        await session.execute(
+            select(Member, Account.id, Account.balance)
+            .join(Account, Account.member_id == Member.id)
+            .where(*conditions)  # type: ignore[arg-type]
+        )
+    ).one_or_none()
+    if row is None:
+        raise UnknownMember()
+    member, wallet_id, balance = row
+    return MemberInfo(
+        id=member.id,
+        telegram_id=member.telegram_id,
+        card_number=member.card_number,
+        first_name=member.first_name,
+        language=member.language,
+        tier=member.tier,
+        marketing_consent=member.marketing_consent,
+        referred_by_id=member.referred_by_id,
+        wallet_id=wallet_id,
+        balance=balance,
+        joined_at=member.joined_at,
+        created=created,
+    )
+
+
+async def get_member(session: AsyncSession, member_id: int) -> MemberInfo:
+    return await _load(session, Member.id == member_id, Member.deleted_at.is_(None))
+
+
+async def find_by_telegram(session: AsyncSession, telegram_id: int) -> MemberInfo | None:
+    try:
+        return await _load(session, Member.telegram_id == telegram_id)
+    except UnknownMember:
+        return None
+
+
+async def find_by_card(session: AsyncSession, card_number: str) -> MemberInfo | None:
+    try:
+        return await _load(session, Member.card_number == card_number, Member.deleted_at.is_(None))
+    except UnknownMember:
+        return None
+
+
+async def register_member(
+    session: AsyncSession,
+    program: Program,
+    *,
+    telegram_id: int,
+    first_name: str = "",
+    language: str = "en",
+    inviter_id: int | None = None,
+    marketing_consent: bool = False,
+    now: datetime | None = None,
+) -> MemberInfo:
+    """Join the program; joining twice returns the existing member and changes nothing.
+
+    The welcome points, if the program gives any, are posted in the same transaction.
+    """
+    now = now or datetime.now(UTC)
+    existing = await find_by_telegram(session, telegram_id)
+    if existing is not None:
+        return existing
+    if inviter_id is not None:
+        inviter = await session.get(Member, inviter_id)
+        if inviter is None or inviter.deleted_at is not None:
+            inviter_id = None
+    member_id = None
+    while member_id is None:
+        # ON CONFLICT covers both a concurrent join of the same user and, very rarely, a
+        # random card number that is already taken (then we draw another).
+        member_id = (
+            await session.execute(
+                pg_insert(Member)
+                .values(
+                    telegram_id=telegram_id,
+                    card_number=new_card_number(),
+                    first_name=first_name[:200],
+                    language=language,
+                    tier=program.tiers[0].name,
+                    rules_accepted_at=now,
+                    marketing_consent=marketing_consent,
+                    referred_by_id=inviter_id,
+                    joined_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(Member.id)
+            )
+        ).scalar_one_or_none()
+        if member_id is None and (found := await find_by_telegram(session, telegram_id)):
+            await session.commit()
+            return found
+    wallet_id = (
+        await session.execute(
+            pg_insert(Account)
+            .values(kind=AccountKind.MEMBER, member_id=member_id)
+            .returning(Account.id)
+        )
+    ).scalar_one()
+    welcome = program.program.welcome_points
+    if welcome > 0:
+        key = f"welcome:{member_id}"
+        tx_id = await open_transaction(
+            session,
+            kind=TxKind.WELCOME,
+            key=key,
+            digest=fingerprint(TxKind.WELCOME, member_id, welcome),
+            member_id=member_id,
+            created_at=now,
+        )
+        assert tx_id is not None  # a brand-new member has no welcome posting yet
+        program_acc = await system_account(session, AccountKind.PROGRAM)
+        await post_entries(session, tx_id, [Leg(program_acc, -welcome), Leg(wallet_id, welcome)])
+        await add_lot(
+            session,
+            member_id=member_id,
+            tx_id=tx_id,
+            points=welcome,
+            earned_at=now,
+            expires_at=expiry_for(program, now),
+        )
+    info = await _load(session, Member.id == member_id, created=True)
+    await session.commit()
+    return info

@@ -1,0 +1,258 @@
+"""SQLAlchemy models.
+
+`accounts`, `transactions` and `entries` keep these exact names and columns because auditors,
+reports and BI tools read them directly. The invariants (wallets never negative, balances equal
+the sum of their entries, entries of a transaction sum to zero, postings never change) are kept
+by the database itself: see the triggers in migration 0001.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Money = Numeric(14, 2)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AccountKind:
+    MEMBER = "member"
+    PARTNER_ISSUED = "partner_issued"
+    PARTNER_REDEEMED = "partner_redeemed"
+    PROGRAM = "program"
+    BREAKAGE = "breakage"
+
+    ALL = (MEMBER, PARTNER_ISSUED, PARTNER_REDEEMED, PROGRAM, BREAKAGE)
+
+
+class TxKind:
+    EARN = "earn"
+    REDEEM = "redeem"
+    REVERSE = "reverse"
+    EXPIRE = "expire"
+    REFERRAL = "referral"
+    WELCOME = "welcome"
+    ADJUST = "adjust"
+
+    ALL = (EARN, REDEEM, REVERSE, EXPIRE, REFERRAL, WELCOME, ADJUST)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(60), default="")
+    earn_percent: Mapped[Decimal] = mapped_column(Numeric(6, 3))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Member(Base):
+    __tablename__ = "members"
+    __table_args__ = (
+        CheckConstraint("referred_by_id IS NULL OR referred_by_id <> id", name="no_self_referral"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # NULL once the member asked for deletion: the ledger rows stay, the person is gone.
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    card_number: Mapped[str] = mapped_column(String(16), unique=True)
+    first_name: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    tier: Mapped[str] = mapped_column(String(60), default="")
+    rules_accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    marketing_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+    __table_args__ = (
+        CheckConstraint(_in("role", ("cashier", "manager", "marketer")), name="role"),
+        CheckConstraint("role = 'marketer' OR partner_id IS NOT NULL", name="partner_role"),
+        Index(
+            "uq_staff_active_telegram_id",
+            "telegram_id",
+            unique=True,
+            postgresql_where="revoked_at IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger)
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(_in("kind", AccountKind.ALL), name="kind"),
+        # The one rule no load may break: a member's wallet never goes below zero.
+        CheckConstraint("kind <> 'member' OR balance >= 0", name="wallet_not_negative"),
+        CheckConstraint(
+            "(kind = 'member') = (member_id IS NOT NULL)"
+            " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)",
+            name="owner",
+        ),
+        Index(
+            "uq_accounts_member",
+            "member_id",
+            unique=True,
+            postgresql_where="member_id IS NOT NULL",
+        ),
+        Index(
+            "uq_accounts_partner_kind",
+            "partner_id",
+            "kind",
+            unique=True,
+            postgresql_where="partner_id IS NOT NULL",
+        ),
+        Index(
+            "uq_accounts_system_kind",
+            "kind",
+            unique=True,
+            postgresql_where="member_id IS NULL AND partner_id IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Transaction(Base):
+    __tablename__ = "transactions"
+    __table_args__ = (
+        CheckConstraint(_in("kind", TxKind.ALL), name="kind"),
+        CheckConstraint("amount IS NULL OR amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "paid IS NULL OR (paid >= 0 AND paid <= amount)", name="paid_within_amount"
+        ),
+        CheckConstraint(
+            "(kind = 'reverse') = (reverses_id IS NOT NULL)", name="reverse_has_origin"
+        ),
+        Index("ix_transactions_member_created", "member_id", "created_at"),
+        Index("ix_transactions_partner_created", "partner_id", "created_at"),
+        Index("ix_transactions_created_at", "created_at"),
+        Index("ix_transactions_reverses_id", "reverses_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # A digest of what was asked: the same key with other content is refused, not replayed.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    # Purchase total, and the part of it paid in money (the rest was paid with points).
+    amount: Mapped[Decimal | None] = mapped_column(Money)
+    paid: Mapped[Decimal | None] = mapped_column(Money)
+    receipt: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(Text)
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    # The purchase that triggered a referral reward, for example.
+    related_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        Index("ix_entries_transaction_id", "transaction_id"),
+        Index("ix_entries_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class PointLot(Base):
+    """Points earned together, expiring together; spending takes the oldest first."""
+
+    __tablename__ = "point_lots"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_within_points"),
+        Index(
+            "ix_point_lots_open",
+            "member_id",
+            "expires_at",
+            "id",
+            postgresql_where="remaining > 0",
+        ),
+        Index("ix_point_lots_expiring", "expires_at", postgresql_where="remaining > 0"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    earned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    actor_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    action: Mapped[str] = mapped_column(String(60))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    details: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

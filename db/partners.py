@@ -1,0 +1,86 @@
+"""Partners: synced from the program file, never deleted (their history stays)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from db.errors import UnknownPartner
+from db.models import Account, AccountKind, Partner
+from db.program import Program
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerAccounts:
+    id: int
+    slug: str
+    name: str
+    issued_id: int
+    redeemed_id: int
+
+
+async def sync_partners(session: AsyncSession, program: Program) -> None:
+    """Make the partners table match the program file: add and update partners, deactivate
+    those no longer listed, and give each its two ledger accounts. Touches no history."""
+    slugs = [p.slug for p in program.partners]
+    for rules in program.partners:
+        stmt = pg_insert(Partner).values(
+            slug=rules.slug,
+            name=rules.name,
+            category=rules.category,
+            earn_percent=rules.earn_percent,
+            active=True,
+        )
+        partner_id = (
+            await session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[Partner.slug],
+                    set_={
+                        "name": stmt.excluded.name,
+                        "category": stmt.excluded.category,
+                        "earn_percent": stmt.excluded.earn_percent,
+                        "active": True,
+                    },
+                ).returning(Partner.id)
+            )
+        ).scalar_one()
+        for kind in (AccountKind.PARTNER_ISSUED, AccountKind.PARTNER_REDEEMED):
+            await session.execute(
+                pg_insert(Account)
+                .values(kind=kind, partner_id=partner_id)
+                .on_conflict_do_nothing(
+                    index_elements=[Account.partner_id, Account.kind],
+                    index_where=Account.partner_id.is_not(None),
+                )
+            )
+    await session.execute(update(Partner).where(Partner.slug.not_in(slugs)).values(active=False))
+    await session.commit()
+
+
+_issued = aliased(Account)
+_redeemed = aliased(Account)
+
+
+async def partner_accounts(session: AsyncSession, slug: str) -> PartnerAccounts:
+    row = (
+        await session.execute(
+            select(Partner.id, Partner.slug, Partner.name, _issued.id, _redeemed.id)
+            .join(
+                _issued,
+                (_issued.partner_id == Partner.id) & (_issued.kind == AccountKind.PARTNER_ISSUED),
+            )
+            .join(
+                _redeemed,
+                (_redeemed.partner_id == Partner.id)
+                & (_redeemed.kind == AccountKind.PARTNER_REDEEMED),
+            )
+            .where(Partner.slug == slug, Partner.active.is_(True))
+        )
+    ).one_or_none()
+    if row is None:
+        raise UnknownPartner(partner=slug)
+    return PartnerAccounts(*row)

@@ -1,0 +1,178 @@
+"""The program file: the rules all partners agreed on, loaded and validated at start.
+
+A bad file stops start-up with one message naming the key and the problem, e.g.
+`program.toml: partners[2].earn_percent: must be greater than or equal to 0`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ProgramError(Exception):
+    """The program file cannot be used; the message names the key."""
+
+
+def _exact_decimal(value: Any) -> Any:
+    # TOML floats are binary; their shortest repr is what the author typed ("0.01" for 0.01).
+    if isinstance(value, float):
+        return str(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Dec = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(allow_inf_nan=False)]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProgramRules(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    point_value: Dec = Field(gt=0, max_digits=12, decimal_places=6)
+    welcome_points: int = Field(default=0, ge=0, le=1_000_000)
+    expire_days: int = Field(default=365, ge=0, le=36_500)
+    max_redeem_percent: Dec = Field(default=Decimal(50), ge=0, le=100)
+    max_purchase: Dec = Field(gt=0, max_digits=12, decimal_places=2)
+    card_ttl_seconds: int = Field(default=600, ge=30, le=86_400)
+    rules_url: HttpUrl | None = None
+    timezone: str = "UTC"
+
+
+class ReferralRules(_Strict):
+    inviter_points: int = Field(default=0, ge=0, le=1_000_000)
+    invitee_points: int = Field(default=0, ge=0, le=1_000_000)
+    qualifying_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
+
+
+class Tier(_Strict):
+    name: str = Field(min_length=1, max_length=60)
+    min_spend: Dec = Field(ge=0, decimal_places=2)
+    multiplier: Dec = Field(gt=0, le=100, decimal_places=3)
+
+
+class Offer(_Strict):
+    title: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=500)
+    until: date | None = None
+
+
+class PartnerRules(_Strict):
+    slug: Slug
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field(default="", max_length=60)
+    earn_percent: Dec = Field(ge=0, le=100, decimal_places=3)
+    address: str = Field(default="", max_length=300)
+    offers: list[Offer] = Field(default_factory=list)
+
+
+class Program(_Strict):
+    program: ProgramRules
+    referral: ReferralRules = ReferralRules()
+    tiers: list[Tier] = Field(min_length=1)
+    partners: list[PartnerRules] = Field(min_length=1)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_ordered(cls, tiers: list[Tier]) -> list[Tier]:
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tier names must be unique")
+        spends = [t.min_spend for t in tiers]
+        if spends != sorted(spends) or len(set(spends)) != len(spends):
+            raise ValueError("tiers must be listed by strictly increasing min_spend")
+        if spends[0] != 0:
+            raise ValueError('the first tier must have min_spend = "0"')
+        return tiers
+
+    @model_validator(mode="after")
+    def _unique_slugs(self) -> Program:
+        seen: set[str] = set()
+        for i, partner in enumerate(self.partners):
+            if partner.slug in seen:
+                raise ValueError(f"partners[{i}].slug: duplicate slug {partner.slug!r}")
+            seen.add(partner.slug)
+        return self
+
+    @cached_property
+    def partners_by_slug(self) -> dict[str, PartnerRules]:
+        return {p.slug: p for p in self.partners}
+
+    def partner(self, slug: str) -> PartnerRules | None:
+        return self.partners_by_slug.get(slug)
+
+    def tier(self, name: str) -> Tier:
+        """The tier of that name; the lowest one if the file no longer has it."""
+        return next((t for t in self.tiers if t.name == name), self.tiers[0])
+
+    def tier_for_spend(self, spend: Decimal) -> Tier:
+        return [t for t in self.tiers if t.min_spend <= spend][-1]
+
+    def next_tier(self, name: str) -> Tier | None:
+        names = [t.name for t in self.tiers]
+        index = names.index(name) if name in names else 0
+        return self.tiers[index + 1] if index + 1 < len(self.tiers) else None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """Pydantic's ("partners", 2, "earn_percent") as the file's author reads it."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _describe(error: Any) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling against the documented schema)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("decimal_parsing", "decimal_type"):
+        return f'not a decimal number: {error.get("input")!r} (write it like "12.50")'
+    return str(message).removeprefix("Value error, ")
+
+
+def parse_program(data: dict[str, Any], source: str = "program.toml") -> Program:
+    try:
+        return Program.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        where = f"{_where(first['loc'])}: " if first["loc"] else ""
+        raise ProgramError(f"{source}: {where}{_describe(first)}{tail}") from None
+
+
+def load_program(path: str | Path) -> Program:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProgramError(f"{path}: program file not found (set PROGRAM_FILE)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProgramError(f"{path}: not valid TOML: {exc}") from None
+    return parse_program(data, str(path))

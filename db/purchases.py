@@ -1,0 +1,570 @@
+"""Sales at the till: earning, redeeming (with earning on the money actually paid) and
+refunds. Each function is one database transaction and takes an idempotency key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.errors import (
+    AlreadyReversed,
+    NotReversible,
+    ReasonRequired,
+    RefundTooLarge,
+    UnknownPartner,
+    UnknownTransaction,
+    WrongPartner,
+)
+from db.ledger import (
+    Leg,
+    add_lot,
+    consume_lots,
+    find_posted,
+    fingerprint,
+    lock_accounts,
+    open_transaction,
+    post_entries,
+    system_account,
+    unit_of_work,
+    wallet_balance,
+)
+from db.members import MemberInfo, expiry_for, get_member
+from db.models import Account, AccountKind, Entry, Member, Partner, Transaction, TxKind
+from db.partners import partner_accounts
+from db.program import Program
+from db.rules import (
+    check_points,
+    check_purchase,
+    check_redeem,
+    earned_points,
+    money_kept,
+    points_money,
+    share_kept,
+)
+
+PURCHASE_KINDS = (TxKind.EARN, TxKind.REDEEM)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralReward:
+    transaction_id: int
+    inviter_id: int | None
+    inviter_points: int
+    invitee_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseResult:
+    transaction_id: int
+    kind: str
+    member_id: int
+    partner: str
+    amount: Decimal
+    paid: Decimal
+    points_earned: int
+    points_redeemed: int
+    balance: int
+    tier: str
+    created_at: datetime
+    referral: ReferralReward | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalResult:
+    transaction_id: int
+    reverses_id: int
+    member_id: int
+    partner: str
+    amount: Decimal
+    money_refund: Decimal
+    points_returned: int
+    points_clawed_back: int
+    shortfall: int  # points earned on the refunded money that the member had already spent
+    balance: int
+    created_at: datetime
+    replayed: bool = False
+
+
+async def record_purchase(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner: str,
+    amount: Decimal,
+    key: str,
+    redeem_points: int = 0,
+    receipt: str | None = None,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> PurchaseResult:
+    """A sale: redeem `redeem_points` (optional) and earn on the money actually paid, as one
+    transaction. Earned points = floor(paid × earn_percent/100 × tier multiplier / point_value).
+    """
+    rules = program.partner(partner)
+    if rules is None:
+        raise UnknownPartner(partner=partner)
+    amount = check_purchase(amount, program.program.max_purchase)
+    pv = program.program.point_value
+    if redeem_points:
+        check_points(redeem_points)
+        check_redeem(redeem_points, amount, program.program.max_redeem_percent, pv)
+    digest = fingerprint("purchase", member_id, partner, str(amount), redeem_points, receipt)
+    now = now or datetime.now(UTC)
+    async with unit_of_work(session):
+        member = await get_member(session, member_id)
+        accounts = await partner_accounts(session, partner)
+        paid = amount - points_money(redeem_points, pv)
+        earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
+        tx_id = await open_transaction(
+            session,
+            kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
+            key=key,
+            digest=digest,
+            member_id=member.id,
+            partner_id=accounts.id,
+            staff_id=staff_id,
+            amount=amount,
+            paid=paid,
+            receipt=receipt,
+            created_at=now,
+        )
+        if tx_id is None:
+            return await purchase_result(session, await find_posted(session, key, digest), True)
+        legs = [
+            Leg(member.wallet_id, -redeem_points),
+            Leg(accounts.redeemed_id, redeem_points),
+            Leg(accounts.issued_id, -earned),
+            Leg(member.wallet_id, earned),
+        ]
+        referral = await _open_referral(session, program, member, tx_id, amount, now, legs)
+        await post_entries(session, tx_id, legs)
+        await consume_lots(session, member.id, redeem_points)
+        expires_at = expiry_for(program, now)
+        await add_lot(
+            session,
+            member_id=member.id,
+            tx_id=tx_id,
+            points=earned,
+            earned_at=now,
+            expires_at=expires_at,
+        )
+        if referral is not None:
+            await _referral_lots(session, member.id, referral, now, expires_at)
+        tier = await _upgrade_tier(session, program, member, now)
+        return PurchaseResult(
+            transaction_id=tx_id,
+            kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
+            member_id=member.id,
+            partner=partner,
+            amount=amount,
+            paid=paid,
+            points_earned=earned,
+            points_redeemed=redeem_points,
+            balance=await wallet_balance(session, member.wallet_id),
+            tier=tier,
+            created_at=now,
+            referral=referral,
+        )
+
+
+async def earn(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner: str,
+    amount: Decimal,
+    key: str,
+    receipt: str | None = None,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> PurchaseResult:
+    return await record_purchase(
+        session,
+        program,
+        member_id=member_id,
+        partner=partner,
+        amount=amount,
+        key=key,
+        receipt=receipt,
+        staff_id=staff_id,
+        now=now,
+    )
+
+
+async def redeem(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner: str,
+    amount: Decimal,
+    points: int,
+    key: str,
+    receipt: str | None = None,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> PurchaseResult:
+    check_points(points)
+    return await record_purchase(
+        session,
+        program,
+        member_id=member_id,
+        partner=partner,
+        amount=amount,
+        key=key,
+        redeem_points=points,
+        receipt=receipt,
+        staff_id=staff_id,
+        now=now,
+    )
+
+
+async def _open_referral(
+    session: AsyncSession,
+    program: Program,
+    member: MemberInfo,
+    purchase_tx: int,
+    amount: Decimal,
+    now: datetime,
+    legs: list[Leg],
+) -> ReferralReward | None:
+    """On the invitee's first qualifying purchase, reward both friends (once: the key is the
+    invitee's). The legs join the purchase's batch so all accounts lock in one order."""
+    referral = program.referral
+    if member.referred_by_id is None or amount < referral.qualifying_purchase:
+        return None
+    inviter_wallet = (
+        await session.execute(
+            select(Account.id)
+            .join(Member, Member.id == Account.member_id)
+            .where(Member.id == member.referred_by_id, Member.deleted_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    inviter_points = referral.inviter_points if inviter_wallet is not None else 0
+    if inviter_points + referral.invitee_points == 0:
+        return None
+    key = f"referral:{member.id}"
+    tx_id = await open_transaction(
+        session,
+        kind=TxKind.REFERRAL,
+        key=key,
+        digest=fingerprint(TxKind.REFERRAL, member.id),
+        member_id=member.id,
+        related_id=purchase_tx,
+        created_at=now,
+    )
+    if tx_id is None:
+        return None  # already rewarded on an earlier purchase
+    program_acc = await system_account(session, AccountKind.PROGRAM)
+    legs.append(Leg(program_acc, -(inviter_points + referral.invitee_points), tx_id))
+    legs.append(Leg(member.wallet_id, referral.invitee_points, tx_id))
+    if inviter_wallet is not None:
+        legs.append(Leg(inviter_wallet, inviter_points, tx_id))
+    return ReferralReward(
+        tx_id,
+        member.referred_by_id if inviter_wallet else None,
+        inviter_points,
+        referral.invitee_points,
+    )
+
+
+async def _referral_lots(
+    session: AsyncSession,
+    member_id: int,
+    reward: ReferralReward,
+    now: datetime,
+    expires_at: datetime | None,
+) -> None:
+    for who, points in (
+        (member_id, reward.invitee_points),
+        (reward.inviter_id, reward.inviter_points),
+    ):
+        if who is not None:
+            await add_lot(
+                session,
+                member_id=who,
+                tx_id=reward.transaction_id,
+                points=points,
+                earned_at=now,
+                expires_at=expires_at,
+            )
+
+
+def spend_expression() -> object:
+    """Money a member spent: purchases' paid part, less the money part of refunds."""
+    return func.coalesce(
+        func.sum(
+            case((Transaction.kind == TxKind.REVERSE, -Transaction.paid), else_=Transaction.paid)
+        ),
+        0,
+    )
+
+
+async def trailing_spend(session: AsyncSession, member_id: int, now: datetime) -> Decimal:
+    value = (
+        await session.execute(
+            select(spend_expression()).where(  # type: ignore[call-overload]
+                Transaction.member_id == member_id,
+                Transaction.kind.in_((*PURCHASE_KINDS, TxKind.REVERSE)),
+                Transaction.created_at > now - timedelta(days=365),
+            )
+        )
+    ).scalar_one()
+    return Decimal(value)
+
+
+async def _upgrade_tier(
+    session: AsyncSession, program: Program, member: MemberInfo, now: datetime
+) -> str:
+    """Move the member up at once when a purchase crosses a tier; moving down waits for the
+    daily recalculation, so a refund never surprises anyone at the till."""
+    current = program.tier(member.tier)
+    if program.next_tier(current.name) is None:
+        return current.name
+    reached = program.tier_for_spend(await trailing_spend(session, member.id, now))
+    if reached.min_spend > current.min_spend:
+        await session.execute(
+            update(Member).where(Member.id == member.id).values(tier=reached.name)
+        )
+        return reached.name
+    return current.name
+
+
+async def _wallet_moves(session: AsyncSession, tx_id: int) -> tuple[int, int]:
+    """(points credited to, points debited from) member wallets by one transaction."""
+    rows = (
+        await session.execute(
+            select(Entry.amount)
+            .join(Account, Account.id == Entry.account_id)
+            .where(Entry.transaction_id == tx_id, Account.kind == AccountKind.MEMBER)
+        )
+    ).scalars()
+    amounts = list(rows)
+    return sum(a for a in amounts if a > 0), -sum(a for a in amounts if a < 0)
+
+
+async def purchase_result(
+    session: AsyncSession, tx: Transaction, replayed: bool = False
+) -> PurchaseResult:
+    """The result of an earlier posting, rebuilt from the ledger (for replays)."""
+    assert tx.member_id is not None and tx.amount is not None and tx.paid is not None
+    earned, redeemed = await _wallet_moves(session, tx.id)
+    slug = (
+        await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
+    ).scalar_one()
+    member = await get_member(session, tx.member_id)
+    reward_tx = (
+        await session.execute(
+            select(Transaction.id).where(
+                Transaction.related_id == tx.id, Transaction.kind == TxKind.REFERRAL
+            )
+        )
+    ).scalar_one_or_none()
+    referral = None
+    if reward_tx is not None:
+        rows = (
+            await session.execute(
+                select(Account.member_id, Entry.amount)
+                .join(Account, Account.id == Entry.account_id)
+                .where(Entry.transaction_id == reward_tx, Account.kind == AccountKind.MEMBER)
+            )
+        ).all()
+        invitee = sum(a for m, a in rows if m == tx.member_id)
+        inviter = [(m, a) for m, a in rows if m != tx.member_id]
+        referral = ReferralReward(
+            reward_tx, inviter[0][0] if inviter else None, inviter[0][1] if inviter else 0, invitee
+        )
+    return PurchaseResult(
+        transaction_id=tx.id,
+        kind=tx.kind,
+        member_id=tx.member_id,
+        partner=slug,
+        amount=tx.amount,
+        paid=tx.paid,
+        points_earned=earned,
+        points_redeemed=redeemed,
+        balance=member.balance,
+        tier=member.tier,
+        created_at=tx.created_at,
+        referral=referral,
+        replayed=replayed,
+    )
+
+
+async def reverse(
+    session: AsyncSession,
+    program: Program,
+    *,
+    transaction_id: int,
+    key: str,
+    reason: str,
+    amount: Decimal | None = None,
+    partner: str | None = None,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> ReversalResult:
+    """Refund a sale fully or partly (`amount` of the purchase total; None: all that is left).
+
+    The points earned on the refunded money are clawed back and the points that paid for it
+    are returned, in proportion. Points already spent cannot be clawed back from the wallet;
+    they are reported as `shortfall` so the till can keep their value from the cash refund.
+    `partner`, when given, is the acting staff's partner: nobody refunds another's sale.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise ReasonRequired()
+    if amount is not None:
+        amount = check_purchase(amount, Decimal("1e12"))
+    digest = fingerprint("reverse", transaction_id, str(amount or "rest"), reason)
+    now = now or datetime.now(UTC)
+    async with unit_of_work(session):
+        orig = (
+            await session.execute(
+                select(Transaction).where(Transaction.id == transaction_id).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if orig is None:
+            raise UnknownTransaction(transaction=transaction_id)
+        posted = (
+            await session.execute(select(Transaction).where(Transaction.idempotency_key == key))
+        ).scalar_one_or_none()
+        if posted is not None:  # orig is locked, so no other reversal of it races this check
+            return await reversal_result(session, await find_posted(session, key, digest), True)
+        if orig.kind not in PURCHASE_KINDS or orig.amount is None or orig.paid is None:
+            raise NotReversible(transaction=transaction_id, kind=orig.kind)
+        slug = (
+            await session.execute(select(Partner.slug).where(Partner.id == orig.partner_id))
+        ).scalar_one()
+        if partner is not None and slug != partner:
+            raise WrongPartner(transaction=transaction_id)
+        assert orig.member_id is not None
+        refunded = (
+            await session.execute(
+                select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                    Transaction.reverses_id == orig.id
+                )
+            )
+        ).scalar_one()
+        before = orig.amount - refunded
+        if before <= 0:
+            raise AlreadyReversed(transaction=transaction_id)
+        refund = before if amount is None else amount
+        if refund > before:
+            raise RefundTooLarge(amount=refund, max=before)
+        after = before - refund
+        claw, give, money = await _refund_shares(session, orig, before, after)
+        accounts = await partner_accounts(session, slug)
+        wallet = (
+            await session.execute(select(Account.id).where(Account.member_id == orig.member_id))
+        ).scalar_one()
+        balances = await lock_accounts(session, [accounts.issued_id, accounts.redeemed_id, wallet])
+        clawed = min(claw, balances[wallet] + give)
+        tx_id = await open_transaction(
+            session,
+            kind=TxKind.REVERSE,
+            key=key,
+            digest=digest,
+            member_id=orig.member_id,
+            partner_id=orig.partner_id,
+            staff_id=staff_id,
+            amount=refund,
+            paid=money,
+            reason=reason,
+            reverses_id=orig.id,
+            created_at=now,
+        )
+        if tx_id is None:  # the key was used for another transaction meanwhile
+            return await reversal_result(session, await find_posted(session, key, digest), True)
+        await post_entries(
+            session,
+            tx_id,
+            [
+                Leg(accounts.redeemed_id, -give),
+                Leg(wallet, give),
+                Leg(wallet, -clawed),
+                Leg(accounts.issued_id, clawed),
+            ],
+        )
+        await consume_lots(session, orig.member_id, clawed, prefer_tx=orig.id)
+        # Returned points keep at most the life they had: they were earned before the sale.
+        await add_lot(
+            session,
+            member_id=orig.member_id,
+            tx_id=tx_id,
+            points=give,
+            earned_at=now,
+            expires_at=expiry_for(program, orig.created_at),
+        )
+        return ReversalResult(
+            transaction_id=tx_id,
+            reverses_id=orig.id,
+            member_id=orig.member_id,
+            partner=slug,
+            amount=refund,
+            money_refund=money,
+            points_returned=give,
+            points_clawed_back=clawed,
+            shortfall=claw - clawed,
+            balance=await wallet_balance(session, wallet),
+            created_at=now,
+        )
+
+
+async def _refund_shares(
+    session: AsyncSession, orig: Transaction, before: Decimal, after: Decimal
+) -> tuple[int, int, Decimal]:
+    """For refunding the purchase `orig` from `before` to `after` money not yet refunded:
+    (points to claw back, points to return, money part of the refund). Computed from the
+    totals, not per refund, so partial refunds add up exactly to a full one."""
+    assert orig.amount is not None and orig.paid is not None
+    earned, redeemed = await _wallet_moves(session, orig.id)
+    claw = share_kept(earned, orig.amount, before) - share_kept(earned, orig.amount, after)
+    give = share_kept(redeemed, orig.amount, before) - share_kept(redeemed, orig.amount, after)
+    money = money_kept(orig.paid, orig.amount, before) - money_kept(orig.paid, orig.amount, after)
+    return claw, give, min(money, before - after)
+
+
+async def reversal_result(
+    session: AsyncSession, tx: Transaction, replayed: bool = False
+) -> ReversalResult:
+    assert tx.reverses_id is not None and tx.member_id is not None
+    assert tx.amount is not None and tx.paid is not None
+    returned, clawed = await _wallet_moves(session, tx.id)
+    orig = await session.get_one(Transaction, tx.reverses_id)
+    assert orig.amount is not None
+    refunded_earlier = (
+        await session.execute(
+            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                Transaction.reverses_id == orig.id, Transaction.id < tx.id
+            )
+        )
+    ).scalar_one()
+    before = orig.amount - refunded_earlier
+    claw, _, _ = await _refund_shares(session, orig, before, before - tx.amount)
+    slug = (
+        await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
+    ).scalar_one()
+    wallet = (
+        await session.execute(select(Account.balance).where(Account.member_id == tx.member_id))
+    ).scalar_one()
+    return ReversalResult(
+        transaction_id=tx.id,
+        reverses_id=tx.reverses_id,
+        member_id=tx.member_id,
+        partner=slug,
+        amount=tx.amount,
+        money_refund=tx.paid,
+        points_returned=returned,
+        points_clawed_back=clawed,
+        shortfall=claw - clawed,
+        balance=wallet,
+        created_at=tx.created_at,
+        replayed=replayed,
+    )

@@ -1,0 +1,92 @@
+"""Pure loyalty arithmetic: money is Decimal, points are integers, rounding always explicit."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
+
+from db.errors import AmountTooLarge, InvalidAmount, InvalidPoints, RedeemLimitExceeded
+
+CENT = Decimal("0.01")
+MAX_POINTS = 10**12  # far beyond any real wallet, well inside bigint
+
+
+def parse_money(text: str) -> Decimal:
+    """What a cashier types: `12.50`, `12,50`, `12`, ` 1 250,00 `."""
+    cleaned = text.strip().replace("\u00a0", "").replace(" ", "").replace(",", ".")
+    if cleaned.count(".") > 1 or not cleaned:
+        raise InvalidAmount(amount=text)
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise InvalidAmount(amount=text) from None
+    return value
+
+
+def check_purchase(amount: object, max_purchase: Decimal) -> Decimal:
+    """A purchase amount the till may post: positive, at most cents, not absurdly large."""
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise InvalidAmount(amount=str(amount))
+    exponent = amount.as_tuple().exponent
+    if amount <= 0 or (isinstance(exponent, int) and exponent < -2):
+        raise InvalidAmount(amount=str(amount))
+    if amount > max_purchase:
+        raise AmountTooLarge(amount=amount, max=max_purchase)
+    return amount.quantize(CENT)
+
+
+def check_points(points: object, *, allow_negative: bool = False) -> int:
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise InvalidPoints(points=str(points))
+    if points == 0 or abs(points) > MAX_POINTS or (points < 0 and not allow_negative):
+        raise InvalidPoints(points=points)
+    return points
+
+
+def _floor(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def earned_points(
+    paid: Decimal, earn_percent: Decimal, multiplier: Decimal, point_value: Decimal
+) -> int:
+    """floor(money paid × earn_percent / 100 × tier multiplier / point_value)."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return max(0, _floor(paid * earn_percent * multiplier / (100 * point_value)))
+
+
+def max_redeemable(amount: Decimal, max_redeem_percent: Decimal, point_value: Decimal) -> int:
+    """How many points may pay for this purchase, before looking at the balance."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return max(0, _floor(amount * max_redeem_percent / (100 * point_value)))
+
+
+def points_money(points: int, point_value: Decimal) -> Decimal:
+    """Money value of points, rounded down to the cent (never in the member's disfavour
+    by more than a cent, never more than the points are worth)."""
+    return (points * point_value).quantize(CENT, rounding=ROUND_DOWN)
+
+
+def check_redeem(points: int, amount: Decimal, max_redeem_percent: Decimal, pv: Decimal) -> None:
+    limit = max_redeemable(amount, max_redeem_percent, pv)
+    if points > limit:
+        raise RedeemLimitExceeded(points=points, max=limit)
+
+
+def share_kept(total: int, amount: Decimal, remaining: Decimal) -> int:
+    """Of `total` points tied to a purchase of `amount`, the part that belongs to the money
+    still not refunded (`remaining`). Refunds claw back or return `total - share_kept`."""
+    if remaining >= amount:
+        return total
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return _floor(total * remaining / amount)
+
+
+def money_kept(total: Decimal, amount: Decimal, remaining: Decimal) -> Decimal:
+    if remaining >= amount:
+        return total
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return (total * remaining / amount).quantize(CENT, rounding=ROUND_DOWN)

@@ -1,0 +1,45 @@
+"""The ledger's invariants, checked straight in SQL after every test that touched it."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+CHECKS = {
+    "entries of a transaction sum to 0": """
+        SELECT transaction_id FROM entries GROUP BY transaction_id HAVING sum(amount) <> 0
+    """,
+    "account balance equals the sum of its entries": """
+        SELECT a.id FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount) AS total FROM entries GROUP BY account_id) e
+               ON e.account_id = a.id
+        WHERE a.balance <> coalesce(e.total, 0)
+    """,
+    "all balances sum to 0": """
+        SELECT 1 FROM accounts HAVING coalesce(sum(balance), 0) <> 0
+    """,
+    "no wallet below zero": """
+        SELECT id FROM accounts WHERE kind = 'member' AND balance < 0
+    """,
+    "lots' remaining points equal the wallet": """
+        SELECT a.member_id FROM accounts a
+        LEFT JOIN (SELECT member_id, sum(remaining) AS total FROM point_lots GROUP BY member_id) l
+               ON l.member_id = a.member_id
+        WHERE a.kind = 'member' AND a.balance <> coalesce(l.total, 0)
+    """,
+}
+
+
+async def ledger_violations(session: AsyncSession) -> dict[str, list[object]]:
+    found: dict[str, list[object]] = {}
+    for name, sql in CHECKS.items():
+        rows = (await session.execute(text(sql))).scalars().all()
+        if rows:
+            found[name] = list(rows)
+    await session.rollback()
+    return found
+
+
+async def assert_ledger_invariants(session: AsyncSession) -> None:
+    violations = await ledger_violations(session)
+    assert not violations, f"ledger invariants broken: {violations}"

@@ -1,0 +1,327 @@
+"""Ledger use cases on real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import errors
+from db.adjust import adjust
+from db.expiry import expire_due
+from db.members import get_member, register_member
+from db.models import Entry, PointLot, Transaction
+from db.program import Program
+from db.purchases import earn, redeem, reverse
+
+D = Decimal
+
+
+async def join(session: AsyncSession, program: Program, tg: int = 1, **kw: object) -> int:
+    member = await register_member(session, program, telegram_id=tg, first_name=f"M{tg}", **kw)
+    return member.id
+
+
+async def count(session: AsyncSession, model: type) -> int:
+    value = (await session.execute(select(func.count()).select_from(model))).scalar_one()
+    await session.rollback()
+    return int(value)
+
+
+async def test_register_gives_welcome_points_once(session: AsyncSession, program: Program) -> None:
+    first = await register_member(session, program, telegram_id=10, first_name="Ann")
+    again = await register_member(session, program, telegram_id=10, first_name="Ann")
+    assert first.created and not again.created
+    assert first.id == again.id
+    assert again.balance == 50
+    assert len(first.card_number) == 12
+    assert await count(session, Transaction) == 1
+
+
+async def test_earn_uses_percent_tier_and_floor(session: AsyncSession, program: Program) -> None:
+    m = await join(session, program)
+    # 12.39 × 5 % = 0.6195 money = 61.95 points -> 61
+    result = await earn(
+        session, program, member_id=m, partner="coffee", amount=D("12.39"), key="k1"
+    )
+    assert result.points_earned == 61
+    assert result.balance == 50 + 61
+    assert result.kind == "earn"
+
+
+async def test_bad_amounts_write_nothing(session: AsyncSession, program: Program) -> None:
+    m = await join(session, program)
+    before = await count(session, Transaction)
+    for bad in (D("0"), D("-5"), D("5000.01"), D("1.234"), D("NaN"), D("Infinity"), 12.5, "12"):
+        with pytest.raises((errors.InvalidAmount, errors.AmountTooLarge)):
+            await earn(
+                session, program, member_id=m, partner="coffee", amount=bad, key=f"bad{bad}"
+            )  # type: ignore[arg-type]
+    with pytest.raises(errors.UnknownPartner):
+        await earn(session, program, member_id=m, partner="nope", amount=D("10"), key="p")
+    with pytest.raises(errors.UnknownMember):
+        await earn(session, program, member_id=999, partner="coffee", amount=D("10"), key="m")
+    assert await count(session, Transaction) == before
+
+
+async def test_redeem_spends_oldest_lots_and_earns_on_paid(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)  # 50 welcome points, the oldest lot
+    t0 = datetime.now(UTC)
+    await earn(session, program, member_id=m, partner="coffee", amount=D("100"), key="e1", now=t0)
+    # 100 × 5 % = 500 points; wallet 550
+    result = await redeem(
+        session, program, member_id=m, partner="books", amount=D("10.00"), points=500, key="r1"
+    )
+    assert result.points_redeemed == 500
+    assert result.paid == D("5.00")
+    assert result.points_earned == 15  # 5.00 × 3 % = 15 points
+    assert result.balance == 550 - 500 + 15
+    lots = (
+        await session.execute(select(PointLot.points, PointLot.remaining).order_by(PointLot.id))
+    ).all()
+    assert [tuple(r) for r in lots] == [(50, 0), (500, 50), (15, 15)]
+
+
+async def test_redeem_limits(session: AsyncSession, program: Program) -> None:
+    m = await join(session, program)
+    with pytest.raises(errors.RedeemLimitExceeded) as info:
+        await redeem(
+            session, program, member_id=m, partner="coffee", amount=D("0.80"), points=41, key="x"
+        )
+    assert info.value.params["max"] == 40
+    with pytest.raises(errors.NotEnoughPoints):
+        await redeem(
+            session, program, member_id=m, partner="coffee", amount=D("10"), points=51, key="y"
+        )
+    for bad in (0, -1, 10**13, True):
+        with pytest.raises(errors.InvalidPoints):
+            await redeem(
+                session,
+                program,
+                member_id=m,
+                partner="coffee",
+                amount=D("10"),
+                points=bad,
+                key="z",
+            )
+    assert (await get_member(session, m)).balance == 50
+
+
+async def test_replay_returns_original_and_conflict_raises(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
+    first = await earn(session, program, member_id=m, partner="coffee", amount=D("20"), key="same")
+    again = await earn(session, program, member_id=m, partner="coffee", amount=D("20"), key="same")
+    assert again.replayed and not first.replayed
+    assert again.transaction_id == first.transaction_id
+    assert again.points_earned == first.points_earned == 100
+    with pytest.raises(errors.IdempotencyConflict):
+        await earn(session, program, member_id=m, partner="coffee", amount=D("21"), key="same")
+    assert (await get_member(session, m)).balance == 150
+
+
+async def test_full_refund_claws_back_earned_points(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
+    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("40"), key="s")
+    assert sale.points_earned == 200
+    back = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r", reason="returned"
+    )
+    assert back.points_clawed_back == 200 and back.shortfall == 0
+    assert back.money_refund == D("40.00")
+    assert back.balance == 50
+    with pytest.raises(errors.AlreadyReversed):
+        await reverse(
+            session, program, transaction_id=sale.transaction_id, key="r2", reason="again"
+        )
+
+
+async def test_partial_refunds_add_up_to_full(session: AsyncSession, program: Program) -> None:
+    m = await join(session, program)
+    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("33.33"), key="s")
+    assert sale.points_earned == 166
+    clawed = 0
+    for i, part in enumerate((D("10.00"), D("10.00"), D("13.33"))):
+        r = await reverse(
+            session,
+            program,
+            transaction_id=sale.transaction_id,
+            amount=part,
+            key=f"r{i}",
+            reason="r",
+        )
+        clawed += r.points_clawed_back
+    assert clawed == 166
+    assert (await get_member(session, m)).balance == 50
+    with pytest.raises(errors.AlreadyReversed):
+        await reverse(session, program, transaction_id=sale.transaction_id, key="r9", reason="r")
+
+
+async def test_refund_too_large_and_bad_targets(session: AsyncSession, program: Program) -> None:
+    m = await join(session, program)
+    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("10"), key="s")
+    with pytest.raises(errors.RefundTooLarge):
+        await reverse(
+            session,
+            program,
+            transaction_id=sale.transaction_id,
+            amount=D("10.01"),
+            key="a",
+            reason="r",
+        )
+    with pytest.raises(errors.ReasonRequired):
+        await reverse(session, program, transaction_id=sale.transaction_id, key="b", reason="  ")
+    with pytest.raises(errors.UnknownTransaction):
+        await reverse(session, program, transaction_id=424242, key="c", reason="r")
+    with pytest.raises(errors.WrongPartner):
+        await reverse(
+            session,
+            program,
+            transaction_id=sale.transaction_id,
+            key="d",
+            reason="r",
+            partner="books",
+        )
+    welcome = (
+        await session.execute(select(Transaction.id).where(Transaction.kind == "welcome"))
+    ).scalar_one()
+    await session.rollback()
+    with pytest.raises(errors.NotReversible):
+        await reverse(session, program, transaction_id=welcome, key="e", reason="r")
+    assert (await get_member(session, m)).balance == 100
+
+
+async def test_reversing_a_redemption_returns_points(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
+    sale = await redeem(
+        session, program, member_id=m, partner="books", amount=D("1.00"), points=50, key="s"
+    )
+    assert sale.balance == 1 and sale.paid == D("0.50") and sale.points_earned == 1
+    back = await reverse(session, program, transaction_id=sale.transaction_id, key="r", reason="r")
+    assert back.points_returned == 50 and back.points_clawed_back == 1
+    assert back.money_refund == D("0.50")
+    assert back.balance == 50
+
+
+async def test_refund_of_spent_points_reports_shortfall(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
+    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("20"), key="s")
+    assert sale.points_earned == 100  # wallet 150
+    await redeem(
+        session, program, member_id=m, partner="books", amount=D("3.00"), points=140, key="spend"
+    )
+    # wallet: 150 - 140 + 0 (1.60 × 3 % = 4.8 -> 4) = 14
+    back = await reverse(session, program, transaction_id=sale.transaction_id, key="r", reason="r")
+    assert back.points_clawed_back == 14
+    assert back.shortfall == 86
+    assert back.balance == 0
+    replay = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r", reason="r"
+    )
+    assert replay.replayed and replay.shortfall == 86 and replay.points_clawed_back == 14
+
+
+async def test_expiry_moves_old_lots_to_breakage(session: AsyncSession, program: Program) -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    m = (await register_member(session, program, telegram_id=5, now=t0)).id
+    await earn(
+        session,
+        program,
+        member_id=m,
+        partner="coffee",
+        amount=D("10"),
+        key="e",
+        now=t0 + timedelta(days=100),
+    )
+    expired = await expire_due(session, now=t0 + timedelta(days=366))
+    assert [(e.member_id, e.points) for e in expired] == [(m, 50)]
+    assert await expire_due(session, now=t0 + timedelta(days=366)) == []
+    assert (await get_member(session, m)).balance == 50
+    later = await expire_due(session, now=t0 + timedelta(days=500))
+    assert [e.points for e in later] == [50]
+    assert (await get_member(session, m)).balance == 0
+
+
+async def test_referral_paid_once_on_first_qualifying_purchase(
+    session: AsyncSession, program: Program
+) -> None:
+    inviter = await join(session, program, 1)
+    friend = await join(session, program, 2, inviter_id=inviter)
+    small = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("19.99"), key="a"
+    )
+    assert small.referral is None
+    big = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="b"
+    )
+    assert big.referral is not None
+    assert (big.referral.inviter_points, big.referral.invitee_points) == (200, 100)
+    again = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("50"), key="c"
+    )
+    assert again.referral is None
+    replay = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="b"
+    )
+    assert replay.referral == big.referral
+    assert (await get_member(session, inviter)).balance == 250
+    assert (await get_member(session, friend)).balance == 50 + 99 + 100 + 100 + 250
+
+
+async def test_self_referral_is_impossible(session: AsyncSession, program: Program) -> None:
+    m = await join(session, program)
+    with pytest.raises(DBAPIError):
+        await session.execute(
+            text("UPDATE members SET referred_by_id = id WHERE id = :m"), {"m": m}
+        )
+    await session.rollback()
+
+
+async def test_tier_upgrade_multiplies_next_earnings(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
+    first = await earn(session, program, member_id=m, partner="gym", amount=D("1000"), key="a")
+    assert first.points_earned == 2000 and first.tier == "Silver"
+    second = await earn(session, program, member_id=m, partner="gym", amount=D("100"), key="b")
+    assert second.points_earned == 300  # 100 × 2 % × 1.5
+
+
+async def test_adjust_needs_reason_and_respects_balance(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
+    with pytest.raises(errors.ReasonRequired):
+        await adjust(session, program, member_id=m, points=10, reason="", key="a")
+    added = await adjust(session, program, member_id=m, points=25, reason="goodwill", key="b")
+    assert added.balance == 75
+    with pytest.raises(errors.NotEnoughPoints):
+        await adjust(session, program, member_id=m, points=-76, reason="fix", key="c")
+    taken = await adjust(session, program, member_id=m, points=-75, reason="fix", key="d")
+    assert taken.balance == 0
+
+
+async def test_postings_are_immutable(session: AsyncSession, program: Program) -> None:
+    await join(session, program)
+    for sql in (
+        "UPDATE entries SET amount = amount + 1",
+        "DELETE FROM transactions",
+        "UPDATE accounts SET balance = balance + 1",
+    ):
+        with pytest.raises(DBAPIError):
+            await session.execute(text(sql))
+        await session.rollback()
+    assert await count(session, Entry) == 2
