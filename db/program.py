@@ -39,6 +39,8 @@ def _exact_decimal(value: Any) -> Any:
 
 
 Dec = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(allow_inf_nan=False)]
+# Strict: a TOML `true` or "10" where a count of points belongs is a mistake, not a 1 or 10.
+Int = Annotated[int, Field(strict=True)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
 
 
@@ -50,18 +52,18 @@ class ProgramRules(_Strict):
     name: str = Field(min_length=1, max_length=100)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     point_value: Dec = Field(gt=0, max_digits=12, decimal_places=6)
-    welcome_points: int = Field(default=0, ge=0, le=1_000_000)
-    expire_days: int = Field(default=365, ge=0, le=36_500)
+    welcome_points: Int = Field(default=0, ge=0, le=1_000_000)
+    expire_days: Int = Field(default=365, ge=0, le=36_500)
     max_redeem_percent: Dec = Field(default=Decimal(50), ge=0, le=100)
     max_purchase: Dec = Field(gt=0, max_digits=12, decimal_places=2)
-    card_ttl_seconds: int = Field(default=600, ge=30, le=86_400)
+    card_ttl_seconds: Int = Field(default=600, ge=30, le=86_400)
     rules_url: HttpUrl | None = None
     timezone: str = "UTC"
 
 
 class ReferralRules(_Strict):
-    inviter_points: int = Field(default=0, ge=0, le=1_000_000)
-    invitee_points: int = Field(default=0, ge=0, le=1_000_000)
+    inviter_points: Int = Field(default=0, ge=0, le=1_000_000)
+    invitee_points: Int = Field(default=0, ge=0, le=1_000_000)
     qualifying_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
 
 

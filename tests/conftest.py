@@ -86,17 +86,22 @@ def demo_program() -> Program:
     return load_program(ROOT / "program.toml")
 
 
+async def reset_ledger(engine: AsyncEngine, program: Program) -> None:
+    """Empty every table and set up the program's accounts and partners, as after start."""
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        await conn.execute(text("INSERT INTO accounts (kind) VALUES ('program'), ('breakage')"))
+    async with session_factory(engine)() as session:
+        await sync_partners(session, program)
+
+
 @pytest.fixture
 async def sessions(
     engine: AsyncEngine, program: Program
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A clean ledger with the test program's partners; the invariants are checked after."""
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-        await conn.execute(text("INSERT INTO accounts (kind) VALUES ('program'), ('breakage')"))
+    await reset_ledger(engine, program)
     factory = session_factory(engine)
-    async with factory() as session:
-        await sync_partners(session, program)
     yield factory
     async with factory() as session:
         await assert_ledger_invariants(session)

@@ -1,0 +1,84 @@
+"""The program file: the shipped demo loads; a bad file names the key and the problem."""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from db.program import ProgramError, load_program, parse_program
+from tests.conftest import ROOT, TEST_PROGRAM
+
+
+def test_demo_program_is_a_real_coalition() -> None:
+    program = load_program(ROOT / "program.toml")
+    assert len(program.partners) >= 4
+    assert len({p.category for p in program.partners}) >= 4
+    assert len(program.tiers) == 3
+    assert program.referral.inviter_points > 0 and program.referral.invitee_points > 0
+    assert sum(len(p.offers) for p in program.partners) >= 3
+    assert program.program.point_value == Decimal("0.01")
+    assert program.partner("coffee") is not None and program.partner("nope") is None
+
+
+def _broken(path: list[str | int], value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(TEST_PROGRAM)
+    target: Any = data
+    for step in path[:-1]:
+        target = target[step]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (["partners", 2, "earn_pct"], "5", "partners[2].earn_pct: unknown key"),
+        (
+            ["partners", 1, "earn_percent"],
+            "-1",
+            "partners[1].earn_percent: Input should be greater",
+        ),
+        (["program", "point_value"], "zero", "program.point_value: not a decimal number: 'zero'"),
+        (["program", "max_purchase"], KeyError, "program.max_purchase: required key is missing"),
+        (["partners", 3, "slug"], "coffee", "partners[3].slug: duplicate slug 'coffee'"),
+        (
+            ["program", "max_redeem_percent"],
+            150,
+            "program.max_redeem_percent: Input should be less",
+        ),
+        (["tiers", 1, "min_spend"], "5000", "tiers: tiers must be listed by strictly increasing"),
+        (["program", "currency"], "zloty", "program.currency: String should match pattern"),
+        (["program", "welcome_points"], True, "program.welcome_points"),
+    ],
+)
+def test_bad_file_names_the_key(path: list[str | int], value: Any, expected: str) -> None:
+    with pytest.raises(ProgramError) as info:
+        parse_program(_broken(path, value), "program.toml")
+    message = str(info.value)
+    assert message.startswith(f"program.toml: {expected}"), message
+    assert "\n" not in message
+
+
+def test_floats_read_as_written() -> None:
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["tiers"][1]["multiplier"] = 1.1
+    data["program"]["point_value"] = 0.01
+    program = parse_program(data)
+    assert program.tiers[1].multiplier == Decimal("1.1")
+    assert program.program.point_value == Decimal("0.01")
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ProgramError, match="program file not found"):
+        load_program(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[program\nname = 1\n")
+    with pytest.raises(ProgramError, match="not valid TOML"):
+        load_program(bad)

@@ -1,0 +1,128 @@
+"""Random sequences of earn, redeem, reverse, adjust and expire keep every ledger invariant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db import errors
+from db.adjust import adjust
+from db.engine import session_factory
+from db.expiry import expire_due
+from db.members import register_member
+from db.models import Transaction, TxKind
+from db.program import Program
+from db.purchases import record_purchase, reverse
+from tests.conftest import make_program, reset_ledger
+from tests.invariants import ledger_violations
+
+PROGRAM: Program = make_program(program={"expire_days": 30})
+PARTNERS = [p.slug for p in PROGRAM.partners]
+
+cents = st.integers(min_value=1, max_value=200_000)
+operation = st.one_of(
+    st.tuples(st.just("earn"), st.integers(0, 2), st.integers(0, 3), cents),
+    st.tuples(
+        st.just("redeem"), st.integers(0, 2), st.integers(0, 3), cents, st.integers(1, 5_000)
+    ),
+    st.tuples(st.just("reverse"), st.integers(0, 50), st.one_of(st.none(), cents)),
+    st.tuples(st.just("adjust"), st.integers(0, 2), st.integers(-500, 500).filter(bool)),
+    st.tuples(st.just("days"), st.integers(1, 40)),
+    st.tuples(st.just("expire")),
+    st.tuples(st.just("replay")),
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(operation, min_size=1, max_size=25))
+async def test_random_operations_keep_the_invariants(
+    engine: AsyncEngine, ops: list[tuple]
+) -> None:
+    await reset_ledger(engine, PROGRAM)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    async with session_factory(engine)() as s:
+        members = [
+            (await register_member(s, PROGRAM, telegram_id=i + 1, now=now)).id for i in range(3)
+        ]
+        last: tuple | None = None
+        for n, op in enumerate(ops):
+            try:
+                match op:
+                    case ("earn", m, p, c):
+                        last = ("earn", members[m], PARTNERS[p], Decimal(c) / 100, f"k{n}")
+                        await record_purchase(
+                            s,
+                            PROGRAM,
+                            member_id=members[m],
+                            partner=PARTNERS[p],
+                            amount=Decimal(c) / 100,
+                            key=f"k{n}",
+                            now=now,
+                        )
+                    case ("redeem", m, p, c, points):
+                        await record_purchase(
+                            s,
+                            PROGRAM,
+                            member_id=members[m],
+                            partner=PARTNERS[p],
+                            amount=Decimal(c) / 100,
+                            redeem_points=points,
+                            key=f"k{n}",
+                            now=now,
+                        )
+                    case ("reverse", pick, c):
+                        sales = (
+                            (
+                                await s.execute(
+                                    select(Transaction.id)
+                                    .where(Transaction.kind.in_((TxKind.EARN, TxKind.REDEEM)))
+                                    .order_by(Transaction.id)
+                                )
+                            )
+                            .scalars()
+                            .all()
+                        )
+                        await s.rollback()
+                        if sales:
+                            await reverse(
+                                s,
+                                PROGRAM,
+                                transaction_id=sales[pick % len(sales)],
+                                amount=None if c is None else Decimal(c) / 100,
+                                key=f"k{n}",
+                                reason="refund",
+                                now=now,
+                            )
+                    case ("adjust", m, points):
+                        await adjust(
+                            s,
+                            PROGRAM,
+                            member_id=members[m],
+                            points=points,
+                            reason="fix",
+                            key=f"k{n}",
+                            now=now,
+                        )
+                    case ("days", days):
+                        now += timedelta(days=days)
+                    case ("expire",):
+                        await expire_due(s, now=now)
+                    case ("replay",) if last is not None:
+                        _, m, p, amount, key = last
+                        replay = await record_purchase(
+                            s, PROGRAM, member_id=m, partner=p, amount=amount, key=key, now=now
+                        )
+                        assert replay.replayed
+            except errors.DomainError:
+                pass
+            violations = await ledger_violations(s)
+            assert not violations, (n, op, violations)

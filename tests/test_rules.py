@@ -1,0 +1,87 @@
+"""Pure loyalty arithmetic and card numbers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from db import errors
+from db.cards import format_card_number, luhn_digit, new_card_number, normalize_card_number
+from db.rules import (
+    check_purchase,
+    earned_points,
+    max_redeemable,
+    parse_money,
+    points_money,
+    share_kept,
+)
+
+D = Decimal
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("12.50", D("12.50")), ("12,50", D("12.50")), ("12", D("12")), (" 1 250,00 ", D("1250.00"))],
+)
+def test_parse_money_accepts_till_formats(text: str, value: Decimal) -> None:
+    assert parse_money(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "12,5,0", "--1", "1e"])
+def test_parse_money_refuses_garbage(text: str) -> None:
+    with pytest.raises(errors.InvalidAmount):
+        parse_money(text)
+
+
+def test_purchase_checks() -> None:
+    assert check_purchase(D("12.5"), D("100")) == D("12.50")
+    with pytest.raises(errors.AmountTooLarge):
+        check_purchase(D("100.01"), D("100"))
+    for bad in (D("0"), D("-1"), D("0.001"), D("sNaN"), D("-Infinity")):
+        with pytest.raises(errors.InvalidAmount):
+            check_purchase(bad, D("100"))
+
+
+def test_earning_formula_floors() -> None:
+    # 12.39 × 5 % × 1.25 / 0.01 = 77.4375
+    assert earned_points(D("12.39"), D("5"), D("1.25"), D("0.01")) == 77
+    assert earned_points(D("0.01"), D("5"), D("1"), D("0.01")) == 0
+    assert max_redeemable(D("10.01"), D("50"), D("0.01")) == 500
+    assert points_money(333, D("0.01")) == D("3.33")
+    assert points_money(5, D("0.001")) == D("0.00")
+
+
+@given(
+    total=st.integers(min_value=0, max_value=10**6),
+    cents=st.integers(min_value=1, max_value=10**7),
+    cuts=st.lists(st.integers(min_value=1, max_value=10**7), max_size=5),
+)
+def test_partial_shares_sum_to_the_whole(total: int, cents: int, cuts: list[int]) -> None:
+    amount = D(cents) / 100
+    remaining = amount
+    given_back = 0
+    for cut in cuts:
+        part = min(D(cut) / 100, remaining)
+        after = remaining - part
+        given_back += share_kept(total, amount, remaining) - share_kept(total, amount, after)
+        remaining = after
+    given_back += share_kept(total, amount, remaining) - share_kept(total, amount, D(0))
+    assert given_back == total
+
+
+def test_card_numbers_check_digit() -> None:
+    for _ in range(200):
+        number = new_card_number()
+        assert len(number) == 12 and normalize_card_number(number) == number
+        assert normalize_card_number(format_card_number(number)) == number
+        wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
+        assert normalize_card_number(wrong) is None
+        swapped = number[1] + number[0] + number[2:]
+        # Luhn catches every swap of neighbours except 09 <-> 90.
+        if swapped != number and {number[0], number[1]} != {"0", "9"}:
+            assert normalize_card_number(swapped) is None
+    assert luhn_digit("7992739871") == "3"
+    assert normalize_card_number("12345") is None
