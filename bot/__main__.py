@@ -1,0 +1,115 @@
+"""`python -m bot`: run the bot; `python -m bot --help` for the other commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.config import Settings
+from bot.runtime import StartupError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise StartupError(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _day(text: str) -> datetime:
+    return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+
+
+async def _migrate(settings: Settings) -> None:
+    from bot.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    await runtime.close()
+    print("database is up to date")
+
+
+async def _settlement(settings: Settings, start: datetime, end: datetime) -> tuple[Any, str]:
+    from bot.runtime import open_runtime
+    from db.settlement import settlement
+
+    runtime = await open_runtime(settings)
+    try:
+        async with runtime.sessions() as session:
+            report = await settlement(session, runtime.program, start=start, end=end)
+    finally:
+        await runtime.close()
+    return report, runtime.program.program.currency
+
+
+def _write_settlement(report: Any, currency: str, out: str) -> None:
+    from bot.settlement_csv import write_settlement
+
+    if out == "-":
+        write_settlement(report, currency, sys.stdout)
+        return
+    with open(out, "w", newline="", encoding="utf-8") as fp:
+        write_settlement(report, currency, fp)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="A coalition loyalty program run through a Telegram bot. Settings come "
+        "from the environment: BOT_TOKEN, DATABASE_URL (unset: an embedded PostgreSQL under "
+        "DATA_DIR), TELEGRAM_API_BASE, ADMIN_IDS, PROGRAM_FILE, REDIS_URL, WEBHOOK_URL.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the bot (the default)")
+    sub.add_parser("migrate", help="apply database migrations and sync partners, then exit")
+    check = sub.add_parser("check-program", help="validate the program file and exit")
+    check.add_argument("file", nargs="?", help="default: PROGRAM_FILE or program.toml")
+    report = sub.add_parser("settlement", help="write the settlement CSV for a period")
+    report.add_argument("--from", dest="start", type=_day, required=True, help="YYYY-MM-DD")
+    report.add_argument("--to", dest="end", type=_day, required=True, help="YYYY-MM-DD, exclusive")
+    report.add_argument("--out", default="-", help="file to write; default: standard output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "check-program":
+            from db.program import ProgramError, load_program
+
+            try:
+                program = load_program(args.file or settings.program_file)
+            except ProgramError as exc:
+                raise StartupError(str(exc)) from None
+            print(f"{program.program.name}: {len(program.partners)} partners, OK")
+        elif args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif args.command == "settlement":
+            report, currency = asyncio.run(_settlement(settings, args.start, args.end))
+            _write_settlement(report, currency, args.out)
+        else:
+            from bot.app import run
+
+            asyncio.run(run(settings))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
