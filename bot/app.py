@@ -11,13 +11,19 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramUnauthorizedError
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand
+from aiogram.utils.i18n import I18n
 
+from bot import texts
 from bot.config import Settings
 from bot.handlers import get_routers
-from bot.i18n import build_i18n
+from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
+from db.tokens import derive_secret
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +39,36 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
-def build_dispatcher(runtime: Runtime) -> Dispatcher:
+def signing_secret(settings: Settings) -> bytes:
+    assert settings.bot_token is not None
+    extra = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+    return derive_secret(settings.bot_token.get_secret_value(), extra)
+
+
+def build_dispatcher(
+    runtime: Runtime, *, storage: BaseStorage | None = None, i18n: I18n | None = None
+) -> Dispatcher:
+    i18n = i18n or build_i18n()
     dp = Dispatcher(
+        storage=storage or MemoryStorage(),
         settings=runtime.settings,
         program=runtime.program,
         sessions=runtime.sessions,
+        secret=signing_secret(runtime.settings),
     )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
-    MemberLocaleMiddleware(build_i18n()).setup(dp)
+    MemberLocaleMiddleware(i18n).setup(dp)
     dp.include_routers(*get_routers())
+    dp["i18n_core"] = i18n
     return dp
+
+
+async def register_commands(bot: Bot, i18n: I18n) -> None:
+    """The command menu in each language; the default (no language) is English."""
+    for language in (None, *LANGUAGES):
+        with i18n.context(), i18n.use_locale(language or DEFAULT_LANGUAGE):
+            commands = [BotCommand(command=c, description=d) for c, d in texts.commands()]
+        await bot.set_my_commands(commands, language_code=language)
 
 
 async def run(settings: Settings) -> None:
@@ -55,8 +81,11 @@ async def run(settings: Settings) -> None:
             raise StartupError("Telegram refused BOT_TOKEN: check it with @BotFather.") from None
         log.info("running as @%s", me.username)
         dp = build_dispatcher(runtime)
+        await register_commands(bot, dp["i18n_core"])
         await bot.delete_webhook(drop_pending_updates=False)
-        await dp.start_polling(bot, handle_signals=True)
+        await dp.start_polling(
+            bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
+        )
     finally:
         await bot.session.close()
         await runtime.close()

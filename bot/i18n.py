@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gettext
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from aiogram.utils.i18n import I18n
@@ -17,6 +19,16 @@ DEFAULT_LANGUAGE = "en"
 
 
 class CatalogI18n(I18n):
+    @contextmanager
+    def context(self) -> Iterator[I18n]:
+        # aiogram keeps the current instance in a context variable per class; gettext() reads
+        # the base class's, so register there, not under this subclass.
+        token = I18n.set_current(self)
+        try:
+            yield self
+        finally:
+            I18n.reset_current(token)
+
     def find_locales(self) -> dict[str, gettext.GNUTranslations]:
         translations: dict[str, gettext.GNUTranslations] = {}
         for po_path in sorted(self.path.glob(f"*/LC_MESSAGES/{self.domain}.po")):

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import (
@@ -15,6 +16,7 @@ from db.errors import (
     NotReversible,
     ReasonRequired,
     RefundTooLarge,
+    UnknownMember,
     UnknownPartner,
     UnknownTransaction,
     WrongPartner,
@@ -34,7 +36,7 @@ from db.ledger import (
 )
 from db.members import MemberInfo, expiry_for, get_member
 from db.models import Account, AccountKind, Entry, Member, Partner, Transaction, TxKind
-from db.partners import partner_accounts
+from db.partners import PartnerAccounts, partner_accounts
 from db.program import Program
 from db.rules import (
     check_points,
@@ -116,18 +118,15 @@ async def record_purchase(
         check_redeem(redeem_points, amount, program.program.max_redeem_percent, pv)
     digest = fingerprint("purchase", member_id, partner, str(amount), redeem_points, receipt)
     now = now or datetime.now(UTC)
+    paid = amount - points_money(redeem_points, pv)
     async with unit_of_work(session):
-        member = await get_member(session, member_id)
-        accounts = await partner_accounts(session, partner)
-        paid = amount - points_money(redeem_points, pv)
-        earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
-        tx_id = await open_transaction(
+        member, accounts, tx_id = await _open_purchase(
             session,
+            member_id=member_id,
+            partner=partner,
             kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
             key=key,
             digest=digest,
-            member_id=member.id,
-            partner_id=accounts.id,
             staff_id=staff_id,
             amount=amount,
             paid=paid,
@@ -136,6 +135,7 @@ async def record_purchase(
         )
         if tx_id is None:
             return await purchase_result(session, await find_posted(session, key, digest), True)
+        earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
         legs = [
             Leg(member.wallet_id, -redeem_points),
             Leg(accounts.redeemed_id, redeem_points),
@@ -171,6 +171,74 @@ async def record_purchase(
             created_at=now,
             referral=referral,
         )
+
+
+# The member (with their wallet), the partner (with its two accounts) and the sale's
+# transaction row, in one round trip. The row is inserted only when both exist and are
+# active, so a refused sale writes nothing; as in open_transaction, a concurrent posting with
+# the same key waits on the unique index and then inserts nothing (tx_id is NULL: a replay).
+_OPEN_PURCHASE = text(
+    """
+    WITH member AS (
+        SELECT m.id, m.telegram_id, m.card_number, m.first_name, m.language, m.tier,
+               m.marketing_consent, m.referred_by_id, w.id AS wallet_id, w.balance, m.joined_at
+        FROM members AS m JOIN accounts AS w ON w.member_id = m.id
+        WHERE m.id = :member_id AND m.deleted_at IS NULL
+    ), partner AS (
+        SELECT p.id, p.slug, p.name, issued.id AS issued_id, redeemed.id AS redeemed_id
+        FROM partners AS p
+        JOIN accounts AS issued
+            ON issued.partner_id = p.id AND issued.kind = 'partner_issued'
+        JOIN accounts AS redeemed
+            ON redeemed.partner_id = p.id AND redeemed.kind = 'partner_redeemed'
+        WHERE p.slug = :slug AND p.active
+    ), opened AS (
+        INSERT INTO transactions (kind, idempotency_key, fingerprint, member_id, partner_id,
+                                  staff_id, amount, paid, receipt, created_at)
+        SELECT CAST(:kind AS varchar), CAST(:key AS varchar), CAST(:digest AS varchar),
+               member.id, partner.id, CAST(:staff_id AS bigint), CAST(:amount AS numeric),
+               CAST(:paid AS numeric), CAST(:receipt AS varchar), CAST(:created_at AS timestamptz)
+        FROM member, partner
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT member.*, partner.id AS partner_id, partner.slug AS partner_slug,
+           partner.name AS partner_name, partner.issued_id, partner.redeemed_id,
+           (SELECT id FROM opened) AS tx_id
+    FROM (VALUES (1)) AS one LEFT JOIN member ON true LEFT JOIN partner ON true
+    """
+)
+
+
+async def _open_purchase(
+    session: AsyncSession, *, member_id: int, partner: str, **columns: Any
+) -> tuple[MemberInfo, PartnerAccounts, int | None]:
+    """Read the member and the partner and open the sale's transaction (see _OPEN_PURCHASE).
+    Returns the transaction id, or None when the key was already posted."""
+    row = (
+        await session.execute(_OPEN_PURCHASE, {"member_id": member_id, "slug": partner, **columns})
+    ).one()
+    if row.id is None:
+        raise UnknownMember()
+    if row.partner_id is None:
+        raise UnknownPartner(partner=partner)
+    member = MemberInfo(
+        id=row.id,
+        telegram_id=row.telegram_id,
+        card_number=row.card_number,
+        first_name=row.first_name,
+        language=row.language,
+        tier=row.tier,
+        marketing_consent=row.marketing_consent,
+        referred_by_id=row.referred_by_id,
+        wallet_id=row.wallet_id,
+        balance=row.balance,
+        joined_at=row.joined_at,
+    )
+    accounts = PartnerAccounts(
+        row.partner_id, row.partner_slug, row.partner_name, row.issued_id, row.redeemed_id
+    )
+    return member, accounts, row.tx_id
 
 
 async def earn(

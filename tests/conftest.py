@@ -111,3 +111,13 @@ async def sessions(
 async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     async with sessions() as session:
         yield session
+
+
+@pytest.fixture
+async def harness(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], program: Program
+) -> AsyncIterator[Any]:
+    from tests.botharness import running_bot
+
+    async with running_bot(engine, sessions, program) as running:
+        yield running

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from aiogram import Router
-from aiogram.types import Message
+from aiogram import F, Router
+from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
+
+from db.members import MemberInfo
 
 router = Router(name="fallback")
 
 
-@router.message()
-async def anything_else(message: Message) -> None:
-    await message.answer(_("I did not understand that. Send /help to see what I can do."))
+@router.message(F.chat.type == "private")
+async def anything_else(message: Message, member: MemberInfo | None = None) -> None:
+    if member is None:
+        await message.answer(_("You are not a member yet: send /start to join."))
+    elif message.text and message.text.startswith("/"):
+        await message.answer(_("I do not know that command. Send /help to see what I can do."))
+    else:
+        await message.answer(_("I did not understand that. Send /help to see what I can do."))
+
+
+@router.callback_query()
+async def stale_button(query: CallbackQuery) -> None:
+    await query.answer(_("This button is no longer active."))

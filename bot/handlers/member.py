@@ -1,41 +1,151 @@
-"""The member's side: joining and the balance."""
+"""A member's everyday commands: card, balance, history, invite, partners, help."""
 
 from __future__ import annotations
 
-from aiogram import F, Router
-from aiogram.filters import Command, CommandStart
-from aiogram.types import Message
+from datetime import UTC, datetime, timedelta
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command
+from aiogram.types import BufferedInputFile, CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.i18n import pick_language
-from db.members import MemberInfo, register_member
+from bot import formatting as fmt
+from bot import keyboards, texts
+from bot.callbacks import CardCb, HistoryCb
+from bot.filters import IsMember
+from bot.links import start_link
+from bot.qr import render_qr
+from db.cards import format_card_number
+from db.members import MemberInfo
 from db.program import Program
+from db.tokens import card_token, referral_token
+from db.wallet import history, referral_stats, summary
 
 router = Router(name="member")
-router.message.filter(F.chat.type == "private")
+router.message.filter(F.chat.type == "private", IsMember())
+router.callback_query.filter(IsMember())
+
+PAGE = 10
 
 
-@router.message(CommandStart())
-async def start(message: Message, session: AsyncSession, program: Program) -> None:
-    assert message.from_user is not None
-    member = await register_member(
-        session,
-        program,
-        telegram_id=message.from_user.id,
-        first_name=message.from_user.first_name,
-        language=pick_language(message.from_user.language_code),
+async def send_card(
+    message: Message, bot: Bot, member: MemberInfo, program: Program, secret: bytes
+) -> None:
+    ttl = program.program.card_ttl_seconds
+    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    link = await start_link(bot, card_token(secret, member.id, expires))
+    caption = "\n".join(
+        [
+            _("💳 <b>{program}</b> member card").format(program=program.program.name),
+            _("Card number: <code>{number}</code>").format(
+                number=format_card_number(member.card_number)
+            ),
+            _(
+                "Show this code at the till. It works for {minutes} min; the number always works."
+            ).format(minutes=max(ttl // 60, 1)),
+        ]
     )
-    await message.answer(
-        _("Welcome to {program}, {name}! You have {points} points.").format(
-            program=program.program.name, name=member.first_name, points=member.balance
-        )
+    await message.answer_photo(
+        BufferedInputFile(render_qr(link), filename="card.png"),
+        caption=caption,
+        reply_markup=keyboards.card_keyboard(),
     )
+
+
+@router.message(Command("card"))
+@router.message(F.text == keyboards.CARD)
+async def card(
+    message: Message, bot: Bot, member: MemberInfo, program: Program, secret: bytes
+) -> None:
+    await send_card(message, bot, member, program, secret)
+
+
+@router.callback_query(CardCb.filter(F.action == "refresh"))
+async def refresh_card(
+    query: CallbackQuery, bot: Bot, member: MemberInfo, program: Program, secret: bytes
+) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await send_card(query.message, bot, member, program, secret)
 
 
 @router.message(Command("balance"))
-async def balance(message: Message, member: MemberInfo | None = None) -> None:
-    if member is None:
-        await message.answer(_("You are not a member yet: send /start to join."))
-        return
-    await message.answer(_("You have {points} points.").format(points=member.balance))
+@router.message(F.text == keyboards.BALANCE)
+async def balance(
+    message: Message, session: AsyncSession, member: MemberInfo, program: Program
+) -> None:
+    info = await summary(session, program, member)
+    await session.rollback()
+    await message.answer(texts.balance(info, program.program.currency))
+
+
+async def _history_page(
+    session: AsyncSession, member: MemberInfo, program: Program, offset: int
+) -> tuple[str, object]:
+    items, total = await history(session, member, offset=offset, limit=PAGE)
+    await session.rollback()
+    return (
+        texts.history(items, offset, total, program.program.currency),
+        keyboards.history_keyboard(offset, PAGE, total),
+    )
+
+
+@router.message(Command("history"))
+@router.message(F.text == keyboards.HISTORY)
+async def show_history(
+    message: Message, session: AsyncSession, member: MemberInfo, program: Program
+) -> None:
+    text, markup = await _history_page(session, member, program, 0)
+    await message.answer(text, reply_markup=markup)  # type: ignore[arg-type]
+
+
+@router.callback_query(HistoryCb.filter())
+async def page_history(
+    query: CallbackQuery,
+    callback_data: HistoryCb,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+) -> None:
+    text, markup = await _history_page(session, member, program, max(callback_data.offset, 0))
+    await query.answer()
+    if isinstance(query.message, Message) and query.message.text != text:
+        await query.message.edit_text(text, reply_markup=markup)  # type: ignore[arg-type]
+
+
+@router.message(Command("invite"))
+@router.message(F.text == keyboards.INVITE)
+async def invite(
+    message: Message,
+    bot: Bot,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+    secret: bytes,
+) -> None:
+    stats = await referral_stats(session, member.id)
+    await session.rollback()
+    link = await start_link(bot, referral_token(secret, member.id))
+    currency = program.program.currency
+    referral = program.referral
+    text = "\n".join(
+        [
+            _("🎁 Invite friends to {program}.").format(program=program.program.name),
+            _(
+                "When a friend joins with your link and makes a first purchase of {amount} or "
+                "more, you get {inviter} and your friend gets {invitee}."
+            ).format(
+                amount=fmt.money(referral.qualifying_purchase, currency),
+                inviter=fmt.points(referral.inviter_points),
+                invitee=fmt.points(referral.invitee_points),
+            ),
+            "",
+            _("Your link: {link}").format(link=link),
+            _("Friends invited: {invited}. Rewarded: {rewarded}.").format(
+                invited=stats.invited, rewarded=stats.rewarded
+            ),
+        ]
+    )
+    share = _("Join {program} with me: we both get points.").format(program=program.program.name)
+    await message.answer(text, reply_markup=keyboards.share_keyboard(link, share))

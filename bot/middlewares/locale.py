@@ -1,9 +1,11 @@
-"""The reply language: the member's chosen one if they joined, else Telegram's."""
+"""The reply language: the member's chosen one; before joining, the one picked on the join
+screen; else Telegram's."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from aiogram.fsm.context import FSMContext
 from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18nMiddleware
 
@@ -19,7 +21,11 @@ class MemberLocaleMiddleware(I18nMiddleware):
         session = data.get("session")
         if session is not None:
             member = await find_by_telegram(session, user.id)
-            if member is not None and member.telegram_id is not None:
-                data["member"] = member
+            await session.rollback()  # end the read: the handler's use case starts afresh
+            data["member"] = member
+            if member is not None:
                 return member.language
+        state: FSMContext | None = data.get("state")
+        if state is not None and (chosen := (await state.get_data()).get("language")):
+            return str(chosen)
         return pick_language(user.language_code)

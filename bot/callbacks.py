@@ -1,0 +1,30 @@
+"""Every inline button's callback data, typed. Never build callback strings by hand; and
+never trust them either: handlers check again what a button asks for."""
+
+from __future__ import annotations
+
+from aiogram.filters.callback_data import CallbackData
+
+
+class JoinCb(CallbackData, prefix="join"):
+    action: str  # "accept"
+
+
+class LanguageCb(CallbackData, prefix="lang"):
+    code: str
+
+
+class ConsentCb(CallbackData, prefix="consent"):
+    marketing: bool
+
+
+class CardCb(CallbackData, prefix="card"):
+    action: str  # "refresh"
+
+
+class HistoryCb(CallbackData, prefix="hist"):
+    offset: int
+
+
+class PrivacyCb(CallbackData, prefix="priv"):
+    action: str  # "export", "marketing", "delete", "confirm", "cancel"

@@ -1,0 +1,42 @@
+"""Numbers, money, dates and points in the reader's language (Babel's CLDR data)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import ngettext as _n
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_decimal
+
+_BABEL_LOCALES = {"en": "en_GB", "ru": "ru_RU", "uk": "uk_UA", "pl": "pl_PL"}
+
+
+def locale() -> str:
+    return _BABEL_LOCALES.get(get_i18n().current_locale, "en_GB")
+
+
+def number(value: int | Decimal) -> str:
+    return format_decimal(value, locale=locale())
+
+
+def money(value: Decimal, currency: str) -> str:
+    return format_currency(value, currency, locale=locale())
+
+
+def day(value: datetime) -> str:
+    return format_date(value, format="medium", locale=locale())
+
+
+def moment(value: datetime) -> str:
+    return format_datetime(value, format="short", locale=locale(), tzinfo=value.tzinfo)
+
+
+def points(n: int) -> str:
+    """`1 point`, `5 points`; `1 бал`, `2 бали`, `5 балів`: the language's own plural rule."""
+    return _n("{n} point", "{n} points", abs(n)).format(n=number(n))
+
+
+def percent(value: Decimal) -> str:
+    return format_decimal(value, locale=locale()) + "%"

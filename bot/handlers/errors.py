@@ -1,0 +1,79 @@
+"""Domain errors become a short message in the reader's language; anything else is logged
+with its update id and the person is asked to try again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiogram import Router
+from aiogram.filters import ExceptionTypeFilter
+from aiogram.types import ErrorEvent
+from aiogram.utils.i18n import gettext as _
+
+from bot import formatting as fmt
+from db.errors import DomainError
+
+log = logging.getLogger(__name__)
+router = Router(name="errors")
+
+MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "invalid_amount": lambda p: _(
+        "That is not an amount I can use: {amount}. Type it like 12.50."
+    ).format(amount=p.get("amount", "")),
+    "amount_too_large": lambda p: _(
+        "That is more than {max}, the largest purchase allowed. Check the amount."
+    ).format(max=fmt.number(p["max"])),
+    "invalid_points": lambda p: _("That is not a number of points I can use."),
+    "not_enough_points": lambda p: _("Not enough points."),
+    "redeem_limit_exceeded": lambda p: _("Points can pay at most {max} on this purchase.").format(
+        max=fmt.points(p["max"])
+    ),
+    "idempotency_conflict": lambda p: _(
+        "This operation was already done with other details. Start it again."
+    ),
+    "unknown_member": lambda p: _("No such member."),
+    "unknown_partner": lambda p: _("No such partner."),
+    "unknown_transaction": lambda p: _("No such transaction."),
+    "not_reversible": lambda p: _("This transaction cannot be refunded."),
+    "already_reversed": lambda p: _("This sale was already refunded in full."),
+    "refund_too_large": lambda p: _("At most {max} of this sale is left to refund.").format(
+        max=fmt.number(p["max"])
+    ),
+    "wrong_partner": lambda p: _("This belongs to another partner."),
+    "reason_required": lambda p: _("Please give a reason."),
+    "invalid_token": lambda p: _("This link is not valid. Check it, or ask for a new one."),
+    "card_expired": lambda p: _("This card code has expired: ask the member to open /card again."),
+}
+
+
+def describe(error: DomainError) -> str:
+    render = MESSAGES.get(error.code)
+    return render(error.params) if render else _("That did not work. Please try again.")
+
+
+@router.errors(ExceptionTypeFilter(DomainError))
+async def domain_error(event: ErrorEvent) -> None:
+    assert isinstance(event.exception, DomainError)
+    await _tell(event, describe(event.exception))
+
+
+@router.errors()
+async def unexpected(event: ErrorEvent) -> None:
+    log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
+    await _tell(
+        event,
+        _("Something went wrong on our side; nothing was changed. Please try again in a moment."),
+    )
+
+
+async def _tell(event: ErrorEvent, text: str) -> None:
+    update = event.update
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(text, show_alert=True)
+        elif update.message is not None:
+            await update.message.answer(text)
+    except Exception:  # the error report itself must never raise
+        log.warning("could not report the error of update %s", update.update_id, exc_info=True)

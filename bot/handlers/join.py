@@ -1,0 +1,216 @@
+"""/start: joining (rules, consent, language), referral links, and card links opened by
+someone who is not at a till."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import formatting as fmt
+from bot import keyboards, texts
+from bot.callbacks import ConsentCb, JoinCb, LanguageCb
+from db.members import MemberInfo, register_member
+from db.program import Program
+from db.tokens import (
+    CARD,
+    REFERRAL,
+    CardExpired,
+    InvalidToken,
+    read_card_token,
+    read_referral_token,
+)
+from db.wallet import set_language, set_marketing_consent
+
+router = Router(name="join")
+router.message.filter(F.chat.type == "private")
+
+
+async def _offer_to_join(message: Message, program: Program) -> None:
+    await message.answer(
+        texts.rules_summary(program),
+        reply_markup=keyboards.join_keyboard(
+            str(program.program.rules_url) if program.program.rules_url else None
+        ),
+    )
+
+
+async def _welcome_back(message: Message, member: MemberInfo) -> None:
+    await message.answer(
+        _("Welcome back, {name}! You have {points}.").format(
+            name=member.first_name or "🙂", points=fmt.points(member.balance)
+        ),
+        reply_markup=keyboards.main_menu(),
+    )
+
+
+@router.message(CommandStart(deep_link=True))
+async def start_with_payload(
+    message: Message,
+    command: CommandObject,
+    state: FSMContext,
+    program: Program,
+    secret: bytes,
+    member: MemberInfo | None = None,
+) -> None:
+    payload = command.args or ""
+    if payload.startswith(REFERRAL):
+        await _referral(message, payload, state, program, secret, member)
+    elif payload.startswith(CARD):
+        # Staff scanning a card are served by the staff router before this one.
+        try:
+            read_card_token(secret, payload)
+        except CardExpired:
+            await message.answer(_("This card code has expired: card codes last a few minutes."))
+        except InvalidToken:
+            await message.answer(_("This link is not valid. Check it, or ask for a new one."))
+        else:
+            await message.answer(_("This is a member card: it is for partner staff to scan."))
+        if member is None:
+            await _offer_to_join(message, program)
+    else:
+        await message.answer(_("This link is not valid. Check it, or ask for a new one."))
+        await (_welcome_back(message, member) if member else _offer_to_join(message, program))
+
+
+async def _referral(
+    message: Message,
+    payload: str,
+    state: FSMContext,
+    program: Program,
+    secret: bytes,
+    member: MemberInfo | None,
+) -> None:
+    if member is not None:
+        await message.answer(_("You are already a member: invitations are for new members."))
+        await _welcome_back(message, member)
+        return
+    try:
+        inviter = read_referral_token(secret, payload)
+    except InvalidToken:
+        await message.answer(_("This invitation link is not valid, but you can still join."))
+    else:
+        await state.update_data(inviter=inviter)
+        await message.answer(
+            _(
+                "A friend invited you! Make a first purchase of {amount} or more and you both "
+                "get points."
+            ).format(
+                amount=fmt.money(program.referral.qualifying_purchase, program.program.currency)
+            )
+        )
+    await _offer_to_join(message, program)
+
+
+@router.message(CommandStart())
+async def start(message: Message, program: Program, member: MemberInfo | None = None) -> None:
+    if member is not None:
+        await _welcome_back(message, member)
+    else:
+        await _offer_to_join(message, program)
+
+
+@router.callback_query(JoinCb.filter(F.action == "accept"))
+async def accept_rules(
+    query: CallbackQuery,
+    session: AsyncSession,
+    state: FSMContext,
+    program: Program,
+    i18n: I18n,
+    member: MemberInfo | None = None,
+) -> None:
+    if member is not None:  # a second tap, or an old join screen
+        await query.answer(_("You are already a member."))
+        return
+    data = await state.get_data()
+    member = await register_member(
+        session,
+        program,
+        telegram_id=query.from_user.id,
+        first_name=query.from_user.first_name,
+        language=i18n.current_locale,
+        inviter_id=data.get("inviter"),
+    )
+    await state.clear()
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=None)
+        text = _("🎉 You are in, {name}!").format(name=member.first_name or "🙂")
+        if member.balance:
+            text += "\n" + _("Your welcome gift: {points}.").format(
+                points=fmt.points(member.balance)
+            )
+        await query.message.answer(text, reply_markup=keyboards.main_menu())
+        await query.message.answer(
+            _(
+                "Would you like partners' offers and news from us? At most a few a month; you "
+                "can change this any time in /privacy."
+            ),
+            reply_markup=keyboards.consent_keyboard(),
+        )
+
+
+@router.callback_query(ConsentCb.filter())
+async def marketing_consent(
+    query: CallbackQuery,
+    callback_data: ConsentCb,
+    session: AsyncSession,
+    member: MemberInfo | None = None,
+) -> None:
+    if member is None:
+        await query.answer(_("Send /start to join first."), show_alert=True)
+        return
+    await set_marketing_consent(session, member.id, callback_data.marketing)
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(
+            _("You will get offers. Thank you!")
+            if callback_data.marketing
+            else _("No offers, then. You will still hear about your own points.")
+        )
+        await query.message.answer(_("Show your card at the till: /card"))
+
+
+@router.message(Command("language"))
+async def language_menu(message: Message) -> None:
+    await message.answer(_("Choose your language:"), reply_markup=keyboards.languages_keyboard())
+
+
+@router.callback_query(LanguageCb.filter())
+async def choose_language(
+    query: CallbackQuery,
+    callback_data: LanguageCb,
+    session: AsyncSession,
+    state: FSMContext,
+    i18n: I18n,
+    program: Program,
+    member: MemberInfo | None = None,
+) -> None:
+    if callback_data.code == "menu":
+        await query.answer()
+        if isinstance(query.message, Message):
+            await query.message.answer(
+                _("Choose your language:"), reply_markup=keyboards.languages_keyboard()
+            )
+        return
+    if callback_data.code not in keyboards.LANGUAGE_NAMES:
+        await query.answer()
+        return
+    if member is not None:
+        await set_language(session, member.id, callback_data.code)
+    else:
+        await state.update_data(language=callback_data.code)
+    i18n.current_locale = callback_data.code
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(
+            _("Language: {name}").format(name=keyboards.LANGUAGE_NAMES[callback_data.code])
+        )
+        if member is not None:
+            await query.message.answer(_("Done."), reply_markup=keyboards.main_menu())
+        else:
+            await _offer_to_join(query.message, program)

@@ -1,0 +1,104 @@
+"""/privacy: export everything we hold about the member, switch offers, delete the account."""
+
+from __future__ import annotations
+
+import json
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyKeyboardRemove
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import formatting as fmt
+from bot import keyboards
+from bot.callbacks import PrivacyCb
+from bot.filters import IsMember
+from db.members import MemberInfo
+from db.privacy import delete_member, export_member_data
+from db.wallet import set_marketing_consent
+
+router = Router(name="privacy")
+router.message.filter(F.chat.type == "private", IsMember())
+router.callback_query.filter(IsMember())
+
+
+def _overview(member: MemberInfo) -> str:
+    return "\n".join(
+        [
+            _("🔐 <b>Your data</b>"),
+            _(
+                "We keep your Telegram id, first name, language, card number, your points and "
+                "transactions, and your consents. Partners see your first name and tier at the "
+                "till, never your Telegram account."
+            ),
+            _("Offers and news: {state}.").format(
+                state=_("on") if member.marketing_consent else _("off")
+            ),
+        ]
+    )
+
+
+@router.message(Command("privacy"))
+async def privacy(message: Message, member: MemberInfo) -> None:
+    await message.answer(
+        _overview(member), reply_markup=keyboards.privacy_keyboard(member.marketing_consent)
+    )
+
+
+@router.callback_query(PrivacyCb.filter(F.action == "export"))
+async def export(query: CallbackQuery, session: AsyncSession, member: MemberInfo) -> None:
+    data = await export_member_data(session, member)
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.answer_document(
+            BufferedInputFile(
+                json.dumps(data, ensure_ascii=False, indent=2).encode(), filename="my-data.json"
+            ),
+            caption=_("Everything we hold about you."),
+        )
+
+
+@router.callback_query(PrivacyCb.filter(F.action == "marketing"))
+async def toggle_marketing(
+    query: CallbackQuery, session: AsyncSession, member: MemberInfo
+) -> None:
+    consent = not member.marketing_consent
+    await set_marketing_consent(session, member.id, consent)
+    await query.answer(_("Offers are on.") if consent else _("Offers are off."))
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=keyboards.privacy_keyboard(consent))
+
+
+@router.callback_query(PrivacyCb.filter(F.action == "delete"))
+async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.answer(
+            _("Delete your account? Your {points} will be lost and this cannot be undone.").format(
+                points=fmt.points(member.balance)
+            ),
+            reply_markup=keyboards.delete_keyboard(),
+        )
+
+
+@router.callback_query(PrivacyCb.filter(F.action == "cancel"))
+async def cancel_delete(query: CallbackQuery) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(_("Nothing was deleted."))
+
+
+@router.callback_query(PrivacyCb.filter(F.action == "confirm"))
+async def confirm_delete(query: CallbackQuery, session: AsyncSession, member: MemberInfo) -> None:
+    forfeited = await delete_member(session, member)
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(_("Your account is deleted."))
+        await query.message.answer(
+            _(
+                "We erased your details; {points} were forfeited. Send /start if you ever want "
+                "to join again."
+            ).format(points=fmt.points(forfeited)),
+            reply_markup=ReplyKeyboardRemove(),
+        )

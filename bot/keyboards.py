@@ -1,0 +1,96 @@
+"""Keyboards. Button texts are translated; the main menu's are matched by lazy translations,
+so each member's buttons work in their own language."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiogram.types import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+)
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import lazy_gettext as __
+
+from bot.callbacks import CardCb, ConsentCb, HistoryCb, JoinCb, LanguageCb, PrivacyCb
+
+LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uk": "Українська", "pl": "Polski"}
+
+CARD = __("💳 Card")
+BALANCE = __("💰 Balance")
+HISTORY = __("📜 History")
+INVITE = __("🎁 Invite friends")
+PARTNERS = __("🏪 Partners")
+HELP = __("❓ Help")
+
+
+def main_menu() -> ReplyKeyboardMarkup:
+    rows = [[CARD, BALANCE], [HISTORY, INVITE], [PARTNERS, HELP]]
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=str(label)) for label in row] for row in rows],
+        resize_keyboard=True,
+        is_persistent=True,
+    )
+
+
+def _inline(*rows: list[InlineKeyboardButton]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=list(rows))
+
+
+def _button(text: str, data: object) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=text, callback_data=data.pack())  # type: ignore[attr-defined]
+
+
+def join_keyboard(rules_url: str | None) -> InlineKeyboardMarkup:
+    rows = [[_button(_("✅ I accept the rules, join"), JoinCb(action="accept"))]]
+    if rules_url:
+        rows.append([InlineKeyboardButton(text=_("📄 Full rules"), url=rules_url)])
+    rows.append([_button("🌐 " + _("Language"), LanguageCb(code="menu"))])
+    return _inline(*rows)
+
+
+def languages_keyboard() -> InlineKeyboardMarkup:
+    return _inline([_button(name, LanguageCb(code=code)) for code, name in LANGUAGE_NAMES.items()])
+
+
+def consent_keyboard() -> InlineKeyboardMarkup:
+    return _inline(
+        [_button(_("Yes, send me offers"), ConsentCb(marketing=True))],
+        [_button(_("No, thanks"), ConsentCb(marketing=False))],
+    )
+
+
+def card_keyboard() -> InlineKeyboardMarkup:
+    return _inline([_button(_("🔄 New code"), CardCb(action="refresh"))])
+
+
+def history_keyboard(offset: int, page: int, total: int) -> InlineKeyboardMarkup | None:
+    buttons = []
+    if offset > 0:
+        buttons.append(_button(_("◀ Newer"), HistoryCb(offset=max(offset - page, 0))))
+    if offset + page < total:
+        buttons.append(_button(_("Older ▶"), HistoryCb(offset=offset + page)))
+    return _inline(buttons) if buttons else None
+
+
+def share_keyboard(link: str, text: str) -> InlineKeyboardMarkup:
+    url = f"https://t.me/share/url?url={quote(link, safe='')}&text={quote(text, safe='')}"
+    return _inline([InlineKeyboardButton(text=_("📤 Share"), url=url)])
+
+
+def privacy_keyboard(marketing: bool) -> InlineKeyboardMarkup:
+    toggle = _("🔕 Stop offers") if marketing else _("🔔 Send me offers")
+    return _inline(
+        [_button(_("📦 Export my data"), PrivacyCb(action="export"))],
+        [_button(toggle, PrivacyCb(action="marketing"))],
+        [_button(_("🗑 Delete my account"), PrivacyCb(action="delete"))],
+    )
+
+
+def delete_keyboard() -> InlineKeyboardMarkup:
+    return _inline(
+        [_button(_("Yes, delete everything"), PrivacyCb(action="confirm"))],
+        [_button(_("Cancel"), PrivacyCb(action="cancel"))],
+    )

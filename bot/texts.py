@@ -1,0 +1,163 @@
+"""The longer texts the member reads, composed from translated pieces and the program."""
+
+from __future__ import annotations
+
+from datetime import date
+from html import escape
+
+from aiogram.utils.i18n import gettext as _
+
+from bot import formatting as fmt
+from db.program import Program
+from db.wallet import HistoryItem, Summary
+
+
+def rules_summary(program: Program) -> str:
+    rules = program.program
+    rates = sorted(p.earn_percent for p in program.partners)
+    lines = [
+        _("<b>{program}</b>: one card for {count} local businesses.").format(
+            program=escape(rules.name), count=len(program.partners)
+        ),
+        "",
+        _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
+            low=fmt.percent(rates[0]), high=fmt.percent(rates[-1])
+        ),
+        _("• Spend them at any partner: {value} = 1 point, up to {share} of a purchase.").format(
+            value=fmt.money(rules.point_value, rules.currency),
+            share=fmt.percent(rules.max_redeem_percent),
+        ),
+    ]
+    if rules.expire_days:
+        lines.append(
+            _("• Points expire {days} days after you earn them, oldest first.").format(
+                days=rules.expire_days
+            )
+        )
+    if rules.welcome_points:
+        lines.append(
+            _("• A welcome gift of {points} when you join.").format(
+                points=fmt.points(rules.welcome_points)
+            )
+        )
+    lines += ["", _("Spending points always needs your confirmation here, in this chat.")]
+    return "\n".join(lines)
+
+
+def balance(summary: Summary, currency: str) -> str:
+    lines = [
+        _("💰 <b>{points}</b> (worth {money})").format(
+            points=fmt.points(summary.balance), money=fmt.money(summary.money, currency)
+        ),
+        _("🏅 Tier: {tier} (points × {multiplier})").format(
+            tier=escape(summary.tier), multiplier=fmt.number(summary.multiplier)
+        ),
+    ]
+    if summary.next_tier and summary.to_next_tier is not None:
+        lines.append(
+            _("Spend {money} more within 12 months to reach {tier}.").format(
+                money=fmt.money(summary.to_next_tier, currency), tier=escape(summary.next_tier)
+            )
+        )
+    else:
+        lines.append(_("You are at the top tier."))
+    if summary.expiring_at and summary.expiring_points:
+        lines.append(
+            _("⏳ {points} expire on {date}.").format(
+                points=fmt.points(summary.expiring_points), date=fmt.day(summary.expiring_at)
+            )
+        )
+    return "\n".join(lines)
+
+
+def _what(item: HistoryItem, currency: str) -> str:
+    amount = fmt.money(item.amount, currency) if item.amount is not None else ""
+    match item.kind:
+        case "earn":
+            return _("purchase {amount}").format(amount=amount)
+        case "redeem":
+            return _("purchase {amount} paid partly with points").format(amount=amount)
+        case "reverse":
+            return _("refund {amount}").format(amount=amount)
+        case "expire":
+            return _("points expired")
+        case "referral":
+            return _("reward for inviting a friend")
+        case "welcome":
+            return _("welcome gift")
+        case _:
+            return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
+
+
+def history(items: list[HistoryItem], offset: int, total: int, currency: str) -> str:
+    if not items:
+        return _("No transactions yet. Show your card at any partner to earn points.")
+    lines = [
+        _("📜 Transactions {first}–{last} of {total}").format(
+            first=offset + 1, last=offset + len(items), total=total
+        )
+    ]
+    for item in items:
+        moved = []
+        if item.points_in:
+            moved.append("+" + fmt.points(item.points_in))
+        if item.points_out:
+            moved.append("−" + fmt.points(item.points_out))
+        where = f" · {escape(item.partner)}" if item.partner else ""
+        lines.append(
+            f"{fmt.day(item.created_at)}{where} · {_what(item, currency)}: "
+            + (", ".join(moved) or fmt.points(0))
+        )
+    return "\n".join(lines)
+
+
+def partners(program: Program, today: date) -> str:
+    lines = [_("🏪 <b>Our partners</b>")]
+    for partner in program.partners:
+        lines += [
+            "",
+            _("<b>{name}</b> ({category}): {rate} back in points").format(
+                name=escape(partner.name),
+                category=escape(partner.category),
+                rate=fmt.percent(partner.earn_percent),
+            ),
+        ]
+        if partner.address:
+            lines.append("📍 " + escape(partner.address))
+        for offer in partner.offers:
+            if offer.until is not None and offer.until < today:
+                continue
+            until = (
+                " " + _("(until {date})").format(date=fmt.day(offer.until)) if offer.until else ""
+            )
+            lines.append(f"🎁 <i>{escape(offer.title)}</i>: {escape(offer.text)}{until}")
+    return "\n".join(lines)
+
+
+def help_text() -> str:
+    return "\n".join(
+        [
+            _("What I can do:"),
+            _("/card: your member card to show at the till"),
+            _("/balance: your points, tier and what expires next"),
+            _("/history: your transactions"),
+            _("/invite: invite friends and both get points"),
+            _("/partners: where to earn and spend, and current offers"),
+            _("/language: change the language"),
+            _("/privacy: your data, offers on or off, delete your account"),
+        ]
+    )
+
+
+def commands() -> list[tuple[str, str]]:
+    """The command menu Telegram shows, in the current language."""
+    return [
+        ("card", _("Your member card")),
+        ("balance", _("Points, tier and expiry")),
+        ("history", _("Your transactions")),
+        ("invite", _("Invite friends")),
+        ("partners", _("Partners and offers")),
+        ("language", _("Change the language")),
+        ("privacy", _("Your data and consent")),
+        ("help", _("What this bot can do")),
+    ]

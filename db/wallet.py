@@ -1,0 +1,170 @@
+"""What a member sees of their own account: balance, tier progress, expiry, history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.members import MemberInfo
+from db.models import Account, AccountKind, Entry, Member, Partner, PointLot, Transaction, TxKind
+from db.program import Program
+from db.purchases import trailing_spend
+from db.rules import points_money
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    balance: int
+    money: Decimal
+    tier: str
+    multiplier: Decimal
+    spend: Decimal
+    next_tier: str | None
+    to_next_tier: Decimal | None
+    expiring_points: int
+    expiring_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    transaction_id: int
+    kind: str
+    partner: str | None
+    amount: Decimal | None
+    points_in: int
+    points_out: int
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralStats:
+    invited: int
+    rewarded: int
+
+
+async def summary(
+    session: AsyncSession, program: Program, member: MemberInfo, now: datetime | None = None
+) -> Summary:
+    now = now or datetime.now(UTC)
+    tier = program.tier(member.tier)
+    nxt = program.next_tier(tier.name)
+    spend = await trailing_spend(session, member.id, now)
+    soonest = (
+        await session.execute(
+            select(func.min(PointLot.expires_at)).where(
+                PointLot.member_id == member.id, PointLot.remaining > 0
+            )
+        )
+    ).scalar_one()
+    expiring = 0
+    if soonest is not None:
+        # Everything that goes on the same day as the soonest lot.
+        day_end = soonest.replace(hour=23, minute=59, second=59)
+        expiring = (
+            await session.execute(
+                select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
+                    PointLot.member_id == member.id,
+                    PointLot.remaining > 0,
+                    PointLot.expires_at <= day_end,
+                )
+            )
+        ).scalar_one()
+    return Summary(
+        balance=member.balance,
+        money=points_money(member.balance, program.program.point_value),
+        tier=tier.name,
+        multiplier=tier.multiplier,
+        spend=spend,
+        next_tier=nxt.name if nxt else None,
+        to_next_tier=max(nxt.min_spend - spend, Decimal(0)) if nxt else None,
+        expiring_points=int(expiring),
+        expiring_at=soonest,
+    )
+
+
+async def history(
+    session: AsyncSession, member: MemberInfo, *, offset: int = 0, limit: int = 10
+) -> tuple[list[HistoryItem], int]:
+    """The member's transactions, newest first, with the points each moved in their wallet;
+    and how many there are in all. Includes rewards paid to them for a friend's purchase."""
+    mine = or_(
+        Transaction.member_id == member.id,
+        Transaction.id.in_(
+            select(Entry.transaction_id).where(Entry.account_id == member.wallet_id)
+        ),
+    )
+    total = (await session.execute(select(func.count()).where(mine))).scalar_one()
+    wallet = and_(Entry.transaction_id == Transaction.id, Entry.account_id == member.wallet_id)
+    rows = (
+        await session.execute(
+            select(
+                Transaction.id,
+                Transaction.kind,
+                Partner.name,
+                Transaction.amount,
+                func.coalesce(func.sum(Entry.amount).filter(Entry.amount > 0), 0),
+                func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
+                Transaction.reason,
+                Transaction.created_at,
+            )
+            .outerjoin(Entry, wallet)
+            .outerjoin(Partner, Partner.id == Transaction.partner_id)
+            .where(mine)
+            .group_by(Transaction.id, Partner.name)
+            .order_by(Transaction.created_at.desc(), Transaction.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    return [HistoryItem(*row) for row in rows], int(total)
+
+
+async def referral_stats(session: AsyncSession, member_id: int) -> ReferralStats:
+    invited = select(Member.id).where(Member.referred_by_id == member_id).scalar_subquery()
+    row = (
+        await session.execute(
+            select(
+                select(func.count()).where(Member.referred_by_id == member_id).scalar_subquery(),
+                select(func.count())
+                .select_from(Transaction)
+                .where(Transaction.kind == TxKind.REFERRAL, Transaction.member_id.in_(invited))
+                .scalar_subquery(),
+            )
+        )
+    ).one()
+    return ReferralStats(int(row[0]), int(row[1]))
+
+
+async def set_language(session: AsyncSession, member_id: int, language: str) -> None:
+    await session.execute(update(Member).where(Member.id == member_id).values(language=language))
+    await session.commit()
+
+
+async def set_marketing_consent(session: AsyncSession, member_id: int, consent: bool) -> None:
+    await session.execute(
+        update(Member).where(Member.id == member_id).values(marketing_consent=consent)
+    )
+    await session.commit()
+
+
+async def set_reachable(session: AsyncSession, telegram_id: int, reachable: bool) -> None:
+    """A member who blocked the bot is not messaged until they unblock it."""
+    await session.execute(
+        update(Member).where(Member.telegram_id == telegram_id).values(reachable=reachable)
+    )
+    await session.commit()
+
+
+async def wallet_of(session: AsyncSession, member_id: int) -> int:
+    return (
+        await session.execute(
+            select(Account.id).where(
+                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
+            )
+        )
+    ).scalar_one()
