@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.qr import decode_qr
 from db.cards import normalize_card_number
 from db.members import find_by_telegram
-from db.models import Member
-from db.program import Program
-from db.purchases import earn
-from db.tokens import card_token, read_card_token, referral_token
+from db.tokens import read_card_token
 from tests.botharness import BOT_USERNAME, BotHarness
 from tests.fakegram import UserClient, text_of
 
