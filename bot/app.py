@@ -20,8 +20,10 @@ from bot import texts
 from bot.config import Settings
 from bot.handlers import get_routers
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
+from bot.jobs import start_scheduler
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
+from bot.notify import Notifier
 from bot.runtime import Runtime, StartupError, open_runtime
 from db.tokens import derive_secret
 
@@ -46,7 +48,7 @@ def signing_secret(settings: Settings) -> bytes:
 
 
 def build_dispatcher(
-    runtime: Runtime, *, storage: BaseStorage | None = None, i18n: I18n | None = None
+    runtime: Runtime, bot: Bot, *, storage: BaseStorage | None = None, i18n: I18n | None = None
 ) -> Dispatcher:
     i18n = i18n or build_i18n()
     dp = Dispatcher(
@@ -55,6 +57,7 @@ def build_dispatcher(
         program=runtime.program,
         sessions=runtime.sessions,
         secret=signing_secret(runtime.settings),
+        notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
     )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
     MemberLocaleMiddleware(i18n).setup(dp)
@@ -80,12 +83,16 @@ async def run(settings: Settings) -> None:
         except TelegramUnauthorizedError:
             raise StartupError("Telegram refused BOT_TOKEN: check it with @BotFather.") from None
         log.info("running as @%s", me.username)
-        dp = build_dispatcher(runtime)
+        dp = build_dispatcher(runtime, bot)
         await register_commands(bot, dp["i18n_core"])
+        scheduler = start_scheduler(runtime, dp["notifier"])
         await bot.delete_webhook(drop_pending_updates=False)
-        await dp.start_polling(
-            bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
-        )
+        try:
+            await dp.start_polling(
+                bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
+            )
+        finally:
+            scheduler.shutdown(wait=False)
     finally:
         await bot.session.close()
         await runtime.close()

@@ -162,3 +162,25 @@ async def register_member(
     info = await _load(session, Member.id == member_id, created=True)
     await session.commit()
     return info
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    telegram_id: int
+    language: str
+    first_name: str
+
+
+async def contact(session: AsyncSession, member_id: int) -> Contact | None:
+    """How to reach a member: None if they left or blocked the bot."""
+    row = (
+        await session.execute(
+            select(Member.telegram_id, Member.language, Member.first_name).where(
+                Member.id == member_id,
+                Member.deleted_at.is_(None),
+                Member.reachable.is_(True),
+                Member.telegram_id.is_not(None),
+            )
+        )
+    ).one_or_none()
+    return Contact(*row) if row else None

@@ -37,8 +37,7 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
     ).scalars()
     items, total = await history(session, member, limit=1_000_000)
     stats = await referral_stats(session, member.id)
-    await session.rollback()
-    return {
+    data = {
         "exported_at": datetime.now(UTC).isoformat(),
         "member": {
             "telegram_id": row.telegram_id,
@@ -80,6 +79,8 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
         "friends_invited": stats.invited,
         "friends_rewarded": stats.rewarded,
     }
+    await session.rollback()  # only after reading the rows: a rollback expires them
+    return data
 
 
 async def delete_member(

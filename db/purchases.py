@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, text, update
+from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import (
@@ -156,7 +156,7 @@ async def record_purchase(
         )
         if referral is not None:
             await _referral_lots(session, member.id, referral, now, expires_at)
-        tier = await _upgrade_tier(session, program, member, now)
+        tier, balance = await _tier_and_balance(session, program, member, now)
         return PurchaseResult(
             transaction_id=tx_id,
             kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
@@ -166,7 +166,7 @@ async def record_purchase(
             paid=paid,
             points_earned=earned,
             points_redeemed=redeem_points,
-            balance=await wallet_balance(session, member.wallet_id),
+            balance=balance,
             tier=tier,
             created_at=now,
             referral=referral,
@@ -375,34 +375,52 @@ def spend_expression() -> object:
     )
 
 
+# Built once: building a statement costs more Python than running it (bound values vary).
+_TRAILING_SPEND = select(spend_expression()).where(  # type: ignore[call-overload]
+    Transaction.member_id == bindparam("member_id"),
+    Transaction.kind.in_((*PURCHASE_KINDS, TxKind.REVERSE)),
+    Transaction.created_at > bindparam("since"),
+)
+_BALANCE = select(Account.balance).where(Account.id == bindparam("wallet_id"))
+_BALANCE_AND_SPEND = select(Account.balance, _TRAILING_SPEND.scalar_subquery()).where(
+    Account.id == bindparam("wallet_id")
+)
+
+
+def _spend_params(member_id: int, now: datetime) -> dict[str, Any]:
+    return {"member_id": member_id, "since": now - timedelta(days=365)}
+
+
 async def trailing_spend(session: AsyncSession, member_id: int, now: datetime) -> Decimal:
-    value = (
-        await session.execute(
-            select(spend_expression()).where(  # type: ignore[call-overload]
-                Transaction.member_id == member_id,
-                Transaction.kind.in_((*PURCHASE_KINDS, TxKind.REVERSE)),
-                Transaction.created_at > now - timedelta(days=365),
-            )
-        )
-    ).scalar_one()
+    value = (await session.execute(_TRAILING_SPEND, _spend_params(member_id, now))).scalar_one()
     return Decimal(value)
 
 
-async def _upgrade_tier(
+async def _tier_and_balance(
     session: AsyncSession, program: Program, member: MemberInfo, now: datetime
-) -> str:
-    """Move the member up at once when a purchase crosses a tier; moving down waits for the
-    daily recalculation, so a refund never surprises anyone at the till."""
+) -> tuple[str, int]:
+    """The member's tier after a purchase and their wallet's balance, read in one statement.
+
+    The member moves up at once when a purchase crosses a tier; moving down waits for the
+    daily recalculation, so a refund never surprises anyone at the till. At the top tier
+    there is nothing to reach, so only the balance is read."""
     current = program.tier(member.tier)
     if program.next_tier(current.name) is None:
-        return current.name
-    reached = program.tier_for_spend(await trailing_spend(session, member.id, now))
+        balance = (await session.execute(_BALANCE, {"wallet_id": member.wallet_id})).scalar_one()
+        return current.name, balance
+    balance, spend = (
+        await session.execute(
+            _BALANCE_AND_SPEND,
+            {"wallet_id": member.wallet_id, **_spend_params(member.id, now)},
+        )
+    ).one()
+    reached = program.tier_for_spend(Decimal(spend))
     if reached.min_spend > current.min_spend:
         await session.execute(
             update(Member).where(Member.id == member.id).values(tier=reached.name)
         )
-        return reached.name
-    return current.name
+        return reached.name, balance
+    return current.name, balance
 
 
 async def _wallet_moves(session: AsyncSession, tx_id: int) -> tuple[int, int]:

@@ -121,7 +121,9 @@ async def history(
             .limit(limit)
         )
     ).all()
-    return [HistoryItem(*row) for row in rows], int(total)
+    # sum() of bigint is numeric in PostgreSQL: points go back to int here.
+    items = [HistoryItem(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7]) for r in rows]
+    return items, int(total)
 
 
 async def referral_stats(session: AsyncSession, member_id: int) -> ReferralStats:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import build_bot, build_dispatcher, signing_secret
 from bot.config import Settings
+from bot.notify import Notifier
 from bot.runtime import Runtime
 from db.program import Program
 from tests.fakegram import FakeTelegramServer, UserClient
@@ -27,6 +28,10 @@ class BotHarness:
     dp: Dispatcher
     runtime: Runtime
     _next_user: int = field(default=1000)
+
+    @property
+    def notifier(self) -> Notifier:
+        return self.dp["notifier"]  # type: ignore[no-any-return]
 
     @property
     def secret(self) -> bytes:
@@ -54,7 +59,7 @@ async def running_bot(
         )
         runtime = Runtime(config, program, engine, sessions)
         bot = build_bot(config)
-        dp = build_dispatcher(runtime)
+        dp = build_dispatcher(runtime, bot)
         polling = asyncio.create_task(
             dp.start_polling(
                 bot,

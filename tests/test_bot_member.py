@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.qr import decode_qr
 from db.cards import normalize_card_number
-from db.members import find_by_telegram
-from db.tokens import read_card_token
+from db.members import MemberInfo, find_by_telegram
+from db.models import Member
+from db.program import Program
+from db.purchases import earn
+from db.tokens import card_token, read_card_token, referral_token
 from tests.botharness import BOT_USERNAME, BotHarness
 from tests.fakegram import UserClient, text_of
 
@@ -16,13 +25,13 @@ Sessions = async_sessionmaker[AsyncSession]
 
 async def join(user: UserClient, start: str = "/start") -> None:
     await user.send(start)
-    await user.wait_message()
+    await user.wait_message("one card for")
     await user.click("✅ I accept the rules, join")
     await user.wait_message("You are in")
     await user.wait_message("offers")
 
 
-async def member_of(sessions: Sessions, user: UserClient):  # type: ignore[no-untyped-def]
+async def member_of(sessions: Sessions, user: UserClient) -> MemberInfo:
     async with sessions() as s:
         return await find_by_telegram(s, user.user_id)
 
@@ -59,3 +68,171 @@ async def test_join_card_and_balance(harness: BotHarness, sessions: Sessions) ->
     await ann.send("/balance")
     balance = text_of(await ann.wait_message("Tier"))
     assert "50 points" in balance and "Bronze" in balance and "Silver" in balance
+
+
+async def test_referral_link_binds_inviter_once_and_rewards_both(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann, bob = harness.user("Ann"), harness.user("Bob")
+    await join(ann)
+    await ann.send("/invite")
+    invite = text_of(await ann.wait_message("Your link"))
+    link = invite.split("Your link: ")[1].split()[0]
+    assert "Friends invited: 0. Rewarded: 0." in invite
+
+    await join(bob, "/start " + link.split("start=")[1])
+    bob_member = await member_of(sessions, bob)
+    ann_member = await member_of(sessions, ann)
+    assert bob_member.referred_by_id == ann_member.id
+
+    # Ann opening Bob's link changes nothing: she is a member already.
+    await ann.send("/start " + referral_token(harness.secret, bob_member.id))
+    await ann.wait_message("already a member")
+    assert (await member_of(sessions, ann)).referred_by_id is None
+
+    async with sessions() as s:
+        sale = await earn(
+            s,
+            program,
+            member_id=bob_member.id,
+            partner="coffee",
+            amount=Decimal("25.00"),
+            key="sale",
+        )
+    await harness.notifier.purchase(sale, "Bean There Coffee")
+    note = text_of(await bob.wait_message("Balance:"))
+    assert "+125 points" in note and "+100 points" in note and "Balance: 275 points." in note
+    assert "+200 points" in text_of(await ann.wait_message("friend you invited"))
+    await ann.send("/invite")
+    assert "Friends invited: 1. Rewarded: 1." in text_of(await ann.wait_message("Your link"))
+
+
+async def test_export_then_delete(harness: BotHarness, sessions: Sessions) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    await ann.send("/privacy")
+    await ann.wait_message("Your data")
+    await ann.click("📦 Export my data")
+    document = await ann.wait_message(lambda m: "document" in m)
+    data = json.loads(harness.server.file(document["document"]["file_id"]).data)
+    assert data["member"]["card_number"] == member.card_number
+    assert data["member"]["telegram_id"] == ann.user_id
+    assert data["balance"] == 50 and data["transactions"][0]["kind"] == "welcome"
+
+    await ann.click("🗑 Delete my account")
+    await ann.wait_message("Delete your account?")
+    await ann.click("Yes, delete everything")
+    await ann.wait_message("forfeited")
+    assert await member_of(sessions, ann) is None
+    async with sessions() as s:
+        row = await s.get(Member, member.id)
+        assert row is not None and row.telegram_id is None and row.first_name == ""
+        assert row.card_number != member.card_number
+    await ann.send("/balance")
+    await ann.wait_message("not a member yet")
+
+
+async def test_bad_input_gets_clear_answers_and_changes_nothing(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    stranger = harness.user("Eve")
+    await stranger.send("hello?")
+    await stranger.wait_message("not a member yet")
+    await stranger.send("/start cForgedTokenThatIsNotSignedAtAll0000000000")
+    await stranger.wait_message("link is not valid")
+    await stranger.wait_message("one card for")  # and is invited to join
+    await stranger.send("/start rAAAAAAA")
+    await stranger.wait_message("invitation link is not valid")
+    await stranger.send("/start ../../etc")
+    await stranger.wait_message("link is not valid")
+    assert await member_of(sessions, stranger) is None
+
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    expired = card_token(harness.secret, member.id, datetime.now(UTC) - timedelta(seconds=1))
+    await ann.send("/start " + expired)
+    await ann.wait_message("expired")
+    foreign = card_token(b"another bot's secret", member.id, datetime.now(UTC) + timedelta(60))
+    await ann.send("/start " + foreign)
+    await ann.wait_message("not valid")
+    await ann.send("/frobnicate")
+    await ann.wait_message("do not know that command")
+    await ann.send("what is my balance")
+    await ann.wait_message("did not understand")
+    async with sessions() as s:
+        assert len((await s.execute(select(Member))).scalars().all()) == 1
+
+
+async def test_blocked_member_is_not_messaged_until_unblocked(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    await ann.block()
+    reachable = True
+    for _ in range(50):
+        async with sessions() as s:
+            reachable = await s.scalar(select(Member.reachable).where(Member.id == member.id))
+        if not reachable:
+            break
+        await asyncio.sleep(0.05)
+    assert reachable is False
+    assert not await harness.notifier.to_member(member.id, lambda: "hello")
+    await ann.unblock()
+    for _ in range(50):
+        if await harness.notifier.to_member(member.id, lambda: "welcome back"):
+            break
+        await asyncio.sleep(0.05)
+    await ann.wait_message("welcome back")
+
+
+async def test_history_pages_and_language_change(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    async with sessions() as s:
+        for i in range(12):
+            await earn(
+                s,
+                program,
+                member_id=member.id,
+                partner="books",
+                amount=Decimal(10 + i),
+                key=f"h{i}",
+            )
+    await ann.send("/history")
+    page = text_of(await ann.wait_message("Transactions"))
+    assert "Transactions 1–10 of 13" in page and "Chapter One Books" in page
+    await ann.click("Older ▶")
+    await harness.server.wait_for(
+        lambda: any("Transactions 11–13 of 13" in text_of(m) for m in ann.messages)
+    )
+    await ann.send("/language")
+    await ann.wait_message("Choose your language")
+    await ann.click("Polski")
+    await ann.wait_message()
+    async with sessions() as s:
+        assert (await find_by_telegram(s, ann.user_id)).language == "pl"
+
+
+async def test_commands_registered_per_language(harness: BotHarness) -> None:
+    from bot.app import register_commands
+
+    await register_commands(harness.bot, harness.dp["i18n_core"])
+    for language in ("", "en", "ru", "uk", "pl"):
+        names = [c["command"] for c in harness.server.commands(language)]
+        assert names == [
+            "card",
+            "balance",
+            "history",
+            "invite",
+            "partners",
+            "language",
+            "privacy",
+            "help",
+        ]

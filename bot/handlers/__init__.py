@@ -4,13 +4,14 @@ from bot.handlers import errors, fallback, join, member, privacy, public, system
 
 
 def get_routers() -> list[Router]:
-    # Order matters: the fallback router answers only what no other router took.
+    """Fresh routers for one dispatcher. Order matters: the fallback router answers only
+    what no other router took."""
     return [
-        errors.router,
-        system.router,
-        join.router,
-        public.router,
-        member.router,
-        privacy.router,
-        fallback.router,
+        errors.build(),
+        system.build(),
+        join.build(),
+        public.build(),
+        member.build(),
+        privacy.build(),
+        fallback.build(),
     ]

@@ -16,7 +16,6 @@ from bot import formatting as fmt
 from db.errors import DomainError
 
 log = logging.getLogger(__name__)
-router = Router(name="errors")
 
 MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "invalid_amount": lambda p: _(
@@ -53,13 +52,11 @@ def describe(error: DomainError) -> str:
     return render(error.params) if render else _("That did not work. Please try again.")
 
 
-@router.errors(ExceptionTypeFilter(DomainError))
 async def domain_error(event: ErrorEvent) -> None:
     assert isinstance(event.exception, DomainError)
     await _tell(event, describe(event.exception))
 
 
-@router.errors()
 async def unexpected(event: ErrorEvent) -> None:
     log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
     await _tell(
@@ -77,3 +74,10 @@ async def _tell(event: ErrorEvent, text: str) -> None:
             await update.message.answer(text)
     except Exception:  # the error report itself must never raise
         log.warning("could not report the error of update %s", update.update_id, exc_info=True)
+
+
+def build() -> Router:
+    router = Router(name="errors")
+    router.errors.register(domain_error, ExceptionTypeFilter(DomainError))
+    router.errors.register(unexpected)
+    return router

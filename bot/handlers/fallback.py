@@ -8,10 +8,7 @@ from aiogram.utils.i18n import gettext as _
 
 from db.members import MemberInfo
 
-router = Router(name="fallback")
 
-
-@router.message(F.chat.type == "private")
 async def anything_else(message: Message, member: MemberInfo | None = None) -> None:
     if member is None:
         await message.answer(_("You are not a member yet: send /start to join."))
@@ -21,6 +18,12 @@ async def anything_else(message: Message, member: MemberInfo | None = None) -> N
         await message.answer(_("I did not understand that. Send /help to see what I can do."))
 
 
-@router.callback_query()
 async def stale_button(query: CallbackQuery) -> None:
     await query.answer(_("This button is no longer active."))
+
+
+def build() -> Router:
+    router = Router(name="fallback")
+    router.message.register(anything_else, F.chat.type == "private")
+    router.callback_query.register(stale_button)
+    return router

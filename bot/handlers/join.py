@@ -26,9 +26,6 @@ from db.tokens import (
 )
 from db.wallet import set_language, set_marketing_consent
 
-router = Router(name="join")
-router.message.filter(F.chat.type == "private")
-
 
 async def _offer_to_join(message: Message, program: Program) -> None:
     await message.answer(
@@ -48,7 +45,6 @@ async def _welcome_back(message: Message, member: MemberInfo) -> None:
     )
 
 
-@router.message(CommandStart(deep_link=True))
 async def start_with_payload(
     message: Message,
     command: CommandObject,
@@ -106,7 +102,6 @@ async def _referral(
     await _offer_to_join(message, program)
 
 
-@router.message(CommandStart())
 async def start(message: Message, program: Program, member: MemberInfo | None = None) -> None:
     if member is not None:
         await _welcome_back(message, member)
@@ -114,7 +109,6 @@ async def start(message: Message, program: Program, member: MemberInfo | None = 
         await _offer_to_join(message, program)
 
 
-@router.callback_query(JoinCb.filter(F.action == "accept"))
 async def accept_rules(
     query: CallbackQuery,
     session: AsyncSession,
@@ -154,7 +148,6 @@ async def accept_rules(
         )
 
 
-@router.callback_query(ConsentCb.filter())
 async def marketing_consent(
     query: CallbackQuery,
     callback_data: ConsentCb,
@@ -175,12 +168,10 @@ async def marketing_consent(
         await query.message.answer(_("Show your card at the till: /card"))
 
 
-@router.message(Command("language"))
 async def language_menu(message: Message) -> None:
     await message.answer(_("Choose your language:"), reply_markup=keyboards.languages_keyboard())
 
 
-@router.callback_query(LanguageCb.filter())
 async def choose_language(
     query: CallbackQuery,
     callback_data: LanguageCb,
@@ -214,3 +205,15 @@ async def choose_language(
             await query.message.answer(_("Done."), reply_markup=keyboards.main_menu())
         else:
             await _offer_to_join(query.message, program)
+
+
+def build() -> Router:
+    router = Router(name="join")
+    router.message.filter(F.chat.type == "private")
+    router.message.register(start_with_payload, CommandStart(deep_link=True))
+    router.message.register(start, CommandStart())
+    router.callback_query.register(accept_rules, JoinCb.filter(F.action == "accept"))
+    router.callback_query.register(marketing_consent, ConsentCb.filter())
+    router.message.register(language_menu, Command("language"))
+    router.callback_query.register(choose_language, LanguageCb.filter())
+    return router

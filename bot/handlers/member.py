@@ -22,10 +22,6 @@ from db.program import Program
 from db.tokens import card_token, referral_token
 from db.wallet import history, referral_stats, summary
 
-router = Router(name="member")
-router.message.filter(F.chat.type == "private", IsMember())
-router.callback_query.filter(IsMember())
-
 PAGE = 10
 
 
@@ -53,15 +49,12 @@ async def send_card(
     )
 
 
-@router.message(Command("card"))
-@router.message(F.text == keyboards.CARD)
 async def card(
     message: Message, bot: Bot, member: MemberInfo, program: Program, secret: bytes
 ) -> None:
     await send_card(message, bot, member, program, secret)
 
 
-@router.callback_query(CardCb.filter(F.action == "refresh"))
 async def refresh_card(
     query: CallbackQuery, bot: Bot, member: MemberInfo, program: Program, secret: bytes
 ) -> None:
@@ -70,8 +63,6 @@ async def refresh_card(
         await send_card(query.message, bot, member, program, secret)
 
 
-@router.message(Command("balance"))
-@router.message(F.text == keyboards.BALANCE)
 async def balance(
     message: Message, session: AsyncSession, member: MemberInfo, program: Program
 ) -> None:
@@ -91,8 +82,6 @@ async def _history_page(
     )
 
 
-@router.message(Command("history"))
-@router.message(F.text == keyboards.HISTORY)
 async def show_history(
     message: Message, session: AsyncSession, member: MemberInfo, program: Program
 ) -> None:
@@ -100,7 +89,6 @@ async def show_history(
     await message.answer(text, reply_markup=markup)  # type: ignore[arg-type]
 
 
-@router.callback_query(HistoryCb.filter())
 async def page_history(
     query: CallbackQuery,
     callback_data: HistoryCb,
@@ -114,8 +102,6 @@ async def page_history(
         await query.message.edit_text(text, reply_markup=markup)  # type: ignore[arg-type]
 
 
-@router.message(Command("invite"))
-@router.message(F.text == keyboards.INVITE)
 async def invite(
     message: Message,
     bot: Bot,
@@ -149,3 +135,20 @@ async def invite(
     )
     share = _("Join {program} with me: we both get points.").format(program=program.program.name)
     await message.answer(text, reply_markup=keyboards.share_keyboard(link, share))
+
+
+def build() -> Router:
+    router = Router(name="member")
+    router.message.filter(F.chat.type == "private", IsMember())
+    router.callback_query.filter(IsMember())
+    router.message.register(card, Command("card"))
+    router.message.register(card, F.text == keyboards.CARD)
+    router.callback_query.register(refresh_card, CardCb.filter(F.action == "refresh"))
+    router.message.register(balance, Command("balance"))
+    router.message.register(balance, F.text == keyboards.BALANCE)
+    router.message.register(show_history, Command("history"))
+    router.message.register(show_history, F.text == keyboards.HISTORY)
+    router.callback_query.register(page_history, HistoryCb.filter())
+    router.message.register(invite, Command("invite"))
+    router.message.register(invite, F.text == keyboards.INVITE)
+    return router

@@ -18,10 +18,6 @@ from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
 from db.wallet import set_marketing_consent
 
-router = Router(name="privacy")
-router.message.filter(F.chat.type == "private", IsMember())
-router.callback_query.filter(IsMember())
-
 
 def _overview(member: MemberInfo) -> str:
     return "\n".join(
@@ -39,14 +35,12 @@ def _overview(member: MemberInfo) -> str:
     )
 
 
-@router.message(Command("privacy"))
 async def privacy(message: Message, member: MemberInfo) -> None:
     await message.answer(
         _overview(member), reply_markup=keyboards.privacy_keyboard(member.marketing_consent)
     )
 
 
-@router.callback_query(PrivacyCb.filter(F.action == "export"))
 async def export(query: CallbackQuery, session: AsyncSession, member: MemberInfo) -> None:
     data = await export_member_data(session, member)
     await query.answer()
@@ -59,7 +53,6 @@ async def export(query: CallbackQuery, session: AsyncSession, member: MemberInfo
         )
 
 
-@router.callback_query(PrivacyCb.filter(F.action == "marketing"))
 async def toggle_marketing(
     query: CallbackQuery, session: AsyncSession, member: MemberInfo
 ) -> None:
@@ -70,7 +63,6 @@ async def toggle_marketing(
         await query.message.edit_reply_markup(reply_markup=keyboards.privacy_keyboard(consent))
 
 
-@router.callback_query(PrivacyCb.filter(F.action == "delete"))
 async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
     await query.answer()
     if isinstance(query.message, Message):
@@ -82,14 +74,12 @@ async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
         )
 
 
-@router.callback_query(PrivacyCb.filter(F.action == "cancel"))
 async def cancel_delete(query: CallbackQuery) -> None:
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_text(_("Nothing was deleted."))
 
 
-@router.callback_query(PrivacyCb.filter(F.action == "confirm"))
 async def confirm_delete(query: CallbackQuery, session: AsyncSession, member: MemberInfo) -> None:
     forfeited = await delete_member(session, member)
     await query.answer()
@@ -102,3 +92,16 @@ async def confirm_delete(query: CallbackQuery, session: AsyncSession, member: Me
             ).format(points=fmt.points(forfeited)),
             reply_markup=ReplyKeyboardRemove(),
         )
+
+
+def build() -> Router:
+    router = Router(name="privacy")
+    router.message.filter(F.chat.type == "private", IsMember())
+    router.callback_query.filter(IsMember())
+    router.message.register(privacy, Command("privacy"))
+    router.callback_query.register(export, PrivacyCb.filter(F.action == "export"))
+    router.callback_query.register(toggle_marketing, PrivacyCb.filter(F.action == "marketing"))
+    router.callback_query.register(ask_delete, PrivacyCb.filter(F.action == "delete"))
+    router.callback_query.register(cancel_delete, PrivacyCb.filter(F.action == "cancel"))
+    router.callback_query.register(confirm_delete, PrivacyCb.filter(F.action == "confirm"))
+    return router

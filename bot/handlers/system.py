@@ -9,14 +9,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.wallet import set_reachable
 
-router = Router(name="system")
 
-
-@router.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=KICKED))
 async def blocked(event: ChatMemberUpdated, session: AsyncSession) -> None:
     await set_reachable(session, event.from_user.id, False)
 
 
-@router.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=MEMBER))
 async def unblocked(event: ChatMemberUpdated, session: AsyncSession) -> None:
     await set_reachable(session, event.from_user.id, True)
+
+
+def build() -> Router:
+    router = Router(name="system")
+    router.my_chat_member.register(blocked, ChatMemberUpdatedFilter(member_status_changed=KICKED))
+    router.my_chat_member.register(
+        unblocked, ChatMemberUpdatedFilter(member_status_changed=MEMBER)
+    )
+    return router

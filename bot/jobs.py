@@ -1,0 +1,102 @@
+"""Daily jobs: points expiry, expiry reminders, tier recalculation.
+
+Several bot instances may share one database; each job runs under a PostgreSQL advisory
+lock, so only one instance does it at a time. Each job is also safe to run twice: expiry
+is keyed by lot and reminders are marked per lot."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import text
+
+from bot.notify import Notifier
+from bot.runtime import Runtime
+from db.expiry import expire_due
+from db.reminders import due_reminders, mark_reminded
+from db.tiers import recalculate_tiers
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+REMIND_DAYS_AHEAD = 14
+
+
+async def exclusively(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]) -> T | None:
+    """Run `job` unless another instance holds the job's advisory lock (then skip it)."""
+    key = zlib.crc32(f"loyalty-job:{name}".encode())
+    async with runtime.engine.connect() as conn:
+        if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
+            log.info("job %s is running elsewhere; skipped", name)
+            return None
+        await conn.commit()
+        try:
+            return await job()
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            await conn.commit()
+
+
+async def expire_points(runtime: Runtime, notifier: Notifier, now: datetime | None = None) -> int:
+    async with runtime.sessions() as session:
+        expired = await expire_due(session, now=now)
+    per_member: dict[int, int] = defaultdict(int)
+    for lot in expired:
+        per_member[lot.member_id] += lot.points
+    for member_id, points in per_member.items():
+        await notifier.expired(member_id, points)
+    return sum(per_member.values())
+
+
+async def remind_expiring(
+    runtime: Runtime, notifier: Notifier, now: datetime | None = None
+) -> int:
+    now = now or datetime.now(UTC)
+    async with runtime.sessions() as session:
+        reminders = await due_reminders(session, now, REMIND_DAYS_AHEAD)
+        sent = 0
+        for reminder in reminders:
+            if await notifier.expiring(reminder):
+                sent += 1
+            # Marked even when undeliverable: a member who blocked us is not retried daily.
+            await mark_reminded(session, reminder.lot_ids, now)
+    return sent
+
+
+async def recalc_tiers(runtime: Runtime, now: datetime | None = None) -> int:
+    async with runtime.sessions() as session:
+        return await recalculate_tiers(session, runtime.program, now)
+
+
+def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    daily = {"misfire_grace_time": 6 * 3600, "coalesce": True, "replace_existing": True}
+    scheduler.add_job(
+        exclusively,
+        CronTrigger(hour=2, minute=0, timezone=UTC),
+        id="expire",
+        args=[runtime, "expire", lambda: expire_points(runtime, notifier)],
+        **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        CronTrigger(hour=2, minute=30, timezone=UTC),
+        id="tiers",
+        args=[runtime, "tiers", lambda: recalc_tiers(runtime)],
+        **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        CronTrigger(hour=10, minute=0, timezone=UTC),
+        id="remind",
+        args=[runtime, "remind", lambda: remind_expiring(runtime, notifier)],
+        **daily,
+    )
+    scheduler.start()
+    return scheduler
