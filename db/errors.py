@@ -76,3 +76,21 @@ class WrongPartner(DomainError):
 
 class ReasonRequired(DomainError):
     code = "reason_required"
+
+
+class InvalidInvite(DomainError):
+    """Unknown, forged, already used or expired staff invite."""
+
+    code = "invalid_invite"
+
+
+class NotStaff(DomainError):
+    """Not (or no longer) staff, or not allowed this action in their role."""
+
+    code = "not_staff"
+
+
+class RequestClosed(DomainError):
+    """A redemption request that was already confirmed, declined or expired."""
+
+    code = "request_closed"

@@ -124,6 +124,61 @@ class Staff(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class StaffInvite(Base):
+    """A one-time link that makes whoever opens it staff. Only the token's hash is stored,
+    so a database reader cannot use pending invites."""
+
+    __tablename__ = "staff_invites"
+    __table_args__ = (
+        CheckConstraint(_in("role", ("cashier", "manager", "marketer")), name="role"),
+        CheckConstraint("role = 'marketer' OR partner_id IS NOT NULL", name="partner_role"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    role: Mapped[str] = mapped_column(String(20))
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_by: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RedemptionRequest(Base):
+    """A cashier's request to pay part of a purchase with points, waiting for the member to
+    confirm it in their own chat. The public id goes in callback data; the row decides."""
+
+    __tablename__ = "redemption_requests"
+    __table_args__ = (
+        CheckConstraint(
+            _in("status", ("pending", "confirmed", "declined", "expired")), name="status"
+        ),
+        CheckConstraint("points > 0 AND amount > 0", name="positive"),
+        Index(
+            "ix_redemption_requests_pending", "expires_at", postgresql_where="status = 'pending'"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    points: Mapped[int] = mapped_column(BigInteger)
+    receipt: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    # Where to tell the cashier the outcome, and the member's confirm message to close.
+    staff_chat_id: Mapped[int] = mapped_column(BigInteger)
+    staff_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    member_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
@@ -245,7 +300,10 @@ class PointLot(Base):
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_audit_log_created_at", "created_at"),
+        Index("ix_audit_log_staff_created", "staff_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     actor_telegram_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -108,6 +108,35 @@ async def record_purchase(
     """A sale: redeem `redeem_points` (optional) and earn on the money actually paid, as one
     transaction. Earned points = floor(paid × earn_percent/100 × tier multiplier / point_value).
     """
+    async with unit_of_work(session):
+        return await post_purchase(
+            session,
+            program,
+            member_id=member_id,
+            partner=partner,
+            amount=amount,
+            key=key,
+            redeem_points=redeem_points,
+            receipt=receipt,
+            staff_id=staff_id,
+            now=now,
+        )
+
+
+async def post_purchase(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner: str,
+    amount: Decimal,
+    key: str,
+    redeem_points: int = 0,
+    receipt: str | None = None,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> PurchaseResult:
+    """record_purchase inside the caller's transaction (the caller commits)."""
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
@@ -496,6 +525,33 @@ async def reverse(
     staff_id: int | None = None,
     now: datetime | None = None,
 ) -> ReversalResult:
+    """Refund a sale fully or partly; see post_reversal. One database transaction."""
+    async with unit_of_work(session):
+        return await post_reversal(
+            session,
+            program,
+            transaction_id=transaction_id,
+            key=key,
+            reason=reason,
+            amount=amount,
+            partner=partner,
+            staff_id=staff_id,
+            now=now,
+        )
+
+
+async def post_reversal(
+    session: AsyncSession,
+    program: Program,
+    *,
+    transaction_id: int,
+    key: str,
+    reason: str,
+    amount: Decimal | None = None,
+    partner: str | None = None,
+    staff_id: int | None = None,
+    now: datetime | None = None,
+) -> ReversalResult:
     """Refund a sale fully or partly (`amount` of the purchase total; None: all that is left).
 
     The points earned on the refunded money are clawed back and the points that paid for it
@@ -510,97 +566,96 @@ async def reverse(
         amount = check_purchase(amount, Decimal("1e12"))
     digest = fingerprint("reverse", transaction_id, str(amount or "rest"), reason)
     now = now or datetime.now(UTC)
-    async with unit_of_work(session):
-        orig = (
-            await session.execute(
-                select(Transaction).where(Transaction.id == transaction_id).with_for_update()
+    orig = (
+        await session.execute(
+            select(Transaction).where(Transaction.id == transaction_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if orig is None:
+        raise UnknownTransaction(transaction=transaction_id)
+    posted = (
+        await session.execute(select(Transaction).where(Transaction.idempotency_key == key))
+    ).scalar_one_or_none()
+    if posted is not None:  # orig is locked, so no other reversal of it races this check
+        return await reversal_result(session, await find_posted(session, key, digest), True)
+    if orig.kind not in PURCHASE_KINDS or orig.amount is None or orig.paid is None:
+        raise NotReversible(transaction=transaction_id, kind=orig.kind)
+    slug = (
+        await session.execute(select(Partner.slug).where(Partner.id == orig.partner_id))
+    ).scalar_one()
+    if partner is not None and slug != partner:
+        raise WrongPartner(transaction=transaction_id)
+    assert orig.member_id is not None
+    refunded = (
+        await session.execute(
+            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                Transaction.reverses_id == orig.id
             )
-        ).scalar_one_or_none()
-        if orig is None:
-            raise UnknownTransaction(transaction=transaction_id)
-        posted = (
-            await session.execute(select(Transaction).where(Transaction.idempotency_key == key))
-        ).scalar_one_or_none()
-        if posted is not None:  # orig is locked, so no other reversal of it races this check
-            return await reversal_result(session, await find_posted(session, key, digest), True)
-        if orig.kind not in PURCHASE_KINDS or orig.amount is None or orig.paid is None:
-            raise NotReversible(transaction=transaction_id, kind=orig.kind)
-        slug = (
-            await session.execute(select(Partner.slug).where(Partner.id == orig.partner_id))
-        ).scalar_one()
-        if partner is not None and slug != partner:
-            raise WrongPartner(transaction=transaction_id)
-        assert orig.member_id is not None
-        refunded = (
-            await session.execute(
-                select(func.coalesce(func.sum(Transaction.amount), 0)).where(
-                    Transaction.reverses_id == orig.id
-                )
-            )
-        ).scalar_one()
-        before = orig.amount - refunded
-        if before <= 0:
-            raise AlreadyReversed(transaction=transaction_id)
-        refund = before if amount is None else amount
-        if refund > before:
-            raise RefundTooLarge(amount=refund, max=before)
-        after = before - refund
-        claw, give, money = await _refund_shares(session, orig, before, after)
-        accounts = await partner_accounts(session, slug)
-        wallet = (
-            await session.execute(select(Account.id).where(Account.member_id == orig.member_id))
-        ).scalar_one()
-        balances = await lock_accounts(session, [accounts.issued_id, accounts.redeemed_id, wallet])
-        clawed = min(claw, balances[wallet] + give)
-        tx_id = await open_transaction(
-            session,
-            kind=TxKind.REVERSE,
-            key=key,
-            digest=digest,
-            member_id=orig.member_id,
-            partner_id=orig.partner_id,
-            staff_id=staff_id,
-            amount=refund,
-            paid=money,
-            reason=reason,
-            reverses_id=orig.id,
-            created_at=now,
         )
-        if tx_id is None:  # the key was used for another transaction meanwhile
-            return await reversal_result(session, await find_posted(session, key, digest), True)
-        await post_entries(
-            session,
-            tx_id,
-            [
-                Leg(accounts.redeemed_id, -give),
-                Leg(wallet, give),
-                Leg(wallet, -clawed),
-                Leg(accounts.issued_id, clawed),
-            ],
-        )
-        await consume_lots(session, orig.member_id, clawed, prefer_tx=orig.id)
-        # Returned points keep at most the life they had: they were earned before the sale.
-        await add_lot(
-            session,
-            member_id=orig.member_id,
-            tx_id=tx_id,
-            points=give,
-            earned_at=now,
-            expires_at=expiry_for(program, orig.created_at),
-        )
-        return ReversalResult(
-            transaction_id=tx_id,
-            reverses_id=orig.id,
-            member_id=orig.member_id,
-            partner=slug,
-            amount=refund,
-            money_refund=money,
-            points_returned=give,
-            points_clawed_back=clawed,
-            shortfall=claw - clawed,
-            balance=await wallet_balance(session, wallet),
-            created_at=now,
-        )
+    ).scalar_one()
+    before = orig.amount - refunded
+    if before <= 0:
+        raise AlreadyReversed(transaction=transaction_id)
+    refund = before if amount is None else amount
+    if refund > before:
+        raise RefundTooLarge(amount=refund, max=before)
+    after = before - refund
+    claw, give, money = await _refund_shares(session, orig, before, after)
+    accounts = await partner_accounts(session, slug)
+    wallet = (
+        await session.execute(select(Account.id).where(Account.member_id == orig.member_id))
+    ).scalar_one()
+    balances = await lock_accounts(session, [accounts.issued_id, accounts.redeemed_id, wallet])
+    clawed = min(claw, balances[wallet] + give)
+    tx_id = await open_transaction(
+        session,
+        kind=TxKind.REVERSE,
+        key=key,
+        digest=digest,
+        member_id=orig.member_id,
+        partner_id=orig.partner_id,
+        staff_id=staff_id,
+        amount=refund,
+        paid=money,
+        reason=reason,
+        reverses_id=orig.id,
+        created_at=now,
+    )
+    if tx_id is None:  # the key was used for another transaction meanwhile
+        return await reversal_result(session, await find_posted(session, key, digest), True)
+    await post_entries(
+        session,
+        tx_id,
+        [
+            Leg(accounts.redeemed_id, -give),
+            Leg(wallet, give),
+            Leg(wallet, -clawed),
+            Leg(accounts.issued_id, clawed),
+        ],
+    )
+    await consume_lots(session, orig.member_id, clawed, prefer_tx=orig.id)
+    # Returned points keep at most the life they had: they were earned before the sale.
+    await add_lot(
+        session,
+        member_id=orig.member_id,
+        tx_id=tx_id,
+        points=give,
+        earned_at=now,
+        expires_at=expiry_for(program, orig.created_at),
+    )
+    return ReversalResult(
+        transaction_id=tx_id,
+        reverses_id=orig.id,
+        member_id=orig.member_id,
+        partner=slug,
+        amount=refund,
+        money_refund=money,
+        points_returned=give,
+        points_clawed_back=clawed,
+        shortfall=claw - clawed,
+        balance=await wallet_balance(session, wallet),
+        created_at=now,
+    )
 
 
 async def _refund_shares(

@@ -43,7 +43,10 @@ TEST_PROGRAM: dict[str, Any] = {
     ],
 }
 
-TABLES = "audit_log, point_lots, entries, transactions, accounts, staff, members, partners"
+TABLES = (
+    "audit_log, redemption_requests, staff_invites, point_lots, entries, transactions, accounts,"
+    " staff, members, partners"
+)
 
 
 def make_program(**sections: dict[str, Any]) -> Program:

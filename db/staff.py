@@ -1,0 +1,232 @@
+"""Staff: one-time invites, roles, revocation and the audit log of everything they do.
+
+Every till use case takes the acting StaffInfo, loaded fresh for the update, and checks it
+again itself: callback data and deep links come from clients and can be forged."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.errors import InvalidInvite, NotStaff, UnknownPartner
+from db.ledger import unit_of_work
+from db.models import AuditLog, Partner, Staff, StaffInvite
+
+ROLES = ("cashier", "manager", "marketer")
+INVITE_PREFIX = "s"
+INVITE_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffInfo:
+    id: int
+    telegram_id: int
+    role: str
+    partner_id: int | None
+    partner_slug: str | None
+    partner_name: str | None
+
+    def require(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise NotStaff(role=self.role)
+
+    def require_partner(self, partner_id: int | None) -> None:
+        if self.partner_id is None or self.partner_id != partner_id:
+            raise NotStaff(partner=partner_id)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def audit(
+    session: AsyncSession,
+    action: str,
+    *,
+    actor: int | None,
+    staff: StaffInfo | None = None,
+    member_id: int | None = None,
+    partner_id: int | None = None,
+    transaction_id: int | None = None,
+    **details: Any,
+) -> None:
+    """Write an audit row in the caller's transaction: it stands or falls with the action."""
+    await session.execute(
+        insert(AuditLog).values(
+            actor_telegram_id=actor,
+            staff_id=staff.id if staff else None,
+            action=action,
+            member_id=member_id,
+            partner_id=partner_id if partner_id is not None else (staff and staff.partner_id),
+            transaction_id=transaction_id,
+            details={k: str(v) if v is not None else None for k, v in details.items()},
+        )
+    )
+
+
+async def create_invite(
+    session: AsyncSession,
+    *,
+    created_by: int,
+    role: str,
+    partner_slug: str | None,
+    now: datetime | None = None,
+) -> str:
+    """A single-use invite token, valid for 24 hours (random, 192 bits: never guessable)."""
+    now = now or datetime.now(UTC)
+    if role not in ROLES:
+        raise NotStaff(role=role)
+    async with unit_of_work(session):
+        partner_id = None
+        if role != "marketer":
+            partner_id = await session.scalar(
+                select(Partner.id).where(Partner.slug == (partner_slug or ""), Partner.active)
+            )
+            if partner_id is None:
+                raise UnknownPartner(partner=partner_slug)
+        token = INVITE_PREFIX + secrets.token_urlsafe(24)
+        await session.execute(
+            insert(StaffInvite).values(
+                token_hash=_hash(token),
+                partner_id=partner_id,
+                role=role,
+                created_by=created_by,
+                created_at=now,
+                expires_at=now + INVITE_TTL,
+            )
+        )
+        await audit(session, "staff_invite", actor=created_by, partner_id=partner_id, role=role)
+        return token
+
+
+async def accept_invite(
+    session: AsyncSession, token: str, telegram_id: int, now: datetime | None = None
+) -> StaffInfo:
+    """Make the opener staff. The invite is spent atomically: two people opening one link at
+    once get one staff seat. Someone already staff moves to the new role."""
+    now = now or datetime.now(UTC)
+    async with unit_of_work(session):
+        invite = (
+            await session.execute(
+                update(StaffInvite)
+                .where(
+                    StaffInvite.token_hash == _hash(token),
+                    StaffInvite.used_at.is_(None),
+                    StaffInvite.expires_at > now,
+                )
+                .values(used_at=now, used_by=telegram_id)
+                .returning(StaffInvite.partner_id, StaffInvite.role, StaffInvite.created_by)
+            )
+        ).one_or_none()
+        if invite is None:
+            raise InvalidInvite()
+        partner_id, role, created_by = invite
+        await session.execute(
+            update(Staff)
+            .where(Staff.telegram_id == telegram_id, Staff.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        staff_id = (
+            await session.execute(
+                insert(Staff)
+                .values(telegram_id=telegram_id, partner_id=partner_id, role=role, created_at=now)
+                .returning(Staff.id)
+            )
+        ).scalar_one()
+        staff = await _load(session, Staff.id == staff_id)
+        assert staff is not None
+        await audit(session, "staff_join", actor=telegram_id, staff=staff, invited_by=created_by)
+        return staff
+
+
+async def _load(session: AsyncSession, *where: Any) -> StaffInfo | None:
+    row = (
+        await session.execute(
+            select(
+                Staff.id,
+                Staff.telegram_id,
+                Staff.role,
+                Staff.partner_id,
+                Partner.slug,
+                Partner.name,
+            )
+            .outerjoin(Partner, Partner.id == Staff.partner_id)
+            .where(*where)
+        )
+    ).one_or_none()
+    return StaffInfo(*row) if row else None
+
+
+async def active_staff(session: AsyncSession, telegram_id: int) -> StaffInfo | None:
+    return await _load(session, Staff.telegram_id == telegram_id, Staff.revoked_at.is_(None))
+
+
+async def list_staff(session: AsyncSession) -> list[StaffInfo]:
+    rows = (
+        await session.execute(
+            select(
+                Staff.id,
+                Staff.telegram_id,
+                Staff.role,
+                Staff.partner_id,
+                Partner.slug,
+                Partner.name,
+            )
+            .outerjoin(Partner, Partner.id == Staff.partner_id)
+            .where(Staff.revoked_at.is_(None))
+            .order_by(Partner.slug.nulls_last(), Staff.role, Staff.id)
+        )
+    ).all()
+    await session.rollback()
+    return [StaffInfo(*row) for row in rows]
+
+
+async def revoke_staff(
+    session: AsyncSession, staff_id: int, *, actor: int, now: datetime | None = None
+) -> StaffInfo:
+    now = now or datetime.now(UTC)
+    async with unit_of_work(session):
+        staff = await _load(session, Staff.id == staff_id, Staff.revoked_at.is_(None))
+        if staff is None:
+            raise NotStaff(staff=staff_id)
+        await session.execute(update(Staff).where(Staff.id == staff_id).values(revoked_at=now))
+        await audit(session, "staff_revoke", actor=actor, staff=staff)
+        return staff
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    created_at: datetime
+    actor_telegram_id: int | None
+    action: str
+    partner: str | None
+    member_id: int | None
+    transaction_id: int | None
+    details: dict[str, Any]
+
+
+async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntry]:
+    rows = (
+        await session.execute(
+            select(
+                AuditLog.created_at,
+                AuditLog.actor_telegram_id,
+                AuditLog.action,
+                Partner.slug,
+                AuditLog.member_id,
+                AuditLog.transaction_id,
+                AuditLog.details,
+            )
+            .outerjoin(Partner, Partner.id == AuditLog.partner_id)
+            .order_by(AuditLog.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    await session.rollback()
+    return [AuditEntry(*row) for row in rows]
