@@ -1,0 +1,129 @@
+"""Figures for the till: a cashier's shift and a partner's day or week."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Account, AccountKind, Entry, Member, Transaction, TxKind
+
+SALES = (TxKind.EARN, TxKind.REDEEM)
+
+
+def day_start(now: datetime, timezone: str) -> datetime:
+    """Midnight of `now`'s day in the program's time zone (a shift is a local day)."""
+    local = now.astimezone(ZoneInfo(timezone))
+    return datetime.combine(local.date(), time(), tzinfo=local.tzinfo)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    transaction_id: int
+    kind: str
+    member_name: str
+    amount: Decimal | None
+    points_in: int
+    points_out: int
+    created_at: datetime
+
+
+async def shift(
+    session: AsyncSession, staff_id: int, *, start: datetime, end: datetime
+) -> list[Operation]:
+    """A staff member's postings in [start, end), oldest first, with the points each moved
+    in the member's wallet."""
+    wallet = and_(
+        Entry.transaction_id == Transaction.id,
+        Entry.account_id.in_(select(Account.id).where(Account.kind == AccountKind.MEMBER)),
+    )
+    rows = (
+        await session.execute(
+            select(
+                Transaction.id,
+                Transaction.kind,
+                Member.first_name,
+                Transaction.amount,
+                func.coalesce(func.sum(Entry.amount).filter(Entry.amount > 0), 0),
+                func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
+                Transaction.created_at,
+            )
+            .join(Member, Member.id == Transaction.member_id)
+            .outerjoin(Entry, wallet)
+            .where(
+                Transaction.staff_id == staff_id,
+                Transaction.created_at >= start,
+                Transaction.created_at < end,
+            )
+            .group_by(Transaction.id, Member.first_name)
+            .order_by(Transaction.created_at, Transaction.id)
+        )
+    ).all()
+    await session.rollback()
+    return [Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerFigures:
+    sales: int
+    members: int
+    revenue: Decimal
+    paid_with_points: Decimal
+    refunds: Decimal
+    points_issued: int
+    points_redeemed: int
+
+
+async def partner_figures(
+    session: AsyncSession, partner_id: int, *, start: datetime, end: datetime
+) -> PartnerFigures:
+    period = and_(
+        Transaction.partner_id == partner_id,
+        Transaction.created_at >= start,
+        Transaction.created_at < end,
+    )
+    sales = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count(func.distinct(Transaction.member_id)),
+                func.coalesce(func.sum(Transaction.amount), 0),
+                func.coalesce(func.sum(Transaction.amount - Transaction.paid), 0),
+            ).where(period, Transaction.kind.in_(SALES))
+        )
+    ).one()
+    refunds = await session.scalar(
+        select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+            period, Transaction.kind == TxKind.REVERSE
+        )
+    )
+    moved = dict(
+        (
+            await session.execute(
+                select(Account.kind, func.coalesce(func.sum(Entry.amount), 0))
+                .join(Entry, Entry.account_id == Account.id)
+                .join(Transaction, Transaction.id == Entry.transaction_id)
+                .where(period, Account.partner_id == partner_id)
+                .group_by(Account.kind)
+            )
+        ).all()
+    )
+    await session.rollback()
+    return PartnerFigures(
+        sales=int(sales[0]),
+        members=int(sales[1]),
+        revenue=Decimal(sales[2]),
+        paid_with_points=Decimal(sales[3]),
+        refunds=Decimal(refunds or 0),
+        points_issued=-int(moved.get(AccountKind.PARTNER_ISSUED, 0)),
+        points_redeemed=int(moved.get(AccountKind.PARTNER_REDEEMED, 0)),
+    )
+
+
+def week_start(now: datetime, timezone: str) -> datetime:
+    start = day_start(now, timezone)
+    return start - timedelta(days=start.weekday())
