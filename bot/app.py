@@ -23,6 +23,7 @@ from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
 from bot.jobs import start_scheduler
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
+from bot.middlewares.staff import StaffMiddleware
 from bot.notify import Notifier
 from bot.runtime import Runtime, StartupError, open_runtime
 from db.tokens import derive_secret
@@ -60,6 +61,7 @@ def build_dispatcher(
         notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
     )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
+    dp.update.outer_middleware(StaffMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)
     dp.include_routers(*get_routers())
     dp["i18n_core"] = i18n
@@ -85,7 +87,7 @@ async def run(settings: Settings) -> None:
         log.info("running as @%s", me.username)
         dp = build_dispatcher(runtime, bot)
         await register_commands(bot, dp["i18n_core"])
-        scheduler = start_scheduler(runtime, dp["notifier"])
+        scheduler = start_scheduler(runtime, dp["notifier"], bot, dp["i18n_core"])
         await bot.delete_webhook(drop_pending_updates=False)
         try:
             await dp.start_polling(

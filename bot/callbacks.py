@@ -28,3 +28,13 @@ class HistoryCb(CallbackData, prefix="hist"):
 
 class PrivacyCb(CallbackData, prefix="priv"):
     action: str  # "export", "marketing", "delete", "confirm", "cancel"
+
+
+class TillCb(CallbackData, prefix="till"):
+    action: str  # "earn", "redeem", "max", "cancel"
+    dialog: str  # the sale dialog this button belongs to; stale buttons are refused
+
+
+class RedeemCb(CallbackData, prefix="rdm"):
+    request: str  # a redemption request's random public id
+    ok: bool

@@ -13,15 +13,20 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from aiogram import Bot
+from aiogram.utils.i18n import I18n
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 
+from bot import tillnotify
 from bot.notify import Notifier
 from bot.runtime import Runtime
 from db.expiry import expire_due
 from db.reminders import due_reminders, mark_reminded
 from db.tiers import recalculate_tiers
+from db.till import expire_requests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,7 +79,21 @@ async def recalc_tiers(runtime: Runtime, now: datetime | None = None) -> int:
         return await recalculate_tiers(session, runtime.program, now)
 
 
-def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
+async def close_expired_requests(
+    runtime: Runtime, bot: Bot, i18n: I18n, now: datetime | None = None
+) -> int:
+    """Redemption requests nobody answered in time: close them and tell both sides."""
+    async with runtime.sessions() as session:
+        expired = await expire_requests(session, runtime.program, now)
+    with i18n.context():
+        for req in expired:
+            await tillnotify.closed(bot, i18n, runtime.program, req, "expired", req.staff_language)
+    return len(expired)
+
+
+def start_scheduler(
+    runtime: Runtime, notifier: Notifier, bot: Bot, i18n: I18n
+) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     daily = {"misfire_grace_time": 6 * 3600, "coalesce": True, "replace_existing": True}
     scheduler.add_job(
@@ -97,6 +116,15 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         id="remind",
         args=[runtime, "remind", lambda: remind_expiring(runtime, notifier)],
         **daily,
+    )
+    scheduler.add_job(
+        close_expired_requests,
+        IntervalTrigger(seconds=10),
+        id="requests",
+        args=[runtime, bot, i18n],
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
     )
     scheduler.start()
     return scheduler

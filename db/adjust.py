@@ -44,9 +44,11 @@ async def adjust(
     reason: str,
     key: str,
     staff_id: int | None = None,
+    actor: int | None = None,
     now: datetime | None = None,
 ) -> AdjustResult:
-    """Add (positive) or take (negative) points, funded by or returned to the program."""
+    """Add (positive) or take (negative) points, funded by or returned to the program.
+    `actor`, the owner's Telegram id, is written to the audit log in the same transaction."""
     check_points(points, allow_negative=True)
     reason = reason.strip()
     if not reason:

@@ -171,6 +171,7 @@ class RedemptionRequest(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     # Where to tell the cashier the outcome, and the member's confirm message to close.
     staff_chat_id: Mapped[int] = mapped_column(BigInteger)
+    staff_language: Mapped[str] = mapped_column(String(8), default="en")
     staff_message_id: Mapped[int | None] = mapped_column(BigInteger)
     member_message_id: Mapped[int | None] = mapped_column(BigInteger)
     transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))

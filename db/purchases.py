@@ -148,58 +148,57 @@ async def post_purchase(
     digest = fingerprint("purchase", member_id, partner, str(amount), redeem_points, receipt)
     now = now or datetime.now(UTC)
     paid = amount - points_money(redeem_points, pv)
-    async with unit_of_work(session):
-        member, accounts, tx_id = await _open_purchase(
-            session,
-            member_id=member_id,
-            partner=partner,
-            kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
-            key=key,
-            digest=digest,
-            staff_id=staff_id,
-            amount=amount,
-            paid=paid,
-            receipt=receipt,
-            created_at=now,
-        )
-        if tx_id is None:
-            return await purchase_result(session, await find_posted(session, key, digest), True)
-        earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
-        legs = [
-            Leg(member.wallet_id, -redeem_points),
-            Leg(accounts.redeemed_id, redeem_points),
-            Leg(accounts.issued_id, -earned),
-            Leg(member.wallet_id, earned),
-        ]
-        referral = await _open_referral(session, program, member, tx_id, amount, now, legs)
-        await post_entries(session, tx_id, legs)
-        await consume_lots(session, member.id, redeem_points)
-        expires_at = expiry_for(program, now)
-        await add_lot(
-            session,
-            member_id=member.id,
-            tx_id=tx_id,
-            points=earned,
-            earned_at=now,
-            expires_at=expires_at,
-        )
-        if referral is not None:
-            await _referral_lots(session, member.id, referral, now, expires_at)
-        tier, balance = await _tier_and_balance(session, program, member, now)
-        return PurchaseResult(
-            transaction_id=tx_id,
-            kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
-            member_id=member.id,
-            partner=partner,
-            amount=amount,
-            paid=paid,
-            points_earned=earned,
-            points_redeemed=redeem_points,
-            balance=balance,
-            tier=tier,
-            created_at=now,
-            referral=referral,
-        )
+    member, accounts, tx_id = await _open_purchase(
+        session,
+        member_id=member_id,
+        partner=partner,
+        kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
+        key=key,
+        digest=digest,
+        staff_id=staff_id,
+        amount=amount,
+        paid=paid,
+        receipt=receipt,
+        created_at=now,
+    )
+    if tx_id is None:
+        return await purchase_result(session, await find_posted(session, key, digest), True)
+    earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
+    legs = [
+        Leg(member.wallet_id, -redeem_points),
+        Leg(accounts.redeemed_id, redeem_points),
+        Leg(accounts.issued_id, -earned),
+        Leg(member.wallet_id, earned),
+    ]
+    referral = await _open_referral(session, program, member, tx_id, amount, now, legs)
+    await post_entries(session, tx_id, legs)
+    await consume_lots(session, member.id, redeem_points)
+    expires_at = expiry_for(program, now)
+    await add_lot(
+        session,
+        member_id=member.id,
+        tx_id=tx_id,
+        points=earned,
+        earned_at=now,
+        expires_at=expires_at,
+    )
+    if referral is not None:
+        await _referral_lots(session, member.id, referral, now, expires_at)
+    tier, balance = await _tier_and_balance(session, program, member, now)
+    return PurchaseResult(
+        transaction_id=tx_id,
+        kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
+        member_id=member.id,
+        partner=partner,
+        amount=amount,
+        paid=paid,
+        points_earned=earned,
+        points_redeemed=redeem_points,
+        balance=balance,
+        tier=tier,
+        created_at=now,
+        referral=referral,
+    )
 
 
 # The member (with their wallet), the partner (with its two accounts) and the sale's

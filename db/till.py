@@ -100,6 +100,7 @@ class RequestInfo:
     partner_id: int
     staff_id: int
     staff_chat_id: int
+    staff_language: str
     staff_message_id: int | None
     member_message_id: int | None
     amount: Decimal
@@ -161,6 +162,7 @@ async def request_redemption(
     amount: Decimal,
     points: int | None,
     staff_chat_id: int,
+    staff_language: str = "en",
     receipt: str | None = None,
     now: datetime | None = None,
 ) -> RequestInfo:

@@ -1,14 +1,32 @@
 from aiogram import Router
 
-from bot.handlers import errors, fallback, join, member, privacy, public, system
+from bot.handlers import (
+    confirm,
+    errors,
+    fallback,
+    figures,
+    join,
+    member,
+    owner,
+    privacy,
+    public,
+    staff_join,
+    system,
+    till,
+)
 
 
 def get_routers() -> list[Router]:
-    """Fresh routers for one dispatcher. Order matters: the fallback router answers only
-    what no other router took."""
+    """Fresh routers for one dispatcher, in the order updates try them: staff and owners
+    first (their routers only match for them), the member side next, the fallback last."""
     return [
         errors.build(),
         system.build(),
+        staff_join.build(),
+        owner.build(),
+        till.build(),
+        figures.build(),
+        confirm.build(),
         join.build(),
         public.build(),
         member.build(),

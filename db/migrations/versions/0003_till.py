@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("receipt", sa.String(length=100), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("staff_chat_id", sa.BigInteger(), nullable=False),
+        sa.Column("staff_language", sa.String(length=8), nullable=False),
         sa.Column("staff_message_id", sa.BigInteger(), nullable=True),
         sa.Column("member_message_id", sa.BigInteger(), nullable=True),
         sa.Column("transaction_id", sa.BigInteger(), nullable=True),

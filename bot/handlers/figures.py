@@ -1,0 +1,173 @@
+"""/shift for cashiers; /today, /week and /refund for a partner's manager."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import formatting as fmt
+from bot.filters import IsStaff
+from bot.notify import Notifier
+from db.program import Program
+from db.reports import day_start, partner_figures, shift, week_start
+from db.rules import parse_money
+from db.staff import StaffInfo
+from db.till import till_refund
+
+
+def _kind(kind: str) -> str:
+    return {
+        "earn": _("sale"),
+        "redeem": _("sale with points"),
+        "reverse": _("refund"),
+    }.get(kind, kind)
+
+
+async def show_shift(
+    message: Message, session: AsyncSession, staff: StaffInfo, program: Program
+) -> None:
+    now = datetime.now(UTC)
+    start = day_start(now, program.program.timezone)
+    operations = await shift(session, staff.id, start=start, end=now + timedelta(seconds=1))
+    currency = program.program.currency
+    if not operations:
+        await message.answer(_("No operations yet today."))
+        return
+    lines = [_("🧾 <b>Your shift today</b>")]
+    money = sum((op.amount or 0 for op in operations if op.kind != "reverse"), start=0)
+    for op in operations:
+        moved = []
+        if op.points_in:
+            moved.append("+" + fmt.number(op.points_in))
+        if op.points_out:
+            moved.append("−" + fmt.number(op.points_out))
+        lines.append(
+            f"#{op.transaction_id} {fmt.moment(op.created_at)} · {op.member_name or '—'} · "
+            f"{_kind(op.kind)} {fmt.money(op.amount or 0, currency)} · {' '.join(moved) or '0'}"
+        )
+    lines.append(
+        _("Total: {count} operations, sales {money}, points +{issued} / −{redeemed}.").format(
+            count=len(operations),
+            money=fmt.money(money, currency),
+            issued=fmt.number(sum(op.points_in for op in operations)),
+            redeemed=fmt.number(sum(op.points_out for op in operations)),
+        )
+    )
+    await message.answer("\n".join(lines))
+
+
+async def _figures(
+    message: Message, session: AsyncSession, staff: StaffInfo, program: Program, week: bool
+) -> None:
+    now = datetime.now(UTC)
+    tz = program.program.timezone
+    start = week_start(now, tz) if week else day_start(now, tz)
+    assert staff.partner_id is not None
+    f = await partner_figures(
+        session, staff.partner_id, start=start, end=now + timedelta(seconds=1)
+    )
+    currency = program.program.currency
+    title = _("This week") if week else _("Today")
+    await message.answer(
+        "\n".join(
+            [
+                f"📊 <b>{staff.partner_name}</b>: {title}",
+                _("Sales to members: {sales} ({members} members), {money}.").format(
+                    sales=f.sales, members=f.members, money=fmt.money(f.revenue, currency)
+                ),
+                _("Paid with points: {money}. Refunds: {refunds}.").format(
+                    money=fmt.money(f.paid_with_points, currency),
+                    refunds=fmt.money(f.refunds, currency),
+                ),
+                _("Points issued: {issued}. Points redeemed: {redeemed}.").format(
+                    issued=fmt.number(f.points_issued), redeemed=fmt.number(f.points_redeemed)
+                ),
+            ]
+        )
+    )
+
+
+async def today(
+    message: Message, session: AsyncSession, staff: StaffInfo, program: Program
+) -> None:
+    await _figures(message, session, staff, program, week=False)
+
+
+async def this_week(
+    message: Message, session: AsyncSession, staff: StaffInfo, program: Program
+) -> None:
+    await _figures(message, session, staff, program, week=True)
+
+
+REFUND_USAGE = "/refund 1234 all reason · /refund 1234 5.00 reason"
+
+
+async def refund(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    staff: StaffInfo,
+    program: Program,
+    notifier: Notifier,
+) -> None:
+    parts = (command.args or "").split(maxsplit=2)
+    if len(parts) < 3 or not parts[0].lstrip("#").isdigit():
+        await message.answer(
+            _("Refund a sale: {usage}. The number is the one /shift shows.").format(
+                usage=REFUND_USAGE
+            )
+        )
+        return
+    tx_id, how, reason = int(parts[0].lstrip("#")), parts[1], parts[2]
+    amount = None if how.lower() in ("all", _("all").lower()) else parse_money(how)
+    assert message.from_user is not None
+    result = await till_refund(
+        session,
+        program,
+        staff,
+        transaction_id=tx_id,
+        amount=amount,
+        reason=reason,
+        # The message identifies the request: Telegram re-delivering it posts nothing new.
+        key=f"refund:{message.chat.id}:{message.message_id}",
+    )
+    currency = program.program.currency
+    lines = [
+        _("↩️ Refunded {amount} of sale #{sale}; give back {money} in money.").format(
+            amount=fmt.money(result.amount, currency),
+            sale=tx_id,
+            money=fmt.money(result.money_refund, currency),
+        ),
+        _("Points returned to the member: {returned}; taken back: {clawed}.").format(
+            returned=fmt.number(result.points_returned),
+            clawed=fmt.number(result.points_clawed_back),
+        ),
+    ]
+    if result.shortfall:
+        lines.append(
+            _(
+                "The member already spent {points} earned on this sale: keep {money} from the "
+                "cash refund."
+            ).format(
+                points=fmt.points(result.shortfall),
+                money=fmt.money(result.shortfall * program.program.point_value, currency),
+            )
+        )
+    await message.answer("\n".join(lines))
+    if not result.replayed:
+        await notifier.reversal(result, staff.partner_name or "")
+
+
+def build() -> Router:
+    router = Router(name="figures")
+    router.message.filter(F.chat.type == "private")
+    router.message.register(show_shift, Command("shift"), IsStaff("cashier", "manager"))
+    router.message.register(today, Command("today"), IsStaff("manager"))
+    router.message.register(this_week, Command("week"), IsStaff("manager"))
+    router.message.register(refund, Command("refund"), IsStaff("manager"))
+    return router
