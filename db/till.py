@@ -5,12 +5,12 @@ redemption request, the member confirms or declines it, and an unanswered reques
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotEnoughPoints, RequestClosed, UnknownMember
@@ -137,6 +137,7 @@ async def _request(session: AsyncSession, public_id: str, *, lock: bool = False)
         partner_id=req.partner_id,
         staff_id=req.staff_id,
         staff_chat_id=req.staff_chat_id,
+        staff_language=req.staff_language,
         staff_message_id=req.staff_message_id,
         member_message_id=req.member_message_id,
         amount=req.amount,
@@ -161,12 +162,16 @@ async def request_redemption(
     member_id: int,
     amount: Decimal,
     points: int | None,
+    dialog: str,
     staff_chat_id: int,
     staff_language: str = "en",
     receipt: str | None = None,
     now: datetime | None = None,
 ) -> RequestInfo:
-    """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`."""
+    """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`.
+
+    `dialog` is the till dialog's random id and becomes the request's public id: a second
+    request from the same dialog (a double tap) returns the first instead of a new one."""
     staff.require("cashier", "manager")
     now = now or datetime.now(UTC)
     rules = program.program
@@ -184,9 +189,10 @@ async def request_redemption(
         # A friendly early answer; the ledger refuses an overdraft by itself at confirmation.
         if points > member.balance:
             raise NotEnoughPoints(balance=member.balance)
-        public_id = secrets.token_urlsafe(12)
-        await session.execute(
-            insert(RedemptionRequest).values(
+        public_id = dialog
+        created = await session.execute(
+            pg_insert(RedemptionRequest)
+            .values(
                 public_id=public_id,
                 member_id=member.id,
                 partner_id=staff.partner_id,
@@ -196,20 +202,24 @@ async def request_redemption(
                 receipt=receipt,
                 status="pending",
                 staff_chat_id=staff_chat_id,
+                staff_language=staff_language,
                 created_at=now,
                 expires_at=now + REQUEST_TTL,
             )
+            .on_conflict_do_nothing(index_elements=[RedemptionRequest.public_id])
+            .returning(RedemptionRequest.id)
         )
-        await audit(
-            session,
-            "redeem_request",
-            actor=staff.telegram_id,
-            staff=staff,
-            member_id=member.id,
-            amount=amount,
-            points=points,
-            receipt=receipt,
-        )
+        if created.scalar_one_or_none() is not None:
+            await audit(
+                session,
+                "redeem_request",
+                actor=staff.telegram_id,
+                staff=staff,
+                member_id=member.id,
+                amount=amount,
+                points=points,
+                receipt=receipt,
+            )
         return _with_money(await _request(session, public_id), program)
 
 

@@ -59,7 +59,7 @@ async def open_member(
 ) -> None:
     """Show the member to the cashier and start a sale dialog (a fresh id per dialog: it
     keys the posting, so a double tap or a re-delivered update posts once)."""
-    dialog = secrets.token_urlsafe(6)
+    dialog = secrets.token_urlsafe(12)
     await state.set_state(None)
     await state.set_data({"dialog": dialog, "member_id": member.id})
     rules = program.program
@@ -297,8 +297,10 @@ async def _request(
         member_id=data["member_id"],
         amount=Decimal(data["amount"]),
         points=points,
+        dialog=data["dialog"],
         receipt=data.get("receipt"),
         staff_chat_id=message.chat.id,
+        staff_language=i18n.current_locale,
     )
     await state.clear()
     currency = program.program.currency
