@@ -24,6 +24,7 @@ from db.members import expiry_for, get_member
 from db.models import AccountKind, TxKind
 from db.program import Program
 from db.rules import check_points
+from db.staff import audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,16 @@ async def adjust(
             )
         else:
             await consume_lots(session, member.id, -points)
+        if actor is not None:
+            await audit(
+                session,
+                "adjust",
+                actor=actor,
+                member_id=member.id,
+                transaction_id=tx_id,
+                points=points,
+                reason=reason,
+            )
         return AdjustResult(
             tx_id, member.id, points, await wallet_balance(session, member.wallet_id)
         )

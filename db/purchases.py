@@ -8,7 +8,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    any_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import (
@@ -35,7 +47,16 @@ from db.ledger import (
     wallet_balance,
 )
 from db.members import MemberInfo, expiry_for, get_member
-from db.models import Account, AccountKind, Entry, Member, Partner, Transaction, TxKind
+from db.models import (
+    Account,
+    AccountKind,
+    Entry,
+    Member,
+    Partner,
+    PointLot,
+    Transaction,
+    TxKind,
+)
 from db.partners import PartnerAccounts, partner_accounts
 from db.program import Program
 from db.rules import (
@@ -174,17 +195,22 @@ async def post_purchase(
     await post_entries(session, tx_id, legs)
     await consume_lots(session, member.id, redeem_points)
     expires_at = expiry_for(program, now)
-    await add_lot(
-        session,
-        member_id=member.id,
-        tx_id=tx_id,
-        points=earned,
-        earned_at=now,
-        expires_at=expires_at,
-    )
+    lot_points = earned
     if referral is not None:
+        # The referral's lots come after the purchase's own, so that one is older.
+        await add_lot(
+            session,
+            member_id=member.id,
+            tx_id=tx_id,
+            points=earned,
+            earned_at=now,
+            expires_at=expires_at,
+        )
         await _referral_lots(session, member.id, referral, now, expires_at)
-    tier, balance = await _tier_and_balance(session, program, member, now)
+        lot_points = 0
+    tier, balance = await _finish_purchase(
+        session, program, member, tx_id, lot_points, now, expires_at
+    )
     return PurchaseResult(
         transaction_id=tx_id,
         kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
@@ -395,24 +421,48 @@ async def _referral_lots(
 
 def spend_expression() -> object:
     """Money a member spent: purchases' paid part, less the money part of refunds."""
-    return func.coalesce(
-        func.sum(
-            case((Transaction.kind == TxKind.REVERSE, -Transaction.paid), else_=Transaction.paid)
-        ),
-        0,
-    )
+    tx = Transaction.__table__.c
+    return func.coalesce(func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)), 0)
 
 
-# Built once: building a statement costs more Python than running it (bound values vary).
+# The statements of a sale are built once, from table columns rather than ORM attributes:
+# building a statement and going through the ORM cost more Python than running it.
+_tx = Transaction.__table__.c
+_member_id = bindparam("member_id", type_=BigInteger)
 _TRAILING_SPEND = select(spend_expression()).where(  # type: ignore[call-overload]
-    Transaction.member_id == bindparam("member_id"),
-    Transaction.kind.in_((*PURCHASE_KINDS, TxKind.REVERSE)),
-    Transaction.created_at > bindparam("since"),
+    _tx.member_id == _member_id,
+    _tx.kind == any_(array([*PURCHASE_KINDS, TxKind.REVERSE])),
+    _tx.created_at > bindparam("since", type_=DateTime(timezone=True)),
 )
-_BALANCE = select(Account.balance).where(Account.id == bindparam("wallet_id"))
-_BALANCE_AND_SPEND = select(Account.balance, _TRAILING_SPEND.scalar_subquery()).where(
-    Account.id == bindparam("wallet_id")
+_points = bindparam("points", type_=BigInteger)
+_now = bindparam("now", type_=DateTime(timezone=True))
+# A sale's point lot; nothing when it earned nothing (a lot holds at least one point).
+_SALE_LOT = (
+    insert(PointLot.__table__)
+    .from_select(
+        ["member_id", "transaction_id", "points", "remaining", "earned_at", "expires_at"],
+        select(
+            _member_id,
+            bindparam("tx_id", type_=BigInteger),
+            _points,
+            _points,
+            _now,
+            bindparam("expires_at", type_=DateTime(timezone=True)),
+        ).where(_points > 0),
+    )
+    .cte("sale_lot")
 )
+_wallet = Account.__table__.c
+_FINISH_SALE = {
+    # with the member's trailing spend, for the tier check, or (at the top tier) without
+    check_tier: select(
+        _wallet.balance,
+        *([_TRAILING_SPEND.scalar_subquery()] if check_tier else []),
+    )
+    .where(_wallet.id == bindparam("wallet_id", type_=BigInteger))
+    .add_cte(_SALE_LOT)
+    for check_tier in (True, False)
+}
 
 
 def _spend_params(member_id: int, now: datetime) -> dict[str, Any]:
@@ -424,24 +474,39 @@ async def trailing_spend(session: AsyncSession, member_id: int, now: datetime) -
     return Decimal(value)
 
 
-async def _tier_and_balance(
-    session: AsyncSession, program: Program, member: MemberInfo, now: datetime
+async def _finish_purchase(
+    session: AsyncSession,
+    program: Program,
+    member: MemberInfo,
+    tx_id: int,
+    lot_points: int,
+    now: datetime,
+    expires_at: datetime | None,
 ) -> tuple[str, int]:
-    """The member's tier after a purchase and their wallet's balance, read in one statement.
+    """Add the sale's point lot, then read the wallet's balance and the member's tier, in one
+    statement (after the entries, so while the sale holds its accounts' rows, one round trip).
 
     The member moves up at once when a purchase crosses a tier; moving down waits for the
     daily recalculation, so a refund never surprises anyone at the till. At the top tier
-    there is nothing to reach, so only the balance is read."""
+    there is nothing to reach, so the spend is not read."""
     current = program.tier(member.tier)
-    if program.next_tier(current.name) is None:
-        balance = (await session.execute(_BALANCE, {"wallet_id": member.wallet_id})).scalar_one()
-        return current.name, balance
-    balance, spend = (
+    check_tier = program.next_tier(current.name) is not None
+    row = (
         await session.execute(
-            _BALANCE_AND_SPEND,
-            {"wallet_id": member.wallet_id, **_spend_params(member.id, now)},
+            _FINISH_SALE[check_tier],
+            {
+                "wallet_id": member.wallet_id,
+                "tx_id": tx_id,
+                "points": lot_points,
+                "now": now,
+                "expires_at": expires_at,
+                **_spend_params(member.id, now),
+            },
         )
     ).one()
+    if not check_tier:
+        return current.name, row[0]
+    balance, spend = row
     reached = program.tier_for_spend(Decimal(spend))
     if reached.min_spend > current.min_spend:
         await session.execute(

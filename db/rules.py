@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 
 from db.errors import AmountTooLarge, InvalidAmount, InvalidPoints, RedeemLimitExceeded
@@ -10,16 +11,19 @@ CENT = Decimal("0.01")
 MAX_POINTS = 10**12  # far beyond any real wallet, well inside bigint
 
 
+_TYPED_AMOUNT = re.compile(r"^-?\d{1,30}(?:\.\d{1,6})?$")
+
+
 def parse_money(text: str) -> Decimal:
-    """What a cashier types: `12.50`, `12,50`, `12`, ` 1 250,00 `."""
+    """What a cashier types: `12.50`, `12,50`, `12`, ` 1 250,00 `. Plain digits only: no
+    exponents (`1e3`), no `NaN`; the sign is kept so that `-5` is refused as negative."""
     cleaned = text.strip().replace("\u00a0", "").replace(" ", "").replace(",", ".")
-    if cleaned.count(".") > 1 or not cleaned:
-        raise InvalidAmount(amount=text)
+    if not _TYPED_AMOUNT.match(cleaned):
+        raise InvalidAmount(amount=text.strip()[:40])
     try:
-        value = Decimal(cleaned)
+        return Decimal(cleaned)
     except InvalidOperation:
-        raise InvalidAmount(amount=text) from None
-    return value
+        raise InvalidAmount(amount=text.strip()[:40]) from None
 
 
 def check_purchase(amount: object, max_purchase: Decimal) -> Decimal:

@@ -19,6 +19,7 @@ from tests.fakegram import FakeTelegramServer, UserClient
 
 BOT_USERNAME = "city_bonus_bot"
 TOKEN = "4242:TEST-token"
+OWNER_ID = 1
 
 
 @dataclass
@@ -28,6 +29,7 @@ class BotHarness:
     dp: Dispatcher
     runtime: Runtime
     _next_user: int = field(default=1000)
+    _owner: UserClient | None = None
 
     @property
     def notifier(self) -> Notifier:
@@ -36,6 +38,12 @@ class BotHarness:
     @property
     def secret(self) -> bytes:
         return signing_secret(self.runtime.settings)
+
+    def owner(self) -> UserClient:
+        # One client for the owner, so "the next message" means the same thing every time.
+        if self._owner is None:
+            self._owner = UserClient(self.server, OWNER_ID, first_name="Owner")
+        return self._owner
 
     def user(self, first_name: str = "Ann", language_code: str = "en") -> UserClient:
         self._next_user += 1

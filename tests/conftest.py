@@ -120,7 +120,7 @@ async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
 async def harness(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], program: Program
 ) -> AsyncIterator[Any]:
-    from tests.botharness import running_bot
+    from tests.botharness import OWNER_ID, running_bot
 
-    async with running_bot(engine, sessions, program) as running:
+    async with running_bot(engine, sessions, program, admin_ids=[OWNER_ID]) as running:
         yield running

@@ -30,7 +30,9 @@ def test_parse_money_accepts_till_formats(text: str, value: Decimal) -> None:
     assert parse_money(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "12,5,0", "--1", "1e"])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "1.2.3", "12,5,0", "--1", "1e", "1e3", "NaN", "Infinity", "0x10", "+-1"]
+)
 def test_parse_money_refuses_garbage(text: str) -> None:
     with pytest.raises(errors.InvalidAmount):
         parse_money(text)

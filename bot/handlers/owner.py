@@ -57,7 +57,7 @@ async def staff_list(message: Message, session: AsyncSession) -> None:
     if not staff:
         await message.answer(_("No staff yet. Invite someone: {usage}").format(usage=INVITE_USAGE))
         return
-    lines = [_("👥 Staff (revoke with /staff_revoke <id>):")]
+    lines = [_("👥 Staff (revoke with /staff_revoke ID):")]
     for s in staff:
         lines.append(
             f"{s.id}: tg {s.telegram_id} · {role_name(s.role)}"
@@ -69,7 +69,7 @@ async def staff_list(message: Message, session: AsyncSession) -> None:
 async def staff_revoke(message: Message, command: CommandObject, session: AsyncSession) -> None:
     arg = (command.args or "").strip()
     if not arg.isdigit():
-        await message.answer(_("Usage: /staff_revoke <id> (ids are in /staff_list)"))
+        await message.answer(_("Usage: /staff_revoke ID (the IDs are in /staff_list)"))
         return
     assert message.from_user is not None
     staff = await revoke_staff(session, int(arg), actor=message.from_user.id)
@@ -90,7 +90,7 @@ async def adjust_points(
     parts = (command.args or "").split(maxsplit=2)
     number = normalize_card_number(parts[0]) if parts else None
     if len(parts) < 3 or number is None or not parts[1].lstrip("+-").isdigit():
-        await message.answer(_("Usage: /adjust <card number> <+points|-points> <reason>"))
+        await message.answer(_("Usage: /adjust CARD-NUMBER +POINTS|-POINTS REASON"))
         return
     member = await find_by_card(session, number)
     await session.rollback()
