@@ -8,7 +8,7 @@ from decimal import Decimal
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import ngettext as _n
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, format_percent
 
 _BABEL_LOCALES = {"en": "en_GB", "ru": "ru_RU", "uk": "uk_UA", "pl": "pl_PL"}
 
@@ -39,4 +39,5 @@ def points(n: int) -> str:
 
 
 def percent(value: Decimal) -> str:
-    return format_decimal(value, locale=locale()) + "%"
+    """`value` is in percent (5 for 5 %): "5%" in English, "5 %" in Polish."""
+    return format_percent(value / 100, locale=locale(), decimal_quantization=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from html import escape
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
@@ -68,6 +69,8 @@ class Notifier:
         return fmt.money(value, self.program.program.currency)  # type: ignore[arg-type]
 
     async def purchase(self, result: PurchaseResult, partner_name: str) -> None:
+        partner_name = escape(partner_name)
+
         def compose() -> str:
             lines = []
             if result.points_redeemed:
@@ -112,6 +115,8 @@ class Notifier:
             )
 
     async def reversal(self, result: ReversalResult, partner_name: str) -> None:
+        partner_name = escape(partner_name)
+
         def compose() -> str:
             lines = [
                 _("↩️ Refund of {money} at {partner}.").format(
@@ -140,7 +145,9 @@ class Notifier:
             member_id,
             lambda: (
                 _("{sign}{points}: {reason}").format(
-                    sign="+" if points > 0 else "−", points=fmt.points(abs(points)), reason=reason
+                    sign="+" if points > 0 else "−",
+                    points=fmt.points(abs(points)),
+                    reason=escape(reason),
                 )
                 + "\n"
                 + _("Balance: {points}.").format(points=fmt.points(balance))

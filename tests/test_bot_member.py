@@ -7,9 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+from aiogram.utils.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import formatting as fmt
+from bot import keyboards
 from bot.qr import decode_qr
 from db.cards import normalize_card_number
 from db.members import MemberInfo, find_by_telegram
@@ -173,7 +177,7 @@ async def test_blocked_member_is_not_messaged_until_unblocked(
     member = await member_of(sessions, ann)
     await ann.block()
     reachable = True
-    for _ in range(50):
+    for _attempt in range(50):
         async with sessions() as s:
             reachable = await s.scalar(select(Member.reachable).where(Member.id == member.id))
         if not reachable:
@@ -182,7 +186,7 @@ async def test_blocked_member_is_not_messaged_until_unblocked(
     assert reachable is False
     assert not await harness.notifier.to_member(member.id, lambda: "hello")
     await ann.unblock()
-    for _ in range(50):
+    for _attempt in range(50):
         if await harness.notifier.to_member(member.id, lambda: "welcome back"):
             break
         await asyncio.sleep(0.05)
@@ -236,3 +240,46 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
             "privacy",
             "help",
         ]
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "uk", "pl"])
+async def test_join_in_each_language(
+    harness: BotHarness, sessions: Sessions, language: str
+) -> None:
+    i18n = harness.dp["i18n_core"]
+    with i18n.context(), i18n.use_locale(language):
+        accept = _("✅ I accept the rules, join")
+        welcome = _("🎉 You are in, {name}!").format(name="Olena")
+        gift = fmt.points(50)
+        card_button = str(keyboards.CARD)
+    if language != "en":
+        assert accept != "✅ I accept the rules, join"  # really translated
+    olena = harness.user("Olena", language_code=language)
+    await olena.send("/start")
+    await olena.wait_message()
+    await olena.click(accept)
+    text = text_of(await olena.wait_message(welcome))
+    assert gift in text
+    member = await member_of(sessions, olena)
+    assert member.language == language
+    keyboard = harness.server.reply_keyboard(olena.user_id)
+    assert keyboard is not None and keyboard["keyboard"][0][0]["text"] == card_button
+    await olena.press(card_button)  # the translated menu button works
+    await olena.wait_message(lambda m: "photo" in m)
+
+
+async def test_user_text_cannot_break_html_replies(harness: BotHarness) -> None:
+    from tests.till import hire
+
+    cashier, ann = harness.user("Carl"), harness.user("Ann <b>")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await cashier.send(
+        "/start " + card_token(harness.secret, 1, datetime.now(UTC) + timedelta(60))
+    )
+    await cashier.wait_message("Points can pay up to")
+    await cashier.click("🧾 Sale: earn points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("<b>12</i>")
+    await cashier.wait_message("not an amount")
+    assert all(r.status == 200 for r in harness.server.calls("sendMessage"))

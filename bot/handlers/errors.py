@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from html import escape
 from typing import Any
 
 from aiogram import Router
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "invalid_amount": lambda p: _(
         "That is not an amount I can use: {amount}. Type it like 12.50."
-    ).format(amount=p.get("amount", "")),
+    ).format(amount=escape(str(p.get("amount", "")))),
     "amount_too_large": lambda p: _(
         "That is more than {max}, the largest purchase allowed. Check the amount."
     ).format(max=fmt.number(p["max"])),

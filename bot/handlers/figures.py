@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from html import escape
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
@@ -47,7 +48,8 @@ async def show_shift(
         if op.points_out:
             moved.append("−" + fmt.number(op.points_out))
         lines.append(
-            f"#{op.transaction_id} {fmt.moment(op.created_at)} · {op.member_name or '—'} · "
+            f"#{op.transaction_id} {fmt.moment(op.created_at)} · "
+            f"{escape(op.member_name or '—')} · "
             f"{_kind(op.kind)} {fmt.money(op.amount or 0, currency)} · {' '.join(moved) or '0'}"
         )
     lines.append(
@@ -76,7 +78,7 @@ async def _figures(
     await message.answer(
         "\n".join(
             [
-                f"📊 <b>{staff.partner_name}</b>: {title}",
+                f"📊 <b>{escape(staff.partner_name or '')}</b>: {title}",
                 _("Sales to members: {sales} ({members} members), {money}.").format(
                     sales=f.sales, members=f.members, money=fmt.money(f.revenue, currency)
                 ),

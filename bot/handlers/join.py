@@ -3,6 +3,8 @@ someone who is not at a till."""
 
 from __future__ import annotations
 
+from html import escape
+
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
@@ -39,7 +41,7 @@ async def _offer_to_join(message: Message, program: Program) -> None:
 async def _welcome_back(message: Message, member: MemberInfo) -> None:
     await message.answer(
         _("Welcome back, {name}! You have {points}.").format(
-            name=member.first_name or "🙂", points=fmt.points(member.balance)
+            name=escape(member.first_name) or "🙂", points=fmt.points(member.balance)
         ),
         reply_markup=keyboards.main_menu(),
     )
@@ -133,7 +135,7 @@ async def accept_rules(
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_reply_markup(reply_markup=None)
-        text = _("🎉 You are in, {name}!").format(name=member.first_name or "🙂")
+        text = _("🎉 You are in, {name}!").format(name=escape(member.first_name) or "🙂")
         if member.balance:
             text += "\n" + _("Your welcome gift: {points}.").format(
                 points=fmt.points(member.balance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from html import escape
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
@@ -33,7 +34,7 @@ async def send_card(
     link = await start_link(bot, card_token(secret, member.id, expires))
     caption = "\n".join(
         [
-            _("💳 <b>{program}</b> member card").format(program=program.program.name),
+            _("💳 <b>{program}</b> member card").format(program=escape(program.program.name)),
             _("Card number: <code>{number}</code>").format(
                 number=format_card_number(member.card_number)
             ),
@@ -117,7 +118,7 @@ async def invite(
     referral = program.referral
     text = "\n".join(
         [
-            _("🎁 Invite friends to {program}.").format(program=program.program.name),
+            _("🎁 Invite friends to {program}.").format(program=escape(program.program.name)),
             _(
                 "When a friend joins with your link and makes a first purchase of {amount} or "
                 "more, you get {inviter} and your friend gets {invitee}."

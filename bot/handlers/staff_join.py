@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import escape
+
 from aiogram import F, Router
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import Message
@@ -22,7 +24,7 @@ def role_name(role: str) -> str:
 async def join_staff(message: Message, command: CommandObject, session: AsyncSession) -> None:
     assert message.from_user is not None
     staff = await accept_invite(session, command.args or "", message.from_user.id)
-    where = f" · {staff.partner_name}" if staff.partner_name else ""
+    where = f" · {escape(staff.partner_name)}" if staff.partner_name else ""
     await message.answer(
         _("👋 You are now {role}{where}.").format(role=role_name(staff.role), where=where)
         + "\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 from decimal import Decimal
+from html import escape
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
@@ -67,7 +68,8 @@ async def open_member(
         "\n".join(
             [
                 _("👤 <b>{name}</b> · {tier}").format(
-                    name=member.first_name or "—", tier=program.tier(member.tier).name
+                    name=escape(member.first_name) or "—",
+                    tier=escape(program.tier(member.tier).name),
                 ),
                 _("💰 {points} (worth {money})").format(
                     points=fmt.points(member.balance),
@@ -317,7 +319,7 @@ async def _request(
                 "💳 {partner} asks to pay {money} of your {amount} purchase with {points}."
                 " Confirm?"
             ).format(
-                partner=staff.partner_name,
+                partner=escape(staff.partner_name or ""),
                 money=fmt.money(req.money, currency),
                 amount=fmt.money(req.amount, currency),
                 points=fmt.points(req.points),
