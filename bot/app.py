@@ -3,16 +3,21 @@ the end-to-end tests share."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import logging
+import signal
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramUnauthorizedError
+from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.fsm.storage.redis import RedisStorage
 from aiogram.types import BotCommand
 from aiogram.utils.i18n import I18n
 
@@ -21,11 +26,13 @@ from bot.config import Settings
 from bot.handlers import get_routers
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
 from bot.jobs import start_scheduler
+from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
 from bot.middlewares.staff import StaffMiddleware
 from bot.notify import Notifier
 from bot.runtime import Runtime, StartupError, open_runtime
+from bot.web import build_web_app, start_web
 from db.tokens import derive_secret
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ def build_dispatcher(
         secret=signing_secret(runtime.settings),
         notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
     )
+    dp.update.outer_middleware(MetricsMiddleware())
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
     dp.update.outer_middleware(StaffMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)
@@ -76,6 +84,26 @@ async def register_commands(bot: Bot, i18n: I18n) -> None:
         await bot.set_my_commands(commands, language_code=language)
 
 
+def webhook_secret(settings: Settings) -> str:
+    """WEBHOOK_SECRET, or one derived from the token: Telegram sends it back in a header on
+    every webhook call, so requests without it are not Telegram's."""
+    if settings.webhook_secret:
+        return settings.webhook_secret.get_secret_value()
+    assert settings.bot_token is not None
+    digest = hmac.new(
+        settings.bot_token.get_secret_value().encode(), b"webhook-secret", hashlib.sha256
+    )
+    return digest.hexdigest()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def run(settings: Settings) -> None:
     bot = build_bot(settings)
     runtime = await open_runtime(settings)
@@ -84,17 +112,38 @@ async def run(settings: Settings) -> None:
             me = await bot.get_me()
         except TelegramUnauthorizedError:
             raise StartupError("Telegram refused BOT_TOKEN: check it with @BotFather.") from None
+        except TelegramNetworkError as exc:
+            raise StartupError(
+                f"cannot reach the Bot API at {settings.telegram_api_base}: {exc}"
+            ) from None
         log.info("running as @%s", me.username)
-        dp = build_dispatcher(runtime, bot)
+        storage = RedisStorage.from_url(settings.redis_url) if settings.redis_url else None
+        dp = build_dispatcher(runtime, bot, storage=storage)
         await register_commands(bot, dp["i18n_core"])
         scheduler = start_scheduler(runtime, dp["notifier"], bot, dp["i18n_core"])
-        await bot.delete_webhook(drop_pending_updates=False)
+        secret = webhook_secret(settings)
+        web_app = build_web_app(
+            runtime.engine, dp=dp, bot=bot, webhook_url=settings.webhook_url, webhook_secret=secret
+        )
+        runner = await start_web(web_app, settings.http_host, settings.http_port)
         try:
-            await dp.start_polling(
-                bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
-            )
+            if settings.webhook_url:
+                await bot.set_webhook(
+                    settings.webhook_url,
+                    secret_token=secret,
+                    allowed_updates=dp.resolve_used_update_types(),
+                )
+                log.info("serving the webhook at %s", settings.webhook_url)
+                await _until_stopped()
+            else:
+                await bot.delete_webhook(drop_pending_updates=False)
+                await dp.start_polling(
+                    bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
+                )
         finally:
             scheduler.shutdown(wait=False)
+            await runner.cleanup()
+            await dp.storage.close()
     finally:
         await bot.session.close()
         await runtime.close()

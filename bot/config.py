@@ -30,8 +30,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="FSM storage for several instances")
     webhook_url: str | None = Field(default=None, description="Serve a webhook instead of polling")
     webhook_secret: SecretStr | None = None
-    http_host: str = "0.0.0.0"
-    http_port: int = 8080
+    http_host: str = Field(default="0.0.0.0", description="Where /healthz, /metrics listen")
+    http_port: int = Field(default=8080, description="and the webhook, when it is on")
     log_level: str = "INFO"
 
     @field_validator("admin_ids", mode="before")

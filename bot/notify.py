@@ -18,6 +18,7 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import formatting as fmt
+from bot.metrics import DELIVERIES
 from db.members import contact
 from db.program import Program
 from db.purchases import PurchaseResult, ReversalResult
@@ -53,15 +54,18 @@ class Notifier:
         for _attempt in range(3):
             try:
                 await self.bot.send_message(telegram_id, text)
+                DELIVERIES.labels("sent").inc()
                 return True
             except TelegramRetryAfter as exc:
                 await asyncio.sleep(exc.retry_after)
             except TelegramForbiddenError:
+                DELIVERIES.labels("blocked").inc()
                 async with self.sessions() as session:
                     await set_reachable(session, telegram_id, False)
                 return False
             except TelegramAPIError:
                 log.warning("could not notify %s", telegram_id, exc_info=True)
+                DELIVERIES.labels("failed").inc()
                 return False
         return False
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import tillnotify
 from bot.callbacks import RedeemCb
+from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from db.errors import NotEnoughPoints, RequestClosed
 from db.program import Program
@@ -71,6 +72,7 @@ async def answer(
                     money=fmt.money(req.money, program.program.currency),
                 )
             )
+        POSTINGS.labels(result.kind).inc()
         await tillnotify.confirmed(bot, i18n, program, req, result, req.staff_language)
         staff = await active_staff(session, req.staff_chat_id)
         await session.rollback()

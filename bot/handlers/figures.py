@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot.filters import IsStaff
+from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from db.program import Program
 from db.reports import day_start, partner_figures, shift, week_start
@@ -162,6 +163,7 @@ async def refund(
         )
     await message.answer("\n".join(lines))
     if not result.replayed:
+        POSTINGS.labels("reverse").inc()
         await notifier.reversal(result, staff.partner_name or "")
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.callbacks import RedeemCb, TillCb
 from bot.filters import IsStaff
+from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from bot.qr import decode_qr
 from db.cards import normalize_card_number
@@ -240,6 +241,7 @@ async def amount_entered(
         )
     )
     if not result.replayed:
+        POSTINGS.labels(result.kind).inc()
         await notifier.purchase(result, staff.partner_name or "")
 
 

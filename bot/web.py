@@ -1,0 +1,57 @@
+"""The bot's HTTP side: the Telegram webhook (when WEBHOOK_URL is set), /healthz and
+/metrics (always, on HTTP_PORT)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from aiogram import Bot, Dispatcher
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+
+def build_web_app(
+    engine: AsyncEngine,
+    *,
+    dp: Dispatcher | None = None,
+    bot: Bot | None = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> web.Application:
+    app = web.Application()
+
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, DBAPIError) as exc:
+            return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    if webhook_url and dp is not None and bot is not None:
+        # Answer Telegram only after the update is handled: if this instance dies mid-way,
+        # Telegram delivers the update again (postings are idempotent, so it is safe).
+        SimpleRequestHandler(
+            dispatcher=dp, bot=bot, secret_token=webhook_secret, handle_in_background=False
+        ).register(app, path=urlsplit(webhook_url).path or "/")
+    return app
+
+
+async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("HTTP on %s:%s (/healthz, /metrics)", host, port)
+    return runner
