@@ -32,12 +32,16 @@ class CatalogI18n(I18n):
     def find_locales(self) -> dict[str, gettext.GNUTranslations]:
         translations: dict[str, gettext.GNUTranslations] = {}
         for po_path in sorted(self.path.glob(f"*/LC_MESSAGES/{self.domain}.po")):
-            with po_path.open("rb") as fp:
-                catalog = read_po(fp, locale=po_path.parent.parent.name)
-            buffer = io.BytesIO()
-            write_mo(buffer, catalog, use_fuzzy=False)
-            buffer.seek(0)
-            translations[po_path.parent.parent.name] = gettext.GNUTranslations(buffer)
+            mo_path = po_path.with_suffix(".mo")
+            if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
+                data = mo_path.read_bytes()  # compiled at build time (the Docker image)
+            else:
+                with po_path.open("rb") as fp:
+                    catalog = read_po(fp, locale=po_path.parent.parent.name)
+                buffer = io.BytesIO()
+                write_mo(buffer, catalog, use_fuzzy=False)
+                data = buffer.getvalue()
+            translations[po_path.parent.parent.name] = gettext.GNUTranslations(io.BytesIO(data))
         return translations
 
 

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,8 +69,8 @@ async def find_posted(session: AsyncSession, key: str, digest: str) -> Transacti
 
 # Core inserts built once: cheaper than building them per posting or going through the ORM's
 # bulk path (the rows are plain column values either way).
-_INSERT_ENTRIES = insert(Entry.__table__)
-_INSERT_LOT = insert(PointLot.__table__)
+_INSERT_ENTRIES = insert(cast(Table, Entry.__table__))
+_INSERT_LOT = insert(cast(Table, PointLot.__table__))
 
 
 async def post_entries(session: AsyncSession, tx_id: int, legs: list[Leg]) -> None:

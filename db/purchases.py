@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Table,
     any_,
     bindparam,
     case,
@@ -18,10 +19,12 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement, Select
 
 from db.errors import (
     AlreadyReversed,
@@ -50,6 +53,7 @@ from db.members import MemberInfo, expiry_for, get_member
 from db.models import (
     Account,
     AccountKind,
+    Base,
     Entry,
     Member,
     Partner,
@@ -192,8 +196,11 @@ async def post_purchase(
         Leg(member.wallet_id, earned),
     ]
     referral = await _open_referral(session, program, member, tx_id, amount, now, legs)
-    await post_entries(session, tx_id, legs)
-    await consume_lots(session, member.id, redeem_points)
+    # A plain earning's two entries go in with the statement that finishes the sale.
+    plain_earning = not redeem_points and referral is None and earned > 0
+    if not plain_earning:
+        await post_entries(session, tx_id, legs)
+        await consume_lots(session, member.id, redeem_points)
     expires_at = expiry_for(program, now)
     lot_points = earned
     if referral is not None:
@@ -209,7 +216,14 @@ async def post_purchase(
         await _referral_lots(session, member.id, referral, now, expires_at)
         lot_points = 0
     tier, balance = await _finish_purchase(
-        session, program, member, tx_id, lot_points, now, expires_at
+        session,
+        program,
+        member,
+        tx_id,
+        lot_points,
+        now,
+        expires_at,
+        issued_id=accounts.issued_id if plain_earning else None,
     )
     return PurchaseResult(
         transaction_id=tx_id,
@@ -419,49 +433,87 @@ async def _referral_lots(
             )
 
 
-def spend_expression() -> object:
+def spend_expression() -> ColumnElement[Any]:
     """Money a member spent: purchases' paid part, less the money part of refunds."""
     tx = Transaction.__table__.c
     return func.coalesce(func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)), 0)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
 # The statements of a sale are built once, from table columns rather than ORM attributes:
 # building a statement and going through the ORM cost more Python than running it.
 _tx = Transaction.__table__.c
 _member_id = bindparam("member_id", type_=BigInteger)
-_TRAILING_SPEND = select(spend_expression()).where(  # type: ignore[call-overload]
+_TRAILING_SPEND = select(spend_expression()).where(
     _tx.member_id == _member_id,
     _tx.kind == any_(array([*PURCHASE_KINDS, TxKind.REVERSE])),
     _tx.created_at > bindparam("since", type_=DateTime(timezone=True)),
 )
 _points = bindparam("points", type_=BigInteger)
-_now = bindparam("now", type_=DateTime(timezone=True))
+_tx_id = bindparam("tx_id", type_=BigInteger)
+_wallet_id = bindparam("wallet_id", type_=BigInteger)
+_issued_id = bindparam("issued_id", type_=BigInteger)
+_acc = Account.__table__.c
 # A sale's point lot; nothing when it earned nothing (a lot holds at least one point).
 _SALE_LOT = (
-    insert(PointLot.__table__)
+    insert(_table(PointLot))
     .from_select(
         ["member_id", "transaction_id", "points", "remaining", "earned_at", "expires_at"],
         select(
             _member_id,
-            bindparam("tx_id", type_=BigInteger),
+            _tx_id,
             _points,
             _points,
-            _now,
+            bindparam("now", type_=DateTime(timezone=True)),
             bindparam("expires_at", type_=DateTime(timezone=True)),
         ).where(_points > 0),
     )
     .cte("sale_lot")
 )
-_wallet = Account.__table__.c
-_FINISH_SALE = {
-    # with the member's trailing spend, for the tier check, or (at the top tier) without
-    check_tier: select(
-        _wallet.balance,
-        *([_TRAILING_SPEND.scalar_subquery()] if check_tier else []),
+# A plain earning's entries: `points` from the partner's issued account to the wallet. Both
+# rows are locked first, in id order as post_entries would lock them, so the wallet's balance
+# read there plus the points is its balance after the entries (the trigger applies them at
+# the end of the statement, under that lock, and no other posting can come in between).
+_EARNING_LOCKED = (
+    select(_acc.id, _acc.balance)
+    .where(_acc.id.in_([_issued_id, _wallet_id]))
+    .order_by(_acc.id)
+    .with_for_update(key_share=True)
+    .cte("earning_locked")
+    .prefix_with("MATERIALIZED")  # lock both rows, though only the wallet's is read
+)
+_EARNING_ENTRIES = (
+    insert(_table(Entry))
+    .from_select(
+        ["transaction_id", "account_id", "amount"],
+        union_all(select(_tx_id, _issued_id, -_points), select(_tx_id, _wallet_id, _points)),
     )
-    .where(_wallet.id == bindparam("wallet_id", type_=BigInteger))
-    .add_cte(_SALE_LOT)
+    .cte("earning_entries")
+)
+
+
+def _finish_statement(check_tier: bool, plain_earning: bool) -> Select[Any]:
+    """Add the sale's lot and read the wallet's balance after the sale, with the member's
+    trailing spend for the tier check (none at the top tier); for a plain earning, also post
+    its entries."""
+    spend = [_TRAILING_SPEND.scalar_subquery()] if check_tier else []
+    if plain_earning:
+        wallet = _EARNING_LOCKED.c
+        return (
+            select(wallet.balance + _points, *spend)
+            .where(wallet.id == _wallet_id)
+            .add_cte(_EARNING_ENTRIES, _SALE_LOT)
+        )
+    return select(_acc.balance, *spend).where(_acc.id == _wallet_id).add_cte(_SALE_LOT)
+
+
+_FINISH_SALE = {
+    (check_tier, plain_earning): _finish_statement(check_tier, plain_earning)
     for check_tier in (True, False)
+    for plain_earning in (True, False)
 }
 
 
@@ -482,20 +534,25 @@ async def _finish_purchase(
     lot_points: int,
     now: datetime,
     expires_at: datetime | None,
+    *,
+    issued_id: int | None = None,
 ) -> tuple[str, int]:
-    """Add the sale's point lot, then read the wallet's balance and the member's tier, in one
-    statement (after the entries, so while the sale holds its accounts' rows, one round trip).
+    """Add the sale's point lot and read the wallet's balance and the member's tier, in one
+    statement, the last before the commit: a sale holds its partner's account row, which
+    every sale at that partner needs, from its entries to its commit.
 
-    The member moves up at once when a purchase crosses a tier; moving down waits for the
-    daily recalculation, so a refund never surprises anyone at the till. At the top tier
-    there is nothing to reach, so the spend is not read."""
+    With `issued_id`, a plain earning of `lot_points` from that account: its entries go in
+    with the same statement (see _EARNING_LOCKED). The member moves up at once when a purchase
+    crosses a tier; moving down waits for the daily recalculation, so a refund never
+    surprises anyone at the till. At the top tier there is nothing to reach."""
     current = program.tier(member.tier)
     check_tier = program.next_tier(current.name) is not None
     row = (
         await session.execute(
-            _FINISH_SALE[check_tier],
+            _FINISH_SALE[check_tier, issued_id is not None],
             {
                 "wallet_id": member.wallet_id,
+                "issued_id": issued_id,
                 "tx_id": tx_id,
                 "points": lot_points,
                 "now": now,
