@@ -180,6 +180,67 @@ class RedemptionRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Campaign(Base):
+    """A message to a segment of members who consented to marketing."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint(
+            _in("status", ("draft", "scheduled", "sending", "done", "cancelled")), name="status"
+        ),
+        Index("ix_campaigns_due", "scheduled_at", postgresql_where="status = 'scheduled'"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    segment: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    text: Mapped[str] = mapped_column(Text)
+    photo_file_id: Mapped[str | None] = mapped_column(String(300))
+    button_text: Mapped[str | None] = mapped_column(String(64))
+    button_url: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The marketer's live progress message, in their language.
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    progress_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    audience: Mapped[int] = mapped_column(BigInteger, default=0)
+    sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    blocked: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Outbox(Base):
+    """One campaign message to one member. The unique pair is what keeps a member from
+    getting the same campaign twice, whatever restarts or instances come between."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(
+            _in("status", ("pending", "sending", "sent", "failed", "blocked")), name="status"
+        ),
+        Index("uq_outbox_campaign_member", "campaign_id", "member_id", unique=True),
+        Index("ix_outbox_due", "next_attempt_at", "id", postgresql_where="status = 'pending'"),
+        Index("ix_outbox_claimed", "claimed_at", postgresql_where="status = 'sending'"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    telegram_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(String(300))
+
+
 class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (

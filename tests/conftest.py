@@ -44,7 +44,8 @@ TEST_PROGRAM: dict[str, Any] = {
 }
 
 TABLES = (
-    "audit_log, redemption_requests, staff_invites, point_lots, entries, transactions, accounts,"
+    "outbox, campaigns, audit_log, redemption_requests, staff_invites, point_lots, entries,"
+    " transactions, accounts,"
     " staff, members, partners"
 )
 

@@ -1,0 +1,261 @@
+"""The campaign delivery worker: works the outbox at a global rate.
+
+- A token bucket keeps to `rate` messages per second (Telegram allows about 30/s in bulk).
+- A 429 pauses everyone for its `retry_after`, and the message goes back to the queue.
+- A 403 (the member blocked the bot) marks the member unreachable; nobody retries them.
+- Other errors are retried with exponential backoff, up to `max_attempts`.
+- Only one worker runs across instances (a PostgreSQL advisory lock held while it runs).
+- The marketer's progress message is edited every couple of seconds, with an ETA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramRetryAfter,
+)
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot import formatting as fmt
+from bot.metrics import DELIVERIES
+from db.campaigns import (
+    CampaignInfo,
+    OutboxItem,
+    Outcome,
+    claim,
+    get_campaign,
+    progress,
+    settle,
+    start_campaign,
+)
+
+log = logging.getLogger(__name__)
+LOCK_KEY = zlib.crc32(b"loyalty-job:delivery")
+
+
+class TokenBucket:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)  # at most one second's worth in a burst
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self.paused_until = 0.0
+        self.lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, self.clock() + seconds)
+        self.tokens = 0
+
+    async def take(self) -> None:
+        async with self.lock:
+            while True:
+                now = self.clock()
+                if now < self.paused_until:
+                    await asyncio.sleep(self.paused_until - now)
+                    continue
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        bot: Bot,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        i18n: I18n,
+        *,
+        rate: float = 25.0,
+        concurrency: int = 8,
+        max_attempts: int = 5,
+        stale_after: timedelta = timedelta(seconds=60),
+        idle_poll: float = 1.0,
+        progress_every: float = 2.0,
+    ) -> None:
+        self.bot = bot
+        self.engine = engine
+        self.sessions = sessions
+        self.i18n = i18n
+        self.bucket = TokenBucket(rate)
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.stale_after = stale_after
+        self.idle_poll = idle_poll
+        self.progress_every = progress_every
+        self._last_progress: dict[int, float] = {}
+        self._campaigns: dict[int, CampaignInfo] = {}
+        self._started: dict[int, tuple[float, int]] = {}
+
+    async def run_forever(self) -> None:
+        """Hold the delivery lock (waiting while another instance has it) and deliver."""
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    got = await conn.scalar(
+                        text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}
+                    )
+                    await conn.commit()
+                    if not got:
+                        await asyncio.sleep(5 * self.idle_poll)
+                        continue
+                    try:
+                        while True:
+                            if not await self.run_batch():
+                                await asyncio.sleep(self.idle_poll)
+                    finally:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                        await conn.commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery worker failed; restarting in a few seconds")
+                await asyncio.sleep(5 * self.idle_poll)
+
+    async def run_until_idle(self, *, now: Callable[[], datetime] | None = None) -> None:
+        """Deliver until nothing is due (tests and one-off runs)."""
+        while await self.run_batch(now=now):
+            pass
+
+    async def run_batch(self, *, now: Callable[[], datetime] | None = None) -> int:
+        clock = now or (lambda: datetime.now(UTC))
+        async with self.sessions() as session:
+            items = await claim(
+                session, limit=self.concurrency * 4, now=clock(), stale_after=self.stale_after
+            )
+        if not items:
+            return 0
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: OutboxItem) -> Outcome:
+            async with gate:
+                await self.bucket.take()
+                return await self.deliver(item, clock)
+
+        outcomes = await asyncio.gather(*(one(item) for item in items))
+        async with self.sessions() as session:
+            await settle(session, outcomes, now=clock())
+        for campaign_id in {item.campaign_id for item in items}:
+            await self.report(campaign_id, now=clock())
+        return len(items)
+
+    async def _campaign(self, campaign_id: int) -> CampaignInfo:
+        if campaign_id not in self._campaigns:
+            async with self.sessions() as session:
+                info = await get_campaign(session, campaign_id)
+            assert info is not None
+            self._campaigns[campaign_id] = info
+        return self._campaigns[campaign_id]
+
+    async def deliver(self, item: OutboxItem, clock: Callable[[], datetime]) -> Outcome:
+        campaign = await self._campaign(item.campaign_id)
+        outcome, error, retry_at = "sent", None, None
+        try:
+            await self.send(campaign, item.telegram_id)
+        except TelegramRetryAfter as exc:
+            # Telegram says slow down: everybody waits, and this message goes back in line.
+            self.bucket.pause(exc.retry_after)
+            outcome, retry_at = "retry", clock() + timedelta(seconds=exc.retry_after)
+        except TelegramForbiddenError as exc:
+            outcome, error = "blocked", str(exc)[:300]
+        except TelegramBadRequest as exc:
+            outcome, error = "failed", str(exc)[:300]  # it would fail the same way again
+        except (TimeoutError, TelegramAPIError, OSError) as exc:
+            error = str(exc)[:300] or type(exc).__name__
+            if item.attempts >= self.max_attempts:
+                outcome = "failed"
+            else:
+                outcome = "retry"
+                retry_at = clock() + timedelta(seconds=min(2**item.attempts, 300))
+        DELIVERIES.labels("campaign_" + outcome).inc()
+        return Outcome(item, outcome, error, retry_at)
+
+    async def send(self, campaign: CampaignInfo, chat_id: int) -> None:
+        markup = None
+        if campaign.button_text and campaign.button_url:
+            markup = InlineKeyboardMarkup(
+                inline_keyboard=[
+                    [InlineKeyboardButton(text=campaign.button_text, url=campaign.button_url)]
+                ]
+            )
+        if campaign.photo_file_id:
+            await self.bot.send_photo(
+                chat_id, campaign.photo_file_id, caption=campaign.text, reply_markup=markup
+            )
+        else:
+            await self.bot.send_message(chat_id, campaign.text, reply_markup=markup)
+
+    async def report(self, campaign_id: int, *, now: datetime | None = None) -> None:
+        """Update the campaign's figures; edit the marketer's progress message at most every
+        `progress_every` seconds, and once more when the campaign is done."""
+        async with self.sessions() as session:
+            state = await progress(session, campaign_id, now=now)
+        tick = time.monotonic()
+        last = self._last_progress.get(campaign_id)
+        if not state.finished and last is not None and tick - last < self.progress_every:
+            return
+        self._last_progress[campaign_id] = tick
+        info = await self._campaign(campaign_id)
+        if state.finished:
+            self._campaigns.pop(campaign_id, None)
+        if info.progress_chat_id is None or info.progress_message_id is None:
+            return
+        done = state.sent + state.failed + state.blocked
+        started, done_then = self._started.setdefault(campaign_id, (tick, done))
+        rate = (done - done_then) / (tick - started) if tick > started else 0
+        left = state.audience - done
+        eta = f"~{int(left / rate)} s" if rate > 0 and left else "—"
+        with self.i18n.context(), self.i18n.use_locale(info.language):
+            head = (
+                _("✅ Campaign #{id} finished.").format(id=info.id)
+                if state.finished
+                else _("📣 Campaign #{id} is being sent.").format(id=info.id)
+            )
+            body = _("Sent {sent} of {total}; failed {failed}; blocked the bot {blocked}.").format(
+                sent=fmt.number(state.sent),
+                total=fmt.number(state.audience),
+                failed=fmt.number(state.failed),
+                blocked=fmt.number(state.blocked),
+            )
+            eta_line = "" if state.finished else "\n" + _("Time left: {eta}").format(eta=eta)
+        try:
+            await self.bot.edit_message_text(
+                text=f"{head}\n{body}{eta_line}",
+                chat_id=info.progress_chat_id,
+                message_id=info.progress_message_id,
+            )
+        except TelegramAPIError:
+            log.info("progress of campaign %s not shown", campaign_id, exc_info=True)
+
+
+async def start_due_campaigns(
+    sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> list[int]:
+    """Scheduled campaigns whose time has come go into the outbox (the schedule lives in
+    PostgreSQL, so a restart or another instance keeps it)."""
+    from db.campaigns import due_campaigns
+
+    started = []
+    async with sessions() as session:
+        for campaign_id in await due_campaigns(session, now):
+            if await start_campaign(session, campaign_id, now=now) is not None:
+                started.append(campaign_id)
+    return started

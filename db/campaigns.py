@@ -1,0 +1,440 @@
+"""Campaigns: a segment of consenting members, a message, and an outbox that delivers it
+exactly once per member, across restarts and instances.
+
+Delivery claims small batches (status `sending`); a batch whose worker died is handed out
+again after `stale_after`, so at most the few messages in flight at a crash can repeat,
+and nobody is skipped."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.ledger import unit_of_work
+from db.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
+
+SALES = (TxKind.EARN, TxKind.REDEEM)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Who gets a campaign; every filter given must hold. Only members who consented to
+    marketing, have not left and have not blocked the bot are ever included."""
+
+    tier: str | None = None
+    partner: str | None = None
+    inactive_days: int | None = None
+    language: str | None = None
+    joined_since: date | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.joined_since:
+            data["joined_since"] = self.joined_since.isoformat()
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Segment:
+        since = data.get("joined_since")
+        return cls(
+            tier=data.get("tier"),
+            partner=data.get("partner"),
+            inactive_days=data.get("inactive_days"),
+            language=data.get("language"),
+            joined_since=date.fromisoformat(since) if since else None,
+        )
+
+
+def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
+    conditions = [
+        Member.deleted_at.is_(None),
+        Member.reachable.is_(True),
+        Member.marketing_consent.is_(True),
+        Member.telegram_id.is_not(None),
+    ]
+    if segment.tier:
+        conditions.append(Member.tier == segment.tier)
+    if segment.language:
+        conditions.append(Member.language == segment.language)
+    if segment.joined_since:
+        since = datetime.combine(segment.joined_since, datetime.min.time(), tzinfo=UTC)
+        conditions.append(Member.joined_at >= since)
+    if segment.partner:
+        conditions.append(
+            exists().where(
+                Transaction.member_id == Member.id,
+                Transaction.kind.in_(SALES),
+                Transaction.partner_id
+                == select(Partner.id).where(Partner.slug == segment.partner).scalar_subquery(),
+            )
+        )
+    if segment.inactive_days:
+        conditions.append(
+            ~exists().where(
+                Transaction.member_id == Member.id,
+                Transaction.kind.in_(SALES),
+                Transaction.created_at > now - timedelta(days=segment.inactive_days),
+            )
+        )
+    return select(Member.id, Member.telegram_id).where(and_(*conditions))  # type: ignore[return-value]
+
+
+async def audience_size(
+    session: AsyncSession, segment: Segment, now: datetime | None = None
+) -> int:
+    query = audience(segment, now or datetime.now(UTC)).subquery()
+    size = await session.scalar(select(func.count()).select_from(query))
+    await session.rollback()
+    return int(size or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignInfo:
+    id: int
+    status: str
+    segment: Segment
+    text: str
+    photo_file_id: str | None
+    button_text: str | None
+    button_url: str | None
+    scheduled_at: datetime | None
+    progress_chat_id: int | None
+    progress_message_id: int | None
+    language: str
+    audience: int
+    sent: int
+    failed: int
+    blocked: int
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.blocked
+
+
+def _info(c: Campaign) -> CampaignInfo:
+    return CampaignInfo(
+        c.id,
+        c.status,
+        Segment.from_json(c.segment),
+        c.text,
+        c.photo_file_id,
+        c.button_text,
+        c.button_url,
+        c.scheduled_at,
+        c.progress_chat_id,
+        c.progress_message_id,
+        c.language,
+        c.audience,
+        c.sent,
+        c.failed,
+        c.blocked,
+    )
+
+
+async def get_campaign(session: AsyncSession, campaign_id: int) -> CampaignInfo | None:
+    row = await session.get(Campaign, campaign_id, populate_existing=True)
+    info = _info(row) if row else None
+    await session.rollback()
+    return info
+
+
+async def create_campaign(
+    session: AsyncSession,
+    *,
+    created_by: int,
+    segment: Segment,
+    text: str,
+    photo_file_id: str | None = None,
+    button_text: str | None = None,
+    button_url: str | None = None,
+    language: str = "en",
+) -> int:
+    async with unit_of_work(session):
+        return (
+            await session.execute(
+                insert(Campaign)
+                .values(
+                    created_by=created_by,
+                    segment=segment.to_json(),
+                    text=text,
+                    photo_file_id=photo_file_id,
+                    button_text=button_text,
+                    button_url=button_url,
+                    language=language,
+                    status="draft",
+                )
+                .returning(Campaign.id)
+            )
+        ).scalar_one()
+
+
+async def schedule_campaign(session: AsyncSession, campaign_id: int, at: datetime) -> bool:
+    async with unit_of_work(session):
+        result = await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.status.in_(("draft", "scheduled")))
+            .values(status="scheduled", scheduled_at=at)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def cancel_campaign(session: AsyncSession, campaign_id: int) -> bool:
+    """Only a campaign not yet started can be cancelled."""
+    async with unit_of_work(session):
+        result = await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.status.in_(("draft", "scheduled")))
+            .values(status="cancelled")
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def scheduled_campaigns(session: AsyncSession) -> list[CampaignInfo]:
+    rows = (
+        (
+            await session.execute(
+                select(Campaign)
+                .where(Campaign.status == "scheduled")
+                .order_by(Campaign.scheduled_at)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    infos = [_info(c) for c in rows]
+    await session.rollback()
+    return infos
+
+
+async def start_campaign(
+    session: AsyncSession,
+    campaign_id: int,
+    *,
+    now: datetime | None = None,
+    progress_chat_id: int | None = None,
+    progress_message_id: int | None = None,
+) -> int | None:
+    """Fill the outbox with the segment as it is now; None if the campaign was not waiting
+    to start (already started, or cancelled). Starting twice enqueues nobody twice."""
+    now = now or datetime.now(UTC)
+    async with unit_of_work(session):
+        campaign = (
+            await session.execute(
+                select(Campaign)
+                .where(Campaign.id == campaign_id, Campaign.status.in_(("draft", "scheduled")))
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if campaign is None:
+            return None
+        members = audience(Segment.from_json(campaign.segment), now).subquery()
+        inserted = await session.execute(
+            insert(Outbox).from_select(
+                ["campaign_id", "member_id", "telegram_id", "status", "next_attempt_at"],
+                select(
+                    literal(campaign_id, BigInteger),
+                    members.c.id,
+                    members.c.telegram_id,
+                    literal("pending"),
+                    literal(now, DateTime(timezone=True)),
+                ),
+            )
+        )
+        size = int(inserted.rowcount or 0)  # type: ignore[attr-defined]
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(
+                status="sending" if size else "done",
+                started_at=now,
+                finished_at=None if size else now,
+                audience=size,
+                progress_chat_id=progress_chat_id,
+                progress_message_id=progress_message_id,
+            )
+        )
+        return size
+
+
+async def due_campaigns(session: AsyncSession, now: datetime) -> list[int]:
+    ids = (
+        (
+            await session.execute(
+                select(Campaign.id).where(
+                    Campaign.status == "scheduled", Campaign.scheduled_at <= now
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    await session.rollback()
+    return list(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    campaign_id: int
+    member_id: int
+    telegram_id: int
+    attempts: int
+
+
+async def claim(
+    session: AsyncSession, *, limit: int, now: datetime, stale_after: timedelta
+) -> list[OutboxItem]:
+    """Take up to `limit` due messages for sending. Messages claimed by a worker that has
+    not reported back within `stale_after` (it crashed) are handed out again."""
+    async with unit_of_work(session):
+        await session.execute(
+            update(Outbox)
+            .where(Outbox.status == "sending", Outbox.claimed_at < now - stale_after)
+            .values(status="pending")
+        )
+        due = (
+            select(Outbox.id)
+            .where(Outbox.status == "pending", Outbox.next_attempt_at <= now)
+            .order_by(Outbox.next_attempt_at, Outbox.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = (
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_(due))
+                .values(status="sending", claimed_at=now, attempts=Outbox.attempts + 1)
+                .returning(
+                    Outbox.id,
+                    Outbox.campaign_id,
+                    Outbox.member_id,
+                    Outbox.telegram_id,
+                    Outbox.attempts,
+                )
+            )
+        ).all()
+        return sorted((OutboxItem(*row) for row in rows), key=lambda item: item.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one message went: `sent`, `blocked` (the member is marked unreachable),
+    `failed`, or `retry` (back to pending until `retry_at`)."""
+
+    item: OutboxItem
+    status: str
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+_SETTLE = (
+    update(Outbox.__table__)
+    .where(Outbox.id == bindparam("oid"), Outbox.status == "sending")
+    .values(
+        status=bindparam("new_status"),
+        sent_at=bindparam("sent_at"),
+        next_attempt_at=bindparam("next_at"),
+        error=bindparam("err"),
+    )
+)
+
+
+async def settle(session: AsyncSession, outcomes: list[Outcome], *, now: datetime) -> None:
+    """Record a batch of outcomes in one transaction (one statement for the outbox rows).
+    Rows no longer `sending` (a stale claim handed out again) are left as they are."""
+    if not outcomes:
+        return
+    async with unit_of_work(session):
+        await session.execute(
+            _SETTLE,
+            [
+                {
+                    "oid": o.item.id,
+                    "new_status": "pending" if o.status == "retry" else o.status,
+                    "sent_at": now if o.status == "sent" else None,
+                    "next_at": o.retry_at or now,
+                    "err": o.error,
+                }
+                for o in outcomes
+            ],
+        )
+        blocked = [o.item.member_id for o in outcomes if o.status == "blocked"]
+        if blocked:
+            await session.execute(
+                update(Member).where(Member.id.in_(blocked)).values(reachable=False)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    audience: int
+    sent: int
+    failed: int
+    blocked: int
+    waiting: int
+
+    @property
+    def finished(self) -> bool:
+        return self.waiting == 0
+
+
+async def progress(
+    session: AsyncSession, campaign_id: int, *, now: datetime | None = None
+) -> Progress:
+    """Counts straight from the outbox; when nothing is left to send, the campaign is marked
+    done and its final figures are stored on it."""
+    async with unit_of_work(session):
+        counts = dict(
+            (
+                await session.execute(
+                    select(Outbox.status, func.count())
+                    .where(Outbox.campaign_id == campaign_id)
+                    .group_by(Outbox.status)
+                )
+            ).all()
+        )
+        result = Progress(
+            audience=sum(counts.values()),
+            sent=counts.get("sent", 0),
+            failed=counts.get("failed", 0),
+            blocked=counts.get("blocked", 0),
+            waiting=counts.get("pending", 0) + counts.get("sending", 0),
+        )
+        values: dict[str, Any] = {
+            "sent": result.sent,
+            "failed": result.failed,
+            "blocked": result.blocked,
+        }
+        if result.finished:
+            values.update(status="done", finished_at=now or datetime.now(UTC))
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.status == "sending")
+            .values(**values)
+        )
+        return result
+
+
+async def pending_count(session: AsyncSession) -> int:
+    count = await session.scalar(
+        select(func.count()).where(Outbox.status.in_(("pending", "sending")))
+    )
+    await session.rollback()
+    return int(count or 0)

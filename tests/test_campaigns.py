@@ -1,0 +1,173 @@
+"""Campaign delivery through the fake Bot API: rate limits with 429, blocked members, no
+consent, a crash in the middle and a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.delivery import DeliveryWorker, start_due_campaigns
+from db.campaigns import (
+    Segment,
+    audience_size,
+    cancel_campaign,
+    create_campaign,
+    get_campaign,
+    schedule_campaign,
+    start_campaign,
+)
+from db.members import register_member
+from db.models import Member, Outbox
+from db.program import Program
+from db.purchases import earn
+from tests.botharness import BotHarness
+
+Sessions = async_sessionmaker[AsyncSession]
+TEXT = "Autumn offer: double points at Bean There Coffee this week."
+
+
+async def members(
+    sessions: Sessions, program: Program, count: int, *, consent: bool, first: int
+) -> list[int]:
+    """Telegram ids of `count` new members."""
+    async with sessions() as s:
+        for tg in range(first, first + count):
+            await register_member(s, program, telegram_id=tg, marketing_consent=consent)
+    return list(range(first, first + count))
+
+
+def received(harness: BotHarness, text: str = TEXT) -> Counter[int]:
+    return Counter(
+        r.chat_id
+        for r in harness.server.calls("sendMessage")
+        if r.status == 200 and r.params.get("text") == text
+    )
+
+
+def worker(harness: BotHarness, **options: object) -> DeliveryWorker:
+    return DeliveryWorker(
+        harness.bot,
+        harness.runtime.engine,
+        harness.runtime.sessions,
+        harness.dp["i18n_core"],
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_campaign_to_500_with_429s_and_blocked_members(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    consenting = await members(sessions, program, 500, consent=True, first=10_000)
+    silent = await members(sessions, program, 40, consent=False, first=20_000)
+    blocked = consenting[::25]  # 20 members who blocked the bot
+    for tg in blocked:
+        harness.server.block(tg)
+    harness.server.rate_limit(100)  # the fake answers 429 above 100 messages/s
+    async with sessions() as s:
+        assert await audience_size(s, Segment()) == 500
+        campaign = await create_campaign(s, created_by=1, segment=Segment(), text=TEXT)
+        assert await start_campaign(s, campaign) == 500
+        assert await start_campaign(s, campaign) is None  # starting twice enqueues nobody twice
+
+    await worker(harness, rate=1000, concurrency=16).run_until_idle()
+
+    got = received(harness)
+    reachable = set(consenting) - set(blocked)
+    assert set(got) == reachable and set(got.values()) == {1}
+    assert not set(got) & set(silent)
+    assert harness.server.rate_limited_count > 0  # the 429s really happened
+    async with sessions() as s:
+        info = await get_campaign(s, campaign)
+        assert info is not None
+        assert (info.status, info.sent, info.blocked, info.failed) == ("done", 480, 20, 0)
+        unreachable = await s.scalar(select(func.count()).where(Member.reachable.is_(False)))
+        assert unreachable == 20
+        # The blocked are not messaged again.
+        assert await audience_size(s, Segment()) == 480
+
+
+async def test_crash_in_the_middle_then_restart(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    targets = await members(sessions, program, 300, consent=True, first=30_000)
+    async with sessions() as s:
+        campaign = await create_campaign(s, created_by=1, segment=Segment(), text=TEXT)
+        await start_campaign(s, campaign)
+
+    first = worker(harness, rate=200, concurrency=8)
+    task = asyncio.create_task(first.run_until_idle())
+    await harness.server.wait_for(lambda: sum(received(harness).values()) >= 100, timeout=20)
+    task.cancel()  # the process dies mid-batch
+    await asyncio.gather(task, return_exceptions=True)
+    in_flight = 8 * 4  # at most one claimed batch was unsettled
+
+    restarted = worker(harness, rate=1000, concurrency=8, stale_after=timedelta(0))
+    await restarted.run_until_idle()
+
+    got = received(harness)
+    assert set(got) == set(targets)  # nobody skipped
+    duplicates = sum(n - 1 for n in got.values())
+    assert duplicates <= in_flight
+    async with sessions() as s:
+        info = await get_campaign(s, campaign)
+        assert info is not None and info.status == "done" and info.sent == 300
+        left = await s.scalar(select(func.count()).where(Outbox.status != "sent"))
+        assert left == 0
+
+
+async def test_segments_schedule_and_cancel(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    now = datetime.now(UTC)
+    async with sessions() as s:
+        ids = []
+        for tg, lang in ((1, "pl"), (2, "pl"), (3, "en"), (4, "uk")):
+            ids.append(
+                (
+                    await register_member(
+                        s, program, telegram_id=100 + tg, language=lang, marketing_consent=True
+                    )
+                ).id
+            )
+        await earn(
+            s,
+            program,
+            member_id=ids[0],
+            partner="books",
+            amount=__import__("decimal").Decimal("1500"),
+            key="a",
+        )
+        await earn(
+            s,
+            program,
+            member_id=ids[2],
+            partner="coffee",
+            amount=__import__("decimal").Decimal("5"),
+            key="b",
+        )
+        await s.execute(
+            update(Member).where(Member.id == ids[3]).values(joined_at=now - timedelta(days=90))
+        )
+        await s.commit()
+        assert await audience_size(s, Segment(language="pl")) == 2
+        assert await audience_size(s, Segment(tier="Silver")) == 1
+        assert await audience_size(s, Segment(partner="books")) == 1
+        assert await audience_size(s, Segment(partner="books", language="en")) == 0
+        assert await audience_size(s, Segment(inactive_days=30)) == 2  # no sale in 30 days
+        assert await audience_size(s, Segment(joined_since=(now - timedelta(days=7)).date())) == 3
+
+        later = await create_campaign(s, created_by=1, segment=Segment(language="pl"), text=TEXT)
+        assert await schedule_campaign(s, later, now + timedelta(hours=1))
+        dropped = await create_campaign(s, created_by=1, segment=Segment(), text="never")
+        assert await schedule_campaign(s, dropped, now + timedelta(minutes=30))
+        assert await cancel_campaign(s, dropped)
+    assert await start_due_campaigns(sessions, now) == []
+    in_two_hours = now + timedelta(hours=2)
+    assert await start_due_campaigns(sessions, in_two_hours) == [later]
+    await worker(harness, rate=1000).run_until_idle(now=lambda: in_two_hours)
+    assert set(received(harness)) == {101, 102}
+    assert not received(harness, "never")
