@@ -23,6 +23,7 @@ from aiogram.utils.i18n import I18n
 
 from bot import texts
 from bot.config import Settings
+from bot.delivery import DeliveryWorker
 from bot.handlers import get_routers
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
 from bot.jobs import start_scheduler
@@ -121,6 +122,15 @@ async def run(settings: Settings) -> None:
         dp = build_dispatcher(runtime, bot, storage=storage)
         await register_commands(bot, dp["i18n_core"])
         scheduler = start_scheduler(runtime, dp["notifier"], bot, dp["i18n_core"])
+        delivery = asyncio.create_task(
+            DeliveryWorker(
+                bot,
+                runtime.engine,
+                runtime.sessions,
+                dp["i18n_core"],
+                rate=settings.delivery_rate,
+            ).run_forever()
+        )
         secret = webhook_secret(settings)
         web_app = build_web_app(
             runtime.engine, dp=dp, bot=bot, webhook_url=settings.webhook_url, webhook_secret=secret
@@ -141,6 +151,7 @@ async def run(settings: Settings) -> None:
                     bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
                 )
         finally:
+            delivery.cancel()
             scheduler.shutdown(wait=False)
             await runner.cleanup()
             await dp.storage.close()

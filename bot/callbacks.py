@@ -38,3 +38,13 @@ class TillCb(CallbackData, prefix="till"):
 class RedeemCb(CallbackData, prefix="rdm"):
     request: str  # a redemption request's random public id
     ok: bool
+
+
+class SegmentCb(CallbackData, prefix="seg"):
+    field: str  # "tier", "partner", "language", "inactive", "since", "menu", "reset", "next"
+    value: str = ""
+
+
+class CampaignCb(CallbackData, prefix="camp"):
+    action: str  # "now", "schedule", "cancel", "drop"
+    id: int

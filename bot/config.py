@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     http_host: str = Field(default="0.0.0.0", description="Where /healthz, /metrics listen")
     http_port: int = Field(default=8080, description="and the webhook, when it is on")
+    delivery_rate: float = Field(
+        default=25.0, gt=0, le=1000, description="Campaign messages per second, all instances"
+    )
     log_level: str = "INFO"
 
     @field_validator("admin_ids", mode="before")

@@ -38,6 +38,7 @@ from db.campaigns import (
     Outcome,
     claim,
     get_campaign,
+    pending_count,
     progress,
     settle,
     start_campaign,
@@ -45,6 +46,23 @@ from db.campaigns import (
 
 log = logging.getLogger(__name__)
 LOCK_KEY = zlib.crc32(b"loyalty-job:delivery")
+
+
+async def send_campaign_message(bot: Bot, chat_id: int, campaign: CampaignInfo) -> None:
+    """The campaign as members see it (also the marketer's preview)."""
+    markup = None
+    if campaign.button_text and campaign.button_url:
+        markup = InlineKeyboardMarkup(
+            inline_keyboard=[
+                [InlineKeyboardButton(text=campaign.button_text, url=campaign.button_url)]
+            ]
+        )
+    if campaign.photo_file_id:
+        await bot.send_photo(
+            chat_id, campaign.photo_file_id, caption=campaign.text or None, reply_markup=markup
+        )
+    else:
+        await bot.send_message(chat_id, campaign.text, reply_markup=markup)
 
 
 class TokenBucket:
@@ -131,9 +149,14 @@ class DeliveryWorker:
                 await asyncio.sleep(5 * self.idle_poll)
 
     async def run_until_idle(self, *, now: Callable[[], datetime] | None = None) -> None:
-        """Deliver until nothing is due (tests and one-off runs)."""
-        while await self.run_batch(now=now):
-            pass
+        """Deliver until nothing is left to send, waiting out retries (tests, one-off runs)."""
+        while True:
+            if await self.run_batch(now=now):
+                continue
+            async with self.sessions() as session:
+                if not await pending_count(session):
+                    return
+            await asyncio.sleep(0.05)
 
     async def run_batch(self, *, now: Callable[[], datetime] | None = None) -> int:
         clock = now or (lambda: datetime.now(UTC))
@@ -189,19 +212,7 @@ class DeliveryWorker:
         return Outcome(item, outcome, error, retry_at)
 
     async def send(self, campaign: CampaignInfo, chat_id: int) -> None:
-        markup = None
-        if campaign.button_text and campaign.button_url:
-            markup = InlineKeyboardMarkup(
-                inline_keyboard=[
-                    [InlineKeyboardButton(text=campaign.button_text, url=campaign.button_url)]
-                ]
-            )
-        if campaign.photo_file_id:
-            await self.bot.send_photo(
-                chat_id, campaign.photo_file_id, caption=campaign.text, reply_markup=markup
-            )
-        else:
-            await self.bot.send_message(chat_id, campaign.text, reply_markup=markup)
+        await send_campaign_message(self.bot, chat_id, campaign)
 
     async def report(self, campaign_id: int, *, now: datetime | None = None) -> None:
         """Update the campaign's figures; edit the marketer's progress message at most every

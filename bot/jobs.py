@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 
 from bot import tillnotify
+from bot.delivery import start_due_campaigns
 from bot.notify import Notifier
 from bot.runtime import Runtime
 from db.expiry import expire_due
@@ -116,6 +117,19 @@ def start_scheduler(
         id="remind",
         args=[runtime, "remind", lambda: remind_expiring(runtime, notifier)],
         **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        IntervalTrigger(seconds=15),
+        id="campaigns",
+        args=[
+            runtime,
+            "campaigns",
+            lambda: start_due_campaigns(runtime.sessions, datetime.now(UTC)),
+        ],
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
     )
     scheduler.add_job(
         close_expired_requests,

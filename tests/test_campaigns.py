@@ -171,3 +171,85 @@ async def test_segments_schedule_and_cancel(
     await worker(harness, rate=1000).run_until_idle(now=lambda: in_two_hours)
     assert set(received(harness)) == {101, 102}
     assert not received(harness, "never")
+
+
+async def test_marketer_composes_previews_and_sends(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    from tests.fakegram import text_of
+
+    await members(sessions, program, 3, consent=True, first=40_000)
+    async with sessions() as s:
+        await register_member(
+            s, program, telegram_id=40_010, language="pl", marketing_consent=True
+        )
+    owner = harness.owner()
+    marketer = harness.user("Mia")
+    await owner.send("/staff_invite marketer")
+    link = text_of(await owner.wait_message("one-time invite")).split()[-1]
+    await marketer.send("/start " + link.split("start=")[1])
+    await marketer.wait_message("You are now")
+
+    stranger = harness.user("Eve")
+    await stranger.send("/campaign")
+    await stranger.wait_message("not a member yet")
+
+    await marketer.send("/campaign")
+    first = text_of(await marketer.wait_message("New campaign"))
+    assert "Members who accept offers in it: 4." in first
+    await marketer.click("Language")
+    await harness.server.wait_for(
+        lambda: "Polski" in str(harness.server.chat(marketer.user_id)[-1].get("reply_markup"))
+    )
+    await marketer.click("Polski")
+    await harness.server.wait_for(
+        lambda: "in it: 1." in text_of(harness.server.chat(marketer.user_id)[-1])
+    )
+    await marketer.click("Next: write the message ▶")
+    await marketer.wait_message("Send the message")
+    await marketer.send("Dzień dobry! Double points today.")
+    await marketer.wait_message("link button")
+    await marketer.send("Our offers | https://example.org/offers")
+    await marketer.wait_message("what members will see")
+    preview = await marketer.wait_message("Dzień dobry")
+    assert preview["reply_markup"]["inline_keyboard"][0][0]["url"] == "https://example.org/offers"
+    await marketer.wait_message("Send it?")
+    await marketer.click("🚀 Send now")
+    progress = await marketer.wait_message("is being sent")
+    for _attempt in range(100):  # the handler fills the outbox right after that message
+        async with sessions() as s:
+            if await s.scalar(select(func.count()).select_from(Outbox)):
+                break
+        await asyncio.sleep(0.02)
+
+    await worker(harness, rate=1000).run_until_idle()
+    got = received(harness, "Dzień dobry! Double points today.")
+    assert got == {40_010: 1, marketer.user_id: 1}  # the member, and the marketer's preview
+    final = harness.server.message(marketer.user_id, progress["message_id"])
+    assert "finished" in text_of(final) and "Sent 1 of 1" in text_of(final)
+
+    await marketer.send("/campaign")
+    await marketer.wait_message("New campaign")
+    await marketer.click("Next: write the message ▶")
+    await marketer.wait_message("Send the message")
+    await marketer.send("Later news")
+    await marketer.wait_message("link button")
+    await marketer.send("/skip")
+    await marketer.wait_message("Send it?")
+    await marketer.click("🕒 Schedule")
+    await marketer.wait_message("When?")
+    await marketer.send("2020-01-01 10:00")
+    await marketer.wait_message("has passed")
+    await marketer.send("2099-01-01 10:00")
+    await marketer.wait_message("will be sent on 2099-01-01 10:00")
+    await marketer.send("/campaigns")
+    await marketer.wait_message("Later news")
+    await marketer.click("✖ Cancel")
+    await harness.server.wait_for(
+        lambda: any("is cancelled" in text_of(m) for m in harness.server.chat(marketer.user_id))
+    )
+    async with sessions() as s:
+        assert await audience_size(s, Segment()) == 4
+        from db.campaigns import scheduled_campaigns
+
+        assert await scheduled_campaigns(s) == []

@@ -1,6 +1,7 @@
 from aiogram import Router
 
 from bot.handlers import (
+    campaigns,
     confirm,
     errors,
     fallback,
@@ -24,6 +25,7 @@ def get_routers() -> list[Router]:
         system.build(),
         staff_join.build(),
         owner.build(),
+        campaigns.build(),
         till.build(),
         figures.build(),
         confirm.build(),
