@@ -1,0 +1,180 @@
+"""/stats and /settlement end to end through the fake Bot API server: who sees which figures,
+the chart is a real PNG, the CSV is the settlement's."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.settlement_csv import write_settlement
+from db.members import register_member
+from db.models import AuditLog
+from db.program import Program
+from db.purchases import record_purchase
+from db.settlement import settlement
+from tests.botharness import BotHarness
+from tests.fakegram import UserClient, text_of
+from tests.till import hire, join
+
+Sessions = async_sessionmaker[AsyncSession]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+async def seed(sessions: Sessions, program: Program) -> None:
+    """Within the last 30 days (welcome 50 each; coffee earns 5 %, books 3 %):
+    Ann: coffee 40.00 (+200), books 30.00 (+90); Bob: coffee 10.00 (+50), then coffee 20.00
+    paying 100 points (1.00): paid 19.00, +95."""
+    now = datetime.now(UTC)
+    async with sessions() as s:
+        ann = await register_member(s, program, telegram_id=9001, now=now - timedelta(days=10))
+        bob = await register_member(s, program, telegram_id=9002, now=now - timedelta(days=3))
+        for member, partner, amount, points, days in [
+            (ann.id, "coffee", "40.00", 0, 5),
+            (ann.id, "books", "30.00", 0, 4),
+            (bob.id, "coffee", "10.00", 0, 2),
+            (bob.id, "coffee", "20.00", 100, 1),
+        ]:
+            await record_purchase(
+                s,
+                program,
+                member_id=member,
+                partner=partner,
+                amount=Decimal(amount),
+                redeem_points=points,
+                key=f"seed:{member}:{days}",
+                now=now - timedelta(days=days),
+            )
+
+
+async def hire_marketer(harness: BotHarness, person: UserClient) -> None:
+    owner = harness.owner()
+    await owner.send("/staff_invite marketer")
+    link = text_of(await owner.wait_message("one-time invite")).split()[-1]
+    await person.send("/start " + link.split("start=")[1])
+    await person.wait_message("You are now")
+
+
+async def chart_and_figures(harness: BotHarness, user: UserClient) -> str:
+    photo = await user.wait_message(lambda m: "photo" in m, timeout=15)
+    stored = harness.server.file(photo["photo"][-1]["file_id"])
+    assert stored is not None and stored.data.startswith(PNG)
+    return text_of(await user.wait_message("📊"))
+
+
+async def test_marketer_sees_the_coalition(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    mia = harness.user("Mia")
+    await hire_marketer(harness, mia)
+    await mia.send("/stats month")
+    figures = await chart_and_figures(harness, mia)
+    assert "Test Bonus" in figures
+    assert "Members: 2 (+2 joined)" in figures
+    # Ann 2 sales, Bob 2: both repeat; 40 + 30 + 10 + 20 = 100.00 over 4 sales.
+    assert "Active members: 2; bought twice or more: 100%" in figures
+    assert "Sales: 4 for PLN100.00; average check PLN25.00; refunds PLN0.00" in figures
+    # Money spent: Ann 70.00, Bob 29.00 → 99.00 / 2 buyers.
+    assert "Customer lifetime value: PLN49.50" in figures
+    # Issued 200 + 90 + 50 + 95 = 435; redeemed 100; 100 / 435 = 23.0 %.
+    assert "Points issued: 435; redeemed: 100; redemption rate 23%" in figures
+    assert "Referral conversion: — (0 of 0 invited friends)" in figures
+    assert "Bought at 2+ partners: 1 (50% of the active members)" in figures
+    # Every partner's line follows.
+    for name in ("Bean There Coffee", "Chapter One Books", "Iron Temple Gym"):
+        assert name in figures
+    # Coffee: 2 active (Ann, Bob), 3 sales; Bob repeats; Ann also bought at books.
+    coffee = "active 2 · sales 3, PLN70.00, average PLN23.33 · repeat 50% · 2+ partners 50%"
+    assert coffee in figures
+
+    await mia.send("/stats lastweek")
+    assert "I do not understand that period" in text_of(await mia.wait_message("period"))
+    async with sessions() as s:
+        actions = (await s.execute(select(AuditLog.action, AuditLog.partner_id))).all()
+    assert ("stats", None) in [tuple(a) for a in actions]
+
+
+async def test_manager_sees_only_their_partner(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    max_ = harness.user("Max")
+    await hire(harness, max_, "coffee", "manager")
+    # A partner slug in the command is not a period; it never picks the partner.
+    await max_.send("/stats books")
+    assert "I do not understand that period" in text_of(await max_.wait_message("period"))
+    await max_.send("/stats")
+    figures = await chart_and_figures(harness, max_)
+    assert "Bean There Coffee" in figures
+    assert "Chapter One Books" not in figures and "Test Bonus" not in figures
+    # Coffee: Ann 40.00; Bob 10.00 and 20.00; both bought here first in the period.
+    assert "Customers: 2 (+2 bought here for the first time)" in figures
+    assert "Active members: 2; bought twice or more: 50%" in figures
+    assert "Sales: 3 for PLN70.00; average check PLN23.33" in figures
+    # Issued here 200 + 50 + 95 = 345, redeemed here 100: 29.0 %.
+    assert "Points issued: 345; redeemed: 100; redemption rate 29%" in figures
+    assert "Also bought at other partners: 1 (50% of the active members)" in figures
+    photos = [m for m in max_.messages if "photo" in m]
+    assert len(photos) == 1 and "Bean There Coffee" in text_of(photos[0])
+
+
+async def test_cashier_and_member_get_no_figures(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    carl, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await join(ann)
+    await carl.send("/stats")
+    assert "not a member yet" in text_of(await carl.wait_message("/start"))
+    await ann.send("/stats month")
+    assert "do not know that command" in text_of(await ann.wait_message("/help"))
+    await ann.send("/settlement")
+    assert "do not know that command" in text_of(await ann.wait_message("/help"))
+    for user in (carl, ann):
+        assert not [m for m in user.messages if "photo" in m or "document" in m]
+        assert not [m for m in user.messages if "📊" in text_of(m)]
+
+
+async def test_settlement_document_matches_the_ledger(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=29)
+    owner = harness.owner()
+    await owner.send(f"/settlement {first}..{today}")
+    message = await owner.wait_message(lambda m: "document" in m, timeout=15)
+    document = message["document"]
+    end = today + timedelta(days=1)
+    assert document["file_name"] == f"settlement-{first}-{end}.csv"
+    assert "Settlement for" in text_of(message)
+    stored = harness.server.file(document["file_id"])
+    assert stored is not None
+    rows = list(csv.DictReader(io.StringIO(stored.data.decode("utf-8-sig"))))
+
+    start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    async with sessions() as s:
+        report = await settlement(s, program, start=start, end=start + timedelta(days=30))
+    expected = io.StringIO()
+    write_settlement(report, program.program.currency, expected)
+    assert rows == list(csv.DictReader(io.StringIO(expected.getvalue())))
+    coffee = next(r for r in rows if r["partner"] == "coffee")
+    assert (coffee["points_issued"], coffee["points_redeemed"], coffee["amount"]) == (
+        "345",
+        "100",
+        "-2.45",
+    )
+    # A bad period gets the usage; a marketer may ask too.
+    await owner.send("/settlement november")
+    assert "last whole month" in text_of(await owner.wait_message("period"))
+    mia = harness.user("Mia")
+    await hire_marketer(harness, mia)
+    await mia.send("/settlement")
+    last_month = await mia.wait_message(lambda m: "document" in m, timeout=15)
+    assert last_month["document"]["file_name"].endswith(f"-{today.replace(day=1)}.csv")
