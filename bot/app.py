@@ -32,6 +32,7 @@ from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
 from bot.middlewares.staff import StaffMiddleware
 from bot.notify import Notifier
+from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
 from bot.web import build_web_app, start_web
 from db.tokens import derive_secret
@@ -43,6 +44,7 @@ def build_bot(settings: Settings) -> Bot:
     if settings.bot_token is None:
         raise StartupError("BOT_TOKEN is not set: put the token @BotFather gave you in it.")
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    session.middleware(RetryMiddleware())
     return Bot(
         settings.bot_token.get_secret_value(),
         session=session,

@@ -8,8 +8,10 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 
 from babel.dates import format_skeleton
+from babel.numbers import format_decimal
 
 from db.stats import DayFigures
 
@@ -31,8 +33,9 @@ class ChartLabels:
 
 
 def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLabels) -> bytes:
-    """Two panels over the same dated axis: sales (bars) and active members (line) per day;
-    points issued and redeemed per day. Sized and lettered to be read on a phone."""
+    """Two panels over the same dated axis: sales (bars; a shaded area past two months) and
+    active members (a line) per day; points issued and redeemed per day. Sized and lettered
+    to be read on a phone: 1200 × 1200 pixels, 12-point ticks, legends above the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,11 +54,14 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
     fig.suptitle(title, fontsize=16, fontweight="bold")
 
     sales = [d.sales for d in series]
+    shown: dict[Any, list[Any]] = {top: [], bottom: []}  # legend entries, in drawing order
     if few:
-        top.bar(days, sales, width=0.8, color=SALES_COLOUR, label=labels.sales)
+        shown[top].append(top.bar(days, sales, width=0.8, color=SALES_COLOUR, label=labels.sales))
     else:  # hundreds of bars turn into noise on a phone: a shaded area reads better
-        top.fill_between(
-            days, sales, step="mid", color=SALES_COLOUR, alpha=0.6, label=labels.sales
+        shown[top].append(
+            top.fill_between(
+                days, sales, step="mid", color=SALES_COLOUR, alpha=0.6, label=labels.sales
+            )
         )
     lines = (
         (top, [d.active_members for d in series], ACTIVE_COLOUR, labels.active),
@@ -63,7 +69,7 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
         (bottom, [d.points_redeemed for d in series], REDEEMED_COLOUR, labels.redeemed),
     )
     for ax, values, colour, label in lines:
-        ax.plot(days, values, color=colour, linewidth=2.5, marker=marker, label=label)
+        shown[ax] += ax.plot(days, values, color=colour, linewidth=2.5, marker=marker, label=label)
     bottom.axhline(0, color="#888888", linewidth=0.8)
 
     def day_label(value: float, _pos: int) -> str:
@@ -75,7 +81,7 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
     if len(days) == 1:  # one day: keep the bar narrow instead of filling the whole width
         only = mdates.date2num(days[0])
         bottom.set_xlim(only - 2, only + 2)
-    count = FuncFormatter(lambda value, _pos: f"{value:,.0f}".replace(",", "\u202f"))
+    count = FuncFormatter(lambda value, _pos: format_decimal(round(value), locale=labels.locale))
     for ax in (top, bottom):
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         ax.yaxis.set_major_formatter(count)
@@ -83,7 +89,14 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
         ax.grid(axis="y", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
         # Above the panel, so it never hides a day's figures.
-        ax.legend(fontsize=12, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False)
+        ax.legend(
+            handles=shown[ax],
+            fontsize=12,
+            loc="lower left",
+            bbox_to_anchor=(0, 1),
+            ncols=2,
+            frameon=False,
+        )
         ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

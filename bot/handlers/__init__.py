@@ -12,6 +12,7 @@ from bot.handlers import (
     privacy,
     public,
     staff_join,
+    stats,
     system,
     till,
 )
@@ -28,6 +29,7 @@ def get_routers() -> list[Router]:
         campaigns.build(),
         till.build(),
         figures.build(),
+        stats.build(),
         confirm.build(),
         join.build(),
         public.build(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram.fsm.context import FSMContext
-from aiogram.types import TelegramObject, User
+from aiogram.types import ErrorEvent, TelegramObject, User
 from aiogram.utils.i18n import I18nMiddleware
 
 from bot.i18n import pick_language
@@ -18,13 +18,18 @@ class MemberLocaleMiddleware(I18nMiddleware):
         user: User | None = data.get("event_from_user")
         if user is None:
             return self.i18n.default_locale
+        if isinstance(event, ErrorEvent):
+            # Reporting an error (perhaps the database's): use what the update pass found,
+            # and touch nothing that might fail again.
+            member = data.get("member")
+            return str(member.language) if member else pick_language(user.language_code)
         session = data.get("session")
         if session is not None:
             member = await find_by_telegram(session, user.id)
             await session.rollback()  # end the read: the handler's use case starts afresh
             data["member"] = member
             if member is not None:
-                return member.language
+                return str(member.language)
         state: FSMContext | None = data.get("state")
         if state is not None and (chosen := (await state.get_data()).get("language")):
             return str(chosen)

@@ -1,0 +1,285 @@
+"""/stats: the program's figures with a chart; /settlement: who owes whom, as CSV.
+
+Owners and marketers see the coalition (and every partner's line); a partner's manager sees
+that partner only, always the one of their own staff record, whatever the command says."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from html import escape
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, or_f
+from aiogram.types import BufferedInputFile, Message
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import formatting as fmt
+from bot.charts import ChartLabels, render_stats_chart
+from bot.filters import IsOwner, IsStaff
+from bot.settlement_csv import write_settlement
+from db.program import Program
+from db.settlement import settlement
+from db.staff import StaffInfo
+from db.stats import (
+    BadPeriod,
+    Kpis,
+    Period,
+    kpis,
+    kpis_by_partner,
+    log_report,
+    parse_period,
+    previous_month,
+)
+
+PERIODS = "today · week · month · year · 2026-11 · 2026-11-01..2026-11-30"
+MESSAGE_LIMIT = 4096
+
+
+def _period(arg: str | None, program: Program) -> Period | None:
+    try:
+        return parse_period(arg, now=datetime.now(UTC), timezone=program.program.timezone)
+    except BadPeriod:
+        return None
+
+
+async def _usage(message: Message, command: str) -> None:
+    default = (
+        _("Without one: the last whole month.")
+        if command == "/settlement"
+        else _("Without one: the last 30 days.")
+    )
+    await message.answer(
+        _(
+            "I do not understand that period. Use {command} with one of: {periods} "
+            "(in a range both days count)."
+        ).format(command=command, periods=PERIODS)
+        + " "
+        + default
+    )
+
+
+def _days(period: Period) -> str:
+    first, last = period.start, period.end - timedelta(days=1)
+    if first.date() == last.date():
+        return fmt.day(first)
+    return f"{fmt.day(first)} – {fmt.day(last)}"
+
+
+def _rate(value: Decimal | None) -> str:
+    if value is None:
+        return "—"
+    return fmt.percent((value * 100).quantize(Decimal("0.1")).normalize())
+
+
+def _money(value: Decimal | None, currency: str) -> str:
+    return "—" if value is None else fmt.money(value, currency)
+
+
+def _figures(k: Kpis, currency: str, *, partner: bool) -> list[str]:
+    """The KPIs in words; `partner` words them for one partner's manager."""
+    lines = [
+        (
+            _("👥 Customers: {members} (+{new} bought here for the first time)")
+            if partner
+            else _("👥 Members: {members} (+{new} joined)")
+        ).format(members=fmt.number(k.members), new=fmt.number(k.new_members)),
+        _("🛒 Active members: {active}; bought twice or more: {repeat}").format(
+            active=fmt.number(k.active_members), repeat=_rate(k.repeat_rate)
+        ),
+        _("🧾 Sales: {sales} for {money}; average check {check}; refunds {refunds}").format(
+            sales=fmt.number(k.sales),
+            money=fmt.money(k.sales_total, currency),
+            check=_money(k.average_check, currency),
+            refunds=fmt.money(k.refunds_total, currency),
+        ),
+        _(
+            "💎 Customer lifetime value: {clv} (money spent since joining, {customers} buyers)"
+        ).format(clv=_money(k.lifetime_value, currency), customers=fmt.number(k.customers)),
+        _("🎯 Points issued: {issued}; redeemed: {redeemed}; redemption rate {rate}").format(
+            issued=fmt.number(k.points_issued),
+            redeemed=fmt.number(k.points_redeemed),
+            rate=_rate(k.redemption_rate),
+        ),
+        (
+            _("🤝 Invited friends rewarded for a purchase here: {rewarded} of {invited} ({rate})")
+            if partner
+            else _("🤝 Referral conversion: {rate} ({rewarded} of {invited} invited friends)")
+        ).format(
+            rewarded=fmt.number(k.invited_rewarded),
+            invited=fmt.number(k.invited),
+            rate=_rate(k.referral_conversion),
+        ),
+        (
+            _("🔀 Also bought at other partners: {count} ({rate} of the active members)")
+            if partner
+            else _("🔀 Bought at 2+ partners: {count} ({rate} of the active members)")
+        ).format(count=fmt.number(k.cross_partner_members), rate=_rate(k.cross_partner_rate)),
+    ]
+    return lines
+
+
+def _chunks(lines: list[str]) -> Iterator[str]:
+    """Lines joined into messages within Telegram's limit (many partners make a long table)."""
+    chunk: list[str] = []
+    for line in lines:
+        if chunk and len("\n".join([*chunk, line])) > MESSAGE_LIMIT:
+            yield "\n".join(chunk)
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        yield "\n".join(chunk)
+
+
+async def _send_chart(message: Message, k: Kpis, title: str) -> None:
+    labels = ChartLabels(
+        sales=_("Sales"),
+        active=_("Active members"),
+        issued=_("Points issued"),
+        redeemed=_("Points redeemed"),
+        locale=fmt.locale(),
+    )
+    # Drawing takes a few hundred milliseconds of CPU: not on the event loop.
+    png = await asyncio.to_thread(render_stats_chart, k.days, title, labels)
+    await message.answer_photo(BufferedInputFile(png, filename="stats.png"), caption=escape(title))
+
+
+async def coalition_stats(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo | None = None,
+) -> None:
+    period = _period(command.args, program)
+    if period is None:
+        await _usage(message, "/stats")
+        return
+    assert message.from_user is not None
+    k = await kpis(session, program, start=period.start, end=period.end)
+    rows = await kpis_by_partner(session, program, start=period.start, end=period.end)
+    await log_report(
+        session,
+        "stats",
+        actor=message.from_user.id,
+        staff=staff,
+        start=period.start,
+        end=period.end,
+    )
+    currency = program.program.currency
+    await _send_chart(message, k, f"{program.program.name} · {_days(period)}")
+    lines = [
+        f"📊 <b>{escape(program.program.name)}</b> · {_days(period)}",
+        *_figures(k, currency, partner=False),
+        "",
+        _("<b>By partner</b>"),
+    ]
+    for row in rows:
+        p = row.kpis
+        lines.append(
+            f"<b>{escape(row.name)}</b>: "
+            + _(
+                "active {active} · sales {sales}, {money}, average {check} · repeat {repeat} · "
+                "2+ partners {cross} · points +{issued} / −{redeemed}"
+            ).format(
+                active=fmt.number(p.active_members),
+                sales=fmt.number(p.sales),
+                money=fmt.money(p.sales_total, currency),
+                check=_money(p.average_check, currency),
+                repeat=_rate(p.repeat_rate),
+                cross=_rate(p.cross_partner_rate),
+                issued=fmt.number(p.points_issued),
+                redeemed=fmt.number(p.points_redeemed),
+            )
+        )
+    for text in _chunks(lines):
+        await message.answer(text)
+
+
+async def partner_stats(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo,
+) -> None:
+    # The partner is the manager's own, from their staff record loaded for this update.
+    staff.require("manager")
+    assert staff.partner_id is not None and message.from_user is not None
+    period = _period(command.args, program)
+    if period is None:
+        await _usage(message, "/stats")
+        return
+    k = await kpis(
+        session, program, start=period.start, end=period.end, partner_id=staff.partner_id
+    )
+    await log_report(
+        session,
+        "stats",
+        actor=message.from_user.id,
+        staff=staff,
+        start=period.start,
+        end=period.end,
+        partner_id=staff.partner_id,
+    )
+    name = staff.partner_name or ""
+    await _send_chart(message, k, f"{name} · {_days(period)}")
+    lines = [
+        f"📊 <b>{escape(name)}</b> · {_days(period)}",
+        *_figures(k, program.program.currency, partner=True),
+    ]
+    for text in _chunks(lines):
+        await message.answer(text)
+
+
+async def settlement_report(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo | None = None,
+) -> None:
+    """The settlement CSV; without a period, the last whole calendar month."""
+    tz = program.program.timezone
+    period = (
+        _period(command.args, program) if command.args else previous_month(datetime.now(UTC), tz)
+    )
+    if period is None:
+        await _usage(message, "/settlement")
+        return
+    assert message.from_user is not None
+    report = await settlement(session, program, start=period.start, end=period.end)
+    await log_report(
+        session,
+        "settlement",
+        actor=message.from_user.id,
+        staff=staff,
+        start=period.start,
+        end=period.end,
+    )
+    out = io.StringIO()
+    write_settlement(report, program.program.currency, out)
+    # With a byte-order mark, spreadsheet programs read partners' names as UTF-8.
+    data = out.getvalue().encode("utf-8-sig")
+    filename = f"settlement-{period.start.date().isoformat()}-{period.end.date().isoformat()}.csv"
+    await message.answer_document(
+        BufferedInputFile(data, filename=filename),
+        caption=_(
+            "Settlement for {period}, in {currency}: a positive amount is paid to the partner, "
+            "a negative one by the partner."
+        ).format(period=_days(period), currency=program.program.currency),
+    )
+
+
+def build() -> Router:
+    router = Router(name="stats")
+    router.message.filter(F.chat.type == "private")
+    coalition = or_f(IsOwner(), IsStaff("marketer"))
+    router.message.register(coalition_stats, Command("stats"), coalition)
+    router.message.register(partner_stats, Command("stats"), IsStaff("manager"))
+    router.message.register(settlement_report, Command("settlement"), coalition)
+    return router

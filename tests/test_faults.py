@@ -1,0 +1,77 @@
+"""Faults: the Bot API failing, and PostgreSQL restarting while the bot handles traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.embedded import start_embedded
+from db.engine import create_engine, session_factory
+from db.members import get_member
+from db.migrate import upgrade
+from db.program import Program
+from db.purchases import earn
+from tests.botharness import BotHarness, running_bot
+from tests.conftest import reset_ledger
+from tests.fakegram import text_of
+from tests.invariants import assert_ledger_invariants
+from tests.till import join
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def test_bot_api_failures_lose_no_update(harness: BotHarness) -> None:
+    ann = harness.user("Ann")
+    harness.server.fail_next("getUpdates", code=502, count=2)
+    await ann.send("/start")  # polled after the failed polls
+    await ann.wait_message("one card for", timeout=15)
+    harness.server.fail_next("sendMessage", code=500, count=2)
+    await ann.send("/partners")
+    await ann.wait_message("Our partners", timeout=15)  # the reply was retried
+    failed = [r for r in harness.server.calls("sendMessage") if r.status == 500]
+    assert len(failed) == 2
+
+
+async def test_database_restart_while_serving(program: Program) -> None:
+    url, server = start_embedded(Path(tempfile.mkdtemp(prefix="loyalty-fault-")), cleanup="delete")
+    engine = create_engine(url, pool_size=5)
+    try:
+        await upgrade(engine)
+        await reset_ledger(engine, program)
+        sessions = session_factory(engine)
+        async with running_bot(engine, sessions, program) as harness:
+            ann = harness.user("Ann")
+            await join(ann)
+            await ann.send("/balance")
+            await ann.wait_message("Tier")
+
+            server._stop()  # PostgreSQL goes away under the bot
+            await ann.send("/balance")
+            assert "try again" in text_of(await ann.wait_message("try again", timeout=20))
+            async with sessions() as s:  # a sale during the outage is refused whole
+                with pytest.raises((OSError, DBAPIError)):
+                    await earn(
+                        s, program, member_id=1, partner="coffee", amount=Decimal(10), key="x"
+                    )
+
+            server.start()  # and comes back
+            for _attempt in range(100):
+                await ann.send("/balance")
+                reply = text_of(await ann.wait_message(timeout=20))
+                if "Tier" in reply:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the bot did not recover")
+            async with sessions() as s:
+                await assert_ledger_invariants(s)
+                assert (await get_member(s, 1)).balance == 50  # nothing half-posted
+    finally:
+        await engine.dispose()
+        server.cleanup()
