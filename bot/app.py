@@ -30,7 +30,7 @@ from bot.jobs import start_scheduler
 from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
-from bot.middlewares.staff import StaffMiddleware
+from bot.middlewares.staff import IdentityMiddleware
 from bot.notify import Notifier
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
@@ -72,7 +72,7 @@ def build_dispatcher(
     )
     dp.update.outer_middleware(MetricsMiddleware())
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
-    dp.update.outer_middleware(StaffMiddleware())
+    dp.update.outer_middleware(IdentityMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)
     dp.include_routers(*get_routers())
     dp["i18n_core"] = i18n

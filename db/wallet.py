@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.members import MemberInfo
-from db.models import Account, AccountKind, Entry, Member, Partner, PointLot, Transaction, TxKind
+from db.models import Account, AccountKind, Entry, Member, Partner, Transaction, TxKind
 from db.program import Program
-from db.purchases import trailing_spend
 from db.rules import points_money
 
 
@@ -47,33 +46,37 @@ class ReferralStats:
     rewarded: int
 
 
+# The money spent in the trailing year, the soonest expiry and what expires that same (UTC)
+# day, in one round trip: /balance is the most used command.
+_SUMMARY = text(
+    """
+    SELECT
+        (SELECT coalesce(sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END), 0)
+         FROM transactions t
+         WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem', 'reverse')
+           AND t.created_at > :since) AS spend,
+        lots.soonest,
+        (SELECT coalesce(sum(l.remaining), 0)
+         FROM point_lots l
+         WHERE l.member_id = :member AND l.remaining > 0
+           AND l.expires_at < (date_trunc('day', lots.soonest AT TIME ZONE 'UTC')
+                               + interval '1 day') AT TIME ZONE 'UTC') AS expiring
+    FROM (SELECT min(expires_at) AS soonest
+          FROM point_lots WHERE member_id = :member AND remaining > 0) AS lots
+    """
+)
+
+
 async def summary(
     session: AsyncSession, program: Program, member: MemberInfo, now: datetime | None = None
 ) -> Summary:
     now = now or datetime.now(UTC)
     tier = program.tier(member.tier)
     nxt = program.next_tier(tier.name)
-    spend = await trailing_spend(session, member.id, now)
-    soonest = (
-        await session.execute(
-            select(func.min(PointLot.expires_at)).where(
-                PointLot.member_id == member.id, PointLot.remaining > 0
-            )
-        )
-    ).scalar_one()
-    expiring = 0
-    if soonest is not None:
-        # Everything that goes on the same day as the soonest lot.
-        day_end = soonest.replace(hour=23, minute=59, second=59)
-        expiring = (
-            await session.execute(
-                select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
-                    PointLot.member_id == member.id,
-                    PointLot.remaining > 0,
-                    PointLot.expires_at <= day_end,
-                )
-            )
-        ).scalar_one()
+    row = (
+        await session.execute(_SUMMARY, {"member": member.id, "since": now - timedelta(days=365)})
+    ).one()
+    spend = Decimal(row.spend)
     return Summary(
         balance=member.balance,
         money=points_money(member.balance, program.program.point_value),
@@ -82,8 +85,8 @@ async def summary(
         spend=spend,
         next_tier=nxt.name if nxt else None,
         to_next_tier=max(nxt.min_spend - spend, Decimal(0)) if nxt else None,
-        expiring_points=int(expiring),
-        expiring_at=soonest,
+        expiring_points=int(row.expiring),
+        expiring_at=row.soonest,
     )
 
 

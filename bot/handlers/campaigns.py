@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, Router
 from aiogram.filters import Command, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.callbacks import CampaignCb, SegmentCb
 from bot.delivery import send_campaign_message
-from bot.filters import IsOwner, IsStaff
+from bot.filters import HasText, IsOwner, IsStaff, PrivateChat
 from bot.keyboards import LANGUAGE_NAMES
 from db.campaigns import (
     Segment,
@@ -315,13 +315,13 @@ async def list_scheduled(message: Message, session: AsyncSession) -> None:
 def build() -> Router:
     router = Router(name="campaigns")
     allowed = or_f(IsStaff("marketer"), IsOwner())
-    router.message.filter(F.chat.type == "private", allowed)
+    router.message.filter(PrivateChat(), allowed)
     router.callback_query.filter(allowed)
     router.message.register(new_campaign, Command("campaign"))
     router.message.register(list_scheduled, Command("campaigns"))
     router.message.register(content_step, Compose.content)
-    router.message.register(button_step, Compose.button, F.text)
-    router.message.register(when_step, Compose.when, F.text)
+    router.message.register(button_step, Compose.button, HasText())
+    router.message.register(when_step, Compose.when, HasText())
     router.callback_query.register(segment_step, SegmentCb.filter())
     router.callback_query.register(decide, CampaignCb.filter())
     return router

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 
+from bot.filters import PrivateChat
 from db.members import MemberInfo
 
 
@@ -24,6 +25,6 @@ async def stale_button(query: CallbackQuery) -> None:
 
 def build() -> Router:
     router = Router(name="fallback")
-    router.message.register(anything_else, F.chat.type == "private")
+    router.message.register(anything_else, PrivateChat())
     router.callback_query.register(stale_button)
     return router

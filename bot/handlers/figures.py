@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
-from bot.filters import IsStaff
+from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from db.program import Program
@@ -169,7 +169,7 @@ async def refund(
 
 def build() -> Router:
     router = Router(name="figures")
-    router.message.filter(F.chat.type == "private")
+    router.message.filter(PrivateChat())
     router.message.register(show_shift, Command("shift"), IsStaff("cashier", "manager"))
     router.message.register(today, Command("today"), IsStaff("manager"))
     router.message.register(this_week, Command("week"), IsStaff("manager"))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
+from bot.filters import PrivateChat
 from db.members import MemberInfo, register_member
 from db.program import Program
 from db.tokens import (
@@ -211,7 +212,7 @@ async def choose_language(
 
 def build() -> Router:
     router = Router(name="join")
-    router.message.filter(F.chat.type == "private")
+    router.message.filter(PrivateChat())
     router.message.register(start_with_payload, CommandStart(deep_link=True))
     router.message.register(start, CommandStart())
     router.callback_query.register(accept_rules, JoinCb.filter(F.action == "accept"))

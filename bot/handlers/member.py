@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards, texts
 from bot.callbacks import CardCb, HistoryCb
-from bot.filters import IsMember
+from bot.filters import IsMember, PrivateChat, TextIs
 from bot.links import start_link
 from bot.qr import render_qr
 from db.cards import format_card_number
@@ -140,16 +140,16 @@ async def invite(
 
 def build() -> Router:
     router = Router(name="member")
-    router.message.filter(F.chat.type == "private", IsMember())
+    router.message.filter(PrivateChat(), IsMember())
     router.callback_query.filter(IsMember())
     router.message.register(card, Command("card"))
-    router.message.register(card, F.text == keyboards.CARD)
+    router.message.register(card, TextIs(keyboards.CARD))
     router.callback_query.register(refresh_card, CardCb.filter(F.action == "refresh"))
     router.message.register(balance, Command("balance"))
-    router.message.register(balance, F.text == keyboards.BALANCE)
+    router.message.register(balance, TextIs(keyboards.BALANCE))
     router.message.register(show_history, Command("history"))
-    router.message.register(show_history, F.text == keyboards.HISTORY)
+    router.message.register(show_history, TextIs(keyboards.HISTORY))
     router.callback_query.register(page_history, HistoryCb.filter())
     router.message.register(invite, Command("invite"))
-    router.message.register(invite, F.text == keyboards.INVITE)
+    router.message.register(invite, TextIs(keyboards.INVITE))
     return router

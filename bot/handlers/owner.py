@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from html import escape
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
-from bot.filters import IsOwner
+from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
 from bot.links import start_link
 from bot.notify import Notifier
@@ -139,7 +139,7 @@ async def audit_log(message: Message, command: CommandObject, session: AsyncSess
 
 def build() -> Router:
     router = Router(name="owner")
-    router.message.filter(F.chat.type == "private", IsOwner())
+    router.message.filter(PrivateChat(), IsOwner())
     router.message.register(staff_invite, Command("staff_invite"))
     router.message.register(staff_list, Command("staff_list"))
     router.message.register(staff_revoke, Command("staff_revoke"))

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards
 from bot.callbacks import PrivacyCb
-from bot.filters import IsMember
+from bot.filters import IsMember, PrivateChat
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
 from db.wallet import set_marketing_consent
@@ -96,7 +96,7 @@ async def confirm_delete(query: CallbackQuery, session: AsyncSession, member: Me
 
 def build() -> Router:
     router = Router(name="privacy")
-    router.message.filter(F.chat.type == "private", IsMember())
+    router.message.filter(PrivateChat(), IsMember())
     router.callback_query.filter(IsMember())
     router.message.register(privacy, Command("privacy"))
     router.callback_query.register(export, PrivacyCb.filter(F.action == "export"))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 
 from bot import keyboards, texts
+from bot.filters import PrivateChat, TextIs
 from db.members import MemberInfo
 from db.program import Program
 
@@ -27,9 +28,9 @@ async def help_command(message: Message, member: MemberInfo | None = None) -> No
 
 def build() -> Router:
     router = Router(name="public")
-    router.message.filter(F.chat.type == "private")
+    router.message.filter(PrivateChat())
     router.message.register(partners, Command("partners"))
-    router.message.register(partners, F.text == keyboards.PARTNERS)
+    router.message.register(partners, TextIs(keyboards.PARTNERS))
     router.message.register(help_command, Command("help"))
-    router.message.register(help_command, F.text == keyboards.HELP)
+    router.message.register(help_command, TextIs(keyboards.HELP))
     return router

@@ -10,6 +10,7 @@ from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.filters import PrivateChat
 from db.staff import INVITE_PREFIX, accept_invite
 
 
@@ -41,7 +42,7 @@ async def join_staff(message: Message, command: CommandObject, session: AsyncSes
 
 def build() -> Router:
     router = Router(name="staff_join")
-    router.message.filter(F.chat.type == "private")
+    router.message.filter(PrivateChat())
     router.message.register(
         join_staff, CommandStart(deep_link=True, magic=F.args.startswith(INVITE_PREFIX))
     )

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot.callbacks import RedeemCb, TillCb
-from bot.filters import IsStaff
+from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from bot.qr import decode_qr
@@ -357,16 +357,16 @@ async def cancel(message: Message, state: FSMContext) -> None:
 
 def build() -> Router:
     router = Router(name="till")
-    router.message.filter(F.chat.type == "private", IsStaff("cashier", "manager"))
+    router.message.filter(PrivateChat(), IsStaff("cashier", "manager"))
     router.callback_query.filter(IsStaff("cashier", "manager"))
     router.message.register(
         scanned_link, CommandStart(deep_link=True, magic=F.args.startswith(CARD))
     )
     router.message.register(cancel, Command("cancel"))
-    router.message.register(amount_entered, Till.amount, F.text)
-    router.message.register(points_entered, Till.points, F.text)
-    router.message.register(card_photo, StateFilter(None), F.photo)
-    router.message.register(card_number, StateFilter(None), F.text.regexp(CARD_NUMBER))
+    router.message.register(amount_entered, Till.amount, HasText())
+    router.message.register(points_entered, Till.points, HasText())
+    router.message.register(card_photo, StateFilter(None), HasPhoto())
+    router.message.register(card_number, StateFilter(None), TextMatches(CARD_NUMBER))
     router.callback_query.register(max_points, TillCb.filter(F.action == "max"))
     router.callback_query.register(choose, TillCb.filter())
     return router

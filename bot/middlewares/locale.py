@@ -24,7 +24,11 @@ class MemberLocaleMiddleware(I18nMiddleware):
             member = data.get("member")
             return str(member.language) if member else pick_language(user.language_code)
         session = data.get("session")
-        if session is not None:
+        if "member" in data:  # the identity middleware looked it up already
+            member = data["member"]
+            if member is not None:
+                return str(member.language)
+        elif session is not None:
             member = await find_by_telegram(session, user.id)
             await session.rollback()  # end the read: the handler's use case starts afresh
             data["member"] = member

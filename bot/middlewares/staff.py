@@ -1,5 +1,6 @@
-"""Loads the sender's active staff record (None for everyone else) for every update, so a
-revoked cashier loses every staff action at once, whatever buttons they still have."""
+"""Loads who sent the update, once: their member record (None if they have not joined) and
+their active staff record (None for everyone else). A revoked cashier loses every staff
+action at once, whatever buttons they still have."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, User
 
-from db.staff import active_staff
+from db.identity import identify
 
 
-class StaffMiddleware(BaseMiddleware):
+class IdentityMiddleware(BaseMiddleware):
     async def __call__(
         self,
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
@@ -22,6 +23,6 @@ class StaffMiddleware(BaseMiddleware):
         user: User | None = data.get("event_from_user")
         data["staff"] = None
         if user is not None and "session" in data:
-            data["staff"] = await active_staff(data["session"], user.id)
-            await data["session"].rollback()
+            data["member"], data["staff"] = await identify(data["session"], user.id)
+            await data["session"].rollback()  # end the read: use cases start afresh
         return await handler(event, data)
