@@ -68,7 +68,9 @@ async def send_campaign_message(bot: Bot, chat_id: int, campaign: CampaignInfo) 
 class TokenBucket:
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)  # at most one second's worth in a burst
+        # Half a second's worth: enough to make up the time spent settling a batch, little
+        # enough that latency jitter does not push a second's sends past Telegram's limit.
+        self.capacity = max(1.0, rate / 2)
         self.tokens = self.capacity
         self.clock = clock
         self.updated = clock()
@@ -76,8 +78,11 @@ class TokenBucket:
         self.lock = asyncio.Lock()
 
     def pause(self, seconds: float) -> None:
+        """Nobody sends for `seconds`; afterwards the bucket refills from empty, so a 429 is
+        not followed by a full burst (and the next 429)."""
         self.paused_until = max(self.paused_until, self.clock() + seconds)
         self.tokens = 0
+        self.updated = self.paused_until
 
     async def take(self) -> None:
         async with self.lock:
@@ -119,9 +124,10 @@ class DeliveryWorker:
         self.stale_after = stale_after
         self.idle_poll = idle_poll
         self.progress_every = progress_every
-        self._last_progress: dict[int, float] = {}
         self._campaigns: dict[int, CampaignInfo] = {}
         self._started: dict[int, tuple[float, int]] = {}
+        self._dirty: set[int] = set()
+        self._last_report = 0.0
 
     async def run_forever(self) -> None:
         """Hold the delivery lock (waiting while another instance has it) and deliver."""
@@ -138,6 +144,7 @@ class DeliveryWorker:
                     try:
                         while True:
                             if not await self.run_batch():
+                                await self.report_all()
                                 await asyncio.sleep(self.idle_poll)
                     finally:
                         await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
@@ -153,6 +160,7 @@ class DeliveryWorker:
         while True:
             if await self.run_batch(now=now):
                 continue
+            await self.report_all(now=now() if now else None)
             async with self.sessions() as session:
                 if not await pending_count(session):
                     return
@@ -176,9 +184,21 @@ class DeliveryWorker:
         outcomes = await asyncio.gather(*(one(item) for item in items))
         async with self.sessions() as session:
             await settle(session, outcomes, now=clock())
-        for campaign_id in {item.campaign_id for item in items}:
-            await self.report(campaign_id, now=clock())
+        self._dirty.update(item.campaign_id for item in items)
+        await self.report_all(now=clock(), force=False)
         return len(items)
+
+    async def report_all(self, *, now: datetime | None = None, force: bool = True) -> None:
+        """Report on the campaigns touched since the last report: every `progress_every`
+        seconds while sending (counting is not free), and always once the queue is idle, so
+        a finished campaign is marked done."""
+        tick = time.monotonic()
+        if not force and tick - self._last_report < self.progress_every:
+            return
+        self._last_report = tick
+        dirty, self._dirty = self._dirty, set()
+        for campaign_id in sorted(dirty):
+            await self.report(campaign_id, now=now)
 
     async def _campaign(self, campaign_id: int) -> CampaignInfo:
         if campaign_id not in self._campaigns:
@@ -215,15 +235,11 @@ class DeliveryWorker:
         await send_campaign_message(self.bot, chat_id, campaign)
 
     async def report(self, campaign_id: int, *, now: datetime | None = None) -> None:
-        """Update the campaign's figures; edit the marketer's progress message at most every
-        `progress_every` seconds, and once more when the campaign is done."""
+        """Update the campaign's figures (marking it done when nothing is left to send) and
+        edit the marketer's progress message."""
         async with self.sessions() as session:
             state = await progress(session, campaign_id, now=now)
         tick = time.monotonic()
-        last = self._last_progress.get(campaign_id)
-        if not state.finished and last is not None and tick - last < self.progress_every:
-            return
-        self._last_progress[campaign_id] = tick
         info = await self._campaign(campaign_id)
         if state.finished:
             self._campaigns.pop(campaign_id, None)
