@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from aiogram.utils.i18n import get_i18n
@@ -25,7 +25,7 @@ def money(value: Decimal, currency: str) -> str:
     return format_currency(value, currency, locale=locale())
 
 
-def day(value: datetime) -> str:
+def day(value: date | datetime) -> str:
     return format_date(value, format="medium", locale=locale())
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger import unit_of_work
 from db.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
@@ -62,7 +63,7 @@ class Segment:
 
 
 def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
-    conditions = [
+    conditions: list[ColumnElement[bool]] = [
         Member.deleted_at.is_(None),
         Member.reachable.is_(True),
         Member.marketing_consent.is_(True),
@@ -345,7 +346,8 @@ class Outcome:
 
 
 _SETTLE = (
-    update(Outbox.__table__)
+    # The table, not the mapped class: an executemany UPDATE keyed by a bound id.
+    update(Outbox.__table__)  # type: ignore[arg-type]
     .where(Outbox.id == bindparam("oid"), Outbox.status == "sending")
     .values(
         status=bindparam("new_status"),

@@ -183,4 +183,4 @@ async def contact(session: AsyncSession, member_id: int) -> Contact | None:
             )
         )
     ).one_or_none()
-    return Contact(*row) if row else None
+    return Contact(*row) if row else None  # type: ignore[arg-type]  # telegram_id IS NOT NULL

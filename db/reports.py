@@ -116,8 +116,8 @@ async def partner_figures(
     return PartnerFigures(
         sales=int(sales[0]),
         members=int(sales[1]),
-        revenue=Decimal(sales[2]),
-        paid_with_points=Decimal(sales[3]),
+        revenue=Decimal(sales[2] or 0),
+        paid_with_points=Decimal(sales[3] or 0),
         refunds=Decimal(refunds or 0),
         points_issued=-int(moved.get(AccountKind.PARTNER_ISSUED, 0)),
         points_redeemed=int(moved.get(AccountKind.PARTNER_REDEEMED, 0)),

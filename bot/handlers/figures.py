@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from html import escape
 
 from aiogram import Router
@@ -41,7 +42,9 @@ async def show_shift(
         await message.answer(_("No operations yet today."))
         return
     lines = [_("🧾 <b>Your shift today</b>")]
-    money = sum((op.amount or 0 for op in operations if op.kind != "reverse"), start=0)
+    money = sum(
+        (op.amount or Decimal(0) for op in operations if op.kind != "reverse"), start=Decimal(0)
+    )
     for op in operations:
         moved = []
         if op.points_in:
@@ -51,7 +54,8 @@ async def show_shift(
         lines.append(
             f"#{op.transaction_id} {fmt.moment(op.created_at)} · "
             f"{escape(op.member_name or '—')} · "
-            f"{_kind(op.kind)} {fmt.money(op.amount or 0, currency)} · {' '.join(moved) or '0'}"
+            f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)} · "
+            f"{' '.join(moved) or '0'}"
         )
     lines.append(
         _("Total: {count} operations, sales {money}, points +{issued} / −{redeemed}.").format(

@@ -116,7 +116,8 @@ async def adjust_points(
 
 
 async def audit_log(message: Message, command: CommandObject, session: AsyncSession) -> None:
-    limit = int(command.args) if (command.args or "").isdigit() else 20
+    arg = command.args or ""
+    limit = int(arg) if arg.isdigit() else 20
     entries = await recent_audit(session, min(limit, 100))
     if not entries:
         await message.answer(_("The audit log is empty."))
