@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
-from asyncpg import Record
-from sqlalchemy import Connection, Table, func, insert, select, text, update
+from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import ClauseElement, sqltypes
 
 from db.errors import IdempotencyConflict, NotEnoughPoints
 from db.models import Account, AccountKind, Entry, PointLot, Transaction
@@ -45,84 +41,6 @@ def fingerprint(*parts: Any) -> str:
 def constraint_name(exc: DBAPIError) -> str | None:
     cause = getattr(exc.orig, "__cause__", None)
     return getattr(cause, "constraint_name", None)
-
-
-class DriverStatement:
-    """A statement for `fetch_row`: compiled once, for asyncpg, as SQLAlchemy would send it.
-
-    Only for statements whose parameters and results need no conversion by SQLAlchemy (plain
-    ints, strings, Decimals, datetimes): that is checked here, once, at import."""
-
-    __slots__ = ("_fixed", "_order", "sql")
-
-    def __init__(self, statement: ClauseElement) -> None:
-        compiled = statement.compile(dialect=_ASYNCPG)
-        if compiled._bind_processors or compiled.literal_execute_params:
-            raise TypeError(f"parameters need SQLAlchemy's processing: {compiled.string}")
-        if any(c[-1]._type_affinity not in _NATIVE for c in compiled._result_columns):
-            raise TypeError(f"results need SQLAlchemy's processing: {compiled.string}")
-        self.sql = compiled.string
-        # Literal values in the statement (`x > 0`) are parameters too: they are fixed here.
-        self._fixed = {
-            name: bind.value for bind, name in compiled.bind_names.items() if not bind.required
-        }
-        names = compiled.positiontup or []
-        self._order = itemgetter(*names) if len(names) > 1 else lambda p: (p[names[0]],)
-
-    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        return cast(tuple[Any, ...], self._order({**self._fixed, **params}))
-
-
-_ASYNCPG = asyncpg_dialect()
-# Result types that asyncpg returns as SQLAlchemy would (no result processor): int, Decimal,
-# str, bool, datetime; NullType is a text() statement's untyped column.
-_NATIVE = {
-    sqltypes.Integer,
-    sqltypes.Numeric,
-    sqltypes.String,
-    sqltypes.Boolean,
-    sqltypes.DateTime,
-    sqltypes.NullType,
-}
-
-
-async def fetch_row(
-    session: AsyncSession, statement: DriverStatement, params: Mapping[str, Any]
-) -> Record | None:
-    """Run `statement` on the session's own asyncpg connection, in the session's transaction
-    (begun as SQLAlchemy begins it, if this is its first statement), and return its first row.
-
-    The hot statements of a sale go this way: SQLAlchemy's execution layer (statement cache
-    lookup, execution context, result object) costs more Python than asyncpg running the
-    statement. asyncpg prepares it once per connection and caches it. A failure is raised
-    exactly as if SQLAlchemy had run the statement (the same DBAPIError subclasses, with the
-    asyncpg error as the cause, and a lost connection invalidated), and the session's
-    transaction stays the one the caller commits or rolls back."""
-    conn = await session.connection()
-    adapted = (await conn.get_raw_connection()).dbapi_connection
-    args = statement.args(params)
-    try:
-        # What SQLAlchemy's asyncpg cursor does before each statement.
-        async with adapted._execute_mutex:
-            if adapted._transaction is None:
-                await adapted._start_transaction()
-            return await adapted._connection.fetchrow(statement.sql, *args)
-    except BaseException as error:
-        await conn.run_sync(_raise_as_sqlalchemy, error, statement.sql, args)
-        raise  # not reached: _raise_as_sqlalchemy raises
-
-
-def _raise_as_sqlalchemy(
-    connection: Connection, error: BaseException, sql: str, args: Sequence[Any]
-) -> NoReturn:
-    """Raise `error` from asyncpg the way SQLAlchemy raises an error of a statement it ran."""
-    try:
-        if isinstance(error, Exception):
-            # The DB-API error the adapter makes of it (a no-op for one it already made).
-            connection.connection.dbapi_connection._handle_exception(error)
-        raise error
-    except BaseException as dbapi_error:
-        connection._handle_dbapi_exception(dbapi_error, sql, args, None, None)
 
 
 async def open_transaction(

@@ -37,11 +37,9 @@ from db.errors import (
     WrongPartner,
 )
 from db.ledger import (
-    DriverStatement,
     Leg,
     add_lot,
     consume_lots,
-    fetch_row,
     find_posted,
     fingerprint,
     lock_accounts,
@@ -247,9 +245,8 @@ async def post_purchase(
 # transaction row, in one round trip. The row is inserted only when both exist and are
 # active, so a refused sale writes nothing; as in open_transaction, a concurrent posting with
 # the same key waits on the unique index and then inserts nothing (tx_id is NULL: a replay).
-_OPEN_PURCHASE = DriverStatement(
-    text(
-        """
+_OPEN_PURCHASE = text(
+    """
     WITH member AS (
         SELECT m.id, m.telegram_id, m.card_number, m.first_name, m.language, m.tier,
                m.marketing_consent, m.referred_by_id, w.id AS wallet_id, w.balance, m.joined_at
@@ -278,7 +275,6 @@ _OPEN_PURCHASE = DriverStatement(
            (SELECT id FROM opened) AS tx_id
     FROM (VALUES (1)) AS one LEFT JOIN member ON true LEFT JOIN partner ON true
     """
-    )
 )
 
 
@@ -287,35 +283,30 @@ async def _open_purchase(
 ) -> tuple[MemberInfo, PartnerAccounts, int | None]:
     """Read the member and the partner and open the sale's transaction (see _OPEN_PURCHASE).
     Returns the transaction id, or None when the key was already posted."""
-    row = await fetch_row(
-        session, _OPEN_PURCHASE, {"member_id": member_id, "slug": partner, **columns}
-    )
-    assert row is not None  # one row, whatever exists
-    if row["id"] is None:
+    row = (
+        await session.execute(_OPEN_PURCHASE, {"member_id": member_id, "slug": partner, **columns})
+    ).one()
+    if row.id is None:
         raise UnknownMember()
-    if row["partner_id"] is None:
+    if row.partner_id is None:
         raise UnknownPartner(partner=partner)
     member = MemberInfo(
-        id=row["id"],
-        telegram_id=row["telegram_id"],
-        card_number=row["card_number"],
-        first_name=row["first_name"],
-        language=row["language"],
-        tier=row["tier"],
-        marketing_consent=row["marketing_consent"],
-        referred_by_id=row["referred_by_id"],
-        wallet_id=row["wallet_id"],
-        balance=row["balance"],
-        joined_at=row["joined_at"],
+        id=row.id,
+        telegram_id=row.telegram_id,
+        card_number=row.card_number,
+        first_name=row.first_name,
+        language=row.language,
+        tier=row.tier,
+        marketing_consent=row.marketing_consent,
+        referred_by_id=row.referred_by_id,
+        wallet_id=row.wallet_id,
+        balance=row.balance,
+        joined_at=row.joined_at,
     )
     accounts = PartnerAccounts(
-        row["partner_id"],
-        row["partner_slug"],
-        row["partner_name"],
-        row["issued_id"],
-        row["redeemed_id"],
+        row.partner_id, row.partner_slug, row.partner_name, row.issued_id, row.redeemed_id
     )
-    return member, accounts, row["tx_id"]
+    return member, accounts, row.tx_id
 
 
 async def earn(
@@ -520,7 +511,7 @@ def _finish_statement(check_tier: bool, plain_earning: bool) -> Select[Any]:
 
 
 _FINISH_SALE = {
-    (check_tier, plain_earning): DriverStatement(_finish_statement(check_tier, plain_earning))
+    (check_tier, plain_earning): _finish_statement(check_tier, plain_earning)
     for check_tier in (True, False)
     for plain_earning in (True, False)
 }
@@ -556,20 +547,20 @@ async def _finish_purchase(
     surprises anyone at the till. At the top tier there is nothing to reach."""
     current = program.tier(member.tier)
     check_tier = program.next_tier(current.name) is not None
-    row = await fetch_row(
-        session,
-        _FINISH_SALE[check_tier, issued_id is not None],
-        {
-            "wallet_id": member.wallet_id,
-            "issued_id": issued_id,
-            "tx_id": tx_id,
-            "points": lot_points,
-            "now": now,
-            "expires_at": expires_at,
-            **_spend_params(member.id, now),
-        },
-    )
-    assert row is not None  # the wallet's row
+    row = (
+        await session.execute(
+            _FINISH_SALE[check_tier, issued_id is not None],
+            {
+                "wallet_id": member.wallet_id,
+                "issued_id": issued_id,
+                "tx_id": tx_id,
+                "points": lot_points,
+                "now": now,
+                "expires_at": expires_at,
+                **_spend_params(member.id, now),
+            },
+        )
+    ).one()
     if not check_tier:
         return current.name, row[0]
     balance, spend = row
