@@ -49,7 +49,7 @@ A ratio whose denominator is zero is None ("no data"), not 0.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -144,30 +144,30 @@ class PartnerKpis:
 
 
 # --------------------------------------------------------------------------- the queries
-# Statements are text: these are reports, easier to check against the definitions above as
-# SQL than as ORM expressions. `{partner}` fragments are fixed SQL, never user input.
+# Text SQL: these are reports, easier to check against the definitions above as SQL than as
+# ORM expressions. A `{partner}` slot holds fixed SQL, never user input.
+#
+# Their shape is for speed on a year of a busy coalition (see benchmarks/stats.py): a
+# grouping per member keeps small counters only, money is summed without grouping by member,
+# and points are read through the partner accounts' ids (so the planner knows how many
+# entries those few accounts hold) and summed by day and by partner in one pass.
 
+_SALE = "t.kind IN ('earn', 'redeem')"
+_IN_PERIOD = "t.created_at >= :start"  # every statement also has t.created_at < :end
+_ALIVE = "(m.deleted_at IS NULL OR m.deleted_at >= :end)"
+# The members who had left by `end`: few, so joining them is cheaper than joining everyone.
+_GONE = "LEFT JOIN members AS gone ON gone.id = {t}.member_id AND gone.deleted_at < :end"
+_JOINED = "m.joined_at >= :start AND m.joined_at < :end"
+_ONE_PARTNER = "AND t.partner_id = :partner_id"
 
-def _sale(t: str = "") -> str:
-    return f"{t}kind IN ('earn', 'redeem')"
-
-
-def _in_period(t: str = "") -> str:
-    return f"{t}created_at >= :start AND {t}created_at < :end"
-
-
-_EXISTS_AT_END = "(m.deleted_at IS NULL OR m.deleted_at >= :end)"
-_JOINED_IN_PERIOD = "m.joined_at >= :start AND m.joined_at < :end"
-
-# Members, enrolment and invitations (coalition); a single pass over `members`.
+# Members, enrolment and invitations: one pass over `members`.
 _MEMBERS = text(
     f"""
-    SELECT count(*) FILTER (WHERE m.joined_at < :end AND {_EXISTS_AT_END}) AS members,
-           count(*) FILTER (WHERE {_JOINED_IN_PERIOD}) AS new_members,
-           count(*) FILTER (WHERE {_JOINED_IN_PERIOD} AND m.referred_by_id IS NOT NULL)
-               AS invited,
+    SELECT count(*) FILTER (WHERE m.joined_at < :end AND {_ALIVE}) AS members,
+           count(*) FILTER (WHERE {_JOINED}) AS new_members,
+           count(*) FILTER (WHERE {_JOINED} AND m.referred_by_id IS NOT NULL) AS invited,
            count(*) FILTER (
-               WHERE {_JOINED_IN_PERIOD} AND m.referred_by_id IS NOT NULL AND EXISTS (
+               WHERE {_JOINED} AND m.referred_by_id IS NOT NULL AND EXISTS (
                    SELECT FROM transactions AS r
                    WHERE r.member_id = m.id AND r.kind = 'referral' AND r.created_at < :end
                )
@@ -176,119 +176,117 @@ _MEMBERS = text(
     """
 )
 
-# Sales in the period per member (the coalition): pairs first, so that counting a member's
-# partners is a count of rows, not a sort for count(DISTINCT).
-_PERIOD_SALES = text(
+# Who bought: one row per member with a sale before `end`, with counters only.
+_BUYERS = text(
     f"""
-    WITH pairs AS (
-        SELECT t.member_id, t.partner_id, count(*) AS sales, sum(t.amount) AS amount,
-               sum(t.paid) AS paid
-        FROM transactions AS t
-        WHERE {_sale("t.")} AND {_in_period("t.")}
-        GROUP BY t.member_id, t.partner_id
-    ), per_member AS (
-        SELECT member_id, sum(sales) AS sales, count(*) AS partners, sum(amount) AS amount,
-               sum(paid) AS paid
-        FROM pairs
-        GROUP BY member_id
-    )
-    SELECT count(*) AS active_members,
-           coalesce(sum(sales), 0) AS sales,
-           coalesce(sum(amount), 0) AS sales_total,
-           coalesce(sum(paid), 0) AS sales_paid,
-           count(*) FILTER (WHERE sales >= 2) AS repeat_members,
-           count(*) FILTER (WHERE partners >= 2) AS cross_partner_members
-    FROM per_member
-    """
-)
-
-# Customers and lifetime spend as of `end`, and the period's refunds, from the same rows.
-_LIFETIME = text(
-    f"""
-    WITH per_member AS (
+    WITH buyers AS (
         SELECT t.member_id,
-               bool_or({_sale("t.")}) AS bought,
-               sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END) AS spend,
-               sum(t.amount) FILTER (WHERE t.kind = 'reverse' AND t.created_at >= :start)
-                   AS refunds
+               count(*) FILTER (WHERE {_IN_PERIOD}) AS sales,
+               min(t.partner_id) FILTER (WHERE {_IN_PERIOD}) AS one_partner,
+               max(t.partner_id) FILTER (WHERE {_IN_PERIOD}) AS another_partner
         FROM transactions AS t
-        WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at < :end
+        WHERE {_SALE} AND t.created_at < :end
         GROUP BY t.member_id
     )
-    SELECT count(*) FILTER (WHERE p.bought AND {_EXISTS_AT_END}) AS customers,
-           coalesce(sum(p.spend) FILTER (WHERE {_EXISTS_AT_END}), 0) AS spend,
-           coalesce(sum(p.refunds), 0) AS refunds
-    FROM per_member AS p JOIN members AS m ON m.id = p.member_id
+    SELECT count(*) FILTER (WHERE b.sales > 0) AS active_members,
+           count(*) FILTER (WHERE b.sales >= 2) AS repeat_members,
+           count(*) FILTER (WHERE b.one_partner <> b.another_partner) AS cross_partner_members,
+           count(*) FILTER (WHERE gone.id IS NULL) AS customers
+    FROM buyers AS b {_GONE.format(t="b")}
     """
 )
 
-# The same per partner. `{partner}` is empty (every partner) or restricts to `:partner_id`.
-_PERIOD_SALES_BY_PARTNER = f"""
-    WITH here AS (
-        SELECT t.partner_id, t.member_id, count(*) AS sales, sum(t.amount) AS amount,
-               sum(t.paid) AS paid
+# The same for one partner: counters at the partner, and whether the member also bought
+# at another partner in the period.
+_PARTNER_BUYERS = text(
+    f"""
+    WITH buyers AS (
+        SELECT t.member_id,
+               count(*) FILTER (WHERE t.partner_id = :partner_id AND {_IN_PERIOD}) AS sales,
+               min(t.created_at) FILTER (WHERE t.partner_id = :partner_id) AS first_sale,
+               bool_or(t.partner_id <> :partner_id AND {_IN_PERIOD}) AS elsewhere
         FROM transactions AS t
-        WHERE {_sale("t.")} AND {_in_period("t.")} {{partner}}
-        GROUP BY t.partner_id, t.member_id
+        WHERE {_SALE} AND t.created_at < :end
+        GROUP BY t.member_id
     )
-    SELECT h.partner_id,
-           count(*) AS active_members,
-           sum(h.sales) AS sales,
-           sum(h.amount) AS sales_total,
-           sum(h.paid) AS sales_paid,
-           count(*) FILTER (WHERE h.sales >= 2) AS repeat_members,
-           count(*) FILTER (WHERE EXISTS (
-               SELECT FROM transactions AS o
-               WHERE o.member_id = h.member_id AND {_sale("o.")} AND {_in_period("o.")}
-                 AND o.partner_id <> h.partner_id
-           )) AS cross_partner_members
-    FROM here AS h
-    GROUP BY h.partner_id
-"""
+    SELECT CAST(:partner_id AS bigint) AS partner_id,
+           count(*) FILTER (WHERE b.sales > 0) AS active_members,
+           count(*) FILTER (WHERE b.sales >= 2) AS repeat_members,
+           count(*) FILTER (WHERE b.sales > 0 AND b.elsewhere) AS cross_partner_members,
+           count(*) FILTER (WHERE b.first_sale IS NOT NULL AND gone.id IS NULL) AS customers,
+           count(*) FILTER (WHERE b.first_sale >= :start) AS new_members
+    FROM buyers AS b {_GONE.format(t="b")}
+    """
+)
 
-_LIFETIME_BY_PARTNER = f"""
+# Every partner's: one row per (partner, member) with a sale before `end`; then the same
+# rolled up per member gives the coalition's row (partner_id NULL) without another pass.
+_EVERY_PARTNER_BUYERS = text(
+    f"""
     WITH pairs AS (
-        SELECT t.partner_id, t.member_id,
-               min(t.created_at) FILTER (WHERE {_sale("t.")}) AS first_sale,
-               sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END) AS spend,
-               sum(t.amount) FILTER (WHERE t.kind = 'reverse' AND t.created_at >= :start)
-                   AS refunds
+        SELECT t.partner_id, t.member_id, count(*) FILTER (WHERE {_IN_PERIOD}) AS sales,
+               min(t.created_at) AS first_sale
         FROM transactions AS t
-        WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at < :end {{partner}}
+        WHERE {_SALE} AND t.created_at < :end
         GROUP BY t.partner_id, t.member_id
+    ), per_member AS (
+        SELECT p.member_id, sum(p.sales) AS sales,
+               count(*) FILTER (WHERE p.sales > 0) AS partners,
+               bool_and(gone.id IS NULL) AS alive
+        FROM pairs AS p {_GONE.format(t="p")}
+        GROUP BY p.member_id
     )
     SELECT p.partner_id,
-           count(*) FILTER (WHERE p.first_sale IS NOT NULL AND {_EXISTS_AT_END}) AS customers,
-           count(*) FILTER (WHERE p.first_sale >= :start) AS new_customers,
-           coalesce(sum(p.spend) FILTER (WHERE {_EXISTS_AT_END}), 0) AS spend,
-           coalesce(sum(p.refunds), 0) AS refunds
-    FROM pairs AS p JOIN members AS m ON m.id = p.member_id
+           count(*) FILTER (WHERE p.sales > 0) AS active_members,
+           count(*) FILTER (WHERE p.sales >= 2) AS repeat_members,
+           count(*) FILTER (WHERE p.sales > 0 AND s.partners >= 2) AS cross_partner_members,
+           count(*) FILTER (WHERE s.alive) AS customers,
+           count(*) FILTER (WHERE p.first_sale >= :start) AS new_members
+    FROM pairs AS p JOIN per_member AS s ON s.member_id = p.member_id
     GROUP BY p.partner_id
+    UNION ALL
+    SELECT NULL,
+           count(*) FILTER (WHERE s.sales > 0),
+           count(*) FILTER (WHERE s.sales >= 2),
+           count(*) FILTER (WHERE s.partners >= 2),
+           count(*) FILTER (WHERE s.alive),
+           0
+    FROM per_member AS s
+    """
+)
+
+# Money, per partner and in total (the row where `total` is 1): sales and refunds in the
+# period; lifetime spend of the members existing at `end`. Grouped by partner first (a
+# grouping PostgreSQL can run in parallel), then the total over those few rows.
+_MONEY = f"""
+    SELECT partner_id, GROUPING(partner_id) AS total, coalesce(sum(sales), 0) AS sales,
+           coalesce(sum(sales_total), 0) AS sales_total,
+           coalesce(sum(sales_paid), 0) AS sales_paid,
+           coalesce(sum(refunds_total), 0) AS refunds_total,
+           coalesce(sum(lifetime_spend), 0) AS lifetime_spend
+    FROM (
+        SELECT t.partner_id,
+               count(*) FILTER (WHERE {_SALE} AND {_IN_PERIOD}) AS sales,
+               coalesce(sum(t.amount) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0)
+                   AS sales_total,
+               coalesce(sum(t.paid) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0) AS sales_paid,
+               coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reverse' AND {_IN_PERIOD}), 0)
+                   AS refunds_total,
+               coalesce(
+                   sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END)
+                       FILTER (WHERE gone.id IS NULL),
+                   0
+               ) AS lifetime_spend
+        FROM transactions AS t
+        {_GONE.format(t="t")}
+        WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at < :end {{partner}}
+        GROUP BY t.partner_id
+    ) AS per_partner
+    GROUP BY GROUPING SETS ((partner_id), ())
 """
 
-_POINTS_BY_PARTNER = f"""
-    SELECT a.partner_id,
-           -coalesce(sum(e.amount) FILTER (WHERE a.kind = 'partner_issued'), 0) AS issued,
-           coalesce(sum(e.amount) FILTER (WHERE a.kind = 'partner_redeemed'), 0) AS redeemed
-    FROM transactions AS t
-    JOIN entries AS e ON e.transaction_id = t.id
-    JOIN accounts AS a ON a.id = e.account_id
-    WHERE {_in_period("t.")} AND a.kind IN ('partner_issued', 'partner_redeemed') {{partner}}
-    GROUP BY a.partner_id
-"""
-
-_REWARDS_BY_PARTNER = f"""
-    SELECT s.partner_id, count(*) AS rewarded
-    FROM members AS m
-    JOIN transactions AS r
-      ON r.member_id = m.id AND r.kind = 'referral' AND r.created_at < :end
-    JOIN transactions AS s ON s.id = r.related_id
-    WHERE {_JOINED_IN_PERIOD} AND m.referred_by_id IS NOT NULL {{partner}}
-    GROUP BY s.partner_id
-"""
-
-# Per local day: sales and active members, points issued and redeemed; every day listed.
-_DAYS = f"""
+# Sales and active members per local day, every day of the period listed.
+_DAILY_SALES = f"""
     WITH days AS (
         SELECT CAST(d AS date) AS day
         FROM generate_series(CAST(:first_day AS date), CAST(:last_day AS date),
@@ -297,80 +295,213 @@ _DAYS = f"""
         SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day, count(*) AS sales,
                count(DISTINCT t.member_id) AS active_members
         FROM transactions AS t
-        WHERE {_sale("t.")} AND {_in_period("t.")} {{sales_partner}}
-        GROUP BY 1
-    ), points AS (
-        SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day,
-               -coalesce(sum(e.amount) FILTER (WHERE a.kind = 'partner_issued'), 0) AS issued,
-               coalesce(sum(e.amount) FILTER (WHERE a.kind = 'partner_redeemed'), 0)
-                   AS redeemed
-        FROM transactions AS t
-        JOIN entries AS e ON e.transaction_id = t.id
-        JOIN accounts AS a ON a.id = e.account_id
-        WHERE {_in_period("t.")} AND a.kind IN ('partner_issued', 'partner_redeemed')
-              {{points_partner}}
+        WHERE {_SALE} AND {_IN_PERIOD} AND t.created_at < :end {{partner}}
         GROUP BY 1
     )
-    SELECT days.day, coalesce(sales.sales, 0), coalesce(sales.active_members, 0),
-           coalesce(points.issued, 0), coalesce(points.redeemed, 0)
-    FROM days
-    LEFT JOIN sales ON sales.day = days.day
-    LEFT JOIN points ON points.day = days.day
+    SELECT days.day, coalesce(sales.sales, 0) AS sales,
+           coalesce(sales.active_members, 0) AS active_members
+    FROM days LEFT JOIN sales ON sales.day = days.day
     ORDER BY days.day
 """
 
+# The smallest and largest id of the period's transactions. Ids rise with time, so the
+# entries of a period lie in a narrow band of transaction ids, which the points' query
+# reads by range instead of reading every entry of the partner accounts; the band is exact
+# whatever the order (any id of a period's transaction lies between its min and max).
+# (`id + 0`: so that PostgreSQL finds the period's rows through `created_at`, rather than
+# walking the primary key from one end until it meets the period.)
+_SPAN = f"""
+    SELECT coalesce(min(t.id + 0), 0) AS first_id, coalesce(max(t.id + 0), -1) AS last_id
+    FROM transactions AS t
+    WHERE {_IN_PERIOD} AND t.created_at < :end {{partner}}
+"""
 
-def _variants(sql: str, **fragments: str) -> dict[bool, TextClause]:
-    """The statement for every partner (False) and for one, `:partner_id` (True)."""
-    return {
-        False: text(sql.format(**{name: "" for name in fragments})),
-        True: text(sql.format(**fragments)),
-    }
+# Points issued and redeemed in the period, from the entries on the partner accounts
+# `:accounts`: per local day (`level` 1), per partner (2) and in total (3). Summed per day
+# and account first (a few thousand rows, however many entries), then rolled up. For one
+# partner, its transactions only: entries on a partner's accounts come only from its sales
+# and their refunds (db/purchases.py), which carry its partner_id.
+_POINTS = f"""
+    WITH moved AS (
+        SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day, e.account_id,
+               sum(e.amount) AS amount
+        FROM transactions AS t
+        JOIN entries AS e ON e.transaction_id = t.id
+        WHERE {_IN_PERIOD} AND t.created_at < :end {{partner}}
+          AND e.account_id = ANY(CAST(:accounts AS bigint[]))
+          AND e.transaction_id BETWEEN :first_id AND :last_id
+        GROUP BY 1, 2
+    )
+    SELECT m.day, a.partner_id, GROUPING(m.day, a.partner_id) AS level,
+           -coalesce(sum(m.amount) FILTER (WHERE a.kind = 'partner_issued'), 0) AS issued,
+           coalesce(sum(m.amount) FILTER (WHERE a.kind = 'partner_redeemed'), 0) AS redeemed
+    FROM moved AS m
+    JOIN accounts AS a ON a.id = m.account_id AND a.id = ANY(CAST(:accounts AS bigint[]))
+    GROUP BY GROUPING SETS ((m.day), (a.partner_id), ())
+"""
+
+# Invited members who joined in the period, rewarded through a sale at each partner.
+_REWARDS = f"""
+    SELECT t.partner_id, count(*) AS rewarded
+    FROM members AS m
+    JOIN transactions AS r
+      ON r.member_id = m.id AND r.kind = 'referral' AND r.created_at < :end
+    JOIN transactions AS t ON t.id = r.related_id
+    WHERE {_JOINED} AND m.referred_by_id IS NOT NULL {{partner}}
+    GROUP BY t.partner_id
+"""
 
 
-_PERIOD_SALES_BY_PARTNER_SQL = _variants(
-    _PERIOD_SALES_BY_PARTNER, partner="AND t.partner_id = :partner_id"
-)
-_LIFETIME_BY_PARTNER_SQL = _variants(
-    _LIFETIME_BY_PARTNER, partner="AND t.partner_id = :partner_id"
-)
-_POINTS_BY_PARTNER_SQL = _variants(_POINTS_BY_PARTNER, partner="AND a.partner_id = :partner_id")
-_REWARDS_BY_PARTNER_SQL = _variants(_REWARDS_BY_PARTNER, partner="AND s.partner_id = :partner_id")
-_DAYS_SQL = _variants(
-    _DAYS,
-    sales_partner="AND t.partner_id = :partner_id",
-    points_partner="AND a.partner_id = :partner_id",
+def _variants(sql: str) -> dict[bool, TextClause]:
+    """The statement for every partner (False) and for the one `:partner_id` (True)."""
+    return {False: text(sql.format(partner="")), True: text(sql.format(partner=_ONE_PARTNER))}
+
+
+_MONEY_SQL = _variants(_MONEY)
+_DAILY_SALES_SQL = _variants(_DAILY_SALES)
+_POINTS_SQL = _variants(_POINTS)
+_SPAN_SQL = _variants(_SPAN)
+_REWARDS_SQL = _variants(_REWARDS)
+_PARTNER_ACCOUNTS = text(
+    "SELECT id FROM accounts WHERE partner_id IS NOT NULL"
+    " AND (CAST(:partner_id AS bigint) IS NULL OR partner_id = :partner_id) ORDER BY id"
 )
 
 
 # --------------------------------------------------------------------------- use cases
 
 
-def _local_days(program: Program, start: datetime, end: datetime) -> tuple[date, date]:
-    tz = ZoneInfo(program.program.timezone)
-    first = start.astimezone(tz).date()
-    last = (end - timedelta(microseconds=1)).astimezone(tz).date()
-    return first, max(first, last)
+class _Report:
+    """The queries of one report, in one database transaction (rolled back at the end: it
+    only reads). `partner_id` narrows every query to that partner."""
 
-
-async def _days(
-    session: AsyncSession,
-    program: Program,
-    params: dict[str, Any],
-    partner_id: int | None,
-) -> tuple[DayFigures, ...]:
-    first, last = _local_days(program, params["start"], params["end"])
-    rows = await session.execute(
-        _DAYS_SQL[partner_id is not None],
-        {
-            **params,
+    def __init__(
+        self,
+        session: AsyncSession,
+        program: Program,
+        start: datetime,
+        end: datetime,
+        partner_id: int | None = None,
+    ) -> None:
+        self.session = session
+        self.partner_id = partner_id
+        tz = ZoneInfo(program.program.timezone)
+        first = start.astimezone(tz).date()
+        last = max(first, (end - timedelta(microseconds=1)).astimezone(tz).date())
+        self.params: dict[str, Any] = {
+            "start": start,
+            "end": end,
             "partner_id": partner_id,
+            "tz": program.program.timezone,
             "first_day": first,
             "last_day": last,
-            "tz": program.program.timezone,
-        },
+        }
+
+    async def _run(self, statement: TextClause) -> Any:
+        return await self.session.execute(statement, self.params)
+
+    async def prepare(self) -> None:
+        # For this transaction only (LOCAL), settings for reports rather than for postings:
+        # these queries hash and sort hundreds of thousands of rows, so give them memory;
+        # skip JIT compilation, which costs more than it saves on queries of a second or so;
+        # plan each for its own parameters (a day and a year want different plans), not with
+        # a generic plan for prepared statements; and let PostgreSQL use parallel workers
+        # sooner than its defaults (tuned for short transactions) allow: about 12 % off a
+        # year of the coalition on two cores (benchmarks/stats.py).
+        for setting in (
+            "work_mem = '64MB'",
+            "jit = off",
+            "plan_cache_mode = force_custom_plan",
+            "parallel_setup_cost = 100",
+            "parallel_tuple_cost = 0.01",
+        ):
+            await self.session.execute(text(f"SET LOCAL {setting}"))
+        accounts = (await self._run(_PARTNER_ACCOUNTS)).scalars().all()
+        self.params["accounts"] = list(accounts)
+        span = (await self._run(_SPAN_SQL[self.partner_id is not None])).one()
+        self.params["first_id"], self.params["last_id"] = span.first_id, span.last_id
+
+    async def members(self) -> Any:
+        return (await self._run(_MEMBERS)).one()
+
+    async def money(self) -> dict[int | None, Any]:
+        """Money per partner, and the total under None."""
+        rows = await self._run(_MONEY_SQL[self.partner_id is not None])
+        return {None if row.total else row.partner_id: row for row in rows}
+
+    async def rewards(self) -> dict[int, int]:
+        rows = await self._run(_REWARDS_SQL[self.partner_id is not None])
+        return {row.partner_id: int(row.rewarded) for row in rows}
+
+    async def buyers(self) -> Any:
+        if self.partner_id is None:
+            return (await self._run(_BUYERS)).one()
+        return (await self._run(_PARTNER_BUYERS)).one()
+
+    async def every_partner_buyers(self) -> dict[int | None, Any]:
+        """Buyers' counters per partner, and the coalition's under None."""
+        return {row.partner_id: row for row in await self._run(_EVERY_PARTNER_BUYERS)}
+
+    async def points(self) -> tuple[dict[date, Any], dict[int | None, Any]]:
+        """Points per day, and per partner with the total under None."""
+        rows = (await self._run(_POINTS_SQL[self.partner_id is not None])).all()
+        by_day = {row.day: row for row in rows if row.level == 1}
+        by_partner = {row.partner_id: row for row in rows if row.level == 2}
+        by_partner[None] = next((row for row in rows if row.level == 3), None)
+        return by_day, by_partner
+
+    async def days(self, points: dict[date, Any]) -> tuple[DayFigures, ...]:
+        rows = await self._run(_DAILY_SALES_SQL[self.partner_id is not None])
+        return tuple(
+            DayFigures(
+                row.day,
+                int(row.sales),
+                int(row.active_members),
+                int(points[row.day].issued) if row.day in points else 0,
+                int(points[row.day].redeemed) if row.day in points else 0,
+            )
+            for row in rows
+        )
+
+
+def _kpis(
+    report: _Report,
+    partner_id: int | None,
+    *,
+    members: Any,
+    buyers: Any,
+    money: Any,
+    points: Any,
+    rewarded: int,
+    days: tuple[DayFigures, ...] = (),
+) -> Kpis:
+    """Kpis from the queries' rows: `members` from _MEMBERS (the invitations, and for the
+    coalition the member counts), the others None where a partner had nothing."""
+    if partner_id is None:
+        count, new = members.members, members.new_members
+    else:  # a partner's members are its customers
+        count, new = (buyers.customers, buyers.new_members) if buyers else (0, 0)
+    return Kpis(
+        start=report.params["start"],
+        end=report.params["end"],
+        partner_id=partner_id,
+        members=int(count),
+        new_members=int(new),
+        active_members=int(buyers.active_members) if buyers else 0,
+        sales=int(money.sales) if money else 0,
+        sales_total=Decimal(money.sales_total) if money else Decimal(0),
+        sales_paid=Decimal(money.sales_paid) if money else Decimal(0),
+        refunds_total=Decimal(money.refunds_total) if money else Decimal(0),
+        repeat_members=int(buyers.repeat_members) if buyers else 0,
+        customers=int(buyers.customers) if buyers else 0,
+        lifetime_spend=Decimal(money.lifetime_spend) if money else Decimal(0),
+        points_issued=int(points.issued) if points else 0,
+        points_redeemed=int(points.redeemed) if points else 0,
+        invited=int(members.invited),
+        invited_rewarded=rewarded,
+        cross_partner_members=int(buyers.cross_partner_members) if buyers else 0,
+        days=days,
     )
-    return tuple(DayFigures(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows)
 
 
 async def kpis(
@@ -382,100 +513,105 @@ async def kpis(
     partner_id: int | None = None,
 ) -> Kpis:
     """The KPIs for [start, end): the coalition's, or one partner's with `partner_id`."""
-    params: dict[str, Any] = {"start": start, "end": end}
-    if partner_id is not None:
-        rows = await _partner_kpis(session, params, [partner_id], one=True)
-        days = await _days(session, program, params, partner_id)
-        await session.rollback()
-        return replace(
-            rows[0],
-            points_issued=sum(d.points_issued for d in days),
-            points_redeemed=sum(d.points_redeemed for d in days),
-            days=days,
+    report = _Report(session, program, start, end, partner_id)
+    try:
+        await report.prepare()
+        members = await report.members()
+        buyers = await report.buyers()
+        money = await report.money()
+        by_day, by_partner = await report.points()
+        days = await report.days(by_day)
+        rewarded = (
+            int(members.rewarded)
+            if partner_id is None
+            else (await report.rewards()).get(partner_id, 0)
         )
-    members = (await session.execute(_MEMBERS, params)).one()
-    sales = (await session.execute(_PERIOD_SALES, params)).one()
-    lifetime = (await session.execute(_LIFETIME, params)).one()
-    days = await _days(session, program, params, None)
-    await session.rollback()
-    return Kpis(
-        start=start,
-        end=end,
-        partner_id=None,
-        members=int(members.members),
-        new_members=int(members.new_members),
-        active_members=int(sales.active_members),
-        sales=int(sales.sales),
-        sales_total=Decimal(sales.sales_total),
-        sales_paid=Decimal(sales.sales_paid),
-        refunds_total=Decimal(lifetime.refunds),
-        repeat_members=int(sales.repeat_members),
-        customers=int(lifetime.customers),
-        lifetime_spend=Decimal(lifetime.spend),
-        points_issued=sum(d.points_issued for d in days),
-        points_redeemed=sum(d.points_redeemed for d in days),
-        invited=int(members.invited),
-        invited_rewarded=int(members.rewarded),
-        cross_partner_members=int(sales.cross_partner_members),
+    finally:
+        await session.rollback()
+    return _kpis(
+        report,
+        partner_id,
+        members=members,
+        buyers=buyers,
+        money=money.get(partner_id),
+        points=by_partner.get(partner_id),
+        rewarded=rewarded,
         days=days,
     )
+
+
+_ByPartner = dict[int | None, Any]  # query rows per partner, the coalition's under None
+
+
+async def _every_partner(
+    report: _Report, members: Any
+) -> tuple[list[PartnerKpis], _ByPartner, _ByPartner, _ByPartner, dict[date, Any]]:
+    """Every partner's Kpis (without days), with the rows of buyers, money and points per
+    partner and of points per day."""
+    money = await report.money()
+    by_day, by_partner = await report.points()
+    rewards = await report.rewards()
+    buyers = await report.every_partner_buyers()
+    partners = (
+        await report.session.execute(text("SELECT id, slug, name FROM partners ORDER BY id"))
+    ).all()
+    rows = [
+        PartnerKpis(
+            p.id,
+            p.slug,
+            p.name,
+            _kpis(
+                report,
+                p.id,
+                members=members,
+                buyers=buyers.get(p.id),
+                money=money.get(p.id),
+                points=by_partner.get(p.id),
+                rewarded=rewards.get(p.id, 0),
+            ),
+        )
+        for p in partners  # a handful of partners, not members: the figures are the SQL's
+    ]
+    return rows, buyers, money, by_partner, by_day
 
 
 async def kpis_by_partner(
     session: AsyncSession, program: Program, *, start: datetime, end: datetime
 ) -> list[PartnerKpis]:
     """Every partner's KPIs for [start, end) (without the daily series), in partner order."""
-    params: dict[str, Any] = {"start": start, "end": end}
-    partners = (
-        await session.execute(text("SELECT id, slug, name FROM partners ORDER BY id"))
-    ).all()
-    rows = await _partner_kpis(session, params, [p.id for p in partners])
-    await session.rollback()
-    return [PartnerKpis(p.id, p.slug, p.name, k) for p, k in zip(partners, rows, strict=True)]
+    report = _Report(session, program, start, end)
+    try:
+        await report.prepare()
+        rows, *_rest = await _every_partner(report, await report.members())
+    finally:
+        await session.rollback()
+    return rows
 
 
-async def _partner_kpis(
-    session: AsyncSession, params: dict[str, Any], ids: list[int], *, one: bool = False
-) -> list[Kpis]:
-    """Kpis of the partners `ids`, in that order; one query per figure, grouped by partner.
-    With `one`, the queries are restricted to the single partner in `ids` and points are
-    left at 0 (the caller sums them from the days)."""
-    args = {**params, "partner_id": ids[0] if one else None}
-
-    async def by_partner(statements: dict[bool, TextClause]) -> dict[int, Any]:
-        return {row.partner_id: row for row in await session.execute(statements[one], args)}
-
-    sales = await by_partner(_PERIOD_SALES_BY_PARTNER_SQL)
-    lifetime = await by_partner(_LIFETIME_BY_PARTNER_SQL)
-    rewards = await by_partner(_REWARDS_BY_PARTNER_SQL)
-    points = {} if one else await by_partner(_POINTS_BY_PARTNER_SQL)
-    invited = (await session.execute(_MEMBERS, params)).one().invited
-    result = []
-    for pid in ids:  # a handful of partners, not members: the figures are the SQL's
-        s, life, pts = sales.get(pid), lifetime.get(pid), points.get(pid)
-        result.append(
-            Kpis(
-                start=params["start"],
-                end=params["end"],
-                partner_id=pid,
-                members=int(life.customers) if life else 0,
-                new_members=int(life.new_customers) if life else 0,
-                active_members=int(s.active_members) if s else 0,
-                sales=int(s.sales) if s else 0,
-                sales_total=Decimal(s.sales_total) if s else Decimal(0),
-                sales_paid=Decimal(s.sales_paid) if s else Decimal(0),
-                refunds_total=Decimal(life.refunds) if life else Decimal(0),
-                repeat_members=int(s.repeat_members) if s else 0,
-                customers=int(life.customers) if life else 0,
-                lifetime_spend=Decimal(life.spend) if life else Decimal(0),
-                points_issued=int(pts.issued) if pts else 0,
-                points_redeemed=int(pts.redeemed) if pts else 0,
-                invited=int(invited),
-                invited_rewarded=int(rewards[pid].rewarded) if pid in rewards else 0,
-                cross_partner_members=int(s.cross_partner_members) if s else 0,
-            )
-        )
-    return result
+async def coalition_report(
+    session: AsyncSession, program: Program, *, start: datetime, end: datetime
+) -> tuple[Kpis, list[PartnerKpis]]:
+    """`kpis` and `kpis_by_partner` together (what /stats shows owners and marketers), with
+    the queries they share run once."""
+    report = _Report(session, program, start, end)
+    try:
+        await report.prepare()
+        members = await report.members()
+        rows, buyers, money, by_partner, by_day = await _every_partner(report, members)
+        days = await report.days(by_day)
+    finally:
+        await session.rollback()
+    total = _kpis(
+        report,
+        None,
+        members=members,
+        buyers=buyers.get(None),
+        money=money.get(None),
+        points=by_partner.get(None),
+        rewarded=int(members.rewarded),
+        days=days,
+    )
+    return total, rows
 
 
 async def log_report(

@@ -47,7 +47,14 @@ from db.privacy import delete_member
 from db.program import Program
 from db.purchases import record_purchase, reverse
 from db.settlement import settlement
-from db.stats import BadPeriod, kpis, kpis_by_partner, parse_period, previous_month
+from db.stats import (
+    BadPeriod,
+    coalition_report,
+    kpis,
+    kpis_by_partner,
+    parse_period,
+    previous_month,
+)
 from tests.conftest import make_program, reset_ledger
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -248,6 +255,39 @@ async def test_every_partner(story: Story, sessions: Sessions, program: Program)
     assert gym.repeat_rate is None and gym.redemption_rate is None
     # Partners' referral rewards add up to the coalition's.
     assert sum(r.kpis.invited_rewarded for r in rows) == 1
+
+
+async def test_coalition_report_is_kpis_and_every_partner(
+    story: Story, sessions: Sessions, program: Program
+) -> None:
+    async with sessions() as s:
+        total, rows = await coalition_report(s, program, start=START, end=END)
+        assert total == await kpis(s, program, start=START, end=END)
+        assert rows == await kpis_by_partner(s, program, start=START, end=END)
+    # Money and points of the partners add up to the coalition's.
+    assert sum(r.kpis.sales_total for r in rows) == total.sales_total == D("125.00")
+    assert sum(r.kpis.points_issued for r in rows) == total.points_issued == 467
+    assert sum(r.kpis.points_redeemed for r in rows) == total.points_redeemed == 300
+    assert sum(r.kpis.lifetime_spend for r in rows) == total.lifetime_spend == D("197.00")
+
+
+async def test_postings_out_of_time_order(
+    story: Story, sessions: Sessions, program: Program
+) -> None:
+    """Ids usually rise with time, and the points' query reads entries by the span of the
+    period's transaction ids: a posting whose time is out of order must still count."""
+    async with sessions() as s:
+        dan = (await s.execute(text("SELECT id FROM members WHERE first_name = 'Dan'"))).scalar()
+        for when, key in ((at(2026, 11, 3), "late-in"), (at(2026, 10, 30), "late-out")):
+            await record_purchase(
+                s, program, member_id=dan, partner="coffee", amount=D("10.00"), key=key, now=when
+            )
+        k = await kpis(s, program, start=START, end=END)
+        coffee = await kpis(s, program, start=START, end=END, partner_id=story.partners["coffee"])
+    # Dan's Nov 3 sale (+50) is in November though posted last; his Oct 30 one is not.
+    assert (k.sales, k.points_issued) == (8, 467 + 50)
+    assert (k.days[2].day, k.days[2].sales, k.days[2].points_issued) == (date(2026, 11, 3), 1, 50)
+    assert (coffee.sales, coffee.points_issued) == (4, 245 + 50)
 
 
 async def test_empty_periods(story: Story, sessions: Sessions, program: Program) -> None:

@@ -29,8 +29,8 @@ from db.stats import (
     BadPeriod,
     Kpis,
     Period,
+    coalition_report,
     kpis,
-    kpis_by_partner,
     log_report,
     parse_period,
     previous_month,
@@ -82,7 +82,7 @@ def _money(value: Decimal | None, currency: str) -> str:
 
 def _figures(k: Kpis, currency: str, *, partner: bool) -> list[str]:
     """The KPIs in words; `partner` words them for one partner's manager."""
-    lines = [
+    return [
         (
             _("👥 Customers: {members} (+{new} bought here for the first time)")
             if partner
@@ -120,7 +120,6 @@ def _figures(k: Kpis, currency: str, *, partner: bool) -> list[str]:
             else _("🔀 Bought at 2+ partners: {count} ({rate} of the active members)")
         ).format(count=fmt.number(k.cross_partner_members), rate=_rate(k.cross_partner_rate)),
     ]
-    return lines
 
 
 def _chunks(lines: list[str]) -> Iterator[str]:
@@ -160,8 +159,7 @@ async def coalition_stats(
         await _usage(message, "/stats")
         return
     assert message.from_user is not None
-    k = await kpis(session, program, start=period.start, end=period.end)
-    rows = await kpis_by_partner(session, program, start=period.start, end=period.end)
+    k, rows = await coalition_report(session, program, start=period.start, end=period.end)
     await log_report(
         session,
         "stats",
