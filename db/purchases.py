@@ -714,7 +714,7 @@ async def post_reversal(
             )
         )
     ).scalar_one()
-    before = orig.amount - refunded
+    before = orig.amount - (refunded or 0)  # coalesce() makes it 0; the type cannot say so
     if before <= 0:
         raise AlreadyReversed(transaction=transaction_id)
     refund = before if amount is None else amount
@@ -808,7 +808,7 @@ async def reversal_result(
             )
         )
     ).scalar_one()
-    before = orig.amount - refunded_earlier
+    before = orig.amount - (refunded_earlier or 0)
     claw, _, _ = await _refund_shares(session, orig, before, before - tx.amount)
     slug = (
         await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
