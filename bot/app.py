@@ -29,8 +29,8 @@ from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
 from bot.jobs import start_scheduler
 from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
+from bot.middlewares.identity import IdentityMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
-from bot.middlewares.staff import IdentityMiddleware
 from bot.notify import Notifier
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, text, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import IdempotencyConflict, NotEnoughPoints
-from db.models import Account, AccountKind, Entry, PointLot, Transaction
+from db.models import Account, Entry, PointLot, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,25 +183,10 @@ async def wallet_balance(session: AsyncSession, account_id: int) -> int:
     ).scalar_one()
 
 
-async def lots_remaining(session: AsyncSession, member_id: int) -> int:
-    return int(
-        (
-            await session.execute(
-                select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
-                    PointLot.member_id == member_id
-                )
-            )
-        ).scalar_one()
-    )
-
-
 async def set_lot_remaining(session: AsyncSession, lot_id: int, remaining: int) -> None:
     await session.execute(
         update(PointLot).where(PointLot.id == lot_id).values(remaining=remaining)
     )
-
-
-SYSTEM_KINDS = (AccountKind.PROGRAM, AccountKind.BREAKAGE)
 
 
 @asynccontextmanager

@@ -447,7 +447,7 @@ def _table(model: type[Base]) -> Table:
 # building a statement and going through the ORM cost more Python than running it.
 _tx = Transaction.__table__.c
 _member_id = bindparam("member_id", type_=BigInteger)
-_TRAILING_SPEND = select(spend_expression()).where(
+TRAILING_SPEND = select(spend_expression()).where(
     _tx.member_id == _member_id,
     _tx.kind == any_(array([*PURCHASE_KINDS, TxKind.REVERSE])),
     _tx.created_at > bindparam("since", type_=DateTime(timezone=True)),
@@ -499,7 +499,7 @@ def _finish_statement(check_tier: bool, plain_earning: bool) -> Select[Any]:
     """Add the sale's lot and read the wallet's balance after the sale, with the member's
     trailing spend for the tier check (none at the top tier); for a plain earning, also post
     its entries."""
-    spend = [_TRAILING_SPEND.scalar_subquery()] if check_tier else []
+    spend = [TRAILING_SPEND.scalar_subquery()] if check_tier else []
     if plain_earning:
         wallet = _EARNING_LOCKED.c
         return (
@@ -517,13 +517,8 @@ _FINISH_SALE = {
 }
 
 
-def _spend_params(member_id: int, now: datetime) -> dict[str, Any]:
+def spend_params(member_id: int, now: datetime) -> dict[str, Any]:
     return {"member_id": member_id, "since": now - timedelta(days=365)}
-
-
-async def trailing_spend(session: AsyncSession, member_id: int, now: datetime) -> Decimal:
-    value = (await session.execute(_TRAILING_SPEND, _spend_params(member_id, now))).scalar_one()
-    return Decimal(value)
 
 
 async def _finish_purchase(
@@ -557,7 +552,7 @@ async def _finish_purchase(
                 "points": lot_points,
                 "now": now,
                 "expires_at": expires_at,
-                **_spend_params(member.id, now),
+                **spend_params(member.id, now),
             },
         )
     ).one()

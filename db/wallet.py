@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.members import MemberInfo
-from db.models import Account, AccountKind, Entry, Member, Partner, Transaction, TxKind
+from db.models import Entry, Member, Partner, PointLot, Transaction, TxKind
 from db.program import Program
+from db.purchases import TRAILING_SPEND, spend_params
 from db.rules import points_money
 
 
@@ -46,24 +47,21 @@ class ReferralStats:
     rewarded: int
 
 
-# The money spent in the trailing year, the soonest expiry and what expires that same (UTC)
-# day, in one round trip: /balance is the most used command.
-_SUMMARY = text(
-    """
-    SELECT
-        (SELECT coalesce(sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END), 0)
-         FROM transactions t
-         WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem', 'reverse')
-           AND t.created_at > :since) AS spend,
-        lots.soonest,
-        (SELECT coalesce(sum(l.remaining), 0)
-         FROM point_lots l
-         WHERE l.member_id = :member AND l.remaining > 0
-           AND l.expires_at < (date_trunc('day', lots.soonest AT TIME ZONE 'UTC')
-                               + interval '1 day') AT TIME ZONE 'UTC') AS expiring
-    FROM (SELECT min(expires_at) AS soonest
-          FROM point_lots WHERE member_id = :member AND remaining > 0) AS lots
-    """
+# The money spent in the trailing year (the tier rule's own statement), the soonest expiry
+# and what expires that same (UTC) day, in one round trip: /balance is the most used command.
+_lots = PointLot.__table__.c
+_open_lots = (_lots.member_id == bindparam("member_id", type_=BigInteger)) & (_lots.remaining > 0)
+_SOONEST = select(func.min(_lots.expires_at)).where(_open_lots).scalar_subquery()
+_SOONEST_DAY_END = func.timezone(
+    "UTC", func.date_trunc("day", func.timezone("UTC", _SOONEST)) + text("interval '1 day'")
+)
+_SUMMARY = select(
+    TRAILING_SPEND.scalar_subquery().label("spend"),
+    _SOONEST.label("soonest"),
+    select(func.coalesce(func.sum(_lots.remaining), 0))
+    .where(_open_lots, _lots.expires_at < _SOONEST_DAY_END)
+    .scalar_subquery()
+    .label("expiring"),
 )
 
 
@@ -73,9 +71,7 @@ async def summary(
     now = now or datetime.now(UTC)
     tier = program.tier(member.tier)
     nxt = program.next_tier(tier.name)
-    row = (
-        await session.execute(_SUMMARY, {"member": member.id, "since": now - timedelta(days=365)})
-    ).one()
+    row = (await session.execute(_SUMMARY, spend_params(member.id, now))).one()
     spend = Decimal(row.spend)
     return Summary(
         balance=member.balance,
@@ -163,13 +159,3 @@ async def set_reachable(session: AsyncSession, telegram_id: int, reachable: bool
         update(Member).where(Member.telegram_id == telegram_id).values(reachable=reachable)
     )
     await session.commit()
-
-
-async def wallet_of(session: AsyncSession, member_id: int) -> int:
-    return (
-        await session.execute(
-            select(Account.id).where(
-                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-            )
-        )
-    ).scalar_one()

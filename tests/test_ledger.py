@@ -325,3 +325,52 @@ async def test_postings_are_immutable(session: AsyncSession, program: Program) -
             await session.execute(text(sql))
         await session.rollback()
     assert await count(session, Entry) == 2
+
+
+async def test_balance_summary(session: AsyncSession, program: Program) -> None:
+    from db.wallet import summary
+
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    m = (await register_member(session, program, telegram_id=7, now=t0)).id  # 50, expire t0+365
+    await earn(
+        session,
+        program,
+        member_id=m,
+        partner="gym",
+        amount=D("600"),
+        key="a",
+        now=t0 + timedelta(hours=5),
+    )  # 1,200 points expiring the same day, later
+    sale = await earn(
+        session,
+        program,
+        member_id=m,
+        partner="gym",
+        amount=D("500"),
+        key="b",
+        now=t0 + timedelta(days=3),
+    )  # 1,000 points three days later
+    await reverse(
+        session,
+        program,
+        transaction_id=sale.transaction_id,
+        amount=D("100"),
+        key="r",
+        reason="returned",
+        now=t0 + timedelta(days=4),
+    )
+    info = await summary(
+        session, program, await get_member(session, m), now=t0 + timedelta(days=5)
+    )
+    await session.rollback()
+    assert info.spend == D("1000.00")  # 600 + 500 - 100 refunded
+    # Silver since the second sale (1,100 spent then); a refund lowers no tier until the
+    # daily recalculation.
+    assert (info.tier, info.next_tier, info.to_next_tier) == ("Silver", "Gold", D("2000.00"))
+    assert info.expiring_at == t0 + timedelta(days=365)
+    assert info.expiring_points == 50 + 1200  # the same day; the later lot is not counted
+    later = await summary(
+        session, program, await get_member(session, m), now=t0 + timedelta(days=400)
+    )
+    await session.rollback()
+    assert later.spend == 0  # outside the trailing year

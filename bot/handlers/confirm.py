@@ -16,7 +16,6 @@ from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from db.errors import NotEnoughPoints, RequestClosed
 from db.program import Program
-from db.staff import active_staff
 from db.till import close_request, confirm_redemption
 
 
@@ -74,9 +73,8 @@ async def answer(
             )
         POSTINGS.labels(result.kind).inc()
         await tillnotify.confirmed(bot, i18n, program, req, result, req.staff_language)
-        staff = await active_staff(session, req.staff_chat_id)
-        await session.rollback()
-        await notifier.purchase(result, staff.partner_name if staff and staff.partner_name else "")
+        partner = program.partner(result.partner)
+        await notifier.purchase(result, partner.name if partner else result.partner)
     else:
         if isinstance(query.message, Message):
             await query.message.edit_text(_("✖ Declined. Nothing was charged."))

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiogram.fsm.context import FSMContext
-from aiogram.types import ErrorEvent, TelegramObject, User
+from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18nMiddleware
 
 from bot.i18n import pick_language
-from db.members import find_by_telegram
 
 
 class MemberLocaleMiddleware(I18nMiddleware):
@@ -18,22 +17,11 @@ class MemberLocaleMiddleware(I18nMiddleware):
         user: User | None = data.get("event_from_user")
         if user is None:
             return self.i18n.default_locale
-        if isinstance(event, ErrorEvent):
-            # Reporting an error (perhaps the database's): use what the update pass found,
-            # and touch nothing that might fail again.
-            member = data.get("member")
-            return str(member.language) if member else pick_language(user.language_code)
-        session = data.get("session")
-        if "member" in data:  # the identity middleware looked it up already
-            member = data["member"]
-            if member is not None:
-                return str(member.language)
-        elif session is not None:
-            member = await find_by_telegram(session, user.id)
-            await session.rollback()  # end the read: the handler's use case starts afresh
-            data["member"] = member
-            if member is not None:
-                return str(member.language)
+        # The identity middleware loaded `member` for the update (also reused when an error
+        # is reported, so reporting a database error needs no database).
+        member = data.get("member")
+        if member is not None:
+            return str(member.language)
         state: FSMContext | None = data.get("state")
         if state is not None and (chosen := (await state.get_data()).get("language")):
             return str(chosen)
