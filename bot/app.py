@@ -23,7 +23,7 @@ from aiogram.utils.i18n import I18n
 
 from bot import texts
 from bot.config import Settings
-from bot.delivery import DeliveryWorker
+from bot.delivery import DeliveryWorker, TokenBucket
 from bot.handlers import get_routers
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
 from bot.jobs import start_scheduler
@@ -32,6 +32,7 @@ from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.identity import IdentityMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
 from bot.notify import Notifier
+from bot.outbox import NoticeWorker
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
 from bot.web import build_web_app, start_web
@@ -59,9 +60,17 @@ def signing_secret(settings: Settings) -> bytes:
 
 
 def build_dispatcher(
-    runtime: Runtime, bot: Bot, *, storage: BaseStorage | None = None, i18n: I18n | None = None
+    runtime: Runtime,
+    bot: Bot,
+    *,
+    storage: BaseStorage | None = None,
+    i18n: I18n | None = None,
+    bucket: TokenBucket | None = None,
 ) -> Dispatcher:
+    """The dispatcher with its middlewares, routers and notice worker. `bucket` is the Bot
+    API send rate shared with the campaign worker (transactional messages go first)."""
     i18n = i18n or build_i18n()
+    outbox = NoticeWorker(bot, runtime.sessions, i18n, runtime.program, bucket=bucket)
     dp = Dispatcher(
         storage=storage or MemoryStorage(),
         settings=runtime.settings,
@@ -69,9 +78,13 @@ def build_dispatcher(
         sessions=runtime.sessions,
         secret=signing_secret(runtime.settings),
         notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
+        outbox=outbox,
     )
+    # The worker that delivers what postings owe runs whenever the dispatcher does.
+    dp.startup.register(outbox.start)
+    dp.shutdown.register(outbox.stop)
     dp.update.outer_middleware(MetricsMiddleware())
-    dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
+    dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions, after_commit=outbox.kick))
     dp.update.outer_middleware(IdentityMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)
     dp.include_routers(*get_routers())
@@ -121,9 +134,10 @@ async def run(settings: Settings) -> None:
             ) from None
         log.info("running as @%s", me.username)
         storage = RedisStorage.from_url(settings.redis_url) if settings.redis_url else None
-        dp = build_dispatcher(runtime, bot, storage=storage)
+        bucket = TokenBucket(settings.delivery_rate)
+        dp = build_dispatcher(runtime, bot, storage=storage, bucket=bucket)
         await register_commands(bot, dp["i18n_core"])
-        scheduler = start_scheduler(runtime, dp["notifier"], bot, dp["i18n_core"])
+        scheduler = start_scheduler(runtime, dp["notifier"])
         delivery = asyncio.create_task(
             DeliveryWorker(
                 bot,
@@ -131,6 +145,7 @@ async def run(settings: Settings) -> None:
                 runtime.sessions,
                 dp["i18n_core"],
                 rate=settings.delivery_rate,
+                bucket=bucket,
             ).run_forever()
         )
         secret = webhook_secret(settings)
@@ -146,7 +161,11 @@ async def run(settings: Settings) -> None:
                     allowed_updates=dp.resolve_used_update_types(),
                 )
                 log.info("serving the webhook at %s", settings.webhook_url)
-                await _until_stopped()
+                await dp.emit_startup(bot=bot)
+                try:
+                    await _until_stopped()
+                finally:
+                    await dp.emit_shutdown(bot=bot)
             else:
                 await bot.delete_webhook(drop_pending_updates=False)
                 await dp.start_polling(

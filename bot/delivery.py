@@ -43,6 +43,7 @@ from db.campaigns import (
     settle,
     start_campaign,
 )
+from db.outbox import due_count as notices_due
 
 log = logging.getLogger(__name__)
 LOCK_KEY = zlib.crc32(b"loyalty-job:delivery")
@@ -113,12 +114,13 @@ class DeliveryWorker:
         stale_after: timedelta = timedelta(seconds=60),
         idle_poll: float = 1.0,
         progress_every: float = 2.0,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.bot = bot
         self.engine = engine
         self.sessions = sessions
         self.i18n = i18n
-        self.bucket = TokenBucket(rate)
+        self.bucket = bucket or TokenBucket(rate)
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.stale_after = stale_after
@@ -169,6 +171,9 @@ class DeliveryWorker:
     async def run_batch(self, *, now: Callable[[], datetime] | None = None) -> int:
         clock = now or (lambda: datetime.now(UTC))
         async with self.sessions() as session:
+            # What postings owe people goes before offers (see bot/outbox.py).
+            if await notices_due(session, clock()):
+                return 0
             items = await claim(
                 session, limit=self.concurrency * 4, now=clock(), stale_after=self.stale_after
             )

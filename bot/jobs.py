@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from aiogram import Bot
-from aiogram.utils.i18n import I18n
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 
-from bot import tillnotify
 from bot.delivery import start_due_campaigns
 from bot.notify import Notifier
 from bot.runtime import Runtime
@@ -49,15 +45,11 @@ async def exclusively(runtime: Runtime, name: str, job: Callable[[], Awaitable[T
             await conn.commit()
 
 
-async def expire_points(runtime: Runtime, notifier: Notifier, now: datetime | None = None) -> int:
+async def expire_points(runtime: Runtime, now: datetime | None = None) -> int:
+    """Expire what is due; each expiry owes the member its message (db/outbox.py)."""
     async with runtime.sessions() as session:
         expired = await expire_due(session, now=now)
-    per_member: dict[int, int] = defaultdict(int)
-    for lot in expired:
-        per_member[lot.member_id] += lot.points
-    for member_id, points in per_member.items():
-        await notifier.expired(member_id, points)
-    return sum(per_member.values())
+    return sum(lot.points for lot in expired)
 
 
 async def remind_expiring(
@@ -80,28 +72,22 @@ async def recalc_tiers(runtime: Runtime, now: datetime | None = None) -> int:
         return await recalculate_tiers(session, runtime.program, now)
 
 
-async def close_expired_requests(
-    runtime: Runtime, bot: Bot, i18n: I18n, now: datetime | None = None
-) -> int:
-    """Redemption requests nobody answered in time: close them and tell both sides."""
+async def close_expired_requests(runtime: Runtime, now: datetime | None = None) -> int:
+    """Redemption requests nobody answered in time: close them (which owes both sides
+    their message)."""
     async with runtime.sessions() as session:
         expired = await expire_requests(session, runtime.program, now)
-    with i18n.context():
-        for req in expired:
-            await tillnotify.closed(bot, i18n, runtime.program, req, "expired", req.staff_language)
     return len(expired)
 
 
-def start_scheduler(
-    runtime: Runtime, notifier: Notifier, bot: Bot, i18n: I18n
-) -> AsyncIOScheduler:
+def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     daily = {"misfire_grace_time": 6 * 3600, "coalesce": True, "replace_existing": True}
     scheduler.add_job(
         exclusively,
         CronTrigger(hour=2, minute=0, timezone=UTC),
         id="expire",
-        args=[runtime, "expire", lambda: expire_points(runtime, notifier)],
+        args=[runtime, "expire", lambda: expire_points(runtime)],
         **daily,
     )
     scheduler.add_job(
@@ -135,7 +121,7 @@ def start_scheduler(
         close_expired_requests,
         IntervalTrigger(seconds=10),
         id="requests",
-        args=[runtime, bot, i18n],
+        args=[runtime],
         max_instances=1,
         coalesce=True,
         replace_existing=True,

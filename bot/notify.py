@@ -1,4 +1,5 @@
-"""Messages the bot sends on its own: points arrived, spent, refunded, expiring, expired.
+"""Messages the bot sends on its own that no posting owes: reminders of points about to expire.
+(What a posting owes goes through the outbox: db/outbox.py, bot/outbox.py.)
 
 Each is written in the member's language. A member who blocked the bot is marked
 unreachable and not tried again; a send that fails for any other reason is logged, never
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from html import escape
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
@@ -21,7 +21,6 @@ from bot import formatting as fmt
 from bot.metrics import DELIVERIES
 from db.members import contact
 from db.program import Program
-from db.purchases import PurchaseResult, ReversalResult
 from db.reminders import Reminder
 from db.wallet import set_reachable
 
@@ -69,95 +68,6 @@ class Notifier:
                 return False
         return False
 
-    def _money(self, value: object) -> str:
-        return fmt.money(value, self.program.program.currency)  # type: ignore[arg-type]
-
-    async def purchase(self, result: PurchaseResult, partner_name: str) -> None:
-        partner_name = escape(partner_name)
-
-        def compose() -> str:
-            lines = []
-            if result.points_redeemed:
-                lines.append(
-                    _("✅ {points} paid {money} at {partner}.").format(
-                        points=fmt.points(result.points_redeemed),
-                        money=self._money(result.amount - result.paid),
-                        partner=partner_name,
-                    )
-                )
-            if result.points_earned:
-                lines.append(
-                    _("🟢 +{points} for your purchase of {money} at {partner}.").format(
-                        points=fmt.points(result.points_earned),
-                        money=self._money(result.paid),
-                        partner=partner_name,
-                    )
-                )
-            elif not result.points_redeemed:
-                lines.append(
-                    _("Your purchase of {money} at {partner} is recorded.").format(
-                        money=self._money(result.amount), partner=partner_name
-                    )
-                )
-            if result.referral and result.referral.invitee_points:
-                lines.append(
-                    _("🎁 +{points}: your friend's invitation paid off.").format(
-                        points=fmt.points(result.referral.invitee_points)
-                    )
-                )
-            lines.append(_("Balance: {points}.").format(points=fmt.points(result.balance)))
-            return "\n".join(lines)
-
-        await self.to_member(result.member_id, compose)
-        reward = result.referral
-        if reward and reward.inviter_id is not None and reward.inviter_points:
-            await self.to_member(
-                reward.inviter_id,
-                lambda: _("🎁 +{points}: a friend you invited made their first purchase!").format(
-                    points=fmt.points(reward.inviter_points)
-                ),
-            )
-
-    async def reversal(self, result: ReversalResult, partner_name: str) -> None:
-        partner_name = escape(partner_name)
-
-        def compose() -> str:
-            lines = [
-                _("↩️ Refund of {money} at {partner}.").format(
-                    money=self._money(result.amount), partner=partner_name
-                )
-            ]
-            if result.points_returned:
-                lines.append(
-                    _("+{points} returned to you.").format(
-                        points=fmt.points(result.points_returned)
-                    )
-                )
-            if result.points_clawed_back:
-                lines.append(
-                    _("−{points} earned on the refunded money.").format(
-                        points=fmt.points(result.points_clawed_back)
-                    )
-                )
-            lines.append(_("Balance: {points}.").format(points=fmt.points(result.balance)))
-            return "\n".join(lines)
-
-        await self.to_member(result.member_id, compose)
-
-    async def adjusted(self, member_id: int, points: int, balance: int, reason: str) -> None:
-        await self.to_member(
-            member_id,
-            lambda: (
-                _("{sign}{points}: {reason}").format(
-                    sign="+" if points > 0 else "−",
-                    points=fmt.points(abs(points)),
-                    reason=escape(reason),
-                )
-                + "\n"
-                + _("Balance: {points}.").format(points=fmt.points(balance))
-            ),
-        )
-
     async def expiring(self, reminder: Reminder) -> bool:
         return await self.send(
             reminder.telegram_id,
@@ -166,10 +76,4 @@ class Notifier:
                 "⏳ {points} will expire on {date}. Spend them at any partner before then: "
                 "/partners"
             ).format(points=fmt.points(reminder.points), date=fmt.day(reminder.expires_at)),
-        )
-
-    async def expired(self, member_id: int, points: int) -> None:
-        await self.to_member(
-            member_id,
-            lambda: _("⌛ {points} expired today.").format(points=fmt.points(points)),
         )

@@ -22,6 +22,7 @@ from db.ledger import (
 )
 from db.members import expiry_for, get_member
 from db.models import AccountKind, TxKind
+from db.outbox import Owed, owe
 from db.program import Program
 from db.rules import check_points
 from db.staff import audit
@@ -96,6 +97,13 @@ async def adjust(
                 points=points,
                 reason=reason,
             )
-        return AdjustResult(
-            tx_id, member.id, points, await wallet_balance(session, member.wallet_id)
+        balance = await wallet_balance(session, member.wallet_id)
+        await owe(
+            session,
+            Owed(
+                "adjusted",
+                {"points": points, "balance": balance, "reason": reason, "transaction": tx_id},
+                member_id=member.id,
+            ),
         )
+        return AdjustResult(tx_id, member.id, points, balance)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from sqlalchemy import TextClause, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -9,6 +12,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 
 
 def async_url(url: str) -> str:
@@ -44,6 +48,46 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     )
 
 
+class TrackedSession(Session):
+    """A session that knows whether it committed a write.
+
+    `info["committed"]` becomes true when a transaction that wrote something commits, so the
+    bot's error reporter never says "nothing was changed" about committed work; callables
+    in `info["after_commit"]` run after such a commit (the notice worker's wake-up)."""
+
+
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+
+
+@event.listens_for(TrackedSession, "do_orm_execute")
+def _note_statement(state: ORMExecuteState) -> None:
+    statement = state.statement
+    if isinstance(statement, TextClause):
+        writes = _WRITES.search(statement.text) is not None
+    else:
+        writes = not state.is_select
+    if writes:
+        state.session.info["wrote"] = True
+
+
+@event.listens_for(TrackedSession, "after_flush")
+def _note_flush(session: Session, _context: object) -> None:
+    session.info["wrote"] = True
+
+
+@event.listens_for(TrackedSession, "after_commit")
+def _committed(session: Session) -> None:
+    if session.info.pop("wrote", False):
+        session.info["committed"] = True
+        for hook in session.info.get("after_commit", ()):
+            hook()
+
+
+@event.listens_for(TrackedSession, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    session.info.pop("wrote", None)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: DTOs read before the commit stay usable after it.
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TrackedSession)

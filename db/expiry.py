@@ -20,6 +20,7 @@ from db.ledger import (
     unit_of_work,
 )
 from db.models import Account, AccountKind, PointLot, TxKind
+from db.outbox import owe_expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,4 +84,5 @@ async def _expire_lot(
             return None
         await post_entries(session, tx_id, [Leg(wallet, -remaining), Leg(breakage, remaining)])
         await set_lot_remaining(session, lot_id, 0)
+        await owe_expired(session, member_id, remaining)
         return ExpiredLot(member_id, tx_id, remaining, now)

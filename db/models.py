@@ -152,7 +152,8 @@ class RedemptionRequest(Base):
     __tablename__ = "redemption_requests"
     __table_args__ = (
         CheckConstraint(
-            _in("status", ("pending", "confirmed", "declined", "expired")), name="status"
+            _in("status", ("pending", "confirmed", "declined", "expired", "unreachable")),
+            name="status",
         ),
         CheckConstraint("points > 0 AND amount > 0", name="positive"),
         Index(
@@ -239,6 +240,51 @@ class Outbox(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(String(300))
+
+
+class Notice(Base):
+    """A message the bot owes someone because of committed work: a posting's notification,
+    the cashier's result, a confirmation request, the outcome of one. Written in the same
+    transaction as that work and delivered by the notice worker, so it arrives even when
+    Telegram fails or the process dies right after the commit.
+
+    A member is addressed by `member_id` (their chat and language are looked up when the
+    message is sent, so a deleted member is never written to and no Telegram id is copied
+    here); staff by `chat_id` and `language`. `kind` and `params` say what to render."""
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        CheckConstraint(
+            _in("status", ("pending", "sending", "sent", "failed", "blocked")), name="status"
+        ),
+        CheckConstraint("(member_id IS NULL) <> (chat_id IS NULL)", name="one_recipient"),
+        Index(
+            "ix_notices_open",
+            "id",
+            postgresql_where="status IN ('pending', 'sending')",
+        ),
+        Index("ix_notices_member_id", "member_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    language: Mapped[str | None] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    edit_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class Account(Base):

@@ -17,6 +17,7 @@ from db.errors import NotEnoughPoints, RequestClosed, UnknownMember
 from db.ledger import unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
 from db.models import Member, Partner, RedemptionRequest
+from db.outbox import Owed, StaffChat, owe, owed_for_purchase
 from db.program import Program
 from db.purchases import PurchaseResult, ReversalResult, post_purchase, post_reversal
 from db.rules import check_points, check_purchase, check_redeem, max_redeemable, points_money
@@ -60,8 +61,10 @@ async def till_sale(
     amount: Decimal,
     key: str,
     receipt: str | None = None,
+    reply: StaffChat | None = None,
 ) -> PurchaseResult:
-    """Earn-only sale at the cashier's own partner."""
+    """Earn-only sale at the cashier's own partner. The member's news and the cashier's
+    receipt (to `reply`) are owed in the same transaction (db/outbox.py)."""
     staff.require("cashier", "manager")
     assert staff.partner_slug is not None
     async with unit_of_work(session):
@@ -87,7 +90,24 @@ async def till_sale(
                 points=result.points_earned,
                 receipt=receipt,
             )
+            await owe(session, *owed_for_purchase(result))
+            if reply is not None:
+                await owe(session, _sale_posted(result, reply))
         return result
+
+
+def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
+    return Owed(
+        "sale_posted",
+        {
+            "amount": result.amount,
+            "points_earned": result.points_earned,
+            "balance": result.balance,
+            "transaction": result.transaction_id,
+        },
+        chat_id=reply.chat_id,
+        language=reply.language,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +229,7 @@ async def request_redemption(
             .on_conflict_do_nothing(index_elements=[RedemptionRequest.public_id])
             .returning(RedemptionRequest.id)
         )
+        info = _with_money(await _request(session, public_id), program)
         if created.scalar_one_or_none() is not None:
             await audit(
                 session,
@@ -220,7 +241,21 @@ async def request_redemption(
                 points=points,
                 receipt=receipt,
             )
-        return _with_money(await _request(session, public_id), program)
+            await owe(
+                session,
+                Owed(
+                    "redeem_request",
+                    {
+                        "request": public_id,
+                        "partner": staff.partner_slug,
+                        "amount": info.amount,
+                        "money": info.money,
+                        "points": info.points,
+                    },
+                    member_id=member.id,
+                ),
+            )
+        return info
 
 
 async def note_messages(
@@ -289,7 +324,55 @@ async def confirm_redemption(
             points=req.points,
             amount=req.amount,
         )
+        await owe(session, *owed_for_purchase(result))
+        await owe(
+            session,
+            *_to_cashier(
+                req,
+                "request_confirmed",
+                {
+                    "amount": result.amount,
+                    "paid": result.paid,
+                    "points_redeemed": result.points_redeemed,
+                    "points_earned": result.points_earned,
+                    "balance": result.balance,
+                    "request": req.public_id,
+                },
+            ),
+        )
         return _with_money(req, program), result
+
+
+def _to_cashier(req: RequestInfo, kind: str, params: dict[str, object]) -> list[Owed]:
+    """The cashier's outcome of a request: their "waiting" message edited to it, and a new
+    message with it (so the phone rings)."""
+    owed = [Owed(kind, params, chat_id=req.staff_chat_id, language=req.staff_language)]
+    if req.staff_message_id is not None:
+        owed.insert(
+            0,
+            Owed(
+                kind,
+                params,
+                chat_id=req.staff_chat_id,
+                language=req.staff_language,
+                edit_message_id=req.staff_message_id,
+            ),
+        )
+    return owed
+
+
+def _closed(req: RequestInfo, status: str) -> list[Owed]:
+    owed = _to_cashier(req, "request_closed", {"status": status, "request": req.public_id})
+    if status == "expired" and req.member_message_id is not None:
+        owed.append(
+            Owed(
+                "request_expired_member",
+                {"request": req.public_id},
+                member_id=req.member_id,
+                edit_message_id=req.member_message_id,
+            )
+        )
+    return owed
 
 
 async def close_request(
@@ -322,6 +405,7 @@ async def close_request(
             partner_id=req.partner_id,
             points=req.points,
         )
+        await owe(session, *_closed(req, status))
         return _with_money(req, program)
 
 
@@ -345,7 +429,36 @@ async def expire_requests(
             .scalars()
             .all()
         )
-        return [_with_money(await _request(session, public_id), program) for public_id in ids]
+        closed = [_with_money(await _request(session, public_id), program) for public_id in ids]
+        for req in closed:
+            await owe(session, *_closed(req, "expired"))
+        return closed
+
+
+async def request_delivered(session: AsyncSession, public_id: str, message_id: int) -> None:
+    """The member's confirmation request reached their chat: remember the message, so it
+    can be closed when the request expires (in the caller's transaction)."""
+    await session.execute(
+        update(RedemptionRequest)
+        .where(RedemptionRequest.public_id == public_id)
+        .values(member_message_id=message_id)
+    )
+
+
+async def request_undeliverable(session: AsyncSession, public_id: str) -> None:
+    """The member cannot be asked (they blocked the bot or left): close the request at
+    once and tell the cashier, instead of letting them wait for it to expire."""
+    closed = (
+        await session.execute(
+            update(RedemptionRequest)
+            .where(RedemptionRequest.public_id == public_id, RedemptionRequest.status == "pending")
+            .values(status="unreachable", decided_at=datetime.now(UTC))
+            .returning(RedemptionRequest.id)
+        )
+    ).scalar_one_or_none()
+    if closed is not None:
+        req = await _request(session, public_id)
+        await owe(session, *_closed(req, "unreachable"))
 
 
 async def till_refund(
@@ -383,5 +496,20 @@ async def till_refund(
                 refunds=transaction_id,
                 amount=result.amount,
                 reason=reason,
+            )
+            await owe(
+                session,
+                Owed(
+                    "reversal",
+                    {
+                        "partner": result.partner,
+                        "amount": result.amount,
+                        "points_returned": result.points_returned,
+                        "points_clawed_back": result.points_clawed_back,
+                        "balance": result.balance,
+                        "transaction": result.transaction_id,
+                    },
+                    member_id=result.member_id,
+                ),
             )
         return result

@@ -159,3 +159,10 @@ async def set_reachable(session: AsyncSession, telegram_id: int, reachable: bool
         update(Member).where(Member.telegram_id == telegram_id).values(reachable=reachable)
     )
     await session.commit()
+
+
+async def mark_unreachable(session: AsyncSession, telegram_id: int) -> None:
+    """set_reachable(False) inside the caller's transaction."""
+    await session.execute(
+        update(Member).where(Member.telegram_id == telegram_id).values(reachable=False)
+    )

@@ -44,8 +44,8 @@ TEST_PROGRAM: dict[str, Any] = {
 }
 
 TABLES = (
-    "outbox, campaigns, audit_log, redemption_requests, staff_invites, point_lots, entries,"
-    " transactions, accounts,"
+    "notices, outbox, campaigns, audit_log, redemption_requests, staff_invites, point_lots,"
+    " entries, transactions, accounts,"
     " staff, members, partners"
 )
 

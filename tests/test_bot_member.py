@@ -18,6 +18,7 @@ from bot.qr import decode_qr
 from db.cards import normalize_card_number
 from db.members import MemberInfo, find_by_telegram
 from db.models import Member
+from db.outbox import owe, owed_for_purchase
 from db.program import Program
 from db.purchases import earn
 from db.tokens import card_token, read_card_token, referral_token
@@ -103,7 +104,9 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
             amount=Decimal("25.00"),
             key="sale",
         )
-    await harness.notifier.purchase(sale, "Bean There Coffee")
+        await owe(s, *owed_for_purchase(sale))
+        await s.commit()
+    harness.dp["outbox"].kick()
     note = text_of(await bob.wait_message("Balance:"))
     assert "+125 points" in note and "+100 points" in note and "Balance: 275 points." in note
     assert "+200 points" in text_of(await ann.wait_message("friend you invited"))

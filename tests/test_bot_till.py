@@ -241,9 +241,7 @@ async def test_member_confirms_twice_declines_or_lets_it_expire(
             break
         await asyncio.sleep(0.02)
     later = datetime.now(UTC) + timedelta(minutes=3)
-    expired = await close_expired_requests(
-        harness.runtime, harness.bot, harness.dp["i18n_core"], now=later
-    )
+    expired = await close_expired_requests(harness.runtime, now=later)
     assert expired == 1
     await cashier.wait_message("did not answer in time")
     await harness.server.wait_for(

@@ -9,9 +9,11 @@ from html import escape
 from typing import Any
 
 from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from db.errors import DomainError
@@ -53,24 +55,46 @@ def describe(error: DomainError) -> str:
     return render(error.params) if render else _("That did not work. Please try again.")
 
 
-async def domain_error(event: ErrorEvent) -> None:
+def committed(session: AsyncSession | None) -> bool:
+    """Whether this update's work was saved before the failure (see db/engine.py)."""
+    return session is not None and bool(session.info.get("committed"))
+
+
+async def domain_error(event: ErrorEvent, session: AsyncSession | None = None) -> None:
     assert isinstance(event.exception, DomainError)
+    if committed(session):
+        await unexpected(event, session)
+        return
     await _tell(event, describe(event.exception))
 
 
-async def unexpected(event: ErrorEvent) -> None:
+async def unexpected(event: ErrorEvent, session: AsyncSession | None = None) -> None:
     log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
-    await _tell(
-        event,
-        _("Something went wrong on our side; nothing was changed. Please try again in a moment."),
-    )
+    if committed(session):
+        # Never "nothing was changed" about committed work; a retry could do it twice.
+        text = _(
+            "This was done and saved, but showing you the result failed. Do not repeat it: "
+            "the messages it owes are on their way."
+        )
+    else:
+        text = _(
+            "Something went wrong on our side; nothing was changed. Please try again in a moment."
+        )
+    await _tell(event, text)
 
 
 async def _tell(event: ErrorEvent, text: str) -> None:
     update = event.update
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(text, show_alert=True)
+            query = update.callback_query
+            try:
+                await query.answer(text, show_alert=True)
+            except TelegramBadRequest:
+                # The handler had answered the press already; Telegram takes one answer
+                # only, so say it in the chat instead.
+                if query.bot is not None:
+                    await query.bot.send_message(query.from_user.id, text)
         elif update.message is not None:
             await update.message.answer(text)
     except Exception:  # the error report itself must never raise

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
-from bot.notify import Notifier
 from db.program import Program
 from db.reports import day_start, partner_figures, shift, week_start
 from db.rules import parse_money
@@ -120,7 +119,6 @@ async def refund(
     session: AsyncSession,
     staff: StaffInfo,
     program: Program,
-    notifier: Notifier,
 ) -> None:
     parts = (command.args or "").split(maxsplit=2)
     if len(parts) < 3 or not parts[0].lstrip("#").isdigit():
@@ -168,7 +166,6 @@ async def refund(
     await message.answer("\n".join(lines))
     if not result.replayed:
         POSTINGS.labels("reverse").inc()
-        await notifier.reversal(result, staff.partner_name or "")
 
 
 def build() -> Router:

@@ -15,7 +15,6 @@ from bot import formatting as fmt
 from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
 from bot.links import start_link
-from bot.notify import Notifier
 from db.adjust import adjust
 from db.cards import normalize_card_number
 from db.errors import UnknownMember
@@ -85,7 +84,6 @@ async def adjust_points(
     command: CommandObject,
     session: AsyncSession,
     program: Program,
-    notifier: Notifier,
 ) -> None:
     parts = (command.args or "").split(maxsplit=2)
     number = normalize_card_number(parts[0]) if parts else None
@@ -111,8 +109,6 @@ async def adjust_points(
             points=parts[1], card=number, balance=fmt.points(result.balance)
         )
     )
-    if not result.replayed:
-        await notifier.adjusted(member.id, result.points, result.balance, parts[2])
 
 
 async def audit_log(message: Message, command: CommandObject, session: AsyncSession) -> None:

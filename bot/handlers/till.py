@@ -19,14 +19,14 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
-from bot.callbacks import RedeemCb, TillCb
+from bot.callbacks import TillCb
 from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
-from bot.notify import Notifier
 from bot.qr import decode_qr
 from db.cards import normalize_card_number
 from db.errors import InvalidAmount
 from db.members import MemberInfo, get_member
+from db.outbox import StaffChat
 from db.program import Program
 from db.rules import max_redeemable, parse_money
 from db.staff import StaffInfo
@@ -188,7 +188,7 @@ async def amount_entered(
     state: FSMContext,
     staff: StaffInfo,
     program: Program,
-    notifier: Notifier,
+    i18n: I18n,
 ) -> None:
     data = await state.get_data()
     amount_text, receipt = _split_amount(message.text or "")
@@ -228,21 +228,23 @@ async def amount_entered(
         amount=amount,
         key=key,
         receipt=receipt,
+        reply=StaffChat(message.chat.id, i18n.current_locale),
     )
     await state.clear()
-    rules = program.program
     if result.replayed:
-        await message.answer(_("This sale was already posted."))
-    await message.answer(
-        _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
-            amount=fmt.money(result.amount, rules.currency),
-            points=fmt.points(result.points_earned),
-            balance=fmt.points(result.balance),
+        # Posted earlier (a repeated message): its receipt was owed then; say so again here.
+        rules = program.program
+        await message.answer(
+            _("This sale was already posted.")
+            + "\n"
+            + _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
+                amount=fmt.money(result.amount, rules.currency),
+                points=fmt.points(result.points_earned),
+                balance=fmt.points(result.balance),
+            )
         )
-    )
-    if not result.replayed:
+    else:
         POSTINGS.labels(result.kind).inc()
-        await notifier.purchase(result, staff.partner_name or "")
 
 
 async def points_entered(
@@ -314,40 +316,7 @@ async def _request(
             "lasts 2 minutes."
         ).format(points=fmt.points(req.points), money=fmt.money(req.money, currency))
     )
-    member_message_id = None
-    if req.member_telegram_id is not None:
-        with i18n.use_locale(req.member_language):
-            text = _(
-                "💳 {partner} asks to pay {money} of your {amount} purchase with {points}."
-                " Confirm?"
-            ).format(
-                partner=escape(staff.partner_name or ""),
-                money=fmt.money(req.money, currency),
-                amount=fmt.money(req.amount, currency),
-                points=fmt.points(req.points),
-            )
-            markup = InlineKeyboardMarkup(
-                inline_keyboard=[
-                    [
-                        InlineKeyboardButton(
-                            text=_("✅ Confirm"),
-                            callback_data=RedeemCb(request=req.public_id, ok=True).pack(),
-                        ),
-                        InlineKeyboardButton(
-                            text=_("✖ Decline"),
-                            callback_data=RedeemCb(request=req.public_id, ok=False).pack(),
-                        ),
-                    ]
-                ]
-            )
-        sent = await bot.send_message(req.member_telegram_id, text, reply_markup=markup)
-        member_message_id = sent.message_id
-    await note_messages(
-        session,
-        req.public_id,
-        staff_message_id=waiting.message_id,
-        member_message_id=member_message_id,
-    )
+    await note_messages(session, req.public_id, staff_message_id=waiting.message_id)
 
 
 async def cancel(message: Message, state: FSMContext) -> None:

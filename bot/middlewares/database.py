@@ -12,8 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 class DatabaseMiddleware(BaseMiddleware):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """`after_commit` runs after each commit that wrote something (it wakes the notice
+    worker); `session.info["committed"]` tells the error reporter that work was saved."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.after_commit = [after_commit] if after_commit else []
 
     async def __call__(
         self,
@@ -22,5 +30,6 @@ class DatabaseMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         async with self.sessions() as session:
+            session.info["after_commit"] = self.after_commit
             data["session"] = session
             return await handler(event, data)

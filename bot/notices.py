@@ -1,0 +1,223 @@
+"""How each kind of owed message reads. The outbox stores a kind and its params (see
+db/outbox.py); the notice worker renders them here, in the recipient's language, when it
+sends them. Every renderer states only what its params say was committed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.i18n import gettext as _
+
+from bot import formatting as fmt
+from bot.callbacks import RedeemCb
+from db.program import Program
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    text: str
+    markup: InlineKeyboardMarkup | None = None
+
+
+Renderer = Callable[[Program, dict[str, Any]], Rendered]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renders(kind: str) -> Callable[[Renderer], Renderer]:
+    def register(render: Renderer) -> Renderer:
+        RENDERERS[kind] = render
+        return render
+
+    return register
+
+
+def _money(program: Program, value: Any) -> str:
+    return fmt.money(Decimal(str(value)), program.program.currency)
+
+
+def _partner(program: Program, slug: Any) -> str:
+    partner = program.partner(str(slug))
+    return escape(partner.name if partner else str(slug))
+
+
+def _balance(p: dict[str, Any]) -> str:
+    return _("Balance: {points}.").format(points=fmt.points(int(p["balance"])))
+
+
+@renders("purchase")
+def purchase(program: Program, p: dict[str, Any]) -> Rendered:
+    """The member's news of a sale: what they bought, what points paid, what they earned."""
+    partner = _partner(program, p["partner"])
+    amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
+    redeemed, earned = int(p["points_redeemed"]), int(p["points_earned"])
+    lines = []
+    if redeemed:
+        lines.append(
+            _("✅ {points} paid {money} of your {amount} purchase at {partner}.").format(
+                points=fmt.points(redeemed),
+                money=_money(program, amount - paid),
+                amount=_money(program, amount),
+                partner=partner,
+            )
+        )
+        if earned:
+            lines.append(
+                _("🟢 +{points} earned on the {money} you paid.").format(
+                    points=fmt.points(earned), money=_money(program, paid)
+                )
+            )
+    elif earned:
+        lines.append(
+            _("🟢 +{points} for your purchase of {money} at {partner}.").format(
+                points=fmt.points(earned), money=_money(program, amount), partner=partner
+            )
+        )
+    else:
+        lines.append(
+            _("Your purchase of {money} at {partner} is recorded.").format(
+                money=_money(program, amount), partner=partner
+            )
+        )
+    if int(p.get("referral_points") or 0):
+        lines.append(
+            _("🎁 +{points}: your friend's invitation paid off.").format(
+                points=fmt.points(int(p["referral_points"]))
+            )
+        )
+    lines.append(_balance(p))
+    return Rendered("\n".join(lines))
+
+
+@renders("referral_inviter")
+def referral_inviter(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(
+        _("🎁 +{points}: a friend you invited made their first purchase!").format(
+            points=fmt.points(int(p["points"]))
+        )
+    )
+
+
+@renders("reversal")
+def reversal(program: Program, p: dict[str, Any]) -> Rendered:
+    lines = [
+        _("↩️ Refund of {money} at {partner}.").format(
+            money=_money(program, p["amount"]), partner=_partner(program, p["partner"])
+        )
+    ]
+    if int(p["points_returned"]):
+        lines.append(
+            _("+{points} returned to you.").format(points=fmt.points(int(p["points_returned"])))
+        )
+    if int(p["points_clawed_back"]):
+        lines.append(
+            _("−{points} earned on the refunded money.").format(
+                points=fmt.points(int(p["points_clawed_back"]))
+            )
+        )
+    lines.append(_balance(p))
+    return Rendered("\n".join(lines))
+
+
+@renders("adjusted")
+def adjusted(program: Program, p: dict[str, Any]) -> Rendered:
+    points = int(p["points"])
+    return Rendered(
+        _("{sign}{points}: {reason}").format(
+            sign="+" if points > 0 else "−",
+            points=fmt.points(abs(points)),
+            reason=escape(str(p["reason"])),
+        )
+        + "\n"
+        + _balance(p)
+    )
+
+
+@renders("expired")
+def expired(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(_("⌛ {points} expired today.").format(points=fmt.points(int(p["points"]))))
+
+
+@renders("sale_posted")
+def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
+    """The cashier's receipt of an earn-only sale."""
+    return Rendered(
+        _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
+            amount=_money(program, p["amount"]),
+            points=fmt.points(int(p["points_earned"])),
+            balance=fmt.points(int(p["balance"])),
+        )
+    )
+
+
+@renders("redeem_request")
+def redeem_request(program: Program, p: dict[str, Any]) -> Rendered:
+    """The member is asked to confirm paying part of a purchase with points."""
+    text = _(
+        "💳 {partner} asks to pay {money} of your {amount} purchase with {points}. Confirm?"
+    ).format(
+        partner=_partner(program, p["partner"]),
+        money=_money(program, p["money"]),
+        amount=_money(program, p["amount"]),
+        points=fmt.points(int(p["points"])),
+    )
+    request = str(p["request"])
+    markup = InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=_("✅ Confirm"), callback_data=RedeemCb(request=request, ok=True).pack()
+                ),
+                InlineKeyboardButton(
+                    text=_("✖ Decline"), callback_data=RedeemCb(request=request, ok=False).pack()
+                ),
+            ]
+        ]
+    )
+    return Rendered(text, markup)
+
+
+@renders("request_confirmed")
+def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
+    """The cashier's outcome when the member confirmed."""
+    amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
+    return Rendered(
+        "\n".join(
+            [
+                _("✅ The member confirmed: {points} paid {money}.").format(
+                    points=fmt.points(int(p["points_redeemed"])),
+                    money=_money(program, amount - paid),
+                ),
+                _("💵 The customer pays {money}.").format(money=_money(program, paid)),
+                _("+{points} earned. The member's balance: {balance}.").format(
+                    points=fmt.points(int(p["points_earned"])),
+                    balance=fmt.points(int(p["balance"])),
+                ),
+            ]
+        )
+    )
+
+
+@renders("request_closed")
+def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
+    """The cashier's outcome when the request ended without a posting."""
+    status = p["status"]
+    if status == "declined":
+        text = _("✖ The member declined. Nothing was charged.")
+    elif status == "unreachable":
+        text = _(
+            "✖ The member cannot receive the request in Telegram (they blocked the bot or left)."
+            " Nothing was charged."
+        )
+    else:
+        text = _("⌛ The member did not answer in time. Nothing was charged.")
+    return Rendered(text)
+
+
+@renders("request_expired_member")
+def request_expired_member(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(_("⌛ This request expired. Nothing was charged."))

@@ -1,0 +1,258 @@
+"""The transactional outbox: messages owed because of committed work.
+
+A use case that posts something adds the messages it owes (`owe`) before it commits, in the
+same database transaction; the notice worker delivers them afterwards. So a posting and the
+news of it are stored together or not at all, and the news survives Telegram failing or the
+process dying right after the commit. Delivery is at least once: only a message in flight
+when a process dies can arrive twice.
+
+Per recipient, messages go out in the order they were owed: a notice is claimed only when
+no older notice to the same recipient is still open."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Member, Notice
+from db.purchases import PurchaseResult
+
+RETRYABLE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """One message owed: to a member (their chat and language are looked up at send time)
+    or to a staff chat in a given language; `kind` names how the bot renders `params`."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    member_id: int | None = None
+    chat_id: int | None = None
+    language: str | None = None
+    edit_message_id: int | None = None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe params: money as strings (exact), times as ISO strings."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in a notice")
+
+
+async def owe(session: AsyncSession, *messages: Owed) -> None:
+    """Add messages to the outbox inside the caller's transaction (the caller commits)."""
+    rows = [
+        {
+            "member_id": m.member_id,
+            "chat_id": m.chat_id,
+            "language": m.language,
+            "kind": m.kind,
+            "params": json.loads(json.dumps(m.params, default=_plain)),
+            "edit_message_id": m.edit_message_id,
+            "status": "pending",
+            "attempts": 0,
+        }
+        for m in messages
+        if (m.member_id is None) != (m.chat_id is None)
+    ]
+    if rows:
+        await session.execute(insert(Notice), rows)
+
+
+_ADD_EXPIRED = text(
+    """
+    UPDATE notices
+    SET params = jsonb_set(params, '{points}', to_jsonb((params->>'points')::bigint + :points))
+    WHERE id = (SELECT id FROM notices
+                WHERE member_id = :member AND kind = 'expired' AND status = 'pending'
+                ORDER BY id DESC LIMIT 1 FOR UPDATE)
+    RETURNING id
+    """
+)
+
+
+async def owe_expired(session: AsyncSession, member_id: int, points: int) -> None:
+    """Expired points are told in one message per member and night: added to the member's
+    expiry notice still waiting to go, else a new one."""
+    added = (
+        await session.execute(_ADD_EXPIRED, {"member": member_id, "points": points})
+    ).scalar_one_or_none()
+    if added is None:
+        await owe(session, Owed("expired", {"points": points}, member_id=member_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A claimed notice with its recipient resolved (chat_id None: nobody to write to)."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    chat_id: int | None
+    language: str
+    edit_message_id: int | None
+    attempts: int
+    member_id: int | None
+    why_not: str | None = None  # "deleted" or "blocked" when chat_id is None
+
+
+# The oldest open notice of each recipient that is due, or claimed by a worker that has
+# not settled it in time (it died): claimed with SKIP LOCKED, so instances share the work.
+_CLAIM = text(
+    """
+    WITH due AS (
+        SELECT n.id FROM notices AS n
+        WHERE ((n.status = 'pending' AND n.next_attempt_at <= :now)
+               OR (n.status = 'sending' AND n.claimed_at < :stale))
+          AND NOT EXISTS (
+              SELECT 1 FROM notices AS older
+              WHERE older.id < n.id AND older.status IN ('pending', 'sending')
+                AND (older.member_id = n.member_id OR older.chat_id = n.chat_id)
+          )
+        ORDER BY n.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE notices AS n
+    SET status = 'sending', claimed_at = :now, attempts = n.attempts + 1
+    FROM due WHERE n.id = due.id
+    RETURNING n.id, n.kind, n.params, n.member_id, n.chat_id, n.language, n.edit_message_id,
+              n.attempts
+    """
+)
+
+
+async def claim(
+    session: AsyncSession, *, limit: int, now: datetime, stale_after: timedelta
+) -> list[Due]:
+    rows = (
+        await session.execute(_CLAIM, {"now": now, "stale": now - stale_after, "limit": limit})
+    ).all()
+    members: dict[int, Any] = {}
+    member_ids = [row.member_id for row in rows if row.member_id is not None]
+    if member_ids:
+        found = await session.execute(
+            select(Member.id, Member.telegram_id, Member.language, Member.reachable).where(
+                Member.id.in_(member_ids)
+            )
+        )
+        members = {m.id: m for m in found}
+    await session.commit()
+    claimed = []
+    for row in sorted(rows, key=lambda r: r.id):
+        chat_id, language, why_not = row.chat_id, row.language or "en", None
+        if row.member_id is not None:
+            member = members.get(row.member_id)
+            if member is None or member.telegram_id is None:
+                chat_id, why_not = None, "deleted"
+            else:
+                chat_id, language = member.telegram_id, member.language
+                if not member.reachable:
+                    chat_id, why_not = None, "blocked"
+        claimed.append(
+            Due(
+                id=row.id,
+                kind=row.kind,
+                params=row.params,
+                chat_id=chat_id,
+                language=language,
+                edit_message_id=row.edit_message_id,
+                attempts=row.attempts,
+                member_id=row.member_id,
+                why_not=why_not,
+            )
+        )
+    return claimed
+
+
+async def settle(
+    session: AsyncSession,
+    notice_id: int,
+    status: str,
+    *,
+    now: datetime,
+    message_id: int | None = None,
+    error: str | None = None,
+    retry_at: datetime | None = None,
+) -> None:
+    """Record one delivery's outcome (in the caller's transaction): sent, failed, blocked,
+    or back to pending until `retry_at`."""
+    values: dict[str, Any] = {"error": error[:300] if error else None, "claimed_at": None}
+    if status == "retry":
+        assert retry_at is not None
+        values.update(status="pending", next_attempt_at=retry_at)
+    else:
+        values.update(status=status, sent_at=now if status == "sent" else None)
+        if message_id is not None:
+            values["message_id"] = message_id
+    await session.execute(update(Notice).where(Notice.id == notice_id).values(**values))
+
+
+async def due_count(session: AsyncSession, now: datetime) -> int:
+    """Open notices that are due (the campaign worker lets these go first)."""
+    return int(
+        await session.scalar(
+            text(
+                "SELECT count(*) FROM notices WHERE status IN ('pending', 'sending')"
+                " AND next_attempt_at <= :now"
+            ),
+            {"now": now},
+        )
+        or 0
+    )
+
+
+async def open_count(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(
+            text("SELECT count(*) FROM notices WHERE status IN ('pending', 'sending')")
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StaffChat:
+    """Where a staff member's results go: their chat, in the language they use the bot in."""
+
+    chat_id: int
+    language: str
+
+
+def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
+    """A sale's news: to the member, and to the inviter when it paid a referral reward."""
+    owed = [
+        Owed(
+            "purchase",
+            {
+                "partner": result.partner,
+                "amount": result.amount,
+                "paid": result.paid,
+                "points_earned": result.points_earned,
+                "points_redeemed": result.points_redeemed,
+                "balance": result.balance,
+                "referral_points": result.referral.invitee_points if result.referral else 0,
+                "transaction": result.transaction_id,
+            },
+            member_id=result.member_id,
+        )
+    ]
+    reward = result.referral
+    if reward and reward.inviter_id is not None and reward.inviter_points:
+        owed.append(
+            Owed(
+                "referral_inviter",
+                {"points": reward.inviter_points, "transaction": reward.transaction_id},
+                member_id=reward.inviter_id,
+            )
+        )
+    return owed
