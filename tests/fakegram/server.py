@@ -473,9 +473,10 @@ class StoredFile:
 class _Rule:
     method: str  # lower-case method name or "*"
     remaining: int | None  # None: until cleared
+    chat_id: int | None = None  # None: any chat
 
-    def matches(self, method: str) -> bool:
-        return self.method in ("*", method)
+    def matches(self, method: str, chat_id: Any = None) -> bool:
+        return self.method in ("*", method) and self.chat_id in (None, chat_id)
 
 
 @dataclass
@@ -746,8 +747,10 @@ class FakeTelegramServer:
         retry_after: int | None = None,
         count: int | None = 1,
         description: str | None = None,
+        chat_id: int | None = None,
     ) -> None:
-        """Answer the next ``count`` calls of ``method`` ("*" = any) with an error.
+        """Answer the next ``count`` calls of ``method`` ("*" = any) with an error; with
+        ``chat_id``, only calls addressed to that chat.
 
         429 always carries ``parameters.retry_after`` (default 1), which is what makes aiogram
         raise ``TelegramRetryAfter``; ``count=None`` keeps failing until ``clear_faults()``.
@@ -756,11 +759,14 @@ class FakeTelegramServer:
             retry_after = 1
         parameters = {"retry_after": retry_after} if retry_after is not None else None
         error = ApiError(code, description or default_description(code, retry_after), parameters)
-        self._faults.append(_FaultRule(method.lower(), count, error))
+        self._faults.append(_FaultRule(method.lower(), count, chat_id, error))
 
-    def delay(self, method: str, seconds: float, *, count: int | None = None) -> None:
-        """Hold answers to ``method`` ("*" = any) for ``seconds`` before handling them."""
-        self._delays.append(_DelayRule(method.lower(), count, seconds))
+    def delay(
+        self, method: str, seconds: float, *, count: int | None = None, chat_id: int | None = None
+    ) -> None:
+        """Hold answers to ``method`` ("*" = any; with ``chat_id``, only to that chat) for
+        ``seconds`` before handling them."""
+        self._delays.append(_DelayRule(method.lower(), count, chat_id, seconds))
 
     def clear_faults(self) -> None:
         """Drop injected failures, delays and the rate limit."""
@@ -792,10 +798,10 @@ class FakeTelegramServer:
         return chat_id in self._blocked
 
     @staticmethod
-    def _take_rule(rules: list[_R], method: str) -> _R | None:
-        """The first rule for ``method``, used up once (removed when exhausted)."""
+    def _take_rule(rules: list[_R], method: str, chat_id: Any = None) -> _R | None:
+        """The first rule for ``method`` (and chat), used up once (removed when exhausted)."""
         for rule in rules:
-            if rule.matches(method):
+            if rule.matches(method, chat_id):
                 if rule.remaining is not None:
                     rule.remaining -= 1
                     if rule.remaining <= 0:
@@ -1029,10 +1035,10 @@ class FakeTelegramServer:
         if handler is None:
             self.unknown_requests.append(record)
             raise ApiError(404, "Not Found")
-        delay = self._take_rule(self._delays, method)
+        delay = self._take_rule(self._delays, method, record.chat_id)
         if delay is not None:
             await asyncio.sleep(delay.seconds)
-        fault = self._take_rule(self._faults, method)
+        fault = self._take_rule(self._faults, method, record.chat_id)
         if fault is not None:
             raise fault.error
         if _sends_message(method) and record.chat_id in self._blocked:
