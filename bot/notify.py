@@ -79,13 +79,21 @@ class Notifier:
             lines = []
             if result.points_redeemed:
                 lines.append(
-                    _("✅ {points} paid {money} at {partner}.").format(
+                    _("✅ {points} paid {money} of your {amount} purchase at {partner}.").format(
                         points=fmt.points(result.points_redeemed),
                         money=self._money(result.amount - result.paid),
+                        amount=self._money(result.amount),
                         partner=partner_name,
                     )
                 )
-            if result.points_earned:
+                if result.points_earned:
+                    lines.append(
+                        _("🟢 +{points} earned on the {money} you paid.").format(
+                            points=fmt.points(result.points_earned),
+                            money=self._money(result.paid),
+                        )
+                    )
+            elif result.points_earned:
                 lines.append(
                     _("🟢 +{points} for your purchase of {money} at {partner}.").format(
                         points=fmt.points(result.points_earned),
@@ -93,7 +101,7 @@ class Notifier:
                         partner=partner_name,
                     )
                 )
-            elif not result.points_redeemed:
+            else:
                 lines.append(
                     _("Your purchase of {money} at {partner} is recorded.").format(
                         money=self._money(result.amount), partner=partner_name

@@ -6,10 +6,12 @@ import logging
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 
 from bot import formatting as fmt
+from bot.callbacks import EarnOnlyCb
 from db.program import Program
 from db.purchases import PurchaseResult
 from db.till import RequestInfo
@@ -26,9 +28,34 @@ async def _edit(bot: Bot, chat_id: int | None, message_id: int | None, text: str
         log.info("could not edit message %s in %s", message_id, chat_id, exc_info=True)
 
 
-async def _tell_cashier(bot: Bot, req: RequestInfo, text: str) -> None:
+def earn_only_markup(req: RequestInfo, currency: str) -> InlineKeyboardMarkup:
+    """One button: post the same sale (amount, receipt) without points."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=_("🧾 Post {amount} without points").format(
+                        amount=fmt.money(req.amount, currency)
+                    ),
+                    callback_data=EarnOnlyCb(request=req.public_id).pack(),
+                )
+            ]
+        ]
+    )
+
+
+def cannot_confirm() -> str:
+    return _(
+        "🚫 The member cannot confirm in Telegram (they blocked the bot), so points cannot "
+        "pay. Nothing was charged."
+    )
+
+
+async def _tell_cashier(
+    bot: Bot, req: RequestInfo, text: str, markup: InlineKeyboardMarkup | None = None
+) -> None:
     try:
-        await bot.send_message(req.staff_chat_id, text)
+        await bot.send_message(req.staff_chat_id, text, reply_markup=markup)
     except TelegramAPIError:
         log.warning("could not tell the cashier in %s", req.staff_chat_id, exc_info=True)
 
@@ -62,15 +89,17 @@ async def confirmed(
 async def closed(
     bot: Bot, i18n: I18n, program: Program, req: RequestInfo, status: str, cashier_language: str
 ) -> None:
-    """Declined by the member or expired unanswered: nothing was charged; say so to both."""
+    """Declined by the member or expired unanswered: nothing was charged; say so to both,
+    and offer the cashier to finish the same sale without points."""
     with i18n.use_locale(cashier_language):
         text = (
             _("✖ The member declined. Nothing was charged.")
             if status == "declined"
             else _("⌛ The member did not answer in time. Nothing was charged.")
         )
+        markup = earn_only_markup(req, program.program.currency)
     await _edit(bot, req.staff_chat_id, req.staff_message_id, text)
-    await _tell_cashier(bot, req, text)
+    await _tell_cashier(bot, req, text, markup)
     if status == "expired":
         with i18n.use_locale(req.member_language):
             member_text = _("⌛ This request expired. Nothing was charged.")

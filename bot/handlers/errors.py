@@ -44,6 +44,10 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "wrong_partner": lambda p: _("This belongs to another partner."),
     "reason_required": lambda p: _("Please give a reason."),
     "invalid_token": lambda p: _("This link is not valid. Check it, or ask for a new one."),
+    "own_card": lambda p: _(
+        "This is your own member card: staff cannot credit or redeem on it. Another cashier "
+        "can serve you."
+    ),
     "card_expired": lambda p: _("This card code has expired: ask the member to open /card again."),
 }
 
