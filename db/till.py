@@ -5,6 +5,7 @@ redemption request, the member confirms or declines it, and an unanswered reques
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -128,9 +129,8 @@ async def till_sale(
         telegram_id, posted, previous = guard if guard is not None else (None, False, None)
         _check_not_own(staff, member_id, telegram_id)
         if previous is not None and not posted and not again:
-            raise RepeatSale(
-                amount=amount, minutes=max(1, int((now - previous).total_seconds() // 60))
-            )
+            seconds = (now - previous).total_seconds()
+            raise RepeatSale(amount=amount, minutes=max(1, math.ceil(seconds / 60)))
         result = await post_purchase(
             session,
             program,

@@ -205,8 +205,8 @@ def _again_markup(post: str, drop: str) -> InlineKeyboardMarkup:
 
 def _again_text(repeat: RepeatSale, program: Program) -> str:
     return _n(
-        "⚠️ You posted {amount} to this member {n} minute ago. Post it again?",
-        "⚠️ You posted {amount} to this member {n} minutes ago. Post it again?",
+        "⚠️ You posted {amount} to this member in the last minute. Post it again?",
+        "⚠️ You posted {amount} to this member in the last {n} minutes. Post it again?",
         repeat.params["minutes"],
     ).format(
         amount=fmt.money(repeat.params["amount"], program.program.currency),
