@@ -246,7 +246,11 @@ async def polling(
 
 
 ECHO_PANEL = "👤 <b>Echo</b> · Bronze\n💰 50 points (worth PLN0.50)\nPoints can pay up to 50%."
-ECHO_PROMPT = "Enter the purchase amount, e.g. 12.50. You can add the receipt number after a space"
+ECHO_PROMPT = (
+    "Enter the purchase amount. Type the amount with at most two decimals after a point or a "
+    "comma: 12.50 or 12,50 (the currency may follow: 12.50 PLN). A receipt number goes after "
+    "#: 12.50 #A-1043"
+)
 
 
 def echo_dispatcher(member_chat: int) -> Dispatcher:

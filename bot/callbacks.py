@@ -31,8 +31,16 @@ class PrivacyCb(CallbackData, prefix="priv"):
 
 
 class TillCb(CallbackData, prefix="till"):
-    action: str  # "earn", "redeem", "max", "cancel"
+    action: str  # "earn", "redeem", "max", "cancel", "again" (post a repeated sale)
     dialog: str  # the sale dialog this button belongs to; stale buttons are refused
+
+
+class EarnOnlyCb(CallbackData, prefix="eo"):
+    """Finish a sale whose redemption was declined, expired or could not be asked, without
+    points. Not tied to the cashier's dialog: the request row says what the sale was."""
+
+    request: str  # the redemption request's public id
+    action: str = "post"  # "post", "again" (post although a like sale is recent), "drop"
 
 
 class RedeemCb(CallbackData, prefix="rdm"):

@@ -11,6 +11,7 @@ from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal, format_percent
 
 _BABEL_LOCALES = {"en": "en_GB", "ru": "ru_RU", "uk": "uk_UA", "pl": "pl_PL"}
+BABEL_LOCALES = tuple(_BABEL_LOCALES.values())  # every language the bot speaks
 
 
 def locale() -> str:

@@ -14,7 +14,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
 
 from bot import formatting as fmt
-from bot.callbacks import RedeemCb
+from bot.callbacks import EarnOnlyCb, RedeemCb
 from db.program import Program
 
 
@@ -202,20 +202,40 @@ def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
     )
 
 
+def earn_only_markup(program: Program, request: str, amount: Any) -> InlineKeyboardMarkup:
+    """One button: post the same sale (amount, receipt) without points."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=_("🧾 Post {amount} without points").format(
+                        amount=_money(program, amount)
+                    ),
+                    callback_data=EarnOnlyCb(request=request).pack(),
+                )
+            ]
+        ]
+    )
+
+
 @renders("request_closed")
 def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
-    """The cashier's outcome when the request ended without a posting."""
+    """The cashier's outcome when the request ended without a posting, with a button to
+    finish the same sale without points."""
     status = p["status"]
     if status == "declined":
         text = _("✖ The member declined. Nothing was charged.")
     elif status == "unreachable":
         text = _(
-            "✖ The member cannot receive the request in Telegram (they blocked the bot or left)."
-            " Nothing was charged."
+            "🚫 The member cannot confirm in Telegram (they blocked the bot), so points cannot "
+            "pay. Nothing was charged."
         )
     else:
         text = _("⌛ The member did not answer in time. Nothing was charged.")
-    return Rendered(text)
+    markup = None
+    if p.get("button") and p.get("amount") is not None:
+        markup = earn_only_markup(program, str(p["request"]), p["amount"])
+    return Rendered(text, markup)
 
 
 @renders("request_expired_member")

@@ -94,3 +94,16 @@ class RequestClosed(DomainError):
     """A redemption request that was already confirmed, declined or expired."""
 
     code = "request_closed"
+
+
+class OwnCard(DomainError):
+    """Staff crediting or redeeming on their own member card (refused and audited)."""
+
+    code = "own_card"
+
+
+class RepeatSale(DomainError):
+    """The same cashier posted the same amount to the same member minutes ago: the till asks
+    "again?" and posts only when told to."""
+
+    code = "repeat_sale"

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
+from functools import lru_cache
+
+from babel.numbers import get_currency_symbol
 
 from db.errors import AmountTooLarge, InvalidAmount, InvalidPoints, RedeemLimitExceeded
 
@@ -24,6 +30,57 @@ def parse_money(text: str) -> Decimal:
         return Decimal(cleaned)
     except InvalidOperation:
         raise InvalidAmount(amount=text.strip()[:40]) from None
+
+
+# What a cashier types for a sale: digits with at most one separator and two decimals, a
+# currency sign or code before or after them, and a receipt number only after `#`.
+_TILL_AMOUNT = re.compile(
+    r"^(?:(?P<before>[^0-9\s]+)\s*)?"
+    r"(?P<number>[0-9]{1,30}(?:[.,][0-9]{1,2})?)"
+    r"(?:\s*(?P<after>[^0-9\s]+))?$"
+)
+MAX_RECEIPT = 40
+
+
+@dataclass(frozen=True, slots=True)
+class TypedSale:
+    amount: Decimal
+    receipt: str | None
+
+
+@lru_cache(maxsize=16)
+def _signs(currency: str, locales: tuple[str, ...]) -> frozenset[str]:
+    signs = {currency} | {get_currency_symbol(currency, locale=loc) for loc in locales}
+    return frozenset(sign.casefold() for sign in signs)
+
+
+def currency_signs(currency: str, locales: Iterable[str]) -> frozenset[str]:
+    """The ISO code and the sign each of `locales` writes for it (`PLN`, `zł`), casefolded."""
+    return _signs(currency, tuple(sorted(locales)))
+
+
+def parse_till_amount(text: str, signs: frozenset[str]) -> TypedSale:
+    """`12`, `12.50`, `12,50`, `12.50 PLN`, `zł 5`, `12.50 #A-1043`. Nothing is guessed:
+    `12 50`, `1 250`, `1e3`, `12.505` or an unknown word are InvalidAmount, as is an empty or
+    unprintable receipt number. The amount is not yet checked as a purchase (check_purchase)."""
+    head, hash_sign, receipt = text.partition("#")
+    match = _TILL_AMOUNT.match(head.strip())
+    refused = InvalidAmount(amount=text.strip()[:40])
+    if match is None or (match["before"] and match["after"]):
+        raise refused
+    sign = match["before"] or match["after"]
+    if sign is not None and sign.casefold() not in signs:
+        raise refused
+    receipt = receipt.strip()
+    if hash_sign and not _printable(receipt, MAX_RECEIPT):
+        raise refused
+    return TypedSale(Decimal(match["number"].replace(",", ".")), receipt or None)
+
+
+def _printable(text: str, limit: int) -> bool:
+    return 0 < len(text) <= limit and all(
+        unicodedata.category(ch)[0] not in "CZ" or ch == " " for ch in text
+    )
 
 
 def check_purchase(amount: object, max_purchase: Decimal) -> Decimal:

@@ -5,26 +5,75 @@ redemption request, the member confirms or declines it, and an unanswered reques
 
 from __future__ import annotations
 
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import NotEnoughPoints, RequestClosed, UnknownMember
+from db.errors import NotEnoughPoints, OwnCard, RepeatSale, RequestClosed, UnknownMember
 from db.ledger import unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
-from db.models import Member, Partner, RedemptionRequest
+from db.models import Member, Partner, RedemptionRequest, Transaction
 from db.outbox import Owed, StaffChat, owe, owed_for_purchase
 from db.program import Program
-from db.purchases import PurchaseResult, ReversalResult, post_purchase, post_reversal
+from db.purchases import (
+    PURCHASE_KINDS,
+    PurchaseResult,
+    ReversalResult,
+    post_purchase,
+    post_reversal,
+    purchase_result,
+)
 from db.rules import check_points, check_purchase, check_redeem, max_redeemable, points_money
 from db.staff import StaffInfo, audit
 from db.tokens import read_card_token
 
 REQUEST_TTL = timedelta(minutes=2)
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+@asynccontextmanager
+async def _own_card_audited(
+    session: AsyncSession, staff: StaffInfo, action: str
+) -> AsyncIterator[None]:
+    """An OwnCard refusal rolls the use case back; the attempt is still written down."""
+    try:
+        yield
+    except OwnCard as refused:
+        async with unit_of_work(session):
+            await audit(
+                session,
+                "own_card_refused",
+                actor=staff.telegram_id,
+                staff=staff,
+                member_id=refused.params.get("member_id"),
+                attempted=action,
+            )
+        raise
+
+
+def _check_not_own(staff: StaffInfo, member_id: int, member_telegram_id: int | None) -> None:
+    if member_telegram_id is not None and member_telegram_id == staff.telegram_id:
+        raise OwnCard(member_id=member_id)
+
+
+def sale_key(
+    program: Program, partner_id: int | None, dialog: str, receipt: str | None, now: datetime
+) -> str:
+    """A sale's idempotency key: its receipt number at this partner on this business day (in
+    the program's time zone; the same number on another day is another receipt), else the
+    till dialog it was typed in."""
+    if receipt is None:
+        return f"till:{dialog}"
+    day = now.astimezone(ZoneInfo(program.program.timezone)).date().isoformat()
+    return f"till:{partner_id}:{day}:receipt:{receipt}"
 
 
 async def lookup_member(
@@ -38,7 +87,7 @@ async def lookup_member(
 ) -> MemberInfo:
     """The member a scanned card token or a typed card number names (audited)."""
     staff.require("cashier", "manager")
-    async with unit_of_work(session):
+    async with _own_card_audited(session, staff, "lookup"), unit_of_work(session):
         if token is not None:
             member = await get_member(session, read_card_token(secret, token).member_id)
         else:
@@ -46,6 +95,7 @@ async def lookup_member(
             if found is None:
                 raise UnknownMember()
             member = found
+        _check_not_own(staff, member.id, member.telegram_id)
         await audit(
             session, "lookup", actor=staff.telegram_id, staff=staff, member_id=member.id, how=how
         )
@@ -59,15 +109,31 @@ async def till_sale(
     *,
     member_id: int,
     amount: Decimal,
-    key: str,
+    dialog: str,
     receipt: str | None = None,
+    again: bool = False,
+    now: datetime | None = None,
     reply: StaffChat | None = None,
 ) -> PurchaseResult:
-    """Earn-only sale at the cashier's own partner. The member's news and the cashier's
-    receipt (to `reply`) are owed in the same transaction (db/outbox.py)."""
+    """Earn-only sale at the cashier's own partner, keyed by sale_key. The member's news
+    and the cashier's receipt (to `reply`) are owed in the same transaction (db/outbox.py).
+
+    Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
+    posted the same amount to this member within REPEAT_WINDOW under another key, unless
+    `again` (the cashier said so); a replay of this very sale is never asked about."""
     staff.require("cashier", "manager")
     assert staff.partner_slug is not None
-    async with unit_of_work(session):
+    now = now or datetime.now(UTC)
+    key = sale_key(program, staff.partner_id, dialog, receipt, now)
+    async with _own_card_audited(session, staff, "sale"), unit_of_work(session):
+        guard = (
+            await session.execute(_sale_guard(staff, member_id, amount, key, now))
+        ).one_or_none()
+        telegram_id, posted, previous = guard if guard is not None else (None, False, None)
+        _check_not_own(staff, member_id, telegram_id)
+        if previous is not None and not posted and not again:
+            seconds = (now - previous).total_seconds()
+            raise RepeatSale(amount=amount, minutes=max(1, math.ceil(seconds / 60)))
         result = await post_purchase(
             session,
             program,
@@ -77,6 +143,7 @@ async def till_sale(
             key=key,
             receipt=receipt,
             staff_id=staff.id,
+            now=now,
         )
         if not result.replayed:
             await audit(
@@ -89,6 +156,7 @@ async def till_sale(
                 amount=amount,
                 points=result.points_earned,
                 receipt=receipt,
+                again=again or None,
             )
             await owe(session, *owed_for_purchase(result))
             if reply is not None:
@@ -110,6 +178,27 @@ def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
     )
 
 
+def _sale_guard(
+    staff: StaffInfo, member_id: int, amount: Decimal, key: str, now: datetime
+) -> Select[int | None, bool, datetime | None]:
+    """The member's Telegram id, whether `key` was posted already, and when this cashier last
+    posted this amount to this member within REPEAT_WINDOW: one round trip."""
+    tx = Transaction
+    return select(
+        Member.telegram_id,
+        exists().where(tx.idempotency_key == key),
+        select(func.max(tx.created_at))
+        .where(
+            tx.member_id == member_id,
+            tx.created_at > now - REPEAT_WINDOW,
+            tx.staff_id == staff.id,
+            tx.kind.in_(PURCHASE_KINDS),
+            tx.amount == amount,
+        )
+        .scalar_subquery(),
+    ).where(Member.id == member_id)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
     id: int
@@ -117,6 +206,7 @@ class RequestInfo:
     member_id: int
     member_telegram_id: int | None
     member_language: str
+    member_reachable: bool
     partner_id: int
     staff_id: int
     staff_chat_id: int
@@ -138,7 +228,7 @@ class RequestInfo:
 
 async def _request(session: AsyncSession, public_id: str, *, lock: bool = False) -> RequestInfo:
     stmt = (
-        select(RedemptionRequest, Member.telegram_id, Member.language)
+        select(RedemptionRequest, Member.telegram_id, Member.language, Member.reachable)
         .join(Member, Member.id == RedemptionRequest.member_id)
         .where(RedemptionRequest.public_id == public_id)
     )
@@ -147,13 +237,14 @@ async def _request(session: AsyncSession, public_id: str, *, lock: bool = False)
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
         raise RequestClosed()
-    req, telegram_id, language = row
+    req, telegram_id, language, reachable = row
     return RequestInfo(
         id=req.id,
         public_id=req.public_id,
         member_id=req.member_id,
         member_telegram_id=telegram_id,
         member_language=language,
+        member_reachable=reachable,
         partner_id=req.partner_id,
         staff_id=req.staff_id,
         staff_chat_id=req.staff_chat_id,
@@ -191,13 +282,19 @@ async def request_redemption(
     """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`.
 
     `dialog` is the till dialog's random id and becomes the request's public id: a second
-    request from the same dialog (a double tap) returns the first instead of a new one."""
+    request from the same dialog (a double tap) returns the first instead of a new one.
+
+    A member known not to reach the bot (they blocked it) cannot confirm: the request is
+    written already closed (status "unreachable", audited so) so the cashier can finish the
+    sale earn-only at once. Refused on the cashier's own card (OwnCard)."""
     staff.require("cashier", "manager")
     now = now or datetime.now(UTC)
     rules = program.program
     amount = check_purchase(amount, rules.max_purchase)
-    async with unit_of_work(session):
+    async with _own_card_audited(session, staff, "redeem"), unit_of_work(session):
         member = await get_member(session, member_id)
+        _check_not_own(staff, member.id, member.telegram_id)
+        reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
         if points is None:
             points = min(
                 member.balance, max_redeemable(amount, rules.max_redeem_percent, rules.point_value)
@@ -220,20 +317,22 @@ async def request_redemption(
                 amount=amount,
                 points=points,
                 receipt=receipt,
-                status="pending",
+                status="pending" if reachable else "unreachable",
+                decided_at=None if reachable else now,
                 staff_chat_id=staff_chat_id,
                 staff_language=staff_language,
                 created_at=now,
-                expires_at=now + REQUEST_TTL,
+                expires_at=now + REQUEST_TTL if reachable else now,
             )
             .on_conflict_do_nothing(index_elements=[RedemptionRequest.public_id])
             .returning(RedemptionRequest.id)
         )
+        created_id = created.scalar_one_or_none()
         info = _with_money(await _request(session, public_id), program)
-        if created.scalar_one_or_none() is not None:
+        if created_id is not None:
             await audit(
                 session,
-                "redeem_request",
+                "redeem_request" if reachable else "redeem_unreachable",
                 actor=staff.telegram_id,
                 staff=staff,
                 member_id=member.id,
@@ -241,6 +340,7 @@ async def request_redemption(
                 points=points,
                 receipt=receipt,
             )
+        if created_id is not None and reachable:
             await owe(
                 session,
                 Owed(
@@ -345,8 +445,15 @@ async def confirm_redemption(
 
 def _to_cashier(req: RequestInfo, kind: str, params: dict[str, object]) -> list[Owed]:
     """The cashier's outcome of a request: their "waiting" message edited to it, and a new
-    message with it (so the phone rings)."""
-    owed = [Owed(kind, params, chat_id=req.staff_chat_id, language=req.staff_language)]
+    message with it (so the phone rings), which alone carries the outcome's button."""
+    owed = [
+        Owed(
+            kind,
+            {**params, "button": True},
+            chat_id=req.staff_chat_id,
+            language=req.staff_language,
+        )
+    ]
     if req.staff_message_id is not None:
         owed.insert(
             0,
@@ -361,8 +468,21 @@ def _to_cashier(req: RequestInfo, kind: str, params: dict[str, object]) -> list[
     return owed
 
 
+def closed_params(
+    req: RequestInfo, *, status: str | None = None, button: bool = False
+) -> dict[str, object]:
+    """What the cashier is told of a request that ended without a posting (the notice
+    `request_closed`); its button finishes the sale without points."""
+    return {
+        "status": status or req.status,
+        "request": req.public_id,
+        "amount": str(req.amount),
+        "button": button,
+    }
+
+
 def _closed(req: RequestInfo, status: str) -> list[Owed]:
-    owed = _to_cashier(req, "request_closed", {"status": status, "request": req.public_id})
+    owed = _to_cashier(req, "request_closed", closed_params(req, status=status))
     if status == "expired" and req.member_message_id is not None:
         owed.append(
             Owed(
@@ -407,6 +527,55 @@ async def close_request(
         )
         await owe(session, *_closed(req, status))
         return _with_money(req, program)
+
+
+async def finish_earn_only(
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo,
+    public_id: str,
+    *,
+    again: bool = False,
+    now: datetime | None = None,
+    reply: StaffChat | None = None,
+) -> PurchaseResult:
+    """After the member declined, let it expire or could not be asked: post the same sale
+    (amount, receipt) without points, keyed like any sale of that dialog, so a second tap
+    replays the first. Only the cashier who asked may do it."""
+    staff.require("cashier", "manager")
+    req = await _request(session, public_id)
+    await session.rollback()
+    if req.staff_id != staff.id or req.status not in ("declined", "expired", "unreachable"):
+        raise RequestClosed(status=req.status)
+    return await till_sale(
+        session,
+        program,
+        staff,
+        member_id=req.member_id,
+        amount=req.amount,
+        dialog=public_id,
+        receipt=req.receipt,
+        again=again,
+        now=now,
+        reply=reply,
+    )
+
+
+async def request_outcome(
+    session: AsyncSession, program: Program, staff: StaffInfo, public_id: str
+) -> tuple[RequestInfo, PurchaseResult | None]:
+    """What became of the cashier's own request, with the sale it posted if confirmed."""
+    staff.require("cashier", "manager")
+    req = await _request(session, public_id)
+    if req.staff_id != staff.id:
+        raise RequestClosed()
+    result = None
+    if req.transaction_id is not None:
+        result = await purchase_result(
+            session, await session.get_one(Transaction, req.transaction_id)
+        )
+    await session.rollback()
+    return _with_money(req, program), result
 
 
 async def expire_requests(
@@ -458,6 +627,14 @@ async def request_undeliverable(session: AsyncSession, public_id: str) -> None:
     ).scalar_one_or_none()
     if closed is not None:
         req = await _request(session, public_id)
+        await audit(
+            session,
+            "redeem_unreachable",
+            actor=None,
+            member_id=req.member_id,
+            partner_id=req.partner_id,
+            points=req.points,
+        )
         await owe(session, *_closed(req, "unreachable"))
 
 

@@ -113,7 +113,7 @@ async def test_every_bad_amount_is_refused_and_changes_nothing(
         await cashier.send(bad)
         assert answer in text_of(await cashier.wait_message(answer)), bad
     assert await count_sales(sessions) == 0
-    await cashier.send("12.50 R-77")  # still in the dialog: a good amount goes through
+    await cashier.send("12.50 #R-77")  # still in the dialog: a good amount goes through
     assert "+62 points" in text_of(await cashier.wait_message("✅"))
     assert await count_sales(sessions) == 1
 
@@ -143,7 +143,7 @@ async def test_card_number_typed_and_receipt_key_posts_once(
         await cashier.wait_message("Points can pay up to")
         await cashier.click("🧾 Sale: earn points")
         await cashier.wait_message("Enter the purchase amount")
-        await cashier.send("20 R-1")
+        await cashier.send("20 #R-1")
         await cashier.wait_message("✅")
     assert any("already posted" in text_of(m) for m in cashier.messages)
     assert await count_sales(sessions) == 1

@@ -156,7 +156,7 @@ async def test_a_member_who_blocked_the_bot_cannot_be_asked(
     await cashier.send("10")
     await cashier.wait_message("How many points?")
     await cashier.send("20")
-    told = text_of(await cashier.wait_message("cannot receive", timeout=5))
+    told = text_of(await cashier.wait_message("cannot confirm in Telegram", timeout=5))
     assert "Nothing was charged" in told
     async with sessions() as s:
         status = await s.scalar(select(RedemptionRequest.status))

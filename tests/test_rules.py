@@ -12,9 +12,11 @@ from db import errors
 from db.cards import format_card_number, luhn_digit, new_card_number, normalize_card_number
 from db.rules import (
     check_purchase,
+    currency_signs,
     earned_points,
     max_redeemable,
     parse_money,
+    parse_till_amount,
     points_money,
     share_kept,
 )
@@ -36,6 +38,74 @@ def test_parse_money_accepts_till_formats(text: str, value: Decimal) -> None:
 def test_parse_money_refuses_garbage(text: str) -> None:
     with pytest.raises(errors.InvalidAmount):
         parse_money(text)
+
+
+LOCALES = ("en_GB", "ru_RU", "uk_UA", "pl_PL")
+PLN = currency_signs("PLN", LOCALES)
+
+
+def test_currency_signs_come_from_every_locale() -> None:
+    assert currency_signs("PLN", LOCALES) == {"pln", "zł"}
+    assert {"€", "eur"} <= currency_signs("EUR", LOCALES)
+    assert {"₴", "uah"} <= currency_signs("UAH", LOCALES)
+
+
+@pytest.mark.parametrize(
+    ("text", "amount", "receipt"),
+    [
+        ("12", D("12"), None),
+        ("12.50", D("12.50"), None),
+        ("12,50", D("12.50"), None),
+        (" 7.5 ", D("7.5"), None),
+        ("12.50 PLN", D("12.50"), None),
+        ("12.50pln", D("12.50"), None),
+        ("5 zł", D("5"), None),
+        ("5 ZŁ", D("5"), None),
+        ("PLN 5", D("5"), None),
+        ("zł\u00a05,10", D("5.10"), None),
+        ("12.50 #A-1043", D("12.50"), "A-1043"),
+        ("12.50#A-1043", D("12.50"), "A-1043"),
+        ("12,50 PLN # A 1043 ", D("12.50"), "A 1043"),
+        ("0", D("0"), None),  # a number; check_purchase refuses it as a purchase
+    ],
+)
+def test_till_amount_accepted(text: str, amount: Decimal, receipt: str | None) -> None:
+    typed = parse_till_amount(text, PLN)
+    assert (typed.amount, typed.receipt) == (amount, receipt)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "12 50",  # a receipt number after a space used to be glued on: 1,250.00
+        "8 42",
+        "20 15",
+        "1 250",
+        "1e3",
+        "12.505",
+        "12.",
+        ".50",
+        "1.2.3",
+        "12,5,0",
+        "-5",
+        "+5",
+        "12.50 A-1043",  # a receipt only after #
+        "12.50 EUR",  # not the program's currency
+        "PLN 5 zł",
+        "$5",
+        "12 #",
+        "12 #\x00",
+        "12 #" + "x" * 41,
+        "١٢",  # digits of another script
+        "NaN",
+        "Infinity",
+        "0x10",
+    ],
+)
+def test_till_amount_refused(text: str) -> None:
+    with pytest.raises(errors.InvalidAmount):
+        parse_till_amount(text, PLN)
 
 
 def test_purchase_checks() -> None:

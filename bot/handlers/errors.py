@@ -46,6 +46,10 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "wrong_partner": lambda p: _("This belongs to another partner."),
     "reason_required": lambda p: _("Please give a reason."),
     "invalid_token": lambda p: _("This link is not valid. Check it, or ask for a new one."),
+    "own_card": lambda p: _(
+        "This is your own member card: staff cannot credit or redeem on it. Another cashier "
+        "can serve you."
+    ),
     "card_expired": lambda p: _("This card code has expired: ask the member to open /card again."),
 }
 
@@ -60,11 +64,10 @@ def committed(session: AsyncSession | None) -> bool:
     return session is not None and bool(session.info.get("committed"))
 
 
-async def domain_error(event: ErrorEvent, session: AsyncSession | None = None) -> None:
+async def domain_error(event: ErrorEvent) -> None:
+    """A refusal: the use case that raised it wrote nothing (at most an audit row of the
+    attempt), so its message is the whole truth."""
     assert isinstance(event.exception, DomainError)
-    if committed(session):
-        await unexpected(event, session)
-        return
     await _tell(event, describe(event.exception))
 
 

@@ -6,31 +6,44 @@ from __future__ import annotations
 
 import re
 import secrets
+from contextlib import suppress
 from decimal import Decimal
 from html import escape
 
 from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
-from bot.callbacks import TillCb
+from bot.callbacks import EarnOnlyCb, TillCb
 from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
+from bot.notices import RENDERERS
 from bot.qr import decode_qr
 from db.cards import normalize_card_number
-from db.errors import InvalidAmount
+from db.errors import InvalidAmount, RepeatSale, RequestClosed
 from db.members import MemberInfo, get_member
 from db.outbox import StaffChat
 from db.program import Program
-from db.rules import max_redeemable, parse_money
+from db.purchases import PurchaseResult
+from db.rules import check_purchase, currency_signs, max_redeemable, parse_till_amount
 from db.staff import StaffInfo
-from db.till import lookup_member, note_messages, request_redemption, till_sale
+from db.till import (
+    closed_params,
+    finish_earn_only,
+    lookup_member,
+    note_messages,
+    request_outcome,
+    request_redemption,
+    till_sale,
+)
 from db.tokens import CARD
 
 CARD_NUMBER = re.compile(r"^[\d\s-]{12,20}$")
@@ -150,7 +163,18 @@ async def _dialog_ok(query: CallbackQuery, state: FSMContext, dialog: str) -> bo
     return True
 
 
-async def choose(query: CallbackQuery, callback_data: TillCb, state: FSMContext) -> None:
+def amount_rule(currency: str) -> str:
+    """The input rule, said the same way in every prompt and refusal."""
+    return _(
+        "Type the amount with at most two decimals after a point or a comma: 12.50 or 12,50 "
+        "(the currency may follow: 12.50 {currency}). A receipt number goes after #: "
+        "12.50 #A-1043"
+    ).format(currency=currency)
+
+
+async def choose(
+    query: CallbackQuery, callback_data: TillCb, state: FSMContext, program: Program
+) -> None:
     if not await _dialog_ok(query, state, callback_data.dialog):
         return
     await query.answer()
@@ -164,22 +188,61 @@ async def choose(query: CallbackQuery, callback_data: TillCb, state: FSMContext)
     await state.set_state(Till.amount)
     await query.message.edit_reply_markup(reply_markup=None)
     await query.message.answer(
-        _(
-            "Enter the purchase amount, e.g. 12.50. You can add the receipt number after a space: "
-            "12.50 A-1043"
-        )
+        _("Enter the purchase amount. {rule}").format(rule=amount_rule(program.program.currency))
     )
 
 
-def _split_amount(text: str) -> tuple[str, str | None]:
-    """`12,50` → ("12,50", None); `12.50 A-1043` → ("12.50", "A-1043")."""
-    text = text.strip()
-    try:
-        parse_money(text)
-        return text, None
-    except InvalidAmount:
-        head, _sep, tail = text.partition(" ")
-        return head, (tail.strip()[:100] or None)
+def _again_markup(post: str, drop: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text=_("✅ Post again"), callback_data=post),
+                InlineKeyboardButton(text=_("✖ Cancel"), callback_data=drop),
+            ]
+        ]
+    )
+
+
+def _again_text(repeat: RepeatSale, program: Program) -> str:
+    return _n(
+        "⚠️ You posted {amount} to this member in the last minute. Post it again?",
+        "⚠️ You posted {amount} to this member in the last {n} minutes. Post it again?",
+        repeat.params["minutes"],
+    ).format(
+        amount=fmt.money(repeat.params["amount"], program.program.currency),
+        n=repeat.params["minutes"],
+    )
+
+
+async def _posted(
+    message: Message, state: FSMContext | None, result: PurchaseResult, program: Program
+) -> None:
+    """Remember what was posted for /cancel. The cashier's receipt and the member's news
+    were owed by the posting itself (db/outbox.py); a replay is answered here."""
+    if state is not None:
+        await state.set_state(None)
+        await state.set_data(
+            {
+                "last": {
+                    "tx": result.transaction_id,
+                    "amount": str(result.amount),
+                    "earned": result.points_earned,
+                }
+            }
+        )
+    if result.replayed:
+        rules = program.program
+        await message.answer(
+            _("This sale was already posted.")
+            + "\n"
+            + _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
+                amount=fmt.money(result.amount, rules.currency),
+                points=fmt.points(result.points_earned),
+                balance=fmt.points(result.balance),
+            )
+        )
+    else:
+        POSTINGS.labels(result.kind).inc()
 
 
 async def amount_entered(
@@ -191,17 +254,27 @@ async def amount_entered(
     i18n: I18n,
 ) -> None:
     data = await state.get_data()
-    amount_text, receipt = _split_amount(message.text or "")
-    amount = parse_money(amount_text)
+    rules = program.program
+    try:
+        typed = parse_till_amount(
+            message.text or "", currency_signs(rules.currency, fmt.BABEL_LOCALES)
+        )
+        amount = check_purchase(typed.amount, rules.max_purchase)
+    except InvalidAmount:
+        await message.answer(
+            _("“{text}” is not an amount I can use. {rule}").format(
+                text=escape((message.text or "").strip()[:40]), rule=amount_rule(rules.currency)
+            )
+        )
+        return
     if data.get("mode") == "redeem":
         member = await get_member(session, data["member_id"])
         await session.rollback()
-        rules = program.program
         allowed = min(
             member.balance,
             max_redeemable(amount, rules.max_redeem_percent, rules.point_value),
         )
-        await state.update_data(amount=str(amount), receipt=receipt)
+        await state.update_data(amount=str(amount), receipt=typed.receipt)
         await state.set_state(Till.points)
         await message.answer(
             _("How many points? Up to {max} on this purchase. Send a number, or tap Max.").format(
@@ -219,32 +292,127 @@ async def amount_entered(
             ),
         )
         return
-    key = f"till:{staff.partner_id}:receipt:{receipt}" if receipt else f"till:{data['dialog']}"
-    result = await till_sale(
-        session,
-        program,
-        staff,
-        member_id=data["member_id"],
-        amount=amount,
-        key=key,
-        receipt=receipt,
-        reply=StaffChat(message.chat.id, i18n.current_locale),
-    )
-    await state.clear()
-    if result.replayed:
-        # Posted earlier (a repeated message): its receipt was owed then; say so again here.
-        rules = program.program
-        await message.answer(
-            _("This sale was already posted.")
-            + "\n"
-            + _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
-                amount=fmt.money(result.amount, rules.currency),
-                points=fmt.points(result.points_earned),
-                balance=fmt.points(result.balance),
-            )
+    await _sell(message, session, state, staff, program, i18n, amount, typed.receipt)
+
+
+async def _sell(
+    message: Message,
+    session: AsyncSession,
+    state: FSMContext,
+    staff: StaffInfo,
+    program: Program,
+    i18n: I18n,
+    amount: Decimal,
+    receipt: str | None,
+    *,
+    again: bool = False,
+) -> None:
+    data = await state.get_data()
+    try:
+        result = await till_sale(
+            session,
+            program,
+            staff,
+            member_id=data["member_id"],
+            amount=amount,
+            dialog=data["dialog"],
+            receipt=receipt,
+            again=again,
+            reply=StaffChat(message.chat.id, i18n.current_locale),
         )
-    else:
-        POSTINGS.labels(result.kind).inc()
+    except RepeatSale as repeat:
+        await state.update_data(pending={"amount": str(amount), "receipt": receipt})
+        dialog = data["dialog"]
+        await message.answer(
+            _again_text(repeat, program),
+            reply_markup=_again_markup(
+                TillCb(action="again", dialog=dialog).pack(),
+                TillCb(action="cancel", dialog=dialog).pack(),
+            ),
+        )
+        return
+    await _posted(message, state, result, program)
+
+
+async def post_again(
+    query: CallbackQuery,
+    callback_data: TillCb,
+    session: AsyncSession,
+    state: FSMContext,
+    staff: StaffInfo,
+    program: Program,
+    i18n: I18n,
+) -> None:
+    """The cashier says yes to "again?": post the sale they typed."""
+    if not await _dialog_ok(query, state, callback_data.dialog):
+        return
+    pending = (await state.get_data()).get("pending")
+    if not pending or not isinstance(query.message, Message):
+        await query.answer(_("This sale is closed. Scan the card again."), show_alert=True)
+        return
+    await query.answer()
+    with suppress(TelegramBadRequest):
+        await query.message.edit_reply_markup(reply_markup=None)
+    await _sell(
+        query.message,
+        session,
+        state,
+        staff,
+        program,
+        i18n,
+        Decimal(pending["amount"]),
+        pending["receipt"],
+        again=True,
+    )
+
+
+async def earn_only(
+    query: CallbackQuery,
+    callback_data: EarnOnlyCb,
+    session: AsyncSession,
+    state: FSMContext,
+    staff: StaffInfo,
+    program: Program,
+    i18n: I18n,
+) -> None:
+    """Finish a sale whose points part fell through, without points (one tap; a second tap
+    replays the first posting)."""
+    message = query.message
+    if not isinstance(message, Message):
+        await query.answer()
+        return
+    if callback_data.action == "drop":
+        await query.answer()
+        await message.edit_text(_("Not posted."))
+        return
+    try:
+        result = await finish_earn_only(
+            session,
+            program,
+            staff,
+            callback_data.request,
+            again=callback_data.action == "again",
+            reply=StaffChat(message.chat.id, i18n.current_locale),
+        )
+    except RequestClosed:
+        await query.answer(_("This sale is closed. Scan the card again."), show_alert=True)
+        return
+    except RepeatSale as repeat:
+        await query.answer()
+        await message.answer(
+            _again_text(repeat, program),
+            reply_markup=_again_markup(
+                EarnOnlyCb(request=callback_data.request, action="again").pack(),
+                EarnOnlyCb(request=callback_data.request, action="drop").pack(),
+            ),
+        )
+        return
+    await query.answer()
+    with suppress(TelegramBadRequest):
+        await message.edit_reply_markup(reply_markup=None)
+    # Remembered for /cancel unless the cashier is already in another sale's dialog.
+    idle = not (await state.get_data()).get("dialog")
+    await _posted(message, state if idle else None, result, program)
 
 
 async def points_entered(
@@ -308,8 +476,13 @@ async def _request(
         staff_chat_id=message.chat.id,
         staff_language=i18n.current_locale,
     )
-    await state.clear()
+    await state.set_state(None)
+    await state.set_data({"last": {"request": req.public_id}})
     currency = program.program.currency
+    if req.status == "unreachable":
+        closed = RENDERERS["request_closed"](program, closed_params(req, button=True))
+        await message.answer(closed.text, reply_markup=closed.markup)
+        return
     waiting = await message.answer(
         _(
             "⏳ Waiting for the member to confirm {points} ({money}) in Telegram. The request "
@@ -319,9 +492,63 @@ async def _request(
     await note_messages(session, req.public_id, staff_message_id=waiting.message_id)
 
 
-async def cancel(message: Message, state: FSMContext) -> None:
+async def cancel(
+    message: Message,
+    session: AsyncSession,
+    state: FSMContext,
+    staff: StaffInfo,
+    program: Program,
+) -> None:
+    """Leave the dialog, and never say "nothing was posted" about a sale that was."""
+    data = await state.get_data()
     await state.clear()
-    await message.answer(_("Cancelled. Nothing was posted."))
+    last = data.get("last") if not data.get("dialog") else None
+    if last and "request" in last:
+        req, result = await request_outcome(session, program, staff, last["request"])
+        if req.status == "pending":
+            await message.answer(
+                _(
+                    "Nothing is posted yet: the member has not answered the request for {points}. "
+                    "If they confirm it within 2 minutes it is posted, and you will be told."
+                ).format(points=fmt.points(req.points))
+            )
+            return
+        last = result and {
+            "tx": result.transaction_id,
+            "amount": str(result.amount),
+            "earned": result.points_earned,
+            "redeemed": result.points_redeemed,
+            "points_money": str(result.amount - result.paid),
+        }
+    if not last:
+        await message.answer(_("Cancelled. Nothing was posted."))
+        return
+    currency = program.program.currency
+    if last.get("redeemed"):
+        what = _("#{number}: {amount}, {redeemed} paid {money}, +{earned}").format(
+            number=last["tx"],
+            amount=fmt.money(Decimal(last["amount"]), currency),
+            redeemed=fmt.points(last["redeemed"]),
+            money=fmt.money(Decimal(last["points_money"]), currency),
+            earned=fmt.points(last["earned"]),
+        )
+    else:
+        what = _("#{number}: {amount}, +{earned}").format(
+            number=last["tx"],
+            amount=fmt.money(Decimal(last["amount"]), currency),
+            earned=fmt.points(last["earned"]),
+        )
+    await message.answer(
+        "\n".join(
+            [
+                _("Nothing to cancel: the last sale was already posted."),
+                what,
+                _("To undo it, a manager refunds it: /refund {number} all reason").format(
+                    number=last["tx"]
+                ),
+            ]
+        )
+    )
 
 
 def build() -> Router:
@@ -337,5 +564,7 @@ def build() -> Router:
     router.message.register(card_photo, StateFilter(None), HasPhoto())
     router.message.register(card_number, StateFilter(None), TextMatches(CARD_NUMBER))
     router.callback_query.register(max_points, TillCb.filter(F.action == "max"))
+    router.callback_query.register(post_again, TillCb.filter(F.action == "again"))
+    router.callback_query.register(earn_only, EarnOnlyCb.filter())
     router.callback_query.register(choose, TillCb.filter())
     return router

@@ -1,0 +1,360 @@
+"""Money typed at the till, end to end through the fake Bot API (and the use cases where a
+clock is needed): the input rule, receipt keys per business day, "again?", one's own card,
+/cancel after a sale, earn-only after a decline, timeout or blocked member, and the member's
+notification of a sale paid partly with points."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.callbacks import EarnOnlyCb
+from bot.jobs import close_expired_requests
+from db.errors import OwnCard
+from db.members import find_by_telegram, register_member
+from db.models import AuditLog, Member, RedemptionRequest, Transaction
+from db.program import Program
+from db.staff import accept_invite, create_invite
+from db.till import request_redemption, till_sale
+from tests.botharness import BotHarness
+from tests.conftest import make_program
+from tests.fakegram import UserClient, inline_buttons, text_of
+from tests.till import card_photo, hire, join
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def sales(sessions: Sessions) -> list[tuple[Decimal, str | None, str]]:
+    async with sessions() as s:
+        rows = await s.execute(
+            select(Transaction.amount, Transaction.receipt, Transaction.kind)
+            .where(Transaction.kind.in_(("earn", "redeem")))
+            .order_by(Transaction.id)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def balance_of(sessions: Sessions, user: UserClient) -> int:
+    async with sessions() as s:
+        member = await find_by_telegram(s, user.user_id)
+    assert member is not None
+    return member.balance
+
+
+async def audit_actions(sessions: Sessions) -> list[str]:
+    async with sessions() as s:
+        return list((await s.execute(select(AuditLog.action).order_by(AuditLog.id))).scalars())
+
+
+async def start_sale(cashier: UserClient, member: UserClient, button: str) -> dict:
+    await cashier.send_photo(await card_photo(member))
+    await cashier.wait_message("Points can pay up to")
+    await cashier.click(button)
+    return await cashier.wait_message("Enter the purchase amount")
+
+
+async def earn(cashier: UserClient, member: UserClient, typed: str) -> dict:
+    await start_sale(cashier, member, "🧾 Sale: earn points")
+    sent = await cashier.send(typed)
+    return await cashier.wait_message(
+        lambda m: text_of(m).startswith("✅") and m["message_id"] > sent["message_id"]
+    )
+
+
+async def ask_for_points(
+    cashier: UserClient, member: UserClient, amount: str, points: str
+) -> None:
+    await start_sale(cashier, member, "💳 Sale: use points")
+    await cashier.send(amount)
+    await cashier.wait_message("How many points?")
+    await cashier.send(points)
+
+
+async def test_amount_rule_refuses_guesses_and_reads_currency_and_receipt(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    prompt = text_of(await start_sale(cashier, ann, "🧾 Sale: earn points"))
+    assert "12,50" in prompt and "12.50 #A-1043" in prompt  # the prompt says the rule
+    for bad in ("12 50", "8 42", "20 15", "1 250", "1e3", "12.505", "12.50 A-1043", "5 EUR"):
+        await cashier.send(bad)
+        refusal = text_of(await cashier.wait_message("is not an amount"))
+        assert bad in refusal and "12.50 #A-1043" in refusal, bad
+    assert await sales(sessions) == []
+    await cashier.send("12.50 PLN")  # still in the dialog
+    assert "PLN12.50" in text_of(await cashier.wait_message("✅"))
+    await earn(cashier, ann, "5 zł #A-7")
+    await earn(cashier, ann, "pln 8,40")
+    assert await sales(sessions) == [
+        (Decimal("12.50"), None, "earn"),
+        (Decimal("5.00"), "A-7", "earn"),
+        (Decimal("8.40"), None, "earn"),
+    ]
+    # 12.50 → 62, 5.00 → 25, 8.40 → 42 points at 5 %.
+    assert await balance_of(sessions, ann) == 50 + 62 + 25 + 42
+
+
+async def test_receipt_numbers_are_unique_per_partner_and_business_day(
+    sessions: Sessions, program: Program
+) -> None:
+    warsaw = make_program(program={"timezone": "Europe/Warsaw"})
+    async with sessions() as s:
+        member = await register_member(s, warsaw, telegram_id=501, first_name="Ann")
+        token = await create_invite(s, created_by=1, role="cashier", partner_slug="coffee")
+        staff = await accept_invite(s, token, telegram_id=502)
+
+        async def sell(at: datetime) -> bool:
+            result = await till_sale(
+                s,
+                warsaw,
+                staff,
+                member_id=member.id,
+                amount=Decimal("20"),
+                dialog=f"d{at.timestamp()}",
+                receipt="R-1",
+                now=at,
+            )
+            return result.replayed
+
+        # 22:30 and 23:30 UTC on 10 January are one UTC day but two days in Warsaw (UTC+1).
+        evening = datetime(2026, 1, 10, 22, 30, tzinfo=UTC)
+        assert await sell(evening) is False
+        assert await sell(evening + timedelta(minutes=20)) is True  # same day: the same sale
+        assert await sell(evening + timedelta(hours=1)) is False  # after midnight in Warsaw
+        assert await sell(evening + timedelta(days=3)) is False
+    assert len(await sales(sessions)) == 3
+
+
+async def test_same_amount_to_same_member_within_minutes_asks_again(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await earn(cashier, ann, "30")
+    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await cashier.send("30")
+    question = await cashier.wait_message("Post it again?")
+    assert "PLN30.00 to this member in the last minute" in text_of(question)
+    assert len(await sales(sessions)) == 1
+    # A double tap on "Post again" posts one more sale, not two.
+    await asyncio.gather(
+        cashier.click(question, inline_buttons(question)[0]["callback_data"], check=False),
+        cashier.click(question, inline_buttons(question)[0]["callback_data"], check=False),
+    )
+    await cashier.wait_message("✅")
+    await asyncio.sleep(0.3)
+    assert len(await sales(sessions)) == 2
+
+    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await cashier.send("30,00 pln")
+    question = await cashier.wait_message("Post it again?")
+    await cashier.click("✖ Cancel")
+    await harness.server.wait_for(
+        lambda: (
+            "Nothing was posted"
+            in text_of(harness.server.message(cashier.user_id, question["message_id"]))
+        )
+    )
+    await earn(cashier, ann, "31")  # another amount is not asked about
+    assert [amount for amount, _r, _k in await sales(sessions)] == [
+        Decimal("30.00"),
+        Decimal("30.00"),
+        Decimal("31.00"),
+    ]
+    assert (await audit_actions(sessions)).count("sale") == 3
+
+
+async def test_staff_cannot_credit_or_redeem_on_their_own_card(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    carl = harness.user("Carl")
+    await join(carl)
+    await hire(harness, carl, "coffee", "cashier")
+    await carl.send_photo(await card_photo(carl))
+    assert "your own member card" in text_of(await carl.wait_message("own member card"))
+    # The use cases refuse it too (a forged dialog, an API), and write the attempt down.
+    async with sessions() as s:
+        member = await find_by_telegram(s, carl.user_id)
+        staff = await accept_invite(
+            s,
+            await create_invite(s, created_by=1, role="cashier", partner_slug="books"),
+            telegram_id=carl.user_id,
+        )
+        assert member is not None
+        with pytest.raises(OwnCard):
+            await till_sale(s, program, staff, member_id=member.id, amount=Decimal(10), dialog="x")
+        with pytest.raises(OwnCard):
+            await request_redemption(
+                s,
+                program,
+                staff,
+                member_id=member.id,
+                amount=Decimal(10),
+                points=None,
+                dialog="y",
+                staff_chat_id=carl.user_id,
+            )
+    assert await sales(sessions) == []
+    assert (await audit_actions(sessions)).count("own_card_refused") == 3
+    async with sessions() as s:
+        requests = await s.scalar(select(func.count()).select_from(RedemptionRequest))
+    assert requests == 0
+    assert await balance_of(sessions, carl) == 50
+
+
+async def test_cancel_after_a_sale_says_what_was_posted(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await earn(cashier, ann, "40")
+    async with sessions() as s:
+        sale = await s.scalar(select(Transaction.id).where(Transaction.kind == "earn"))
+    await cashier.send("/cancel")
+    said = text_of(await cashier.wait_message("cancel"))
+    assert "Nothing was posted" not in said
+    assert f"#{sale}" in said and "PLN40.00" in said and "+200 points" in said
+    assert f"/refund {sale} all" in said
+
+    await ask_for_points(cashier, ann, "10", "100")
+    await ann.wait_message("Confirm?")
+    await ann.click("✅ Confirm")
+    await cashier.wait_message("The member confirmed")
+    await cashier.send("/cancel")
+    said = text_of(await cashier.wait_message("already posted"))
+    assert "PLN10.00" in said and "100 points paid PLN1.00" in said and "+45 points" in said
+
+    # A dialog with nothing posted in it is still cancelled plainly.
+    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await cashier.send("/cancel")
+    await cashier.wait_message("Cancelled. Nothing was posted.")
+    assert len(await sales(sessions)) == 2
+
+
+async def test_earn_only_after_decline_or_timeout_posts_once(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await ask_for_points(cashier, ann, "10 #R-5", "20")
+    await ann.wait_message("Confirm?")
+    await ann.click("✖ Decline")
+    offer = await cashier.wait_message(lambda m: bool(inline_buttons(m)))
+    assert "declined" in text_of(offer)
+    (button,) = inline_buttons(offer)
+    assert button["text"] == "🧾 Post PLN10.00 without points"
+    await asyncio.gather(  # a double tap
+        cashier.click(offer, button["callback_data"], check=False),
+        cashier.click(offer, button["callback_data"], check=False),
+    )
+    assert "+50 points" in text_of(await cashier.wait_message("✅"))
+    await asyncio.sleep(0.3)
+    assert await sales(sessions) == [(Decimal("10.00"), "R-5", "earn")]
+    assert await balance_of(sessions, ann) == 100
+    assert "without points" not in str(cashier.messages[-1].get("reply_markup"))
+
+    # Unanswered: the expiry tells the cashier, with the same button.
+    await ask_for_points(cashier, ann, "12", "20")
+    await cashier.wait_message("Waiting for the member")
+    await ann.wait_message("Confirm?")
+    await asyncio.sleep(0.2)  # the request's message ids are noted after the send
+    later = datetime.now(UTC) + timedelta(minutes=3)
+    assert await close_expired_requests(harness.runtime, now=later) == 1
+    offer = await cashier.wait_message(lambda m: "without points" in str(m.get("reply_markup")))
+    assert "did not answer in time" in text_of(offer)
+    await cashier.click("🧾 Post PLN12.00 without points")
+    await cashier.wait_message("+60 points")
+    assert [a for a, _r, _k in await sales(sessions)] == [Decimal("10.00"), Decimal("12.00")]
+    # Someone else's button (forged) posts nothing.
+    eve = harness.user("Eve")
+    await hire(harness, eve, "coffee", "cashier")
+    request_id = EarnOnlyCb.unpack(inline_buttons(offer)[0]["callback_data"]).request
+    forged = await eve.click(offer, EarnOnlyCb(request=request_id).pack(), check=False)
+    assert "closed" in (await eve.wait_callback_answer(forged))["text"]
+    assert len(await sales(sessions)) == 2
+
+
+async def test_member_who_blocked_the_bot_is_reported_at_once(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann, bob = harness.user("Carl"), harness.user("Ann"), harness.user("Bob")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await join(bob)
+    photo = await card_photo(ann)
+
+    # Known unreachable: Ann blocked the bot, and the bot was told.
+    await ann.block()
+
+    async def unreachable(user: UserClient) -> bool:
+        async with sessions() as s:
+            return not await s.scalar(
+                select(Member.reachable).where(Member.telegram_id == user.user_id)
+            )
+
+    for _ in range(100):
+        if await unreachable(ann):
+            break
+        await asyncio.sleep(0.02)
+    assert await unreachable(ann)
+    await cashier.send_photo(photo)
+    await cashier.wait_message("Points can pay up to")
+    await cashier.click("💳 Sale: use points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("10")
+    await cashier.wait_message("How many points?")
+    await cashier.send("20")
+    await cashier.wait_message("cannot confirm in Telegram")
+    assert not any("Waiting for the member" in text_of(m) for m in cashier.messages)
+    await cashier.click("🧾 Post PLN10.00 without points")
+    await cashier.wait_message("✅")
+    assert await balance_of(sessions, ann) == 100
+
+    # Not yet known: Telegram refuses the confirmation request with 403.
+    bob_card = await card_photo(bob)
+    harness.server.block(bob.user_id)  # sends to Bob now fail; the bot was not told
+    await cashier.send_photo(bob_card)
+    await cashier.wait_message("Points can pay up to")
+    await cashier.click("💳 Sale: use points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("8")
+    await cashier.wait_message("How many points?")
+    await cashier.send("20")
+    await cashier.wait_message(
+        lambda m: "cannot confirm in Telegram" in text_of(m) and bool(inline_buttons(m))
+    )
+    assert await unreachable(bob)
+    async with sessions() as s:
+        statuses = list((await s.execute(select(RedemptionRequest.status))).scalars())
+    assert statuses == ["unreachable", "unreachable"]
+    assert "redeem_unreachable" in await audit_actions(sessions)
+    await cashier.click("🧾 Post PLN8.00 without points")
+    await cashier.wait_message("+40 points")
+    assert await balance_of(sessions, bob) == 90
+
+
+async def test_notification_of_a_sale_paid_partly_with_points_states_the_whole(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await earn(cashier, ann, "40")
+    await ann.wait_message("+200 points for your purchase of PLN40.00")
+    await ask_for_points(cashier, ann, "4", "200")
+    await ann.wait_message("Confirm?")
+    await ann.click("✅ Confirm")
+    note = text_of(await ann.wait_message("of your PLN4.00 purchase"))
+    assert "200 points paid PLN2.00 of your PLN4.00 purchase at Bean There Coffee" in note
+    assert "+10 points earned on the PLN2.00 you paid" in note
+    assert "Balance: 60 points." in note
