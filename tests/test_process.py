@@ -85,6 +85,33 @@ async def test_polling_process_answers_and_stops_cleanly(database_url: str) -> N
             assert await asyncio.wait_for(process.wait(), 20) == 0
 
 
+async def test_a_refused_command_menu_and_no_owners_are_warnings_not_failures(
+    database_url: str,
+) -> None:
+    port = free_port()
+    async with FakeTelegramServer(bot_username="city_bonus_bot") as server:
+        server.fail_next("setMyCommands", 400, count=None, description="Bad Request: no menu")
+        env = {
+            "DATABASE_URL": database_url,
+            "TELEGRAM_API_BASE": server.base_url,
+            "HTTP_PORT": str(port),
+            "HTTP_HOST": "127.0.0.1",
+            "ADMIN_IDS": "",
+        }
+        async with bot_process(env) as process:
+            await wait_healthy(port, process)
+            user = UserClient(server, 4322, first_name="Pat")
+            await user.send("/start")
+            await user.wait_message(timeout=15)
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, output
+    log = output.decode()
+    assert "could not set the command menu (Telegram server says - Bad Request: no menu)" in log
+    assert "ADMIN_IDS is empty" in log and "@userinfobot" in log
+    assert "Traceback" not in log, log
+
+
 async def test_webhook_process_registers_its_secret_and_serves(database_url: str) -> None:
     port = free_port()
     async with FakeTelegramServer(bot_username="city_bonus_bot") as server:
