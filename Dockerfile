@@ -12,6 +12,7 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DATA_DIR=/data \
+    HTTP_HOST=0.0.0.0 \
     HTTP_PORT=8080
 RUN useradd --create-home --uid 10001 loyalty && mkdir -p /data && chown loyalty /data
 COPY --from=build /install /usr/local

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,8 +24,18 @@ def _settings() -> Settings:
         raise StartupError(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
-def _day(text: str) -> datetime:
-    return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+def _day(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # APScheduler logs every run of the 10-second jobs at INFO ("Running job…",
+        # "…executed successfully"); its warnings (missed runs) and errors still show.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -36,12 +46,16 @@ async def _migrate(settings: Settings) -> None:
     print("database is up to date")
 
 
-async def _settlement(settings: Settings, start: datetime, end: datetime) -> tuple[Any, str]:
+async def _settlement(settings: Settings, first: date, end: date) -> tuple[Any, str]:
+    """[first, end) in whole days of the program's time zone, as /settlement counts them."""
     from bot.runtime import open_runtime
     from db.settlement import settlement
 
     runtime = await open_runtime(settings)
     try:
+        zone = runtime.program.program.zone
+        start = datetime.combine(first, time(), tzinfo=zone)
+        end = datetime.combine(end, time(), tzinfo=zone)
         async with runtime.sessions() as session:
             report = await settlement(session, runtime.program, start=start, end=end)
     finally:
@@ -64,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description="A coalition loyalty program run through a Telegram bot. Settings come "
         "from the environment: BOT_TOKEN, DATABASE_URL (unset: an embedded PostgreSQL under "
-        "DATA_DIR), TELEGRAM_API_BASE, ADMIN_IDS, PROGRAM_FILE, REDIS_URL, WEBHOOK_URL.",
+        "DATA_DIR), TELEGRAM_API_BASE, ADMIN_IDS, PROGRAM_FILE, REDIS_URL, WEBHOOK_URL, "
+        "WEBHOOK_SECRET, HTTP_HOST, HTTP_PORT, METRICS_TOKEN.",
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
@@ -72,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-program", help="validate the program file and exit")
     check.add_argument("file", nargs="?", help="default: PROGRAM_FILE or program.toml")
     report = sub.add_parser("settlement", help="write the settlement CSV for a period")
-    report.add_argument("--from", dest="start", type=_day, required=True, help="YYYY-MM-DD")
+    report.add_argument(
+        "--from", dest="start", type=_day, required=True, help="YYYY-MM-DD, the program's days"
+    )
     report.add_argument("--to", dest="end", type=_day, required=True, help="YYYY-MM-DD, exclusive")
     report.add_argument("--out", default="-", help="file to write; default: standard output")
     return parser
@@ -82,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings.log_level)
         if args.command == "check-program":
             from db.program import ProgramError, load_program
 
@@ -97,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
         elif args.command == "settlement":
+            if args.end <= args.start:
+                raise StartupError(
+                    f"--to ({args.end}) must come after --from ({args.start}); --to is exclusive"
+                )
             report, currency = asyncio.run(_settlement(settings, args.start, args.end))
             _write_settlement(report, currency, args.out)
         else:

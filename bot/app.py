@@ -14,7 +14,11 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramUnauthorizedError,
+)
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.fsm.storage.redis import RedisStorage
@@ -93,11 +97,23 @@ def build_dispatcher(
 
 
 async def register_commands(bot: Bot, i18n: I18n) -> None:
-    """The command menu in each language; the default (no language) is English."""
-    for language in (None, *LANGUAGES):
-        with i18n.context(), i18n.use_locale(language or DEFAULT_LANGUAGE):
-            commands = [BotCommand(command=c, description=d) for c, d in texts.commands()]
-        await bot.set_my_commands(commands, language_code=language)
+    """The command menu in each language; the default (no language) is English. A menu
+    Telegram refuses is not worth stopping for: the commands work without it."""
+    try:
+        for language in (None, *LANGUAGES):
+            with i18n.context(), i18n.use_locale(language or DEFAULT_LANGUAGE):
+                commands = [BotCommand(command=c, description=d) for c, d in texts.commands()]
+            await bot.set_my_commands(commands, language_code=language)
+    except TelegramAPIError as exc:
+        log.warning("could not set the command menu (%s); going on without it", exc)
+
+
+def warn_without_owners(settings: Settings) -> None:
+    if not settings.admin_ids:
+        log.warning(
+            "ADMIN_IDS is empty: nobody can hire staff or run the program. Put your Telegram "
+            "id in it (send /start to @userinfobot to learn it) and restart."
+        )
 
 
 def webhook_secret(settings: Settings) -> str:
@@ -120,62 +136,82 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    # Bounded: the database may already be gone, and shutting down must not hang on it.
+    await asyncio.wait({task}, timeout=5)
+
+
 async def run(settings: Settings) -> None:
     bot = build_bot(settings)
     runtime = await open_runtime(settings)
+    storage: BaseStorage | None = None
     try:
         try:
             me = await bot.get_me()
         except TelegramUnauthorizedError:
             raise StartupError("Telegram refused BOT_TOKEN: check it with @BotFather.") from None
         except TelegramNetworkError as exc:
+            # aiohttp's message may quote the request's path, which holds the token.
+            why = str(exc).replace(bot.token, "<BOT_TOKEN>")
             raise StartupError(
-                f"cannot reach the Bot API at {settings.telegram_api_base}: {exc}"
+                f"cannot reach the Bot API at {settings.telegram_api_base}: {why}"
             ) from None
         log.info("running as @%s", me.username)
+        warn_without_owners(settings)
         storage = RedisStorage.from_url(settings.redis_url) if settings.redis_url else None
         bucket = TokenBucket(settings.delivery_rate)
         dp = build_dispatcher(runtime, bot, storage=storage, bucket=bucket)
-        await register_commands(bot, dp["i18n_core"])
-        scheduler = start_scheduler(runtime, dp["notifier"])
-        delivery = asyncio.create_task(
-            DeliveryWorker(
-                bot,
-                runtime.engine,
-                runtime.sessions,
-                dp["i18n_core"],
-                rate=settings.delivery_rate,
-                bucket=bucket,
-            ).run_forever()
-        )
         secret = webhook_secret(settings)
+        token = settings.metrics_token
         web_app = build_web_app(
-            runtime.engine, dp=dp, bot=bot, webhook_url=settings.webhook_url, webhook_secret=secret
+            runtime.engine,
+            dp=dp,
+            bot=bot,
+            webhook_url=settings.webhook_url,
+            webhook_secret=secret,
+            metrics_token=token.get_secret_value() if token else None,
         )
+        # Before any background work starts, so a busy port stops start-up cleanly.
         runner = await start_web(web_app, settings.http_host, settings.http_port)
         try:
-            if settings.webhook_url:
-                await bot.set_webhook(
-                    settings.webhook_url,
-                    secret_token=secret,
-                    allowed_updates=dp.resolve_used_update_types(),
-                )
-                log.info("serving the webhook at %s", settings.webhook_url)
-                await dp.emit_startup(bot=bot)
-                try:
-                    await _until_stopped()
-                finally:
-                    await dp.emit_shutdown(bot=bot)
-            else:
-                await bot.delete_webhook(drop_pending_updates=False)
-                await dp.start_polling(
-                    bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
-                )
+            await register_commands(bot, dp["i18n_core"])
+            scheduler = start_scheduler(runtime, dp["notifier"])
+            delivery = asyncio.create_task(
+                DeliveryWorker(
+                    bot,
+                    runtime.engine,
+                    runtime.sessions,
+                    dp["i18n_core"],
+                    rate=settings.delivery_rate,
+                    bucket=bucket,
+                ).run_forever()
+            )
+            try:
+                if settings.webhook_url:
+                    await bot.set_webhook(
+                        settings.webhook_url,
+                        secret_token=secret,
+                        allowed_updates=dp.resolve_used_update_types(),
+                    )
+                    log.info("serving the webhook at %s", settings.webhook_url)
+                    await dp.emit_startup(bot=bot)
+                    try:
+                        await _until_stopped()
+                    finally:
+                        await dp.emit_shutdown(bot=bot)
+                else:
+                    await bot.delete_webhook(drop_pending_updates=False)
+                    await dp.start_polling(
+                        bot, handle_signals=True, allowed_updates=dp.resolve_used_update_types()
+                    )
+            finally:
+                await _stop(delivery)
+                scheduler.shutdown(wait=False)
         finally:
-            delivery.cancel()
-            scheduler.shutdown(wait=False)
             await runner.cleanup()
-            await dp.storage.close()
     finally:
+        if storage is not None:
+            await storage.close()
         await bot.session.close()
         await runtime.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,10 +30,17 @@ class Settings(BaseSettings):
         default=None, description="HMAC key for card tokens; unset: derived from the token"
     )
     redis_url: str | None = Field(default=None, description="FSM storage for several instances")
-    webhook_url: str | None = Field(default=None, description="Serve a webhook instead of polling")
-    webhook_secret: SecretStr | None = None
-    http_host: str = Field(default="0.0.0.0", description="Where /healthz, /metrics listen")
+    webhook_url: str | None = Field(
+        default=None, description="Serve a webhook (https://) instead of polling"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="1-256 of A-Z a-z 0-9 _ -; unset: derived from the token"
+    )
+    http_host: str = Field(default="127.0.0.1", description="Where /healthz, /metrics listen")
     http_port: int = Field(default=8080, description="and the webhook, when it is on")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token /metrics requires; unset: open"
+    )
     delivery_rate: float = Field(
         default=25.0, gt=0, le=1000, description="Campaign messages per second, all instances"
     )
@@ -55,3 +64,34 @@ class Settings(BaseSettings):
         if not bot_id.isdigit() or not secret or any(c.isspace() for c in secret):
             raise ValueError("does not look like a bot token (123456:ABC-DEF…) from @BotFather")
         return value
+
+    @field_validator("webhook_url", "webhook_secret", "metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose passes `${WEBHOOK_URL:-}` as an empty string when it is not set.
+        return None if value == "" else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(
+                "must be an https:// URL (Telegram delivers webhooks over HTTPS only); "
+                "unset it to poll instead"
+            )
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+            )
+        return value
+
+
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")

@@ -81,25 +81,27 @@ async def close_expired_requests(runtime: Runtime, now: datetime | None = None) 
 
 
 def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
-    scheduler = AsyncIOScheduler(timezone=UTC)
+    # Daily jobs at the program's local hours (02:00 is a quiet night there, not in UTC).
+    zone = runtime.program.program.zone
+    scheduler = AsyncIOScheduler(timezone=zone)
     daily = {"misfire_grace_time": 6 * 3600, "coalesce": True, "replace_existing": True}
     scheduler.add_job(
         exclusively,
-        CronTrigger(hour=2, minute=0, timezone=UTC),
+        CronTrigger(hour=2, minute=0, timezone=zone),
         id="expire",
         args=[runtime, "expire", lambda: expire_points(runtime)],
         **daily,
     )
     scheduler.add_job(
         exclusively,
-        CronTrigger(hour=2, minute=30, timezone=UTC),
+        CronTrigger(hour=2, minute=30, timezone=zone),
         id="tiers",
         args=[runtime, "tiers", lambda: recalc_tiers(runtime)],
         **daily,
     )
     scheduler.add_job(
         exclusively,
-        CronTrigger(hour=10, minute=0, timezone=UTC),
+        CronTrigger(hour=10, minute=0, timezone=zone),
         id="remind",
         args=[runtime, "remind", lambda: remind_expiring(runtime, notifier)],
         **daily,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+import hmac
 import logging
 from urllib.parse import urlsplit
 
@@ -14,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.runtime import StartupError
+
 log = logging.getLogger(__name__)
 
 
@@ -24,18 +28,27 @@ def build_web_app(
     bot: Bot | None = None,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
+    metrics_token: str | None = None,
 ) -> web.Application:
     app = web.Application()
 
     async def healthz(_request: web.Request) -> web.Response:
+        # Anyone may ask: the answer says ok or not, never why (the error names the database).
         try:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except (OSError, DBAPIError) as exc:
-            return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
+            log.warning("health check: the database does not answer: %s", exc)
+            return web.json_response({"status": "unavailable"}, status=503)
         return web.json_response({"status": "ok"})
 
-    async def metrics(_request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if metrics_token is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, f"Bearer {metrics_token}".encode()):
+                return web.Response(
+                    status=401, text="401: Unauthorized", headers={"WWW-Authenticate": "Bearer"}
+                )
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
@@ -52,6 +65,17 @@ def build_web_app(
 async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"HTTP_PORT {port} on {host} is already in use: stop what holds it or set "
+                "HTTP_PORT to a free port"
+            ) from None
+        raise StartupError(
+            f"cannot listen on {host}:{port} (HTTP_HOST, HTTP_PORT): {exc.strerror or exc}"
+        ) from None
     log.info("HTTP on %s:%s (/healthz, /metrics)", host, port)
     return runner

@@ -12,6 +12,7 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -58,7 +59,22 @@ class ProgramRules(_Strict):
     max_purchase: Dec = Field(gt=0, max_digits=12, decimal_places=2)
     card_ttl_seconds: Int = Field(default=600, ge=30, le=86_400)
     rules_url: HttpUrl | None = None
-    timezone: str = "UTC"
+    timezone: str = "UTC"  # an IANA name; every local day, time and period is in it
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe", a folder
+            raise ValueError(
+                f'{value!r} is not an IANA time zone name (write it like "Europe/Warsaw")'
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 class ReferralRules(_Strict):

@@ -3,21 +3,31 @@ the chart is a real PNG, the CSV is the settlement's."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
+from babel.dates import format_datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.__main__ import main
 from bot.settlement_csv import write_settlement
 from db.members import register_member
-from db.models import AuditLog
+from db.models import AuditLog, Transaction
 from db.program import Program
 from db.purchases import record_purchase
 from db.settlement import settlement
+from db.staff import active_staff
 from tests.botharness import BotHarness
+from tests.conftest import TEST_PROGRAM, make_program
 from tests.fakegram import UserClient, text_of
 from tests.till import hire, join
 
@@ -178,3 +188,108 @@ async def test_settlement_document_matches_the_ledger(
     await mia.send("/settlement")
     last_month = await mia.wait_message(lambda m: "document" in m, timeout=15)
     assert last_month["document"]["file_name"].endswith(f"-{today.replace(day=1)}.csv")
+
+
+WARSAW = make_program(program={"timezone": "Europe/Warsaw"})
+
+
+@pytest.mark.parametrize("program", [WARSAW])
+async def test_shift_shows_the_programs_local_times(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    carl = harness.user("Carl")
+    await hire(harness, carl, "coffee", "cashier")
+    async with sessions() as s:
+        staff = await active_staff(s, carl.user_id)
+        assert staff is not None
+        ann = await register_member(s, program, telegram_id=9001)
+        sale = await record_purchase(
+            s,
+            program,
+            member_id=ann.id,
+            partner="coffee",
+            amount=Decimal("12.00"),
+            key="shift-1",
+            staff_id=staff.id,
+        )
+    async with sessions() as s:
+        posted = await s.scalar(
+            select(Transaction.created_at).where(Transaction.id == sale.transaction_id)
+        )
+    assert posted is not None
+    await carl.send("/shift")
+    shift = text_of(await carl.wait_message("Your shift today"))
+    warsaw = ZoneInfo("Europe/Warsaw")
+    local = format_datetime(posted.astimezone(warsaw), "short", locale="en_GB", tzinfo=warsaw)
+    in_utc = format_datetime(posted.astimezone(UTC), "short", locale="en_GB", tzinfo=UTC)
+    assert f"#{sale.transaction_id} {local} · " in shift, shift
+    assert in_utc not in shift
+
+
+def _toml(data: dict[str, Any]) -> str:
+    """The test program as a file (flat tables and arrays of tables are all it has)."""
+    lines: list[str] = []
+    for name, section in data.items():
+        for table in section if isinstance(section, list) else [section]:
+            lines.append(f"[[{name}]]" if isinstance(section, list) else f"[{name}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("program", [WARSAW])
+async def test_cli_settlement_counts_the_same_local_days_as_the_bot(
+    harness: BotHarness,
+    sessions: Sessions,
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with sessions() as s:
+        ann = await register_member(
+            s, program, telegram_id=9001, now=datetime(2026, 11, 1, tzinfo=UTC)
+        )
+        # 23:30 UTC on Nov 5 is 00:30 on Nov 6 in Warsaw: a sale of Nov 6 there.
+        await record_purchase(
+            s,
+            program,
+            member_id=ann.id,
+            partner="coffee",
+            amount=Decimal("40.00"),
+            key="late",
+            now=datetime(2026, 11, 5, 23, 30, tzinfo=UTC),
+        )
+    owner = harness.owner()
+    await owner.send("/settlement 2026-11-06..2026-11-06")
+    message = await owner.wait_message(lambda m: "document" in m, timeout=15)
+    stored = harness.server.file(message["document"]["file_id"])
+    assert stored is not None
+    from_bot = stored.data.decode("utf-8-sig")
+
+    data = {**TEST_PROGRAM, "program": {**TEST_PROGRAM["program"], "timezone": "Europe/Warsaw"}}
+    (tmp_path / "program.toml").write_text(_toml(data), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    out = tmp_path / "settlement.csv"
+    args = ["settlement", "--from", "2026-11-06", "--to", "2026-11-07", "--out", str(out)]
+    assert await asyncio.to_thread(main, args) == 0
+    from_cli = out.read_text(encoding="utf-8")
+    assert from_cli.splitlines() == from_bot.splitlines()
+    coffee = next(r for r in csv.DictReader(io.StringIO(from_cli)) if r["partner"] == "coffee")
+    assert (coffee["period_start"], coffee["period_end"], coffee["points_issued"]) == (
+        "2026-11-06",
+        "2026-11-07",
+        "200",
+    )
+
+
+@pytest.mark.parametrize(("start", "end"), [("2026-11-02", "2026-11-01"), ("2026-11-01",) * 2])
+def test_cli_settlement_refuses_a_period_that_ends_before_it_starts(
+    start: str, end: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["settlement", "--from", start, "--to", end]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        f"error: --to ({end}) must come after --from ({start}); --to is exclusive"
+    ]

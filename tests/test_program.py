@@ -56,6 +56,13 @@ def _broken(path: list[str | int], value: Any) -> dict[str, Any]:
         (["tiers", 1, "min_spend"], "5000", "tiers: tiers must be listed by strictly increasing"),
         (["program", "currency"], "zloty", "program.currency: String should match pattern"),
         (["program", "welcome_points"], True, "program.welcome_points"),
+        (
+            ["program", "timezone"],
+            "Warsaw",
+            "program.timezone: 'Warsaw' is not an IANA time zone name",
+        ),
+        (["program", "timezone"], "Europe", "program.timezone: 'Europe' is not an IANA"),
+        (["program", "timezone"], "", "program.timezone: '' is not an IANA"),
     ],
 )
 def test_bad_file_names_the_key(path: list[str | int], value: Any, expected: str) -> None:
@@ -82,3 +89,19 @@ def test_unreadable_files(tmp_path: Path) -> None:
     bad.write_text("[program\nname = 1\n")
     with pytest.raises(ProgramError, match="not valid TOML"):
         load_program(bad)
+
+
+def test_check_program_refuses_a_time_zone_that_is_not_iana(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.__main__ import main
+
+    text = (ROOT / "program.toml").read_text(encoding="utf-8")
+    good = tmp_path / "good.toml"
+    good.write_text(text.replace("[program]\n", '[program]\ntimezone = "Europe/Warsaw"\n', 1))
+    assert main(["check-program", str(good)]) == 0
+    assert load_program(good).program.zone.key == "Europe/Warsaw"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[program]\n", '[program]\ntimezone = "Warsaw"\n', 1))
+    assert main(["check-program", str(bad)]) == 2
+    assert "program.timezone: 'Warsaw' is not an IANA time zone name" in capsys.readouterr().err

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.config import Settings
 from bot.web import build_web_app
 from db.engine import create_engine
 from db.members import find_by_telegram
@@ -61,10 +66,64 @@ async def test_webhook_refuses_requests_without_the_secret(
         assert await find_by_telegram(s, 77) is None  # /start shows the rules; nobody joined
 
 
-async def test_healthz_says_when_the_database_is_gone() -> None:
-    engine = create_engine("postgresql://postgres@127.0.0.1:1/none", pool_size=1)
+async def test_healthz_says_when_the_database_is_gone(caplog: pytest.LogCaptureFixture) -> None:
+    """Only ok or unavailable: the reason (it names the database) goes to the log."""
+    engine = create_engine("postgresql://postgres@127.0.0.1:1/secret_db", pool_size=1)
     async with TestClient(TestServer(build_web_app(engine))) as client:
         response = await client.get("/healthz")
         assert response.status == 503
-        assert (await response.json())["status"] == "unavailable"
+        assert await response.json() == {"status": "unavailable"}
     await engine.dispose()
+    logged = [r for r in caplog.records if r.name == "bot.web"]
+    assert [r.levelno for r in logged] == [logging.WARNING]
+    assert "the database does not answer" in logged[0].getMessage()
+
+
+async def test_metrics_can_require_a_bearer_token(harness: BotHarness) -> None:
+    app = build_web_app(harness.runtime.engine, metrics_token="m3trics-Token")
+    async with TestClient(TestServer(app)) as client:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "m3trics-Token"},
+            {"Authorization": "Basic m3trics-Token"},
+        ):
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status == 401
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+            assert "loyalty_" not in await refused.text()
+        ok = await client.get("/metrics", headers={"Authorization": "Bearer m3trics-Token"})
+        assert ok.status == 200 and "loyalty_updates_total" in await ok.text()
+        # Health stays open: load balancers and the Docker healthcheck carry no token.
+        assert (await client.get("/healthz")).status == 200
+
+
+def test_settings_defaults_and_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_HOST", "METRICS_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.http_host == "127.0.0.1"
+    assert settings.metrics_token is None
+    # docker compose passes unset variables as empty strings: unset, not an empty secret.
+    for name in ("METRICS_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, "")
+    empty = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (empty.metrics_token, empty.webhook_url, empty.webhook_secret) == (None, None, None)
+    monkeypatch.setenv("WEBHOOK_URL", "https://bot.example.org/tg")
+    monkeypatch.setenv("WEBHOOK_SECRET", "A-z_09" * 40)
+    ok = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert ok.webhook_url == "https://bot.example.org/tg"
+    for name, bad in [
+        ("WEBHOOK_URL", "http://bot.example.org/tg"),
+        ("WEBHOOK_URL", "https:///tg"),
+        ("WEBHOOK_SECRET", "A" * 257),
+        ("WEBHOOK_SECRET", "no spaces"),
+        ("WEBHOOK_SECRET", "no/slash"),
+    ]:
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValidationError) as info:
+            Settings(_env_file=None)  # type: ignore[call-arg]
+        (error,) = info.value.errors()
+        assert error["loc"] == (name.lower(),)
+        assert bad not in str(error["msg"])  # a rejected secret is not echoed to the log
+        monkeypatch.setenv(name, "https://bot.example.org/tg" if name == "WEBHOOK_URL" else "ok")

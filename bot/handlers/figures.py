@@ -40,6 +40,7 @@ async def show_shift(
     if not operations:
         await message.answer(_("No operations yet today."))
         return
+    zone = program.program.zone  # times as the till's clock shows them, not UTC
     lines = [_("🧾 <b>Your shift today</b>")]
     money = sum(
         (op.amount or Decimal(0) for op in operations if op.kind != "reverse"), start=Decimal(0)
@@ -51,7 +52,7 @@ async def show_shift(
         if op.points_out:
             moved.append("−" + fmt.number(op.points_out))
         lines.append(
-            f"#{op.transaction_id} {fmt.moment(op.created_at)} · "
+            f"#{op.transaction_id} {fmt.moment(op.created_at.astimezone(zone))} · "
             f"{escape(op.member_name or '—')} · "
             f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)} · "
             f"{' '.join(moved) or '0'}"
