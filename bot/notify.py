@@ -133,16 +133,32 @@ class Notifier:
                         points=fmt.points(result.points_returned)
                     )
                 )
-            if result.points_clawed_back:
+            reward = result.referral.invitee_points if result.referral else 0
+            if result.points_clawed_back - reward:
                 lines.append(
                     _("−{points} earned on the refunded money.").format(
-                        points=fmt.points(result.points_clawed_back)
+                        points=fmt.points(result.points_clawed_back - reward)
+                    )
+                )
+            if reward:
+                lines.append(
+                    _("−{points}: the invitation reward this purchase paid.").format(
+                        points=fmt.points(reward)
                     )
                 )
             lines.append(_("Balance: {points}.").format(points=fmt.points(result.balance)))
             return "\n".join(lines)
 
         await self.to_member(result.member_id, compose)
+        back = result.referral
+        if back and back.inviter_id is not None and back.inviter_points:
+            await self.to_member(
+                back.inviter_id,
+                lambda: _(
+                    "↩️ −{points}: your friend's first purchase was refunded, so its invitation "
+                    "reward is taken back."
+                ).format(points=fmt.points(back.inviter_points)),
+            )
 
     async def adjusted(self, member_id: int, points: int, balance: int, reason: str) -> None:
         await self.to_member(
