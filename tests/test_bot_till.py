@@ -383,3 +383,28 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
     assert "182 points" in done and "PLN1.82" in done
     assert "Not enough points" not in done
     assert await balance_of(sessions, ann) == 0
+
+
+async def test_revoking_a_cashier_closes_their_pending_requests(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    request = await _ask_for_points(cashier, ann, "30")
+    owner = harness.owner()
+    await owner.send("/staff_list")
+    staff_id = text_of(await owner.wait_message("Staff")).split("\n")[1].split(":")[0]
+    await owner.send(f"/staff_revoke {staff_id}")
+    await owner.wait_message("Revoked")
+    confirm = await ann.click(request, RedeemCb(request=_request_id(request), ok=True).pack())
+    assert "already closed" in (await ann.wait_callback_answer(confirm))["text"]
+    assert await balance_of(sessions, ann) == 50
+    assert await count_sales(sessions) == 0
+    async with sessions() as s:
+        status = await s.scalar(
+            select(RedemptionRequest.status).where(
+                RedemptionRequest.public_id == _request_id(request)
+            )
+        )
+    assert status == "cancelled"
