@@ -347,8 +347,20 @@ async def claim(
                 )
             )
         ).all()
+        # Only messages still allowed are sent; their members have a chat id by then.
         return sorted(
-            (OutboxItem(*row[:-1]) for row in rows if row.status == "sending"),
+            (
+                OutboxItem(
+                    row.id,
+                    row.campaign_id,
+                    row.member_id,
+                    row.telegram_id,  # type: ignore[arg-type]  # not NULL: checked above
+                    row.language,
+                    row.attempts,
+                )
+                for row in rows
+                if row.status == "sending"
+            ),
             key=lambda item: item.id,
         )
 

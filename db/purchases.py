@@ -769,7 +769,9 @@ async def post_reversal(
     available = balances[wallet] + (give if returned_to == wallet else 0)
     clawed = min(claw, available)
     invitee_back = min(reward.invitee_points, available - clawed) if reward else 0
-    inviter_back = min(reward.inviter_points, balances[inviter_wallet]) if inviter_wallet else 0
+    inviter_back = 0
+    if reward is not None and inviter_wallet is not None:
+        inviter_back = min(reward.inviter_points, balances[inviter_wallet])
     shortfall = claw - clawed + ((reward.invitee_points - invitee_back) if reward else 0)
     tx_id = await open_transaction(
         session,
