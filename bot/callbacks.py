@@ -30,6 +30,10 @@ class PrivacyCb(CallbackData, prefix="priv"):
     action: str  # "export", "marketing", "delete", "confirm", "cancel"
 
 
+class OffersCb(CallbackData, prefix="offers"):
+    action: str = "stop"  # under every campaign message: marketing consent off
+
+
 class TillCb(CallbackData, prefix="till"):
     action: str  # "earn", "redeem", "max", "cancel", "again" (post a repeated sale)
     dialog: str  # the sale dialog this button belongs to; stale buttons are refused

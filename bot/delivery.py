@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import formatting as fmt
+from bot.callbacks import OffersCb
 from bot.metrics import DELIVERIES
 from db.campaigns import (
     CampaignInfo,
@@ -49,15 +50,17 @@ log = logging.getLogger(__name__)
 LOCK_KEY = zlib.crc32(b"loyalty-job:delivery")
 
 
-async def send_campaign_message(bot: Bot, chat_id: int, campaign: CampaignInfo) -> None:
-    """The campaign as members see it (also the marketer's preview)."""
-    markup = None
+async def send_campaign_message(
+    bot: Bot, chat_id: int, campaign: CampaignInfo, stop_label: str | None = None
+) -> None:
+    """The campaign as members see it (also the marketer's preview). Members' messages carry
+    a "stop offers" button (`stop_label`, in their language) that turns offers off."""
+    rows = []
     if campaign.button_text and campaign.button_url:
-        markup = InlineKeyboardMarkup(
-            inline_keyboard=[
-                [InlineKeyboardButton(text=campaign.button_text, url=campaign.button_url)]
-            ]
-        )
+        rows.append([InlineKeyboardButton(text=campaign.button_text, url=campaign.button_url)])
+    if stop_label:
+        rows.append([InlineKeyboardButton(text=stop_label, callback_data=OffersCb().pack())])
+    markup = InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
     if campaign.photo_file_id:
         await bot.send_photo(
             chat_id, campaign.photo_file_id, caption=campaign.text or None, reply_markup=markup
@@ -216,8 +219,10 @@ class DeliveryWorker:
     async def deliver(self, item: OutboxItem, clock: Callable[[], datetime]) -> Outcome:
         campaign = await self._campaign(item.campaign_id)
         outcome, error, retry_at = "sent", None, None
+        with self.i18n.context(), self.i18n.use_locale(item.language):
+            stop_label = _("🔕 Stop offers")
         try:
-            await self.send(campaign, item.telegram_id)
+            await self.send(campaign, item.telegram_id, stop_label)
         except TelegramRetryAfter as exc:
             # Telegram says slow down: everybody waits, and this message goes back in line.
             self.bucket.pause(exc.retry_after)
@@ -236,8 +241,8 @@ class DeliveryWorker:
         DELIVERIES.labels("campaign_" + outcome).inc()
         return Outcome(item, outcome, error, retry_at)
 
-    async def send(self, campaign: CampaignInfo, chat_id: int) -> None:
-        await send_campaign_message(self.bot, chat_id, campaign)
+    async def send(self, campaign: CampaignInfo, chat_id: int, stop_label: str) -> None:
+        await send_campaign_message(self.bot, chat_id, campaign, stop_label)
 
     async def report(self, campaign_id: int, *, now: datetime | None = None) -> None:
         """Update the campaign's figures (marking it done when nothing is left to send) and
@@ -250,7 +255,7 @@ class DeliveryWorker:
             self._campaigns.pop(campaign_id, None)
         if info.progress_chat_id is None or info.progress_message_id is None:
             return
-        done = state.sent + state.failed + state.blocked
+        done = state.sent + state.failed + state.blocked + state.skipped
         started, done_then = self._started.setdefault(campaign_id, (tick, done))
         rate = (done - done_then) / (tick - started) if tick > started else 0
         left = state.audience - done
@@ -267,6 +272,10 @@ class DeliveryWorker:
                 failed=fmt.number(state.failed),
                 blocked=fmt.number(state.blocked),
             )
+            if state.skipped:
+                body += "\n" + _("Not sent: {skipped} opted out or left since.").format(
+                    skipped=fmt.number(state.skipped)
+                )
             eta_line = "" if state.finished else "\n" + _("Time left: {eta}").format(eta=eta)
         try:
             await self.bot.edit_message_text(

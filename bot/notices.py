@@ -113,14 +113,31 @@ def reversal(program: Program, p: dict[str, Any]) -> Rendered:
         lines.append(
             _("+{points} returned to you.").format(points=fmt.points(int(p["points_returned"])))
         )
-    if int(p["points_clawed_back"]):
+    reward = int(p.get("referral_points") or 0)
+    if int(p["points_clawed_back"]) - reward:
         lines.append(
             _("−{points} earned on the refunded money.").format(
-                points=fmt.points(int(p["points_clawed_back"]))
+                points=fmt.points(int(p["points_clawed_back"]) - reward)
+            )
+        )
+    if reward:
+        lines.append(
+            _("−{points}: the invitation reward this purchase paid.").format(
+                points=fmt.points(reward)
             )
         )
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
+
+
+@renders("referral_reversed")
+def referral_reversed(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(
+        _(
+            "↩️ −{points}: your friend's first purchase was refunded, so its invitation "
+            "reward is taken back."
+        ).format(points=fmt.points(int(p["points"])))
+    )
 
 
 @renders("adjusted")

@@ -12,7 +12,9 @@ from db.program import Program
 from db.wallet import HistoryItem, Summary
 
 
-def rules_summary(program: Program) -> str:
+def rules_summary(program: Program, *, welcome: bool = True) -> str:
+    """The program in a few lines; `welcome=False` for someone who had their welcome gift in
+    an earlier account."""
     rules = program.program
     rates = sorted(p.earn_percent for p in program.partners)
     lines = [
@@ -34,7 +36,7 @@ def rules_summary(program: Program) -> str:
                 days=rules.expire_days
             )
         )
-    if rules.welcome_points:
+    if rules.welcome_points and welcome:
         lines.append(
             _("• A welcome gift of {points} when you join.").format(
                 points=fmt.points(rules.welcome_points)

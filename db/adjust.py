@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import ReasonRequired
+from db.errors import ReasonRequired, UnknownMember
 from db.ledger import (
     Leg,
     add_lot,
     consume_lots,
     find_posted,
     fingerprint,
+    lock_members,
     open_transaction,
     post_entries,
     system_account,
@@ -58,6 +59,9 @@ async def adjust(
     digest = fingerprint(TxKind.ADJUST, member_id, points, reason)
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
+        # The member row before the wallet, as every posting and the deletion lock them.
+        if not await lock_members(session, [member_id]):
+            raise UnknownMember()
         member = await get_member(session, member_id)
         tx_id = await open_transaction(
             session,

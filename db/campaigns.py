@@ -17,6 +17,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -62,13 +63,19 @@ class Segment:
         )
 
 
-def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
-    conditions: list[ColumnElement[bool]] = [
+def may_receive() -> list[ColumnElement[bool]]:
+    """Who may get a campaign message: checked when the campaign is queued and again when
+    each message is sent."""
+    return [
         Member.deleted_at.is_(None),
         Member.reachable.is_(True),
         Member.marketing_consent.is_(True),
         Member.telegram_id.is_not(None),
     ]
+
+
+def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
+    conditions = may_receive()
     if segment.tier:
         conditions.append(Member.tier == segment.tier)
     if segment.language:
@@ -247,11 +254,10 @@ async def start_campaign(
         members = audience(Segment.from_json(campaign.segment), now).subquery()
         inserted = await session.execute(
             insert(Outbox).from_select(
-                ["campaign_id", "member_id", "telegram_id", "status", "next_attempt_at"],
+                ["campaign_id", "member_id", "status", "next_attempt_at"],
                 select(
                     literal(campaign_id, BigInteger),
                     members.c.id,
-                    members.c.telegram_id,
                     literal("pending"),
                     literal(now, DateTime(timezone=True)),
                 ),
@@ -295,6 +301,7 @@ class OutboxItem:
     campaign_id: int
     member_id: int
     telegram_id: int
+    language: str
     attempts: int
 
 
@@ -302,7 +309,10 @@ async def claim(
     session: AsyncSession, *, limit: int, now: datetime, stale_after: timedelta
 ) -> list[OutboxItem]:
     """Take up to `limit` due messages for sending. Messages claimed by a worker that has
-    not reported back within `stale_after` (it crashed) are handed out again."""
+    not reported back within `stale_after` (it crashed) are handed out again. Consent,
+    deletion and reachability are checked again here: the message of a member who opted
+    out, left or blocked the bot since the campaign was queued is `skipped`, not sent; the
+    chat id is read from the member now, never stored with the message."""
     async with unit_of_work(session):
         await session.execute(
             update(Outbox)
@@ -320,18 +330,39 @@ async def claim(
         rows = (
             await session.execute(
                 update(Outbox)
-                .where(Outbox.id.in_(due))
-                .values(status="sending", claimed_at=now, attempts=Outbox.attempts + 1)
+                .where(Outbox.id.in_(due), Member.id == Outbox.member_id)
+                .values(
+                    status=case((and_(*may_receive()), "sending"), else_="skipped"),
+                    claimed_at=now,
+                    attempts=Outbox.attempts + 1,
+                )
                 .returning(
                     Outbox.id,
                     Outbox.campaign_id,
                     Outbox.member_id,
-                    Outbox.telegram_id,
+                    Member.telegram_id,
+                    Member.language,
                     Outbox.attempts,
+                    Outbox.status,
                 )
             )
         ).all()
-        return sorted((OutboxItem(*row) for row in rows), key=lambda item: item.id)
+        # Only messages still allowed are sent; their members have a chat id by then.
+        return sorted(
+            (
+                OutboxItem(
+                    row.id,
+                    row.campaign_id,
+                    row.member_id,
+                    row.telegram_id,  # type: ignore[arg-type]  # not NULL: checked above
+                    row.language,
+                    row.attempts,
+                )
+                for row in rows
+                if row.status == "sending"
+            ),
+            key=lambda item: item.id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +422,7 @@ class Progress:
     failed: int
     blocked: int
     waiting: int
+    skipped: int = 0  # opted out, left or blocked the bot before their message was sent
 
     @property
     def finished(self) -> bool:
@@ -418,6 +450,7 @@ async def progress(
             failed=counts.get("failed", 0),
             blocked=counts.get("blocked", 0),
             waiting=counts.get("pending", 0) + counts.get("sending", 0),
+            skipped=counts.get("skipped", 0),
         )
         values: dict[str, Any] = {
             "sent": result.sent,

@@ -13,6 +13,7 @@ from db.ledger import (
     Leg,
     fingerprint,
     lock_accounts,
+    lock_members,
     open_transaction,
     post_entries,
     set_lot_remaining,
@@ -65,6 +66,7 @@ async def _expire_lot(
     session: AsyncSession, lot_id: int, member_id: int, wallet: int, breakage: int, now: datetime
 ) -> ExpiredLot | None:
     async with unit_of_work(session):
+        await lock_members(session, [member_id])  # before accounts, as a deletion locks them
         await lock_accounts(session, [breakage, wallet])
         # Re-read under the wallet lock: a sale may have spent the lot since we listed it.
         remaining = (

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import IdempotencyConflict, NotEnoughPoints
-from db.models import Account, Entry, PointLot, Transaction
+from db.models import Account, Entry, Member, PointLot, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +73,24 @@ _INSERT_ENTRIES = insert(cast(Table, Entry.__table__))
 _INSERT_LOT = insert(cast(Table, PointLot.__table__))
 
 
-async def post_entries(session: AsyncSession, tx_id: int, legs: list[Leg]) -> None:
+async def post_entries(
+    session: AsyncSession, tx_id: int, legs: list[Leg], *, credits_first: bool = False
+) -> None:
     """Insert the legs of one transaction.
 
     Sorted by account id, so concurrent postings lock accounts in one order and cannot
     deadlock (legs of a second transaction, such as a referral reward paid with a purchase,
     go in the same sorted batch for that reason); for the same account a debit goes before a
-    credit, so a wallet can never pay
-    with points credited by the same transaction. A wallet that would go below zero makes
-    the database refuse the whole statement: that is the overdraft check, under any load.
+    credit, so a wallet can never pay with points credited by the same transaction. A refund
+    is the exception (`credits_first`): the points it returns may cover what it claws back.
+    A wallet that would go below zero makes the database refuse the whole statement: that is
+    the overdraft check, under any load.
     """
     rows = [
         {"transaction_id": leg.tx_id or tx_id, "account_id": leg.account_id, "amount": leg.amount}
-        for leg in sorted(legs, key=lambda leg: (leg.account_id, leg.amount > 0))
+        for leg in sorted(
+            legs, key=lambda leg: (leg.account_id, (leg.amount < 0) == credits_first)
+        )
         if leg.amount != 0
     ]
     if not rows:
@@ -107,6 +112,21 @@ async def lock_accounts(session: AsyncSession, ids: list[int]) -> dict[int, int]
         .with_for_update()
     )
     return {row.id: row.balance for row in rows}
+
+
+async def lock_members(session: AsyncSession, ids: list[int], *, delete: bool = False) -> set[int]:
+    """Lock member rows, in id order, before any of their accounts: every posting that
+    touches a member and the deletion of a member take their locks in this one order (member
+    rows, then accounts), so they cannot deadlock. A posting takes a shared lock (postings
+    for one member do not wait for each other); a deletion takes the exclusive one, so it
+    waits for postings under way, and postings that come after it see the member deleted.
+    Returns the ids of members that exist and are not deleted."""
+    if not ids:
+        return set()
+    stmt = select(Member.id, Member.deleted_at).where(Member.id.in_(ids)).order_by(Member.id)
+    stmt = stmt.with_for_update() if delete else stmt.with_for_update(key_share=True, read=True)
+    rows = (await session.execute(stmt)).all()
+    return {row.id for row in rows if row.deleted_at is None}
 
 
 async def system_account(session: AsyncSession, kind: str) -> int:

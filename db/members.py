@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.cards import new_card_number
 from db.errors import UnknownMember
 from db.ledger import Leg, add_lot, fingerprint, open_transaction, post_entries, system_account
-from db.models import Account, AccountKind, Member, TxKind
+from db.models import Account, AccountKind, Member, RewardedIdentity, TxKind
 from db.program import Program
 
 
@@ -91,16 +91,22 @@ async def register_member(
     language: str = "en",
     inviter_id: int | None = None,
     marketing_consent: bool = False,
+    identity: str | None = None,
     now: datetime | None = None,
 ) -> MemberInfo:
     """Join the program; joining twice returns the existing member and changes nothing.
 
     The welcome points, if the program gives any, are posted in the same transaction.
+    `identity` is the keyed hash of the Telegram id (tokens.identity_hash): someone who had
+    an account before gets no second welcome gift, and no inviter is paid for them again.
     """
     now = now or datetime.now(UTC)
     existing = await find_by_telegram(session, telegram_id)
     if existing is not None:
         return existing
+    welcomed, referred = await rewards_taken(session, identity) if identity else (False, False)
+    if referred:
+        inviter_id = None
     if inviter_id is not None:
         inviter = await session.get(Member, inviter_id)
         if inviter is None or inviter.deleted_at is not None:
@@ -137,7 +143,7 @@ async def register_member(
             .returning(Account.id)
         )
     ).scalar_one()
-    welcome = program.program.welcome_points
+    welcome = 0 if welcomed else program.program.welcome_points
     if welcome > 0:
         key = f"welcome:{member_id}"
         tx_id = await open_transaction(
@@ -162,6 +168,12 @@ async def register_member(
     info = await _load(session, Member.id == member_id, created=True)
     await session.commit()
     return info
+
+
+async def rewards_taken(session: AsyncSession, identity: str) -> tuple[bool, bool]:
+    """(welcome gift, invitation reward) already paid to this person in an earlier account."""
+    row = await session.get(RewardedIdentity, identity)
+    return (row.welcome, row.referral) if row else (False, False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,19 @@ class Member(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class RewardedIdentity(Base):
+    """People who deleted their account after a welcome gift or an invitation reward, so a
+    new account of theirs gets neither again. Only a keyed hash (HMAC-SHA256 under the bot's
+    signing secret) of the Telegram id is kept: nothing here names anyone or links to the
+    old account."""
+
+    __tablename__ = "rewarded_identities"
+
+    identity_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    welcome: Mapped[bool] = mapped_column(Boolean, default=False)
+    referral: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class Staff(Base):
     __tablename__ = "staff"
     __table_args__ = (
@@ -152,7 +165,10 @@ class RedemptionRequest(Base):
     __tablename__ = "redemption_requests"
     __table_args__ = (
         CheckConstraint(
-            _in("status", ("pending", "confirmed", "declined", "expired", "unreachable")),
+            _in(
+                "status",
+                ("pending", "confirmed", "declined", "expired", "cancelled", "unreachable"),
+            ),
             name="status",
         ),
         CheckConstraint("points > 0 AND amount > 0", name="positive"),
@@ -223,7 +239,9 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         CheckConstraint(
-            _in("status", ("pending", "sending", "sent", "failed", "blocked")), name="status"
+            # skipped: the member opted out, left or blocked the bot before it was sent
+            _in("status", ("pending", "sending", "sent", "failed", "blocked", "skipped")),
+            name="status",
         ),
         Index("uq_outbox_campaign_member", "campaign_id", "member_id", unique=True),
         Index("ix_outbox_due", "next_attempt_at", "id", postgresql_where="status = 'pending'"),
@@ -232,8 +250,9 @@ class Outbox(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    # No chat id here: it is read from the member when sent, so a deleted member's id is
+    # nowhere and consent is checked again then.
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
-    telegram_id: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(BigInteger, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -415,6 +434,9 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     actor_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    # A member who acted and later deleted their account: the pseudonymous reference that
+    # replaces their Telegram id above.
+    actor_member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     action: Mapped[str] = mapped_column(String(60))
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))

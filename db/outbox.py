@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Member, Notice
-from db.purchases import PurchaseResult
+from db.purchases import PurchaseResult, ReversalResult
 
 RETRYABLE_ATTEMPTS = 8
 
@@ -253,6 +253,35 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "referral_inviter",
                 {"points": reward.inviter_points, "transaction": reward.transaction_id},
                 member_id=reward.inviter_id,
+            )
+        )
+    return owed
+
+
+def owed_for_reversal(result: ReversalResult) -> list[Owed]:
+    """A refund's news: to the member, and to the inviter whose reward it took back."""
+    back = result.referral
+    owed = [
+        Owed(
+            "reversal",
+            {
+                "partner": result.partner,
+                "amount": result.amount,
+                "points_returned": result.points_returned,
+                "points_clawed_back": result.points_clawed_back,
+                "referral_points": back.invitee_points if back else 0,
+                "balance": result.balance,
+                "transaction": result.transaction_id,
+            },
+            member_id=result.member_id,
+        )
+    ]
+    if back and back.inviter_id is not None and back.inviter_points:
+        owed.append(
+            Owed(
+                "referral_reversed",
+                {"points": back.inviter_points, "transaction": result.transaction_id},
+                member_id=back.inviter_id,
             )
         )
     return owed

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, false, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.cards import new_card_number
@@ -18,13 +19,23 @@ from db.ledger import (
     consume_lots,
     fingerprint,
     lock_accounts,
+    lock_members,
     open_transaction,
     post_entries,
     system_account,
     unit_of_work,
 )
 from db.members import MemberInfo
-from db.models import AccountKind, Member, PointLot, TxKind
+from db.models import (
+    AccountKind,
+    AuditLog,
+    Member,
+    Notice,
+    PointLot,
+    RewardedIdentity,
+    Transaction,
+    TxKind,
+)
 from db.wallet import history, referral_stats
 
 
@@ -84,11 +95,26 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
 
 
 async def delete_member(
-    session: AsyncSession, member: MemberInfo, now: datetime | None = None
+    session: AsyncSession,
+    member: MemberInfo,
+    *,
+    identity: str | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Erase the member; returns the points forfeited. Deleting twice changes nothing."""
+    """Erase the member; returns the points forfeited. Deleting twice changes nothing.
+
+    The member row is locked first, as every posting locks it before the member's accounts
+    (lock_members): a sale under way finishes before the forfeiture, and one that comes after
+    finds no member. `identity` (the keyed hash of the Telegram id, tokens.identity_hash) is
+    kept if the person got a welcome gift or an invitation reward, so joining again pays
+    neither twice; the Telegram id and the name are erased everywhere, and the audit rows
+    they acted in keep the (anonymised) member id instead."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
+        if not await lock_members(session, [member.id], delete=True):
+            return 0
+        row = await session.get_one(Member, member.id, populate_existing=True)
+        telegram_id = row.telegram_id
         breakage = await system_account(session, AccountKind.BREAKAGE)
         balances = await lock_accounts(session, [breakage, member.wallet_id])
         points = balances[member.wallet_id]
@@ -107,6 +133,23 @@ async def delete_member(
                     session, tx_id, [Leg(member.wallet_id, -points), Leg(breakage, points)]
                 )
                 await consume_lots(session, member.id, points)
+        if identity is not None:
+            await _remember_rewards(session, member.id, identity)
+        if telegram_id is not None:
+            await session.execute(
+                update(AuditLog)
+                .where(AuditLog.actor_telegram_id == telegram_id)
+                .values(actor_telegram_id=None, actor_member_id=member.id)
+            )
+        # Messages owed to the person are void: to the member, and to their chat as staff.
+        await session.execute(
+            delete(Notice).where(
+                or_(
+                    Notice.member_id == member.id,
+                    Notice.chat_id == telegram_id if telegram_id is not None else false(),
+                )
+            )
+        )
         await session.execute(
             update(Member)
             .where(Member.id == member.id, Member.deleted_at.is_(None))
@@ -121,3 +164,32 @@ async def delete_member(
             )
         )
         return points
+
+
+async def _remember_rewards(session: AsyncSession, member_id: int, identity: str) -> None:
+    """Keep the keyed hash of someone leaving who was paid a welcome gift or an invitation
+    reward (as the invitee), and only then."""
+    paid = set(
+        (
+            await session.execute(
+                select(Transaction.kind).where(
+                    Transaction.member_id == member_id,
+                    Transaction.kind.in_((TxKind.WELCOME, TxKind.REFERRAL)),
+                )
+            )
+        ).scalars()
+    )
+    if not paid:
+        return
+    stmt = pg_insert(RewardedIdentity).values(
+        identity_hash=identity, welcome=TxKind.WELCOME in paid, referral=TxKind.REFERRAL in paid
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[RewardedIdentity.identity_hash],
+            set_={
+                "welcome": RewardedIdentity.welcome | stmt.excluded.welcome,
+                "referral": RewardedIdentity.referral | stmt.excluded.referral,
+            },
+        )
+    )

@@ -43,6 +43,7 @@ from db.ledger import (
     find_posted,
     fingerprint,
     lock_accounts,
+    lock_members,
     open_transaction,
     post_entries,
     system_account,
@@ -102,19 +103,41 @@ class PurchaseResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ReferralClawback:
+    """The invitation rewards a full refund of the invitee's qualifying purchase took back."""
+
+    transaction_id: int  # the referral reward's transaction
+    invitee_points: int  # taken back from the member (part of points_clawed_back)
+    inviter_id: int | None
+    inviter_points: int  # taken back from the inviter
+    inviter_shortfall: int  # the inviter's reward already spent: the program bears it
+
+
+@dataclass(frozen=True, slots=True)
 class ReversalResult:
     transaction_id: int
     reverses_id: int
     member_id: int
     partner: str
     amount: Decimal
-    money_refund: Decimal
+    money_refund: Decimal  # the money part of the refunded amount
     points_returned: int
     points_clawed_back: int
-    shortfall: int  # points earned on the refunded money that the member had already spent
+    # Points earned with the refunded money (the sale's points, and the invitee's reward on a
+    # full refund) that the member had already spent: their value is kept from the cash.
+    shortfall: int
+    cash_back: Decimal  # what the till hands back: money_refund less the shortfall's value
     balance: int
     created_at: datetime
+    referral: ReferralClawback | None = None
     replayed: bool = False
+
+
+def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> Decimal:
+    """The one figure the till hands back: the refund's money part less the value of the
+    points the member spent and cannot return (never below zero; the points' value rounded
+    down, in the member's favour, as everywhere)."""
+    return max(money_refund - points_money(shortfall, point_value), Decimal("0.00"))
 
 
 async def record_purchase(
@@ -252,6 +275,9 @@ _OPEN_PURCHASE = text(
                m.marketing_consent, m.referred_by_id, w.id AS wallet_id, w.balance, m.joined_at
         FROM members AS m JOIN accounts AS w ON w.member_id = m.id
         WHERE m.id = :member_id AND m.deleted_at IS NULL
+        -- The member row before any account (see lock_members): a deletion under way is
+        -- waited for, and then the member is no longer found.
+        FOR KEY SHARE OF m
     ), partner AS (
         SELECT p.id, p.slug, p.name, issued.id AS issued_id, redeemed.id AS redeemed_id
         FROM partners AS p
@@ -376,13 +402,13 @@ async def _open_referral(
     referral = program.referral
     if member.referred_by_id is None or amount < referral.qualifying_purchase:
         return None
-    inviter_wallet = (
-        await session.execute(
-            select(Account.id)
-            .join(Member, Member.id == Account.member_id)
-            .where(Member.id == member.referred_by_id, Member.deleted_at.is_(None))
-        )
-    ).scalar_one_or_none()
+    inviter_wallet = None
+    if await lock_members(session, [member.referred_by_id]):  # before the inviter's wallet
+        inviter_wallet = (
+            await session.execute(
+                select(Account.id).where(Account.member_id == member.referred_by_id)
+            )
+        ).scalar_one()
     inviter_points = referral.inviter_points if inviter_wallet is not None else 0
     if inviter_points + referral.invitee_points == 0:
         return None
@@ -568,13 +594,13 @@ async def _finish_purchase(
     return current.name, balance
 
 
-async def _wallet_moves(session: AsyncSession, tx_id: int) -> tuple[int, int]:
-    """(points credited to, points debited from) member wallets by one transaction."""
+async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tuple[int, int]:
+    """(points credited to, points debited from) the member's wallet by one transaction."""
     rows = (
         await session.execute(
             select(Entry.amount)
             .join(Account, Account.id == Entry.account_id)
-            .where(Entry.transaction_id == tx_id, Account.kind == AccountKind.MEMBER)
+            .where(Entry.transaction_id == tx_id, Account.member_id == member_id)
         )
     ).scalars()
     amounts = list(rows)
@@ -586,7 +612,7 @@ async def purchase_result(
 ) -> PurchaseResult:
     """The result of an earlier posting, rebuilt from the ledger (for replays)."""
     assert tx.member_id is not None and tx.amount is not None and tx.paid is not None
-    earned, redeemed = await _wallet_moves(session, tx.id)
+    earned, redeemed = await _wallet_moves(session, tx.id, tx.member_id)
     slug = (
         await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
     ).scalar_one()
@@ -671,9 +697,11 @@ async def post_reversal(
     """Refund a sale fully or partly (`amount` of the purchase total; None: all that is left).
 
     The points earned on the refunded money are clawed back and the points that paid for it
-    are returned, in proportion. Points already spent cannot be clawed back from the wallet;
-    they are reported as `shortfall` so the till can keep their value from the cash refund.
-    `partner`, when given, is the acting staff's partner: nobody refunds another's sale.
+    are returned, in proportion; a full refund of the purchase that paid an invitation reward
+    takes both friends' rewards back too. The returned points may cover the claw-back; points
+    already spent beyond that cannot be taken from the wallet: they are reported as
+    `shortfall` and their value is kept from the cash (`cash_back`). `partner`, when given, is
+    the acting staff's partner: nobody refunds another's sale.
     """
     reason = reason.strip()
     if not reason:
@@ -682,6 +710,7 @@ async def post_reversal(
         amount = check_purchase(amount, Decimal("1e12"))
     digest = fingerprint("reverse", transaction_id, str(amount or "rest"), reason)
     now = now or datetime.now(UTC)
+    pv = program.program.point_value
     orig = (
         await session.execute(
             select(Transaction).where(Transaction.id == transaction_id).with_for_update()
@@ -693,7 +722,9 @@ async def post_reversal(
         await session.execute(select(Transaction).where(Transaction.idempotency_key == key))
     ).scalar_one_or_none()
     if posted is not None:  # orig is locked, so no other reversal of it races this check
-        return await reversal_result(session, await find_posted(session, key, digest), True)
+        return await reversal_result(
+            session, program, await find_posted(session, key, digest), True
+        )
     if orig.kind not in PURCHASE_KINDS or orig.amount is None or orig.paid is None:
         raise NotReversible(transaction=transaction_id, kind=orig.kind)
     slug = (
@@ -717,12 +748,31 @@ async def post_reversal(
         raise RefundTooLarge(amount=refund, max=before)
     after = before - refund
     claw, give, money = await _refund_shares(session, orig, before, after)
+    reward = await _referral_of(session, orig) if after == 0 else None
+    member_ids = [orig.member_id] + ([reward.inviter_id] if reward and reward.inviter_id else [])
+    # Member rows first, then accounts: the order a deletion takes them in (lock_members).
+    alive = await lock_members(session, member_ids)
     accounts = await partner_accounts(session, slug)
     wallet = (
         await session.execute(select(Account.id).where(Account.member_id == orig.member_id))
     ).scalar_one()
-    balances = await lock_accounts(session, [accounts.issued_id, accounts.redeemed_id, wallet])
-    clawed = min(claw, balances[wallet] + give)
+    program_acc = await system_account(session, AccountKind.PROGRAM)
+    breakage = await system_account(session, AccountKind.BREAKAGE)
+    inviter_wallet = reward.inviter_wallet if reward else None
+    balances = await lock_accounts(
+        session,
+        [accounts.issued_id, accounts.redeemed_id, wallet, program_acc, breakage]
+        + ([inviter_wallet] if inviter_wallet else []),
+    )
+    # A deleted member's points were forfeited: the points this refund returns go the same way.
+    returned_to = wallet if orig.member_id in alive else breakage
+    available = balances[wallet] + (give if returned_to == wallet else 0)
+    clawed = min(claw, available)
+    invitee_back = min(reward.invitee_points, available - clawed) if reward else 0
+    inviter_back = 0
+    if reward is not None and inviter_wallet is not None:
+        inviter_back = min(reward.inviter_points, balances[inviter_wallet])
+    shortfall = claw - clawed + ((reward.invitee_points - invitee_back) if reward else 0)
     tx_id = await open_transaction(
         session,
         kind=TxKind.REVERSE,
@@ -738,27 +788,45 @@ async def post_reversal(
         created_at=now,
     )
     if tx_id is None:  # the key was used for another transaction meanwhile
-        return await reversal_result(session, await find_posted(session, key, digest), True)
-    await post_entries(
-        session,
-        tx_id,
-        [
-            Leg(accounts.redeemed_id, -give),
-            Leg(wallet, give),
-            Leg(wallet, -clawed),
-            Leg(accounts.issued_id, clawed),
-        ],
-    )
+        return await reversal_result(
+            session, program, await find_posted(session, key, digest), True
+        )
+    legs = [
+        Leg(accounts.redeemed_id, -give),
+        Leg(returned_to, give),
+        Leg(wallet, -clawed),
+        Leg(accounts.issued_id, clawed),
+    ]
+    if reward is not None:
+        legs += [Leg(wallet, -invitee_back), Leg(program_acc, invitee_back + inviter_back)]
+        if inviter_wallet is not None:
+            legs.append(Leg(inviter_wallet, -inviter_back))
+    await post_entries(session, tx_id, legs, credits_first=True)
+    if returned_to == wallet:
+        # Returned points keep at most the life they had: they were earned before the sale.
+        await add_lot(
+            session,
+            member_id=orig.member_id,
+            tx_id=tx_id,
+            points=give,
+            earned_at=now,
+            expires_at=expiry_for(program, orig.created_at),
+        )
     await consume_lots(session, orig.member_id, clawed, prefer_tx=orig.id)
-    # Returned points keep at most the life they had: they were earned before the sale.
-    await add_lot(
-        session,
-        member_id=orig.member_id,
-        tx_id=tx_id,
-        points=give,
-        earned_at=now,
-        expires_at=expiry_for(program, orig.created_at),
-    )
+    clawback = None
+    if reward is not None:
+        await consume_lots(session, orig.member_id, invitee_back, prefer_tx=reward.transaction_id)
+        if reward.inviter_id is not None:
+            await consume_lots(
+                session, reward.inviter_id, inviter_back, prefer_tx=reward.transaction_id
+            )
+        clawback = ReferralClawback(
+            reward.transaction_id,
+            invitee_back,
+            reward.inviter_id,
+            inviter_back,
+            reward.inviter_points - inviter_back,
+        )
     return ReversalResult(
         transaction_id=tx_id,
         reverses_id=orig.id,
@@ -767,11 +835,47 @@ async def post_reversal(
         amount=refund,
         money_refund=money,
         points_returned=give,
-        points_clawed_back=clawed,
-        shortfall=claw - clawed,
+        points_clawed_back=clawed + invitee_back,
+        shortfall=shortfall,
+        cash_back=cash_back(money, shortfall, pv),
         balance=await wallet_balance(session, wallet),
         created_at=now,
+        referral=clawback,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reward:
+    transaction_id: int
+    invitee_points: int
+    inviter_id: int | None
+    inviter_wallet: int | None
+    inviter_points: int
+
+
+async def _referral_of(session: AsyncSession, purchase: Transaction) -> _Reward | None:
+    """The invitation reward the purchase paid, if any: what each friend got."""
+    reward_tx = (
+        await session.execute(
+            select(Transaction.id).where(
+                Transaction.related_id == purchase.id, Transaction.kind == TxKind.REFERRAL
+            )
+        )
+    ).scalar_one_or_none()
+    if reward_tx is None:
+        return None
+    rows = (
+        await session.execute(
+            select(Account.member_id, Account.id, Entry.amount)
+            .join(Account, Account.id == Entry.account_id)
+            .where(Entry.transaction_id == reward_tx, Account.kind == AccountKind.MEMBER)
+        )
+    ).all()
+    invitee = sum(amount for who, _, amount in rows if who == purchase.member_id)
+    inviter = [(who, acc, amount) for who, acc, amount in rows if who != purchase.member_id]
+    if inviter:
+        return _Reward(reward_tx, invitee, inviter[0][0], inviter[0][1], inviter[0][2])
+    return _Reward(reward_tx, invitee, None, None, 0)
 
 
 async def _refund_shares(
@@ -781,7 +885,8 @@ async def _refund_shares(
     (points to claw back, points to return, money part of the refund). Computed from the
     totals, not per refund, so partial refunds add up exactly to a full one."""
     assert orig.amount is not None and orig.paid is not None
-    earned, redeemed = await _wallet_moves(session, orig.id)
+    assert orig.member_id is not None
+    earned, redeemed = await _wallet_moves(session, orig.id, orig.member_id)
     claw = share_kept(earned, orig.amount, before) - share_kept(earned, orig.amount, after)
     give = share_kept(redeemed, orig.amount, before) - share_kept(redeemed, orig.amount, after)
     money = money_kept(orig.paid, orig.amount, before) - money_kept(orig.paid, orig.amount, after)
@@ -789,11 +894,13 @@ async def _refund_shares(
 
 
 async def reversal_result(
-    session: AsyncSession, tx: Transaction, replayed: bool = False
+    session: AsyncSession, program: Program, tx: Transaction, replayed: bool = False
 ) -> ReversalResult:
+    """The result of an earlier refund, rebuilt from the ledger (for replays). The sale's
+    points are clawed back before the invitation reward, so the wallet's debits split so."""
     assert tx.reverses_id is not None and tx.member_id is not None
     assert tx.amount is not None and tx.paid is not None
-    returned, clawed = await _wallet_moves(session, tx.id)
+    returned, taken = await _wallet_moves(session, tx.id, tx.member_id)
     orig = await session.get_one(Transaction, tx.reverses_id)
     assert orig.amount is not None
     refunded_earlier = (
@@ -805,6 +912,22 @@ async def reversal_result(
     ).scalar_one()
     before = orig.amount - (refunded_earlier or 0)
     claw, _, _ = await _refund_shares(session, orig, before, before - tx.amount)
+    shortfall = claw - min(claw, taken)
+    clawback = None
+    reward = await _referral_of(session, orig) if before == tx.amount else None
+    if reward is not None:
+        invitee_back = taken - min(claw, taken)
+        shortfall += reward.invitee_points - invitee_back
+        inviter_back = 0
+        if reward.inviter_id is not None:
+            inviter_back = (await _wallet_moves(session, tx.id, reward.inviter_id))[1]
+        clawback = ReferralClawback(
+            reward.transaction_id,
+            invitee_back,
+            reward.inviter_id,
+            inviter_back,
+            reward.inviter_points - inviter_back,
+        )
     slug = (
         await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
     ).scalar_one()
@@ -819,9 +942,11 @@ async def reversal_result(
         amount=tx.amount,
         money_refund=tx.paid,
         points_returned=returned,
-        points_clawed_back=clawed,
-        shortfall=claw - clawed,
+        points_clawed_back=taken,
+        shortfall=shortfall,
+        cash_back=cash_back(tx.paid, shortfall, program.program.point_value),
         balance=wallet,
         created_at=tx.created_at,
+        referral=clawback,
         replayed=replayed,
     )

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
-from db.models import AuditLog, Partner, Staff, StaffInvite
+from db.models import AuditLog, Partner, RedemptionRequest, Staff, StaffInvite
 
 ROLES = ("cashier", "manager", "marketer")
 INVITE_PREFIX = "s"
@@ -196,7 +196,20 @@ async def revoke_staff(
         if staff is None:
             raise NotStaff(staff=staff_id)
         await session.execute(update(Staff).where(Staff.id == staff_id).values(revoked_at=now))
-        await audit(session, "staff_revoke", actor=actor, staff=staff)
+        # Their redemption requests still waiting for a member's answer close with them: a
+        # later Confirm posts nothing and is told the request is closed.
+        closed = await session.execute(
+            update(RedemptionRequest)
+            .where(RedemptionRequest.staff_id == staff_id, RedemptionRequest.status == "pending")
+            .values(status="cancelled", decided_at=now)
+        )
+        await audit(
+            session,
+            "staff_revoke",
+            actor=actor,
+            staff=staff,
+            requests_closed=closed.rowcount,  # type: ignore[attr-defined]
+        )
         return staff
 
 

@@ -21,7 +21,7 @@ from db.errors import NotEnoughPoints, OwnCard, RepeatSale, RequestClosed, Unkno
 from db.ledger import unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
 from db.models import Member, Partner, RedemptionRequest, Transaction
-from db.outbox import Owed, StaffChat, owe, owed_for_purchase
+from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.program import Program
 from db.purchases import (
     PURCHASE_KINDS,
@@ -674,19 +674,5 @@ async def till_refund(
                 amount=result.amount,
                 reason=reason,
             )
-            await owe(
-                session,
-                Owed(
-                    "reversal",
-                    {
-                        "partner": result.partner,
-                        "amount": result.amount,
-                        "points_returned": result.points_returned,
-                        "points_clawed_back": result.points_clawed_back,
-                        "balance": result.balance,
-                        "transaction": result.transaction_id,
-                    },
-                    member_id=result.member_id,
-                ),
-            )
+            await owe(session, *owed_for_reversal(result))
         return result

@@ -47,6 +47,15 @@ def derive_secret(bot_token: str, signing_secret: str | None = None) -> bytes:
     return hashlib.sha256(b"loyalty-card-tokens\x00" + material.encode()).digest()
 
 
+def identity_hash(secret: bytes, telegram_id: int) -> str:
+    """A keyed hash of a Telegram id (HMAC-SHA256 under a key derived from the signing
+    secret): all that is kept of someone who deleted their account, to pay welcome and
+    invitation rewards once per person. Without the secret it cannot be turned back into an
+    id, nor an id tried against it."""
+    key = hmac.new(secret, b"rewarded-identity", hashlib.sha256).digest()
+    return hmac.new(key, str(telegram_id).encode(), hashlib.sha256).hexdigest()
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 

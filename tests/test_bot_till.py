@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,6 +20,7 @@ from tests.fakegram import UserClient, inline_buttons, text_of
 from tests.till import card_link_payload, card_photo, hire, join
 
 Sessions = async_sessionmaker[AsyncSession]
+D40, D478 = Decimal("40.00"), Decimal("4.78")
 
 
 async def balance_of(sessions: Sessions, user: UserClient) -> int:
@@ -351,3 +353,56 @@ async def test_owner_adjusts_points_and_reads_the_audit_log(
     log = text_of(await owner.wait_message("staff actions"))
     assert "adjust" in log and "birthday gift" in log
     assert await balance_of(sessions, ann) == 75
+
+
+async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """A sale paid partly with points whose earned points the member spent: the refund goes
+    through, takes back what is there and names one sum of cash to hand back."""
+    from db.purchases import redeem
+
+    boss, ann = harness.user("Mia"), harness.user("Ann")
+    await hire(harness, boss, "coffee", "manager")
+    await join(ann)
+    async with sessions() as s:
+        member = await find_by_telegram(s, ann.user_id)
+        assert member is not None
+        sale = await redeem(
+            s, program, member_id=member.id, partner="coffee", amount=D40, points=10, key="s"
+        )
+        await redeem(
+            s, program, member_id=member.id, partner="books", amount=D478, points=239, key="x"
+        )
+    await boss.send(f"/refund {sale.transaction_id} all returned")
+    done = text_of(await boss.wait_message("Refunded"))
+    assert "give back PLN38.08 in money" in done
+    assert "returned to the member: 10; taken back: 17" in done
+    assert "182 points" in done and "PLN1.82" in done
+    assert "Not enough points" not in done
+    assert await balance_of(sessions, ann) == 0
+
+
+async def test_revoking_a_cashier_closes_their_pending_requests(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    request = await _ask_for_points(cashier, ann, "30")
+    owner = harness.owner()
+    await owner.send("/staff_list")
+    staff_id = text_of(await owner.wait_message("Staff")).split("\n")[1].split(":")[0]
+    await owner.send(f"/staff_revoke {staff_id}")
+    await owner.wait_message("Revoked")
+    confirm = await ann.click(request, RedeemCb(request=_request_id(request), ok=True).pack())
+    assert "already closed" in (await ann.wait_callback_answer(confirm))["text"]
+    assert await balance_of(sessions, ann) == 50
+    assert await count_sales(sessions) == 0
+    async with sessions() as s:
+        status = await s.scalar(
+            select(RedemptionRequest.status).where(
+                RedemptionRequest.public_id == _request_id(request)
+            )
+        )
+    assert status == "cancelled"

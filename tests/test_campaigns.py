@@ -253,3 +253,60 @@ async def test_marketer_composes_previews_and_sends(
         from db.campaigns import scheduled_campaigns
 
         assert await scheduled_campaigns(s) == []
+
+
+async def test_send_time_checks_and_the_stop_offers_button(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Consent, deletion and reachability are checked again when each message is sent; each
+    message has a "stop offers" button that turns offers off, once and for all."""
+    from bot.callbacks import OffersCb
+    from db.members import find_by_telegram
+    from db.privacy import delete_member
+    from db.wallet import set_marketing_consent, set_reachable
+    from tests.fakegram import UserClient, inline_buttons
+
+    ids = await members(sessions, program, 5, consent=True, first=40_001)
+    stays, opts_out, leaves, blocks, also_stays = ids
+    clients = {tg: UserClient(harness.server, tg) for tg in ids}
+    async with sessions() as s:
+        campaign = await create_campaign(s, created_by=1, segment=Segment(), text=TEXT)
+        assert await start_campaign(s, campaign) == 5
+        # After the campaign was queued:
+        member = await find_by_telegram(s, opts_out)
+        assert member is not None
+        await set_marketing_consent(s, member.id, False)
+        member = await find_by_telegram(s, leaves)
+        assert member is not None
+        await delete_member(s, member)
+        await set_reachable(s, blocks, False)
+
+    await worker(harness, rate=1000).run_until_idle()
+
+    assert set(received(harness)) == {stays, also_stays}
+    async with sessions() as s:
+        statuses = Counter((await s.execute(select(Outbox.status))).scalars())
+        assert statuses == Counter(sent=2, skipped=3)
+        info = await get_campaign(s, campaign)
+        assert info is not None and info.status == "done" and info.sent == 2
+
+    client = clients[stays]
+    message = await client.wait_message(TEXT)
+    stop = OffersCb().pack()
+    assert [b["text"] for b in inline_buttons(message)] == ["🔕 Stop offers"]
+    for _ in range(2):  # the second press changes nothing and gets the same answer
+        pressed = await client.click(message, stop)
+        answer = await client.wait_callback_answer(pressed)
+        assert "Offers are off" in answer["text"]
+        async with sessions() as s:
+            member = await find_by_telegram(s, stays)
+            assert member is not None and member.marketing_consent is False
+    # The member who left presses the button of an earlier message: answered, nothing else.
+    pressed = await clients[leaves].click(message, stop, check=False)
+    assert "Offers are off" in (await clients[leaves].wait_callback_answer(pressed))["text"]
+
+    async with sessions() as s:
+        second = await create_campaign(s, created_by=1, segment=Segment(), text="Second")
+        assert await start_campaign(s, second) == 1
+    await worker(harness, rate=1000).run_until_idle()
+    assert set(received(harness, "Second")) == {also_stays}

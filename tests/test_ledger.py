@@ -374,3 +374,74 @@ async def test_balance_summary(session: AsyncSession, program: Program) -> None:
     )
     await session.rollback()
     assert later.spend == 0  # outside the trailing year
+
+
+async def test_refund_of_a_sale_paid_with_points_after_its_points_were_spent(
+    session: AsyncSession, program: Program
+) -> None:
+    """The points returned may cover the claw-back; what they cannot is the shortfall, and
+    the cash handed back is the money part less its value (one figure)."""
+    m = await join(session, program)
+    sale = await redeem(
+        session, program, member_id=m, partner="coffee", amount=D("40.00"), points=10, key="s"
+    )
+    assert sale.paid == D("39.90") and sale.points_earned == 199 and sale.balance == 239
+    spent = await redeem(
+        session, program, member_id=m, partner="books", amount=D("4.78"), points=239, key="x"
+    )
+    assert spent.balance == 7  # 2.39 paid earns 7
+    back = await reverse(session, program, transaction_id=sale.transaction_id, key="r", reason="r")
+    # 10 returned + 7 left cover 17 of the 199 earned: 182 were spent.
+    assert (back.points_returned, back.points_clawed_back, back.shortfall) == (10, 17, 182)
+    assert back.money_refund == D("39.90") and back.cash_back == D("38.08")
+    assert back.balance == 0 and back.referral is None
+    replay = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r", reason="r"
+    )
+    assert replay.replayed and (replay.shortfall, replay.cash_back) == (182, D("38.08"))
+    assert (await get_member(session, m)).balance == 0
+
+
+async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
+    session: AsyncSession, program: Program
+) -> None:
+    inviter = await join(session, program, 1)
+    friend = await join(session, program, 2, inviter_id=inviter)
+    sale = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="q"
+    )
+    assert sale.referral is not None and sale.balance == 250
+    # Both spend most of what they have.
+    await redeem(
+        session, program, member_id=inviter, partner="books", amount=D("5.00"), points=250, key="a"
+    )
+    await redeem(
+        session, program, member_id=friend, partner="gym", amount=D("3.00"), points=150, key="b"
+    )
+    assert (await get_member(session, inviter)).balance == 7
+    assert (await get_member(session, friend)).balance == 103
+    part = await reverse(
+        session,
+        program,
+        transaction_id=sale.transaction_id,
+        amount=D("5.00"),
+        key="r1",
+        reason="r",
+    )
+    assert part.referral is None and part.points_clawed_back == 25 and part.shortfall == 0
+    rest = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    )
+    # 75 earned points come back first, then 3 of the friend's 100-point reward.
+    assert rest.points_clawed_back == 78 and rest.shortfall == 97
+    assert rest.cash_back == D("14.03")  # 15.00 less 97 points' worth
+    assert rest.referral is not None
+    assert (rest.referral.invitee_points, rest.referral.inviter_id) == (3, inviter)
+    assert (rest.referral.inviter_points, rest.referral.inviter_shortfall) == (7, 193)
+    assert (await get_member(session, inviter)).balance == 0
+    assert (await get_member(session, friend)).balance == 0
+    replay = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    )
+    assert replay.replayed and replay.referral == rest.referral
+    assert (replay.points_clawed_back, replay.shortfall) == (78, 97)

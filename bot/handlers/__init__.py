@@ -35,5 +35,6 @@ def get_routers() -> list[Router]:
         public.build(),
         member.build(),
         privacy.build(),
+        privacy.build_offers(),
         fallback.build(),
     ]

@@ -143,11 +143,12 @@ async def refund(
         key=f"refund:{message.chat.id}:{message.message_id}",
     )
     currency = program.program.currency
+    # One figure to hand back: the money part less what spent points were worth.
     lines = [
         _("↩️ Refunded {amount} of sale #{sale}; give back {money} in money.").format(
             amount=fmt.money(result.amount, currency),
             sale=tx_id,
-            money=fmt.money(result.money_refund, currency),
+            money=fmt.money(result.cash_back, currency),
         ),
         _("Points returned to the member: {returned}; taken back: {clawed}.").format(
             returned=fmt.number(result.points_returned),
@@ -157,13 +158,30 @@ async def refund(
     if result.shortfall:
         lines.append(
             _(
-                "The member already spent {points} earned on this sale: keep {money} from the "
-                "cash refund."
+                "The member had already spent {points} earned with this sale: their value, "
+                "{money}, is already kept out of the sum above."
             ).format(
                 points=fmt.points(result.shortfall),
-                money=fmt.money(result.shortfall * program.program.point_value, currency),
+                money=fmt.money(result.money_refund - result.cash_back, currency),
             )
         )
+    if result.referral is not None:
+        lines.append(
+            _(
+                "Invitation rewards taken back: {member} from the member, {inviter} from the "
+                "friend who invited them."
+            ).format(
+                member=fmt.number(result.referral.invitee_points),
+                inviter=fmt.number(result.referral.inviter_points),
+            )
+        )
+        if result.referral.inviter_shortfall:
+            lines.append(
+                _(
+                    "The inviting friend had already spent {points} of their reward: the "
+                    "program bears them, the customer does not."
+                ).format(points=fmt.points(result.referral.inviter_shortfall))
+            )
     await message.answer("\n".join(lines))
     if not result.replayed:
         POSTINGS.labels("reverse").inc()

@@ -17,22 +17,38 @@ from bot import formatting as fmt
 from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.filters import PrivateChat
-from db.members import MemberInfo, register_member
+from db.members import MemberInfo, register_member, rewards_taken
 from db.program import Program
 from db.tokens import (
     CARD,
     REFERRAL,
     CardExpired,
     InvalidToken,
+    identity_hash,
     read_card_token,
     read_referral_token,
 )
 from db.wallet import set_language, set_marketing_consent
 
 
-async def _offer_to_join(message: Message, program: Program) -> None:
+async def _returning(session: AsyncSession, secret: bytes, user_id: int) -> tuple[bool, bool]:
+    """(welcome gift, invitation reward) this person had in an account they deleted."""
+    taken = await rewards_taken(session, identity_hash(secret, user_id))
+    await session.rollback()
+    return taken
+
+
+async def _offer_to_join(
+    message: Message, program: Program, taken: tuple[bool, bool] = (False, False)
+) -> None:
+    text = texts.rules_summary(program, welcome=not taken[0])
+    if any(taken):
+        text += "\n\n" + _(
+            "You had an account with us before: the welcome gift and invitation rewards are "
+            "given once per person."
+        )
     await message.answer(
-        texts.rules_summary(program),
+        text,
         reply_markup=keyboards.join_keyboard(
             str(program.program.rules_url) if program.program.rules_url else None
         ),
@@ -52,13 +68,16 @@ async def start_with_payload(
     message: Message,
     command: CommandObject,
     state: FSMContext,
+    session: AsyncSession,
     program: Program,
     secret: bytes,
     member: MemberInfo | None = None,
 ) -> None:
     payload = command.args or ""
+    assert message.from_user is not None
+    taken = (False, False) if member else await _returning(session, secret, message.from_user.id)
     if payload.startswith(REFERRAL):
-        await _referral(message, payload, state, program, secret, member)
+        await _referral(message, payload, state, program, secret, member, taken)
     elif payload.startswith(CARD):
         # Staff scanning a card are served by the staff router before this one.
         try:
@@ -70,10 +89,12 @@ async def start_with_payload(
         else:
             await message.answer(_("This is a member card: it is for partner staff to scan."))
         if member is None:
-            await _offer_to_join(message, program)
+            await _offer_to_join(message, program, taken)
     else:
         await message.answer(_("This link is not valid. Check it, or ask for a new one."))
-        await (_welcome_back(message, member) if member else _offer_to_join(message, program))
+        await (
+            _welcome_back(message, member) if member else _offer_to_join(message, program, taken)
+        )
 
 
 async def _referral(
@@ -83,6 +104,7 @@ async def _referral(
     program: Program,
     secret: bytes,
     member: MemberInfo | None,
+    taken: tuple[bool, bool],
 ) -> None:
     if member is not None:
         await message.answer(_("You are already a member: invitations are for new members."))
@@ -93,6 +115,9 @@ async def _referral(
     except InvalidToken:
         await message.answer(_("This invitation link is not valid, but you can still join."))
     else:
+        if taken[1]:  # an invitation already paid for this person: promise nothing
+            await _offer_to_join(message, program, taken)
+            return
         await state.update_data(inviter=inviter)
         await message.answer(
             _(
@@ -102,14 +127,23 @@ async def _referral(
                 amount=fmt.money(program.referral.qualifying_purchase, program.program.currency)
             )
         )
-    await _offer_to_join(message, program)
+    await _offer_to_join(message, program, taken)
 
 
-async def start(message: Message, program: Program, member: MemberInfo | None = None) -> None:
+async def start(
+    message: Message,
+    session: AsyncSession,
+    program: Program,
+    secret: bytes,
+    member: MemberInfo | None = None,
+) -> None:
     if member is not None:
         await _welcome_back(message, member)
     else:
-        await _offer_to_join(message, program)
+        assert message.from_user is not None
+        await _offer_to_join(
+            message, program, await _returning(session, secret, message.from_user.id)
+        )
 
 
 async def accept_rules(
@@ -118,6 +152,7 @@ async def accept_rules(
     state: FSMContext,
     program: Program,
     i18n: I18n,
+    secret: bytes,
     member: MemberInfo | None = None,
 ) -> None:
     if member is not None:  # a second tap, or an old join screen
@@ -131,6 +166,7 @@ async def accept_rules(
         first_name=query.from_user.first_name,
         language=i18n.current_locale,
         inviter_id=data.get("inviter"),
+        identity=identity_hash(secret, query.from_user.id),
     )
     await state.clear()
     await query.answer()
@@ -182,6 +218,7 @@ async def choose_language(
     state: FSMContext,
     i18n: I18n,
     program: Program,
+    secret: bytes,
     member: MemberInfo | None = None,
 ) -> None:
     if callback_data.code == "menu":
@@ -207,7 +244,9 @@ async def choose_language(
         if member is not None:
             await query.message.answer(_("Done."), reply_markup=keyboards.main_menu())
         else:
-            await _offer_to_join(query.message, program)
+            await _offer_to_join(
+                query.message, program, await _returning(session, secret, query.from_user.id)
+            )
 
 
 def build() -> Router:

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot import keyboards
-from bot.callbacks import PrivacyCb
+from bot.callbacks import OffersCb, PrivacyCb
 from bot.filters import IsMember, PrivateChat
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
+from db.tokens import identity_hash
 from db.wallet import set_marketing_consent
 
 
@@ -27,6 +28,12 @@ def _overview(member: MemberInfo) -> str:
                 "We keep your Telegram id, first name, language, card number, your points and "
                 "transactions, and your consents. Partners see your first name and tier at the "
                 "till, never your Telegram account."
+            ),
+            _(
+                "If you delete your account, your Telegram id and name are erased everywhere. "
+                "If you had a welcome gift or an invitation reward, we keep only a keyed hash "
+                "of your Telegram id (it cannot be turned back into the id), so that these "
+                "rewards are given once per person."
             ),
             _("Offers and news: {state}.").format(
                 state=_("on") if member.marketing_consent else _("off")
@@ -80,8 +87,12 @@ async def cancel_delete(query: CallbackQuery) -> None:
         await query.message.edit_text(_("Nothing was deleted."))
 
 
-async def confirm_delete(query: CallbackQuery, session: AsyncSession, member: MemberInfo) -> None:
-    forfeited = await delete_member(session, member)
+async def confirm_delete(
+    query: CallbackQuery, session: AsyncSession, member: MemberInfo, secret: bytes
+) -> None:
+    forfeited = await delete_member(
+        session, member, identity=identity_hash(secret, query.from_user.id)
+    )
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_text(_("Your account is deleted."))
@@ -92,6 +103,23 @@ async def confirm_delete(query: CallbackQuery, session: AsyncSession, member: Me
             ).format(points=fmt.points(forfeited)),
             reply_markup=ReplyKeyboardRemove(),
         )
+
+
+async def stop_offers(
+    query: CallbackQuery, session: AsyncSession, member: MemberInfo | None = None
+) -> None:
+    """The "stop offers" button under every campaign message. Pressing it again, or after
+    leaving, changes nothing and gets the same answer."""
+    if member is not None and member.marketing_consent:
+        await set_marketing_consent(session, member.id, False)
+    await query.answer(_("Offers are off. You can turn them on again in /privacy."))
+
+
+def build_offers() -> Router:
+    """Campaign messages' button, for anyone who got one (members who left included)."""
+    router = Router(name="offers")
+    router.callback_query.register(stop_offers, OffersCb.filter())
+    return router
 
 
 def build() -> Router:

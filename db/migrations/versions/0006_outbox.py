@@ -1,7 +1,7 @@
 """notices: the transactional outbox; a redemption request the member cannot receive
 
 Revision ID: 0006_outbox
-Revises: 0004_campaigns
+Revises: 0005_erasure
 Create Date: 2026-12-01 14:40:00
 """
 
@@ -12,11 +12,11 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0006_outbox"
-down_revision: str | None = "0004_campaigns"
+down_revision: str | None = "0005_erasure"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-REQUEST_STATUSES = ("pending", "confirmed", "declined", "expired")
+REQUEST_STATUSES = ("pending", "confirmed", "declined", "expired", "cancelled")
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -80,6 +80,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("UPDATE redemption_requests SET status = 'expired' WHERE status = 'unreachable'")
     op.drop_constraint(op.f("ck_redemption_requests_status"), "redemption_requests", type_="check")
     op.create_check_constraint(
         op.f("ck_redemption_requests_status"), "redemption_requests", _in(REQUEST_STATUSES)

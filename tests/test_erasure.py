@@ -1,0 +1,221 @@
+"""Deleting an account: rewards once per person, nothing left that names the person, and no
+deadlock or posting against a sale under way."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.campaigns import Segment, create_campaign, start_campaign
+from db.errors import UnknownMember
+from db.members import find_by_telegram, get_member, register_member
+from db.models import AuditLog, Entry, RewardedIdentity, Transaction
+from db.privacy import delete_member
+from db.program import Program
+from db.purchases import earn
+from db.tokens import identity_hash
+from tests.botharness import BotHarness
+from tests.fakegram import UserClient, text_of
+from tests.till import hire
+
+Sessions = async_sessionmaker[AsyncSession]
+D = Decimal
+
+
+async def join(user: UserClient, start: str = "/start", offers: bool = False) -> str:
+    await user.send(start)
+    rules = text_of(await user.wait_message("one card for"))
+    await user.click("✅ I accept the rules, join")
+    await user.wait_message("You are in")
+    await user.wait_message("offers")
+    await user.click("Yes, send me offers" if offers else "No, thanks")
+    await user.wait_message("/card")
+    return rules
+
+
+async def delete_account(user: UserClient) -> None:
+    await user.send("/privacy")
+    overview = text_of(await user.wait_message("Your data"))
+    assert "keyed hash of your Telegram id" in overview
+    await user.click("🗑 Delete my account")
+    await user.wait_message("Delete your account?")
+    await user.click("Yes, delete everything")
+    await user.wait_message("forfeited")
+
+
+async def balance(sessions: Sessions, user: UserClient) -> int:
+    async with sessions() as s:
+        member = await find_by_telegram(s, user.user_id)
+    assert member is not None
+    return member.balance
+
+
+async def test_joining_again_pays_no_second_welcome_and_no_second_referral(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann, bob = harness.user("Ann"), harness.user("Bob")
+    await join(ann)
+    await ann.send("/invite")
+    link = text_of(await ann.wait_message("Your link")).split("Your link: ")[1].split()[0]
+    start = "/start " + link.split("start=")[1]
+
+    await join(bob, start)
+    async with sessions() as s:
+        bob_member = await find_by_telegram(s, bob.user_id)
+        assert bob_member is not None and bob_member.balance == 50
+        first = await earn(
+            s, program, member_id=bob_member.id, partner="coffee", amount=D("20"), key="a"
+        )
+    assert first.referral is not None
+    assert await balance(sessions, ann) == 250
+
+    await delete_account(bob)
+    async with sessions() as s:
+        kept = (await s.execute(select(RewardedIdentity))).scalars().all()
+    assert [(k.identity_hash, k.welcome, k.referral) for k in kept] == [
+        (identity_hash(harness.secret, bob.user_id), True, True)
+    ]
+    assert str(bob.user_id) not in kept[0].identity_hash
+
+    # Bob opens Ann's link again: no promise of a reward, no welcome gift, no referrer.
+    await bob.send(start)
+    again = text_of(await bob.wait_message("one card for"))
+    assert "A friend invited you" not in text_of(bob.messages[-2])
+    assert "A welcome gift of" not in again and "once per person" in again
+    await bob.click("✅ I accept the rules, join")
+    welcome = text_of(await bob.wait_message("You are in"))
+    assert "welcome gift" not in welcome
+    async with sessions() as s:
+        new_bob = await find_by_telegram(s, bob.user_id)
+        assert new_bob is not None and new_bob.id != bob_member.id
+        assert new_bob.balance == 0 and new_bob.referred_by_id is None
+        second = await earn(
+            s, program, member_id=new_bob.id, partner="coffee", amount=D("20"), key="b"
+        )
+    assert second.referral is None and second.balance == 100
+    assert await balance(sessions, ann) == 250
+
+
+async def test_after_deletion_the_id_and_name_are_nowhere(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    zeph = UserClient(harness.server, 7391554201, first_name="Zephyrine")
+    cashier = harness.user("Carl")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(zeph, offers=True)
+    # She declines a redemption (an audit row with her as the actor) ...
+    async with sessions() as s:
+        member = await find_by_telegram(s, zeph.user_id)
+        assert member is not None
+        await earn(s, program, member_id=member.id, partner="coffee", amount=D("9"), key="e")
+    await cashier.send(member.card_number)
+    await cashier.wait_message("Points can pay up to")
+    await cashier.click("💳 Sale: use points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("10")
+    await cashier.wait_message("How many points?")
+    await cashier.send("20")
+    await zeph.wait_message("Confirm?")
+    await zeph.click("✖ Decline")
+    await cashier.wait_message("The member declined")
+    # ... and a campaign is queued for her.
+    async with sessions() as s:
+        campaign = await create_campaign(s, created_by=1, segment=Segment(), text="Hi")
+        assert await start_campaign(s, campaign) == 1
+
+    async def places(needle: str) -> list[str]:
+        """Every text, number and JSON column of every table that holds `needle`."""
+        found = []
+        async with sessions() as s:
+            columns = (
+                await s.execute(
+                    text(
+                        "SELECT table_name, column_name FROM information_schema.columns "
+                        "WHERE table_schema = 'public' AND data_type IN ('bigint', 'integer', "
+                        "'text', 'character varying', 'jsonb', 'numeric')"
+                    )
+                )
+            ).all()
+            for table, column in columns:
+                hits = await s.scalar(
+                    text(f'SELECT count(*) FROM "{table}" WHERE "{column}"::text LIKE :n'),
+                    {"n": f"%{needle}%"},
+                )
+                if hits:
+                    found.append(f"{table}.{column}")
+        return found
+
+    assert {"members.telegram_id", "audit_log.actor_telegram_id"} <= set(
+        await places(str(zeph.user_id))
+    )
+    assert await places("Zephyrine") == ["members.first_name"]
+
+    await delete_account(zeph)
+    assert await places(str(zeph.user_id)) == []
+    assert await places("Zephyrine") == []
+    async with sessions() as s:
+        actors = (
+            await s.execute(select(AuditLog.action).where(AuditLog.actor_member_id == member.id))
+        ).scalars()
+        assert list(actors) == ["redeem_declined"]
+
+
+async def test_deletion_during_a_sale_neither_deadlocks_nor_credits_the_deleted(
+    sessions: Sessions, program: Program
+) -> None:
+    """A sale (with the invitation reward of a deleted inviter, half the time) and the
+    deletion of its member run at once, 20 times."""
+    outcomes = set()
+    for trial in range(20):
+        async with sessions() as s:
+            inviter = await register_member(s, program, telegram_id=10_000 + trial)
+            member = await register_member(
+                s, program, telegram_id=20_000 + trial, inviter_id=inviter.id
+            )
+
+        async def sale(member_id: int = member.id, trial: int = trial) -> str:
+            async with sessions() as s:
+                try:
+                    await earn(
+                        s,
+                        program,
+                        member_id=member_id,
+                        partner="coffee",
+                        amount=D("40"),
+                        key=f"sale:{trial}",
+                    )
+                except UnknownMember:
+                    return "refused"
+            return "posted"
+
+        async def delete(who: object) -> None:
+            async with sessions() as s:
+                await delete_member(s, who)  # type: ignore[arg-type]
+
+        target = member if trial % 2 == 0 else inviter
+        posted, _ = await asyncio.gather(sale(), delete(target))
+        outcomes.add((target is member, posted))
+        async with sessions() as s:
+            for who in (member, inviter):
+                wallet = (
+                    await s.execute(
+                        select(Entry.transaction_id, Transaction.kind)
+                        .join(Transaction, Transaction.id == Entry.transaction_id)
+                        .where(Entry.account_id == who.wallet_id)
+                        .order_by(Entry.id)
+                    )
+                ).all()
+                if who is target:
+                    # Nothing after the forfeiture, and nothing left.
+                    kinds = [kind for _, kind in wallet]
+                    assert "expire" in kinds and kinds[-1] == "expire", (trial, kinds)
+                    balance = await s.scalar(
+                        text("SELECT balance FROM accounts WHERE id = :w"), {"w": who.wallet_id}
+                    )
+                    assert balance == 0
+            if target is inviter and posted == "posted":
+                assert (await get_member(s, member.id)).balance == 50 + 200 + 100
+    assert outcomes  # every trial ended; which side won each race is up to the scheduler
