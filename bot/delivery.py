@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -152,8 +153,13 @@ class DeliveryWorker:
                                 await self.report_all()
                                 await asyncio.sleep(self.idle_poll)
                     finally:
-                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                        await conn.commit()
+                        # A failed unlock (the database is gone) must not replace a
+                        # cancellation: the lock ends with the connection anyway.
+                        with contextlib.suppress(Exception):
+                            await conn.execute(
+                                text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY}
+                            )
+                            await conn.commit()
             except asyncio.CancelledError:
                 raise
             except Exception:
