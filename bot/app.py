@@ -31,6 +31,8 @@ from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.identity import IdentityMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
+from bot.middlewares.sanitize import RefuseNul
+from bot.middlewares.throttle import ThrottleMiddleware
 from bot.notify import Notifier
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
@@ -71,9 +73,12 @@ def build_dispatcher(
         notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
     )
     dp.update.outer_middleware(MetricsMiddleware())
+    # Before the database: a flooding user's excess updates cost no connection.
+    dp.update.outer_middleware(ThrottleMiddleware(i18n))
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
     dp.update.outer_middleware(IdentityMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)
+    dp.message.outer_middleware(RefuseNul())
     dp.include_routers(*get_routers())
     dp["i18n_core"] = i18n
     return dp

@@ -257,7 +257,7 @@ async def points_entered(
     text = (message.text or "").strip().lower()
     if text in ("max", _("max").lower()):
         points = None
-    elif text.isdigit():
+    elif text.isascii() and text.isdigit() and len(text) <= 18:
         points = int(text)
     else:
         await message.answer(_("Send a whole number of points, or tap Max."))
@@ -276,6 +276,10 @@ async def max_points(
     i18n: I18n,
 ) -> None:
     if not await _dialog_ok(query, state, callback_data.dialog):
+        return
+    if await state.get_state() != Till.points.state:
+        # "Max" only means something once the amount is in (a forged or replayed button).
+        await query.answer(_("Enter the purchase amount first."), show_alert=True)
         return
     await query.answer()
     if isinstance(query.message, Message):
