@@ -74,7 +74,10 @@ def build_dispatcher(
     )
     dp.update.outer_middleware(MetricsMiddleware())
     # Before the database: a flooding user's excess updates cost no connection.
-    dp.update.outer_middleware(ThrottleMiddleware(i18n))
+    settings = runtime.settings
+    dp.update.outer_middleware(
+        ThrottleMiddleware(i18n, rate=settings.flood_rate, burst=settings.flood_burst)
+    )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions))
     dp.update.outer_middleware(IdentityMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)

@@ -266,10 +266,11 @@ async def decide(
             progress_message_id=progress.message_id,
         )
         if size is None:
-            await progress.edit_text(
-                _("Campaign #{id} was already started or cancelled.").format(id=campaign_id)
+            await edit_text(
+                progress,
+                _("Campaign #{id} was already started or cancelled.").format(id=campaign_id),
             )
-        await query.message.edit_reply_markup(reply_markup=None)
+        await edit_markup(query.message, None)
     elif callback_data.action == "schedule":
         await state.set_state(Compose.when)
         await state.update_data(campaign=campaign_id)
@@ -278,7 +279,9 @@ async def decide(
         )
     elif callback_data.action in ("drop", "cancel"):
         if await cancel_campaign(session, campaign_id):
-            await query.message.edit_text(_("Campaign #{id} is cancelled.").format(id=campaign_id))
+            await edit_text(
+                query.message, _("Campaign #{id} is cancelled.").format(id=campaign_id)
+            )
         else:
             await query.message.answer(
                 _("Campaign #{id} was already started or cancelled.").format(id=campaign_id)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import tillnotify
 from bot.callbacks import RedeemCb
+from bot.editing import edit_text
 from bot.metrics import POSTINGS
 from bot.notify import Notifier
 from db.errors import NotEnoughPoints, RequestClosed
@@ -65,11 +66,12 @@ async def answer(
     await query.answer()
     if callback_data.ok:
         if isinstance(query.message, Message):
-            await query.message.edit_text(
+            await edit_text(
+                query.message,
                 _("✅ Confirmed: {points} paid {money}.").format(
                     points=fmt.points(req.points),
                     money=fmt.money(req.money, program.program.currency),
-                )
+                ),
             )
         POSTINGS.labels(result.kind).inc()
         await tillnotify.confirmed(bot, i18n, program, req, result, req.staff_language)
@@ -77,7 +79,7 @@ async def answer(
         await notifier.purchase(result, partner.name if partner else result.partner)
     else:
         if isinstance(query.message, Message):
-            await query.message.edit_text(_("✖ Declined. Nothing was charged."))
+            await edit_text(query.message, _("✖ Declined. Nothing was charged."))
         await tillnotify.closed(bot, i18n, program, req, "declined", req.staff_language)
 
 

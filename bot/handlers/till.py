@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot.callbacks import RedeemCb, TillCb
+from bot.editing import edit_markup, edit_text
 from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
 from bot.notify import Notifier
@@ -158,11 +159,11 @@ async def choose(query: CallbackQuery, callback_data: TillCb, state: FSMContext)
         return
     if callback_data.action == "cancel":
         await state.clear()
-        await query.message.edit_text(_("Cancelled. Nothing was posted."))
+        await edit_text(query.message, _("Cancelled. Nothing was posted."))
         return
     await state.update_data(mode=callback_data.action)
     await state.set_state(Till.amount)
-    await query.message.edit_reply_markup(reply_markup=None)
+    await edit_markup(query.message, None)
     await query.message.answer(
         _(
             "Enter the purchase amount, e.g. 12.50. You can add the receipt number after a space: "
@@ -283,7 +284,7 @@ async def max_points(
         return
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_reply_markup(reply_markup=None)
+        await edit_markup(query.message, None)
         await _request(query.message, session, state, staff, program, bot, i18n, None)
 
 
