@@ -9,14 +9,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import NotEnoughPoints, RequestClosed, UnknownMember
+from db.errors import NotEnoughPoints, RequestClosed, TooManyLookups, UnknownMember
 from db.ledger import unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
-from db.models import Member, Partner, RedemptionRequest
+from db.models import AuditLog, Member, Partner, RedemptionRequest
 from db.program import Program
 from db.purchases import PurchaseResult, ReversalResult, post_purchase, post_reversal
 from db.rules import check_points, check_purchase, check_redeem, max_redeemable, points_money
@@ -24,6 +24,24 @@ from db.staff import StaffInfo, audit
 from db.tokens import read_card_token
 
 REQUEST_TTL = timedelta(minutes=2)
+LOOKUP_FAILURES = 20
+LOOKUP_WINDOW = timedelta(minutes=10)
+
+
+async def _recent_failures(session: AsyncSession, staff: StaffInfo) -> int:
+    since = datetime.now(UTC) - LOOKUP_WINDOW
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(
+                AuditLog.staff_id == staff.id,
+                AuditLog.created_at > since,
+                AuditLog.action == "lookup_failed",
+            )
+        )
+        or 0
+    )
 
 
 async def lookup_member(
@@ -35,14 +53,29 @@ async def lookup_member(
     card_number: str | None = None,
     how: str,
 ) -> MemberInfo:
-    """The member a scanned card token or a typed card number names (audited)."""
+    """The member a scanned card token or a typed card number names (audited).
+
+    Typed numbers could be guessed (the check digit only catches typos), so a number that
+    names nobody is audited too, and a cashier with LOOKUP_FAILURES of those within
+    LOOKUP_WINDOW is refused further typed numbers until the window has passed."""
     staff.require("cashier", "manager")
     async with unit_of_work(session):
         if token is not None:
             member = await get_member(session, read_card_token(secret, token).member_id)
         else:
+            if await _recent_failures(session, staff) >= LOOKUP_FAILURES:
+                raise TooManyLookups(minutes=LOOKUP_WINDOW.seconds // 60)
             found = await find_by_card(session, card_number or "")
             if found is None:
+                await audit(
+                    session,
+                    "lookup_failed",
+                    actor=staff.telegram_id,
+                    staff=staff,
+                    how=how,
+                    card_number=card_number,
+                )
+                await session.commit()  # the failure stays on record; nothing else was done
                 raise UnknownMember()
             member = found
         await audit(

@@ -165,7 +165,7 @@ def _example(role: str, kind: str, data: str = "x", command: int | str = 0, args
 
 
 @settings(
-    max_examples=500,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

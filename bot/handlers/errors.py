@@ -44,6 +44,10 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "wrong_partner": lambda p: _("This belongs to another partner."),
     "reason_required": lambda p: _("Please give a reason."),
     "invalid_token": lambda p: _("This link is not valid. Check it, or ask for a new one."),
+    "too_many_lookups": lambda p: _(
+        "Too many card numbers that match no member in the last {minutes} minutes. Scan the "
+        "member's QR code, or type the number again later."
+    ).format(minutes=p["minutes"]),
     "card_expired": lambda p: _("This card code has expired: ask the member to open /card again."),
 }
 

@@ -4,6 +4,7 @@ in their own chat). Each step is authorised again in the use case it calls."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from decimal import Decimal
@@ -24,7 +25,7 @@ from bot.editing import edit_markup, edit_text
 from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
 from bot.notify import Notifier
-from bot.qr import decode_qr
+from bot.qr import UnreadableImage, card_tokens, decode_qr
 from db.cards import normalize_card_number
 from db.errors import InvalidAmount
 from db.members import MemberInfo, get_member
@@ -32,7 +33,7 @@ from db.program import Program
 from db.rules import max_redeemable, parse_money
 from db.staff import StaffInfo
 from db.till import lookup_member, note_messages, request_redemption, till_sale
-from db.tokens import CARD
+from db.tokens import CARD, CardExpired, InvalidToken, read_card_token
 
 CARD_NUMBER = re.compile(r"^[\d\s-]{12,20}$")
 
@@ -111,12 +112,16 @@ async def card_photo(
     assert message.photo
     file = await bot.download(message.photo[-1].file_id)
     assert file is not None
-    tokens = [
-        text.split("start=", 1)[1]
-        for text in decode_qr(file.read())
-        if "start=" in text and text.split("start=", 1)[1].startswith(CARD)
-    ]
-    if not tokens:
+    try:
+        # Decoding takes CPU time: off the event loop, so other people are not kept waiting.
+        texts = await asyncio.to_thread(decode_qr, file.read())
+    except UnreadableImage as error:
+        if error.too_large:
+            await message.answer(_("This picture is too large to read. Send a normal photo."))
+            return
+        texts = []
+    token = _first_card(card_tokens(texts, CARD), secret)
+    if token is None:
         await message.answer(
             _(
                 "I could not read a member card's QR code in this photo. Try again closer, or "
@@ -124,8 +129,24 @@ async def card_photo(
             )
         )
         return
-    member = await lookup_member(session, staff, secret=secret, token=tokens[0], how="photo")
+    member = await lookup_member(session, staff, secret=secret, token=token, how="photo")
     await open_member(message, state, member, program)
+
+
+def _first_card(tokens: list[str], secret: bytes) -> str | None:
+    """The first token that is one of our member cards; if there are only expired ones,
+    the first of those (the lookup then says it has expired)."""
+    expired = None
+    for token in tokens:
+        try:
+            read_card_token(secret, token)
+        except CardExpired:
+            expired = expired or token
+        except InvalidToken:
+            continue
+        else:
+            return token
+    return expired
 
 
 async def card_number(
