@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
 import pytest
@@ -39,6 +40,15 @@ def program() -> Program:
     partners = [dict(p) for p in TEST_PROGRAM["partners"]]
     partners[1]["name"] = "Tom & <Jerry>"
     return parse_program({**TEST_PROGRAM, "partners": partners})
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_exceptions(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The errors router logs every unhandled exception ("update … failed")."""
+    with caplog.at_level(logging.ERROR):
+        yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    assert not [r.getMessage() for r in records if r.levelno >= logging.ERROR]
 
 
 @pytest.fixture
@@ -94,7 +104,8 @@ async def test_history_paging_with_html_in_a_partner_name_and_a_double_tap(
         query = await ann.click(page, older["callback_data"], check=False)
         answer = await ann.wait_callback_answer(query)
         assert "text" not in answer, answer
-    await ann.wait_for(lambda: "Transactions 11–13 of 13" in text_of(ann.messages[-1]))
+        await ann.wait_for(lambda: "Transactions 11–13 of 13" in text_of(ann.messages[-1]))
+        await asyncio.sleep(0.2)  # the edit after the answer
     no_errors(ann)
 
 
