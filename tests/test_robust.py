@@ -32,14 +32,18 @@ from tests.till import card_photo, hire, join
 
 Sessions = async_sessionmaker[AsyncSession]
 SOMETHING_WRONG = "Something went wrong"
+GOLD = "Gold: " + "золото" * 9  # 60 characters, 114 bytes
 
 
 @pytest.fixture
 def program() -> Program:
-    """The test program, with a partner whose name is full of HTML's special characters."""
+    """The test program, with a partner whose name is full of HTML's special characters and
+    a tier whose name has a colon and is longer than callback data may be."""
     partners = [dict(p) for p in TEST_PROGRAM["partners"]]
     partners[1]["name"] = "Tom & <Jerry>"
-    return parse_program({**TEST_PROGRAM, "partners": partners})
+    tiers = [dict(t) for t in TEST_PROGRAM["tiers"]]
+    tiers[2]["name"] = GOLD
+    return parse_program({**TEST_PROGRAM, "partners": partners, "tiers": tiers})
 
 
 @pytest.fixture(autouse=True)
@@ -170,6 +174,20 @@ async def test_forged_buttons_and_arguments_get_clear_answers(
     assert await count(sessions, Transaction, Transaction.kind.in_(("earn", "redeem"))) == 0
     assert await count(sessions, RedemptionRequest) == 0
     no_errors(ann, carl, mark, owner)
+
+
+async def test_campaign_audience_by_a_tier_named_with_a_colon_and_long(
+    harness: BotHarness,
+) -> None:
+    mark = harness.user("Mark")
+    await hire(harness, mark, "", "marketer")
+    await mark.send("/campaign")
+    await mark.wait_message("New campaign")
+    await mark.click("Tier")
+    await mark.wait_for(lambda: GOLD in str(mark.messages[-1].get("reply_markup")))
+    await mark.click(GOLD)
+    await mark.wait_for(lambda: f"tier {GOLD}" in text_of(mark.messages[-1]))
+    no_errors(mark)
 
 
 # --------------------------------------------------------------------------- flood control
