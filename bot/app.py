@@ -35,6 +35,8 @@ from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.identity import IdentityMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
+from bot.middlewares.sanitize import RefuseNul
+from bot.middlewares.throttle import ThrottleMiddleware
 from bot.notify import Notifier
 from bot.outbox import NoticeWorker
 from bot.retry import RetryMiddleware
@@ -88,9 +90,15 @@ def build_dispatcher(
     dp.startup.register(outbox.start)
     dp.shutdown.register(outbox.stop)
     dp.update.outer_middleware(MetricsMiddleware())
+    # Before the database: a flooding user's excess updates cost no connection.
+    settings = runtime.settings
+    dp.update.outer_middleware(
+        ThrottleMiddleware(i18n, rate=settings.flood_rate, burst=settings.flood_burst)
+    )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions, after_commit=outbox.kick))
     dp.update.outer_middleware(IdentityMiddleware())
     MemberLocaleMiddleware(i18n).setup(dp)
+    dp.message.outer_middleware(RefuseNul())
     dp.include_routers(*get_routers())
     dp["i18n_core"] = i18n
     return dp

@@ -1,17 +1,28 @@
 """Every inline button's callback data, typed. Never build callback strings by hand; and
-never trust them either: handlers check again what a button asks for."""
+never trust them either: handlers check again what a button asks for.
+
+Anyone can send any 64 bytes as callback data, so every field is bounded here: data that
+does not fit a factory matches no handler and gets the fallback's "no longer active"."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from aiogram.filters.callback_data import CallbackData
+from pydantic import Field
+
+# A database id (PostgreSQL bigint); anything larger is not a row of ours.
+DbId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# The random ids the bot puts in buttons (secrets.token_urlsafe).
+PublicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,43}$")]
 
 
 class JoinCb(CallbackData, prefix="join"):
-    action: str  # "accept"
+    action: Literal["accept"]
 
 
 class LanguageCb(CallbackData, prefix="lang"):
-    code: str
+    code: Annotated[str, Field(max_length=8)]  # a language code, or "menu"
 
 
 class ConsentCb(CallbackData, prefix="consent"):
@@ -19,44 +30,47 @@ class ConsentCb(CallbackData, prefix="consent"):
 
 
 class CardCb(CallbackData, prefix="card"):
-    action: str  # "refresh"
+    action: Literal["refresh"]
 
 
 class HistoryCb(CallbackData, prefix="hist"):
-    offset: int
+    offset: Annotated[int, Field(ge=0, le=1_000_000_000)]
 
 
 class PrivacyCb(CallbackData, prefix="priv"):
-    action: str  # "export", "marketing", "delete", "confirm", "cancel"
+    action: Literal["export", "marketing", "delete", "confirm", "cancel"]
 
 
 class OffersCb(CallbackData, prefix="offers"):
-    action: str = "stop"  # under every campaign message: marketing consent off
+    action: Literal["stop"] = "stop"  # under every campaign message: consent off
 
 
 class TillCb(CallbackData, prefix="till"):
-    action: str  # "earn", "redeem", "max", "cancel", "again" (post a repeated sale)
-    dialog: str  # the sale dialog this button belongs to; stale buttons are refused
+    action: Literal["earn", "redeem", "max", "cancel", "again"]  # again: post a repeated sale
+    dialog: PublicId  # the sale dialog this button belongs to; stale buttons are refused
 
 
 class EarnOnlyCb(CallbackData, prefix="eo"):
     """Finish a sale whose redemption was declined, expired or could not be asked, without
     points. Not tied to the cashier's dialog: the request row says what the sale was."""
 
-    request: str  # the redemption request's public id
-    action: str = "post"  # "post", "again" (post although a like sale is recent), "drop"
+    request: PublicId  # the redemption request's public id
+    # "again": post although a like sale is recent; "drop": do not post
+    action: Literal["post", "again", "drop"] = "post"
 
 
 class RedeemCb(CallbackData, prefix="rdm"):
-    request: str  # a redemption request's random public id
+    request: PublicId  # a redemption request's random public id
     ok: bool
 
 
 class SegmentCb(CallbackData, prefix="seg"):
-    field: str  # "tier", "partner", "language", "inactive", "since", "menu", "reset", "next"
-    value: str = ""
+    field: Literal["tier", "partner", "language", "inactive", "since", "menu", "reset", "next"]
+    # A choice the menu offered: a tier's index in the program, a partner's slug, a
+    # language code, a number of days, or a field's name for "menu"; "" for "any".
+    value: Annotated[str, Field(max_length=30)] = ""
 
 
 class CampaignCb(CallbackData, prefix="camp"):
-    action: str  # "now", "schedule", "cancel", "drop"
-    id: int
+    action: Literal["now", "schedule", "cancel", "drop"]
+    id: DbId

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     delivery_rate: float = Field(
         default=25.0, gt=0, le=1000, description="Campaign messages per second, all instances"
     )
+    flood_rate: float = Field(
+        default=1.0, gt=0, description="Updates per second one user may send, sustained"
+    )
+    flood_burst: int = Field(default=20, ge=1, description="and at once, before they wait")
     log_level: str = "INFO"
 
     @field_validator("admin_ids", mode="before")

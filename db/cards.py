@@ -29,7 +29,7 @@ def new_card_number() -> str:
 def normalize_card_number(text: str) -> str | None:
     """The card number if `text` is one with a valid check digit, else None."""
     digits = "".join(ch for ch in text if not ch.isspace() and ch != "-")
-    if len(digits) != CARD_DIGITS or not digits.isdigit():
+    if len(digits) != CARD_DIGITS or not (digits.isascii() and digits.isdigit()):
         return None
     return digits if luhn_digit(digits[:-1]) == digits[-1] else None
 

@@ -90,6 +90,12 @@ class NotStaff(DomainError):
     code = "not_staff"
 
 
+class TooManyLookups(DomainError):
+    """A cashier typed too many card numbers that name nobody: a guess, not a typo."""
+
+    code = "too_many_lookups"
+
+
 class RequestClosed(DomainError):
     """A redemption request that was already confirmed, declined or expired."""
 

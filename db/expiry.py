@@ -3,6 +3,7 @@ transactions into the breakage account."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +24,10 @@ from db.ledger import (
 from db.models import Account, AccountKind, PointLot, TxKind
 from db.outbox import owe_expired
 
+log = logging.getLogger(__name__)
+# This many failures in a row is not one bad member but the database: stop the run.
+MAX_FAILURES_IN_A_ROW = 20
+
 
 @dataclass(frozen=True, slots=True)
 class ExpiredLot:
@@ -36,11 +41,16 @@ async def expire_due(
     session: AsyncSession, *, now: datetime | None = None, batch: int = 500
 ) -> list[ExpiredLot]:
     """Expire every lot whose time has come, one small transaction per lot (the key is the
-    lot's, so a job run twice, or by two instances, expires each lot once)."""
+    lot's, so a job run twice, or by two instances, expires each lot once).
+
+    A lot that fails (a wallet that no longer adds up, say) is rolled back and logged, its
+    member's other lots are left for the next run, and everyone else's expire as usual."""
     now = now or datetime.now(UTC)
     breakage = await system_account(session, AccountKind.BREAKAGE)
     await session.commit()
     expired: list[ExpiredLot] = []
+    failed: set[int] = set()
+    in_a_row = 0
     last_id = 0
     while True:
         due = (
@@ -57,7 +67,18 @@ async def expire_due(
             return expired
         for lot_id, member_id, wallet in due:
             last_id = lot_id
-            done = await _expire_lot(session, lot_id, member_id, wallet, breakage, now)
+            if member_id in failed:
+                continue
+            try:
+                done = await _expire_lot(session, lot_id, member_id, wallet, breakage, now)
+            except Exception:
+                in_a_row += 1
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    raise
+                failed.add(member_id)
+                log.exception("expiry of lot %s of member %s failed; skipped", lot_id, member_id)
+                continue
+            in_a_row = 0
             if done is not None:
                 expired.append(done)
 

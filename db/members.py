@@ -121,7 +121,8 @@ async def register_member(
                 .values(
                     telegram_id=telegram_id,
                     card_number=new_card_number(),
-                    first_name=first_name[:200],
+                    # PostgreSQL refuses NUL in text; Telegram names are not checked for it.
+                    first_name=first_name.replace("\x00", "")[:200],
                     language=language,
                     tier=program.tiers[0].name,
                     rules_accepted_at=now,

@@ -640,6 +640,7 @@ async def log_report(
 # --------------------------------------------------------------------------- periods
 
 MAX_DAYS = 3 * 366
+EARLIEST, LATEST = date(2000, 1, 1), date(2999, 12, 31)
 _RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _ROLLING = {"today": 1, "week": 7, "month": 30, "year": 365}
@@ -697,8 +698,10 @@ def parse_period(arg: str | None, *, now: datetime, timezone: str) -> Period:
             first, last = date.fromisoformat(match[1]), date.fromisoformat(match[2])
         else:
             raise BadPeriod(arg)
-    except ValueError as exc:  # 2026-13, 2026-02-30
+    except (ValueError, OverflowError) as exc:  # 2026-13, 2026-02-30, 9999-12
         raise BadPeriod(arg) from exc
     if last < first or (last - first).days >= MAX_DAYS:
+        raise BadPeriod(arg)
+    if first < EARLIEST or last > LATEST:  # 0001-01, 9999-12: no program's days
         raise BadPeriod(arg)
     return _days_period(first, last, tz)

@@ -17,10 +17,17 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import NotEnoughPoints, OwnCard, RepeatSale, RequestClosed, UnknownMember
+from db.errors import (
+    NotEnoughPoints,
+    OwnCard,
+    RepeatSale,
+    RequestClosed,
+    TooManyLookups,
+    UnknownMember,
+)
 from db.ledger import unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
-from db.models import Member, Partner, RedemptionRequest, Transaction
+from db.models import AuditLog, Member, Partner, RedemptionRequest, Transaction
 from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.program import Program
 from db.purchases import (
@@ -76,6 +83,26 @@ def sale_key(
     return f"till:{partner_id}:{day}:receipt:{receipt}"
 
 
+LOOKUP_FAILURES = 20
+LOOKUP_WINDOW = timedelta(minutes=10)
+
+
+async def _recent_failures(session: AsyncSession, staff: StaffInfo) -> int:
+    since = datetime.now(UTC) - LOOKUP_WINDOW
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(
+                AuditLog.staff_id == staff.id,
+                AuditLog.created_at > since,
+                AuditLog.action == "lookup_failed",
+            )
+        )
+        or 0
+    )
+
+
 async def lookup_member(
     session: AsyncSession,
     staff: StaffInfo,
@@ -85,14 +112,29 @@ async def lookup_member(
     card_number: str | None = None,
     how: str,
 ) -> MemberInfo:
-    """The member a scanned card token or a typed card number names (audited)."""
+    """The member a scanned card token or a typed card number names (audited).
+
+    Typed numbers could be guessed (the check digit only catches typos), so a number that
+    names nobody is audited too, and a cashier with LOOKUP_FAILURES of those within
+    LOOKUP_WINDOW is refused further typed numbers until the window has passed."""
     staff.require("cashier", "manager")
     async with _own_card_audited(session, staff, "lookup"), unit_of_work(session):
         if token is not None:
             member = await get_member(session, read_card_token(secret, token).member_id)
         else:
+            if await _recent_failures(session, staff) >= LOOKUP_FAILURES:
+                raise TooManyLookups(minutes=LOOKUP_WINDOW.seconds // 60)
             found = await find_by_card(session, card_number or "")
             if found is None:
+                await audit(
+                    session,
+                    "lookup_failed",
+                    actor=staff.telegram_id,
+                    staff=staff,
+                    how=how,
+                    card_number=card_number,
+                )
+                await session.commit()  # the failure stays on record; nothing else was done
                 raise UnknownMember()
             member = found
         _check_not_own(staff, member.id, member.telegram_id)

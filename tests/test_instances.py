@@ -84,7 +84,7 @@ async def test_two_instances_share_dialogs_and_deliver_once(
                 "ADMIN_IDS": str(OWNER_ID),
                 "HTTP_HOST": "127.0.0.1",
                 "HTTP_PORT": str(port),
-                "WEBHOOK_URL": f"http://127.0.0.1:{port}/tg",
+                "WEBHOOK_URL": "https://bot.example.org/tg",
                 "WEBHOOK_SECRET": SECRET,
                 "DELIVERY_RATE": "200",
             }

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.callbacks import CampaignCb, SegmentCb
 from bot.delivery import send_campaign_message
+from bot.editing import edit_markup, edit_text
 from bot.filters import HasText, IsOwner, IsStaff, PrivateChat
 from bot.keyboards import LANGUAGE_NAMES
 from db.campaigns import (
@@ -95,15 +96,22 @@ def _segment_menu() -> InlineKeyboardMarkup:
 
 
 def _choices(field: str, program: Program) -> list[tuple[str, str]]:
+    """(label, callback value) of each choice of a filter. Tiers go by their index in the
+    program: a tier's name is free text and may not fit in callback data."""
     if field == "tier":
-        return [(t.name, t.name) for t in program.tiers]
+        return [(t.name, str(i)) for i, t in enumerate(program.tiers)]
     if field == "partner":
         return [(p.name, p.slug) for p in program.partners]
     if field == "language":
         return list((name, code) for code, name in LANGUAGE_NAMES.items())
     if field == "inactive":
         return [(_("{days} days").format(days=d), d) for d in INACTIVE_CHOICES]
-    return [(_("the last {days} days").format(days=d), d) for d in SINCE_CHOICES]
+    if field == "since":
+        return [(_("the last {days} days").format(days=d), d) for d in SINCE_CHOICES]
+    return []
+
+
+FILTERS = ("tier", "partner", "language", "inactive", "since")
 
 
 async def _show_segment(
@@ -118,7 +126,7 @@ async def _show_segment(
         ]
     )
     if edit:
-        await target.edit_text(text, reply_markup=_segment_menu())
+        await edit_text(target, text, reply_markup=_segment_menu())
     else:
         await target.answer(text, reply_markup=_segment_menu())
 
@@ -141,26 +149,32 @@ async def segment_step(
         return
     data = await state.get_data()
     if await state.get_state() != Compose.segment.state:
-        await query.message.edit_text(_("This draft is closed. Start again with /campaign."))
+        await edit_text(query.message, _("This draft is closed. Start again with /campaign."))
         return
     segment = dict(data.get("segment", {}))
     field, value = callback_data.field, callback_data.value
     if field == "menu":
+        if value not in FILTERS:
+            return
         rows = [
             [_button(label, SegmentCb(field=value, value=v))]
             for label, v in _choices(value, program)
         ]
         rows.append([_button(_("Any"), SegmentCb(field=value, value=""))])
-        await query.message.edit_reply_markup(
-            reply_markup=InlineKeyboardMarkup(inline_keyboard=rows)
-        )
+        await edit_markup(query.message, InlineKeyboardMarkup(inline_keyboard=rows))
         return
     if field == "next":
         await state.set_state(Compose.content)
-        await query.message.edit_reply_markup(reply_markup=None)
+        await edit_markup(query.message, None)
         await query.message.answer(
             _("Send the message: text, or a photo with a caption. Formatting is kept.")
         )
+        return
+    # Only a value the menu offered: callback data can be forged, and the program may have
+    # changed since the menu was drawn.
+    if value and value not in {v for _label, v in _choices(field, program)}:
+        await query.message.answer(_("That choice is no longer available. Choose again."))
+        await _show_segment(query.message, session, _segment(data), edit=False)
         return
     if field == "reset":
         segment = {}
@@ -169,6 +183,8 @@ async def segment_step(
     elif field == "since":
         since = date.today() - timedelta(days=int(value)) if value else None
         segment["joined_since"] = since.isoformat() if since else None
+    elif field == "tier":
+        segment["tier"] = program.tiers[int(value)].name if value else None
     else:
         segment[field] = value or None
     segment = {k: v for k, v in segment.items() if v}
@@ -250,10 +266,11 @@ async def decide(
             progress_message_id=progress.message_id,
         )
         if size is None:
-            await progress.edit_text(
-                _("Campaign #{id} was already started or cancelled.").format(id=campaign_id)
+            await edit_text(
+                progress,
+                _("Campaign #{id} was already started or cancelled.").format(id=campaign_id),
             )
-        await query.message.edit_reply_markup(reply_markup=None)
+        await edit_markup(query.message, None)
     elif callback_data.action == "schedule":
         await state.set_state(Compose.when)
         await state.update_data(campaign=campaign_id)
@@ -262,7 +279,9 @@ async def decide(
         )
     elif callback_data.action in ("drop", "cancel"):
         if await cancel_campaign(session, campaign_id):
-            await query.message.edit_text(_("Campaign #{id} is cancelled.").format(id=campaign_id))
+            await edit_text(
+                query.message, _("Campaign #{id} is cancelled.").format(id=campaign_id)
+            )
         else:
             await query.message.answer(
                 _("Campaign #{id} was already started or cancelled.").format(id=campaign_id)

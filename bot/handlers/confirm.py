@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot.callbacks import RedeemCb
+from bot.editing import edit_text
 from bot.metrics import POSTINGS
 from db.errors import NotEnoughPoints, RequestClosed
 from db.program import Program
@@ -59,7 +60,7 @@ async def answer(
     else:
         text = _("✖ Declined. Nothing was charged.")
     if isinstance(query.message, Message):
-        await query.message.edit_text(text)
+        await edit_text(query.message, text)
 
 
 def build() -> Router:

@@ -50,6 +50,10 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "This is your own member card: staff cannot credit or redeem on it. Another cashier "
         "can serve you."
     ),
+    "too_many_lookups": lambda p: _(
+        "Too many card numbers that match no member in the last {minutes} minutes. Scan the "
+        "member's QR code, or type the number again later."
+    ).format(minutes=p["minutes"]),
     "card_expired": lambda p: _("This card code has expired: ask the member to open /card again."),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html import escape
@@ -111,6 +112,8 @@ async def this_week(
     await _figures(message, session, staff, program, week=True)
 
 
+# ASCII digits, no more than a bigint holds.
+SALE_ID = re.compile(r"[0-9]{1,18}")
 REFUND_USAGE = "/refund 1234 all reason · /refund 1234 5.00 reason"
 
 
@@ -122,7 +125,7 @@ async def refund(
     program: Program,
 ) -> None:
     parts = (command.args or "").split(maxsplit=2)
-    if len(parts) < 3 or not parts[0].lstrip("#").isdigit():
+    if len(parts) < 3 or not SALE_ID.fullmatch(parts[0].lstrip("#")):
         await message.answer(
             _("Refund a sale: {usage}. The number is the one /shift shows.").format(
                 usage=REFUND_USAGE

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
+from bot.editing import edit_markup, edit_text
 from bot.filters import PrivateChat
 from db.members import MemberInfo, register_member, rewards_taken
 from db.program import Program
@@ -171,7 +172,7 @@ async def accept_rules(
     await state.clear()
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_reply_markup(reply_markup=None)
+        await edit_markup(query.message, None)
         text = _("🎉 You are in, {name}!").format(name=escape(member.first_name) or "🙂")
         if member.balance:
             text += "\n" + _("Your welcome gift: {points}.").format(
@@ -199,10 +200,11 @@ async def marketing_consent(
     await set_marketing_consent(session, member.id, callback_data.marketing)
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_text(
+        await edit_text(
+            query.message,
             _("You will get offers. Thank you!")
             if callback_data.marketing
-            else _("No offers, then. You will still hear about your own points.")
+            else _("No offers, then. You will still hear about your own points."),
         )
         await query.message.answer(_("Show your card at the till: /card"))
 
@@ -238,8 +240,9 @@ async def choose_language(
     i18n.current_locale = callback_data.code
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_text(
-            _("Language: {name}").format(name=keyboards.LANGUAGE_NAMES[callback_data.code])
+        await edit_text(
+            query.message,
+            _("Language: {name}").format(name=keyboards.LANGUAGE_NAMES[callback_data.code]),
         )
         if member is not None:
             await query.message.answer(_("Done."), reply_markup=keyboards.main_menu())

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards, texts
 from bot.callbacks import CardCb, HistoryCb
+from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat, TextIs
 from bot.links import start_link
 from bot.qr import render_qr
@@ -97,10 +98,10 @@ async def page_history(
     member: MemberInfo,
     program: Program,
 ) -> None:
-    text, markup = await _history_page(session, member, program, max(callback_data.offset, 0))
+    text, markup = await _history_page(session, member, program, callback_data.offset)
     await query.answer()
-    if isinstance(query.message, Message) and query.message.text != text:
-        await query.message.edit_text(text, reply_markup=markup)  # type: ignore[arg-type]
+    if isinstance(query.message, Message):
+        await edit_text(query.message, text, reply_markup=markup)
 
 
 async def invite(

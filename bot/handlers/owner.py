@@ -3,6 +3,7 @@ audit log."""
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 from aiogram import Bot, Router
@@ -22,6 +23,10 @@ from db.members import find_by_card
 from db.program import Program
 from db.staff import create_invite, list_staff, recent_audit, revoke_staff
 
+# ASCII digits only (str.isdigit() also passes "²", which int() refuses), and no more than
+# a bigint holds.
+ID = re.compile(r"[0-9]{1,18}")
+POINTS = re.compile(r"[+-]?[0-9]{1,18}")
 INVITE_USAGE = (
     "/staff_invite coffee cashier · /staff_invite coffee manager · /staff_invite marketer"
 )
@@ -67,7 +72,7 @@ async def staff_list(message: Message, session: AsyncSession) -> None:
 
 async def staff_revoke(message: Message, command: CommandObject, session: AsyncSession) -> None:
     arg = (command.args or "").strip()
-    if not arg.isdigit():
+    if not ID.fullmatch(arg):
         await message.answer(_("Usage: /staff_revoke ID (the IDs are in /staff_list)"))
         return
     assert message.from_user is not None
@@ -87,7 +92,7 @@ async def adjust_points(
 ) -> None:
     parts = (command.args or "").split(maxsplit=2)
     number = normalize_card_number(parts[0]) if parts else None
-    if len(parts) < 3 or number is None or not parts[1].lstrip("+-").isdigit():
+    if len(parts) < 3 or number is None or not POINTS.fullmatch(parts[1]):
         await message.answer(_("Usage: /adjust CARD-NUMBER +POINTS|-POINTS REASON"))
         return
     member = await find_by_card(session, number)
@@ -113,7 +118,7 @@ async def adjust_points(
 
 async def audit_log(message: Message, command: CommandObject, session: AsyncSession) -> None:
     arg = command.args or ""
-    limit = int(arg) if arg.isdigit() else 20
+    limit = int(arg) if ID.fullmatch(arg) else 20
     entries = await recent_audit(session, min(limit, 100))
     if not entries:
         await message.answer(_("The audit log is empty."))

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards
 from bot.callbacks import OffersCb, PrivacyCb
+from bot.editing import edit_markup, edit_text
 from bot.filters import IsMember, PrivateChat
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
@@ -67,7 +68,7 @@ async def toggle_marketing(
     await set_marketing_consent(session, member.id, consent)
     await query.answer(_("Offers are on.") if consent else _("Offers are off."))
     if isinstance(query.message, Message):
-        await query.message.edit_reply_markup(reply_markup=keyboards.privacy_keyboard(consent))
+        await edit_markup(query.message, keyboards.privacy_keyboard(consent))
 
 
 async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
@@ -84,7 +85,7 @@ async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
 async def cancel_delete(query: CallbackQuery) -> None:
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_text(_("Nothing was deleted."))
+        await edit_text(query.message, _("Nothing was deleted."))
 
 
 async def confirm_delete(
@@ -95,7 +96,7 @@ async def confirm_delete(
     )
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_text(_("Your account is deleted."))
+        await edit_text(query.message, _("Your account is deleted."))
         await query.message.answer(
             _(
                 "We erased your details; {points} were forfeited. Send /start if you ever want "

@@ -4,6 +4,7 @@ in their own chat). Each step is authorised again in the use case it calls."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from contextlib import suppress
@@ -23,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, TillCb
+from bot.editing import edit_markup, edit_text
 from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
 from bot.notices import RENDERERS
-from bot.qr import decode_qr
+from bot.qr import UnreadableImage, card_tokens, decode_qr
 from db.cards import normalize_card_number
 from db.errors import InvalidAmount, RepeatSale, RequestClosed
 from db.members import MemberInfo, get_member
@@ -44,7 +46,7 @@ from db.till import (
     request_redemption,
     till_sale,
 )
-from db.tokens import CARD
+from db.tokens import CARD, CardExpired, InvalidToken, read_card_token
 
 CARD_NUMBER = re.compile(r"^[\d\s-]{12,20}$")
 
@@ -123,12 +125,16 @@ async def card_photo(
     assert message.photo
     file = await bot.download(message.photo[-1].file_id)
     assert file is not None
-    tokens = [
-        text.split("start=", 1)[1]
-        for text in decode_qr(file.read())
-        if "start=" in text and text.split("start=", 1)[1].startswith(CARD)
-    ]
-    if not tokens:
+    try:
+        # Decoding takes CPU time: off the event loop, so other people are not kept waiting.
+        texts = await asyncio.to_thread(decode_qr, file.read())
+    except UnreadableImage as error:
+        if error.too_large:
+            await message.answer(_("This picture is too large to read. Send a normal photo."))
+            return
+        texts = []
+    token = _first_card(card_tokens(texts, CARD), secret)
+    if token is None:
         await message.answer(
             _(
                 "I could not read a member card's QR code in this photo. Try again closer, or "
@@ -136,8 +142,24 @@ async def card_photo(
             )
         )
         return
-    member = await lookup_member(session, staff, secret=secret, token=tokens[0], how="photo")
+    member = await lookup_member(session, staff, secret=secret, token=token, how="photo")
     await open_member(message, state, member, program)
+
+
+def _first_card(tokens: list[str], secret: bytes) -> str | None:
+    """The first token that is one of our member cards; if there are only expired ones,
+    the first of those (the lookup then says it has expired)."""
+    expired = None
+    for token in tokens:
+        try:
+            read_card_token(secret, token)
+        except CardExpired:
+            expired = expired or token
+        except InvalidToken:
+            continue
+        else:
+            return token
+    return expired
 
 
 async def card_number(
@@ -182,11 +204,11 @@ async def choose(
         return
     if callback_data.action == "cancel":
         await state.clear()
-        await query.message.edit_text(_("Cancelled. Nothing was posted."))
+        await edit_text(query.message, _("Cancelled. Nothing was posted."))
         return
     await state.update_data(mode=callback_data.action)
     await state.set_state(Till.amount)
-    await query.message.edit_reply_markup(reply_markup=None)
+    await edit_markup(query.message, None)
     await query.message.answer(
         _("Enter the purchase amount. {rule}").format(rule=amount_rule(program.program.currency))
     )
@@ -427,7 +449,7 @@ async def points_entered(
     text = (message.text or "").strip().lower()
     if text in ("max", _("max").lower()):
         points = None
-    elif text.isdigit():
+    elif text.isascii() and text.isdigit() and len(text) <= 18:
         points = int(text)
     else:
         await message.answer(_("Send a whole number of points, or tap Max."))
@@ -447,9 +469,13 @@ async def max_points(
 ) -> None:
     if not await _dialog_ok(query, state, callback_data.dialog):
         return
+    if await state.get_state() != Till.points.state:
+        # "Max" only means something once the amount is in (a forged or replayed button).
+        await query.answer(_("Enter the purchase amount first."), show_alert=True)
+        return
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.edit_reply_markup(reply_markup=None)
+        await edit_markup(query.message, None)
         await _request(query.message, session, state, staff, program, bot, i18n, None)
 
 
