@@ -89,6 +89,15 @@ class TokenBucket:
         self.tokens = 0
         self.updated = self.paused_until
 
+    async def wait_unpaused(self) -> None:
+        """Wait out a 429 pause without taking a token (replies owed to people are not held
+        to the bulk rate, but nobody sends while Telegram says to wait)."""
+        while True:
+            left = self.paused_until - self.clock()
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
+
     async def take(self) -> None:
         async with self.lock:
             while True:

@@ -3,7 +3,8 @@
 Every instance runs one; they share the work through `FOR UPDATE SKIP LOCKED`. A use case
 that owes messages wakes the local worker as it commits, so people hear of their postings at
 once; otherwise the worker looks every `idle_poll` seconds (for other instances' work and
-retries). Transactional messages share the campaign worker's rate and go first.
+retries). They are answers owed to people, not bulk mail: they are not held to the campaign
+rate (DELIVERY_RATE), but they share its 429 pauses, and campaigns wait while any are due.
 
 - 429: everybody waits `retry_after` (the shared bucket) and the message goes back in line.
 - 5xx and network errors: retried with backoff, up to `max_attempts`.
@@ -34,7 +35,7 @@ from bot.delivery import TokenBucket
 from bot.metrics import DELIVERIES
 from bot.notices import RENDERERS
 from db.ledger import unit_of_work
-from db.outbox import RETRYABLE_ATTEMPTS, Due, claim, open_count, settle
+from db.outbox import RETRYABLE_ATTEMPTS, Delivered, Due, claim, open_count, settle
 from db.program import Program
 from db.till import request_delivered, request_undeliverable
 from db.wallet import mark_unreachable
@@ -134,32 +135,28 @@ class NoticeWorker:
             return 0
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(due: Due) -> None:
+        async def one(due: Due) -> Delivered:
             async with gate:
-                await self.deliver(due)
+                return await self.deliver(due)
 
-        await asyncio.gather(*(one(due) for due in batch))
+        outcomes = await asyncio.gather(*(one(due) for due in batch))
+        await self._settle(outcomes)
         return len(batch)
 
-    async def deliver(self, due: Due) -> None:
+    async def deliver(self, due: Due) -> Delivered:
         now = datetime.now(UTC)
         if due.chat_id is None:
-            await self._settle(
-                due,
-                "blocked" if due.why_not == "blocked" else "failed",
-                error=due.why_not,
-                undeliverable=True,
+            return Delivered(
+                due, "blocked" if due.why_not == "blocked" else "failed", error=due.why_not
             )
-            return
         try:
             render = RENDERERS[due.kind]
             with self.i18n.context(), self.i18n.use_locale(due.language):
                 rendered = render(self.program, due.params)
         except Exception as exc:  # a bug in a renderer must not stop the others
             log.exception("notice %s (%s) could not be rendered", due.id, due.kind)
-            await self._settle(due, "failed", error=repr(exc))
-            return
-        await self.bucket.take()
+            return Delivered(due, "failed", error=repr(exc))
+        await self.bucket.wait_unpaused()
         try:
             if due.edit_message_id is not None:
                 sent = await self.bot.edit_message_text(
@@ -176,64 +173,47 @@ class NoticeWorker:
                 message_id = message.message_id
         except TelegramRetryAfter as exc:
             self.bucket.pause(exc.retry_after)
-            retry_at = now + timedelta(seconds=exc.retry_after)
-            await self._settle(due, "retry", error=str(exc), retry_at=retry_at)
             DELIVERIES.labels("retry").inc()
-            return
+            return Delivered(
+                due, "retry", error=str(exc), retry_at=now + timedelta(seconds=exc.retry_after)
+            )
         except TelegramForbiddenError as exc:
             DELIVERIES.labels("blocked").inc()
-            await self._settle(due, "blocked", error=str(exc), undeliverable=True, block=True)
-            return
+            return Delivered(due, "blocked", error=str(exc))
         except TelegramBadRequest as exc:
             # An edit of a message that already reads so is done; anything else would fail
             # the same way again.
             if "message is not modified" in str(exc):
-                await self._settle(due, "sent", message_id=due.edit_message_id)
-                return
+                return Delivered(due, "sent", message_id=due.edit_message_id)
             log.warning("notice %s (%s) refused: %s", due.id, due.kind, exc)
             DELIVERIES.labels("failed").inc()
-            await self._settle(due, "failed", error=str(exc), undeliverable=True)
-            return
+            return Delivered(due, "failed", error=str(exc))
         except (TimeoutError, OSError, TelegramAPIError) as exc:
             error = str(exc) or type(exc).__name__
             if due.attempts >= self.max_attempts:
                 DELIVERIES.labels("failed").inc()
-                await self._settle(due, "failed", error=error, undeliverable=True)
-            else:
-                retry_at = now + timedelta(seconds=min(2**due.attempts, 300))
-                await self._settle(due, "retry", error=error, retry_at=retry_at)
-            return
+                return Delivered(due, "failed", error=error)
+            retry_at = now + timedelta(seconds=min(2**due.attempts, 300))
+            return Delivered(due, "retry", error=error, retry_at=retry_at)
         DELIVERIES.labels("sent").inc()
-        await self._settle(due, "sent", message_id=message_id)
+        return Delivered(due, "sent", message_id=message_id)
 
-    async def _settle(
-        self,
-        due: Due,
-        status: str,
-        *,
-        message_id: int | None = None,
-        error: str | None = None,
-        retry_at: datetime | None = None,
-        undeliverable: bool = False,
-        block: bool = False,
-    ) -> None:
-        """Record the outcome and what follows from it, in one transaction."""
-        now = datetime.now(UTC)
+    async def _settle(self, outcomes: list[Delivered]) -> None:
+        """Record a batch's outcomes and what follows from them, in one transaction: a
+        member who blocked the bot is marked, a request that could not reach its member is
+        closed (which owes the cashier a message), a delivered request remembers its
+        message."""
+        follow_up = False
         async with self.sessions() as session, unit_of_work(session):
-            await settle(
-                session,
-                due.id,
-                status,
-                now=now,
-                message_id=message_id,
-                error=error,
-                retry_at=retry_at,
-            )
-            if block and due.chat_id is not None:
-                await mark_unreachable(session, due.chat_id)
-            if status == "sent" and message_id is not None and due.kind in AFTER_SENT:
-                await AFTER_SENT[due.kind](session, due, message_id)
-            if undeliverable and due.kind in UNDELIVERABLE:
-                await UNDELIVERABLE[due.kind](session, due)
-        if undeliverable and due.kind in UNDELIVERABLE:
+            await settle(session, outcomes, now=datetime.now(UTC))
+            for outcome in outcomes:
+                due = outcome.due
+                if outcome.status == "blocked" and due.chat_id is not None:
+                    await mark_unreachable(session, due.chat_id)
+                if outcome.status == "sent" and outcome.message_id and due.kind in AFTER_SENT:
+                    await AFTER_SENT[due.kind](session, due, outcome.message_id)
+                if outcome.status in ("failed", "blocked") and due.kind in UNDELIVERABLE:
+                    await UNDELIVERABLE[due.kind](session, due)
+                    follow_up = True
+        if follow_up:
             self.kick()

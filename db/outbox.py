@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Member, Notice
+from db.models import Notice
 from db.purchases import PurchaseResult, ReversalResult
 
 RETRYABLE_ATTEMPTS = 8
@@ -107,6 +107,9 @@ class Due:
 
 # The oldest open notice of each recipient that is due, or claimed by a worker that has
 # not settled it in time (it died): claimed with SKIP LOCKED, so instances share the work.
+# The oldest open notice of each recipient that is due, or claimed by a worker that has
+# not settled it in time (it died): claimed with SKIP LOCKED, so instances share the work.
+# A member's chat, language and reachability are read as the notice is claimed.
 _CLAIM = text(
     """
     WITH due AS (
@@ -124,9 +127,12 @@ _CLAIM = text(
     )
     UPDATE notices AS n
     SET status = 'sending', claimed_at = :now, attempts = n.attempts + 1
-    FROM due WHERE n.id = due.id
+    FROM due JOIN notices AS src ON src.id = due.id
+         LEFT JOIN members AS m ON m.id = src.member_id
+    WHERE n.id = due.id
     RETURNING n.id, n.kind, n.params, n.member_id, n.chat_id, n.language, n.edit_message_id,
-              n.attempts
+              n.attempts, m.telegram_id AS member_chat, m.language AS member_language,
+              m.reachable
     """
 )
 
@@ -134,30 +140,21 @@ _CLAIM = text(
 async def claim(
     session: AsyncSession, *, limit: int, now: datetime, stale_after: timedelta
 ) -> list[Due]:
+    """Claim due notices (committed at once: a claim is what keeps two workers apart)."""
     rows = (
         await session.execute(_CLAIM, {"now": now, "stale": now - stale_after, "limit": limit})
     ).all()
-    members: dict[int, Any] = {}
-    member_ids = [row.member_id for row in rows if row.member_id is not None]
-    if member_ids:
-        found = await session.execute(
-            select(Member.id, Member.telegram_id, Member.language, Member.reachable).where(
-                Member.id.in_(member_ids)
-            )
-        )
-        members = {m.id: m for m in found}
     await session.commit()
     claimed = []
     for row in sorted(rows, key=lambda r: r.id):
         chat_id, language, why_not = row.chat_id, row.language or "en", None
         if row.member_id is not None:
-            member = members.get(row.member_id)
-            if member is None or member.telegram_id is None:
+            if row.member_chat is None:
                 chat_id, why_not = None, "deleted"
+            elif not row.reachable:
+                chat_id, why_not = None, "blocked"
             else:
-                chat_id, language = member.telegram_id, member.language
-                if not member.reachable:
-                    chat_id, why_not = None, "blocked"
+                chat_id, language = row.member_chat, row.member_language
         claimed.append(
             Due(
                 id=row.id,
@@ -174,27 +171,48 @@ async def claim(
     return claimed
 
 
-async def settle(
-    session: AsyncSession,
-    notice_id: int,
-    status: str,
-    *,
-    now: datetime,
-    message_id: int | None = None,
-    error: str | None = None,
-    retry_at: datetime | None = None,
-) -> None:
-    """Record one delivery's outcome (in the caller's transaction): sent, failed, blocked,
-    or back to pending until `retry_at`."""
-    values: dict[str, Any] = {"error": error[:300] if error else None, "claimed_at": None}
-    if status == "retry":
-        assert retry_at is not None
-        values.update(status="pending", next_attempt_at=retry_at)
-    else:
-        values.update(status=status, sent_at=now if status == "sent" else None)
-        if message_id is not None:
-            values["message_id"] = message_id
-    await session.execute(update(Notice).where(Notice.id == notice_id).values(**values))
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """How one delivery ended: sent, failed, blocked, or "retry" (back to pending)."""
+
+    due: Due
+    status: str
+    message_id: int | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+_SETTLE = text(
+    """
+    UPDATE notices AS n
+    SET status = CASE WHEN o.status = 'retry' THEN 'pending' ELSE o.status END,
+        next_attempt_at = COALESCE(o.retry_at, n.next_attempt_at),
+        sent_at = CASE WHEN o.status = 'sent' THEN CAST(:now AS timestamptz) END,
+        message_id = COALESCE(o.message_id, n.message_id),
+        error = o.error,
+        claimed_at = NULL
+    FROM jsonb_to_recordset(CAST(:outcomes AS jsonb))
+         AS o(id bigint, status text, message_id bigint, error text, retry_at timestamptz)
+    WHERE n.id = o.id
+    """
+)
+
+
+async def settle(session: AsyncSession, outcomes: list[Delivered], *, now: datetime) -> None:
+    """Record a batch of outcomes in one statement (in the caller's transaction)."""
+    if not outcomes:
+        return
+    rows = [
+        {
+            "id": o.due.id,
+            "status": o.status,
+            "message_id": o.message_id,
+            "error": o.error[:300] if o.error else None,
+            "retry_at": o.retry_at.isoformat() if o.retry_at else None,
+        }
+        for o in outcomes
+    ]
+    await session.execute(_SETTLE, {"outcomes": json.dumps(rows), "now": now})
 
 
 async def due_count(session: AsyncSession, now: datetime) -> int:
