@@ -21,6 +21,7 @@ from bot.delivery import start_due_campaigns
 from bot.notify import Notifier
 from bot.runtime import Runtime
 from db.expiry import expire_due
+from db.outbox import prune
 from db.reminders import due_reminders, mark_reminded
 from db.tiers import recalculate_tiers
 from db.till import expire_requests
@@ -72,6 +73,11 @@ async def recalc_tiers(runtime: Runtime, now: datetime | None = None) -> int:
         return await recalculate_tiers(session, runtime.program, now)
 
 
+async def prune_notices(runtime: Runtime, now: datetime | None = None) -> int:
+    async with runtime.sessions() as session:
+        return await prune(session, now or datetime.now(UTC))
+
+
 async def close_expired_requests(runtime: Runtime, now: datetime | None = None) -> int:
     """Redemption requests nobody answered in time: close them (which owes both sides
     their message)."""
@@ -97,6 +103,13 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         CronTrigger(hour=2, minute=30, timezone=zone),
         id="tiers",
         args=[runtime, "tiers", lambda: recalc_tiers(runtime)],
+        **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        CronTrigger(hour=3, minute=0, timezone=zone),
+        id="notices",
+        args=[runtime, "notices", lambda: prune_notices(runtime)],
         **daily,
     )
     scheduler.add_job(

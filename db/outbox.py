@@ -303,3 +303,20 @@ def owed_for_reversal(result: ReversalResult) -> list[Owed]:
             )
         )
     return owed
+
+
+KEEP_DELIVERED = timedelta(days=30)
+
+
+async def prune(session: AsyncSession, now: datetime) -> int:
+    """Forget notices that ended more than KEEP_DELIVERED ago (the ledger and the audit log
+    are the records; these were only the mail)."""
+    result = await session.execute(
+        text(
+            "DELETE FROM notices WHERE status IN ('sent', 'failed', 'blocked')"
+            " AND created_at < :before"
+        ),
+        {"before": now - KEEP_DELIVERED},
+    )
+    await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -4,11 +4,12 @@ after the commit, and nobody is told "nothing was changed" about committed work.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.jobs import prune_notices
 from bot.outbox import NoticeWorker
 from db.members import find_by_telegram
 from db.models import Member, Notice, RedemptionRequest, Transaction
@@ -203,3 +204,32 @@ async def test_messages_to_one_person_keep_their_order(
     harness.dp["outbox"].kick()
     for n in range(1, 6):
         assert f"{n} point" in text_of(await ann.wait_message("expired today", timeout=10))
+
+
+async def test_delivered_notices_are_forgotten_after_a_month(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    async with sessions() as s:
+        member = await find_by_telegram(s, ann.user_id)
+        assert member is not None
+        await owe(s, Owed("expired", {"points": 7}, member_id=member.id))
+        await s.commit()
+    harness.dp["outbox"].kick()
+    await ann.wait_message("expired today")
+    for _attempt in range(100):  # the delivery is recorded just after the send
+        async with sessions() as s:
+            if await s.scalar(select(Notice.status)) == "sent":
+                break
+        await asyncio.sleep(0.02)
+    await harness.dp["outbox"].stop()  # nothing else is claimed while we look
+    async with sessions() as s:
+        await owe(s, Owed("expired", {"points": 8}, member_id=member.id))
+        await s.commit()
+    now = datetime.now(UTC)
+    assert await prune_notices(harness.runtime, now=now) == 0  # too recent
+    assert await prune_notices(harness.runtime, now=now + timedelta(days=31)) == 1
+    async with sessions() as s:
+        left = (await s.execute(select(Notice.status, Notice.params))).all()
+    assert left == [("pending", {"points": 8})]  # what is still owed stays
