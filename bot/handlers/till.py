@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from contextlib import suppress
 from decimal import Decimal
 from html import escape
 
 from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -373,8 +371,7 @@ async def post_again(
         await query.answer(_("This sale is closed. Scan the card again."), show_alert=True)
         return
     await query.answer()
-    with suppress(TelegramBadRequest):
-        await query.message.edit_reply_markup(reply_markup=None)
+    await edit_markup(query.message, None)
     await _sell(
         query.message,
         session,
@@ -405,7 +402,7 @@ async def earn_only(
         return
     if callback_data.action == "drop":
         await query.answer()
-        await message.edit_text(_("Not posted."))
+        await edit_text(message, _("Not posted."))
         return
     try:
         result = await finish_earn_only(
@@ -430,8 +427,7 @@ async def earn_only(
         )
         return
     await query.answer()
-    with suppress(TelegramBadRequest):
-        await message.edit_reply_markup(reply_markup=None)
+    await edit_markup(message, None)
     # Remembered for /cancel unless the cashier is already in another sale's dialog.
     idle = not (await state.get_data()).get("dialog")
     await _posted(message, state if idle else None, result, program)
