@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -22,8 +23,16 @@ def number(value: int | Decimal) -> str:
     return format_decimal(value, locale=locale())
 
 
+# CLDR's currency spacing, which Babel leaves out: a currency written in letters is kept apart
+# from the digits by a no-break space ("PLN 1,234.50", not "PLN1,234.50"); symbols stay close
+# ("€0.50") and locales that already space it ("1 234,50 zł") are left as they are.
+_LETTERS_TOUCH_DIGITS = re.compile(r"(?<=[^\W\d_])(?=[-\d])|(?<=\d)(?=[^\W\d_])")
+
+
 def money(value: Decimal, currency: str) -> str:
-    return format_currency(value, currency, locale=locale())
+    """`PLN 12.50` in English, `12,50 zł` in Polish, `12,50 PLN` in Russian."""
+    text = format_currency(value, currency, locale=locale())
+    return _LETTERS_TOUCH_DIGITS.sub("\u00a0", text)
 
 
 def day(value: date | datetime) -> str:

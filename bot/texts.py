@@ -25,7 +25,7 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
         _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
             low=fmt.percent(rates[0]), high=fmt.percent(rates[-1])
         ),
-        _("• Spend them at any partner: {value} = 1 point, up to {share} of a purchase.").format(
+        _("• Spend them at any partner: 1 point = {value}, up to {share} of a purchase.").format(
             value=fmt.money(rules.point_value, rules.currency),
             share=fmt.percent(rules.max_redeem_percent),
         ),

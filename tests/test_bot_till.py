@@ -72,10 +72,10 @@ async def test_till_day_one(harness: BotHarness, sessions: Sessions) -> None:
     await cashier.send("max")
     await cashier.wait_message("Waiting for the member")
     ask = await ann.wait_message("Confirm?")
-    assert "PLN2.50" in text_of(ask) and "250 points" in text_of(ask)
+    assert "PLN\u00a02.50" in text_of(ask) and "250 points" in text_of(ask)
     await ann.click("✅ Confirm")
     told = text_of(await cashier.wait_message("The member confirmed"))
-    assert "The customer pays PLN7.50" in told and "+37 points" in told
+    assert "The customer pays PLN\u00a07.50" in told and "+37 points" in told
     assert await balance_of(sessions, ann) == 250 - 250 + 37
 
     await cashier.send("/shift")
@@ -109,7 +109,7 @@ async def test_every_bad_amount_is_refused_and_changes_nothing(
         ("abc", "not an amount"),
         ("12.345", "not an amount"),
         ("1e3", "not an amount"),
-        ("5000.01", "largest purchase"),
+        ("5000.01", "more than PLN\u00a05,000.00, the largest purchase"),
         ("99999999999999999999", "largest purchase"),
     ]:
         await cashier.send(bad)
@@ -304,14 +304,14 @@ async def test_refunds_by_managers_of_the_right_partner_only(
 
     await coffee_boss.send(f"/refund {sale} 10.00 broken cup")
     done = text_of(await coffee_boss.wait_message("Refunded"))
-    assert "taken back: 50" in done and "PLN10.00" in done
-    assert "Refund of PLN10.00" in text_of(await ann.wait_message("Refund"))
+    assert "taken back: 50" in done and "PLN\u00a010.00" in done
+    assert "Refund of PLN\u00a010.00" in text_of(await ann.wait_message("Refund"))
     assert await balance_of(sessions, ann) == 200
     await coffee_boss.send(f"/refund {sale} 31 broken cup")
     await coffee_boss.wait_message("left to refund")
     await coffee_boss.send("/today")
     today = text_of(await coffee_boss.wait_message("Today"))
-    assert "Sales to members: 1 (1 members), PLN40.00" in today and "Refunds: PLN10.00" in today
+    assert "Sales to members: 1 (1 members), PLN\u00a040.00" in today and "Refunds: PLN\u00a010.00" in today
 
 
 async def test_revoked_cashier_loses_the_till(harness: BotHarness, sessions: Sessions) -> None:
@@ -376,9 +376,9 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
         )
     await boss.send(f"/refund {sale.transaction_id} all returned")
     done = text_of(await boss.wait_message("Refunded"))
-    assert "give back PLN38.08 in money" in done
+    assert "give back PLN\u00a038.08 in money" in done
     assert "returned to the member: 10; taken back: 17" in done
-    assert "182 points" in done and "PLN1.82" in done
+    assert "182 points" in done and "PLN\u00a01.82" in done
     assert "Not enough points" not in done
     assert await balance_of(sessions, ann) == 0
 

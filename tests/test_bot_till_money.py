@@ -89,7 +89,7 @@ async def test_amount_rule_refuses_guesses_and_reads_currency_and_receipt(
         assert bad in refusal and "12.50 #A-1043" in refusal, bad
     assert await sales(sessions) == []
     await cashier.send("12.50 PLN")  # still in the dialog
-    assert "PLN12.50" in text_of(await cashier.wait_message("✅"))
+    assert "PLN\u00a012.50" in text_of(await cashier.wait_message("✅"))
     await earn(cashier, ann, "5 zł #A-7")
     await earn(cashier, ann, "pln 8,40")
     assert await sales(sessions) == [
@@ -142,7 +142,7 @@ async def test_same_amount_to_same_member_within_minutes_asks_again(
     await start_sale(cashier, ann, "🧾 Sale: earn points")
     await cashier.send("30")
     question = await cashier.wait_message("Post it again?")
-    assert "PLN30.00 to this member in the last minute" in text_of(question)
+    assert "PLN\u00a030.00 to this member in the last minute" in text_of(question)
     assert len(await sales(sessions)) == 1
     # A double tap on "Post again" posts one more sale, not two.
     await asyncio.gather(
@@ -222,7 +222,7 @@ async def test_cancel_after_a_sale_says_what_was_posted(
     await cashier.send("/cancel")
     said = text_of(await cashier.wait_message("cancel"))
     assert "Nothing was posted" not in said
-    assert f"#{sale}" in said and "PLN40.00" in said and "+200 points" in said
+    assert f"#{sale}" in said and "PLN\u00a040.00" in said and "+200 points" in said
     assert f"/refund {sale} all" in said
 
     await ask_for_points(cashier, ann, "10", "100")
@@ -231,7 +231,7 @@ async def test_cancel_after_a_sale_says_what_was_posted(
     await cashier.wait_message("The member confirmed")
     await cashier.send("/cancel")
     said = text_of(await cashier.wait_message("already posted"))
-    assert "PLN10.00" in said and "100 points paid PLN1.00" in said and "+45 points" in said
+    assert "PLN\u00a010.00" in said and "100 points paid PLN\u00a01.00" in said and "+45 points" in said
 
     # A dialog with nothing posted in it is still cancelled plainly.
     await start_sale(cashier, ann, "🧾 Sale: earn points")
@@ -252,7 +252,7 @@ async def test_earn_only_after_decline_or_timeout_posts_once(
     offer = await cashier.wait_message(lambda m: bool(inline_buttons(m)))
     assert "declined" in text_of(offer)
     (button,) = inline_buttons(offer)
-    assert button["text"] == "🧾 Post PLN10.00 without points"
+    assert button["text"] == "🧾 Post PLN\u00a010.00 without points"
     await asyncio.gather(  # a double tap
         cashier.click(offer, button["callback_data"], check=False),
         cashier.click(offer, button["callback_data"], check=False),
@@ -272,7 +272,7 @@ async def test_earn_only_after_decline_or_timeout_posts_once(
     assert await close_expired_requests(harness.runtime, now=later) == 1
     offer = await cashier.wait_message(lambda m: "without points" in str(m.get("reply_markup")))
     assert "did not answer in time" in text_of(offer)
-    await cashier.click("🧾 Post PLN12.00 without points")
+    await cashier.click("🧾 Post PLN\u00a012.00 without points")
     await cashier.wait_message("+60 points")
     assert [a for a, _r, _k in await sales(sessions)] == [Decimal("10.00"), Decimal("12.00")]
     # Someone else's button (forged) posts nothing.
@@ -316,7 +316,7 @@ async def test_member_who_blocked_the_bot_is_reported_at_once(
     await cashier.send("20")
     await cashier.wait_message("cannot confirm in Telegram")
     assert not any("Waiting for the member" in text_of(m) for m in cashier.messages)
-    await cashier.click("🧾 Post PLN10.00 without points")
+    await cashier.click("🧾 Post PLN\u00a010.00 without points")
     await cashier.wait_message("✅")
     assert await balance_of(sessions, ann) == 100
 
@@ -338,7 +338,7 @@ async def test_member_who_blocked_the_bot_is_reported_at_once(
         statuses = list((await s.execute(select(RedemptionRequest.status))).scalars())
     assert statuses == ["unreachable", "unreachable"]
     assert "redeem_unreachable" in await audit_actions(sessions)
-    await cashier.click("🧾 Post PLN8.00 without points")
+    await cashier.click("🧾 Post PLN\u00a08.00 without points")
     await cashier.wait_message("+40 points")
     assert await balance_of(sessions, bob) == 90
 
@@ -350,11 +350,11 @@ async def test_notification_of_a_sale_paid_partly_with_points_states_the_whole(
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
     await earn(cashier, ann, "40")
-    await ann.wait_message("+200 points for your purchase of PLN40.00")
+    await ann.wait_message("+200 points for your purchase of PLN\u00a040.00")
     await ask_for_points(cashier, ann, "4", "200")
     await ann.wait_message("Confirm?")
     await ann.click("✅ Confirm")
-    note = text_of(await ann.wait_message("of your PLN4.00 purchase"))
-    assert "200 points paid PLN2.00 of your PLN4.00 purchase at Bean There Coffee" in note
-    assert "+10 points earned on the PLN2.00 you paid" in note
+    note = text_of(await ann.wait_message("of your PLN\u00a04.00 purchase"))
+    assert "200 points paid PLN\u00a02.00 of your PLN\u00a04.00 purchase at Bean There Coffee" in note
+    assert "+10 points earned on the PLN\u00a02.00 you paid" in note
     assert "Balance: 60 points." in note

@@ -126,7 +126,7 @@ async def test_two_instances_share_dialogs_and_deliver_once(
         await ann.click("✅ Confirm")
         told = text_of(await cashier.wait_message("The member confirmed", timeout=15))
         # 50 welcome points pay 0.50 of 10.00; 9.50 earns 5 % = 47 points.
-        assert "The customer pays PLN9.50" in told and "+47 points" in told
+        assert "The customer pays PLN\u00a09.50" in told and "+47 points" in told
         async with sessions() as s:
             member = await find_by_telegram(s, ann.user_id)
             assert member is not None and member.balance == 47

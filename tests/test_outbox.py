@@ -119,7 +119,7 @@ async def test_a_confirm_whose_answer_fails(harness: BotHarness, sessions: Sessi
     harness.server.fail_next("answerCallbackQuery", code=429, retry_after=1)
     await ann.click("✅ Confirm", check=False)
     told = text_of(await cashier.wait_message("The member confirmed", timeout=10))
-    assert "The customer pays PLN9.80" in told
+    assert "The customer pays PLN\u00a09.80" in told
     await ann.wait_message("20 points paid")
     # Whatever the member is shown about their press, it is not that nothing happened.
     answers = list(harness.server.callback_answers.values())

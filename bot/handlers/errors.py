@@ -17,8 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from db.errors import DomainError
+from db.program import Program
 
 log = logging.getLogger(__name__)
+
+
+def _money(params: dict[str, Any], key: str) -> str:
+    """An amount in the error, with the program's currency when the reporter knows it."""
+    currency = params.get("currency")
+    return fmt.money(params[key], currency) if currency else fmt.number(params[key])
+
 
 MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "invalid_amount": lambda p: _(
@@ -26,7 +34,7 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     ).format(amount=escape(str(p.get("amount", "")))),
     "amount_too_large": lambda p: _(
         "That is more than {max}, the largest purchase allowed. Check the amount."
-    ).format(max=fmt.number(p["max"])),
+    ).format(max=_money(p, "max")),
     "invalid_points": lambda p: _("That is not a number of points I can use."),
     "not_enough_points": lambda p: _("Not enough points."),
     "redeem_limit_exceeded": lambda p: _("Points can pay at most {max} on this purchase.").format(
@@ -41,7 +49,7 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_reversible": lambda p: _("This transaction cannot be refunded."),
     "already_reversed": lambda p: _("This sale was already refunded in full."),
     "refund_too_large": lambda p: _("At most {max} of this sale is left to refund.").format(
-        max=fmt.number(p["max"])
+        max=_money(p, "max")
     ),
     "wrong_partner": lambda p: _("This belongs to another partner."),
     "reason_required": lambda p: _("Please give a reason."),
@@ -58,9 +66,11 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def describe(error: DomainError) -> str:
+def describe(error: DomainError, currency: str | None = None) -> str:
     render = MESSAGES.get(error.code)
-    return render(error.params) if render else _("That did not work. Please try again.")
+    if render is None:
+        return _("That did not work. Please try again.")
+    return render({**error.params, "currency": currency} if currency else error.params)
 
 
 def committed(session: AsyncSession | None) -> bool:
@@ -68,11 +78,12 @@ def committed(session: AsyncSession | None) -> bool:
     return session is not None and bool(session.info.get("committed"))
 
 
-async def domain_error(event: ErrorEvent) -> None:
+async def domain_error(event: ErrorEvent, program: Program | None = None) -> None:
     """A refusal: the use case that raised it wrote nothing (at most an audit row of the
     attempt), so its message is the whole truth."""
     assert isinstance(event.exception, DomainError)
-    await _tell(event, describe(event.exception))
+    currency = program.program.currency if program is not None else None
+    await _tell(event, describe(event.exception, currency))
 
 
 async def unexpected(event: ErrorEvent, session: AsyncSession | None = None) -> None:
