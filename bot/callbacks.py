@@ -38,7 +38,8 @@ class HistoryCb(CallbackData, prefix="hist"):
 
 
 class PrivacyCb(CallbackData, prefix="priv"):
-    action: Literal["export", "marketing", "delete", "confirm", "cancel"]
+    # "offers_on"/"offers_off" say what the member asked for, so a double tap is one answer.
+    action: Literal["export", "offers_on", "offers_off", "delete", "confirm", "cancel"]
 
 
 class OffersCb(CallbackData, prefix="offers"):

@@ -11,6 +11,8 @@ from aiogram.utils.i18n import ngettext as _n
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal, format_percent
 
+from db.program import Text
+
 _BABEL_LOCALES = {"en": "en_GB", "ru": "ru_RU", "uk": "uk_UA", "pl": "pl_PL"}
 BABEL_LOCALES = tuple(_BABEL_LOCALES.values())  # every language the bot speaks
 
@@ -51,3 +53,10 @@ def points(n: int) -> str:
 def percent(value: Decimal) -> str:
     """`value` is in percent (5 for 5 %): "5%" in English, "5 %" in Polish."""
     return format_percent(value / 100, locale=locale(), decimal_quantization=False)
+
+
+def text(value: str) -> str:
+    """A text from the program file in the reader's language (db.program.Text), else as is."""
+    if isinstance(value, Text):
+        return value.in_language(get_i18n().current_locale)
+    return value

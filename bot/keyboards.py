@@ -84,7 +84,7 @@ def privacy_keyboard(marketing: bool) -> InlineKeyboardMarkup:
     toggle = _("🔕 Stop offers") if marketing else _("🔔 Send me offers")
     return _inline(
         [_button(_("📦 Export my data"), PrivacyCb(action="export"))],
-        [_button(toggle, PrivacyCb(action="marketing"))],
+        [_button(toggle, PrivacyCb(action="offers_off" if marketing else "offers_on"))],
         [_button(_("🗑 Delete my account"), PrivacyCb(action="delete"))],
     )
 

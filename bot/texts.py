@@ -19,7 +19,7 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
     rates = sorted(p.earn_percent for p in program.partners)
     lines = [
         _("<b>{program}</b>: one card for {count} local businesses.").format(
-            program=escape(rules.name), count=len(program.partners)
+            program=escape(fmt.text(rules.name)), count=len(program.partners)
         ),
         "",
         _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
@@ -46,19 +46,22 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
     return "\n".join(lines)
 
 
-def balance(summary: Summary, currency: str) -> str:
+def balance(summary: Summary, program: Program) -> str:
+    currency = program.program.currency
     lines = [
         _("💰 <b>{points}</b> (worth {money})").format(
             points=fmt.points(summary.balance), money=fmt.money(summary.money, currency)
         ),
         _("🏅 Tier: {tier} (points × {multiplier})").format(
-            tier=escape(summary.tier), multiplier=fmt.number(summary.multiplier)
+            tier=escape(fmt.text(program.tier(summary.tier).name)),
+            multiplier=fmt.number(summary.multiplier),
         ),
     ]
     if summary.next_tier and summary.to_next_tier is not None:
         lines.append(
             _("Spend {money} more within 12 months to reach {tier}.").format(
-                money=fmt.money(summary.to_next_tier, currency), tier=escape(summary.next_tier)
+                money=fmt.money(summary.to_next_tier, currency),
+                tier=escape(fmt.text(program.tier(summary.next_tier).name)),
             )
         )
     else:
@@ -91,7 +94,8 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
 
 
-def history(items: list[HistoryItem], offset: int, total: int, currency: str) -> str:
+def history(items: list[HistoryItem], offset: int, total: int, program: Program) -> str:
+    currency = program.program.currency
     if not items:
         return _("No transactions yet. Show your card at any partner to earn points.")
     lines = [
@@ -105,7 +109,9 @@ def history(items: list[HistoryItem], offset: int, total: int, currency: str) ->
             moved.append("+" + fmt.points(item.points_in))
         if item.points_out:
             moved.append("−" + fmt.points(item.points_out))
-        where = f" · {escape(item.partner)}" if item.partner else ""
+        partner = program.partner(item.partner) if item.partner else None
+        name = fmt.text(partner.name) if partner else item.partner
+        where = f" · {escape(name)}" if name else ""
         lines.append(
             f"{fmt.day(item.created_at)}{where} · {_what(item, currency)}: "
             + (", ".join(moved) or fmt.points(0))
@@ -119,8 +125,8 @@ def partners(program: Program, today: date) -> str:
         lines += [
             "",
             _("<b>{name}</b> ({category}): {rate} back in points").format(
-                name=escape(partner.name),
-                category=escape(partner.category),
+                name=escape(fmt.text(partner.name)),
+                category=escape(fmt.text(partner.category)),
                 rate=fmt.percent(partner.earn_percent),
             ),
         ]
@@ -132,7 +138,8 @@ def partners(program: Program, today: date) -> str:
             until = (
                 " " + _("(until {date})").format(date=fmt.day(offer.until)) if offer.until else ""
             )
-            lines.append(f"🎁 <i>{escape(offer.title)}</i>: {escape(offer.text)}{until}")
+            title, text = escape(fmt.text(offer.title)), escape(fmt.text(offer.text))
+            lines.append(f"🎁 <i>{title}</i>: {text}{until}")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ A bad file stops start-up with one message naming the key and the problem, e.g.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import date
 from decimal import Decimal
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -45,12 +47,65 @@ Int = Annotated[int, Field(strict=True)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
 
 
+class Text(str):
+    """A text from the program file that members read: a string, or a table of languages
+    (`{ en = "Tenth coffee free", pl = "Dziesiąta kawa gratis" }`). As a string it is the
+    English text (else the table's first); `in_language` gives a reader theirs, falling
+    back to that. The English text is also the name's identity (tiers are stored by it)."""
+
+    translations: dict[str, str]
+
+    def __new__(cls, default: str, translations: dict[str, str] | None = None) -> Text:
+        text = super().__new__(cls, default)
+        text.translations = dict(translations or {})
+        return text
+
+    def in_language(self, language: str) -> str:
+        return self.translations.get(language) or str(self)
+
+
+_LANGUAGE = re.compile(r"^[a-z]{2}$")
+
+
+def _text(min_length: int, max_length: int) -> PlainValidator:
+    def check(value: Any) -> Text:
+        if isinstance(value, Text):
+            return value
+        if isinstance(value, str):
+            texts = {"": value}
+        elif isinstance(value, dict) and value:
+            for code, text in value.items():
+                if not isinstance(code, str) or not _LANGUAGE.match(code):
+                    raise ValueError(
+                        f"{code!r} is not a language code (write two letters: en, ru, uk, pl)"
+                    )
+                if not isinstance(text, str):
+                    raise ValueError(f"the {code} text must be a string")
+            texts = dict(value)
+        else:
+            raise ValueError(
+                'must be a string or a table of languages, like { en = "…", pl = "…" }'
+            )
+        for code, text in texts.items():
+            where = f"the {code} text " if code else ""
+            if len(text.strip()) < min_length:
+                raise ValueError(f"{where}must not be empty")
+            if len(text) > max_length:
+                raise ValueError(f"{where}is longer than {max_length} characters")
+        if "" in texts:
+            return Text(texts[""])
+        default = texts.get("en") or next(iter(texts.values()))
+        return Text(default, texts)
+
+    return PlainValidator(check, json_schema_input_type=str | dict[str, str])
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 class ProgramRules(_Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Annotated[Text, _text(1, 100)]
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     point_value: Dec = Field(gt=0, max_digits=12, decimal_places=6)
     welcome_points: Int = Field(default=0, ge=0, le=1_000_000)
@@ -84,21 +139,21 @@ class ReferralRules(_Strict):
 
 
 class Tier(_Strict):
-    name: str = Field(min_length=1, max_length=60)
+    name: Annotated[Text, _text(1, 60)]
     min_spend: Dec = Field(ge=0, decimal_places=2)
     multiplier: Dec = Field(gt=0, le=100, decimal_places=3)
 
 
 class Offer(_Strict):
-    title: str = Field(min_length=1, max_length=100)
-    text: str = Field(min_length=1, max_length=500)
+    title: Annotated[Text, _text(1, 100)]
+    text: Annotated[Text, _text(1, 500)]
     until: date | None = None
 
 
 class PartnerRules(_Strict):
     slug: Slug
-    name: str = Field(min_length=1, max_length=200)
-    category: str = Field(default="", max_length=60)
+    name: Annotated[Text, _text(1, 200)]
+    category: Annotated[Text, _text(0, 60)] = Text("")
     earn_percent: Dec = Field(ge=0, le=100, decimal_places=3)
     address: str = Field(default="", max_length=300)
     offers: list[Offer] = Field(default_factory=list)
@@ -147,7 +202,7 @@ class Program(_Strict):
         return [t for t in self.tiers if t.min_spend <= spend][-1]
 
     def next_tier(self, name: str) -> Tier | None:
-        names = [t.name for t in self.tiers]
+        names: list[str] = [t.name for t in self.tiers]
         index = names.index(name) if name in names else 0
         return self.tiers[index + 1] if index + 1 < len(self.tiers) else None
 

@@ -33,7 +33,7 @@ class Summary:
 class HistoryItem:
     transaction_id: int
     kind: str
-    partner: str | None
+    partner: str | None  # the partner's slug
     amount: Decimal | None
     points_in: int
     points_out: int
@@ -104,7 +104,7 @@ async def history(
             select(
                 Transaction.id,
                 Transaction.kind,
-                Partner.name,
+                Partner.slug,
                 Transaction.amount,
                 func.coalesce(func.sum(Entry.amount).filter(Entry.amount > 0), 0),
                 func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
@@ -114,7 +114,7 @@ async def history(
             .outerjoin(Entry, wallet)
             .outerjoin(Partner, Partner.id == Transaction.partner_id)
             .where(mine)
-            .group_by(Transaction.id, Partner.name)
+            .group_by(Transaction.id, Partner.slug)
             .order_by(Transaction.created_at.desc(), Transaction.id.desc())
             .offset(offset)
             .limit(limit)

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import formatting as fmt
 from bot import keyboards
@@ -22,8 +22,8 @@ from db.outbox import owe, owed_for_purchase
 from db.program import Program
 from db.purchases import earn
 from db.tokens import card_token, read_card_token, referral_token
-from tests.botharness import BOT_USERNAME, BotHarness
-from tests.fakegram import UserClient, text_of
+from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness, running_bot
+from tests.fakegram import UserClient, inline_buttons, text_of
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -138,6 +138,30 @@ async def test_export_then_delete(harness: BotHarness, sessions: Sessions) -> No
         assert row.card_number != member.card_number
     await ann.send("/balance")
     await ann.wait_message("not a member yet")
+
+
+async def test_offers_switch_says_what_it_did(harness: BotHarness, sessions: Sessions) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    await ann.click("Yes, send me offers")
+    await asyncio.sleep(0.2)
+    await ann.send("/privacy")
+    overview = await ann.wait_message("Your data")
+    assert "Offers and news: on." in text_of(overview)
+    button = next(b for b in inline_buttons(overview) if b["text"] == "🔕 Stop offers")
+    await asyncio.gather(  # a double tap
+        ann.click(overview, button["callback_data"], check=False),
+        ann.click(overview, button["callback_data"], check=False),
+    )
+    await harness.server.wait_for(
+        lambda: (
+            "Offers and news: off."
+            in text_of(harness.server.message(ann.user_id, overview["message_id"]))
+        )
+    )
+    shown = harness.server.message(ann.user_id, overview["message_id"])
+    assert [b["text"] for b in inline_buttons(shown)][1] == "🔔 Send me offers"
+    assert (await member_of(sessions, ann)).marketing_consent is False  # type: ignore[union-attr]
 
 
 async def test_bad_input_gets_clear_answers_and_changes_nothing(
@@ -286,3 +310,24 @@ async def test_user_text_cannot_break_html_replies(harness: BotHarness) -> None:
     await cashier.send("<b>12</i>")
     await cashier.wait_message("not an amount")
     assert all(r.status == 200 for r in harness.server.calls("sendMessage"))
+
+
+async def test_members_read_the_program_in_their_language(
+    engine: AsyncEngine, sessions: Sessions, demo_program: Program
+) -> None:
+    """The demo program's texts in Polish: the rules, partners, categories, offers, tiers and
+    the partner's name in a sale's news; an English reader still gets English."""
+    async with running_bot(engine, sessions, demo_program, admin_ids=[OWNER_ID]) as harness:
+        ola, ann = harness.user("Ola", language_code="pl"), harness.user("Ann")
+        await ola.send("/start")
+        assert "Bonus Miejski" in text_of(await ola.wait_message("Bonus Miejski"))
+        await ola.click("✅ Akceptuję regulamin, dołączam")
+        await ola.wait_message("Witamy")
+        await ola.send("/partners")
+        listing = text_of(await ola.wait_message("kawiarnia"))
+        assert "Kawa do każdej książki" in listing and "księgarnia" in listing
+        await ola.send("/balance")
+        assert "Brąz" in text_of(await ola.wait_message("Poziom"))
+        await join(ann)
+        await ann.send("/partners")
+        assert "Coffee with any book" in text_of(await ann.wait_message("café"))

@@ -88,7 +88,10 @@ async def test_marketer_sees_the_coalition(
     assert "Members: 2 (+2 joined)" in figures
     # Ann 2 sales, Bob 2: both repeat; 40 + 30 + 10 + 20 = 100.00 over 4 sales.
     assert "Active members: 2; bought twice or more: 100%" in figures
-    assert "Sales: 4 for PLN\u00a0100.00; average check PLN\u00a025.00; refunds PLN\u00a00.00" in figures
+    assert (
+        "Sales: 4 for PLN\u00a0100.00; average check PLN\u00a025.00; refunds PLN\u00a00.00"
+        in figures
+    )
     # Money spent: Ann 70.00, Bob 29.00 → 99.00 / 2 buyers.
     assert "Customer lifetime value: PLN\u00a049.50" in figures
     # Issued 200 + 90 + 50 + 95 = 435; redeemed 100; 100 / 435 = 23.0 %.
@@ -99,7 +102,9 @@ async def test_marketer_sees_the_coalition(
     for name in ("Bean There Coffee", "Chapter One Books", "Iron Temple Gym"):
         assert name in figures
     # Coffee: 2 active (Ann, Bob), 3 sales; Bob repeats; Ann also bought at books.
-    coffee = "active 2 · sales 3, PLN\u00a070.00, average PLN\u00a023.33 · repeat 50% · 2+ partners 50%"
+    coffee = (
+        "active 2 · sales 3, PLN\u00a070.00, average PLN\u00a023.33 · repeat 50% · 2+ partners 50%"
+    )
     assert coffee in figures
 
     await mia.send("/stats lastweek")

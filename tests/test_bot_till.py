@@ -311,7 +311,8 @@ async def test_refunds_by_managers_of_the_right_partner_only(
     await coffee_boss.wait_message("left to refund")
     await coffee_boss.send("/today")
     today = text_of(await coffee_boss.wait_message("Today"))
-    assert "Sales to members: 1 (1 members), PLN\u00a040.00" in today and "Refunds: PLN\u00a010.00" in today
+    assert "Sales to members: 1 (1 members), PLN\u00a040.00" in today
+    assert "Refunds: PLN\u00a010.00" in today
 
 
 async def test_revoked_cashier_loses_the_till(harness: BotHarness, sessions: Sessions) -> None:

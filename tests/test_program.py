@@ -63,6 +63,15 @@ def _broken(path: list[str | int], value: Any) -> dict[str, Any]:
         ),
         (["program", "timezone"], "Europe", "program.timezone: 'Europe' is not an IANA"),
         (["program", "timezone"], "", "program.timezone: '' is not an IANA"),
+        (
+            ["partners", 0, "name"],
+            {"english": "Café"},
+            "partners[0].name: 'english' is not a language code",
+        ),
+        (["partners", 0, "name"], {"pl": ""}, "partners[0].name: the pl text must not be empty"),
+        (["partners", 0, "name"], {}, "partners[0].name: must be a string or a table"),
+        (["tiers", 0, "name"], {"en": 5}, "tiers[0].name: the en text must be a string"),
+        (["program", "name"], "x" * 101, "program.name: is longer than 100 characters"),
     ],
 )
 def test_bad_file_names_the_key(path: list[str | int], value: Any, expected: str) -> None:
@@ -105,3 +114,27 @@ def test_check_program_refuses_a_time_zone_that_is_not_iana(
     bad.write_text(text.replace("[program]\n", '[program]\ntimezone = "Warsaw"\n', 1))
     assert main(["check-program", str(bad)]) == 2
     assert "program.timezone: 'Warsaw' is not an IANA time zone name" in capsys.readouterr().err
+
+
+def test_texts_in_several_languages() -> None:
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["partners"][0]["name"] = {"pl": "Kawiarnia", "en": "Coffee House"}
+    data["partners"][1]["name"] = {"ru": "Книги"}  # no English: the first one stands in
+    data["tiers"][1]["name"] = {"en": "Silver", "uk": "Срібло"}
+    program = parse_program(data)
+    coffee, books = program.partners[0].name, program.partners[1].name
+    assert coffee == "Coffee House" and coffee.in_language("pl") == "Kawiarnia"
+    assert coffee.in_language("ru") == "Coffee House"
+    assert books == "Книги" and books.in_language("en") == "Книги"
+    # The English text is the tier's identity: members' stored tiers still match it.
+    assert program.tier("Silver").name.in_language("uk") == "Срібло"
+
+
+def test_the_demo_program_speaks_every_language() -> None:
+    program = load_program(ROOT / "program.toml")
+    texts = [program.program.name, *(t.name for t in program.tiers)]
+    for partner in program.partners:
+        texts += [partner.category, *(o.title for o in partner.offers)]
+        texts += [o.text for o in partner.offers]
+    for text in texts:
+        assert set(text.translations) == {"en", "ru", "uk", "pl"}, text

@@ -35,7 +35,9 @@ async def send_card(
     link = await start_link(bot, card_token(secret, member.id, expires))
     caption = "\n".join(
         [
-            _("💳 <b>{program}</b> member card").format(program=escape(program.program.name)),
+            _("💳 <b>{program}</b> member card").format(
+                program=escape(fmt.text(program.program.name))
+            ),
             _("Card number: <code>{number}</code>").format(
                 number=format_card_number(member.card_number)
             ),
@@ -70,7 +72,7 @@ async def balance(
 ) -> None:
     info = await summary(session, program, member)
     await session.rollback()
-    await message.answer(texts.balance(info, program.program.currency))
+    await message.answer(texts.balance(info, program))
 
 
 async def _history_page(
@@ -79,7 +81,7 @@ async def _history_page(
     items, total = await history(session, member, offset=offset, limit=PAGE)
     await session.rollback()
     return (
-        texts.history(items, offset, total, program.program.currency),
+        texts.history(items, offset, total, program),
         keyboards.history_keyboard(offset, PAGE, total),
     )
 
@@ -119,7 +121,9 @@ async def invite(
     referral = program.referral
     text = "\n".join(
         [
-            _("🎁 Invite friends to {program}.").format(program=escape(program.program.name)),
+            _("🎁 Invite friends to {program}.").format(
+                program=escape(fmt.text(program.program.name))
+            ),
             _(
                 "When a friend joins with your link and makes a first purchase of {amount} or "
                 "more, you get {inviter} and your friend gets {invitee}."
@@ -135,7 +139,9 @@ async def invite(
             ),
         ]
     )
-    share = _("Join {program} with me: we both get points.").format(program=program.program.name)
+    share = _("Join {program} with me: we both get points.").format(
+        program=fmt.text(program.program.name)
+    )
     await message.answer(text, reply_markup=keyboards.share_keyboard(link, share))
 
 

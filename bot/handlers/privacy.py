@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from aiogram import F, Router
 from aiogram.filters import Command
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot import keyboards
 from bot.callbacks import OffersCb, PrivacyCb
-from bot.editing import edit_markup, edit_text
+from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
@@ -61,14 +62,21 @@ async def export(query: CallbackQuery, session: AsyncSession, member: MemberInfo
         )
 
 
-async def toggle_marketing(
-    query: CallbackQuery, session: AsyncSession, member: MemberInfo
+async def set_offers(
+    query: CallbackQuery, callback_data: PrivacyCb, session: AsyncSession, member: MemberInfo
 ) -> None:
-    consent = not member.marketing_consent
-    await set_marketing_consent(session, member.id, consent)
+    """Offers on or off as the button says (not a toggle: a double tap changes nothing more);
+    the overview is redrawn, so its status line and its button agree."""
+    consent = callback_data.action == "offers_on"
+    if consent != member.marketing_consent:
+        await set_marketing_consent(session, member.id, consent)
     await query.answer(_("Offers are on.") if consent else _("Offers are off."))
     if isinstance(query.message, Message):
-        await edit_markup(query.message, keyboards.privacy_keyboard(consent))
+        await edit_text(
+            query.message,
+            _overview(replace(member, marketing_consent=consent)),
+            reply_markup=keyboards.privacy_keyboard(consent),
+        )
 
 
 async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
@@ -129,7 +137,9 @@ def build() -> Router:
     router.callback_query.filter(IsMember())
     router.message.register(privacy, Command("privacy"))
     router.callback_query.register(export, PrivacyCb.filter(F.action == "export"))
-    router.callback_query.register(toggle_marketing, PrivacyCb.filter(F.action == "marketing"))
+    router.callback_query.register(
+        set_offers, PrivacyCb.filter(F.action.in_({"offers_on", "offers_off"}))
+    )
     router.callback_query.register(ask_delete, PrivacyCb.filter(F.action == "delete"))
     router.callback_query.register(cancel_delete, PrivacyCb.filter(F.action == "cancel"))
     router.callback_query.register(confirm_delete, PrivacyCb.filter(F.action == "confirm"))

@@ -83,7 +83,7 @@ async def open_member(
             [
                 _("👤 <b>{name}</b> · {tier}").format(
                     name=escape(member.first_name) or "—",
-                    tier=escape(program.tier(member.tier).name),
+                    tier=escape(fmt.text(program.tier(member.tier).name)),
                 ),
                 _("💰 {points} (worth {money})").format(
                     points=fmt.points(member.balance),
