@@ -84,10 +84,13 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
             )
         )
     if int(p.get("referral_points") or 0):
+        points = fmt.points(int(p["referral_points"]))
         lines.append(
-            _("🎁 +{points}: your friend's invitation paid off.").format(
-                points=fmt.points(int(p["referral_points"]))
+            _("🎁 +{points}: {friend}'s invitation paid off.").format(
+                points=points, friend=escape(p["friend_name"])
             )
+            if p.get("friend_name")
+            else _("🎁 +{points}: your friend's invitation paid off.").format(points=points)
         )
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
@@ -95,10 +98,15 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
 
 @renders("referral_inviter")
 def referral_inviter(program: Program, p: dict[str, Any]) -> Rendered:
-    return Rendered(
-        _("🎁 +{points}: a friend you invited made their first purchase!").format(
-            points=fmt.points(int(p["points"]))
+    points = fmt.points(int(p["points"]))
+    if p.get("friend_name"):
+        return Rendered(
+            _("🎁 +{points}: {friend}, whom you invited, made their first purchase!").format(
+                points=points, friend=escape(p["friend_name"])
+            )
         )
+    return Rendered(
+        _("🎁 +{points}: a friend you invited made their first purchase!").format(points=points)
     )
 
 

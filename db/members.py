@@ -197,3 +197,11 @@ async def contact(session: AsyncSession, member_id: int) -> Contact | None:
         )
     ).one_or_none()
     return Contact(*row) if row else None  # type: ignore[arg-type]  # telegram_id IS NOT NULL
+
+
+async def inviter_name(session: AsyncSession, member_id: int) -> str:
+    """The first name an invitation link's owner goes by ("" if they left)."""
+    name = await session.scalar(
+        select(Member.first_name).where(Member.id == member_id, Member.deleted_at.is_(None))
+    )
+    return name or ""

@@ -109,7 +109,9 @@ class Due:
 # not settled it in time (it died): claimed with SKIP LOCKED, so instances share the work.
 # The oldest open notice of each recipient that is due, or claimed by a worker that has
 # not settled it in time (it died): claimed with SKIP LOCKED, so instances share the work.
-# A member's chat, language and reachability are read as the notice is claimed.
+# A member's chat, language and reachability are read as the notice is claimed, and so is the
+# first name of a member the notice speaks of (`params.friend`: no name is copied here, and a
+# deleted member's is gone).
 _CLAIM = text(
     """
     WITH due AS (
@@ -129,10 +131,11 @@ _CLAIM = text(
     SET status = 'sending', claimed_at = :now, attempts = n.attempts + 1
     FROM due JOIN notices AS src ON src.id = due.id
          LEFT JOIN members AS m ON m.id = src.member_id
+         LEFT JOIN members AS friend ON friend.id = CAST(src.params->>'friend' AS bigint)
     WHERE n.id = due.id
     RETURNING n.id, n.kind, n.params, n.member_id, n.chat_id, n.language, n.edit_message_id,
               n.attempts, m.telegram_id AS member_chat, m.language AS member_language,
-              m.reachable
+              m.reachable, friend.first_name AS friend_name
     """
 )
 
@@ -155,11 +158,14 @@ async def claim(
                 chat_id, why_not = None, "blocked"
             else:
                 chat_id, language = row.member_chat, row.member_language
+        params = row.params
+        if row.friend_name:
+            params = {**params, "friend_name": row.friend_name}
         claimed.append(
             Due(
                 id=row.id,
                 kind=row.kind,
-                params=row.params,
+                params=params,
                 chat_id=chat_id,
                 language=language,
                 edit_message_id=row.edit_message_id,
@@ -259,6 +265,7 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "points_redeemed": result.points_redeemed,
                 "balance": result.balance,
                 "referral_points": result.referral.invitee_points if result.referral else 0,
+                "friend": result.referral.inviter_id if result.referral else None,
                 "transaction": result.transaction_id,
             },
             member_id=result.member_id,
@@ -269,7 +276,11 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
         owed.append(
             Owed(
                 "referral_inviter",
-                {"points": reward.inviter_points, "transaction": reward.transaction_id},
+                {
+                    "points": reward.inviter_points,
+                    "friend": result.member_id,
+                    "transaction": reward.transaction_id,
+                },
                 member_id=reward.inviter_id,
             )
         )
@@ -298,7 +309,11 @@ def owed_for_reversal(result: ReversalResult) -> list[Owed]:
         owed.append(
             Owed(
                 "referral_reversed",
-                {"points": back.inviter_points, "transaction": result.transaction_id},
+                {
+                    "points": back.inviter_points,
+                    "friend": result.member_id,
+                    "transaction": result.transaction_id,
+                },
                 member_id=back.inviter_id,
             )
         )

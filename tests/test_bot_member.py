@@ -86,6 +86,11 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
     assert "Friends invited: 0. Rewarded: 0." in invite
 
     await join(bob, "/start " + link.split("start=")[1])
+    promise = next(text_of(m) for m in bob.messages if "invited you" in text_of(m))
+    assert promise == (
+        "Ann invited you! Make a first purchase of PLN\u00a020.00 or more: you get 100 points "
+        "and Ann gets 200 points."
+    )
     bob_member = await member_of(sessions, bob)
     ann_member = await member_of(sessions, ann)
     assert bob_member.referred_by_id == ann_member.id
@@ -108,8 +113,10 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
         await s.commit()
     harness.dp["outbox"].kick()
     note = text_of(await bob.wait_message("Balance:"))
-    assert "+125 points" in note and "+100 points" in note and "Balance: 275 points." in note
-    assert "+200 points" in text_of(await ann.wait_message("friend you invited"))
+    assert "+125 points" in note and "Balance: 275 points." in note
+    assert "+100 points: Ann's invitation paid off." in note
+    told = text_of(await ann.wait_message("whom you invited"))
+    assert told == "🎁 +200 points: Bob, whom you invited, made their first purchase!"
     await ann.send("/invite")
     assert "Friends invited: 1. Rewarded: 1." in text_of(await ann.wait_message("Your link"))
 

@@ -18,7 +18,7 @@ from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.editing import edit_markup, edit_text
 from bot.filters import PrivateChat
-from db.members import MemberInfo, register_member, rewards_taken
+from db.members import MemberInfo, inviter_name, register_member, rewards_taken
 from db.program import Program
 from db.tokens import (
     CARD,
@@ -78,7 +78,7 @@ async def start_with_payload(
     assert message.from_user is not None
     taken = (False, False) if member else await _returning(session, secret, message.from_user.id)
     if payload.startswith(REFERRAL):
-        await _referral(message, payload, state, program, secret, member, taken)
+        await _referral(message, payload, session, state, program, secret, member, taken)
     elif payload.startswith(CARD):
         # Staff scanning a card are served by the staff router before this one.
         try:
@@ -101,6 +101,7 @@ async def start_with_payload(
 async def _referral(
     message: Message,
     payload: str,
+    session: AsyncSession,
     state: FSMContext,
     program: Program,
     secret: bytes,
@@ -120,13 +121,24 @@ async def _referral(
             await _offer_to_join(message, program, taken)
             return
         await state.update_data(inviter=inviter)
+        friend = await inviter_name(session, inviter)
+        await session.rollback()
+        referral = program.referral
+        figures = {
+            "amount": fmt.money(referral.qualifying_purchase, program.program.currency),
+            "yours": fmt.points(referral.invitee_points),
+            "theirs": fmt.points(referral.inviter_points),
+        }
         await message.answer(
             _(
-                "A friend invited you! Make a first purchase of {amount} or more and you both "
-                "get points."
-            ).format(
-                amount=fmt.money(program.referral.qualifying_purchase, program.program.currency)
-            )
+                "{friend} invited you! Make a first purchase of {amount} or more: you get "
+                "{yours} and {friend} gets {theirs}."
+            ).format(friend=escape(friend), **figures)
+            if friend
+            else _(
+                "A friend invited you! Make a first purchase of {amount} or more: you get "
+                "{yours} and your friend gets {theirs}."
+            ).format(**figures)
         )
     await _offer_to_join(message, program, taken)
 
