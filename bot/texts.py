@@ -86,6 +86,8 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("refund {amount}").format(amount=amount)
         case "expire":
             return _("points expired")
+        case "referral" if item.own:
+            return _("reward for joining by a friend's invitation")
         case "referral":
             return _("reward for inviting a friend")
         case "welcome":

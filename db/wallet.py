@@ -39,6 +39,7 @@ class HistoryItem:
     points_out: int
     reason: str | None
     created_at: datetime
+    own: bool = True  # the member's own transaction (False: a reward for a friend's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ async def history(
                 func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
                 Transaction.reason,
                 Transaction.created_at,
+                Transaction.member_id == member.id,
             )
             .outerjoin(Entry, wallet)
             .outerjoin(Partner, Partner.id == Transaction.partner_id)
@@ -121,7 +123,10 @@ async def history(
         )
     ).all()
     # sum() of bigint is numeric in PostgreSQL: points go back to int here.
-    items = [HistoryItem(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7]) for r in rows]
+    items = [
+        HistoryItem(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], bool(r[8]))
+        for r in rows
+    ]
     return items, int(total)
 
 

@@ -119,6 +119,14 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
     assert told == "🎁 +200 points: Bob, whom you invited, made their first purchase!"
     await ann.send("/invite")
     assert "Friends invited: 1. Rewarded: 1." in text_of(await ann.wait_message("Your link"))
+    await bob.send("/history")
+    bobs = text_of(await bob.wait_message("Transactions"))
+    assert "reward for joining by a friend's invitation: +100 points" in bobs
+    assert "inviting" not in bobs
+    await ann.send("/history")
+    assert "reward for inviting a friend: +200 points" in text_of(
+        await ann.wait_message("Transactions")
+    )
 
 
 async def test_export_then_delete(harness: BotHarness, sessions: Sessions) -> None:

@@ -32,10 +32,13 @@ def _overview(member: MemberInfo) -> str:
                 "till, never your Telegram account."
             ),
             _(
-                "If you delete your account, your Telegram id and name are erased everywhere. "
-                "If you had a welcome gift or an invitation reward, we keep only a keyed hash "
-                "of your Telegram id (it cannot be turned back into the id), so that these "
-                "rewards are given once per person."
+                "If you delete your account, your Telegram id and name are erased everywhere "
+                "and your remaining points are forfeited. The program's accounts keep the "
+                "account's transactions (amounts, partners, dates) and its staff audit rows "
+                "under a number that no longer leads to you, as bookkeeping requires. If you "
+                "had a welcome gift or an invitation reward, we also keep a keyed hash of your "
+                "Telegram id (not the id itself; only the program's secret key could match it "
+                "to an id), so that these rewards are given once per person."
             ),
             _("Offers and news: {state}.").format(
                 state=_("on") if member.marketing_consent else _("off")
