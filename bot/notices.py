@@ -198,9 +198,17 @@ def redeem_request(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(text, markup)
 
 
+def _settled() -> Rendered:
+    """The cashier's "waiting" message once the request ended: the outcome itself follows
+    in a new message, said once."""
+    return Rendered(_("⏳ This request is closed: its outcome is in the next message."))
+
+
 @renders("request_confirmed")
 def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's outcome when the member confirmed."""
+    if p.get("settled"):
+        return _settled()
     amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
     return Rendered(
         "\n".join(
@@ -239,6 +247,8 @@ def earn_only_markup(program: Program, request: str, amount: Any) -> InlineKeybo
 def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's outcome when the request ended without a posting, with a button to
     finish the same sale without points."""
+    if p.get("settled"):
+        return _settled()
     status = p["status"]
     if status == "declined":
         text = _("✖ The member declined. Nothing was charged.")
