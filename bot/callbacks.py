@@ -72,5 +72,6 @@ class SegmentCb(CallbackData, prefix="seg"):
 
 
 class CampaignCb(CallbackData, prefix="camp"):
-    action: Literal["now", "schedule", "cancel", "drop"]
+    # in1h, tomorrow: the schedule prompt's buttons (an hour from now; tomorrow 10:00 local)
+    action: Literal["now", "schedule", "cancel", "drop", "in1h", "tomorrow"]
     id: DbId

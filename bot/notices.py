@@ -268,3 +268,29 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("request_expired_member")
 def request_expired_member(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(_("⌛ This request expired. Nothing was charged."))
+
+
+def campaign_results(p: dict[str, Any]) -> str:
+    """A campaign's figures, as /campaigns and the finished notice say them."""
+    text = _("Sent {sent} of {total}; failed {failed}; blocked the bot {blocked}.").format(
+        sent=fmt.number(int(p["sent"])),
+        total=fmt.number(int(p["audience"])),
+        failed=fmt.number(int(p["failed"])),
+        blocked=fmt.number(int(p["blocked"])),
+    )
+    if int(p.get("skipped") or 0):
+        text += "\n" + _("Not sent: {skipped} opted out or left since.").format(
+            skipped=fmt.number(int(p["skipped"]))
+        )
+    return text
+
+
+@renders("campaign_finished")
+def campaign_finished(program: Program, p: dict[str, Any]) -> Rendered:
+    """The creator's news that their scheduled campaign has finished."""
+    head = _("✅ Campaign #{id} finished.").format(id=p["campaign"])
+    if not int(p["audience"]):
+        return Rendered(
+            head + "\n" + _("Nobody in its audience accepts offers any more: nothing was sent.")
+        )
+    return Rendered(head + "\n" + campaign_results(p))
