@@ -24,7 +24,6 @@ from db.wallet import set_marketing_consent
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, inline_buttons, text_of
-from tests.till import hire
 
 Sessions = async_sessionmaker[AsyncSession]
 ZONE = "Asia/Kathmandu"
