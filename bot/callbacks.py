@@ -73,5 +73,6 @@ class SegmentCb(CallbackData, prefix="seg"):
 
 
 class CampaignCb(CallbackData, prefix="camp"):
-    action: Literal["now", "schedule", "cancel", "drop"]
+    # in1h, tomorrow: the schedule prompt's buttons (an hour from now; tomorrow 10:00 local)
+    action: Literal["now", "schedule", "cancel", "drop", "in1h", "tomorrow"]
     id: DbId

@@ -16,6 +16,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from aiogram import Bot
@@ -31,9 +32,9 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import formatting as fmt
 from bot.callbacks import OffersCb
 from bot.metrics import DELIVERIES
+from bot.notices import campaign_results
 from db.campaigns import (
     CampaignInfo,
     OutboxItem,
@@ -281,16 +282,7 @@ class DeliveryWorker:
                 if state.finished
                 else _("📣 Campaign #{id} is being sent.").format(id=info.id)
             )
-            body = _("Sent {sent} of {total}; failed {failed}; blocked the bot {blocked}.").format(
-                sent=fmt.number(state.sent),
-                total=fmt.number(state.audience),
-                failed=fmt.number(state.failed),
-                blocked=fmt.number(state.blocked),
-            )
-            if state.skipped:
-                body += "\n" + _("Not sent: {skipped} opted out or left since.").format(
-                    skipped=fmt.number(state.skipped)
-                )
+            body = campaign_results(asdict(state))
             eta_line = "" if state.finished else "\n" + _("Time left: {eta}").format(eta=eta)
         try:
             await self.bot.edit_message_text(

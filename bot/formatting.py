@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import ngettext as _n
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_time
 from babel.numbers import format_currency, format_decimal, format_percent
 
 from db.program import Text
@@ -43,6 +43,11 @@ def day(value: date | datetime) -> str:
 
 def moment(value: datetime) -> str:
     return format_datetime(value, format="short", locale=locale(), tzinfo=value.tzinfo)
+
+
+def clock(value: datetime) -> str:
+    """The time of day, in `value`'s own zone (give it the program's)."""
+    return format_time(value, format="short", locale=locale(), tzinfo=value.tzinfo)
 
 
 def points(n: int) -> str:

@@ -206,9 +206,17 @@ def redeem_request(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(text, markup)
 
 
+def _settled() -> Rendered:
+    """The cashier's "waiting" message once the request ended: the outcome itself follows
+    in a new message, said once."""
+    return Rendered(_("⏳ This request is closed: its outcome is in the next message."))
+
+
 @renders("request_confirmed")
 def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's outcome when the member confirmed."""
+    if p.get("settled"):
+        return _settled()
     amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
     return Rendered(
         "\n".join(
@@ -247,6 +255,8 @@ def earn_only_markup(program: Program, request: str, amount: Any) -> InlineKeybo
 def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's outcome when the request ended without a posting, with a button to
     finish the same sale without points."""
+    if p.get("settled"):
+        return _settled()
     status = p["status"]
     if status == "declined":
         text = _("✖ The member declined. Nothing was charged.")
@@ -266,3 +276,29 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("request_expired_member")
 def request_expired_member(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(_("⌛ This request expired. Nothing was charged."))
+
+
+def campaign_results(p: dict[str, Any]) -> str:
+    """A campaign's figures, as /campaigns and the finished notice say them."""
+    text = _("Sent {sent} of {total}; failed {failed}; blocked the bot {blocked}.").format(
+        sent=fmt.number(int(p["sent"])),
+        total=fmt.number(int(p["audience"])),
+        failed=fmt.number(int(p["failed"])),
+        blocked=fmt.number(int(p["blocked"])),
+    )
+    if int(p.get("skipped") or 0):
+        text += "\n" + _("Not sent: {skipped} opted out or left since.").format(
+            skipped=fmt.number(int(p["skipped"]))
+        )
+    return text
+
+
+@renders("campaign_finished")
+def campaign_finished(program: Program, p: dict[str, Any]) -> Rendered:
+    """The creator's news that their scheduled campaign has finished."""
+    head = _("✅ Campaign #{id} finished.").format(id=p["campaign"])
+    if not int(p["audience"]):
+        return Rendered(
+            head + "\n" + _("Nobody in its audience accepts offers any more: nothing was sent.")
+        )
+    return Rendered(head + "\n" + campaign_results(p))

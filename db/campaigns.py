@@ -7,6 +7,7 @@ and nobody is skipped."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -30,6 +31,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger import unit_of_work
 from db.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
+from db.outbox import Owed, owe
+from db.staff import StaffInfo, audit
 
 SALES = (TxKind.EARN, TxKind.REDEEM)
 
@@ -129,10 +132,19 @@ class CampaignInfo:
     sent: int
     failed: int
     blocked: int
+    created_by: int = 0
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
 
     @property
     def done(self) -> int:
         return self.sent + self.failed + self.blocked
+
+    @property
+    def skipped(self) -> int:
+        """Opted out, left or blocked the bot between queueing and sending (known once the
+        campaign is done)."""
+        return max(0, self.audience - self.done) if self.status == "done" else 0
 
 
 def _info(c: Campaign) -> CampaignInfo:
@@ -152,6 +164,9 @@ def _info(c: Campaign) -> CampaignInfo:
         c.sent,
         c.failed,
         c.blocked,
+        c.created_by,
+        c.created_at,
+        c.finished_at,
     )
 
 
@@ -172,9 +187,10 @@ async def create_campaign(
     button_text: str | None = None,
     button_url: str | None = None,
     language: str = "en",
+    staff: StaffInfo | None = None,
 ) -> int:
     async with unit_of_work(session):
-        return (
+        campaign_id = (
             await session.execute(
                 insert(Campaign)
                 .values(
@@ -190,27 +206,108 @@ async def create_campaign(
                 .returning(Campaign.id)
             )
         ).scalar_one()
-
-
-async def schedule_campaign(session: AsyncSession, campaign_id: int, at: datetime) -> bool:
-    async with unit_of_work(session):
-        result = await session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.status.in_(("draft", "scheduled")))
-            .values(status="scheduled", scheduled_at=at)
+        await audit(
+            session,
+            "campaign_create",
+            actor=created_by,
+            staff=staff,
+            campaign=campaign_id,
+            audience=json.dumps(segment.to_json(), ensure_ascii=False),
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return campaign_id
 
 
-async def cancel_campaign(session: AsyncSession, campaign_id: int) -> bool:
-    """Only a campaign not yet started can be cancelled."""
-    async with unit_of_work(session):
-        result = await session.execute(
-            update(Campaign)
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts on a campaign: its creator (a marketer) or an owner, who may act on all."""
+
+    telegram_id: int
+    owner: bool = False
+    staff: StaffInfo | None = None
+
+    def may_act_on(self, created_by: int) -> bool:
+        return self.owner or created_by == self.telegram_id
+
+
+class CampaignRefused(Exception):
+    """Nothing was changed: `reason` is `closed` (already started or cancelled, or no such
+    campaign), `not_yours` (another marketer's) or `empty` (nobody in the audience)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _open_campaign(session: AsyncSession, campaign_id: int, actor: Actor | None) -> Campaign:
+    """The campaign, locked, if it is still waiting to start and `actor` may act on it."""
+    campaign = (
+        await session.execute(
+            select(Campaign)
             .where(Campaign.id == campaign_id, Campaign.status.in_(("draft", "scheduled")))
-            .values(status="cancelled")
+            .with_for_update()
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    ).scalar_one_or_none()
+    if campaign is None:
+        raise CampaignRefused("closed")
+    if actor is not None and not actor.may_act_on(campaign.created_by):
+        raise CampaignRefused("not_yours")
+    return campaign
+
+
+async def schedule_campaign(
+    session: AsyncSession, campaign_id: int, at: datetime, *, actor: Actor | None = None
+) -> bool:
+    """Schedule (or move) a campaign not yet started; False if it was started or cancelled.
+    Refused (CampaignRefused) for another marketer's campaign or an empty audience."""
+    try:
+        async with unit_of_work(session):
+            campaign = await _open_campaign(session, campaign_id, actor)
+            if not await _audience_count(session, Segment.from_json(campaign.segment)):
+                raise CampaignRefused("empty")
+            campaign.status, campaign.scheduled_at = "scheduled", at
+            if actor is not None:
+                await audit(
+                    session,
+                    "campaign_schedule",
+                    actor=actor.telegram_id,
+                    staff=actor.staff,
+                    campaign=campaign_id,
+                    at=at.isoformat(),
+                )
+            return True
+    except CampaignRefused as refused:
+        if refused.reason == "closed":
+            return False
+        raise
+
+
+async def cancel_campaign(
+    session: AsyncSession, campaign_id: int, *, actor: Actor | None = None
+) -> bool:
+    """Only a campaign not yet started can be cancelled; a marketer cancels only their own
+    (CampaignRefused `not_yours`), an owner any."""
+    try:
+        async with unit_of_work(session):
+            campaign = await _open_campaign(session, campaign_id, actor)
+            campaign.status = "cancelled"
+            if actor is not None:
+                await audit(
+                    session,
+                    "campaign_cancel",
+                    actor=actor.telegram_id,
+                    staff=actor.staff,
+                    campaign=campaign_id,
+                )
+            return True
+    except CampaignRefused as refused:
+        if refused.reason == "closed":
+            return False
+        raise
+
+
+async def _audience_count(session: AsyncSession, segment: Segment) -> int:
+    query = audience(segment, datetime.now(UTC)).subquery()
+    return int(await session.scalar(select(func.count()).select_from(query)) or 0)
 
 
 async def scheduled_campaigns(session: AsyncSession) -> list[CampaignInfo]:
@@ -230,6 +327,25 @@ async def scheduled_campaigns(session: AsyncSession) -> list[CampaignInfo]:
     return infos
 
 
+async def past_campaigns(session: AsyncSession, limit: int = 10) -> list[CampaignInfo]:
+    """The last campaigns started (sending or done), newest first, with their figures."""
+    rows = (
+        (
+            await session.execute(
+                select(Campaign)
+                .where(Campaign.status.in_(("sending", "done")))
+                .order_by(Campaign.started_at.desc(), Campaign.id.desc())
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    infos = [_info(c) for c in rows]
+    await session.rollback()
+    return infos
+
+
 async def start_campaign(
     session: AsyncSession,
     campaign_id: int,
@@ -237,46 +353,79 @@ async def start_campaign(
     now: datetime | None = None,
     progress_chat_id: int | None = None,
     progress_message_id: int | None = None,
+    actor: Actor | None = None,
 ) -> int | None:
     """Fill the outbox with the segment as it is now; None if the campaign was not waiting
-    to start (already started, or cancelled). Starting twice enqueues nobody twice."""
+    to start (already started, or cancelled). Starting twice enqueues nobody twice.
+
+    Started by someone (`actor`, "send now"): refused (CampaignRefused) for another
+    marketer's campaign, or when nobody is in the audience, and nothing changes. Started by
+    its schedule: an audience empty by then ends the campaign at once, and its creator is
+    told. The start is written to the audit log."""
     now = now or datetime.now(UTC)
-    async with unit_of_work(session):
-        campaign = (
+    try:
+        async with unit_of_work(session):
+            campaign = await _open_campaign(session, campaign_id, actor)
+            members = audience(Segment.from_json(campaign.segment), now).subquery()
+            inserted = await session.execute(
+                insert(Outbox).from_select(
+                    ["campaign_id", "member_id", "status", "next_attempt_at"],
+                    select(
+                        literal(campaign_id, BigInteger),
+                        members.c.id,
+                        literal("pending"),
+                        literal(now, DateTime(timezone=True)),
+                    ),
+                )
+            )
+            size = int(inserted.rowcount or 0)  # type: ignore[attr-defined]
+            if not size and actor is not None:
+                raise CampaignRefused("empty")  # rolls the (empty) insert back
             await session.execute(
-                select(Campaign)
-                .where(Campaign.id == campaign_id, Campaign.status.in_(("draft", "scheduled")))
-                .with_for_update()
+                update(Campaign)
+                .where(Campaign.id == campaign_id)
+                .values(
+                    status="sending" if size else "done",
+                    started_at=now,
+                    finished_at=None if size else now,
+                    audience=size,
+                    progress_chat_id=progress_chat_id,
+                    progress_message_id=progress_message_id,
+                )
             )
-        ).scalar_one_or_none()
-        if campaign is None:
-            return None
-        members = audience(Segment.from_json(campaign.segment), now).subquery()
-        inserted = await session.execute(
-            insert(Outbox).from_select(
-                ["campaign_id", "member_id", "status", "next_attempt_at"],
-                select(
-                    literal(campaign_id, BigInteger),
-                    members.c.id,
-                    literal("pending"),
-                    literal(now, DateTime(timezone=True)),
-                ),
-            )
-        )
-        size = int(inserted.rowcount or 0)  # type: ignore[attr-defined]
-        await session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id)
-            .values(
-                status="sending" if size else "done",
-                started_at=now,
-                finished_at=None if size else now,
+            await audit(
+                session,
+                "campaign_start",
+                actor=actor.telegram_id if actor else None,
+                staff=actor.staff if actor else None,
+                campaign=campaign_id,
+                by=None if actor else "schedule",
                 audience=size,
-                progress_chat_id=progress_chat_id,
-                progress_message_id=progress_message_id,
             )
-        )
-        return size
+            if not size:
+                await owe(session, _finished(campaign, Progress(0, 0, 0, 0, 0)))
+            return size
+    except CampaignRefused as refused:
+        if refused.reason == "closed":
+            return None
+        raise
+
+
+def _finished(campaign: Campaign, result: Progress) -> Owed:
+    """The creator's news that a campaign nobody watches (a scheduled one) has finished."""
+    return Owed(
+        "campaign_finished",
+        {
+            "campaign": campaign.id,
+            "audience": result.audience,
+            "sent": result.sent,
+            "failed": result.failed,
+            "blocked": result.blocked,
+            "skipped": result.skipped,
+        },
+        chat_id=campaign.created_by,
+        language=campaign.language,
+    )
 
 
 async def due_campaigns(session: AsyncSession, now: datetime) -> list[int]:
@@ -459,11 +608,18 @@ async def progress(
         }
         if result.finished:
             values.update(status="done", finished_at=now or datetime.now(UTC))
-        await session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.status == "sending")
-            .values(**values)
-        )
+        changed = (
+            await session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id, Campaign.status == "sending")
+                .values(**values)
+                .returning(Campaign)
+            )
+        ).scalar_one_or_none()
+        # Once, as the campaign turns done: a campaign started without a progress message
+        # (by its schedule) reports to its creator through the outbox.
+        if result.finished and changed is not None and changed.progress_chat_id is None:
+            await owe(session, _finished(changed, result))
         return result
 
 

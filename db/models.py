@@ -131,6 +131,9 @@ class Staff(Base):
     telegram_id: Mapped[int] = mapped_column(BigInteger)
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
     role: Mapped[str] = mapped_column(String(20))
+    # The first name Telegram gave when they joined (and since): the owner's lists name
+    # people. Nothing else about them is kept.
+    first_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

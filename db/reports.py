@@ -30,6 +30,7 @@ class Operation:
     points_in: int
     points_out: int
     created_at: datetime
+    receipt: str | None = None  # as the cashier typed it after "#"
 
 
 async def shift(
@@ -51,6 +52,7 @@ async def shift(
                 func.coalesce(func.sum(Entry.amount).filter(Entry.amount > 0), 0),
                 func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
                 Transaction.created_at,
+                Transaction.receipt,
             )
             .join(Member, Member.id == Transaction.member_id)
             .outerjoin(Entry, wallet)
@@ -64,7 +66,7 @@ async def shift(
         )
     ).all()
     await session.rollback()
-    return [Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6]) for r in rows]
+    return [Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

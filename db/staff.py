@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
-from db.models import AuditLog, Partner, RedemptionRequest, Staff, StaffInvite
+from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
 
 ROLES = ("cashier", "manager", "marketer")
 INVITE_PREFIX = "s"
@@ -31,6 +32,7 @@ class StaffInfo:
     partner_id: int | None
     partner_slug: str | None
     partner_name: str | None
+    first_name: str = ""
 
     def require(self, *roles: str) -> None:
         if self.role not in roles:
@@ -106,10 +108,16 @@ async def create_invite(
 
 
 async def accept_invite(
-    session: AsyncSession, token: str, telegram_id: int, now: datetime | None = None
+    session: AsyncSession,
+    token: str,
+    telegram_id: int,
+    now: datetime | None = None,
+    *,
+    first_name: str = "",
 ) -> StaffInfo:
     """Make the opener staff. The invite is spent atomically: two people opening one link at
-    once get one staff seat. Someone already staff moves to the new role."""
+    once get one staff seat. Someone already staff moves to the new role. `first_name` is
+    the one Telegram gives, kept so the owner's lists name people."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
         invite = (
@@ -135,7 +143,13 @@ async def accept_invite(
         staff_id = (
             await session.execute(
                 insert(Staff)
-                .values(telegram_id=telegram_id, partner_id=partner_id, role=role, created_at=now)
+                .values(
+                    telegram_id=telegram_id,
+                    partner_id=partner_id,
+                    role=role,
+                    created_at=now,
+                    first_name=first_name.replace("\x00", "")[:200],
+                )
                 .returning(Staff.id)
             )
         ).scalar_one()
@@ -155,6 +169,7 @@ async def _load(session: AsyncSession, *where: Any) -> StaffInfo | None:
                 Staff.partner_id,
                 Partner.slug,
                 Partner.name,
+                Staff.first_name,
             )
             .outerjoin(Partner, Partner.id == Staff.partner_id)
             .where(*where)
@@ -177,6 +192,7 @@ async def list_staff(session: AsyncSession) -> list[StaffInfo]:
                 Staff.partner_id,
                 Partner.slug,
                 Partner.name,
+                Staff.first_name,
             )
             .outerjoin(Partner, Partner.id == Staff.partner_id)
             .where(Staff.revoked_at.is_(None))
@@ -222,9 +238,36 @@ class AuditEntry:
     member_id: int | None
     transaction_id: int | None
     details: dict[str, Any]
+    # Names, for people reading the log: the actor's (as staff, else as a member), the
+    # staff member acted on or acting, and the member's (empty once they deleted their data).
+    actor_name: str | None = None
+    staff_name: str | None = None
+    staff_telegram_id: int | None = None
+    member_name: str | None = None
+    member_card: str | None = None
+    actor_deleted: bool = False
+
+
+def _actor_name() -> Any:
+    """The actor's first name: as staff (their latest seat), else as a member."""
+    as_staff = (
+        select(func.nullif(Staff.first_name, ""))
+        .where(Staff.telegram_id == AuditLog.actor_telegram_id)
+        .order_by(Staff.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    as_member = (
+        select(func.nullif(Member.first_name, ""))
+        .where(Member.telegram_id == AuditLog.actor_telegram_id)
+        .scalar_subquery()
+    )
+    return func.coalesce(as_staff, as_member)
 
 
 async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntry]:
+    subject = aliased(Staff)
+    member = aliased(Member)
     rows = (
         await session.execute(
             select(
@@ -235,8 +278,16 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
                 AuditLog.member_id,
                 AuditLog.transaction_id,
                 AuditLog.details,
+                _actor_name(),
+                func.nullif(subject.first_name, ""),
+                subject.telegram_id,
+                func.nullif(member.first_name, ""),
+                member.card_number,
+                AuditLog.actor_member_id.is_not(None),
             )
             .outerjoin(Partner, Partner.id == AuditLog.partner_id)
+            .outerjoin(subject, subject.id == AuditLog.staff_id)
+            .outerjoin(member, member.id == AuditLog.member_id)
             .order_by(AuditLog.id.desc())
             .limit(limit)
         )

@@ -486,8 +486,9 @@ async def confirm_redemption(
 
 
 def _to_cashier(req: RequestInfo, kind: str, params: dict[str, object]) -> list[Owed]:
-    """The cashier's outcome of a request: their "waiting" message edited to it, and a new
-    message with it (so the phone rings), which alone carries the outcome's button."""
+    """The cashier's outcome of a request: a new message with it (so the phone rings), which
+    alone carries the outcome's button; their "waiting" message is edited to say the request
+    is settled (`settled`), not to a second copy of the outcome."""
     owed = [
         Owed(
             kind,
@@ -501,7 +502,7 @@ def _to_cashier(req: RequestInfo, kind: str, params: dict[str, object]) -> list[
             0,
             Owed(
                 kind,
-                params,
+                {**params, "settled": True},
                 chat_id=req.staff_chat_id,
                 language=req.staff_language,
                 edit_message_id=req.staff_message_id,

@@ -304,7 +304,8 @@ async def test_refunds_by_managers_of_the_right_partner_only(
 
     await coffee_boss.send(f"/refund {sale} 10.00 broken cup")
     done = text_of(await coffee_boss.wait_message("Refunded"))
-    assert "taken back: 50" in done and "PLN\u00a010.00" in done
+    assert "taken back: 50" in done and "give back PLN\u00a010.00 in money" in done
+    assert done.count("PLN") == 2  # the sum refunded and the one figure to hand back
     assert "Refund of PLN\u00a010.00" in text_of(await ann.wait_message("Refund"))
     assert await balance_of(sessions, ann) == 200
     await coffee_boss.send(f"/refund {sale} 31 broken cup")

@@ -176,7 +176,7 @@ async def test_segments_schedule_and_cancel(
 async def test_marketer_composes_previews_and_sends(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:
-    from tests.fakegram import text_of
+    from tests.fakegram import inline_buttons, text_of
 
     await members(sessions, program, 3, consent=True, first=40_000)
     async with sessions() as s:
@@ -243,8 +243,8 @@ async def test_marketer_composes_previews_and_sends(
     await marketer.send("2099-01-01 10:00")
     await marketer.wait_message("will be sent on 2099-01-01 10:00")
     await marketer.send("/campaigns")
-    await marketer.wait_message("Later news")
-    await marketer.click("✖ Cancel")
+    listed = await marketer.wait_message("(UTC time), to everyone: Later news")
+    await marketer.click(listed, inline_buttons(listed)[0]["callback_data"])
     await harness.server.wait_for(
         lambda: any("is cancelled" in text_of(m) for m in harness.server.chat(marketer.user_id))
     )

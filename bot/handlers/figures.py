@@ -42,7 +42,7 @@ async def show_shift(
         await message.answer(_("No operations yet today."))
         return
     zone = program.program.zone  # times as the till's clock shows them, not UTC
-    lines = [_("🧾 <b>Your shift today</b>")]
+    lines = [_("🧾 <b>Your shift today</b>, {date}").format(date=fmt.day(now.astimezone(zone)))]
     money = sum(
         (op.amount or Decimal(0) for op in operations if op.kind != "reverse"), start=Decimal(0)
     )
@@ -52,12 +52,19 @@ async def show_shift(
             moved.append("+" + fmt.number(op.points_in))
         if op.points_out:
             moved.append("−" + fmt.number(op.points_out))
-        lines.append(
-            f"#{op.transaction_id} {fmt.moment(op.created_at.astimezone(zone))} · "
-            f"{escape(op.member_name or '—')} · "
-            f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)} · "
-            f"{' '.join(moved) or '0'}"
-        )
+        # The sale's number (what /refund takes), then the receipt number the cashier typed.
+        parts = [
+            fmt.clock(op.created_at.astimezone(zone)),
+            _("No. {number}").format(number=op.transaction_id),
+        ]
+        if op.receipt:
+            parts.append(_("receipt {receipt}").format(receipt=escape(op.receipt)))
+        parts += [
+            escape(op.member_name or "—"),
+            f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)}",
+            " ".join(moved) or "0",
+        ]
+        lines.append(" · ".join(parts))
     lines.append(
         _("Total: {count} operations, sales {money}, points +{issued} / −{redeemed}.").format(
             count=len(operations),

@@ -13,20 +13,23 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
+from bot.config import Settings
 from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
 from bot.links import start_link
 from db.adjust import adjust
-from db.cards import normalize_card_number
+from db.cards import CARD_DIGITS, format_card_number, normalize_card_number
 from db.errors import UnknownMember
 from db.members import find_by_card
 from db.program import Program
-from db.staff import create_invite, list_staff, recent_audit, revoke_staff
+from db.staff import StaffInfo, create_invite, list_staff, recent_audit, revoke_staff
 
 # ASCII digits only (str.isdigit() also passes "²", which int() refuses), and no more than
 # a bigint holds.
 ID = re.compile(r"[0-9]{1,18}")
-POINTS = re.compile(r"[+-]?[0-9]{1,18}")
+# Points always carry their sign: nothing typed after a card number is read as its digits.
+POINTS = re.compile(r"[+-][0-9]{1,18}")
+ADJUST_USAGE = "/adjust 4507 1667 1208 +50 reason"
 INVITE_USAGE = (
     "/staff_invite coffee cashier · /staff_invite coffee manager · /staff_invite marketer"
 )
@@ -56,21 +59,32 @@ async def staff_invite(
     )
 
 
-async def staff_list(message: Message, session: AsyncSession) -> None:
+def partner_name(program: Program, slug: str) -> str:
+    """The partner's name from the program (escaped), its slug only if it left the program."""
+    partner = program.partner(slug)
+    return escape(fmt.text(partner.name) if partner else slug)
+
+
+def _who(s: StaffInfo, program: Program) -> str:
+    """ "Carl · cashier · Bean There Coffee": the name Telegram gave when they joined."""
+    name = escape(s.first_name) if s.first_name else f"tg {s.telegram_id}"
+    where = f" · {partner_name(program, s.partner_slug)}" if s.partner_slug else ""
+    return f"{name} · {role_name(s.role)}{where}"
+
+
+async def staff_list(message: Message, session: AsyncSession, program: Program) -> None:
     staff = await list_staff(session)
     if not staff:
         await message.answer(_("No staff yet. Invite someone: {usage}").format(usage=INVITE_USAGE))
         return
     lines = [_("👥 Staff (revoke with /staff_revoke ID):")]
-    for s in staff:
-        lines.append(
-            f"{s.id}: tg {s.telegram_id} · {role_name(s.role)}"
-            + (f" · {escape(s.partner_slug)}" if s.partner_slug else "")
-        )
+    lines += [f"{s.id}: {_who(s, program)}" for s in staff]
     await message.answer("\n".join(lines))
 
 
-async def staff_revoke(message: Message, command: CommandObject, session: AsyncSession) -> None:
+async def staff_revoke(
+    message: Message, command: CommandObject, session: AsyncSession, program: Program
+) -> None:
     arg = (command.args or "").strip()
     if not ID.fullmatch(arg):
         await message.answer(_("Usage: /staff_revoke ID (the IDs are in /staff_list)"))
@@ -78,10 +92,30 @@ async def staff_revoke(message: Message, command: CommandObject, session: AsyncS
     assert message.from_user is not None
     staff = await revoke_staff(session, int(arg), actor=message.from_user.id)
     await message.answer(
-        _("Revoked: {id} ({role}). Their staff buttons stop working now.").format(
-            id=staff.id, role=role_name(staff.role)
+        _("Revoked: {id}: {who}. Their staff buttons stop working now.").format(
+            id=staff.id, who=_who(staff, program)
         )
     )
+
+
+def split_adjust(args: str) -> tuple[str, str, str] | None:
+    """(card number, points, reason) of `/adjust`'s arguments, or None. The card number may
+    be typed in groups ("4507 1667 1208", as /card shows it): leading groups of digits are
+    taken until they make exactly twelve digits, so the points that follow are never read
+    as part of the number."""
+    parts = args.split()
+    digits, used = "", 0
+    while used < len(parts) and len(digits) < CARD_DIGITS:
+        group = parts[used].replace("-", "")
+        if not (group.isascii() and group.isdigit()):
+            break
+        digits += group
+        used += 1
+    number = normalize_card_number(digits) if len(digits) == CARD_DIGITS else None
+    if number is None or len(parts) < used + 2 or not POINTS.fullmatch(parts[used]):
+        return None
+    reason = args.split(maxsplit=used + 1)[used + 1]
+    return number, parts[used], reason
 
 
 async def adjust_points(
@@ -90,11 +124,15 @@ async def adjust_points(
     session: AsyncSession,
     program: Program,
 ) -> None:
-    parts = (command.args or "").split(maxsplit=2)
-    number = normalize_card_number(parts[0]) if parts else None
-    if len(parts) < 3 or number is None or not POINTS.fullmatch(parts[1]):
-        await message.answer(_("Usage: /adjust CARD-NUMBER +POINTS|-POINTS REASON"))
+    parsed = split_adjust(command.args or "")
+    if parsed is None:
+        await message.answer(
+            _("Usage: /adjust CARD-NUMBER +POINTS|-POINTS REASON, like {example}").format(
+                example=ADJUST_USAGE
+            )
+        )
         return
+    number, points, reason = parsed
     member = await find_by_card(session, number)
     await session.rollback()
     if member is None:
@@ -104,39 +142,73 @@ async def adjust_points(
         session,
         program,
         member_id=member.id,
-        points=int(parts[1]),
-        reason=parts[2],
+        points=int(points),
+        reason=reason,
         key=f"adjust:{message.chat.id}:{message.message_id}",
         actor=message.from_user.id,
     )
     await message.answer(
-        _("Done: {points} for card {card}. Balance: {balance}.").format(
-            points=parts[1], card=number, balance=fmt.points(result.balance)
+        _("Done: {points} for {name} (card {card}). Balance: {balance}.").format(
+            points=f"{int(points):+d}",
+            name=escape(member.first_name) or "—",
+            card=format_card_number(number),
+            balance=fmt.points(result.balance),
         )
     )
 
 
-async def audit_log(message: Message, command: CommandObject, session: AsyncSession) -> None:
+async def audit_log(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    program: Program,
+    settings: Settings,
+) -> None:
     arg = command.args or ""
     limit = int(arg) if ID.fullmatch(arg) else 20
     entries = await recent_audit(session, min(limit, 100))
     if not entries:
         await message.answer(_("The audit log is empty."))
         return
-    lines = [_("🗒 Last {n} staff actions:").format(n=len(entries))]
+    zone = program.program.zone
+    lines: list[str] = []
     for e in entries:
-        who = f"tg {e.actor_telegram_id}" if e.actor_telegram_id else "—"
-        extra = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
-        lines.append(
-            escape(
-                f"{fmt.moment(e.created_at)} · {who} · {e.action}"
-                + (f" · {e.partner}" if e.partner else "")
-                + (f" · member {e.member_id}" if e.member_id else "")
-                + (f" · #{e.transaction_id}" if e.transaction_id else "")
-                + (f" · {extra}" if extra else "")
+        if e.actor_name:
+            who = escape(e.actor_name)
+        elif e.actor_telegram_id in settings.admin_ids:
+            who = _("owner")
+        elif e.actor_deleted:
+            who = _("a member who deleted their data")
+        else:
+            who = f"tg {e.actor_telegram_id}" if e.actor_telegram_id else "—"
+        parts = [fmt.moment(e.created_at.astimezone(zone)), who, escape(e.action)]
+        if e.partner:
+            parts.append(partner_name(program, e.partner))
+        if e.staff_telegram_id is not None and e.staff_telegram_id != e.actor_telegram_id:
+            parts.append(
+                _("staff: {name}").format(
+                    name=escape(e.staff_name or "") or f"tg {e.staff_telegram_id}"
+                )
             )
-        )
-    await message.answer("\n".join(lines)[:4000])
+        if e.member_id:
+            parts.append(
+                _("member: {name} ({card})").format(
+                    name=escape(e.member_name), card=format_card_number(e.member_card or "")
+                )
+                if e.member_name
+                else _("member {id}").format(id=e.member_id)
+            )
+        if e.transaction_id:
+            parts.append(_("No. {number}").format(number=e.transaction_id))
+        extra = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+        if extra:
+            parts.append(escape(extra))
+        line = " · ".join(parts)
+        if sum(len(x) + 1 for x in lines) + len(line) > 3900:
+            break  # whole lines only: a cut could split an escaped character
+        lines.append(line)
+    head = _("🗒 Last {n} staff actions:").format(n=len(lines))
+    await message.answer("\n".join([head, *lines]))
 
 
 def build() -> Router:

@@ -24,7 +24,12 @@ def role_name(role: str) -> str:
 
 async def join_staff(message: Message, command: CommandObject, session: AsyncSession) -> None:
     assert message.from_user is not None
-    staff = await accept_invite(session, command.args or "", message.from_user.id)
+    staff = await accept_invite(
+        session,
+        command.args or "",
+        message.from_user.id,
+        first_name=message.from_user.first_name,
+    )
     where = f" · {escape(staff.partner_name)}" if staff.partner_name else ""
     await message.answer(
         _("👋 You are now {role}{where}.").format(role=role_name(staff.role), where=where)
