@@ -10,10 +10,10 @@ gym 2 %, bakery 4 %), points expire after 365 days. The period is November 2026.
     2025-11-12  Zed: gym 50.00                  +100
     2026-10-15  Ann joins (+50)
     2026-10-20  Ann: coffee 40.00               +200
-    2026-11-02  Bob joins (+50)
-    2026-11-03  Cat joins, invited by Ann (+50)
-    2026-11-04  Dan joins, invited by Ann (+50); never buys
-    2026-11-05  Eve joins (+50)
+    2026-11-02  Bob joins (+50) through the coffee shop's poster (source poster-coffee)
+    2026-11-03  Cat joins, invited by Ann (+50) (source referral)
+    2026-11-04  Dan joins, invited by Ann (+50) (source referral); never buys
+    2026-11-05  Eve joins (+50) through a campaign link (source autumn-ad)
     2026-11-05  Ann: coffee 20.00               +100
     2026-11-06  Ann: books 30.00                +90
     2026-11-06  Eve: bakery 10.00               +40
@@ -75,9 +75,21 @@ class Story:
 async def tell_story(sessions: Sessions, program: Program) -> Story:
     async with sessions() as s:
 
-        async def join(tg: int, name: str, when: datetime, inviter: int | None = None) -> int:
+        async def join(
+            tg: int,
+            name: str,
+            when: datetime,
+            inviter: int | None = None,
+            source: str | None = None,
+        ) -> int:
             info = await register_member(
-                s, program, telegram_id=tg, first_name=name, inviter_id=inviter, now=when
+                s,
+                program,
+                telegram_id=tg,
+                first_name=name,
+                inviter_id=inviter,
+                source=source,
+                now=when,
             )
             return info.id
 
@@ -100,10 +112,10 @@ async def tell_story(sessions: Sessions, program: Program) -> Story:
         await buy(zed, "gym", "50.00", at(2025, 11, 12))
         ann = await join(2, "Ann", at(2026, 10, 15))
         await buy(ann, "coffee", "40.00", at(2026, 10, 20))
-        bob = await join(3, "Bob", at(2026, 11, 2))
-        cat = await join(4, "Cat", at(2026, 11, 3), inviter=ann)
-        await join(5, "Dan", at(2026, 11, 4), inviter=ann)
-        eve = await join(6, "Eve", at(2026, 11, 5))
+        bob = await join(3, "Bob", at(2026, 11, 2), source="poster-coffee")
+        cat = await join(4, "Cat", at(2026, 11, 3), inviter=ann, source="referral")
+        await join(5, "Dan", at(2026, 11, 4), inviter=ann, source="referral")
+        eve = await join(6, "Eve", at(2026, 11, 5), source="autumn-ad")
         await buy(ann, "coffee", "20.00", at(2026, 11, 5, 14))
         await buy(ann, "books", "30.00", at(2026, 11, 6))
         await buy(eve, "bakery", "10.00", at(2026, 11, 6, 15))
@@ -142,8 +154,12 @@ async def test_coalition_kpis_for_the_month(
         k = await kpis(s, program, start=START, end=END)
     # Members existing on Dec 1: Zed, Ann, Bob, Cat, Dan (Eve left on Nov 20).
     assert k.members == 5
-    # Joined in November: Bob, Cat, Dan, Eve (Eve's joining happened, though she left).
-    assert k.new_members == 4
+    # Joined in November: Bob, Cat, Dan; Eve too, but she deleted her account in November,
+    # so she is not counted as joined (nor is her campaign link's join).
+    assert k.new_members == 3
+    assert k.joins_by_source == (("referral", 2), ("poster-coffee", 1))
+    # Advertised: Bob's poster; the referrals are not ads. 1 of 3 joins.
+    assert (k.advertised_joins, k.advertised_share) == (1, D("0.3333"))
     # Sales in November: Ann ×3 (coffee, books, bakery), Eve ×1, Bob ×2, Cat ×1.
     assert k.sales == 7
     assert k.active_members == 4  # Ann, Bob, Cat, Eve
@@ -241,8 +257,9 @@ async def test_every_partner(story: Story, sessions: Sessions, program: Program)
     assert (books.points_issued, books.points_redeemed, books.redemption_rate) == (150, 0, D(0))
     assert books.invited_rewarded == 1 and books.referral_conversion == D("0.5")  # 1 / 2
     bakery = by_slug["bakery"]
-    # Bakery: customers on Dec 1: Ann only (Eve left); new in November: Ann and Eve.
-    assert (bakery.members, bakery.new_members, bakery.active_members) == (1, 2, 2)
+    # Bakery: customers on Dec 1: Ann only (Eve left); new in November: Ann (and Eve, who
+    # left in November, so she is not counted).
+    assert (bakery.members, bakery.new_members, bakery.active_members) == (1, 1, 2)
     assert bakery.lifetime_value == D("8.00")  # Ann's 8.00 paid / 1
     # Issued 40 + 32 = 72, redeemed 200: 200 / 72 = 2.7777…
     assert (bakery.points_issued, bakery.points_redeemed) == (72, 200)
