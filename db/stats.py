@@ -48,7 +48,8 @@ Figures (`Kpis`):
   period. Partner: its active members who also had a sale at another partner in the period.
   `cross_partner_rate` = cross_partner_members / active_members.
 - `days`: per day of the period in the program's time zone: sales (their number and money),
-  active members, points issued and redeemed, in scope (points issued may be negative on a day of refunds).
+  active members, points issued and redeemed, in scope (points issued may be negative on a
+  day of refunds).
 
 A ratio whose denominator is zero is None ("no data"), not 0.
 """
@@ -146,7 +147,8 @@ class Kpis:
 
     @property
     def advertised_joins(self) -> int:
-        return sum(n for source, n in self.joins_by_source if source not in (None, REFERRAL_SOURCE))
+        ads = (n for source, n in self.joins_by_source if source not in (None, REFERRAL_SOURCE))
+        return sum(ads)
 
     @property
     def advertised_share(self) -> Decimal | None:

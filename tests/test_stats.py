@@ -46,7 +46,7 @@ from db.members import get_member, register_member
 from db.privacy import delete_member
 from db.program import Program
 from db.purchases import record_purchase, reverse
-from db.settlement import settlement
+from db.settlement import settlement, share_out
 from db.stats import (
     BadPeriod,
     coalition_report,
@@ -371,58 +371,103 @@ async def test_settlement_csv_reconciles_with_the_ledger(
         by_partner = {
             r.slug: r.kpis for r in await kpis_by_partner(s, program, start=START, end=END)
         }
-        # Independently of db.settlement: the net points that entered members' wallets.
-        wallets = await s.scalar(
-            text(
-                """
-                SELECT coalesce(sum(e.amount), 0) FROM entries AS e
-                JOIN accounts AS a ON a.id = e.account_id
-                JOIN transactions AS t ON t.id = e.transaction_id
-                WHERE a.kind = 'member' AND t.created_at >= :start AND t.created_at < :end
-                """
-            ),
-            {"start": START, "end": END},
-        )
+        # Independently of db.settlement: the net points that entered members' wallets in
+        # the period, and what the wallets held at its end.
+        wallets, held = (
+            await s.execute(
+                text(
+                    """
+                    SELECT coalesce(sum(e.amount) FILTER (WHERE t.created_at >= :start), 0),
+                           coalesce(sum(e.amount), 0)
+                    FROM entries AS e
+                    JOIN accounts AS a ON a.id = e.account_id
+                    JOIN transactions AS t ON t.id = e.transaction_id
+                    WHERE a.kind = 'member' AND t.created_at < :end
+                    """
+                ),
+                {"start": START, "end": END},
+            )
+        ).one()
     out = io.StringIO()
     write_settlement(report, program.program.currency, out)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    lines = {r["partner"]: r for r in rows}
-    assert [r["partner"] for r in rows] == [
+    lines = {r["Partner code"] or r["Line"]: r for r in rows}
+    assert list(lines) == [
         "coffee",
         "books",
         "gym",
         "bakery",
-        "(program)",
-        "(breakage)",
+        "program",
+        "expired points",
+        "forfeited points",
+        "total",
     ]
-    assert all((r["period_start"], r["period_end"]) == ("2026-11-01", "2026-12-01") for r in rows)
-    partners = [r for r in rows if not r["partner"].startswith("(")]
-    issued = sum(int(r["points_issued"]) for r in partners)
-    redeemed = sum(int(r["points_redeemed"]) for r in partners)
-    funded = int(lines["(program)"]["points_issued"])
-    breakage = int(lines["(breakage)"]["points_redeemed"])
+    # The days of the period, both included, on every line.
+    assert all((r["First day"], r["Last day"]) == ("2026-11-01", "2026-11-30") for r in rows)
+    partners = [r for r in rows if r["Line"] == "partner"]
+    issued = sum(int(r["Points issued"]) for r in partners)
+    redeemed = sum(int(r["Points redeemed"]) for r in partners)
+    funded = int(lines["program"]["Points issued"])
+    expired = int(lines["expired points"]["Points expired"])
+    forfeited = int(lines["forfeited points"]["Points forfeited"])
     # By hand: issued 467 (see the coalition test); program-funded: 4 welcomes of 50 in
     # November (Bob, Cat, Dan, Eve) + the referral's 200 + 100 = 500; redeemed 300;
-    # breakage: Zed's 150 expired + Eve's 90 forfeited = 240. 467 + 500 − 300 − 240 = 427.
-    assert (issued, funded, redeemed, breakage) == (467, 500, 300, 240)
-    assert issued + funded - redeemed - breakage == wallets == 427
+    # Zed's 150 expired; Eve's 90 were forfeited when she deleted her account: not expired.
+    assert (issued, funded, redeemed, expired, forfeited) == (467, 500, 300, 150, 90)
+    assert issued + funded - redeemed - expired - forfeited == wallets == 427
+    # The totals line adds up each column; its net points are what left the wallets.
+    total = lines["total"]
+    assert (
+        int(total["Points issued"]),
+        int(total["Points redeemed"]),
+        int(total["Points expired"]),
+        int(total["Points forfeited"]),
+        int(total["Net points"]),
+    ) == (967, 300, 150, 90, -427)
+    assert D(total["Amount"]) == sum(D(r["Amount"]) for r in rows[:-1]) == D("-4.27")
     # Each partner's line agrees with the KPIs, and its money with its points.
     for r in partners:
-        k = by_partner[r["partner"]]
-        assert (int(r["points_issued"]), int(r["points_redeemed"])) == (
+        k = by_partner[r["Partner code"]]
+        assert (int(r["Points issued"]), int(r["Points redeemed"])) == (
             k.points_issued,
             k.points_redeemed,
         )
-        net = int(r["points_redeemed"]) - int(r["points_issued"])
-        assert int(r["net_points"]) == net
-        assert D(r["amount"]) == net * program.program.point_value
+        net = int(r["Points redeemed"]) - int(r["Points issued"])
+        assert int(r["Net points"]) == net
+        assert D(r["Amount"]) == net * D(r["Point value"]) == net * program.program.point_value
     # Coffee: redeemed 100 − issued 245 = −145 points = −1.45: the partner pays.
-    assert (lines["coffee"]["amount"], lines["coffee"]["direction"]) == (
+    assert (lines["coffee"]["Amount"], lines["coffee"]["Who pays"]) == (
         "-1.45",
         "partner pays coalition",
     )
     # Bakery: 200 − 72 = 128 points = 1.28: the coalition pays the partner.
-    assert lines["bakery"]["amount"] == "1.28"
+    assert lines["bakery"]["Amount"] == "1.28"
+    # Outstanding on Dec 1: 400 held on Nov 1 (Zed 150, Ann 250) + 427 = 827 (Bob's points
+    # of Dec 2 are not in it). Issued up to Dec 1: coffee 200 + 245 = 445, books 150, gym
+    # 100, bakery 72, the program 100 + 500 = 600: 1,367 in all. 827 × 445 / 1,367 = 269.2…;
+    # books 90.7…, gym 60.5…, bakery 43.6…, program 362.98…: the floors make 824, the three
+    # points left go to the largest remainders (program, books, bakery).
+    assert held == 827 == report.outstanding
+    outstanding = {code: int(r["Points outstanding at end"]) for code, r in lines.items()}
+    assert outstanding == {
+        "coffee": 269,
+        "books": 91,
+        "gym": 60,
+        "bakery": 44,
+        "program": 363,
+        "expired points": 0,
+        "forfeited points": 0,
+        "total": 827,
+    }
+    assert lines["coffee"]["Liability at end"] == "2.69"  # 269 × 0.01
+    assert D(total["Liability at end"]) == report.liability == D("8.27")
+
+
+def test_outstanding_points_are_shared_out_exactly() -> None:
+    assert share_out(827, [445, 150, 100, 72, 600]) == [269, 91, 60, 44, 363]
+    assert share_out(5, [1, 1, 1]) == [2, 2, 1]  # a tie: the first issuer first
+    assert share_out(10, [-5, 5]) == [0, 10]  # more clawed back than issued: no share
+    assert share_out(7, [0, 0, 0]) == [0, 0, 7]  # nothing issued: all the program's
 
 
 # --------------------------------------------------------------------------- periods

@@ -16,6 +16,7 @@ from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, or_f
 from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.i18n import gettext as _
+from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
@@ -64,10 +65,9 @@ async def _usage(message: Message, command: str) -> None:
 
 
 def _days(period: Period) -> str:
-    first, last = period.start, period.end - timedelta(days=1)
-    if first.date() == last.date():
-        return fmt.day(first)
-    return f"{fmt.day(first)} – {fmt.day(last)}"
+    """The period's days, both included: "1 – 30 Nov 2026", "28 Nov – 3 Dec 2026"."""
+    first, last = period.start.date(), (period.end - timedelta(days=1)).date()
+    return format_interval(first, last, "yMMMd", locale=fmt.locale())
 
 
 def _rate(value: Decimal | None) -> str:
@@ -263,13 +263,21 @@ async def settlement_report(
     write_settlement(report, program.program.currency, out)
     # With a byte-order mark, spreadsheet programs read partners' names as UTF-8.
     data = out.getvalue().encode("utf-8-sig")
-    filename = f"settlement-{period.start.date().isoformat()}-{period.end.date().isoformat()}.csv"
+    # The file's name, its "First day" and "Last day", and the caption name the same days.
+    filename = f"settlement-{report.first_day.isoformat()}-{report.last_day.isoformat()}.csv"
+    currency = program.program.currency
     await message.answer_document(
         BufferedInputFile(data, filename=filename),
         caption=_(
             "Settlement for {period}, in {currency}: a positive amount is paid to the partner, "
             "a negative one by the partner."
-        ).format(period=_days(period), currency=program.program.currency),
+        ).format(period=_days(period), currency=currency)
+        + "\n"
+        + _("Points members held at the end of {day}: {points}, a liability of {money}.").format(
+            day=fmt.day(report.last_day),
+            points=fmt.number(report.outstanding),
+            money=fmt.money(report.liability, currency),
+        ),
     )
 
 
