@@ -207,6 +207,9 @@ async def test_daily_series(story: Story, sessions: Sessions, program: Program) 
         10: (0, 0, -15, 0),  # the refund's claw-back
         12: (1, 1, 32, 200),  # Ann with points at bakery
     }
+    # The money of each day's sales (their totals, points included): what the chart plots.
+    money = {d.day.day: d.sales_total for d in k.days if d.sales}
+    assert money == {5: D(20), 6: D(40), 7: D(10), 8: D(20), 9: D(25), 12: D(10)}
 
 
 async def test_partner_view(story: Story, sessions: Sessions, program: Program) -> None:
