@@ -91,7 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--from", dest="start", type=_day, required=True, help="YYYY-MM-DD, the program's days"
     )
-    report.add_argument("--to", dest="end", type=_day, required=True, help="YYYY-MM-DD, exclusive")
+    report.add_argument(
+        "--to",
+        dest="end",
+        type=_day,
+        required=True,
+        help="YYYY-MM-DD, exclusive: the report's last day is the day before",
+    )
     report.add_argument("--out", default="-", help="file to write; default: standard output")
     return parser
 

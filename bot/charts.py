@@ -11,10 +11,11 @@ from datetime import date, datetime, time
 from typing import Any
 
 from babel.dates import format_skeleton
-from babel.numbers import format_decimal
+from babel.numbers import format_currency, format_decimal
 
 from db.stats import DayFigures
 
+MONEY_COLOUR = "#8172B3"
 SALES_COLOUR = "#4C72B0"
 ACTIVE_COLOUR = "#DD8452"
 ISSUED_COLOUR = "#55A868"
@@ -23,19 +24,27 @@ REDEEMED_COLOUR = "#C44E52"
 
 @dataclass(frozen=True, slots=True)
 class ChartLabels:
-    """The chart's words, already translated, and the Babel locale for its dates."""
+    """The chart's words, already translated, the program's currency, and the Babel locale
+    for its dates and numbers. `money_axis` names the money panel's unit ("Sales, PLN")."""
 
     sales: str
     active: str
     issued: str
     redeemed: str
     locale: str = "en_GB"
+    currency: str = ""
+    sales_money: str = "Sales"
+    money_axis: str = "Money"
+    count_axis: str = "Count"
+    points_axis: str = "Points"
+    day_axis: str = "Day"
 
 
-def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLabels) -> bytes:
-    """Two panels over the same dated axis: sales (bars; a shaded area past two months) and
-    active members (a line) per day; points issued and redeemed per day. Sized and lettered
-    to be read on a phone: 1200 × 1200 pixels, 12-point ticks, legends above the panels."""
+def stats_figure(series: Sequence[DayFigures], title: str, labels: ChartLabels) -> Any:
+    """Three panels over the same dated axis, each with its unit on its axis: sales in money
+    (bars; a shaded area past two months); the number of sales (bars) and of active members
+    (a line); points issued and redeemed. Sized and lettered to be read on a phone: 1200 ×
+    1500 pixels, 12-point ticks, legends above the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,20 +58,22 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
         days = [datetime.combine(series[0].day, time())]
     few = len(days) <= 62
     marker = "o" if len(days) <= 31 else None
-    fig = Figure(figsize=(8, 8), dpi=150, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig = Figure(figsize=(8, 10), dpi=150, layout="constrained")
+    money_ax, top, bottom = fig.subplots(3, 1, sharex=True)
     fig.suptitle(title, fontsize=16, fontweight="bold")
 
-    sales = [d.sales for d in series]
-    shown: dict[Any, list[Any]] = {top: [], bottom: []}  # legend entries, in drawing order
-    if few:
-        shown[top].append(top.bar(days, sales, width=0.8, color=SALES_COLOUR, label=labels.sales))
-    else:  # hundreds of bars turn into noise on a phone: a shaded area reads better
-        shown[top].append(
-            top.fill_between(
-                days, sales, step="mid", color=SALES_COLOUR, alpha=0.6, label=labels.sales
+    shown: dict[Any, list[Any]] = {money_ax: [], top: [], bottom: []}  # legends, in order
+
+    def bars(ax: Any, values: list[Any], colour: str, label: str) -> None:
+        if few:
+            shown[ax].append(ax.bar(days, values, width=0.8, color=colour, label=label))
+        else:  # hundreds of bars turn into noise on a phone: a shaded area reads better
+            shown[ax].append(
+                ax.fill_between(days, values, step="mid", color=colour, alpha=0.6, label=label)
             )
-        )
+
+    bars(money_ax, [float(d.sales_total) for d in series], MONEY_COLOUR, labels.sales_money)
+    bars(top, [d.sales for d in series], SALES_COLOUR, labels.sales)
     lines = (
         (top, [d.active_members for d in series], ACTIVE_COLOUR, labels.active),
         (bottom, [d.points_issued for d in series], ISSUED_COLOUR, labels.issued),
@@ -78,13 +89,26 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
     locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
     bottom.xaxis.set_major_locator(locator)
     bottom.xaxis.set_major_formatter(FuncFormatter(day_label))
+    bottom.set_xlabel(labels.day_axis, fontsize=12)
     if len(days) == 1:  # one day: keep the bar narrow instead of filling the whole width
         only = mdates.date2num(days[0])
         bottom.set_xlim(only - 2, only + 2)
     count = FuncFormatter(lambda value, _pos: format_decimal(round(value), locale=labels.locale))
-    for ax in (top, bottom):
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-        ax.yaxis.set_major_formatter(count)
+    money = FuncFormatter(
+        lambda value, _pos: (
+            format_currency(value, labels.currency, locale=labels.locale, format_type="standard")
+            if labels.currency
+            else format_decimal(value, locale=labels.locale)
+        )
+    )
+    for ax, unit, formatter in (
+        (money_ax, labels.money_axis, money),
+        (top, labels.count_axis, count),
+        (bottom, labels.points_axis, count),
+    ):
+        ax.set_ylabel(unit, fontsize=12)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=ax is not money_ax))
+        ax.yaxis.set_major_formatter(formatter)
         ax.tick_params(labelsize=12)
         ax.grid(axis="y", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
@@ -98,6 +122,11 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
             frameon=False,
         )
         ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
+    return fig
+
+
+def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLabels) -> bytes:
+    """The chart of `stats_figure` as a PNG."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    stats_figure(series, title, labels).savefig(buffer, format="png")
     return buffer.getvalue()

@@ -1,74 +1,141 @@
-"""The settlement report as CSV: one row per partner, then the program's own lines."""
+"""The settlement report as CSV: one row per partner, the program's own lines, then the
+totals. README ("Settlement") defines every column; the headers are in English in every
+language, so a file reads the same whoever asked for it."""
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import TextIO
 
 from db.settlement import Settlement
 
 HEADER = [
-    "period_start",
-    "period_end",
-    "partner",
-    "name",
-    "points_issued",
-    "points_redeemed",
-    "net_points",
-    "amount",
-    "currency",
-    "direction",
+    "First day",
+    "Last day",
+    "Line",
+    "Partner code",
+    "Name",
+    "Points issued",
+    "Points redeemed",
+    "Points expired",
+    "Points forfeited",
+    "Net points",
+    "Point value",
+    "Amount",
+    "Currency",
+    "Who pays",
+    "Points outstanding at end",
+    "Liability at end",
 ]
+
+PARTNER, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
+    "partner",
+    "program",
+    "expired points",
+    "forfeited points",
+    "total",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    kind: str
+    code: str
+    name: str
+    issued: int = 0
+    redeemed: int = 0
+    expired: int = 0
+    forfeited: int = 0
+    outstanding: int = 0
+
+    @property
+    def net(self) -> int:
+        """Points out of members' wallets through this line less points into them."""
+        return self.redeemed + self.expired + self.forfeited - self.issued
+
+
+def _who_pays(line: _Line, amount: Decimal) -> str:
+    if line.kind == PARTNER:
+        if not amount:
+            return "nobody (even)"
+        return "coalition pays partner" if amount > 0 else "partner pays coalition"
+    if line.kind == PROGRAM:
+        return "the program's cost (no payment)"
+    if line.kind in (EXPIRED, FORFEITED):
+        return "kept by the program (no payment)"
+    return ""
 
 
 def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
-    """`amount` is net_points × point_value: positive, the coalition pays the partner;
-    negative, the partner pays the coalition."""
+    """`Amount` is Net points × Point value (positive on a partner's line: the coalition pays
+    the partner; negative: the partner pays the coalition); the last line adds up each
+    column."""
+    lines = [
+        _Line(PARTNER, p.slug, p.name, p.points_issued, p.points_redeemed, 0, 0, p.outstanding)
+        for p in report.partners
+    ]
+    lines += [
+        _Line(
+            PROGRAM,
+            "",
+            "points given by the program: welcome gifts, invitation rewards, adjustments",
+            issued=report.program_funded,
+            outstanding=report.program_outstanding,
+        ),
+        _Line(EXPIRED, "", "points that reached their expiry date", expired=report.expired),
+        _Line(
+            FORFEITED,
+            "",
+            "points of accounts deleted at the member's request",
+            forfeited=report.forfeited,
+        ),
+    ]
     writer = csv.writer(out)
     writer.writerow(HEADER)
-    start, end = report.start.date().isoformat(), report.end.date().isoformat()
-    for p in report.partners:
-        money = report.money(p.net_points)
-        direction = "coalition pays partner" if money > 0 else "partner pays coalition"
+    first, last = report.first_day.isoformat(), report.last_day.isoformat()
+    money_total = Decimal(0)
+    for line in lines:
+        amount = report.money(line.net)
+        money_total += amount
         writer.writerow(
             [
-                start,
-                end,
-                p.slug,
-                p.name,
-                p.points_issued,
-                p.points_redeemed,
-                p.net_points,
-                money,
+                first,
+                last,
+                line.kind,
+                line.code,
+                line.name,
+                line.issued,
+                line.redeemed,
+                line.expired,
+                line.forfeited,
+                line.net,
+                report.point_value,
+                amount,
                 currency,
-                direction if money else "even",
+                _who_pays(line, amount),
+                line.outstanding,
+                report.money(line.outstanding),
             ]
         )
     writer.writerow(
         [
-            start,
-            end,
-            "(program)",
-            "welcome, referral and manual points",
-            report.program_funded,
-            0,
-            -report.program_funded,
-            report.money(-report.program_funded),
+            first,
+            last,
+            TOTAL,
+            "",
+            "all lines",
+            sum(line.issued for line in lines),
+            sum(line.redeemed for line in lines),
+            report.expired,
+            report.forfeited,
+            sum(line.net for line in lines),
+            report.point_value,
+            money_total,
             currency,
-            "funded",
-        ]
-    )
-    writer.writerow(
-        [
-            start,
-            end,
-            "(breakage)",
-            "expired points",
-            0,
-            report.breakage,
-            report.breakage,
-            report.money(report.breakage),
-            currency,
-            "kept by the program",
+            "",
+            report.outstanding,
+            report.liability,
         ]
     )

@@ -92,9 +92,12 @@ async def register_member(
     inviter_id: int | None = None,
     marketing_consent: bool = False,
     identity: str | None = None,
+    source: str | None = None,
     now: datetime | None = None,
 ) -> MemberInfo:
     """Join the program; joining twice returns the existing member and changes nothing.
+
+    `source` is where they came from (db/tokens.py: a link's `src-<source>`, or "referral").
 
     The welcome points, if the program gives any, are posted in the same transaction.
     `identity` is the keyed hash of the Telegram id (tokens.identity_hash): someone who had
@@ -129,6 +132,7 @@ async def register_member(
                     marketing_consent=marketing_consent,
                     referred_by_id=inviter_id,
                     joined_at=now,
+                    source=source,
                 )
                 .on_conflict_do_nothing()
                 .returning(Member.id)

@@ -99,6 +99,9 @@ class Member(Base):
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where they joined from: the `src-<source>` of the link they opened ("poster-coffee"),
+    # "referral" for a friend's invitation; NULL for a plain /start.
+    source: Mapped[str | None] = mapped_column(String(60))
 
 
 class RewardedIdentity(Base):

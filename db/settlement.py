@@ -1,22 +1,40 @@
-"""Who owes whom for a period.
+"""Who owes whom for a period, and what the program still owes its members at its end.
 
 A partner's position is (points redeemed at it − points issued by it) × point_value:
 positive, the coalition pays the partner; negative, the partner pays the coalition.
 Reversals count in the period they are posted, so a period's figures never change later.
+
+Every figure is a sum of ledger entries, so the lines reconcile exactly: the points issued
+(by partners and by the program) minus those redeemed, expired and forfeited in the period
+are the net points that entered members' wallets in the period (`wallets_change`).
+
+Points outstanding at the end of the period are the points members held then: the sum of
+every entry on members' wallets posted before `end` (exact, and it never changes later). A
+member's points are one balance, spent oldest first whoever issued them, so the ledger does
+not say which partner's points are still unspent; the outstanding points are attributed to
+the issuers in proportion to the points each issued, net of claw-backs, from the program's
+start to `end` (the program's own share for its welcome, referral and manual points), the
+remainder of the division going by largest remainder, so the shares add up to the total
+exactly. The liability is outstanding points × point_value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Account, AccountKind, Entry, Partner, Transaction
+from db.models import AccountKind, Partner
 from db.program import Program
 from db.rules import CENT
+
+# Deleting an account forfeits its points with an `expire` posting under this key prefix
+# (db/privacy.py); a refund of a deleted member's sale forfeits what it returns (a `reverse`
+# to breakage). Only lots that reached their expiry date are "expired".
+FORFEIT_KEY = "forfeit:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +43,7 @@ class PartnerPosition:
     name: str
     points_issued: int
     points_redeemed: int
+    outstanding: int = 0  # its share of the points members held at `end`
 
     @property
     def net_points(self) -> int:
@@ -38,10 +57,37 @@ class Settlement:
     point_value: Decimal
     partners: list[PartnerPosition]
     program_funded: int  # welcome, referral and manual points paid by the program
-    breakage: int  # points that expired in the period
+    expired: int  # points whose lots reached their expiry date in the period
+    forfeited: int  # points of deleted accounts, taken at deletion or by a later refund
+    program_outstanding: int = 0  # the program's share of the points members held at `end`
+
+    @property
+    def first_day(self) -> date:
+        return self.start.date()
+
+    @property
+    def last_day(self) -> date:
+        """The period's last day, included (`end` is exclusive)."""
+        return (self.end - timedelta(microseconds=1)).date()
+
+    @property
+    def breakage(self) -> int:
+        return self.expired + self.forfeited
+
+    @property
+    def outstanding(self) -> int:
+        """Points members held at `end`."""
+        return self.program_outstanding + sum(p.outstanding for p in self.partners)
 
     def money(self, points: int) -> Decimal:
         return (points * self.point_value).quantize(CENT)
+
+    @property
+    def liability(self) -> Decimal:
+        """The outstanding points' value: each issuer's share in money, added up (as the
+        CSV's column is)."""
+        shares = [p.outstanding for p in self.partners] + [self.program_outstanding]
+        return sum((self.money(points) for points in shares), Decimal(0))
 
     @property
     def wallets_change(self) -> int:
@@ -50,33 +96,77 @@ class Settlement:
         return issued - sum(p.points_redeemed for p in self.partners) - self.breakage
 
 
+def share_out(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` (negative ones count as 0), in whole points
+    that add up to `total`: each gets the floor of its share, then the points left over go
+    one each to the largest remainders (the first weight on a tie). No weight: the last one
+    (the program) gets everything."""
+    weights = [max(w, 0) for w in weights]
+    whole = sum(weights)
+    if not whole:
+        return [0] * (len(weights) - 1) + [total]
+    shares = [total * w // whole for w in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+# Per kind of account and partner: the entries of the period, those of expiries in it, and
+# the balance at `end` (the balance now less what was posted since `end`). One statement,
+# so one snapshot: a posting committed meanwhile is in every figure or in none. Only the
+# entries since `start` are read.
+_TOTALS = text(
+    """
+    WITH moved AS (
+        SELECT e.account_id,
+               sum(e.amount) FILTER (WHERE t.created_at < :end) AS in_period,
+               sum(e.amount) FILTER (
+                   WHERE t.created_at < :end AND t.kind = 'expire'
+                     AND t.idempotency_key NOT LIKE :forfeit
+               ) AS expired,
+               sum(e.amount) FILTER (WHERE t.created_at >= :end) AS after_end
+        FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+        WHERE t.created_at >= :start
+        GROUP BY e.account_id
+    )
+    SELECT a.kind, a.partner_id, coalesce(sum(m.in_period), 0) AS in_period,
+           coalesce(sum(m.expired), 0) AS expired,
+           sum(a.balance) - coalesce(sum(m.after_end), 0) AS at_end
+    FROM accounts AS a LEFT JOIN moved AS m ON m.account_id = a.id
+    GROUP BY a.kind, a.partner_id
+    """
+)
+
+
 async def settlement(
     session: AsyncSession, program: Program, *, start: datetime, end: datetime
 ) -> Settlement:
-    """Positions for [start, end) straight from the entries."""
-    totals = (
-        await session.execute(
-            select(Account.kind, Account.partner_id, func.sum(Entry.amount))
-            .join(Entry, Entry.account_id == Account.id)
-            .join(Transaction, Transaction.id == Entry.transaction_id)
-            .where(
-                Transaction.created_at >= start,
-                Transaction.created_at < end,
-                Account.kind != AccountKind.MEMBER,
-            )
-            .group_by(Account.kind, Account.partner_id)
-        )
+    """Positions for [start, end) straight from the entries, and the points outstanding at
+    `end` attributed to their issuers."""
+    rows = (
+        await session.execute(_TOTALS, {"start": start, "end": end, "forfeit": FORFEIT_KEY + "%"})
     ).all()
-    by_key = {(kind, partner_id): int(total) for kind, partner_id, total in totals}
+    period = {(r.kind, r.partner_id): int(r.in_period) for r in rows}
+    to_date = {(r.kind, r.partner_id): int(r.at_end) for r in rows}
+    expired_points = sum(int(r.expired) for r in rows if r.kind == AccountKind.BREAKAGE)
+    breakage = period.get((AccountKind.BREAKAGE, None), 0)
     partners = (await session.execute(select(Partner).order_by(Partner.id))).scalars().all()
+    held = sum(total for (kind, _p), total in to_date.items() if kind == AccountKind.MEMBER)
+    shares = share_out(
+        held,
+        [-to_date.get((AccountKind.PARTNER_ISSUED, p.id), 0) for p in partners]
+        + [-to_date.get((AccountKind.PROGRAM, None), 0)],
+    )
     positions = [
         PartnerPosition(
             slug=p.slug,
             name=p.name,
-            points_issued=-by_key.get((AccountKind.PARTNER_ISSUED, p.id), 0),
-            points_redeemed=by_key.get((AccountKind.PARTNER_REDEEMED, p.id), 0),
+            points_issued=-period.get((AccountKind.PARTNER_ISSUED, p.id), 0),
+            points_redeemed=period.get((AccountKind.PARTNER_REDEEMED, p.id), 0),
+            outstanding=share,
         )
-        for p in partners
+        for p, share in zip(partners, shares, strict=False)
     ]
     await session.commit()
     return Settlement(
@@ -84,6 +174,8 @@ async def settlement(
         end=end,
         point_value=program.program.point_value,
         partners=positions,
-        program_funded=-by_key.get((AccountKind.PROGRAM, None), 0),
-        breakage=by_key.get((AccountKind.BREAKAGE, None), 0),
+        program_funded=-period.get((AccountKind.PROGRAM, None), 0),
+        expired=expired_points,
+        forfeited=breakage - expired_points,
+        program_outstanding=shares[-1],
     )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
 from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.tokens import SOURCE
 
 ROLES = ("cashier", "manager", "marketer")
 INVITE_PREFIX = "s"
@@ -93,6 +94,8 @@ async def create_invite(
             if partner_id is None:
                 raise UnknownPartner(partner=partner_slug)
         token = INVITE_PREFIX + secrets.token_urlsafe(24)
+        while token.startswith(SOURCE):  # that is a join link's source (db/tokens.py)
+            token = INVITE_PREFIX + secrets.token_urlsafe(24)
         await session.execute(
             insert(StaffInvite).values(
                 token_hash=_hash(token),

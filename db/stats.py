@@ -16,8 +16,15 @@ Figures (`Kpis`):
 
 - `members`: coalition: members existing at `end`. Partner: members existing at `end` with at
   least one sale at the partner before `end` (its customers).
-- `new_members`: coalition: members who joined in the period. Partner: members whose first
-  sale at the partner is in the period.
+- `new_members`: coalition: members who joined in the period and still exist at `end` (an
+  account deleted in the period is not a join). Partner: members whose first sale at the
+  partner is in the period, if they still exist at `end`.
+- `joins_by_source`: coalition only: the same new members counted by `members.source`, the
+  start link they joined through (db/tokens.py): `poster-<partner>` or `poster` (a poster),
+  any other `src-<source>` link (an ad, a campaign), `referral` (a friend's invitation), None
+  (a plain /start); most joins first. `advertised_joins`: those with a source other than
+  `referral` (they saw the program advertised); `advertised_share` = advertised_joins /
+  new_members, the seeds' "share of members who joined after seeing the program advertised".
 - `active_members`: members with at least one sale in scope in the period.
 - `sales`, `sales_total`, `sales_paid`: the number of sales in scope in the period and the sums
   of their `amount` and `paid`; `average_check` = sales_total / sales (refunds not netted).
@@ -40,8 +47,9 @@ Figures (`Kpis`):
 - `cross_partner_members`: coalition: members with sales at two partners or more in the
   period. Partner: its active members who also had a sale at another partner in the period.
   `cross_partner_rate` = cross_partner_members / active_members.
-- `days`: per day of the period in the program's time zone: sales, active members, points
-  issued and redeemed, in scope (points issued may be negative on a day of refunds).
+- `days`: per day of the period in the program's time zone: sales (their number and money),
+  active members, points issued and redeemed, in scope (points issued may be negative on a
+  day of refunds).
 
 A ratio whose denominator is zero is None ("no data"), not 0.
 """
@@ -62,6 +70,7 @@ from db.ledger import unit_of_work
 from db.program import Program
 from db.rules import CENT
 from db.staff import StaffInfo, audit
+from db.tokens import REFERRAL_SOURCE
 
 RATE = Decimal("0.0001")
 
@@ -84,6 +93,7 @@ class DayFigures:
     active_members: int
     points_issued: int
     points_redeemed: int
+    sales_total: Decimal = Decimal(0)  # the money of the day's sales (their `amount`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,7 @@ class Kpis:
     invited_rewarded: int
     cross_partner_members: int
     days: tuple[DayFigures, ...] = ()
+    joins_by_source: tuple[tuple[str | None, int], ...] = ()
 
     @property
     def average_check(self) -> Decimal | None:
@@ -133,6 +144,15 @@ class Kpis:
     @property
     def cross_partner_rate(self) -> Decimal | None:
         return ratio(self.cross_partner_members, self.active_members)
+
+    @property
+    def advertised_joins(self) -> int:
+        ads = (n for source, n in self.joins_by_source if source not in (None, REFERRAL_SOURCE))
+        return sum(ads)
+
+    @property
+    def advertised_share(self) -> Decimal | None:
+        return ratio(self.advertised_joins, self.new_members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +184,7 @@ _ONE_PARTNER = "AND t.partner_id = :partner_id"
 _MEMBERS = text(
     f"""
     SELECT count(*) FILTER (WHERE m.joined_at < :end AND {_ALIVE}) AS members,
-           count(*) FILTER (WHERE {_JOINED}) AS new_members,
+           count(*) FILTER (WHERE {_JOINED} AND {_ALIVE}) AS new_members,
            count(*) FILTER (WHERE {_JOINED} AND m.referred_by_id IS NOT NULL) AS invited,
            count(*) FILTER (
                WHERE {_JOINED} AND m.referred_by_id IS NOT NULL AND EXISTS (
@@ -173,6 +193,17 @@ _MEMBERS = text(
                )
            ) AS rewarded
     FROM members AS m
+    """
+)
+
+# The new members of `_MEMBERS` by the link they joined through.
+_SOURCES = text(
+    f"""
+    SELECT m.source, count(*) AS joins
+    FROM members AS m
+    WHERE {_JOINED} AND {_ALIVE}
+    GROUP BY m.source
+    ORDER BY joins DESC, m.source NULLS LAST
     """
 )
 
@@ -214,7 +245,7 @@ _PARTNER_BUYERS = text(
            count(*) FILTER (WHERE b.sales >= 2) AS repeat_members,
            count(*) FILTER (WHERE b.sales > 0 AND b.elsewhere) AS cross_partner_members,
            count(*) FILTER (WHERE b.first_sale IS NOT NULL AND gone.id IS NULL) AS customers,
-           count(*) FILTER (WHERE b.first_sale >= :start) AS new_members
+           count(*) FILTER (WHERE b.first_sale >= :start AND gone.id IS NULL) AS new_members
     FROM buyers AS b {_GONE.format(t="b")}
     """
 )
@@ -241,7 +272,7 @@ _EVERY_PARTNER_BUYERS = text(
            count(*) FILTER (WHERE p.sales >= 2) AS repeat_members,
            count(*) FILTER (WHERE p.sales > 0 AND s.partners >= 2) AS cross_partner_members,
            count(*) FILTER (WHERE s.alive) AS customers,
-           count(*) FILTER (WHERE p.first_sale >= :start) AS new_members
+           count(*) FILTER (WHERE p.first_sale >= :start AND s.alive) AS new_members
     FROM pairs AS p JOIN per_member AS s ON s.member_id = p.member_id
     GROUP BY p.partner_id
     UNION ALL
@@ -293,13 +324,14 @@ _DAILY_SALES = f"""
                              interval '1 day') AS d
     ), sales AS (
         SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day, count(*) AS sales,
-               count(DISTINCT t.member_id) AS active_members
+               count(DISTINCT t.member_id) AS active_members, sum(t.amount) AS sales_total
         FROM transactions AS t
         WHERE {_SALE} AND {_IN_PERIOD} AND t.created_at < :end {{partner}}
         GROUP BY 1
     )
     SELECT days.day, coalesce(sales.sales, 0) AS sales,
-           coalesce(sales.active_members, 0) AS active_members
+           coalesce(sales.active_members, 0) AS active_members,
+           coalesce(sales.sales_total, 0) AS sales_total
     FROM days LEFT JOIN sales ON sales.day = days.day
     ORDER BY days.day
 """
@@ -424,6 +456,9 @@ class _Report:
     async def members(self) -> Any:
         return (await self._run(_MEMBERS)).one()
 
+    async def sources(self) -> tuple[tuple[str | None, int], ...]:
+        return tuple((row.source, int(row.joins)) for row in await self._run(_SOURCES))
+
     async def money(self) -> dict[int | None, Any]:
         """Money per partner, and the total under None."""
         rows = await self._run(_MONEY_SQL[self.partner_id is not None])
@@ -459,6 +494,7 @@ class _Report:
                 int(row.active_members),
                 int(points[row.day].issued) if row.day in points else 0,
                 int(points[row.day].redeemed) if row.day in points else 0,
+                Decimal(row.sales_total),
             )
             for row in rows
         )
@@ -474,6 +510,7 @@ def _kpis(
     points: Any,
     rewarded: int,
     days: tuple[DayFigures, ...] = (),
+    sources: tuple[tuple[str | None, int], ...] = (),
 ) -> Kpis:
     """Kpis from the queries' rows: `members` from _MEMBERS (the invitations, and for the
     coalition the member counts), the others None where a partner had nothing."""
@@ -501,6 +538,7 @@ def _kpis(
         invited_rewarded=rewarded,
         cross_partner_members=int(buyers.cross_partner_members) if buyers else 0,
         days=days,
+        joins_by_source=sources,
     )
 
 
@@ -526,6 +564,7 @@ async def kpis(
             if partner_id is None
             else (await report.rewards()).get(partner_id, 0)
         )
+        sources = await report.sources() if partner_id is None else ()
     finally:
         await session.rollback()
     return _kpis(
@@ -537,6 +576,7 @@ async def kpis(
         points=by_partner.get(partner_id),
         rewarded=rewarded,
         days=days,
+        sources=sources,
     )
 
 
@@ -599,6 +639,7 @@ async def coalition_report(
         members = await report.members()
         rows, buyers, money, by_partner, by_day = await _every_partner(report, members)
         days = await report.days(by_day)
+        sources = await report.sources()
     finally:
         await session.rollback()
     total = _kpis(
@@ -610,6 +651,7 @@ async def coalition_report(
         points=by_partner.get(None),
         rewarded=int(members.rewarded),
         days=days,
+        sources=sources,
     )
     return total, rows
 

@@ -6,6 +6,11 @@ enumerated; a referral token is signed but permanent (it is the member's own lin
 
     card:     "c" + base64url(member_id:6 | expires:5 | mac:16)   = 37 characters
     referral: "r" + base64url(member_id:6 | mac:9)                = 21 characters
+    source:   "src-" + the source, 1 to 60 of [a-z0-9_-]          (a poster's, an ad's)
+
+A source is not signed: it only says where someone found the link ("poster-coffee"), which
+anyone may write, and it is counted, never paid. Staff invites start with "s" too
+(db/staff.py), and never with "src-".
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,7 +36,9 @@ class CardExpired(DomainError):
     code = "card_expired"
 
 
-CARD, REFERRAL = "c", "r"
+CARD, REFERRAL, SOURCE = "c", "r", "src-"
+REFERRAL_SOURCE = "referral"  # the source of a join through a friend's invitation
+_SOURCE = re.compile(r"^[a-z0-9_-]{1,60}$")
 _CARD_MAC, _REFERRAL_MAC = 16, 9
 
 
@@ -108,3 +116,22 @@ def read_referral_token(secret: bytes, token: str) -> int:
     ):
         raise InvalidToken()
     return int.from_bytes(body, "big")
+
+
+def clean_source(text: str) -> str:
+    """A source as stored: lower case, 1 to 60 of `a-z0-9_-`; InvalidToken otherwise."""
+    source = text.strip().lower()
+    if not _SOURCE.match(source):
+        raise InvalidToken()
+    return source
+
+
+def source_param(source: str) -> str:
+    """The start parameter that records `source` when someone joins through it."""
+    return SOURCE + clean_source(source)
+
+
+def read_source(param: str) -> str:
+    if not param.startswith(SOURCE):
+        raise InvalidToken()
+    return clean_source(param[len(SOURCE) :])

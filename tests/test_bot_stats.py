@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from babel.dates import format_interval
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -165,9 +166,11 @@ async def test_settlement_document_matches_the_ledger(
     await owner.send(f"/settlement {first}..{today}")
     message = await owner.wait_message(lambda m: "document" in m, timeout=15)
     document = message["document"]
-    end = today + timedelta(days=1)
-    assert document["file_name"] == f"settlement-{first}-{end}.csv"
-    assert "Settlement for" in text_of(message)
+    # The file's name, its first and last days and the caption name the same days.
+    assert document["file_name"] == f"settlement-{first}-{today}.csv"
+    days = format_interval(first, today, "yMMMd", locale="en_GB")
+    caption = text_of(message)
+    assert f"Settlement for {days}, in PLN" in caption
     stored = harness.server.file(document["file_id"])
     assert stored is not None
     rows = list(csv.DictReader(io.StringIO(stored.data.decode("utf-8-sig"))))
@@ -178,12 +181,21 @@ async def test_settlement_document_matches_the_ledger(
     expected = io.StringIO()
     write_settlement(report, program.program.currency, expected)
     assert rows == list(csv.DictReader(io.StringIO(expected.getvalue())))
-    coffee = next(r for r in rows if r["partner"] == "coffee")
-    assert (coffee["points_issued"], coffee["points_redeemed"], coffee["amount"]) == (
+    assert {(r["First day"], r["Last day"]) for r in rows} == {(str(first), str(today))}
+    coffee = next(r for r in rows if r["Partner code"] == "coffee")
+    assert (coffee["Points issued"], coffee["Points redeemed"], coffee["Amount"]) == (
         "345",
         "100",
         "-2.45",
     )
+    # Held now: Ann 50 + 200 + 90, Bob 50 + 50 − 100 + 95 = 435: PLN 4.35 owed to members.
+    assert rows[-1]["Line"] == "total"
+    assert (rows[-1]["Points outstanding at end"], rows[-1]["Liability at end"]) == (
+        "435",
+        "4.35",
+    )
+    assert f"Points members held at the end of {today:%-d %b %Y}: 435" in caption
+    assert "a liability of PLN\u00a04.35" in caption
     # A bad period gets the usage; a marketer may ask too.
     await owner.send("/settlement november")
     assert "last whole month" in text_of(await owner.wait_message("period"))
@@ -191,7 +203,8 @@ async def test_settlement_document_matches_the_ledger(
     await hire_marketer(harness, mia)
     await mia.send("/settlement")
     last_month = await mia.wait_message(lambda m: "document" in m, timeout=15)
-    assert last_month["document"]["file_name"].endswith(f"-{today.replace(day=1)}.csv")
+    last_day = today.replace(day=1) - timedelta(days=1)
+    assert last_month["document"]["file_name"].endswith(f"-{last_day}.csv")
 
 
 WARSAW = make_program(program={"timezone": "Europe/Warsaw"})
@@ -279,10 +292,12 @@ async def test_cli_settlement_counts_the_same_local_days_as_the_bot(
     assert await asyncio.to_thread(main, args) == 0
     from_cli = out.read_text(encoding="utf-8")
     assert from_cli.splitlines() == from_bot.splitlines()
-    coffee = next(r for r in csv.DictReader(io.StringIO(from_cli)) if r["partner"] == "coffee")
-    assert (coffee["period_start"], coffee["period_end"], coffee["points_issued"]) == (
+    rows = list(csv.DictReader(io.StringIO(from_cli)))
+    coffee = next(r for r in rows if r["Partner code"] == "coffee")
+    # --to is exclusive: the report's one day is Nov 6.
+    assert (coffee["First day"], coffee["Last day"], coffee["Points issued"]) == (
         "2026-11-06",
-        "2026-11-07",
+        "2026-11-06",
         "200",
     )
 

@@ -10,10 +10,10 @@ gym 2 %, bakery 4 %), points expire after 365 days. The period is November 2026.
     2025-11-12  Zed: gym 50.00                  +100
     2026-10-15  Ann joins (+50)
     2026-10-20  Ann: coffee 40.00               +200
-    2026-11-02  Bob joins (+50)
-    2026-11-03  Cat joins, invited by Ann (+50)
-    2026-11-04  Dan joins, invited by Ann (+50); never buys
-    2026-11-05  Eve joins (+50)
+    2026-11-02  Bob joins (+50) through the coffee shop's poster (source poster-coffee)
+    2026-11-03  Cat joins, invited by Ann (+50) (source referral)
+    2026-11-04  Dan joins, invited by Ann (+50) (source referral); never buys
+    2026-11-05  Eve joins (+50) through a campaign link (source autumn-ad)
     2026-11-05  Ann: coffee 20.00               +100
     2026-11-06  Ann: books 30.00                +90
     2026-11-06  Eve: bakery 10.00               +40
@@ -46,7 +46,7 @@ from db.members import get_member, register_member
 from db.privacy import delete_member
 from db.program import Program
 from db.purchases import record_purchase, reverse
-from db.settlement import settlement
+from db.settlement import settlement, share_out
 from db.stats import (
     BadPeriod,
     coalition_report,
@@ -75,9 +75,21 @@ class Story:
 async def tell_story(sessions: Sessions, program: Program) -> Story:
     async with sessions() as s:
 
-        async def join(tg: int, name: str, when: datetime, inviter: int | None = None) -> int:
+        async def join(
+            tg: int,
+            name: str,
+            when: datetime,
+            inviter: int | None = None,
+            source: str | None = None,
+        ) -> int:
             info = await register_member(
-                s, program, telegram_id=tg, first_name=name, inviter_id=inviter, now=when
+                s,
+                program,
+                telegram_id=tg,
+                first_name=name,
+                inviter_id=inviter,
+                source=source,
+                now=when,
             )
             return info.id
 
@@ -100,10 +112,10 @@ async def tell_story(sessions: Sessions, program: Program) -> Story:
         await buy(zed, "gym", "50.00", at(2025, 11, 12))
         ann = await join(2, "Ann", at(2026, 10, 15))
         await buy(ann, "coffee", "40.00", at(2026, 10, 20))
-        bob = await join(3, "Bob", at(2026, 11, 2))
-        cat = await join(4, "Cat", at(2026, 11, 3), inviter=ann)
-        await join(5, "Dan", at(2026, 11, 4), inviter=ann)
-        eve = await join(6, "Eve", at(2026, 11, 5))
+        bob = await join(3, "Bob", at(2026, 11, 2), source="poster-coffee")
+        cat = await join(4, "Cat", at(2026, 11, 3), inviter=ann, source="referral")
+        await join(5, "Dan", at(2026, 11, 4), inviter=ann, source="referral")
+        eve = await join(6, "Eve", at(2026, 11, 5), source="autumn-ad")
         await buy(ann, "coffee", "20.00", at(2026, 11, 5, 14))
         await buy(ann, "books", "30.00", at(2026, 11, 6))
         await buy(eve, "bakery", "10.00", at(2026, 11, 6, 15))
@@ -142,8 +154,12 @@ async def test_coalition_kpis_for_the_month(
         k = await kpis(s, program, start=START, end=END)
     # Members existing on Dec 1: Zed, Ann, Bob, Cat, Dan (Eve left on Nov 20).
     assert k.members == 5
-    # Joined in November: Bob, Cat, Dan, Eve (Eve's joining happened, though she left).
-    assert k.new_members == 4
+    # Joined in November: Bob, Cat, Dan; Eve too, but she deleted her account in November,
+    # so she is not counted as joined (nor is her campaign link's join).
+    assert k.new_members == 3
+    assert k.joins_by_source == (("referral", 2), ("poster-coffee", 1))
+    # Advertised: Bob's poster; the referrals are not ads. 1 of 3 joins.
+    assert (k.advertised_joins, k.advertised_share) == (1, D("0.3333"))
     # Sales in November: Ann ×3 (coffee, books, bakery), Eve ×1, Bob ×2, Cat ×1.
     assert k.sales == 7
     assert k.active_members == 4  # Ann, Bob, Cat, Eve
@@ -191,6 +207,9 @@ async def test_daily_series(story: Story, sessions: Sessions, program: Program) 
         10: (0, 0, -15, 0),  # the refund's claw-back
         12: (1, 1, 32, 200),  # Ann with points at bakery
     }
+    # The money of each day's sales (their totals, points included): what the chart plots.
+    money = {d.day.day: d.sales_total for d in k.days if d.sales}
+    assert money == {5: D(20), 6: D(40), 7: D(10), 8: D(20), 9: D(25), 12: D(10)}
 
 
 async def test_partner_view(story: Story, sessions: Sessions, program: Program) -> None:
@@ -241,8 +260,9 @@ async def test_every_partner(story: Story, sessions: Sessions, program: Program)
     assert (books.points_issued, books.points_redeemed, books.redemption_rate) == (150, 0, D(0))
     assert books.invited_rewarded == 1 and books.referral_conversion == D("0.5")  # 1 / 2
     bakery = by_slug["bakery"]
-    # Bakery: customers on Dec 1: Ann only (Eve left); new in November: Ann and Eve.
-    assert (bakery.members, bakery.new_members, bakery.active_members) == (1, 2, 2)
+    # Bakery: customers on Dec 1: Ann only (Eve left); new in November: Ann (and Eve, who
+    # left in November, so she is not counted).
+    assert (bakery.members, bakery.new_members, bakery.active_members) == (1, 1, 2)
     assert bakery.lifetime_value == D("8.00")  # Ann's 8.00 paid / 1
     # Issued 40 + 32 = 72, redeemed 200: 200 / 72 = 2.7777…
     assert (bakery.points_issued, bakery.points_redeemed) == (72, 200)
@@ -354,58 +374,103 @@ async def test_settlement_csv_reconciles_with_the_ledger(
         by_partner = {
             r.slug: r.kpis for r in await kpis_by_partner(s, program, start=START, end=END)
         }
-        # Independently of db.settlement: the net points that entered members' wallets.
-        wallets = await s.scalar(
-            text(
-                """
-                SELECT coalesce(sum(e.amount), 0) FROM entries AS e
-                JOIN accounts AS a ON a.id = e.account_id
-                JOIN transactions AS t ON t.id = e.transaction_id
-                WHERE a.kind = 'member' AND t.created_at >= :start AND t.created_at < :end
-                """
-            ),
-            {"start": START, "end": END},
-        )
+        # Independently of db.settlement: the net points that entered members' wallets in
+        # the period, and what the wallets held at its end.
+        wallets, held = (
+            await s.execute(
+                text(
+                    """
+                    SELECT coalesce(sum(e.amount) FILTER (WHERE t.created_at >= :start), 0),
+                           coalesce(sum(e.amount), 0)
+                    FROM entries AS e
+                    JOIN accounts AS a ON a.id = e.account_id
+                    JOIN transactions AS t ON t.id = e.transaction_id
+                    WHERE a.kind = 'member' AND t.created_at < :end
+                    """
+                ),
+                {"start": START, "end": END},
+            )
+        ).one()
     out = io.StringIO()
     write_settlement(report, program.program.currency, out)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    lines = {r["partner"]: r for r in rows}
-    assert [r["partner"] for r in rows] == [
+    lines = {r["Partner code"] or r["Line"]: r for r in rows}
+    assert list(lines) == [
         "coffee",
         "books",
         "gym",
         "bakery",
-        "(program)",
-        "(breakage)",
+        "program",
+        "expired points",
+        "forfeited points",
+        "total",
     ]
-    assert all((r["period_start"], r["period_end"]) == ("2026-11-01", "2026-12-01") for r in rows)
-    partners = [r for r in rows if not r["partner"].startswith("(")]
-    issued = sum(int(r["points_issued"]) for r in partners)
-    redeemed = sum(int(r["points_redeemed"]) for r in partners)
-    funded = int(lines["(program)"]["points_issued"])
-    breakage = int(lines["(breakage)"]["points_redeemed"])
+    # The days of the period, both included, on every line.
+    assert all((r["First day"], r["Last day"]) == ("2026-11-01", "2026-11-30") for r in rows)
+    partners = [r for r in rows if r["Line"] == "partner"]
+    issued = sum(int(r["Points issued"]) for r in partners)
+    redeemed = sum(int(r["Points redeemed"]) for r in partners)
+    funded = int(lines["program"]["Points issued"])
+    expired = int(lines["expired points"]["Points expired"])
+    forfeited = int(lines["forfeited points"]["Points forfeited"])
     # By hand: issued 467 (see the coalition test); program-funded: 4 welcomes of 50 in
     # November (Bob, Cat, Dan, Eve) + the referral's 200 + 100 = 500; redeemed 300;
-    # breakage: Zed's 150 expired + Eve's 90 forfeited = 240. 467 + 500 − 300 − 240 = 427.
-    assert (issued, funded, redeemed, breakage) == (467, 500, 300, 240)
-    assert issued + funded - redeemed - breakage == wallets == 427
+    # Zed's 150 expired; Eve's 90 were forfeited when she deleted her account: not expired.
+    assert (issued, funded, redeemed, expired, forfeited) == (467, 500, 300, 150, 90)
+    assert issued + funded - redeemed - expired - forfeited == wallets == 427
+    # The totals line adds up each column; its net points are what left the wallets.
+    total = lines["total"]
+    assert (
+        int(total["Points issued"]),
+        int(total["Points redeemed"]),
+        int(total["Points expired"]),
+        int(total["Points forfeited"]),
+        int(total["Net points"]),
+    ) == (967, 300, 150, 90, -427)
+    assert D(total["Amount"]) == sum(D(r["Amount"]) for r in rows[:-1]) == D("-4.27")
     # Each partner's line agrees with the KPIs, and its money with its points.
     for r in partners:
-        k = by_partner[r["partner"]]
-        assert (int(r["points_issued"]), int(r["points_redeemed"])) == (
+        k = by_partner[r["Partner code"]]
+        assert (int(r["Points issued"]), int(r["Points redeemed"])) == (
             k.points_issued,
             k.points_redeemed,
         )
-        net = int(r["points_redeemed"]) - int(r["points_issued"])
-        assert int(r["net_points"]) == net
-        assert D(r["amount"]) == net * program.program.point_value
+        net = int(r["Points redeemed"]) - int(r["Points issued"])
+        assert int(r["Net points"]) == net
+        assert D(r["Amount"]) == net * D(r["Point value"]) == net * program.program.point_value
     # Coffee: redeemed 100 − issued 245 = −145 points = −1.45: the partner pays.
-    assert (lines["coffee"]["amount"], lines["coffee"]["direction"]) == (
+    assert (lines["coffee"]["Amount"], lines["coffee"]["Who pays"]) == (
         "-1.45",
         "partner pays coalition",
     )
     # Bakery: 200 − 72 = 128 points = 1.28: the coalition pays the partner.
-    assert lines["bakery"]["amount"] == "1.28"
+    assert lines["bakery"]["Amount"] == "1.28"
+    # Outstanding on Dec 1: 400 held on Nov 1 (Zed 150, Ann 250) + 427 = 827 (Bob's points
+    # of Dec 2 are not in it). Issued up to Dec 1: coffee 200 + 245 = 445, books 150, gym
+    # 100, bakery 72, the program 100 + 500 = 600: 1,367 in all. 827 × 445 / 1,367 = 269.2…;
+    # books 90.7…, gym 60.5…, bakery 43.6…, program 362.98…: the floors make 824, the three
+    # points left go to the largest remainders (program, books, bakery).
+    assert held == 827 == report.outstanding
+    outstanding = {code: int(r["Points outstanding at end"]) for code, r in lines.items()}
+    assert outstanding == {
+        "coffee": 269,
+        "books": 91,
+        "gym": 60,
+        "bakery": 44,
+        "program": 363,
+        "expired points": 0,
+        "forfeited points": 0,
+        "total": 827,
+    }
+    assert lines["coffee"]["Liability at end"] == "2.69"  # 269 × 0.01
+    assert D(total["Liability at end"]) == report.liability == D("8.27")
+
+
+def test_outstanding_points_are_shared_out_exactly() -> None:
+    assert share_out(827, [445, 150, 100, 72, 600]) == [269, 91, 60, 44, 363]
+    assert share_out(5, [1, 1, 1]) == [2, 2, 1]  # a tie: the first issuer first
+    assert share_out(10, [-5, 5]) == [0, 10]  # more clawed back than issued: no share
+    assert share_out(7, [0, 0, 0]) == [0, 0, 7]  # nothing issued: all the program's
 
 
 # --------------------------------------------------------------------------- periods

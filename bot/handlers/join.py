@@ -23,11 +23,14 @@ from db.program import Program
 from db.tokens import (
     CARD,
     REFERRAL,
+    REFERRAL_SOURCE,
+    SOURCE,
     CardExpired,
     InvalidToken,
     identity_hash,
     read_card_token,
     read_referral_token,
+    read_source,
 )
 from db.wallet import set_language, set_marketing_consent
 
@@ -79,6 +82,8 @@ async def start_with_payload(
     taken = (False, False) if member else await _returning(session, secret, message.from_user.id)
     if payload.startswith(REFERRAL):
         await _referral(message, payload, session, state, program, secret, member, taken)
+    elif payload.startswith(SOURCE):
+        await _from_source(message, payload, state, program, member, taken)
     elif payload.startswith(CARD):
         # Staff scanning a card are served by the staff router before this one.
         try:
@@ -96,6 +101,28 @@ async def start_with_payload(
         await (
             _welcome_back(message, member) if member else _offer_to_join(message, program, taken)
         )
+
+
+async def _from_source(
+    message: Message,
+    payload: str,
+    state: FSMContext,
+    program: Program,
+    member: MemberInfo | None,
+    taken: tuple[bool, bool],
+) -> None:
+    """A join link with a source (a poster's, an ad's): the source is kept until they join
+    (the last such link opened before joining counts)."""
+    if member is not None:
+        await _welcome_back(message, member)
+        return
+    try:
+        source = read_source(payload)
+    except InvalidToken:
+        await message.answer(_("This link is not valid. Check it, or ask for a new one."))
+    else:
+        await state.update_data(source=source)
+    await _offer_to_join(message, program, taken)
 
 
 async def _referral(
@@ -117,6 +144,7 @@ async def _referral(
     except InvalidToken:
         await message.answer(_("This invitation link is not valid, but you can still join."))
     else:
+        await state.update_data(source=REFERRAL_SOURCE)
         if taken[1]:  # an invitation already paid for this person: promise nothing
             await _offer_to_join(message, program, taken)
             return
@@ -180,6 +208,7 @@ async def accept_rules(
         language=i18n.current_locale,
         inviter_id=data.get("inviter"),
         identity=identity_hash(secret, query.from_user.id),
+        source=data.get("source"),
     )
     await state.clear()
     await query.answer()

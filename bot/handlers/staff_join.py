@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.filters import PrivateChat
 from db.staff import INVITE_PREFIX, accept_invite
+from db.tokens import SOURCE
 
 
 def role_name(role: str) -> str:
@@ -49,6 +50,11 @@ def build() -> Router:
     router = Router(name="staff_join")
     router.message.filter(PrivateChat())
     router.message.register(
-        join_staff, CommandStart(deep_link=True, magic=F.args.startswith(INVITE_PREFIX))
+        join_staff,
+        CommandStart(
+            deep_link=True,
+            # "src-…" is a join link's source (db/tokens.py), not an invite.
+            magic=F.args.startswith(INVITE_PREFIX) & ~F.args.startswith(SOURCE),
+        ),
     )
     return router

@@ -16,6 +16,7 @@ from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, or_f
 from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.i18n import gettext as _
+from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
@@ -35,6 +36,7 @@ from db.stats import (
     parse_period,
     previous_month,
 )
+from db.tokens import REFERRAL_SOURCE
 
 PERIODS = "today · week · month · year · 2026-11 · 2026-11-01..2026-11-30"
 MESSAGE_LIMIT = 4096
@@ -64,10 +66,9 @@ async def _usage(message: Message, command: str) -> None:
 
 
 def _days(period: Period) -> str:
-    first, last = period.start, period.end - timedelta(days=1)
-    if first.date() == last.date():
-        return fmt.day(first)
-    return f"{fmt.day(first)} – {fmt.day(last)}"
+    """The period's days, both included: "1 – 30 Nov 2026", "28 Nov – 3 Dec 2026"."""
+    first, last = period.start.date(), (period.end - timedelta(days=1)).date()
+    return format_interval(first, last, "yMMMd", locale=fmt.locale())
 
 
 def _rate(value: Decimal | None) -> str:
@@ -122,6 +123,24 @@ def _figures(k: Kpis, currency: str, *, partner: bool) -> list[str]:
     ]
 
 
+def _sources(k: Kpis) -> str:
+    """New members by the link they joined through, and the share that came from an ad."""
+    names = {None: _("no link"), REFERRAL_SOURCE: _("a friend's invitation")}
+    counts = " · ".join(
+        f"{escape(names.get(source) or source or '')} {fmt.number(n)}"
+        for source, n in k.joins_by_source
+    )
+    return _(
+        "📣 Joined through: {sources}. After seeing the program advertised (a poster or a "
+        "link with a source): {share} ({count} of {joins})"
+    ).format(
+        sources=counts or "—",
+        share=_rate(k.advertised_share),
+        count=fmt.number(k.advertised_joins),
+        joins=fmt.number(k.new_members),
+    )
+
+
 def _chunks(lines: list[str]) -> Iterator[str]:
     """Lines joined into messages within Telegram's limit (many partners make a long table)."""
     chunk: list[str] = []
@@ -134,13 +153,19 @@ def _chunks(lines: list[str]) -> Iterator[str]:
         yield "\n".join(chunk)
 
 
-async def _send_chart(message: Message, k: Kpis, title: str) -> None:
+async def _send_chart(message: Message, k: Kpis, title: str, currency: str) -> None:
     labels = ChartLabels(
-        sales=_("Sales"),
+        sales=_("Number of sales"),
         active=_("Active members"),
         issued=_("Points issued"),
         redeemed=_("Points redeemed"),
         locale=fmt.locale(),
+        currency=currency,
+        sales_money=_("Sales, money"),
+        money_axis=_("Sales, {currency}").format(currency=currency),
+        count_axis=_("Sales and members"),
+        points_axis=_("Points"),
+        day_axis=_("Day"),
     )
     # Drawing takes a few hundred milliseconds of CPU: not on the event loop.
     png = await asyncio.to_thread(render_stats_chart, k.days, title, labels)
@@ -169,10 +194,11 @@ async def coalition_stats(
         end=period.end,
     )
     currency = program.program.currency
-    await _send_chart(message, k, f"{program.program.name} · {_days(period)}")
+    await _send_chart(message, k, f"{program.program.name} · {_days(period)}", currency)
     lines = [
         f"📊 <b>{escape(program.program.name)}</b> · {_days(period)}",
         *_figures(k, currency, partner=False),
+        _sources(k),
         "",
         _("<b>By partner</b>"),
     ]
@@ -225,7 +251,7 @@ async def partner_stats(
         partner_id=staff.partner_id,
     )
     name = staff.partner_name or ""
-    await _send_chart(message, k, f"{name} · {_days(period)}")
+    await _send_chart(message, k, f"{name} · {_days(period)}", program.program.currency)
     lines = [
         f"📊 <b>{escape(name)}</b> · {_days(period)}",
         *_figures(k, program.program.currency, partner=True),
@@ -263,13 +289,21 @@ async def settlement_report(
     write_settlement(report, program.program.currency, out)
     # With a byte-order mark, spreadsheet programs read partners' names as UTF-8.
     data = out.getvalue().encode("utf-8-sig")
-    filename = f"settlement-{period.start.date().isoformat()}-{period.end.date().isoformat()}.csv"
+    # The file's name, its "First day" and "Last day", and the caption name the same days.
+    filename = f"settlement-{report.first_day.isoformat()}-{report.last_day.isoformat()}.csv"
+    currency = program.program.currency
     await message.answer_document(
         BufferedInputFile(data, filename=filename),
         caption=_(
             "Settlement for {period}, in {currency}: a positive amount is paid to the partner, "
             "a negative one by the partner."
-        ).format(period=_days(period), currency=program.program.currency),
+        ).format(period=_days(period), currency=currency)
+        + "\n"
+        + _("Points members held at the end of {day}: {points}, a liability of {money}.").format(
+            day=fmt.day(report.last_day),
+            points=fmt.number(report.outstanding),
+            money=fmt.money(report.liability, currency),
+        ),
     )
 
 

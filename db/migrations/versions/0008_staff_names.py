@@ -1,7 +1,7 @@
 """staff: the first name Telegram gives, so the owner's tools name people, not ids
 
 Revision ID: 0008_staff_names
-Revises: 0006_outbox
+Revises: 0007_join_source
 Create Date: 2026-12-02 10:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_staff_names"
-down_revision: str | None = "0006_outbox"
+down_revision: str | None = "0007_join_source"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
