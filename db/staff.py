@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
-from db.models import AuditLog, Partner, RedemptionRequest, Staff, StaffInvite
+from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.outbox import Owed, owe
 
 ROLES = ("cashier", "manager", "marketer")
 INVITE_PREFIX = "s"
@@ -106,10 +107,17 @@ async def create_invite(
 
 
 async def accept_invite(
-    session: AsyncSession, token: str, telegram_id: int, now: datetime | None = None
+    session: AsyncSession,
+    token: str,
+    telegram_id: int,
+    now: datetime | None = None,
+    *,
+    name: str = "",
 ) -> StaffInfo:
     """Make the opener staff. The invite is spent atomically: two people opening one link at
-    once get one staff seat. Someone already staff moves to the new role."""
+    once get one staff seat. Someone already staff moves to the new role. The owner who made
+    the invite is owed the news (who used it, `name` as Telegram shows them), in their
+    language if they are a member too."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
         invite = (
@@ -142,6 +150,18 @@ async def accept_invite(
         staff = await _load(session, Staff.id == staff_id)
         assert staff is not None
         await audit(session, "staff_join", actor=telegram_id, staff=staff, invited_by=created_by)
+        language = await session.scalar(
+            select(Member.language).where(Member.telegram_id == created_by)
+        )
+        await owe(
+            session,
+            Owed(
+                "staff_joined",
+                {"name": name, "role": role, "partner": staff.partner_name},
+                chat_id=created_by,
+                language=language,
+            ),
+        )
         return staff
 
 
@@ -243,3 +263,27 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
     ).all()
     await session.rollback()
     return [AuditEntry(*row) for row in rows]
+
+
+async def former_staff(session: AsyncSession, telegram_id: int) -> StaffInfo | None:
+    """The latest staff record of someone who was staff and no longer is (None for anyone
+    who still is, or never was): the bot tells them so instead of treating them as a
+    stranger."""
+    active = select(Staff.id).where(Staff.telegram_id == telegram_id, Staff.revoked_at.is_(None))
+    row = (
+        await session.execute(
+            select(
+                Staff.id,
+                Staff.telegram_id,
+                Staff.role,
+                Staff.partner_id,
+                Partner.slug,
+                Partner.name,
+            )
+            .outerjoin(Partner, Partner.id == Staff.partner_id)
+            .where(Staff.telegram_id == telegram_id, ~active.exists())
+            .order_by(Staff.revoked_at.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    return StaffInfo(*row) if row else None

@@ -9,13 +9,16 @@ from html import escape
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
+from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
+from bot.config import Settings
 from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
 from bot.links import start_link
+from bot.menus import clear_chat_menu, set_owner_menus
 from db.adjust import adjust
 from db.cards import normalize_card_number
 from db.errors import UnknownMember
@@ -70,7 +73,14 @@ async def staff_list(message: Message, session: AsyncSession) -> None:
     await message.answer("\n".join(lines))
 
 
-async def staff_revoke(message: Message, command: CommandObject, session: AsyncSession) -> None:
+async def staff_revoke(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    bot: Bot,
+    i18n: I18n,
+    settings: Settings,
+) -> None:
     arg = (command.args or "").strip()
     if not ID.fullmatch(arg):
         await message.answer(_("Usage: /staff_revoke ID (the IDs are in /staff_list)"))
@@ -82,6 +92,11 @@ async def staff_revoke(message: Message, command: CommandObject, session: AsyncS
             id=staff.id, role=role_name(staff.role)
         )
     )
+    # Their chat's menu goes back to the members' one (an owner keeps the owner's menu).
+    if staff.telegram_id in settings.admin_ids:
+        await set_owner_menus(bot, i18n, [staff.telegram_id])
+    else:
+        await clear_chat_menu(bot, staff.telegram_id)
 
 
 async def adjust_points(

@@ -14,7 +14,7 @@ from bot import formatting as fmt
 from bot import keyboards
 from bot.callbacks import OffersCb, PrivacyCb
 from bot.editing import edit_markup, edit_text
-from bot.filters import IsMember, PrivateChat
+from bot.filters import IsMember, PrivateChat, TextIs
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
 from db.tokens import identity_hash
@@ -128,6 +128,7 @@ def build() -> Router:
     router.message.filter(PrivateChat(), IsMember())
     router.callback_query.filter(IsMember())
     router.message.register(privacy, Command("privacy"))
+    router.message.register(privacy, TextIs(keyboards.PRIVACY))
     router.callback_query.register(export, PrivacyCb.filter(F.action == "export"))
     router.callback_query.register(toggle_marketing, PrivacyCb.filter(F.action == "marketing"))
     router.callback_query.register(ask_delete, PrivacyCb.filter(F.action == "delete"))
