@@ -15,22 +15,20 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
-    TelegramAPIError,
     TelegramNetworkError,
     TelegramUnauthorizedError,
 )
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.fsm.storage.redis import RedisStorage
-from aiogram.types import BotCommand
 from aiogram.utils.i18n import I18n
 
-from bot import texts
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, TokenBucket
 from bot.handlers import get_routers
-from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
+from bot.i18n import build_i18n
 from bot.jobs import start_scheduler
+from bot.menus import set_default_menu, set_owner_menus
 from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.identity import IdentityMiddleware
@@ -89,6 +87,12 @@ def build_dispatcher(
     # The worker that delivers what postings owe runs whenever the dispatcher does.
     dp.startup.register(outbox.start)
     dp.shutdown.register(outbox.stop)
+
+    # Owners see their commands in their own chat's menu (staff get theirs when they join).
+    async def owner_menus(bot: Bot) -> None:
+        await set_owner_menus(bot, i18n, runtime.settings.admin_ids)
+
+    dp.startup.register(owner_menus)
     dp.update.outer_middleware(MetricsMiddleware())
     # Before the database: a flooding user's excess updates cost no connection.
     settings = runtime.settings
@@ -105,15 +109,8 @@ def build_dispatcher(
 
 
 async def register_commands(bot: Bot, i18n: I18n) -> None:
-    """The command menu in each language; the default (no language) is English. A menu
-    Telegram refuses is not worth stopping for: the commands work without it."""
-    try:
-        for language in (None, *LANGUAGES):
-            with i18n.context(), i18n.use_locale(language or DEFAULT_LANGUAGE):
-                commands = [BotCommand(command=c, description=d) for c, d in texts.commands()]
-            await bot.set_my_commands(commands, language_code=language)
-    except TelegramAPIError as exc:
-        log.warning("could not set the command menu (%s); going on without it", exc)
+    """The members' command menu in each language (bot/menus.py)."""
+    await set_default_menu(bot, i18n)
 
 
 def warn_without_owners(settings: Settings) -> None:

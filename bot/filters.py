@@ -8,6 +8,8 @@ from typing import Any
 from aiogram.filters import Filter
 from aiogram.types import Message, TelegramObject
 
+from bot.keyboards import BUTTONS
+
 
 class IsMember(Filter):
     """Passes for a joined member (the locale middleware loaded `member`)."""
@@ -71,3 +73,25 @@ class TextMatches(Filter):
 
     async def __call__(self, event: TelegramObject) -> bool:
         return isinstance(event, Message) and bool(self.pattern.match(event.text or ""))
+
+
+# `/name`, `/name@bot` or `/name args`, as Telegram marks a bot_command at the start.
+COMMAND = re.compile(r"/([A-Za-z0-9_]{1,32})(?:@[A-Za-z0-9_]{3,32})?(?=\s|$)")
+
+
+def command_name(text: str | None) -> str | None:
+    """The command a message starts with, lower case without the slash, or None."""
+    match = COMMAND.match(text or "")
+    return match.group(1).lower() if match else None
+
+
+class IsCommand(Filter):
+    """A command, typed or as a button of the member's menu keyboard (the reader's
+    language). Dialog steps that take text refuse these: a command is never an answer."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        if not isinstance(event, Message) or event.text is None:
+            return False
+        if command_name(event.text):
+            return True
+        return any(event.text == str(label) for label in BUTTONS.values())

@@ -14,6 +14,7 @@ from aiogram.types import (
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
+from bot import roles
 from bot.callbacks import CardCb, ConsentCb, HistoryCb, JoinCb, LanguageCb, PrivacyCb
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uk": "Українська", "pl": "Polski"}
@@ -23,11 +24,26 @@ BALANCE = __("💰 Balance")
 HISTORY = __("📜 History")
 INVITE = __("🎁 Invite friends")
 PARTNERS = __("🏪 Partners")
+LANGUAGE = __("🌐 Language")
+PRIVACY = __("🔒 Privacy")
 HELP = __("❓ Help")
+
+# The member's menu keyboard: a button for each member command of the roles table.
+BUTTONS = {
+    "card": CARD,
+    "balance": BALANCE,
+    "history": HISTORY,
+    "invite": INVITE,
+    "partners": PARTNERS,
+    "language": LANGUAGE,
+    "privacy": PRIVACY,
+    "help": HELP,
+}
 
 
 def main_menu() -> ReplyKeyboardMarkup:
-    rows = [[CARD, BALANCE], [HISTORY, INVITE], [PARTNERS, HELP]]
+    labels = [BUTTONS[cmd.name] for cmd in roles.COMMANDS[roles.MEMBER]]
+    rows = [labels[i : i + 2] for i in range(0, len(labels), 2)]
     return ReplyKeyboardMarkup(
         keyboard=[[KeyboardButton(text=str(label)) for label in row] for row in rows],
         resize_keyboard=True,

@@ -15,6 +15,7 @@ from aiogram.utils.i18n import gettext as _
 
 from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, RedeemCb
+from bot.roles import role_name
 from db.program import Program
 
 
@@ -302,3 +303,14 @@ def campaign_finished(program: Program, p: dict[str, Any]) -> Rendered:
             head + "\n" + _("Nobody in its audience accepts offers any more: nothing was sent.")
         )
     return Rendered(head + "\n" + campaign_results(p))
+
+
+@renders("staff_joined")
+def staff_joined(program: Program, p: dict[str, Any]) -> Rendered:
+    """The owner's news that an invite they made was used, and by whom."""
+    where = " · " + escape(p["partner"]) if p.get("partner") else ""
+    return Rendered(
+        _("✅ Your staff invite was used: {name} is now {role}{where}.").format(
+            name=escape(p.get("name") or "—"), role=role_name(str(p["role"])), where=where
+        )
+    )

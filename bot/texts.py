@@ -143,32 +143,3 @@ def partners(program: Program, today: date) -> str:
             title, text = escape(fmt.text(offer.title)), escape(fmt.text(offer.text))
             lines.append(f"🎁 <i>{title}</i>: {text}{until}")
     return "\n".join(lines)
-
-
-def help_text() -> str:
-    return "\n".join(
-        [
-            _("What I can do:"),
-            _("/card: your member card to show at the till"),
-            _("/balance: your points, tier and what expires next"),
-            _("/history: your transactions"),
-            _("/invite: invite friends and both get points"),
-            _("/partners: where to earn and spend, and current offers"),
-            _("/language: change the language"),
-            _("/privacy: your data, offers on or off, delete your account"),
-        ]
-    )
-
-
-def commands() -> list[tuple[str, str]]:
-    """The command menu Telegram shows, in the current language."""
-    return [
-        ("card", _("Your member card")),
-        ("balance", _("Points, tier and expiry")),
-        ("history", _("Your transactions")),
-        ("invite", _("Invite friends")),
-        ("partners", _("Partners and offers")),
-        ("language", _("Change the language")),
-        ("privacy", _("Your data and consent")),
-        ("help", _("What this bot can do")),
-    ]

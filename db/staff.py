@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
 from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.outbox import Owed, owe
 from db.tokens import SOURCE
 
 ROLES = ("cashier", "manager", "marketer")
@@ -117,10 +118,13 @@ async def accept_invite(
     now: datetime | None = None,
     *,
     first_name: str = "",
+    name: str = "",
 ) -> StaffInfo:
     """Make the opener staff. The invite is spent atomically: two people opening one link at
     once get one staff seat. Someone already staff moves to the new role. `first_name` is
-    the one Telegram gives, kept so the owner's lists name people."""
+    the one Telegram gives, kept so the owner's lists name people. The owner who made the
+    invite is owed the news (who used it, `name` as Telegram shows them), in their language
+    if they are a member too."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
         invite = (
@@ -159,6 +163,18 @@ async def accept_invite(
         staff = await _load(session, Staff.id == staff_id)
         assert staff is not None
         await audit(session, "staff_join", actor=telegram_id, staff=staff, invited_by=created_by)
+        language = await session.scalar(
+            select(Member.language).where(Member.telegram_id == created_by)
+        )
+        await owe(
+            session,
+            Owed(
+                "staff_joined",
+                {"name": name, "role": role, "partner": staff.partner_name},
+                chat_id=created_by,
+                language=language,
+            ),
+        )
         return staff
 
 
@@ -297,3 +313,27 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
     ).all()
     await session.rollback()
     return [AuditEntry(*row) for row in rows]
+
+
+async def former_staff(session: AsyncSession, telegram_id: int) -> StaffInfo | None:
+    """The latest staff record of someone who was staff and no longer is (None for anyone
+    who still is, or never was): the bot tells them so instead of treating them as a
+    stranger."""
+    active = select(Staff.id).where(Staff.telegram_id == telegram_id, Staff.revoked_at.is_(None))
+    row = (
+        await session.execute(
+            select(
+                Staff.id,
+                Staff.telegram_id,
+                Staff.role,
+                Staff.partner_id,
+                Partner.slug,
+                Partner.name,
+            )
+            .outerjoin(Partner, Partner.id == Staff.partner_id)
+            .where(Staff.telegram_id == telegram_id, ~active.exists())
+            .order_by(Staff.revoked_at.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    return StaffInfo(*row) if row else None

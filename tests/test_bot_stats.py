@@ -145,12 +145,15 @@ async def test_cashier_and_member_get_no_figures(
     carl, ann = harness.user("Carl"), harness.user("Ann")
     await hire(harness, carl, "coffee", "cashier")
     await join(ann)
+    # Told who may, and what to do: a cashier is not told to join.
     await carl.send("/stats")
-    assert "not a member yet" in text_of(await carl.wait_message("/start"))
+    told = text_of(await carl.wait_message("/stats is for"))
+    assert "manager" in told and "Ask your manager." in told
     await ann.send("/stats month")
-    assert "do not know that command" in text_of(await ann.wait_message("/help"))
+    await ann.wait_message("/stats is for: owner, manager, marketer.")
     await ann.send("/settlement")
-    assert "do not know that command" in text_of(await ann.wait_message("/help"))
+    await ann.wait_message("/settlement is for: owner, marketer.")
+    assert not [m for m in carl.messages if "not a member yet" in text_of(m)]
     for user in (carl, ann):
         assert not [m for m in user.messages if "photo" in m or "document" in m]
         assert not [m for m in user.messages if "📊" in text_of(m)]

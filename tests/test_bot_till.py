@@ -329,9 +329,14 @@ async def test_revoked_cashier_loses_the_till(harness: BotHarness, sessions: Ses
     await owner.send(f"/staff_revoke {staff_id}")
     await owner.wait_message("Revoked")
     clicked = await cashier.click(panel, inline_buttons(panel)[0]["callback_data"])
-    assert "no longer active" in (await cashier.wait_callback_answer(clicked))["text"]
+    assert "no longer staff" in (await cashier.wait_callback_answer(clicked))["text"]
+    # Told what happened and what to do, not to join as a member.
     await cashier.send_photo(await card_photo(ann))
-    await cashier.wait_message("not a member yet")
+    told = text_of(await cashier.wait_message("no longer staff"))
+    assert "cashier · Bean There Coffee" in told and "owner" in told
+    await cashier.send("12.50")
+    await cashier.wait_message("no longer staff")
+    assert not [m for m in cashier.messages if "not a member yet" in text_of(m)]
     async with sessions() as s:
         lookups = await s.scalar(select(func.count()).where(AuditLog.action == "lookup"))
     assert lookups == 1
@@ -345,7 +350,7 @@ async def test_owner_adjusts_points_and_reads_the_audit_log(
     async with sessions() as s:
         number = (await find_by_telegram(s, ann.user_id)).card_number  # type: ignore[union-attr]
     await stranger.send(f"/adjust {number} +1000 because")
-    await stranger.wait_message("not a member yet")
+    await stranger.wait_message("/adjust is for: owner")
     await owner.send(f"/adjust {number} +25 birthday gift")
     await owner.wait_message("Balance: 75 points")
     assert "birthday gift" in text_of(await ann.wait_message("birthday"))

@@ -192,7 +192,7 @@ async def test_marketer_composes_previews_and_sends(
 
     stranger = harness.user("Eve")
     await stranger.send("/campaign")
-    await stranger.wait_message("not a member yet")
+    await stranger.wait_message("/campaign is for: owner, marketer")
 
     await marketer.send("/campaign")
     first = text_of(await marketer.wait_message("New campaign"))

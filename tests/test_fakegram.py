@@ -32,6 +32,7 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllPrivateChats,
+    BotCommandScopeChat,
     BufferedInputFile,
     CallbackQuery,
     ChatMemberUpdated,
@@ -363,6 +364,35 @@ async def test_commands_and_menu_button_stored(server: FakeTelegramServer, bot: 
     assert await bot.get_my_commands(language_code="ru") == []
     with pytest.raises(TelegramBadRequest, match="BOT_COMMAND_INVALID"):
         await bot.set_my_commands([BotCommand(command="Bad Command", description="x")])
+
+
+@pytest.mark.asyncio
+async def test_chat_scoped_commands_per_chat_and_language() -> None:
+    async with FakeTelegramServer(strict_chats=True) as server:
+        scoped = make_bot(server)
+        try:
+            UserClient(server, USER_ID)  # the user has a chat with the bot
+            chat = BotCommandScopeChat(chat_id=USER_ID)
+            await scoped.set_my_commands(
+                [BotCommand(command="shift", description="Смена")], scope=chat, language_code="ru"
+            )
+            await scoped.set_my_commands([BotCommand(command="shift", description="Shift")], chat)
+            stored = server.commands("ru", {"type": "chat", "chat_id": USER_ID})
+            assert stored == [{"command": "shift", "description": "Смена"}]
+            assert server.commands("ru") == []  # other scopes are untouched
+            got = await scoped.get_my_commands(scope=chat)
+            assert [c.description for c in got] == ["Shift"]
+            await scoped.delete_my_commands(scope=chat, language_code="ru")
+            assert server.commands("ru", {"type": "chat", "chat_id": USER_ID}) == []
+            assert server.commands("", {"type": "chat", "chat_id": USER_ID}) != []
+            # Telegram refuses a chat it does not know.
+            with pytest.raises(TelegramBadRequest, match="chat not found"):
+                await scoped.set_my_commands(
+                    [BotCommand(command="shift", description="Shift")],
+                    BotCommandScopeChat(chat_id=USER_ID + 1),
+                )
+        finally:
+            await scoped.session.close()
 
 
 @pytest.mark.asyncio

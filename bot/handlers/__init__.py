@@ -3,6 +3,7 @@ from aiogram import Router
 from bot.handlers import (
     campaigns,
     confirm,
+    dialogs,
     errors,
     fallback,
     figures,
@@ -20,11 +21,13 @@ from bot.handlers import (
 
 
 def get_routers() -> list[Router]:
-    """Fresh routers for one dispatcher, in the order updates try them: staff and owners
-    first (their routers only match for them), the member side next, the fallback last."""
+    """Fresh routers for one dispatcher, in the order updates try them: a command first
+    leaves any dialog, then staff and owners (their routers only match for them), the member
+    side next, the fallback last."""
     return [
         errors.build(),
         system.build(),
+        dialogs.build(),
         staff_join.build(),
         owner.build(),
         campaigns.build(),

@@ -24,7 +24,7 @@ from bot.callbacks import CampaignCb, SegmentCb
 from bot.config import Settings
 from bot.delivery import send_campaign_message
 from bot.editing import edit_markup, edit_text
-from bot.filters import HasText, IsOwner, IsStaff, PrivateChat
+from bot.filters import HasText, IsCommand, IsOwner, IsStaff, PrivateChat
 from bot.keyboards import LANGUAGE_NAMES
 from bot.notices import campaign_results
 from bot.when import in_an_hour, local_text, parse_when, tomorrow_at
@@ -528,9 +528,10 @@ def build() -> Router:
     router.callback_query.filter(allowed)
     router.message.register(new_campaign, Command("campaign"))
     router.message.register(list_campaigns, Command("campaigns"))
-    router.message.register(content_step, Compose.content)
-    router.message.register(button_step, Compose.button, HasText())
-    router.message.register(when_step, Compose.when, HasText())
+    router.message.register(content_step, Compose.content, ~IsCommand())
+    router.message.register(button_step, Compose.button, HasText(), ~IsCommand())
+    router.message.register(button_step, Compose.button, Command("skip"))
+    router.message.register(when_step, Compose.when, HasText(), ~IsCommand())
     router.callback_query.register(segment_step, SegmentCb.filter())
     router.callback_query.register(decide, CampaignCb.filter())
     return router

@@ -63,7 +63,31 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "member's QR code, or type the number again later."
     ).format(minutes=p["minutes"]),
     "card_expired": lambda p: _("This card code has expired: ask the member to open /card again."),
+    "invalid_invite": lambda p: _(
+        "This staff invite cannot be used: it was used already, has expired (invites last 24 "
+        "hours) or is incomplete. Ask the program's owner for a new one."
+    ),
+    "not_staff": lambda p: _not_staff(p),
+    "request_closed": lambda p: _(
+        "This request is already closed: it was answered, cancelled or has expired. Nothing "
+        "more happens with it."
+    ),
+    "repeat_sale": lambda p: _(
+        "The same amount was just posted to this member, so it was not posted again. Scan the "
+        "card again if this is another sale."
+    ),
 }
+
+
+def _not_staff(p: dict[str, Any]) -> str:
+    if "staff" in p:  # an owner naming a staff ID that is not (or no longer) staff
+        return _("No active staff member has ID {id}: /staff_list shows the IDs.").format(
+            id=escape(str(p["staff"]))
+        )
+    return _(
+        "Your staff role does not allow this, or you are no longer staff. /help shows what "
+        "you can do; the program's owner can give you another role."
+    )
 
 
 def describe(error: DomainError, currency: str | None = None) -> str:

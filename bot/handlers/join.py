@@ -17,7 +17,7 @@ from bot import formatting as fmt
 from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.editing import edit_markup, edit_text
-from bot.filters import PrivateChat
+from bot.filters import PrivateChat, TextIs
 from db.members import MemberInfo, inviter_name, register_member, rewards_taken
 from db.program import Program
 from db.tokens import (
@@ -301,5 +301,6 @@ def build() -> Router:
     router.callback_query.register(accept_rules, JoinCb.filter(F.action == "accept"))
     router.callback_query.register(marketing_consent, ConsentCb.filter())
     router.message.register(language_menu, Command("language"))
+    router.message.register(language_menu, TextIs(keyboards.LANGUAGE))
     router.callback_query.register(choose_language, LanguageCb.filter())
     return router

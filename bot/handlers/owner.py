@@ -9,6 +9,7 @@ from html import escape
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
+from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +18,7 @@ from bot.config import Settings
 from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
 from bot.links import start_link
+from bot.menus import clear_chat_menu, set_owner_menus
 from db.adjust import adjust
 from db.cards import CARD_DIGITS, format_card_number, normalize_card_number
 from db.errors import UnknownMember
@@ -83,7 +85,13 @@ async def staff_list(message: Message, session: AsyncSession, program: Program) 
 
 
 async def staff_revoke(
-    message: Message, command: CommandObject, session: AsyncSession, program: Program
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    program: Program,
+    bot: Bot,
+    i18n: I18n,
+    settings: Settings,
 ) -> None:
     arg = (command.args or "").strip()
     if not ID.fullmatch(arg):
@@ -96,6 +104,11 @@ async def staff_revoke(
             id=staff.id, who=_who(staff, program)
         )
     )
+    # Their chat's menu goes back to the members' one (an owner keeps the owner's menu).
+    if staff.telegram_id in settings.admin_ids:
+        await set_owner_menus(bot, i18n, [staff.telegram_id])
+    else:
+        await clear_chat_menu(bot, staff.telegram_id)
 
 
 def split_adjust(args: str) -> tuple[str, str, str] | None:

@@ -15,7 +15,7 @@ from bot import formatting as fmt
 from bot import keyboards
 from bot.callbacks import OffersCb, PrivacyCb
 from bot.editing import edit_text
-from bot.filters import IsMember, PrivateChat
+from bot.filters import IsMember, PrivateChat, TextIs
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
 from db.tokens import identity_hash
@@ -139,6 +139,7 @@ def build() -> Router:
     router.message.filter(PrivateChat(), IsMember())
     router.callback_query.filter(IsMember())
     router.message.register(privacy, Command("privacy"))
+    router.message.register(privacy, TextIs(keyboards.PRIVACY))
     router.callback_query.register(export, PrivacyCb.filter(F.action == "export"))
     router.callback_query.register(
         set_offers, PrivacyCb.filter(F.action.in_({"offers_on", "offers_off"}))

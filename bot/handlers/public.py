@@ -7,22 +7,29 @@ from datetime import UTC, datetime
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
-from aiogram.utils.i18n import gettext as _
 
-from bot import keyboards, texts
+from bot import keyboards, roles, texts
+from bot.config import Settings
 from bot.filters import PrivateChat, TextIs
 from db.members import MemberInfo
 from db.program import Program
+from db.staff import StaffInfo
 
 
 async def partners(message: Message, program: Program) -> None:
     await message.answer(texts.partners(program, datetime.now(UTC).date()))
 
 
-async def help_command(message: Message, member: MemberInfo | None = None) -> None:
-    text = texts.help_text()
-    if member is None:
-        text += "\n\n" + _("You are not a member yet: send /start to join.")
+async def help_command(
+    message: Message,
+    settings: Settings,
+    member: MemberInfo | None = None,
+    staff: StaffInfo | None = None,
+) -> None:
+    """Each of the person's roles with its commands (bot/roles.py), in their language."""
+    owner = message.from_user is not None and message.from_user.id in settings.admin_ids
+    who = roles.roles_of(member=member, staff=staff, owner=owner)
+    text = roles.help_text(who, staff.partner_name if staff else None)
     await message.answer(text, reply_markup=keyboards.main_menu() if member else None)
 
 

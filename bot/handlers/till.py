@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, TillCb
 from bot.editing import edit_markup, edit_text
-from bot.filters import HasPhoto, HasText, IsStaff, PrivateChat, TextMatches
+from bot.filters import HasPhoto, HasText, IsCommand, IsStaff, PrivateChat, TextMatches
 from bot.metrics import POSTINGS
 from bot.notices import RENDERERS
 from bot.qr import UnreadableImage, card_tokens, decode_qr
@@ -581,8 +581,8 @@ def build() -> Router:
         scanned_link, CommandStart(deep_link=True, magic=F.args.startswith(CARD))
     )
     router.message.register(cancel, Command("cancel"))
-    router.message.register(amount_entered, Till.amount, HasText())
-    router.message.register(points_entered, Till.points, HasText())
+    router.message.register(amount_entered, Till.amount, HasText(), ~IsCommand())
+    router.message.register(points_entered, Till.points, HasText(), ~IsCommand())
     router.message.register(card_photo, StateFilter(None), HasPhoto())
     router.message.register(card_number, StateFilter(None), TextMatches(CARD_NUMBER))
     router.callback_query.register(max_points, TillCb.filter(F.action == "max"))

@@ -1378,7 +1378,19 @@ class FakeTelegramServer:
     def _commands_key(scope: Any, language_code: Any) -> tuple[str, str]:
         return json.dumps(scope or {"type": "default"}, sort_keys=True), str(language_code or "")
 
+    def _command_scope(self, record: RecordedRequest) -> Any:
+        """The scope of a *MyCommands call; a chat scope names a chat Telegram must know."""
+        scope = record.params.get("scope")
+        if isinstance(scope, dict) and scope.get("type") in (
+            "chat",
+            "chat_administrators",
+            "chat_member",
+        ):
+            self._resolve_chat(scope.get("chat_id"))
+        return scope
+
     def _set_my_commands(self, record: RecordedRequest) -> bool:
+        scope = self._command_scope(record)
         commands = record.params.get("commands")
         if not isinstance(commands, list):
             raise bad_request("commands must be an array")
@@ -1387,15 +1399,15 @@ class FakeTelegramServer:
                 raise bad_request("BOT_COMMAND_INVALID")
             if not 1 <= len(str(command.get("description", ""))) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
-        key = self._commands_key(record.params.get("scope"), record.params.get("language_code"))
+        key = self._commands_key(scope, record.params.get("language_code"))
         self._commands[key] = copy.deepcopy(commands)
         return True
 
     def _get_my_commands(self, record: RecordedRequest) -> list[JSON]:
-        return self.commands(record.params.get("language_code", ""), record.params.get("scope"))
+        return self.commands(record.params.get("language_code", ""), self._command_scope(record))
 
     def _delete_my_commands(self, record: RecordedRequest) -> bool:
-        key = self._commands_key(record.params.get("scope"), record.params.get("language_code"))
+        key = self._commands_key(self._command_scope(record), record.params.get("language_code"))
         self._commands.pop(key, None)
         return True
 
