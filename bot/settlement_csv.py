@@ -1,5 +1,5 @@
 """The settlement report as CSV: one row per partner, the program's own lines, then the
-totals. README ("Settlement") defines every column; the headers are in English in every
+totals. docs/marketer.md ("Settlement") defines every column; the headers are in English in every
 language, so a file reads the same whoever asked for it."""
 
 from __future__ import annotations
