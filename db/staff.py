@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -178,21 +178,20 @@ async def accept_invite(
         return staff
 
 
-def _staff() -> Select[Any]:
-    """Staff rows as StaffInfo's fields, with their partner."""
-    return select(
-        Staff.id,
-        Staff.telegram_id,
-        Staff.role,
-        Staff.partner_id,
-        Partner.slug,
-        Partner.name,
-        Staff.first_name,
-    ).outerjoin(Partner, Partner.id == Staff.partner_id)
+# Staff rows as StaffInfo's fields, with their partner (built once; .where() copies it).
+_STAFF = select(
+    Staff.id,
+    Staff.telegram_id,
+    Staff.role,
+    Staff.partner_id,
+    Partner.slug,
+    Partner.name,
+    Staff.first_name,
+).outerjoin(Partner, Partner.id == Staff.partner_id)
 
 
 async def _load(session: AsyncSession, *where: Any) -> StaffInfo | None:
-    row = (await session.execute(_staff().where(*where))).one_or_none()
+    row = (await session.execute(_STAFF.where(*where))).one_or_none()
     return StaffInfo(*row) if row else None
 
 
@@ -203,9 +202,9 @@ async def active_staff(session: AsyncSession, telegram_id: int) -> StaffInfo | N
 async def list_staff(session: AsyncSession) -> list[StaffInfo]:
     rows = (
         await session.execute(
-            _staff()
-            .where(Staff.revoked_at.is_(None))
-            .order_by(Partner.slug.nulls_last(), Staff.role, Staff.id)
+            _STAFF.where(Staff.revoked_at.is_(None)).order_by(
+                Partner.slug.nulls_last(), Staff.role, Staff.id
+            )
         )
     ).all()
     await session.rollback()
@@ -312,8 +311,7 @@ async def former_staff(session: AsyncSession, telegram_id: int) -> StaffInfo | N
     active = select(Staff.id).where(Staff.telegram_id == telegram_id, Staff.revoked_at.is_(None))
     row = (
         await session.execute(
-            _staff()
-            .where(Staff.telegram_id == telegram_id, ~active.exists())
+            _STAFF.where(Staff.telegram_id == telegram_id, ~active.exists())
             .order_by(Staff.revoked_at.desc())
             .limit(1)
         )
