@@ -9,6 +9,7 @@ from aiogram.filters import Filter
 from aiogram.types import Message, TelegramObject
 
 from bot.keyboards import BUTTONS
+from db.cards import normalize_card_number
 
 
 class IsMember(Filter):
@@ -73,6 +74,13 @@ class TextMatches(Filter):
 
     async def __call__(self, event: TelegramObject) -> bool:
         return isinstance(event, Message) and bool(self.pattern.match(event.text or ""))
+
+
+class IsCardNumber(Filter):
+    """A typed card number whose check digit is right (no amount looks like one)."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        return isinstance(event, Message) and normalize_card_number(event.text or "") is not None
 
 
 # `/name`, `/name@bot` or `/name args`, as Telegram marks a bot_command at the start.

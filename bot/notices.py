@@ -17,6 +17,7 @@ from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
 from db.program import Program
+from db.rules import points_money
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,9 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
         points = fmt.points(int(p["referral_points"]))
         lines.append(
             _("🎁 +{points}: {friend}'s invitation paid off.").format(
-                points=points, friend=escape(p["friend_name"])
+                points=points, friend=escape(p["member_name"])
             )
-            if p.get("friend_name")
+            if p.get("member_name")
             else _("🎁 +{points}: your friend's invitation paid off.").format(points=points)
         )
     lines.append(_balance(p))
@@ -100,10 +101,10 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("referral_inviter")
 def referral_inviter(program: Program, p: dict[str, Any]) -> Rendered:
     points = fmt.points(int(p["points"]))
-    if p.get("friend_name"):
+    if p.get("member_name"):
         return Rendered(
             _("🎁 +{points}: {friend}, whom you invited, made their first purchase!").format(
-                points=points, friend=escape(p["friend_name"])
+                points=points, friend=escape(p["member_name"])
             )
         )
     return Rendered(
@@ -113,11 +114,20 @@ def referral_inviter(program: Program, p: dict[str, Any]) -> Rendered:
 
 @renders("reversal")
 def reversal(program: Program, p: dict[str, Any]) -> Rendered:
-    lines = [
-        _("↩️ Refund of {money} at {partner}.").format(
-            money=_money(program, p["amount"]), partner=_partner(program, p["partner"])
+    """The member's news of a refund: the money they get back, the points returned and
+    taken back, and, when points earned on the sale were already spent, what that cost."""
+    partner = _partner(program, p["partner"])
+    if p.get("money_back") is not None:
+        head = _("↩️ Refund of {amount} at {partner}: {money} back to you in money.").format(
+            amount=_money(program, p["amount"]),
+            partner=partner,
+            money=_money(program, p["money_back"]),
         )
-    ]
+    else:  # owed before the money back was part of the news
+        head = _("↩️ Refund of {money} at {partner}.").format(
+            money=_money(program, p["amount"]), partner=partner
+        )
+    lines = [head]
     if int(p["points_returned"]):
         lines.append(
             _("+{points} returned to you.").format(points=fmt.points(int(p["points_returned"])))
@@ -133,6 +143,16 @@ def reversal(program: Program, p: dict[str, Any]) -> Rendered:
         lines.append(
             _("−{points}: the invitation reward this purchase paid.").format(
                 points=fmt.points(reward)
+            )
+        )
+    if shortfall := int(p.get("shortfall") or 0):
+        lines.append(
+            _(
+                "{points} earned with it were already spent: their value, {money}, is kept "
+                "from the money back."
+            ).format(
+                points=fmt.points(shortfall),
+                money=_money(program, points_money(shortfall, program.program.point_value)),
             )
         )
     lines.append(_balance(p))
@@ -170,13 +190,20 @@ def expired(program: Program, p: dict[str, Any]) -> Rendered:
 
 @renders("sale_posted")
 def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
-    """The cashier's receipt of an earn-only sale."""
-    return Rendered(
-        _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
-            amount=_money(program, p["amount"]),
-            points=fmt.points(int(p["points_earned"])),
-            balance=fmt.points(int(p["balance"])),
+    """The cashier's receipt of an earn-only sale, naming the member it went to."""
+    figures = {
+        "amount": _money(program, p["amount"]),
+        "points": fmt.points(int(p["points_earned"])),
+        "balance": fmt.points(int(p["balance"])),
+    }
+    if p.get("member_name"):
+        return Rendered(
+            _("✅ {member}: {amount}, +{points}. Their balance: {balance}.").format(
+                member=escape(p["member_name"]), **figures
+            )
         )
+    return Rendered(
+        _("✅ {amount}: +{points}. The member's balance: {balance}.").format(**figures)
     )
 
 
@@ -261,6 +288,11 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
     status = p["status"]
     if status == "declined":
         text = _("✖ The member declined. Nothing was charged.")
+    elif status == "not_enough":
+        text = _(
+            "✖ The member confirmed, but their points no longer cover this request (they "
+            "were spent elsewhere meanwhile). Nothing was charged."
+        )
     elif status == "unreachable":
         text = _(
             "🚫 The member cannot confirm in Telegram (they blocked the bot), so points cannot "

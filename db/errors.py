@@ -20,6 +20,19 @@ class InvalidAmount(DomainError):
     code = "invalid_amount"
 
 
+class InvalidReceipt(DomainError):
+    """What follows `#` is not a receipt number: empty, too long or unprintable."""
+
+    code = "invalid_receipt"
+
+
+class ReceiptTaken(DomainError):
+    """This partner already posted a sale with this receipt number today, for another
+    member or amount."""
+
+    code = "receipt_taken"
+
+
 class AmountTooLarge(DomainError):
     """Over the program's max_purchase: most likely a typo at the till."""
 

@@ -110,8 +110,8 @@ class Due:
 # The oldest open notice of each recipient that is due, or claimed by a worker that has
 # not settled it in time (it died): claimed with SKIP LOCKED, so instances share the work.
 # A member's chat, language and reachability are read as the notice is claimed, and so is the
-# first name of a member the notice speaks of (`params.friend`: no name is copied here, and a
-# deleted member's is gone).
+# first name of a member the notice speaks of (`params.about`, or `params.friend` for the
+# other side of an invitation: no name is copied here, and a deleted member's is gone).
 _CLAIM = text(
     """
     WITH due AS (
@@ -131,11 +131,12 @@ _CLAIM = text(
     SET status = 'sending', claimed_at = :now, attempts = n.attempts + 1
     FROM due JOIN notices AS src ON src.id = due.id
          LEFT JOIN members AS m ON m.id = src.member_id
-         LEFT JOIN members AS friend ON friend.id = CAST(src.params->>'friend' AS bigint)
+         LEFT JOIN members AS friend
+             ON friend.id = CAST(COALESCE(src.params->>'about', src.params->>'friend') AS bigint)
     WHERE n.id = due.id
     RETURNING n.id, n.kind, n.params, n.member_id, n.chat_id, n.language, n.edit_message_id,
               n.attempts, m.telegram_id AS member_chat, m.language AS member_language,
-              m.reachable, friend.first_name AS friend_name
+              m.reachable, friend.first_name AS member_name
     """
 )
 
@@ -159,8 +160,8 @@ async def claim(
             else:
                 chat_id, language = row.member_chat, row.member_language
         params = row.params
-        if row.friend_name:
-            params = {**params, "friend_name": row.friend_name}
+        if row.member_name:
+            params = {**params, "member_name": row.member_name}
         claimed.append(
             Due(
                 id=row.id,
@@ -298,6 +299,8 @@ def owed_for_reversal(result: ReversalResult) -> list[Owed]:
                 "amount": result.amount,
                 "points_returned": result.points_returned,
                 "points_clawed_back": result.points_clawed_back,
+                "shortfall": result.shortfall,
+                "money_back": result.cash_back,
                 "referral_points": back.invitee_points if back else 0,
                 "balance": result.balance,
                 "transaction": result.transaction_id,

@@ -11,7 +11,13 @@ from functools import lru_cache
 
 from babel.numbers import get_currency_symbol
 
-from db.errors import AmountTooLarge, InvalidAmount, InvalidPoints, RedeemLimitExceeded
+from db.errors import (
+    AmountTooLarge,
+    InvalidAmount,
+    InvalidPoints,
+    InvalidReceipt,
+    RedeemLimitExceeded,
+)
 
 CENT = Decimal("0.01")
 MAX_POINTS = 10**12  # far beyond any real wallet, well inside bigint
@@ -61,8 +67,9 @@ def currency_signs(currency: str, locales: Iterable[str]) -> frozenset[str]:
 
 def parse_till_amount(text: str, signs: frozenset[str]) -> TypedSale:
     """`12`, `12.50`, `12,50`, `12.50 PLN`, `zł 5`, `12.50 #A-1043`. Nothing is guessed:
-    `12 50`, `1 250`, `1e3`, `12.505` or an unknown word are InvalidAmount, as is an empty or
-    unprintable receipt number. The amount is not yet checked as a purchase (check_purchase)."""
+    `12 50`, `1 250`, `1e3`, `12.505` or an unknown word are InvalidAmount; an empty, too
+    long or unprintable receipt number is InvalidReceipt. The amount is not yet checked as a
+    purchase (check_purchase)."""
     head, hash_sign, receipt = text.partition("#")
     match = _TILL_AMOUNT.match(head.strip())
     refused = InvalidAmount(amount=text.strip()[:40])
@@ -71,9 +78,10 @@ def parse_till_amount(text: str, signs: frozenset[str]) -> TypedSale:
     sign = match["before"] or match["after"]
     if sign is not None and sign.casefold() not in signs:
         raise refused
-    receipt = receipt.strip()
+    # Receipt numbers are read in capitals: "#a-1043" is the receipt "#A-1043".
+    receipt = receipt.strip().upper()
     if hash_sign and not _printable(receipt, MAX_RECEIPT):
-        raise refused
+        raise InvalidReceipt(receipt=receipt[:40], max=MAX_RECEIPT)
     return TypedSale(Decimal(match["number"].replace(",", ".")), receipt or None)
 
 

@@ -18,8 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import (
+    IdempotencyConflict,
     NotEnoughPoints,
     OwnCard,
+    ReceiptTaken,
     RepeatSale,
     RequestClosed,
     TooManyLookups,
@@ -176,17 +178,22 @@ async def till_sale(
         if previous is not None and not posted and not again:
             seconds = (now - previous).total_seconds()
             raise RepeatSale(amount=amount, minutes=max(1, math.ceil(seconds / 60)))
-        result = await post_purchase(
-            session,
-            program,
-            member_id=member_id,
-            partner=staff.partner_slug,
-            amount=amount,
-            key=key,
-            receipt=receipt,
-            staff_id=staff.id,
-            now=now,
-        )
+        try:
+            result = await post_purchase(
+                session,
+                program,
+                member_id=member_id,
+                partner=staff.partner_slug,
+                amount=amount,
+                key=key,
+                receipt=receipt,
+                staff_id=staff.id,
+                now=now,
+            )
+        except IdempotencyConflict:
+            if receipt is None:
+                raise
+            raise ReceiptTaken(receipt=receipt) from None
         if not result.replayed:
             await audit(
                 session,
@@ -210,6 +217,7 @@ def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
     return Owed(
         "sale_posted",
         {
+            "about": result.member_id,
             "amount": result.amount,
             "points_earned": result.points_earned,
             "balance": result.balance,
@@ -546,6 +554,7 @@ async def close_request(
     status: str,
     telegram_id: int | None,
     now: datetime | None = None,
+    why: str | None = None,
 ) -> RequestInfo:
     """Decline (by the member) or cancel a pending request; RequestClosed if it is not pending."""
     now = now or datetime.now(UTC)
@@ -568,7 +577,7 @@ async def close_request(
             partner_id=req.partner_id,
             points=req.points,
         )
-        await owe(session, *_closed(req, status))
+        await owe(session, *_closed(req, why or status))
         return _with_money(req, program)
 
 

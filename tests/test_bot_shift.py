@@ -61,7 +61,7 @@ async def test_one_receipt_per_sale_and_shift_in_local_time(
     shift = text_of(await cashier.wait_message("Your shift today")).split("\n")
     # Every receipt was said once: the sale's, and the confirmation (the "waiting" message
     # reads as settled, not as a second confirmation).
-    assert count(cashier, "+200 points. The member's balance") == 1
+    assert count(cashier, "+200 points. Their balance") == 1
     assert count(cashier, "The member confirmed") == 1
     assert count(cashier, "The customer pays") == 1
 

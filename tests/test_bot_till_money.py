@@ -360,3 +360,88 @@ async def test_notification_of_a_sale_paid_partly_with_points_states_the_whole(
     assert whole in note
     assert "+10 points earned on the PLN\u00a02.00 you paid" in note
     assert "Balance: 60 points." in note
+
+
+async def test_a_new_card_always_opens_a_new_sale(harness: BotHarness, sessions: Sessions) -> None:
+    """After a refused amount the cashier shows the next customer's card: the next amount
+    goes to that customer, never to the one before (by photo or by typed number)."""
+    cashier, ann, bob = harness.user("Carl"), harness.user("Ann"), harness.user("Bob")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await join(bob)
+    await earn(cashier, ann, "30 #z-1")
+    await start_sale(cashier, bob, "🧾 Sale: earn points")
+    await cashier.send("30 #Z-1")  # the receipt is Ann's sale's: the same, read in capitals
+    taken = text_of(await cashier.wait_message("already posted here today"))
+    assert "Receipt Z-1" in taken
+    await cashier.send("12 50")
+    await cashier.wait_message("is not an amount")
+    await cashier.send_photo(await card_photo(ann))  # the next customer
+    panel = text_of(await cashier.wait_message("Points can pay up to"))
+    assert panel.startswith("👤 Ann")
+    await cashier.click("🧾 Sale: earn points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("10")
+    assert text_of(await cashier.wait_message("PLN\u00a010.00")).startswith("✅ Ann: ")
+    await start_sale(cashier, bob, "🧾 Sale: earn points")
+    async with sessions() as s:
+        ann_member = await find_by_telegram(s, ann.user_id)
+    assert ann_member is not None
+    await cashier.send(ann_member.card_number[:4] + " " + ann_member.card_number[4:])
+    assert text_of(await cashier.wait_message("Points can pay up to")).startswith("👤 Ann")
+    assert await balance_of(sessions, bob) == 50  # nothing ever went to Bob
+    assert await balance_of(sessions, ann) == 50 + 150 + 50
+
+
+async def test_points_spent_elsewhere_meanwhile_are_not_a_decline(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    carl, dora, ann = harness.user("Carl"), harness.user("Dora"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await hire(harness, dora, "books", "cashier")
+    await join(ann)  # 50 points
+    await ask_for_points(carl, ann, "10", "40")
+    await ann.wait_message("Bean There Coffee asks")
+    await ask_for_points(dora, ann, "10", "40")
+    books = await ann.wait_message("Chapter One Books asks")
+    await ann.click(books, inline_buttons(books)[0]["callback_data"])
+    await dora.wait_message("The member confirmed")
+    coffee = next(m for m in ann.messages if "Bean There Coffee asks" in text_of(m))
+    await ann.click(coffee, inline_buttons(coffee)[0]["callback_data"])
+    told = text_of(await carl.wait_message("no longer cover"))
+    assert "declined" not in told and "Nothing was charged" in told
+    await harness.server.wait_for(
+        lambda: (
+            "Not enough points"
+            in text_of(harness.server.message(ann.user_id, coffee["message_id"]))
+        )
+    )
+    assert not inline_buttons(harness.server.message(ann.user_id, coffee["message_id"]))
+
+
+async def test_the_members_refund_news_says_the_money_back(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """A sale paid partly with points whose earned points were spent, refunded in full: the
+    member reads the money they get back and why it is less than the sale."""
+    carl, boss, ann = harness.user("Carl"), harness.user("Boss"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await hire(harness, boss, "coffee", "manager")
+    await join(ann)  # 50 points
+    await ask_for_points(carl, ann, "100", "50")  # 0.50 in points, 99.50 in money: +497
+    await ann.wait_message("Confirm?")
+    await ann.click("✅ Confirm")
+    await carl.wait_message("The member confirmed")
+    async with sessions() as s:
+        sale = await s.scalar(select(func.max(Transaction.id)))
+    await ask_for_points(carl, ann, "20", "497")  # spends every point that sale earned
+    ask = await ann.wait_message(lambda m: "Confirm?" in text_of(m) and "4.97" in text_of(m))
+    await ann.click(ask, inline_buttons(ask)[0]["callback_data"])
+    await carl.wait_message(lambda m: "customer pays PLN\u00a015.03" in text_of(m))
+    ann.mark_all_seen()
+    await boss.send(f"/refund {sale} all broken cup")
+    said = text_of(await boss.wait_message("give back"))
+    news = text_of(await ann.wait_message("Refund of"))
+    back = said.split("give back ")[1].split(" in money")[0]
+    assert f"{back} back to you in money" in news
+    assert "already spent" in news and "kept from the money back" in news

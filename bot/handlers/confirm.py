@@ -42,14 +42,20 @@ async def answer(
         await query.answer(_("This request is already closed."), show_alert=True)
         return
     except NotEnoughPoints:
+        # Their points went elsewhere meanwhile: the request closes, and the cashier is told
+        # why (not that the member said no).
         await close_request(
             session,
             program,
             callback_data.request,
             status="declined",
             telegram_id=query.from_user.id,
+            why="not_enough",
         )
-        await query.answer(_("Not enough points."), show_alert=True)
+        text = _("Not enough points for this request any more. Nothing was charged.")
+        await query.answer(text, show_alert=True)
+        if isinstance(query.message, Message):
+            await edit_text(query.message, text)
         return
     await query.answer()
     if callback_data.ok:

@@ -32,6 +32,14 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "invalid_amount": lambda p: _(
         "That is not an amount I can use: {amount}. Type it like 12.50."
     ).format(amount=escape(str(p.get("amount", "")))),
+    "invalid_receipt": lambda p: _(
+        "A receipt number goes after # and is 1 to {max} letters, digits or signs, like "
+        "12.50 #A-1043."
+    ).format(max=p["max"]),
+    "receipt_taken": lambda p: _(
+        "Receipt {receipt} was already posted here today for another member or amount. Check "
+        "the number; /shift lists today's sales."
+    ).format(receipt=escape(str(p["receipt"]))),
     "amount_too_large": lambda p: _(
         "That is more than {max}, the largest purchase allowed. Check the amount."
     ).format(max=_money(p, "max")),

@@ -23,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, TillCb
 from bot.editing import edit_markup, edit_text
-from bot.filters import HasPhoto, HasText, IsCommand, IsStaff, PrivateChat, TextMatches
+from bot.filters import (
+    HasPhoto,
+    HasText,
+    IsCardNumber,
+    IsCommand,
+    IsStaff,
+    PrivateChat,
+    TextMatches,
+)
 from bot.metrics import POSTINGS
 from bot.notices import RENDERERS
 from bot.qr import UnreadableImage, card_tokens, decode_qr
@@ -581,10 +589,13 @@ def build() -> Router:
         scanned_link, CommandStart(deep_link=True, magic=F.args.startswith(CARD))
     )
     router.message.register(cancel, Command("cancel"))
+    # A card, in whatever step the cashier is, opens that member's sale: the next amount can
+    # only ever go to the member last shown (no amount has 12 digits and a check digit).
+    router.message.register(card_photo, HasPhoto())
+    router.message.register(card_number, IsCardNumber())
+    router.message.register(card_number, StateFilter(None), TextMatches(CARD_NUMBER))
     router.message.register(amount_entered, Till.amount, HasText(), ~IsCommand())
     router.message.register(points_entered, Till.points, HasText(), ~IsCommand())
-    router.message.register(card_photo, StateFilter(None), HasPhoto())
-    router.message.register(card_number, StateFilter(None), TextMatches(CARD_NUMBER))
     router.callback_query.register(max_points, TillCb.filter(F.action == "max"))
     router.callback_query.register(post_again, TillCb.filter(F.action == "again"))
     router.callback_query.register(earn_only, EarnOnlyCb.filter())
