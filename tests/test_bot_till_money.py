@@ -222,8 +222,11 @@ async def test_cancel_after_a_sale_says_what_was_posted(
     await cashier.send("/cancel")
     said = text_of(await cashier.wait_message("cancel"))
     assert "Nothing was posted" not in said
-    assert f"#{sale}" in said and "PLN\u00a040.00" in said and "+200 points" in said
+    assert f"No. {sale}" in said and "PLN\u00a040.00" in said and "+200 points" in said
     assert f"/refund {sale} all" in said
+    await cashier.send("/cancel")  # asked again: the same truth, not "nothing was posted"
+    again = text_of(await cashier.wait_message("/refund"))
+    assert "Nothing was posted" not in again and f"No. {sale}" in again
 
     await ask_for_points(cashier, ann, "10", "100")
     await ann.wait_message("Confirm?")
@@ -445,3 +448,22 @@ async def test_the_members_refund_news_says_the_money_back(
     back = said.split("give back ")[1].split(" in money")[0]
     assert f"{back} back to you in money" in news
     assert "already spent" in news and "kept from the money back" in news
+
+
+async def test_refund_takes_the_number_as_shift_shows_it_and_asks_for_the_reason(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, boss, ann = harness.user("Carl"), harness.user("Boss"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await hire(harness, boss, "coffee", "manager")
+    await join(ann)
+    await earn(cashier, ann, "40")
+    async with sessions() as s:
+        sale = await s.scalar(select(Transaction.id).where(Transaction.kind == "earn"))
+    await cashier.send("/shift")
+    assert f"No. {sale}" in text_of(await cashier.wait_message("Your shift today"))
+    await boss.send(f"/refund No. {sale} all")
+    assert "reason" in text_of(await boss.wait_message("Please give a reason"))
+    await boss.send(f"/refund No. {sale} 10 cold coffee")
+    done = text_of(await boss.wait_message("Refunded"))
+    assert f"of sale No. {sale}" in done and "give back PLN\u00a010.00 in money" in done

@@ -120,7 +120,12 @@ async def this_week(
 
 
 # ASCII digits, no more than a bigint holds.
-SALE_ID = re.compile(r"[0-9]{1,18}")
+# The sale's number as /shift shows it ("No. 17"), or bare, or after "#"; then "all" or an
+# amount; then the reason (checked apart, to say what is missing).
+REFUND_ARGS = re.compile(
+    r"(?:no\.?\s*|№\s*|#)?(?P<sale>[0-9]{1,18})\s+(?P<how>\S+)(?:\s+(?P<reason>.+))?",
+    re.IGNORECASE | re.DOTALL,
+)
 REFUND_USAGE = "/refund 1234 all reason · /refund 1234 5.00 reason"
 
 
@@ -131,15 +136,20 @@ async def refund(
     staff: StaffInfo,
     program: Program,
 ) -> None:
-    parts = (command.args or "").split(maxsplit=2)
-    if len(parts) < 3 or not SALE_ID.fullmatch(parts[0].lstrip("#")):
+    typed = REFUND_ARGS.fullmatch((command.args or "").strip())
+    if typed is None:
         await message.answer(
             _("Refund a sale: {usage}. The number is the one /shift shows.").format(
                 usage=REFUND_USAGE
             )
         )
         return
-    tx_id, how, reason = int(parts[0].lstrip("#")), parts[1], parts[2]
+    if not typed["reason"]:
+        await message.answer(
+            _("Please give a reason, after the amount: {usage}").format(usage=REFUND_USAGE)
+        )
+        return
+    tx_id, how, reason = int(typed["sale"]), typed["how"], typed["reason"]
     amount = None if how.lower() in ("all", _("all").lower()) else parse_money(how)
     assert message.from_user is not None
     result = await till_refund(
@@ -155,7 +165,7 @@ async def refund(
     currency = program.program.currency
     # One figure to hand back: the money part less what spent points were worth.
     lines = [
-        _("↩️ Refunded {amount} of sale #{sale}; give back {money} in money.").format(
+        _("↩️ Refunded {amount} of sale No. {sale}; give back {money} in money.").format(
             amount=fmt.money(result.amount, currency),
             sale=tx_id,
             money=fmt.money(result.cash_back, currency),

@@ -551,11 +551,16 @@ async def cancel(
             "points_money": str(result.amount - result.paid),
         }
     if not last:
-        await message.answer(_("Cancelled. Nothing was posted."))
+        await message.answer(
+            _("Cancelled. Nothing was posted.")
+            if data.get("dialog")
+            else _("No sale is open: there is nothing to cancel.")
+        )
         return
+    await state.set_data({"last": last})  # asked again, the answer is the same
     currency = program.program.currency
     if last.get("redeemed"):
-        what = _("#{number}: {amount}, {redeemed} paid {money}, +{earned}").format(
+        what = _("No. {number}: {amount}, {redeemed} paid {money}, +{earned}").format(
             number=last["tx"],
             amount=fmt.money(Decimal(last["amount"]), currency),
             redeemed=fmt.points(last["redeemed"]),
@@ -563,7 +568,7 @@ async def cancel(
             earned=fmt.points(last["earned"]),
         )
     else:
-        what = _("#{number}: {amount}, +{earned}").format(
+        what = _("No. {number}: {amount}, +{earned}").format(
             number=last["tx"],
             amount=fmt.money(Decimal(last["amount"]), currency),
             earned=fmt.points(last["earned"]),
