@@ -94,6 +94,13 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
             if p.get("member_name")
             else _("🎁 +{points}: your friend's invitation paid off.").format(points=points)
         )
+    if p.get("tier_reached"):
+        tier = program.tier(str(p["tier_reached"]))
+        lines.append(
+            _("🏅 You reached {tier}: from now on your points × {multiplier}.").format(
+                tier=escape(fmt.text(tier.name)), multiplier=fmt.number(tier.multiplier)
+            )
+        )
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
 

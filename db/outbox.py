@@ -267,6 +267,7 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "balance": result.balance,
                 "referral_points": result.referral.invitee_points if result.referral else 0,
                 "friend": result.referral.inviter_id if result.referral else None,
+                "tier_reached": result.tier if result.tier_reached else None,
                 "transaction": result.transaction_id,
             },
             member_id=result.member_id,

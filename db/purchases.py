@@ -100,6 +100,7 @@ class PurchaseResult:
     created_at: datetime
     referral: ReferralReward | None = None
     replayed: bool = False
+    tier_reached: bool = False  # this sale moved the member up to `tier`
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,7 @@ async def post_purchase(
         tier=tier,
         created_at=now,
         referral=referral,
+        tier_reached=tier != member.tier,
     )
 
 

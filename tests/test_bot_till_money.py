@@ -467,3 +467,17 @@ async def test_refund_takes_the_number_as_shift_shows_it_and_asks_for_the_reason
     await boss.send(f"/refund No. {sale} 10 cold coffee")
     done = text_of(await boss.wait_message("Refunded"))
     assert f"of sale No. {sale}" in done and "give back PLN\u00a010.00 in money" in done
+
+
+async def test_the_member_is_told_when_a_sale_lifts_their_tier(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await earn(cashier, ann, "999")
+    first = text_of(await ann.wait_message("Bean There Coffee"))
+    assert "You reached" not in first
+    await earn(cashier, ann, "20")  # 1,019.00 in all: Silver from 1,000.00
+    news = text_of(await ann.wait_message(lambda m: "PLN\u00a020.00" in text_of(m)))
+    assert "🏅 You reached Silver: from now on your points × 1.5." in news
