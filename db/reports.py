@@ -31,6 +31,7 @@ class Operation:
     points_out: int
     created_at: datetime
     receipt: str | None = None  # as the cashier typed it after "#"
+    paid: Decimal | None = None  # the money part of a sale (the rest was paid with points)
 
 
 async def shift(
@@ -53,6 +54,7 @@ async def shift(
                 func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
                 Transaction.created_at,
                 Transaction.receipt,
+                Transaction.paid,
             )
             .join(Member, Member.id == Transaction.member_id)
             .outerjoin(Entry, wallet)
@@ -66,7 +68,9 @@ async def shift(
         )
     ).all()
     await session.rollback()
-    return [Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7]) for r in rows]
+    return [
+        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

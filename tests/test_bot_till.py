@@ -81,6 +81,7 @@ async def test_till_day_one(harness: BotHarness, sessions: Sessions) -> None:
     await cashier.send("/shift")
     shift = text_of(await cashier.wait_message("Your shift today"))
     assert "Total: 2 operations" in shift and "+237" in shift and "−250" in shift
+    assert "sales PLN\u00a050.00 (PLN\u00a047.50 of it in money)" in shift
     async with sessions() as s:
         actions = (await s.execute(select(AuditLog.action).order_by(AuditLog.id))).scalars().all()
     assert actions == [
@@ -313,7 +314,7 @@ async def test_refunds_by_managers_of_the_right_partner_only(
     await coffee_boss.send("/today")
     today = text_of(await coffee_boss.wait_message("Today"))
     assert "Sales to members: 1 (1 members), PLN\u00a040.00" in today
-    assert "Refunds: PLN\u00a010.00" in today
+    assert "Sales refunded: PLN\u00a010.00" in today
 
 
 async def test_revoked_cashier_loses_the_till(harness: BotHarness, sessions: Sessions) -> None:

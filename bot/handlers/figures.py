@@ -43,9 +43,9 @@ async def show_shift(
         return
     zone = program.program.zone  # times as the till's clock shows them, not UTC
     lines = [_("🧾 <b>Your shift today</b>, {date}").format(date=fmt.day(now.astimezone(zone)))]
-    money = sum(
-        (op.amount or Decimal(0) for op in operations if op.kind != "reverse"), start=Decimal(0)
-    )
+    sales = [op for op in operations if op.kind != "reverse"]
+    money = sum((op.amount or Decimal(0) for op in sales), start=Decimal(0))
+    paid = sum((op.paid or Decimal(0) for op in sales), start=Decimal(0))
     for op in operations:
         moved = []
         if op.points_in:
@@ -66,9 +66,13 @@ async def show_shift(
         ]
         lines.append(" · ".join(parts))
     lines.append(
-        _("Total: {count} operations, sales {money}, points +{issued} / −{redeemed}.").format(
+        _(
+            "Total: {count} operations, sales {money} ({paid} of it in money), points "
+            "+{issued} / −{redeemed}."
+        ).format(
             count=len(operations),
             money=fmt.money(money, currency),
+            paid=fmt.money(paid, currency),
             issued=fmt.number(sum(op.points_in for op in operations)),
             redeemed=fmt.number(sum(op.points_out for op in operations)),
         )
@@ -95,7 +99,7 @@ async def _figures(
                 _("Sales to members: {sales} ({members} members), {money}.").format(
                     sales=f.sales, members=f.members, money=fmt.money(f.revenue, currency)
                 ),
-                _("Paid with points: {money}. Refunds: {refunds}.").format(
+                _("Paid with points: {money}. Sales refunded: {refunds}.").format(
                     money=fmt.money(f.paid_with_points, currency),
                     refunds=fmt.money(f.refunds, currency),
                 ),
