@@ -114,6 +114,22 @@ async def test_marketer_sees_the_coalition(
     assert ("stats", None) in [tuple(a) for a in actions]
 
 
+async def test_stats_never_count_days_still_to_come(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    mia = harness.user("Mia")
+    await hire_marketer(harness, mia)
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=6)
+    await mia.send(f"/stats {first}..{today + timedelta(days=30)}")
+    figures = await chart_and_figures(harness, mia)
+    days = format_interval(first, today, "yMMMd", locale="en_GB")
+    assert days in figures  # the period ends today: the month ahead is not counted
+    await mia.send(f"/stats {today + timedelta(days=1)}..{today + timedelta(days=9)}")
+    assert "I do not understand that period" in text_of(await mia.wait_message("period"))
+
+
 async def test_manager_sees_only_their_partner(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:
@@ -163,9 +179,13 @@ async def test_settlement_document_matches_the_ledger(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:
     await seed(sessions, program)
-    today = datetime.now(UTC).date()
+    today = datetime.now(UTC).date() - timedelta(days=1)  # the last day that has ended
     first = today - timedelta(days=29)
     owner = harness.owner()
+    await owner.send("/settlement month")  # rolling: for /stats, not for settling
+    assert "calendar periods" in text_of(await owner.wait_message("calendar periods"))
+    await owner.send(f"/settlement {first}..{today + timedelta(days=30)}")
+    assert "has not ended yet" in text_of(await owner.wait_message("has not ended yet"))
     await owner.send(f"/settlement {first}..{today}")
     message = await owner.wait_message(lambda m: "document" in m, timeout=15)
     document = message["document"]
@@ -206,7 +226,7 @@ async def test_settlement_document_matches_the_ledger(
     await hire_marketer(harness, mia)
     await mia.send("/settlement")
     last_month = await mia.wait_message(lambda m: "document" in m, timeout=15)
-    last_day = today.replace(day=1) - timedelta(days=1)
+    last_day = datetime.now(UTC).date().replace(day=1) - timedelta(days=1)
     assert last_month["document"]["file_name"].endswith(f"-{last_day}.csv")
 
 

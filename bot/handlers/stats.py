@@ -49,6 +49,19 @@ def _period(arg: str | None, program: Program) -> Period | None:
         return None
 
 
+def _stats_period(arg: str | None, program: Program) -> Period | None:
+    """A /stats period, ending today at the latest: days still to come have no figures, and
+    counting them would report what is not yet so. None for a period that has not begun."""
+    period = _period(arg, program)
+    if period is None:
+        return None
+    now = datetime.now(UTC)
+    tomorrow = parse_period("today", now=now, timezone=program.program.timezone).end
+    if period.start >= tomorrow:
+        return None
+    return Period(period.start, min(period.end, tomorrow))
+
+
 async def _usage(message: Message, command: str) -> None:
     default = (
         _("Without one: the last whole month.")
@@ -63,6 +76,14 @@ async def _usage(message: Message, command: str) -> None:
         + " "
         + default
     )
+
+
+ROLLING_WORDS = ("today", "week", "month", "year")
+
+
+def _example_days(now: datetime, tz: str) -> str:
+    last = previous_month(now, tz)
+    return f"{last.first_day:%Y-%m-%d}..{last.first_day:%Y-%m}-15"
 
 
 def _days(period: Period) -> str:
@@ -179,7 +200,7 @@ async def coalition_stats(
     program: Program,
     staff: StaffInfo | None = None,
 ) -> None:
-    period = _period(command.args, program)
+    period = _stats_period(command.args, program)
     if period is None:
         await _usage(message, "/stats")
         return
@@ -234,7 +255,7 @@ async def partner_stats(
     # The partner is the manager's own, from their staff record loaded for this update.
     staff.require("manager")
     assert staff.partner_id is not None and message.from_user is not None
-    period = _period(command.args, program)
+    period = _stats_period(command.args, program)
     if period is None:
         await _usage(message, "/stats")
         return
@@ -267,13 +288,35 @@ async def settlement_report(
     program: Program,
     staff: StaffInfo | None = None,
 ) -> None:
-    """The settlement CSV; without a period, the last whole calendar month."""
+    """The settlement CSV for a period that has ended: a calendar month (`2026-11`) or days
+    (`2026-11-01..2026-11-15`); without a period, the last whole calendar month. Rolling
+    periods (`month`: the last 30 days) are for /stats: settled every month they would overlap
+    or leave gaps, and a period still running would report its end before it comes."""
     tz = program.program.timezone
-    period = (
-        _period(command.args, program) if command.args else previous_month(datetime.now(UTC), tz)
-    )
+    now = datetime.now(UTC)
+    args = (command.args or "").strip()
+    if args.lower() in ROLLING_WORDS:
+        await message.answer(
+            _(
+                "Settlement is for calendar periods, so that consecutive reports neither overlap "
+                "nor leave gaps: send /settlement for the last whole month, or a month like "
+                "{month}, or days like {days}."
+            ).format(
+                month=f"{previous_month(now, tz).first_day:%Y-%m}", days=_example_days(now, tz)
+            )
+        )
+        return
+    period = _period(args, program) if args else previous_month(now, tz)
     if period is None:
         await _usage(message, "/settlement")
+        return
+    if period.end > now:
+        await message.answer(
+            _(
+                "{period} has not ended yet, and settlement states where each partner stands at "
+                "its end. Ask again once it is over; /stats gives the figures so far."
+            ).format(period=_days(period))
+        )
         return
     assert message.from_user is not None
     report = await settlement(session, program, start=period.start, end=period.end)
