@@ -69,7 +69,6 @@ from db.rules import (
     check_purchase,
     check_redeem,
     earned_points,
-    money_kept,
     points_money,
     share_kept,
 )
@@ -749,7 +748,9 @@ async def post_reversal(
     if refund > before:
         raise RefundTooLarge(amount=refund, max=before)
     after = before - refund
-    claw, give, money = await _refund_shares(session, orig, before, after)
+    claw, give, money = await _refund_shares(
+        session, orig, before, after, program.program.point_value
+    )
     reward = await _referral_of(session, orig) if after == 0 else None
     member_ids = [orig.member_id] + ([reward.inviter_id] if reward and reward.inviter_id else [])
     # Member rows first, then accounts: the order a deletion takes them in (lock_members).
@@ -881,18 +882,26 @@ async def _referral_of(session: AsyncSession, purchase: Transaction) -> _Reward 
 
 
 async def _refund_shares(
-    session: AsyncSession, orig: Transaction, before: Decimal, after: Decimal
+    session: AsyncSession, orig: Transaction, before: Decimal, after: Decimal, pv: Decimal
 ) -> tuple[int, int, Decimal]:
     """For refunding the purchase `orig` from `before` to `after` money not yet refunded:
     (points to claw back, points to return, money part of the refund). Computed from the
-    totals, not per refund, so partial refunds add up exactly to a full one."""
+    totals, not per refund, so partial refunds add up exactly to a full one. The money part
+    is the refund less what the returned points are worth, so points and money together are
+    the sum refunded (not a cent more: both shares rounded in the member's favour would be)."""
     assert orig.amount is not None and orig.paid is not None
     assert orig.member_id is not None
     earned, redeemed = await _wallet_moves(session, orig.id, orig.member_id)
     claw = share_kept(earned, orig.amount, before) - share_kept(earned, orig.amount, after)
-    give = share_kept(redeemed, orig.amount, before) - share_kept(redeemed, orig.amount, after)
-    money = money_kept(orig.paid, orig.amount, before) - money_kept(orig.paid, orig.amount, after)
-    return claw, give, min(money, before - after)
+    points_kept = {left: share_kept(redeemed, orig.amount, left) for left in (before, after)}
+    give = points_kept[before] - points_kept[after]
+
+    def money_kept_at(left: Decimal) -> Decimal:
+        # At the whole purchase this is what was paid in money; at nothing, nothing.
+        return left - points_money(points_kept[left], pv)
+
+    money = money_kept_at(before) - money_kept_at(after)
+    return claw, give, max(money, Decimal("0.00"))
 
 
 async def reversal_result(
@@ -913,7 +922,9 @@ async def reversal_result(
         )
     ).scalar_one()
     before = orig.amount - (refunded_earlier or 0)
-    claw, _, _ = await _refund_shares(session, orig, before, before - tx.amount)
+    claw, _, _ = await _refund_shares(
+        session, orig, before, before - tx.amount, program.program.point_value
+    )
     shortfall = claw - min(claw, taken)
     clawback = None
     reward = await _referral_of(session, orig) if before == tx.amount else None

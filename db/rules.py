@@ -152,10 +152,3 @@ def share_kept(total: int, amount: Decimal, remaining: Decimal) -> int:
         ctx.prec = 50
         return _floor(total * remaining / amount)
 
-
-def money_kept(total: Decimal, amount: Decimal, remaining: Decimal) -> Decimal:
-    if remaining >= amount:
-        return total
-    with localcontext() as ctx:
-        ctx.prec = 50
-        return (total * remaining / amount).quantize(CENT, rounding=ROUND_DOWN)

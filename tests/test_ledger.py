@@ -166,6 +166,32 @@ async def test_partial_refunds_add_up_to_full(session: AsyncSession, program: Pr
         await reverse(session, program, transaction_id=sale.transaction_id, key="r9", reason="r")
 
 
+async def test_a_partial_refund_of_a_points_sale_gives_back_exactly_its_sum(
+    session: AsyncSession, program: Program
+) -> None:
+    """40.00 paid with 50 points (0.50) and 39.50 in money: a 10.00 refund returns 13 points
+    (the member's side of 12.5) and 9.87 in money, 10.00 in all; the rest returns the other
+    37 points and 29.63, so the two add up to the sale."""
+    m = await join(session, program)
+    sale = await redeem(
+        session, program, member_id=m, partner="coffee", amount=D("40.00"), points=50, key="s"
+    )
+    first = await reverse(
+        session,
+        program,
+        transaction_id=sale.transaction_id,
+        amount=D("10.00"),
+        key="a",
+        reason="cup",
+    )
+    assert (first.points_returned, first.money_refund) == (13, D("9.87"))
+    rest = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="b", reason="cup"
+    )
+    assert (rest.points_returned, rest.money_refund) == (37, D("29.63"))
+    assert first.money_refund + rest.money_refund == sale.paid
+
+
 async def test_refund_too_large_and_bad_targets(session: AsyncSession, program: Program) -> None:
     m = await join(session, program)
     sale = await earn(session, program, member_id=m, partner="coffee", amount=D("10"), key="s")
