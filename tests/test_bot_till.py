@@ -313,7 +313,7 @@ async def test_refunds_by_managers_of_the_right_partner_only(
     await coffee_boss.wait_message("left to refund")
     await coffee_boss.send("/today")
     today = text_of(await coffee_boss.wait_message("Today"))
-    assert "Sales to members: 1 (1 members), PLN\u00a040.00" in today
+    assert "Sales to members: 1 (1 member), PLN\u00a040.00" in today
     assert "Sales refunded: PLN\u00a010.00" in today
 
 

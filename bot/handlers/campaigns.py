@@ -17,6 +17,7 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
@@ -281,8 +282,13 @@ async def button_step(
     await state.set_state(None)
     info = await get_campaign(session, campaign_id)
     assert info is not None
-    await message.answer(_("Preview: this is what members will see."))
-    await send_campaign_message(bot, message.chat.id, info)
+    await message.answer(
+        _(
+            "Preview: this is what members will see, each in their language for the "
+            "“Stop offers” button under it (pressing it here turns your own offers off)."
+        )
+    )
+    await send_campaign_message(bot, message.chat.id, info, _("🔕 Stop offers"))
     size = await audience_size(session, segment)
     drop = [_button(_("✖ Cancel"), CampaignCb(action="drop", id=campaign_id))]
     if not size:
@@ -292,9 +298,11 @@ async def button_step(
         )
         return
     await message.answer(
-        _("Campaign #{id} to {who}: {count} members. Send it?").format(
-            id=campaign_id, who=_describe(segment, program), count=fmt.number(size)
-        ),
+        _n(
+            "Campaign #{id} to {who}: {n} member. Send it?",
+            "Campaign #{id} to {who}: {n} members. Send it?",
+            size,
+        ).format(id=campaign_id, who=_describe(segment, program), n=fmt.number(size)),
         reply_markup=InlineKeyboardMarkup(
             inline_keyboard=[
                 [_button(_("🚀 Send now"), CampaignCb(action="now", id=campaign_id))],

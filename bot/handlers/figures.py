@@ -11,6 +11,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
@@ -66,11 +67,14 @@ async def show_shift(
         ]
         lines.append(" · ".join(parts))
     lines.append(
-        _(
-            "Total: {count} operations, sales {money} ({paid} of it in money), points "
-            "+{issued} / −{redeemed}."
+        _n(
+            "Total: {n} operation, sales {money} ({paid} of it in money), points "
+            "+{issued} / −{redeemed}.",
+            "Total: {n} operations, sales {money} ({paid} of it in money), points "
+            "+{issued} / −{redeemed}.",
+            len(operations),
         ).format(
-            count=len(operations),
+            n=fmt.number(len(operations)),
             money=fmt.money(money, currency),
             paid=fmt.money(paid, currency),
             issued=fmt.number(sum(op.points_in for op in operations)),
@@ -96,8 +100,14 @@ async def _figures(
         "\n".join(
             [
                 f"📊 <b>{escape(staff.partner_name or '')}</b>: {title}",
-                _("Sales to members: {sales} ({members} members), {money}.").format(
-                    sales=f.sales, members=f.members, money=fmt.money(f.revenue, currency)
+                _n(
+                    "Sales to members: {sales} ({n} member), {money}.",
+                    "Sales to members: {sales} ({n} members), {money}.",
+                    f.members,
+                ).format(
+                    sales=fmt.number(f.sales),
+                    n=fmt.number(f.members),
+                    money=fmt.money(f.revenue, currency),
                 ),
                 _("Paid with points: {money}. Sales refunded: {refunds}.").format(
                     money=fmt.money(f.paid_with_points, currency),

@@ -127,7 +127,7 @@ async def poster(
     await message.answer_document(
         BufferedInputFile(pdf, filename=f"{source}.pdf"),
         caption=_(
-            "An A4 poster to print, in {language}. Joins through its code count as "
+            "An A4 poster to print ({language}). Joins through its code count as "
             "“{source}” in /stats."
         ).format(language=LANGUAGE_NAMES[language], source=source),
     )
