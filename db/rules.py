@@ -151,4 +151,3 @@ def share_kept(total: int, amount: Decimal, remaining: Decimal) -> int:
     with localcontext() as ctx:
         ctx.prec = 50
         return _floor(total * remaining / amount)
-
