@@ -51,9 +51,10 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
 class TrackedSession(Session):
     """A session that knows whether it committed a write.
 
-    `info["committed"]` becomes true when a transaction that wrote something commits, so the
-    bot's error reporter never says "nothing was changed" about committed work; callables
-    in `info["after_commit"]` run after such a commit (the notice worker's wake-up)."""
+    `info["committed"]` becomes true when a transaction that wrote something (beyond the
+    audit log) commits, so the bot's error reporter never says "nothing was changed" about
+    committed work; `info["owed"]` when that work owed messages (db/outbox.py); callables in
+    `info["after_commit"]` run after such a commit (the notice worker's wake-up)."""
 
 
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
@@ -65,7 +66,10 @@ def _note_statement(state: ORMExecuteState) -> None:
     if isinstance(statement, TextClause):
         writes = _WRITES.search(statement.text) is not None
     else:
-        writes = not state.is_select
+        # The audit log records attempts too (a lookup, a refused action): writing it is
+        # not work done for the person.
+        table = getattr(statement, "table", None)
+        writes = not state.is_select and getattr(table, "name", None) != "audit_log"
     if writes:
         state.session.info["wrote"] = True
 
@@ -79,6 +83,8 @@ def _note_flush(session: Session, _context: object) -> None:
 def _committed(session: Session) -> None:
     if session.info.pop("wrote", False):
         session.info["committed"] = True
+        if session.info.pop("owing", False):
+            session.info["owed"] = True  # messages owed by it are in the outbox
         for hook in session.info.get("after_commit", ()):
             hook()
 
@@ -86,6 +92,7 @@ def _committed(session: Session) -> None:
 @event.listens_for(TrackedSession, "after_rollback")
 def _rolled_back(session: Session) -> None:
     session.info.pop("wrote", None)
+    session.info.pop("owing", None)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

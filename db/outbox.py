@@ -66,6 +66,7 @@ async def owe(session: AsyncSession, *messages: Owed) -> None:
     ]
     if rows:
         await session.execute(insert(Notice), rows)
+        session.info["owing"] = True
 
 
 _ADD_EXPIRED = text(

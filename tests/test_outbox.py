@@ -233,3 +233,18 @@ async def test_delivered_notices_are_forgotten_after_a_month(
     async with sessions() as s:
         left = (await s.execute(select(Notice.status, Notice.params))).all()
     assert left == [("pending", {"points": 8})]  # what is still owed stays
+
+
+async def test_a_failed_lookup_is_not_reported_as_saved_work(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """Opening a member's card writes only its audit row: if showing the panel then fails,
+    nothing was done for anyone, and the cashier may simply scan again."""
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    link = await card_link_payload(ann)
+    harness.server.fail_next("sendMessage", code=500, count=4, chat_id=cashier.user_id)
+    await cashier.send("/start " + link)
+    told = text_of(await cashier.wait_message("went wrong", timeout=15))
+    assert "nothing was changed" in told and "saved" not in told

@@ -122,9 +122,14 @@ async def unexpected(event: ErrorEvent, session: AsyncSession | None = None) -> 
     log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
     if committed(session):
         # Never "nothing was changed" about committed work; a retry could do it twice.
-        text = _(
-            "This was done and saved, but showing you the result failed. Do not repeat it: "
-            "the messages it owes are on their way."
+        assert session is not None
+        text = (
+            _(
+                "This was done and saved, but showing you the result failed. Do not repeat "
+                "it: the messages it owes are on their way."
+            )
+            if session.info.get("owed")
+            else _("This was done and saved, but showing you the result failed. Do not repeat it.")
         )
     else:
         text = _(
