@@ -101,14 +101,22 @@ class NoticeWorker:
             self._task = None
 
     async def run_forever(self) -> None:
+        failures = 0
         while True:
             try:
                 if await self.run_batch():
+                    failures = 0
                     continue
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("notice delivery failed; trying again shortly")
+                # The database away, say: logged once per outage, then retried more slowly.
+                if not failures:
+                    log.exception("notice delivery failed; retrying until it works")
+                failures += 1
+                await asyncio.sleep(min(self.idle_poll * 2**failures, 30.0))
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.idle_poll)
             self._wake.clear()
