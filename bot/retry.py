@@ -13,9 +13,20 @@ from aiogram.client.session.middlewares.base import (
     NextRequestMiddlewareType,
 )
 from aiogram.exceptions import TelegramNetworkError, TelegramServerError
-from aiogram.methods import GetUpdates, TelegramMethod
+from aiogram.methods import GetUpdates, Response, TelegramMethod
 
 log = logging.getLogger(__name__)
+
+# aiogram parses each answer with `Response[method.__returning__]`, a pydantic generic that
+# pydantic caches only weakly: each time the garbage collector frees one, the next answer
+# builds its schema again (milliseconds, on the busiest path). One kept per method type.
+_RESPONSE_TYPES: dict[type, type] = {}
+
+
+def keep_response_type(method: TelegramMethod[Any]) -> None:
+    kind = type(method)
+    if kind not in _RESPONSE_TYPES:
+        _RESPONSE_TYPES[kind] = Response[method.__returning__]  # type: ignore[name-defined]
 
 
 class RetryMiddleware(BaseRequestMiddleware):
@@ -36,6 +47,7 @@ class RetryMiddleware(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[Any],
     ) -> Any:
+        keep_response_type(method)
         if isinstance(method, GetUpdates):
             return await make_request(bot, method)
         for attempt in range(1, self.attempts + 1):

@@ -11,7 +11,7 @@ from html import escape, unescape
 from typing import Any
 
 from aiogram import Bot, Router
-from aiogram.filters import Command, or_f
+from aiogram.filters import Command, StateFilter, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -536,10 +536,10 @@ def build() -> Router:
     router.callback_query.filter(allowed)
     router.message.register(new_campaign, Command("campaign"))
     router.message.register(list_campaigns, Command("campaigns"))
-    router.message.register(content_step, Compose.content, ~IsCommand())
-    router.message.register(button_step, Compose.button, HasText(), ~IsCommand())
-    router.message.register(button_step, Compose.button, Command("skip"))
-    router.message.register(when_step, Compose.when, HasText(), ~IsCommand())
+    router.message.register(content_step, StateFilter(Compose.content), ~IsCommand())
+    router.message.register(button_step, StateFilter(Compose.button), HasText(), ~IsCommand())
+    router.message.register(button_step, StateFilter(Compose.button), Command("skip"))
+    router.message.register(when_step, StateFilter(Compose.when), HasText(), ~IsCommand())
     router.callback_query.register(segment_step, SegmentCb.filter())
     router.callback_query.register(decide, CampaignCb.filter())
     return router

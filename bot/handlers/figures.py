@@ -223,7 +223,8 @@ async def refund(
 
 def build() -> Router:
     router = Router(name="figures")
-    router.message.filter(PrivateChat())
+    # Members skip the whole router: each command below is for staff.
+    router.message.filter(PrivateChat(), IsStaff("cashier", "manager"))
     router.message.register(show_shift, Command("shift"), IsStaff("cashier", "manager"))
     router.message.register(today, Command("today"), IsStaff("manager"))
     router.message.register(this_week, Command("week"), IsStaff("manager"))

@@ -166,7 +166,8 @@ async def source_link(
 
 def build() -> Router:
     router = Router(name="poster")
-    router.message.filter(PrivateChat())
+    # Members skip the whole router: each command below is for owners or staff.
+    router.message.filter(PrivateChat(), or_f(IsOwner(), IsStaff()))
     router.message.register(poster, Command("poster"), or_f(IsOwner(), IsStaff("manager")))
     router.message.register(source_link, Command("link"), or_f(IsOwner(), IsStaff("marketer")))
     return router

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html import escape
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandObject, or_f
 from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.i18n import gettext as _
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
 from bot.charts import ChartLabels, render_stats_chart
-from bot.filters import IsOwner, IsStaff
+from bot.filters import IsOwner, IsStaff, PrivateChat
 from bot.settlement_csv import write_settlement
 from db.program import Program
 from db.settlement import settlement
@@ -352,7 +352,8 @@ async def settlement_report(
 
 def build() -> Router:
     router = Router(name="stats")
-    router.message.filter(F.chat.type == "private")
+    # Members skip the whole router: each command below is for owners or staff.
+    router.message.filter(PrivateChat(), or_f(IsOwner(), IsStaff()))
     coalition = or_f(IsOwner(), IsStaff("marketer"))
     router.message.register(coalition_stats, Command("stats"), coalition)
     router.message.register(partner_stats, Command("stats"), IsStaff("manager"))
