@@ -207,7 +207,6 @@ async def list_staff(session: AsyncSession) -> list[StaffInfo]:
             )
         )
     ).all()
-    await session.rollback()
     return [StaffInfo(*row) for row in rows]
 
 
@@ -300,7 +299,6 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
             .limit(limit)
         )
     ).all()
-    await session.rollback()
     return [AuditEntry(*row) for row in rows]
 
 

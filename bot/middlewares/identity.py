@@ -24,5 +24,4 @@ class IdentityMiddleware(BaseMiddleware):
         data["staff"] = None
         if user is not None and "session" in data:
             data["member"], data["staff"] = await identify(data["session"], user.id)
-            await data["session"].rollback()  # end the read: use cases start afresh
         return await handler(event, data)
