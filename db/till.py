@@ -119,7 +119,7 @@ async def lookup_member(
     Typed numbers could be guessed (the check digit only catches typos), so a number that
     names nobody is audited too, and a cashier with LOOKUP_FAILURES of those within
     LOOKUP_WINDOW is refused further typed numbers until the window has passed."""
-    staff.require("cashier", "manager")
+    staff.require("lookup")
     member: MemberInfo | None
     async with _own_card_audited(session, staff, "lookup"), unit_of_work(session):
         if token is not None:
@@ -172,7 +172,7 @@ async def till_sale(
     Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
     posted the same amount to this member within REPEAT_WINDOW under another key, unless
     `again` (the cashier said so); a replay of this very sale is never asked about."""
-    staff.require("cashier", "manager")
+    staff.require("sale")
     assert staff.partner_slug is not None
     now = now or datetime.now(UTC)
     key = sale_key(program, staff.partner_id, dialog, receipt, now)
@@ -358,7 +358,7 @@ async def request_redemption(
     A member known not to reach the bot (they blocked it) cannot confirm: the request is
     written already closed (status "unreachable", audited so) so the cashier can finish the
     sale earn-only at once. Refused on the cashier's own card (OwnCard)."""
-    staff.require("cashier", "manager")
+    staff.require("redeem")
     now = now or datetime.now(UTC)
     rules = program.program
     amount = check_purchase(amount, rules.max_purchase)
@@ -615,7 +615,7 @@ async def finish_earn_only(
     """After the member declined, let it expire or could not be asked: post the same sale
     (amount, receipt) without points, keyed like any sale of that dialog, so a second tap
     replays the first. Only the cashier who asked may do it."""
-    staff.require("cashier", "manager")
+    staff.require("sale")
     req = await _request(session, public_id)  # read in till_sale's transaction, which it ends
     if req.staff_id != staff.id or req.status not in ("declined", "expired", "unreachable"):
         raise RequestClosed(status=req.status)
@@ -637,7 +637,7 @@ async def request_outcome(
     session: AsyncSession, program: Program, staff: StaffInfo, public_id: str
 ) -> tuple[RequestInfo, PurchaseResult | None]:
     """What became of the cashier's own request, with the sale it posted if confirmed."""
-    staff.require("cashier", "manager")
+    staff.require("redeem")
     req = await _request(session, public_id)
     if req.staff_id != staff.id:
         raise RequestClosed()
@@ -720,7 +720,7 @@ async def till_refund(
     key: str,
 ) -> ReversalResult:
     """A manager refunds a sale of their own partner (the ledger refuses another's)."""
-    staff.require("manager")
+    staff.require("refund")
     assert staff.partner_slug is not None
     async with unit_of_work(session):
         result = await post_reversal(

@@ -224,8 +224,8 @@ async def refund(
 def build() -> Router:
     router = Router(name="figures")
     router.message.filter(PrivateChat())
-    router.message.register(show_shift, Command("shift"), IsStaff("cashier", "manager"))
-    router.message.register(today, Command("today"), IsStaff("manager"))
-    router.message.register(this_week, Command("week"), IsStaff("manager"))
-    router.message.register(refund, Command("refund"), IsStaff("manager"))
+    router.message.register(show_shift, Command("shift"), IsStaff("shift"))
+    router.message.register(today, Command("today"), IsStaff("partner_figures"))
+    router.message.register(this_week, Command("week"), IsStaff("partner_figures"))
+    router.message.register(refund, Command("refund"), IsStaff("refund"))
     return router

@@ -584,8 +584,8 @@ async def cancel(
 
 def build() -> Router:
     router = Router(name="till")
-    router.message.filter(PrivateChat(), IsStaff("cashier", "manager"))
-    router.callback_query.filter(IsStaff("cashier", "manager"))
+    router.message.filter(PrivateChat(), IsStaff("sale"))
+    router.callback_query.filter(IsStaff("sale"))
     router.message.register(
         scanned_link, CommandStart(deep_link=True, magic=F.args.startswith(CARD))
     )
