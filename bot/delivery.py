@@ -149,11 +149,12 @@ class DeliveryWorker:
         """Hold the delivery lock (waiting while another instance has it) and deliver."""
         while True:
             try:
-                async with self.engine.connect() as conn:
+                # The lock is the connection's: autocommit, never an open transaction.
+                async with self.engine.connect() as plain:
+                    conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
                     got = await conn.scalar(
                         text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}
                     )
-                    await conn.commit()
                     if not got:
                         await asyncio.sleep(5 * self.idle_poll)
                         continue
@@ -169,7 +170,6 @@ class DeliveryWorker:
                             await conn.execute(
                                 text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY}
                             )
-                            await conn.commit()
             except asyncio.CancelledError:
                 raise
             except Exception:

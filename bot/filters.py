@@ -9,6 +9,7 @@ from aiogram.filters import Filter
 from aiogram.types import Message, TelegramObject
 
 from bot.keyboards import BUTTONS
+from db.access import may
 from db.cards import normalize_card_number
 
 
@@ -20,13 +21,16 @@ class IsMember(Filter):
 
 
 class IsStaff(Filter):
-    """Passes for active staff of a partner in one of `roles` (any role if none given)."""
+    """Passes for active staff whose role may do `action` (db/access.py's table; any active
+    staff if no action is given). The use case checks the same table again."""
 
-    def __init__(self, *roles: str) -> None:
-        self.roles = roles
+    def __init__(self, action: str | None = None) -> None:
+        if action is not None:
+            may(None, action)  # an action missing from the table fails at start-up
+        self.action = action
 
     async def __call__(self, event: TelegramObject, staff: Any = None) -> bool:
-        return staff is not None and (not self.roles or staff.role in self.roles)
+        return staff is not None and (self.action is None or may(staff.role, self.action))
 
 
 class IsOwner(Filter):

@@ -34,16 +34,17 @@ REMIND_DAYS_AHEAD = 14
 async def exclusively(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]) -> T | None:
     """Run `job` unless another instance holds the job's advisory lock (then skip it)."""
     key = zlib.crc32(f"loyalty-job:{name}".encode())
-    async with runtime.engine.connect() as conn:
+    # The lock is the connection's (not a transaction's): autocommit, so the connection
+    # that holds it never sits in an open transaction while the job runs.
+    async with runtime.engine.connect() as plain:
+        conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
         if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
             log.info("job %s is running elsewhere; skipped", name)
             return None
-        await conn.commit()
         try:
             return await job()
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            await conn.commit()
 
 
 async def expire_points(runtime: Runtime, now: datetime | None = None) -> int:

@@ -1,7 +1,7 @@
 """Who may use which command: one table of roles × commands. /help, the Telegram command
 menus, the staff welcome messages and the fallback's "this is for managers" all read it, so
-a command is described once. The routers' filters and the use cases still check the role
-themselves (a menu is a convenience, never a permission)."""
+a command is described once. Who may do what is db/access.py's table, which the routers'
+filters and the use cases read (a menu is a convenience, never a permission)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from typing import Any
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
-MEMBER, CASHIER, MANAGER, MARKETER, OWNER = "member", "cashier", "manager", "marketer", "owner"
+from db import access
+from db.access import CASHIER, MANAGER, MARKETER
+
+MEMBER, OWNER = "member", "owner"
 # The order /help and the menus show a person's roles in: their work first, then their own
 # card (staff and owners keep their member side).
 ROLES = (OWNER, MANAGER, CASHIER, MARKETER, MEMBER)
-STAFF_ROLES = (CASHIER, MANAGER, MARKETER)
+STAFF_ROLES = access.STAFF_ROLES
 
 
 @dataclass(frozen=True, slots=True)

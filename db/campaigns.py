@@ -111,7 +111,6 @@ async def audience_size(
 ) -> int:
     query = audience(segment, now or datetime.now(UTC)).subquery()
     size = await session.scalar(select(func.count()).select_from(query))
-    await session.rollback()
     return int(size or 0)
 
 
@@ -173,7 +172,6 @@ def _info(c: Campaign) -> CampaignInfo:
 async def get_campaign(session: AsyncSession, campaign_id: int) -> CampaignInfo | None:
     row = await session.get(Campaign, campaign_id, populate_existing=True)
     info = _info(row) if row else None
-    await session.rollback()
     return info
 
 
@@ -323,7 +321,6 @@ async def scheduled_campaigns(session: AsyncSession) -> list[CampaignInfo]:
         .all()
     )
     infos = [_info(c) for c in rows]
-    await session.rollback()
     return infos
 
 
@@ -342,7 +339,6 @@ async def past_campaigns(session: AsyncSession, limit: int = 10) -> list[Campaig
         .all()
     )
     infos = [_info(c) for c in rows]
-    await session.rollback()
     return infos
 
 
@@ -440,7 +436,6 @@ async def due_campaigns(session: AsyncSession, now: datetime) -> list[int]:
         .scalars()
         .all()
     )
-    await session.rollback()
     return list(ids)
 
 
@@ -627,5 +622,4 @@ async def pending_count(session: AsyncSession) -> int:
     count = await session.scalar(
         select(func.count()).where(Outbox.status.in_(("pending", "sending")))
     )
-    await session.rollback()
     return int(count or 0)

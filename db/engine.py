@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import TextClause, event
 from sqlalchemy.engine import make_url
@@ -93,6 +95,15 @@ def _committed(session: Session) -> None:
 def _rolled_back(session: Session) -> None:
     session.info.pop("wrote", None)
     session.info.pop("owing", None)
+
+
+@asynccontextmanager
+async def own_session(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A short session of its own on `session`'s engine, for a read whose transaction-local
+    settings (SET LOCAL) must not reach the caller's transaction: closing it ends its
+    transaction, and the caller's session is left as it was."""
+    async with AsyncSession(session.bind, expire_on_commit=False) as reader:
+        yield reader
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -47,7 +47,6 @@ async def expire_due(
     member's other lots are left for the next run, and everyone else's expire as usual."""
     now = now or datetime.now(UTC)
     breakage = await system_account(session, AccountKind.BREAKAGE)
-    await session.commit()
     expired: list[ExpiredLot] = []
     failed: set[int] = set()
     in_a_row = 0
@@ -62,7 +61,6 @@ async def expire_due(
                 .limit(batch)
             )
         ).all()
-        await session.commit()
         if not due:
             return expired
         for lot_id, member_id, wallet in due:

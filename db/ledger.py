@@ -212,7 +212,22 @@ async def set_lot_remaining(session: AsyncSession, lot_id: int, remaining: int) 
 @asynccontextmanager
 async def unit_of_work(session: AsyncSession) -> AsyncIterator[None]:
     """One database transaction per use case: commit at the end, roll back on any error, so
-    a refused request writes nothing and the caller never reports what was not stored."""
+    a refused request writes nothing and the caller never reports what was not stored.
+
+    This is the only place in the bot and db/ that commits or rolls back (a test scans the
+    source for others). A use case that writes runs in one unit of work; a query (a read)
+    neither commits nor rolls back, and handlers do neither: the database middleware closes
+    the update's session when the update is handled, which ends any read left open.
+
+    A read before a use case in the same session (the identity middleware's, or a handler's
+    look-up) is not ended first: it simply becomes the start of the use case's transaction,
+    and this commit ends both. Under READ COMMITTED each statement sees what was committed
+    when it began, so the use case's own reads and the ledger's locks are as fresh as in a
+    new transaction; what the use case decides on, it reads again inside its unit of work
+    (under the lock where it matters). A read whose transaction-local settings (SET LOCAL)
+    must not reach a later posting runs in a short session of its own (db/engine.py
+    `own_session`). Jobs and workers open a session per unit (a batch, a lot, a claim) and
+    run each in its own unit of work; their advisory locks live on autocommit connections."""
     try:
         yield
         await session.commit()

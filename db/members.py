@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -11,7 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.cards import new_card_number
 from db.errors import UnknownMember
-from db.ledger import Leg, add_lot, fingerprint, open_transaction, post_entries, system_account
+from db.ledger import (
+    Leg,
+    add_lot,
+    fingerprint,
+    open_transaction,
+    post_entries,
+    system_account,
+    unit_of_work,
+)
 from db.models import Account, AccountKind, Member, RewardedIdentity, TxKind
 from db.program import Program
 
@@ -82,7 +91,13 @@ async def find_by_card(session: AsyncSession, card_number: str) -> MemberInfo | 
         return None
 
 
-async def register_member(
+async def register_member(session: AsyncSession, program: Program, **request: Any) -> MemberInfo:
+    """Join the program (`_register`), as one unit of work."""
+    async with unit_of_work(session):
+        return await _register(session, program, **request)
+
+
+async def _register(
     session: AsyncSession,
     program: Program,
     *,
@@ -139,7 +154,6 @@ async def register_member(
             )
         ).scalar_one_or_none()
         if member_id is None and (found := await find_by_telegram(session, telegram_id)):
-            await session.commit()
             return found
     wallet_id = (
         await session.execute(
@@ -170,9 +184,7 @@ async def register_member(
             earned_at=now,
             expires_at=expiry_for(program, now),
         )
-    info = await _load(session, Member.id == member_id, created=True)
-    await session.commit()
-    return info
+    return await _load(session, Member.id == member_id, created=True)
 
 
 async def rewards_taken(session: AsyncSession, identity: str) -> tuple[bool, bool]:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.ledger import unit_of_work
 from db.models import Notice
 from db.purchases import PurchaseResult, ReversalResult
 
@@ -146,10 +147,10 @@ async def claim(
     session: AsyncSession, *, limit: int, now: datetime, stale_after: timedelta
 ) -> list[Due]:
     """Claim due notices (committed at once: a claim is what keeps two workers apart)."""
-    rows = (
-        await session.execute(_CLAIM, {"now": now, "stale": now - stale_after, "limit": limit})
-    ).all()
-    await session.commit()
+    async with unit_of_work(session):
+        rows = (
+            await session.execute(_CLAIM, {"now": now, "stale": now - stale_after, "limit": limit})
+        ).all()
     claimed = []
     for row in sorted(rows, key=lambda r: r.id):
         chat_id, language, why_not = row.chat_id, row.language or "en", None
@@ -331,12 +332,12 @@ KEEP_DELIVERED = timedelta(days=30)
 async def prune(session: AsyncSession, now: datetime) -> int:
     """Forget notices that ended more than KEEP_DELIVERED ago (the ledger and the audit log
     are the records; these were only the mail)."""
-    result = await session.execute(
-        text(
-            "DELETE FROM notices WHERE status IN ('sent', 'failed', 'blocked')"
-            " AND created_at < :before"
-        ),
-        {"before": now - KEEP_DELIVERED},
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        result = await session.execute(
+            text(
+                "DELETE FROM notices WHERE status IN ('sent', 'failed', 'blocked')"
+                " AND created_at < :before"
+            ),
+            {"before": now - KEEP_DELIVERED},
+        )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db.errors import UnknownPartner
+from db.ledger import unit_of_work
 from db.models import Account, AccountKind, Partner
 from db.program import Program
 
@@ -26,39 +27,41 @@ class PartnerAccounts:
 async def sync_partners(session: AsyncSession, program: Program) -> None:
     """Make the partners table match the program file: add and update partners, deactivate
     those no longer listed, and give each its two ledger accounts. Touches no history."""
-    slugs = [p.slug for p in program.partners]
-    for rules in program.partners:
-        stmt = pg_insert(Partner).values(
-            slug=rules.slug,
-            name=rules.name,
-            category=rules.category,
-            earn_percent=rules.earn_percent,
-            active=True,
-        )
-        partner_id = (
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[Partner.slug],
-                    set_={
-                        "name": stmt.excluded.name,
-                        "category": stmt.excluded.category,
-                        "earn_percent": stmt.excluded.earn_percent,
-                        "active": True,
-                    },
-                ).returning(Partner.id)
+    async with unit_of_work(session):
+        slugs = [p.slug for p in program.partners]
+        for rules in program.partners:
+            stmt = pg_insert(Partner).values(
+                slug=rules.slug,
+                name=rules.name,
+                category=rules.category,
+                earn_percent=rules.earn_percent,
+                active=True,
             )
-        ).scalar_one()
-        for kind in (AccountKind.PARTNER_ISSUED, AccountKind.PARTNER_REDEEMED):
-            await session.execute(
-                pg_insert(Account)
-                .values(kind=kind, partner_id=partner_id)
-                .on_conflict_do_nothing(
-                    index_elements=[Account.partner_id, Account.kind],
-                    index_where=Account.partner_id.is_not(None),
+            partner_id = (
+                await session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[Partner.slug],
+                        set_={
+                            "name": stmt.excluded.name,
+                            "category": stmt.excluded.category,
+                            "earn_percent": stmt.excluded.earn_percent,
+                            "active": True,
+                        },
+                    ).returning(Partner.id)
                 )
-            )
-    await session.execute(update(Partner).where(Partner.slug.not_in(slugs)).values(active=False))
-    await session.commit()
+            ).scalar_one()
+            for kind in (AccountKind.PARTNER_ISSUED, AccountKind.PARTNER_REDEEMED):
+                await session.execute(
+                    pg_insert(Account)
+                    .values(kind=kind, partner_id=partner_id)
+                    .on_conflict_do_nothing(
+                        index_elements=[Account.partner_id, Account.kind],
+                        index_where=Account.partner_id.is_not(None),
+                    )
+                )
+        await session.execute(
+            update(Partner).where(Partner.slug.not_in(slugs)).values(active=False)
+        )
 
 
 _issued = aliased(Account)

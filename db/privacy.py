@@ -90,7 +90,6 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
         "friends_invited": stats.invited,
         "friends_rewarded": stats.rewarded,
     }
-    await session.rollback()  # only after reading the rows: a rollback expires them
     return data
 
 

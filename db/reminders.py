@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.ledger import unit_of_work
 from db.models import Member, PointLot
 
 
@@ -48,11 +49,12 @@ async def due_reminders(session: AsyncSession, now: datetime, days_ahead: int) -
             .order_by(Member.id)
         )
     ).all()
-    await session.rollback()
     # The query's WHERE makes telegram_id and expires_at non-null; the row types cannot say so.
     return [Reminder(r[0], r[1], r[2], int(r[3]), r[4], list(r[5])) for r in rows]  # type: ignore[arg-type]
 
 
 async def mark_reminded(session: AsyncSession, lot_ids: list[int], now: datetime) -> None:
-    await session.execute(update(PointLot).where(PointLot.id.in_(lot_ids)).values(reminded_at=now))
-    await session.commit()
+    async with unit_of_work(session):
+        await session.execute(
+            update(PointLot).where(PointLot.id.in_(lot_ids)).values(reminded_at=now)
+        )

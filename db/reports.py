@@ -67,7 +67,6 @@ async def shift(
             .order_by(Transaction.created_at, Transaction.id)
         )
     ).all()
-    await session.rollback()
     return [
         Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
     ]
@@ -118,7 +117,6 @@ async def partner_figures(
             )
         ).all()
     )
-    await session.rollback()
     return PartnerFigures(
         sales=int(sales[0]),
         members=int(sales[1]),

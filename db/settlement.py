@@ -168,7 +168,6 @@ async def settlement(
         )
         for p, share in zip(partners, shares, strict=False)
     ]
-    await session.commit()
     return Settlement(
         start=start,
         end=end,

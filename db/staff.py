@@ -15,13 +15,14 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from db import access
 from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
 from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
 from db.outbox import Owed, owe
 from db.tokens import SOURCE
 
-ROLES = ("cashier", "manager", "marketer")
+ROLES = access.STAFF_ROLES
 INVITE_PREFIX = "s"
 INVITE_TTL = timedelta(hours=24)
 
@@ -36,9 +37,9 @@ class StaffInfo:
     partner_name: str | None
     first_name: str = ""
 
-    def require(self, *roles: str) -> None:
-        if self.role not in roles:
-            raise NotStaff(role=self.role)
+    def require(self, action: str) -> None:
+        """Refuse (NotStaff) unless this role may do `action` (db/access.py's table)."""
+        access.require(self.role, action)
 
     def require_partner(self, partner_id: int | None) -> None:
         if self.partner_id is None or self.partner_id != partner_id:
@@ -207,7 +208,6 @@ async def list_staff(session: AsyncSession) -> list[StaffInfo]:
             )
         )
     ).all()
-    await session.rollback()
     return [StaffInfo(*row) for row in rows]
 
 
@@ -300,7 +300,6 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
             .limit(limit)
         )
     ).all()
-    await session.rollback()
     return [AuditEntry(*row) for row in rows]
 
 

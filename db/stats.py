@@ -66,6 +66,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.engine import own_session
 from db.ledger import unit_of_work
 from db.program import Program
 from db.rules import CENT
@@ -551,8 +552,8 @@ async def kpis(
     partner_id: int | None = None,
 ) -> Kpis:
     """The KPIs for [start, end): the coalition's, or one partner's with `partner_id`."""
-    report = _Report(session, program, start, end, partner_id)
-    try:
+    async with own_session(session) as reader:
+        report = _Report(reader, program, start, end, partner_id)
         await report.prepare()
         members = await report.members()
         buyers = await report.buyers()
@@ -565,8 +566,6 @@ async def kpis(
             else (await report.rewards()).get(partner_id, 0)
         )
         sources = await report.sources() if partner_id is None else ()
-    finally:
-        await session.rollback()
     return _kpis(
         report,
         partner_id,
@@ -619,12 +618,10 @@ async def kpis_by_partner(
     session: AsyncSession, program: Program, *, start: datetime, end: datetime
 ) -> list[PartnerKpis]:
     """Every partner's KPIs for [start, end) (without the daily series), in partner order."""
-    report = _Report(session, program, start, end)
-    try:
+    async with own_session(session) as reader:
+        report = _Report(reader, program, start, end)
         await report.prepare()
         rows, *_rest = await _every_partner(report, await report.members())
-    finally:
-        await session.rollback()
     return rows
 
 
@@ -633,15 +630,13 @@ async def coalition_report(
 ) -> tuple[Kpis, list[PartnerKpis]]:
     """`kpis` and `kpis_by_partner` together (what /stats shows owners and marketers), with
     the queries they share run once."""
-    report = _Report(session, program, start, end)
-    try:
+    async with own_session(session) as reader:
+        report = _Report(reader, program, start, end)
         await report.prepare()
         members = await report.members()
         rows, buyers, money, by_partner, by_day = await _every_partner(report, members)
         days = await report.days(by_day)
         sources = await report.sources()
-    finally:
-        await session.rollback()
     total = _kpis(
         report,
         None,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.ledger import unit_of_work
 from db.models import Member, Transaction, TxKind
 from db.program import Program
 from db.purchases import PURCHASE_KINDS, spend_expression
@@ -31,10 +32,10 @@ async def recalculate_tiers(
     )
     tiers = sorted(program.tiers, key=lambda t: t.min_spend, reverse=True)
     tier = case(*((amount >= t.min_spend, t.name) for t in tiers[:-1]), else_=tiers[-1].name)
-    result = await session.execute(
-        update(Member)
-        .where(Member.deleted_at.is_(None), Member.tier.is_distinct_from(tier))
-        .values(tier=tier)
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        result = await session.execute(
+            update(Member)
+            .where(Member.deleted_at.is_(None), Member.tier.is_distinct_from(tier))
+            .values(tier=tier)
+        )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

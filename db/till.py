@@ -31,7 +31,7 @@ from db.ledger import unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
 from db.models import AuditLog, Member, Partner, RedemptionRequest, Transaction
 from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
-from db.program import Program
+from db.program import Program, ProgramRules
 from db.purchases import (
     PURCHASE_KINDS,
     PurchaseResult,
@@ -119,7 +119,8 @@ async def lookup_member(
     Typed numbers could be guessed (the check digit only catches typos), so a number that
     names nobody is audited too, and a cashier with LOOKUP_FAILURES of those within
     LOOKUP_WINDOW is refused further typed numbers until the window has passed."""
-    staff.require("cashier", "manager")
+    staff.require("lookup")
+    member: MemberInfo | None
     async with _own_card_audited(session, staff, "lookup"), unit_of_work(session):
         if token is not None:
             member = await get_member(session, read_card_token(secret, token).member_id)
@@ -136,14 +137,20 @@ async def lookup_member(
                     how=how,
                     card_number=card_number,
                 )
-                await session.commit()  # the failure stays on record; nothing else was done
-                raise UnknownMember()
             member = found
-        _check_not_own(staff, member.id, member.telegram_id)
-        await audit(
-            session, "lookup", actor=staff.telegram_id, staff=staff, member_id=member.id, how=how
-        )
-        return member
+        if member is not None:
+            _check_not_own(staff, member.id, member.telegram_id)
+            await audit(
+                session,
+                "lookup",
+                actor=staff.telegram_id,
+                staff=staff,
+                member_id=member.id,
+                how=how,
+            )
+    if member is None:
+        raise UnknownMember()  # the failure is on record (committed above); nothing else
+    return member
 
 
 async def till_sale(
@@ -165,7 +172,7 @@ async def till_sale(
     Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
     posted the same amount to this member within REPEAT_WINDOW under another key, unless
     `again` (the cashier said so); a replay of this very sale is never asked about."""
-    staff.require("cashier", "manager")
+    staff.require("sale")
     assert staff.partner_slug is not None
     now = now or datetime.now(UTC)
     key = sale_key(program, staff.partner_id, dialog, receipt, now)
@@ -315,6 +322,20 @@ def _with_money(info: RequestInfo, program: Program) -> RequestInfo:
     return replace(info, money=points_money(info.points, program.program.point_value))
 
 
+def allowance(balance: int, amount: Decimal, rules: ProgramRules) -> int:
+    """The most points a member with `balance` may pay on a purchase of `amount`."""
+    return min(balance, max_redeemable(amount, rules.max_redeem_percent, rules.point_value))
+
+
+async def redemption_allowance(
+    session: AsyncSession, program: Program, member_id: int, amount: Decimal
+) -> int:
+    """What the till offers as "Max": the allowance `request_redemption` takes when it is
+    asked for as many points as allowed (a read; the request checks again)."""
+    member = await get_member(session, member_id)
+    return allowance(member.balance, amount, program.program)
+
+
 async def request_redemption(
     session: AsyncSession,
     program: Program,
@@ -337,7 +358,7 @@ async def request_redemption(
     A member known not to reach the bot (they blocked it) cannot confirm: the request is
     written already closed (status "unreachable", audited so) so the cashier can finish the
     sale earn-only at once. Refused on the cashier's own card (OwnCard)."""
-    staff.require("cashier", "manager")
+    staff.require("redeem")
     now = now or datetime.now(UTC)
     rules = program.program
     amount = check_purchase(amount, rules.max_purchase)
@@ -346,9 +367,7 @@ async def request_redemption(
         _check_not_own(staff, member.id, member.telegram_id)
         reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
         if points is None:
-            points = min(
-                member.balance, max_redeemable(amount, rules.max_redeem_percent, rules.point_value)
-            )
+            points = allowance(member.balance, amount, rules)
             if points <= 0:
                 raise NotEnoughPoints()
         check_points(points)
@@ -423,10 +442,12 @@ async def note_messages(
         )
         if v is not None
     }
-    await session.execute(
-        update(RedemptionRequest).where(RedemptionRequest.public_id == public_id).values(**values)
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        await session.execute(
+            update(RedemptionRequest)
+            .where(RedemptionRequest.public_id == public_id)
+            .values(**values)
+        )
 
 
 async def confirm_redemption(
@@ -594,9 +615,8 @@ async def finish_earn_only(
     """After the member declined, let it expire or could not be asked: post the same sale
     (amount, receipt) without points, keyed like any sale of that dialog, so a second tap
     replays the first. Only the cashier who asked may do it."""
-    staff.require("cashier", "manager")
-    req = await _request(session, public_id)
-    await session.rollback()
+    staff.require("sale")
+    req = await _request(session, public_id)  # read in till_sale's transaction, which it ends
     if req.staff_id != staff.id or req.status not in ("declined", "expired", "unreachable"):
         raise RequestClosed(status=req.status)
     return await till_sale(
@@ -617,7 +637,7 @@ async def request_outcome(
     session: AsyncSession, program: Program, staff: StaffInfo, public_id: str
 ) -> tuple[RequestInfo, PurchaseResult | None]:
     """What became of the cashier's own request, with the sale it posted if confirmed."""
-    staff.require("cashier", "manager")
+    staff.require("redeem")
     req = await _request(session, public_id)
     if req.staff_id != staff.id:
         raise RequestClosed()
@@ -626,7 +646,6 @@ async def request_outcome(
         result = await purchase_result(
             session, await session.get_one(Transaction, req.transaction_id)
         )
-    await session.rollback()
     return _with_money(req, program), result
 
 
@@ -701,7 +720,7 @@ async def till_refund(
     key: str,
 ) -> ReversalResult:
     """A manager refunds a sale of their own partner (the ledger refuses another's)."""
-    staff.require("manager")
+    staff.require("refund")
     assert staff.partner_slug is not None
     async with unit_of_work(session):
         result = await post_reversal(

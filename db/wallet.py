@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.ledger import unit_of_work
 from db.members import MemberInfo
 from db.models import Entry, Member, Partner, PointLot, Transaction, TxKind
 from db.program import Program
@@ -147,23 +148,25 @@ async def referral_stats(session: AsyncSession, member_id: int) -> ReferralStats
 
 
 async def set_language(session: AsyncSession, member_id: int, language: str) -> None:
-    await session.execute(update(Member).where(Member.id == member_id).values(language=language))
-    await session.commit()
+    async with unit_of_work(session):
+        await session.execute(
+            update(Member).where(Member.id == member_id).values(language=language)
+        )
 
 
 async def set_marketing_consent(session: AsyncSession, member_id: int, consent: bool) -> None:
-    await session.execute(
-        update(Member).where(Member.id == member_id).values(marketing_consent=consent)
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        await session.execute(
+            update(Member).where(Member.id == member_id).values(marketing_consent=consent)
+        )
 
 
 async def set_reachable(session: AsyncSession, telegram_id: int, reachable: bool) -> None:
     """A member who blocked the bot is not messaged until they unblock it."""
-    await session.execute(
-        update(Member).where(Member.telegram_id == telegram_id).values(reachable=reachable)
-    )
-    await session.commit()
+    async with unit_of_work(session):
+        await session.execute(
+            update(Member).where(Member.telegram_id == telegram_id).values(reachable=reachable)
+        )
 
 
 async def mark_unreachable(session: AsyncSession, telegram_id: int) -> None:

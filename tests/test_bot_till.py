@@ -206,6 +206,25 @@ async def _ask_for_points(cashier: UserClient, ann: UserClient, points: str) -> 
     return await ann.wait_message("Confirm?")
 
 
+async def test_max_offered_is_what_the_request_takes(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """The till's "Max" and the request's "as many as allowed" are one computation
+    (db/till.py allowance): here the purchase's share bounds it, not the balance."""
+    cashier, ann = harness.user("C"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)  # 50 welcome points
+    await open_panel_by_photo(cashier, ann)
+    await cashier.click("💳 Sale: use points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("0.60")  # 50 % of PLN 0.60 is 30 points
+    offer = await cashier.wait_message("How many points? Up to 30 points")
+    assert [b["text"] for b in inline_buttons(offer)] == ["Max: 30"]
+    await cashier.click("Max: 30")
+    ask = text_of(await ann.wait_message("Confirm?"))
+    assert "30 points" in ask
+
+
 async def test_member_confirms_twice_declines_or_lets_it_expire(
     harness: BotHarness, sessions: Sessions
 ) -> None:

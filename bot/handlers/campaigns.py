@@ -531,7 +531,7 @@ async def list_campaigns(
 
 def build() -> Router:
     router = Router(name="campaigns")
-    allowed = or_f(IsStaff("marketer"), IsOwner())
+    allowed = or_f(IsStaff("campaigns"), IsOwner())
     router.message.filter(PrivateChat(), allowed)
     router.callback_query.filter(allowed)
     router.message.register(new_campaign, Command("campaign"))

@@ -37,9 +37,7 @@ def no_longer_staff(former: StaffInfo) -> str:
 async def _former(session: AsyncSession, message: Message | CallbackQuery) -> StaffInfo | None:
     if message.from_user is None:
         return None
-    former = await former_staff(session, message.from_user.id)
-    await session.rollback()
-    return former
+    return await former_staff(session, message.from_user.id)
 
 
 def _not_theirs(command: str, who: list[str], staff: StaffInfo | None) -> str:

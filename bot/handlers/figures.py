@@ -224,9 +224,9 @@ async def refund(
 def build() -> Router:
     router = Router(name="figures")
     # Members skip the whole router: each command below is for staff.
-    router.message.filter(PrivateChat(), IsStaff("cashier", "manager"))
-    router.message.register(show_shift, Command("shift"), IsStaff("cashier", "manager"))
-    router.message.register(today, Command("today"), IsStaff("manager"))
-    router.message.register(this_week, Command("week"), IsStaff("manager"))
-    router.message.register(refund, Command("refund"), IsStaff("manager"))
+    router.message.filter(PrivateChat(), IsStaff())
+    router.message.register(show_shift, Command("shift"), IsStaff("shift"))
+    router.message.register(today, Command("today"), IsStaff("partner_figures"))
+    router.message.register(this_week, Command("week"), IsStaff("partner_figures"))
+    router.message.register(refund, Command("refund"), IsStaff("refund"))
     return router

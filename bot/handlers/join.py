@@ -38,7 +38,6 @@ from db.wallet import set_language, set_marketing_consent
 async def _returning(session: AsyncSession, secret: bytes, user_id: int) -> tuple[bool, bool]:
     """(welcome gift, invitation reward) this person had in an account they deleted."""
     taken = await rewards_taken(session, identity_hash(secret, user_id))
-    await session.rollback()
     return taken
 
 
@@ -150,7 +149,6 @@ async def _referral(
             return
         await state.update_data(inviter=inviter)
         friend = await inviter_name(session, inviter)
-        await session.rollback()
         referral = program.referral
         figures = {
             "amount": fmt.money(referral.qualifying_purchase, program.program.currency),

@@ -71,7 +71,6 @@ async def balance(
     message: Message, session: AsyncSession, member: MemberInfo, program: Program
 ) -> None:
     info = await summary(session, program, member)
-    await session.rollback()
     await message.answer(texts.balance(info, program))
 
 
@@ -79,7 +78,6 @@ async def _history_page(
     session: AsyncSession, member: MemberInfo, program: Program, offset: int
 ) -> tuple[str, object]:
     items, total = await history(session, member, offset=offset, limit=PAGE)
-    await session.rollback()
     return (
         texts.history(items, offset, total, program),
         keyboards.history_keyboard(offset, PAGE, total),
@@ -115,7 +113,6 @@ async def invite(
     secret: bytes,
 ) -> None:
     stats = await referral_stats(session, member.id)
-    await session.rollback()
     link = await start_link(bot, referral_token(secret, member.id))
     currency = program.program.currency
     referral = program.referral

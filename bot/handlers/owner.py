@@ -147,7 +147,6 @@ async def adjust_points(
         return
     number, points, reason = parsed
     member = await find_by_card(session, number)
-    await session.rollback()
     if member is None:
         raise UnknownMember()
     assert message.from_user is not None

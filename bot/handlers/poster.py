@@ -108,7 +108,7 @@ async def poster(
     if not owner:
         # A manager's poster is their own partner's, whatever the command names.
         assert staff is not None
-        staff.require("manager")
+        staff.require("partner_poster")
         if partner not in (None, staff.partner_slug):
             await message.answer(
                 _("You can make posters for {partner} only: send /poster.").format(
@@ -168,6 +168,6 @@ def build() -> Router:
     router = Router(name="poster")
     # Members skip the whole router: each command below is for owners or staff.
     router.message.filter(PrivateChat(), or_f(IsOwner(), IsStaff()))
-    router.message.register(poster, Command("poster"), or_f(IsOwner(), IsStaff("manager")))
-    router.message.register(source_link, Command("link"), or_f(IsOwner(), IsStaff("marketer")))
+    router.message.register(poster, Command("poster"), or_f(IsOwner(), IsStaff("partner_poster")))
+    router.message.register(source_link, Command("link"), or_f(IsOwner(), IsStaff("source_link")))
     return router

@@ -253,7 +253,7 @@ async def partner_stats(
     staff: StaffInfo,
 ) -> None:
     # The partner is the manager's own, from their staff record loaded for this update.
-    staff.require("manager")
+    staff.require("partner_figures")
     assert staff.partner_id is not None and message.from_user is not None
     period = _stats_period(command.args, program)
     if period is None:
@@ -354,8 +354,8 @@ def build() -> Router:
     router = Router(name="stats")
     # Members skip the whole router: each command below is for owners or staff.
     router.message.filter(PrivateChat(), or_f(IsOwner(), IsStaff()))
-    coalition = or_f(IsOwner(), IsStaff("marketer"))
+    coalition = or_f(IsOwner(), IsStaff("coalition_figures"))
     router.message.register(coalition_stats, Command("stats"), coalition)
-    router.message.register(partner_stats, Command("stats"), IsStaff("manager"))
+    router.message.register(partner_stats, Command("stats"), IsStaff("partner_figures"))
     router.message.register(settlement_report, Command("settlement"), coalition)
     return router

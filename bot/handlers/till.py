@@ -37,17 +37,18 @@ from bot.notices import RENDERERS
 from bot.qr import UnreadableImage, card_tokens, decode_qr
 from db.cards import normalize_card_number
 from db.errors import InvalidAmount, RepeatSale, RequestClosed
-from db.members import MemberInfo, get_member
+from db.members import MemberInfo
 from db.outbox import StaffChat
 from db.program import Program
 from db.purchases import PurchaseResult
-from db.rules import check_purchase, currency_signs, max_redeemable, parse_till_amount
+from db.rules import check_purchase, currency_signs, parse_till_amount
 from db.staff import StaffInfo
 from db.till import (
     closed_params,
     finish_earn_only,
     lookup_member,
     note_messages,
+    redemption_allowance,
     request_outcome,
     request_redemption,
     till_sale,
@@ -296,12 +297,7 @@ async def amount_entered(
         )
         return
     if data.get("mode") == "redeem":
-        member = await get_member(session, data["member_id"])
-        await session.rollback()
-        allowed = min(
-            member.balance,
-            max_redeemable(amount, rules.max_redeem_percent, rules.point_value),
-        )
+        allowed = await redemption_allowance(session, program, data["member_id"], amount)
         await state.update_data(amount=str(amount), receipt=typed.receipt)
         await state.set_state(Till.points)
         await message.answer(
@@ -588,8 +584,8 @@ async def cancel(
 
 def build() -> Router:
     router = Router(name="till")
-    router.message.filter(PrivateChat(), IsStaff("cashier", "manager"))
-    router.callback_query.filter(IsStaff("cashier", "manager"))
+    router.message.filter(PrivateChat(), IsStaff("sale"))
+    router.callback_query.filter(IsStaff("sale"))
     router.message.register(
         scanned_link, CommandStart(deep_link=True, magic=F.args.startswith(CARD))
     )

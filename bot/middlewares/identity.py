@@ -23,14 +23,5 @@ class IdentityMiddleware(BaseMiddleware):
         user: User | None = data.get("event_from_user")
         data["staff"] = None
         if user is not None and "session" in data:
-            session = data["session"]
-            # One statement, so it needs no transaction: in autocommit it costs one round
-            # trip instead of three (BEGIN, the read, ROLLBACK).
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            try:
-                data["member"], data["staff"] = await identify(session, user.id)
-            finally:
-                # Gives the autocommit connection back (the pool restores its isolation):
-                # use cases start afresh, in a transaction. Keep it.
-                await session.rollback()
+            data["member"], data["staff"] = await identify(data["session"], user.id)
         return await handler(event, data)

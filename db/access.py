@@ -1,0 +1,43 @@
+"""Who may do what: one table of staff roles × actions.
+
+The routers' filters (bot/filters.py `IsStaff(action)`) and the use cases
+(`StaffInfo.require(action)`) both read it, so a permission is written once; the use case's
+check is the one that counts (callback data and links can be forged), the filter only keeps
+an update from reaching handlers it cannot use. bot/roles.py's command table (for /help and
+the menus) describes the commands; this table decides.
+
+Owners are not staff: they are the Telegram ids in ADMIN_IDS (`IsOwner`), may do every
+action below, and alone manage staff, adjust wallets and read the audit log.
+"""
+
+from __future__ import annotations
+
+from db.errors import NotStaff
+
+CASHIER, MANAGER, MARKETER = "cashier", "manager", "marketer"
+STAFF_ROLES = (CASHIER, MANAGER, MARKETER)
+
+ACTIONS: dict[str, frozenset[str]] = {
+    # At the till, for the staff member's own partner.
+    "lookup": frozenset({CASHIER, MANAGER}),  # find a member by card, QR or number
+    "sale": frozenset({CASHIER, MANAGER}),  # credit a sale, finish one earn-only
+    "redeem": frozenset({CASHIER, MANAGER}),  # ask a member to pay with points
+    "shift": frozenset({CASHIER, MANAGER}),  # their own operations today
+    "refund": frozenset({MANAGER}),
+    "partner_figures": frozenset({MANAGER}),  # /today, /week, /stats of their partner
+    "partner_poster": frozenset({MANAGER}),
+    # For the whole coalition.
+    "campaigns": frozenset({MARKETER}),
+    "coalition_figures": frozenset({MARKETER}),  # /stats, /settlement
+    "source_link": frozenset({MARKETER}),
+}
+
+
+def may(role: str | None, action: str) -> bool:
+    """Whether staff with `role` may do `action` (an unknown action is a bug: KeyError)."""
+    return role in ACTIONS[action]
+
+
+def require(role: str | None, action: str) -> None:
+    if not may(role, action):
+        raise NotStaff(role=role, action=action)
