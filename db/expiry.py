@@ -12,12 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger import (
     Leg,
+    Lot,
     fingerprint,
     lock_accounts,
     lock_members,
-    open_transaction,
-    post_entries,
-    set_lot_remaining,
+    post,
     system_account,
     unit_of_work,
 )
@@ -95,17 +94,18 @@ async def _expire_lot(
         ).scalar_one()
         if remaining <= 0:
             return None
-        tx_id = await open_transaction(
+        posted = await post(
             session,
+            [Leg(wallet, -remaining), Leg(breakage, remaining)],
+            [Lot(member_id, -remaining, lot_id=lot_id)],
             kind=TxKind.EXPIRE,
             key=f"expire:{lot_id}",
             digest=fingerprint(TxKind.EXPIRE, lot_id),
             member_id=member_id,
             created_at=now,
         )
-        if tx_id is None:
+        if posted is None:
             return None
-        await post_entries(session, tx_id, [Leg(wallet, -remaining), Leg(breakage, remaining)])
-        await set_lot_remaining(session, lot_id, 0)
+        tx_id = posted.transaction_id
         await owe_expired(session, member_id, remaining)
         return ExpiredLot(member_id, tx_id, remaining, now)

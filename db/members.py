@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.cards import new_card_number
 from db.errors import UnknownMember
-from db.ledger import Leg, add_lot, fingerprint, open_transaction, post_entries, system_account
+from db.ledger import Leg, Lot, fingerprint, post, system_account
 from db.models import Account, AccountKind, Member, RewardedIdentity, TxKind
 from db.program import Program
 
@@ -150,26 +150,18 @@ async def register_member(
     ).scalar_one()
     welcome = 0 if welcomed else program.program.welcome_points
     if welcome > 0:
-        key = f"welcome:{member_id}"
-        tx_id = await open_transaction(
+        program_acc = await system_account(session, AccountKind.PROGRAM)
+        posted = await post(
             session,
+            [Leg(program_acc, -welcome), Leg(wallet_id, welcome)],
+            [Lot(member_id, welcome, earned_at=now, expires_at=expiry_for(program, now))],
             kind=TxKind.WELCOME,
-            key=key,
+            key=f"welcome:{member_id}",
             digest=fingerprint(TxKind.WELCOME, member_id, welcome),
             member_id=member_id,
             created_at=now,
         )
-        assert tx_id is not None  # a brand-new member has no welcome posting yet
-        program_acc = await system_account(session, AccountKind.PROGRAM)
-        await post_entries(session, tx_id, [Leg(program_acc, -welcome), Leg(wallet_id, welcome)])
-        await add_lot(
-            session,
-            member_id=member_id,
-            tx_id=tx_id,
-            points=welcome,
-            earned_at=now,
-            expires_at=expiry_for(program, now),
-        )
+        assert posted is not None  # a brand-new member has no welcome posting yet
     info = await _load(session, Member.id == member_id, created=True)
     await session.commit()
     return info

@@ -16,12 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.cards import new_card_number
 from db.ledger import (
     Leg,
-    consume_lots,
+    Lot,
     fingerprint,
     lock_accounts,
     lock_members,
-    open_transaction,
-    post_entries,
+    post,
     system_account,
     unit_of_work,
 )
@@ -119,8 +118,10 @@ async def delete_member(
         balances = await lock_accounts(session, [breakage, member.wallet_id])
         points = balances[member.wallet_id]
         if points > 0:
-            tx_id = await open_transaction(
+            await post(
                 session,
+                [Leg(member.wallet_id, -points), Leg(breakage, points)],
+                [Lot(member.id, -points)],
                 kind=TxKind.EXPIRE,
                 key=f"forfeit:{member.id}",
                 digest=fingerprint("forfeit", member.id),
@@ -128,11 +129,6 @@ async def delete_member(
                 reason="account deleted at the member's request",
                 created_at=now,
             )
-            if tx_id is not None:
-                await post_entries(
-                    session, tx_id, [Leg(member.wallet_id, -points), Leg(breakage, points)]
-                )
-                await consume_lots(session, member.id, points)
         if identity is not None:
             await _remember_rewards(session, member.id, identity)
         if telegram_id is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -471,3 +473,30 @@ async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
     )
     assert replay.replayed and replay.referral == rest.referral
     assert (replay.points_clawed_back, replay.shortfall) == (78, 97)
+
+
+async def test_one_writer_inserts_entries_and_lots(session: AsyncSession) -> None:
+    """Every posting goes through db.ledger.post (the SQL function ledger_post): no other
+    module builds an insert into entries or point lots, and no other database function does."""
+    root = Path(__file__).resolve().parent.parent
+    writers = re.compile(
+        r"insert\s+into\s+(entries|point_lots)\b"  # SQL
+        r"|insert\(\s*(cast\(Table,\s*|_table\()?(Entry|PointLot)\b"  # Core
+        r"|(?<!class )\b(Entry|PointLot)\(",  # ORM objects
+        re.IGNORECASE,
+    )
+    found = [
+        str(path.relative_to(root))
+        for folder in ("db", "bot")
+        for path in (root / folder).rglob("*.py")
+        if "migrations" not in path.parts and writers.search(path.read_text())
+    ]
+    assert found == []
+    functions = (
+        await session.execute(
+            text(
+                "SELECT proname FROM pg_proc WHERE prosrc ~* 'insert\\s+into\\s+(entries|point_lots)'"
+            )
+        )
+    ).scalars()
+    assert list(functions) == ["ledger_post"]
