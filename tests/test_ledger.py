@@ -475,9 +475,9 @@ async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
     assert (replay.points_clawed_back, replay.shortfall) == (78, 97)
 
 
-async def test_one_writer_inserts_entries_and_lots(session: AsyncSession) -> None:
-    """Every posting goes through db.ledger.post (the SQL function ledger_post): no other
-    module builds an insert into entries or point lots, and no other database function does."""
+def test_one_writer_inserts_entries_and_lots() -> None:
+    """Every posting goes through db.ledger.post (the SQL function ledger_post): no module
+    builds an insert into entries or point lots (the database side: test_one_sql_writer)."""
     root = Path(__file__).resolve().parent.parent
     writers = re.compile(
         r"insert\s+into\s+(entries|point_lots)\b"  # SQL
@@ -492,10 +492,14 @@ async def test_one_writer_inserts_entries_and_lots(session: AsyncSession) -> Non
         if "migrations" not in path.parts and writers.search(path.read_text())
     ]
     assert found == []
+
+
+async def test_one_sql_writer(session: AsyncSession) -> None:
     functions = (
         await session.execute(
             text(
-                "SELECT proname FROM pg_proc WHERE prosrc ~* 'insert\\s+into\\s+(entries|point_lots)'"
+                "SELECT proname FROM pg_proc"
+                " WHERE prosrc ~* 'insert\\s+into\\s+(entries|point_lots)'"
             )
         )
     ).scalars()
