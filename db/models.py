@@ -318,6 +318,9 @@ class Account(Base):
         CheckConstraint(_in("kind", AccountKind.ALL), name="kind"),
         # The one rule no load may break: a member's wallet never goes below zero.
         CheckConstraint("kind <> 'member' OR balance >= 0", name="wallet_not_negative"),
+        # What the account counts: points, or the stamps of one stamp card. The entries of a
+        # transaction sum to zero per unit (checked at commit, migration 0009).
+        CheckConstraint("unit = 'points' OR unit LIKE 'stamps:_%'", name="unit"),
         CheckConstraint(
             "(kind = 'member') = (member_id IS NOT NULL)"
             " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)",
@@ -349,6 +352,7 @@ class Account(Base):
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
     balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unit: Mapped[str] = mapped_column(Text, default="points", server_default="points")
 
 
 class Transaction(Base):

@@ -504,3 +504,64 @@ async def test_one_sql_writer(session: AsyncSession) -> None:
         )
     ).scalars()
     assert list(functions) == ["ledger_post"]
+
+
+async def _hand_made(session: AsyncSession, legs: list[tuple[str, int]]) -> None:
+    """Post entries by hand (as a psql session could) on the named accounts."""
+    tx = (
+        await session.execute(
+            text(
+                "INSERT INTO transactions (kind, idempotency_key, fingerprint)"
+                " VALUES ('adjust', :key, '') RETURNING id"
+            ),
+            {"key": f"hand:{legs}"},
+        )
+    ).scalar_one()
+    for name, amount in legs:
+        await session.execute(
+            text(
+                "INSERT INTO entries (transaction_id, account_id, amount)"
+                " SELECT :tx, id, :amount FROM accounts WHERE kind = :kind AND unit = :unit"
+                " AND (partner_id IS NULL OR partner_id = (SELECT id FROM partners"
+                "      WHERE slug = 'stamps'))"
+            ),
+            {"tx": tx, "amount": amount, "kind": name.split("/")[0], "unit": name.split("/")[1]},
+        )
+    await session.commit()
+
+
+async def test_a_transaction_sums_to_zero_per_unit(session: AsyncSession) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO partners (slug, name, category, earn_percent, active)"
+            " VALUES ('stamps', 'Stamp card', 'cafe', 0, true)"
+        )
+    )
+    await session.execute(
+        text(
+            "INSERT INTO accounts (kind, partner_id, unit)"
+            " SELECT kind, (SELECT id FROM partners WHERE slug = 'stamps'), 'stamps:coffee'"
+            " FROM (VALUES ('partner_issued'), ('partner_redeemed')) AS k(kind)"
+        )
+    )
+    await session.commit()
+    issued, redeemed = "partner_issued/stamps:coffee", "partner_redeemed/stamps:coffee"
+    # 3 points out, 3 stamps in: zero in all, but neither unit balances.
+    with pytest.raises(DBAPIError, match="sum to"):
+        await _hand_made(session, [("program/points", -3), (issued, 3)])
+    await session.rollback()
+    with pytest.raises(DBAPIError, match="sum to"):
+        await _hand_made(
+            session,
+            [("program/points", -5), ("breakage/points", 2), (issued, -1), (redeemed, 4)],
+        )
+    await session.rollback()
+    await _hand_made(
+        session, [("program/points", -5), ("breakage/points", 5), (issued, -2), (redeemed, 2)]
+    )
+    units = (
+        await session.execute(
+            text("SELECT unit, sum(balance) FROM accounts GROUP BY unit ORDER BY unit")
+        )
+    ).all()
+    assert [tuple(row) for row in units] == [("points", 0), ("stamps:coffee", 0)]

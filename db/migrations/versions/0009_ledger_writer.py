@@ -7,6 +7,7 @@ Create Date: 2026-12-03 10:00:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_ledger_writer"
@@ -110,9 +111,56 @@ END $$
 """
 
 
+# Units: an account holds one unit (`points`, or `stamps:<card>` for a stamp card), and the
+# entries of a transaction sum to zero per unit, checked at commit as before.
+CHECK_BALANCED_PER_UNIT = """
+CREATE OR REPLACE FUNCTION ledger_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad_unit text;
+    total bigint;
+BEGIN
+    SELECT a.unit, sum(e.amount) INTO bad_unit, total
+    FROM entries AS e JOIN accounts AS a ON a.id = e.account_id
+    WHERE e.transaction_id = NEW.transaction_id
+    GROUP BY a.unit HAVING sum(e.amount) <> 0
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'entries of transaction % sum to % %, not 0', NEW.transaction_id, total,
+            bad_unit
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
+CHECK_BALANCED = """
+CREATE OR REPLACE FUNCTION ledger_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+BEGIN
+    SELECT sum(amount) INTO total FROM entries WHERE transaction_id = NEW.transaction_id;
+    IF total <> 0 THEN
+        RAISE EXCEPTION 'entries of transaction % sum to %, not 0', NEW.transaction_id, total
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
+
 def upgrade() -> None:
+    op.add_column(
+        "accounts", sa.Column("unit", sa.Text(), server_default="points", nullable=False)
+    )
+    op.create_check_constraint(
+        op.f("ck_accounts_unit"), "accounts", "unit = 'points' OR unit LIKE 'stamps:_%'"
+    )
+    op.execute(CHECK_BALANCED_PER_UNIT)
     op.execute(LEDGER_POST)
 
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION ledger_post(jsonb, jsonb, jsonb)")
+    op.execute(CHECK_BALANCED)
+    op.drop_constraint(op.f("ck_accounts_unit"), "accounts", type_="check")
+    op.drop_column("accounts", "unit")
