@@ -87,25 +87,33 @@ async def _expire_lot(
 ) -> ExpiredLot | None:
     async with unit_of_work(session):
         await lock_members(session, [member_id])  # before accounts, as a deletion locks them
-        await lock_accounts(session, [breakage, wallet])
+        available = (await lock_accounts(session, [breakage, wallet]))[wallet]
         # Re-read under the wallet lock: a sale may have spent the lot since we listed it.
-        remaining = (
-            await session.execute(select(PointLot.remaining).where(PointLot.id == lot_id))
-        ).scalar_one()
-        if remaining <= 0:
+        remaining, held = (
+            await session.execute(
+                select(PointLot.remaining, Account.held)
+                .join(Account, Account.member_id == PointLot.member_id)
+                .where(PointLot.id == lot_id)
+            )
+        ).one()
+        # Points an open request holds were promised before they expired: they stay until
+        # the request is answered (a confirmation spends them, oldest first); the next run
+        # expires what is left.
+        points = min(remaining, available) if held else remaining
+        if points <= 0:
             return None
         posted = await post(
             session,
-            [Leg(wallet, -remaining), Leg(breakage, remaining)],
-            [Lot(member_id, -remaining, lot_id=lot_id)],
+            [Leg(wallet, -points), Leg(breakage, points)],
+            [Lot(member_id, -points, lot_id=lot_id)],
             kind=TxKind.EXPIRE,
-            key=f"expire:{lot_id}",
-            digest=fingerprint(TxKind.EXPIRE, lot_id),
+            key=f"expire:{lot_id}" if points == remaining else f"expire:{lot_id}:{remaining}",
+            digest=fingerprint(TxKind.EXPIRE, lot_id, points),
             member_id=member_id,
             created_at=now,
         )
         if posted is None:
             return None
         tx_id = posted.transaction_id
-        await owe_expired(session, member_id, remaining)
-        return ExpiredLot(member_id, tx_id, remaining, now)
+        await owe_expired(session, member_id, points)
+        return ExpiredLot(member_id, tx_id, points, now)

@@ -28,14 +28,20 @@ from sqlalchemy import (
     column,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import IdempotencyConflict, NotEnoughPoints
+from db.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
 from db.models import Account, Member, Transaction
+
+
+class HoldClosed(RequestClosed):
+    """The hold a posting was to spend was already posted or voided (the request it holds
+    for is closed: the member is told so, as for any closed request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,7 @@ async def post(
     kind: str | None = None,
     key: str | None = None,
     digest: str | None = None,
+    post_hold: str | None = None,
     extra: tuple[ColumnElement[Any], ...] = (),
     params: dict[str, Any] | None = None,
     **columns: Any,
@@ -155,13 +162,17 @@ async def post(
     means the key was already posted and nothing was written. Legs are signed amounts; the
     credits of an account go before its debits, and what a wallet may spend is said by the
     `lots`, applied in the order given. `extra` adds columns (bound by `params`) to the same
-    statement, read after the posting (Posted.extra). A wallet that cannot pay raises
-    NotEnoughPoints, and the whole posting is refused.
+    statement, read after the posting (Posted.extra). `post_hold`, the key of an open hold
+    (see `hold`), is resolved as posted by this posting, which spends its points; HoldClosed
+    when it is not open. A wallet that cannot pay raises NotEnoughPoints (held points cannot
+    pay), and the whole posting is refused.
     """
     if tx_id is not None:
         head: dict[str, Any] = {"id": tx_id}
     else:
         head = {"kind": kind, "idempotency_key": key, "fingerprint": digest, **columns}
+    if post_hold is not None:
+        head["post_hold"] = post_hold
     values = {
         "tx": json.dumps(head, default=_json),
         "legs": json.dumps(
@@ -182,20 +193,78 @@ async def post(
     except DBAPIError as exc:
         if constraint_name(exc) in _NOT_ENOUGH:
             raise NotEnoughPoints() from None
+        if constraint_name(exc) == "hold_open":
+            raise HoldClosed(key=post_hold) from None
         raise
     if row[0] is None:
         return None
     return Posted(row[0], dict(zip(row[1] or (), row[2] or (), strict=True)), tuple(row[3:]))
 
 
-_NOT_ENOUGH = ("ck_accounts_wallet_not_negative", "point_lots_cover")
+_NOT_ENOUGH = ("ck_accounts_wallet_not_negative", "ck_accounts_hold_covered", "point_lots_cover")
+
+
+# Holds are TigerBeetle's two-phase transfers, kept on the wallet rather than as a posting:
+# a hold reserves points (accounts.held, kept by the holds trigger) and moves nothing, so the
+# wallet's balance and history stay what the member owns and has done, every posting sees
+# `balance - held` as what may be spent (the database refuses the rest), and the redemption
+# that spends a hold is an ordinary posting (its entries, lots and replays unchanged). A
+# hold is resolved exactly once: posted by that posting (post(post_hold=key)) or voided
+# (void_holds); the holds row's status moves once from open, under its row lock, so a
+# confirmation, a decline and a timeout racing for it find one winner.
+_HOLD = text(
+    """
+    INSERT INTO holds (key, member_id, account_id, points, created_at)
+    SELECT :key, a.member_id, a.id, :points, :now FROM accounts AS a
+    WHERE a.member_id = :member AND a.kind = 'member'
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id
+    """
+)
+_VOID = text(
+    """
+    UPDATE holds SET status = 'voided', resolved_at = :now
+    WHERE status = 'open' AND (key = ANY(:keys) OR member_id = :member)
+    RETURNING key
+    """
+)
+
+
+async def hold(
+    session: AsyncSession, *, key: str, member_id: int, points: int, now: datetime
+) -> bool:
+    """Reserve `points` of the member's wallet under `key`; False when the key already holds
+    (a replay). NotEnoughPoints when the wallet cannot cover it beside its other holds."""
+    try:
+        created = await session.execute(
+            _HOLD, {"key": key, "member": member_id, "points": points, "now": now}
+        )
+    except DBAPIError as exc:
+        if constraint_name(exc) in _NOT_ENOUGH:
+            raise NotEnoughPoints() from None
+        raise
+    return created.scalar_one_or_none() is not None
+
+
+async def void_holds(
+    session: AsyncSession,
+    *,
+    keys: Sequence[str] = (),
+    member_id: int | None = None,
+    now: datetime,
+) -> list[str]:
+    """Void the open holds under `keys` (or all of a member's): their points may be spent
+    again. Returns the keys voided by this call (a hold already resolved is left alone)."""
+    rows = await session.execute(_VOID, {"keys": list(keys), "member": member_id, "now": now})
+    return list(rows.scalars())
 
 
 async def lock_accounts(session: AsyncSession, ids: list[int]) -> dict[int, int]:
-    """Lock accounts in id order (the order ledger_post locks them in) and return their
-    balances, for a use case that must read a balance before it chooses its legs."""
+    """Lock accounts in id order (the order ledger_post locks them in) and return what each
+    may spend (its balance less its held points), for a use case that must read it before
+    it chooses its legs."""
     rows = await session.execute(
-        select(Account.id, Account.balance)
+        select(Account.id, (Account.balance - Account.held).label("balance"))
         .where(Account.id.in_(ids))
         .order_by(Account.id)
         .with_for_update()

@@ -30,6 +30,12 @@ class MemberInfo:
     balance: int
     joined_at: datetime
     created: bool = False
+    held: int = 0  # points open redemption requests hold: promised, not to be spent again
+
+    @property
+    def available(self) -> int:
+        """What the member may spend now: the balance less the points held."""
+        return self.balance - self.held
 
 
 def expiry_for(program: Program, earned_at: datetime) -> datetime | None:
@@ -40,14 +46,14 @@ def expiry_for(program: Program, earned_at: datetime) -> datetime | None:
 async def _load(session: AsyncSession, *conditions: object, created: bool = False) -> MemberInfo:
     row = (
         await session.execute(
-            select(Member, Account.id, Account.balance)
+            select(Member, Account.id, Account.balance, Account.held)
             .join(Account, Account.member_id == Member.id)
             .where(*conditions)  # type: ignore[arg-type]
         )
     ).one_or_none()
     if row is None:
         raise UnknownMember()
-    member, wallet_id, balance = row
+    member, wallet_id, balance, held = row
     return MemberInfo(
         id=member.id,
         telegram_id=member.telegram_id,
@@ -61,6 +67,7 @@ async def _load(session: AsyncSession, *conditions: object, created: bool = Fals
         balance=balance,
         joined_at=member.joined_at,
         created=created,
+        held=held,
     )
 
 

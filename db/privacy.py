@@ -23,6 +23,7 @@ from db.ledger import (
     post,
     system_account,
     unit_of_work,
+    void_holds,
 )
 from db.members import MemberInfo
 from db.models import (
@@ -115,6 +116,10 @@ async def delete_member(
         row = await session.get_one(Member, member.id, populate_existing=True)
         telegram_id = row.telegram_id
         breakage = await system_account(session, AccountKind.BREAKAGE)
+        await lock_accounts(session, [breakage, member.wallet_id])
+        # Requests waiting for the member's yes will find them gone: their points are freed
+        # (and forfeited with the rest).
+        await void_holds(session, member_id=member.id, now=now)
         balances = await lock_accounts(session, [breakage, member.wallet_id])
         points = balances[member.wallet_id]
         if points > 0:

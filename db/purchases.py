@@ -176,8 +176,10 @@ async def post_purchase(
     receipt: str | None = None,
     staff_id: int | None = None,
     now: datetime | None = None,
+    post_hold: str | None = None,
 ) -> PurchaseResult:
-    """record_purchase inside the caller's transaction (the caller commits)."""
+    """record_purchase inside the caller's transaction (the caller commits). `post_hold`:
+    the key of the hold whose points this sale redeems (a confirmed redemption request)."""
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
@@ -228,7 +230,9 @@ async def post_purchase(
                 lots.append(
                     Lot(who, points, referral.transaction_id, earned_at=now, expires_at=expires_at)
                 )
-    tier, balance = await _finish_purchase(session, program, member, tx_id, legs, lots, now)
+    tier, balance = await _finish_purchase(
+        session, program, member, tx_id, legs, lots, now, post_hold
+    )
     return PurchaseResult(
         transaction_id=tx_id,
         kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
@@ -449,6 +453,7 @@ async def _finish_purchase(
     legs: list[Leg],
     lots: list[Lot],
     now: datetime,
+    post_hold: str | None = None,
 ) -> tuple[str, int]:
     """Post the sale (its legs and lots) and read the wallet's balance and the member's
     trailing spend, in one statement, the last before the commit: a sale holds its partner's
@@ -464,6 +469,7 @@ async def _finish_purchase(
         legs,
         lots,
         tx_id=tx_id,
+        post_hold=post_hold,
         extra=_SPEND if check_tier else (),
         params=spend_params(member.id, now) if check_tier else None,
     )

@@ -28,6 +28,15 @@ CHECKS = {
                ON l.member_id = a.member_id
         WHERE a.kind = 'member' AND a.balance <> coalesce(l.total, 0)
     """,
+    "held points equal the sum of open holds": """
+        SELECT a.id FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(points) AS total FROM holds
+                   WHERE status = 'open' GROUP BY account_id) h ON h.account_id = a.id
+        WHERE a.held <> coalesce(h.total, 0)
+    """,
+    "no wallet holds more than it has": """
+        SELECT id FROM accounts WHERE held < 0 OR held > balance AND held > 0
+    """,
 }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import errors
 from db.adjust import adjust
 from db.expiry import expire_due
+from db.ledger import hold, void_holds
 from db.members import get_member, register_member
 from db.models import Entry, PointLot, Transaction
 from db.program import Program
@@ -565,3 +566,41 @@ async def test_a_transaction_sums_to_zero_per_unit(session: AsyncSession) -> Non
         )
     ).all()
     assert [tuple(row) for row in units] == [("points", 0), ("stamps:coffee", 0)]
+
+
+async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)  # 50 points
+    now = datetime.now(UTC)
+    assert await hold(session, key="h1", member_id=m, points=30, now=now)
+    assert not await hold(session, key="h1", member_id=m, points=30, now=now)  # a replay
+    with pytest.raises(errors.NotEnoughPoints):
+        await hold(session, key="h2", member_id=m, points=21, now=now)
+    await session.rollback()
+    assert await hold(session, key="h1", member_id=m, points=30, now=now)
+    await session.commit()
+    member = await get_member(session, m)
+    assert (member.balance, member.held, member.available) == (50, 30, 20)
+    # A sale can spend what is not held, not a point more, even with what it earns.
+    with pytest.raises(errors.NotEnoughPoints):
+        await redeem(
+            session, program, member_id=m, partner="coffee", amount=D("10"), points=21, key="s1"
+        )
+    with pytest.raises(errors.NotEnoughPoints):
+        await adjust(session, program, member_id=m, points=-21, reason="fix", key="a1")
+    # The points the member owns stay theirs while held.
+    assert (await get_member(session, m)).balance == 50
+    assert await void_holds(session, keys=["h1"], now=now) == ["h1"]
+    assert await void_holds(session, keys=["h1"], now=now) == []  # once
+    await session.commit()
+    with pytest.raises(DBAPIError, match="resolved once"):
+        await session.execute(text("UPDATE holds SET status = 'open', resolved_at = NULL"))
+    await session.rollback()
+    with pytest.raises(DBAPIError, match="changes only through holds"):
+        await session.execute(text("UPDATE accounts SET held = 1 WHERE kind = 'member'"))
+    await session.rollback()
+    sale = await redeem(
+        session, program, member_id=m, partner="coffee", amount=D("10"), points=50, key="s2"
+    )
+    assert sale.points_redeemed == 50

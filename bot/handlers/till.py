@@ -299,7 +299,7 @@ async def amount_entered(
         member = await get_member(session, data["member_id"])
         await session.rollback()
         allowed = min(
-            member.balance,
+            member.available,
             max_redeemable(amount, rules.max_redeem_percent, rules.point_value),
         )
         await state.update_data(amount=str(amount), receipt=typed.receipt)

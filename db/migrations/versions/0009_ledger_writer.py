@@ -25,7 +25,9 @@ depends_on: str | Sequence[str] | None = None
 #   p_lots [{"member", "points", "tx", "prefer", "lot", "earned_at", "expires_at"}], applied
 #          in the order given: points > 0 adds a lot; points < 0 consumes that many, oldest
 #          first ("prefer": that transaction's lots first; "lot": only that lot), and is
-#          refused when the member's lots cannot cover it.
+#          refused when the member's lots cannot cover it (less the points they hold).
+#   p_tx->'post_hold': the key of an open hold this posting spends (see HOLD_RULES): it is
+#          resolved as posted, after the accounts are locked and before the entries.
 # Accounts are locked in id order before anything is written, so postings cannot deadlock.
 # The entries of one account are applied credits first: a credit of the posting can cover a
 # debit of it. What a debit may spend is said by the lots, in the order the caller lists
@@ -62,6 +64,14 @@ BEGIN
     INTO v_accounts
     FROM jsonb_array_elements(p_legs) AS leg;
     PERFORM 1 FROM accounts WHERE id = ANY(v_accounts) ORDER BY id FOR NO KEY UPDATE;
+    IF p_tx->>'post_hold' IS NOT NULL THEN
+        UPDATE holds SET status = 'posted', transaction_id = v_tx, resolved_at = now()
+        WHERE key = p_tx->>'post_hold' AND status = 'open';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'hold % is not open', p_tx->>'post_hold'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'hold_open';
+        END IF;
+    END IF;
     INSERT INTO entries (transaction_id, account_id, amount)
     SELECT coalesce(leg.tx, v_tx), leg.account, leg.amount
     FROM jsonb_to_recordset(p_legs) AS leg(account bigint, amount bigint, tx bigint)
@@ -80,6 +90,17 @@ BEGIN
             VALUES (lot.member, coalesce(lot.tx, v_tx), lot.points, lot.points,
                     coalesce(lot.earned_at, now()), lot.expires_at);
         ELSIF lot.points < 0 THEN
+            IF lot.lot IS NULL THEN  -- held points are promised: not to be spent again
+                SELECT coalesce(sum(remaining), 0) - min(a.held) INTO taken
+                FROM accounts AS a
+                LEFT JOIN point_lots AS l ON l.member_id = a.member_id AND l.remaining > 0
+                WHERE a.member_id = lot.member AND a.kind = 'member';
+                IF taken < -lot.points THEN
+                    RAISE EXCEPTION 'member % may spend % of the % points', lot.member, taken,
+                        -lot.points
+                        USING ERRCODE = 'check_violation', CONSTRAINT = 'point_lots_cover';
+                END IF;
+            END IF;
             WITH avail AS (
                 SELECT id, remaining,
                        sum(remaining) OVER (
@@ -148,6 +169,92 @@ END $$
 """
 
 
+# Holds (TigerBeetle's pending transfers): points a member has promised but not yet spent.
+# A hold reserves points of the wallet (`accounts.held`) without moving them: the wallet's
+# balance stays what the member owns, `balance - held` is what they may spend, and the
+# database refuses any posting or hold that would spend held points (ck_accounts_hold_covered).
+# A hold is resolved exactly once: posted (ledger_post, with the posting that spends the
+# points) or voided. `accounts.held` changes only through holds (guard and trigger below).
+HOLD_RULES = [
+    """
+    CREATE FUNCTION ledger_apply_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            IF NEW.status <> 'open' THEN
+                RAISE EXCEPTION 'a hold is created open' USING ERRCODE = 'check_violation';
+            END IF;
+            UPDATE accounts SET held = held + NEW.points WHERE id = NEW.account_id;
+        ELSE
+            IF OLD.status <> 'open' OR NEW.status = 'open' OR NEW.points <> OLD.points
+               OR NEW.account_id <> OLD.account_id OR NEW.key <> OLD.key
+               OR NEW.member_id <> OLD.member_id THEN
+                RAISE EXCEPTION 'hold % is resolved once: open to posted or voided', OLD.key
+                    USING ERRCODE = 'restrict_violation', CONSTRAINT = 'hold_resolved_once';
+            END IF;
+            UPDATE accounts SET held = held - OLD.points WHERE id = OLD.account_id;
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER holds_apply AFTER INSERT OR UPDATE ON holds
+    FOR EACH ROW EXECUTE FUNCTION ledger_apply_hold()
+    """,
+    """
+    CREATE TRIGGER holds_immutable BEFORE DELETE ON holds
+    FOR EACH ROW EXECUTE FUNCTION ledger_immutable()
+    """,
+    """
+    CREATE FUNCTION ledger_guard_held() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.held IS DISTINCT FROM OLD.held AND pg_trigger_depth() < 2 THEN
+            RAISE EXCEPTION 'accounts.held changes only through holds'
+                USING ERRCODE = 'restrict_violation';
+        END IF;
+        RETURN NEW;
+    END $$
+    """,
+    """
+    CREATE TRIGGER accounts_held_guard BEFORE UPDATE OF held ON accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger_guard_held()
+    """,
+]
+
+# A redemption request holds the member's points under "redemption:<public id>" from its
+# creation (db.till.request_redemption); its confirmation posts the hold; every other way it
+# closes (declined, expired, unreachable, cancelled when the cashier is revoked) voids it,
+# here, so no code path that closes a request can leave its points held.
+REQUEST_RULES = [
+    """
+    CREATE FUNCTION redemption_void_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        -- The wallet before the hold's row, the order every posting and deletion takes.
+        PERFORM 1 FROM accounts
+        WHERE id = (SELECT account_id FROM holds WHERE key = 'redemption:' || NEW.public_id)
+        FOR NO KEY UPDATE;
+        UPDATE holds SET status = 'voided', resolved_at = coalesce(NEW.decided_at, now())
+        WHERE key = 'redemption:' || NEW.public_id AND status = 'open';
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER redemption_requests_void_hold AFTER UPDATE OF status ON redemption_requests
+    FOR EACH ROW WHEN (OLD.status = 'pending' AND NEW.status NOT IN ('pending', 'confirmed'))
+    EXECUTE FUNCTION redemption_void_hold()
+    """,
+]
+
+DROP_HOLD_RULES = [
+    "DROP TRIGGER redemption_requests_void_hold ON redemption_requests",
+    "DROP FUNCTION redemption_void_hold()",
+    "DROP TRIGGER accounts_held_guard ON accounts",
+    "DROP TRIGGER holds_immutable ON holds",
+    "DROP TRIGGER holds_apply ON holds",
+    "DROP FUNCTION ledger_guard_held()",
+    "DROP FUNCTION ledger_apply_hold()",
+]
+
+
 def upgrade() -> None:
     op.add_column(
         "accounts", sa.Column("unit", sa.Text(), server_default="points", nullable=False)
@@ -156,11 +263,71 @@ def upgrade() -> None:
         op.f("ck_accounts_unit"), "accounts", "unit = 'points' OR unit LIKE 'stamps:_%'"
     )
     op.execute(CHECK_BALANCED_PER_UNIT)
+    op.add_column(
+        "accounts", sa.Column("held", sa.BigInteger(), server_default="0", nullable=False)
+    )
+    op.create_check_constraint(
+        op.f("ck_accounts_hold_covered"),
+        "accounts",
+        "held >= 0 AND (kind = 'member' OR held = 0) AND (held = 0 OR balance >= held)",
+    )
+    op.create_table(
+        "holds",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("member_id", sa.BigInteger(), nullable=False),
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("points", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(length=10), server_default="open", nullable=False),
+        sa.Column("transaction_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("points > 0", name=op.f("ck_holds_points_positive")),
+        sa.CheckConstraint("status IN ('open', 'posted', 'voided')", name=op.f("ck_holds_status")),
+        sa.CheckConstraint(
+            "(status = 'posted') = (transaction_id IS NOT NULL)"
+            " AND (status = 'open') = (resolved_at IS NULL)",
+            name=op.f("ck_holds_resolution"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_holds_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_holds_member_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["transactions.id"],
+            name=op.f("fk_holds_transaction_id_transactions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_holds")),
+        sa.UniqueConstraint("key", name=op.f("uq_holds_key")),
+    )
+    op.create_index(
+        "ix_holds_open_member",
+        "holds",
+        ["member_id"],
+        unique=False,
+        postgresql_where="status = 'open'",
+    )
+    for statement in HOLD_RULES + REQUEST_RULES:
+        op.execute(statement)
     op.execute(LEDGER_POST)
 
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION ledger_post(jsonb, jsonb, jsonb)")
+    for statement in DROP_HOLD_RULES:
+        op.execute(statement)
+    op.drop_index("ix_holds_open_member", table_name="holds", postgresql_where="status = 'open'")
+    op.drop_table("holds")
+    op.drop_constraint(op.f("ck_accounts_hold_covered"), "accounts", type_="check")
+    op.drop_column("accounts", "held")
     op.execute(CHECK_BALANCED)
     op.drop_constraint(op.f("ck_accounts_unit"), "accounts", type_="check")
     op.drop_column("accounts", "unit")
