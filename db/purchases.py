@@ -45,7 +45,7 @@ from db.ledger import (
     system_account,
     unit_of_work,
 )
-from db.members import MemberInfo, expiry_for, get_member
+from db.members import MemberInfo, expiry_for
 from db.models import (
     Account,
     AccountKind,
@@ -502,45 +502,27 @@ async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tu
 async def purchase_result(
     session: AsyncSession, tx: Transaction, replayed: bool = False
 ) -> PurchaseResult:
-    """The result of an earlier posting, rebuilt from the ledger (for replays)."""
+    """The result of an earlier posting, rebuilt from the ledger (for replays): one query."""
     assert tx.member_id is not None and tx.amount is not None and tx.paid is not None
-    earned, redeemed = await _wallet_moves(session, tx.id, tx.member_id)
-    slug = (
-        await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
-    ).scalar_one()
-    member = await get_member(session, tx.member_id)
-    reward_tx = (
-        await session.execute(
-            select(Transaction.id).where(
-                Transaction.related_id == tx.id, Transaction.kind == TxKind.REFERRAL
-            )
-        )
-    ).scalar_one_or_none()
+    row = await _replay(session, tx, tx.id, tx.member_id)
+    if row.deleted:
+        raise UnknownMember()
     referral = None
-    if reward_tx is not None:
-        rows = (
-            await session.execute(
-                select(Account.member_id, Entry.amount)
-                .join(Account, Account.id == Entry.account_id)
-                .where(Entry.transaction_id == reward_tx, Account.kind == AccountKind.MEMBER)
-            )
-        ).all()
-        invitee = sum(a for m, a in rows if m == tx.member_id)
-        inviter = [(m, a) for m, a in rows if m != tx.member_id]
+    if row.reward_tx is not None:
         referral = ReferralReward(
-            reward_tx, inviter[0][0] if inviter else None, inviter[0][1] if inviter else 0, invitee
+            row.reward_tx, row.inviter_id, int(row.inviter_points), int(row.invitee_points)
         )
     return PurchaseResult(
         transaction_id=tx.id,
         kind=tx.kind,
         member_id=tx.member_id,
-        partner=slug,
+        partner=row.slug,
         amount=tx.amount,
         paid=tx.paid,
-        points_earned=earned,
-        points_redeemed=redeemed,
-        balance=member.balance,
-        tier=member.tier,
+        points_earned=int(row.tx_in),
+        points_redeemed=int(row.tx_out),
+        balance=row.balance,
+        tier=row.tier,
         created_at=tx.created_at,
         referral=referral,
         replayed=replayed,
@@ -776,16 +758,23 @@ async def _referral_of(session: AsyncSession, purchase: Transaction) -> _Reward 
 async def _refund_shares(
     session: AsyncSession, orig: Transaction, before: Decimal, after: Decimal, pv: Decimal
 ) -> tuple[int, int, Decimal]:
-    """For refunding the purchase `orig` from `before` to `after` money not yet refunded:
-    (points to claw back, points to return, money part of the refund). Computed from the
-    totals, not per refund, so partial refunds add up exactly to a full one. The money part
-    is the refund less what the returned points are worth, so points and money together are
-    the sum refunded (not a cent more: both shares rounded in the member's favour would be)."""
-    assert orig.amount is not None and orig.paid is not None
-    assert orig.member_id is not None
+    """refund_shares of the purchase `orig`, with its points read from the ledger."""
+    assert orig.amount is not None and orig.member_id is not None
     earned, redeemed = await _wallet_moves(session, orig.id, orig.member_id)
-    claw = share_kept(earned, orig.amount, before) - share_kept(earned, orig.amount, after)
-    points_kept = {left: share_kept(redeemed, orig.amount, left) for left in (before, after)}
+    return refund_shares(earned, redeemed, orig.amount, before, after, pv)
+
+
+def refund_shares(
+    earned: int, redeemed: int, total: Decimal, before: Decimal, after: Decimal, pv: Decimal
+) -> tuple[int, int, Decimal]:
+    """For refunding a purchase of `total` that earned `earned` and redeemed `redeemed`
+    points, from `before` to `after` money not yet refunded: (points to claw back, points to
+    return, money part of the refund). Computed from the totals, not per refund, so partial
+    refunds add up exactly to a full one. The money part is the refund less what the returned
+    points are worth, so points and money together are the sum refunded (not a cent more:
+    both shares rounded in the member's favour would be)."""
+    claw = share_kept(earned, total, before) - share_kept(earned, total, after)
+    points_kept = {left: share_kept(redeemed, total, left) for left in (before, after)}
     give = points_kept[before] - points_kept[after]
 
     def money_kept_at(left: Decimal) -> Decimal:
@@ -796,61 +785,98 @@ async def _refund_shares(
     return claw, give, max(money, Decimal("0.00"))
 
 
+# What a replay needs of the ledger, in one round trip: the wallet moves of the posting (and
+# of the sale it refunds), the invitation reward that sale paid (each friend's points), the
+# partner's slug and the member's balance and tier now. `moves` are the member wallets'
+# entries of those transactions (at most a handful of rows).
+_REPLAY = text(
+    """
+    WITH reward AS (
+        SELECT id FROM transactions WHERE related_id = :sale AND kind = 'referral'
+    ), moves AS (
+        SELECT e.transaction_id AS tx, a.member_id AS who, e.amount
+        FROM entries AS e JOIN accounts AS a ON a.id = e.account_id
+        WHERE a.kind = 'member'
+          AND e.transaction_id IN (:tx, :sale, (SELECT id FROM reward))
+    ), inviter AS (
+        SELECT min(who) AS id, sum(amount) AS points FROM moves
+        WHERE tx = (SELECT id FROM reward) AND who <> :member
+    )
+    SELECT
+        (SELECT slug FROM partners WHERE id = :partner) AS slug,
+        w.balance, m.tier, m.deleted_at IS NOT NULL AS deleted,
+        (SELECT coalesce(sum(amount), 0) FROM moves
+         WHERE tx = :tx AND who = :member AND amount > 0) AS tx_in,
+        (SELECT coalesce(-sum(amount), 0) FROM moves
+         WHERE tx = :tx AND who = :member AND amount < 0) AS tx_out,
+        (SELECT coalesce(sum(amount), 0) FROM moves
+         WHERE tx = :sale AND who = :member AND amount > 0) AS sale_in,
+        (SELECT coalesce(-sum(amount), 0) FROM moves
+         WHERE tx = :sale AND who = :member AND amount < 0) AS sale_out,
+        (SELECT id FROM reward) AS reward_tx,
+        (SELECT coalesce(sum(amount), 0) FROM moves
+         WHERE tx = (SELECT id FROM reward) AND who = :member) AS invitee_points,
+        inviter.id AS inviter_id, coalesce(inviter.points, 0) AS inviter_points,
+        (SELECT coalesce(-sum(amount), 0) FROM moves
+         WHERE tx = :tx AND who = inviter.id AND amount < 0) AS inviter_back,
+        (SELECT coalesce(sum(amount), 0) FROM transactions
+         WHERE reverses_id = :sale AND id < :tx) AS refunded_earlier,
+        (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount
+    FROM members AS m JOIN accounts AS w ON w.member_id = m.id, inviter
+    WHERE m.id = :member
+    """
+)
+
+
+async def _replay(session: AsyncSession, tx: Transaction, sale: int, member_id: int) -> Any:
+    return (
+        await session.execute(
+            _REPLAY,
+            {"tx": tx.id, "sale": sale, "member": member_id, "partner": tx.partner_id},
+        )
+    ).one()
+
+
 async def reversal_result(
     session: AsyncSession, program: Program, tx: Transaction, replayed: bool = False
 ) -> ReversalResult:
-    """The result of an earlier refund, rebuilt from the ledger (for replays). The sale's
-    points are clawed back before the invitation reward, so the wallet's debits split so."""
+    """The result of an earlier refund, rebuilt from the ledger (for replays): one query. The
+    sale's points are clawed back before the invitation reward, so the wallet's debits split
+    so."""
     assert tx.reverses_id is not None and tx.member_id is not None
     assert tx.amount is not None and tx.paid is not None
-    returned, taken = await _wallet_moves(session, tx.id, tx.member_id)
-    orig = await session.get_one(Transaction, tx.reverses_id)
-    assert orig.amount is not None
-    refunded_earlier = (
-        await session.execute(
-            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
-                Transaction.reverses_id == orig.id, Transaction.id < tx.id
-            )
-        )
-    ).scalar_one()
-    before = orig.amount - (refunded_earlier or 0)
-    claw, _, _ = await _refund_shares(
-        session, orig, before, before - tx.amount, program.program.point_value
+    row = await _replay(session, tx, tx.reverses_id, tx.member_id)
+    pv = program.program.point_value
+    returned, taken = int(row.tx_in), int(row.tx_out)
+    before = row.sale_amount - row.refunded_earlier
+    claw, _, _ = refund_shares(
+        int(row.sale_in), int(row.sale_out), row.sale_amount, before, before - tx.amount, pv
     )
     shortfall = claw - min(claw, taken)
     clawback = None
-    reward = await _referral_of(session, orig) if before == tx.amount else None
-    if reward is not None:
+    if before == tx.amount and row.reward_tx is not None:
         invitee_back = taken - min(claw, taken)
-        shortfall += reward.invitee_points - invitee_back
-        inviter_back = 0
-        if reward.inviter_id is not None:
-            inviter_back = (await _wallet_moves(session, tx.id, reward.inviter_id))[1]
+        shortfall += int(row.invitee_points) - invitee_back
+        inviter_back = int(row.inviter_back) if row.inviter_id is not None else 0
         clawback = ReferralClawback(
-            reward.transaction_id,
+            row.reward_tx,
             invitee_back,
-            reward.inviter_id,
+            row.inviter_id,
             inviter_back,
-            reward.inviter_points - inviter_back,
+            int(row.inviter_points) - inviter_back,
         )
-    slug = (
-        await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
-    ).scalar_one()
-    wallet = (
-        await session.execute(select(Account.balance).where(Account.member_id == tx.member_id))
-    ).scalar_one()
     return ReversalResult(
         transaction_id=tx.id,
         reverses_id=tx.reverses_id,
         member_id=tx.member_id,
-        partner=slug,
+        partner=row.slug,
         amount=tx.amount,
         money_refund=tx.paid,
         points_returned=returned,
         points_clawed_back=taken,
         shortfall=shortfall,
-        cash_back=cash_back(tx.paid, shortfall, program.program.point_value),
-        balance=wallet,
+        cash_back=cash_back(tx.paid, shortfall, pv),
+        balance=row.balance,
         created_at=tx.created_at,
         referral=clawback,
         replayed=replayed,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +20,7 @@ from db.ledger import hold, void_holds
 from db.members import get_member, register_member
 from db.models import Entry, PointLot, Transaction
 from db.program import Program
-from db.purchases import earn, redeem, reverse
+from db.purchases import earn, purchase_result, redeem, reversal_result, reverse
 
 D = Decimal
 
@@ -604,3 +605,57 @@ async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(
         session, program, member_id=m, partner="coffee", amount=D("10"), points=50, key="s2"
     )
     assert sale.points_redeemed == 50
+
+
+async def test_a_replay_rebuilds_its_result_in_one_query(
+    session: AsyncSession, program: Program
+) -> None:
+    """The results of a sale that paid an invitation reward and of the refunds of it, rebuilt
+    for a replay from one query each, are the results the postings returned."""
+    inviter = await join(session, program, 1)
+    friend = await join(session, program, 2, inviter_id=inviter)
+    sale = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="q"
+    )
+    await redeem(
+        session, program, member_id=friend, partner="gym", amount=D("3.00"), points=150, key="b"
+    )
+    part = await reverse(
+        session,
+        program,
+        transaction_id=sale.transaction_id,
+        amount=D("5.00"),
+        key="r1",
+        reason="r",
+    )
+    rest = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    )
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sync_engine = session.bind.sync_engine  # type: ignore[union-attr]
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        for result, key in ((part, "r1"), (rest, "r2")):
+            tx = await session.scalar(
+                select(Transaction).where(Transaction.idempotency_key == key)
+            )
+            assert tx is not None
+            statements.clear()
+            again = await reversal_result(session, program, tx, replayed=True)
+            assert len(statements) == 1, statements
+            assert again == replace(result, replayed=True, balance=again.balance)
+        tx = await session.get_one(Transaction, sale.transaction_id)
+        statements.clear()
+        again_sale = await purchase_result(session, tx, replayed=True)
+        assert len(statements) == 1, statements
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+    await session.rollback()
+    assert again_sale == replace(
+        sale, replayed=True, balance=again_sale.balance, tier_reached=False
+    )
+    assert rest.referral is not None and again_sale.referral == sale.referral
