@@ -10,16 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.errors import ReasonRequired, UnknownMember
 from db.ledger import (
     Leg,
-    add_lot,
-    consume_lots,
+    Lot,
     find_posted,
     fingerprint,
     lock_members,
-    open_transaction,
-    post_entries,
+    post,
     system_account,
     unit_of_work,
-    wallet_balance,
 )
 from db.members import expiry_for, get_member
 from db.models import AccountKind, TxKind
@@ -63,8 +60,15 @@ async def adjust(
         if not await lock_members(session, [member_id]):
             raise UnknownMember()
         member = await get_member(session, member_id)
-        tx_id = await open_transaction(
+        program_acc = await system_account(session, AccountKind.PROGRAM)
+        posted = await post(
             session,
+            [Leg(program_acc, -points), Leg(member.wallet_id, points)],
+            [
+                Lot(member.id, points, earned_at=now, expires_at=expiry_for(program, now))
+                if points > 0
+                else Lot(member.id, points)
+            ],
             kind=TxKind.ADJUST,
             key=key,
             digest=digest,
@@ -73,24 +77,10 @@ async def adjust(
             reason=reason,
             created_at=now,
         )
-        if tx_id is None:
-            posted = await find_posted(session, key, digest)
-            return AdjustResult(posted.id, member.id, points, member.balance, replayed=True)
-        program_acc = await system_account(session, AccountKind.PROGRAM)
-        await post_entries(
-            session, tx_id, [Leg(program_acc, -points), Leg(member.wallet_id, points)]
-        )
-        if points > 0:
-            await add_lot(
-                session,
-                member_id=member.id,
-                tx_id=tx_id,
-                points=points,
-                earned_at=now,
-                expires_at=expiry_for(program, now),
-            )
-        else:
-            await consume_lots(session, member.id, -points)
+        if posted is None:
+            found = await find_posted(session, key, digest)
+            return AdjustResult(found.id, member.id, points, member.balance, replayed=True)
+        tx_id = posted.transaction_id
         if actor is not None:
             await audit(
                 session,
@@ -101,7 +91,7 @@ async def adjust(
                 points=points,
                 reason=reason,
             )
-        balance = await wallet_balance(session, member.wallet_id)
+        balance = posted.balances[member.wallet_id]
         await owe(
             session,
             Owed(

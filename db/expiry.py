@@ -12,12 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger import (
     Leg,
+    Lot,
     fingerprint,
     lock_accounts,
     lock_members,
-    open_transaction,
-    post_entries,
-    set_lot_remaining,
+    post,
     system_account,
     unit_of_work,
 )
@@ -86,24 +85,33 @@ async def _expire_lot(
 ) -> ExpiredLot | None:
     async with unit_of_work(session):
         await lock_members(session, [member_id])  # before accounts, as a deletion locks them
-        await lock_accounts(session, [breakage, wallet])
+        available = (await lock_accounts(session, [breakage, wallet]))[wallet]
         # Re-read under the wallet lock: a sale may have spent the lot since we listed it.
-        remaining = (
-            await session.execute(select(PointLot.remaining).where(PointLot.id == lot_id))
-        ).scalar_one()
-        if remaining <= 0:
+        remaining, held = (
+            await session.execute(
+                select(PointLot.remaining, Account.held)
+                .join(Account, Account.member_id == PointLot.member_id)
+                .where(PointLot.id == lot_id)
+            )
+        ).one()
+        # Points an open request holds were promised before they expired: they stay until
+        # the request is answered (a confirmation spends them, oldest first); the next run
+        # expires what is left.
+        points = min(remaining, available) if held else remaining
+        if points <= 0:
             return None
-        tx_id = await open_transaction(
+        posted = await post(
             session,
+            [Leg(wallet, -points), Leg(breakage, points)],
+            [Lot(member_id, -points, lot_id=lot_id)],
             kind=TxKind.EXPIRE,
-            key=f"expire:{lot_id}",
-            digest=fingerprint(TxKind.EXPIRE, lot_id),
+            key=f"expire:{lot_id}" if points == remaining else f"expire:{lot_id}:{remaining}",
+            digest=fingerprint(TxKind.EXPIRE, lot_id, points),
             member_id=member_id,
             created_at=now,
         )
-        if tx_id is None:
+        if posted is None:
             return None
-        await post_entries(session, tx_id, [Leg(wallet, -remaining), Leg(breakage, remaining)])
-        await set_lot_remaining(session, lot_id, 0)
-        await owe_expired(session, member_id, remaining)
-        return ExpiredLot(member_id, tx_id, remaining, now)
+        tx_id = posted.transaction_id
+        await owe_expired(session, member_id, points)
+        return ExpiredLot(member_id, tx_id, points, now)

@@ -1,35 +1,75 @@
 """The posting primitives every use case is built from.
 
-A posting is one `transactions` row plus its `entries`. The database applies entries to
-balances (trigger), refuses an overdraft (CHECK on wallets) and refuses unbalanced
-transactions (deferred trigger); this module only chooses the legs and keeps the point lots.
-Nothing here commits: the use case that called it commits once, at its end.
+A posting is one `transactions` row plus its `entries` and point lots, written by one
+function, `post` (the SQL function ledger_post, one round trip): nothing else inserts
+entries. The database applies entries to balances (trigger), refuses an overdraft (CHECK on
+wallets) and refuses unbalanced transactions (deferred trigger); the use cases only choose
+the legs and the lots. Nothing here commits: the use case that called it commits once, at
+its end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import IdempotencyConflict, NotEnoughPoints
-from db.models import Account, Entry, Member, PointLot, Transaction
+from db.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
+from db.models import Account, Member, Transaction
+
+
+class HoldClosed(RequestClosed):
+    """The hold a posting was to spend was already posted or voided (the request it holds
+    for is closed: the member is told so, as for any closed request)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Leg:
     account_id: int
     amount: int
-    tx_id: int = 0  # 0: the transaction passed to post_entries
+    tx_id: int = 0  # 0: the transaction being posted; else another of the same batch
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """A change to a member's point lots: `points` > 0 adds a lot, < 0 spends that many,
+    oldest first (`prefer_tx`'s lots first; with `lot_id`, only that lot)."""
+
+    member_id: int
+    points: int
+    tx_id: int = 0  # 0: the transaction being posted
+    prefer_tx: int = 0
+    lot_id: int = 0
+    earned_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    transaction_id: int
+    balances: dict[int, int]  # every account the legs touched, after the posting
+    extra: tuple[Any, ...] = ()  # the caller's extra columns, read in the same statement
 
 
 def fingerprint(*parts: Any) -> str:
@@ -67,46 +107,164 @@ async def find_posted(session: AsyncSession, key: str, digest: str) -> Transacti
     return tx
 
 
-# Core inserts built once: cheaper than building them per posting or going through the ORM's
-# bulk path (the rows are plain column values either way).
-_INSERT_ENTRIES = insert(cast(Table, Entry.__table__))
-_INSERT_LOT = insert(cast(Table, PointLot.__table__))
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
-async def post_entries(
-    session: AsyncSession, tx_id: int, legs: list[Leg], *, credits_first: bool = False
-) -> None:
-    """Insert the legs of one transaction.
+def _lot(lot: Lot) -> dict[str, Any]:
+    row: dict[str, Any] = {"member": lot.member_id, "points": lot.points}
+    for name, value in (
+        ("tx", lot.tx_id),
+        ("prefer", lot.prefer_tx),
+        ("lot", lot.lot_id),
+        ("earned_at", lot.earned_at),
+        ("expires_at", lot.expires_at),
+    ):
+        if value:
+            row[name] = value
+    return row
 
-    Sorted by account id, so concurrent postings lock accounts in one order and cannot
-    deadlock (legs of a second transaction, such as a referral reward paid with a purchase,
-    go in the same sorted batch for that reason); for the same account a debit goes before a
-    credit, so a wallet can never pay with points credited by the same transaction. A refund
-    is the exception (`credits_first`): the points it returns may cover what it claws back.
-    A wallet that would go below zero makes the database refuse the whole statement: that is
-    the overdraft check, under any load.
+
+_LEDGER_POST = func.ledger_post(
+    cast(bindparam("tx", type_=Text), JSONB),
+    cast(bindparam("legs", type_=Text), JSONB),
+    cast(bindparam("lots", type_=Text), JSONB),
+).table_valued(
+    column("posted_tx", BigInteger),
+    column("posted_accounts", ARRAY(BigInteger)),
+    column("posted_balances", ARRAY(BigInteger)),
+)
+_POST: dict[tuple[ColumnElement[Any], ...], Select[Any]] = {}
+
+
+async def post(
+    session: AsyncSession,
+    legs: Sequence[Leg],
+    lots: Sequence[Lot] = (),
+    *,
+    tx_id: int | None = None,
+    kind: str | None = None,
+    key: str | None = None,
+    digest: str | None = None,
+    post_hold: str | None = None,
+    extra: tuple[ColumnElement[Any], ...] = (),
+    params: dict[str, Any] | None = None,
+    **columns: Any,
+) -> Posted | None:
+    """Post one transaction (or a batch: legs may name another transaction of it): the one
+    writer of entries and point lots, one round trip to the database (ledger_post, created by
+    migration 0009, says what it does and in which order).
+
+    Either `tx_id`, a transaction the caller opened earlier in this database transaction, or
+    `kind`, `key`, `digest` and the transaction's other `columns`, to open it here: then None
+    means the key was already posted and nothing was written. Legs are signed amounts; the
+    credits of an account go before its debits, and what a wallet may spend is said by the
+    `lots`, applied in the order given. `extra` adds columns (bound by `params`) to the same
+    statement, read after the posting (Posted.extra). `post_hold`, the key of an open hold
+    (see `hold`), is resolved as posted by this posting, which spends its points; HoldClosed
+    when it is not open. A wallet that cannot pay raises NotEnoughPoints (held points cannot
+    pay), and the whole posting is refused.
     """
-    rows = [
-        {"transaction_id": leg.tx_id or tx_id, "account_id": leg.account_id, "amount": leg.amount}
-        for leg in sorted(
-            legs, key=lambda leg: (leg.account_id, (leg.amount < 0) == credits_first)
-        )
-        if leg.amount != 0
-    ]
-    if not rows:
-        return
+    if tx_id is not None:
+        head: dict[str, Any] = {"id": tx_id}
+    else:
+        head = {"kind": kind, "idempotency_key": key, "fingerprint": digest, **columns}
+    if post_hold is not None:
+        head["post_hold"] = post_hold
+    values = {
+        "tx": json.dumps(head, default=_json),
+        "legs": json.dumps(
+            [
+                {"account": leg.account_id, "amount": leg.amount, "tx": leg.tx_id or None}
+                for leg in legs
+            ]
+        ),
+        "lots": json.dumps([_lot(lot) for lot in lots if lot.points], default=_json),
+        **(params or {}),
+    }
+    stmt = _POST.get(extra)
+    if stmt is None:  # built once per caller's extra columns (module-level constants)
+        fn = _LEDGER_POST.c
+        stmt = _POST[extra] = select(fn.posted_tx, fn.posted_accounts, fn.posted_balances, *extra)
     try:
-        await session.execute(_INSERT_ENTRIES, rows)
+        row = (await session.execute(stmt, values)).one()
     except DBAPIError as exc:
-        if constraint_name(exc) == "ck_accounts_wallet_not_negative":
+        if constraint_name(exc) in _NOT_ENOUGH:
+            raise NotEnoughPoints() from None
+        if constraint_name(exc) == "hold_open":
+            raise HoldClosed(key=post_hold) from None
+        raise
+    if row[0] is None:
+        return None
+    return Posted(row[0], dict(zip(row[1] or (), row[2] or (), strict=True)), tuple(row[3:]))
+
+
+_NOT_ENOUGH = ("ck_accounts_wallet_not_negative", "ck_accounts_hold_covered", "point_lots_cover")
+
+
+# Holds are TigerBeetle's two-phase transfers, kept on the wallet rather than as a posting:
+# a hold reserves points (accounts.held, kept by the holds trigger) and moves nothing, so the
+# wallet's balance and history stay what the member owns and has done, every posting sees
+# `balance - held` as what may be spent (the database refuses the rest), and the redemption
+# that spends a hold is an ordinary posting (its entries, lots and replays unchanged). A
+# hold is resolved exactly once: posted by that posting (post(post_hold=key)) or voided
+# (void_holds); the holds row's status moves once from open, under its row lock, so a
+# confirmation, a decline and a timeout racing for it find one winner.
+_HOLD = text(
+    """
+    INSERT INTO holds (key, member_id, account_id, points, created_at)
+    SELECT :key, a.member_id, a.id, :points, :now FROM accounts AS a
+    WHERE a.member_id = :member AND a.kind = 'member'
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id
+    """
+)
+_VOID = text(
+    """
+    UPDATE holds SET status = 'voided', resolved_at = :now
+    WHERE status = 'open' AND (key = ANY(:keys) OR member_id = :member)
+    RETURNING key
+    """
+)
+
+
+async def hold(
+    session: AsyncSession, *, key: str, member_id: int, points: int, now: datetime
+) -> bool:
+    """Reserve `points` of the member's wallet under `key`; False when the key already holds
+    (a replay). NotEnoughPoints when the wallet cannot cover it beside its other holds."""
+    try:
+        created = await session.execute(
+            _HOLD, {"key": key, "member": member_id, "points": points, "now": now}
+        )
+    except DBAPIError as exc:
+        if constraint_name(exc) in _NOT_ENOUGH:
             raise NotEnoughPoints() from None
         raise
+    return created.scalar_one_or_none() is not None
+
+
+async def void_holds(
+    session: AsyncSession,
+    *,
+    keys: Sequence[str] = (),
+    member_id: int | None = None,
+    now: datetime,
+) -> list[str]:
+    """Void the open holds under `keys` (or all of a member's): their points may be spent
+    again. Returns the keys voided by this call (a hold already resolved is left alone)."""
+    rows = await session.execute(_VOID, {"keys": list(keys), "member": member_id, "now": now})
+    return list(rows.scalars())
 
 
 async def lock_accounts(session: AsyncSession, ids: list[int]) -> dict[int, int]:
-    """Lock accounts in id order (the order post_entries uses) and return their balances."""
+    """Lock accounts in id order (the order ledger_post locks them in) and return what each
+    may spend (its balance less its held points), for a use case that must read it before
+    it chooses its legs."""
     rows = await session.execute(
-        select(Account.id, Account.balance)
+        select(Account.id, (Account.balance - Account.held).label("balance"))
         .where(Account.id.in_(ids))
         .order_by(Account.id)
         .with_for_update()
@@ -139,74 +297,10 @@ async def system_account(session: AsyncSession, kind: str) -> int:
     ).scalar_one()
 
 
-async def add_lot(
-    session: AsyncSession,
-    *,
-    member_id: int,
-    tx_id: int,
-    points: int,
-    earned_at: datetime | None,
-    expires_at: datetime | None,
-) -> None:
-    if points <= 0:
-        return
-    values: dict[str, Any] = {
-        "member_id": member_id,
-        "transaction_id": tx_id,
-        "points": points,
-        "remaining": points,
-        "expires_at": expires_at,
-    }
-    if earned_at is not None:
-        values["earned_at"] = earned_at
-    await session.execute(_INSERT_LOT, values)
-
-
-# Oldest first: soonest expiry, never-expiring last; the preferred transaction's own lot
-# (a refund taking back what that purchase earned) before all others.
-_CONSUME = text(
-    """
-    WITH open AS (
-        SELECT id, remaining,
-               sum(remaining) OVER (
-                   ORDER BY (transaction_id = :prefer) DESC, expires_at NULLS LAST, id
-               ) AS running
-        FROM point_lots
-        WHERE member_id = :member AND remaining > 0
-    )
-    UPDATE point_lots AS lot
-    SET remaining = lot.remaining - LEAST(open.remaining, :points - open.before)
-    FROM (SELECT id, remaining, running - remaining AS before FROM open) AS open
-    WHERE lot.id = open.id AND open.before < :points
-    RETURNING lot.id
-    """
-)
-
-
-async def consume_lots(
-    session: AsyncSession, member_id: int, points: int, prefer_tx: int = 0
-) -> None:
-    """Take `points` from the member's lots, oldest first.
-
-    Call only after the wallet's debit entry is in: that entry locks the wallet row, so no
-    other posting for this member touches the lots until we commit, and the database has
-    already refused the debit if the wallet cannot cover it.
-    """
-    if points <= 0:
-        return
-    await session.execute(_CONSUME, {"member": member_id, "points": points, "prefer": prefer_tx})
-
-
 async def wallet_balance(session: AsyncSession, account_id: int) -> int:
     return (
         await session.execute(select(Account.balance).where(Account.id == account_id))
     ).scalar_one()
-
-
-async def set_lot_remaining(session: AsyncSession, lot_id: int, remaining: int) -> None:
-    await session.execute(
-        update(PointLot).where(PointLot.id == lot_id).values(remaining=remaining)
-    )
 
 
 @asynccontextmanager

@@ -12,15 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.cards import new_card_number
 from db.errors import UnknownMember
-from db.ledger import (
-    Leg,
-    add_lot,
-    fingerprint,
-    open_transaction,
-    post_entries,
-    system_account,
-    unit_of_work,
-)
+from db.ledger import Leg, Lot, fingerprint, post, system_account, unit_of_work
 from db.models import Account, AccountKind, Member, RewardedIdentity, TxKind
 from db.program import Program
 
@@ -39,6 +31,12 @@ class MemberInfo:
     balance: int
     joined_at: datetime
     created: bool = False
+    held: int = 0  # points open redemption requests hold: promised, not to be spent again
+
+    @property
+    def available(self) -> int:
+        """What the member may spend now: the balance less the points held."""
+        return self.balance - self.held
 
 
 def expiry_for(program: Program, earned_at: datetime) -> datetime | None:
@@ -49,14 +47,14 @@ def expiry_for(program: Program, earned_at: datetime) -> datetime | None:
 async def _load(session: AsyncSession, *conditions: object, created: bool = False) -> MemberInfo:
     row = (
         await session.execute(
-            select(Member, Account.id, Account.balance)
+            select(Member, Account.id, Account.balance, Account.held)
             .join(Account, Account.member_id == Member.id)
             .where(*conditions)  # type: ignore[arg-type]
         )
     ).one_or_none()
     if row is None:
         raise UnknownMember()
-    member, wallet_id, balance = row
+    member, wallet_id, balance, held = row
     return MemberInfo(
         id=member.id,
         telegram_id=member.telegram_id,
@@ -70,6 +68,7 @@ async def _load(session: AsyncSession, *conditions: object, created: bool = Fals
         balance=balance,
         joined_at=member.joined_at,
         created=created,
+        held=held,
     )
 
 
@@ -164,26 +163,18 @@ async def _register(
     ).scalar_one()
     welcome = 0 if welcomed else program.program.welcome_points
     if welcome > 0:
-        key = f"welcome:{member_id}"
-        tx_id = await open_transaction(
+        program_acc = await system_account(session, AccountKind.PROGRAM)
+        posted = await post(
             session,
+            [Leg(program_acc, -welcome), Leg(wallet_id, welcome)],
+            [Lot(member_id, welcome, earned_at=now, expires_at=expiry_for(program, now))],
             kind=TxKind.WELCOME,
-            key=key,
+            key=f"welcome:{member_id}",
             digest=fingerprint(TxKind.WELCOME, member_id, welcome),
             member_id=member_id,
             created_at=now,
         )
-        assert tx_id is not None  # a brand-new member has no welcome posting yet
-        program_acc = await system_account(session, AccountKind.PROGRAM)
-        await post_entries(session, tx_id, [Leg(program_acc, -welcome), Leg(wallet_id, welcome)])
-        await add_lot(
-            session,
-            member_id=member_id,
-            tx_id=tx_id,
-            points=welcome,
-            earned_at=now,
-            expires_at=expiry_for(program, now),
-        )
+        assert posted is not None  # a brand-new member has no welcome posting yet
     return await _load(session, Member.id == member_id, created=True)
 
 

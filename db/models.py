@@ -318,6 +318,14 @@ class Account(Base):
         CheckConstraint(_in("kind", AccountKind.ALL), name="kind"),
         # The one rule no load may break: a member's wallet never goes below zero.
         CheckConstraint("kind <> 'member' OR balance >= 0", name="wallet_not_negative"),
+        # What the account counts: points, or the stamps of one stamp card. The entries of a
+        # transaction sum to zero per unit (checked at commit, migration 0009).
+        CheckConstraint("unit = 'points' OR unit LIKE 'stamps:_%'", name="unit"),
+        # Held points are the wallet's own, and no posting may spend them (db.ledger.hold).
+        CheckConstraint(
+            "held >= 0 AND (kind = 'member' OR held = 0) AND (held = 0 OR balance >= held)",
+            name="hold_covered",
+        ),
         CheckConstraint(
             "(kind = 'member') = (member_id IS NOT NULL)"
             " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)",
@@ -349,6 +357,9 @@ class Account(Base):
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
     balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unit: Mapped[str] = mapped_column(Text, default="points", server_default="points")
+    # Points of the wallet promised by open holds: the member may spend balance - held.
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Transaction(Base):
@@ -401,6 +412,37 @@ class Entry(Base):
     transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class Hold(Base):
+    """Points of a wallet promised and not yet spent (TigerBeetle's pending transfer): a
+    redemption waiting for the member's yes. Resolved exactly once, posted (by the posting
+    that spends the points) or voided; `accounts.held` is the sum of a wallet's open holds,
+    kept by a trigger (migration 0009)."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("status IN ('open', 'posted', 'voided')", name="status"),
+        CheckConstraint(
+            "(status = 'posted') = (transaction_id IS NOT NULL)"
+            " AND (status = 'open') = (resolved_at IS NULL)",
+            name="resolution",
+        ),
+        Index("ix_holds_open_member", "member_id", postgresql_where="status = 'open'"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PointLot(Base):

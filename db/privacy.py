@@ -16,14 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.cards import new_card_number
 from db.ledger import (
     Leg,
-    consume_lots,
+    Lot,
     fingerprint,
     lock_accounts,
     lock_members,
-    open_transaction,
-    post_entries,
+    post,
     system_account,
     unit_of_work,
+    void_holds,
 )
 from db.members import MemberInfo
 from db.models import (
@@ -115,11 +115,17 @@ async def delete_member(
         row = await session.get_one(Member, member.id, populate_existing=True)
         telegram_id = row.telegram_id
         breakage = await system_account(session, AccountKind.BREAKAGE)
+        await lock_accounts(session, [breakage, member.wallet_id])
+        # Requests waiting for the member's yes will find them gone: their points are freed
+        # (and forfeited with the rest).
+        await void_holds(session, member_id=member.id, now=now)
         balances = await lock_accounts(session, [breakage, member.wallet_id])
         points = balances[member.wallet_id]
         if points > 0:
-            tx_id = await open_transaction(
+            await post(
                 session,
+                [Leg(member.wallet_id, -points), Leg(breakage, points)],
+                [Lot(member.id, -points)],
                 kind=TxKind.EXPIRE,
                 key=f"forfeit:{member.id}",
                 digest=fingerprint("forfeit", member.id),
@@ -127,11 +133,6 @@ async def delete_member(
                 reason="account deleted at the member's request",
                 created_at=now,
             )
-            if tx_id is not None:
-                await post_entries(
-                    session, tx_id, [Leg(member.wallet_id, -points), Leg(breakage, points)]
-                )
-                await consume_lots(session, member.id, points)
         if identity is not None:
             await _remember_rewards(session, member.id, identity)
         if telegram_id is not None:

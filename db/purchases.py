@@ -6,25 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
-    Table,
     any_,
     bindparam,
     case,
     func,
-    insert,
     select,
     text,
-    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement
 
 from db.errors import (
     AlreadyReversed,
@@ -38,27 +35,23 @@ from db.errors import (
 )
 from db.ledger import (
     Leg,
-    add_lot,
-    consume_lots,
+    Lot,
     find_posted,
     fingerprint,
     lock_accounts,
     lock_members,
     open_transaction,
-    post_entries,
+    post,
     system_account,
     unit_of_work,
-    wallet_balance,
 )
-from db.members import MemberInfo, expiry_for, get_member
+from db.members import MemberInfo, expiry_for
 from db.models import (
     Account,
     AccountKind,
-    Base,
     Entry,
     Member,
     Partner,
-    PointLot,
     Transaction,
     TxKind,
 )
@@ -183,8 +176,10 @@ async def post_purchase(
     receipt: str | None = None,
     staff_id: int | None = None,
     now: datetime | None = None,
+    post_hold: str | None = None,
 ) -> PurchaseResult:
-    """record_purchase inside the caller's transaction (the caller commits)."""
+    """record_purchase inside the caller's transaction (the caller commits). `post_hold`:
+    the key of the hold whose points this sale redeems (a confirmed redemption request)."""
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
@@ -219,34 +214,24 @@ async def post_purchase(
         Leg(member.wallet_id, earned),
     ]
     referral = await _open_referral(session, program, member, tx_id, amount, now, legs)
-    # A plain earning's two entries go in with the statement that finishes the sale.
-    plain_earning = not redeem_points and referral is None and earned > 0
-    if not plain_earning:
-        await post_entries(session, tx_id, legs)
-        await consume_lots(session, member.id, redeem_points)
     expires_at = expiry_for(program, now)
-    lot_points = earned
+    # The redeemed points come from the lots the member had before this sale, never from the
+    # points it earns; the referral's lots come after the purchase's own, so that one is older.
+    lots = [
+        Lot(member.id, -redeem_points),
+        Lot(member.id, earned, earned_at=now, expires_at=expires_at),
+    ]
     if referral is not None:
-        # The referral's lots come after the purchase's own, so that one is older.
-        await add_lot(
-            session,
-            member_id=member.id,
-            tx_id=tx_id,
-            points=earned,
-            earned_at=now,
-            expires_at=expires_at,
-        )
-        await _referral_lots(session, member.id, referral, now, expires_at)
-        lot_points = 0
+        for who, points in (
+            (member.id, referral.invitee_points),
+            (referral.inviter_id, referral.inviter_points),
+        ):
+            if who is not None:
+                lots.append(
+                    Lot(who, points, referral.transaction_id, earned_at=now, expires_at=expires_at)
+                )
     tier, balance = await _finish_purchase(
-        session,
-        program,
-        member,
-        tx_id,
-        lot_points,
-        now,
-        expires_at,
-        issued_id=accounts.issued_id if plain_earning else None,
+        session, program, member, tx_id, legs, lots, now, post_hold
     )
     return PurchaseResult(
         transaction_id=tx_id,
@@ -438,36 +423,10 @@ async def _open_referral(
     )
 
 
-async def _referral_lots(
-    session: AsyncSession,
-    member_id: int,
-    reward: ReferralReward,
-    now: datetime,
-    expires_at: datetime | None,
-) -> None:
-    for who, points in (
-        (member_id, reward.invitee_points),
-        (reward.inviter_id, reward.inviter_points),
-    ):
-        if who is not None:
-            await add_lot(
-                session,
-                member_id=who,
-                tx_id=reward.transaction_id,
-                points=points,
-                earned_at=now,
-                expires_at=expires_at,
-            )
-
-
 def spend_expression() -> ColumnElement[Any]:
     """Money a member spent: purchases' paid part, less the money part of refunds."""
     tx = Transaction.__table__.c
     return func.coalesce(func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)), 0)
-
-
-def _table(model: type[Base]) -> Table:
-    return cast(Table, model.__table__)
 
 
 # The statements of a sale are built once, from table columns rather than ORM attributes:
@@ -479,69 +438,7 @@ TRAILING_SPEND = select(spend_expression()).where(
     _tx.kind == any_(array([*PURCHASE_KINDS, TxKind.REVERSE])),
     _tx.created_at > bindparam("since", type_=DateTime(timezone=True)),
 )
-_points = bindparam("points", type_=BigInteger)
-_tx_id = bindparam("tx_id", type_=BigInteger)
-_wallet_id = bindparam("wallet_id", type_=BigInteger)
-_issued_id = bindparam("issued_id", type_=BigInteger)
-_acc = Account.__table__.c
-# A sale's point lot; nothing when it earned nothing (a lot holds at least one point).
-_SALE_LOT = (
-    insert(_table(PointLot))
-    .from_select(
-        ["member_id", "transaction_id", "points", "remaining", "earned_at", "expires_at"],
-        select(
-            _member_id,
-            _tx_id,
-            _points,
-            _points,
-            bindparam("now", type_=DateTime(timezone=True)),
-            bindparam("expires_at", type_=DateTime(timezone=True)),
-        ).where(_points > 0),
-    )
-    .cte("sale_lot")
-)
-# A plain earning's entries: `points` from the partner's issued account to the wallet. Both
-# rows are locked first, in id order as post_entries would lock them, so the wallet's balance
-# read there plus the points is its balance after the entries (the trigger applies them at
-# the end of the statement, under that lock, and no other posting can come in between).
-_EARNING_LOCKED = (
-    select(_acc.id, _acc.balance)
-    .where(_acc.id.in_([_issued_id, _wallet_id]))
-    .order_by(_acc.id)
-    .with_for_update(key_share=True)
-    .cte("earning_locked")
-    .prefix_with("MATERIALIZED")  # lock both rows, though only the wallet's is read
-)
-_EARNING_ENTRIES = (
-    insert(_table(Entry))
-    .from_select(
-        ["transaction_id", "account_id", "amount"],
-        union_all(select(_tx_id, _issued_id, -_points), select(_tx_id, _wallet_id, _points)),
-    )
-    .cte("earning_entries")
-)
-
-
-def _finish_statement(check_tier: bool, plain_earning: bool) -> Select[Any]:
-    """Add the sale's lot and read the wallet's balance after the sale, with the member's
-    trailing spend for the tier check (none at the top tier); for a plain earning, also post
-    its entries."""
-    spend = [TRAILING_SPEND.scalar_subquery()] if check_tier else []
-    if plain_earning:
-        wallet = _EARNING_LOCKED.c
-        return (
-            select(wallet.balance + _points, *spend)
-            .where(wallet.id == _wallet_id)
-            .add_cte(_EARNING_ENTRIES, _SALE_LOT)
-        )
-    return select(_acc.balance, *spend).where(_acc.id == _wallet_id).add_cte(_SALE_LOT)
-
-
-_FINISH_SALE = {
-    (check_tier, plain_earning): _finish_statement(check_tier, plain_earning)
-    for check_tier in (True, False)
-    for plain_earning in (True, False)
-}
+_SPEND = (TRAILING_SPEND.scalar_subquery(),)
 
 
 def spend_params(member_id: int, now: datetime) -> dict[str, Any]:
@@ -553,40 +450,34 @@ async def _finish_purchase(
     program: Program,
     member: MemberInfo,
     tx_id: int,
-    lot_points: int,
+    legs: list[Leg],
+    lots: list[Lot],
     now: datetime,
-    expires_at: datetime | None,
-    *,
-    issued_id: int | None = None,
+    post_hold: str | None = None,
 ) -> tuple[str, int]:
-    """Add the sale's point lot and read the wallet's balance and the member's tier, in one
-    statement, the last before the commit: a sale holds its partner's account row, which
-    every sale at that partner needs, from its entries to its commit.
+    """Post the sale (its legs and lots) and read the wallet's balance and the member's
+    trailing spend, in one statement, the last before the commit: a sale holds its partner's
+    account row, which every sale at that partner needs, from its entries to its commit.
 
-    With `issued_id`, a plain earning of `lot_points` from that account: its entries go in
-    with the same statement (see _EARNING_LOCKED). The member moves up at once when a purchase
-    crosses a tier; moving down waits for the daily recalculation, so a refund never
-    surprises anyone at the till. At the top tier there is nothing to reach."""
+    The member moves up at once when a purchase crosses a tier; moving down waits for the
+    daily recalculation, so a refund never surprises anyone at the till. At the top tier
+    there is nothing to reach."""
     current = program.tier(member.tier)
     check_tier = program.next_tier(current.name) is not None
-    row = (
-        await session.execute(
-            _FINISH_SALE[check_tier, issued_id is not None],
-            {
-                "wallet_id": member.wallet_id,
-                "issued_id": issued_id,
-                "tx_id": tx_id,
-                "points": lot_points,
-                "now": now,
-                "expires_at": expires_at,
-                **spend_params(member.id, now),
-            },
-        )
-    ).one()
+    posted = await post(
+        session,
+        legs,
+        lots,
+        tx_id=tx_id,
+        post_hold=post_hold,
+        extra=_SPEND if check_tier else (),
+        params=spend_params(member.id, now) if check_tier else None,
+    )
+    assert posted is not None  # the transaction was opened by _open_purchase
+    balance = posted.balances[member.wallet_id]
     if not check_tier:
-        return current.name, row[0]
-    balance, spend = row
-    reached = program.tier_for_spend(Decimal(spend))
+        return current.name, balance
+    reached = program.tier_for_spend(Decimal(posted.extra[0]))
     if reached.min_spend > current.min_spend:
         await session.execute(
             update(Member).where(Member.id == member.id).values(tier=reached.name)
@@ -611,45 +502,27 @@ async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tu
 async def purchase_result(
     session: AsyncSession, tx: Transaction, replayed: bool = False
 ) -> PurchaseResult:
-    """The result of an earlier posting, rebuilt from the ledger (for replays)."""
+    """The result of an earlier posting, rebuilt from the ledger (for replays): one query."""
     assert tx.member_id is not None and tx.amount is not None and tx.paid is not None
-    earned, redeemed = await _wallet_moves(session, tx.id, tx.member_id)
-    slug = (
-        await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
-    ).scalar_one()
-    member = await get_member(session, tx.member_id)
-    reward_tx = (
-        await session.execute(
-            select(Transaction.id).where(
-                Transaction.related_id == tx.id, Transaction.kind == TxKind.REFERRAL
-            )
-        )
-    ).scalar_one_or_none()
+    row = await _replay(session, tx, tx.id, tx.member_id)
+    if row.deleted:
+        raise UnknownMember()
     referral = None
-    if reward_tx is not None:
-        rows = (
-            await session.execute(
-                select(Account.member_id, Entry.amount)
-                .join(Account, Account.id == Entry.account_id)
-                .where(Entry.transaction_id == reward_tx, Account.kind == AccountKind.MEMBER)
-            )
-        ).all()
-        invitee = sum(a for m, a in rows if m == tx.member_id)
-        inviter = [(m, a) for m, a in rows if m != tx.member_id]
+    if row.reward_tx is not None:
         referral = ReferralReward(
-            reward_tx, inviter[0][0] if inviter else None, inviter[0][1] if inviter else 0, invitee
+            row.reward_tx, row.inviter_id, int(row.inviter_points), int(row.invitee_points)
         )
     return PurchaseResult(
         transaction_id=tx.id,
         kind=tx.kind,
         member_id=tx.member_id,
-        partner=slug,
+        partner=row.slug,
         amount=tx.amount,
         paid=tx.paid,
-        points_earned=earned,
-        points_redeemed=redeemed,
-        balance=member.balance,
-        tier=member.tier,
+        points_earned=int(row.tx_in),
+        points_redeemed=int(row.tx_out),
+        balance=row.balance,
+        tier=row.tier,
         created_at=tx.created_at,
         referral=referral,
         replayed=replayed,
@@ -776,8 +649,35 @@ async def post_reversal(
     if reward is not None and inviter_wallet is not None:
         inviter_back = min(reward.inviter_points, balances[inviter_wallet])
     shortfall = claw - clawed + ((reward.invitee_points - invitee_back) if reward else 0)
-    tx_id = await open_transaction(
+    legs = [
+        Leg(accounts.redeemed_id, -give),
+        Leg(returned_to, give),
+        Leg(wallet, -clawed),
+        Leg(accounts.issued_id, clawed),
+    ]
+    # The returned points go back first (they may cover the claw-back) and keep at most the
+    # life they had: they were earned before the sale.
+    lots = []
+    if returned_to == wallet:
+        lots.append(
+            Lot(
+                orig.member_id,
+                give,
+                earned_at=now,
+                expires_at=expiry_for(program, orig.created_at),
+            )
+        )
+    lots.append(Lot(orig.member_id, -clawed, prefer_tx=orig.id))
+    if reward is not None:
+        legs += [Leg(wallet, -invitee_back), Leg(program_acc, invitee_back + inviter_back)]
+        lots.append(Lot(orig.member_id, -invitee_back, prefer_tx=reward.transaction_id))
+        if inviter_wallet is not None and reward.inviter_id is not None:
+            legs.append(Leg(inviter_wallet, -inviter_back))
+            lots.append(Lot(reward.inviter_id, -inviter_back, prefer_tx=reward.transaction_id))
+    done = await post(
         session,
+        legs,
+        lots,
         kind=TxKind.REVERSE,
         key=key,
         digest=digest,
@@ -790,39 +690,13 @@ async def post_reversal(
         reverses_id=orig.id,
         created_at=now,
     )
-    if tx_id is None:  # the key was used for another transaction meanwhile
+    if done is None:  # the key was used for another transaction meanwhile
         return await reversal_result(
             session, program, await find_posted(session, key, digest), True
         )
-    legs = [
-        Leg(accounts.redeemed_id, -give),
-        Leg(returned_to, give),
-        Leg(wallet, -clawed),
-        Leg(accounts.issued_id, clawed),
-    ]
-    if reward is not None:
-        legs += [Leg(wallet, -invitee_back), Leg(program_acc, invitee_back + inviter_back)]
-        if inviter_wallet is not None:
-            legs.append(Leg(inviter_wallet, -inviter_back))
-    await post_entries(session, tx_id, legs, credits_first=True)
-    if returned_to == wallet:
-        # Returned points keep at most the life they had: they were earned before the sale.
-        await add_lot(
-            session,
-            member_id=orig.member_id,
-            tx_id=tx_id,
-            points=give,
-            earned_at=now,
-            expires_at=expiry_for(program, orig.created_at),
-        )
-    await consume_lots(session, orig.member_id, clawed, prefer_tx=orig.id)
+    tx_id = done.transaction_id
     clawback = None
     if reward is not None:
-        await consume_lots(session, orig.member_id, invitee_back, prefer_tx=reward.transaction_id)
-        if reward.inviter_id is not None:
-            await consume_lots(
-                session, reward.inviter_id, inviter_back, prefer_tx=reward.transaction_id
-            )
         clawback = ReferralClawback(
             reward.transaction_id,
             invitee_back,
@@ -841,7 +715,7 @@ async def post_reversal(
         points_clawed_back=clawed + invitee_back,
         shortfall=shortfall,
         cash_back=cash_back(money, shortfall, pv),
-        balance=await wallet_balance(session, wallet),
+        balance=done.balances[wallet],
         created_at=now,
         referral=clawback,
     )
@@ -884,16 +758,23 @@ async def _referral_of(session: AsyncSession, purchase: Transaction) -> _Reward 
 async def _refund_shares(
     session: AsyncSession, orig: Transaction, before: Decimal, after: Decimal, pv: Decimal
 ) -> tuple[int, int, Decimal]:
-    """For refunding the purchase `orig` from `before` to `after` money not yet refunded:
-    (points to claw back, points to return, money part of the refund). Computed from the
-    totals, not per refund, so partial refunds add up exactly to a full one. The money part
-    is the refund less what the returned points are worth, so points and money together are
-    the sum refunded (not a cent more: both shares rounded in the member's favour would be)."""
-    assert orig.amount is not None and orig.paid is not None
-    assert orig.member_id is not None
+    """refund_shares of the purchase `orig`, with its points read from the ledger."""
+    assert orig.amount is not None and orig.member_id is not None
     earned, redeemed = await _wallet_moves(session, orig.id, orig.member_id)
-    claw = share_kept(earned, orig.amount, before) - share_kept(earned, orig.amount, after)
-    points_kept = {left: share_kept(redeemed, orig.amount, left) for left in (before, after)}
+    return refund_shares(earned, redeemed, orig.amount, before, after, pv)
+
+
+def refund_shares(
+    earned: int, redeemed: int, total: Decimal, before: Decimal, after: Decimal, pv: Decimal
+) -> tuple[int, int, Decimal]:
+    """For refunding a purchase of `total` that earned `earned` and redeemed `redeemed`
+    points, from `before` to `after` money not yet refunded: (points to claw back, points to
+    return, money part of the refund). Computed from the totals, not per refund, so partial
+    refunds add up exactly to a full one. The money part is the refund less what the returned
+    points are worth, so points and money together are the sum refunded (not a cent more:
+    both shares rounded in the member's favour would be)."""
+    claw = share_kept(earned, total, before) - share_kept(earned, total, after)
+    points_kept = {left: share_kept(redeemed, total, left) for left in (before, after)}
     give = points_kept[before] - points_kept[after]
 
     def money_kept_at(left: Decimal) -> Decimal:
@@ -904,61 +785,98 @@ async def _refund_shares(
     return claw, give, max(money, Decimal("0.00"))
 
 
+# What a replay needs of the ledger, in one round trip: the wallet moves of the posting (and
+# of the sale it refunds), the invitation reward that sale paid (each friend's points), the
+# partner's slug and the member's balance and tier now. `moves` are the member wallets'
+# entries of those transactions (at most a handful of rows).
+_REPLAY = text(
+    """
+    WITH reward AS (
+        SELECT id FROM transactions WHERE related_id = :sale AND kind = 'referral'
+    ), moves AS (
+        SELECT e.transaction_id AS tx, a.member_id AS who, e.amount
+        FROM entries AS e JOIN accounts AS a ON a.id = e.account_id
+        WHERE a.kind = 'member'
+          AND e.transaction_id IN (:tx, :sale, (SELECT id FROM reward))
+    ), inviter AS (
+        SELECT min(who) AS id, sum(amount) AS points FROM moves
+        WHERE tx = (SELECT id FROM reward) AND who <> :member
+    )
+    SELECT
+        (SELECT slug FROM partners WHERE id = :partner) AS slug,
+        w.balance, m.tier, m.deleted_at IS NOT NULL AS deleted,
+        (SELECT coalesce(sum(amount), 0) FROM moves
+         WHERE tx = :tx AND who = :member AND amount > 0) AS tx_in,
+        (SELECT coalesce(-sum(amount), 0) FROM moves
+         WHERE tx = :tx AND who = :member AND amount < 0) AS tx_out,
+        (SELECT coalesce(sum(amount), 0) FROM moves
+         WHERE tx = :sale AND who = :member AND amount > 0) AS sale_in,
+        (SELECT coalesce(-sum(amount), 0) FROM moves
+         WHERE tx = :sale AND who = :member AND amount < 0) AS sale_out,
+        (SELECT id FROM reward) AS reward_tx,
+        (SELECT coalesce(sum(amount), 0) FROM moves
+         WHERE tx = (SELECT id FROM reward) AND who = :member) AS invitee_points,
+        inviter.id AS inviter_id, coalesce(inviter.points, 0) AS inviter_points,
+        (SELECT coalesce(-sum(amount), 0) FROM moves
+         WHERE tx = :tx AND who = inviter.id AND amount < 0) AS inviter_back,
+        (SELECT coalesce(sum(amount), 0) FROM transactions
+         WHERE reverses_id = :sale AND id < :tx) AS refunded_earlier,
+        (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount
+    FROM members AS m JOIN accounts AS w ON w.member_id = m.id, inviter
+    WHERE m.id = :member
+    """
+)
+
+
+async def _replay(session: AsyncSession, tx: Transaction, sale: int, member_id: int) -> Any:
+    return (
+        await session.execute(
+            _REPLAY,
+            {"tx": tx.id, "sale": sale, "member": member_id, "partner": tx.partner_id},
+        )
+    ).one()
+
+
 async def reversal_result(
     session: AsyncSession, program: Program, tx: Transaction, replayed: bool = False
 ) -> ReversalResult:
-    """The result of an earlier refund, rebuilt from the ledger (for replays). The sale's
-    points are clawed back before the invitation reward, so the wallet's debits split so."""
+    """The result of an earlier refund, rebuilt from the ledger (for replays): one query. The
+    sale's points are clawed back before the invitation reward, so the wallet's debits split
+    so."""
     assert tx.reverses_id is not None and tx.member_id is not None
     assert tx.amount is not None and tx.paid is not None
-    returned, taken = await _wallet_moves(session, tx.id, tx.member_id)
-    orig = await session.get_one(Transaction, tx.reverses_id)
-    assert orig.amount is not None
-    refunded_earlier = (
-        await session.execute(
-            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
-                Transaction.reverses_id == orig.id, Transaction.id < tx.id
-            )
-        )
-    ).scalar_one()
-    before = orig.amount - (refunded_earlier or 0)
-    claw, _, _ = await _refund_shares(
-        session, orig, before, before - tx.amount, program.program.point_value
+    row = await _replay(session, tx, tx.reverses_id, tx.member_id)
+    pv = program.program.point_value
+    returned, taken = int(row.tx_in), int(row.tx_out)
+    before = row.sale_amount - row.refunded_earlier
+    claw, _, _ = refund_shares(
+        int(row.sale_in), int(row.sale_out), row.sale_amount, before, before - tx.amount, pv
     )
     shortfall = claw - min(claw, taken)
     clawback = None
-    reward = await _referral_of(session, orig) if before == tx.amount else None
-    if reward is not None:
+    if before == tx.amount and row.reward_tx is not None:
         invitee_back = taken - min(claw, taken)
-        shortfall += reward.invitee_points - invitee_back
-        inviter_back = 0
-        if reward.inviter_id is not None:
-            inviter_back = (await _wallet_moves(session, tx.id, reward.inviter_id))[1]
+        shortfall += int(row.invitee_points) - invitee_back
+        inviter_back = int(row.inviter_back) if row.inviter_id is not None else 0
         clawback = ReferralClawback(
-            reward.transaction_id,
+            row.reward_tx,
             invitee_back,
-            reward.inviter_id,
+            row.inviter_id,
             inviter_back,
-            reward.inviter_points - inviter_back,
+            int(row.inviter_points) - inviter_back,
         )
-    slug = (
-        await session.execute(select(Partner.slug).where(Partner.id == tx.partner_id))
-    ).scalar_one()
-    wallet = (
-        await session.execute(select(Account.balance).where(Account.member_id == tx.member_id))
-    ).scalar_one()
     return ReversalResult(
         transaction_id=tx.id,
         reverses_id=tx.reverses_id,
         member_id=tx.member_id,
-        partner=slug,
+        partner=row.slug,
         amount=tx.amount,
         money_refund=tx.paid,
         points_returned=returned,
         points_clawed_back=taken,
         shortfall=shortfall,
-        cash_back=cash_back(tx.paid, shortfall, program.program.point_value),
-        balance=wallet,
+        cash_back=cash_back(tx.paid, shortfall, pv),
+        balance=row.balance,
         created_at=tx.created_at,
         referral=clawback,
         replayed=replayed,

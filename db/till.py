@@ -27,9 +27,9 @@ from db.errors import (
     TooManyLookups,
     UnknownMember,
 )
-from db.ledger import unit_of_work
+from db.ledger import hold, unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
-from db.models import AuditLog, Member, Partner, RedemptionRequest, Transaction
+from db.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
 from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.program import Program, ProgramRules
 from db.purchases import (
@@ -322,9 +322,10 @@ def _with_money(info: RequestInfo, program: Program) -> RequestInfo:
     return replace(info, money=points_money(info.points, program.program.point_value))
 
 
-def allowance(balance: int, amount: Decimal, rules: ProgramRules) -> int:
-    """The most points a member with `balance` may pay on a purchase of `amount`."""
-    return min(balance, max_redeemable(amount, rules.max_redeem_percent, rules.point_value))
+def allowance(available: int, amount: Decimal, rules: ProgramRules) -> int:
+    """The most points a member with `available` points (their balance less what open
+    requests hold) may pay on a purchase of `amount`."""
+    return min(available, max_redeemable(amount, rules.max_redeem_percent, rules.point_value))
 
 
 async def redemption_allowance(
@@ -333,7 +334,13 @@ async def redemption_allowance(
     """What the till offers as "Max": the allowance `request_redemption` takes when it is
     asked for as many points as allowed (a read; the request checks again)."""
     member = await get_member(session, member_id)
-    return allowance(member.balance, amount, program.program)
+    return allowance(member.available, amount, program.program)
+
+
+def redemption_key(public_id: str) -> str:
+    """The key of a request's hold and of the sale its confirmation posts (the database
+    voids the hold under this key when the request closes otherwise: migration 0009)."""
+    return f"redemption:{public_id}"
 
 
 async def request_redemption(
@@ -366,15 +373,17 @@ async def request_redemption(
         member = await get_member(session, member_id)
         _check_not_own(staff, member.id, member.telegram_id)
         reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
+        # Points other requests hold are promised: "Max" offers only what may be spent.
+        available = member.available
         if points is None:
-            points = allowance(member.balance, amount, rules)
+            points = allowance(available, amount, rules)
             if points <= 0:
                 raise NotEnoughPoints()
         check_points(points)
         check_redeem(points, amount, rules.max_redeem_percent, rules.point_value)
-        # A friendly early answer; the ledger refuses an overdraft by itself at confirmation.
-        if points > member.balance:
-            raise NotEnoughPoints(balance=member.balance)
+        # A friendly early answer; the hold below is what the database refuses or grants.
+        if points > available:
+            raise NotEnoughPoints(balance=available)
         public_id = dialog
         created = await session.execute(
             pg_insert(RedemptionRequest)
@@ -397,6 +406,12 @@ async def request_redemption(
             .returning(RedemptionRequest.id)
         )
         created_id = created.scalar_one_or_none()
+        if created_id is not None and reachable:
+            # The points are the member's until they confirm, but nothing else may spend
+            # them: the hold is posted by the confirmation, voided however else it closes.
+            await hold(
+                session, key=redemption_key(public_id), member_id=member.id, points=points, now=now
+            )
         info = _with_money(await _request(session, public_id), program)
         if created_id is not None:
             await audit(
@@ -474,8 +489,9 @@ async def confirm_redemption(
             member_id=req.member_id,
             partner=slug,
             amount=req.amount,
-            key=f"redemption:{public_id}",
+            key=redemption_key(public_id),
             redeem_points=req.points,
+            post_hold=redemption_key(public_id),
             receipt=req.receipt,
             staff_id=req.staff_id,
             now=now,
@@ -655,6 +671,24 @@ async def expire_requests(
     """Close every pending request past its time; the caller tells both sides."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
+        # Closing a request voids its hold, which locks the member's wallet: as a single
+        # confirmation or decline does, take the requests first, then the wallets (in id
+        # order, as every posting does), so this batch cannot deadlock with them.
+        due = (RedemptionRequest.status == "pending") & (RedemptionRequest.expires_at <= now)
+        members = (
+            await session.execute(
+                select(RedemptionRequest.member_id)
+                .where(due)
+                .order_by(RedemptionRequest.id)
+                .with_for_update()
+            )
+        ).scalars()
+        await session.execute(
+            select(Account.id)
+            .where(Account.member_id.in_(set(members)))
+            .order_by(Account.id)
+            .with_for_update(key_share=True)
+        )
         ids = (
             (
                 await session.execute(

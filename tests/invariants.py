@@ -6,8 +6,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 CHECKS = {
-    "entries of a transaction sum to 0": """
-        SELECT transaction_id FROM entries GROUP BY transaction_id HAVING sum(amount) <> 0
+    "entries of a transaction sum to 0 per unit": """
+        SELECT e.transaction_id FROM entries e JOIN accounts a ON a.id = e.account_id
+        GROUP BY e.transaction_id, a.unit HAVING sum(e.amount) <> 0
     """,
     "account balance equals the sum of its entries": """
         SELECT a.id FROM accounts a
@@ -15,8 +16,8 @@ CHECKS = {
                ON e.account_id = a.id
         WHERE a.balance <> coalesce(e.total, 0)
     """,
-    "all balances sum to 0": """
-        SELECT 1 FROM accounts HAVING coalesce(sum(balance), 0) <> 0
+    "all balances sum to 0 per unit": """
+        SELECT unit FROM accounts GROUP BY unit HAVING sum(balance) <> 0
     """,
     "no wallet below zero": """
         SELECT id FROM accounts WHERE kind = 'member' AND balance < 0
@@ -26,6 +27,15 @@ CHECKS = {
         LEFT JOIN (SELECT member_id, sum(remaining) AS total FROM point_lots GROUP BY member_id) l
                ON l.member_id = a.member_id
         WHERE a.kind = 'member' AND a.balance <> coalesce(l.total, 0)
+    """,
+    "held points equal the sum of open holds": """
+        SELECT a.id FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(points) AS total FROM holds
+                   WHERE status = 'open' GROUP BY account_id) h ON h.account_id = a.id
+        WHERE a.held <> coalesce(h.total, 0)
+    """,
+    "no wallet holds more than it has": """
+        SELECT id FROM accounts WHERE held < 0 OR held > balance AND held > 0
     """,
 }
 

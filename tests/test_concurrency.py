@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -12,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import errors
 from db.members import get_member, register_member
-from db.models import Transaction
+from db.models import Hold, RedemptionRequest, Transaction
 from db.program import Program
 from db.purchases import earn, record_purchase, reverse
+from db.staff import accept_invite, create_invite
+from db.till import close_request, confirm_redemption, expire_requests, request_redemption
 
 D = Decimal
 Sessions = async_sessionmaker[AsyncSession]
@@ -116,3 +120,77 @@ async def test_mixed_traffic_on_shared_accounts_does_not_deadlock(
     outcomes = Counter(await asyncio.gather(*(one(i) for i in range(120))))
     assert set(outcomes) <= {"ok", "not_enough_points"}
     assert outcomes["ok"] >= 60
+
+
+async def test_a_hold_resolves_once_when_confirm_decline_and_timeout_race(
+    sessions: Sessions, program: Program
+) -> None:
+    """The member taps Confirm and Decline while the request times out: one of the three
+    wins, the hold is posted (by the sale) or voided exactly once, and nothing stays held."""
+    t0 = datetime.now(UTC)
+    async with sessions() as s:
+        m = (await register_member(s, program, telegram_id=1)).id  # 50 points
+        staff = await accept_invite(
+            s,
+            await create_invite(s, created_by=1, role="cashier", partner_slug="coffee"),
+            telegram_id=99,
+        )
+    outcomes: Counter[str] = Counter()
+    for i in range(12):
+        public_id = f"race{i}"
+        async with sessions() as s:
+            req = await request_redemption(
+                s,
+                program,
+                staff,
+                member_id=m,
+                amount=D("10"),
+                points=10,
+                dialog=public_id,
+                staff_chat_id=99,
+                now=t0,
+            )
+            assert (await get_member(s, m)).held == 10
+            await s.rollback()
+
+        async def confirm(s: AsyncSession, public_id: str = public_id) -> str | None:
+            await confirm_redemption(s, program, public_id, 1, now=t0 + timedelta(minutes=1))
+            return "confirmed"
+
+        async def decline(s: AsyncSession, public_id: str = public_id) -> str | None:
+            await close_request(s, program, public_id, status="declined", telegram_id=1)
+            return "declined"
+
+        async def expire(s: AsyncSession) -> str | None:
+            closed = await expire_requests(s, program, now=t0 + timedelta(minutes=3))
+            return "expired" if closed else None
+
+        async def run(action: Callable[[AsyncSession], Awaitable[str | None]]) -> str | None:
+            async with sessions() as s:
+                try:
+                    return await action(s)
+                except errors.RequestClosed:
+                    return None
+
+        actions = [confirm, decline, expire]
+        random.shuffle(actions)
+        won = [r for r in await asyncio.gather(*(run(a) for a in actions)) if r]
+        assert len(won) == 1, won
+        outcomes[won[0]] += 1
+        async with sessions() as s:
+            status, tx = (
+                await s.execute(
+                    select(RedemptionRequest.status, RedemptionRequest.transaction_id).where(
+                        RedemptionRequest.public_id == req.public_id
+                    )
+                )
+            ).one()
+            hold = (
+                await s.execute(select(Hold).where(Hold.key == f"redemption:{public_id}"))
+            ).one()[0]
+            assert status == won[0]
+            assert hold.status == ("posted" if status == "confirmed" else "voided")
+            assert hold.transaction_id == tx
+            assert (await get_member(s, m)).held == 0
+            await s.rollback()
+    assert sum(outcomes.values()) == 12, outcomes

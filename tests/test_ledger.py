@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import errors
 from db.adjust import adjust
 from db.expiry import expire_due
+from db.ledger import hold, void_holds
 from db.members import get_member, register_member
 from db.models import Entry, PointLot, Transaction
 from db.program import Program
-from db.purchases import earn, redeem, reverse
+from db.purchases import earn, purchase_result, redeem, reversal_result, reverse
 
 D = Decimal
 
@@ -471,3 +475,187 @@ async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
     )
     assert replay.replayed and replay.referral == rest.referral
     assert (replay.points_clawed_back, replay.shortfall) == (78, 97)
+
+
+def test_one_writer_inserts_entries_and_lots() -> None:
+    """Every posting goes through db.ledger.post (the SQL function ledger_post): no module
+    builds an insert into entries or point lots (the database side: test_one_sql_writer)."""
+    root = Path(__file__).resolve().parent.parent
+    writers = re.compile(
+        r"insert\s+into\s+(entries|point_lots)\b"  # SQL
+        r"|insert\(\s*(cast\(Table,\s*|_table\()?(Entry|PointLot)\b"  # Core
+        r"|(?<!class )\b(Entry|PointLot)\(",  # ORM objects
+        re.IGNORECASE,
+    )
+    found = [
+        str(path.relative_to(root))
+        for folder in ("db", "bot")
+        for path in (root / folder).rglob("*.py")
+        if "migrations" not in path.parts and writers.search(path.read_text())
+    ]
+    assert found == []
+
+
+async def test_one_sql_writer(session: AsyncSession) -> None:
+    functions = (
+        await session.execute(
+            text(
+                "SELECT proname FROM pg_proc"
+                " WHERE prosrc ~* 'insert\\s+into\\s+(entries|point_lots)'"
+            )
+        )
+    ).scalars()
+    assert list(functions) == ["ledger_post"]
+
+
+async def _hand_made(session: AsyncSession, legs: list[tuple[str, int]]) -> None:
+    """Post entries by hand (as a psql session could) on the named accounts."""
+    tx = (
+        await session.execute(
+            text(
+                "INSERT INTO transactions (kind, idempotency_key, fingerprint)"
+                " VALUES ('adjust', :key, '') RETURNING id"
+            ),
+            {"key": f"hand:{legs}"},
+        )
+    ).scalar_one()
+    for name, amount in legs:
+        await session.execute(
+            text(
+                "INSERT INTO entries (transaction_id, account_id, amount)"
+                " SELECT :tx, id, :amount FROM accounts WHERE kind = :kind AND unit = :unit"
+                " AND (partner_id IS NULL OR partner_id = (SELECT id FROM partners"
+                "      WHERE slug = 'stamps'))"
+            ),
+            {"tx": tx, "amount": amount, "kind": name.split("/")[0], "unit": name.split("/")[1]},
+        )
+    await session.commit()
+
+
+async def test_a_transaction_sums_to_zero_per_unit(session: AsyncSession) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO partners (slug, name, category, earn_percent, active)"
+            " VALUES ('stamps', 'Stamp card', 'cafe', 0, true)"
+        )
+    )
+    await session.execute(
+        text(
+            "INSERT INTO accounts (kind, partner_id, unit)"
+            " SELECT kind, (SELECT id FROM partners WHERE slug = 'stamps'), 'stamps:coffee'"
+            " FROM (VALUES ('partner_issued'), ('partner_redeemed')) AS k(kind)"
+        )
+    )
+    await session.commit()
+    issued, redeemed = "partner_issued/stamps:coffee", "partner_redeemed/stamps:coffee"
+    # 3 points out, 3 stamps in: zero in all, but neither unit balances.
+    with pytest.raises(DBAPIError, match="sum to"):
+        await _hand_made(session, [("program/points", -3), (issued, 3)])
+    await session.rollback()
+    with pytest.raises(DBAPIError, match="sum to"):
+        await _hand_made(
+            session,
+            [("program/points", -5), ("breakage/points", 2), (issued, -1), (redeemed, 4)],
+        )
+    await session.rollback()
+    await _hand_made(
+        session, [("program/points", -5), ("breakage/points", 5), (issued, -2), (redeemed, 2)]
+    )
+    units = (
+        await session.execute(
+            text("SELECT unit, sum(balance) FROM accounts GROUP BY unit ORDER BY unit")
+        )
+    ).all()
+    assert [tuple(row) for row in units] == [("points", 0), ("stamps:coffee", 0)]
+
+
+async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)  # 50 points
+    now = datetime.now(UTC)
+    assert await hold(session, key="h1", member_id=m, points=30, now=now)
+    assert not await hold(session, key="h1", member_id=m, points=30, now=now)  # a replay
+    with pytest.raises(errors.NotEnoughPoints):
+        await hold(session, key="h2", member_id=m, points=21, now=now)
+    await session.rollback()
+    assert await hold(session, key="h1", member_id=m, points=30, now=now)
+    await session.commit()
+    member = await get_member(session, m)
+    assert (member.balance, member.held, member.available) == (50, 30, 20)
+    # A sale can spend what is not held, not a point more, even with what it earns.
+    with pytest.raises(errors.NotEnoughPoints):
+        await redeem(
+            session, program, member_id=m, partner="coffee", amount=D("10"), points=21, key="s1"
+        )
+    with pytest.raises(errors.NotEnoughPoints):
+        await adjust(session, program, member_id=m, points=-21, reason="fix", key="a1")
+    # The points the member owns stay theirs while held.
+    assert (await get_member(session, m)).balance == 50
+    assert await void_holds(session, keys=["h1"], now=now) == ["h1"]
+    assert await void_holds(session, keys=["h1"], now=now) == []  # once
+    await session.commit()
+    with pytest.raises(DBAPIError, match="resolved once"):
+        await session.execute(text("UPDATE holds SET status = 'open', resolved_at = NULL"))
+    await session.rollback()
+    with pytest.raises(DBAPIError, match="changes only through holds"):
+        await session.execute(text("UPDATE accounts SET held = 1 WHERE kind = 'member'"))
+    await session.rollback()
+    sale = await redeem(
+        session, program, member_id=m, partner="coffee", amount=D("10"), points=50, key="s2"
+    )
+    assert sale.points_redeemed == 50
+
+
+async def test_a_replay_rebuilds_its_result_in_one_query(
+    session: AsyncSession, program: Program
+) -> None:
+    """The results of a sale that paid an invitation reward and of the refunds of it, rebuilt
+    for a replay from one query each, are the results the postings returned."""
+    inviter = await join(session, program, 1)
+    friend = await join(session, program, 2, inviter_id=inviter)
+    sale = await earn(
+        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="q"
+    )
+    await redeem(
+        session, program, member_id=friend, partner="gym", amount=D("3.00"), points=150, key="b"
+    )
+    part = await reverse(
+        session,
+        program,
+        transaction_id=sale.transaction_id,
+        amount=D("5.00"),
+        key="r1",
+        reason="r",
+    )
+    rest = await reverse(
+        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    )
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sync_engine = session.bind.sync_engine  # type: ignore[union-attr]
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        for result, key in ((part, "r1"), (rest, "r2")):
+            tx = await session.scalar(
+                select(Transaction).where(Transaction.idempotency_key == key)
+            )
+            assert tx is not None
+            statements.clear()
+            again = await reversal_result(session, program, tx, replayed=True)
+            assert len(statements) == 1, statements
+            assert again == replace(result, replayed=True, balance=again.balance)
+        tx = await session.get_one(Transaction, sale.transaction_id)
+        statements.clear()
+        again_sale = await purchase_result(session, tx, replayed=True)
+        assert len(statements) == 1, statements
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+    await session.rollback()
+    assert again_sale == replace(
+        sale, replayed=True, balance=again_sale.balance, tier_reached=False
+    )
+    assert rest.referral is not None and again_sale.referral == sale.referral

@@ -1,16 +1,17 @@
-"""Random sequences of earn, redeem, reverse, adjust and expire keep every ledger invariant,
-and each operation fails only in the ways it is allowed to (a refund, an expiry or a positive
-adjustment never runs out of points)."""
+"""Random sequences of earn, redeem, reverse, adjust and expire, among redemption requests
+created, confirmed, declined and timed out (holds), keep every ledger invariant, and each
+operation fails only in the ways it is allowed to (a refund, an expiry or a positive
+adjustment never runs out of points; a confirmation never finds its held points gone)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db import errors
 from db.adjust import adjust
@@ -20,6 +21,8 @@ from db.members import register_member
 from db.models import Transaction, TxKind
 from db.program import Program
 from db.purchases import record_purchase, reverse
+from db.staff import accept_invite, create_invite
+from db.till import close_request, confirm_redemption, expire_requests, request_redemption
 from tests.conftest import make_program, reset_ledger
 from tests.invariants import ledger_violations
 
@@ -35,6 +38,10 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     "adjust-": (errors.NotEnoughPoints,),
     "expire": (),
     "replay": (),
+    "hold": (errors.NotEnoughPoints, errors.RedeemLimitExceeded),
+    "confirm": (errors.RequestClosed,),  # only when the request timed out
+    "decline": (errors.RequestClosed,),
+    "timeout": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
@@ -49,6 +56,23 @@ operation = st.one_of(
     st.tuples(st.just("days"), st.integers(1, 40)),
     st.tuples(st.just("expire")),
     st.tuples(st.just("replay")),
+    st.tuples(
+        st.just("hold"), st.integers(0, 2), cents, st.one_of(st.none(), st.integers(1, 5_000))
+    ),
+    st.tuples(st.just("confirm"), st.integers(0, 50)),
+    st.tuples(st.just("decline"), st.integers(0, 50)),
+    st.tuples(st.just("timeout")),
+)
+# Requests open (created, not answered) and their holds, straight from the tables.
+OPEN = text(
+    """
+    SELECT (SELECT count(*) FROM redemption_requests WHERE status = 'pending'),
+           (SELECT count(*) FROM holds WHERE status = 'open'),
+           (SELECT count(*) FROM redemption_requests r JOIN holds h
+                ON h.key = 'redemption:' || r.public_id
+            WHERE (r.status = 'confirmed') <> (h.status = 'posted')
+               OR (r.status = 'pending') <> (h.status = 'open'))
+    """
 )
 
 
@@ -67,6 +91,12 @@ async def test_random_operations_keep_the_invariants(
         members = [
             (await register_member(s, PROGRAM, telegram_id=i + 1, now=now)).id for i in range(3)
         ]
+        cashier = await accept_invite(
+            s,
+            await create_invite(s, created_by=1, role="cashier", partner_slug=PARTNERS[1]),
+            telegram_id=100,
+        )
+        requests: list[tuple[str, int]] = []  # (public id, the member's Telegram id)
         last: tuple | None = None
         for n, op in enumerate(ops):
             try:
@@ -137,10 +167,60 @@ async def test_random_operations_keep_the_invariants(
                             s, PROGRAM, member_id=m, partner=p, amount=amount, key=key, now=now
                         )
                         assert replay.replayed
+                    case ("hold", m, c, points):
+                        req = await request_redemption(
+                            s,
+                            PROGRAM,
+                            cashier,
+                            member_id=members[m],
+                            amount=Decimal(c) / 100,
+                            points=points,  # None: Max
+                            dialog=f"r{n}",
+                            staff_chat_id=100,
+                            now=now,
+                        )
+                        requests.append((req.public_id, m + 1))
+                    case ("confirm", pick) if requests:
+                        public_id, telegram_id = requests[pick % len(requests)]
+                        pending = await _pending(s, public_id, now)
+                        try:
+                            await confirm_redemption(s, PROGRAM, public_id, telegram_id, now=now)
+                        except errors.RequestClosed:
+                            # Answered already, or timed out (not yet closed by the job).
+                            assert not pending, (n, op)
+                            raise
+                        assert pending, (n, op)
+                    case ("decline", pick) if requests:
+                        public_id, telegram_id = requests[pick % len(requests)]
+                        await close_request(
+                            s, PROGRAM, public_id, status="declined", telegram_id=telegram_id
+                        )
+                    case ("timeout",):
+                        await expire_requests(s, PROGRAM, now=now + timedelta(minutes=3))
+                event(f"{op[0]}: done")
             except errors.DomainError as error:
+                event(f"{op[0]}: {error.code}")
                 kind = "adjust+" if op[0] == "adjust" and op[2] > 0 else op[0]
                 kind = "adjust-" if op[0] == "adjust" and op[2] < 0 else kind
                 allowed = ALLOWED[kind]
                 assert isinstance(error, allowed), (n, op, repr(error))
+            pending, held, mismatched = (await s.execute(OPEN)).one()
+            await s.rollback()
+            assert (pending, mismatched) == (held, 0), (n, op, pending, held, mismatched)
             violations = await ledger_violations(s)
             assert not violations, (n, op, violations)
+
+
+async def _pending(s: AsyncSession, public_id: str, now: datetime) -> bool:
+    """The request waits for an answer and has not timed out (so confirming it must post)."""
+    row = (
+        await s.execute(
+            text(
+                "SELECT status = 'pending' AND expires_at > :now FROM redemption_requests"
+                " WHERE public_id = :id"
+            ),
+            {"id": public_id, "now": now},
+        )
+    ).scalar_one()
+    await s.rollback()
+    return bool(row)
