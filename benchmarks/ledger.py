@@ -47,8 +47,8 @@ from db.engine import create_engine, session_factory
 from db.members import register_member
 from db.migrate import upgrade
 from db.partners import sync_partners
-from db.program import Program
 from db.purchases import earn
+from db.rules.program import Program
 from tests import pg
 from tests.conftest import make_program
 

@@ -2,7 +2,7 @@
 aiogram bot that answers the same conversation without doing anything.
 
 A sale is the till conversation of tests/test_bot_till.py, end to end over HTTP: the cashier
-opens the member's card link (`/start c…`, the token `db.tokens.card_token` makes with the
+opens the member's card link (`/start c…`, the token `db.rules.tokens.card_token` makes with the
 bot's signing secret, as the phone's camera opens it), waits for the member panel, taps
 "🧾 Sale: earn points", waits for the prompt, sends the amount and waits for the "✅" reply.
 Its latency runs from queueing the `/start` to the ✅ reaching the fake server: three updates
@@ -75,8 +75,8 @@ from db.members import register_member
 from db.migrate import upgrade
 from db.models import Staff, Transaction, TxKind
 from db.partners import sync_partners
-from db.program import Program
-from db.tokens import card_token
+from db.rules.program import Program
+from db.rules.tokens import card_token
 from tests import pg
 from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness
 from tests.conftest import make_program

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings()
         configure_logging(settings.log_level)
         if args.command == "check-program":
-            from db.program import ProgramError, load_program
+            from db.rules.program import ProgramError, load_program
 
             try:
                 program = load_program(args.file or settings.program_file)

@@ -40,7 +40,7 @@ from bot.outbox import NoticeWorker
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
 from bot.web import build_web_app, start_web
-from db.tokens import derive_secret
+from db.rules.tokens import derive_secret
 
 log = logging.getLogger(__name__)
 

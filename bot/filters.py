@@ -9,8 +9,8 @@ from aiogram.filters import Filter
 from aiogram.types import Message, TelegramObject
 
 from bot.keyboards import BUTTONS
-from db.access import may
-from db.cards import normalize_card_number
+from db.rules.access import may
+from db.rules.cards import normalize_card_number
 
 
 class IsMember(Filter):
@@ -21,7 +21,7 @@ class IsMember(Filter):
 
 
 class IsStaff(Filter):
-    """Passes for active staff whose role may do `action` (db/access.py's table; any active
+    """Passes for active staff whose role may do `action` (db/rules/access.py's table; any active
     staff if no action is given). The use case checks the same table again."""
 
     def __init__(self, action: str | None = None) -> None:

@@ -11,7 +11,7 @@ from aiogram.utils.i18n import ngettext as _n
 from babel.dates import format_date, format_datetime, format_time
 from babel.numbers import format_currency, format_decimal, format_percent
 
-from db.program import Text
+from db.rules.program import Text
 
 _BABEL_LOCALES = {"en": "en_GB", "ru": "ru_RU", "uk": "uk_UA", "pl": "pl_PL"}
 BABEL_LOCALES = tuple(_BABEL_LOCALES.values())  # every language the bot speaks
@@ -61,7 +61,8 @@ def percent(value: Decimal) -> str:
 
 
 def text(value: str) -> str:
-    """A text from the program file in the reader's language (db.program.Text), else as is."""
+    """A text from the program file in the reader's language (db.rules.program.Text), else
+    as is."""
     if isinstance(value, Text):
         return value.in_language(get_i18n().current_locale)
     return value

@@ -16,8 +16,8 @@ from aiogram.utils.i18n import gettext as _
 from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
-from db.program import Program
-from db.rules import points_money
+from db.rules.points import points_money
+from db.rules.program import Program
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import formatting as fmt
 from bot.metrics import DELIVERIES
 from db.members import contact
-from db.program import Program
 from db.reminders import Reminder
+from db.rules.program import Program
 from db.wallet import set_reachable
 
 log = logging.getLogger(__name__)

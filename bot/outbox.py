@@ -36,7 +36,7 @@ from bot.metrics import DELIVERIES
 from bot.notices import RENDERERS
 from db.ledger import unit_of_work
 from db.outbox import RETRYABLE_ATTEMPTS, Delivered, Due, claim, open_count, settle
-from db.program import Program
+from db.rules.program import Program
 from db.till import request_delivered, request_undeliverable
 from db.wallet import mark_unreachable
 

@@ -1,6 +1,6 @@
 """Who may use which command: one table of roles × commands. /help, the Telegram command
 menus, the staff welcome messages and the fallback's "this is for managers" all read it, so
-a command is described once. Who may do what is db/access.py's table, which the routers'
+a command is described once. Who may do what is db/rules/access.py's table, which the routers'
 filters and the use cases read (a menu is a convenience, never a permission)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
-from db import access
-from db.access import CASHIER, MANAGER, MARKETER
+from db.rules import access
+from db.rules.access import CASHIER, MANAGER, MARKETER
 
 MEMBER, OWNER = "member", "owner"
 # The order /help and the menus show a person's roles in: their work first, then their own

@@ -16,7 +16,7 @@ from db.embedded import start_embedded
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
 from db.partners import sync_partners
-from db.program import Program, ProgramError, load_program
+from db.rules.program import Program, ProgramError, load_program
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from html import escape
 from aiogram.utils.i18n import gettext as _
 
 from bot import formatting as fmt
-from db.program import Program
+from db.rules.program import Program
 from db.wallet import HistoryItem, Summary
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import ReasonRequired, UnknownMember
 from db.ledger import (
     Leg,
     Lot,
@@ -21,8 +20,9 @@ from db.ledger import (
 from db.members import expiry_for, get_member
 from db.models import AccountKind, TxKind
 from db.outbox import Owed, owe
-from db.program import Program
-from db.rules import check_points
+from db.rules.errors import ReasonRequired, UnknownMember
+from db.rules.points import check_points
+from db.rules.program import Program
 from db.staff import audit
 
 

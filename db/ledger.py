@@ -35,8 +35,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
 from db.models import Account, Member, Transaction
+from db.rules.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
 
 
 class HoldClosed(RequestClosed):

@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.cards import new_card_number
-from db.errors import UnknownMember
 from db.ledger import Leg, Lot, fingerprint, post, system_account, unit_of_work
 from db.models import Account, AccountKind, Member, RewardedIdentity, TxKind
-from db.program import Program
+from db.rules.cards import new_card_number
+from db.rules.errors import UnknownMember
+from db.rules.program import Program
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ async def _register(
 ) -> MemberInfo:
     """Join the program; joining twice returns the existing member and changes nothing.
 
-    `source` is where they came from (db/tokens.py: a link's `src-<source>`, or "referral").
+    `source` is where they came from (db/rules/tokens.py: a link's `src-<source>`, or "referral").
 
     The welcome points, if the program gives any, are posted in the same transaction.
     `identity` is the keyed hash of the Telegram id (tokens.identity_hash): someone who had

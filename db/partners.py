@@ -9,10 +9,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.errors import UnknownPartner
 from db.ledger import unit_of_work
 from db.models import Account, AccountKind, Partner
-from db.program import Program
+from db.rules.errors import UnknownPartner
+from db.rules.program import Program
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from sqlalchemy import delete, false, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.cards import new_card_number
 from db.ledger import (
     Leg,
     Lot,
@@ -36,6 +35,7 @@ from db.models import (
     Transaction,
     TxKind,
 )
+from db.rules.cards import new_card_number
 from db.wallet import history, referral_stats
 
 

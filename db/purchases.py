@@ -23,16 +23,6 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from db.errors import (
-    AlreadyReversed,
-    NotReversible,
-    ReasonRequired,
-    RefundTooLarge,
-    UnknownMember,
-    UnknownPartner,
-    UnknownTransaction,
-    WrongPartner,
-)
 from db.ledger import (
     Leg,
     Lot,
@@ -56,8 +46,17 @@ from db.models import (
     TxKind,
 )
 from db.partners import PartnerAccounts, partner_accounts
-from db.program import Program
-from db.rules import (
+from db.rules.errors import (
+    AlreadyReversed,
+    NotReversible,
+    ReasonRequired,
+    RefundTooLarge,
+    UnknownMember,
+    UnknownPartner,
+    UnknownTransaction,
+    WrongPartner,
+)
+from db.rules.points import (
     check_points,
     check_purchase,
     check_redeem,
@@ -65,6 +64,7 @@ from db.rules import (
     points_money,
     share_kept,
 )
+from db.rules.program import Program
 
 PURCHASE_KINDS = (TxKind.EARN, TxKind.REDEEM)
 

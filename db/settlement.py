@@ -28,8 +28,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AccountKind, Partner
-from db.program import Program
-from db.rules import CENT
+from db.rules.points import CENT
+from db.rules.program import Program
 
 # Deleting an account forfeits its points with an `expire` posting under this key prefix
 # (db/privacy.py); a refund of a deleted member's sale forfeits what it returns (a `reverse`

@@ -15,12 +15,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db import access
-from db.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.ledger import unit_of_work
 from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
 from db.outbox import Owed, owe
-from db.tokens import SOURCE
+from db.rules import access
+from db.rules.errors import InvalidInvite, NotStaff, UnknownPartner
+from db.rules.tokens import SOURCE
 
 ROLES = access.STAFF_ROLES
 INVITE_PREFIX = "s"
@@ -38,7 +38,7 @@ class StaffInfo:
     first_name: str = ""
 
     def require(self, action: str) -> None:
-        """Refuse (NotStaff) unless this role may do `action` (db/access.py's table)."""
+        """Refuse (NotStaff) unless this role may do `action` (db/rules/access.py's table)."""
         access.require(self.role, action)
 
     def require_partner(self, partner_id: int | None) -> None:
@@ -96,7 +96,7 @@ async def create_invite(
             if partner_id is None:
                 raise UnknownPartner(partner=partner_slug)
         token = INVITE_PREFIX + secrets.token_urlsafe(24)
-        while token.startswith(SOURCE):  # that is a join link's source (db/tokens.py)
+        while token.startswith(SOURCE):  # that is a join link's source (db/rules/tokens.py)
             token = INVITE_PREFIX + secrets.token_urlsafe(24)
         await session.execute(
             insert(StaffInvite).values(

@@ -20,7 +20,7 @@ Figures (`Kpis`):
   account deleted in the period is not a join). Partner: members whose first sale at the
   partner is in the period, if they still exist at `end`.
 - `joins_by_source`: coalition only: the same new members counted by `members.source`, the
-  start link they joined through (db/tokens.py): `poster-<partner>` or `poster` (a poster),
+  start link they joined through (db/rules/tokens.py): `poster-<partner>` or `poster` (a poster),
   any other `src-<source>` link (an ad, a campaign), `referral` (a friend's invitation), None
   (a plain /start); most joins first. `advertised_joins`: those with a source other than
   `referral` (they saw the program advertised); `advertised_share` = advertised_joins /
@@ -68,10 +68,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import own_session
 from db.ledger import unit_of_work
-from db.program import Program
-from db.rules import CENT
+from db.rules.points import CENT
+from db.rules.program import Program
+from db.rules.tokens import REFERRAL_SOURCE
 from db.staff import StaffInfo, audit
-from db.tokens import REFERRAL_SOURCE
 
 RATE = Decimal("0.0001")
 

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger import unit_of_work
 from db.models import Member, Transaction, TxKind
-from db.program import Program
 from db.purchases import PURCHASE_KINDS, spend_expression
+from db.rules.program import Program
 
 
 async def recalculate_tiers(

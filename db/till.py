@@ -17,7 +17,19 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import (
+from db.ledger import hold, unit_of_work
+from db.members import MemberInfo, find_by_card, get_member
+from db.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
+from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
+from db.purchases import (
+    PURCHASE_KINDS,
+    PurchaseResult,
+    ReversalResult,
+    post_purchase,
+    post_reversal,
+    purchase_result,
+)
+from db.rules.errors import (
     IdempotencyConflict,
     NotEnoughPoints,
     OwnCard,
@@ -27,22 +39,16 @@ from db.errors import (
     TooManyLookups,
     UnknownMember,
 )
-from db.ledger import hold, unit_of_work
-from db.members import MemberInfo, find_by_card, get_member
-from db.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
-from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
-from db.program import Program, ProgramRules
-from db.purchases import (
-    PURCHASE_KINDS,
-    PurchaseResult,
-    ReversalResult,
-    post_purchase,
-    post_reversal,
-    purchase_result,
+from db.rules.points import (
+    check_points,
+    check_purchase,
+    check_redeem,
+    max_redeemable,
+    points_money,
 )
-from db.rules import check_points, check_purchase, check_redeem, max_redeemable, points_money
+from db.rules.program import Program, ProgramRules
+from db.rules.tokens import read_card_token
 from db.staff import StaffInfo, audit
-from db.tokens import read_card_token
 
 REQUEST_TTL = timedelta(minutes=2)
 REPEAT_WINDOW = timedelta(minutes=10)

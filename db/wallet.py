@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger import unit_of_work
 from db.members import MemberInfo
 from db.models import Entry, Member, Partner, PointLot, Transaction, TxKind
-from db.program import Program
 from db.purchases import TRAILING_SPEND, spend_params
-from db.rules import points_money
+from db.rules.points import points_money
+from db.rules.program import Program
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from bot.app import build_bot, build_dispatcher, signing_secret
 from bot.config import Settings
 from bot.notify import Notifier
 from bot.runtime import Runtime
-from db.program import Program
+from db.rules.program import Program
 from tests.fakegram import FakeTelegramServer, UserClient
 
 BOT_USERNAME = "city_bonus_bot"

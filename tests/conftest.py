@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
 from db.partners import sync_partners
-from db.program import Program, load_program, parse_program
+from db.rules.program import Program, load_program, parse_program
 from tests import pg
 from tests.invariants import assert_ledger_invariants
 

@@ -1,4 +1,5 @@
-"""Who may do what is one table (db/access.py), read by the router filters and the use cases."""
+"""Who may do what is one table (db/rules/access.py), read by the router filters and the use
+cases."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.filters import IsStaff
-from db.access import ACTIONS, STAFF_ROLES, may
-from db.errors import NotStaff
 from db.members import find_by_telegram
 from db.models import Transaction
-from db.program import Program
+from db.rules.access import ACTIONS, STAFF_ROLES, may
+from db.rules.errors import NotStaff
+from db.rules.program import Program
 from db.staff import active_staff
 from db.till import till_refund
 from tests.botharness import BotHarness
@@ -48,7 +49,7 @@ def _actions_named_in_code() -> list[tuple[str, int, str | None, int]]:
 
 def test_every_action_the_code_names_is_in_the_table() -> None:
     # Where the checks are defined and pass their action on.
-    defining = ("db/access.py", "db/staff.py", "bot/filters.py")
+    defining = ("db/rules/access.py", "db/staff.py", "bot/filters.py")
     calls = [c for c in _actions_named_in_code() if c[0] not in defining]
     assert len(calls) > 10  # the scan sees the filters and the use cases
     assert [c for c in calls if c[2] not in ACTIONS] == []

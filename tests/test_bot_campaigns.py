@@ -18,8 +18,8 @@ from bot.when import parse_when
 from db.campaigns import Segment, create_campaign, get_campaign, schedule_campaign
 from db.members import find_by_telegram, register_member
 from db.models import AuditLog
-from db.program import Program
 from db.purchases import earn
+from db.rules.program import Program
 from db.wallet import set_marketing_consent
 from tests.botharness import BotHarness
 from tests.conftest import make_program

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.qr import decode_qr
 from db.models import AuditLog, Member
-from db.tokens import referral_token
+from db.rules.tokens import referral_token
 from tests.botharness import BOT_USERNAME, BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.till import card_link_payload, hire, join

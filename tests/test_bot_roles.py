@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import db
 from bot import keyboards, roles
 from bot.handlers.errors import MESSAGES
-from db.errors import DomainError
 from db.models import Campaign, RedemptionRequest, Transaction
-from db.program import Program
+from db.rules.errors import DomainError
+from db.rules.program import Program
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.fakegram import UserClient, text_of
 from tests.till import card_link_payload, hire, join
@@ -228,8 +228,9 @@ async def test_staff_are_told_what_happened_not_to_join(
 
 
 def test_every_domain_error_has_a_message() -> None:
-    for module in pkgutil.iter_modules(db.__path__):
-        importlib.import_module(f"db.{module.name}")
+    for module in pkgutil.walk_packages(db.__path__, "db."):
+        if not module.name.startswith("db.migrations"):
+            importlib.import_module(module.name)
     errors, todo = [], list(DomainError.__subclasses__())
     while todo:
         error = todo.pop()

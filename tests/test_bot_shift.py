@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Transaction
-from db.program import Program
+from db.rules.program import Program
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, text_of

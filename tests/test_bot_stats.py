@@ -22,8 +22,8 @@ from bot.__main__ import main
 from bot.settlement_csv import write_settlement
 from db.members import register_member
 from db.models import AuditLog, Transaction
-from db.program import Program
 from db.purchases import record_purchase
+from db.rules.program import Program
 from db.settlement import settlement
 from db.staff import active_staff
 from tests.botharness import BotHarness

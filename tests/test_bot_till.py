@@ -14,7 +14,7 @@ from bot.callbacks import RedeemCb, TillCb
 from bot.jobs import close_expired_requests
 from db.members import find_by_telegram
 from db.models import AuditLog, RedemptionRequest, Transaction
-from db.program import Program
+from db.rules.program import Program
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, inline_buttons, text_of
 from tests.till import card_link_payload, card_photo, hire, join

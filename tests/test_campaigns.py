@@ -22,8 +22,8 @@ from db.campaigns import (
 )
 from db.members import register_member
 from db.models import Member, Outbox
-from db.program import Program
 from db.purchases import earn
+from db.rules.program import Program
 from tests.botharness import BotHarness
 
 Sessions = async_sessionmaker[AsyncSession]

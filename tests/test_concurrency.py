@@ -12,11 +12,11 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import errors
 from db.members import get_member, register_member
 from db.models import Hold, RedemptionRequest, Transaction
-from db.program import Program
 from db.purchases import earn, record_purchase, reverse
+from db.rules import errors
+from db.rules.program import Program
 from db.staff import accept_invite, create_invite
 from db.till import close_request, confirm_redemption, expire_requests, request_redemption
 

@@ -10,13 +10,13 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.campaigns import Segment, create_campaign, start_campaign
-from db.errors import UnknownMember
 from db.members import find_by_telegram, get_member, register_member
 from db.models import AuditLog, Entry, RewardedIdentity, Transaction
 from db.privacy import delete_member
-from db.program import Program
 from db.purchases import earn
-from db.tokens import identity_hash
+from db.rules.errors import UnknownMember
+from db.rules.program import Program
+from db.rules.tokens import identity_hash
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.till import hire

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import expire_points
 from db.expiry import expire_due
 from db.members import get_member, register_member
-from db.program import Program
+from db.rules.program import Program
 from tests.botharness import BotHarness
 from tests.till import join
 

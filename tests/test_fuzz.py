@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.members import find_by_telegram
-from db.program import Program
+from db.rules.program import Program
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.fakegram import UserClient
 from tests.till import hire, join

@@ -13,14 +13,14 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db import errors
 from db.adjust import adjust
 from db.expiry import expire_due
 from db.ledger import hold, void_holds
 from db.members import get_member, register_member
 from db.models import Entry, PointLot, Transaction
-from db.program import Program
 from db.purchases import earn, purchase_result, redeem, reversal_result, reverse
+from db.rules import errors
+from db.rules.program import Program
 
 D = Decimal
 

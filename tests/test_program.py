@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from db.program import ProgramError, load_program, parse_program
+from db.rules.program import ProgramError, load_program, parse_program
 from tests.conftest import ROOT, TEST_PROGRAM
 
 

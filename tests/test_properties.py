@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from db import errors
 from db.adjust import adjust
 from db.engine import session_factory
 from db.expiry import expire_due
 from db.members import register_member
 from db.models import Transaction, TxKind
-from db.program import Program
 from db.purchases import record_purchase, reverse
+from db.rules import errors
+from db.rules.program import Program
 from db.staff import accept_invite, create_invite
 from db.till import close_request, confirm_redemption, expire_requests, request_redemption
 from tests.conftest import make_program, reset_ledger

@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.qr import render_qr
-from db.cards import luhn_digit
 from db.members import find_by_telegram
 from db.models import AuditLog, RedemptionRequest, Transaction
-from db.program import Program, parse_program
 from db.purchases import earn
+from db.rules.cards import luhn_digit
+from db.rules.program import Program, parse_program
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import UserClient, text_of

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from db import errors
-from db.cards import format_card_number, luhn_digit, new_card_number, normalize_card_number
-from db.rules import (
+from db.rules import errors
+from db.rules.cards import format_card_number, luhn_digit, new_card_number, normalize_card_number
+from db.rules.points import (
     check_purchase,
     currency_signs,
     earned_points,

@@ -44,8 +44,8 @@ from bot.settlement_csv import write_settlement
 from db.expiry import expire_due
 from db.members import get_member, register_member
 from db.privacy import delete_member
-from db.program import Program
 from db.purchases import record_purchase, reverse
+from db.rules.program import Program
 from db.settlement import settlement, share_out
 from db.stats import (
     BadPeriod,

@@ -43,7 +43,7 @@ from db.campaigns import (
     scheduled_campaigns,
     start_campaign,
 )
-from db.program import Program
+from db.rules.program import Program
 from db.staff import StaffInfo
 
 INACTIVE_CHOICES = ("30", "60", "90")

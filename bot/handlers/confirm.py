@@ -12,8 +12,8 @@ from bot import formatting as fmt
 from bot.callbacks import RedeemCb
 from bot.editing import edit_text
 from bot.metrics import POSTINGS
-from db.errors import NotEnoughPoints, RequestClosed
-from db.program import Program
+from db.rules.errors import NotEnoughPoints, RequestClosed
+from db.rules.program import Program
 from db.till import close_request, confirm_redemption
 
 

@@ -16,8 +16,8 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import formatting as fmt
-from db.errors import DomainError
-from db.program import Program
+from db.rules.errors import DomainError
+from db.rules.program import Program
 
 log = logging.getLogger(__name__)
 

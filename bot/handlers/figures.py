@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
-from db.program import Program
 from db.reports import day_start, partner_figures, shift, week_start
-from db.rules import parse_money
+from db.rules.points import parse_money
+from db.rules.program import Program
 from db.staff import StaffInfo
 from db.till import till_refund
 

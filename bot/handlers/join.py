@@ -19,8 +19,8 @@ from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.editing import edit_markup, edit_text
 from bot.filters import PrivateChat, TextIs
 from db.members import MemberInfo, inviter_name, register_member, rewards_taken
-from db.program import Program
-from db.tokens import (
+from db.rules.program import Program
+from db.rules.tokens import (
     CARD,
     REFERRAL,
     REFERRAL_SOURCE,

@@ -20,10 +20,10 @@ from bot.handlers.staff_join import role_name
 from bot.links import start_link
 from bot.menus import clear_chat_menu, set_owner_menus
 from db.adjust import adjust
-from db.cards import CARD_DIGITS, format_card_number, normalize_card_number
-from db.errors import UnknownMember
 from db.members import find_by_card
-from db.program import Program
+from db.rules.cards import CARD_DIGITS, format_card_number, normalize_card_number
+from db.rules.errors import UnknownMember
+from db.rules.program import Program
 from db.staff import StaffInfo, create_invite, list_staff, recent_audit, revoke_staff
 
 # ASCII digits only (str.isdigit() also passes "²", which int() refuses), and no more than

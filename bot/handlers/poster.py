@@ -1,6 +1,6 @@
 """/poster: a printable A4 poster with the join QR code; /link: a join link with a source.
 
-Both links carry a source (db/tokens.py: `src-<source>`), so every join through them is
+Both links carry a source (db/rules/tokens.py: `src-<source>`), so every join through them is
 counted by source in /stats. Owners make posters for the program or any partner; a
 partner's manager for their own partner only. Owners and marketers make links."""
 
@@ -23,9 +23,9 @@ from bot.keyboards import LANGUAGE_NAMES
 from bot.links import start_link
 from bot.poster import PosterText, render_poster
 from db.ledger import unit_of_work
-from db.program import Program
+from db.rules.program import Program
+from db.rules.tokens import REFERRAL_SOURCE, InvalidToken, clean_source, source_param
 from db.staff import StaffInfo, audit
-from db.tokens import REFERRAL_SOURCE, InvalidToken, clean_source, source_param
 
 POSTER = "poster"
 

@@ -18,7 +18,7 @@ from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat, TextIs
 from db.members import MemberInfo
 from db.privacy import delete_member, export_member_data
-from db.tokens import identity_hash
+from db.rules.tokens import identity_hash
 from db.wallet import set_marketing_consent
 
 

@@ -12,7 +12,7 @@ from bot import keyboards, roles, texts
 from bot.config import Settings
 from bot.filters import PrivateChat, TextIs
 from db.members import MemberInfo
-from db.program import Program
+from db.rules.program import Program
 from db.staff import StaffInfo
 
 

@@ -17,8 +17,8 @@ from bot.filters import PrivateChat
 from bot.menus import set_chat_menu
 from bot.roles import role_name
 from db.members import MemberInfo
+from db.rules.tokens import SOURCE
 from db.staff import INVITE_PREFIX, accept_invite
-from db.tokens import SOURCE
 
 __all__ = ["build", "role_name"]
 
@@ -71,7 +71,7 @@ def build() -> Router:
         join_staff,
         CommandStart(
             deep_link=True,
-            # "src-…" is a join link's source (db/tokens.py), not an invite.
+            # "src-…" is a join link's source (db/rules/tokens.py), not an invite.
             magic=F.args.startswith(INVITE_PREFIX) & ~F.args.startswith(SOURCE),
         ),
     )

@@ -23,7 +23,8 @@ from bot import formatting as fmt
 from bot.charts import ChartLabels, render_stats_chart
 from bot.filters import IsOwner, IsStaff, PrivateChat
 from bot.settlement_csv import write_settlement
-from db.program import Program
+from db.rules.program import Program
+from db.rules.tokens import REFERRAL_SOURCE
 from db.settlement import settlement
 from db.staff import StaffInfo
 from db.stats import (
@@ -36,7 +37,6 @@ from db.stats import (
     parse_period,
     previous_month,
 )
-from db.tokens import REFERRAL_SOURCE
 
 PERIODS = "today · week · month · year · 2026-11 · 2026-11-01..2026-11-30"
 MESSAGE_LIMIT = 4096

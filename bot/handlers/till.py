@@ -35,13 +35,14 @@ from bot.filters import (
 from bot.metrics import POSTINGS
 from bot.notices import RENDERERS
 from bot.qr import UnreadableImage, card_tokens, decode_qr
-from db.cards import normalize_card_number
-from db.errors import InvalidAmount, RepeatSale, RequestClosed
 from db.members import MemberInfo
 from db.outbox import StaffChat
-from db.program import Program
 from db.purchases import PurchaseResult
-from db.rules import check_purchase, currency_signs, parse_till_amount
+from db.rules.cards import normalize_card_number
+from db.rules.errors import InvalidAmount, RepeatSale, RequestClosed
+from db.rules.points import check_purchase, currency_signs, parse_till_amount
+from db.rules.program import Program
+from db.rules.tokens import CARD, CardExpired, InvalidToken, read_card_token
 from db.staff import StaffInfo
 from db.till import (
     closed_params,
@@ -53,7 +54,6 @@ from db.till import (
     request_redemption,
     till_sale,
 )
-from db.tokens import CARD, CardExpired, InvalidToken, read_card_token
 
 CARD_NUMBER = re.compile(r"^[\d\s-]{12,20}$")
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from db.errors import DomainError
+from db.rules.errors import DomainError
 
 
 class InvalidToken(DomainError):

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from babel.numbers import get_currency_symbol
 
-from db.errors import (
+from db.rules.errors import (
     AmountTooLarge,
     InvalidAmount,
     InvalidPoints,

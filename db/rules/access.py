@@ -12,7 +12,7 @@ action below, and alone manage staff, adjust wallets and read the audit log.
 
 from __future__ import annotations
 
-from db.errors import NotStaff
+from db.rules.errors import NotStaff
 
 CASHIER, MANAGER, MARKETER = "cashier", "manager", "marketer"
 STAFF_ROLES = (CASHIER, MANAGER, MARKETER)
