@@ -66,9 +66,9 @@ from db.campaigns import (
     start_campaign,
 )
 from db.engine import create_engine, session_factory
+from db.ledger.models import Outbox
 from db.members import register_member
 from db.migrate import upgrade
-from db.models import Outbox
 from db.partners import sync_partners
 from tests import pg
 from tests.conftest import make_program

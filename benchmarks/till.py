@@ -71,9 +71,9 @@ from bot.callbacks import TillCb
 from bot.config import Settings
 from bot.runtime import Runtime
 from db.engine import create_engine, session_factory
+from db.ledger.models import Staff, Transaction, TxKind
 from db.members import register_member
 from db.migrate import upgrade
-from db.models import Staff, Transaction, TxKind
 from db.partners import sync_partners
 from db.rules.program import Program
 from db.rules.tokens import card_token

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.delivery import TokenBucket
 from bot.metrics import DELIVERIES
 from bot.notices import RENDERERS
-from db.ledger import unit_of_work
+from db.ledger.writer import unit_of_work
 from db.outbox import RETRYABLE_ATTEMPTS, Delivered, Due, claim, open_count, settle
 from db.rules.program import Program
 from db.till import request_delivered, request_undeliverable

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import (
+from db.ledger.models import AccountKind, TxKind
+from db.ledger.writer import (
     Leg,
     Lot,
     find_posted,
@@ -18,7 +19,6 @@ from db.ledger import (
     unit_of_work,
 )
 from db.members import expiry_for, get_member
-from db.models import AccountKind, TxKind
 from db.outbox import Owed, owe
 from db.rules.errors import ReasonRequired, UnknownMember
 from db.rules.points import check_points

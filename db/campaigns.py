@@ -29,8 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.ledger import unit_of_work
-from db.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
+from db.ledger.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
+from db.ledger.writer import unit_of_work
 from db.outbox import Owed, owe
 from db.staff import StaffInfo, audit
 

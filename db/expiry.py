@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import (
+from db.ledger.models import Account, AccountKind, PointLot, TxKind
+from db.ledger.writer import (
     Leg,
     Lot,
     fingerprint,
@@ -20,7 +21,6 @@ from db.ledger import (
     system_account,
     unit_of_work,
 )
-from db.models import Account, AccountKind, PointLot, TxKind
 from db.outbox import owe_expired
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import Leg, Lot, fingerprint, post, system_account, unit_of_work
-from db.models import Account, AccountKind, Member, RewardedIdentity, TxKind
+from db.ledger.models import Account, AccountKind, Member, RewardedIdentity, TxKind
+from db.ledger.writer import Leg, Lot, fingerprint, post, system_account, unit_of_work
 from db.rules.cards import new_card_number
 from db.rules.errors import UnknownMember
 from db.rules.program import Program

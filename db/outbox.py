@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import unit_of_work
-from db.models import Notice
+from db.ledger.models import Notice
+from db.ledger.writer import unit_of_work
 from db.purchases import PurchaseResult, ReversalResult
 
 RETRYABLE_ATTEMPTS = 8

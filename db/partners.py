@@ -9,8 +9,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.ledger import unit_of_work
-from db.models import Account, AccountKind, Partner
+from db.ledger.models import Account, AccountKind, Partner
+from db.ledger.writer import unit_of_work
 from db.rules.errors import UnknownPartner
 from db.rules.program import Program
 

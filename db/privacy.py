@@ -13,7 +13,17 @@ from sqlalchemy import delete, false, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import (
+from db.ledger.models import (
+    AccountKind,
+    AuditLog,
+    Member,
+    Notice,
+    PointLot,
+    RewardedIdentity,
+    Transaction,
+    TxKind,
+)
+from db.ledger.writer import (
     Leg,
     Lot,
     fingerprint,
@@ -25,16 +35,6 @@ from db.ledger import (
     void_holds,
 )
 from db.members import MemberInfo
-from db.models import (
-    AccountKind,
-    AuditLog,
-    Member,
-    Notice,
-    PointLot,
-    RewardedIdentity,
-    Transaction,
-    TxKind,
-)
 from db.rules.cards import new_card_number
 from db.wallet import history, referral_stats
 

@@ -23,7 +23,16 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from db.ledger import (
+from db.ledger.models import (
+    Account,
+    AccountKind,
+    Entry,
+    Member,
+    Partner,
+    Transaction,
+    TxKind,
+)
+from db.ledger.writer import (
     Leg,
     Lot,
     find_posted,
@@ -36,15 +45,6 @@ from db.ledger import (
     unit_of_work,
 )
 from db.members import MemberInfo, expiry_for
-from db.models import (
-    Account,
-    AccountKind,
-    Entry,
-    Member,
-    Partner,
-    Transaction,
-    TxKind,
-)
 from db.partners import PartnerAccounts, partner_accounts
 from db.rules.errors import (
     AlreadyReversed,

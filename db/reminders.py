@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import unit_of_work
-from db.models import Member, PointLot
+from db.ledger.models import Member, PointLot
+from db.ledger.writer import unit_of_work
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Account, AccountKind, Entry, Member, Transaction, TxKind
+from db.ledger.models import Account, AccountKind, Entry, Member, Transaction, TxKind
 
 SALES = (TxKind.EARN, TxKind.REDEEM)
 

@@ -27,7 +27,7 @@ from decimal import Decimal
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import AccountKind, Partner
+from db.ledger.models import AccountKind, Partner
 from db.rules.points import CENT
 from db.rules.program import Program
 

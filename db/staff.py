@@ -15,8 +15,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.ledger import unit_of_work
-from db.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.ledger.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.ledger.writer import unit_of_work
 from db.outbox import Owed, owe
 from db.rules import access
 from db.rules.errors import InvalidInvite, NotStaff, UnknownPartner

@@ -67,7 +67,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import own_session
-from db.ledger import unit_of_work
+from db.ledger.writer import unit_of_work
 from db.rules.points import CENT
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE

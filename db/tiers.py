@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import unit_of_work
-from db.models import Member, Transaction, TxKind
+from db.ledger.models import Member, Transaction, TxKind
+from db.ledger.writer import unit_of_work
 from db.purchases import PURCHASE_KINDS, spend_expression
 from db.rules.program import Program
 

@@ -17,9 +17,9 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import hold, unit_of_work
+from db.ledger.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
+from db.ledger.writer import hold, unit_of_work
 from db.members import MemberInfo, find_by_card, get_member
-from db.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
 from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.purchases import (
     PURCHASE_KINDS,

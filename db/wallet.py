@@ -9,9 +9,9 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger import unit_of_work
+from db.ledger.models import Entry, Member, Partner, PointLot, Transaction, TxKind
+from db.ledger.writer import unit_of_work
 from db.members import MemberInfo
-from db.models import Entry, Member, Partner, PointLot, Transaction, TxKind
 from db.purchases import TRAILING_SPEND, spend_params
 from db.rules.points import points_money
 from db.rules.program import Program

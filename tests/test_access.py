@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.filters import IsStaff
+from db.ledger.models import Transaction
 from db.members import find_by_telegram
-from db.models import Transaction
 from db.rules.access import ACTIONS, STAFF_ROLES, may
 from db.rules.errors import NotStaff
 from db.rules.program import Program

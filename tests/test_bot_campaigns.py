@@ -16,8 +16,8 @@ from bot.callbacks import CampaignCb
 from bot.delivery import DeliveryWorker, start_due_campaigns
 from bot.when import parse_when
 from db.campaigns import Segment, create_campaign, get_campaign, schedule_campaign
+from db.ledger.models import AuditLog
 from db.members import find_by_telegram, register_member
-from db.models import AuditLog
 from db.purchases import earn
 from db.rules.program import Program
 from db.wallet import set_marketing_consent

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot import formatting as fmt
 from bot import keyboards
 from bot.qr import decode_qr
+from db.ledger.models import Member
 from db.members import MemberInfo, find_by_telegram
-from db.models import Member
 from db.outbox import owe, owed_for_purchase
 from db.purchases import earn
 from db.rules.cards import normalize_card_number

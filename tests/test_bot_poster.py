@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.qr import decode_qr
-from db.models import AuditLog, Member
+from db.ledger.models import AuditLog, Member
 from db.rules.tokens import referral_token
 from tests.botharness import BOT_USERNAME, BotHarness
 from tests.fakegram import UserClient, text_of

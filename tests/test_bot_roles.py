@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import db
 from bot import keyboards, roles
 from bot.handlers.errors import MESSAGES
-from db.models import Campaign, RedemptionRequest, Transaction
+from db.ledger.models import Campaign, RedemptionRequest, Transaction
 from db.rules.errors import DomainError
 from db.rules.program import Program
 from tests.botharness import OWNER_ID, BotHarness, running_bot

@@ -10,7 +10,7 @@ from babel.dates import format_date, format_time
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import Transaction
+from db.ledger.models import Transaction
 from db.rules.program import Program
 from tests.botharness import BotHarness
 from tests.conftest import make_program

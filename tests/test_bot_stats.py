@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.__main__ import main
 from bot.settlement_csv import write_settlement
+from db.ledger.models import AuditLog, Transaction
 from db.members import register_member
-from db.models import AuditLog, Transaction
 from db.purchases import record_purchase
 from db.rules.program import Program
 from db.settlement import settlement

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import RedeemCb, TillCb
 from bot.jobs import close_expired_requests
+from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.members import find_by_telegram
-from db.models import AuditLog, RedemptionRequest, Transaction
 from db.rules.program import Program
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, inline_buttons, text_of

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import EarnOnlyCb
 from bot.jobs import close_expired_requests
+from db.ledger.models import AuditLog, Member, RedemptionRequest, Transaction
 from db.members import find_by_telegram, register_member
-from db.models import AuditLog, Member, RedemptionRequest, Transaction
 from db.rules.errors import OwnCard
 from db.rules.program import Program
 from db.staff import accept_invite, create_invite

@@ -20,8 +20,8 @@ from db.campaigns import (
     schedule_campaign,
     start_campaign,
 )
+from db.ledger.models import Member, Outbox
 from db.members import register_member
-from db.models import Member, Outbox
 from db.purchases import earn
 from db.rules.program import Program
 from tests.botharness import BotHarness

@@ -12,8 +12,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.ledger.models import Hold, RedemptionRequest, Transaction
 from db.members import get_member, register_member
-from db.models import Hold, RedemptionRequest, Transaction
 from db.purchases import earn, record_purchase, reverse
 from db.rules import errors
 from db.rules.program import Program

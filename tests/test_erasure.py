@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.campaigns import Segment, create_campaign, start_campaign
+from db.ledger.models import AuditLog, Entry, RewardedIdentity, Transaction
 from db.members import find_by_telegram, get_member, register_member
-from db.models import AuditLog, Entry, RewardedIdentity, Transaction
 from db.privacy import delete_member
 from db.purchases import earn
 from db.rules.errors import UnknownMember

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.adjust import adjust
 from db.expiry import expire_due
-from db.ledger import hold, void_holds
+from db.ledger.models import Entry, PointLot, Transaction
+from db.ledger.writer import hold, void_holds
 from db.members import get_member, register_member
-from db.models import Entry, PointLot, Transaction
 from db.purchases import earn, purchase_result, redeem, reversal_result, reverse
 from db.rules import errors
 from db.rules.program import Program
@@ -478,7 +478,7 @@ async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
 
 
 def test_one_writer_inserts_entries_and_lots() -> None:
-    """Every posting goes through db.ledger.post (the SQL function ledger_post): no module
+    """Every posting goes through db.ledger.writer.post (the SQL function ledger_post): no module
     builds an insert into entries or point lots (the database side: test_one_sql_writer)."""
     root = Path(__file__).resolve().parent.parent
     writers = re.compile(

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
+from db.ledger.models import Base
 from db.migrate import alembic_config, downgrade, upgrade
-from db.models import Base
 from tests import pg
 
 

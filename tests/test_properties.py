@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db.adjust import adjust
 from db.engine import session_factory
 from db.expiry import expire_due
+from db.ledger.models import Transaction, TxKind
 from db.members import register_member
-from db.models import Transaction, TxKind
 from db.purchases import record_purchase, reverse
 from db.rules import errors
 from db.rules.program import Program

@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.qr import render_qr
+from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.members import find_by_telegram
-from db.models import AuditLog, RedemptionRequest, Transaction
 from db.purchases import earn
 from db.rules.cards import luhn_digit
 from db.rules.program import Program, parse_program

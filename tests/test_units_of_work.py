@@ -1,5 +1,6 @@
-"""A use case commits once, through db.ledger.unit_of_work; queries, handlers, middlewares,
-jobs and workers never commit or roll back themselves (db/ledger.py explains the pattern)."""
+"""A use case commits once, through db.ledger.writer.unit_of_work; queries, handlers,
+middlewares, jobs and workers never commit or roll back themselves (db/ledger/writer.py explains
+the pattern)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENDINGS = {"commit", "rollback"}
 # (file, enclosing function or None for anywhere in the file) allowed to end a transaction.
 ALLOWED = {
-    ("db/ledger.py", "unit_of_work"),
+    ("db/ledger/writer.py", "unit_of_work"),
     ("db/migrations/env.py", None),
     ("db/embedded.py", None),
 }

@@ -22,7 +22,7 @@ from bot.filters import IsOwner, IsStaff, PrivateChat
 from bot.keyboards import LANGUAGE_NAMES
 from bot.links import start_link
 from bot.poster import PosterText, render_poster
-from db.ledger import unit_of_work
+from db.ledger.writer import unit_of_work
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE, InvalidToken, clean_source, source_param
 from db.staff import StaffInfo, audit

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from db.engine import async_url, create_engine
-from db.models import Base
+from db.ledger.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -321,7 +321,7 @@ class Account(Base):
         # What the account counts: points, or the stamps of one stamp card. The entries of a
         # transaction sum to zero per unit (checked at commit, migration 0009).
         CheckConstraint("unit = 'points' OR unit LIKE 'stamps:_%'", name="unit"),
-        # Held points are the wallet's own, and no posting may spend them (db.ledger.hold).
+        # Held points are the wallet's own, and no posting may spend them (db.ledger.writer.hold).
         CheckConstraint(
             "held >= 0 AND (kind = 'member' OR held = 0) AND (held = 0 OR balance >= held)",
             name="hold_covered",

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Account, Member, Transaction
+from db.ledger.models import Account, Member, Transaction
 from db.rules.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
 
 
