@@ -56,7 +56,10 @@ from bot.app import build_bot
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.i18n import build_i18n
-from db.campaigns import (
+from db.engine import create_engine, session_factory
+from db.ledger.models import Outbox
+from db.migrate import upgrade
+from db.usecases.campaigns import (
     CampaignInfo,
     OutboxItem,
     Outcome,
@@ -65,11 +68,8 @@ from db.campaigns import (
     get_campaign,
     start_campaign,
 )
-from db.engine import create_engine, session_factory
-from db.ledger.models import Outbox
-from db.members import register_member
-from db.migrate import upgrade
-from db.partners import sync_partners
+from db.usecases.members import register_member
+from db.usecases.partners import sync_partners
 from tests import pg
 from tests.conftest import make_program
 from tests.fakegram import FakeTelegramServer

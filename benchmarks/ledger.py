@@ -7,7 +7,7 @@ end, with the same number of concurrent clients for the same time, after a short
   back, update one teller and one branch, append a history row, commit. It is the server's
   own yardstick for short write transactions on a hot row, driven from C, so it shows what
   this server and machine can do for work of this shape.
-- The ledger's `earn` use case (`db.purchases.earn`), as the bot calls it: per purchase, a
+- The ledger's `earn` use case (`db.usecases.purchases.earn`), as the bot calls it: per purchase, a
   `transactions` row, two `entries` (the database applies them to the balances and checks
   that they sum to zero), a point lot and the tier check, in one database transaction, from
   asyncio through SQLAlchemy and asyncpg, with the app's own engine settings.
@@ -44,11 +44,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, session_factory
-from db.members import register_member
 from db.migrate import upgrade
-from db.partners import sync_partners
-from db.purchases import earn
 from db.rules.program import Program
+from db.usecases.members import register_member
+from db.usecases.partners import sync_partners
+from db.usecases.purchases import earn
 from tests import pg
 from tests.conftest import make_program
 

@@ -33,8 +33,8 @@ import asyncpg
 from benchmarks.ledger import admin_url, server_version
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
-from db.partners import sync_partners
 from db.stats import Kpis, Period, coalition_report, kpis, parse_period
+from db.usecases.partners import sync_partners
 from tests import pg
 from tests.conftest import make_program
 from tests.invariants import CHECKS

@@ -72,11 +72,11 @@ from bot.config import Settings
 from bot.runtime import Runtime
 from db.engine import create_engine, session_factory
 from db.ledger.models import Staff, Transaction, TxKind
-from db.members import register_member
 from db.migrate import upgrade
-from db.partners import sync_partners
 from db.rules.program import Program
 from db.rules.tokens import card_token
+from db.usecases.members import register_member
+from db.usecases.partners import sync_partners
 from tests import pg
 from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness
 from tests.conftest import make_program

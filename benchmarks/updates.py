@@ -51,11 +51,11 @@ from bot.config import Settings
 from bot.qr import render_qr
 from bot.runtime import Runtime
 from db.engine import create_engine, session_factory
-from db.members import register_member
 from db.migrate import upgrade
-from db.partners import sync_partners
 from db.rules.program import Program
 from db.rules.tokens import card_token
+from db.usecases.members import register_member
+from db.usecases.partners import sync_partners
 from tests import pg
 from tests.conftest import make_program
 from tests.fakegram import FakeTelegramServer, RecordedRequest, UserClient

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.callbacks import OffersCb
 from bot.metrics import DELIVERIES
 from bot.notices import campaign_results
-from db.campaigns import (
+from db.usecases.campaigns import (
     CampaignInfo,
     OutboxItem,
     Outcome,
@@ -46,7 +46,7 @@ from db.campaigns import (
     settle,
     start_campaign,
 )
-from db.outbox import due_count as notices_due
+from db.usecases.outbox import due_count as notices_due
 
 log = logging.getLogger(__name__)
 LOCK_KEY = zlib.crc32(b"loyalty-job:delivery")
@@ -299,7 +299,7 @@ async def start_due_campaigns(
 ) -> list[int]:
     """Scheduled campaigns whose time has come go into the outbox (the schedule lives in
     PostgreSQL, so a restart or another instance keeps it)."""
-    from db.campaigns import due_campaigns
+    from db.usecases.campaigns import due_campaigns
 
     started = []
     async with sessions() as session:

@@ -20,11 +20,11 @@ from sqlalchemy import text
 from bot.delivery import start_due_campaigns
 from bot.notify import Notifier
 from bot.runtime import Runtime
-from db.expiry import expire_due
-from db.outbox import prune
-from db.reminders import due_reminders, mark_reminded
-from db.tiers import recalculate_tiers
-from db.till import expire_requests
+from db.usecases.expiry import expire_due
+from db.usecases.outbox import prune
+from db.usecases.reminders import due_reminders, mark_reminded
+from db.usecases.tiers import recalculate_tiers
+from db.usecases.till import expire_requests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +48,7 @@ async def exclusively(runtime: Runtime, name: str, job: Callable[[], Awaitable[T
 
 
 async def expire_points(runtime: Runtime, now: datetime | None = None) -> int:
-    """Expire what is due; each expiry owes the member its message (db/outbox.py)."""
+    """Expire what is due; each expiry owes the member its message (db/usecases/outbox.py)."""
     async with runtime.sessions() as session:
         expired = await expire_due(session, now=now)
     return sum(lot.points for lot in expired)

@@ -1,5 +1,5 @@
 """How each kind of owed message reads. The outbox stores a kind and its params (see
-db/outbox.py); the notice worker renders them here, in the recipient's language, when it
+db/usecases/outbox.py); the notice worker renders them here, in the recipient's language, when it
 sends them. Every renderer states only what its params say was committed."""
 
 from __future__ import annotations

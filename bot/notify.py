@@ -1,5 +1,5 @@
 """Messages the bot sends on its own that no posting owes: reminders of points about to expire.
-(What a posting owes goes through the outbox: db/outbox.py, bot/outbox.py.)
+(What a posting owes goes through the outbox: db/usecases/outbox.py, bot/outbox.py.)
 
 Each is written in the member's language. A member who blocked the bot is marked
 unreachable and not tried again; a send that fails for any other reason is logged, never
@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import formatting as fmt
 from bot.metrics import DELIVERIES
-from db.members import contact
-from db.reminders import Reminder
 from db.rules.program import Program
+from db.usecases.members import contact
+from db.usecases.reminders import Reminder
 from db.wallet import set_reachable
 
 log = logging.getLogger(__name__)

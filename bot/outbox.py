@@ -1,4 +1,4 @@
-"""The notice worker: delivers the messages owed by committed work (db/outbox.py).
+"""The notice worker: delivers the messages owed by committed work (db/usecases/outbox.py).
 
 Every instance runs one; they share the work through `FOR UPDATE SKIP LOCKED`. A use case
 that owes messages wakes the local worker as it commits, so people hear of their postings at
@@ -35,9 +35,9 @@ from bot.delivery import TokenBucket
 from bot.metrics import DELIVERIES
 from bot.notices import RENDERERS
 from db.ledger.writer import unit_of_work
-from db.outbox import RETRYABLE_ATTEMPTS, Delivered, Due, claim, open_count, settle
 from db.rules.program import Program
-from db.till import request_delivered, request_undeliverable
+from db.usecases.outbox import RETRYABLE_ATTEMPTS, Delivered, Due, claim, open_count, settle
+from db.usecases.till import request_delivered, request_undeliverable
 from db.wallet import mark_unreachable
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from bot.config import Settings
 from db.embedded import start_embedded
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
-from db.partners import sync_partners
 from db.rules.program import Program, ProgramError, load_program
+from db.usecases.partners import sync_partners
 
 log = logging.getLogger(__name__)
 

@@ -55,8 +55,9 @@ class TrackedSession(Session):
 
     `info["committed"]` becomes true when a transaction that wrote something (beyond the
     audit log) commits, so the bot's error reporter never says "nothing was changed" about
-    committed work; `info["owed"]` when that work owed messages (db/outbox.py); callables in
-    `info["after_commit"]` run after such a commit (the notice worker's wake-up)."""
+    committed work; `info["owed"]` when that work owed messages (db/usecases/outbox.py);
+    callables in `info["after_commit"]` run after such a commit (the notice worker's
+    wake-up)."""
 
 
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)

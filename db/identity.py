@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.members import MemberInfo
-from db.staff import StaffInfo
+from db.usecases.members import MemberInfo
+from db.usecases.staff import StaffInfo
 
 _IDENTIFY = text(
     """

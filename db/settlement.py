@@ -32,8 +32,8 @@ from db.rules.points import CENT
 from db.rules.program import Program
 
 # Deleting an account forfeits its points with an `expire` posting under this key prefix
-# (db/privacy.py); a refund of a deleted member's sale forfeits what it returns (a `reverse`
-# to breakage). Only lots that reached their expiry date are "expired".
+# (db/usecases/privacy.py); a refund of a deleted member's sale forfeits what it returns (a
+# `reverse` to breakage). Only lots that reached their expiry date are "expired".
 FORFEIT_KEY = "forfeit:"
 
 

@@ -71,7 +71,7 @@ from db.ledger.writer import unit_of_work
 from db.rules.points import CENT
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE
-from db.staff import StaffInfo, audit
+from db.usecases.staff import StaffInfo, audit
 
 RATE = Decimal("0.0001")
 
@@ -353,7 +353,7 @@ _SPAN = f"""
 # `:accounts`: per local day (`level` 1), per partner (2) and in total (3). Summed per day
 # and account first (a few thousand rows, however many entries), then rolled up. For one
 # partner, its transactions only: entries on a partner's accounts come only from its sales
-# and their refunds (db/purchases.py), which carry its partner_id.
+# and their refunds (db/usecases/purchases.py), which carry its partner_id.
 _POINTS = f"""
     WITH moved AS (
         SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day, e.account_id,

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Entry, Member, Partner, PointLot, Transaction, TxKind
 from db.ledger.writer import unit_of_work
-from db.members import MemberInfo
-from db.purchases import TRAILING_SPEND, spend_params
 from db.rules.points import points_money
 from db.rules.program import Program
+from db.usecases.members import MemberInfo
+from db.usecases.purchases import TRAILING_SPEND, spend_params
 
 
 @dataclass(frozen=True, slots=True)

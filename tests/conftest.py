@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
-from db.partners import sync_partners
 from db.rules.program import Program, load_program, parse_program
+from db.usecases.partners import sync_partners
 from tests import pg
 from tests.invariants import assert_ledger_invariants
 

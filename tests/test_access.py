@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.filters import IsStaff
 from db.ledger.models import Transaction
-from db.members import find_by_telegram
 from db.rules.access import ACTIONS, STAFF_ROLES, may
 from db.rules.errors import NotStaff
 from db.rules.program import Program
-from db.staff import active_staff
-from db.till import till_refund
+from db.usecases.members import find_by_telegram
+from db.usecases.staff import active_staff
+from db.usecases.till import till_refund
 from tests.botharness import BotHarness
 from tests.till import card_photo, hire, join
 
@@ -49,7 +49,7 @@ def _actions_named_in_code() -> list[tuple[str, int, str | None, int]]:
 
 def test_every_action_the_code_names_is_in_the_table() -> None:
     # Where the checks are defined and pass their action on.
-    defining = ("db/rules/access.py", "db/staff.py", "bot/filters.py")
+    defining = ("db/rules/access.py", "db/usecases/staff.py", "bot/filters.py")
     calls = [c for c in _actions_named_in_code() if c[0] not in defining]
     assert len(calls) > 10  # the scan sees the filters and the use cases
     assert [c for c in calls if c[2] not in ACTIONS] == []

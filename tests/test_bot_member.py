@@ -16,12 +16,12 @@ from bot import formatting as fmt
 from bot import keyboards
 from bot.qr import decode_qr
 from db.ledger.models import Member
-from db.members import MemberInfo, find_by_telegram
-from db.outbox import owe, owed_for_purchase
-from db.purchases import earn
 from db.rules.cards import normalize_card_number
 from db.rules.program import Program
 from db.rules.tokens import card_token, read_card_token, referral_token
+from db.usecases.members import MemberInfo, find_by_telegram
+from db.usecases.outbox import owe, owed_for_purchase
+from db.usecases.purchases import earn
 from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness, running_bot
 from tests.fakegram import UserClient, inline_buttons, text_of
 

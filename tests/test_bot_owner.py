@@ -7,8 +7,8 @@ from html import escape
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.members import find_by_telegram
 from db.rules.cards import format_card_number
+from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.till import hire, join

@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.__main__ import main
 from bot.settlement_csv import write_settlement
 from db.ledger.models import AuditLog, Transaction
-from db.members import register_member
-from db.purchases import record_purchase
 from db.rules.program import Program
 from db.settlement import settlement
-from db.staff import active_staff
+from db.usecases.members import register_member
+from db.usecases.purchases import record_purchase
+from db.usecases.staff import active_staff
 from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM, make_program
 from tests.fakegram import UserClient, text_of

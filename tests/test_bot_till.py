@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import RedeemCb, TillCb
 from bot.jobs import close_expired_requests
 from db.ledger.models import AuditLog, RedemptionRequest, Transaction
-from db.members import find_by_telegram
 from db.rules.program import Program
+from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, inline_buttons, text_of
 from tests.till import card_link_payload, card_photo, hire, join
@@ -210,7 +210,7 @@ async def test_max_offered_is_what_the_request_takes(
     harness: BotHarness, sessions: Sessions
 ) -> None:
     """The till's "Max" and the request's "as many as allowed" are one computation
-    (db/till.py allowance): here the purchase's share bounds it, not the balance."""
+    (db/usecases/till.py allowance): here the purchase's share bounds it, not the balance."""
     cashier, ann = harness.user("C"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)  # 50 welcome points
@@ -387,7 +387,7 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
 ) -> None:
     """A sale paid partly with points whose earned points the member spent: the refund goes
     through, takes back what is there and names one sum of cash to hand back."""
-    from db.purchases import redeem
+    from db.usecases.purchases import redeem
 
     boss, ann = harness.user("Mia"), harness.user("Ann")
     await hire(harness, boss, "coffee", "manager")

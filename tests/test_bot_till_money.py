@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import EarnOnlyCb
 from bot.jobs import close_expired_requests
 from db.ledger.models import AuditLog, Member, RedemptionRequest, Transaction
-from db.members import find_by_telegram, register_member
 from db.rules.errors import OwnCard
 from db.rules.program import Program
-from db.staff import accept_invite, create_invite
-from db.till import request_redemption, till_sale
+from db.usecases.members import find_by_telegram, register_member
+from db.usecases.staff import accept_invite, create_invite
+from db.usecases.till import request_redemption, till_sale
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, inline_buttons, text_of

@@ -11,7 +11,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.delivery import DeliveryWorker, start_due_campaigns
-from db.campaigns import (
+from db.ledger.models import Member, Outbox
+from db.rules.program import Program
+from db.usecases.campaigns import (
     Segment,
     audience_size,
     cancel_campaign,
@@ -20,10 +22,8 @@ from db.campaigns import (
     schedule_campaign,
     start_campaign,
 )
-from db.ledger.models import Member, Outbox
-from db.members import register_member
-from db.purchases import earn
-from db.rules.program import Program
+from db.usecases.members import register_member
+from db.usecases.purchases import earn
 from tests.botharness import BotHarness
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -250,7 +250,7 @@ async def test_marketer_composes_previews_and_sends(
     )
     async with sessions() as s:
         assert await audience_size(s, Segment()) == 4
-        from db.campaigns import scheduled_campaigns
+        from db.usecases.campaigns import scheduled_campaigns
 
         assert await scheduled_campaigns(s) == []
 
@@ -261,8 +261,8 @@ async def test_send_time_checks_and_the_stop_offers_button(
     """Consent, deletion and reachability are checked again when each message is sent; each
     message has a "stop offers" button that turns offers off, once and for all."""
     from bot.callbacks import OffersCb
-    from db.members import find_by_telegram
-    from db.privacy import delete_member
+    from db.usecases.members import find_by_telegram
+    from db.usecases.privacy import delete_member
     from db.wallet import set_marketing_consent, set_reachable
     from tests.fakegram import UserClient, inline_buttons
 

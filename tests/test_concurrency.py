@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import Hold, RedemptionRequest, Transaction
-from db.members import get_member, register_member
-from db.purchases import earn, record_purchase, reverse
 from db.rules import errors
 from db.rules.program import Program
-from db.staff import accept_invite, create_invite
-from db.till import close_request, confirm_redemption, expire_requests, request_redemption
+from db.usecases.members import get_member, register_member
+from db.usecases.purchases import earn, record_purchase, reverse
+from db.usecases.staff import accept_invite, create_invite
+from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
 
 D = Decimal
 Sessions = async_sessionmaker[AsyncSession]

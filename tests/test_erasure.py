@@ -9,14 +9,14 @@ from decimal import Decimal
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.campaigns import Segment, create_campaign, start_campaign
 from db.ledger.models import AuditLog, Entry, RewardedIdentity, Transaction
-from db.members import find_by_telegram, get_member, register_member
-from db.privacy import delete_member
-from db.purchases import earn
 from db.rules.errors import UnknownMember
 from db.rules.program import Program
 from db.rules.tokens import identity_hash
+from db.usecases.campaigns import Segment, create_campaign, start_campaign
+from db.usecases.members import find_by_telegram, get_member, register_member
+from db.usecases.privacy import delete_member
+from db.usecases.purchases import earn
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.till import hire

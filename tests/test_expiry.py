@@ -10,9 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import expire_points
-from db.expiry import expire_due
-from db.members import get_member, register_member
 from db.rules.program import Program
+from db.usecases.expiry import expire_due
+from db.usecases.members import get_member, register_member
 from tests.botharness import BotHarness
 from tests.till import join
 
@@ -38,7 +38,7 @@ async def test_one_failing_member_does_not_stop_the_run(
     broken = ids[1]
     await _set_lot(session, broken, 80)
     try:
-        with caplog.at_level(logging.ERROR, logger="db.expiry"):
+        with caplog.at_level(logging.ERROR, logger="db.usecases.expiry"):
             expired = await expire_due(session, now=T0 + timedelta(days=366))
         assert sorted((e.member_id, e.points) for e in expired) == [(ids[0], 50), (ids[2], 50)]
         assert [r.getMessage() for r in caplog.records] == [

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.embedded import start_embedded
 from db.engine import create_engine, session_factory
-from db.members import get_member
 from db.migrate import upgrade
-from db.purchases import earn
 from db.rules.program import Program
+from db.usecases.members import get_member
+from db.usecases.purchases import earn
 from tests.botharness import BotHarness, running_bot
 from tests.conftest import reset_ledger
 from tests.fakegram import text_of

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from db.members import find_by_telegram
 from db.rules.program import Program
+from db.usecases.members import find_by_telegram
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.fakegram import UserClient
 from tests.till import hire, join

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.members import find_by_telegram, register_member
 from db.rules.program import load_program
+from db.usecases.members import find_by_telegram, register_member
 from tests.botharness import OWNER_ID
 from tests.conftest import ROOT
 from tests.fakegram import FakeTelegramServer, UserClient, text_of

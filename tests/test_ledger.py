@@ -13,14 +13,14 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.adjust import adjust
-from db.expiry import expire_due
 from db.ledger.models import Entry, PointLot, Transaction
 from db.ledger.writer import hold, void_holds
-from db.members import get_member, register_member
-from db.purchases import earn, purchase_result, redeem, reversal_result, reverse
 from db.rules import errors
 from db.rules.program import Program
+from db.usecases.adjust import adjust
+from db.usecases.expiry import expire_due
+from db.usecases.members import get_member, register_member
+from db.usecases.purchases import earn, purchase_result, redeem, reversal_result, reverse
 
 D = Decimal
 

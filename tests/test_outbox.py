@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import prune_notices
 from bot.outbox import NoticeWorker
 from db.ledger.models import Member, Notice, RedemptionRequest, Transaction
-from db.members import find_by_telegram
-from db.outbox import Owed, owe
+from db.usecases.members import find_by_telegram
+from db.usecases.outbox import Owed, owe
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.till import card_link_payload, hire, join

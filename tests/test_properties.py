@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from db.adjust import adjust
 from db.engine import session_factory
-from db.expiry import expire_due
 from db.ledger.models import Transaction, TxKind
-from db.members import register_member
-from db.purchases import record_purchase, reverse
 from db.rules import errors
 from db.rules.program import Program
-from db.staff import accept_invite, create_invite
-from db.till import close_request, confirm_redemption, expire_requests, request_redemption
+from db.usecases.adjust import adjust
+from db.usecases.expiry import expire_due
+from db.usecases.members import register_member
+from db.usecases.purchases import record_purchase, reverse
+from db.usecases.staff import accept_invite, create_invite
+from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
 from tests.conftest import make_program, reset_ledger
 from tests.invariants import ledger_violations
 

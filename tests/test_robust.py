@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.qr import render_qr
 from db.ledger.models import AuditLog, RedemptionRequest, Transaction
-from db.members import find_by_telegram
-from db.purchases import earn
 from db.rules.cards import luhn_digit
 from db.rules.program import Program, parse_program
+from db.usecases.members import find_by_telegram
+from db.usecases.purchases import earn
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import UserClient, text_of
@@ -223,7 +223,7 @@ def _number(n: int) -> str:
 async def test_guessed_card_numbers_are_audited_and_limited(
     roomy: BotHarness, sessions: Sessions
 ) -> None:
-    from db.till import LOOKUP_FAILURES
+    from db.usecases.till import LOOKUP_FAILURES
 
     harness = roomy
     ann, carl = harness.user("Ann"), harness.user("Carl")

@@ -41,10 +41,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settlement_csv import write_settlement
-from db.expiry import expire_due
-from db.members import get_member, register_member
-from db.privacy import delete_member
-from db.purchases import record_purchase, reverse
 from db.rules.program import Program
 from db.settlement import settlement, share_out
 from db.stats import (
@@ -55,6 +51,10 @@ from db.stats import (
     parse_period,
     previous_month,
 )
+from db.usecases.expiry import expire_due
+from db.usecases.members import get_member, register_member
+from db.usecases.privacy import delete_member
+from db.usecases.purchases import record_purchase, reverse
 from tests.conftest import make_program, reset_ledger
 
 Sessions = async_sessionmaker[AsyncSession]

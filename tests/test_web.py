@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.web import build_web_app
 from db.engine import create_engine
-from db.members import find_by_telegram
+from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
 from tests.fakegram import command_entities
 

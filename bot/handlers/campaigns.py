@@ -29,7 +29,8 @@ from bot.filters import HasText, IsCommand, IsOwner, IsStaff, PrivateChat
 from bot.keyboards import LANGUAGE_NAMES
 from bot.notices import campaign_results
 from bot.when import in_an_hour, local_text, parse_when, tomorrow_at
-from db.campaigns import (
+from db.rules.program import Program
+from db.usecases.campaigns import (
     Actor,
     CampaignInfo,
     CampaignRefused,
@@ -43,8 +44,7 @@ from db.campaigns import (
     scheduled_campaigns,
     start_campaign,
 )
-from db.rules.program import Program
-from db.staff import StaffInfo
+from db.usecases.staff import StaffInfo
 
 INACTIVE_CHOICES = ("30", "60", "90")
 SINCE_CHOICES = ("7", "30", "90")

@@ -14,7 +14,7 @@ from bot.editing import edit_text
 from bot.metrics import POSTINGS
 from db.rules.errors import NotEnoughPoints, RequestClosed
 from db.rules.program import Program
-from db.till import close_request, confirm_redemption
+from db.usecases.till import close_request, confirm_redemption
 
 
 async def answer(

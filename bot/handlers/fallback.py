@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import roles
 from bot.config import Settings
 from bot.filters import PrivateChat, command_name
-from db.members import MemberInfo
-from db.staff import StaffInfo, former_staff
+from db.usecases.members import MemberInfo
+from db.usecases.staff import StaffInfo, former_staff
 
 # What a cashier types at the till: an amount or a card number (digits near the start).
 TILL_INPUT = re.compile(r"^\D{0,4}\d")

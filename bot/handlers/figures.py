@@ -20,8 +20,8 @@ from bot.metrics import POSTINGS
 from db.reports import day_start, partner_figures, shift, week_start
 from db.rules.points import parse_money
 from db.rules.program import Program
-from db.staff import StaffInfo
-from db.till import till_refund
+from db.usecases.staff import StaffInfo
+from db.usecases.till import till_refund
 
 
 def _kind(kind: str) -> str:

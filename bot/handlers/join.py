@@ -18,7 +18,6 @@ from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.editing import edit_markup, edit_text
 from bot.filters import PrivateChat, TextIs
-from db.members import MemberInfo, inviter_name, register_member, rewards_taken
 from db.rules.program import Program
 from db.rules.tokens import (
     CARD,
@@ -32,6 +31,7 @@ from db.rules.tokens import (
     read_referral_token,
     read_source,
 )
+from db.usecases.members import MemberInfo, inviter_name, register_member, rewards_taken
 from db.wallet import set_language, set_marketing_consent
 
 

@@ -19,12 +19,12 @@ from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
 from bot.links import start_link
 from bot.menus import clear_chat_menu, set_owner_menus
-from db.adjust import adjust
-from db.members import find_by_card
 from db.rules.cards import CARD_DIGITS, format_card_number, normalize_card_number
 from db.rules.errors import UnknownMember
 from db.rules.program import Program
-from db.staff import StaffInfo, create_invite, list_staff, recent_audit, revoke_staff
+from db.usecases.adjust import adjust
+from db.usecases.members import find_by_card
+from db.usecases.staff import StaffInfo, create_invite, list_staff, recent_audit, revoke_staff
 
 # ASCII digits only (str.isdigit() also passes "²", which int() refuses), and no more than
 # a bigint holds.

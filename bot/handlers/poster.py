@@ -25,7 +25,7 @@ from bot.poster import PosterText, render_poster
 from db.ledger.writer import unit_of_work
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE, InvalidToken, clean_source, source_param
-from db.staff import StaffInfo, audit
+from db.usecases.staff import StaffInfo, audit
 
 POSTER = "poster"
 

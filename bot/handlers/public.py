@@ -11,9 +11,9 @@ from aiogram.types import Message
 from bot import keyboards, roles, texts
 from bot.config import Settings
 from bot.filters import PrivateChat, TextIs
-from db.members import MemberInfo
 from db.rules.program import Program
-from db.staff import StaffInfo
+from db.usecases.members import MemberInfo
+from db.usecases.staff import StaffInfo
 
 
 async def partners(message: Message, program: Program) -> None:

@@ -16,9 +16,9 @@ from bot.config import Settings
 from bot.filters import PrivateChat
 from bot.menus import set_chat_menu
 from bot.roles import role_name
-from db.members import MemberInfo
 from db.rules.tokens import SOURCE
-from db.staff import INVITE_PREFIX, accept_invite
+from db.usecases.members import MemberInfo
+from db.usecases.staff import INVITE_PREFIX, accept_invite
 
 __all__ = ["build", "role_name"]
 

@@ -26,7 +26,6 @@ from bot.settlement_csv import write_settlement
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE
 from db.settlement import settlement
-from db.staff import StaffInfo
 from db.stats import (
     BadPeriod,
     Kpis,
@@ -37,6 +36,7 @@ from db.stats import (
     parse_period,
     previous_month,
 )
+from db.usecases.staff import StaffInfo
 
 PERIODS = "today · week · month · year · 2026-11 · 2026-11-01..2026-11-30"
 MESSAGE_LIMIT = 4096

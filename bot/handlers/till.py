@@ -35,16 +35,16 @@ from bot.filters import (
 from bot.metrics import POSTINGS
 from bot.notices import RENDERERS
 from bot.qr import UnreadableImage, card_tokens, decode_qr
-from db.members import MemberInfo
-from db.outbox import StaffChat
-from db.purchases import PurchaseResult
 from db.rules.cards import normalize_card_number
 from db.rules.errors import InvalidAmount, RepeatSale, RequestClosed
 from db.rules.points import check_purchase, currency_signs, parse_till_amount
 from db.rules.program import Program
 from db.rules.tokens import CARD, CardExpired, InvalidToken, read_card_token
-from db.staff import StaffInfo
-from db.till import (
+from db.usecases.members import MemberInfo
+from db.usecases.outbox import StaffChat
+from db.usecases.purchases import PurchaseResult
+from db.usecases.staff import StaffInfo
+from db.usecases.till import (
     closed_params,
     finish_earn_only,
     lookup_member,
@@ -247,7 +247,7 @@ async def _posted(
     message: Message, state: FSMContext | None, result: PurchaseResult, program: Program
 ) -> None:
     """Remember what was posted for /cancel. The cashier's receipt and the member's news
-    were owed by the posting itself (db/outbox.py); a replay is answered here."""
+    were owed by the posting itself (db/usecases/outbox.py); a replay is answered here."""
     if state is not None:
         await state.set_state(None)
         await state.set_data(

@@ -10,7 +10,7 @@ enumerated; a referral token is signed but permanent (it is the member's own lin
 
 A source is not signed: it only says where someone found the link ("poster-coffee"), which
 anyone may write, and it is counted, never paid. Staff invites start with "s" too
-(db/staff.py), and never with "src-".
+(db/usecases/staff.py), and never with "src-".
 """
 
 from __future__ import annotations

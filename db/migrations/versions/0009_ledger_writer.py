@@ -221,7 +221,7 @@ HOLD_RULES = [
 ]
 
 # A redemption request holds the member's points under "redemption:<public id>" from its
-# creation (db.till.request_redemption); its confirmation posts the hold; every other way it
+# creation (db.usecases.till.request_redemption); its confirmation posts the hold; every other way it
 # closes (declined, expired, unreachable, cancelled when the cashier is revoked) voids it,
 # here, so no code path that closes a request can leave its points held.
 REQUEST_RULES = [

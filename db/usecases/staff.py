@@ -17,10 +17,10 @@ from sqlalchemy.orm import aliased
 
 from db.ledger.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
 from db.ledger.writer import unit_of_work
-from db.outbox import Owed, owe
 from db.rules import access
 from db.rules.errors import InvalidInvite, NotStaff, UnknownPartner
 from db.rules.tokens import SOURCE
+from db.usecases.outbox import Owed, owe
 
 ROLES = access.STAFF_ROLES
 INVITE_PREFIX = "s"

@@ -44,8 +44,6 @@ from db.ledger.writer import (
     system_account,
     unit_of_work,
 )
-from db.members import MemberInfo, expiry_for
-from db.partners import PartnerAccounts, partner_accounts
 from db.rules.errors import (
     AlreadyReversed,
     NotReversible,
@@ -65,6 +63,8 @@ from db.rules.points import (
     share_kept,
 )
 from db.rules.program import Program
+from db.usecases.members import MemberInfo, expiry_for
+from db.usecases.partners import PartnerAccounts, partner_accounts
 
 PURCHASE_KINDS = (TxKind.EARN, TxKind.REDEEM)
 

@@ -31,8 +31,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
 from db.ledger.writer import unit_of_work
-from db.outbox import Owed, owe
-from db.staff import StaffInfo, audit
+from db.usecases.outbox import Owed, owe
+from db.usecases.staff import StaffInfo, audit
 
 SALES = (TxKind.EARN, TxKind.REDEEM)
 

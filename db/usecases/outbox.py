@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Notice
 from db.ledger.writer import unit_of_work
-from db.purchases import PurchaseResult, ReversalResult
+from db.usecases.purchases import PurchaseResult, ReversalResult
 
 RETRYABLE_ATTEMPTS = 8
 

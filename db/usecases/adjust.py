@@ -18,12 +18,12 @@ from db.ledger.writer import (
     system_account,
     unit_of_work,
 )
-from db.members import expiry_for, get_member
-from db.outbox import Owed, owe
 from db.rules.errors import ReasonRequired, UnknownMember
 from db.rules.points import check_points
 from db.rules.program import Program
-from db.staff import audit
+from db.usecases.members import expiry_for, get_member
+from db.usecases.outbox import Owed, owe
+from db.usecases.staff import audit
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ from db.ledger.writer import (
     unit_of_work,
     void_holds,
 )
-from db.members import MemberInfo
 from db.rules.cards import new_card_number
+from db.usecases.members import MemberInfo
 from db.wallet import history, referral_stats
 
 

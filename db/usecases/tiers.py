@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Member, Transaction, TxKind
 from db.ledger.writer import unit_of_work
-from db.purchases import PURCHASE_KINDS, spend_expression
 from db.rules.program import Program
+from db.usecases.purchases import PURCHASE_KINDS, spend_expression
 
 
 async def recalculate_tiers(

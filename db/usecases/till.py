@@ -19,16 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
 from db.ledger.writer import hold, unit_of_work
-from db.members import MemberInfo, find_by_card, get_member
-from db.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
-from db.purchases import (
-    PURCHASE_KINDS,
-    PurchaseResult,
-    ReversalResult,
-    post_purchase,
-    post_reversal,
-    purchase_result,
-)
 from db.rules.errors import (
     IdempotencyConflict,
     NotEnoughPoints,
@@ -48,7 +38,17 @@ from db.rules.points import (
 )
 from db.rules.program import Program, ProgramRules
 from db.rules.tokens import read_card_token
-from db.staff import StaffInfo, audit
+from db.usecases.members import MemberInfo, find_by_card, get_member
+from db.usecases.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
+from db.usecases.purchases import (
+    PURCHASE_KINDS,
+    PurchaseResult,
+    ReversalResult,
+    post_purchase,
+    post_reversal,
+    purchase_result,
+)
+from db.usecases.staff import StaffInfo, audit
 
 REQUEST_TTL = timedelta(minutes=2)
 REPEAT_WINDOW = timedelta(minutes=10)
@@ -173,7 +173,8 @@ async def till_sale(
     reply: StaffChat | None = None,
 ) -> PurchaseResult:
     """Earn-only sale at the cashier's own partner, keyed by sale_key. The member's news
-    and the cashier's receipt (to `reply`) are owed in the same transaction (db/outbox.py).
+    and the cashier's receipt (to `reply`) are owed in the same transaction
+    (db/usecases/outbox.py).
 
     Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
     posted the same amount to this member within REPEAT_WINDOW under another key, unless

@@ -21,7 +21,7 @@ from db.ledger.writer import (
     system_account,
     unit_of_work,
 )
-from db.outbox import owe_expired
+from db.usecases.outbox import owe_expired
 
 log = logging.getLogger(__name__)
 # This many failures in a row is not one bad member but the database: stop the run.
