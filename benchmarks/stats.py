@@ -1,7 +1,7 @@
 """How long /stats takes to compute on a year of a busy coalition.
 
 Builds a fresh database with 100,000 members and 1,000,000 transactions (with their
-entries) spread over the last year at 4 partners, then times `db.stats.kpis` for the
+entries) spread over the last year at 4 partners, then times `db.queries.stats.kpis` for the
 coalition and for one partner over the last 30 and the last 365 days (median of 3 runs
 each). The target is 2 s for the worst of the four; the last line is
 
@@ -33,7 +33,7 @@ import asyncpg
 from benchmarks.ledger import admin_url, server_version
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
-from db.stats import Kpis, Period, coalition_report, kpis, parse_period
+from db.queries.stats import Kpis, Period, coalition_report, kpis, parse_period
 from db.usecases.partners import sync_partners
 from tests import pg
 from tests.conftest import make_program

@@ -49,7 +49,7 @@ async def _migrate(settings: Settings) -> None:
 async def _settlement(settings: Settings, first: date, end: date) -> tuple[Any, str]:
     """[first, end) in whole days of the program's time zone, as /settlement counts them."""
     from bot.runtime import open_runtime
-    from db.settlement import settlement
+    from db.queries.settlement import settlement
 
     runtime = await open_runtime(settings)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from babel.dates import format_skeleton
 from babel.numbers import format_currency, format_decimal
 
-from db.stats import DayFigures
+from db.queries.stats import DayFigures
 
 MONEY_COLOUR = "#8172B3"
 SALES_COLOUR = "#4C72B0"

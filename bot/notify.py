@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import formatting as fmt
 from bot.metrics import DELIVERIES
+from db.queries.wallet import set_reachable
 from db.rules.program import Program
 from db.usecases.members import contact
 from db.usecases.reminders import Reminder
-from db.wallet import set_reachable
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from bot.delivery import TokenBucket
 from bot.metrics import DELIVERIES
 from bot.notices import RENDERERS
 from db.ledger.writer import unit_of_work
+from db.queries.wallet import mark_unreachable
 from db.rules.program import Program
 from db.usecases.outbox import RETRYABLE_ATTEMPTS, Delivered, Due, claim, open_count, settle
 from db.usecases.till import request_delivered, request_undeliverable
-from db.wallet import mark_unreachable
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TextIO
 
-from db.settlement import Settlement
+from db.queries.settlement import Settlement
 
 HEADER = [
     "First day",

@@ -8,8 +8,8 @@ from html import escape
 from aiogram.utils.i18n import gettext as _
 
 from bot import formatting as fmt
+from db.queries.wallet import HistoryItem, Summary
 from db.rules.program import Program
-from db.wallet import HistoryItem, Summary
 
 
 def rules_summary(program: Program, *, welcome: bool = True) -> str:

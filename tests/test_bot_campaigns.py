@@ -16,11 +16,11 @@ from bot.callbacks import CampaignCb
 from bot.delivery import DeliveryWorker, start_due_campaigns
 from bot.when import parse_when
 from db.ledger.models import AuditLog
+from db.queries.wallet import set_marketing_consent
 from db.rules.program import Program
 from db.usecases.campaigns import Segment, create_campaign, get_campaign, schedule_campaign
 from db.usecases.members import find_by_telegram, register_member
 from db.usecases.purchases import earn
-from db.wallet import set_marketing_consent
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, inline_buttons, text_of

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.__main__ import main
 from bot.settlement_csv import write_settlement
 from db.ledger.models import AuditLog, Transaction
+from db.queries.settlement import settlement
 from db.rules.program import Program
-from db.settlement import settlement
 from db.usecases.members import register_member
 from db.usecases.purchases import record_purchase
 from db.usecases.staff import active_staff

@@ -261,9 +261,9 @@ async def test_send_time_checks_and_the_stop_offers_button(
     """Consent, deletion and reachability are checked again when each message is sent; each
     message has a "stop offers" button that turns offers off, once and for all."""
     from bot.callbacks import OffersCb
+    from db.queries.wallet import set_marketing_consent, set_reachable
     from db.usecases.members import find_by_telegram
     from db.usecases.privacy import delete_member
-    from db.wallet import set_marketing_consent, set_reachable
     from tests.fakegram import UserClient, inline_buttons
 
     ids = await members(sessions, program, 5, consent=True, first=40_001)

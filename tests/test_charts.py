@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 
 from bot.charts import ChartLabels, render_stats_chart, stats_figure
-from db.stats import DayFigures
+from db.queries.stats import DayFigures
 
 SERIES = [
     DayFigures(date(2026, 11, 5), 2, 2, 100, 0, Decimal("45.50")),

@@ -358,7 +358,7 @@ async def test_postings_are_immutable(session: AsyncSession, program: Program) -
 
 
 async def test_balance_summary(session: AsyncSession, program: Program) -> None:
-    from db.wallet import summary
+    from db.queries.wallet import summary
 
     t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
     m = (await register_member(session, program, telegram_id=7, now=t0)).id  # 50, expire t0+365

@@ -1,5 +1,5 @@
-"""The KPIs (db/stats.py) against numbers computed by hand, and the settlement CSV against the
-ledger.
+"""The KPIs (db/queries/stats.py) against numbers computed by hand, and the settlement CSV
+against the ledger.
 
 The story, all in UTC (the test program's time zone), with the test program: welcome 50
 points, referral 200 to the inviter and 100 to the invitee on a first purchase of 20.00 or
@@ -41,9 +41,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settlement_csv import write_settlement
-from db.rules.program import Program
-from db.settlement import settlement, share_out
-from db.stats import (
+from db.queries.settlement import settlement, share_out
+from db.queries.stats import (
     BadPeriod,
     coalition_report,
     kpis,
@@ -51,6 +50,7 @@ from db.stats import (
     parse_period,
     previous_month,
 )
+from db.rules.program import Program
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
@@ -374,7 +374,7 @@ async def test_settlement_csv_reconciles_with_the_ledger(
         by_partner = {
             r.slug: r.kpis for r in await kpis_by_partner(s, program, start=START, end=END)
         }
-        # Independently of db.settlement: the net points that entered members' wallets in
+        # Independently of db.queries.settlement: the net points that entered members' wallets in
         # the period, and what the wallets held at its end.
         wallets, held = (
             await s.execute(

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import formatting as fmt
 from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
-from db.reports import day_start, partner_figures, shift, week_start
+from db.queries.reports import day_start, partner_figures, shift, week_start
 from db.rules.points import parse_money
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo

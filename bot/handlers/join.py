@@ -18,6 +18,7 @@ from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.editing import edit_markup, edit_text
 from bot.filters import PrivateChat, TextIs
+from db.queries.wallet import set_language, set_marketing_consent
 from db.rules.program import Program
 from db.rules.tokens import (
     CARD,
@@ -32,7 +33,6 @@ from db.rules.tokens import (
     read_source,
 )
 from db.usecases.members import MemberInfo, inviter_name, register_member, rewards_taken
-from db.wallet import set_language, set_marketing_consent
 
 
 async def _returning(session: AsyncSession, secret: bytes, user_id: int) -> tuple[bool, bool]:

@@ -18,11 +18,11 @@ from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat, TextIs
 from bot.links import start_link
 from bot.qr import render_qr
+from db.queries.wallet import history, referral_stats, summary
 from db.rules.cards import format_card_number
 from db.rules.program import Program
 from db.rules.tokens import card_token, referral_token
 from db.usecases.members import MemberInfo
-from db.wallet import history, referral_stats, summary
 
 PAGE = 10
 

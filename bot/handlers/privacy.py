@@ -16,10 +16,10 @@ from bot import keyboards
 from bot.callbacks import OffersCb, PrivacyCb
 from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat, TextIs
+from db.queries.wallet import set_marketing_consent
 from db.rules.tokens import identity_hash
 from db.usecases.members import MemberInfo
 from db.usecases.privacy import delete_member, export_member_data
-from db.wallet import set_marketing_consent
 
 
 def _overview(member: MemberInfo) -> str:

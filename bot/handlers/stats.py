@@ -23,10 +23,8 @@ from bot import formatting as fmt
 from bot.charts import ChartLabels, render_stats_chart
 from bot.filters import IsOwner, IsStaff, PrivateChat
 from bot.settlement_csv import write_settlement
-from db.rules.program import Program
-from db.rules.tokens import REFERRAL_SOURCE
-from db.settlement import settlement
-from db.stats import (
+from db.queries.settlement import settlement
+from db.queries.stats import (
     BadPeriod,
     Kpis,
     Period,
@@ -36,6 +34,8 @@ from db.stats import (
     parse_period,
     previous_month,
 )
+from db.rules.program import Program
+from db.rules.tokens import REFERRAL_SOURCE
 from db.usecases.staff import StaffInfo
 
 PERIODS = "today · week · month · year · 2026-11 · 2026-11-01..2026-11-30"

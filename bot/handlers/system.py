@@ -7,7 +7,7 @@ from aiogram.filters import KICKED, MEMBER, ChatMemberUpdatedFilter
 from aiogram.types import ChatMemberUpdated
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.wallet import set_reachable
+from db.queries.wallet import set_reachable
 
 
 async def blocked(event: ChatMemberUpdated, session: AsyncSession) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, User
 
-from db.identity import identify
+from db.queries.identity import identify
 
 
 class IdentityMiddleware(BaseMiddleware):

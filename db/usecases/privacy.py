@@ -34,9 +34,9 @@ from db.ledger.writer import (
     unit_of_work,
     void_holds,
 )
+from db.queries.wallet import history, referral_stats
 from db.rules.cards import new_card_number
 from db.usecases.members import MemberInfo
-from db.wallet import history, referral_stats
 
 
 async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[str, Any]:
