@@ -48,8 +48,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import build_bot, build_dispatcher, signing_secret
 from bot.config import Settings
-from bot.qr import render_qr
 from bot.runtime import Runtime
+from bot.views.qr import render_qr
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
 from db.rules.program import Program

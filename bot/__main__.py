@@ -64,7 +64,7 @@ async def _settlement(settings: Settings, first: date, end: date) -> tuple[Any, 
 
 
 def _write_settlement(report: Any, currency: str, out: str) -> None:
-    from bot.settlement_csv import write_settlement
+    from bot.views.settlement_csv import write_settlement
 
     if out == "-":
         write_settlement(report, currency, sys.stdout)

@@ -28,7 +28,6 @@ from bot.delivery import DeliveryWorker, TokenBucket
 from bot.handlers import get_routers
 from bot.i18n import build_i18n
 from bot.jobs import start_scheduler
-from bot.menus import set_default_menu, set_owner_menus
 from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.identity import IdentityMiddleware
@@ -39,6 +38,7 @@ from bot.notify import Notifier
 from bot.outbox import NoticeWorker
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
+from bot.views.menus import set_default_menu, set_owner_menus
 from bot.web import build_web_app, start_web
 from db.rules.tokens import derive_secret
 
@@ -109,7 +109,7 @@ def build_dispatcher(
 
 
 async def register_commands(bot: Bot, i18n: I18n) -> None:
-    """The members' command menu in each language (bot/menus.py)."""
+    """The members' command menu in each language (bot/views/menus.py)."""
     await set_default_menu(bot, i18n)
 
 

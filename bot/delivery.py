@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.callbacks import OffersCb
 from bot.metrics import DELIVERIES
-from bot.notices import campaign_results
+from bot.views.notices import campaign_results
 from db.usecases.campaigns import (
     CampaignInfo,
     OutboxItem,

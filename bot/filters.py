@@ -8,7 +8,7 @@ from typing import Any
 from aiogram.filters import Filter
 from aiogram.types import Message, TelegramObject
 
-from bot.keyboards import BUTTONS
+from bot.views.keyboards import BUTTONS
 from db.rules.access import may
 from db.rules.cards import normalize_card_number
 

@@ -17,8 +17,8 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import formatting as fmt
 from bot.metrics import DELIVERIES
+from bot.views import formatting as fmt
 from db.queries.wallet import set_reachable
 from db.rules.program import Program
 from db.usecases.members import contact

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.delivery import TokenBucket
 from bot.metrics import DELIVERIES
-from bot.notices import RENDERERS
+from bot.views.notices import RENDERERS
 from db.ledger.writer import unit_of_work
 from db.queries.wallet import mark_unreachable
 from db.rules.program import Program

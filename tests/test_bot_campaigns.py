@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import CampaignCb
 from bot.delivery import DeliveryWorker, start_due_campaigns
-from bot.when import parse_when
+from bot.views.when import parse_when
 from db.ledger.models import AuditLog
 from db.queries.wallet import set_marketing_consent
 from db.rules.program import Program

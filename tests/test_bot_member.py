@@ -12,9 +12,9 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import formatting as fmt
-from bot import keyboards
-from bot.qr import decode_qr
+from bot.views import formatting as fmt
+from bot.views import keyboards
+from bot.views.qr import decode_qr
 from db.ledger.models import Member
 from db.rules.cards import normalize_card_number
 from db.rules.program import Program

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.qr import decode_qr
+from bot.views.qr import decode_qr
 from db.ledger.models import AuditLog, Member
 from db.rules.tokens import referral_token
 from tests.botharness import BOT_USERNAME, BotHarness

@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import db
-from bot import keyboards, roles
+from bot import roles
 from bot.handlers.errors import MESSAGES
+from bot.views import keyboards
 from db.ledger.models import Campaign, RedemptionRequest, Transaction
 from db.rules.errors import DomainError
 from db.rules.program import Program

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.__main__ import main
-from bot.settlement_csv import write_settlement
+from bot.views.settlement_csv import write_settlement
 from db.ledger.models import AuditLog, Transaction
 from db.queries.settlement import settlement
 from db.rules.program import Program

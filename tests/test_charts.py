@@ -1,11 +1,12 @@
-"""The /stats chart (bot/charts.py): each panel says its unit, and money is plotted as money."""
+"""The /stats chart (bot/views/charts.py): each panel says its unit, and money is plotted as
+money."""
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
 
-from bot.charts import ChartLabels, render_stats_chart, stats_figure
+from bot.views.charts import ChartLabels, render_stats_chart, stats_figure
 from db.queries.stats import DayFigures
 
 SERIES = [

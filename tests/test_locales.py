@@ -20,8 +20,8 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
-from bot import formatting as fmt
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, build_i18n
+from bot.views import formatting as fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ROOT / "locales"

@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.qr import render_qr
+from bot.views.qr import render_qr
 from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.rules.cards import luhn_digit
 from db.rules.program import Program, parse_program

@@ -40,7 +40,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.settlement_csv import write_settlement
+from bot.views.settlement_csv import write_settlement
 from db.queries.settlement import settlement, share_out
 from db.queries.stats import (
     BadPeriod,

@@ -30,7 +30,7 @@ async def card_photo(member: UserClient) -> bytes:
 
 
 async def card_link_payload(member: UserClient) -> str:
-    from bot.qr import decode_qr
+    from bot.views.qr import decode_qr
 
     (link,) = decode_qr(await card_photo(member))
     return link.removeprefix(f"https://t.me/{BOT_USERNAME}?start=")

@@ -20,15 +20,15 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
 from bot.callbacks import CampaignCb, SegmentCb
 from bot.config import Settings
 from bot.delivery import send_campaign_message
-from bot.editing import edit_markup, edit_text
 from bot.filters import HasText, IsCommand, IsOwner, IsStaff, PrivateChat
-from bot.keyboards import LANGUAGE_NAMES
-from bot.notices import campaign_results
-from bot.when import in_an_hour, local_text, parse_when, tomorrow_at
+from bot.views import formatting as fmt
+from bot.views.editing import edit_markup, edit_text
+from bot.views.keyboards import LANGUAGE_NAMES
+from bot.views.notices import campaign_results
+from bot.views.when import in_an_hour, local_text, parse_when, tomorrow_at
 from db.rules.program import Program
 from db.usecases.campaigns import (
     Actor,

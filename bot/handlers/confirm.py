@@ -8,10 +8,10 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
 from bot.callbacks import RedeemCb
-from bot.editing import edit_text
 from bot.metrics import POSTINGS
+from bot.views import formatting as fmt
+from bot.views.editing import edit_text
 from db.rules.errors import NotEnoughPoints, RequestClosed
 from db.rules.program import Program
 from db.usecases.till import close_request, confirm_redemption

@@ -15,7 +15,7 @@ from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
+from bot.views import formatting as fmt
 from db.rules.errors import DomainError
 from db.rules.program import Program
 

@@ -14,9 +14,9 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
 from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
+from bot.views import formatting as fmt
 from db.queries.reports import day_start, partner_figures, shift, week_start
 from db.rules.points import parse_money
 from db.rules.program import Program

@@ -13,11 +13,11 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
-from bot import keyboards, texts
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
-from bot.editing import edit_markup, edit_text
 from bot.filters import PrivateChat, TextIs
+from bot.views import formatting as fmt
+from bot.views import keyboards, texts
+from bot.views.editing import edit_markup, edit_text
 from db.queries.wallet import set_language, set_marketing_consent
 from db.rules.program import Program
 from db.rules.tokens import (

@@ -11,13 +11,13 @@ from aiogram.types import BufferedInputFile, CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
-from bot import keyboards, texts
 from bot.callbacks import CardCb, HistoryCb
-from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat, TextIs
-from bot.links import start_link
-from bot.qr import render_qr
+from bot.views import formatting as fmt
+from bot.views import keyboards, texts
+from bot.views.editing import edit_text
+from bot.views.links import start_link
+from bot.views.qr import render_qr
 from db.queries.wallet import history, referral_stats, summary
 from db.rules.cards import format_card_number
 from db.rules.program import Program

@@ -13,12 +13,12 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
 from bot.config import Settings
 from bot.filters import IsOwner, PrivateChat
 from bot.handlers.staff_join import role_name
-from bot.links import start_link
-from bot.menus import clear_chat_menu, set_owner_menus
+from bot.views import formatting as fmt
+from bot.views.links import start_link
+from bot.views.menus import clear_chat_menu, set_owner_menus
 from db.rules.cards import CARD_DIGITS, format_card_number, normalize_card_number
 from db.rules.errors import UnknownMember
 from db.rules.program import Program

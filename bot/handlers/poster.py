@@ -16,12 +16,12 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
 from bot.config import Settings
 from bot.filters import IsOwner, IsStaff, PrivateChat
-from bot.keyboards import LANGUAGE_NAMES
-from bot.links import start_link
-from bot.poster import PosterText, render_poster
+from bot.views import formatting as fmt
+from bot.views.keyboards import LANGUAGE_NAMES
+from bot.views.links import start_link
+from bot.views.poster import PosterText, render_poster
 from db.ledger.writer import unit_of_work
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE, InvalidToken, clean_source, source_param

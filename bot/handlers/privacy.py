@@ -11,11 +11,11 @@ from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyKeyboa
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
-from bot import keyboards
 from bot.callbacks import OffersCb, PrivacyCb
-from bot.editing import edit_text
 from bot.filters import IsMember, PrivateChat, TextIs
+from bot.views import formatting as fmt
+from bot.views import keyboards
+from bot.views.editing import edit_text
 from db.queries.wallet import set_marketing_consent
 from db.rules.tokens import identity_hash
 from db.usecases.members import MemberInfo

@@ -8,9 +8,10 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot import keyboards, roles, texts
+from bot import roles
 from bot.config import Settings
 from bot.filters import PrivateChat, TextIs
+from bot.views import keyboards, texts
 from db.rules.program import Program
 from db.usecases.members import MemberInfo
 from db.usecases.staff import StaffInfo

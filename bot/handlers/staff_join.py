@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import roles
 from bot.config import Settings
 from bot.filters import PrivateChat
-from bot.menus import set_chat_menu
 from bot.roles import role_name
+from bot.views.menus import set_chat_menu
 from db.rules.tokens import SOURCE
 from db.usecases.members import MemberInfo
 from db.usecases.staff import INVITE_PREFIX, accept_invite

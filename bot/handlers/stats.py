@@ -19,10 +19,10 @@ from aiogram.utils.i18n import gettext as _
 from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
-from bot.charts import ChartLabels, render_stats_chart
 from bot.filters import IsOwner, IsStaff, PrivateChat
-from bot.settlement_csv import write_settlement
+from bot.views import formatting as fmt
+from bot.views.charts import ChartLabels, render_stats_chart
+from bot.views.settlement_csv import write_settlement
 from db.queries.settlement import settlement
 from db.queries.stats import (
     BadPeriod,

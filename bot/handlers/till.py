@@ -20,9 +20,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, TillCb
-from bot.editing import edit_markup, edit_text
 from bot.filters import (
     HasPhoto,
     HasText,
@@ -33,8 +31,10 @@ from bot.filters import (
     TextMatches,
 )
 from bot.metrics import POSTINGS
-from bot.notices import RENDERERS
-from bot.qr import UnreadableImage, card_tokens, decode_qr
+from bot.views import formatting as fmt
+from bot.views.editing import edit_markup, edit_text
+from bot.views.notices import RENDERERS
+from bot.views.qr import UnreadableImage, card_tokens, decode_qr
 from db.rules.cards import normalize_card_number
 from db.rules.errors import InvalidAmount, RepeatSale, RequestClosed
 from db.rules.points import check_purchase, currency_signs, parse_till_amount

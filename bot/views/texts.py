@@ -7,7 +7,7 @@ from html import escape
 
 from aiogram.utils.i18n import gettext as _
 
-from bot import formatting as fmt
+from bot.views import formatting as fmt
 from db.queries.wallet import HistoryItem, Summary
 from db.rules.program import Program
 

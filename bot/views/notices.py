@@ -13,9 +13,9 @@ from typing import Any
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
 
-from bot import formatting as fmt
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
+from bot.views import formatting as fmt
 from db.rules.points import points_money
 from db.rules.program import Program
 
