@@ -1,7 +1,7 @@
 """What share of an enforced Bot API rate the campaign worker attains, losing nobody.
 
 A campaign to 1,000 consenting members (registered beforehand, in a fresh PostgreSQL
-database) is delivered by `bot.delivery.DeliveryWorker(rate=N)` with its other settings as
+database) is delivered by `bot.workers.delivery.DeliveryWorker(rate=N)` with its other settings as
 the bot runs it, `run_until_idle`, through the app's own `Bot` (bot.app.build_bot) to a fake
 Bot API server (tests/fakegram) that enforces N messages a second: a token bucket of N tokens
 refilled at N/s (`server.rate_limit(N, burst=N)`), answering 429 with `retry_after` (whole
@@ -54,8 +54,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from benchmarks.ledger import admin_url, server_version
 from bot.app import build_bot
 from bot.config import Settings
-from bot.delivery import DeliveryWorker
 from bot.i18n import build_i18n
+from bot.workers.delivery import DeliveryWorker
 from db.engine import create_engine, session_factory
 from db.ledger.models import Outbox
 from db.migrate import upgrade

@@ -24,22 +24,22 @@ from aiogram.fsm.storage.redis import RedisStorage
 from aiogram.utils.i18n import I18n
 
 from bot.config import Settings
-from bot.delivery import DeliveryWorker, TokenBucket
 from bot.handlers import get_routers
 from bot.i18n import build_i18n
-from bot.jobs import start_scheduler
 from bot.metrics import MetricsMiddleware
 from bot.middlewares.database import DatabaseMiddleware
 from bot.middlewares.identity import IdentityMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
 from bot.middlewares.sanitize import RefuseNul
 from bot.middlewares.throttle import ThrottleMiddleware
-from bot.notify import Notifier
-from bot.outbox import NoticeWorker
 from bot.retry import RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
 from bot.views.menus import set_default_menu, set_owner_menus
-from bot.web import build_web_app, start_web
+from bot.workers.delivery import DeliveryWorker, TokenBucket
+from bot.workers.jobs import start_scheduler
+from bot.workers.notify import Notifier
+from bot.workers.outbox import NoticeWorker
+from bot.workers.web import build_web_app, start_web
 from db.rules.tokens import derive_secret
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import build_bot, build_dispatcher, signing_secret
 from bot.config import Settings
-from bot.notify import Notifier
 from bot.runtime import Runtime
+from bot.workers.notify import Notifier
 from db.rules.program import Program
 from tests.fakegram import FakeTelegramServer, UserClient
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import CampaignCb
-from bot.delivery import DeliveryWorker, start_due_campaigns
 from bot.views.when import parse_when
+from bot.workers.delivery import DeliveryWorker, start_due_campaigns
 from db.ledger.models import AuditLog
 from db.queries.wallet import set_marketing_consent
 from db.rules.program import Program

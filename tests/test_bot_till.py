@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import RedeemCb, TillCb
-from bot.jobs import close_expired_requests
+from bot.workers.jobs import close_expired_requests
 from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.rules.program import Program
 from db.usecases.members import find_by_telegram

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import EarnOnlyCb
-from bot.jobs import close_expired_requests
+from bot.workers.jobs import close_expired_requests
 from db.ledger.models import AuditLog, Member, RedemptionRequest, Transaction
 from db.rules.errors import OwnCard
 from db.rules.program import Program

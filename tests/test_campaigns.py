@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.delivery import DeliveryWorker, start_due_campaigns
+from bot.workers.delivery import DeliveryWorker, start_due_campaigns
 from db.ledger.models import Member, Outbox
 from db.rules.program import Program
 from db.usecases.campaigns import (

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import expire_points
+from bot.workers.jobs import expire_points
 from db.rules.program import Program
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member

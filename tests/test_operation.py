@@ -11,7 +11,7 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from bot.__main__ import configure_logging
-from bot.jobs import start_scheduler
+from bot.workers.jobs import start_scheduler
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 

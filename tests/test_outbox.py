@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import prune_notices
-from bot.outbox import NoticeWorker
+from bot.workers.jobs import prune_notices
+from bot.workers.outbox import NoticeWorker
 from db.ledger.models import Member, Notice, RedemptionRequest, Transaction
 from db.usecases.members import find_by_telegram
 from db.usecases.outbox import Owed, owe

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.web import build_web_app
+from bot.workers.web import build_web_app
 from db.engine import create_engine
 from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
@@ -74,7 +74,7 @@ async def test_healthz_says_when_the_database_is_gone(caplog: pytest.LogCaptureF
         assert response.status == 503
         assert await response.json() == {"status": "unavailable"}
     await engine.dispose()
-    logged = [r for r in caplog.records if r.name == "bot.web"]
+    logged = [r for r in caplog.records if r.name == "bot.workers.web"]
     assert [r.levelno for r in logged] == [logging.WARNING]
     assert "the database does not answer" in logged[0].getMessage()
 

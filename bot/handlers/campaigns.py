@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import CampaignCb, SegmentCb
 from bot.config import Settings
-from bot.delivery import send_campaign_message
 from bot.filters import HasText, IsCommand, IsOwner, IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.editing import edit_markup, edit_text
 from bot.views.keyboards import LANGUAGE_NAMES
 from bot.views.notices import campaign_results
 from bot.views.when import in_an_hour, local_text, parse_when, tomorrow_at
+from bot.workers.delivery import send_campaign_message
 from db.rules.program import Program
 from db.usecases.campaigns import (
     Actor,

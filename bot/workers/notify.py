@@ -1,5 +1,5 @@
 """Messages the bot sends on its own that no posting owes: reminders of points about to expire.
-(What a posting owes goes through the outbox: db/usecases/outbox.py, bot/outbox.py.)
+(What a posting owes goes through the outbox: db/usecases/outbox.py, bot/workers/outbox.py.)
 
 Each is written in the member's language. A member who blocked the bot is marked
 unreachable and not tried again; a send that fails for any other reason is logged, never

@@ -17,9 +17,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 
-from bot.delivery import start_due_campaigns
-from bot.notify import Notifier
 from bot.runtime import Runtime
+from bot.workers.delivery import start_due_campaigns
+from bot.workers.notify import Notifier
 from db.usecases.expiry import expire_due
 from db.usecases.outbox import prune
 from db.usecases.reminders import due_reminders, mark_reminded

@@ -190,7 +190,7 @@ class DeliveryWorker:
     async def run_batch(self, *, now: Callable[[], datetime] | None = None) -> int:
         clock = now or (lambda: datetime.now(UTC))
         async with self.sessions() as session:
-            # What postings owe people goes before offers (see bot/outbox.py).
+            # What postings owe people goes before offers (see bot/workers/outbox.py).
             if await notices_due(session, clock()):
                 return 0
             items = await claim(

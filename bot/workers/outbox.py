@@ -31,9 +31,9 @@ from aiogram.types import Message
 from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.delivery import TokenBucket
 from bot.metrics import DELIVERIES
 from bot.views.notices import RENDERERS
+from bot.workers.delivery import TokenBucket
 from db.ledger.writer import unit_of_work
 from db.queries.wallet import mark_unreachable
 from db.rules.program import Program
