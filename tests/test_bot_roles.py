@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import db
 from bot import roles
-from bot.handlers.errors import MESSAGES
+from bot.handlers.everyone.errors import MESSAGES
 from bot.views import keyboards
 from db.ledger.models import Campaign, RedemptionRequest, Transaction
 from db.rules.errors import DomainError

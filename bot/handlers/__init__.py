@@ -1,23 +1,11 @@
+"""The routers, by audience: everyone/, members/, staff/ (the till), office/."""
+
 from aiogram import Router
 
-from bot.handlers import (
-    campaigns,
-    confirm,
-    dialogs,
-    errors,
-    fallback,
-    figures,
-    join,
-    member,
-    owner,
-    poster,
-    privacy,
-    public,
-    staff_join,
-    stats,
-    system,
-    till,
-)
+from bot.handlers.everyone import dialogs, errors, fallback, public, system
+from bot.handlers.members import confirm, join, member, privacy
+from bot.handlers.office import campaigns, owner, poster, stats
+from bot.handlers.staff import figures, staff_join, till
 
 
 def get_routers() -> list[Router]:

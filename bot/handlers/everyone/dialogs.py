@@ -14,8 +14,8 @@ from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 
 from bot.filters import IsCommand, PrivateChat, command_name
-from bot.handlers.campaigns import Compose
-from bot.handlers.till import Till
+from bot.handlers.office.campaigns import Compose
+from bot.handlers.staff.till import Till
 
 
 async def leave_dialog(message: Message, state: FSMContext, raw_state: str | None) -> None:

@@ -1,0 +1,2 @@
+"""Handlers for everyone: errors, Telegram's own events, leaving dialogs, what anyone may
+read, and the fallback."""

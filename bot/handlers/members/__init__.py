@@ -1,0 +1,2 @@
+"""Handlers for members: joining, everyday commands, privacy, answering a redemption
+request."""
