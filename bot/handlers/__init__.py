@@ -5,7 +5,7 @@ from aiogram import Router
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
 from bot.handlers.members import confirm, join, member, privacy
 from bot.handlers.office import campaigns, owner, poster, stats
-from bot.handlers.staff import figures, staff_join, till
+from bot.handlers.staff import figures, refund, staff_join, till
 
 
 def get_routers() -> list[Router]:
@@ -21,6 +21,7 @@ def get_routers() -> list[Router]:
         campaigns.build(),
         till.build(),
         figures.build(),
+        refund.build(),
         stats.build(),
         poster.build(),
         confirm.build(),

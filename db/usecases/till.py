@@ -750,6 +750,12 @@ async def request_undeliverable(session: AsyncSession, public_id: str) -> None:
         await owe(session, *_closed(req, "unreachable"))
 
 
+def refund_key(chat_id: int, message_id: int) -> str:
+    """A refund's idempotency key: the manager's message identifies the request, so Telegram
+    re-delivering it posts nothing new."""
+    return f"refund:{chat_id}:{message_id}"
+
+
 async def till_refund(
     session: AsyncSession,
     program: Program,

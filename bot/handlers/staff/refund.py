@@ -1,0 +1,113 @@
+"""/refund, for a partner's manager: parse the command, call the use case, say what to hand
+back. Who may refund and how the request is keyed are the use case's (db/usecases/till.py)."""
+
+from __future__ import annotations
+
+import re
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.filters import IsStaff, PrivateChat
+from bot.metrics import POSTINGS
+from bot.views import formatting as fmt
+from db.rules.points import parse_money
+from db.rules.program import Program
+from db.usecases.staff import StaffInfo
+from db.usecases.till import refund_key, till_refund
+
+# ASCII digits, no more than a bigint holds.
+# The sale's number as /shift shows it ("No. 17"), or bare, or after "#"; then "all" or an
+# amount; then the reason (checked apart, to say what is missing).
+REFUND_ARGS = re.compile(
+    r"(?:no\.?\s*|№\s*|#)?(?P<sale>[0-9]{1,18})\s+(?P<how>\S+)(?:\s+(?P<reason>.+))?",
+    re.IGNORECASE | re.DOTALL,
+)
+REFUND_USAGE = "/refund 1234 all reason · /refund 1234 5.00 reason"
+
+
+async def refund(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    staff: StaffInfo,
+    program: Program,
+) -> None:
+    typed = REFUND_ARGS.fullmatch((command.args or "").strip())
+    if typed is None:
+        await message.answer(
+            _("Refund a sale: {usage}. The number is the one /shift shows.").format(
+                usage=REFUND_USAGE
+            )
+        )
+        return
+    if not typed["reason"]:
+        await message.answer(
+            _("Please give a reason, after the amount: {usage}").format(usage=REFUND_USAGE)
+        )
+        return
+    tx_id, how, reason = int(typed["sale"]), typed["how"], typed["reason"]
+    amount = None if how.lower() in ("all", _("all").lower()) else parse_money(how)
+    assert message.from_user is not None
+    result = await till_refund(
+        session,
+        program,
+        staff,
+        transaction_id=tx_id,
+        amount=amount,
+        reason=reason,
+        key=refund_key(message.chat.id, message.message_id),
+    )
+    currency = program.program.currency
+    # One figure to hand back: the money part less what spent points were worth.
+    lines = [
+        _("↩️ Refunded {amount} of sale No. {sale}; give back {money} in money.").format(
+            amount=fmt.money(result.amount, currency),
+            sale=tx_id,
+            money=fmt.money(result.cash_back, currency),
+        ),
+        _("Points returned to the member: {returned}; taken back: {clawed}.").format(
+            returned=fmt.number(result.points_returned),
+            clawed=fmt.number(result.points_clawed_back),
+        ),
+    ]
+    if result.shortfall:
+        lines.append(
+            _(
+                "The member had already spent {points} earned with this sale: their value, "
+                "{money}, is already kept out of the sum above."
+            ).format(
+                points=fmt.points(result.shortfall),
+                money=fmt.money(result.money_refund - result.cash_back, currency),
+            )
+        )
+    if result.referral is not None:
+        lines.append(
+            _(
+                "Invitation rewards taken back: {member} from the member, {inviter} from the "
+                "friend who invited them."
+            ).format(
+                member=fmt.number(result.referral.invitee_points),
+                inviter=fmt.number(result.referral.inviter_points),
+            )
+        )
+        if result.referral.inviter_shortfall:
+            lines.append(
+                _(
+                    "The inviting friend had already spent {points} of their reward: the "
+                    "program bears them, the customer does not."
+                ).format(points=fmt.points(result.referral.inviter_shortfall))
+            )
+    await message.answer("\n".join(lines))
+    if not result.replayed:
+        POSTINGS.labels("reverse").inc()
+
+
+def build() -> Router:
+    router = Router(name="refund")
+    router.message.filter(PrivateChat(), IsStaff("refund"))
+    router.message.register(refund, Command("refund"))
+    return router
