@@ -62,6 +62,13 @@ class TxKind:
     ADJUST = "adjust"
 
     ALL = (EARN, REDEEM, REVERSE, EXPIRE, REFERRAL, WELCOME, ADJUST)
+    SALES = (EARN, REDEEM)  # a purchase at the till, with or without points
+    SPEND = (EARN, REDEEM, REVERSE)  # what a member spent: sales less refunds
+
+    @staticmethod
+    def sql_in(column: str, kinds: tuple[str, ...]) -> str:
+        """`column IN (...)` over these kinds, for hand-written SQL."""
+        return _in(column, kinds)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

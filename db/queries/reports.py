@@ -12,8 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Account, AccountKind, Entry, Member, Transaction, TxKind
 
-SALES = (TxKind.EARN, TxKind.REDEEM)
-
 
 def day_start(now: datetime, timezone: str) -> datetime:
     """Midnight of `now`'s day in the program's time zone (a shift is a local day)."""
@@ -98,7 +96,7 @@ async def partner_figures(
                 func.count(func.distinct(Transaction.member_id)),
                 func.coalesce(func.sum(Transaction.amount), 0),
                 func.coalesce(func.sum(Transaction.amount - Transaction.paid), 0),
-            ).where(period, Transaction.kind.in_(SALES))
+            ).where(period, Transaction.kind.in_(TxKind.SALES))
         )
     ).one()
     refunds = await session.scalar(

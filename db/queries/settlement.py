@@ -28,7 +28,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import AccountKind, Partner
-from db.rules.points import CENT
+from db.rules.points import points_money
 from db.rules.program import Program
 
 # Deleting an account forfeits its points with an `expire` posting under this key prefix
@@ -80,7 +80,7 @@ class Settlement:
         return self.program_outstanding + sum(p.outstanding for p in self.partners)
 
     def money(self, points: int) -> Decimal:
-        return (points * self.point_value).quantize(CENT)
+        return points_money(points, self.point_value)
 
     @property
     def liability(self) -> Decimal:

@@ -67,6 +67,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import own_session
+from db.ledger.models import TxKind
 from db.ledger.writer import unit_of_work
 from db.rules.points import CENT
 from db.rules.program import Program
@@ -173,7 +174,7 @@ class PartnerKpis:
 # and points are read through the partner accounts' ids (so the planner knows how many
 # entries those few accounts hold) and summed by day and by partner in one pass.
 
-_SALE = "t.kind IN ('earn', 'redeem')"
+_SALE = TxKind.sql_in("t.kind", TxKind.SALES)
 _IN_PERIOD = "t.created_at >= :start"  # every statement also has t.created_at < :end
 _ALIVE = "(m.deleted_at IS NULL OR m.deleted_at >= :end)"
 # The members who had left by `end`: few, so joining them is cheaper than joining everyone.
@@ -311,7 +312,7 @@ _MONEY = f"""
                ) AS lifetime_spend
         FROM transactions AS t
         {_GONE.format(t="t")}
-        WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at < :end {{partner}}
+        WHERE {TxKind.sql_in("t.kind", TxKind.SPEND)} AND t.created_at < :end {{partner}}
         GROUP BY t.partner_id
     ) AS per_partner
     GROUP BY GROUPING SETS ((partner_id), ())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -136,6 +136,11 @@ class ReferralRules(_Strict):
     inviter_points: Int = Field(default=0, ge=0, le=1_000_000)
     invitee_points: Int = Field(default=0, ge=0, le=1_000_000)
     qualifying_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
+
+
+# A member's tier is the highest whose min_spend their money spent in this trailing window
+# reaches (Program.tier_for_spend).
+TIER_WINDOW = timedelta(days=365)
 
 
 class Tier(_Strict):

@@ -34,8 +34,6 @@ from db.ledger.writer import unit_of_work
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import StaffInfo, audit
 
-SALES = (TxKind.EARN, TxKind.REDEEM)
-
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -90,7 +88,7 @@ def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
         conditions.append(
             exists().where(
                 Transaction.member_id == Member.id,
-                Transaction.kind.in_(SALES),
+                Transaction.kind.in_(TxKind.SALES),
                 Transaction.partner_id
                 == select(Partner.id).where(Partner.slug == segment.partner).scalar_subquery(),
             )
@@ -99,7 +97,7 @@ def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
         conditions.append(
             ~exists().where(
                 Transaction.member_id == Member.id,
-                Transaction.kind.in_(SALES),
+                Transaction.kind.in_(TxKind.SALES),
                 Transaction.created_at > now - timedelta(days=segment.inactive_days),
             )
         )

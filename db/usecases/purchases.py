@@ -4,7 +4,7 @@ refunds. Each function is one database transaction and takes an idempotency key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -62,11 +62,9 @@ from db.rules.points import (
     points_money,
     share_kept,
 )
-from db.rules.program import Program
+from db.rules.program import TIER_WINDOW, Program
 from db.usecases.members import MemberInfo, expiry_for
 from db.usecases.partners import PartnerAccounts, partner_accounts
-
-PURCHASE_KINDS = (TxKind.EARN, TxKind.REDEEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,14 +433,14 @@ _tx = Transaction.__table__.c
 _member_id = bindparam("member_id", type_=BigInteger)
 TRAILING_SPEND = select(spend_expression()).where(
     _tx.member_id == _member_id,
-    _tx.kind == any_(array([*PURCHASE_KINDS, TxKind.REVERSE])),
+    _tx.kind == any_(array(list(TxKind.SPEND))),
     _tx.created_at > bindparam("since", type_=DateTime(timezone=True)),
 )
 _SPEND = (TRAILING_SPEND.scalar_subquery(),)
 
 
 def spend_params(member_id: int, now: datetime) -> dict[str, Any]:
-    return {"member_id": member_id, "since": now - timedelta(days=365)}
+    return {"member_id": member_id, "since": now - TIER_WINDOW}
 
 
 async def _finish_purchase(
@@ -599,7 +597,7 @@ async def post_reversal(
         return await reversal_result(
             session, program, await find_posted(session, key, digest), True
         )
-    if orig.kind not in PURCHASE_KINDS or orig.amount is None or orig.paid is None:
+    if orig.kind not in TxKind.SALES or orig.amount is None or orig.paid is None:
         raise NotReversible(transaction=transaction_id, kind=orig.kind)
     slug = (
         await session.execute(select(Partner.slug).where(Partner.id == orig.partner_id))

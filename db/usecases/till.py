@@ -17,7 +17,15 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import Account, AuditLog, Member, Partner, RedemptionRequest, Transaction
+from db.ledger.models import (
+    Account,
+    AuditLog,
+    Member,
+    Partner,
+    RedemptionRequest,
+    Transaction,
+    TxKind,
+)
 from db.ledger.writer import hold, unit_of_work
 from db.rules.errors import (
     IdempotencyConflict,
@@ -41,7 +49,6 @@ from db.rules.tokens import read_card_token
 from db.usecases.members import MemberInfo, find_by_card, get_member
 from db.usecases.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.usecases.purchases import (
-    PURCHASE_KINDS,
     PurchaseResult,
     ReversalResult,
     post_purchase,
@@ -256,7 +263,7 @@ def _sale_guard(
             tx.member_id == member_id,
             tx.created_at > now - REPEAT_WINDOW,
             tx.staff_id == staff.id,
-            tx.kind.in_(PURCHASE_KINDS),
+            tx.kind.in_(TxKind.SALES),
             tx.amount == amount,
         )
         .scalar_subquery(),

@@ -37,7 +37,7 @@ from bot.views.notices import RENDERERS
 from bot.views.qr import UnreadableImage, card_tokens, decode_qr
 from db.rules.cards import normalize_card_number
 from db.rules.errors import InvalidAmount, RepeatSale, RequestClosed
-from db.rules.points import check_purchase, currency_signs, parse_till_amount
+from db.rules.points import check_purchase, currency_signs, parse_till_amount, points_money
 from db.rules.program import Program
 from db.rules.tokens import CARD, CardExpired, InvalidToken, read_card_token
 from db.usecases.members import MemberInfo
@@ -96,7 +96,9 @@ async def open_member(
                 ),
                 _("💰 {points} (worth {money})").format(
                     points=fmt.points(member.balance),
-                    money=fmt.money(member.balance * rules.point_value, rules.currency),
+                    money=fmt.money(
+                        points_money(member.balance, rules.point_value), rules.currency
+                    ),
                 ),
                 _("Points can pay up to {share} of a purchase.").format(
                     share=fmt.percent(rules.max_redeem_percent)
