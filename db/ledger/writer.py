@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -188,20 +188,28 @@ async def post(
     if stmt is None:  # built once per caller's extra columns (module-level constants)
         fn = _LEDGER_POST.c
         stmt = _POST[extra] = select(fn.posted_tx, fn.posted_accounts, fn.posted_balances, *extra)
-    try:
+    with refusals(post_hold):
         row = (await session.execute(stmt, values)).one()
-    except DBAPIError as exc:
-        if constraint_name(exc) in _NOT_ENOUGH:
-            raise NotEnoughPoints() from None
-        if constraint_name(exc) == "hold_open":
-            raise HoldClosed(key=post_hold) from None
-        raise
     if row[0] is None:
         return None
     return Posted(row[0], dict(zip(row[1] or (), row[2] or (), strict=True)), tuple(row[3:]))
 
 
 _NOT_ENOUGH = ("ck_accounts_wallet_not_negative", "ck_accounts_hold_covered", "point_lots_cover")
+
+
+@contextmanager
+def refusals(post_hold: str | None = None) -> Iterator[None]:
+    """What the database refuses in a posting, as the use cases' errors: a wallet that cannot
+    pay is NotEnoughPoints, a hold no longer open is HoldClosed."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if constraint_name(exc) in _NOT_ENOUGH:
+            raise NotEnoughPoints() from None
+        if constraint_name(exc) == "hold_open":
+            raise HoldClosed(key=post_hold) from None
+        raise
 
 
 # Holds are TigerBeetle's two-phase transfers, kept on the wallet rather than as a posting:

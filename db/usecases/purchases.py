@@ -41,6 +41,7 @@ from db.ledger.writer import (
     lock_members,
     open_transaction,
     post,
+    refusals,
     system_account,
     unit_of_work,
 )
@@ -189,21 +190,60 @@ async def post_purchase(
     digest = fingerprint("purchase", member_id, partner, str(amount), redeem_points, receipt)
     now = now or datetime.now(UTC)
     paid = amount - points_money(redeem_points, pv)
-    member, accounts, tx_id = await _open_purchase(
+    kind = TxKind.REDEEM if redeem_points else TxKind.EARN
+    expires_at = expiry_for(program, now)
+    # What the sale earns at each tier: the database picks the member's (ledger_sale).
+    by_tier = [earned_points(paid, rules.earn_percent, t.multiplier, pv) for t in program.tiers]
+    row = await _sale(
         session,
-        member_id=member_id,
-        partner=partner,
-        kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
-        key=key,
-        digest=digest,
-        staff_id=staff_id,
-        amount=amount,
-        paid=paid,
-        receipt=receipt,
-        created_at=now,
+        {
+            "member": member_id,
+            "slug": partner,
+            "kind": kind,
+            "key": key,
+            "digest": digest,
+            "staff": staff_id,
+            "amount": amount,
+            "paid": paid,
+            "receipt": receipt,
+            "now": now,
+            "redeem": redeem_points,
+            "tiers": [t.name for t in program.tiers],
+            "earned": by_tier,
+            "expires": expires_at,
+            "referral_min": program.referral.qualifying_purchase,
+            "post_hold": post_hold,
+            "since": now - timedelta(days=365),
+        },
+        post_hold,
     )
+    member, accounts, tx_id = _opened(row, partner)
     if tx_id is None:
         return await purchase_result(session, await find_posted(session, key, digest), True)
+    if row.posted:
+        current = program.tier(member.tier)
+        tier: str = current.name
+        if program.next_tier(current.name) is not None:
+            reached = program.tier_for_spend(Decimal(row.spend))
+            if reached.min_spend > current.min_spend:
+                await session.execute(
+                    update(Member).where(Member.id == member.id).values(tier=reached.name)
+                )
+                tier = reached.name
+        return PurchaseResult(
+            transaction_id=tx_id,
+            kind=kind,
+            member_id=member.id,
+            partner=partner,
+            amount=amount,
+            paid=paid,
+            points_earned=row.earned,
+            points_redeemed=redeem_points,
+            balance=row.balance,
+            tier=tier,
+            created_at=now,
+            tier_reached=tier != member.tier,
+        )
     earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
     legs = [
         Leg(member.wallet_id, -redeem_points),
@@ -212,7 +252,6 @@ async def post_purchase(
         Leg(member.wallet_id, earned),
     ]
     referral = await _open_referral(session, program, member, tx_id, amount, now, legs)
-    expires_at = expiry_for(program, now)
     # The redeemed points come from the lots the member had before this sale, never from the
     # points it earns; the referral's lots come after the purchase's own, so that one is older.
     lots = [
@@ -228,7 +267,7 @@ async def post_purchase(
                 lots.append(
                     Lot(who, points, referral.transaction_id, earned_at=now, expires_at=expires_at)
                 )
-    tier, balance = await _finish_purchase(
+    tier_name, balance = await _finish_purchase(
         session, program, member, tx_id, legs, lots, now, post_hold
     )
     return PurchaseResult(
@@ -241,61 +280,39 @@ async def post_purchase(
         points_earned=earned,
         points_redeemed=redeem_points,
         balance=balance,
-        tier=tier,
+        tier=tier_name,
         created_at=now,
         referral=referral,
-        tier_reached=tier != member.tier,
+        tier_reached=tier_name != member.tier,
     )
 
 
-# The member (with their wallet), the partner (with its two accounts) and the sale's
-# transaction row, in one round trip. The row is inserted only when both exist and are
-# active, so a refused sale writes nothing; as in open_transaction, a concurrent posting with
-# the same key waits on the unique index and then inserts nothing (tx_id is NULL: a replay).
-_OPEN_PURCHASE = text(
+# The member (with their wallet), the partner (with its two accounts), the sale's
+# transaction row and, in the common case, its posting and the member's trailing spend, in
+# one round trip (migration 0010 says what ledger_sale does). The row is inserted only when
+# both exist and are active, so a refused sale writes nothing; as in open_transaction, a
+# concurrent posting with the same key waits on the unique index and then inserts nothing
+# (tx_id is NULL: a replay). A sale that may pay an invitation reward is only opened here.
+_SALE = text(
     """
-    WITH member AS (
-        SELECT m.id, m.telegram_id, m.card_number, m.first_name, m.language, m.tier,
-               m.marketing_consent, m.referred_by_id, w.id AS wallet_id, w.balance, m.joined_at
-        FROM members AS m JOIN accounts AS w ON w.member_id = m.id
-        WHERE m.id = :member_id AND m.deleted_at IS NULL
-        -- The member row before any account (see lock_members): a deletion under way is
-        -- waited for, and then the member is no longer found.
-        FOR KEY SHARE OF m
-    ), partner AS (
-        SELECT p.id, p.slug, p.name, issued.id AS issued_id, redeemed.id AS redeemed_id
-        FROM partners AS p
-        JOIN accounts AS issued
-            ON issued.partner_id = p.id AND issued.kind = 'partner_issued'
-        JOIN accounts AS redeemed
-            ON redeemed.partner_id = p.id AND redeemed.kind = 'partner_redeemed'
-        WHERE p.slug = :slug AND p.active
-    ), opened AS (
-        INSERT INTO transactions (kind, idempotency_key, fingerprint, member_id, partner_id,
-                                  staff_id, amount, paid, receipt, created_at)
-        SELECT CAST(:kind AS varchar), CAST(:key AS varchar), CAST(:digest AS varchar),
-               member.id, partner.id, CAST(:staff_id AS bigint), CAST(:amount AS numeric),
-               CAST(:paid AS numeric), CAST(:receipt AS varchar), CAST(:created_at AS timestamptz)
-        FROM member, partner
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING id
-    )
-    SELECT member.*, partner.id AS partner_id, partner.slug AS partner_slug,
-           partner.name AS partner_name, partner.issued_id, partner.redeemed_id,
-           (SELECT id FROM opened) AS tx_id
-    FROM (VALUES (1)) AS one LEFT JOIN member ON true LEFT JOIN partner ON true
+    SELECT * FROM ledger_sale(
+        CAST(:member AS bigint), CAST(:slug AS text), CAST(:kind AS text),
+        CAST(:key AS text), CAST(:digest AS text), CAST(:staff AS bigint),
+        CAST(:amount AS numeric), CAST(:paid AS numeric), CAST(:receipt AS text),
+        CAST(:now AS timestamptz), CAST(:redeem AS bigint), CAST(:tiers AS text[]),
+        CAST(:earned AS bigint[]), CAST(:expires AS timestamptz),
+        CAST(:referral_min AS numeric), CAST(:post_hold AS text), CAST(:since AS timestamptz))
     """
 )
 
 
-async def _open_purchase(
-    session: AsyncSession, *, member_id: int, partner: str, **columns: Any
-) -> tuple[MemberInfo, PartnerAccounts, int | None]:
-    """Read the member and the partner and open the sale's transaction (see _OPEN_PURCHASE).
-    Returns the transaction id, or None when the key was already posted."""
-    row = (
-        await session.execute(_OPEN_PURCHASE, {"member_id": member_id, "slug": partner, **columns})
-    ).one()
+async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> Any:
+    with refusals(post_hold):
+        return (await session.execute(_SALE, params)).one()
+
+
+def _opened(row: Any, partner: str) -> tuple[MemberInfo, PartnerAccounts, int | None]:
+    """The member, the partner and the transaction id (None: the key was already posted)."""
     if row.id is None:
         raise UnknownMember()
     if row.partner_id is None:
@@ -471,7 +488,7 @@ async def _finish_purchase(
         extra=_SPEND if check_tier else (),
         params=spend_params(member.id, now) if check_tier else None,
     )
-    assert posted is not None  # the transaction was opened by _open_purchase
+    assert posted is not None  # the transaction was opened by ledger_sale
     balance = posted.balances[member.wallet_id]
     if not check_tier:
         return current.name, balance
