@@ -213,7 +213,7 @@ async def post_purchase(
             "expires": expires_at,
             "referral_min": program.referral.qualifying_purchase,
             "post_hold": post_hold,
-            "since": now - timedelta(days=365),
+            "since": now - TIER_WINDOW,
         },
         post_hold,
     )
