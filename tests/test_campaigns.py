@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -310,3 +311,31 @@ async def test_send_time_checks_and_the_stop_offers_button(
         assert await start_campaign(s, second) == 1
     await worker(harness, rate=1000).run_until_idle()
     assert set(received(harness, "Second")) == {also_stays}
+
+
+async def test_the_use_cases_check_the_role_again(sessions: Sessions) -> None:
+    """Buttons can be forged and roles revoked: acting on a campaign needs, in the use case
+    itself, an owner, or staff whose role runs campaigns acting on their own."""
+    from db.usecases.campaigns import Actor, CampaignRefused
+    from db.usecases.staff import StaffInfo, accept_invite, create_invite
+
+    async def hired(role: str, telegram_id: int) -> StaffInfo:
+        partner = "coffee" if role == "cashier" else None
+        async with sessions() as s:
+            token = await create_invite(s, created_by=1, role=role, partner_slug=partner)
+            return await accept_invite(s, token, telegram_id=telegram_id)
+
+    cashier7, marketer8 = await hired("cashier", 7), await hired("marketer", 8)
+    async with sessions() as s:
+        mine = await create_campaign(s, created_by=7, segment=Segment(), text=TEXT)
+        for someone in (
+            Actor(7),  # the creator, no longer staff
+            Actor(7, staff=cashier7),  # the creator, now a cashier
+            Actor(8, staff=marketer8),  # another marketer
+        ):
+            with pytest.raises(CampaignRefused):
+                await cancel_campaign(s, mine, actor=someone)
+        marketer7 = await hired("marketer", 7)  # the creator, a marketer again
+        assert await cancel_campaign(s, mine, actor=Actor(7, staff=marketer7))
+        theirs = await create_campaign(s, created_by=8, segment=Segment(), text=TEXT)
+        assert await cancel_campaign(s, theirs, actor=Actor(1, owner=True))

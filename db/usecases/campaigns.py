@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
 from db.ledger.writer import unit_of_work
+from db.rules.access import may
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import StaffInfo, audit
 
@@ -222,7 +223,12 @@ class Actor:
     staff: StaffInfo | None = None
 
     def may_act_on(self, created_by: int) -> bool:
-        return self.owner or created_by == self.telegram_id
+        """An owner on any campaign; staff whose role may run campaigns (db/rules/access.py:
+        checked here again, whatever the router let through) on their own."""
+        if self.owner:
+            return True
+        role = self.staff.role if self.staff is not None else None
+        return may(role, "campaigns") and created_by == self.telegram_id
 
 
 class CampaignRefused(Exception):
