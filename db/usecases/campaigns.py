@@ -31,7 +31,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
 from db.ledger.writer import unit_of_work
-from db.rules.access import may
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import StaffInfo, audit
 
@@ -227,8 +226,8 @@ class Actor:
         checked here again, whatever the router let through) on their own."""
         if self.owner:
             return True
-        role = self.staff.role if self.staff is not None else None
-        return may(role, "campaigns") and created_by == self.telegram_id
+        staff = self.staff
+        return staff is not None and staff.may("campaigns") and created_by == self.telegram_id
 
 
 class CampaignRefused(Exception):

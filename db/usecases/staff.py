@@ -41,6 +41,9 @@ class StaffInfo:
         """Refuse (NotStaff) unless this role may do `action` (db/rules/access.py's table)."""
         access.require(self.role, action)
 
+    def may(self, action: str) -> bool:
+        return access.may(self.role, action)
+
     def require_partner(self, partner_id: int | None) -> None:
         if self.partner_id is None or self.partner_id != partner_id:
             raise NotStaff(partner=partner_id)
