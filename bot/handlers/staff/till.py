@@ -445,7 +445,6 @@ async def points_entered(
     state: FSMContext,
     staff: StaffInfo,
     program: Program,
-    bot: Bot,
     i18n: I18n,
 ) -> None:
     text = (message.text or "").strip().lower()
@@ -456,7 +455,7 @@ async def points_entered(
     else:
         await message.answer(_("Send a whole number of points, or tap Max."))
         return
-    await _request(message, session, state, staff, program, bot, i18n, points)
+    await _request(message, session, state, staff, program, i18n, points)
 
 
 async def max_points(
@@ -466,7 +465,6 @@ async def max_points(
     state: FSMContext,
     staff: StaffInfo,
     program: Program,
-    bot: Bot,
     i18n: I18n,
 ) -> None:
     if not await _dialog_ok(query, state, callback_data.dialog):
@@ -478,7 +476,7 @@ async def max_points(
     await query.answer()
     if isinstance(query.message, Message):
         await edit_markup(query.message, None)
-        await _request(query.message, session, state, staff, program, bot, i18n, None)
+        await _request(query.message, session, state, staff, program, i18n, None)
 
 
 async def _request(
@@ -487,7 +485,6 @@ async def _request(
     state: FSMContext,
     staff: StaffInfo,
     program: Program,
-    bot: Bot,
     i18n: I18n,
     points: int | None,
 ) -> None:
