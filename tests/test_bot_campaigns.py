@@ -148,6 +148,7 @@ async def test_scheduled_campaign_reports_and_campaigns_lists_results(
     assert "Sent 2 of 3; failed 0; blocked the bot 0." in report
     assert "Not sent: 1 opted out" in report
     await worker.run_until_idle(now=lambda: later)  # said once
+    await harness.dp["outbox"].run_until_idle()  # the report is owed: let it all go out
     assert sum("finished" in text_of(m) for m in mia.messages) == 1
 
     await mia.send("/campaigns")

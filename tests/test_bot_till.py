@@ -219,7 +219,7 @@ async def test_max_offered_is_what_the_request_takes(
     await cashier.wait_message("Enter the purchase amount")
     await cashier.send("0.60")  # 50 % of PLN 0.60 is 30 points
     offer = await cashier.wait_message("How many points? Up to 30 points")
-    assert [b["text"] for b in inline_buttons(offer)] == ["Max: 30"]
+    assert [b["text"] for b in inline_buttons(offer)] == ["Max: 30", "✖ Cancel"]
     await cashier.click("Max: 30")
     ask = text_of(await ann.wait_message("Confirm?"))
     assert "30 points" in ask

@@ -145,12 +145,13 @@ async def test_same_amount_to_same_member_within_minutes_asks_again(
     assert "PLN\u00a030.00 to this member in the last minute" in text_of(question)
     assert len(await sales(sessions)) == 1
     # A double tap on "Post again" posts one more sale, not two.
-    await asyncio.gather(
+    taps = await asyncio.gather(
         cashier.click(question, inline_buttons(question)[0]["callback_data"], check=False),
         cashier.click(question, inline_buttons(question)[0]["callback_data"], check=False),
     )
     await cashier.wait_message("✅")
-    await asyncio.sleep(0.3)
+    for tap in taps:  # each press is answered once its handler is done
+        await cashier.wait_callback_answer(tap)
     assert len(await sales(sessions)) == 2
 
     await start_sale(cashier, ann, "🧾 Sale: earn points")
@@ -257,15 +258,18 @@ async def test_earn_only_after_decline_or_timeout_posts_once(
     assert "declined" in text_of(offer)
     (button,) = inline_buttons(offer)
     assert button["text"] == "🧾 Post PLN\u00a010.00 without points"
-    await asyncio.gather(  # a double tap
+    taps = await asyncio.gather(  # a double tap
         cashier.click(offer, button["callback_data"], check=False),
         cashier.click(offer, button["callback_data"], check=False),
     )
     assert "+50 points" in text_of(await cashier.wait_message("✅"))
-    await asyncio.sleep(0.3)
+    for tap in taps:  # each press is answered once its handler is done
+        await cashier.wait_callback_answer(tap)
     assert await sales(sessions) == [(Decimal("10.00"), "R-5", "earn")]
     assert await balance_of(sessions, ann) == 100
-    assert "without points" not in str(cashier.messages[-1].get("reply_markup"))
+    # The offer lost its button once the sale was posted.
+    shown = harness.server.message(cashier.user_id, offer["message_id"])
+    assert "without points" not in str(shown.get("reply_markup"))
 
     # Unanswered: the expiry tells the cashier, with the same button.
     await ask_for_points(cashier, ann, "12", "20")
@@ -485,3 +489,56 @@ async def test_the_member_is_told_when_a_sale_lifts_their_tier(
     await earn(cashier, ann, "20")  # 1,019.00 in all: Silver from 1,000.00
     news = text_of(await ann.wait_message(lambda m: "PLN\u00a020.00" in text_of(m)))
     assert "🏅 You reached Silver: from now on your points × 1.5." in news
+
+
+async def test_cancel_withdraws_a_request_the_member_has_not_answered(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """The customer pays another way: /cancel withdraws the request, so a late Confirm
+    charges nothing, and the sale can still be posted without points."""
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await ask_for_points(cashier, ann, "10", "20")
+    ask = await ann.wait_message("Confirm?")
+    await cashier.wait_message("Waiting for the member")
+    for _attempt in range(100):  # the request's messages are noted just after they go out
+        async with sessions() as s:
+            noted = await s.scalar(select(RedemptionRequest.member_message_id))
+        if noted:
+            break
+        await asyncio.sleep(0.02)
+    await cashier.send("/cancel")
+    told = await cashier.wait_message(
+        lambda m: "withdrew the request" in text_of(m) and bool(inline_buttons(m))
+    )
+    assert "Nothing was charged" in text_of(told)
+    await harness.server.wait_for(
+        lambda: (
+            "withdrew this request"
+            in text_of(harness.server.message(ann.user_id, ask["message_id"]))
+        )
+    )
+    late = await ann.click(ask, inline_buttons(ask)[0]["callback_data"], check=False)
+    assert "already closed" in (await ann.wait_callback_answer(late))["text"]
+    assert await sales(sessions) == []
+    await cashier.click(told, inline_buttons(told)[0]["callback_data"])
+    await cashier.wait_message("+50 points")
+    assert await sales(sessions) == [(Decimal("10.00"), None, "earn")]
+
+
+async def test_no_free_points_is_no_dead_end(harness: BotHarness, sessions: Sessions) -> None:
+    """A member whose points cannot pay anything: the cashier is told at once and posts the
+    sale without points in one tap (no prompt that only refuses)."""
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await ask_for_points(cashier, ann, "10", "50")  # all 50 points held by this request
+    await ann.wait_message("Confirm?")
+    await start_sale(cashier, ann, "💳 Sale: use points")
+    await cashier.send("8")
+    offer = await cashier.wait_message("none free")
+    assert "Post PLN\u00a08.00 without points?" in text_of(offer)
+    await cashier.click("🧾 Post without points")
+    assert "+40 points" in text_of(await cashier.wait_message("PLN\u00a08.00"))
+    assert await sales(sessions) == [(Decimal("8.00"), None, "earn")]

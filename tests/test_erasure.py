@@ -216,6 +216,10 @@ async def test_deletion_during_a_sale_neither_deadlocks_nor_credits_the_deleted(
                         text("SELECT balance FROM accounts WHERE id = :w"), {"w": who.wallet_id}
                     )
                     assert balance == 0
-            if target is inviter and posted == "posted":
+            if target is inviter:
+                # Deleting the inviter never stops the invitee's sale, nor its reward.
+                assert posted == "posted", trial
                 assert (await get_member(s, member.id)).balance == 50 + 200 + 100
-    assert outcomes  # every trial ended; which side won each race is up to the scheduler
+    # Which side won each race is up to the scheduler; for the member's own deletion both
+    # outcomes are right, and the checks above hold for each.
+    assert {o for o in outcomes if not o[0]} == {(False, "posted")}

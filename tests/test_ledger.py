@@ -487,6 +487,13 @@ def test_one_writer_inserts_entries_and_lots() -> None:
         r"|(?<!class )\b(Entry|PointLot)\(",  # ORM objects
         re.IGNORECASE,
     )
+    # The pattern finds each kind of writer it is for (else the scan could never fail).
+    for writer in (
+        "INSERT INTO entries (transaction_id)",
+        "insert(cast(Table, Entry.__table__))",
+        "session.add(PointLot(member_id=1))",
+    ):
+        assert writers.search(writer), writer
     found = [
         str(path.relative_to(root))
         for folder in ("db", "bot")

@@ -89,5 +89,9 @@ def test_the_money_of_points_is_computed_in_points_money_only() -> None:
 
 def test_the_sale_kinds_and_the_tier_window_are_stated_once() -> None:
     kinds = r"""\(\s*(['"])earn\1\s*,\s*(['"])redeem\2|EARN,\s*TxKind\.REDEEM\b"""
+    # The patterns find what they are for (else the scans below could never fail).
+    assert re.search(kinds, 'kind.in_(("earn", "redeem"))')
+    assert re.search(kinds, "(TxKind.EARN, TxKind.REDEEM)")
+    assert re.search(r"days\s*=\s*365\b", "timedelta(days=365)")
     assert _restated(kinds, "db/ledger/models.py") == []
     assert _restated(r"days\s*=\s*365\b|'365 days'", "db/rules/program.py") == []

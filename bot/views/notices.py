@@ -159,7 +159,12 @@ def reversal(program: Program, p: dict[str, Any]) -> Rendered:
                 "from the money back."
             ).format(
                 points=fmt.points(shortfall),
-                money=_money(program, points_money(shortfall, program.program.point_value)),
+                money=_money(
+                    program,
+                    p["kept"]
+                    if p.get("kept") is not None
+                    else points_money(shortfall, program.program.point_value),
+                ),
             )
         )
     lines.append(_balance(p))
@@ -295,6 +300,10 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
     status = p["status"]
     if status == "declined":
         text = _("✖ The member declined. Nothing was charged.")
+    elif status == "withdrawn":
+        text = _("✖ You withdrew the request. Nothing was charged.")
+    elif status == "cancelled":
+        text = _("✖ The request was closed: its cashier's staff rights were revoked.")
     elif status == "not_enough":
         text = _(
             "✖ The member confirmed, but their points no longer cover this request (they "
@@ -315,6 +324,8 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
 
 @renders("request_expired_member")
 def request_expired_member(program: Program, p: dict[str, Any]) -> Rendered:
+    if p.get("status") == "withdrawn":
+        return Rendered(_("✖ The till withdrew this request. Nothing was charged."))
     return Rendered(_("⌛ This request expired. Nothing was charged."))
 
 

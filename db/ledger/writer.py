@@ -189,6 +189,7 @@ async def post(
         fn = _LEDGER_POST.c
         stmt = _POST[extra] = select(fn.posted_tx, fn.posted_accounts, fn.posted_balances, *extra)
     with refusals(post_hold):
+        session.info["wrote"] = True  # a SELECT of ledger_post writes (db/engine.py)
         row = (await session.execute(stmt, values)).one()
     if row[0] is None:
         return None

@@ -304,6 +304,8 @@ def owed_for_reversal(result: ReversalResult) -> list[Owed]:
                 "points_clawed_back": result.points_clawed_back,
                 "shortfall": result.shortfall,
                 "money_back": result.cash_back,
+                # What the spent points kept from the money back (never more than it was).
+                "kept": result.money_refund - result.cash_back,
                 "referral_points": back.invitee_points if back else 0,
                 "balance": result.balance,
                 "transaction": result.transaction_id,

@@ -726,7 +726,8 @@ async def post_reversal(
         partner=slug,
         amount=refund,
         money_refund=money,
-        points_returned=give,
+        # Returned to the member's wallet; a deleted member's went to breakage instead.
+        points_returned=give if returned_to == wallet else 0,
         points_clawed_back=clawed + invitee_back,
         shortfall=shortfall,
         cash_back=cash_back(money, shortfall, pv),

@@ -585,11 +585,12 @@ def closed_params(
 
 def _closed(req: RequestInfo, status: str) -> list[Owed]:
     owed = _to_cashier(req, "request_closed", closed_params(req, status=status))
-    if status == "expired" and req.member_message_id is not None:
+    if status in ("expired", "withdrawn") and req.member_message_id is not None:
+        # The member's confirm buttons must not outlive the request.
         owed.append(
             Owed(
                 "request_expired_member",
-                {"request": req.public_id},
+                {"request": req.public_id, "status": status},
                 member_id=req.member_id,
                 edit_message_id=req.member_message_id,
             )
@@ -647,7 +648,12 @@ async def finish_earn_only(
     replays the first. Only the cashier who asked may do it."""
     staff.require("sale")
     req = await _request(session, public_id)  # read in till_sale's transaction, which it ends
-    if req.staff_id != staff.id or req.status not in ("declined", "expired", "unreachable"):
+    if req.staff_id != staff.id or req.status not in (
+        "declined",
+        "expired",
+        "unreachable",
+        "cancelled",
+    ):
         raise RequestClosed(status=req.status)
     return await till_sale(
         session,

@@ -45,6 +45,7 @@ from db.usecases.outbox import StaffChat
 from db.usecases.purchases import PurchaseResult
 from db.usecases.staff import StaffInfo
 from db.usecases.till import (
+    close_request,
     closed_params,
     finish_earn_only,
     lookup_member,
@@ -223,11 +224,11 @@ async def choose(
     )
 
 
-def _again_markup(post: str, drop: str) -> InlineKeyboardMarkup:
+def _again_markup(post: str, drop: str, label: str | None = None) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text=_("✅ Post again"), callback_data=post),
+                InlineKeyboardButton(text=label or _("✅ Post again"), callback_data=post),
                 InlineKeyboardButton(text=_("✖ Cancel"), callback_data=drop),
             ]
         ]
@@ -300,8 +301,27 @@ async def amount_entered(
         return
     if data.get("mode") == "redeem":
         allowed = await redemption_allowance(session, program, data["member_id"], amount)
+        dialog = data["dialog"]
+        if allowed <= 0:
+            # Nothing to ask the member for: offer the sale without points, or leave.
+            await state.set_state(None)
+            await state.update_data(pending={"amount": str(amount), "receipt": typed.receipt})
+            await message.answer(
+                _("No points can pay this purchase: the member has none free.")
+                + "\n"
+                + _("Post {amount} without points?").format(
+                    amount=fmt.money(amount, rules.currency)
+                ),
+                reply_markup=_again_markup(
+                    TillCb(action="again", dialog=dialog).pack(),
+                    TillCb(action="cancel", dialog=dialog).pack(),
+                    label=_("🧾 Post without points"),
+                ),
+            )
+            return
         await state.update_data(amount=str(amount), receipt=typed.receipt)
         await state.set_state(Till.points)
+        button = InlineKeyboardButton
         await message.answer(
             _("How many points? Up to {max} on this purchase. Send a number, or tap Max.").format(
                 max=fmt.points(allowed)
@@ -309,11 +329,17 @@ async def amount_entered(
             reply_markup=InlineKeyboardMarkup(
                 inline_keyboard=[
                     [
-                        InlineKeyboardButton(
+                        button(
                             text=_("Max: {points}").format(points=fmt.number(allowed)),
-                            callback_data=TillCb(action="max", dialog=data["dialog"]).pack(),
+                            callback_data=TillCb(action="max", dialog=dialog).pack(),
                         )
-                    ]
+                    ],
+                    [
+                        button(
+                            text=_("✖ Cancel"),
+                            callback_data=TillCb(action="cancel", dialog=dialog).pack(),
+                        )
+                    ],
                 ]
             ),
         )
@@ -376,7 +402,6 @@ async def post_again(
     if not pending or not isinstance(query.message, Message):
         await query.answer(_("This sale is closed. Scan the card again."), show_alert=True)
         return
-    await query.answer()
     await edit_markup(query.message, None)
     await _sell(
         query.message,
@@ -389,6 +414,7 @@ async def post_again(
         pending["receipt"],
         again=True,
     )
+    await query.answer()  # after the posting: a press answered is a press done
 
 
 async def earn_only(
@@ -531,13 +557,20 @@ async def cancel(
     if last and "request" in last:
         req, result = await request_outcome(session, program, staff, last["request"])
         if req.status == "pending":
-            await message.answer(
-                _(
-                    "Nothing is posted yet: the member has not answered the request for {points}. "
-                    "If they confirm it within 2 minutes it is posted, and you will be told."
-                ).format(points=fmt.points(req.points))
-            )
-            return
+            # Withdrawn: the member can no longer confirm it. The cashier is told (with the
+            # button to post the sale without points) by the notice the closing owes.
+            try:
+                await close_request(
+                    session,
+                    program,
+                    req.public_id,
+                    status="cancelled",
+                    telegram_id=None,
+                    why="withdrawn",
+                )
+                return
+            except RequestClosed:  # the member answered meanwhile: say what came of it
+                req, result = await request_outcome(session, program, staff, last["request"])
         last = result and {
             "tx": result.transaction_id,
             "amount": str(result.amount),
