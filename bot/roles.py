@@ -223,6 +223,8 @@ def help_text(roles: list[str], partner: str | None = None) -> str:
     parts = [_("What I can do:")]
     shown: set[str] = set()
     for role in roles:
+        if all(cmd.name in shown for cmd in COMMANDS[role]):
+            continue  # every command of this role is listed already: no empty heading
         parts.append(section(role, partner, skip=frozenset(shown)))
         shown.update(cmd.name for cmd in COMMANDS[role])
     if MEMBER not in roles:

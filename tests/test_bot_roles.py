@@ -364,3 +364,16 @@ async def test_any_command_leaves_the_till_prompts(
     async with sessions() as s:
         sales = await s.scalar(select(func.count()).where(Transaction.kind == "earn"))
     assert sales == 0
+
+
+def test_help_never_shows_an_empty_section() -> None:
+    """An owner who is also a marketer: every marketer command is an owner's too, so the
+    marketer's heading would stand alone; it is left out."""
+    from bot.i18n import build_i18n
+    from bot.roles import MARKETER, OWNER, help_text
+
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("en"):
+        text = help_text([OWNER, MARKETER])
+    assert "As an owner" in text and "As a marketer" not in text
+    assert text.count("/campaign:") == 1

@@ -221,7 +221,9 @@ async def test_settlement_document_matches_the_ledger(
     assert "a liability of PLN\u00a04.35" in caption
     # A bad period gets the usage; a marketer may ask too.
     await owner.send("/settlement november")
-    assert "last whole month" in text_of(await owner.wait_message("period"))
+    usage = text_of(await owner.wait_message("period"))
+    assert "last whole month" in usage
+    assert "today" not in usage and "2026-11-01..2026-11-30" in usage  # only what it takes
     mia = harness.user("Mia")
     await hire_marketer(harness, mia)
     await mia.send("/settlement")

@@ -39,6 +39,7 @@ from db.rules.tokens import REFERRAL_SOURCE
 from db.usecases.staff import StaffInfo
 
 PERIODS = "today · week · month · year · 2026-11 · 2026-11-01..2026-11-30"
+SETTLEMENT_PERIODS = "2026-11 · 2026-11-01..2026-11-30"  # calendar periods that have ended
 MESSAGE_LIMIT = 4096
 
 
@@ -72,7 +73,10 @@ async def _usage(message: Message, command: str) -> None:
         _(
             "I do not understand that period. Use {command} with one of: {periods} "
             "(in a range both days count)."
-        ).format(command=command, periods=PERIODS)
+        ).format(
+            command=command,
+            periods=SETTLEMENT_PERIODS if command == "/settlement" else PERIODS,
+        )
         + " "
         + default
     )
