@@ -239,9 +239,9 @@ async def generate(conn: asyncpg.Connection, now: datetime) -> None:
         INSERT INTO entries (transaction_id, account_id, amount)
         SELECT n.id, x.account_id, x.amount
         FROM numbered AS n
-        JOIN accounts AS w ON w.member_id = n.member_id
+        JOIN accounts AS w ON w.member_id = n.member_id AND w.kind = 'member'
         LEFT JOIN partner_accounts AS p ON p.partner_id = n.partner_id
-        LEFT JOIN accounts AS i ON i.member_id = n.inviter_id
+        LEFT JOIN accounts AS i ON i.member_id = n.inviter_id AND i.kind = 'member'
         CROSS JOIN (SELECT (SELECT id FROM accounts WHERE kind = 'program') AS program,
                            (SELECT id FROM accounts WHERE kind = 'breakage') AS breakage)
             AS sys

@@ -19,8 +19,8 @@ CHECKS = {
     "all balances sum to 0 per unit": """
         SELECT unit FROM accounts GROUP BY unit HAVING sum(balance) <> 0
     """,
-    "no wallet below zero": """
-        SELECT id FROM accounts WHERE kind = 'member' AND balance < 0
+    "no wallet or stamp card below zero": """
+        SELECT id FROM accounts WHERE kind IN ('member', 'stamps') AND balance < 0
     """,
     "lots' remaining points equal the wallet": """
         SELECT a.member_id FROM accounts a

@@ -531,38 +531,36 @@ async def _hand_made(session: AsyncSession, legs: list[tuple[str, int]]) -> None
             text(
                 "INSERT INTO entries (transaction_id, account_id, amount)"
                 " SELECT :tx, id, :amount FROM accounts WHERE kind = :kind AND unit = :unit"
-                " AND (partner_id IS NULL OR partner_id = (SELECT id FROM partners"
-                "      WHERE slug = 'stamps'))"
+                " AND partner_id IS NULL"
             ),
             {"tx": tx, "amount": amount, "kind": name.split("/")[0], "unit": name.split("/")[1]},
         )
     await session.commit()
 
 
-async def test_a_transaction_sums_to_zero_per_unit(session: AsyncSession) -> None:
+async def test_a_transaction_sums_to_zero_per_unit(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)
     await session.execute(
         text(
-            "INSERT INTO partners (slug, name, category, earn_percent, active)"
-            " VALUES ('stamps', 'Stamp card', 'cafe', 0, true)"
-        )
+            "INSERT INTO accounts (kind, member_id, unit) VALUES ('stamps', :m, 'stamps:coffee')"
+        ),
+        {"m": m},
     )
     await session.execute(
-        text(
-            "INSERT INTO accounts (kind, partner_id, unit)"
-            " SELECT kind, (SELECT id FROM partners WHERE slug = 'stamps'), 'stamps:coffee'"
-            " FROM (VALUES ('partner_issued'), ('partner_redeemed')) AS k(kind)"
-        )
+        text("INSERT INTO accounts (kind, unit) VALUES ('stamp_pool', 'stamps:coffee')")
     )
     await session.commit()
-    issued, redeemed = "partner_issued/stamps:coffee", "partner_redeemed/stamps:coffee"
+    issued, redeemed = "stamp_pool/stamps:coffee", "stamps/stamps:coffee"
     # 3 points out, 3 stamps in: zero in all, but neither unit balances.
     with pytest.raises(DBAPIError, match="sum to"):
-        await _hand_made(session, [("program/points", -3), (issued, 3)])
+        await _hand_made(session, [("program/points", -3), (redeemed, 3)])
     await session.rollback()
     with pytest.raises(DBAPIError, match="sum to"):
         await _hand_made(
             session,
-            [("program/points", -5), ("breakage/points", 2), (issued, -1), (redeemed, 4)],
+            [("program/points", -5), ("breakage/points", 2), (issued, -4), (redeemed, 4)],
         )
     await session.rollback()
     await _hand_made(
@@ -574,6 +572,10 @@ async def test_a_transaction_sums_to_zero_per_unit(session: AsyncSession) -> Non
         )
     ).all()
     assert [tuple(row) for row in units] == [("points", 0), ("stamps:coffee", 0)]
+    # A member's stamps never go below zero, as their points.
+    with pytest.raises(DBAPIError, match="wallet_not_negative"):
+        await _hand_made(session, [(issued, 3), (redeemed, -3)])
+    await session.rollback()
 
 
 async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(

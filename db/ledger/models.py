@@ -43,13 +43,15 @@ class Base(DeclarativeBase):
 
 
 class AccountKind:
-    MEMBER = "member"
+    MEMBER = "member"  # the member's points: their wallet
+    STAMPS = "stamps"  # the member's stamps on one card (unit stamps:<card>)
     PARTNER_ISSUED = "partner_issued"
     PARTNER_REDEEMED = "partner_redeemed"
     PROGRAM = "program"
     BREAKAGE = "breakage"
+    STAMP_POOL = "stamp_pool"  # where a card's stamps come from and go back to
 
-    ALL = (MEMBER, PARTNER_ISSUED, PARTNER_REDEEMED, PROGRAM, BREAKAGE)
+    ALL = (MEMBER, STAMPS, PARTNER_ISSUED, PARTNER_REDEEMED, PROGRAM, BREAKAGE, STAMP_POOL)
 
 
 class TxKind:
@@ -60,8 +62,28 @@ class TxKind:
     REFERRAL = "referral"
     WELCOME = "welcome"
     ADJUST = "adjust"
+    STAMP = "stamp"  # a stamp a sale added (related_id: the sale)
+    CARD_FILLED = "card_filled"  # a full card's stamps back to its pool, and its reward
+    STAMPS_LAPSED = "stamps_lapsed"
+    VOUCHER = "voucher"  # a voucher honoured at its partner
+    GIFT = "gift"  # points one member gave another
+    DONATION = "donation"  # points given to a charity partner
 
-    ALL = (EARN, REDEEM, REVERSE, EXPIRE, REFERRAL, WELCOME, ADJUST)
+    ALL = (
+        EARN,
+        REDEEM,
+        REVERSE,
+        EXPIRE,
+        REFERRAL,
+        WELCOME,
+        ADJUST,
+        STAMP,
+        CARD_FILLED,
+        STAMPS_LAPSED,
+        VOUCHER,
+        GIFT,
+        DONATION,
+    )
     SALES = (EARN, REDEEM)  # a purchase at the till, with or without points
     SPEND = (EARN, REDEEM, REVERSE)  # what a member spent: sales less refunds
 
@@ -77,12 +99,15 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 class Partner(Base):
     __tablename__ = "partners"
+    __table_args__ = (CheckConstraint("kind IN ('business', 'charity')", name="kind"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     slug: Mapped[str] = mapped_column(String(40), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(60), default="")
     earn_percent: Mapped[Decimal] = mapped_column(Numeric(6, 3))
+    # "charity": takes donated points instead of sales.
+    kind: Mapped[str] = mapped_column(String(10), default="business", server_default="business")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -324,7 +349,9 @@ class Account(Base):
     __table_args__ = (
         CheckConstraint(_in("kind", AccountKind.ALL), name="kind"),
         # The one rule no load may break: a member's wallet never goes below zero.
-        CheckConstraint("kind <> 'member' OR balance >= 0", name="wallet_not_negative"),
+        CheckConstraint(
+            "kind NOT IN ('member', 'stamps') OR balance >= 0", name="wallet_not_negative"
+        ),
         # What the account counts: points, or the stamps of one stamp card. The entries of a
         # transaction sum to zero per unit (checked at commit, migration 0009).
         CheckConstraint("unit = 'points' OR unit LIKE 'stamps:_%'", name="unit"),
@@ -334,15 +361,19 @@ class Account(Base):
             name="hold_covered",
         ),
         CheckConstraint(
-            "(kind = 'member') = (member_id IS NOT NULL)"
-            " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)",
+            "(kind IN ('member', 'stamps')) = (member_id IS NOT NULL)"
+            " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)"
+            " AND (kind IN ('stamps', 'stamp_pool')) = (unit <> 'points')",
             name="owner",
         ),
+        # One wallet per member (kind 'member'), and one stamps account per member and card.
+        Index("uq_accounts_member", "member_id", unique=True, postgresql_where="kind = 'member'"),
         Index(
-            "uq_accounts_member",
+            "uq_accounts_member_unit",
             "member_id",
+            "unit",
             unique=True,
-            postgresql_where="member_id IS NOT NULL",
+            postgresql_where="kind = 'stamps'",
         ),
         Index(
             "uq_accounts_partner_kind",
@@ -354,6 +385,7 @@ class Account(Base):
         Index(
             "uq_accounts_system_kind",
             "kind",
+            "unit",
             unique=True,
             postgresql_where="member_id IS NULL AND partner_id IS NULL",
         ),
@@ -380,6 +412,11 @@ class Transaction(Base):
         CheckConstraint(
             "(kind = 'reverse') = (reverses_id IS NOT NULL)", name="reverse_has_origin"
         ),
+        CheckConstraint(
+            "discount IS NULL OR (discount > 0 AND discount < amount"
+            " AND paid <= amount - discount)",
+            name="discount_within_amount",
+        ),
         Index("ix_transactions_member_created", "member_id", "created_at"),
         Index("ix_transactions_partner_created", "partner_id", "created_at"),
         Index("ix_transactions_created_at", "created_at"),
@@ -397,6 +434,8 @@ class Transaction(Base):
     # Purchase total, and the part of it paid in money (the rest was paid with points).
     amount: Mapped[Decimal | None] = mapped_column(Money)
     paid: Mapped[Decimal | None] = mapped_column(Money)
+    # Money taken off the amount by the member's tier discount (paid is after it).
+    discount: Mapped[Decimal | None] = mapped_column(Money)
     receipt: Mapped[str | None] = mapped_column(String(100))
     reason: Mapped[str | None] = mapped_column(Text)
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
@@ -501,3 +540,94 @@ class AuditLog(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class RewardStock(Base):
+    """How many vouchers of a catalogue reward were issued: locked to keep `stock`."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (CheckConstraint("issued >= 0", name="issued_not_negative"),)
+
+    slug: Mapped[str] = mapped_column(String(40), primary_key=True)
+    issued: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class VoucherSource:
+    CATALOGUE = "catalogue"  # bought with the member's points, held until claimed
+    STAMP_CARD = "stamp_card"  # a full stamp card's reward, funded by a partner
+    PROMOTION = "promotion"
+
+
+class Voucher(Base):
+    """A reward to claim once at its partner before it expires. A voucher bought from the
+    catalogue holds the member's points (`hold_key`); claiming posts the hold to the
+    partner, expiry voids it. A funded voucher (stamp card, promotion) moves nothing until
+    it is honoured: then its funder's points go to the partner; unclaimed, it costs nothing."""
+
+    __tablename__ = "vouchers"
+    __table_args__ = (
+        CheckConstraint("points >= 0", name="points_not_negative"),
+        CheckConstraint("status IN ('open', 'claimed', 'expired', 'voided')", name="status"),
+        CheckConstraint("source IN ('catalogue', 'stamp_card', 'promotion')", name="source"),
+        CheckConstraint(
+            "(source = 'catalogue') = (hold_key IS NOT NULL)"
+            " AND (source = 'catalogue' OR funder_id IS NOT NULL OR points = 0)",
+            name="backing",
+        ),
+        CheckConstraint("(status = 'open') = (resolved_at IS NULL)", name="resolution"),
+        Index("ix_vouchers_open_member", "member_id", postgresql_where="status = 'open'"),
+        Index("ix_vouchers_open_expiry", "expires_at", postgresql_where="status = 'open'"),
+        Index("ix_vouchers_reward_member", "reward", "member_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), unique=True)  # typed at the till
+    reward: Mapped[str] = mapped_column(String(40))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))  # honours it
+    points: Mapped[int] = mapped_column(BigInteger)  # its value, settled when claimed
+    funder_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    hold_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    source: Mapped[str] = mapped_column(String(12))
+    source_tx_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    status: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))  # who claimed it
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+
+
+class Gift(Base):
+    """Points one member gives another: held on the giver's wallet until the friend accepts
+    through the shared link (posted to them), or returned after `expires_at` (voided)."""
+
+    __tablename__ = "gifts"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("status IN ('open', 'accepted', 'returned')", name="status"),
+        CheckConstraint(
+            "(status = 'accepted') = (receiver_id IS NOT NULL AND transaction_id IS NOT NULL)"
+            " AND (status = 'open') = (resolved_at IS NULL)",
+            name="resolution",
+        ),
+        CheckConstraint("receiver_id IS NULL OR receiver_id <> giver_id", name="not_to_oneself"),
+        Index("ix_gifts_giver_created", "giver_id", "created_at"),
+        Index("ix_gifts_open_expiry", "expires_at", postgresql_where="status = 'open'"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    giver_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    receiver_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    hold_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))

@@ -296,11 +296,14 @@ async def lock_members(session: AsyncSession, ids: list[int], *, delete: bool = 
     return {row.id for row in rows if row.deleted_at is None}
 
 
-async def system_account(session: AsyncSession, kind: str) -> int:
+async def system_account(session: AsyncSession, kind: str, unit: str = "points") -> int:
     return (
         await session.execute(
             select(Account.id).where(
-                Account.kind == kind, Account.member_id.is_(None), Account.partner_id.is_(None)
+                Account.kind == kind,
+                Account.unit == unit,
+                Account.member_id.is_(None),
+                Account.partner_id.is_(None),
             )
         )
     ).scalar_one()

@@ -16,7 +16,7 @@ _IDENTIFY = text(
            s.id AS staff_id, s.role, s.partner_id, p.slug, p.name
     FROM (SELECT CAST(:tg AS bigint) AS tg) AS who
     LEFT JOIN members m ON m.telegram_id = who.tg
-    LEFT JOIN accounts a ON a.member_id = m.id
+    LEFT JOIN accounts a ON a.member_id = m.id AND a.kind = 'member'
     LEFT JOIN staff s ON s.telegram_id = who.tg AND s.revoked_at IS NULL
     LEFT JOIN partners p ON p.id = s.partner_id
     """

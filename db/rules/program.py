@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -147,6 +147,9 @@ class Tier(_Strict):
     name: Annotated[Text, _text(1, 60)]
     min_spend: Dec = Field(ge=0, decimal_places=2)
     multiplier: Dec = Field(gt=0, le=100, decimal_places=3)
+    # Money off at every partner's till, at that partner's cost (points are earned on what
+    # is paid). A program of tiers with discounts and earn_percent = 0 is a discount program.
+    discount_percent: Dec = Field(default=Decimal(0), ge=0, lt=100, decimal_places=2)
 
 
 class Offer(_Strict):
@@ -158,10 +161,65 @@ class Offer(_Strict):
 class PartnerRules(_Strict):
     slug: Slug
     name: Annotated[Text, _text(1, 200)]
+    # "charity": takes donated points (/donate) instead of sales; settlement pays it.
+    kind: Literal["business", "charity"] = "business"
     category: Annotated[Text, _text(0, 60)] = Text("")
-    earn_percent: Dec = Field(ge=0, le=100, decimal_places=3)
+    earn_percent: Dec = Field(default=Decimal(0), ge=0, le=100, decimal_places=3)
     address: str = Field(default="", max_length=300)
     offers: list[Offer] = Field(default_factory=list)
+
+    @property
+    def charity(self) -> bool:
+        return self.kind == "charity"
+
+
+class StampCard(_Strict):
+    """ "The tenth coffee free": a sale of at least `min_purchase` at one of `partners` adds
+    one stamp (at most `per_day` a day, 0: no limit); `stamps` fill the card, which gives
+    `reward` (a voucher) or `reward_points` and starts a new card. `distinct_partners`: each
+    stamp from a different partner (a tour of the town). Stamps lapse `expire_days` after
+    the card's last stamp (0: never)."""
+
+    slug: Slug
+    name: Annotated[Text, _text(1, 100)]
+    partners: list[Slug] = Field(min_length=1)
+    stamps: Int = Field(ge=2, le=100)
+    min_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
+    per_day: Int = Field(default=1, ge=0, le=100)
+    distinct_partners: bool = False
+    reward: Slug | None = None
+    reward_points: Int = Field(default=0, ge=0, le=1_000_000)
+    expire_days: Int = Field(default=0, ge=0, le=36_500)
+
+    @model_validator(mode="after")
+    def _one_reward(self) -> StampCard:
+        if (self.reward is None) == (self.reward_points == 0):
+            raise ValueError("give the card exactly one of reward or reward_points")
+        if len(set(self.partners)) != len(self.partners):
+            raise ValueError("partners: a partner is listed twice")
+        if self.distinct_partners and self.stamps > len(self.partners):
+            raise ValueError(
+                f"distinct_partners needs at least as many partners as stamps ({self.stamps})"
+            )
+        return self
+
+
+class Reward(_Strict):
+    """A gift or a discount in the catalogue, claimed with a voucher at `partner`: bought for
+    `points` (0: only given by stamp cards and promotions), valid `valid_days`; `per_member`
+    and `stock` limit how many vouchers are issued (0: no limit)."""
+
+    slug: Slug
+    title: Annotated[Text, _text(1, 100)]
+    partner: Slug
+    points: Int = Field(default=0, ge=0, le=10_000_000)
+    valid_days: Int = Field(default=30, ge=1, le=3_650)
+    per_member: Int = Field(default=0, ge=0, le=1_000)
+    stock: Int = Field(default=0, ge=0, le=10_000_000)
+
+
+class GiftRules(_Strict):
+    max_points_per_day: Int = Field(default=0, ge=0, le=10_000_000)  # 0: no gifting
 
 
 class Program(_Strict):
@@ -169,6 +227,9 @@ class Program(_Strict):
     referral: ReferralRules = ReferralRules()
     tiers: list[Tier] = Field(min_length=1)
     partners: list[PartnerRules] = Field(min_length=1)
+    stamp_cards: list[StampCard] = Field(default_factory=list)
+    rewards: list[Reward] = Field(default_factory=list)
+    gifts: GiftRules = GiftRules()
 
     @field_validator("tiers")
     @classmethod
@@ -190,6 +251,33 @@ class Program(_Strict):
             if partner.slug in seen:
                 raise ValueError(f"partners[{i}].slug: duplicate slug {partner.slug!r}")
             seen.add(partner.slug)
+            if partner.charity and (partner.earn_percent or partner.offers):
+                raise ValueError(
+                    f"partners[{i}]: a charity takes donations, not sales: "
+                    "give it no earn_percent and no offers"
+                )
+        businesses = {p.slug for p in self.partners if not p.charity}
+        rewards: set[str] = set()
+        for i, reward in enumerate(self.rewards):
+            if reward.slug in rewards:
+                raise ValueError(f"rewards[{i}].slug: duplicate slug {reward.slug!r}")
+            rewards.add(reward.slug)
+            if reward.partner not in businesses:
+                raise ValueError(
+                    f"rewards[{i}].partner: {reward.partner!r} is not a partner that sells"
+                )
+        cards: set[str] = set()
+        for i, card in enumerate(self.stamp_cards):
+            if card.slug in cards:
+                raise ValueError(f"stamp_cards[{i}].slug: duplicate slug {card.slug!r}")
+            cards.add(card.slug)
+            for slug in card.partners:
+                if slug not in businesses:
+                    raise ValueError(
+                        f"stamp_cards[{i}].partners: {slug!r} is not a partner that sells"
+                    )
+            if card.reward is not None and card.reward not in rewards:
+                raise ValueError(f"stamp_cards[{i}].reward: no reward {card.reward!r}")
         return self
 
     @cached_property
@@ -198,6 +286,24 @@ class Program(_Strict):
 
     def partner(self, slug: str) -> PartnerRules | None:
         return self.partners_by_slug.get(slug)
+
+    @cached_property
+    def rewards_by_slug(self) -> dict[str, Reward]:
+        return {r.slug: r for r in self.rewards}
+
+    def reward(self, slug: str) -> Reward | None:
+        return self.rewards_by_slug.get(slug)
+
+    def stamp_card(self, slug: str) -> StampCard | None:
+        return next((c for c in self.stamp_cards if c.slug == slug), None)
+
+    def stamp_cards_at(self, partner: str) -> list[StampCard]:
+        """The stamp cards a sale at `partner` may stamp."""
+        return [c for c in self.stamp_cards if partner in c.partners]
+
+    @property
+    def charities(self) -> list[PartnerRules]:
+        return [p for p in self.partners if p.charity]
 
     def tier(self, name: str) -> Tier:
         """The tier of that name; the lowest one if the file no longer has it."""

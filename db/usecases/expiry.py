@@ -36,6 +36,10 @@ class ExpiredLot:
     expired_at: datetime
 
 
+# A lot's member's wallet (not their stamp cards).
+_wallet_of_lot = (Account.member_id == PointLot.member_id) & (Account.kind == AccountKind.MEMBER)
+
+
 async def expire_due(
     session: AsyncSession, *, now: datetime | None = None, batch: int = 500
 ) -> list[ExpiredLot]:
@@ -54,7 +58,7 @@ async def expire_due(
         due = (
             await session.execute(
                 select(PointLot.id, PointLot.member_id, Account.id)
-                .join(Account, Account.member_id == PointLot.member_id)
+                .join(Account, _wallet_of_lot)
                 .where(PointLot.remaining > 0, PointLot.expires_at <= now, PointLot.id > last_id)
                 .order_by(PointLot.id)
                 .limit(batch)
@@ -90,7 +94,7 @@ async def _expire_lot(
         remaining, held = (
             await session.execute(
                 select(PointLot.remaining, Account.held)
-                .join(Account, Account.member_id == PointLot.member_id)
+                .join(Account, _wallet_of_lot)
                 .where(PointLot.id == lot_id)
             )
         ).one()

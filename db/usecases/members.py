@@ -48,7 +48,7 @@ async def _load(session: AsyncSession, *conditions: object, created: bool = Fals
     row = (
         await session.execute(
             select(Member, Account.id, Account.balance, Account.held)
-            .join(Account, Account.member_id == Member.id)
+            .join(Account, (Account.member_id == Member.id) & (Account.kind == AccountKind.MEMBER))
             .where(*conditions)  # type: ignore[arg-type]
         )
     ).one_or_none()

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.ledger.models import Account, AccountKind, Partner
+from db.ledger.models import Account, AccountKind, Partner, RewardStock
 from db.ledger.writer import unit_of_work
 from db.rules.errors import UnknownPartner
 from db.rules.program import Program
@@ -35,6 +35,7 @@ async def sync_partners(session: AsyncSession, program: Program) -> None:
                 name=rules.name,
                 category=rules.category,
                 earn_percent=rules.earn_percent,
+                kind=rules.kind,
                 active=True,
             )
             partner_id = (
@@ -45,6 +46,7 @@ async def sync_partners(session: AsyncSession, program: Program) -> None:
                             "name": stmt.excluded.name,
                             "category": stmt.excluded.category,
                             "earn_percent": stmt.excluded.earn_percent,
+                            "kind": stmt.excluded.kind,
                             "active": True,
                         },
                     ).returning(Partner.id)
@@ -62,6 +64,27 @@ async def sync_partners(session: AsyncSession, program: Program) -> None:
         await session.execute(
             update(Partner).where(Partner.slug.not_in(slugs)).values(active=False)
         )
+        # Each stamp card's pool of stamps, and each catalogue reward's count of vouchers.
+        for card in program.stamp_cards:
+            await session.execute(
+                pg_insert(Account)
+                .values(kind=AccountKind.STAMP_POOL, unit=stamp_unit(card.slug))
+                .on_conflict_do_nothing(
+                    index_elements=[Account.kind, Account.unit],
+                    index_where=Account.member_id.is_(None) & Account.partner_id.is_(None),
+                )
+            )
+        if program.rewards:
+            await session.execute(
+                pg_insert(RewardStock)
+                .values([{"slug": r.slug} for r in program.rewards])
+                .on_conflict_do_nothing(index_elements=[RewardStock.slug])
+            )
+
+
+def stamp_unit(card: str) -> str:
+    """The ledger unit of a stamp card's stamps."""
+    return f"stamps:{card}"
 
 
 _issued = aliased(Account)

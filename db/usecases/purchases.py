@@ -407,7 +407,9 @@ async def _open_referral(
     if await lock_members(session, [member.referred_by_id]):  # before the inviter's wallet
         inviter_wallet = (
             await session.execute(
-                select(Account.id).where(Account.member_id == member.referred_by_id)
+                select(Account.id).where(
+                    Account.member_id == member.referred_by_id, Account.kind == AccountKind.MEMBER
+                )
             )
         ).scalar_one()
     inviter_points = referral.inviter_points if inviter_wallet is not None else 0
@@ -507,7 +509,11 @@ async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tu
         await session.execute(
             select(Entry.amount)
             .join(Account, Account.id == Entry.account_id)
-            .where(Entry.transaction_id == tx_id, Account.member_id == member_id)
+            .where(
+                Entry.transaction_id == tx_id,
+                Account.member_id == member_id,
+                Account.kind == AccountKind.MEMBER,
+            )
         )
     ).scalars()
     amounts = list(rows)
@@ -645,7 +651,11 @@ async def post_reversal(
     alive = await lock_members(session, member_ids)
     accounts = await partner_accounts(session, slug)
     wallet = (
-        await session.execute(select(Account.id).where(Account.member_id == orig.member_id))
+        await session.execute(
+            select(Account.id).where(
+                Account.member_id == orig.member_id, Account.kind == AccountKind.MEMBER
+            )
+        )
     ).scalar_one()
     program_acc = await system_account(session, AccountKind.PROGRAM)
     breakage = await system_account(session, AccountKind.BREAKAGE)
@@ -838,7 +848,7 @@ _REPLAY = text(
         (SELECT coalesce(sum(amount), 0) FROM transactions
          WHERE reverses_id = :sale AND id < :tx) AS refunded_earlier,
         (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount
-    FROM members AS m JOIN accounts AS w ON w.member_id = m.id, inviter
+    FROM members AS m JOIN accounts AS w ON w.member_id = m.id AND w.kind = 'member', inviter
     WHERE m.id = :member
     """
 )

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import (
     Account,
+    AccountKind,
     AuditLog,
     Member,
     Partner,
@@ -705,7 +706,7 @@ async def expire_requests(
         ).scalars()
         await session.execute(
             select(Account.id)
-            .where(Account.member_id.in_(set(members)))
+            .where(Account.member_id.in_(set(members)), Account.kind == AccountKind.MEMBER)
             .order_by(Account.id)
             .with_for_update(key_share=True)
         )
