@@ -28,6 +28,10 @@ HEADER = [
     "Who pays",
     "Points outstanding at end",
     "Liability at end",
+    "Vouchers honoured",
+    "Donations received",
+    "Vouchers funded",
+    "Stamp-card rewards",
 ]
 
 PARTNER, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
@@ -49,6 +53,7 @@ class _Line:
     expired: int = 0
     forfeited: int = 0
     outstanding: int = 0
+    parts: tuple[int, int, int, int] = (0, 0, 0, 0)  # the last four columns
 
     @property
     def net(self) -> int:
@@ -73,7 +78,17 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
     the partner; negative: the partner pays the coalition); the last line adds up each
     column."""
     lines = [
-        _Line(PARTNER, p.slug, p.name, p.points_issued, p.points_redeemed, 0, 0, p.outstanding)
+        _Line(
+            PARTNER,
+            p.slug,
+            p.name,
+            p.points_issued,
+            p.points_redeemed,
+            0,
+            0,
+            p.outstanding,
+            (p.vouchers_honoured, p.donations, p.vouchers_funded, p.stamp_rewards),
+        )
         for p in report.partners
     ]
     lines += [
@@ -117,6 +132,7 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
                 _who_pays(line, amount),
                 line.outstanding,
                 report.money(line.outstanding),
+                *line.parts,
             ]
         )
     writer.writerow(
@@ -137,5 +153,6 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
             "",
             report.outstanding,
             report.liability,
+            *(sum(line.parts[i] for line in lines) for i in range(4)),
         ]
     )

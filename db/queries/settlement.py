@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +45,11 @@ class PartnerPosition:
     points_issued: int
     points_redeemed: int
     outstanding: int = 0  # its share of the points members held at `end`
+    # Parts of the two figures above, by what moved the points:
+    vouchers_honoured: int = 0  # of points_redeemed: vouchers claimed at this partner
+    donations: int = 0  # of points_redeemed: points members gave this charity
+    vouchers_funded: int = 0  # of points_issued: vouchers it funded, honoured anywhere
+    stamp_rewards: int = 0  # of points_issued: points its full stamp cards gave
 
     @property
     def net_points(self) -> int:
@@ -125,18 +131,32 @@ _TOTALS = text(
                    WHERE t.created_at < :end AND t.kind = 'expire'
                      AND t.idempotency_key NOT LIKE :forfeit
                ) AS expired,
-               sum(e.amount) FILTER (WHERE t.created_at >= :end) AS after_end
+               sum(e.amount) FILTER (WHERE t.created_at >= :end) AS after_end,
+               sum(e.amount) FILTER (
+                   WHERE t.created_at < :end AND t.kind = 'voucher') AS vouchers,
+               sum(e.amount) FILTER (
+                   WHERE t.created_at < :end AND t.kind = 'donation') AS donations,
+               sum(e.amount) FILTER (
+                   WHERE t.created_at < :end AND t.kind = 'card_filled') AS stamp_rewards
         FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
         WHERE t.created_at >= :start
         GROUP BY e.account_id
     )
     SELECT a.kind, a.partner_id, coalesce(sum(m.in_period), 0) AS in_period,
            coalesce(sum(m.expired), 0) AS expired,
-           sum(a.balance) - coalesce(sum(m.after_end), 0) AS at_end
+           sum(a.balance) - coalesce(sum(m.after_end), 0) AS at_end,
+           coalesce(sum(m.vouchers), 0) AS vouchers, coalesce(sum(m.donations), 0) AS donations,
+           coalesce(sum(m.stamp_rewards), 0) AS stamp_rewards
     FROM accounts AS a LEFT JOIN moved AS m ON m.account_id = a.id
+    WHERE a.unit = 'points'
     GROUP BY a.kind, a.partner_id
     """
 )
+
+
+def _part(parts: dict[tuple[str, int | None], Any], kind: str, partner: int, name: str) -> int:
+    row = parts.get((kind, partner))
+    return int(getattr(row, name)) if row is not None else 0
 
 
 async def settlement(
@@ -149,6 +169,7 @@ async def settlement(
     ).all()
     period = {(r.kind, r.partner_id): int(r.in_period) for r in rows}
     to_date = {(r.kind, r.partner_id): int(r.at_end) for r in rows}
+    parts = {(r.kind, r.partner_id): r for r in rows}
     expired_points = sum(int(r.expired) for r in rows if r.kind == AccountKind.BREAKAGE)
     breakage = period.get((AccountKind.BREAKAGE, None), 0)
     partners = (await session.execute(select(Partner).order_by(Partner.id))).scalars().all()
@@ -165,6 +186,10 @@ async def settlement(
             points_issued=-period.get((AccountKind.PARTNER_ISSUED, p.id), 0),
             points_redeemed=period.get((AccountKind.PARTNER_REDEEMED, p.id), 0),
             outstanding=share,
+            vouchers_honoured=_part(parts, AccountKind.PARTNER_REDEEMED, p.id, "vouchers"),
+            donations=_part(parts, AccountKind.PARTNER_REDEEMED, p.id, "donations"),
+            vouchers_funded=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "vouchers"),
+            stamp_rewards=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "stamp_rewards"),
         )
         for p, share in zip(partners, shares, strict=False)
     ]
