@@ -21,7 +21,7 @@ from db.rules.program import Program
 from db.rules.tokens import card_token, read_card_token, referral_token
 from db.usecases.members import MemberInfo, find_by_telegram
 from db.usecases.outbox import owe, owed_for_purchase
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness, running_bot
 from tests.fakegram import UserClient, inline_buttons, text_of
 
@@ -101,13 +101,10 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
     assert (await member_of(sessions, ann)).referred_by_id is None
 
     async with sessions() as s:
-        sale = await earn(
+        sale = await record_sale(
             s,
             program,
-            member_id=bob_member.id,
-            partner="coffee",
-            amount=Decimal("25.00"),
-            key="sale",
+            Sale(member_id=bob_member.id, partner="coffee", amount=Decimal("25.00"), key="sale"),
         )
         await owe(s, *owed_for_purchase(sale))
         await s.commit()
@@ -243,13 +240,10 @@ async def test_history_pages_and_language_change(
     member = await member_of(sessions, ann)
     async with sessions() as s:
         for i in range(12):
-            await earn(
+            await record_sale(
                 s,
                 program,
-                member_id=member.id,
-                partner="books",
-                amount=Decimal(10 + i),
-                key=f"h{i}",
+                Sale(member_id=member.id, partner="books", amount=Decimal(10 + i), key=f"h{i}"),
             )
     await ann.send("/history")
     page = text_of(await ann.wait_message("Transactions"))

@@ -387,7 +387,7 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
 ) -> None:
     """A sale paid partly with points whose earned points the member spent: the refund goes
     through, takes back what is there and names one sum of cash to hand back."""
-    from db.usecases.purchases import redeem
+    from db.usecases.purchases import Sale, record_sale
 
     boss, ann = harness.user("Mia"), harness.user("Ann")
     await hire(harness, boss, "coffee", "manager")
@@ -395,11 +395,15 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
     async with sessions() as s:
         member = await find_by_telegram(s, ann.user_id)
         assert member is not None
-        sale = await redeem(
-            s, program, member_id=member.id, partner="coffee", amount=D40, points=10, key="s"
+        sale = await record_sale(
+            s,
+            program,
+            Sale(member_id=member.id, partner="coffee", amount=D40, redeem_points=10, key="s"),
         )
-        await redeem(
-            s, program, member_id=member.id, partner="books", amount=D478, points=239, key="x"
+        await record_sale(
+            s,
+            program,
+            Sale(member_id=member.id, partner="books", amount=D478, redeem_points=239, key="x"),
         )
     await boss.send(f"/refund {sale.transaction_id} all returned")
     done = text_of(await boss.wait_message("Refunded"))

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.models import Member
 from db.rules.program import Program
 from db.usecases.members import register_member
-from db.usecases.purchases import earn, reverse
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.tiers import recalculate_tiers
 
 D = Decimal
@@ -37,20 +37,22 @@ async def test_the_daily_recalculation_follows_the_trailing_window(
     for tg in (1, 2, 3):
         member = await register_member(session, program, telegram_id=tg, first_name="M", now=T0)
         ids[tg] = member.id
-    await earn(
-        session, program, member_id=ids[1], partner="gym", amount=D("1000"), key="a", now=T0
+    await record_sale(
+        session, program, Sale(member_id=ids[1], partner="gym", amount=D("1000"), key="a", now=T0)
     )
-    sale = await earn(
-        session, program, member_id=ids[2], partner="gym", amount=D("3500"), key="b", now=T0
+    sale = await record_sale(
+        session, program, Sale(member_id=ids[2], partner="gym", amount=D("3500"), key="b", now=T0)
     )
-    await reverse(
+    await record_refund(
         session,
         program,
-        transaction_id=sale.transaction_id,
-        amount=D("1000"),
-        key="r",
-        reason="returned",
-        now=T0 + timedelta(days=1),
+        Refund(
+            transaction_id=sale.transaction_id,
+            amount=D("1000"),
+            key="r",
+            reason="returned",
+            now=T0 + timedelta(days=1),
+        ),
     )
     # A refund lowers no tier at once; the recalculation does (3,500 − 1,000 is Silver).
     assert await _tiers(session) == {1: "Silver", 2: "Gold", 3: "Bronze"}

@@ -50,7 +50,9 @@ from db.usecases.members import MemberInfo, find_by_card, get_member
 from db.usecases.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.usecases.purchases import (
     PurchaseResult,
+    Refund,
     ReversalResult,
+    Sale,
     post_purchase,
     post_reversal,
     purchase_result,
@@ -203,13 +205,15 @@ async def till_sale(
             result = await post_purchase(
                 session,
                 program,
-                member_id=member_id,
-                partner=staff.partner_slug,
-                amount=amount,
-                key=key,
-                receipt=receipt,
-                staff_id=staff.id,
-                now=now,
+                Sale(
+                    member_id=member_id,
+                    partner=staff.partner_slug,
+                    amount=amount,
+                    key=key,
+                    receipt=receipt,
+                    staff_id=staff.id,
+                    now=now,
+                ),
             )
         except IdempotencyConflict:
             if receipt is None:
@@ -500,15 +504,17 @@ async def confirm_redemption(
         result = await post_purchase(
             session,
             program,
-            member_id=req.member_id,
-            partner=slug,
-            amount=req.amount,
-            key=redemption_key(public_id),
-            redeem_points=req.points,
+            Sale(
+                member_id=req.member_id,
+                partner=slug,
+                amount=req.amount,
+                key=redemption_key(public_id),
+                redeem_points=req.points,
+                receipt=req.receipt,
+                staff_id=req.staff_id,
+                now=now,
+            ),
             post_hold=redemption_key(public_id),
-            receipt=req.receipt,
-            staff_id=req.staff_id,
-            now=now,
         )
         await session.execute(
             update(RedemptionRequest)
@@ -786,12 +792,14 @@ async def till_refund(
         result = await post_reversal(
             session,
             program,
-            transaction_id=transaction_id,
-            key=key,
-            reason=reason,
-            amount=amount,
-            partner=staff.partner_slug,
-            staff_id=staff.id,
+            Refund(
+                transaction_id=transaction_id,
+                key=key,
+                reason=reason,
+                amount=amount,
+                partner=staff.partner_slug,
+                staff_id=staff.id,
+            ),
         )
         if not result.replayed:
             await audit(
