@@ -364,6 +364,27 @@ async def test_tier_upgrade_multiplies_next_earnings(
         session, program, Sale(member_id=m, partner="gym", amount=D("100"), key="b")
     )
     assert second.points_earned == 300  # 100 × 2 % × 1.5
+    assert first.tier_reached and not second.tier_reached
+    assert (await get_member(session, m)).tier == "Silver"
+
+
+async def test_tier_upgrade_on_the_sale_that_pays_an_invitation_reward(
+    session: AsyncSession, program: Program
+) -> None:
+    """That sale is posted by the use case with the reward's legs, not by ledger_sale: the
+    member moves up all the same, and a sale at the top tier moves nobody."""
+    inviter = await join(session, program, 1)
+    friend = await join(session, program, 2, inviter_id=inviter)
+    sale = await record_sale(
+        session, program, Sale(member_id=friend, partner="gym", amount=D("3000"), key="q")
+    )
+    assert sale.referral is not None
+    assert sale.tier == "Gold" and sale.tier_reached
+    assert (await get_member(session, friend)).tier == "Gold"
+    top = await record_sale(
+        session, program, Sale(member_id=friend, partner="gym", amount=D("10"), key="t")
+    )
+    assert top.tier == "Gold" and not top.tier_reached
 
 
 async def test_adjust_needs_reason_and_respects_balance(

@@ -220,15 +220,7 @@ async def post_purchase(
     if tx_id is None:
         return await purchase_result(session, await find_posted(session, key, digest), True)
     if row.posted:
-        current = program.tier(member.tier)
-        tier: str = current.name
-        if program.next_tier(current.name) is not None:
-            reached = program.tier_for_spend(Decimal(row.spend))
-            if reached.min_spend > current.min_spend:
-                await session.execute(
-                    update(Member).where(Member.id == member.id).values(tier=reached.name)
-                )
-                tier = reached.name
+        tier = await _tier_after_sale(session, program, member, row.spend)
         return PurchaseResult(
             transaction_id=tx_id,
             kind=kind,
@@ -419,12 +411,8 @@ async def _finish_purchase(
     """Post the sale (its legs and lots) and read the wallet's balance and the member's
     trailing spend, in one statement, the last before the commit: a sale holds its partner's
     account row, which every sale at that partner needs, from its entries to its commit.
-
-    The member moves up at once when a purchase crosses a tier; moving down waits for the
-    daily recalculation, so a refund never surprises anyone at the till. At the top tier
-    there is nothing to reach."""
-    current = program.tier(member.tier)
-    check_tier = program.next_tier(current.name) is not None
+    At the top tier there is nothing to reach, and the spend is not read."""
+    check_tier = program.next_tier(member.tier) is not None
     posted = await post(
         session,
         legs,
@@ -435,16 +423,25 @@ async def _finish_purchase(
         params=spend_params(member.id, now) if check_tier else None,
     )
     assert posted is not None  # the transaction was opened by ledger_sale
-    balance = posted.balances[member.wallet_id]
-    if not check_tier:
-        return current.name, balance
-    reached = program.tier_for_spend(Decimal(posted.extra[0]))
-    if reached.min_spend > current.min_spend:
-        await session.execute(
-            update(Member).where(Member.id == member.id).values(tier=reached.name)
-        )
-        return reached.name, balance
-    return current.name, balance
+    spend = posted.extra[0] if check_tier else None
+    tier = await _tier_after_sale(session, program, member, spend)
+    return tier, posted.balances[member.wallet_id]
+
+
+async def _tier_after_sale(
+    session: AsyncSession, program: Program, member: MemberInfo, spend: Decimal | None
+) -> str:
+    """The member's tier after a sale that left their trailing spend at `spend` (None: not
+    read). The member moves up at once when a purchase crosses a tier; moving down waits for
+    the daily recalculation, so a refund never surprises anyone at the till."""
+    current = program.tier(member.tier)
+    if spend is None or program.next_tier(current.name) is None:
+        return current.name
+    reached = program.tier_for_spend(Decimal(spend))
+    if reached.min_spend <= current.min_spend:
+        return current.name
+    await session.execute(update(Member).where(Member.id == member.id).values(tier=reached.name))
+    return reached.name
 
 
 async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tuple[int, int]:
