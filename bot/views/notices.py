@@ -43,8 +43,7 @@ def _money(program: Program, value: Any) -> str:
 
 
 def _partner(program: Program, slug: Any) -> str:
-    partner = program.partner(str(slug))
-    return escape(fmt.text(partner.name) if partner else str(slug))
+    return escape(fmt.partner_name(program, str(slug)))
 
 
 def _balance(p: dict[str, Any]) -> str:

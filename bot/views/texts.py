@@ -111,9 +111,7 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             moved.append("+" + fmt.points(item.points_in))
         if item.points_out:
             moved.append("−" + fmt.points(item.points_out))
-        partner = program.partner(item.partner) if item.partner else None
-        name = fmt.text(partner.name) if partner else item.partner
-        where = f" · {escape(name)}" if name else ""
+        where = f" · {escape(fmt.partner_name(program, item.partner))}" if item.partner else ""
         lines.append(
             f"{fmt.day(item.created_at)}{where} · {_what(item, currency)}: "
             + (", ".join(moved) or fmt.points(0))
