@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.filters import IsOwner, PrivateChat
-from bot.handlers.staff.staff_join import role_name
+from bot.roles import role_name
 from bot.views import formatting as fmt
 from bot.views.links import start_link
 from bot.views.menus import clear_chat_menu, set_owner_menus
