@@ -1,6 +1,6 @@
 """Each rule stated once: the daily tier recalculation reads the tier rule from the program
-(no thresholds restated in SQL), and a scan keeps the sale kinds, the tier window and the
-money of points from being restated elsewhere."""
+(no thresholds restated in SQL), and a scan keeps the sale kinds, the tier window, the
+money of points and the spend rule from being restated elsewhere."""
 
 from __future__ import annotations
 
@@ -97,3 +97,12 @@ def test_the_sale_kinds_and_the_tier_window_are_stated_once() -> None:
     assert re.search(r"days\s*=\s*365\b", "timedelta(days=365)")
     assert _restated(kinds, "db/ledger/models.py") == []
     assert _restated(r"days\s*=\s*365\b|'365 days'", "db/rules/program.py") == []
+
+
+def test_the_spend_rule_is_stated_once() -> None:
+    """Money spent (sales' paid part less refunds' money) is spend_expression, which the
+    tiers, the wallet and the KPIs all use; no SQL writes the refund's minus again."""
+    signed = r"(?i)\bTHEN\s+-\s*[\w.]*paid\b|-\s*[\w.]*\bpaid\b\)?\s*,\s*else_"
+    assert re.search(signed, "sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END)")
+    assert re.search(signed, "case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)")
+    assert _restated(signed, "db/usecases/purchases.py") == []

@@ -376,10 +376,15 @@ async def _open_referral(
     )
 
 
-def spend_expression() -> ColumnElement[Any]:
-    """Money a member spent: purchases' paid part, less the money part of refunds."""
-    tx = Transaction.__table__.c
-    return func.coalesce(func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)), 0)
+def spend_expression(
+    tx: Any = None, where: ColumnElement[bool] | None = None
+) -> ColumnElement[Any]:
+    """Money a member spent: purchases' paid part, less the money part of refunds, summed
+    over the transactions' columns `tx` (default: the table's; the caller selects the
+    TxKind.SPEND kinds), of the rows `where` keeps (default: all)."""
+    tx = Transaction.__table__.c if tx is None else tx
+    spent = func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid))
+    return func.coalesce(spent if where is None else spent.filter(where), 0)
 
 
 # The statements of a sale are built once, from table columns rather than ORM attributes:
