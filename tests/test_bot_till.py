@@ -7,13 +7,16 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import RedeemCb, TillCb
+from bot.handlers.staff import till as till_handlers
 from bot.workers.jobs import close_expired_requests
 from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.rules.program import Program
+from db.usecases import till as till_usecases
 from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, inline_buttons, text_of
@@ -204,6 +207,25 @@ async def _ask_for_points(cashier: UserClient, ann: UserClient, points: str) -> 
     await cashier.send(points)
     await cashier.wait_message("Waiting for the member")
     return await ann.wait_message("Confirm?")
+
+
+async def test_the_waiting_text_says_how_long_the_request_lasts(
+    harness: BotHarness, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The minutes the cashier is told are the request's lifetime, REQUEST_TTL."""
+    monkeypatch.setattr(till_usecases, "REQUEST_TTL", timedelta(minutes=5))
+    monkeypatch.setattr(till_handlers, "REQUEST_TTL", till_usecases.REQUEST_TTL)
+    cashier, ann = harness.user("C"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await _ask_for_points(cashier, ann, "20")
+    waiting = [text_of(m) for m in cashier.messages if "Waiting for the member" in text_of(m)]
+    assert len(waiting) == 1 and waiting[0].endswith("The request lasts 5 minutes.")
+    async with sessions() as s:
+        (lifetime,) = (
+            await s.execute(select(RedemptionRequest.expires_at - RedemptionRequest.created_at))
+        ).one()
+    assert lifetime == timedelta(minutes=5)
 
 
 async def test_max_offered_is_what_the_request_takes(
