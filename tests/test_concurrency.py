@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import Hold, RedemptionRequest, Transaction
@@ -132,6 +132,48 @@ async def test_mixed_traffic_on_shared_accounts_does_not_deadlock(
     outcomes = Counter(await asyncio.gather(*(one(i) for i in range(120))))
     assert set(outcomes) <= {"ok", "not_enough_points"}
     assert outcomes["ok"] >= 60
+
+
+async def test_expiry_locks_the_wallets_in_the_mode_the_void_takes(
+    sessions: Sessions, program: Program
+) -> None:
+    """expire_requests locks the wallets before it closes the requests, FOR NO KEY UPDATE:
+    the lock voiding a hold takes. A weaker lock (FOR KEY SHARE) would be upgraded by the
+    void, and two batches holding it would deadlock."""
+    t0 = datetime.now(UTC)
+    async with sessions() as s:
+        m = (await register_member(s, program, telegram_id=1)).id
+        staff = await accept_invite(
+            s,
+            await create_invite(s, created_by=1, role="cashier", partner_slug="coffee"),
+            telegram_id=99,
+        )
+        await request_redemption(
+            s,
+            program,
+            staff,
+            member_id=m,
+            amount=D("10"),
+            points=10,
+            dialog="late",
+            staff_chat_id=99,
+            now=t0,
+        )
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    async with sessions() as s:
+        engine = s.bind.sync_engine  # type: ignore[union-attr]
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            closed = await expire_requests(s, program, now=t0 + timedelta(minutes=3))
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert [r.public_id for r in closed] == ["late"]
+    prelock = [q for q in statements if "FROM accounts" in q and " FOR " in q]
+    assert prelock and all("FOR NO KEY UPDATE" in q for q in prelock), statements
 
 
 async def test_a_hold_resolves_once_when_confirm_decline_and_timeout_race(

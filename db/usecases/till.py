@@ -697,9 +697,11 @@ async def expire_requests(
     """Close every pending request past its time; the caller tells both sides."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
-        # Closing a request voids its hold, which locks the member's wallet: as a single
-        # confirmation or decline does, take the requests first, then the wallets (in id
-        # order, as every posting does), so this batch cannot deadlock with them.
+        # Closing a request voids its hold, which locks the member's wallet FOR NO KEY
+        # UPDATE: as a single confirmation or decline does, take the requests first, then
+        # the wallets in id order (as every posting does) and in that same mode (a weaker
+        # lock taken first would be upgraded later, and two holders upgrading deadlock), so
+        # this batch cannot deadlock with them. SQLAlchemy spells it key_share=True.
         due = (RedemptionRequest.status == "pending") & (RedemptionRequest.expires_at <= now)
         members = (
             await session.execute(
