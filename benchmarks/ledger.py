@@ -7,10 +7,11 @@ end, with the same number of concurrent clients for the same time, after a short
   back, update one teller and one branch, append a history row, commit. It is the server's
   own yardstick for short write transactions on a hot row, driven from C, so it shows what
   this server and machine can do for work of this shape.
-- The ledger's `earn` use case (`db.usecases.purchases.earn`), as the bot calls it: per purchase, a
-  `transactions` row, two `entries` (the database applies them to the balances and checks
-  that they sum to zero), a point lot and the tier check, in one database transaction, from
-  asyncio through SQLAlchemy and asyncpg, with the app's own engine settings.
+- The ledger's sale use case (`db.usecases.purchases.record_sale`) earning points, as the
+  bot calls it: per purchase, a `transactions` row, two `entries` (the database applies them
+  to the balances and checks that they sum to zero), a point lot and the tier check, in one
+  database transaction, from asyncio through SQLAlchemy and asyncpg, with the app's own
+  engine settings.
 
 So `ledger/pgbench` is the share of the server's capacity for this kind of work that the
 ledger delivers; the rest goes to Python, SQLAlchemy and the ledger's extra guarantees
@@ -48,7 +49,7 @@ from db.migrate import upgrade
 from db.rules.program import Program
 from db.usecases.members import register_member
 from db.usecases.partners import sync_partners
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests import pg
 from tests.conftest import make_program
 
@@ -201,13 +202,15 @@ async def earn_client(
         while time.perf_counter() < deadline:
             amount = Decimal(rng.randint(500, 15_000)) / 100
             started = time.perf_counter()
-            await earn(
+            await record_sale(
                 session,
                 program,
-                member_id=rng.choice(members),
-                partner=rng.choice(slugs),
-                amount=amount,
-                key=f"bench:{name}:{len(latencies)}",
+                Sale(
+                    member_id=rng.choice(members),
+                    partner=rng.choice(slugs),
+                    amount=amount,
+                    key=f"bench:{name}:{len(latencies)}",
+                ),
             )
             latencies.append((time.perf_counter() - started) * 1000)
     return latencies

@@ -4,12 +4,13 @@ registry is process-wide, and a process runs one bot."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, Update
 from prometheus_client import Counter, Histogram
+
+from bot.middlewares import Handler
 
 UPDATES = Counter("loyalty_updates_total", "Telegram updates handled", ["type"])
 ERRORS = Counter("loyalty_update_errors_total", "Updates whose handling raised", ["type"])
@@ -23,12 +24,7 @@ DELIVERIES = Counter("loyalty_deliveries_total", "Messages the bot sent on its o
 
 
 class MetricsMiddleware(BaseMiddleware):
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         kind = event.event_type if isinstance(event, Update) else type(event).__name__
         started = time.perf_counter()
         try:

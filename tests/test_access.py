@@ -20,7 +20,7 @@ from db.usecases.members import find_by_telegram
 from db.usecases.staff import active_staff
 from db.usecases.till import till_refund
 from tests.botharness import BotHarness
-from tests.till import card_photo, hire, join
+from tests.till import hire, join, start_sale
 
 ROOT = Path(__file__).resolve().parent.parent
 Sessions = async_sessionmaker[AsyncSession]
@@ -72,10 +72,7 @@ async def test_a_forged_refund_by_a_cashier_is_refused_by_the_use_case(
     cashier, ann = harness.user("C"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
-    await cashier.send_photo(await card_photo(ann))
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click("🧾 Sale: earn points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann)
     await cashier.send("40")
     await cashier.wait_message("✅")
     async with sessions() as s:

@@ -20,7 +20,7 @@ from db.queries.wallet import set_marketing_consent
 from db.rules.program import Program
 from db.usecases.campaigns import Segment, create_campaign, get_campaign, schedule_campaign
 from db.usecases.members import find_by_telegram, register_member
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, inline_buttons, text_of
@@ -88,7 +88,9 @@ async def test_schedule_in_local_time_by_text_or_button(
     zone = program.program.zone
     ids = await consenting(sessions, program, 50_001, 50_002)
     async with sessions() as s:
-        await earn(s, program, member_id=ids[0], partner="books", amount=Decimal(10), key="k")
+        await record_sale(
+            s, program, Sale(member_id=ids[0], partner="books", amount=Decimal(10), key="k")
+        )
     mia = await marketer(harness, "Mia")
     offer = await compose(mia, "Books week", partner="Chapter One Books")
     assert "to customers of Chapter One Books: 1 member. Send it?" in offer

@@ -12,8 +12,10 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.i18n import build_i18n
 from bot.views import formatting as fmt
-from bot.views import keyboards
+from bot.views import keyboards, texts
+from bot.views.notices import RENDERERS
 from bot.views.qr import decode_qr
 from db.ledger.models import Member
 from db.rules.cards import normalize_card_number
@@ -21,8 +23,9 @@ from db.rules.program import Program
 from db.rules.tokens import card_token, read_card_token, referral_token
 from db.usecases.members import MemberInfo, find_by_telegram
 from db.usecases.outbox import owe, owed_for_purchase
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness, running_bot
+from tests.conftest import make_program
 from tests.fakegram import UserClient, inline_buttons, text_of
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -101,13 +104,10 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
     assert (await member_of(sessions, ann)).referred_by_id is None
 
     async with sessions() as s:
-        sale = await earn(
+        sale = await record_sale(
             s,
             program,
-            member_id=bob_member.id,
-            partner="coffee",
-            amount=Decimal("25.00"),
-            key="sale",
+            Sale(member_id=bob_member.id, partner="coffee", amount=Decimal("25.00"), key="sale"),
         )
         await owe(s, *owed_for_purchase(sale))
         await s.commit()
@@ -116,7 +116,10 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
     assert "+125 points" in note and "Balance: 275 points." in note
     assert "+100 points: Ann's invitation paid off." in note
     told = text_of(await ann.wait_message("whom you invited"))
-    assert told == "🎁 +200 points: Bob, whom you invited, made their first purchase!"
+    assert told == (
+        "🎁 +200 points: Bob, whom you invited, made their first purchase of PLN\u00a020.00 "
+        "or more!"
+    )
     await ann.send("/invite")
     assert "Friends invited: 1. Rewarded: 1." in text_of(await ann.wait_message("Your link"))
     await bob.send("/history")
@@ -127,6 +130,29 @@ async def test_referral_link_binds_inviter_once_and_rewards_both(
     assert "reward for inviting a friend: +200 points" in text_of(
         await ann.wait_message("Transactions")
     )
+
+
+@pytest.mark.parametrize("minimum", ["0", "20.00"])
+def test_referral_texts_name_the_qualifying_amount_only_when_there_is_one(minimum: str) -> None:
+    """The reward comes with the friend's first purchase of the qualifying amount: every
+    text says so, and says "first purchase" alone (no "0.00 or more") when any qualifies."""
+    program = make_program(referral={"qualifying_purchase": minimum})
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("en"):
+        said = [
+            texts.invite_terms(program),
+            texts.invitation(program, "Ann"),
+            texts.invitation(program, None),
+            RENDERERS["referral_inviter"](program, {"points": 200, "member_name": "Bob"}).text,
+            RENDERERS["referral_inviter"](program, {"points": 200}).text,
+            RENDERERS["referral_reversed"](program, {"points": 200}).text,
+        ]
+    for text in said:
+        assert "first purchase" in text, text
+        if minimum == "0":
+            assert "or more" not in text and "0.00" not in text, text
+        else:
+            assert "first purchase of PLN\u00a020.00 or more" in text, text
 
 
 async def test_export_then_delete(harness: BotHarness, sessions: Sessions) -> None:
@@ -243,13 +269,10 @@ async def test_history_pages_and_language_change(
     member = await member_of(sessions, ann)
     async with sessions() as s:
         for i in range(12):
-            await earn(
+            await record_sale(
                 s,
                 program,
-                member_id=member.id,
-                partner="books",
-                amount=Decimal(10 + i),
-                key=f"h{i}",
+                Sale(member_id=member.id, partner="books", amount=Decimal(10 + i), key=f"h{i}"),
             )
     await ann.send("/history")
     page = text_of(await ann.wait_message("Transactions"))

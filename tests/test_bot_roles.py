@@ -24,7 +24,7 @@ from db.rules.errors import DomainError
 from db.rules.program import Program
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.fakegram import UserClient, text_of
-from tests.till import card_link_payload, hire, join
+from tests.till import EARN, REDEEM, card_link_payload, hire, join, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
 LANGUAGES = ("", "en", "ru", "uk", "pl")
@@ -205,7 +205,7 @@ async def test_staff_are_told_what_happened_not_to_join(
     await carl.wait_message("Points can pay up to")
     await carl.send("12.50")
     await carl.wait_message("Tap “🧾 Sale: earn points”")
-    await carl.click("🧾 Sale: earn points")
+    await carl.click(EARN)
     await carl.wait_message("Enter the purchase amount")
     await carl.send("12.50")
     await carl.wait_message("✅")
@@ -326,37 +326,25 @@ async def test_any_command_leaves_the_till_prompts(
     await hire(harness, carl, "coffee", "cashier")
     await join(ann)
 
-    await carl.send("/start " + await card_link_payload(ann))
-    await carl.wait_message("Points can pay up to")
-    await carl.click("🧾 Sale: earn points")
-    await carl.wait_message("Enter the purchase amount")
+    await start_sale(carl, ann, EARN, by_link=True)
     await carl.send("/shift")  # leaves the amount prompt, and shows the shift
     await carl.wait_message("No operations yet today.")
     await carl.send("12.50")
     await carl.wait_message("No sale is open")
 
-    await carl.send("/start " + await card_link_payload(ann))
-    await carl.wait_message("Points can pay up to")
-    await carl.click("🧾 Sale: earn points")
-    await carl.wait_message("Enter the purchase amount")
+    await start_sale(carl, ann, EARN, by_link=True)
     await carl.press("💰 Balance")  # a menu button is a command too, not an amount
     await carl.wait_message("🏅 Tier")
     assert not [m for m in carl.messages if "is not an amount" in text_of(m)]
 
-    await carl.send("/start " + await card_link_payload(ann))
-    await carl.wait_message("Points can pay up to")
-    await carl.click("💳 Sale: use points")
-    await carl.wait_message("Enter the purchase amount")
+    await start_sale(carl, ann, REDEEM, by_link=True)
     await carl.send("10")
     await carl.wait_message("How many points?")
     await carl.send("/help")  # leaves the points prompt
     await carl.wait_message("As a cashier of")
     await carl.send("20")
     await carl.wait_message("No sale is open")
-    await carl.send("/start " + await card_link_payload(ann))
-    await carl.wait_message("Points can pay up to")
-    await carl.click("🧾 Sale: earn points")
-    await carl.wait_message("Enter the purchase amount")
+    await start_sale(carl, ann, EARN, by_link=True)
     await carl.send("/cancel")
     await carl.wait_message("Cancelled. Nothing was posted.")
 

@@ -15,7 +15,7 @@ from db.rules.program import Program
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, text_of
-from tests.till import card_photo, hire, join
+from tests.till import EARN, REDEEM, hire, join, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
 ZONE = "Asia/Kathmandu"  # +05:45: a time shown in UTC or any whole-hour zone is caught
@@ -24,13 +24,6 @@ ZONE = "Asia/Kathmandu"  # +05:45: a time shown in UTC or any whole-hour zone is
 @pytest.fixture
 def program() -> Program:
     return make_program(program={"timezone": ZONE})
-
-
-async def start_sale(cashier: UserClient, member: UserClient, button: str) -> None:
-    await cashier.send_photo(await card_photo(member))
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click(button)
-    await cashier.wait_message("Enter the purchase amount")
 
 
 def count(user: UserClient, needle: str) -> int:
@@ -44,11 +37,11 @@ async def test_one_receipt_per_sale_and_shift_in_local_time(
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
 
-    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await start_sale(cashier, ann, EARN)
     await cashier.send("40 #A-1043")
     await cashier.wait_message("✅")
 
-    await start_sale(cashier, ann, "💳 Sale: use points")
+    await start_sale(cashier, ann, REDEEM)
     await cashier.send("10 #B-7")
     await cashier.wait_message("How many points?")
     await cashier.send("20")

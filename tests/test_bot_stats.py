@@ -24,7 +24,7 @@ from db.ledger.models import AuditLog, Transaction
 from db.queries.settlement import settlement
 from db.rules.program import Program
 from db.usecases.members import register_member
-from db.usecases.purchases import record_purchase
+from db.usecases.purchases import Sale, record_sale
 from db.usecases.staff import active_staff
 from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM, make_program
@@ -49,15 +49,17 @@ async def seed(sessions: Sessions, program: Program) -> None:
             (bob.id, "coffee", "10.00", 0, 2),
             (bob.id, "coffee", "20.00", 100, 1),
         ]:
-            await record_purchase(
+            await record_sale(
                 s,
                 program,
-                member_id=member,
-                partner=partner,
-                amount=Decimal(amount),
-                redeem_points=points,
-                key=f"seed:{member}:{days}",
-                now=now - timedelta(days=days),
+                Sale(
+                    member_id=member,
+                    partner=partner,
+                    amount=Decimal(amount),
+                    redeem_points=points,
+                    key=f"seed:{member}:{days}",
+                    now=now - timedelta(days=days),
+                ),
             )
 
 
@@ -245,14 +247,16 @@ async def test_shift_shows_the_programs_local_times(
         staff = await active_staff(s, carl.user_id)
         assert staff is not None
         ann = await register_member(s, program, telegram_id=9001)
-        sale = await record_purchase(
+        sale = await record_sale(
             s,
             program,
-            member_id=ann.id,
-            partner="coffee",
-            amount=Decimal("12.00"),
-            key="shift-1",
-            staff_id=staff.id,
+            Sale(
+                member_id=ann.id,
+                partner="coffee",
+                amount=Decimal("12.00"),
+                key="shift-1",
+                staff_id=staff.id,
+            ),
         )
     async with sessions() as s:
         posted = await s.scalar(
@@ -292,14 +296,16 @@ async def test_cli_settlement_counts_the_same_local_days_as_the_bot(
             s, program, telegram_id=9001, now=datetime(2026, 11, 1, tzinfo=UTC)
         )
         # 23:30 UTC on Nov 5 is 00:30 on Nov 6 in Warsaw: a sale of Nov 6 there.
-        await record_purchase(
+        await record_sale(
             s,
             program,
-            member_id=ann.id,
-            partner="coffee",
-            amount=Decimal("40.00"),
-            key="late",
-            now=datetime(2026, 11, 5, 23, 30, tzinfo=UTC),
+            Sale(
+                member_id=ann.id,
+                partner="coffee",
+                amount=Decimal("40.00"),
+                key="late",
+                now=datetime(2026, 11, 5, 23, 30, tzinfo=UTC),
+            ),
         )
     owner = harness.owner()
     await owner.send("/settlement 2026-11-06..2026-11-06")

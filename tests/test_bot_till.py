@@ -7,17 +7,29 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import RedeemCb, TillCb
+from bot.handlers.staff import till as till_handlers
 from bot.workers.jobs import close_expired_requests
 from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.rules.program import Program
+from db.usecases import till as till_usecases
 from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, inline_buttons, text_of
-from tests.till import card_link_payload, card_photo, hire, join
+from tests.till import (
+    EARN,
+    REDEEM,
+    card_link_payload,
+    card_photo,
+    hire,
+    join,
+    open_panel,
+    start_sale,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 D40, D478 = Decimal("40.00"), Decimal("4.78")
@@ -38,11 +50,6 @@ async def count_sales(sessions: Sessions) -> int:
         )
 
 
-async def open_panel_by_photo(cashier: UserClient, member: UserClient) -> None:
-    await cashier.send_photo(await card_photo(member))
-    await cashier.wait_message("Points can pay up to")
-
-
 async def test_till_day_one(harness: BotHarness, sessions: Sessions) -> None:
     """Invite → cashier joins → member shows card → cashier photographs the QR → earn →
     member notified → sale with points, confirmed by the member → balances exact."""
@@ -50,10 +57,9 @@ async def test_till_day_one(harness: BotHarness, sessions: Sessions) -> None:
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
 
-    await open_panel_by_photo(cashier, ann)
-    panel = text_of(cashier.messages[-1])
+    panel = text_of(await open_panel(cashier, ann))
     assert "Ann" in panel and "Bronze" in panel and "50 points" in panel
-    await cashier.click("🧾 Sale: earn points")
+    await cashier.click(EARN)
     await cashier.wait_message("Enter the purchase amount")
     await cashier.send("40,00")
     done = text_of(await cashier.wait_message("✅"))
@@ -63,10 +69,7 @@ async def test_till_day_one(harness: BotHarness, sessions: Sessions) -> None:
     assert await balance_of(sessions, ann) == 250
 
     # Second sale: the camera opens the card's deep link.
-    await cashier.send("/start " + await card_link_payload(ann))
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click("💳 Sale: use points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann, REDEEM, by_link=True)
     await cashier.send("10")
     await cashier.wait_message("How many points? Up to 250 points")
     await cashier.send("max")
@@ -101,9 +104,7 @@ async def test_every_bad_amount_is_refused_and_changes_nothing(
     cashier, ann = harness.user("Carl"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
-    await open_panel_by_photo(cashier, ann)
-    await cashier.click("🧾 Sale: earn points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann)
     for bad, answer in [
         ("0", "not an amount"),
         ("-5", "not an amount"),
@@ -144,7 +145,7 @@ async def test_card_number_typed_and_receipt_key_posts_once(
     for _ in range(2):  # the same receipt entered twice: one posting
         await cashier.send(f"{number[:4]} {number[4:8]} {number[8:]}")
         await cashier.wait_message("Points can pay up to")
-        await cashier.click("🧾 Sale: earn points")
+        await cashier.click(EARN)
         await cashier.wait_message("Enter the purchase amount")
         await cashier.send("20 #R-1")
         await cashier.wait_message("✅")
@@ -164,7 +165,7 @@ async def test_two_cashiers_credit_one_member_at_once(
         await hire(harness, cashier, partner, "cashier")
         await cashier.send("/start " + payload)
         await cashier.wait_message("Points can pay up to")
-        await cashier.click("🧾 Sale: earn points")
+        await cashier.click(EARN)
         await cashier.wait_message("Enter the purchase amount")
     await asyncio.gather(*(c.send("100") for c in cashiers))
     for cashier in cashiers:
@@ -178,9 +179,7 @@ async def test_redelivered_amount_update_posts_once(
     cashier, ann = harness.user("Carl"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
-    await open_panel_by_photo(cashier, ann)
-    await cashier.click("🧾 Sale: earn points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann)
     sent = await cashier.send("30")
     # Telegram delivering the very same message again (a retried webhook, say).
     harness.server.push_update({"message": sent})
@@ -196,14 +195,31 @@ def _request_id(message: dict) -> str:
 
 
 async def _ask_for_points(cashier: UserClient, ann: UserClient, points: str) -> dict:
-    await open_panel_by_photo(cashier, ann)
-    await cashier.click("💳 Sale: use points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann, REDEEM)
     await cashier.send("10")
     await cashier.wait_message("How many points?")
     await cashier.send(points)
     await cashier.wait_message("Waiting for the member")
     return await ann.wait_message("Confirm?")
+
+
+async def test_the_waiting_text_says_how_long_the_request_lasts(
+    harness: BotHarness, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The minutes the cashier is told are the request's lifetime, REQUEST_TTL."""
+    monkeypatch.setattr(till_usecases, "REQUEST_TTL", timedelta(minutes=5))
+    monkeypatch.setattr(till_handlers, "REQUEST_TTL", till_usecases.REQUEST_TTL)
+    cashier, ann = harness.user("C"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await _ask_for_points(cashier, ann, "20")
+    waiting = [text_of(m) for m in cashier.messages if "Waiting for the member" in text_of(m)]
+    assert len(waiting) == 1 and waiting[0].endswith("The request lasts 5 minutes.")
+    async with sessions() as s:
+        (lifetime,) = (
+            await s.execute(select(RedemptionRequest.expires_at - RedemptionRequest.created_at))
+        ).one()
+    assert lifetime == timedelta(minutes=5)
 
 
 async def test_max_offered_is_what_the_request_takes(
@@ -214,9 +230,7 @@ async def test_max_offered_is_what_the_request_takes(
     cashier, ann = harness.user("C"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)  # 50 welcome points
-    await open_panel_by_photo(cashier, ann)
-    await cashier.click("💳 Sale: use points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann, REDEEM)
     await cashier.send("0.60")  # 50 % of PLN 0.60 is 30 points
     offer = await cashier.wait_message("How many points? Up to 30 points")
     assert [b["text"] for b in inline_buttons(offer)] == ["Max: 30", "✖ Cancel"]
@@ -308,9 +322,7 @@ async def test_refunds_by_managers_of_the_right_partner_only(
     await hire(harness, coffee_boss, "coffee", "manager")
     await hire(harness, books_boss, "books", "manager")
     await join(ann)
-    await open_panel_by_photo(cashier, ann)
-    await cashier.click("🧾 Sale: earn points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann)
     await cashier.send("40")
     await cashier.wait_message("✅")
     async with sessions() as s:
@@ -340,8 +352,7 @@ async def test_revoked_cashier_loses_the_till(harness: BotHarness, sessions: Ses
     cashier, ann = harness.user("Carl"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
-    await open_panel_by_photo(cashier, ann)
-    panel = cashier.messages[-1]
+    panel = await open_panel(cashier, ann)
     owner = harness.owner()
     await owner.send("/staff_list")
     listing = text_of(await owner.wait_message("Staff"))
@@ -387,7 +398,7 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
 ) -> None:
     """A sale paid partly with points whose earned points the member spent: the refund goes
     through, takes back what is there and names one sum of cash to hand back."""
-    from db.usecases.purchases import redeem
+    from db.usecases.purchases import Sale, record_sale
 
     boss, ann = harness.user("Mia"), harness.user("Ann")
     await hire(harness, boss, "coffee", "manager")
@@ -395,11 +406,15 @@ async def test_refund_after_the_points_were_spent_names_one_sum_of_cash(
     async with sessions() as s:
         member = await find_by_telegram(s, ann.user_id)
         assert member is not None
-        sale = await redeem(
-            s, program, member_id=member.id, partner="coffee", amount=D40, points=10, key="s"
+        sale = await record_sale(
+            s,
+            program,
+            Sale(member_id=member.id, partner="coffee", amount=D40, redeem_points=10, key="s"),
         )
-        await redeem(
-            s, program, member_id=member.id, partner="books", amount=D478, points=239, key="x"
+        await record_sale(
+            s,
+            program,
+            Sale(member_id=member.id, partner="books", amount=D478, redeem_points=239, key="x"),
         )
     await boss.send(f"/refund {sale.transaction_id} all returned")
     done = text_of(await boss.wait_message("Refunded"))

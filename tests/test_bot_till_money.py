@@ -24,7 +24,7 @@ from db.usecases.till import request_redemption, till_sale
 from tests.botharness import BotHarness
 from tests.conftest import make_program
 from tests.fakegram import UserClient, inline_buttons, text_of
-from tests.till import card_photo, hire, join
+from tests.till import EARN, REDEEM, card_photo, hire, join, open_panel, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -51,15 +51,8 @@ async def audit_actions(sessions: Sessions) -> list[str]:
         return list((await s.execute(select(AuditLog.action).order_by(AuditLog.id))).scalars())
 
 
-async def start_sale(cashier: UserClient, member: UserClient, button: str) -> dict:
-    await cashier.send_photo(await card_photo(member))
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click(button)
-    return await cashier.wait_message("Enter the purchase amount")
-
-
 async def earn(cashier: UserClient, member: UserClient, typed: str) -> dict:
-    await start_sale(cashier, member, "🧾 Sale: earn points")
+    await start_sale(cashier, member, EARN)
     sent = await cashier.send(typed)
     return await cashier.wait_message(
         lambda m: text_of(m).startswith("✅") and m["message_id"] > sent["message_id"]
@@ -69,7 +62,7 @@ async def earn(cashier: UserClient, member: UserClient, typed: str) -> dict:
 async def ask_for_points(
     cashier: UserClient, member: UserClient, amount: str, points: str
 ) -> None:
-    await start_sale(cashier, member, "💳 Sale: use points")
+    await start_sale(cashier, member, REDEEM)
     await cashier.send(amount)
     await cashier.wait_message("How many points?")
     await cashier.send(points)
@@ -81,7 +74,7 @@ async def test_amount_rule_refuses_guesses_and_reads_currency_and_receipt(
     cashier, ann = harness.user("Carl"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
-    prompt = text_of(await start_sale(cashier, ann, "🧾 Sale: earn points"))
+    prompt = text_of(await start_sale(cashier, ann, EARN))
     assert "12,50" in prompt and "12.50 #A-1043" in prompt  # the prompt says the rule
     for bad in ("12 50", "8 42", "20 15", "1 250", "1e3", "12.505", "12.50 A-1043", "5 EUR"):
         await cashier.send(bad)
@@ -139,7 +132,7 @@ async def test_same_amount_to_same_member_within_minutes_asks_again(
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
     await earn(cashier, ann, "30")
-    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await start_sale(cashier, ann, EARN)
     await cashier.send("30")
     question = await cashier.wait_message("Post it again?")
     assert "PLN\u00a030.00 to this member in the last minute" in text_of(question)
@@ -154,7 +147,7 @@ async def test_same_amount_to_same_member_within_minutes_asks_again(
         await cashier.wait_callback_answer(tap)
     assert len(await sales(sessions)) == 2
 
-    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await start_sale(cashier, ann, EARN)
     await cashier.send("30,00 pln")
     question = await cashier.wait_message("Post it again?")
     await cashier.click("✖ Cancel")
@@ -239,7 +232,7 @@ async def test_cancel_after_a_sale_says_what_was_posted(
     assert "+45 points" in said
 
     # A dialog with nothing posted in it is still cancelled plainly.
-    await start_sale(cashier, ann, "🧾 Sale: earn points")
+    await start_sale(cashier, ann, EARN)
     await cashier.send("/cancel")
     await cashier.wait_message("Cancelled. Nothing was posted.")
     assert len(await sales(sessions)) == 2
@@ -315,10 +308,7 @@ async def test_member_who_blocked_the_bot_is_reported_at_once(
             break
         await asyncio.sleep(0.02)
     assert await unreachable(ann)
-    await cashier.send_photo(photo)
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click("💳 Sale: use points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, photo, REDEEM)
     await cashier.send("10")
     await cashier.wait_message("How many points?")
     await cashier.send("20")
@@ -331,10 +321,7 @@ async def test_member_who_blocked_the_bot_is_reported_at_once(
     # Not yet known: Telegram refuses the confirmation request with 403.
     bob_card = await card_photo(bob)
     harness.server.block(bob.user_id)  # sends to Bob now fail; the bot was not told
-    await cashier.send_photo(bob_card)
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click("💳 Sale: use points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, bob_card, REDEEM)
     await cashier.send("8")
     await cashier.wait_message("How many points?")
     await cashier.send("20")
@@ -377,20 +364,19 @@ async def test_a_new_card_always_opens_a_new_sale(harness: BotHarness, sessions:
     await join(ann)
     await join(bob)
     await earn(cashier, ann, "30 #z-1")
-    await start_sale(cashier, bob, "🧾 Sale: earn points")
+    await start_sale(cashier, bob, EARN)
     await cashier.send("30 #Z-1")  # the receipt is Ann's sale's: the same, read in capitals
     taken = text_of(await cashier.wait_message("already posted here today"))
     assert "Receipt Z-1" in taken
     await cashier.send("12 50")
     await cashier.wait_message("is not an amount")
-    await cashier.send_photo(await card_photo(ann))  # the next customer
-    panel = text_of(await cashier.wait_message("Points can pay up to"))
+    panel = text_of(await open_panel(cashier, ann))  # the next customer
     assert panel.startswith("👤 Ann")
-    await cashier.click("🧾 Sale: earn points")
+    await cashier.click(EARN)
     await cashier.wait_message("Enter the purchase amount")
     await cashier.send("10")
     assert text_of(await cashier.wait_message("PLN\u00a010.00")).startswith("✅ Ann: ")
-    await start_sale(cashier, bob, "🧾 Sale: earn points")
+    await start_sale(cashier, bob, EARN)
     async with sessions() as s:
         ann_member = await find_by_telegram(s, ann.user_id)
     assert ann_member is not None
@@ -412,7 +398,7 @@ async def test_points_a_request_holds_cannot_be_asked_for_again(
     await join(ann)  # 50 points
     await ask_for_points(carl, ann, "10", "40")
     await ann.wait_message("Bean There Coffee asks")
-    await start_sale(dora, ann, "💳 Sale: use points")
+    await start_sale(dora, ann, REDEEM)
     await dora.send("10")
     offer = await dora.wait_message("How many points?")
     assert "Up to 10 points" in text_of(offer), text_of(offer)
@@ -535,7 +521,7 @@ async def test_no_free_points_is_no_dead_end(harness: BotHarness, sessions: Sess
     await join(ann)
     await ask_for_points(cashier, ann, "10", "50")  # all 50 points held by this request
     await ann.wait_message("Confirm?")
-    await start_sale(cashier, ann, "💳 Sale: use points")
+    await start_sale(cashier, ann, REDEEM)
     await cashier.send("8")
     offer = await cashier.wait_message("none free")
     assert "Post PLN\u00a08.00 without points?" in text_of(offer)

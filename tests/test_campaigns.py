@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, update
@@ -24,7 +25,7 @@ from db.usecases.campaigns import (
     start_campaign,
 )
 from db.usecases.members import register_member
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -134,21 +135,15 @@ async def test_segments_schedule_and_cancel(
                     )
                 ).id
             )
-        await earn(
+        await record_sale(
             s,
             program,
-            member_id=ids[0],
-            partner="books",
-            amount=__import__("decimal").Decimal("1500"),
-            key="a",
+            Sale(member_id=ids[0], partner="books", amount=Decimal("1500"), key="a"),
         )
-        await earn(
+        await record_sale(
             s,
             program,
-            member_id=ids[2],
-            partner="coffee",
-            amount=__import__("decimal").Decimal("5"),
-            key="b",
+            Sale(member_id=ids[2], partner="coffee", amount=Decimal("5"), key="b"),
         )
         await s.execute(
             update(Member).where(Member.id == ids[3]).values(joined_at=now - timedelta(days=90))

@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import Hold, RedemptionRequest, Transaction
 from db.rules import errors
 from db.rules.program import Program
 from db.usecases.members import get_member, register_member
-from db.usecases.purchases import earn, record_purchase, reverse
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
 
@@ -29,21 +29,25 @@ async def test_50_concurrent_redemptions_never_overdraw(
 ) -> None:
     async with sessions() as s:
         m = (await register_member(s, program, telegram_id=1)).id
-        await earn(s, program, member_id=m, partner="coffee", amount=D("200"), key="fund")
+        await record_sale(
+            s, program, Sale(member_id=m, partner="coffee", amount=D("200"), key="fund")
+        )
         balance = (await get_member(s, m)).balance
     assert balance == 1050
 
     async def attempt(i: int) -> str:
         async with sessions() as s:
             try:
-                await record_purchase(
+                await record_sale(
                     s,
                     program,
-                    member_id=m,
-                    partner="books",
-                    amount=D("2.00"),
-                    redeem_points=100,
-                    key=f"redeem-{i}",
+                    Sale(
+                        member_id=m,
+                        partner="books",
+                        amount=D("2.00"),
+                        redeem_points=100,
+                        key=f"redeem-{i}",
+                    ),
                 )
             except errors.NotEnoughPoints:
                 return "refused"
@@ -66,7 +70,9 @@ async def test_1000_replays_of_one_earn_post_once(sessions: Sessions, program: P
 
     async def replay() -> tuple[int, bool]:
         async with gate, sessions() as s:
-            r = await earn(s, program, member_id=m, partner="coffee", amount=D("10"), key="once")
+            r = await record_sale(
+                s, program, Sale(member_id=m, partner="coffee", amount=D("10"), key="once")
+            )
             return r.transaction_id, r.replayed
 
     results = await asyncio.gather(*(replay() for _ in range(1000)))
@@ -87,7 +93,9 @@ async def test_mixed_traffic_on_shared_accounts_does_not_deadlock(
         a = (await register_member(s, program, telegram_id=1)).id
         b = (await register_member(s, program, telegram_id=2, inviter_id=a)).id
         c = (await register_member(s, program, telegram_id=3, inviter_id=b)).id
-        seed = await earn(s, program, member_id=a, partner="coffee", amount=D("500"), key="seed")
+        seed = await record_sale(
+            s, program, Sale(member_id=a, partner="coffee", amount=D("500"), key="seed")
+        )
     rng = random.Random(7)
     members, partners = [a, b, c], ["coffee", "books"]
 
@@ -95,23 +103,27 @@ async def test_mixed_traffic_on_shared_accounts_does_not_deadlock(
         async with sessions() as s:
             try:
                 if i % 10 == 0:
-                    await reverse(
+                    await record_refund(
                         s,
                         program,
-                        transaction_id=seed.transaction_id,
-                        amount=D("5"),
-                        key=f"rev-{i}",
-                        reason="partial refund",
+                        Refund(
+                            transaction_id=seed.transaction_id,
+                            amount=D("5"),
+                            key=f"rev-{i}",
+                            reason="partial refund",
+                        ),
                     )
                 else:
-                    await record_purchase(
+                    await record_sale(
                         s,
                         program,
-                        member_id=rng.choice(members),
-                        partner=rng.choice(partners),
-                        amount=D("25.00"),
-                        redeem_points=rng.choice([0, 0, 300]),
-                        key=f"p-{i}",
+                        Sale(
+                            member_id=rng.choice(members),
+                            partner=rng.choice(partners),
+                            amount=D("25.00"),
+                            redeem_points=rng.choice([0, 0, 300]),
+                            key=f"p-{i}",
+                        ),
                     )
             except errors.DomainError as exc:
                 return exc.code
@@ -120,6 +132,48 @@ async def test_mixed_traffic_on_shared_accounts_does_not_deadlock(
     outcomes = Counter(await asyncio.gather(*(one(i) for i in range(120))))
     assert set(outcomes) <= {"ok", "not_enough_points"}
     assert outcomes["ok"] >= 60
+
+
+async def test_expiry_locks_the_wallets_in_the_mode_the_void_takes(
+    sessions: Sessions, program: Program
+) -> None:
+    """expire_requests locks the wallets before it closes the requests, FOR NO KEY UPDATE:
+    the lock voiding a hold takes. A weaker lock (FOR KEY SHARE) would be upgraded by the
+    void, and two batches holding it would deadlock."""
+    t0 = datetime.now(UTC)
+    async with sessions() as s:
+        m = (await register_member(s, program, telegram_id=1)).id
+        staff = await accept_invite(
+            s,
+            await create_invite(s, created_by=1, role="cashier", partner_slug="coffee"),
+            telegram_id=99,
+        )
+        await request_redemption(
+            s,
+            program,
+            staff,
+            member_id=m,
+            amount=D("10"),
+            points=10,
+            dialog="late",
+            staff_chat_id=99,
+            now=t0,
+        )
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    async with sessions() as s:
+        engine = s.bind.sync_engine  # type: ignore[union-attr]
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            closed = await expire_requests(s, program, now=t0 + timedelta(minutes=3))
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert [r.public_id for r in closed] == ["late"]
+    prelock = [q for q in statements if "FROM accounts" in q and " FOR " in q]
+    assert prelock and all("FOR NO KEY UPDATE" in q for q in prelock), statements
 
 
 async def test_a_hold_resolves_once_when_confirm_decline_and_timeout_race(

@@ -16,7 +16,7 @@ from db.rules.tokens import identity_hash
 from db.usecases.campaigns import Segment, create_campaign, start_campaign
 from db.usecases.members import find_by_telegram, get_member, register_member
 from db.usecases.privacy import delete_member
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.till import hire
@@ -66,8 +66,8 @@ async def test_joining_again_pays_no_second_welcome_and_no_second_referral(
     async with sessions() as s:
         bob_member = await find_by_telegram(s, bob.user_id)
         assert bob_member is not None and bob_member.balance == 50
-        first = await earn(
-            s, program, member_id=bob_member.id, partner="coffee", amount=D("20"), key="a"
+        first = await record_sale(
+            s, program, Sale(member_id=bob_member.id, partner="coffee", amount=D("20"), key="a")
         )
     assert first.referral is not None
     assert await balance(sessions, ann) == 250
@@ -92,8 +92,8 @@ async def test_joining_again_pays_no_second_welcome_and_no_second_referral(
         new_bob = await find_by_telegram(s, bob.user_id)
         assert new_bob is not None and new_bob.id != bob_member.id
         assert new_bob.balance == 0 and new_bob.referred_by_id is None
-        second = await earn(
-            s, program, member_id=new_bob.id, partner="coffee", amount=D("20"), key="b"
+        second = await record_sale(
+            s, program, Sale(member_id=new_bob.id, partner="coffee", amount=D("20"), key="b")
         )
     assert second.referral is None and second.balance == 100
     assert await balance(sessions, ann) == 250
@@ -110,7 +110,9 @@ async def test_after_deletion_the_id_and_name_are_nowhere(
     async with sessions() as s:
         member = await find_by_telegram(s, zeph.user_id)
         assert member is not None
-        await earn(s, program, member_id=member.id, partner="coffee", amount=D("9"), key="e")
+        await record_sale(
+            s, program, Sale(member_id=member.id, partner="coffee", amount=D("9"), key="e")
+        )
     await cashier.send(member.card_number)
     await cashier.wait_message("Points can pay up to")
     await cashier.click("💳 Sale: use points")
@@ -179,13 +181,15 @@ async def test_deletion_during_a_sale_neither_deadlocks_nor_credits_the_deleted(
         async def sale(member_id: int = member.id, trial: int = trial) -> str:
             async with sessions() as s:
                 try:
-                    await earn(
+                    await record_sale(
                         s,
                         program,
-                        member_id=member_id,
-                        partner="coffee",
-                        amount=D("40"),
-                        key=f"sale:{trial}",
+                        Sale(
+                            member_id=member_id,
+                            partner="coffee",
+                            amount=D("40"),
+                            key=f"sale:{trial}",
+                        ),
                     )
                 except UnknownMember:
                     return "refused"

@@ -16,7 +16,7 @@ from db.engine import create_engine, session_factory
 from db.migrate import upgrade
 from db.rules.program import Program
 from db.usecases.members import get_member
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness, running_bot
 from tests.conftest import reset_ledger
 from tests.fakegram import text_of
@@ -56,8 +56,10 @@ async def test_database_restart_while_serving(program: Program) -> None:
             assert "try again" in text_of(await ann.wait_message("try again", timeout=20))
             async with sessions() as s:  # a sale during the outage is refused whole
                 with pytest.raises((OSError, DBAPIError)):
-                    await earn(
-                        s, program, member_id=1, partner="coffee", amount=Decimal(10), key="x"
+                    await record_sale(
+                        s,
+                        program,
+                        Sale(member_id=1, partner="coffee", amount=Decimal(10), key="x"),
                     )
 
             server.start()  # and comes back

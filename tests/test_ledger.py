@@ -16,11 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.models import Entry, PointLot, Transaction
 from db.ledger.writer import hold, void_holds
 from db.rules import errors
+from db.rules.points import check_points
 from db.rules.program import Program
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
-from db.usecases.purchases import earn, purchase_result, redeem, reversal_result, reverse
+from db.usecases.purchases import (
+    Refund,
+    Sale,
+    purchase_result,
+    record_refund,
+    record_sale,
+    reversal_result,
+)
 
 D = Decimal
 
@@ -49,8 +57,8 @@ async def test_register_gives_welcome_points_once(session: AsyncSession, program
 async def test_earn_uses_percent_tier_and_floor(session: AsyncSession, program: Program) -> None:
     m = await join(session, program)
     # 12.39 × 5 % = 0.6195 money = 61.95 points -> 61
-    result = await earn(
-        session, program, member_id=m, partner="coffee", amount=D("12.39"), key="k1"
+    result = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("12.39"), key="k1")
     )
     assert result.points_earned == 61
     assert result.balance == 50 + 61
@@ -62,13 +70,17 @@ async def test_bad_amounts_write_nothing(session: AsyncSession, program: Program
     before = await count(session, Transaction)
     for bad in (D("0"), D("-5"), D("5000.01"), D("1.234"), D("NaN"), D("Infinity"), 12.5, "12"):
         with pytest.raises((errors.InvalidAmount, errors.AmountTooLarge)):
-            await earn(
-                session, program, member_id=m, partner="coffee", amount=bad, key=f"bad{bad}"
+            await record_sale(
+                session, program, Sale(member_id=m, partner="coffee", amount=bad, key=f"bad{bad}")
             )  # type: ignore[arg-type]
     with pytest.raises(errors.UnknownPartner):
-        await earn(session, program, member_id=m, partner="nope", amount=D("10"), key="p")
+        await record_sale(
+            session, program, Sale(member_id=m, partner="nope", amount=D("10"), key="p")
+        )
     with pytest.raises(errors.UnknownMember):
-        await earn(session, program, member_id=999, partner="coffee", amount=D("10"), key="m")
+        await record_sale(
+            session, program, Sale(member_id=999, partner="coffee", amount=D("10"), key="m")
+        )
     assert await count(session, Transaction) == before
 
 
@@ -77,10 +89,14 @@ async def test_redeem_spends_oldest_lots_and_earns_on_paid(
 ) -> None:
     m = await join(session, program)  # 50 welcome points, the oldest lot
     t0 = datetime.now(UTC)
-    await earn(session, program, member_id=m, partner="coffee", amount=D("100"), key="e1", now=t0)
+    await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("100"), key="e1", now=t0)
+    )
     # 100 × 5 % = 500 points; wallet 550
-    result = await redeem(
-        session, program, member_id=m, partner="books", amount=D("10.00"), points=500, key="r1"
+    result = await record_sale(
+        session,
+        program,
+        Sale(member_id=m, partner="books", amount=D("10.00"), redeem_points=500, key="r1"),
     )
     assert result.points_redeemed == 500
     assert result.paid == D("5.00")
@@ -95,25 +111,29 @@ async def test_redeem_spends_oldest_lots_and_earns_on_paid(
 async def test_redeem_limits(session: AsyncSession, program: Program) -> None:
     m = await join(session, program)
     with pytest.raises(errors.RedeemLimitExceeded) as info:
-        await redeem(
-            session, program, member_id=m, partner="coffee", amount=D("0.80"), points=41, key="x"
+        await record_sale(
+            session,
+            program,
+            Sale(member_id=m, partner="coffee", amount=D("0.80"), redeem_points=41, key="x"),
         )
     assert info.value.params["max"] == 40
     with pytest.raises(errors.NotEnoughPoints):
-        await redeem(
-            session, program, member_id=m, partner="coffee", amount=D("10"), points=51, key="y"
+        await record_sale(
+            session,
+            program,
+            Sale(member_id=m, partner="coffee", amount=D("10"), redeem_points=51, key="y"),
         )
-    for bad in (0, -1, 10**13, True):
+    for bad in (-1, 10**13, True):
         with pytest.raises(errors.InvalidPoints):
-            await redeem(
+            await record_sale(
                 session,
                 program,
-                member_id=m,
-                partner="coffee",
-                amount=D("10"),
-                points=bad,
-                key="z",
+                Sale(member_id=m, partner="coffee", amount=D("10"), redeem_points=bad, key="z"),
             )
+    # No points to redeem is a sale without redemption; where points are asked for (a
+    # redemption request, an adjustment), zero is refused by the check they both use.
+    with pytest.raises(errors.InvalidPoints):
+        check_points(0)
     assert (await get_member(session, m)).balance == 50
 
 
@@ -121,13 +141,19 @@ async def test_replay_returns_original_and_conflict_raises(
     session: AsyncSession, program: Program
 ) -> None:
     m = await join(session, program)
-    first = await earn(session, program, member_id=m, partner="coffee", amount=D("20"), key="same")
-    again = await earn(session, program, member_id=m, partner="coffee", amount=D("20"), key="same")
+    first = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("20"), key="same")
+    )
+    again = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("20"), key="same")
+    )
     assert again.replayed and not first.replayed
     assert again.transaction_id == first.transaction_id
     assert again.points_earned == first.points_earned == 100
     with pytest.raises(errors.IdempotencyConflict):
-        await earn(session, program, member_id=m, partner="coffee", amount=D("21"), key="same")
+        await record_sale(
+            session, program, Sale(member_id=m, partner="coffee", amount=D("21"), key="same")
+        )
     assert (await get_member(session, m)).balance == 150
 
 
@@ -135,39 +161,42 @@ async def test_full_refund_claws_back_earned_points(
     session: AsyncSession, program: Program
 ) -> None:
     m = await join(session, program)
-    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("40"), key="s")
+    sale = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("40"), key="s")
+    )
     assert sale.points_earned == 200
-    back = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="r", reason="returned"
+    back = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r", reason="returned")
     )
     assert back.points_clawed_back == 200 and back.shortfall == 0
     assert back.money_refund == D("40.00")
     assert back.balance == 50
     with pytest.raises(errors.AlreadyReversed):
-        await reverse(
-            session, program, transaction_id=sale.transaction_id, key="r2", reason="again"
+        await record_refund(
+            session, program, Refund(transaction_id=sale.transaction_id, key="r2", reason="again")
         )
 
 
 async def test_partial_refunds_add_up_to_full(session: AsyncSession, program: Program) -> None:
     m = await join(session, program)
-    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("33.33"), key="s")
+    sale = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("33.33"), key="s")
+    )
     assert sale.points_earned == 166
     clawed = 0
     for i, part in enumerate((D("10.00"), D("10.00"), D("13.33"))):
-        r = await reverse(
+        r = await record_refund(
             session,
             program,
-            transaction_id=sale.transaction_id,
-            amount=part,
-            key=f"r{i}",
-            reason="r",
+            Refund(transaction_id=sale.transaction_id, amount=part, key=f"r{i}", reason="r"),
         )
         clawed += r.points_clawed_back
     assert clawed == 166
     assert (await get_member(session, m)).balance == 50
     with pytest.raises(errors.AlreadyReversed):
-        await reverse(session, program, transaction_id=sale.transaction_id, key="r9", reason="r")
+        await record_refund(
+            session, program, Refund(transaction_id=sale.transaction_id, key="r9", reason="r")
+        )
 
 
 async def test_a_partial_refund_of_a_points_sale_gives_back_exactly_its_sum(
@@ -177,20 +206,19 @@ async def test_a_partial_refund_of_a_points_sale_gives_back_exactly_its_sum(
     (the member's side of 12.5) and 9.87 in money, 10.00 in all; the rest returns the other
     37 points and 29.63, so the two add up to the sale."""
     m = await join(session, program)
-    sale = await redeem(
-        session, program, member_id=m, partner="coffee", amount=D("40.00"), points=50, key="s"
-    )
-    first = await reverse(
+    sale = await record_sale(
         session,
         program,
-        transaction_id=sale.transaction_id,
-        amount=D("10.00"),
-        key="a",
-        reason="cup",
+        Sale(member_id=m, partner="coffee", amount=D("40.00"), redeem_points=50, key="s"),
+    )
+    first = await record_refund(
+        session,
+        program,
+        Refund(transaction_id=sale.transaction_id, amount=D("10.00"), key="a", reason="cup"),
     )
     assert (first.points_returned, first.money_refund) == (13, D("9.87"))
-    rest = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="b", reason="cup"
+    rest = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="b", reason="cup")
     )
     assert (rest.points_returned, rest.money_refund) == (37, D("29.63"))
     assert first.money_refund + rest.money_refund == sale.paid
@@ -198,35 +226,33 @@ async def test_a_partial_refund_of_a_points_sale_gives_back_exactly_its_sum(
 
 async def test_refund_too_large_and_bad_targets(session: AsyncSession, program: Program) -> None:
     m = await join(session, program)
-    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("10"), key="s")
+    sale = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("10"), key="s")
+    )
     with pytest.raises(errors.RefundTooLarge):
-        await reverse(
+        await record_refund(
             session,
             program,
-            transaction_id=sale.transaction_id,
-            amount=D("10.01"),
-            key="a",
-            reason="r",
+            Refund(transaction_id=sale.transaction_id, amount=D("10.01"), key="a", reason="r"),
         )
     with pytest.raises(errors.ReasonRequired):
-        await reverse(session, program, transaction_id=sale.transaction_id, key="b", reason="  ")
+        await record_refund(
+            session, program, Refund(transaction_id=sale.transaction_id, key="b", reason="  ")
+        )
     with pytest.raises(errors.UnknownTransaction):
-        await reverse(session, program, transaction_id=424242, key="c", reason="r")
+        await record_refund(session, program, Refund(transaction_id=424242, key="c", reason="r"))
     with pytest.raises(errors.WrongPartner):
-        await reverse(
+        await record_refund(
             session,
             program,
-            transaction_id=sale.transaction_id,
-            key="d",
-            reason="r",
-            partner="books",
+            Refund(transaction_id=sale.transaction_id, key="d", reason="r", partner="books"),
         )
     welcome = (
         await session.execute(select(Transaction.id).where(Transaction.kind == "welcome"))
     ).scalar_one()
     await session.rollback()
     with pytest.raises(errors.NotReversible):
-        await reverse(session, program, transaction_id=welcome, key="e", reason="r")
+        await record_refund(session, program, Refund(transaction_id=welcome, key="e", reason="r"))
     assert (await get_member(session, m)).balance == 100
 
 
@@ -234,11 +260,15 @@ async def test_reversing_a_redemption_returns_points(
     session: AsyncSession, program: Program
 ) -> None:
     m = await join(session, program)
-    sale = await redeem(
-        session, program, member_id=m, partner="books", amount=D("1.00"), points=50, key="s"
+    sale = await record_sale(
+        session,
+        program,
+        Sale(member_id=m, partner="books", amount=D("1.00"), redeem_points=50, key="s"),
     )
     assert sale.balance == 1 and sale.paid == D("0.50") and sale.points_earned == 1
-    back = await reverse(session, program, transaction_id=sale.transaction_id, key="r", reason="r")
+    back = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r", reason="r")
+    )
     assert back.points_returned == 50 and back.points_clawed_back == 1
     assert back.money_refund == D("0.50")
     assert back.balance == 50
@@ -248,18 +278,24 @@ async def test_refund_of_spent_points_reports_shortfall(
     session: AsyncSession, program: Program
 ) -> None:
     m = await join(session, program)
-    sale = await earn(session, program, member_id=m, partner="coffee", amount=D("20"), key="s")
+    sale = await record_sale(
+        session, program, Sale(member_id=m, partner="coffee", amount=D("20"), key="s")
+    )
     assert sale.points_earned == 100  # wallet 150
-    await redeem(
-        session, program, member_id=m, partner="books", amount=D("3.00"), points=140, key="spend"
+    await record_sale(
+        session,
+        program,
+        Sale(member_id=m, partner="books", amount=D("3.00"), redeem_points=140, key="spend"),
     )
     # wallet: 150 - 140 + 0 (1.60 × 3 % = 4.8 -> 4) = 14
-    back = await reverse(session, program, transaction_id=sale.transaction_id, key="r", reason="r")
+    back = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r", reason="r")
+    )
     assert back.points_clawed_back == 14
     assert back.shortfall == 86
     assert back.balance == 0
-    replay = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="r", reason="r"
+    replay = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r", reason="r")
     )
     assert replay.replayed and replay.shortfall == 86 and replay.points_clawed_back == 14
 
@@ -267,14 +303,10 @@ async def test_refund_of_spent_points_reports_shortfall(
 async def test_expiry_moves_old_lots_to_breakage(session: AsyncSession, program: Program) -> None:
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     m = (await register_member(session, program, telegram_id=5, now=t0)).id
-    await earn(
+    await record_sale(
         session,
         program,
-        member_id=m,
-        partner="coffee",
-        amount=D("10"),
-        key="e",
-        now=t0 + timedelta(days=100),
+        Sale(member_id=m, partner="coffee", amount=D("10"), key="e", now=t0 + timedelta(days=100)),
     )
     expired = await expire_due(session, now=t0 + timedelta(days=366))
     assert [(e.member_id, e.points) for e in expired] == [(m, 50)]
@@ -290,21 +322,21 @@ async def test_referral_paid_once_on_first_qualifying_purchase(
 ) -> None:
     inviter = await join(session, program, 1)
     friend = await join(session, program, 2, inviter_id=inviter)
-    small = await earn(
-        session, program, member_id=friend, partner="coffee", amount=D("19.99"), key="a"
+    small = await record_sale(
+        session, program, Sale(member_id=friend, partner="coffee", amount=D("19.99"), key="a")
     )
     assert small.referral is None
-    big = await earn(
-        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="b"
+    big = await record_sale(
+        session, program, Sale(member_id=friend, partner="coffee", amount=D("20.00"), key="b")
     )
     assert big.referral is not None
     assert (big.referral.inviter_points, big.referral.invitee_points) == (200, 100)
-    again = await earn(
-        session, program, member_id=friend, partner="coffee", amount=D("50"), key="c"
+    again = await record_sale(
+        session, program, Sale(member_id=friend, partner="coffee", amount=D("50"), key="c")
     )
     assert again.referral is None
-    replay = await earn(
-        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="b"
+    replay = await record_sale(
+        session, program, Sale(member_id=friend, partner="coffee", amount=D("20.00"), key="b")
     )
     assert replay.referral == big.referral
     assert (await get_member(session, inviter)).balance == 250
@@ -324,10 +356,35 @@ async def test_tier_upgrade_multiplies_next_earnings(
     session: AsyncSession, program: Program
 ) -> None:
     m = await join(session, program)
-    first = await earn(session, program, member_id=m, partner="gym", amount=D("1000"), key="a")
+    first = await record_sale(
+        session, program, Sale(member_id=m, partner="gym", amount=D("1000"), key="a")
+    )
     assert first.points_earned == 2000 and first.tier == "Silver"
-    second = await earn(session, program, member_id=m, partner="gym", amount=D("100"), key="b")
+    second = await record_sale(
+        session, program, Sale(member_id=m, partner="gym", amount=D("100"), key="b")
+    )
     assert second.points_earned == 300  # 100 × 2 % × 1.5
+    assert first.tier_reached and not second.tier_reached
+    assert (await get_member(session, m)).tier == "Silver"
+
+
+async def test_tier_upgrade_on_the_sale_that_pays_an_invitation_reward(
+    session: AsyncSession, program: Program
+) -> None:
+    """That sale is posted by the use case with the reward's legs, not by ledger_sale: the
+    member moves up all the same, and a sale at the top tier moves nobody."""
+    inviter = await join(session, program, 1)
+    friend = await join(session, program, 2, inviter_id=inviter)
+    sale = await record_sale(
+        session, program, Sale(member_id=friend, partner="gym", amount=D("3000"), key="q")
+    )
+    assert sale.referral is not None
+    assert sale.tier == "Gold" and sale.tier_reached
+    assert (await get_member(session, friend)).tier == "Gold"
+    top = await record_sale(
+        session, program, Sale(member_id=friend, partner="gym", amount=D("10"), key="t")
+    )
+    assert top.tier == "Gold" and not top.tier_reached
 
 
 async def test_adjust_needs_reason_and_respects_balance(
@@ -362,32 +419,26 @@ async def test_balance_summary(session: AsyncSession, program: Program) -> None:
 
     t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
     m = (await register_member(session, program, telegram_id=7, now=t0)).id  # 50, expire t0+365
-    await earn(
+    await record_sale(
         session,
         program,
-        member_id=m,
-        partner="gym",
-        amount=D("600"),
-        key="a",
-        now=t0 + timedelta(hours=5),
+        Sale(member_id=m, partner="gym", amount=D("600"), key="a", now=t0 + timedelta(hours=5)),
     )  # 1,200 points expiring the same day, later
-    sale = await earn(
+    sale = await record_sale(
         session,
         program,
-        member_id=m,
-        partner="gym",
-        amount=D("500"),
-        key="b",
-        now=t0 + timedelta(days=3),
+        Sale(member_id=m, partner="gym", amount=D("500"), key="b", now=t0 + timedelta(days=3)),
     )  # 1,000 points three days later
-    await reverse(
+    await record_refund(
         session,
         program,
-        transaction_id=sale.transaction_id,
-        amount=D("100"),
-        key="r",
-        reason="returned",
-        now=t0 + timedelta(days=4),
+        Refund(
+            transaction_id=sale.transaction_id,
+            amount=D("100"),
+            key="r",
+            reason="returned",
+            now=t0 + timedelta(days=4),
+        ),
     )
     info = await summary(
         session, program, await get_member(session, m), now=t0 + timedelta(days=5)
@@ -412,21 +463,27 @@ async def test_refund_of_a_sale_paid_with_points_after_its_points_were_spent(
     """The points returned may cover the claw-back; what they cannot is the shortfall, and
     the cash handed back is the money part less its value (one figure)."""
     m = await join(session, program)
-    sale = await redeem(
-        session, program, member_id=m, partner="coffee", amount=D("40.00"), points=10, key="s"
+    sale = await record_sale(
+        session,
+        program,
+        Sale(member_id=m, partner="coffee", amount=D("40.00"), redeem_points=10, key="s"),
     )
     assert sale.paid == D("39.90") and sale.points_earned == 199 and sale.balance == 239
-    spent = await redeem(
-        session, program, member_id=m, partner="books", amount=D("4.78"), points=239, key="x"
+    spent = await record_sale(
+        session,
+        program,
+        Sale(member_id=m, partner="books", amount=D("4.78"), redeem_points=239, key="x"),
     )
     assert spent.balance == 7  # 2.39 paid earns 7
-    back = await reverse(session, program, transaction_id=sale.transaction_id, key="r", reason="r")
+    back = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r", reason="r")
+    )
     # 10 returned + 7 left cover 17 of the 199 earned: 182 were spent.
     assert (back.points_returned, back.points_clawed_back, back.shortfall) == (10, 17, 182)
     assert back.money_refund == D("39.90") and back.cash_back == D("38.08")
     assert back.balance == 0 and back.referral is None
-    replay = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="r", reason="r"
+    replay = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r", reason="r")
     )
     assert replay.replayed and (replay.shortfall, replay.cash_back) == (182, D("38.08"))
     assert (await get_member(session, m)).balance == 0
@@ -437,30 +494,31 @@ async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
 ) -> None:
     inviter = await join(session, program, 1)
     friend = await join(session, program, 2, inviter_id=inviter)
-    sale = await earn(
-        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="q"
+    sale = await record_sale(
+        session, program, Sale(member_id=friend, partner="coffee", amount=D("20.00"), key="q")
     )
     assert sale.referral is not None and sale.balance == 250
     # Both spend most of what they have.
-    await redeem(
-        session, program, member_id=inviter, partner="books", amount=D("5.00"), points=250, key="a"
+    await record_sale(
+        session,
+        program,
+        Sale(member_id=inviter, partner="books", amount=D("5.00"), redeem_points=250, key="a"),
     )
-    await redeem(
-        session, program, member_id=friend, partner="gym", amount=D("3.00"), points=150, key="b"
+    await record_sale(
+        session,
+        program,
+        Sale(member_id=friend, partner="gym", amount=D("3.00"), redeem_points=150, key="b"),
     )
     assert (await get_member(session, inviter)).balance == 7
     assert (await get_member(session, friend)).balance == 103
-    part = await reverse(
+    part = await record_refund(
         session,
         program,
-        transaction_id=sale.transaction_id,
-        amount=D("5.00"),
-        key="r1",
-        reason="r",
+        Refund(transaction_id=sale.transaction_id, amount=D("5.00"), key="r1", reason="r"),
     )
     assert part.referral is None and part.points_clawed_back == 25 and part.shortfall == 0
-    rest = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    rest = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r2", reason="r")
     )
     # 75 earned points come back first, then 3 of the friend's 100-point reward.
     assert rest.points_clawed_back == 78 and rest.shortfall == 97
@@ -470,8 +528,8 @@ async def test_full_refund_of_the_qualifying_purchase_takes_both_rewards_back(
     assert (rest.referral.inviter_points, rest.referral.inviter_shortfall) == (7, 193)
     assert (await get_member(session, inviter)).balance == 0
     assert (await get_member(session, friend)).balance == 0
-    replay = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    replay = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r2", reason="r")
     )
     assert replay.replayed and replay.referral == rest.referral
     assert (replay.points_clawed_back, replay.shortfall) == (78, 97)
@@ -594,8 +652,10 @@ async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(
     assert (member.balance, member.held, member.available) == (50, 30, 20)
     # A sale can spend what is not held, not a point more, even with what it earns.
     with pytest.raises(errors.NotEnoughPoints):
-        await redeem(
-            session, program, member_id=m, partner="coffee", amount=D("10"), points=21, key="s1"
+        await record_sale(
+            session,
+            program,
+            Sale(member_id=m, partner="coffee", amount=D("10"), redeem_points=21, key="s1"),
         )
     with pytest.raises(errors.NotEnoughPoints):
         await adjust(session, program, member_id=m, points=-21, reason="fix", key="a1")
@@ -610,8 +670,10 @@ async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(
     with pytest.raises(DBAPIError, match="changes only through holds"):
         await session.execute(text("UPDATE accounts SET held = 1 WHERE kind = 'member'"))
     await session.rollback()
-    sale = await redeem(
-        session, program, member_id=m, partner="coffee", amount=D("10"), points=50, key="s2"
+    sale = await record_sale(
+        session,
+        program,
+        Sale(member_id=m, partner="coffee", amount=D("10"), redeem_points=50, key="s2"),
     )
     assert sale.points_redeemed == 50
 
@@ -623,22 +685,21 @@ async def test_a_replay_rebuilds_its_result_in_one_query(
     for a replay from one query each, are the results the postings returned."""
     inviter = await join(session, program, 1)
     friend = await join(session, program, 2, inviter_id=inviter)
-    sale = await earn(
-        session, program, member_id=friend, partner="coffee", amount=D("20.00"), key="q"
+    sale = await record_sale(
+        session, program, Sale(member_id=friend, partner="coffee", amount=D("20.00"), key="q")
     )
-    await redeem(
-        session, program, member_id=friend, partner="gym", amount=D("3.00"), points=150, key="b"
-    )
-    part = await reverse(
+    await record_sale(
         session,
         program,
-        transaction_id=sale.transaction_id,
-        amount=D("5.00"),
-        key="r1",
-        reason="r",
+        Sale(member_id=friend, partner="gym", amount=D("3.00"), redeem_points=150, key="b"),
     )
-    rest = await reverse(
-        session, program, transaction_id=sale.transaction_id, key="r2", reason="r"
+    part = await record_refund(
+        session,
+        program,
+        Refund(transaction_id=sale.transaction_id, amount=D("5.00"), key="r1", reason="r"),
+    )
+    rest = await record_refund(
+        session, program, Refund(transaction_id=sale.transaction_id, key="r2", reason="r")
     )
     statements: list[str] = []
 

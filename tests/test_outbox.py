@@ -16,7 +16,7 @@ from db.usecases.members import find_by_telegram
 from db.usecases.outbox import Owed, owe
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
-from tests.till import card_link_payload, hire, join
+from tests.till import EARN, REDEEM, card_link_payload, hire, join, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
 NOTHING_CHANGED = "nothing was changed"
@@ -30,15 +30,12 @@ async def sales(sessions: Sessions) -> int:
         )
 
 
-async def start_sale(harness: BotHarness, mode: str = "earn") -> tuple[UserClient, UserClient]:
+async def sale_opened(harness: BotHarness, mode: str = "earn") -> tuple[UserClient, UserClient]:
     """A cashier of the coffee shop with Ann's panel open, at the amount prompt."""
     cashier, ann = harness.user("Carl"), harness.user("Ann")
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
-    await cashier.send("/start " + await card_link_payload(ann))
-    await cashier.wait_message("Points can pay up to")
-    await cashier.click("🧾 Sale: earn points" if mode == "earn" else "💳 Sale: use points")
-    await cashier.wait_message("Enter the purchase amount")
+    await start_sale(cashier, ann, EARN if mode == "earn" else REDEEM, by_link=True)
     return cashier, ann
 
 
@@ -49,7 +46,7 @@ def said(user: UserClient, words: str) -> bool:
 async def test_429_on_the_cashiers_receipt_loses_nothing(
     harness: BotHarness, sessions: Sessions
 ) -> None:
-    cashier, ann = await start_sale(harness)
+    cashier, ann = await sale_opened(harness)
     harness.server.fail_next("sendMessage", code=429, retry_after=1, chat_id=cashier.user_id)
     harness.server.fail_next("sendMessage", code=429, retry_after=1, chat_id=ann.user_id)
     await cashier.send("40")
@@ -65,7 +62,7 @@ async def test_429_on_the_cashiers_receipt_loses_nothing(
 async def test_5xx_burst_on_the_receipt_is_retried(
     harness: BotHarness, sessions: Sessions
 ) -> None:
-    cashier, ann = await start_sale(harness)
+    cashier, ann = await sale_opened(harness)
     # More failures than one request's own retries: the notice goes back in line.
     harness.server.fail_next("sendMessage", code=502, count=6, chat_id=cashier.user_id)
     await cashier.send("12.50")
@@ -80,7 +77,7 @@ async def test_a_process_killed_between_commit_and_send(
 ) -> None:
     """The worker dies while the messages are on their way; another (the restarted
     process) finds them unsettled and delivers them."""
-    cashier, ann = await start_sale(harness)
+    cashier, ann = await sale_opened(harness)
     worker: NoticeWorker = harness.dp["outbox"]
     harness.server.delay("sendMessage", 30, count=2)
     await cashier.send("40")
@@ -110,7 +107,7 @@ async def test_a_process_killed_between_commit_and_send(
 
 
 async def test_a_confirm_whose_answer_fails(harness: BotHarness, sessions: Sessions) -> None:
-    cashier, ann = await start_sale(harness, "redeem")
+    cashier, ann = await sale_opened(harness, "redeem")
     await cashier.send("10")
     await cashier.wait_message("How many points?")
     await cashier.send("20")
@@ -134,7 +131,7 @@ async def test_an_error_after_the_press_was_answered_is_told_in_the_chat(
 ) -> None:
     """The confirm handler answers the press, then editing the member's message fails:
     Telegram refuses a second answer, so the report goes to the chat."""
-    cashier, ann = await start_sale(harness, "redeem")
+    cashier, ann = await sale_opened(harness, "redeem")
     await cashier.send("10")
     await cashier.wait_message("How many points?")
     await cashier.send("20")
@@ -151,7 +148,7 @@ async def test_an_error_after_the_press_was_answered_is_told_in_the_chat(
 async def test_a_member_who_blocked_the_bot_cannot_be_asked(
     harness: BotHarness, sessions: Sessions
 ) -> None:
-    cashier, ann = await start_sale(harness, "redeem")
+    cashier, ann = await sale_opened(harness, "redeem")
     harness.server.block(ann.user_id)  # the bot does not know yet
     await cashier.send("10")
     await cashier.wait_message("How many points?")

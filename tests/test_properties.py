@@ -20,7 +20,7 @@ from db.rules.program import Program
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
 from db.usecases.members import register_member
-from db.usecases.purchases import record_purchase, reverse
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
 from tests.conftest import make_program, reset_ledger
@@ -103,25 +103,29 @@ async def test_random_operations_keep_the_invariants(
                 match op:
                     case ("earn", m, p, c):
                         last = ("earn", members[m], PARTNERS[p], Decimal(c) / 100, f"k{n}")
-                        await record_purchase(
+                        await record_sale(
                             s,
                             PROGRAM,
-                            member_id=members[m],
-                            partner=PARTNERS[p],
-                            amount=Decimal(c) / 100,
-                            key=f"k{n}",
-                            now=now,
+                            Sale(
+                                member_id=members[m],
+                                partner=PARTNERS[p],
+                                amount=Decimal(c) / 100,
+                                key=f"k{n}",
+                                now=now,
+                            ),
                         )
                     case ("redeem", m, p, c, points):
-                        await record_purchase(
+                        await record_sale(
                             s,
                             PROGRAM,
-                            member_id=members[m],
-                            partner=PARTNERS[p],
-                            amount=Decimal(c) / 100,
-                            redeem_points=points,
-                            key=f"k{n}",
-                            now=now,
+                            Sale(
+                                member_id=members[m],
+                                partner=PARTNERS[p],
+                                amount=Decimal(c) / 100,
+                                redeem_points=points,
+                                key=f"k{n}",
+                                now=now,
+                            ),
                         )
                     case ("reverse", pick, c):
                         sales = (
@@ -138,14 +142,16 @@ async def test_random_operations_keep_the_invariants(
                         await s.rollback()
                         if sales:
                             sale = sales[pick % len(sales)]
-                            await reverse(
+                            await record_refund(
                                 s,
                                 PROGRAM,
-                                transaction_id=sale,
-                                amount=None if c is None else Decimal(c) / 100,
-                                key=f"k{n}",
-                                reason="refund",
-                                now=now,
+                                Refund(
+                                    transaction_id=sale,
+                                    amount=None if c is None else Decimal(c) / 100,
+                                    key=f"k{n}",
+                                    reason="refund",
+                                    now=now,
+                                ),
                             )
                     case ("adjust", m, points):
                         await adjust(
@@ -163,8 +169,10 @@ async def test_random_operations_keep_the_invariants(
                         await expire_due(s, now=now)
                     case ("replay",) if last is not None:
                         _, m, p, amount, key = last
-                        replay = await record_purchase(
-                            s, PROGRAM, member_id=m, partner=p, amount=amount, key=key, now=now
+                        replay = await record_sale(
+                            s,
+                            PROGRAM,
+                            Sale(member_id=m, partner=p, amount=amount, key=key, now=now),
                         )
                         assert replay.replayed
                     case ("hold", m, c, points):

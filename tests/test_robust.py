@@ -24,7 +24,7 @@ from db.ledger.models import AuditLog, RedemptionRequest, Transaction
 from db.rules.cards import luhn_digit
 from db.rules.program import Program, parse_program
 from db.usecases.members import find_by_telegram
-from db.usecases.purchases import earn
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import OWNER_ID, BotHarness, running_bot
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import UserClient, text_of
@@ -97,8 +97,10 @@ async def test_history_paging_with_html_in_a_partner_name_and_a_double_tap(
         member = await find_by_telegram(s, ann.user_id)
         assert member is not None
         for i in range(12):
-            await earn(
-                s, program, member_id=member.id, partner="books", amount=Decimal(10), key=f"h{i}"
+            await record_sale(
+                s,
+                program,
+                Sale(member_id=member.id, partner="books", amount=Decimal(10), key=f"h{i}"),
             )
     await ann.send("/history")
     page = await ann.wait_message("Transactions 1–10 of 13")

@@ -1,6 +1,6 @@
 """Each rule stated once: the daily tier recalculation reads the tier rule from the program
-(no thresholds restated in SQL), and a scan keeps the sale kinds, the tier window and the
-money of points from being restated elsewhere."""
+(no thresholds restated in SQL), and a scan keeps the sale kinds, the tier window, the
+money of points and the spend rule from being restated elsewhere."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.models import Member
 from db.rules.program import Program
 from db.usecases.members import register_member
-from db.usecases.purchases import earn, reverse
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.tiers import recalculate_tiers
 
 D = Decimal
@@ -37,20 +37,22 @@ async def test_the_daily_recalculation_follows_the_trailing_window(
     for tg in (1, 2, 3):
         member = await register_member(session, program, telegram_id=tg, first_name="M", now=T0)
         ids[tg] = member.id
-    await earn(
-        session, program, member_id=ids[1], partner="gym", amount=D("1000"), key="a", now=T0
+    await record_sale(
+        session, program, Sale(member_id=ids[1], partner="gym", amount=D("1000"), key="a", now=T0)
     )
-    sale = await earn(
-        session, program, member_id=ids[2], partner="gym", amount=D("3500"), key="b", now=T0
+    sale = await record_sale(
+        session, program, Sale(member_id=ids[2], partner="gym", amount=D("3500"), key="b", now=T0)
     )
-    await reverse(
+    await record_refund(
         session,
         program,
-        transaction_id=sale.transaction_id,
-        amount=D("1000"),
-        key="r",
-        reason="returned",
-        now=T0 + timedelta(days=1),
+        Refund(
+            transaction_id=sale.transaction_id,
+            amount=D("1000"),
+            key="r",
+            reason="returned",
+            now=T0 + timedelta(days=1),
+        ),
     )
     # A refund lowers no tier at once; the recalculation does (3,500 − 1,000 is Silver).
     assert await _tiers(session) == {1: "Silver", 2: "Gold", 3: "Bronze"}
@@ -95,3 +97,12 @@ def test_the_sale_kinds_and_the_tier_window_are_stated_once() -> None:
     assert re.search(r"days\s*=\s*365\b", "timedelta(days=365)")
     assert _restated(kinds, "db/ledger/models.py") == []
     assert _restated(r"days\s*=\s*365\b|'365 days'", "db/rules/program.py") == []
+
+
+def test_the_spend_rule_is_stated_once() -> None:
+    """Money spent (sales' paid part less refunds' money) is spend_expression, which the
+    tiers, the wallet and the KPIs all use; no SQL writes the refund's minus again."""
+    signed = r"(?i)\bTHEN\s+-\s*[\w.]*paid\b|-\s*[\w.]*\bpaid\b\)?\s*,\s*else_"
+    assert re.search(signed, "sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END)")
+    assert re.search(signed, "case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)")
+    assert _restated(signed, "db/usecases/purchases.py") == []

@@ -54,7 +54,7 @@ from db.rules.program import Program
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
-from db.usecases.purchases import record_purchase, reverse
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from tests.conftest import make_program, reset_ledger
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -96,15 +96,17 @@ async def tell_story(sessions: Sessions, program: Program) -> Story:
         async def buy(
             member: int, partner: str, amount: str, when: datetime, points: int = 0
         ) -> int:
-            result = await record_purchase(
+            result = await record_sale(
                 s,
                 program,
-                member_id=member,
-                partner=partner,
-                amount=D(amount),
-                redeem_points=points,
-                key=f"sale:{member}:{when.isoformat()}",
-                now=when,
+                Sale(
+                    member_id=member,
+                    partner=partner,
+                    amount=D(amount),
+                    redeem_points=points,
+                    key=f"sale:{member}:{when.isoformat()}",
+                    now=when,
+                ),
             )
             return result.transaction_id
 
@@ -122,14 +124,16 @@ async def tell_story(sessions: Sessions, program: Program) -> Story:
         await buy(bob, "coffee", "10.00", at(2026, 11, 7))
         await buy(bob, "coffee", "20.00", at(2026, 11, 8), points=100)
         cat_sale = await buy(cat, "books", "25.00", at(2026, 11, 9))
-        refund = await reverse(
+        refund = await record_refund(
             s,
             program,
-            transaction_id=cat_sale,
-            amount=D("5.00"),
-            reason="one book returned",
-            key="refund:cat",
-            now=at(2026, 11, 10),
+            Refund(
+                transaction_id=cat_sale,
+                amount=D("5.00"),
+                reason="one book returned",
+                key="refund:cat",
+                now=at(2026, 11, 10),
+            ),
         )
         assert refund.points_clawed_back == 15 and refund.money_refund == D("5.00")
         await buy(ann, "bakery", "10.00", at(2026, 11, 12), points=200)
@@ -299,8 +303,10 @@ async def test_postings_out_of_time_order(
     async with sessions() as s:
         dan = (await s.execute(text("SELECT id FROM members WHERE first_name = 'Dan'"))).scalar()
         for when, key in ((at(2026, 11, 3), "late-in"), (at(2026, 10, 30), "late-out")):
-            await record_purchase(
-                s, program, member_id=dan, partner="coffee", amount=D("10.00"), key=key, now=when
+            await record_sale(
+                s,
+                program,
+                Sale(member_id=dan, partner="coffee", amount=D("10.00"), key=key, now=when),
             )
         k = await kpis(s, program, start=START, end=END)
         coffee = await kpis(s, program, start=START, end=END, partner_id=story.partners["coffee"])
@@ -345,14 +351,16 @@ async def test_days_are_the_programs_local_days(engine: AsyncEngine, sessions: S
     async with sessions() as s:
         ann = await register_member(s, program, telegram_id=7, now=at(2026, 11, 1))
         # 23:30 UTC on Nov 5 is 00:30 on Nov 6 in Warsaw (UTC+1 in November).
-        await record_purchase(
+        await record_sale(
             s,
             program,
-            member_id=ann.id,
-            partner="coffee",
-            amount=D("20.00"),
-            key="late",
-            now=datetime(2026, 11, 5, 23, 30, tzinfo=UTC),
+            Sale(
+                member_id=ann.id,
+                partner="coffee",
+                amount=D("20.00"),
+                key="late",
+                now=datetime(2026, 11, 5, 23, 30, tzinfo=UTC),
+            ),
         )
         warsaw = ZoneInfo("Europe/Warsaw")
         k = await kpis(

@@ -3,12 +3,14 @@ cases share it; only use cases commit."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.middlewares import Handler
 
 
 class DatabaseMiddleware(BaseMiddleware):
@@ -23,12 +25,7 @@ class DatabaseMiddleware(BaseMiddleware):
         self.sessions = sessions
         self.after_commit = [after_commit] if after_commit else []
 
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         async with self.sessions() as session:
             session.info["after_commit"] = self.after_commit
             data["session"] = session

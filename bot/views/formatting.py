@@ -11,7 +11,7 @@ from aiogram.utils.i18n import ngettext as _n
 from babel.dates import format_date, format_datetime, format_time
 from babel.numbers import format_currency, format_decimal, format_percent
 
-from db.rules.program import Text
+from db.rules.program import Program, Text
 
 _BABEL_LOCALES = {"en": "en_GB", "ru": "ru_RU", "uk": "uk_UA", "pl": "pl_PL"}
 BABEL_LOCALES = tuple(_BABEL_LOCALES.values())  # every language the bot speaks
@@ -66,3 +66,9 @@ def text(value: str) -> str:
     if isinstance(value, Text):
         return value.in_language(get_i18n().current_locale)
     return value
+
+
+def partner_name(program: Program, slug: str) -> str:
+    """The partner's name in the reader's language; its slug if it left the program."""
+    partner = program.partner(slug)
+    return text(partner.name) if partner else slug

@@ -43,8 +43,7 @@ def _money(program: Program, value: Any) -> str:
 
 
 def _partner(program: Program, slug: Any) -> str:
-    partner = program.partner(str(slug))
-    return escape(fmt.text(partner.name) if partner else str(slug))
+    return escape(fmt.partner_name(program, str(slug)))
 
 
 def _balance(p: dict[str, Any]) -> str:
@@ -107,16 +106,28 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
 
 @renders("referral_inviter")
 def referral_inviter(program: Program, p: dict[str, Any]) -> Rendered:
-    points = fmt.points(int(p["points"]))
-    if p.get("member_name"):
-        return Rendered(
-            _("🎁 +{points}: {friend}, whom you invited, made their first purchase!").format(
-                points=points, friend=escape(p["member_name"])
-            )
+    """The reward comes with the friend's first purchase of the qualifying amount, which is
+    their first purchase only when any amount qualifies."""
+    minimum = program.referral.qualifying_purchase
+    figures = {
+        "points": fmt.points(int(p["points"])),
+        "friend": escape(p.get("member_name") or ""),
+        "amount": _money(program, minimum),
+    }
+    if p.get("member_name") and minimum:
+        text = _(
+            "🎁 +{points}: {friend}, whom you invited, made their first purchase of {amount} "
+            "or more!"
         )
-    return Rendered(
-        _("🎁 +{points}: a friend you invited made their first purchase!").format(points=points)
-    )
+    elif p.get("member_name"):
+        text = _("🎁 +{points}: {friend}, whom you invited, made their first purchase!")
+    elif minimum:
+        text = _(
+            "🎁 +{points}: a friend you invited made their first purchase of {amount} or more!"
+        )
+    else:
+        text = _("🎁 +{points}: a friend you invited made their first purchase!")
+    return Rendered(text.format(**figures))
 
 
 @renders("reversal")
@@ -173,11 +184,20 @@ def reversal(program: Program, p: dict[str, Any]) -> Rendered:
 
 @renders("referral_reversed")
 def referral_reversed(program: Program, p: dict[str, Any]) -> Rendered:
-    return Rendered(
+    minimum = program.referral.qualifying_purchase
+    text = (
         _(
+            "↩️ −{points}: your friend's first purchase of {amount} or more was refunded, so "
+            "its invitation reward is taken back."
+        )
+        if minimum
+        else _(
             "↩️ −{points}: your friend's first purchase was refunded, so its invitation "
             "reward is taken back."
-        ).format(points=fmt.points(int(p["points"])))
+        )
+    )
+    return Rendered(
+        text.format(points=fmt.points(int(p["points"])), amount=_money(program, minimum))
     )
 
 

@@ -111,9 +111,7 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             moved.append("+" + fmt.points(item.points_in))
         if item.points_out:
             moved.append("−" + fmt.points(item.points_out))
-        partner = program.partner(item.partner) if item.partner else None
-        name = fmt.text(partner.name) if partner else item.partner
-        where = f" · {escape(name)}" if name else ""
+        where = f" · {escape(fmt.partner_name(program, item.partner))}" if item.partner else ""
         lines.append(
             f"{fmt.day(item.created_at)}{where} · {_what(item, currency)}: "
             + (", ".join(moved) or fmt.points(0))
@@ -143,3 +141,58 @@ def partners(program: Program, today: date) -> str:
             title, text = escape(fmt.text(offer.title)), escape(fmt.text(offer.text))
             lines.append(f"🎁 <i>{title}</i>: {text}{until}")
     return "\n".join(lines)
+
+
+# The invitation reward comes with the invited friend's first purchase of at least the
+# program's qualifying amount: "first purchase" alone only when any purchase qualifies.
+
+
+def invite_terms(program: Program) -> str:
+    """What inviting a friend brings, for the inviter (/invite)."""
+    referral = program.referral
+    figures = {
+        "amount": fmt.money(referral.qualifying_purchase, program.program.currency),
+        "inviter": fmt.points(referral.inviter_points),
+        "invitee": fmt.points(referral.invitee_points),
+    }
+    if referral.qualifying_purchase:
+        return _(
+            "When a friend joins with your link and makes a first purchase of {amount} or "
+            "more, you get {inviter} and your friend gets {invitee}."
+        ).format(**figures)
+    return _(
+        "When a friend joins with your link and makes a first purchase, you get {inviter} "
+        "and your friend gets {invitee}."
+    ).format(**figures)
+
+
+def invitation(program: Program, friend: str | None) -> str:
+    """What the invited friend is promised when they open the link (`friend`: the
+    inviter's name, if known)."""
+    referral = program.referral
+    figures = {
+        "amount": fmt.money(referral.qualifying_purchase, program.program.currency),
+        "yours": fmt.points(referral.invitee_points),
+        "theirs": fmt.points(referral.inviter_points),
+    }
+    if friend and referral.qualifying_purchase:
+        text = _(
+            "{friend} invited you! Make a first purchase of {amount} or more: you get "
+            "{yours} and {friend} gets {theirs}."
+        )
+    elif friend:
+        text = _(
+            "{friend} invited you! Make a first purchase: you get {yours} and {friend} gets "
+            "{theirs}."
+        )
+    elif referral.qualifying_purchase:
+        text = _(
+            "A friend invited you! Make a first purchase of {amount} or more: you get "
+            "{yours} and your friend gets {theirs}."
+        )
+    else:
+        text = _(
+            "A friend invited you! Make a first purchase: you get {yours} and your friend "
+            "gets {theirs}."
+        )
+    return text.format(friend=escape(friend or ""), **figures)

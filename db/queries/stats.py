@@ -63,15 +63,17 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import TextClause, literal_column, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import own_session
-from db.ledger.models import TxKind
+from db.ledger.models import Transaction, TxKind
 from db.ledger.writer import unit_of_work
 from db.rules.points import CENT
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE
+from db.usecases.purchases import spend_expression
 from db.usecases.staff import StaffInfo, audit
 
 RATE = Decimal("0.0001")
@@ -180,6 +182,12 @@ _ALIVE = "(m.deleted_at IS NULL OR m.deleted_at >= :end)"
 # The members who had left by `end`: few, so joining them is cheaper than joining everyone.
 _GONE = "LEFT JOIN members AS gone ON gone.id = {t}.member_id AND gone.deleted_at < :end"
 _JOINED = "m.joined_at >= :start AND m.joined_at < :end"
+# The money spent, by the one rule the tiers use, by members still there at `end`.
+_LIFETIME_SPEND = str(
+    spend_expression(
+        Transaction.__table__.alias("t").c, literal_column("gone.id").is_(None)
+    ).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+)
 _ONE_PARTNER = "AND t.partner_id = :partner_id"
 
 # Members, enrolment and invitations: one pass over `members`.
@@ -305,11 +313,7 @@ _MONEY = f"""
                coalesce(sum(t.paid) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0) AS sales_paid,
                coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reverse' AND {_IN_PERIOD}), 0)
                    AS refunds_total,
-               coalesce(
-                   sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END)
-                       FILTER (WHERE gone.id IS NULL),
-                   0
-               ) AS lifetime_spend
+               {_LIFETIME_SPEND} AS lifetime_spend
         FROM transactions AS t
         {_GONE.format(t="t")}
         WHERE {TxKind.sql_in("t.kind", TxKind.SPEND)} AND t.created_at < :end {{partner}}

@@ -1,5 +1,7 @@
 """Sales at the till: earning, redeeming (with earning on the money actually paid) and
-refunds. Each function is one database transaction and takes an idempotency key."""
+refunds. One request type per operation (Sale, Refund), each with an idempotency key;
+record_sale and record_refund commit it as one database transaction, post_purchase and
+post_reversal post it inside the caller's."""
 
 from __future__ import annotations
 
@@ -132,53 +134,50 @@ def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> De
     return max(money_refund - points_money(shortfall, point_value), Decimal("0.00"))
 
 
-async def record_purchase(
-    session: AsyncSession,
-    program: Program,
-    *,
-    member_id: int,
-    partner: str,
-    amount: Decimal,
-    key: str,
-    redeem_points: int = 0,
-    receipt: str | None = None,
-    staff_id: int | None = None,
-    now: datetime | None = None,
-) -> PurchaseResult:
-    """A sale: redeem `redeem_points` (optional) and earn on the money actually paid, as one
-    transaction. Earned points = floor(paid × earn_percent/100 × tier multiplier / point_value).
-    """
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """A sale at a partner's till: redeem `redeem_points` (optional) and earn on the money
+    actually paid. `key` is the idempotency key; `now` (default: the clock) dates it."""
+
+    member_id: int
+    partner: str
+    amount: Decimal
+    key: str
+    redeem_points: int = 0
+    receipt: str | None = None
+    staff_id: int | None = None
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A refund of the sale `transaction_id`: `amount` of its total (None: all that is left).
+    `partner`, when given, is the acting staff's partner: nobody refunds another's sale."""
+
+    transaction_id: int
+    key: str
+    reason: str
+    amount: Decimal | None = None
+    partner: str | None = None
+    staff_id: int | None = None
+    now: datetime | None = None
+
+
+async def record_sale(session: AsyncSession, program: Program, sale: Sale) -> PurchaseResult:
+    """A sale as one transaction, committed (see post_purchase). Earned points =
+    floor(paid × earn_percent/100 × tier multiplier / point_value)."""
     async with unit_of_work(session):
-        return await post_purchase(
-            session,
-            program,
-            member_id=member_id,
-            partner=partner,
-            amount=amount,
-            key=key,
-            redeem_points=redeem_points,
-            receipt=receipt,
-            staff_id=staff_id,
-            now=now,
-        )
+        return await post_purchase(session, program, sale)
 
 
 async def post_purchase(
-    session: AsyncSession,
-    program: Program,
-    *,
-    member_id: int,
-    partner: str,
-    amount: Decimal,
-    key: str,
-    redeem_points: int = 0,
-    receipt: str | None = None,
-    staff_id: int | None = None,
-    now: datetime | None = None,
-    post_hold: str | None = None,
+    session: AsyncSession, program: Program, sale: Sale, *, post_hold: str | None = None
 ) -> PurchaseResult:
-    """record_purchase inside the caller's transaction (the caller commits). `post_hold`:
-    the key of the hold whose points this sale redeems (a confirmed redemption request)."""
+    """The sale inside the caller's transaction (the caller commits). `post_hold`: the key
+    of the hold whose points this sale redeems (a confirmed redemption request)."""
+    member_id, partner, amount, key = sale.member_id, sale.partner, sale.amount, sale.key
+    redeem_points, receipt, staff_id = sale.redeem_points, sale.receipt, sale.staff_id
+    now = sale.now
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
@@ -221,15 +220,7 @@ async def post_purchase(
     if tx_id is None:
         return await purchase_result(session, await find_posted(session, key, digest), True)
     if row.posted:
-        current = program.tier(member.tier)
-        tier: str = current.name
-        if program.next_tier(current.name) is not None:
-            reached = program.tier_for_spend(Decimal(row.spend))
-            if reached.min_spend > current.min_spend:
-                await session.execute(
-                    update(Member).where(Member.id == member.id).values(tier=reached.name)
-                )
-                tier = reached.name
+        tier = await _tier_after_sale(session, program, member, row.spend)
         return PurchaseResult(
             transaction_id=tx_id,
             kind=kind,
@@ -336,59 +327,6 @@ def _opened(row: Any, partner: str) -> tuple[MemberInfo, PartnerAccounts, int | 
     return member, accounts, row.tx_id
 
 
-async def earn(
-    session: AsyncSession,
-    program: Program,
-    *,
-    member_id: int,
-    partner: str,
-    amount: Decimal,
-    key: str,
-    receipt: str | None = None,
-    staff_id: int | None = None,
-    now: datetime | None = None,
-) -> PurchaseResult:
-    return await record_purchase(
-        session,
-        program,
-        member_id=member_id,
-        partner=partner,
-        amount=amount,
-        key=key,
-        receipt=receipt,
-        staff_id=staff_id,
-        now=now,
-    )
-
-
-async def redeem(
-    session: AsyncSession,
-    program: Program,
-    *,
-    member_id: int,
-    partner: str,
-    amount: Decimal,
-    points: int,
-    key: str,
-    receipt: str | None = None,
-    staff_id: int | None = None,
-    now: datetime | None = None,
-) -> PurchaseResult:
-    check_points(points)
-    return await record_purchase(
-        session,
-        program,
-        member_id=member_id,
-        partner=partner,
-        amount=amount,
-        key=key,
-        redeem_points=points,
-        receipt=receipt,
-        staff_id=staff_id,
-        now=now,
-    )
-
-
 async def _open_referral(
     session: AsyncSession,
     program: Program,
@@ -440,10 +378,15 @@ async def _open_referral(
     )
 
 
-def spend_expression() -> ColumnElement[Any]:
-    """Money a member spent: purchases' paid part, less the money part of refunds."""
-    tx = Transaction.__table__.c
-    return func.coalesce(func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)), 0)
+def spend_expression(
+    tx: Any = None, where: ColumnElement[bool] | None = None
+) -> ColumnElement[Any]:
+    """Money a member spent: purchases' paid part, less the money part of refunds, summed
+    over the transactions' columns `tx` (default: the table's; the caller selects the
+    TxKind.SPEND kinds), of the rows `where` keeps (default: all)."""
+    tx = Transaction.__table__.c if tx is None else tx
+    spent = func.sum(case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid))
+    return func.coalesce(spent if where is None else spent.filter(where), 0)
 
 
 # The statements of a sale are built once, from table columns rather than ORM attributes:
@@ -475,12 +418,8 @@ async def _finish_purchase(
     """Post the sale (its legs and lots) and read the wallet's balance and the member's
     trailing spend, in one statement, the last before the commit: a sale holds its partner's
     account row, which every sale at that partner needs, from its entries to its commit.
-
-    The member moves up at once when a purchase crosses a tier; moving down waits for the
-    daily recalculation, so a refund never surprises anyone at the till. At the top tier
-    there is nothing to reach."""
-    current = program.tier(member.tier)
-    check_tier = program.next_tier(current.name) is not None
+    At the top tier there is nothing to reach, and the spend is not read."""
+    check_tier = program.next_tier(member.tier) is not None
     posted = await post(
         session,
         legs,
@@ -491,16 +430,25 @@ async def _finish_purchase(
         params=spend_params(member.id, now) if check_tier else None,
     )
     assert posted is not None  # the transaction was opened by ledger_sale
-    balance = posted.balances[member.wallet_id]
-    if not check_tier:
-        return current.name, balance
-    reached = program.tier_for_spend(Decimal(posted.extra[0]))
-    if reached.min_spend > current.min_spend:
-        await session.execute(
-            update(Member).where(Member.id == member.id).values(tier=reached.name)
-        )
-        return reached.name, balance
-    return current.name, balance
+    spend = posted.extra[0] if check_tier else None
+    tier = await _tier_after_sale(session, program, member, spend)
+    return tier, posted.balances[member.wallet_id]
+
+
+async def _tier_after_sale(
+    session: AsyncSession, program: Program, member: MemberInfo, spend: Decimal | None
+) -> str:
+    """The member's tier after a sale that left their trailing spend at `spend` (None: not
+    read). The member moves up at once when a purchase crosses a tier; moving down waits for
+    the daily recalculation, so a refund never surprises anyone at the till."""
+    current = program.tier(member.tier)
+    if spend is None or program.next_tier(current.name) is None:
+        return current.name
+    reached = program.tier_for_spend(Decimal(spend))
+    if reached.min_spend <= current.min_spend:
+        return current.name
+    await session.execute(update(Member).where(Member.id == member.id).values(tier=reached.name))
+    return reached.name
 
 
 async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tuple[int, int]:
@@ -550,55 +498,28 @@ async def purchase_result(
     )
 
 
-async def reverse(
-    session: AsyncSession,
-    program: Program,
-    *,
-    transaction_id: int,
-    key: str,
-    reason: str,
-    amount: Decimal | None = None,
-    partner: str | None = None,
-    staff_id: int | None = None,
-    now: datetime | None = None,
+async def record_refund(
+    session: AsyncSession, program: Program, request: Refund
 ) -> ReversalResult:
-    """Refund a sale fully or partly; see post_reversal. One database transaction."""
+    """A refund as one transaction, committed (see post_reversal)."""
     async with unit_of_work(session):
-        return await post_reversal(
-            session,
-            program,
-            transaction_id=transaction_id,
-            key=key,
-            reason=reason,
-            amount=amount,
-            partner=partner,
-            staff_id=staff_id,
-            now=now,
-        )
+        return await post_reversal(session, program, request)
 
 
 async def post_reversal(
-    session: AsyncSession,
-    program: Program,
-    *,
-    transaction_id: int,
-    key: str,
-    reason: str,
-    amount: Decimal | None = None,
-    partner: str | None = None,
-    staff_id: int | None = None,
-    now: datetime | None = None,
+    session: AsyncSession, program: Program, request: Refund
 ) -> ReversalResult:
-    """Refund a sale fully or partly (`amount` of the purchase total; None: all that is left).
+    """Refund a sale fully or partly, inside the caller's transaction (the caller commits).
 
     The points earned on the refunded money are clawed back and the points that paid for it
     are returned, in proportion; a full refund of the purchase that paid an invitation reward
     takes both friends' rewards back too. The returned points may cover the claw-back; points
     already spent beyond that cannot be taken from the wallet: they are reported as
-    `shortfall` and their value is kept from the cash (`cash_back`). `partner`, when given, is
-    the acting staff's partner: nobody refunds another's sale.
+    `shortfall` and their value is kept from the cash (`cash_back`).
     """
-    reason = reason.strip()
+    transaction_id, key, amount = request.transaction_id, request.key, request.amount
+    partner, staff_id, now = request.partner, request.staff_id, request.now
+    reason = request.reason.strip()
     if not reason:
         raise ReasonRequired()
     if amount is not None:

@@ -51,7 +51,9 @@ from db.usecases.members import MemberInfo, find_by_card, get_member
 from db.usecases.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
 from db.usecases.purchases import (
     PurchaseResult,
+    Refund,
     ReversalResult,
+    Sale,
     post_purchase,
     post_reversal,
     purchase_result,
@@ -204,13 +206,15 @@ async def till_sale(
             result = await post_purchase(
                 session,
                 program,
-                member_id=member_id,
-                partner=staff.partner_slug,
-                amount=amount,
-                key=key,
-                receipt=receipt,
-                staff_id=staff.id,
-                now=now,
+                Sale(
+                    member_id=member_id,
+                    partner=staff.partner_slug,
+                    amount=amount,
+                    key=key,
+                    receipt=receipt,
+                    staff_id=staff.id,
+                    now=now,
+                ),
             )
         except IdempotencyConflict:
             if receipt is None:
@@ -501,15 +505,17 @@ async def confirm_redemption(
         result = await post_purchase(
             session,
             program,
-            member_id=req.member_id,
-            partner=slug,
-            amount=req.amount,
-            key=redemption_key(public_id),
-            redeem_points=req.points,
+            Sale(
+                member_id=req.member_id,
+                partner=slug,
+                amount=req.amount,
+                key=redemption_key(public_id),
+                redeem_points=req.points,
+                receipt=req.receipt,
+                staff_id=req.staff_id,
+                now=now,
+            ),
             post_hold=redemption_key(public_id),
-            receipt=req.receipt,
-            staff_id=req.staff_id,
-            now=now,
         )
         await session.execute(
             update(RedemptionRequest)
@@ -692,9 +698,11 @@ async def expire_requests(
     """Close every pending request past its time; the caller tells both sides."""
     now = now or datetime.now(UTC)
     async with unit_of_work(session):
-        # Closing a request voids its hold, which locks the member's wallet: as a single
-        # confirmation or decline does, take the requests first, then the wallets (in id
-        # order, as every posting does), so this batch cannot deadlock with them.
+        # Closing a request voids its hold, which locks the member's wallet FOR NO KEY
+        # UPDATE: as a single confirmation or decline does, take the requests first, then
+        # the wallets in id order (as every posting does) and in that same mode (a weaker
+        # lock taken first would be upgraded later, and two holders upgrading deadlock), so
+        # this batch cannot deadlock with them. SQLAlchemy spells it key_share=True.
         due = (RedemptionRequest.status == "pending") & (RedemptionRequest.expires_at <= now)
         members = (
             await session.execute(
@@ -787,12 +795,14 @@ async def till_refund(
         result = await post_reversal(
             session,
             program,
-            transaction_id=transaction_id,
-            key=key,
-            reason=reason,
-            amount=amount,
-            partner=staff.partner_slug,
-            staff_id=staff.id,
+            Refund(
+                transaction_id=transaction_id,
+                key=key,
+                reason=reason,
+                amount=amount,
+                partner=staff.partner_slug,
+                staff_id=staff.id,
+            ),
         )
         if not result.replayed:
             await audit(

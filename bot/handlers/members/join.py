@@ -149,23 +149,7 @@ async def _referral(
             return
         await state.update_data(inviter=inviter)
         friend = await inviter_name(session, inviter)
-        referral = program.referral
-        figures = {
-            "amount": fmt.money(referral.qualifying_purchase, program.program.currency),
-            "yours": fmt.points(referral.invitee_points),
-            "theirs": fmt.points(referral.inviter_points),
-        }
-        await message.answer(
-            _(
-                "{friend} invited you! Make a first purchase of {amount} or more: you get "
-                "{yours} and {friend} gets {theirs}."
-            ).format(friend=escape(friend), **figures)
-            if friend
-            else _(
-                "A friend invited you! Make a first purchase of {amount} or more: you get "
-                "{yours} and your friend gets {theirs}."
-            ).format(**figures)
-        )
+        await message.answer(texts.invitation(program, friend))
     await _offer_to_join(message, program, taken)
 
 

@@ -114,21 +114,12 @@ async def invite(
 ) -> None:
     stats = await referral_stats(session, member.id)
     link = await start_link(bot, referral_token(secret, member.id))
-    currency = program.program.currency
-    referral = program.referral
     text = "\n".join(
         [
             _("🎁 Invite friends to {program}.").format(
                 program=escape(fmt.text(program.program.name))
             ),
-            _(
-                "When a friend joins with your link and makes a first purchase of {amount} or "
-                "more, you get {inviter} and your friend gets {invitee}."
-            ).format(
-                amount=fmt.money(referral.qualifying_purchase, currency),
-                inviter=fmt.points(referral.inviter_points),
-                invitee=fmt.points(referral.invitee_points),
-            ),
+            texts.invite_terms(program),
             "",
             _("Your link: {link}").format(link=link),
             _("Friends invited: {invited}. Rewarded: {rewarded}.").format(

@@ -99,9 +99,8 @@ def _describe(segment: Segment, program: Program) -> str:
             _("tier {tier}").format(tier=escape(fmt.text(program.tier(segment.tier).name)))
         )
     if segment.partner:
-        partner = program.partner(segment.partner)
-        name = fmt.text(partner.name) if partner else segment.partner
-        parts.append(_("customers of {partner}").format(partner=escape(name)))
+        name = escape(fmt.partner_name(program, segment.partner))
+        parts.append(_("customers of {partner}").format(partner=name))
     if segment.language:
         parts.append(LANGUAGE_NAMES.get(segment.language, segment.language))
     if segment.inactive_days:

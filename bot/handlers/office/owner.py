@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.filters import IsOwner, PrivateChat
-from bot.handlers.staff.staff_join import role_name
+from bot.roles import role_name
 from bot.views import formatting as fmt
 from bot.views.links import start_link
 from bot.views.menus import clear_chat_menu, set_owner_menus
@@ -61,16 +61,10 @@ async def staff_invite(
     )
 
 
-def partner_name(program: Program, slug: str) -> str:
-    """The partner's name from the program (escaped), its slug only if it left the program."""
-    partner = program.partner(slug)
-    return escape(fmt.text(partner.name) if partner else slug)
-
-
 def _who(s: StaffInfo, program: Program) -> str:
     """ "Carl · cashier · Bean There Coffee": the name Telegram gave when they joined."""
     name = escape(s.first_name) if s.first_name else f"tg {s.telegram_id}"
-    where = f" · {partner_name(program, s.partner_slug)}" if s.partner_slug else ""
+    where = f" · {escape(fmt.partner_name(program, s.partner_slug))}" if s.partner_slug else ""
     return f"{name} · {role_name(s.role)}{where}"
 
 
@@ -195,7 +189,7 @@ async def audit_log(
             who = f"tg {e.actor_telegram_id}" if e.actor_telegram_id else "—"
         parts = [fmt.moment(e.created_at.astimezone(zone)), who, escape(e.action)]
         if e.partner:
-            parts.append(partner_name(program, e.partner))
+            parts.append(escape(fmt.partner_name(program, e.partner)))
         if e.staff_telegram_id is not None and e.staff_telegram_id != e.actor_telegram_id:
             parts.append(
                 _("staff: {name}").format(

@@ -14,13 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import roles
 from bot.config import Settings
 from bot.filters import PrivateChat
-from bot.roles import role_name
 from bot.views.menus import set_chat_menu
 from db.rules.tokens import SOURCE
 from db.usecases.members import MemberInfo
 from db.usecases.staff import INVITE_PREFIX, accept_invite
-
-__all__ = ["build", "role_name"]
 
 
 def _full_name(message: Message) -> str:
@@ -53,7 +50,9 @@ async def join_staff(
     await message.answer(
         "\n\n".join(
             [
-                _("👋 You are now {role}{where}.").format(role=role_name(staff.role), where=where),
+                _("👋 You are now {role}{where}.").format(
+                    role=roles.role_name(staff.role), where=where
+                ),
                 roles.section(staff.role, staff.partner_name),
                 _("/help lists all your commands; they are in the menu too."),
             ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from datetime import timedelta
 from decimal import Decimal
 from html import escape
 
@@ -45,6 +46,7 @@ from db.usecases.outbox import StaffChat
 from db.usecases.purchases import PurchaseResult
 from db.usecases.staff import StaffInfo
 from db.usecases.till import (
+    REQUEST_TTL,
     close_request,
     closed_params,
     finish_earn_only,
@@ -534,11 +536,19 @@ async def _request(
         closed = RENDERERS["request_closed"](program, closed_params(req, button=True))
         await message.answer(closed.text, reply_markup=closed.markup)
         return
+    minutes = REQUEST_TTL // timedelta(minutes=1)
     waiting = await message.answer(
-        _(
+        _n(
             "⏳ Waiting for the member to confirm {points} ({money}) in Telegram. The request "
-            "lasts 2 minutes."
-        ).format(points=fmt.points(req.points), money=fmt.money(req.money, currency))
+            "lasts {minutes} minute.",
+            "⏳ Waiting for the member to confirm {points} ({money}) in Telegram. The request "
+            "lasts {minutes} minutes.",
+            minutes,
+        ).format(
+            points=fmt.points(req.points),
+            money=fmt.money(req.money, currency),
+            minutes=fmt.number(minutes),
+        )
     )
     await note_messages(session, req.public_id, staff_message_id=waiting.message_id)
 
