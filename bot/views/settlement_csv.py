@@ -30,8 +30,9 @@ HEADER = [
     "Liability at end",
 ]
 
-PARTNER, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
+PARTNER, CHARITY, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
     "partner",
+    "charity",
     "program",
     "expired points",
     "forfeited points",
@@ -61,6 +62,8 @@ def _who_pays(line: _Line, amount: Decimal) -> str:
         if not amount:
             return "nobody (even)"
         return "coalition pays partner" if amount > 0 else "partner pays coalition"
+    if line.kind == CHARITY:  # members' donations: the coalition pays their value
+        return "coalition pays charity" if amount else "nobody (no donations)"
     if line.kind == PROGRAM:
         return "the program's cost (no payment)"
     if line.kind in (EXPIRED, FORFEITED):
@@ -73,7 +76,16 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
     the partner; negative: the partner pays the coalition); the last line adds up each
     column."""
     lines = [
-        _Line(PARTNER, p.slug, p.name, p.points_issued, p.points_redeemed, 0, 0, p.outstanding)
+        _Line(
+            CHARITY if p.kind == "charity" else PARTNER,
+            p.slug,
+            p.name,
+            p.points_issued,
+            p.points_redeemed,
+            0,
+            0,
+            p.outstanding,
+        )
         for p in report.partners
     ]
     lines += [

@@ -1,7 +1,9 @@
 """Who owes whom for a period, and what the program still owes its members at its end.
 
 A partner's position is (points redeemed at it − points issued by it) × point_value:
-positive, the coalition pays the partner; negative, the partner pays the coalition.
+positive, the coalition pays the partner; negative, the partner pays the coalition. A charity
+partner issues no points and redeems only members' donations (db/usecases/donations.py): its
+position is what the coalition pays it for them.
 Reversals count in the period they are posted, so a period's figures never change later.
 
 Every figure is a sum of ledger entries, so the lines reconcile exactly: the points issued
@@ -44,6 +46,8 @@ class PartnerPosition:
     points_issued: int
     points_redeemed: int
     outstanding: int = 0  # its share of the points members held at `end`
+    # "charity": its points redeemed are members' donations (it sells nothing, issues none)
+    kind: str = "business"
 
     @property
     def net_points(self) -> int:
@@ -165,6 +169,7 @@ async def settlement(
             points_issued=-period.get((AccountKind.PARTNER_ISSUED, p.id), 0),
             points_redeemed=period.get((AccountKind.PARTNER_REDEEMED, p.id), 0),
             outstanding=share,
+            kind=p.kind,
         )
         for p, share in zip(partners, shares, strict=False)
     ]
