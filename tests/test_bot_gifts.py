@@ -3,6 +3,7 @@ The ledger's invariants are checked after each test (the `sessions` fixture)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.callbacks import GiftCb
+from bot.workers.jobs import return_gifts
 from db.ledger.models import Gift, Transaction
 from db.rules.program import Program
 from db.usecases.donations import donate
@@ -200,6 +202,27 @@ async def test_open_gifts_are_listed_and_taken_back(
     await ann.send("/cancel")  # leaves the question: nothing was held
     await ann.wait_message("Cancelled.")
     assert await count(sessions, Gift.status == "open") == 0
+
+
+async def test_an_unaccepted_gift_returns_to_its_giver(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann, bob = harness.user("Ann"), harness.user("Bob")
+    await join(ann)
+    await join(bob)
+    await fund(sessions, program, ann)
+    payload = await make_gift(ann, 100)
+    assert await return_gifts(harness.runtime, now=datetime.now(UTC) + timedelta(days=6)) == 0
+    week = datetime.now(UTC) + timedelta(days=7, seconds=1)
+    assert await return_gifts(harness.runtime, now=week) == 1
+    told = text_of(await ann.wait_message("Nobody accepted"))
+    assert told == (
+        "↩️ Nobody accepted your gift of 100 points within 7 days: the points are yours again."
+    )
+    assert await wallet(sessions, ann) == (1050, 0)
+    await bob.send("/start " + payload)
+    await bob.wait_message("This gift is no longer available")
+    assert await return_gifts(harness.runtime, now=week) == 0
 
 
 async def test_gifting_off_says_so(engine: AsyncEngine, sessions: Sessions) -> None:

@@ -49,11 +49,6 @@ class GiftDialog(StatesGroup):
     points = State()
 
 
-def _gifting_on(program: Program) -> None:
-    if program.gifts.max_points_per_day == 0:
-        raise GiftingOff()
-
-
 async def _links(bot: Bot, gifts: list[GiftInfo]) -> list[tuple[GiftInfo, str]]:
     return [(gift, await start_link(bot, gift_param(gift.code))) for gift in gifts]
 
@@ -68,14 +63,15 @@ async def gift_command(
     member: MemberInfo,
 ) -> None:
     """The member's open gifts (to take back), then: how many points? `/gift 200` skips
-    the question."""
-    _gifting_on(program)
+    the question. With gifting off, open gifts (from before) can still be taken back."""
     waiting = await open_gifts(session, member.id)
     if waiting:
         await message.answer(
             views.open_gifts(await _links(bot, waiting)),
             reply_markup=views.open_gifts_keyboard(waiting),
         )
+    if program.gifts.max_points_per_day == 0:
+        raise GiftingOff()
     if command.args:
         await _confirm(message, session, state, program, member, command.args)
         return
