@@ -72,7 +72,12 @@ def gift_confirm_keyboard(dialog: str, points: int) -> InlineKeyboardMarkup:
     )
 
 
-def gift_ready(gift: GiftInfo, link: str) -> str:
+def _until(program: Program, gift: GiftInfo) -> str:
+    """The gift's last day, in the program's time zone."""
+    return fmt.day(gift.expires_at.astimezone(program.program.zone))
+
+
+def gift_ready(program: Program, gift: GiftInfo, link: str) -> str:
     return "\n".join(
         [
             _("🎀 Your gift of {points} is ready. Send your friend this link:").format(
@@ -80,7 +85,7 @@ def gift_ready(gift: GiftInfo, link: str) -> str:
             ),
             link,
             _("It works until {date}; the first member to accept it gets the points.").format(
-                date=fmt.day(gift.expires_at)
+                date=_until(program, gift)
             ),
         ]
     )
@@ -93,13 +98,13 @@ def gift_share_keyboard(program: Program, gift: GiftInfo, link: str) -> InlineKe
     return share_keyboard(link, text)
 
 
-def open_gifts(gifts: list[tuple[GiftInfo, str]]) -> str:
+def open_gifts(program: Program, gifts: list[tuple[GiftInfo, str]]) -> str:
     """The member's open gifts, each with its link."""
     lines = [_("🎀 <b>Your gifts waiting for a friend</b>")]
     for gift, link in gifts:
         lines.append(
             _("{points}, until {date}: {link}").format(
-                points=fmt.points(gift.points), date=fmt.day(gift.expires_at), link=link
+                points=fmt.points(gift.points), date=_until(program, gift), link=link
             )
         )
     return "\n".join(lines)

@@ -67,7 +67,7 @@ async def gift_command(
     waiting = await open_gifts(session, member.id)
     if waiting:
         await message.answer(
-            views.open_gifts(await _links(bot, waiting)),
+            views.open_gifts(program, await _links(bot, waiting)),
             reply_markup=views.open_gifts_keyboard(waiting),
         )
     if program.gifts.max_points_per_day == 0:
@@ -162,7 +162,7 @@ async def confirm(
     if isinstance(query.message, Message):
         await edit_text(
             query.message,
-            views.gift_ready(gift, link),
+            views.gift_ready(program, gift, link),
             reply_markup=views.gift_share_keyboard(program, gift, link),
         )
 
@@ -178,6 +178,7 @@ async def take_back(
     callback_data: GiftCb,
     bot: Bot,
     session: AsyncSession,
+    program: Program,
     member: MemberInfo,
 ) -> None:
     """The giver takes an open gift back: its points are theirs again at once."""
@@ -195,7 +196,7 @@ async def take_back(
         if waiting:
             await edit_text(
                 query.message,
-                views.open_gifts(await _links(bot, waiting)),
+                views.open_gifts(program, await _links(bot, waiting)),
                 reply_markup=views.open_gifts_keyboard(waiting),
             )
         else:
