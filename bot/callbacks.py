@@ -76,3 +76,24 @@ class CampaignCb(CallbackData, prefix="camp"):
     # in1h, tomorrow: the schedule prompt's buttons (an hour from now; tomorrow 10:00 local)
     action: Literal["now", "schedule", "cancel", "drop", "in1h", "tomorrow"]
     id: DbId
+
+
+# A gift's code, or the random id of the confirmation that makes one (16 of base64url).
+GiftCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16}$")]
+Points = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class GiftCb(CallbackData, prefix="gift"):
+    # confirm: make the gift `points` of confirmation `code`; drop: do not; accept, cancel:
+    # the friend's acceptance, the giver's taking back, of the gift `code`
+    action: Literal["confirm", "drop", "accept", "cancel"]
+    code: GiftCode
+    points: Points = 0
+
+
+class DonateCb(CallbackData, prefix="don"):
+    # pick: ask how many points for this charity; ok: give `points` (confirmation `dialog`)
+    action: Literal["pick", "ok", "no"]
+    partner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
+    points: Points = 0
+    dialog: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,11}$")] = ""

@@ -37,6 +37,16 @@ BALANCE = Cmd(
 )
 HISTORY = Cmd("history", __("Your transactions"), __("/history: your transactions"))
 INVITE = Cmd("invite", __("Invite friends"), __("/invite: invite friends and both get points"))
+GIFT = Cmd(
+    "gift",
+    __("Give points to a friend"),
+    __("/gift [POINTS]: give points to a friend with a link; your open gifts"),
+)
+DONATE = Cmd(
+    "donate",
+    __("Give points to a charity"),
+    __("/donate: give points to one of the program's charities"),
+)
 PARTNERS = Cmd(
     "partners",
     __("Partners and offers"),
@@ -122,7 +132,7 @@ LINK = Cmd(
 )
 
 COMMANDS: dict[str, tuple[Cmd, ...]] = {
-    MEMBER: (CARD, BALANCE, HISTORY, INVITE, PARTNERS, LANGUAGE, PRIVACY, HELP),
+    MEMBER: (CARD, BALANCE, HISTORY, INVITE, GIFT, DONATE, PARTNERS, LANGUAGE, PRIVACY, HELP),
     CASHIER: (SHIFT, CANCEL),
     MANAGER: (SHIFT, CANCEL, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
     MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, LINK),

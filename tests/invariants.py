@@ -37,6 +37,13 @@ CHECKS = {
     "no wallet holds more than it has": """
         SELECT id FROM accounts WHERE held < 0 OR held > balance AND held > 0
     """,
+    "every gift has its hold, resolved as the gift was": """
+        SELECT g.id FROM gifts g LEFT JOIN holds h ON h.key = g.hold_key
+        WHERE h.id IS NULL OR h.member_id <> g.giver_id OR h.points <> g.points
+           OR (g.status = 'open') <> (h.status = 'open')
+           OR (g.status = 'accepted') <> (h.status = 'posted')
+           OR h.transaction_id IS DISTINCT FROM g.transaction_id
+    """,
 }
 
 

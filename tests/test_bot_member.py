@@ -300,6 +300,8 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
             "balance",
             "history",
             "invite",
+            "gift",
+            "donate",
             "partners",
             "language",
             "privacy",

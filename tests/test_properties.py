@@ -1,7 +1,8 @@
 """Random sequences of earn, redeem, reverse, adjust and expire, among redemption requests
-created, confirmed, declined and timed out (holds), keep every ledger invariant, and each
-operation fails only in the ways it is allowed to (a refund, an expiry or a positive
-adjustment never runs out of points; a confirmation never finds its held points gone)."""
+created, confirmed, declined and timed out, and gifts made, accepted, taken back and
+returned (holds), keep every ledger invariant, and each operation fails only in the ways it
+is allowed to (a refund, an expiry or a positive adjustment never runs out of points; a
+confirmation or a gift's acceptance never finds its held points gone)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db.engine import session_factory
 from db.ledger.models import Transaction, TxKind
 from db.rules import errors
-from db.rules.program import Program
+from db.rules.gifts import GiftClosed, GiftLimit, OwnGift, gift_code
+from db.rules.program import Program, parse_program
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
+from db.usecases.gifts import accept_gift, cancel_gift, create_gift, return_expired_gifts
 from db.usecases.members import register_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
-from tests.conftest import make_program, reset_ledger
+from tests.conftest import TEST_PROGRAM, reset_ledger
 from tests.invariants import ledger_violations
 
-PROGRAM: Program = make_program(program={"expire_days": 30})
+PROGRAM: Program = parse_program(
+    {
+        **TEST_PROGRAM,
+        "program": {**TEST_PROGRAM["program"], "expire_days": 30},
+        "gifts": {"max_points_per_day": 800},
+    }
+)
 
 # The domain errors each operation may raise with the inputs generated here; any other
 # exception fails the test.
@@ -42,6 +51,10 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     "confirm": (errors.RequestClosed,),  # only when the request timed out
     "decline": (errors.RequestClosed,),
     "timeout": (),
+    "gift": (errors.NotEnoughPoints, GiftLimit),
+    "accept": (GiftClosed, OwnGift),  # taken, returned, expired; or the giver's own
+    "take back": (GiftClosed,),
+    "return": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
@@ -62,12 +75,16 @@ operation = st.one_of(
     st.tuples(st.just("confirm"), st.integers(0, 50)),
     st.tuples(st.just("decline"), st.integers(0, 50)),
     st.tuples(st.just("timeout")),
+    st.tuples(st.just("gift"), st.integers(0, 2), st.integers(1, 600)),
+    st.tuples(st.just("accept"), st.integers(0, 50), st.integers(0, 2)),
+    st.tuples(st.just("take back"), st.integers(0, 50)),
+    st.tuples(st.just("return")),
 )
 # Requests open (created, not answered) and their holds, straight from the tables.
 OPEN = text(
     """
     SELECT (SELECT count(*) FROM redemption_requests WHERE status = 'pending'),
-           (SELECT count(*) FROM holds WHERE status = 'open'),
+           (SELECT count(*) FROM holds WHERE status = 'open' AND key LIKE 'redemption:%'),
            (SELECT count(*) FROM redemption_requests r JOIN holds h
                 ON h.key = 'redemption:' || r.public_id
             WHERE (r.status = 'confirmed') <> (h.status = 'posted')
@@ -97,6 +114,7 @@ async def test_random_operations_keep_the_invariants(
             telegram_id=100,
         )
         requests: list[tuple[str, int]] = []  # (public id, the member's Telegram id)
+        gifts: list[tuple[str, int]] = []  # (code, the giver's index)
         last: tuple | None = None
         for n, op in enumerate(ops):
             try:
@@ -205,6 +223,20 @@ async def test_random_operations_keep_the_invariants(
                         )
                     case ("timeout",):
                         await expire_requests(s, PROGRAM, now=now + timedelta(minutes=3))
+                    case ("gift", m, points):
+                        code = gift_code(b"test", members[m], f"g{n}")
+                        gifts.append((code, m))
+                        await create_gift(
+                            s, PROGRAM, member_id=members[m], points=points, code=code, now=now
+                        )
+                    case ("accept", pick, m) if gifts:
+                        code, _giver = gifts[pick % len(gifts)]
+                        await accept_gift(s, PROGRAM, code=code, member_id=members[m], now=now)
+                    case ("take back", pick) if gifts:
+                        code, giver = gifts[pick % len(gifts)]
+                        await cancel_gift(s, code=code, member_id=members[giver], now=now)
+                    case ("return",):
+                        await return_expired_gifts(s, now=now)
                 event(f"{op[0]}: done")
             except errors.DomainError as error:
                 event(f"{op[0]}: {error.code}")

@@ -3,7 +3,7 @@
 from aiogram import Router
 
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
-from bot.handlers.members import confirm, join, member, privacy
+from bot.handlers.members import confirm, donate, gifts, join, member, privacy
 from bot.handlers.office import campaigns, owner, poster, stats
 from bot.handlers.staff import figures, refund, staff_join, till
 
@@ -25,9 +25,12 @@ def get_routers() -> list[Router]:
         stats.build(),
         poster.build(),
         confirm.build(),
+        gifts.build_links(),
         join.build(),
         public.build(),
         member.build(),
+        gifts.build(),
+        donate.build(),
         privacy.build(),
         privacy.build_offers(),
         fallback.build(),

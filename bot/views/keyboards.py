@@ -23,6 +23,8 @@ CARD = __("💳 Card")
 BALANCE = __("💰 Balance")
 HISTORY = __("📜 History")
 INVITE = __("🎁 Invite friends")
+GIFT = __("🎀 Give points")
+DONATE = __("🤍 Donate")
 PARTNERS = __("🏪 Partners")
 LANGUAGE = __("🌐 Language")
 PRIVACY = __("🔒 Privacy")
@@ -34,6 +36,8 @@ BUTTONS = {
     "balance": BALANCE,
     "history": HISTORY,
     "invite": INVITE,
+    "gift": GIFT,
+    "donate": DONATE,
     "partners": PARTNERS,
     "language": LANGUAGE,
     "privacy": PRIVACY,

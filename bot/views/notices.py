@@ -384,3 +384,55 @@ def staff_joined(program: Program, p: dict[str, Any]) -> Rendered:
             name=escape(p.get("name") or "—"), role=role_name(str(p["role"])), where=where
         )
     )
+
+
+# Gifts and donations (db/usecases/gifts.py, db/usecases/donations.py). `member_name` is the
+# other member's first name, read when the notice is sent (absent once they left).
+
+
+@renders("gift_received")
+def gift_received(program: Program, p: dict[str, Any]) -> Rendered:
+    points = fmt.points(int(p["points"]))
+    head = (
+        _("🎁 +{points}: a gift from {friend}.").format(
+            points=points, friend=escape(p["member_name"])
+        )
+        if p.get("member_name")
+        else _("🎁 +{points}: a gift from a friend.").format(points=points)
+    )
+    return Rendered(head + "\n" + _balance(p))
+
+
+@renders("gift_accepted")
+def gift_accepted(program: Program, p: dict[str, Any]) -> Rendered:
+    points = fmt.points(int(p["points"]))
+    if p.get("member_name"):
+        return Rendered(
+            _("🎀 {friend} accepted your gift of {points}.").format(
+                friend=escape(p["member_name"]), points=points
+            )
+        )
+    return Rendered(_("🎀 Your gift of {points} was accepted.").format(points=points))
+
+
+@renders("gift_returned")
+def gift_returned(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(
+        _(
+            "↩️ Nobody accepted your gift of {points} within 7 days: the points are yours again."
+        ).format(points=fmt.points(int(p["points"])))
+    )
+
+
+@renders("donation")
+def donation(program: Program, p: dict[str, Any]) -> Rendered:
+    points = int(p["points"])
+    return Rendered(
+        _("🤍 Thank you! You gave {points} (worth {money}) to {charity}.").format(
+            points=fmt.points(points),
+            money=_money(program, points_money(points, program.program.point_value)),
+            charity=_partner(program, p["partner"]),
+        )
+        + "\n"
+        + _balance(p)
+    )

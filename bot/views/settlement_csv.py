@@ -34,8 +34,9 @@ HEADER = [
     "Stamp-card rewards",
 ]
 
-PARTNER, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
+PARTNER, CHARITY, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
     "partner",
+    "charity",
     "program",
     "expired points",
     "forfeited points",
@@ -66,6 +67,8 @@ def _who_pays(line: _Line, amount: Decimal) -> str:
         if not amount:
             return "nobody (even)"
         return "coalition pays partner" if amount > 0 else "partner pays coalition"
+    if line.kind == CHARITY:  # members' donations: the coalition pays their value
+        return "coalition pays charity" if amount else "nobody (no donations)"
     if line.kind == PROGRAM:
         return "the program's cost (no payment)"
     if line.kind in (EXPIRED, FORFEITED):
@@ -79,7 +82,7 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
     column."""
     lines = [
         _Line(
-            PARTNER,
+            CHARITY if p.kind == "charity" else PARTNER,
             p.slug,
             p.name,
             p.points_issued,

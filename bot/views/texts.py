@@ -16,10 +16,11 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
     """The program in a few lines; `welcome=False` for someone who had their welcome gift in
     an earlier account."""
     rules = program.program
-    rates = sorted(p.earn_percent for p in program.partners)
+    businesses = [p for p in program.partners if not p.charity]
+    rates = sorted(p.earn_percent for p in businesses)
     lines = [
         _("<b>{program}</b>: one card for {count} local businesses.").format(
-            program=escape(fmt.text(rules.name)), count=len(program.partners)
+            program=escape(fmt.text(rules.name)), count=len(businesses)
         ),
         "",
         _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
@@ -92,6 +93,10 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("reward for inviting a friend")
         case "welcome":
             return _("welcome gift")
+        case "gift" if item.points_in:
+            return _("a gift from a friend")
+        case "gift":
+            return _("your gift to a friend")
         case _:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
 
@@ -111,7 +116,16 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             moved.append("+" + fmt.points(item.points_in))
         if item.points_out:
             moved.append("−" + fmt.points(item.points_out))
-        where = f" · {escape(fmt.partner_name(program, item.partner))}" if item.partner else ""
+        name = fmt.partner_name(program, item.partner) if item.partner else ""
+        if item.kind == "donation":
+            lines.append(
+                f"{fmt.day(item.created_at)} · "
+                + _("🤍 Donated {points} to {charity}").format(
+                    points=fmt.points(item.points_out), charity=escape(name or "")
+                )
+            )
+            continue
+        where = f" · {escape(name)}" if name else ""
         lines.append(
             f"{fmt.day(item.created_at)}{where} · {_what(item, currency)}: "
             + (", ".join(moved) or fmt.points(0))
@@ -124,7 +138,11 @@ def partners(program: Program, today: date) -> str:
     for partner in program.partners:
         lines += [
             "",
-            _("<b>{name}</b> ({category}): {rate} back in points").format(
+            _("<b>{name}</b> ({category}): a charity, give it points with /donate").format(
+                name=escape(fmt.text(partner.name)), category=escape(fmt.text(partner.category))
+            )
+            if partner.charity
+            else _("<b>{name}</b> ({category}): {rate} back in points").format(
                 name=escape(fmt.text(partner.name)),
                 category=escape(fmt.text(partner.category)),
                 rate=fmt.percent(partner.earn_percent),

@@ -1,4 +1,5 @@
-"""Daily jobs: points expiry, expiry reminders, tier recalculation.
+"""Daily jobs: points expiry, expiry reminders, tier recalculation; hourly: gifts nobody
+accepted go back to their givers.
 
 Several bot instances may share one database; each job runs under a PostgreSQL advisory
 lock, so only one instance does it at a time. Each job is also safe to run twice: expiry
@@ -21,6 +22,7 @@ from bot.runtime import Runtime
 from bot.workers.delivery import start_due_campaigns
 from bot.workers.notify import Notifier
 from db.usecases.expiry import expire_due
+from db.usecases.gifts import return_expired_gifts
 from db.usecases.outbox import prune
 from db.usecases.reminders import due_reminders, mark_reminded
 from db.usecases.tiers import recalculate_tiers
@@ -87,6 +89,13 @@ async def close_expired_requests(runtime: Runtime, now: datetime | None = None) 
     return len(expired)
 
 
+async def return_gifts(runtime: Runtime, now: datetime | None = None) -> int:
+    """Gifts nobody accepted in time go back to their givers (each is told, by the outbox)."""
+    async with runtime.sessions() as session:
+        returned = await return_expired_gifts(session, now=now)
+    return len(returned)
+
+
 def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     # Daily jobs at the program's local hours (02:00 is a quiet night there, not in UTC).
     zone = runtime.program.program.zone
@@ -119,6 +128,15 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         id="remind",
         args=[runtime, "remind", lambda: remind_expiring(runtime, notifier)],
         **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        IntervalTrigger(hours=1),
+        id="gifts",
+        args=[runtime, "gifts", lambda: return_gifts(runtime)],
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
     )
     scheduler.add_job(
         exclusively,

@@ -1,7 +1,9 @@
 """Who owes whom for a period, and what the program still owes its members at its end.
 
 A partner's position is (points redeemed at it − points issued by it) × point_value:
-positive, the coalition pays the partner; negative, the partner pays the coalition.
+positive, the coalition pays the partner; negative, the partner pays the coalition. A charity
+partner issues no points and redeems only members' donations (db/usecases/donations.py): its
+position is what the coalition pays it for them.
 Reversals count in the period they are posted, so a period's figures never change later.
 
 Every figure is a sum of ledger entries, so the lines reconcile exactly: the points issued
@@ -50,6 +52,8 @@ class PartnerPosition:
     donations: int = 0  # of points_redeemed: points members gave this charity
     vouchers_funded: int = 0  # of points_issued: vouchers it funded, honoured anywhere
     stamp_rewards: int = 0  # of points_issued: points its full stamp cards gave
+    # "charity": its points redeemed are members' donations (it sells nothing, issues none)
+    kind: str = "business"
 
     @property
     def net_points(self) -> int:
@@ -190,6 +194,7 @@ async def settlement(
             donations=_part(parts, AccountKind.PARTNER_REDEEMED, p.id, "donations"),
             vouchers_funded=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "vouchers"),
             stamp_rewards=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "stamp_rewards"),
+            kind=p.kind,
         )
         for p, share in zip(partners, shares, strict=False)
     ]

@@ -36,6 +36,7 @@ from db.ledger.writer import (
 )
 from db.queries.wallet import history, referral_stats
 from db.rules.cards import new_card_number
+from db.usecases.gifts import return_gifts_of
 from db.usecases.members import MemberInfo
 
 
@@ -119,6 +120,7 @@ async def delete_member(
         # Requests waiting for the member's yes will find them gone: their points are freed
         # (and forfeited with the rest).
         await void_holds(session, member_id=member.id, now=now)
+        await return_gifts_of(session, member.id, now)  # their open gifts: returned, closed
         balances = await lock_accounts(session, [breakage, member.wallet_id])
         points = balances[member.wallet_id]
         if points > 0:

@@ -57,6 +57,7 @@ from db.rules.errors import (
     UnknownTransaction,
     WrongPartner,
 )
+from db.rules.gifts import CharityTakesNoSales
 from db.rules.points import (
     check_points,
     check_purchase,
@@ -181,6 +182,8 @@ async def post_purchase(
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
+    if rules.charity:  # a charity takes donations (db/usecases/donations.py), never sales
+        raise CharityTakesNoSales(partner=partner)
     amount = check_purchase(amount, program.program.max_purchase)
     pv = program.program.point_value
     if redeem_points:

@@ -38,6 +38,7 @@ from db.rules.errors import (
     TooManyLookups,
     UnknownMember,
 )
+from db.rules.gifts import CharityTakesNoSales
 from db.rules.points import (
     check_points,
     check_purchase,
@@ -87,6 +88,13 @@ async def _own_card_audited(
 def _check_not_own(staff: StaffInfo, member_id: int, member_telegram_id: int | None) -> None:
     if member_telegram_id is not None and member_telegram_id == staff.telegram_id:
         raise OwnCard(member_id=member_id)
+
+
+def check_sells(program: Program, staff: StaffInfo) -> None:
+    """Staff of a charity partner post no sales: a charity takes donated points only."""
+    rules = program.partner(staff.partner_slug or "")
+    if rules is not None and rules.charity:
+        raise CharityTakesNoSales(partner=staff.partner_slug)
 
 
 def sale_key(
@@ -191,6 +199,7 @@ async def till_sale(
     `again` (the cashier said so); a replay of this very sale is never asked about."""
     staff.require("sale")
     assert staff.partner_slug is not None
+    check_sells(program, staff)
     now = now or datetime.now(UTC)
     key = sale_key(program, staff.partner_id, dialog, receipt, now)
     async with _own_card_audited(session, staff, "sale"), unit_of_work(session):
@@ -385,6 +394,7 @@ async def request_redemption(
     written already closed (status "unreachable", audited so) so the cashier can finish the
     sale earn-only at once. Refused on the cashier's own card (OwnCard)."""
     staff.require("redeem")
+    check_sells(program, staff)
     now = now or datetime.now(UTC)
     rules = program.program
     amount = check_purchase(amount, rules.max_purchase)

@@ -84,7 +84,36 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "The same amount was just posted to this member, so it was not posted again. Scan the "
         "card again if this is another sale."
     ),
+    # Gifts and donations (db/rules/gifts.py).
+    "gifting_off": lambda p: _("Gifting points to other members is off in this program."),
+    "gift_limit": lambda p: _(
+        "You can give at most {max} a day, and {left} are left today. Nothing was held."
+    ).format(max=fmt.points(p["max"]), left=fmt.points(p["left"])),
+    "gift_closed": lambda p: _gift_closed(str(p.get("status", ""))),
+    "own_gift": lambda p: _(
+        "You cannot accept your own gift. Send the link to a friend; /gift lists your open gifts."
+    ),
+    "not_a_charity": lambda p: _("Donations go only to the program's charities: see /donate."),
+    "charity_takes_no_sales": lambda p: _(
+        "This partner is a charity: it takes members' donated points (/donate), not sales. "
+        "Nothing was posted."
+    ),
 }
+
+
+def _gift_closed(status: str) -> str:
+    if status == "accepted":
+        return _("This gift was already accepted by someone else.")
+    if status == "accepted_by_you":
+        return _("You have already accepted this gift.")
+    if status == "returned":
+        return _(
+            "This gift is no longer available: the giver took it back, or nobody accepted it "
+            "in time."
+        )
+    if status == "expired":
+        return _("This gift has expired: its points go back to the giver.")
+    return _("This gift link is not valid. Check it, or ask your friend for a new one.")
 
 
 def _not_staff(p: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import ConsentCb, JoinCb, LanguageCb
 from bot.filters import PrivateChat, TextIs
+from bot.handlers.members import gifts
 from bot.views import formatting as fmt
 from bot.views import keyboards, texts
 from bot.views.editing import edit_markup, edit_text
@@ -56,6 +57,14 @@ async def _offer_to_join(
             str(program.program.rules_url) if program.program.rules_url else None
         ),
     )
+
+
+async def offer_to_join(
+    message: Message, session: AsyncSession, program: Program, secret: bytes
+) -> None:
+    """The rules and the join button, for someone who is not a member yet."""
+    assert message.from_user is not None
+    await _offer_to_join(message, program, await _returning(session, secret, message.from_user.id))
 
 
 async def _welcome_back(message: Message, member: MemberInfo) -> None:
@@ -209,6 +218,8 @@ async def accept_rules(
             ),
             reply_markup=keyboards.consent_keyboard(),
         )
+        if data.get("gift"):  # they came through a gift's link: offer it now
+            await gifts.offer_gift(query.message, session, member, data["gift"])
 
 
 async def marketing_consent(

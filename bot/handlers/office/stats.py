@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.filters import IsOwner, IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.charts import ChartLabels, render_stats_chart
+from bot.views.gifts import donations_line
 from bot.views.settlement_csv import write_settlement
+from db.queries.donations import donation_figures
 from db.queries.settlement import settlement
 from db.queries.stats import (
     BadPeriod,
@@ -224,6 +226,9 @@ async def coalition_stats(
         f"📊 <b>{escape(program.program.name)}</b> · {_days(period)}",
         *_figures(k, currency, partner=False),
         _sources(k),
+        donations_line(
+            await donation_figures(session, start=period.start, end=period.end), program
+        ),
         "",
         _("<b>By partner</b>"),
     ]
@@ -281,6 +286,12 @@ async def partner_stats(
         f"📊 <b>{escape(name)}</b> · {_days(period)}",
         *_figures(k, program.program.currency, partner=True),
     ]
+    rules = program.partner(staff.partner_slug or "")
+    if rules is not None and rules.charity:
+        figures = await donation_figures(
+            session, start=period.start, end=period.end, partner_id=staff.partner_id
+        )
+        lines.append(donations_line(figures, program))
     for text in _chunks(lines):
         await message.answer(text)
 

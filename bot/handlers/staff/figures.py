@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.filters import IsStaff, PrivateChat
 from bot.views import formatting as fmt
+from bot.views.gifts import donations_line
+from db.queries.donations import donation_figures
 from db.queries.reports import day_start, partner_figures, shift, week_start
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
@@ -92,6 +94,16 @@ async def _figures(
     )
     currency = program.program.currency
     title = _("This week") if week else _("Today")
+    rules = program.partner(staff.partner_slug or "")
+    if rules is not None and rules.charity:  # a charity sells nothing: its donations
+        donations = await donation_figures(
+            session, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
+        )
+        await message.answer(
+            f"📊 <b>{escape(staff.partner_name or '')}</b>: {title}\n"
+            + donations_line(donations, program)
+        )
+        return
     await message.answer(
         "\n".join(
             [

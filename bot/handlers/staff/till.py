@@ -47,6 +47,7 @@ from db.usecases.purchases import PurchaseResult
 from db.usecases.staff import StaffInfo
 from db.usecases.till import (
     REQUEST_TTL,
+    check_sells,
     close_request,
     closed_params,
     finish_earn_only,
@@ -82,10 +83,12 @@ def _panel_keyboard(dialog: str) -> InlineKeyboardMarkup:
 
 
 async def open_member(
-    message: Message, state: FSMContext, member: MemberInfo, program: Program
+    message: Message, state: FSMContext, member: MemberInfo, program: Program, staff: StaffInfo
 ) -> None:
     """Show the member to the cashier and start a sale dialog (a fresh id per dialog: it
-    keys the posting, so a double tap or a re-delivered update posts once)."""
+    keys the posting, so a double tap or a re-delivered update posts once). Staff of a
+    charity are refused here (CharityTakesNoSales): a charity takes no sales."""
+    check_sells(program, staff)
     dialog = secrets.token_urlsafe(12)
     await state.set_state(None)
     await state.set_data({"dialog": dialog, "member_id": member.id})
@@ -122,7 +125,7 @@ async def scanned_link(
     secret: bytes,
 ) -> None:
     member = await lookup_member(session, staff, secret=secret, token=command.args, how="qr-link")
-    await open_member(message, state, member, program)
+    await open_member(message, state, member, program, staff)
 
 
 async def card_photo(
@@ -155,7 +158,7 @@ async def card_photo(
         )
         return
     member = await lookup_member(session, staff, secret=secret, token=token, how="photo")
-    await open_member(message, state, member, program)
+    await open_member(message, state, member, program, staff)
 
 
 def _first_card(tokens: list[str], secret: bytes) -> str | None:
@@ -187,7 +190,7 @@ async def card_number(
         await message.answer(_("That card number is not valid: check the digits."))
         return
     member = await lookup_member(session, staff, secret=secret, card_number=number, how="number")
-    await open_member(message, state, member, program)
+    await open_member(message, state, member, program, staff)
 
 
 async def _dialog_ok(query: CallbackQuery, state: FSMContext, dialog: str) -> bool:
