@@ -1,7 +1,8 @@
 """Random sequences of earn, redeem, reverse, adjust and expire, among redemption requests
-created, confirmed, declined and timed out (holds), keep every ledger invariant, and each
-operation fails only in the ways it is allowed to (a refund, an expiry or a positive
-adjustment never runs out of points; a confirmation never finds its held points gone)."""
+created, confirmed, declined and timed out (holds) and catalogue vouchers taken, claimed and
+expired (holds too), keep every ledger invariant, and each operation fails only in the ways
+it is allowed to (a refund, an expiry or a positive adjustment never runs out of points; a
+confirmation or a claim never finds its held points gone)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,55 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db.engine import session_factory
 from db.ledger.models import Transaction, TxKind
 from db.rules import errors
-from db.rules.program import Program
+from db.rules.program import Program, parse_program
+from db.rules.tokens import derive_secret
+from db.rules.vouchers import (
+    OutOfStock,
+    RewardLimit,
+    VoucherClaimed,
+    VoucherExpired,
+    VoucherWrongPartner,
+)
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
 from db.usecases.members import register_member
 from db.usecases.purchases import record_purchase, reverse
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
-from tests.conftest import make_program, reset_ledger
+from db.usecases.voucher_claims import claim_voucher
+from db.usecases.vouchers import expire_vouchers, take_reward
+from tests.conftest import TEST_PROGRAM, reset_ledger
 from tests.invariants import ledger_violations
 
-PROGRAM: Program = make_program(program={"expire_days": 30})
+# Catalogue rewards at the cashier's partner (books) and elsewhere, with a stock and a
+# per-member limit, valid for fewer days than the "days" steps may jump.
+PROGRAM: Program = parse_program(
+    {
+        **TEST_PROGRAM,
+        "program": {**TEST_PROGRAM["program"], "expire_days": 30},
+        "rewards": [
+            {
+                "slug": "bag",
+                "title": "A bag",
+                "partner": "books",
+                "points": 60,
+                "stock": 3,
+                "valid_days": 10,
+            },
+            {
+                "slug": "pen",
+                "title": "A pen",
+                "partner": "books",
+                "points": 10,
+                "per_member": 2,
+                "valid_days": 10,
+            },
+            {"slug": "coffee", "title": "A coffee", "partner": "coffee", "points": 300},
+        ],
+    }
+)
+REWARDS = [r.slug for r in PROGRAM.rewards]
+SECRET = derive_secret("4242:TEST-token")
 
 # The domain errors each operation may raise with the inputs generated here; any other
 # exception fails the test.
@@ -42,6 +81,10 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     "confirm": (errors.RequestClosed,),  # only when the request timed out
     "decline": (errors.RequestClosed,),
     "timeout": (),
+    "take": (errors.NotEnoughPoints, OutOfStock, RewardLimit),
+    # Only when it was claimed, has expired or is another partner's (asserted below).
+    "claim": (VoucherClaimed, VoucherExpired, VoucherWrongPartner),
+    "vexpire": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
@@ -62,11 +105,16 @@ operation = st.one_of(
     st.tuples(st.just("confirm"), st.integers(0, 50)),
     st.tuples(st.just("decline"), st.integers(0, 50)),
     st.tuples(st.just("timeout")),
+    st.tuples(st.just("take"), st.integers(0, 2), st.integers(0, len(REWARDS) - 1)),
+    st.tuples(st.just("claim"), st.integers(0, 50)),
+    st.tuples(st.just("vexpire")),
 )
-# Requests open (created, not answered) and their holds, straight from the tables.
+# Requests and catalogue vouchers open (created, not answered or claimed) and their holds,
+# straight from the tables (each voucher's hold against the voucher: tests/invariants.py).
 OPEN = text(
     """
-    SELECT (SELECT count(*) FROM redemption_requests WHERE status = 'pending'),
+    SELECT (SELECT count(*) FROM redemption_requests WHERE status = 'pending')
+           + (SELECT count(*) FROM vouchers WHERE status = 'open' AND source = 'catalogue'),
            (SELECT count(*) FROM holds WHERE status = 'open'),
            (SELECT count(*) FROM redemption_requests r JOIN holds h
                 ON h.key = 'redemption:' || r.public_id
@@ -97,6 +145,7 @@ async def test_random_operations_keep_the_invariants(
             telegram_id=100,
         )
         requests: list[tuple[str, int]] = []  # (public id, the member's Telegram id)
+        codes: list[str] = []  # the vouchers taken
         last: tuple | None = None
         for n, op in enumerate(ops):
             try:
@@ -197,6 +246,30 @@ async def test_random_operations_keep_the_invariants(
                         )
                     case ("timeout",):
                         await expire_requests(s, PROGRAM, now=now + timedelta(minutes=3))
+                    case ("take", m, r):
+                        rules = PROGRAM.rewards[r]
+                        taken = await take_reward(
+                            s,
+                            PROGRAM,
+                            member_id=members[m],
+                            reward=rules.slug,
+                            points=rules.points,
+                            operation=f"t{n}",
+                            secret=SECRET,
+                            now=now,
+                        )
+                        codes.append(taken.voucher.code)
+                    case ("claim", pick) if codes:
+                        code = codes[pick % len(codes)]
+                        claimable = await _claimable(s, code, cashier.partner_id, now)
+                        try:
+                            await claim_voucher(s, PROGRAM, cashier, code=code, now=now)
+                        except (VoucherClaimed, VoucherExpired, VoucherWrongPartner):
+                            assert not claimable, (n, op)
+                            raise
+                        assert claimable, (n, op)
+                    case ("vexpire",):
+                        await expire_vouchers(s, PROGRAM, now=now)
                 event(f"{op[0]}: done")
             except errors.DomainError as error:
                 event(f"{op[0]}: {error.code}")
@@ -220,6 +293,22 @@ async def _pending(s: AsyncSession, public_id: str, now: datetime) -> bool:
                 " WHERE public_id = :id"
             ),
             {"id": public_id, "now": now},
+        )
+    ).scalar_one()
+    await s.rollback()
+    return bool(row)
+
+
+async def _claimable(s: AsyncSession, code: str, partner_id: int | None, now: datetime) -> bool:
+    """The voucher is open, not expired and honoured at this partner (so claiming it must
+    post)."""
+    row = (
+        await s.execute(
+            text(
+                "SELECT status = 'open' AND expires_at > :now AND partner_id = :partner"
+                " FROM vouchers WHERE code = :code"
+            ),
+            {"code": code, "now": now, "partner": partner_id},
         )
     ).scalar_one()
     await s.rollback()

@@ -22,6 +22,8 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uk": "Українс
 CARD = __("💳 Card")
 BALANCE = __("💰 Balance")
 HISTORY = __("📜 History")
+REWARDS = __("🛍 Rewards")
+VOUCHERS = __("🎟 Vouchers")
 INVITE = __("🎁 Invite friends")
 PARTNERS = __("🏪 Partners")
 LANGUAGE = __("🌐 Language")
@@ -33,6 +35,8 @@ BUTTONS = {
     "card": CARD,
     "balance": BALANCE,
     "history": HISTORY,
+    "rewards": REWARDS,
+    "vouchers": VOUCHERS,
     "invite": INVITE,
     "partners": PARTNERS,
     "language": LANGUAGE,

@@ -364,3 +364,8 @@ def staff_joined(program: Program, p: dict[str, Any]) -> Rendered:
             name=escape(p.get("name") or "—"), role=role_name(str(p["role"])), where=where
         )
     )
+
+
+# The rewards catalogue's and vouchers' notices live with their other texts; importing the
+# module registers them.
+from bot.views import vouchers as _vouchers  # noqa: E402, F401

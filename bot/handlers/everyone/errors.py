@@ -16,6 +16,7 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.views import formatting as fmt
+from bot.views.vouchers import MESSAGES as VOUCHER_MESSAGES
 from db.rules.errors import DomainError
 from db.rules.program import Program
 
@@ -84,6 +85,7 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "The same amount was just posted to this member, so it was not posted again. Scan the "
         "card again if this is another sale."
     ),
+    **VOUCHER_MESSAGES,  # the rewards catalogue's and the till's voucher refusals
 }
 
 
