@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import VoucherCb
@@ -271,3 +271,50 @@ async def test_the_member_reads_the_catalogue_in_their_language(
     await ola.send("/rewards")
     listing = text_of(await ola.wait_message("Kawa do wyboru"))
     assert "A coffee of your choice" not in listing
+
+
+async def test_points_held_elsewhere_and_an_expired_voucher_are_said_plainly(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    carl, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await join(ann)
+    await give(sessions, program, ann, 450)  # 500
+    # Two confirmations open at once; the first taken leaves 200 free for the second.
+    await ann.send("/rewards")
+    listing = await ann.wait_message("Rewards")
+    (take,) = [b["callback_data"] for b in inline_buttons(listing) if b["text"] == COFFEE_BUTTON]
+    await ann.click(listing, take)
+    first = await ann.wait_message("Take A coffee")
+    await ann.click(listing, take)
+    second = await ann.wait_message("Take A coffee")
+    assert first["message_id"] != second["message_id"]
+    confirm = "✅ Confirm"
+    (one,) = [b["callback_data"] for b in inline_buttons(first) if b["text"] == confirm]
+    (two,) = [b["callback_data"] for b in inline_buttons(second) if b["text"] == confirm]
+    assert one != two
+    await ann.click(first, one)
+    await ann.wait_message(lambda m: "photo" in m)
+    refused = await ann.click(second, two)
+    text = (await ann.wait_callback_answer(refused))["text"]
+    assert text == (
+        "Not enough points: this reward costs 300 points and you have 200 points to spend. "
+        "Nothing was taken."
+    )
+    assert await wallet(sessions, ann) == (500, 300)
+    assert len(await vouchers(sessions)) == 1
+
+    # A voucher past its time, typed at the till: refused with the moment it expired.
+    [(code, _)] = await vouchers(sessions)
+    async with sessions() as s:
+        await s.execute(
+            update(Voucher)
+            .where(Voucher.code == code)
+            .values(expires_at=datetime(2026, 1, 5, 14, 30, tzinfo=UTC))
+        )
+        await s.commit()
+    await carl.send(f"/voucher {code}")
+    await carl.wait_message("This voucher expired on 5 Jan 2026 at 14:30: it cannot be claimed.")
+    await expire_vouchers(harness.runtime)
+    await ann.wait_message("expired unused")
+    assert await wallet(sessions, ann) == (500, 0)

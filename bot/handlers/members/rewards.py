@@ -32,9 +32,9 @@ from db.usecases.vouchers import take_reward
 async def rewards(
     message: Message, session: AsyncSession, member: MemberInfo, program: Program
 ) -> None:
-    fresh = await get_member(session, member.id)  # what holds were made since the update began
+    wallet = await get_member(session, member.id)  # with its held points (identify has none)
     states = await catalogue_state(session, member.id)
-    text, markup = views.catalogue(program, states, fresh.available, fresh.held)
+    text, markup = views.catalogue(program, states, wallet.available, wallet.held)
     await message.answer(text, reply_markup=markup)
 
 
