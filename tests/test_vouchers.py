@@ -50,7 +50,7 @@ from db.rules.vouchers import (
 from db.usecases.adjust import adjust
 from db.usecases.members import get_member, register_member
 from db.usecases.outbox import StaffChat
-from db.usecases.privacy import delete_member
+from db.usecases.privacy import delete_member, export_member_data
 from db.usecases.staff import StaffInfo, accept_invite, create_invite
 from db.usecases.voucher_claims import ClaimedVoucher, claim_voucher, open_voucher
 from db.usecases.vouchers import expire_vouchers, hold_key, issue_voucher, take_reward
@@ -519,6 +519,12 @@ async def test_deleting_the_account_voids_its_vouchers(
     cake = (await take(session, program, ann, "cake", "op-1")).voucher
     await take(session, program, ann, "free-coffee", "op-2")
     assert await issued(session, "cake") == 1
+    exported = await export_member_data(session, await get_member(session, ann))
+    await session.rollback()
+    assert [(v["reward"], v["status"]) for v in exported["vouchers"]] == [
+        ("cake", "open"),
+        ("free-coffee", "open"),
+    ]
     forfeited = await delete_member(session, await get_member(session, ann), now=NOW)
     assert forfeited == 1000  # the held points went back to the wallet, then with the rest
     rows = (await session.execute(select(Voucher.status))).scalars().all()

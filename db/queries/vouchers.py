@@ -77,3 +77,27 @@ async def open_voucher_of(
     """One of the member's open vouchers by its code (None: not theirs, or no longer open)."""
     row = (await session.execute(_open(member_id, now).where(Voucher.code == code))).one_or_none()
     return OpenVoucher(*row) if row is not None else None
+
+
+async def vouchers_export(session: AsyncSession, member_id: int) -> list[dict[str, object]]:
+    """Every voucher of the member, for their data export."""
+    rows = await session.execute(
+        select(Voucher, Partner.slug)
+        .join(Partner, Partner.id == Voucher.partner_id)
+        .where(Voucher.member_id == member_id)
+        .order_by(Voucher.id)
+    )
+    return [
+        {
+            "reward": v.reward,
+            "partner": partner,
+            "code": v.code,
+            "points": v.points,
+            "source": v.source,
+            "status": v.status,
+            "created_at": v.created_at.isoformat(),
+            "expires_at": v.expires_at.isoformat(),
+            "resolved_at": v.resolved_at.isoformat() if v.resolved_at else None,
+        }
+        for v, partner in rows
+    ]

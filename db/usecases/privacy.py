@@ -34,6 +34,7 @@ from db.ledger.writer import (
     unit_of_work,
     void_holds,
 )
+from db.queries.vouchers import vouchers_export
 from db.queries.wallet import history, referral_stats
 from db.rules.cards import new_card_number
 from db.usecases.members import MemberInfo
@@ -88,6 +89,7 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
             for item in items
         ],
         "transactions_total": total,
+        "vouchers": await vouchers_export(session, member.id),
         "friends_invited": stats.invited,
         "friends_rewarded": stats.rewarded,
     }
