@@ -97,3 +97,23 @@ class DonateCb(CallbackData, prefix="don"):
     partner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
     points: Points = 0
     dialog: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,11}$")] = ""
+
+
+class RewardCb(CallbackData, prefix="rwd"):
+    """The rewards catalogue: "ask" shows the confirmation of taking `reward`, whose
+    Confirm ("take") carries the price shown and the confirmation's random id (a double
+    tap takes one voucher); "cancel" drops it."""
+
+    action: Literal["ask", "take", "cancel"]
+    reward: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
+    points: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    op: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,12}$")] = ""
+
+
+class VoucherCb(CallbackData, prefix="vch"):
+    """A voucher by its code: the member's "qr" (show its QR code) or the cashier's
+    "claim". The code is what the cashier had to scan or type: a forged button for
+    someone else's voucher would need its code."""
+
+    action: Literal["qr", "claim"]
+    code: Annotated[str, Field(pattern=r"^[0-9A-Z]{8}$")]

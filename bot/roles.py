@@ -52,6 +52,16 @@ PARTNERS = Cmd(
     __("Partners and offers"),
     __("/partners: where to earn and spend, and current offers"),
 )
+REWARDS = Cmd(
+    "rewards",
+    __("Rewards for your points"),
+    __("/rewards: rewards you can take for your points, at each partner"),
+)
+VOUCHERS = Cmd(
+    "vouchers",
+    __("Your vouchers"),
+    __("/vouchers: your vouchers to use at the till, with their QR codes"),
+)
 LANGUAGE = Cmd("language", __("Change the language"), __("/language: change the language"))
 PRIVACY = Cmd(
     "privacy",
@@ -65,6 +75,11 @@ CANCEL = Cmd(
     "cancel",
     __("Leave a sale or a dialog"),
     __("/cancel: leave the sale or dialog you are in; right after a sale, what it posted"),
+)
+VOUCHER = Cmd(
+    "voucher",
+    __("Claim a voucher by its code"),
+    __("/voucher CODE: claim a member's voucher (or scan its QR code, or send a photo of it)"),
 )
 REFUND = Cmd(
     "refund",
@@ -132,9 +147,22 @@ LINK = Cmd(
 )
 
 COMMANDS: dict[str, tuple[Cmd, ...]] = {
-    MEMBER: (CARD, BALANCE, HISTORY, INVITE, GIFT, DONATE, PARTNERS, LANGUAGE, PRIVACY, HELP),
-    CASHIER: (SHIFT, CANCEL),
-    MANAGER: (SHIFT, CANCEL, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
+    MEMBER: (
+        CARD,
+        BALANCE,
+        HISTORY,
+        REWARDS,
+        VOUCHERS,
+        INVITE,
+        GIFT,
+        DONATE,
+        PARTNERS,
+        LANGUAGE,
+        PRIVACY,
+        HELP,
+    ),
+    CASHIER: (SHIFT, CANCEL, VOUCHER),
+    MANAGER: (SHIFT, CANCEL, VOUCHER, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
     MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, LINK),
     OWNER: (
         STAFF_INVITE,

@@ -44,6 +44,21 @@ CHECKS = {
            OR (g.status = 'accepted') <> (h.status = 'posted')
            OR h.transaction_id IS DISTINCT FROM g.transaction_id
     """,
+    "a catalogue voucher's hold is open while it is, posted by its claim, else voided": """
+        SELECT v.id FROM vouchers v LEFT JOIN holds h ON h.key = v.hold_key
+        WHERE v.source = 'catalogue' AND (
+            h.id IS NULL OR h.member_id <> v.member_id OR h.points <> v.points
+            OR (v.status = 'open') <> (h.status = 'open')
+            OR (v.status = 'claimed') <> (h.status = 'posted')
+            OR (v.status = 'claimed' AND h.transaction_id IS DISTINCT FROM v.transaction_id))
+    """,
+    "a reward's issued count is its standing catalogue vouchers": """
+        SELECT r.slug FROM rewards r
+        LEFT JOIN (SELECT reward, count(*) AS n FROM vouchers
+                   WHERE source = 'catalogue' AND status IN ('open', 'claimed')
+                   GROUP BY reward) v ON v.reward = r.slug
+        WHERE r.issued <> coalesce(v.n, 0)
+    """,
 }
 
 

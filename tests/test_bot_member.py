@@ -299,6 +299,8 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
             "card",
             "balance",
             "history",
+            "rewards",
+            "vouchers",
             "invite",
             "gift",
             "donate",

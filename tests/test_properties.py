@@ -1,8 +1,9 @@
 """Random sequences of earn, redeem, reverse, adjust and expire, among redemption requests
-created, confirmed, declined and timed out, and gifts made, accepted, taken back and
-returned (holds), keep every ledger invariant, and each operation fails only in the ways it
-is allowed to (a refund, an expiry or a positive adjustment never runs out of points; a
-confirmation or a gift's acceptance never finds its held points gone)."""
+created, confirmed, declined and timed out, gifts made, accepted, taken back and returned,
+and catalogue vouchers taken, claimed and expired (all holds), keep every ledger invariant,
+and each operation fails only in the ways it is allowed to (a refund, an expiry or a positive
+adjustment never runs out of points; a confirmation, a gift's acceptance or a claim never
+finds its held points gone)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ from db.ledger.models import Transaction, TxKind
 from db.rules import errors
 from db.rules.gifts import GiftClosed, GiftLimit, OwnGift, gift_code
 from db.rules.program import Program, parse_program
+from db.rules.tokens import derive_secret
+from db.rules.vouchers import (
+    OutOfStock,
+    RewardLimit,
+    VoucherClaimed,
+    VoucherExpired,
+    VoucherWrongPartner,
+)
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
 from db.usecases.gifts import accept_gift, cancel_gift, create_gift, return_expired_gifts
@@ -26,16 +35,41 @@ from db.usecases.members import register_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
+from db.usecases.voucher_claims import claim_voucher
+from db.usecases.vouchers import expire_vouchers, take_reward
 from tests.conftest import TEST_PROGRAM, reset_ledger
 from tests.invariants import ledger_violations
 
+# Catalogue rewards at the cashier's partner (books) and elsewhere, with a stock and a
+# per-member limit, valid for fewer days than the "days" steps may jump.
 PROGRAM: Program = parse_program(
     {
         **TEST_PROGRAM,
         "program": {**TEST_PROGRAM["program"], "expire_days": 30},
         "gifts": {"max_points_per_day": 800},
+        "rewards": [
+            {
+                "slug": "bag",
+                "title": "A bag",
+                "partner": "books",
+                "points": 60,
+                "stock": 3,
+                "valid_days": 10,
+            },
+            {
+                "slug": "pen",
+                "title": "A pen",
+                "partner": "books",
+                "points": 10,
+                "per_member": 2,
+                "valid_days": 10,
+            },
+            {"slug": "coffee", "title": "A coffee", "partner": "coffee", "points": 300},
+        ],
     }
 )
+REWARDS = [r.slug for r in PROGRAM.rewards]
+SECRET = derive_secret("4242:TEST-token")
 
 # The domain errors each operation may raise with the inputs generated here; any other
 # exception fails the test.
@@ -55,6 +89,10 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     "accept": (GiftClosed, OwnGift),  # taken, returned, expired; or the giver's own
     "take back": (GiftClosed,),
     "return": (),
+    "take": (errors.NotEnoughPoints, OutOfStock, RewardLimit),
+    # Only when it was claimed, has expired or is another partner's (asserted below).
+    "claim": (VoucherClaimed, VoucherExpired, VoucherWrongPartner),
+    "vexpire": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
@@ -79,12 +117,18 @@ operation = st.one_of(
     st.tuples(st.just("accept"), st.integers(0, 50), st.integers(0, 2)),
     st.tuples(st.just("take back"), st.integers(0, 50)),
     st.tuples(st.just("return")),
+    st.tuples(st.just("take"), st.integers(0, 2), st.integers(0, len(REWARDS) - 1)),
+    st.tuples(st.just("claim"), st.integers(0, 50)),
+    st.tuples(st.just("vexpire")),
 )
-# Requests open (created, not answered) and their holds, straight from the tables.
+# Requests and catalogue vouchers open (created, not answered or claimed) and their holds,
+# straight from the tables (each voucher's hold against the voucher: tests/invariants.py).
 OPEN = text(
     """
-    SELECT (SELECT count(*) FROM redemption_requests WHERE status = 'pending'),
-           (SELECT count(*) FROM holds WHERE status = 'open' AND key LIKE 'redemption:%'),
+    SELECT (SELECT count(*) FROM redemption_requests WHERE status = 'pending')
+           + (SELECT count(*) FROM vouchers WHERE status = 'open' AND source = 'catalogue'),
+           (SELECT count(*) FROM holds WHERE status = 'open'
+                AND (key LIKE 'redemption:%' OR key LIKE 'voucher:%')),
            (SELECT count(*) FROM redemption_requests r JOIN holds h
                 ON h.key = 'redemption:' || r.public_id
             WHERE (r.status = 'confirmed') <> (h.status = 'posted')
@@ -115,6 +159,7 @@ async def test_random_operations_keep_the_invariants(
         )
         requests: list[tuple[str, int]] = []  # (public id, the member's Telegram id)
         gifts: list[tuple[str, int]] = []  # (code, the giver's index)
+        codes: list[str] = []  # the vouchers taken
         last: tuple | None = None
         for n, op in enumerate(ops):
             try:
@@ -237,6 +282,30 @@ async def test_random_operations_keep_the_invariants(
                         await cancel_gift(s, code=code, member_id=members[giver], now=now)
                     case ("return",):
                         await return_expired_gifts(s, now=now)
+                    case ("take", m, r):
+                        rules = PROGRAM.rewards[r]
+                        taken = await take_reward(
+                            s,
+                            PROGRAM,
+                            member_id=members[m],
+                            reward=rules.slug,
+                            points=rules.points,
+                            operation=f"t{n}",
+                            secret=SECRET,
+                            now=now,
+                        )
+                        codes.append(taken.voucher.code)
+                    case ("claim", pick) if codes:
+                        code = codes[pick % len(codes)]
+                        claimable = await _claimable(s, code, cashier.partner_id, now)
+                        try:
+                            await claim_voucher(s, PROGRAM, cashier, code=code, now=now)
+                        except (VoucherClaimed, VoucherExpired, VoucherWrongPartner):
+                            assert not claimable, (n, op)
+                            raise
+                        assert claimable, (n, op)
+                    case ("vexpire",):
+                        await expire_vouchers(s, PROGRAM, now=now)
                 event(f"{op[0]}: done")
             except errors.DomainError as error:
                 event(f"{op[0]}: {error.code}")
@@ -260,6 +329,22 @@ async def _pending(s: AsyncSession, public_id: str, now: datetime) -> bool:
                 " WHERE public_id = :id"
             ),
             {"id": public_id, "now": now},
+        )
+    ).scalar_one()
+    await s.rollback()
+    return bool(row)
+
+
+async def _claimable(s: AsyncSession, code: str, partner_id: int | None, now: datetime) -> bool:
+    """The voucher is open, not expired and honoured at this partner (so claiming it must
+    post)."""
+    row = (
+        await s.execute(
+            text(
+                "SELECT status = 'open' AND expires_at > :now AND partner_id = :partner"
+                " FROM vouchers WHERE code = :code"
+            ),
+            {"code": code, "now": now, "partner": partner_id},
         )
     ).scalar_one()
     await s.rollback()

@@ -3,9 +3,9 @@
 from aiogram import Router
 
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
-from bot.handlers.members import confirm, donate, gifts, join, member, privacy
+from bot.handlers.members import confirm, donate, gifts, join, member, privacy, rewards
 from bot.handlers.office import campaigns, owner, poster, stats
-from bot.handlers.staff import figures, refund, staff_join, till
+from bot.handlers.staff import figures, refund, staff_join, till, vouchers
 
 
 def get_routers() -> list[Router]:
@@ -20,12 +20,14 @@ def get_routers() -> list[Router]:
         owner.build(),
         campaigns.build(),
         till.build(),
+        vouchers.build(),  # the till's vouchers: before the member's voucher link
         figures.build(),
         refund.build(),
         stats.build(),
         poster.build(),
         confirm.build(),
         gifts.build_links(),
+        rewards.build(),  # a voucher link opened by anyone but staff: before join's links
         join.build(),
         public.build(),
         member.build(),

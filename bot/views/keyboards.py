@@ -22,6 +22,8 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uk": "Українс
 CARD = __("💳 Card")
 BALANCE = __("💰 Balance")
 HISTORY = __("📜 History")
+REWARDS = __("🛍 Rewards")
+VOUCHERS = __("🎟 Vouchers")
 INVITE = __("🎁 Invite friends")
 GIFT = __("🎀 Give points")
 DONATE = __("🤍 Donate")
@@ -35,6 +37,8 @@ BUTTONS = {
     "card": CARD,
     "balance": BALANCE,
     "history": HISTORY,
+    "rewards": REWARDS,
+    "vouchers": VOUCHERS,
     "invite": INVITE,
     "gift": GIFT,
     "donate": DONATE,

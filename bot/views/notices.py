@@ -436,3 +436,8 @@ def donation(program: Program, p: dict[str, Any]) -> Rendered:
         + "\n"
         + _balance(p)
     )
+
+
+# The rewards catalogue's and vouchers' notices live with their other texts; importing the
+# module registers them.
+from bot.views import vouchers as _vouchers  # noqa: E402, F401

@@ -97,6 +97,8 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("a gift from a friend")
         case "gift":
             return _("your gift to a friend")
+        case "voucher":
+            return _("voucher used")
         case _:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
 

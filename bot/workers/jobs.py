@@ -1,5 +1,5 @@
 """Daily jobs: points expiry, expiry reminders, tier recalculation; hourly: gifts nobody
-accepted go back to their givers.
+accepted go back to their givers; every few minutes: expired vouchers and redemption requests.
 
 Several bot instances may share one database; each job runs under a PostgreSQL advisory
 lock, so only one instance does it at a time. Each job is also safe to run twice: expiry
@@ -27,6 +27,7 @@ from db.usecases.outbox import prune
 from db.usecases.reminders import due_reminders, mark_reminded
 from db.usecases.tiers import recalculate_tiers
 from db.usecases.till import expire_requests
+from db.usecases.vouchers import expire_vouchers as expire_due_vouchers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,6 +97,14 @@ async def return_gifts(runtime: Runtime, now: datetime | None = None) -> int:
     return len(returned)
 
 
+async def expire_vouchers(runtime: Runtime, now: datetime | None = None) -> int:
+    """Vouchers past their expiry: expired, their held points the members' again (each
+    member is owed the news in the same transaction)."""
+    async with runtime.sessions() as session:
+        expired = await expire_due_vouchers(session, runtime.program, now=now or datetime.now(UTC))
+    return len(expired)
+
+
 def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     # Daily jobs at the program's local hours (02:00 is a quiet night there, not in UTC).
     zone = runtime.program.program.zone
@@ -147,6 +156,16 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
             "campaigns",
             lambda: start_due_campaigns(runtime.sessions, datetime.now(UTC)),
         ],
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+    )
+    # Points held by expired vouchers come back within minutes, not the next night.
+    scheduler.add_job(
+        exclusively,
+        IntervalTrigger(minutes=10),
+        id="vouchers",
+        args=[runtime, "vouchers", lambda: expire_vouchers(runtime)],
         max_instances=1,
         coalesce=True,
         replace_existing=True,

@@ -23,6 +23,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "sale": frozenset({CASHIER, MANAGER}),  # credit a sale, finish one earn-only
     "redeem": frozenset({CASHIER, MANAGER}),  # ask a member to pay with points
     "shift": frozenset({CASHIER, MANAGER}),  # their own operations today
+    "claim_voucher": frozenset({CASHIER, MANAGER}),  # honour a member's voucher
     "refund": frozenset({MANAGER}),
     "partner_figures": frozenset({MANAGER}),  # /today, /week, /stats of their partner
     "partner_poster": frozenset({MANAGER}),

@@ -6,6 +6,7 @@ enumerated; a referral token is signed but permanent (it is the member's own lin
 
     card:     "c" + base64url(member_id:6 | expires:5 | mac:16)   = 37 characters
     referral: "r" + base64url(member_id:6 | mac:9)                = 21 characters
+    voucher:  "v" + base64url(voucher_id:6 | expires:5 | mac:16)  = 37 characters
     source:   "src-" + the source, 1 to 60 of [a-z0-9_-]          (a poster's, an ad's)
 
 A source is not signed: it only says where someone found the link ("poster-coffee"), which
@@ -36,7 +37,7 @@ class CardExpired(DomainError):
     code = "card_expired"
 
 
-CARD, REFERRAL, SOURCE = "c", "r", "src-"
+CARD, REFERRAL, VOUCHER, SOURCE = "c", "r", "v", "src-"
 REFERRAL_SOURCE = "referral"  # the source of a join through a friend's invitation
 _SOURCE = re.compile(r"^[a-z0-9_-]{1,60}$")
 _CARD_MAC, _REFERRAL_MAC = 16, 9
@@ -99,6 +100,36 @@ def read_card_token(secret: bytes, token: str, now: datetime | None = None) -> C
     if expires_at <= (now or datetime.now(UTC)):
         raise CardExpired(member_id=member_id)
     return CardToken(member_id, expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherToken:
+    voucher_id: int
+    expires_at: datetime
+
+
+def voucher_token(secret: bytes, voucher_id: int, expires_at: datetime) -> str:
+    """A voucher's QR link: it names the voucher and carries its expiry (the voucher row
+    decides whether it may still be claimed; the token only proves it is ours)."""
+    body = voucher_id.to_bytes(6, "big") + int(expires_at.timestamp()).to_bytes(5, "big")
+    return VOUCHER + _b64(body + _mac(secret, VOUCHER, body, _CARD_MAC))
+
+
+def read_voucher_token(secret: bytes, token: str) -> VoucherToken:
+    """The voucher a token names; InvalidToken if forged or truncated. Not refused when
+    past its expiry: the till says when the voucher expired, from the voucher itself."""
+    if not token.startswith(VOUCHER):
+        raise InvalidToken()
+    raw = _unb64(token[1:])
+    body, mac = raw[:11], raw[11:]
+    if len(raw) != 11 + _CARD_MAC or not hmac.compare_digest(
+        mac, _mac(secret, VOUCHER, body, _CARD_MAC)
+    ):
+        raise InvalidToken()
+    return VoucherToken(
+        int.from_bytes(body[:6], "big"),
+        datetime.fromtimestamp(int.from_bytes(body[6:], "big"), UTC),
+    )
 
 
 def referral_token(secret: bytes, member_id: int) -> str:

@@ -34,10 +34,12 @@ from db.ledger.writer import (
     unit_of_work,
     void_holds,
 )
+from db.queries.vouchers import vouchers_export
 from db.queries.wallet import history, referral_stats
 from db.rules.cards import new_card_number
 from db.usecases.gifts import return_gifts_of
 from db.usecases.members import MemberInfo
+from db.usecases.vouchers import void_member_vouchers
 
 
 async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[str, Any]:
@@ -88,6 +90,7 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
             for item in items
         ],
         "transactions_total": total,
+        "vouchers": await vouchers_export(session, member.id),
         "friends_invited": stats.invited,
         "friends_rewarded": stats.rewarded,
     }
@@ -115,6 +118,8 @@ async def delete_member(
             return 0
         row = await session.get_one(Member, member.id, populate_existing=True)
         telegram_id = row.telegram_id
+        # Open vouchers go with the account (their holds are voided below, with the rest).
+        await void_member_vouchers(session, member.id, now=now)
         breakage = await system_account(session, AccountKind.BREAKAGE)
         await lock_accounts(session, [breakage, member.wallet_id])
         # Requests waiting for the member's yes will find them gone: their points are freed

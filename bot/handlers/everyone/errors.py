@@ -16,6 +16,7 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.views import formatting as fmt
+from bot.views.vouchers import MESSAGES as VOUCHER_MESSAGES
 from db.rules.errors import DomainError
 from db.rules.program import Program
 
@@ -98,6 +99,7 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "This partner is a charity: it takes members' donated points (/donate), not sales. "
         "Nothing was posted."
     ),
+    **VOUCHER_MESSAGES,  # the rewards catalogue's and the till's voucher refusals
 }
 
 

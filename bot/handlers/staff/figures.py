@@ -27,6 +27,7 @@ def _kind(kind: str) -> str:
         "earn": _("sale"),
         "redeem": _("sale with points"),
         "reverse": _("refund"),
+        "voucher": _("voucher"),
     }.get(kind, kind)
 
 

@@ -31,6 +31,7 @@ from bot.filters import (
     PrivateChat,
     TextMatches,
 )
+from bot.handlers.staff.vouchers import voucher_photo
 from bot.metrics import POSTINGS
 from bot.views import formatting as fmt
 from bot.views.editing import edit_markup, edit_text
@@ -149,6 +150,8 @@ async def card_photo(
             return
         texts = []
     token = _first_card(card_tokens(texts, CARD), secret)
+    if token is None and await voucher_photo(message, session, staff, program, secret, texts):
+        return  # a voucher's QR code, opened for claiming (bot/handlers/staff/vouchers.py)
     if token is None:
         await message.answer(
             _(

@@ -1,0 +1,335 @@
+"""Claiming a voucher at the till: the cashier opens it (its QR link, a photo of it, or its
+typed code), sees what it is for, and claims it in one tap.
+
+A voucher is claimed once, only at its partner, never after its expiry, never by staff on
+their own member account. Claiming a catalogue voucher posts its hold (the member's points)
+to the honouring partner; a funded one moves its funder's points to the honouring partner;
+a voucher worth 0 points only changes its row. Each is one transaction with its audit row
+and the messages it owes (the member's news, the cashier's result)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.ledger.models import (
+    Account,
+    AccountKind,
+    AuditLog,
+    Member,
+    Partner,
+    TxKind,
+    Voucher,
+    VoucherSource,
+)
+from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work
+from db.rules.errors import UnknownPartner
+from db.rules.program import Program
+from db.rules.tokens import InvalidToken, read_voucher_token
+from db.rules.vouchers import (
+    OwnVoucher,
+    TooManyVoucherCodes,
+    UnknownVoucher,
+    VoucherClaimed,
+    VoucherExpired,
+    VoucherVoided,
+    VoucherWrongPartner,
+)
+from db.usecases.outbox import Owed, StaffChat, owe
+from db.usecases.staff import StaffInfo, audit
+from db.usecases.vouchers import hold_key
+
+# Typed codes that name no voucher: this many within the window and the cashier must scan.
+CODE_FAILURES = 20
+CODE_WINDOW = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherInfo:
+    id: int
+    code: str
+    reward: str
+    member_id: int
+    member_telegram_id: int | None
+    member_first_name: str
+    partner_id: int
+    partner_slug: str
+    funder_id: int | None
+    points: int
+    source: str
+    status: str
+    expires_at: datetime
+    resolved_at: datetime | None
+    transaction_id: int | None = None
+
+    @property
+    def member_initial(self) -> str:
+        """All the cashier needs to see of whose it is."""
+        name = self.member_first_name.strip()
+        return f"{name[0]}." if name else "—"
+
+
+async def _find(
+    session: AsyncSession,
+    *,
+    voucher_id: int | None = None,
+    code: str | None = None,
+    lock: bool = False,
+) -> VoucherInfo | None:
+    stmt = (
+        select(Voucher, Member.telegram_id, Member.first_name, Partner.slug)
+        .join(Member, Member.id == Voucher.member_id)
+        .join(Partner, Partner.id == Voucher.partner_id)
+        .where(Voucher.id == voucher_id if voucher_id is not None else Voucher.code == code)
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=Voucher)
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    v, telegram_id, first_name, partner_slug = row
+    return VoucherInfo(
+        id=v.id,
+        code=v.code,
+        reward=v.reward,
+        member_id=v.member_id,
+        member_telegram_id=telegram_id,
+        member_first_name=first_name,
+        partner_id=v.partner_id,
+        partner_slug=partner_slug,
+        funder_id=v.funder_id,
+        points=v.points,
+        source=v.source,
+        status=v.status,
+        expires_at=v.expires_at,
+        resolved_at=v.resolved_at,
+        transaction_id=v.transaction_id,
+    )
+
+
+def check_claimable(v: VoucherInfo, staff: StaffInfo, program: Program, now: datetime) -> None:
+    """Refuse what this cashier may not claim now, saying why (times in the program's zone)."""
+    zone = program.program.zone
+    if v.member_telegram_id is not None and v.member_telegram_id == staff.telegram_id:
+        raise OwnVoucher(member_id=v.member_id)
+    if v.status == "claimed":
+        assert v.resolved_at is not None
+        raise VoucherClaimed(at=v.resolved_at.astimezone(zone))
+    if v.status == "voided":
+        raise VoucherVoided()
+    if v.status == "expired" or now >= v.expires_at:
+        raise VoucherExpired(at=v.expires_at.astimezone(zone))
+    if v.partner_id != staff.partner_id:
+        partner = program.partner(v.partner_slug)
+        raise VoucherWrongPartner(partner=partner.name if partner else v.partner_slug)
+
+
+@asynccontextmanager
+async def _own_voucher_audited(
+    session: AsyncSession, staff: StaffInfo, action: str
+) -> AsyncIterator[None]:
+    """An OwnVoucher refusal rolls the use case back; the attempt is still written down."""
+    try:
+        yield
+    except OwnVoucher as refused:
+        async with unit_of_work(session):
+            await audit(
+                session,
+                "own_voucher_refused",
+                actor=staff.telegram_id,
+                staff=staff,
+                member_id=refused.params.get("member_id"),
+                attempted=action,
+            )
+        raise
+
+
+async def _recent_unknown_codes(session: AsyncSession, staff: StaffInfo) -> int:
+    # The audit rows' own clock (the database's), whatever `now` the caller decides with.
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(
+                AuditLog.staff_id == staff.id,
+                AuditLog.created_at > func.now() - CODE_WINDOW,
+                AuditLog.action == "voucher_unknown",
+            )
+        )
+        or 0
+    )
+
+
+async def open_voucher(
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo,
+    *,
+    now: datetime,
+    secret: bytes | None = None,
+    token: str | None = None,
+    code: str | None = None,
+    how: str,
+) -> VoucherInfo:
+    """The voucher a scanned token or a typed code names, if this cashier may claim it now
+    (else the refusal that says why). Audited. A typed code that names no voucher is
+    audited too, and a cashier with CODE_FAILURES of those within CODE_WINDOW is refused
+    further typed codes until the window has passed (codes are 40 random bits: only
+    guessing finds that many wrong ones)."""
+    staff.require("claim_voucher")
+    found: VoucherInfo | None
+    async with _own_voucher_audited(session, staff, "open"), unit_of_work(session):
+        if token is not None:
+            assert secret is not None
+            named = read_voucher_token(secret, token)
+            found = await _find(session, voucher_id=named.voucher_id)
+            if found is None or int(found.expires_at.timestamp()) != int(
+                named.expires_at.timestamp()
+            ):
+                raise InvalidToken()
+        else:
+            if await _recent_unknown_codes(session, staff) >= CODE_FAILURES:
+                raise TooManyVoucherCodes(minutes=CODE_WINDOW.seconds // 60)
+            found = await _find(session, code=code or "")
+            if found is None:
+                await audit(
+                    session, "voucher_unknown", actor=staff.telegram_id, staff=staff, code=code
+                )
+        if found is not None:
+            check_claimable(found, staff, program, now)
+            await audit(
+                session,
+                "voucher_open",
+                actor=staff.telegram_id,
+                staff=staff,
+                member_id=found.member_id,
+                code=found.code,
+                how=how,
+            )
+    if found is None:
+        raise UnknownVoucher(code=code)  # the failure is on record (committed above)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedVoucher:
+    voucher: VoucherInfo
+    transaction_id: int | None  # None: a voucher worth 0 points moves nothing
+    balance: int | None  # the member's wallet after a catalogue voucher's points left it
+
+
+async def _account(session: AsyncSession, kind: str, *, partner_id: int) -> int:
+    found = await session.scalar(
+        select(Account.id).where(Account.partner_id == partner_id, Account.kind == kind)
+    )
+    if found is None:
+        raise UnknownPartner(partner=partner_id)
+    return found
+
+
+async def _wallet(session: AsyncSession, member_id: int) -> int:
+    return (
+        await session.execute(
+            select(Account.id).where(
+                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
+            )
+        )
+    ).scalar_one()
+
+
+async def claim_voucher(
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo,
+    *,
+    code: str,
+    now: datetime,
+    reply: StaffChat | None = None,
+) -> ClaimedVoucher:
+    """Claim the voucher for the cashier's partner: exactly once, whoever else claims it at
+    the same moment (the voucher row is locked and its status re-read under the lock; the
+    posting is keyed by the code too). The member's news and the cashier's result (to
+    `reply`) are owed in the same transaction."""
+    staff.require("claim_voucher")
+    async with _own_voucher_audited(session, staff, "claim"), unit_of_work(session):
+        seen = await _find(session, code=code)
+        if seen is None:
+            raise UnknownVoucher(code=code)
+        # The member row before the voucher's, as the deletion takes them (it voids vouchers).
+        await lock_members(session, [seen.member_id])
+        v = await _find(session, code=code, lock=True)
+        assert v is not None
+        check_claimable(v, staff, program, now)
+        redeemed = await _account(session, AccountKind.PARTNER_REDEEMED, partner_id=v.partner_id)
+        tx_id = balance = None
+        columns: dict[str, Any] = {
+            "kind": TxKind.VOUCHER,
+            "key": hold_key(v.code),
+            "digest": fingerprint(TxKind.VOUCHER, v.code, v.partner_id, v.points),
+            "member_id": v.member_id,
+            "partner_id": v.partner_id,
+            "staff_id": staff.id,
+            "reason": v.reward,
+            "created_at": now,
+        }
+        if v.source == VoucherSource.CATALOGUE:
+            # The hold's points leave the wallet, oldest lots first, as a redemption's do.
+            wallet = await _wallet(session, v.member_id)
+            posted = await post(
+                session,
+                [Leg(wallet, -v.points), Leg(redeemed, v.points)],
+                [Lot(v.member_id, -v.points)],
+                post_hold=hold_key(v.code),
+                **columns,
+            )
+            assert posted is not None  # the key is posted only with the claim, under the lock
+            tx_id, balance = posted.transaction_id, posted.balances[wallet]
+        elif v.points > 0:
+            assert v.funder_id is not None
+            issued = await _account(session, AccountKind.PARTNER_ISSUED, partner_id=v.funder_id)
+            legs = [Leg(issued, -v.points), Leg(redeemed, v.points)]
+            posted = await post(session, legs, **columns)
+            assert posted is not None
+            tx_id = posted.transaction_id
+        await session.execute(
+            update(Voucher)
+            .where(Voucher.id == v.id)
+            .values(status="claimed", resolved_at=now, staff_id=staff.id, transaction_id=tx_id)
+        )
+        await audit(
+            session,
+            "voucher_claim",
+            actor=staff.telegram_id,
+            staff=staff,
+            member_id=v.member_id,
+            transaction_id=tx_id,
+            code=v.code,
+            reward=v.reward,
+            points=v.points,
+            source=v.source,
+        )
+        news = {
+            "reward": v.reward,
+            "partner": v.partner_slug,
+            "points": v.points if v.source == VoucherSource.CATALOGUE else 0,
+            "balance": balance,
+            "transaction": tx_id,
+        }
+        await owe(session, Owed("voucher_claimed", news, member_id=v.member_id))
+        if reply is not None:
+            await owe(
+                session,
+                Owed(
+                    "voucher_claimed_staff",
+                    {**news, "about": v.member_id, "code": v.code},
+                    chat_id=reply.chat_id,
+                    language=reply.language,
+                ),
+            )
+        return ClaimedVoucher(v, tx_id, balance)
