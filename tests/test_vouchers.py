@@ -24,6 +24,7 @@ from db.ledger.models import (
     Voucher,
     VoucherSource,
 )
+from db.queries.rewards_figures import RewardFigures, reward_figures
 from db.queries.settlement import settlement
 from db.rules.errors import NotEnoughPoints
 from db.rules.program import Program, parse_program
@@ -50,6 +51,7 @@ from db.rules.vouchers import (
 from db.usecases.adjust import adjust
 from db.usecases.members import get_member, register_member
 from db.usecases.outbox import StaffChat
+from db.usecases.partners import partner_accounts
 from db.usecases.privacy import delete_member, export_member_data
 from db.usecases.staff import StaffInfo, accept_invite, create_invite
 from db.usecases.voucher_claims import ClaimedVoucher, claim_voucher, open_voucher
@@ -535,3 +537,26 @@ async def test_deleting_the_account_voids_its_vouchers(
     with pytest.raises(VoucherVoided):
         await claim_voucher(session, program, carl, code=cake.code, now=NOW)
     assert await expire_vouchers(session, program, now=NOW + timedelta(days=60)) == []
+
+
+async def test_the_rewards_figures_count_vouchers_issued_claimed_and_expired(
+    session: AsyncSession, program: Program
+) -> None:
+    ann = await member_with(session, program, 1, 1000)
+    carl = await cashier_at(session, "coffee", 100)
+    claimed = (await take(session, program, ann, "free-coffee", "op-1")).voucher
+    lapsed = (await take(session, program, ann, "cake", "op-2")).voucher
+    await take(session, program, ann, "house-coffee", "op-3", now=NOW + timedelta(hours=1))
+    await claim_voucher(session, program, carl, code=claimed.code, now=NOW + timedelta(days=1))
+    await expire_vouchers(session, program, now=lapsed.expires_at + timedelta(minutes=1))
+    day = timedelta(days=1)
+
+    everyone = await reward_figures(session, start=NOW, end=NOW + 60 * day)
+    assert everyone == RewardFigures(3, 1, 1, 0)
+    coffee = (await partner_accounts(session, "coffee")).id
+    at_coffee = await reward_figures(session, start=NOW, end=NOW + 60 * day, partner_id=coffee)
+    assert at_coffee == RewardFigures(2, 1, 0, 0)
+    # The period counts each event on its own day: only the claim is on the second day.
+    assert await reward_figures(session, start=NOW + day, end=NOW + 2 * day) == RewardFigures(
+        0, 1, 0, 0
+    )

@@ -16,6 +16,7 @@ from aiogram.utils.i18n import ngettext as _n
 from bot.callbacks import RewardCb, VoucherCb
 from bot.views import formatting as fmt
 from bot.views.notices import Rendered, renders
+from db.queries.rewards_figures import RewardFigures
 from db.queries.vouchers import OpenVoucher, RewardState
 from db.rules.program import Program, Reward
 from db.rules.vouchers import display_code
@@ -329,3 +330,17 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "voucher's QR code, or type the code again later."
     ).format(minutes=p["minutes"]),
 }
+
+
+def rewards_line(f: RewardFigures) -> str:
+    """A period's rewards in the figures: vouchers issued, claimed and expired, and stamp
+    cards filled."""
+    return _(
+        "🎟 Vouchers: {issued} issued, {claimed} claimed, {expired} expired · "
+        "stamp cards filled: {filled}"
+    ).format(
+        issued=fmt.number(f.vouchers_issued),
+        claimed=fmt.number(f.vouchers_claimed),
+        expired=fmt.number(f.vouchers_expired),
+        filled=fmt.number(f.cards_filled),
+    )

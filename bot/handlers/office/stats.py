@@ -24,7 +24,9 @@ from bot.views import formatting as fmt
 from bot.views.charts import ChartLabels, render_stats_chart
 from bot.views.gifts import donations_line
 from bot.views.settlement_csv import write_settlement
+from bot.views.vouchers import rewards_line
 from db.queries.donations import donation_figures
+from db.queries.rewards_figures import reward_figures
 from db.queries.settlement import settlement
 from db.queries.stats import (
     BadPeriod,
@@ -229,6 +231,7 @@ async def coalition_stats(
         donations_line(
             await donation_figures(session, start=period.start, end=period.end), program
         ),
+        rewards_line(await reward_figures(session, start=period.start, end=period.end)),
         "",
         _("<b>By partner</b>"),
     ]
@@ -292,6 +295,14 @@ async def partner_stats(
             session, start=period.start, end=period.end, partner_id=staff.partner_id
         )
         lines.append(donations_line(figures, program))
+    else:
+        lines.append(
+            rewards_line(
+                await reward_figures(
+                    session, start=period.start, end=period.end, partner_id=staff.partner_id
+                )
+            )
+        )
     for text in _chunks(lines):
         await message.answer(text)
 
