@@ -35,6 +35,11 @@ BALANCE = Cmd(
     __("Points, tier and expiry"),
     __("/balance: your points, tier and what expires next"),
 )
+STAMPS = Cmd(
+    "stamps",
+    __("Your stamp cards"),
+    __("/stamps: your stamp cards, where to collect them and what a full card gives"),
+)
 HISTORY = Cmd("history", __("Your transactions"), __("/history: your transactions"))
 INVITE = Cmd("invite", __("Invite friends"), __("/invite: invite friends and both get points"))
 PARTNERS = Cmd(
@@ -122,7 +127,7 @@ LINK = Cmd(
 )
 
 COMMANDS: dict[str, tuple[Cmd, ...]] = {
-    MEMBER: (CARD, BALANCE, HISTORY, INVITE, PARTNERS, LANGUAGE, PRIVACY, HELP),
+    MEMBER: (CARD, BALANCE, STAMPS, HISTORY, INVITE, PARTNERS, LANGUAGE, PRIVACY, HELP),
     CASHIER: (SHIFT, CANCEL),
     MANAGER: (SHIFT, CANCEL, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
     MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, LINK),

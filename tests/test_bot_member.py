@@ -275,6 +275,7 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
         assert names == [
             "card",
             "balance",
+            "stamps",
             "history",
             "invite",
             "partners",

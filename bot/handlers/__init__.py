@@ -3,7 +3,7 @@
 from aiogram import Router
 
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
-from bot.handlers.members import confirm, join, member, privacy
+from bot.handlers.members import confirm, join, member, privacy, stamp_cards
 from bot.handlers.office import campaigns, owner, poster, stats
 from bot.handlers.staff import figures, refund, staff_join, till
 
@@ -28,6 +28,7 @@ def get_routers() -> list[Router]:
         join.build(),
         public.build(),
         member.build(),
+        stamp_cards.build(),
         privacy.build(),
         privacy.build_offers(),
         fallback.build(),

@@ -21,6 +21,7 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uk": "Українс
 
 CARD = __("💳 Card")
 BALANCE = __("💰 Balance")
+STAMPS = __("🎟 Stamps")
 HISTORY = __("📜 History")
 INVITE = __("🎁 Invite friends")
 PARTNERS = __("🏪 Partners")
@@ -32,6 +33,7 @@ HELP = __("❓ Help")
 BUTTONS = {
     "card": CARD,
     "balance": BALANCE,
+    "stamps": STAMPS,
     "history": HISTORY,
     "invite": INVITE,
     "partners": PARTNERS,

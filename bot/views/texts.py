@@ -92,6 +92,8 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("reward for inviting a friend")
         case "welcome":
             return _("welcome gift")
+        case "card_filled":
+            return _("a full stamp card's reward")
         case _:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
 
