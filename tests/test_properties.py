@@ -1,7 +1,10 @@
 """Random sequences of earn, redeem, reverse, adjust and expire, among redemption requests
 created, confirmed, declined and timed out (holds), keep every ledger invariant, and each
 operation fails only in the ways it is allowed to (a refund, an expiry or a positive
-adjustment never runs out of points; a confirmation never finds its held points gone)."""
+adjustment never runs out of points; a confirmation never finds its held points gone).
+Sales at the coffee shop, the bookshop and the gym stamp cards (a coffee card with a
+voucher, a tour card with points): stamps lapse, refunds take them back, and no card is
+ever left full, nor a full card without its voucher."""
 
 from __future__ import annotations
 
@@ -16,17 +19,46 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db.engine import session_factory
 from db.ledger.models import Transaction, TxKind
 from db.rules import errors
-from db.rules.program import Program
+from db.rules.program import Program, parse_program
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
 from db.usecases.members import register_member
 from db.usecases.purchases import record_purchase, reverse
 from db.usecases.staff import accept_invite, create_invite
+from db.usecases.stamp_lapses import lapse_due, remind_lapsing
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
-from tests.conftest import make_program, reset_ledger
+from tests.conftest import TEST_PROGRAM, reset_ledger
 from tests.invariants import ledger_violations
 
-PROGRAM: Program = make_program(program={"expire_days": 30})
+PROGRAM: Program = parse_program(
+    {
+        **TEST_PROGRAM,
+        "program": {**TEST_PROGRAM["program"], "expire_days": 30},
+        "rewards": [{"slug": "free-coffee", "title": "A coffee", "partner": "coffee"}],
+        "stamp_cards": [
+            {
+                "slug": "coffee-2",
+                "name": "Second coffee free",
+                "partners": ["coffee"],
+                "stamps": 2,
+                "min_purchase": "5.00",
+                "per_day": 2,
+                "reward": "free-coffee",
+                "expire_days": 20,
+            },
+            {
+                "slug": "tour",
+                "name": "Tour",
+                "partners": ["books", "gym"],
+                "stamps": 2,
+                "per_day": 0,
+                "distinct_partners": True,
+                "reward_points": 100,
+                "expire_days": 10,
+            },
+        ],
+    }
+)
 
 # The domain errors each operation may raise with the inputs generated here; any other
 # exception fails the test.
@@ -42,10 +74,19 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     "confirm": (errors.RequestClosed,),  # only when the request timed out
     "decline": (errors.RequestClosed,),
     "timeout": (),
+    "lapse": (),
+    "stamp": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
 cents = st.integers(min_value=1, max_value=200_000)
+# A sale at a stamp card's partner, around the coffee card's minimum, for two members.
+stamp_sale = st.tuples(
+    st.just("stamp"),
+    st.integers(0, 1),
+    st.sampled_from(["coffee", "books", "gym"]),
+    st.integers(300, 2_000),
+)
 operation = st.one_of(
     st.tuples(st.just("earn"), st.integers(0, 2), st.integers(0, 3), cents),
     st.tuples(
@@ -62,6 +103,7 @@ operation = st.one_of(
     st.tuples(st.just("confirm"), st.integers(0, 50)),
     st.tuples(st.just("decline"), st.integers(0, 50)),
     st.tuples(st.just("timeout")),
+    st.tuples(st.just("lapse")),
 )
 # Requests open (created, not answered) and their holds, straight from the tables.
 OPEN = text(
@@ -75,13 +117,39 @@ OPEN = text(
     """
 )
 
+# Stamp cards: none left full (a full card gives its reward at once and starts again); each
+# fill of the coffee card issued one voucher; each tour fill gave its 100 points.
+CARDS = text(
+    """
+    SELECT (SELECT count(*) FROM accounts WHERE kind = 'stamps'
+            AND balance >= 2),  -- both cards fill at 2
+           (SELECT count(*) FROM transactions t WHERE t.kind = 'card_filled'
+              AND EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id
+                          WHERE e.transaction_id = t.id AND a.unit = 'stamps:coffee-2'))
+             - (SELECT count(*) FROM vouchers WHERE source = 'stamp_card'),
+           (SELECT count(*) FROM transactions t WHERE t.kind = 'card_filled'
+              AND EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id
+                          WHERE e.transaction_id = t.id AND a.unit = 'stamps:tour')
+              AND (SELECT sum(e.amount) FROM entries e JOIN accounts a ON a.id = e.account_id
+                   WHERE e.transaction_id = t.id AND a.kind = 'member') IS DISTINCT FROM 100)
+    """
+)
+
 
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(ops=st.lists(operation, min_size=1, max_size=25))
+# Half the operations are sales at stamp cards' partners: a card fills only after a few.
+# (one_of would flatten both into one choice among all the kinds, a stamp sale one of 16).
+@given(
+    ops=st.lists(
+        st.booleans().flatmap(lambda stamp: stamp_sale if stamp else operation),
+        min_size=1,
+        max_size=25,
+    )
+)
 async def test_random_operations_keep_the_invariants(
     engine: AsyncEngine, ops: list[tuple]
 ) -> None:
@@ -98,12 +166,13 @@ async def test_random_operations_keep_the_invariants(
         )
         requests: list[tuple[str, int]] = []  # (public id, the member's Telegram id)
         last: tuple | None = None
+        stamped: set[str] = set()  # the cards the last sale stamped
         for n, op in enumerate(ops):
             try:
                 match op:
                     case ("earn", m, p, c):
                         last = ("earn", members[m], PARTNERS[p], Decimal(c) / 100, f"k{n}")
-                        await record_purchase(
+                        sold = await record_purchase(
                             s,
                             PROGRAM,
                             member_id=members[m],
@@ -112,6 +181,23 @@ async def test_random_operations_keep_the_invariants(
                             key=f"k{n}",
                             now=now,
                         )
+                        stamped = {x.card for x in sold.stamps if x.stamped}
+                        for news in sold.stamps:
+                            event(f"stamp: {news.card} {news.status}")
+                    case ("stamp", m, partner, c):
+                        last = ("stamp", members[m], partner, Decimal(c) / 100, f"k{n}")
+                        sold = await record_purchase(
+                            s,
+                            PROGRAM,
+                            member_id=members[m],
+                            partner=partner,
+                            amount=Decimal(c) / 100,
+                            key=f"k{n}",
+                            now=now,
+                        )
+                        stamped = {x.card for x in sold.stamps if x.stamped}
+                        for news in sold.stamps:
+                            event(f"stamp: {news.card} {news.status}")
                     case ("redeem", m, p, c, points):
                         await record_purchase(
                             s,
@@ -138,7 +224,7 @@ async def test_random_operations_keep_the_invariants(
                         await s.rollback()
                         if sales:
                             sale = sales[pick % len(sales)]
-                            await reverse(
+                            back = await reverse(
                                 s,
                                 PROGRAM,
                                 transaction_id=sale,
@@ -147,6 +233,8 @@ async def test_random_operations_keep_the_invariants(
                                 reason="refund",
                                 now=now,
                             )
+                            for stamp in back.stamps:
+                                event(f"stamp back: {stamp.card} {stamp.taken_back}")
                     case ("adjust", m, points):
                         await adjust(
                             s,
@@ -167,6 +255,8 @@ async def test_random_operations_keep_the_invariants(
                             s, PROGRAM, member_id=m, partner=p, amount=amount, key=key, now=now
                         )
                         assert replay.replayed
+                        # It tells the stamps the sale added, and adds none.
+                        assert {x.card for x in replay.stamps if x.stamped} == stamped
                     case ("hold", m, c, points):
                         req = await request_redemption(
                             s,
@@ -197,6 +287,10 @@ async def test_random_operations_keep_the_invariants(
                         )
                     case ("timeout",):
                         await expire_requests(s, PROGRAM, now=now + timedelta(minutes=3))
+                    case ("lapse",):
+                        await remind_lapsing(s, PROGRAM, now)
+                        if await lapse_due(s, PROGRAM, now):
+                            event("stamps lapsed")
                 event(f"{op[0]}: done")
             except errors.DomainError as error:
                 event(f"{op[0]}: {error.code}")
@@ -209,6 +303,9 @@ async def test_random_operations_keep_the_invariants(
             assert (pending, mismatched) == (held, 0), (n, op, pending, held, mismatched)
             violations = await ledger_violations(s)
             assert not violations, (n, op, violations)
+            cards = (await s.execute(CARDS)).one()
+            await s.rollback()
+            assert cards == (0, 0, 0), (n, op, cards)
 
 
 async def _pending(s: AsyncSession, public_id: str, now: datetime) -> bool:
