@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.ledger.models import (
     Account,
@@ -30,7 +30,7 @@ from db.usecases.partners import stamp_unit
 from db.usecases.purchases import record_purchase, reverse
 from db.usecases.stamp_lapses import lapse_due, remind_lapsing
 from db.usecases.stamps import ADDED, BELOW_MIN, DAILY_LIMIT, FILLED, PARTNER_DONE
-from tests.conftest import TEST_PROGRAM
+from tests.conftest import TEST_PROGRAM, make_program
 
 D = Decimal
 Sessions = async_sessionmaker[AsyncSession]
@@ -439,3 +439,37 @@ async def test_concurrent_sales_fill_a_card_once(sessions: Sessions, program: Pr
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Voucher)) == 1
     assert await stamps_of(sessions, m, "coffee-5") == 0
+
+
+async def test_a_partner_without_stamp_cards_sells_as_before(
+    engine: AsyncEngine, sessions: Sessions, program: Program
+) -> None:
+    """A sale at a partner no card names runs the statements it ran before stamp cards
+    existed (a program without any), and a stamp costs a few more only where a card is."""
+    coffee_only = parse_program({**STAMP_PROGRAM, "stamp_cards": STAMP_PROGRAM["stamp_cards"][:1]})
+    m = await new_member(sessions, program)
+    ran: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        ran.append(statement)
+
+    async def statements(program: Program, partner: str, key: str) -> list[str]:
+        ran.clear()
+        await sale(sessions, program, m, partner, "10.00", key)
+        return list(ran)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        at_gym = await statements(coffee_only, "gym", "g1")
+        without_cards = await statements(make_program(), "gym", "g2")
+        at_coffee = await statements(coffee_only, "coffee", "c1")
+        ran.clear()
+        await sale(sessions, coffee_only, m, "coffee", "10.00", "c2", DAY0 + timedelta(days=1))
+        next_day = list(ran)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert at_gym == without_cards
+    assert len(at_gym) == 1 and "ledger_sale" in at_gym[0]  # the sale is one statement
+    # The sale; the member's card, read and locked (none yet: it is created); the stamp.
+    assert len(at_coffee) == 4, at_coffee
+    assert len(next_day) == 3, next_day  # the sale; the card, read and locked; the stamp

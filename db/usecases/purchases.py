@@ -779,6 +779,7 @@ async def post_reversal(
     if cards := program.stamp_cards_at(slug):  # no query for a partner without stamp cards
         stamps = await take_back_stamps(
             session,
+            program,
             cards,
             sale_id=orig.id,
             member_id=orig.member_id,

@@ -16,7 +16,7 @@ from db.ledger.writer import Leg, fingerprint, lock_members, post, unit_of_work
 from db.rules.program import Program, StampCard
 from db.usecases.outbox import Owed, owe
 from db.usecases.partners import stamp_unit
-from db.usecases.stamps import card_state, lock_card
+from db.usecases.stamps import hold_card
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ _DUE = text(
     """
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WALLET = text(
+    "SELECT id FROM accounts WHERE member_id = :member AND kind = 'member' FOR NO KEY UPDATE"
+)
 
 
 async def lapse_due(session: AsyncSession, program: Program, now: datetime) -> list[Lapsed]:
@@ -101,19 +104,18 @@ async def _lapse(
 ) -> Lapsed | None:
     async with unit_of_work(session):
         alive = await lock_members(session, [member_id])  # member rows before accounts
-        held = await lock_card(session, member_id, stamp_unit(card.slug), create=False)
-        if held is None or held.balance <= 0:
-            return None
+        # The wallet before the stamps, as every posting that changes them holds it.
+        await session.execute(_WALLET, {"member": member_id})
+        held = await hold_card(session, member_id, card, now, program.program.zone, last=True)
         # Read again under the lock: a sale may have stamped the card since it was listed.
-        state = await card_state(session, held.account, now, program.program.zone)
-        if state.last_at is None or state.last_at > before:
+        if held is None or held.balance <= 0 or held.last_at is None or held.last_at > before:
             return None
         posted = await post(
             session,
             [Leg(held.account, -held.balance), Leg(held.pool, held.balance)],
             kind=TxKind.STAMPS_LAPSED,
-            key=f"stamps_lapsed:{held.account}:{state.cycle}",
-            digest=fingerprint(TxKind.STAMPS_LAPSED, held.account, state.cycle, held.balance),
+            key=f"stamps_lapsed:{held.account}:{held.cycle}",
+            digest=fingerprint(TxKind.STAMPS_LAPSED, held.account, held.cycle, held.balance),
             created_at=now,
         )
         if posted is None:

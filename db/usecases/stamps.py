@@ -22,9 +22,10 @@ Postings of stamps alone (a stamp, its reversal, a lapse) name no member: they a
 stamps account's, and a member's points history leaves them out; `card_filled` names the
 member (it gives them something).
 
-Locks: a sale holds the member's wallet and its partner's accounts; then, here, the stamps
-account, then the card's pool (ledger_post locks it with the posting). A refund and the lapse
-job take the stamps account before the pool too, so none of them can deadlock another.
+Locks: every posting that changes a member's stamps holds their wallet first (a sale and a
+refund post to it; the lapse job locks it for this), then their stamps account, then the
+card's pool (ledger_post locks it with the posting): the wallet keeps two changes of one
+member's card apart, and the one order keeps them from deadlocking.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import AccountKind, TxKind, VoucherSource
-from db.ledger.writer import Leg, Lot, fingerprint, post, system_account
+from db.ledger.models import TxKind, VoucherSource
+from db.ledger.writer import Leg, Lot, fingerprint, post
 from db.rules.program import Program, StampCard
 from db.usecases.members import expiry_for
 from db.usecases.partners import stamp_unit
@@ -113,87 +114,109 @@ def business_day(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 # The member's stamps account of one card, locked (FOR NO KEY UPDATE, as ledger_post locks),
-# with the card's pool: what every change to a member's card starts with.
-_LOCK = text(
-    """
-    SELECT a.id, a.balance,
+# with the card's pool and what is on the card, in one statement: the cycle the card is in,
+# the stamps kept (not taken back) in the business day, and when asked (they cost as much
+# again) the partners of the card's kept stamps and its last kept stamp. Every posting that
+# changes a member's stamps holds their wallet first (a sale and a refund post to it; the
+# lapse job locks it for this), so the stamps account is never waited for here and the
+# statement's snapshot is current.
+_KEPT = """
+    FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE e.account_id = a.id AND t.kind = 'stamp'
+      AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = t.id)"""
+_HOLD_SQL = f"""
+    SELECT a.id, a.balance, c.id AS cycle,
            (SELECT p.id FROM accounts AS p
             WHERE p.kind = 'stamp_pool' AND p.unit = a.unit
-              AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool
+              AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool,
+           (SELECT count(*) {_KEPT}
+              AND t.created_at >= :day_start AND t.created_at < :day_end) AS today,
+           {{partners}} AS partners, {{last_at}} AS last_at
     FROM accounts AS a
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(t.id), 0) AS id
+        FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+        WHERE e.account_id = a.id AND t.kind IN ('card_filled', 'stamps_lapsed')
+    ) AS c
     WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = :unit
     FOR NO KEY UPDATE OF a
     """
-)
+_HOLD = {
+    (partners, last): text(
+        _HOLD_SQL.format(
+            partners=f"(SELECT array_agg(DISTINCT t.partner_id) {_KEPT} AND t.id > c.id)"
+            if partners
+            else "NULL::bigint[]",
+            last_at=f"(SELECT max(t.created_at) {_KEPT} AND t.id > c.id)"
+            if last
+            else "NULL::timestamptz",
+        )
+    )
+    for partners in (False, True)
+    for last in (False, True)
+}
 _CREATE = text(
     """
     INSERT INTO accounts (kind, unit, member_id) VALUES ('stamps', :unit, :member)
     ON CONFLICT (member_id, unit) WHERE kind = 'stamps' DO NOTHING
-    RETURNING id
-    """
-)
-
-# The stamps on one member's card (read after _LOCK, in a statement of its own, so it sees
-# what a posting that held the lock before committed): the cycle the card is in, the stamps
-# kept (not taken back) in the business day, the partners of the card's kept stamps and the
-# card's last kept stamp.
-_STATE = text(
-    """
-    WITH mine AS (
-        SELECT t.id, t.kind, t.partner_id, t.created_at
-        FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
-        WHERE e.account_id = :account
-    ), cycle AS (
-        SELECT coalesce(max(id), 0) AS id FROM mine
-        WHERE kind IN ('card_filled', 'stamps_lapsed')
-    ), kept AS (
-        SELECT s.* FROM mine AS s
-        WHERE s.kind = 'stamp'
-          AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = s.id)
-    )
-    SELECT (SELECT id FROM cycle) AS cycle,
-           (SELECT count(*) FROM kept
-            WHERE created_at >= :day_start AND created_at < :day_end) AS today,
-           (SELECT coalesce(array_agg(DISTINCT partner_id), '{}') FROM kept
-            WHERE id > (SELECT id FROM cycle)) AS partners,
-           (SELECT max(created_at) FROM kept WHERE id > (SELECT id FROM cycle)) AS last_at,
-           (SELECT max(id) FROM kept WHERE id > (SELECT id FROM cycle)) AS last_id
+    RETURNING id,
+        (SELECT p.id FROM accounts AS p
+         WHERE p.kind = 'stamp_pool' AND p.unit = :unit
+           AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool
     """
 )
 
 
 @dataclass(frozen=True, slots=True)
 class HeldCard:
+    """A member's stamps account of one card, locked, and what is on the card."""
+
     account: int
-    pool: int
-    balance: int
-    new: bool
+    pool: int  # the card's pool
+    balance: int  # stamps on the card
+    cycle: int  # the transaction that started the card (0: the member's first card)
+    today: int  # stamps kept (not taken back) in the business day, on any of its cards
+    partners: frozenset[int]  # partner ids of the card's kept stamps (if asked for)
+    last_at: datetime | None  # the card's last kept stamp (if asked for)
+    new: bool = False  # created just now
 
 
-async def lock_card(
-    session: AsyncSession, member_id: int, unit: str, *, create: bool
+async def hold_card(
+    session: AsyncSession,
+    member_id: int,
+    card: StampCard,
+    now: datetime,
+    zone: ZoneInfo,
+    *,
+    create: bool = False,
+    last: bool = False,
 ) -> HeldCard | None:
-    """The member's stamps account of the card, locked; created first (balance 0) when
-    `create` and the member has none yet (None when not `create`)."""
-    params = {"member": member_id, "unit": unit}
-    row = (await session.execute(_LOCK, params)).one_or_none()
-    if row is not None:
-        return HeldCard(row.id, row.pool, row.balance, False)
-    if not create:
-        return None
-    created = (await session.execute(_CREATE, params)).scalar_one_or_none()
-    if created is None:  # another transaction created it first and has committed: lock it
-        row = (await session.execute(_LOCK, params)).one()
-        return HeldCard(row.id, row.pool, row.balance, False)
-    pool = await system_account(session, AccountKind.STAMP_POOL, unit)
-    return HeldCard(created, pool, 0, True)
-
-
-async def card_state(session: AsyncSession, account: int, now: datetime, zone: ZoneInfo) -> Any:
+    """The member's stamps account of `card`, locked, with what is on it (the business day
+    is `now`'s in `zone`; the partners of its stamps on a tour card; its last stamp if
+    `last`); created (empty) when `create` and the member has none yet, else None. The
+    caller holds the member's wallet (see _HOLD)."""
+    unit = stamp_unit(card.slug)
     start, end = business_day(now, zone)
-    return (
-        await session.execute(_STATE, {"account": account, "day_start": start, "day_end": end})
-    ).one()
+    params = {"member": member_id, "unit": unit, "day_start": start, "day_end": end}
+    statement = _HOLD[card.distinct_partners, last]
+    row = (await session.execute(statement, params)).one_or_none()
+    if row is None and create:
+        made = (await session.execute(_CREATE, params)).one_or_none()
+        if made is not None:
+            return HeldCard(made.id, made.pool, 0, 0, 0, frozenset(), None, new=True)
+        # Created by a posting that has committed since (it held the wallet): read it.
+        row = (await session.execute(statement, params)).one()
+    if row is None:
+        return None
+    return HeldCard(
+        row.id,
+        row.pool,
+        row.balance,
+        row.cycle,
+        row.today,
+        frozenset(row.partners or ()),
+        row.last_at,
+    )
 
 
 async def add_stamps(
@@ -220,20 +243,14 @@ async def add_stamps(
         if amount < card.min_purchase:  # decided without the database
             news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
             continue
-        unit = stamp_unit(card.slug)
-        held = await lock_card(session, member_id, unit, create=True)
+        held = await hold_card(session, member_id, card, now, program.program.zone, create=True)
         assert held is not None
-        stamps = held.balance
-        if not held.new and (card.per_day or card.distinct_partners):
-            state = await card_state(session, held.account, now, program.program.zone)
-            why = None
-            if card.per_day and state.today >= card.per_day:
-                why = DAILY_LIMIT
-            elif card.distinct_partners and partner_id in state.partners:
-                why = PARTNER_DONE
-            if why is not None:
-                news.append(StampNews(card.slug, why, stamps, card.stamps))
-                continue
+        if card.per_day and held.today >= card.per_day:
+            news.append(StampNews(card.slug, DAILY_LIMIT, held.balance, card.stamps))
+            continue
+        if card.distinct_partners and partner_id in held.partners:
+            news.append(StampNews(card.slug, PARTNER_DONE, held.balance, card.stamps))
+            continue
         posted = await post(
             session,
             [Leg(held.account, 1), Leg(held.pool, -1)],
@@ -438,6 +455,7 @@ def refund_takes_stamp(card: StampCard, left: Decimal) -> bool:
 
 async def take_back_stamps(
     session: AsyncSession,
+    program: Program,
     cards: Sequence[StampCard],
     *,
     sale_id: int,
@@ -473,7 +491,7 @@ async def take_back_stamps(
         stamp = stamps.get(stamp_unit(card.slug))
         if stamp is None:
             continue
-        held = await lock_card(session, member_id, stamp_unit(card.slug), create=False)
+        held = await hold_card(session, member_id, card, now, program.program.zone)
         assert held is not None  # the stamp is on it
         now_row = (
             await session.execute(_STAMP_NOW, {"stamp": stamp, "account": held.account})
