@@ -473,3 +473,30 @@ async def test_a_partner_without_stamp_cards_sells_as_before(
     # The sale; the member's card, read and locked (none yet: it is created); the stamp.
     assert len(at_coffee) == 4, at_coffee
     assert len(next_day) == 3, next_day  # the sale; the card, read and locked; the stamp
+
+
+async def test_the_lapse_job_and_sales_at_once(sessions: Sessions, program: Program) -> None:
+    """A sale racing the lapse job either comes first (its stamp keeps the card) or after
+    (it starts a new card): never both, never a deadlock."""
+    members = [await new_member(sessions, program, telegram_id=i + 1) for i in range(6)]
+    for m in members:
+        await sale(sessions, program, m, "coffee", "8.00", f"old{m}")
+        await sale(sessions, program, m, "coffee", "8.00", f"old2{m}", DAY0 + timedelta(days=1))
+    now = DAY0 + timedelta(days=40)
+
+    async def lapse() -> list[Any]:
+        async with sessions() as s:
+            return await lapse_due(s, program, now)
+
+    outcome = await asyncio.gather(
+        lapse(), *(sale(sessions, program, m, "coffee", "9.00", f"new{m}", now) for m in members)
+    )
+    lapsed = {x.member_id for x in outcome[0]}
+    for m, sold in zip(members, outcome[1:], strict=True):
+        (news,) = sold.stamps
+        assert news.status == ADDED
+        if m in lapsed:  # the job came first: the sale started a new card
+            assert news.stamps == 1
+        else:  # the sale came first: its stamp keeps the card
+            assert news.stamps == 3
+        assert await stamps_of(sessions, m, "coffee-5") == news.stamps
