@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 from babel.dates import format_date
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.workers.jobs import lapse_stamps, remind_lapsing_stamps
@@ -251,3 +251,23 @@ async def test_the_lapse_job_reminds_and_then_lapses(
     await ann.send("/balance")
     assert "🎟" not in text_of(await ann.wait_message("Tier"))
     assert not any("stamp" in text_of(msg) for msg in bob.messages if "text" in msg)
+
+
+async def test_a_sale_posted_twice_tells_its_stamp_once_more(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    first = await sell(cashier, ann, "10 #R-7")
+    assert first.endswith("🎟 Stamp 1/5 on Fifth coffee free.")
+    again = await sell(cashier, ann, "10 #R-7")  # the same receipt: already posted
+    assert again == (
+        "This sale was already posted.\n✅ PLN\u00a010.00: +50 points. The member's balance: "
+        "100 points.\n🎟 Stamp 1/5 on Fifth coffee free."
+    )
+    async with sessions() as s:
+        stamps = await s.scalar(
+            select(func.count()).select_from(Transaction).where(Transaction.kind == "stamp")
+        )
+    assert stamps == 1

@@ -18,9 +18,9 @@ when they lapse (db/usecases/stamp_lapses.py).
 
 A card's cycle (one card, from empty to full or lapsed) is named by the transaction that
 started it: the account's last `card_filled` or `stamps_lapsed` (0 for the first card).
-Postings of stamps alone (a stamp, its reversal, a lapse) name no member: they are the
-stamps account's, and a member's points history leaves them out; `card_filled` names the
-member (it gives them something).
+A stamp card's postings (a stamp, its reversal, a fill, a lapse) name no member: the
+stamps account does. So a member's points history lists only the fills that paid points
+(they touch the wallet), and a sale's own figures (/shift, tiers) are not changed.
 
 Locks: every posting that changes a member's stamps holds their wallet first (a sale and a
 refund post to it; the lapse job locks it for this), then their stamps account, then the
@@ -319,7 +319,6 @@ async def _fill(
         kind=TxKind.CARD_FILLED,
         key=f"{sale_key}:filled:{card.slug}",
         digest=fingerprint(TxKind.CARD_FILLED, sale_id, card.slug, stamps),
-        member_id=member_id,
         partner_id=partner_id,
         related_id=sale_id,
         created_at=now,
