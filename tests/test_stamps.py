@@ -168,6 +168,8 @@ async def test_no_per_day_limit_and_a_tour_card_wants_each_partner_once(
     full = await sale(sessions, program, m, "bakery", "10.00", "t4")
     (news,) = full.stamps
     assert (news.status, news.stamps, news.reward_points) == (FILLED, 3, 500)
+    replay = await sale(sessions, program, m, "bakery", "10.00", "t4")
+    assert replay.replayed and replay.stamps == full.stamps
     earned = one.points_earned + twice.points_earned + two.points_earned + full.points_earned
     # The reward is in the sale's result balance, and in the wallet, as an expiring lot.
     assert full.balance == before + earned + 500

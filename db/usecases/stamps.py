@@ -178,7 +178,6 @@ class HeldCard:
     today: int  # stamps kept (not taken back) in the business day, on any of its cards
     partners: frozenset[int]  # partner ids of the card's kept stamps (if asked for)
     last_at: datetime | None  # the card's last kept stamp (if asked for)
-    new: bool = False  # created just now
 
 
 async def hold_card(
@@ -203,7 +202,7 @@ async def hold_card(
     if row is None and create:
         made = (await session.execute(_CREATE, params)).one_or_none()
         if made is not None:
-            return HeldCard(made.id, made.pool, 0, 0, 0, frozenset(), None, new=True)
+            return HeldCard(made.id, made.pool, 0, 0, 0, frozenset(), None)
         # Created by a posting that has committed since (it held the wallet): read it.
         row = (await session.execute(statement, params)).one()
     if row is None:
@@ -359,7 +358,7 @@ async def _fill(
 _OF_SALE = text(
     """
     SELECT a.id AS account, a.unit, a.balance, t.id, t.kind,
-           (SELECT -e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
+           (SELECT e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
             WHERE e2.transaction_id = t.id AND w.kind = 'member' LIMIT 1) AS wallet_points,
            (SELECT v.code FROM vouchers AS v WHERE v.source_tx_id = t.id) AS voucher,
            (SELECT v.reward FROM vouchers AS v WHERE v.source_tx_id = t.id) AS reward,
