@@ -351,13 +351,13 @@ async def _fill(
     )
 
 
-# The stamps and fills a sale posted on the member's cards (by the stamps accounts, which
-# are indexed by member, not by scanning transactions for related_id), with the voucher a
-# fill issued, the card's stamps at the stamp (kept stamps of its cycle up to it), and
-# whether the stamp was taken back.
+# The stamps and fills a sale posted on the member's cards (found by the stamps accounts,
+# which are indexed by member, not by scanning transactions for related_id), with the points
+# or the voucher a fill gave and the card's stamps at the stamp (the kept stamps of its
+# cycle up to it).
 _OF_SALE = text(
     """
-    SELECT a.id AS account, a.unit, a.balance, t.id, t.kind,
+    SELECT a.unit, t.id, t.kind,
            (SELECT e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
             WHERE e2.transaction_id = t.id AND w.kind = 'member' LIMIT 1) AS wallet_points,
            (SELECT v.code FROM vouchers AS v WHERE v.source_tx_id = t.id) AS voucher,
