@@ -35,6 +35,11 @@ BALANCE = Cmd(
     __("Points, tier and expiry"),
     __("/balance: your points, tier and what expires next"),
 )
+STAMPS = Cmd(
+    "stamps",
+    __("Your stamp cards"),
+    __("/stamps: your stamp cards, where to collect them and what a full card gives"),
+)
 HISTORY = Cmd("history", __("Your transactions"), __("/history: your transactions"))
 INVITE = Cmd("invite", __("Invite friends"), __("/invite: invite friends and both get points"))
 GIFT = Cmd(
@@ -150,6 +155,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
     MEMBER: (
         CARD,
         BALANCE,
+        STAMPS,
         HISTORY,
         REWARDS,
         VOUCHERS,

@@ -59,6 +59,15 @@ CHECKS = {
                    GROUP BY reward) v ON v.reward = r.slug
         WHERE r.issued <> coalesce(v.n, 0)
     """,
+    "a sale stamps a card at most once": """
+        SELECT t.related_id FROM transactions t JOIN entries e ON e.transaction_id = t.id
+        JOIN accounts a ON a.id = e.account_id AND a.kind = 'stamps'
+        WHERE t.kind = 'stamp' GROUP BY t.related_id, a.unit HAVING count(*) > 1
+    """,
+    "a stamp is taken back at most once": """
+        SELECT r.reverses_id FROM transactions r JOIN transactions s ON s.id = r.reverses_id
+        WHERE s.kind = 'stamp' GROUP BY r.reverses_id HAVING count(*) > 1
+    """,
 }
 
 

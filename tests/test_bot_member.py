@@ -298,6 +298,7 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
         assert names == [
             "card",
             "balance",
+            "stamps",
             "history",
             "rewards",
             "vouchers",

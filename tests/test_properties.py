@@ -3,7 +3,9 @@ created, confirmed, declined and timed out, gifts made, accepted, taken back and
 and catalogue vouchers taken, claimed and expired (all holds), keep every ledger invariant,
 and each operation fails only in the ways it is allowed to (a refund, an expiry or a positive
 adjustment never runs out of points; a confirmation, a gift's acceptance or a claim never
-finds its held points gone)."""
+finds its held points gone). Sales at the coffee shop, the bookshop and the gym stamp cards
+(a coffee card with a voucher, a tour card with points): stamps lapse, refunds take them
+back, and no card is ever left full, nor a full card without its voucher."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from db.usecases.gifts import accept_gift, cancel_gift, create_gift, return_expi
 from db.usecases.members import register_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
+from db.usecases.stamp_lapses import lapse_due, remind_lapsing
 from db.usecases.till import close_request, confirm_redemption, expire_requests, request_redemption
 from db.usecases.voucher_claims import claim_voucher
 from db.usecases.vouchers import expire_vouchers, take_reward
@@ -65,10 +68,33 @@ PROGRAM: Program = parse_program(
                 "valid_days": 10,
             },
             {"slug": "coffee", "title": "A coffee", "partner": "coffee", "points": 300},
+            {"slug": "free-coffee", "title": "A coffee", "partner": "coffee"},
+        ],
+        "stamp_cards": [
+            {
+                "slug": "coffee-2",
+                "name": "Second coffee free",
+                "partners": ["coffee"],
+                "stamps": 2,
+                "min_purchase": "5.00",
+                "per_day": 2,
+                "reward": "free-coffee",
+                "expire_days": 20,
+            },
+            {
+                "slug": "tour",
+                "name": "Tour",
+                "partners": ["books", "gym"],
+                "stamps": 2,
+                "per_day": 0,
+                "distinct_partners": True,
+                "reward_points": 100,
+                "expire_days": 10,
+            },
         ],
     }
 )
-REWARDS = [r.slug for r in PROGRAM.rewards]
+REWARDS = [r.slug for r in PROGRAM.rewards if r.points]  # those in the catalogue
 SECRET = derive_secret("4242:TEST-token")
 
 # The domain errors each operation may raise with the inputs generated here; any other
@@ -93,10 +119,19 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     # Only when it was claimed, has expired or is another partner's (asserted below).
     "claim": (VoucherClaimed, VoucherExpired, VoucherWrongPartner),
     "vexpire": (),
+    "lapse": (),
+    "stamp": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
 cents = st.integers(min_value=1, max_value=200_000)
+# A sale at a stamp card's partner, around the coffee card's minimum, for two members.
+stamp_sale = st.tuples(
+    st.just("stamp"),
+    st.integers(0, 1),
+    st.sampled_from(["coffee", "books", "gym"]),
+    st.integers(300, 2_000),
+)
 operation = st.one_of(
     st.tuples(st.just("earn"), st.integers(0, 2), st.integers(0, 3), cents),
     st.tuples(
@@ -120,6 +155,7 @@ operation = st.one_of(
     st.tuples(st.just("take"), st.integers(0, 2), st.integers(0, len(REWARDS) - 1)),
     st.tuples(st.just("claim"), st.integers(0, 50)),
     st.tuples(st.just("vexpire")),
+    st.tuples(st.just("lapse")),
 )
 # Requests and catalogue vouchers open (created, not answered or claimed) and their holds,
 # straight from the tables (each voucher's hold against the voucher: tests/invariants.py).
@@ -136,13 +172,39 @@ OPEN = text(
     """
 )
 
+# Stamp cards: none left full (a full card gives its reward at once and starts again); each
+# fill of the coffee card issued one voucher; each tour fill gave its 100 points.
+CARDS = text(
+    """
+    SELECT (SELECT count(*) FROM accounts WHERE kind = 'stamps'
+            AND balance >= 2),  -- both cards fill at 2
+           (SELECT count(*) FROM transactions t WHERE t.kind = 'card_filled'
+              AND EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id
+                          WHERE e.transaction_id = t.id AND a.unit = 'stamps:coffee-2'))
+             - (SELECT count(*) FROM vouchers WHERE source = 'stamp_card'),
+           (SELECT count(*) FROM transactions t WHERE t.kind = 'card_filled'
+              AND EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id
+                          WHERE e.transaction_id = t.id AND a.unit = 'stamps:tour')
+              AND (SELECT sum(e.amount) FROM entries e JOIN accounts a ON a.id = e.account_id
+                   WHERE e.transaction_id = t.id AND a.kind = 'member') IS DISTINCT FROM 100)
+    """
+)
+
 
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(ops=st.lists(operation, min_size=1, max_size=25))
+# Half the operations are sales at stamp cards' partners: a card fills only after a few.
+# (one_of would flatten both into one choice among all the kinds, a stamp sale one of 16).
+@given(
+    ops=st.lists(
+        st.booleans().flatmap(lambda stamp: stamp_sale if stamp else operation),
+        min_size=1,
+        max_size=25,
+    )
+)
 async def test_random_operations_keep_the_invariants(
     engine: AsyncEngine, ops: list[tuple]
 ) -> None:
@@ -161,12 +223,13 @@ async def test_random_operations_keep_the_invariants(
         gifts: list[tuple[str, int]] = []  # (code, the giver's index)
         codes: list[str] = []  # the vouchers taken
         last: tuple | None = None
+        stamped: set[str] = set()  # the cards the last sale stamped
         for n, op in enumerate(ops):
             try:
                 match op:
                     case ("earn", m, p, c):
                         last = ("earn", members[m], PARTNERS[p], Decimal(c) / 100, f"k{n}")
-                        await record_sale(
+                        sold = await record_sale(
                             s,
                             PROGRAM,
                             Sale(
@@ -177,6 +240,25 @@ async def test_random_operations_keep_the_invariants(
                                 now=now,
                             ),
                         )
+                        stamped = {x.card for x in sold.stamps if x.stamped}
+                        for news in sold.stamps:
+                            event(f"stamp: {news.card} {news.status}")
+                    case ("stamp", m, partner, c):
+                        last = ("stamp", members[m], partner, Decimal(c) / 100, f"k{n}")
+                        sold = await record_sale(
+                            s,
+                            PROGRAM,
+                            Sale(
+                                member_id=members[m],
+                                partner=partner,
+                                amount=Decimal(c) / 100,
+                                key=f"k{n}",
+                                now=now,
+                            ),
+                        )
+                        stamped = {x.card for x in sold.stamps if x.stamped}
+                        for news in sold.stamps:
+                            event(f"stamp: {news.card} {news.status}")
                     case ("redeem", m, p, c, points):
                         await record_sale(
                             s,
@@ -205,7 +287,7 @@ async def test_random_operations_keep_the_invariants(
                         await s.rollback()
                         if sales:
                             sale = sales[pick % len(sales)]
-                            await record_refund(
+                            back = await record_refund(
                                 s,
                                 PROGRAM,
                                 Refund(
@@ -216,6 +298,8 @@ async def test_random_operations_keep_the_invariants(
                                     now=now,
                                 ),
                             )
+                            for stamp in back.stamps:
+                                event(f"stamp back: {stamp.card} {stamp.taken_back}")
                     case ("adjust", m, points):
                         await adjust(
                             s,
@@ -238,6 +322,8 @@ async def test_random_operations_keep_the_invariants(
                             Sale(member_id=m, partner=p, amount=amount, key=key, now=now),
                         )
                         assert replay.replayed
+                        # It tells the stamps the sale added, and adds none.
+                        assert {x.card for x in replay.stamps if x.stamped} == stamped
                     case ("hold", m, c, points):
                         req = await request_redemption(
                             s,
@@ -306,6 +392,10 @@ async def test_random_operations_keep_the_invariants(
                         assert claimable, (n, op)
                     case ("vexpire",):
                         await expire_vouchers(s, PROGRAM, now=now)
+                    case ("lapse",):
+                        await remind_lapsing(s, PROGRAM, now)
+                        if await lapse_due(s, PROGRAM, now):
+                            event("stamps lapsed")
                 event(f"{op[0]}: done")
             except errors.DomainError as error:
                 event(f"{op[0]}: {error.code}")
@@ -318,6 +408,9 @@ async def test_random_operations_keep_the_invariants(
             assert (pending, mismatched) == (held, 0), (n, op, pending, held, mismatched)
             violations = await ledger_violations(s)
             assert not violations, (n, op, violations)
+            cards = (await s.execute(CARDS)).one()
+            await s.rollback()
+            assert cards == (0, 0, 0), (n, op, cards)
 
 
 async def _pending(s: AsyncSession, public_id: str, now: datetime) -> bool:

@@ -3,7 +3,16 @@
 from aiogram import Router
 
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
-from bot.handlers.members import confirm, donate, gifts, join, member, privacy, rewards
+from bot.handlers.members import (
+    confirm,
+    donate,
+    gifts,
+    join,
+    member,
+    privacy,
+    rewards,
+    stamp_cards,
+)
 from bot.handlers.office import campaigns, owner, poster, stats
 from bot.handlers.staff import figures, refund, staff_join, till, vouchers
 
@@ -33,6 +42,7 @@ def get_routers() -> list[Router]:
         member.build(),
         gifts.build(),
         donate.build(),
+        stamp_cards.build(),
         privacy.build(),
         privacy.build_offers(),
         fallback.build(),

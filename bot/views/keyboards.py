@@ -21,6 +21,7 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "uk": "Українс
 
 CARD = __("💳 Card")
 BALANCE = __("💰 Balance")
+STAMPS = __("🎟 Stamps")
 HISTORY = __("📜 History")
 REWARDS = __("🛍 Rewards")
 VOUCHERS = __("🎟 Vouchers")
@@ -36,6 +37,7 @@ HELP = __("❓ Help")
 BUTTONS = {
     "card": CARD,
     "balance": BALANCE,
+    "stamps": STAMPS,
     "history": HISTORY,
     "rewards": REWARDS,
     "vouchers": VOUCHERS,

@@ -16,6 +16,7 @@ from aiogram.utils.i18n import gettext as _
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
 from bot.views import formatting as fmt
+from bot.views import stamps
 from db.rules.points import points_money
 from db.rules.program import Program
 
@@ -100,6 +101,7 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
                 tier=escape(fmt.text(tier.name)), multiplier=fmt.number(tier.multiplier)
             )
         )
+    lines += stamps.sale_lines(program, p.get("stamps") or ())
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
 
@@ -178,6 +180,7 @@ def reversal(program: Program, p: dict[str, Any]) -> Rendered:
                 ),
             )
         )
+    lines += stamps.refund_lines(program, p.get("stamps") or ())
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
 
@@ -220,6 +223,16 @@ def expired(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(_("⌛ {points} expired today.").format(points=fmt.points(int(p["points"]))))
 
 
+@renders("stamps_lapsing")
+def stamps_lapsing(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(stamps.lapsing(program, p))
+
+
+@renders("stamps_lapsed")
+def stamps_lapsed(program: Program, p: dict[str, Any]) -> Rendered:
+    return Rendered(stamps.lapsed(program, p))
+
+
 @renders("sale_posted")
 def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's receipt of an earn-only sale, naming the member it went to."""
@@ -229,13 +242,13 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
         "balance": fmt.points(int(p["balance"])),
     }
     if p.get("member_name"):
-        return Rendered(
-            _("✅ {member}: {amount}, +{points}. Their balance: {balance}.").format(
-                member=escape(p["member_name"]), **figures
-            )
+        head = _("✅ {member}: {amount}, +{points}. Their balance: {balance}.").format(
+            member=escape(p["member_name"]), **figures
         )
+    else:
+        head = _("✅ {amount}: +{points}. The member's balance: {balance}.").format(**figures)
     return Rendered(
-        _("✅ {amount}: +{points}. The member's balance: {balance}.").format(**figures)
+        "\n".join([head, *stamps.sale_lines(program, p.get("stamps") or (), till=True)])
     )
 
 
@@ -290,6 +303,7 @@ def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
                     points=fmt.points(int(p["points_earned"])),
                     balance=fmt.points(int(p["balance"])),
                 ),
+                *stamps.sale_lines(program, p.get("stamps") or (), till=True),
             ]
         )
     )

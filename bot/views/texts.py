@@ -99,6 +99,8 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("your gift to a friend")
         case "voucher":
             return _("voucher used")
+        case "card_filled":
+            return _("a full stamp card's reward")
         case _:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
 

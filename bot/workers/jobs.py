@@ -1,5 +1,6 @@
-"""Daily jobs: points expiry, expiry reminders, tier recalculation; hourly: gifts nobody
-accepted go back to their givers; every few minutes: expired vouchers and redemption requests.
+"""Daily jobs: points expiry, expiry reminders, tier recalculation, stamp cards' lapses and
+their reminders; hourly: gifts nobody accepted go back to their givers; every few minutes:
+expired vouchers and redemption requests.
 
 Several bot instances may share one database; each job runs under a PostgreSQL advisory
 lock, so only one instance does it at a time. Each job is also safe to run twice: expiry
@@ -25,6 +26,7 @@ from db.usecases.expiry import expire_due
 from db.usecases.gifts import return_expired_gifts
 from db.usecases.outbox import prune
 from db.usecases.reminders import due_reminders, mark_reminded
+from db.usecases.stamp_lapses import lapse_due, remind_lapsing
 from db.usecases.tiers import recalculate_tiers
 from db.usecases.till import expire_requests
 from db.usecases.vouchers import expire_vouchers as expire_due_vouchers
@@ -105,6 +107,20 @@ async def expire_vouchers(runtime: Runtime, now: datetime | None = None) -> int:
     return len(expired)
 
 
+async def lapse_stamps(runtime: Runtime, now: datetime | None = None) -> int:
+    """Stamp cards whose last stamp is expire_days old: their stamps lapse (each lapse owes
+    the member its message). Returns how many cards lapsed."""
+    async with runtime.sessions() as session:
+        return len(await lapse_due(session, runtime.program, now or datetime.now(UTC)))
+
+
+async def remind_lapsing_stamps(runtime: Runtime, now: datetime | None = None) -> int:
+    """Tell members, through the outbox, that a card's stamps lapse in a few days (once per
+    card). Returns how many were told."""
+    async with runtime.sessions() as session:
+        return await remind_lapsing(session, runtime.program, now or datetime.now(UTC))
+
+
 def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     # Daily jobs at the program's local hours (02:00 is a quiet night there, not in UTC).
     zone = runtime.program.program.zone
@@ -115,6 +131,20 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         CronTrigger(hour=2, minute=0, timezone=zone),
         id="expire",
         args=[runtime, "expire", lambda: expire_points(runtime)],
+        **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        CronTrigger(hour=2, minute=15, timezone=zone),
+        id="stamps",
+        args=[runtime, "stamps", lambda: lapse_stamps(runtime)],
+        **daily,
+    )
+    scheduler.add_job(
+        exclusively,
+        CronTrigger(hour=10, minute=5, timezone=zone),
+        id="stamp_reminders",
+        args=[runtime, "stamp_reminders", lambda: remind_lapsing_stamps(runtime)],
         **daily,
     )
     scheduler.add_job(

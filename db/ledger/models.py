@@ -631,3 +631,14 @@ class Gift(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+
+
+class StampReminder(Base):
+    """A member was told their stamps on one card are about to lapse: once per card's cycle
+    (`cycle`: the transaction that started the card, its last fill or lapse; 0 for the first)."""
+
+    __tablename__ = "stamp_reminders"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    cycle: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reminded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

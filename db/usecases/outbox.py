@@ -12,17 +12,21 @@ no older notice to the same recipient is still open."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Notice
 from db.ledger.writer import unit_of_work
-from db.usecases.purchases import PurchaseResult, ReversalResult
+
+if TYPE_CHECKING:  # the sale's use cases owe their messages through this module
+    from db.usecases.purchases import PurchaseResult, ReversalResult
+    from db.usecases.stamps import StampBack, StampNews
 
 RETRYABLE_ATTEMPTS = 8
 
@@ -255,6 +259,11 @@ class StaffChat:
     language: str
 
 
+def stamp_params(news: Sequence[StampNews | StampBack]) -> dict[str, Any]:
+    """A sale's or a refund's stamps, as its notices keep them (nothing without any)."""
+    return {"stamps": [n.params() for n in news]} if news else {}
+
+
 def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
     """A sale's news: to the member, and to the inviter when it paid a referral reward."""
     owed = [
@@ -271,6 +280,7 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "friend": result.referral.inviter_id if result.referral else None,
                 "tier_reached": result.tier if result.tier_reached else None,
                 "transaction": result.transaction_id,
+                **stamp_params(result.stamps),
             },
             member_id=result.member_id,
         )
@@ -309,6 +319,7 @@ def owed_for_reversal(result: ReversalResult) -> list[Owed]:
                 "referral_points": back.invitee_points if back else 0,
                 "balance": result.balance,
                 "transaction": result.transaction_id,
+                **stamp_params(result.stamps),
             },
             member_id=result.member_id,
         )

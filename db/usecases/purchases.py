@@ -5,7 +5,7 @@ post_reversal post it inside the caller's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -69,6 +69,14 @@ from db.rules.points import (
 from db.rules.program import TIER_WINDOW, Program
 from db.usecases.members import MemberInfo, expiry_for
 from db.usecases.partners import PartnerAccounts, partner_accounts
+from db.usecases.stamps import (
+    StampBack,
+    StampNews,
+    add_stamps,
+    refund_news,
+    sale_news,
+    take_back_stamps,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,7 @@ class PurchaseResult:
     referral: ReferralReward | None = None
     replayed: bool = False
     tier_reached: bool = False  # this sale moved the member up to `tier`
+    stamps: tuple[StampNews, ...] = ()  # what it did on its partner's stamp cards
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,7 @@ class ReversalResult:
     created_at: datetime
     referral: ReferralClawback | None = None
     replayed: bool = False
+    stamps: tuple[StampBack, ...] = ()  # the sale's stamps it took back, or could not
 
 
 def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> Decimal:
@@ -221,10 +231,11 @@ async def post_purchase(
     )
     member, accounts, tx_id = _opened(row, partner)
     if tx_id is None:
-        return await purchase_result(session, await find_posted(session, key, digest), True)
+        posted = await find_posted(session, key, digest)
+        return await purchase_result(session, posted, True, program=program)
     if row.posted:
         tier = await _tier_after_sale(session, program, member, row.spend)
-        return PurchaseResult(
+        result = PurchaseResult(
             transaction_id=tx_id,
             kind=kind,
             member_id=member.id,
@@ -238,6 +249,7 @@ async def post_purchase(
             created_at=now,
             tier_reached=tier != member.tier,
         )
+        return await _stamped(session, program, result, member, accounts, key)
     earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
     legs = [
         Leg(member.wallet_id, -redeem_points),
@@ -264,7 +276,7 @@ async def post_purchase(
     tier_name, balance = await _finish_purchase(
         session, program, member, tx_id, legs, lots, now, post_hold
     )
-    return PurchaseResult(
+    result = PurchaseResult(
         transaction_id=tx_id,
         kind=TxKind.REDEEM if redeem_points else TxKind.EARN,
         member_id=member.id,
@@ -279,6 +291,37 @@ async def post_purchase(
         referral=referral,
         tier_reached=tier_name != member.tier,
     )
+    return await _stamped(session, program, result, member, accounts, key)
+
+
+async def _stamped(
+    session: AsyncSession,
+    program: Program,
+    result: PurchaseResult,
+    member: MemberInfo,
+    accounts: PartnerAccounts,
+    key: str,
+) -> PurchaseResult:
+    """The sale's stamps on its partner's stamp cards, in its transaction (a partner with
+    no stamp card costs no query): db/usecases/stamps.py."""
+    cards = program.stamp_cards_at(result.partner)
+    if not cards:
+        return result
+    news, balance = await add_stamps(
+        session,
+        program,
+        cards,
+        sale_id=result.transaction_id,
+        sale_key=key,
+        member_id=member.id,
+        wallet_id=member.wallet_id,
+        partner_id=accounts.id,
+        partner=accounts.slug,
+        issued_id=accounts.issued_id,
+        amount=result.amount,
+        now=result.created_at,
+    )
+    return replace(result, stamps=news, balance=result.balance if balance is None else balance)
 
 
 # The member (with their wallet), the partner (with its two accounts), the sale's
@@ -472,9 +515,14 @@ async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tu
 
 
 async def purchase_result(
-    session: AsyncSession, tx: Transaction, replayed: bool = False
+    session: AsyncSession,
+    tx: Transaction,
+    replayed: bool = False,
+    *,
+    program: Program | None = None,
 ) -> PurchaseResult:
-    """The result of an earlier posting, rebuilt from the ledger (for replays): one query."""
+    """The result of an earlier posting, rebuilt from the ledger (for replays): one query,
+    and one more for its stamps when `program` gives its partner stamp cards."""
     assert tx.member_id is not None and tx.amount is not None and tx.paid is not None
     row = await _replay(session, tx, tx.id, tx.member_id)
     if row.deleted:
@@ -483,6 +531,12 @@ async def purchase_result(
     if row.reward_tx is not None:
         referral = ReferralReward(
             row.reward_tx, row.inviter_id, int(row.inviter_points), int(row.invitee_points)
+        )
+    cards = program.stamp_cards_at(row.slug) if program is not None else []
+    stamps: tuple[StampNews, ...] = ()
+    if cards:
+        stamps = await sale_news(
+            session, cards, sale_id=tx.id, member_id=tx.member_id, amount=tx.amount
         )
     return PurchaseResult(
         transaction_id=tx.id,
@@ -498,6 +552,7 @@ async def purchase_result(
         created_at=tx.created_at,
         referral=referral,
         replayed=replayed,
+        stamps=stamps,
     )
 
 
@@ -644,6 +699,20 @@ async def post_reversal(
             session, program, await find_posted(session, key, digest), True
         )
     tx_id = done.transaction_id
+    stamps: tuple[StampBack, ...] = ()
+    if cards := program.stamp_cards_at(slug):  # no query for a partner without stamp cards
+        stamps = await take_back_stamps(
+            session,
+            program,
+            cards,
+            sale_id=orig.id,
+            member_id=orig.member_id,
+            partner_id=orig.partner_id,
+            refund_id=tx_id,
+            refund_key=key,
+            left=after,
+            now=now,
+        )
     clawback = None
     if reward is not None:
         clawback = ReferralClawback(
@@ -668,6 +737,7 @@ async def post_reversal(
         balance=done.balances[wallet],
         created_at=now,
         referral=clawback,
+        stamps=stamps,
     )
 
 
@@ -815,6 +885,16 @@ async def reversal_result(
             inviter_back,
             int(row.inviter_points) - inviter_back,
         )
+    stamps: tuple[StampBack, ...] = ()
+    if cards := program.stamp_cards_at(row.slug):
+        stamps = await refund_news(
+            session,
+            cards,
+            sale_id=tx.reverses_id,
+            member_id=tx.member_id,
+            refund_id=tx.id,
+            left=before - tx.amount,
+        )
     return ReversalResult(
         transaction_id=tx.id,
         reverses_id=tx.reverses_id,
@@ -830,4 +910,5 @@ async def reversal_result(
         created_at=tx.created_at,
         referral=clawback,
         replayed=replayed,
+        stamps=stamps,
     )

@@ -49,7 +49,14 @@ from db.rules.points import (
 from db.rules.program import Program, ProgramRules
 from db.rules.tokens import read_card_token
 from db.usecases.members import MemberInfo, find_by_card, get_member
-from db.usecases.outbox import Owed, StaffChat, owe, owed_for_purchase, owed_for_reversal
+from db.usecases.outbox import (
+    Owed,
+    StaffChat,
+    owe,
+    owed_for_purchase,
+    owed_for_reversal,
+    stamp_params,
+)
 from db.usecases.purchases import (
     PurchaseResult,
     Refund,
@@ -257,6 +264,7 @@ def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
             "points_earned": result.points_earned,
             "balance": result.balance,
             "transaction": result.transaction_id,
+            **stamp_params(result.stamps),
         },
         chat_id=reply.chat_id,
         language=reply.language,
@@ -555,6 +563,7 @@ async def confirm_redemption(
                     "points_earned": result.points_earned,
                     "balance": result.balance,
                     "request": req.public_id,
+                    **stamp_params(result.stamps),
                 },
             ),
         )
@@ -697,7 +706,7 @@ async def request_outcome(
     result = None
     if req.transaction_id is not None:
         result = await purchase_result(
-            session, await session.get_one(Transaction, req.transaction_id)
+            session, await session.get_one(Transaction, req.transaction_id), program=program
         )
     return _with_money(req, program), result
 

@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.callbacks import CardCb, HistoryCb
 from bot.filters import IsMember, PrivateChat, TextIs
 from bot.views import formatting as fmt
-from bot.views import keyboards, texts
+from bot.views import keyboards, stamps, texts
 from bot.views.editing import edit_text
 from bot.views.links import start_link
 from bot.views.qr import render_qr
+from db.queries.stamps import stamps_held
 from db.queries.wallet import history, referral_stats, summary
 from db.rules.cards import format_card_number
 from db.rules.program import Program
@@ -71,7 +72,10 @@ async def balance(
     message: Message, session: AsyncSession, member: MemberInfo, program: Program
 ) -> None:
     info = await summary(session, program, member)
-    await message.answer(texts.balance(info, program))
+    lines = [texts.balance(info, program)]
+    if program.stamp_cards:  # a program without stamp cards reads nothing more
+        lines += stamps.balance_lines(program, await stamps_held(session, member.id))
+    await message.answer("\n".join(lines))
 
 
 async def _history_page(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
 from bot.views import formatting as fmt
+from bot.views import stamps
 from db.rules.points import parse_money
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
@@ -101,6 +102,7 @@ async def refund(
                     "program bears them, the customer does not."
                 ).format(points=fmt.points(result.referral.inviter_shortfall))
             )
+    lines += stamps.refund_lines(program, [b.params() for b in result.stamps], till=True)
     await message.answer("\n".join(lines))
     if not result.replayed:
         POSTINGS.labels("reverse").inc()

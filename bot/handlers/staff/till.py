@@ -34,6 +34,7 @@ from bot.filters import (
 from bot.handlers.staff.vouchers import voucher_photo
 from bot.metrics import POSTINGS
 from bot.views import formatting as fmt
+from bot.views import stamps
 from bot.views.editing import edit_markup, edit_text
 from bot.views.notices import RENDERERS
 from bot.views.qr import UnreadableImage, card_tokens, decode_qr
@@ -273,12 +274,16 @@ async def _posted(
     if result.replayed:
         rules = program.program
         await message.answer(
-            _("This sale was already posted.")
-            + "\n"
-            + _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
-                amount=fmt.money(result.amount, rules.currency),
-                points=fmt.points(result.points_earned),
-                balance=fmt.points(result.balance),
+            "\n".join(
+                [
+                    _("This sale was already posted."),
+                    _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
+                        amount=fmt.money(result.amount, rules.currency),
+                        points=fmt.points(result.points_earned),
+                        balance=fmt.points(result.balance),
+                    ),
+                    *stamps.sale_lines(program, [n.params() for n in result.stamps], till=True),
+                ]
             )
         )
     else:

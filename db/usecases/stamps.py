@@ -1,0 +1,578 @@
+"""Stamp cards: "the tenth coffee free".
+
+A sale of at least `min_purchase` at one of a card's partners adds one stamp (at most
+`per_day` a business day, in the program's time zone; with `distinct_partners`, each stamp
+on a card from another partner): a `stamp` posting in the card's unit, the card's pool -1 →
+the member's stamps account +1, in the sale's own database transaction and keyed by the
+sale's key, so it is stored with the sale or not at all, and once. The stamp that fills the
+card is followed, in the same transaction, by `card_filled`: the card's stamps go back to
+the pool and its reward is given (points from the partner where the card filled, as earned
+points are, or a voucher that partner funds); the member's next stamp starts a new card.
+
+A refund takes a sale's stamp back (a `reverse` posting in the stamps unit that reverses the
+stamp) when it leaves less than `min_purchase` of the sale and the card still holds the
+stamp. Once the card has filled since, the stamp went into the reward: it stays, and so does
+the reward, and the refund says so. Stamps lapse `expire_days` after the card's last stamp
+(`stamps_lapsed`, a daily job); the member is told a few days before, once per card, and
+when they lapse (db/usecases/stamp_lapses.py).
+
+A card's cycle (one card, from empty to full or lapsed) is named by the transaction that
+started it: the account's last `card_filled` or `stamps_lapsed` (0 for the first card).
+A stamp card's postings (a stamp, its reversal, a fill, a lapse) name no member: the
+stamps account does. So a member's points history lists only the fills that paid points
+(they touch the wallet), and a sale's own figures (/shift, tiers) are not changed.
+
+Locks: every posting that changes a member's stamps holds their wallet first (a sale and a
+refund post to it; the lapse job locks it for this), then their stamps account, then the
+card's pool (ledger_post locks it with the posting): the wallet keeps two changes of one
+member's card apart, and the one order keeps them from deadlocking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.ledger.models import TxKind, VoucherSource
+from db.ledger.writer import Leg, Lot, fingerprint, post
+from db.rules.program import Program, StampCard
+from db.usecases.members import expiry_for
+from db.usecases.partners import stamp_unit
+from db.usecases.vouchers import issue_voucher
+
+# What a sale did on one card.
+ADDED = "added"  # a stamp
+FILLED = "filled"  # the stamp that filled the card: its reward was given, a new card starts
+BELOW_MIN = "below_min"  # no stamp: the purchase is under the card's min_purchase
+DAILY_LIMIT = "daily_limit"  # no stamp: the card's per_day stamps were given today
+PARTNER_DONE = "partner_done"  # no stamp: a tour card already has this partner's stamp
+
+
+@dataclass(frozen=True, slots=True)
+class StampNews:
+    """What a sale did on one stamp card, for the cashier and the member."""
+
+    card: str  # the card's slug
+    status: str  # ADDED, FILLED, or why no stamp was added
+    stamps: int  # the card's stamps after the sale (a filled card: all of them)
+    of: int  # stamps that fill the card
+    reward_points: int = 0  # a filled card's reward in points
+    voucher: str | None = None  # a filled card's voucher code
+    reward: str | None = None  # and its reward's slug
+    voucher_expires: datetime | None = None
+
+    @property
+    def stamped(self) -> bool:
+        return self.status in (ADDED, FILLED)
+
+    def params(self) -> dict[str, Any]:
+        """As an outbox notice keeps it (JSON)."""
+        return {
+            "card": self.card,
+            "status": self.status,
+            "stamps": self.stamps,
+            "of": self.of,
+            "reward_points": self.reward_points,
+            "voucher": self.voucher,
+            "reward": self.reward,
+            "voucher_expires": self.voucher_expires.isoformat() if self.voucher_expires else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StampBack:
+    """What a refund did to the stamp its sale added on one card."""
+
+    card: str
+    taken_back: bool  # False: the card was filled since; the stamp and its reward stay
+    stamps: int  # the card's stamps now
+    of: int
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "card": self.card,
+            "taken_back": self.taken_back,
+            "stamps": self.stamps,
+            "of": self.of,
+        }
+
+
+def business_day(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) of `now`'s day in the program's time zone."""
+    day = now.astimezone(zone).date()
+    return (
+        datetime.combine(day, time(), tzinfo=zone),
+        datetime.combine(day + timedelta(days=1), time(), tzinfo=zone),
+    )
+
+
+# The member's stamps account of one card, locked (FOR NO KEY UPDATE, as ledger_post locks),
+# with the card's pool and what is on the card, in one statement: the cycle the card is in,
+# the stamps kept (not taken back) in the business day, and when asked (they cost as much
+# again) the partners of the card's kept stamps and its last kept stamp. Every posting that
+# changes a member's stamps holds their wallet first (a sale and a refund post to it; the
+# lapse job locks it for this), so the stamps account is never waited for here and the
+# statement's snapshot is current.
+_KEPT = """
+    FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE e.account_id = a.id AND t.kind = 'stamp'
+      AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = t.id)"""
+_HOLD_SQL = f"""
+    SELECT a.id, a.balance, c.id AS cycle,
+           (SELECT p.id FROM accounts AS p
+            WHERE p.kind = 'stamp_pool' AND p.unit = a.unit
+              AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool,
+           (SELECT count(*) {_KEPT}
+              AND t.created_at >= :day_start AND t.created_at < :day_end) AS today,
+           {{partners}} AS partners, {{last_at}} AS last_at
+    FROM accounts AS a
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(t.id), 0) AS id
+        FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+        WHERE e.account_id = a.id AND t.kind IN ('card_filled', 'stamps_lapsed')
+    ) AS c
+    WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = :unit
+    FOR NO KEY UPDATE OF a
+    """
+_HOLD = {
+    (partners, last): text(
+        _HOLD_SQL.format(
+            partners=f"(SELECT array_agg(DISTINCT t.partner_id) {_KEPT} AND t.id > c.id)"
+            if partners
+            else "NULL::bigint[]",
+            last_at=f"(SELECT max(t.created_at) {_KEPT} AND t.id > c.id)"
+            if last
+            else "NULL::timestamptz",
+        )
+    )
+    for partners in (False, True)
+    for last in (False, True)
+}
+_CREATE = text(
+    """
+    INSERT INTO accounts (kind, unit, member_id) VALUES ('stamps', :unit, :member)
+    ON CONFLICT (member_id, unit) WHERE kind = 'stamps' DO NOTHING
+    RETURNING id,
+        (SELECT p.id FROM accounts AS p
+         WHERE p.kind = 'stamp_pool' AND p.unit = :unit
+           AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCard:
+    """A member's stamps account of one card, locked, and what is on the card."""
+
+    account: int
+    pool: int  # the card's pool
+    balance: int  # stamps on the card
+    cycle: int  # the transaction that started the card (0: the member's first card)
+    today: int  # stamps kept (not taken back) in the business day, on any of its cards
+    partners: frozenset[int]  # partner ids of the card's kept stamps (if asked for)
+    last_at: datetime | None  # the card's last kept stamp (if asked for)
+
+
+async def hold_card(
+    session: AsyncSession,
+    member_id: int,
+    card: StampCard,
+    now: datetime,
+    zone: ZoneInfo,
+    *,
+    create: bool = False,
+    last: bool = False,
+) -> HeldCard | None:
+    """The member's stamps account of `card`, locked, with what is on it (the business day
+    is `now`'s in `zone`; the partners of its stamps on a tour card; its last stamp if
+    `last`); created (empty) when `create` and the member has none yet, else None. The
+    caller holds the member's wallet (see _HOLD)."""
+    unit = stamp_unit(card.slug)
+    start, end = business_day(now, zone)
+    params = {"member": member_id, "unit": unit, "day_start": start, "day_end": end}
+    statement = _HOLD[card.distinct_partners, last]
+    row = (await session.execute(statement, params)).one_or_none()
+    if row is None and create:
+        made = (await session.execute(_CREATE, params)).one_or_none()
+        if made is not None:
+            return HeldCard(made.id, made.pool, 0, 0, 0, frozenset(), None)
+        # Created by a posting that has committed since (it held the wallet): read it.
+        row = (await session.execute(statement, params)).one()
+    if row is None:
+        return None
+    return HeldCard(
+        row.id,
+        row.pool,
+        row.balance,
+        row.cycle,
+        row.today,
+        frozenset(row.partners or ()),
+        row.last_at,
+    )
+
+
+async def add_stamps(
+    session: AsyncSession,
+    program: Program,
+    cards: Sequence[StampCard],
+    *,
+    sale_id: int,
+    sale_key: str,
+    member_id: int,
+    wallet_id: int,
+    partner_id: int,
+    partner: str,
+    issued_id: int,
+    amount: Decimal,
+    now: datetime,
+) -> tuple[tuple[StampNews, ...], int | None]:
+    """The stamps a sale just posted adds (inside its transaction; the caller commits):
+    what it did on each card, and the wallet's balance after a reward in points (None: no
+    points were given)."""
+    news: list[StampNews] = []
+    balance: int | None = None
+    for card in cards:
+        if amount < card.min_purchase:  # decided without the database
+            news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
+            continue
+        held = await hold_card(session, member_id, card, now, program.program.zone, create=True)
+        assert held is not None
+        if card.per_day and held.today >= card.per_day:
+            news.append(StampNews(card.slug, DAILY_LIMIT, held.balance, card.stamps))
+            continue
+        if card.distinct_partners and partner_id in held.partners:
+            news.append(StampNews(card.slug, PARTNER_DONE, held.balance, card.stamps))
+            continue
+        posted = await post(
+            session,
+            [Leg(held.account, 1), Leg(held.pool, -1)],
+            kind=TxKind.STAMP,
+            key=f"{sale_key}:stamp:{card.slug}",
+            digest=fingerprint(TxKind.STAMP, sale_id, card.slug),
+            partner_id=partner_id,
+            related_id=sale_id,
+            created_at=now,
+        )
+        if posted is None:  # the key was taken by another posting: this sale adds nothing
+            continue
+        stamps = posted.balances[held.account]
+        if stamps < card.stamps:
+            news.append(StampNews(card.slug, ADDED, stamps, card.stamps))
+            continue
+        filled, reward_balance = await _fill(
+            session,
+            program,
+            card,
+            held,
+            stamps,
+            sale_id=sale_id,
+            sale_key=sale_key,
+            member_id=member_id,
+            wallet_id=wallet_id,
+            partner_id=partner_id,
+            partner=partner,
+            issued_id=issued_id,
+            now=now,
+        )
+        news.append(filled)
+        if reward_balance is not None:
+            balance = reward_balance
+    return tuple(news), balance
+
+
+async def _fill(
+    session: AsyncSession,
+    program: Program,
+    card: StampCard,
+    held: HeldCard,
+    stamps: int,
+    *,
+    sale_id: int,
+    sale_key: str,
+    member_id: int,
+    wallet_id: int,
+    partner_id: int,
+    partner: str,
+    issued_id: int,
+    now: datetime,
+) -> tuple[StampNews, int | None]:
+    """The card is full: its stamps back to the pool and its reward, funded by the partner
+    where it filled. A new card starts at 0."""
+    legs = [Leg(held.account, -stamps), Leg(held.pool, stamps)]
+    lots = []
+    points = card.reward_points
+    if points:
+        legs += [Leg(issued_id, -points), Leg(wallet_id, points)]
+        lots.append(Lot(member_id, points, earned_at=now, expires_at=expiry_for(program, now)))
+    posted = await post(
+        session,
+        legs,
+        lots,
+        kind=TxKind.CARD_FILLED,
+        key=f"{sale_key}:filled:{card.slug}",
+        digest=fingerprint(TxKind.CARD_FILLED, sale_id, card.slug, stamps),
+        partner_id=partner_id,
+        related_id=sale_id,
+        created_at=now,
+    )
+    assert posted is not None  # its stamp was posted just now under the same sale's key
+    if card.reward is None:
+        return StampNews(card.slug, FILLED, stamps, card.stamps, reward_points=points), (
+            posted.balances[wallet_id]
+        )
+    voucher = await issue_voucher(
+        session,
+        program,
+        member_id=member_id,
+        reward=card.reward,
+        source=VoucherSource.STAMP_CARD,
+        now=now,
+        funder=partner,
+        source_tx_id=posted.transaction_id,
+    )
+    return (
+        StampNews(
+            card.slug,
+            FILLED,
+            stamps,
+            card.stamps,
+            voucher=voucher.code,
+            reward=card.reward,
+            voucher_expires=voucher.expires_at,
+        ),
+        None,
+    )
+
+
+# The stamps and fills a sale posted on the member's cards (found by the stamps accounts,
+# which are indexed by member, not by scanning transactions for related_id), with the points
+# or the voucher a fill gave and the card's stamps at the stamp (the kept stamps of its
+# cycle up to it).
+_OF_SALE = text(
+    """
+    SELECT a.unit, t.id, t.kind,
+           (SELECT e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
+            WHERE e2.transaction_id = t.id AND w.kind = 'member' LIMIT 1) AS wallet_points,
+           (SELECT v.code FROM vouchers AS v WHERE v.source_tx_id = t.id) AS voucher,
+           (SELECT v.reward FROM vouchers AS v WHERE v.source_tx_id = t.id) AS reward,
+           (SELECT v.expires_at FROM vouchers AS v WHERE v.source_tx_id = t.id) AS expires,
+           (SELECT count(*) FROM entries AS s JOIN transactions AS st ON st.id = s.transaction_id
+            WHERE s.account_id = a.id AND st.kind = 'stamp' AND st.id <= t.id
+              AND st.id > coalesce((
+                  SELECT max(b.id) FROM entries AS eb
+                  JOIN transactions AS b ON b.id = eb.transaction_id
+                  WHERE eb.account_id = a.id AND b.id < t.id
+                    AND b.kind IN ('card_filled', 'stamps_lapsed')), 0)
+              AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = st.id))
+               AS position
+    FROM accounts AS a
+    JOIN entries AS e ON e.account_id = a.id
+    JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = ANY(:units)
+      AND t.related_id = :sale AND t.kind IN ('stamp', 'card_filled')
+    ORDER BY t.id
+    """
+)
+
+
+async def sale_news(
+    session: AsyncSession,
+    cards: Sequence[StampCard],
+    *,
+    sale_id: int,
+    member_id: int,
+    amount: Decimal,
+) -> tuple[StampNews, ...]:
+    """What an earlier sale did on its partner's cards, rebuilt from the ledger (a replay):
+    its stamp (and how many the card had with it) or the fill, as posted. A card it added
+    no stamp to is told only when the purchase was under the card's minimum (why else it
+    had none is not kept)."""
+    units = [stamp_unit(c.slug) for c in cards]
+    rows = (
+        await session.execute(_OF_SALE, {"member": member_id, "units": units, "sale": sale_id})
+    ).all()
+    news = []
+    for card in cards:
+        mine = [r for r in rows if r.unit == stamp_unit(card.slug)]
+        fill = next((r for r in mine if r.kind == TxKind.CARD_FILLED), None)
+        stamp = next((r for r in mine if r.kind == TxKind.STAMP), None)
+        if fill is not None:
+            news.append(
+                StampNews(
+                    card.slug,
+                    FILLED,
+                    card.stamps,
+                    card.stamps,
+                    reward_points=int(fill.wallet_points or 0),
+                    voucher=fill.voucher,
+                    reward=fill.reward,
+                    voucher_expires=fill.expires,
+                )
+            )
+        elif stamp is not None:
+            news.append(StampNews(card.slug, ADDED, int(stamp.position), card.stamps))
+        elif amount < card.min_purchase:
+            news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
+    return tuple(news)
+
+
+# The stamp a sale added on one card, under the stamps account's lock: whether a refund
+# took it back already, and the first fill or lapse after it (the card it was on ended).
+_STAMP_NOW = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = :stamp) AS reversed,
+           (SELECT t.kind FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+            WHERE e.account_id = :account AND t.id > :stamp
+              AND t.kind IN ('card_filled', 'stamps_lapsed')
+            ORDER BY t.id LIMIT 1) AS ended_by
+    """
+)
+_STAMPS_OF_SALE = text(
+    """
+    SELECT a.unit, t.id FROM accounts AS a
+    JOIN entries AS e ON e.account_id = a.id
+    JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = ANY(:units)
+      AND t.related_id = :sale AND t.kind = 'stamp'
+    """
+)
+
+
+def refund_takes_stamp(card: StampCard, left: Decimal) -> bool:
+    """A refund that leaves `left` of a sale takes the sale's stamp on `card` back: all of
+    it refunded, or what is left no longer reaches the card's minimum."""
+    return left == 0 or left < card.min_purchase
+
+
+async def take_back_stamps(
+    session: AsyncSession,
+    program: Program,
+    cards: Sequence[StampCard],
+    *,
+    sale_id: int,
+    member_id: int,
+    partner_id: int | None,
+    refund_id: int,
+    refund_key: str,
+    left: Decimal,
+    now: datetime,
+) -> tuple[StampBack, ...]:
+    """Inside a refund's transaction (just posted as `refund_id`, leaving `left` of the
+    sale): take back the stamps the sale added, where refund_takes_stamp says so and the
+    card still holds the stamp. A stamp on a card that has filled since stays (its reward
+    was given and stays); one whose card lapsed since is gone already: neither is told as
+    taken back."""
+    due = [c for c in cards if refund_takes_stamp(c, left)]
+    if not due:
+        return ()
+    stamps: dict[str, int] = dict(
+        (
+            await session.execute(
+                _STAMPS_OF_SALE,
+                {
+                    "member": member_id,
+                    "units": [stamp_unit(c.slug) for c in due],
+                    "sale": sale_id,
+                },
+            )
+        ).all()
+    )
+    done = []
+    for card in due:
+        stamp = stamps.get(stamp_unit(card.slug))
+        if stamp is None:
+            continue
+        held = await hold_card(session, member_id, card, now, program.program.zone)
+        assert held is not None  # the stamp is on it
+        now_row = (
+            await session.execute(_STAMP_NOW, {"stamp": stamp, "account": held.account})
+        ).one()
+        if now_row.reversed or now_row.ended_by == TxKind.STAMPS_LAPSED:
+            continue
+        if now_row.ended_by == TxKind.CARD_FILLED:
+            done.append(StampBack(card.slug, False, held.balance, card.stamps))
+            continue
+        posted = await post(
+            session,
+            [Leg(held.account, -1), Leg(held.pool, 1)],
+            kind=TxKind.REVERSE,
+            key=f"{refund_key}:stamp:{card.slug}",
+            digest=fingerprint("stamp-back", stamp, refund_id),
+            partner_id=partner_id,
+            reverses_id=stamp,
+            related_id=refund_id,
+            created_at=now,
+        )
+        if posted is not None:
+            done.append(StampBack(card.slug, True, posted.balances[held.account], card.stamps))
+    return tuple(done)
+
+
+# For a replay of a refund: the stamp the sale added on each card, whether this refund took
+# it back, and whether the card had filled before this refund.
+_BACK_OF_REFUND = text(
+    """
+    SELECT a.unit, a.balance,
+           EXISTS (SELECT 1 FROM transactions AS r
+                   WHERE r.reverses_id = t.id AND r.related_id = :refund) AS taken_back,
+           EXISTS (SELECT 1 FROM entries AS eb JOIN transactions AS b ON b.id = eb.transaction_id
+                   WHERE eb.account_id = a.id AND b.id > t.id AND b.id < :refund
+                     AND b.kind = 'card_filled'
+                     AND NOT EXISTS (
+                         SELECT 1 FROM entries AS el
+                         JOIN transactions AS l ON l.id = el.transaction_id
+                         WHERE el.account_id = a.id AND l.id > t.id AND l.id < b.id
+                           AND l.kind = 'stamps_lapsed')) AS filled_before,
+           EXISTS (SELECT 1 FROM transactions AS r
+                   WHERE r.reverses_id = t.id AND r.id < :refund) AS reversed_before
+    FROM accounts AS a
+    JOIN entries AS e ON e.account_id = a.id
+    JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = ANY(:units)
+      AND t.related_id = :sale AND t.kind = 'stamp'
+    """
+)
+
+
+async def refund_news(
+    session: AsyncSession,
+    cards: Sequence[StampCard],
+    *,
+    sale_id: int,
+    member_id: int,
+    refund_id: int,
+    left: Decimal,
+) -> tuple[StampBack, ...]:
+    """What an earlier refund did to its sale's stamps, rebuilt from the ledger (a replay)."""
+    due = [c for c in cards if refund_takes_stamp(c, left)]
+    if not due:
+        return ()
+    rows = (
+        await session.execute(
+            _BACK_OF_REFUND,
+            {
+                "member": member_id,
+                "units": [stamp_unit(c.slug) for c in due],
+                "sale": sale_id,
+                "refund": refund_id,
+            },
+        )
+    ).all()
+    by_unit = {r.unit: r for r in rows}
+    news = []
+    for card in due:
+        row = by_unit.get(stamp_unit(card.slug))
+        if row is None:
+            continue
+        if row.taken_back:
+            news.append(StampBack(card.slug, True, row.balance, card.stamps))
+        elif row.filled_before and not row.reversed_before:
+            news.append(StampBack(card.slug, False, row.balance, card.stamps))
+    return tuple(news)
