@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Notice
 from db.ledger.writer import unit_of_work
+from db.usecases.discounts import discount_params
 from db.usecases.purchases import PurchaseResult, ReversalResult
 
 RETRYABLE_ATTEMPTS = 8
@@ -271,6 +272,7 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "friend": result.referral.inviter_id if result.referral else None,
                 "tier_reached": result.tier if result.tier_reached else None,
                 "transaction": result.transaction_id,
+                **discount_params(result),
             },
             member_id=result.member_id,
         )

@@ -20,6 +20,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import array
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
@@ -35,6 +36,7 @@ from db.ledger.models import (
 from db.ledger.writer import (
     Leg,
     Lot,
+    constraint_name,
     find_posted,
     fingerprint,
     lock_accounts,
@@ -45,8 +47,10 @@ from db.ledger.writer import (
     system_account,
     unit_of_work,
 )
+from db.rules.discounts import ZERO, discount_of, discounts_by_tier
 from db.rules.errors import (
     AlreadyReversed,
+    DiscountChanged,
     NotReversible,
     ReasonRequired,
     RefundTooLarge,
@@ -92,6 +96,16 @@ class PurchaseResult:
     referral: ReferralReward | None = None
     replayed: bool = False
     tier_reached: bool = False  # this sale moved the member up to `tier`
+    # Money taken off `amount` by the tier discount (`paid` is after it and after points),
+    # and the tier and percent that gave it (None and 0 on a replay, which keeps the money).
+    discount: Decimal = ZERO
+    discount_tier: str | None = None
+    discount_percent: Decimal = Decimal(0)
+
+    @property
+    def to_pay(self) -> Decimal:
+        """What the customer owed before points: the amount less the discount."""
+        return self.amount - self.discount
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +137,14 @@ class ReversalResult:
     created_at: datetime
     referral: ReferralClawback | None = None
     replayed: bool = False
+    # The refunded sale's discount: never refunded (refunds count from the money it charged).
+    sale_discount: Decimal = ZERO
+
+
+def charged(amount: Decimal, discount: Decimal | None) -> Decimal:
+    """What a sale charged: its amount less its discount. Refunds are of this money (the
+    discount was never paid, so it is never handed back)."""
+    return amount - (discount or ZERO)
 
 
 def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> Decimal:
@@ -144,6 +166,7 @@ async def record_purchase(
     receipt: str | None = None,
     staff_id: int | None = None,
     now: datetime | None = None,
+    discount_percent: Decimal = Decimal(0),
 ) -> PurchaseResult:
     """A sale: redeem `redeem_points` (optional) and earn on the money actually paid, as one
     transaction. Earned points = floor(paid × earn_percent/100 × tier multiplier / point_value).
@@ -160,6 +183,7 @@ async def record_purchase(
             receipt=receipt,
             staff_id=staff_id,
             now=now,
+            discount_percent=discount_percent,
         )
 
 
@@ -176,20 +200,40 @@ async def post_purchase(
     staff_id: int | None = None,
     now: datetime | None = None,
     post_hold: str | None = None,
+    discount_percent: Decimal = Decimal(0),
 ) -> PurchaseResult:
     """record_purchase inside the caller's transaction (the caller commits). `post_hold`:
-    the key of the hold whose points this sale redeems (a confirmed redemption request)."""
+    the key of the hold whose points this sale redeems (a confirmed redemption request).
+
+    `discount_percent` is the tier discount the till showed for this amount (0: none). The
+    member's tier is read inside the posting (ledger_sale), so the discount is not worked
+    out again there from a tier read earlier: the sale carries the discount shown, and the
+    database refuses it (DiscountChanged, nothing written) when the tier it reads gives
+    another. So the discount posted is always the one the cashier charged, and a tier that
+    changed between the panel and the posting (a sale elsewhere moved the member up, the
+    nightly recalculation moved them down) is shown again rather than guessed."""
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
     amount = check_purchase(amount, program.program.max_purchase)
     pv = program.program.point_value
+    discount = discount_of(amount, discount_percent)
+    to_pay = amount - discount
     if redeem_points:
         check_points(redeem_points)
-        check_redeem(redeem_points, amount, program.program.max_redeem_percent, pv)
-    digest = fingerprint("purchase", member_id, partner, str(amount), redeem_points, receipt)
+        check_redeem(redeem_points, to_pay, program.program.max_redeem_percent, pv)
+    # A sale without a discount keeps the digest it always had.
+    digest = fingerprint(
+        "purchase",
+        member_id,
+        partner,
+        str(amount),
+        redeem_points,
+        receipt,
+        *([str(discount)] if discount else []),
+    )
     now = now or datetime.now(UTC)
-    paid = amount - points_money(redeem_points, pv)
+    paid = to_pay - points_money(redeem_points, pv)
     kind = TxKind.REDEEM if redeem_points else TxKind.EARN
     expires_at = expiry_for(program, now)
     # What the sale earns at each tier: the database picks the member's (ledger_sale).
@@ -214,6 +258,8 @@ async def post_purchase(
             "referral_min": program.referral.qualifying_purchase,
             "post_hold": post_hold,
             "since": now - TIER_WINDOW,
+            "discount": discount,
+            "discounts": discounts_by_tier(program, amount),
         },
         post_hold,
     )
@@ -243,6 +289,7 @@ async def post_purchase(
             tier=tier,
             created_at=now,
             tier_reached=tier != member.tier,
+            **_discount_of_sale(program, member.tier, discount),
         )
     earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
     legs = [
@@ -284,7 +331,21 @@ async def post_purchase(
         created_at=now,
         referral=referral,
         tier_reached=tier_name != member.tier,
+        **_discount_of_sale(program, member.tier, discount),
     )
+
+
+def _discount_of_sale(program: Program, tier: str, discount: Decimal) -> dict[str, Any]:
+    """The result's discount fields: the money, and the tier (the one the sale was posted
+    at, which ledger_sale checked gives this discount) with its percent."""
+    if not discount:
+        return {}
+    at = program.tier(tier)
+    return {
+        "discount": discount,
+        "discount_tier": at.name,
+        "discount_percent": at.discount_percent,
+    }
 
 
 # The member (with their wallet), the partner (with its two accounts), the sale's
@@ -301,14 +362,20 @@ _SALE = text(
         CAST(:amount AS numeric), CAST(:paid AS numeric), CAST(:receipt AS text),
         CAST(:now AS timestamptz), CAST(:redeem AS bigint), CAST(:tiers AS text[]),
         CAST(:earned AS bigint[]), CAST(:expires AS timestamptz),
-        CAST(:referral_min AS numeric), CAST(:post_hold AS text), CAST(:since AS timestamptz))
+        CAST(:referral_min AS numeric), CAST(:post_hold AS text), CAST(:since AS timestamptz),
+        CAST(:discount AS numeric), CAST(:discounts AS numeric[]))
     """
 )
 
 
 async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> Any:
-    with refusals(post_hold):
-        return (await session.execute(_SALE, params)).one()
+    try:
+        with refusals(post_hold):
+            return (await session.execute(_SALE, params)).one()
+    except DBAPIError as exc:
+        if constraint_name(exc) == "discount_shown":  # migration 0013
+            raise DiscountChanged() from None
+        raise
 
 
 def _opened(row: Any, partner: str) -> tuple[MemberInfo, PartnerAccounts, int | None]:
@@ -547,6 +614,7 @@ async def purchase_result(
         created_at=tx.created_at,
         referral=referral,
         replayed=replayed,
+        discount=tx.discount or ZERO,
     )
 
 
@@ -589,14 +657,15 @@ async def post_reversal(
     staff_id: int | None = None,
     now: datetime | None = None,
 ) -> ReversalResult:
-    """Refund a sale fully or partly (`amount` of the purchase total; None: all that is left).
+    """Refund a sale fully or partly (`amount` of the money it charged, the purchase total
+    less its discount; None: all that is left).
 
-    The points earned on the refunded money are clawed back and the points that paid for it
-    are returned, in proportion; a full refund of the purchase that paid an invitation reward
-    takes both friends' rewards back too. The returned points may cover the claw-back; points
-    already spent beyond that cannot be taken from the wallet: they are reported as
-    `shortfall` and their value is kept from the cash (`cash_back`). `partner`, when given, is
-    the acting staff's partner: nobody refunds another's sale.
+        The points earned on the refunded money are clawed back and the points that paid for it
+        are returned, in proportion; a full refund of the purchase that paid an invitation reward
+        takes both friends' rewards back too. The returned points may cover the claw-back; points
+        already spent beyond that cannot be taken from the wallet: they are reported as
+        `shortfall` and their value is kept from the cash (`cash_back`). `partner`, when given, is
+        the acting staff's partner: nobody refunds another's sale.
     """
     reason = reason.strip()
     if not reason:
@@ -635,7 +704,8 @@ async def post_reversal(
             )
         )
     ).scalar_one()
-    before = orig.amount - (refunded or 0)  # coalesce() makes it 0; the type cannot say so
+    # coalesce() makes `refunded` 0; the type cannot say so.
+    before = charged(orig.amount, orig.discount) - (refunded or 0)
     if before <= 0:
         raise AlreadyReversed(transaction=transaction_id)
     refund = before if amount is None else amount
@@ -744,6 +814,7 @@ async def post_reversal(
         balance=done.balances[wallet],
         created_at=now,
         referral=clawback,
+        sale_discount=orig.discount or ZERO,
     )
 
 
@@ -787,14 +858,15 @@ async def _refund_shares(
     """refund_shares of the purchase `orig`, with its points read from the ledger."""
     assert orig.amount is not None and orig.member_id is not None
     earned, redeemed = await _wallet_moves(session, orig.id, orig.member_id)
-    return refund_shares(earned, redeemed, orig.amount, before, after, pv)
+    return refund_shares(earned, redeemed, charged(orig.amount, orig.discount), before, after, pv)
 
 
 def refund_shares(
     earned: int, redeemed: int, total: Decimal, before: Decimal, after: Decimal, pv: Decimal
 ) -> tuple[int, int, Decimal]:
-    """For refunding a purchase of `total` that earned `earned` and redeemed `redeemed`
-    points, from `before` to `after` money not yet refunded: (points to claw back, points to
+    """For refunding a purchase that charged `total` (its amount less its discount) and
+    earned `earned` and redeemed `redeemed` points, from `before` to `after` money not yet
+    refunded: (points to claw back, points to
     return, money part of the refund). Computed from the totals, not per refund, so partial
     refunds add up exactly to a full one. The money part is the refund less what the returned
     points are worth, so points and money together are the sum refunded (not a cent more:
@@ -847,7 +919,8 @@ _REPLAY = text(
          WHERE tx = :tx AND who = inviter.id AND amount < 0) AS inviter_back,
         (SELECT coalesce(sum(amount), 0) FROM transactions
          WHERE reverses_id = :sale AND id < :tx) AS refunded_earlier,
-        (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount
+        (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount,
+        (SELECT discount FROM transactions WHERE id = :sale) AS sale_discount
     FROM members AS m JOIN accounts AS w ON w.member_id = m.id AND w.kind = 'member', inviter
     WHERE m.id = :member
     """
@@ -874,9 +947,10 @@ async def reversal_result(
     row = await _replay(session, tx, tx.reverses_id, tx.member_id)
     pv = program.program.point_value
     returned, taken = int(row.tx_in), int(row.tx_out)
-    before = row.sale_amount - row.refunded_earlier
+    total = charged(row.sale_amount, row.sale_discount)
+    before = total - row.refunded_earlier
     claw, _, _ = refund_shares(
-        int(row.sale_in), int(row.sale_out), row.sale_amount, before, before - tx.amount, pv
+        int(row.sale_in), int(row.sale_out), total, before, before - tx.amount, pv
     )
     shortfall = claw - min(claw, taken)
     clawback = None
@@ -906,4 +980,5 @@ async def reversal_result(
         created_at=tx.created_at,
         referral=clawback,
         replayed=replayed,
+        sale_discount=row.sale_discount or ZERO,
     )
