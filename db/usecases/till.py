@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, exists, func, select, update
@@ -234,12 +235,17 @@ async def till_sale(
                 points=result.points_earned,
                 receipt=receipt,
                 again=again or None,
-                discount=result.discount or None,
+                **_discount_detail(result),
             )
             await owe(session, *owed_for_purchase(result))
             if reply is not None:
                 await owe(session, _sale_posted(result, reply))
         return result
+
+
+def _discount_detail(result: PurchaseResult) -> dict[str, Any]:
+    """The audit row's note of a discount (nothing for a sale without one)."""
+    return {"discount": result.discount} if result.discount else {}
 
 
 def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
