@@ -47,7 +47,8 @@ class OffersCb(CallbackData, prefix="offers"):
 
 
 class TillCb(CallbackData, prefix="till"):
-    action: Literal["earn", "redeem", "max", "cancel", "again"]  # again: post a repeated sale
+    # again: post a repeated sale; pay: post a discounted sale as its amount to pay was shown
+    action: Literal["earn", "redeem", "max", "cancel", "again", "pay"]
     dialog: PublicId  # the sale dialog this button belongs to; stale buttons are refused
 
 

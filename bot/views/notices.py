@@ -15,8 +15,8 @@ from aiogram.utils.i18n import gettext as _
 
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
+from bot.views import discounts, stamps
 from bot.views import formatting as fmt
-from bot.views import stamps
 from db.rules.points import points_money
 from db.rules.program import Program
 
@@ -58,7 +58,9 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
     amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
     redeemed, earned = int(p["points_redeemed"]), int(p["points_earned"])
     lines = []
-    if redeemed:
+    if p.get("discount"):
+        lines += _discounted_purchase(program, p, partner)
+    elif redeemed:
         lines.append(
             _("✅ {points} paid {money} of your {amount} purchase at {partner}.").format(
                 points=fmt.points(redeemed),
@@ -104,6 +106,27 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
     lines += stamps.sale_lines(program, p.get("stamps") or ())
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
+
+
+def _discounted_purchase(program: Program, p: dict[str, Any], partner: str) -> list[str]:
+    """A discounted sale's first lines: the discount and what was left to pay, then what
+    points paid of it and what the money paid earned."""
+    to_pay = Decimal(p["amount"]) - Decimal(p["discount"])
+    paid = Decimal(p["paid"])
+    lines = [discounts.member_line(program, p, partner)]
+    if redeemed := int(p["points_redeemed"]):
+        lines.append(
+            _("✅ {points} paid {money} of it.").format(
+                points=fmt.points(redeemed), money=_money(program, to_pay - paid)
+            )
+        )
+    if earned := int(p["points_earned"]):
+        lines.append(
+            _("🟢 +{points} earned on the {money} you paid.").format(
+                points=fmt.points(earned), money=_money(program, paid)
+            )
+        )
+    return lines
 
 
 @renders("referral_inviter")
@@ -241,28 +264,35 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
         "points": fmt.points(int(p["points_earned"])),
         "balance": fmt.points(int(p["balance"])),
     }
+    # A discounted sale says first what the customer was charged.
+    charged = discounts.sold(program, p)
     if p.get("member_name"):
         head = _("✅ {member}: {amount}, +{points}. Their balance: {balance}.").format(
             member=escape(p["member_name"]), **figures
         )
     else:
         head = _("✅ {amount}: +{points}. The member's balance: {balance}.").format(**figures)
-    return Rendered(
-        "\n".join([head, *stamps.sale_lines(program, p.get("stamps") or (), till=True)])
-    )
+    lines = [charged] if charged else []
+    lines += [head, *stamps.sale_lines(program, p.get("stamps") or (), till=True)]
+    return Rendered("\n".join(lines))
 
 
 @renders("redeem_request")
 def redeem_request(program: Program, p: dict[str, Any]) -> Rendered:
-    """The member is asked to confirm paying part of a purchase with points."""
+    """The member is asked to confirm paying part of a purchase with points (of what is
+    left to pay after their tier discount, if they have one)."""
+    partner = _partner(program, p["partner"])
+    amount = Decimal(p["amount"]) - Decimal(p.get("discount") or 0)
     text = _(
         "💳 {partner} asks to pay {money} of your {amount} purchase with {points}. Confirm?"
     ).format(
-        partner=_partner(program, p["partner"]),
+        partner=partner,
         money=_money(program, p["money"]),
-        amount=_money(program, p["amount"]),
+        amount=_money(program, amount),
         points=fmt.points(int(p["points"])),
     )
+    if p.get("discount"):
+        text = discounts.member_line(program, p, partner) + "\n" + text
     request = str(p["request"])
     markup = InlineKeyboardMarkup(
         inline_keyboard=[
@@ -291,12 +321,15 @@ def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
     if p.get("settled"):
         return _settled()
     amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
+    to_pay = amount - Decimal(p.get("discount") or 0)
+    head = [line] if (line := discounts.sold(program, p)) else []
     return Rendered(
         "\n".join(
             [
+                *head,
                 _("✅ The member confirmed: {points} paid {money}.").format(
                     points=fmt.points(int(p["points_redeemed"])),
-                    money=_money(program, amount - paid),
+                    money=_money(program, to_pay - paid),
                 ),
                 _("💵 The customer pays {money}.").format(money=_money(program, paid)),
                 _("+{points} earned. The member's balance: {balance}.").format(
@@ -343,6 +376,11 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
             "✖ The member confirmed, but their points no longer cover this request (they "
             "were spent elsewhere meanwhile). Nothing was charged."
         )
+    elif status == "discount_changed":
+        text = _(
+            "✖ The member's tier changed since the amount was shown, so their discount is "
+            "not the one shown. Nothing was charged. Scan the card again."
+        )
     elif status == "unreachable":
         text = _(
             "🚫 The member cannot confirm in Telegram (they blocked the bot), so points cannot "
@@ -351,7 +389,8 @@ def request_closed(program: Program, p: dict[str, Any]) -> Rendered:
     else:
         text = _("⌛ The member did not answer in time. Nothing was charged.")
     markup = None
-    if p.get("button") and p.get("amount") is not None:
+    # A sale whose discount changed cannot be posted as shown: no button for it.
+    if p.get("button") and p.get("amount") is not None and status != "discount_changed":
         markup = earn_only_markup(program, str(p["request"]), p["amount"])
     return Rendered(text, markup)
 

@@ -7,6 +7,7 @@ from html import escape
 
 from aiogram.utils.i18n import gettext as _
 
+from bot.views import discounts
 from bot.views import formatting as fmt
 from db.queries.wallet import HistoryItem, Summary
 from db.rules.program import Program
@@ -23,9 +24,16 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
             program=escape(fmt.text(rules.name)), count=len(businesses)
         ),
         "",
-        _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
-            low=fmt.percent(rates[0]), high=fmt.percent(rates[-1])
-        ),
+    ]
+    if tiers := discounts.tiers_discounts(program):
+        lines.append("• " + tiers)
+    if rates[-1]:  # a pure discount program earns nothing: no earning to promise
+        lines.append(
+            _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
+                low=fmt.percent(rates[0]), high=fmt.percent(rates[-1])
+            )
+        )
+    lines += [
         _("• Spend them at any partner: 1 point = {value}, up to {share} of a purchase.").format(
             value=fmt.money(rules.point_value, rules.currency),
             share=fmt.percent(rules.max_redeem_percent),
@@ -58,6 +66,8 @@ def balance(summary: Summary, program: Program) -> str:
             multiplier=fmt.number(summary.multiplier),
         ),
     ]
+    if discount := discounts.tier_discount(program, summary.tier):
+        lines.append(discount)
     if summary.next_tier and summary.to_next_tier is not None:
         lines.append(
             _("Spend {money} more within 12 months to reach {tier}.").format(
@@ -139,19 +149,22 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
 
 def partners(program: Program, today: date) -> str:
     lines = [_("🏪 <b>Our partners</b>")]
+    if tiers := discounts.tiers_discounts(program):
+        lines.append("🏷 " + tiers)
     for partner in program.partners:
-        lines += [
-            "",
-            _("<b>{name}</b> ({category}): a charity, give it points with /donate").format(
-                name=escape(fmt.text(partner.name)), category=escape(fmt.text(partner.category))
+        name = escape(fmt.text(partner.name))
+        category = escape(fmt.text(partner.category))
+        if partner.charity:
+            head = _("<b>{name}</b> ({category}): a charity, give it points with /donate").format(
+                name=name, category=category
             )
-            if partner.charity
-            else _("<b>{name}</b> ({category}): {rate} back in points").format(
-                name=escape(fmt.text(partner.name)),
-                category=escape(fmt.text(partner.category)),
-                rate=fmt.percent(partner.earn_percent),
-            ),
-        ]
+        elif partner.earn_percent or not tiers:
+            head = _("<b>{name}</b> ({category}): {rate} back in points").format(
+                name=name, category=category, rate=fmt.percent(partner.earn_percent)
+            )
+        else:  # a discount program's partner: no points to earn there
+            head = f"<b>{name}</b> ({category})"
+        lines += ["", head]
         if partner.address:
             lines.append("📍 " + escape(partner.address))
         for offer in partner.offers:

@@ -210,6 +210,9 @@ class RedemptionRequest(Base):
             name="status",
         ),
         CheckConstraint("points > 0 AND amount > 0", name="positive"),
+        CheckConstraint(
+            "discount_percent >= 0 AND discount_percent < 100", name="discount_percent"
+        ),
         Index(
             "ix_redemption_requests_pending", "expires_at", postgresql_where="status = 'pending'"
         ),
@@ -222,6 +225,10 @@ class RedemptionRequest(Base):
     staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
     amount: Mapped[Decimal] = mapped_column(Money)
     points: Mapped[int] = mapped_column(BigInteger)
+    # The tier discount the till showed on `amount` (0: none); points pay part of the rest.
+    discount_percent: Mapped[Decimal] = mapped_column(
+        Numeric(5, 2), default=Decimal(0), server_default="0"
+    )
     receipt: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20), default="pending")
     # Where to tell the cashier the outcome, and the member's confirm message to close.

@@ -30,6 +30,7 @@ class Operation:
     created_at: datetime
     receipt: str | None = None  # as the cashier typed it after "#"
     paid: Decimal | None = None  # the money part of a sale (the rest was paid with points)
+    discount: Decimal | None = None  # money off the amount by the member's tier discount
 
 
 async def shift(
@@ -53,6 +54,7 @@ async def shift(
                 Transaction.created_at,
                 Transaction.receipt,
                 Transaction.paid,
+                Transaction.discount,
             )
             .join(Member, Member.id == Transaction.member_id)
             .outerjoin(Entry, wallet)
@@ -66,8 +68,12 @@ async def shift(
         )
     ).all()
     return [
-        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
+        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8], r[9])
+        for r in rows
     ]
+
+
+_discount = func.coalesce(Transaction.discount, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,9 @@ class PartnerFigures:
     refunds: Decimal
     points_issued: int
     points_redeemed: int
+    # Money the partner took off its sales by tier discounts (at its own cost: settlement
+    # does not move it).
+    discounts: Decimal = Decimal(0)
 
 
 async def partner_figures(
@@ -95,7 +104,8 @@ async def partner_figures(
                 func.count(),
                 func.count(func.distinct(Transaction.member_id)),
                 func.coalesce(func.sum(Transaction.amount), 0),
-                func.coalesce(func.sum(Transaction.amount - Transaction.paid), 0),
+                func.coalesce(func.sum(Transaction.amount - _discount - Transaction.paid), 0),
+                func.coalesce(func.sum(Transaction.discount), 0),
             ).where(period, Transaction.kind.in_(TxKind.SALES))
         )
     ).one()
@@ -123,6 +133,7 @@ async def partner_figures(
         refunds=Decimal(refunds or 0),
         points_issued=-int(moved.get(AccountKind.PARTNER_ISSUED, 0)),
         points_redeemed=int(moved.get(AccountKind.PARTNER_REDEEMED, 0)),
+        discounts=Decimal(sales[4] or 0),
     )
 
 

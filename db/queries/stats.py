@@ -28,7 +28,10 @@ Figures (`Kpis`):
 - `active_members`: members with at least one sale in scope in the period.
 - `sales`, `sales_total`, `sales_paid`: the number of sales in scope in the period and the sums
   of their `amount` and `paid`; `average_check` = sales_total / sales (refunds not netted).
-- `refunds_total`: the sum of `amount` of refunds in scope posted in the period.
+- `refunds_total`: the sum of `amount` of refunds in scope posted in the period (a refund of
+  a discounted sale is of the money it charged: its discount is never refunded).
+- `discounts_total`: the money taken off the sales in scope in the period by tier discounts
+  (their `discount`): "discounts given", at the selling partner's cost.
 - `repeat_members`: active members with two sales or more in scope in the period;
   `repeat_rate` = repeat_members / active_members.
 - `customers`, `lifetime_spend`: members existing at `end` with at least one sale in scope
@@ -124,6 +127,7 @@ class Kpis:
     cross_partner_members: int
     days: tuple[DayFigures, ...] = ()
     joins_by_source: tuple[tuple[str | None, int], ...] = ()
+    discounts_total: Decimal = Decimal(0)
 
     @property
     def average_check(self) -> Decimal | None:
@@ -304,7 +308,8 @@ _MONEY = f"""
            coalesce(sum(sales_total), 0) AS sales_total,
            coalesce(sum(sales_paid), 0) AS sales_paid,
            coalesce(sum(refunds_total), 0) AS refunds_total,
-           coalesce(sum(lifetime_spend), 0) AS lifetime_spend
+           coalesce(sum(lifetime_spend), 0) AS lifetime_spend,
+           coalesce(sum(discounts_total), 0) AS discounts_total
     FROM (
         SELECT t.partner_id,
                count(*) FILTER (WHERE {_SALE} AND {_IN_PERIOD}) AS sales,
@@ -313,6 +318,8 @@ _MONEY = f"""
                coalesce(sum(t.paid) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0) AS sales_paid,
                coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reverse' AND {_IN_PERIOD}), 0)
                    AS refunds_total,
+               coalesce(sum(t.discount) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0)
+                   AS discounts_total,
                {_LIFETIME_SPEND} AS lifetime_spend
         FROM transactions AS t
         {_GONE.format(t="t")}
@@ -545,6 +552,7 @@ def _kpis(
         cross_partner_members=int(buyers.cross_partner_members) if buyers else 0,
         days=days,
         joins_by_source=sources,
+        discounts_total=Decimal(money.discounts_total) if money else Decimal(0),
     )
 
 

@@ -126,3 +126,10 @@ class RepeatSale(DomainError):
     "again?" and posts only when told to."""
 
     code = "repeat_sale"
+
+
+class DiscountChanged(DomainError):
+    """The member's tier (and with it their discount) changed between the till showing the
+    amount to pay and the sale being posted: nothing was posted; the till shows it again."""
+
+    code = "discount_changed"

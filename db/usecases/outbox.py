@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Notice
 from db.ledger.writer import unit_of_work
+from db.usecases.discounts import discount_params
 
 if TYPE_CHECKING:  # the sale's use cases owe their messages through this module
     from db.usecases.purchases import PurchaseResult, ReversalResult
@@ -281,6 +282,7 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "tier_reached": result.tier if result.tier_reached else None,
                 "transaction": result.transaction_id,
                 **stamp_params(result.stamps),
+                **discount_params(result),
             },
             member_id=result.member_id,
         )

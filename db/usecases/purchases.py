@@ -22,6 +22,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import array
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
@@ -37,6 +38,7 @@ from db.ledger.models import (
 from db.ledger.writer import (
     Leg,
     Lot,
+    constraint_name,
     find_posted,
     fingerprint,
     lock_accounts,
@@ -47,8 +49,10 @@ from db.ledger.writer import (
     system_account,
     unit_of_work,
 )
+from db.rules.discounts import ZERO, discount_of, discounts_by_tier
 from db.rules.errors import (
     AlreadyReversed,
+    DiscountChanged,
     NotReversible,
     ReasonRequired,
     RefundTooLarge,
@@ -104,6 +108,16 @@ class PurchaseResult:
     replayed: bool = False
     tier_reached: bool = False  # this sale moved the member up to `tier`
     stamps: tuple[StampNews, ...] = ()  # what it did on its partner's stamp cards
+    # Money taken off `amount` by the tier discount (`paid` is after it and after points),
+    # and the tier and percent that gave it (None and 0 on a replay, which keeps the money).
+    discount: Decimal = ZERO
+    discount_tier: str | None = None
+    discount_percent: Decimal = Decimal(0)
+
+    @property
+    def to_pay(self) -> Decimal:
+        """What the customer owed before points: the amount less the discount."""
+        return self.amount - self.discount
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,14 @@ class ReversalResult:
     referral: ReferralClawback | None = None
     replayed: bool = False
     stamps: tuple[StampBack, ...] = ()  # the sale's stamps it took back, or could not
+    # The refunded sale's discount: never refunded (refunds count from the money it charged).
+    sale_discount: Decimal = ZERO
+
+
+def charged(amount: Decimal, discount: Decimal | None) -> Decimal:
+    """What a sale charged: its amount less its discount. Refunds are of this money (the
+    discount was never paid, so it is never handed back)."""
+    return amount - (discount or ZERO)
 
 
 def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> Decimal:
@@ -158,6 +180,14 @@ class Sale:
     receipt: str | None = None
     staff_id: int | None = None
     now: datetime | None = None
+    # The tier discount the till showed for this amount (0: none). The member's tier is read
+    # inside the posting (ledger_sale), so the discount is not worked out again there from a
+    # tier read earlier: the sale carries the discount shown, and the database refuses it
+    # (DiscountChanged, nothing written) when the tier it reads gives another. So the
+    # discount posted is always the one the cashier charged, and a tier that changed between
+    # the panel and the posting (a sale elsewhere moved the member up, the nightly
+    # recalculation moved them down) is shown again rather than guessed.
+    discount_percent: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +218,7 @@ async def post_purchase(
     of the hold whose points this sale redeems (a confirmed redemption request)."""
     member_id, partner, amount, key = sale.member_id, sale.partner, sale.amount, sale.key
     redeem_points, receipt, staff_id = sale.redeem_points, sale.receipt, sale.staff_id
-    now = sale.now
+    now, discount_percent = sale.now, sale.discount_percent
     rules = program.partner(partner)
     if rules is None:
         raise UnknownPartner(partner=partner)
@@ -196,12 +226,23 @@ async def post_purchase(
         raise CharityTakesNoSales(partner=partner)
     amount = check_purchase(amount, program.program.max_purchase)
     pv = program.program.point_value
+    discount = discount_of(amount, discount_percent)
+    to_pay = amount - discount
     if redeem_points:
         check_points(redeem_points)
-        check_redeem(redeem_points, amount, program.program.max_redeem_percent, pv)
-    digest = fingerprint("purchase", member_id, partner, str(amount), redeem_points, receipt)
+        check_redeem(redeem_points, to_pay, program.program.max_redeem_percent, pv)
+    # A sale without a discount keeps the digest it always had.
+    digest = fingerprint(
+        "purchase",
+        member_id,
+        partner,
+        str(amount),
+        redeem_points,
+        receipt,
+        *([str(discount)] if discount else []),
+    )
     now = now or datetime.now(UTC)
-    paid = amount - points_money(redeem_points, pv)
+    paid = to_pay - points_money(redeem_points, pv)
     kind = TxKind.REDEEM if redeem_points else TxKind.EARN
     expires_at = expiry_for(program, now)
     # What the sale earns at each tier: the database picks the member's (ledger_sale).
@@ -226,6 +267,8 @@ async def post_purchase(
             "referral_min": program.referral.qualifying_purchase,
             "post_hold": post_hold,
             "since": now - TIER_WINDOW,
+            "discount": discount,
+            "discounts": discounts_by_tier(program, amount),
         },
         post_hold,
     )
@@ -248,6 +291,7 @@ async def post_purchase(
             tier=tier,
             created_at=now,
             tier_reached=tier != member.tier,
+            **_discount_of_sale(program, member.tier, discount),
         )
         return await _stamped(session, program, result, member, accounts, key)
     earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
@@ -290,6 +334,7 @@ async def post_purchase(
         created_at=now,
         referral=referral,
         tier_reached=tier_name != member.tier,
+        **_discount_of_sale(program, member.tier, discount),
     )
     return await _stamped(session, program, result, member, accounts, key)
 
@@ -324,6 +369,19 @@ async def _stamped(
     return replace(result, stamps=news, balance=result.balance if balance is None else balance)
 
 
+def _discount_of_sale(program: Program, tier: str, discount: Decimal) -> dict[str, Any]:
+    """The result's discount fields: the money, and the tier (the one the sale was posted
+    at, which ledger_sale checked gives this discount) with its percent."""
+    if not discount:
+        return {}
+    at = program.tier(tier)
+    return {
+        "discount": discount,
+        "discount_tier": at.name,
+        "discount_percent": at.discount_percent,
+    }
+
+
 # The member (with their wallet), the partner (with its two accounts), the sale's
 # transaction row and, in the common case, its posting and the member's trailing spend, in
 # one round trip (migration 0010 says what ledger_sale does). The row is inserted only when
@@ -338,14 +396,20 @@ _SALE = text(
         CAST(:amount AS numeric), CAST(:paid AS numeric), CAST(:receipt AS text),
         CAST(:now AS timestamptz), CAST(:redeem AS bigint), CAST(:tiers AS text[]),
         CAST(:earned AS bigint[]), CAST(:expires AS timestamptz),
-        CAST(:referral_min AS numeric), CAST(:post_hold AS text), CAST(:since AS timestamptz))
+        CAST(:referral_min AS numeric), CAST(:post_hold AS text), CAST(:since AS timestamptz),
+        CAST(:discount AS numeric), CAST(:discounts AS numeric[]))
     """
 )
 
 
 async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> Any:
-    with refusals(post_hold):
-        return (await session.execute(_SALE, params)).one()
+    try:
+        with refusals(post_hold):
+            return (await session.execute(_SALE, params)).one()
+    except DBAPIError as exc:
+        if constraint_name(exc) == "discount_shown":  # migration 0013
+            raise DiscountChanged() from None
+        raise
 
 
 def _opened(row: Any, partner: str) -> tuple[MemberInfo, PartnerAccounts, int | None]:
@@ -553,6 +617,7 @@ async def purchase_result(
         referral=referral,
         replayed=replayed,
         stamps=stamps,
+        discount=tx.discount or ZERO,
     )
 
 
@@ -567,13 +632,15 @@ async def record_refund(
 async def post_reversal(
     session: AsyncSession, program: Program, request: Refund
 ) -> ReversalResult:
-    """Refund a sale fully or partly, inside the caller's transaction (the caller commits).
+    """Refund a sale fully or partly (`amount` of the money it charged, the purchase total
+    less its discount; None: all that is left).
 
     The points earned on the refunded money are clawed back and the points that paid for it
     are returned, in proportion; a full refund of the purchase that paid an invitation reward
     takes both friends' rewards back too. The returned points may cover the claw-back; points
     already spent beyond that cannot be taken from the wallet: they are reported as
-    `shortfall` and their value is kept from the cash (`cash_back`).
+    `shortfall` and their value is kept from the cash (`cash_back`). `partner`, when given, is
+    the acting staff's partner: nobody refunds another's sale.
     """
     transaction_id, key, amount = request.transaction_id, request.key, request.amount
     partner, staff_id, now = request.partner, request.staff_id, request.now
@@ -614,7 +681,8 @@ async def post_reversal(
             )
         )
     ).scalar_one()
-    before = orig.amount - (refunded or 0)  # coalesce() makes it 0; the type cannot say so
+    # coalesce() makes `refunded` 0; the type cannot say so.
+    before = charged(orig.amount, orig.discount) - (refunded or 0)
     if before <= 0:
         raise AlreadyReversed(transaction=transaction_id)
     refund = before if amount is None else amount
@@ -738,6 +806,7 @@ async def post_reversal(
         created_at=now,
         referral=clawback,
         stamps=stamps,
+        sale_discount=orig.discount or ZERO,
     )
 
 
@@ -781,14 +850,15 @@ async def _refund_shares(
     """refund_shares of the purchase `orig`, with its points read from the ledger."""
     assert orig.amount is not None and orig.member_id is not None
     earned, redeemed = await _wallet_moves(session, orig.id, orig.member_id)
-    return refund_shares(earned, redeemed, orig.amount, before, after, pv)
+    return refund_shares(earned, redeemed, charged(orig.amount, orig.discount), before, after, pv)
 
 
 def refund_shares(
     earned: int, redeemed: int, total: Decimal, before: Decimal, after: Decimal, pv: Decimal
 ) -> tuple[int, int, Decimal]:
-    """For refunding a purchase of `total` that earned `earned` and redeemed `redeemed`
-    points, from `before` to `after` money not yet refunded: (points to claw back, points to
+    """For refunding a purchase that charged `total` (its amount less its discount) and
+    earned `earned` and redeemed `redeemed` points, from `before` to `after` money not yet
+    refunded: (points to claw back, points to
     return, money part of the refund). Computed from the totals, not per refund, so partial
     refunds add up exactly to a full one. The money part is the refund less what the returned
     points are worth, so points and money together are the sum refunded (not a cent more:
@@ -841,7 +911,8 @@ _REPLAY = text(
          WHERE tx = :tx AND who = inviter.id AND amount < 0) AS inviter_back,
         (SELECT coalesce(sum(amount), 0) FROM transactions
          WHERE reverses_id = :sale AND id < :tx) AS refunded_earlier,
-        (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount
+        (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount,
+        (SELECT discount FROM transactions WHERE id = :sale) AS sale_discount
     FROM members AS m JOIN accounts AS w ON w.member_id = m.id AND w.kind = 'member', inviter
     WHERE m.id = :member
     """
@@ -868,9 +939,10 @@ async def reversal_result(
     row = await _replay(session, tx, tx.reverses_id, tx.member_id)
     pv = program.program.point_value
     returned, taken = int(row.tx_in), int(row.tx_out)
-    before = row.sale_amount - row.refunded_earlier
+    total = charged(row.sale_amount, row.sale_discount)
+    before = total - row.refunded_earlier
     claw, _, _ = refund_shares(
-        int(row.sale_in), int(row.sale_out), row.sale_amount, before, before - tx.amount, pv
+        int(row.sale_in), int(row.sale_out), total, before, before - tx.amount, pv
     )
     shortfall = claw - min(claw, taken)
     clawback = None
@@ -911,4 +983,5 @@ async def reversal_result(
         referral=clawback,
         replayed=replayed,
         stamps=stamps,
+        sale_discount=row.sale_discount or ZERO,
     )

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, exists, func, select, update
@@ -28,7 +29,9 @@ from db.ledger.models import (
     TxKind,
 )
 from db.ledger.writer import hold, unit_of_work
+from db.rules.discounts import discount_of
 from db.rules.errors import (
+    DiscountChanged,
     IdempotencyConflict,
     NotEnoughPoints,
     OwnCard,
@@ -48,6 +51,7 @@ from db.rules.points import (
 )
 from db.rules.program import Program, ProgramRules
 from db.rules.tokens import read_card_token
+from db.usecases.discounts import discount_params
 from db.usecases.members import MemberInfo, find_by_card, get_member
 from db.usecases.outbox import (
     Owed,
@@ -196,10 +200,12 @@ async def till_sale(
     again: bool = False,
     now: datetime | None = None,
     reply: StaffChat | None = None,
+    discount_percent: Decimal = Decimal(0),
 ) -> PurchaseResult:
     """Earn-only sale at the cashier's own partner, keyed by sale_key. The member's news
     and the cashier's receipt (to `reply`) are owed in the same transaction
-    (db/usecases/outbox.py).
+    (db/usecases/outbox.py). `discount_percent`: the tier discount the till showed on the
+    amount (post_purchase refuses it if the member's tier no longer gives it).
 
     Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
     posted the same amount to this member within REPEAT_WINDOW under another key, unless
@@ -230,6 +236,7 @@ async def till_sale(
                     receipt=receipt,
                     staff_id=staff.id,
                     now=now,
+                    discount_percent=discount_percent,
                 ),
             )
         except IdempotencyConflict:
@@ -248,11 +255,17 @@ async def till_sale(
                 points=result.points_earned,
                 receipt=receipt,
                 again=again or None,
+                **_discount_detail(result),
             )
             await owe(session, *owed_for_purchase(result))
             if reply is not None:
                 await owe(session, _sale_posted(result, reply))
         return result
+
+
+def _discount_detail(result: PurchaseResult) -> dict[str, Any]:
+    """The audit row's note of a discount (nothing for a sale without one)."""
+    return {"discount": result.discount} if result.discount else {}
 
 
 def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
@@ -265,6 +278,7 @@ def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
             "balance": result.balance,
             "transaction": result.transaction_id,
             **stamp_params(result.stamps),
+            **discount_params(result),
         },
         chat_id=reply.chat_id,
         language=reply.language,
@@ -313,10 +327,16 @@ class RequestInfo:
     status: str
     expires_at: datetime
     transaction_id: int | None
+    discount_percent: Decimal = Decimal(0)  # the tier discount the till showed on `amount`
+
+    @property
+    def discount(self) -> Decimal:
+        return discount_of(self.amount, self.discount_percent)
 
     @property
     def to_pay(self) -> Decimal:
-        return self.amount - self.money
+        """The money the customer pays: the amount less the discount and the points."""
+        return self.amount - self.discount - self.money
 
 
 async def _request(session: AsyncSession, public_id: str, *, lock: bool = False) -> RequestInfo:
@@ -351,6 +371,7 @@ async def _request(session: AsyncSession, public_id: str, *, lock: bool = False)
         status=req.status,
         expires_at=req.expires_at,
         transaction_id=req.transaction_id,
+        discount_percent=req.discount_percent,
     )
 
 
@@ -368,7 +389,8 @@ async def redemption_allowance(
     session: AsyncSession, program: Program, member_id: int, amount: Decimal
 ) -> int:
     """What the till offers as "Max": the allowance `request_redemption` takes when it is
-    asked for as many points as allowed (a read; the request checks again)."""
+    asked for as many points as allowed (a read; the request checks again). `amount` is
+    what is to pay: after the tier discount, if any."""
     member = await get_member(session, member_id)
     return allowance(member.available, amount, program.program)
 
@@ -392,8 +414,11 @@ async def request_redemption(
     staff_language: str = "en",
     receipt: str | None = None,
     now: datetime | None = None,
+    discount_percent: Decimal = Decimal(0),
 ) -> RequestInfo:
-    """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`.
+    """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`,
+    less the tier discount the till showed (`discount_percent`): points pay a share of what
+    is left to pay. DiscountChanged if the member's tier no longer gives that discount.
 
     `dialog` is the till dialog's random id and becomes the request's public id: a second
     request from the same dialog (a double tap) returns the first instead of a new one.
@@ -409,15 +434,18 @@ async def request_redemption(
     async with _own_card_audited(session, staff, "redeem"), unit_of_work(session):
         member = await get_member(session, member_id)
         _check_not_own(staff, member.id, member.telegram_id)
+        if program.tier(member.tier).discount_percent != discount_percent:
+            raise DiscountChanged()  # checked again when the confirmation posts the sale
+        to_pay = amount - discount_of(amount, discount_percent)
         reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
         # Points other requests hold are promised: "Max" offers only what may be spent.
         available = member.available
         if points is None:
-            points = allowance(available, amount, rules)
+            points = allowance(available, to_pay, rules)
             if points <= 0:
                 raise NotEnoughPoints()
         check_points(points)
-        check_redeem(points, amount, rules.max_redeem_percent, rules.point_value)
+        check_redeem(points, to_pay, rules.max_redeem_percent, rules.point_value)
         # A friendly early answer; the hold below is what the database refuses or grants.
         if points > available:
             raise NotEnoughPoints(balance=available)
@@ -431,6 +459,7 @@ async def request_redemption(
                 staff_id=staff.id,
                 amount=amount,
                 points=points,
+                discount_percent=discount_percent,
                 receipt=receipt,
                 status="pending" if reachable else "unreachable",
                 decided_at=None if reachable else now,
@@ -472,11 +501,19 @@ async def request_redemption(
                         "amount": info.amount,
                         "money": info.money,
                         "points": info.points,
+                        **_request_discount(program, member.tier, info),
                     },
                     member_id=member.id,
                 ),
             )
         return info
+
+
+def _request_discount(program: Program, tier: str, req: RequestInfo) -> dict[str, object]:
+    """The discount the member's confirmation request tells of (none without one)."""
+    if not req.discount:
+        return {}
+    return {"discount": req.discount, "discount_tier": program.tier(tier).name}
 
 
 async def note_messages(
@@ -532,6 +569,7 @@ async def confirm_redemption(
                 receipt=req.receipt,
                 staff_id=req.staff_id,
                 now=now,
+                discount_percent=req.discount_percent,
             ),
             post_hold=redemption_key(public_id),
         )
@@ -564,6 +602,7 @@ async def confirm_redemption(
                     "balance": result.balance,
                     "request": req.public_id,
                     **stamp_params(result.stamps),
+                    **discount_params(result),
                 },
             ),
         )
@@ -604,7 +643,8 @@ def closed_params(
     return {
         "status": status or req.status,
         "request": req.public_id,
-        "amount": str(req.amount),
+        # What the button posts: the amount less the discount, if one was shown.
+        "amount": str(req.amount - req.discount),
         "button": button,
     }
 
@@ -692,6 +732,7 @@ async def finish_earn_only(
         again=again,
         now=now,
         reply=reply,
+        discount_percent=req.discount_percent,
     )
 
 

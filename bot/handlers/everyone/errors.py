@@ -81,6 +81,10 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "This request is already closed: it was answered, cancelled or has expired. Nothing "
         "more happens with it."
     ),
+    "discount_changed": lambda p: _(
+        "The member's tier changed since the amount was shown, so their discount is different "
+        "now. Nothing was posted. Scan the card again."
+    ),
     "repeat_sale": lambda p: _(
         "The same amount was just posted to this member, so it was not posted again. Scan the "
         "card again if this is another sale."

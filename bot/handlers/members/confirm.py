@@ -12,7 +12,7 @@ from bot.callbacks import RedeemCb
 from bot.metrics import POSTINGS
 from bot.views import formatting as fmt
 from bot.views.editing import edit_text
-from db.rules.errors import NotEnoughPoints, RequestClosed
+from db.rules.errors import DiscountChanged, NotEnoughPoints, RequestClosed
 from db.rules.program import Program
 from db.usecases.till import close_request, confirm_redemption
 
@@ -40,6 +40,25 @@ async def answer(
             )
     except RequestClosed:
         await query.answer(_("This request is already closed."), show_alert=True)
+        return
+    except DiscountChanged:
+        # Their tier changed since the till showed the discount: the sale cannot be posted as
+        # shown. The request closes and the cashier is told to start again.
+        await close_request(
+            session,
+            program,
+            callback_data.request,
+            status="cancelled",
+            telegram_id=query.from_user.id,
+            why="discount_changed",
+        )
+        text = _(
+            "Your tier changed since the till asked, so the discount shown no longer applies. "
+            "Nothing was charged; the cashier will ask again."
+        )
+        await query.answer(text, show_alert=True)
+        if isinstance(query.message, Message):
+            await edit_text(query.message, text)
         return
     except NotEnoughPoints:
         # Their points went elsewhere meanwhile: the request closes, and the cashier is told

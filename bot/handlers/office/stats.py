@@ -38,6 +38,7 @@ from db.queries.stats import (
     parse_period,
     previous_month,
 )
+from db.rules.discounts import has_discounts
 from db.rules.program import Program
 from db.rules.tokens import REFERRAL_SOURCE
 from db.usecases.staff import StaffInfo
@@ -110,8 +111,18 @@ def _money(value: Decimal | None, currency: str) -> str:
     return "—" if value is None else fmt.money(value, currency)
 
 
-def _figures(k: Kpis, currency: str, *, partner: bool) -> list[str]:
-    """The KPIs in words; `partner` words them for one partner's manager."""
+def _figures(k: Kpis, currency: str, *, partner: bool, discounts: bool = False) -> list[str]:
+    """The KPIs in words; `partner` words them for one partner's manager; `discounts`: the
+    program has tier discounts (their line is shown even at nought, else only if any)."""
+    given = (
+        [
+            _("🏷 Discounts given: {money} (at the selling partner's cost)").format(
+                money=fmt.money(k.discounts_total, currency)
+            )
+        ]
+        if discounts or k.discounts_total
+        else []
+    )
     return [
         (
             _("👥 Customers: {members} (+{new} bought here for the first time)")
@@ -127,6 +138,7 @@ def _figures(k: Kpis, currency: str, *, partner: bool) -> list[str]:
             check=_money(k.average_check, currency),
             refunds=fmt.money(k.refunds_total, currency),
         ),
+        *given,
         _(
             "💎 Customer lifetime value: {clv} (money spent since joining, {customers} buyers)"
         ).format(clv=_money(k.lifetime_value, currency), customers=fmt.number(k.customers)),
@@ -226,7 +238,7 @@ async def coalition_stats(
     await _send_chart(message, k, f"{program.program.name} · {_days(period)}", currency)
     lines = [
         f"📊 <b>{escape(program.program.name)}</b> · {_days(period)}",
-        *_figures(k, currency, partner=False),
+        *_figures(k, currency, partner=False, discounts=has_discounts(program)),
         _sources(k),
         donations_line(
             await donation_figures(session, start=period.start, end=period.end), program
@@ -251,6 +263,11 @@ async def coalition_stats(
                 cross=_rate(p.cross_partner_rate),
                 issued=fmt.number(p.points_issued),
                 redeemed=fmt.number(p.points_redeemed),
+            )
+            + (
+                " · " + _("discounts {money}").format(money=fmt.money(p.discounts_total, currency))
+                if p.discounts_total
+                else ""
             )
         )
     for text in _chunks(lines):
@@ -287,7 +304,7 @@ async def partner_stats(
     await _send_chart(message, k, f"{name} · {_days(period)}", program.program.currency)
     lines = [
         f"📊 <b>{escape(name)}</b> · {_days(period)}",
-        *_figures(k, program.program.currency, partner=True),
+        *_figures(k, program.program.currency, partner=True, discounts=has_discounts(program)),
     ]
     rules = program.partner(staff.partner_slug or "")
     if rules is not None and rules.charity:

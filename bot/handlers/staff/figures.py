@@ -18,6 +18,7 @@ from bot.views import formatting as fmt
 from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
 from db.queries.reports import day_start, partner_figures, shift, week_start
+from db.rules.discounts import has_discounts
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
 
@@ -59,11 +60,10 @@ async def show_shift(
         ]
         if op.receipt:
             parts.append(_("receipt {receipt}").format(receipt=escape(op.receipt)))
-        parts += [
-            escape(op.member_name or "—"),
-            f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)}",
-            " ".join(moved) or "0",
-        ]
+        sale = f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)}"
+        if op.discount:
+            sale += " " + _("(discount −{money})").format(money=fmt.money(op.discount, currency))
+        parts += [escape(op.member_name or "—"), sale, " ".join(moved) or "0"]
         lines.append(" · ".join(parts))
     lines.append(
         _n(
@@ -80,7 +80,15 @@ async def show_shift(
             redeemed=fmt.number(sum(op.points_out for op in operations)),
         )
     )
+    given = sum((op.discount or Decimal(0) for op in sales), start=Decimal(0))
+    if given or has_discounts(program):
+        lines.append(_discounts_given(given, currency))
     await message.answer("\n".join(lines))
+
+
+def _discounts_given(money: Decimal, currency: str) -> str:
+    """Tier discounts are at the partner's own cost: its figures say how much it gave."""
+    return _("Discounts given: {money}.").format(money=fmt.money(money, currency))
 
 
 async def _figures(
@@ -124,6 +132,11 @@ async def _figures(
                 ),
                 _("Points issued: {issued}. Points redeemed: {redeemed}.").format(
                     issued=fmt.number(f.points_issued), redeemed=fmt.number(f.points_redeemed)
+                ),
+                *(
+                    [_discounts_given(f.discounts, currency)]
+                    if f.discounts or has_discounts(program)
+                    else []
                 ),
             ]
         )

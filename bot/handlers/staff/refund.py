@@ -75,6 +75,15 @@ async def refund(
             clawed=fmt.number(result.points_clawed_back),
         ),
     ]
+    if result.sale_discount:
+        # The amount refunded counts from what the sale charged: the discount is not money
+        # the customer paid, so none of it goes back.
+        lines.append(
+            _(
+                "Sale No. {sale} had a discount of {discount}: refunds are of the money it "
+                "charged, never of the discount."
+            ).format(sale=tx_id, discount=fmt.money(result.sale_discount, currency))
+        )
     if result.shortfall:
         lines.append(
             _(

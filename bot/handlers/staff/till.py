@@ -33,16 +33,17 @@ from bot.filters import (
 )
 from bot.handlers.staff.vouchers import voucher_photo
 from bot.metrics import POSTINGS
+from bot.views import discounts, stamps
 from bot.views import formatting as fmt
-from bot.views import stamps
 from bot.views.editing import edit_markup, edit_text
 from bot.views.notices import RENDERERS
 from bot.views.qr import UnreadableImage, card_tokens, decode_qr
 from db.rules.cards import normalize_card_number
-from db.rules.errors import InvalidAmount, RepeatSale, RequestClosed
+from db.rules.errors import DiscountChanged, InvalidAmount, RepeatSale, RequestClosed
 from db.rules.points import check_purchase, currency_signs, parse_till_amount, points_money
 from db.rules.program import Program
 from db.rules.tokens import CARD, CardExpired, InvalidToken, read_card_token
+from db.usecases.discounts import quote
 from db.usecases.members import MemberInfo
 from db.usecases.outbox import StaffChat
 from db.usecases.purchases import PurchaseResult
@@ -102,6 +103,7 @@ async def open_member(
                     name=escape(member.first_name) or "—",
                     tier=escape(fmt.text(program.tier(member.tier).name)),
                 ),
+                *filter(None, [discounts.tier_discount(program, member.tier)]),
                 _("💰 {points} (worth {money})").format(
                     points=fmt.points(member.balance),
                     money=fmt.money(
@@ -312,18 +314,24 @@ async def amount_entered(
             )
         )
         return
+    # The member's tier discount, shown before anything is posted; the sale carries the
+    # percent shown, and is refused if the tier changed meanwhile (post_purchase).
+    priced = await quote(session, program, data["member_id"], amount)
+    shown = discounts.breakdown(program, priced) + "\n" if priced.discount else ""
+    pending = {"amount": str(amount), "receipt": typed.receipt, "discount": str(priced.percent)}
     if data.get("mode") == "redeem":
-        allowed = await redemption_allowance(session, program, data["member_id"], amount)
+        allowed = await redemption_allowance(session, program, data["member_id"], priced.to_pay)
         dialog = data["dialog"]
         if allowed <= 0:
             # Nothing to ask the member for: offer the sale without points, or leave.
             await state.set_state(None)
-            await state.update_data(pending={"amount": str(amount), "receipt": typed.receipt})
+            await state.update_data(pending=pending)
             await message.answer(
-                _("No points can pay this purchase: the member has none free.")
+                shown
+                + _("No points can pay this purchase: the member has none free.")
                 + "\n"
                 + _("Post {amount} without points?").format(
-                    amount=fmt.money(amount, rules.currency)
+                    amount=fmt.money(priced.to_pay, rules.currency)
                 ),
                 reply_markup=_again_markup(
                     TillCb(action="again", dialog=dialog).pack(),
@@ -332,13 +340,16 @@ async def amount_entered(
                 ),
             )
             return
-        await state.update_data(amount=str(amount), receipt=typed.receipt)
+        await state.update_data(
+            amount=str(amount), receipt=typed.receipt, discount=str(priced.percent)
+        )
         await state.set_state(Till.points)
         button = InlineKeyboardButton
         await message.answer(
-            _("How many points? Up to {max} on this purchase. Send a number, or tap Max.").format(
-                max=fmt.points(allowed)
-            ),
+            shown
+            + _(
+                "How many points? Up to {max} on this purchase. Send a number, or tap Max."
+            ).format(max=fmt.points(allowed)),
             reply_markup=InlineKeyboardMarkup(
                 inline_keyboard=[
                     [
@@ -357,7 +368,46 @@ async def amount_entered(
             ),
         )
         return
-    await _sell(message, session, state, staff, program, i18n, amount, typed.receipt)
+    if priced.discount:
+        # The cashier charges what is to pay: posted when they say so, as shown.
+        await state.set_state(None)
+        await state.update_data(pending=pending)
+        dialog = data["dialog"]
+        await message.answer(
+            discounts.breakdown(program, priced),
+            reply_markup=_again_markup(
+                TillCb(action="pay", dialog=dialog).pack(),
+                TillCb(action="cancel", dialog=dialog).pack(),
+                label=_("🧾 Post: to pay {money}").format(
+                    money=fmt.money(priced.to_pay, rules.currency)
+                ),
+            ),
+        )
+        return
+    await _sell(
+        message,
+        session,
+        state,
+        staff,
+        program,
+        i18n,
+        amount,
+        typed.receipt,
+        discount_percent=priced.percent,
+    )
+
+
+async def _discount_changed(message: Message, state: FSMContext) -> None:
+    """The member's tier changed between the amount shown and the posting: nothing was
+    posted; the cashier types the amount again and sees the discount as it is now."""
+    await state.set_state(Till.amount)
+    await state.update_data(pending=None)
+    await message.answer(
+        _(
+            "⚠️ The member's tier changed since the amount was shown, so their discount is "
+            "different now. Nothing was posted. Type the amount again."
+        )
+    )
 
 
 async def _sell(
@@ -371,6 +421,7 @@ async def _sell(
     receipt: str | None,
     *,
     again: bool = False,
+    discount_percent: Decimal = Decimal(0),
 ) -> None:
     data = await state.get_data()
     try:
@@ -384,9 +435,15 @@ async def _sell(
             receipt=receipt,
             again=again,
             reply=StaffChat(message.chat.id, i18n.current_locale),
+            discount_percent=discount_percent,
         )
+    except DiscountChanged:
+        await _discount_changed(message, state)
+        return
     except RepeatSale as repeat:
-        await state.update_data(pending={"amount": str(amount), "receipt": receipt})
+        await state.update_data(
+            pending={"amount": str(amount), "receipt": receipt, "discount": str(discount_percent)}
+        )
         dialog = data["dialog"]
         await message.answer(
             _again_text(repeat, program),
@@ -408,7 +465,8 @@ async def post_again(
     program: Program,
     i18n: I18n,
 ) -> None:
-    """The cashier says yes to "again?": post the sale they typed."""
+    """The cashier says yes to "again?" (or posts a discounted sale as shown: "pay"): post
+    the sale they typed."""
     if not await _dialog_ok(query, state, callback_data.dialog):
         return
     pending = (await state.get_data()).get("pending")
@@ -425,7 +483,8 @@ async def post_again(
         i18n,
         Decimal(pending["amount"]),
         pending["receipt"],
-        again=True,
+        again=callback_data.action == "again",
+        discount_percent=Decimal(pending.get("discount") or 0),
     )
     await query.answer()  # after the posting: a press answered is a press done
 
@@ -528,18 +587,23 @@ async def _request(
     points: int | None,
 ) -> None:
     data = await state.get_data()
-    req = await request_redemption(
-        session,
-        program,
-        staff,
-        member_id=data["member_id"],
-        amount=Decimal(data["amount"]),
-        points=points,
-        dialog=data["dialog"],
-        receipt=data.get("receipt"),
-        staff_chat_id=message.chat.id,
-        staff_language=i18n.current_locale,
-    )
+    try:
+        req = await request_redemption(
+            session,
+            program,
+            staff,
+            member_id=data["member_id"],
+            amount=Decimal(data["amount"]),
+            points=points,
+            dialog=data["dialog"],
+            receipt=data.get("receipt"),
+            staff_chat_id=message.chat.id,
+            staff_language=i18n.current_locale,
+            discount_percent=Decimal(data.get("discount") or 0),
+        )
+    except DiscountChanged:
+        await _discount_changed(message, state)
+        return
     await state.set_state(None)
     await state.set_data({"last": {"request": req.public_id}})
     currency = program.program.currency
@@ -597,7 +661,7 @@ async def cancel(
             "amount": str(result.amount),
             "earned": result.points_earned,
             "redeemed": result.points_redeemed,
-            "points_money": str(result.amount - result.paid),
+            "points_money": str(result.to_pay - result.paid),
         }
     if not last:
         await message.answer(
@@ -651,7 +715,7 @@ def build() -> Router:
     router.message.register(amount_entered, StateFilter(Till.amount), HasText(), ~IsCommand())
     router.message.register(points_entered, StateFilter(Till.points), HasText(), ~IsCommand())
     router.callback_query.register(max_points, TillCb.filter(F.action == "max"))
-    router.callback_query.register(post_again, TillCb.filter(F.action == "again"))
+    router.callback_query.register(post_again, TillCb.filter(F.action.in_({"again", "pay"})))
     router.callback_query.register(earn_only, EarnOnlyCb.filter())
     router.callback_query.register(choose, TillCb.filter())
     return router

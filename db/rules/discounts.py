@@ -1,0 +1,57 @@
+"""A tier's discount at the till: money off the amount the cashier typed.
+
+discount = amount × discount_percent / 100, rounded half-up to the cent (the usual shop rule:
+10.10 at 5 % is 0.505, so 0.51 off), and never the whole amount: at least one cent is left to
+pay, as the ledger requires (discount < amount). The customer pays `to_pay` = amount − discount,
+points may pay up to max_redeem_percent of `to_pay`, and points are earned on the money paid
+after that. The discount is at the selling partner's cost: settlement does not move it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+
+from db.rules.points import CENT
+from db.rules.program import Program, Tier
+
+ZERO = Decimal("0.00")
+
+
+def discount_of(amount: Decimal, percent: Decimal) -> Decimal:
+    """The money off `amount` at `percent` (half-up to the cent, at most amount − 0.01)."""
+    if not percent or amount <= CENT:
+        return ZERO
+    with localcontext() as ctx:
+        ctx.prec = 50
+        off = (amount * percent / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+    return min(off, amount - CENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A typed amount with the discount of the member's tier, as the till shows it."""
+
+    amount: Decimal
+    tier: str  # the tier whose discount applies (its English name, the tier's identity)
+    percent: Decimal  # 0: no discount
+    discount: Decimal
+
+    @property
+    def to_pay(self) -> Decimal:
+        return self.amount - self.discount
+
+
+def price(amount: Decimal, tier: Tier) -> Priced:
+    percent = tier.discount_percent
+    return Priced(amount, tier.name, percent, discount_of(amount, percent))
+
+
+def has_discounts(program: Program) -> bool:
+    """Whether any tier gives a discount (else the till never looks for one)."""
+    return any(t.discount_percent for t in program.tiers)
+
+
+def discounts_by_tier(program: Program, amount: Decimal) -> list[Decimal]:
+    """The discount `amount` gets at each tier, in the program's order (the database picks
+    the member's: ledger_sale, migration 0013)."""
+    return [discount_of(amount, t.discount_percent) for t in program.tiers]
