@@ -12,8 +12,8 @@ LANGUAGES="${LANGUAGES:-en ru uk pl}"
 
 if [ -n "${PYBABEL:-}" ]; then
     :
-elif [ -x /work/venv/bin/pybabel ]; then
-    PYBABEL=/work/venv/bin/pybabel
+elif [ -x .venv/bin/pybabel ]; then  # the virtualenv README's commands make
+    PYBABEL=.venv/bin/pybabel
 elif command -v pybabel >/dev/null 2>&1; then
     PYBABEL=pybabel
 else
