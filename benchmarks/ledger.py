@@ -18,15 +18,16 @@ Three workloads share one server, each with the same number of concurrent client
   statements a use case adds (BEGIN and COMMIT: pgbench's call commits on its own).
 
 Both databases are created and filled once, up front, then analyzed (as `pgbench -i` does
-for its tables; the test server runs without autovacuum). After a warm-up of each workload,
-the run alternates short slices, pgbench then the ledger, then the ledger then pgbench, and
-so on, each pair followed by a slice of the SQL-only sale: on a small machine shared with
-other work, what else runs drifts over a minute, and a pair of slices a few seconds apart
-sees nearly the same machine. Each pair gives one ratio, `ledger/pgbench` (postings per
-second over pgbench's transactions per second, its figure without connection time); the last
-line is their median and spread. Every pgbench slice starts as pgbench always does (it
-vacuums its branches and tellers and empties its history first, untimed); the ledger's
-tables keep growing, unvacuumed, through the run.
+for its tables; the test server runs without autovacuum). After a warm-up slice of each
+workload (pgbench's vacuums its tables and empties its history, as a run of pgbench starts;
+the measured slices do not, so its tables grow through the run as the ledger's do), the
+run takes pairs of short slices in the order pgbench, ledger, SQL-only, SQL-only, ledger,
+pgbench: on a small machine shared with other work, what else runs comes and goes within
+seconds, and each workload's two slices lie around the same middle, so a load that grows or
+fades through the pair weighs on the three alike. A workload's rate in a pair is the mean
+of its two slices' rates (pgbench's figure without connection time; the ledger's postings
+over the slice's wall time); each pair gives one `ledger/pgbench` ratio, and the last line
+is their median and spread.
 
 So `ledger/pgbench` is the share of the server's capacity for this kind of work that the
 ledger delivers; the rest goes to Python, SQLAlchemy and the ledger's extra guarantees
@@ -34,7 +35,7 @@ ledger delivers; the rest goes to Python, SQLAlchemy and the ledger's extra guar
 Python share the same cores, as they do for a single bot instance next to its database.
 
 Run from the repository root:
-`python -m benchmarks.ledger [--clients 8] [--seconds 4] [--pairs 6]`.
+`python -m benchmarks.ledger [--clients 8] [--seconds 2] [--pairs 6]`.
 The server is `BENCH_DATABASE_URL` if set, else the one the tests use (see tests/pg.py).
 """
 
@@ -94,8 +95,13 @@ class Workload:
     slices: list[Slice] = field(default_factory=list)
 
     def per_second(self) -> float:
-        """The median slice's rate."""
-        return statistics.median(s.per_second for s in self.slices)
+        """The median pair's rate."""
+        return statistics.median(self.pairs())
+
+    def pairs(self) -> list[float]:
+        """The rate in each pair: the mean of its two slices' (of equal length)."""
+        rates = [s.per_second for s in self.slices]
+        return [(a + b) / 2 for a, b in zip(rates[::2], rates[1::2], strict=True)]
 
     def count(self) -> int:
         return sum(len(s.latencies_ms) for s in self.slices)
@@ -322,8 +328,8 @@ class Run:
 
     def ratios(self, of: Workload | None = None) -> list[float]:
         """Per pair, `of` (the ledger) over pgbench."""
-        pairs = zip(self.pgbench.slices, (of or self.ledger).slices, strict=True)
-        return [mine.per_second / bench.per_second for bench, mine in pairs]
+        pairs = zip(self.pgbench.pairs(), (of or self.ledger).pairs(), strict=True)
+        return [mine / bench for bench, mine in pairs]
 
 
 async def run(admin: str, clients: int, seconds: int, pairs: int) -> Run:
@@ -347,22 +353,32 @@ async def run(admin: str, clients: int, seconds: int, pairs: int) -> Run:
                 def bench(env: dict[str, str], what: tuple[str, ...], s: int) -> Awaitable[Slice]:
                     return asyncio.to_thread(pgbench_slice, env, clients, s, *what)
 
+                # The warm-up slices prepare as a run of pgbench does (it vacuums its
+                # branches and tellers and empties its history); the measured ones do not,
+                # so pgbench's tables grow through the run as the ledger's do.
                 await bench(bench_env, tpcb, WARMUP_SECONDS)
                 await ledger.slice(WARMUP_SECONDS, "warmup")
                 await bench(sql_env, sale, WARMUP_SECONDS)
+                tpcb = ("-n", *tpcb)
                 result = Run(
                     Workload("pgbench tpcb-like"),
                     Workload("ledger earn"),
                     Workload("SQL-only sale"),
                 )
                 for pair in range(pairs):
+                    # pgbench, ledger, SQL, SQL, ledger, pgbench: each workload's two slices
+                    # lie around the same middle, so a load that grows or fades through the
+                    # pair weighs on all three alike.
                     steps: list[tuple[Workload, Callable[[], Awaitable[Slice]]]] = [
                         (result.pgbench, lambda: bench(bench_env, tpcb, seconds)),
-                        (result.ledger, lambda p=pair: ledger.slice(seconds, f"pair{p}")),
+                        (result.ledger, lambda p=pair: ledger.slice(seconds, f"{p}a")),
+                        (result.sql, lambda: bench(sql_env, sale, seconds)),
                     ]
-                    if pair % 2:
-                        steps.reverse()
-                    steps.append((result.sql, lambda: bench(sql_env, sale, seconds)))
+                    steps += [
+                        (result.sql, lambda: bench(sql_env, sale, seconds)),
+                        (result.ledger, lambda p=pair: ledger.slice(seconds, f"{p}b")),
+                        (result.pgbench, lambda: bench(bench_env, tpcb, seconds)),
+                    ]
                     for workload, step in steps:
                         workload.slices.append(await step())
         finally:
@@ -379,14 +395,13 @@ def report(result: Run, clients: int) -> Iterator[str]:
             f"{w.name:<20} {clients:>7} {w.count():>8} {w.per_second():>9.1f} "
             f"{w.percentile(50):>8.2f} {w.percentile(95):>8.2f}"
         )
-    yield "(per s: the median slice's rate; p50, p95: over all of the workload's transactions)"
+    yield "(per s: the median pair's rate; p50, p95: over all of the workload's transactions)"
     ratios, sql_ratios = result.ratios(), result.ratios(result.sql)
-    for n in range(len(ratios)):
-        bench, led, sql = (w.slices[n] for w in (result.pgbench, result.ledger, result.sql))
+    rates = zip(result.pgbench.pairs(), result.ledger.pairs(), result.sql.pairs(), strict=True)
+    for n, (bench, led, sql) in enumerate(rates):
         yield (
-            f"pair {n + 1}: pgbench {bench.per_second:7.1f}/s, ledger {led.per_second:7.1f}/s,"
-            f" ratio {ratios[n]:.2f}; SQL-only sale {sql.per_second:7.1f}/s"
-            f" ({sql_ratios[n]:.2f} of pgbench)"
+            f"pair {n + 1}: pgbench {bench:7.1f}/s, ledger {led:7.1f}/s, ratio {ratios[n]:.2f};"
+            f" SQL-only sale {sql:7.1f}/s ({sql_ratios[n]:.2f} of pgbench)"
         )
     yield (
         f"SQL-only sale/pgbench (for information): {statistics.median(sql_ratios):.2f} "
@@ -401,7 +416,7 @@ def report(result: Run, clients: int) -> Iterator[str]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=int, default=4, help="length of one slice")
+    parser.add_argument("--seconds", type=int, default=2, help="length of one slice")
     parser.add_argument("--pairs", type=int, default=6)
     return parser.parse_args()
 
@@ -420,7 +435,7 @@ def main() -> None:
     print(
         f"{os.cpu_count()} CPUs shared by PostgreSQL, pgbench and Python (load average "
         f"{load_before:.2f} before, {load_after:.2f} after); {version}; {args.pairs} pairs of "
-        f"{args.seconds} s slices after {WARMUP_SECONDS} s of warm-up each"
+        f"2 × {args.seconds} s slices of each workload after {WARMUP_SECONDS} s of warm-up"
     )
     for line in report(result, args.clients):
         print(line)
