@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
-from sqlalchemy import TextClause, event
+from sqlalchemy import Connection, TextClause, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
@@ -125,7 +124,38 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TrackedSession)
 
 
-# SQLAlchemy's errors for PostgreSQL's error classes (the first two characters of SQLSTATE).
+async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> Any:
+    """One statement through the DBAPI cursor of the session's connection, inside the
+    session's transaction (the driver begins it, as for any statement of the session): for
+    the hot path of a use case, whose statement costs more Python through SQLAlchemy's
+    execution (its statement cache, result metadata and events) than the rest of the use
+    case. `sql` is in the driver's own form, with positional parameters ($1, $2, …); the
+    first row is returned (None when there is none), as the driver gives it.
+
+    What the database refuses comes out as from session.execute: SQLAlchemy's DBAPIError
+    (IntegrityError for a constraint, …) around the driver's error, and a connection that
+    broke is invalidated. The session's statement events do not see it: whoever calls this
+    marks the session as having written when the statement writes (session.info["wrote"])."""
+    conn = await session.connection()
+
+    def run(sync: Connection) -> Any:
+        cursor = sync.connection.cursor()
+        try:
+            cursor.execute(sql, args)
+            return cursor.fetchone()
+        except sync.dialect.loaded_dbapi.Error as exc:
+            broken = sync.dialect.is_disconnect(exc, sync.connection.dbapi_connection, cursor)
+            if broken:
+                sync.invalidate(exc)
+            error = _ERRORS.get((getattr(exc, "sqlstate", None) or "")[:2], DBAPIError)
+            raise error(sql, args, exc, connection_invalidated=broken) from exc
+        finally:
+            cursor.close()
+
+    return await conn.run_sync(run)
+
+
+# SQLAlchemy's errors for the classes of SQLSTATE (its first two characters).
 _ERRORS: dict[str, type[DBAPIError]] = {
     "08": OperationalError,  # connection
     "0A": NotSupportedError,
@@ -138,33 +168,3 @@ _ERRORS: dict[str, type[DBAPIError]] = {
     "58": OperationalError,
     "XX": InternalError,
 }
-
-
-async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> asyncpg.Record | None:
-    """One statement straight through asyncpg on the session's connection, inside the
-    session's transaction (begun as by session.execute if it was not): for the hot path of a
-    use case, whose statement costs more Python through SQLAlchemy's execution (its statement
-    cache, result metadata, the hops between asyncio and its greenlet) than all the rest of
-    the use case. `sql` takes positional parameters ($1, $2, …); the first row is returned.
-
-    What the database refuses comes out as from session.execute: SQLAlchemy's DBAPIError
-    (IntegrityError for a constraint), with the driver's error as `orig`; a connection that
-    broke is invalidated, so the pool does not hand it out again. Whoever calls this marks the
-    session as having written when the statement writes (session.info["wrote"], db/engine.py
-    TrackedSession): it is not seen by the session's statement events."""
-    conn = await session.connection()
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None  # a checked-out connection has its driver's connection
-    try:
-        row: asyncpg.Record | None = await driver.fetchrow(sql, *args)
-    except asyncpg.PostgresError as exc:
-        state = exc.sqlstate or ""
-        broken = state.startswith(("08", "57P"))
-        if broken:
-            await conn.invalidate(exc)
-        error = _ERRORS.get(state[:2], DBAPIError)
-        raise error(sql, args, exc, connection_invalidated=broken) from exc
-    except (asyncpg.InterfaceError, OSError) as exc:
-        await conn.invalidate(exc)
-        raise OperationalError(sql, args, exc, connection_invalidated=True) from exc
-    return row

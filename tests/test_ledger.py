@@ -14,13 +14,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Entry, PointLot, Transaction
-from db.ledger.writer import hold, void_holds
+from db.ledger.writer import hold, unit_of_work, void_holds
 from db.rules import errors
 from db.rules.program import Program
 from db.usecases.adjust import adjust
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
-from db.usecases.purchases import earn, purchase_result, redeem, reversal_result, reverse
+from db.usecases.purchases import (
+    earn,
+    post_purchase,
+    purchase_result,
+    redeem,
+    reversal_result,
+    reverse,
+)
 
 D = Decimal
 
@@ -582,6 +589,23 @@ async def test_a_transaction_sums_to_zero_per_unit(session: AsyncSession) -> Non
         )
     ).all()
     assert [tuple(row) for row in units] == [("points", 0), ("stamps:coffee", 0)]
+
+
+async def test_a_sale_is_undone_with_its_unit_of_work(
+    session: AsyncSession, program: Program
+) -> None:
+    # The sale's statement runs in the use case's transaction, not on its own: a failure
+    # after it (here, before the commit) leaves nothing of the sale.
+    m = await join(session, program)
+    with pytest.raises(RuntimeError):
+        async with unit_of_work(session):
+            sale = await post_purchase(
+                session, program, member_id=m, partner="coffee", amount=D("40"), key="s"
+            )
+            assert sale.balance == 50 + 200
+            raise RuntimeError("after the sale")
+    assert (await get_member(session, m)).balance == 50
+    assert await count(session, Transaction) == 1  # the welcome
 
 
 async def test_a_posting_is_written_by_one_statement(

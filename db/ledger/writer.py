@@ -79,12 +79,8 @@ def fingerprint(*parts: Any) -> str:
 
 
 def constraint_name(exc: DBAPIError) -> str | None:
-    """The constraint the database named: asyncpg's error is `orig` itself (db.engine.
-    fetch_row) or, through SQLAlchemy's adapter, its cause."""
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        if name := getattr(error, "constraint_name", None):
-            return str(name)
-    return None
+    cause = getattr(exc.orig, "__cause__", None)
+    return getattr(cause, "constraint_name", None)
 
 
 async def open_transaction(
