@@ -35,30 +35,35 @@ CREATE FUNCTION ledger_apply_entries() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
 BEGIN
-    SELECT n.transaction_id INTO bad
-    FROM (SELECT transaction_id, min(id) AS first FROM posted GROUP BY transaction_id) AS n
-    WHERE EXISTS (SELECT 1 FROM entries AS e
-                  WHERE e.transaction_id = n.transaction_id AND e.id < n.first)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'transaction % has entries already: its entries are written at once',
-            bad.transaction_id
-            USING ERRCODE = 'restrict_violation', CONSTRAINT = 'entries_one_statement';
-    END IF;
-    -- Accounts in id order, as ledger_post locks them (for an INSERT made by hand).
+    -- One statement: the balances move (accounts in id order, as ledger_post locks them,
+    -- for an INSERT made by hand), then each transaction's entries are summed per unit and
+    -- its earlier entries looked for.
     WITH moved AS (
         UPDATE accounts AS a SET balance = a.balance + d.amount
         FROM (SELECT account_id, sum(amount)::bigint AS amount FROM posted
               GROUP BY account_id ORDER BY account_id) AS d
         WHERE a.id = d.account_id
         RETURNING a.id, a.unit
+    ), sums AS (
+        SELECT e.transaction_id, m.unit, sum(e.amount) AS total,
+               min(min(e.id)) OVER (PARTITION BY e.transaction_id) AS first
+        FROM posted AS e JOIN moved AS m ON m.id = e.account_id
+        GROUP BY e.transaction_id, m.unit
     )
-    SELECT e.transaction_id, m.unit, sum(e.amount) AS total INTO bad
-    FROM posted AS e JOIN moved AS m ON m.id = e.account_id
-    GROUP BY e.transaction_id, m.unit
-    HAVING sum(e.amount) <> 0
+    SELECT s.transaction_id, s.unit, s.total,
+           EXISTS (SELECT 1 FROM entries AS o
+                   WHERE o.transaction_id = s.transaction_id AND o.id < s.first) AS earlier
+    INTO bad
+    FROM sums AS s
+    WHERE s.total <> 0
+       OR EXISTS (SELECT 1 FROM entries AS o
+                  WHERE o.transaction_id = s.transaction_id AND o.id < s.first)
     LIMIT 1;
-    IF FOUND THEN
+    IF bad.earlier THEN
+        RAISE EXCEPTION 'transaction % has entries already: its entries are written at once',
+            bad.transaction_id
+            USING ERRCODE = 'restrict_violation', CONSTRAINT = 'entries_one_statement';
+    ELSIF FOUND THEN
         RAISE EXCEPTION 'entries of transaction % sum to % %, not 0', bad.transaction_id,
             bad.total, bad.unit
             USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
@@ -139,17 +144,19 @@ CREATE FUNCTION ledger_post(
     p_lot_members bigint[], p_lot_points bigint[], p_lot_txs bigint[], p_lot_prefer bigint[],
     p_lot_ids bigint[], p_lot_earned timestamptz[], p_lot_expires timestamptz[])
 RETURNS TABLE (posted_tx bigint, posted_accounts bigint[], posted_balances bigint[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- A plan made for the arrays at hand is no better than the generic one, which is made once.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
-    v_accounts bigint[];
-    v_balances bigint[];
     v_member bigint;
     v_points bigint;
     v_lot bigint;
     taken bigint;
+    j integer;
 BEGIN
     SELECT array_agg(a.id ORDER BY a.id), array_agg(a.balance ORDER BY a.id)
-    INTO v_accounts, v_balances
+    INTO posted_accounts, posted_balances
     FROM (SELECT id, balance FROM accounts WHERE id = ANY(p_accounts)
           ORDER BY id FOR NO KEY UPDATE) AS a;
     IF p_post_hold IS NOT NULL THEN
@@ -210,12 +217,15 @@ BEGIN
             END IF;
         END IF;
     END LOOP;
-    RETURN QUERY
-    SELECT p_tx, v_accounts, array_agg(a.balance + coalesce(m.amount, 0) ORDER BY a.id)
-    FROM unnest(v_accounts, v_balances) AS a(id, balance)
-    LEFT JOIN (SELECT leg.account, sum(leg.amount)::bigint AS amount
-               FROM unnest(p_accounts, p_amounts) AS leg(account, amount)
-               GROUP BY leg.account) AS m ON m.account = a.id;
+    -- The accounts are locked: their balances moved by this posting's legs, and no more.
+    FOR i IN 1 .. coalesce(cardinality(p_accounts), 0) LOOP
+        j := array_position(posted_accounts, p_accounts[i]);
+        IF j IS NOT NULL THEN  -- (an account that is not there has no balance to return)
+            posted_balances[j] := posted_balances[j] + p_amounts[i];
+        END IF;
+    END LOOP;
+    posted_tx := p_tx;
+    RETURN NEXT;
 END $$
 """
 
@@ -284,7 +294,6 @@ RETURNS TABLE (id bigint, telegram_id bigint, card_number text, first_name text,
 LANGUAGE plpgsql AS $$
 DECLARE
     m record;
-    p record;
     v_tx bigint;
     v_earned bigint;
     v_balance bigint;
@@ -295,23 +304,27 @@ DECLARE
 BEGIN
     -- The member row before any account (see lock_members): a deletion under way is
     -- waited for, and then the member is no longer found.
+    -- With the partner and its accounts in the same statement (NULL when it is not there).
     SELECT mm.id, mm.telegram_id, mm.card_number, mm.first_name, mm.language, mm.tier,
-           mm.marketing_consent, mm.referred_by_id, w.id AS wallet_id, w.balance, mm.joined_at
+           mm.marketing_consent, mm.referred_by_id, w.id AS wallet_id, w.balance, mm.joined_at,
+           p.id AS partner_id, p.slug, p.name, p.issued_id, p.redeemed_id
     INTO m
     FROM members AS mm JOIN accounts AS w ON w.member_id = mm.id
+    LEFT JOIN LATERAL (
+        SELECT pp.id, pp.slug, pp.name, issued.id AS issued_id, redeemed.id AS redeemed_id
+        FROM partners AS pp
+        JOIN accounts AS issued
+            ON issued.partner_id = pp.id AND issued.kind = 'partner_issued'
+        JOIN accounts AS redeemed
+            ON redeemed.partner_id = pp.id AND redeemed.kind = 'partner_redeemed'
+        WHERE pp.slug = p_slug AND pp.active
+    ) AS p ON true
     WHERE mm.id = p_member AND mm.deleted_at IS NULL
     FOR KEY SHARE OF mm;
-    SELECT pp.id, pp.slug, pp.name, issued.id AS issued_id, redeemed.id AS redeemed_id
-    INTO p
-    FROM partners AS pp
-    JOIN accounts AS issued ON issued.partner_id = pp.id AND issued.kind = 'partner_issued'
-    JOIN accounts AS redeemed
-        ON redeemed.partner_id = pp.id AND redeemed.kind = 'partner_redeemed'
-    WHERE pp.slug = p_slug AND pp.active;
-    IF m.id IS NOT NULL AND p.id IS NOT NULL THEN
+    IF m.id IS NOT NULL AND m.partner_id IS NOT NULL THEN
         INSERT INTO transactions (kind, idempotency_key, fingerprint, member_id, partner_id,
                                   staff_id, amount, paid, receipt, created_at)
-        VALUES (p_kind, p_key, p_digest, m.id, p.id, p_staff, p_amount, p_paid, p_receipt,
+        VALUES (p_kind, p_key, p_digest, m.id, m.partner_id, p_staff, p_amount, p_paid, p_receipt,
                 p_now)
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING transactions.id INTO v_tx;
@@ -329,11 +342,11 @@ BEGIN
         v_accounts := ARRAY[m.wallet_id, m.wallet_id];
         v_amounts := ARRAY[-p_redeem, v_earned];
         IF p_redeem <> 0 THEN
-            v_accounts := v_accounts || p.redeemed_id;
+            v_accounts := v_accounts || m.redeemed_id;
             v_amounts := v_amounts || p_redeem;
         END IF;
         IF v_earned <> 0 THEN
-            v_accounts := v_accounts || p.issued_id;
+            v_accounts := v_accounts || m.issued_id;
             v_amounts := v_amounts || -v_earned;
         END IF;
         -- The redeemed points come from the lots the member had, then the earned lot.
@@ -345,8 +358,8 @@ BEGIN
     END IF;
     RETURN QUERY SELECT m.id, m.telegram_id, m.card_number::text, m.first_name::text,
         m.language::text, m.tier::text, m.marketing_consent, m.referred_by_id, m.wallet_id,
-        coalesce(v_balance, m.balance), m.joined_at, p.id, p.slug::text, p.name::text,
-        p.issued_id, p.redeemed_id, v_tx, v_balance IS NOT NULL, v_earned, v_spend;
+        coalesce(v_balance, m.balance), m.joined_at, m.partner_id, m.slug::text, m.name::text,
+        m.issued_id, m.redeemed_id, v_tx, v_balance IS NOT NULL, v_earned, v_spend;
 END $$
 """
 
