@@ -25,8 +25,8 @@ depends_on: str | Sequence[str] | None = None
 #   by each account's net sum (the CHECKs on accounts, such as the wallet's, see the
 #   result), and the zero sum is checked per (transaction, unit) over the statement's rows.
 # - So a transaction's entries are written by one statement, as ledger_post writes them;
-#   a later statement adding entries to a transaction that has some is refused (a posting
-#   never changes, not even by entries that sum to zero).
+#   a later statement adding entries to a transaction that has some (its own transaction's,
+#   or committed) is refused: a posting never changes, not even by entries summing to zero.
 # - Balances still change only through entries: the guard's condition moved to the
 #   trigger's WHEN, so the guard runs (and refuses) only for an update made outside a
 #   trigger, not for each balance the entries move.
