@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from sqlalchemy import TextClause, event
+from sqlalchemy import Connection, TextClause, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -112,3 +122,49 @@ async def own_session(session: AsyncSession) -> AsyncIterator[AsyncSession]:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: DTOs read before the commit stay usable after it.
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TrackedSession)
+
+
+async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> Any:
+    """One statement through the DBAPI cursor of the session's connection, inside the
+    session's transaction (the driver begins it, as for any statement of the session): for
+    the hot path of a use case, whose statement costs more Python through SQLAlchemy's
+    execution (its statement cache, result metadata and events) than the rest of the use
+    case. `sql` is in the driver's own form, with positional parameters ($1, $2, …); the
+    first row is returned (None when there is none), as the driver gives it.
+
+    What the database refuses comes out as from session.execute: SQLAlchemy's DBAPIError
+    (IntegrityError for a constraint, …) around the driver's error, and a connection that
+    broke is invalidated. The session's statement events do not see it: whoever calls this
+    marks the session as having written when the statement writes (session.info["wrote"])."""
+    conn = await session.connection()
+
+    def run(sync: Connection) -> Any:
+        cursor = sync.connection.cursor()
+        try:
+            cursor.execute(sql, args)
+            return cursor.fetchone()
+        except sync.dialect.loaded_dbapi.Error as exc:
+            broken = sync.dialect.is_disconnect(exc, sync.connection.dbapi_connection, cursor)
+            if broken:
+                sync.invalidate(exc)
+            error = _ERRORS.get((getattr(exc, "sqlstate", None) or "")[:2], DBAPIError)
+            raise error(sql, args, exc, connection_invalidated=broken) from exc
+        finally:
+            cursor.close()
+
+    return await conn.run_sync(run)
+
+
+# SQLAlchemy's errors for the classes of SQLSTATE (its first two characters).
+_ERRORS: dict[str, type[DBAPIError]] = {
+    "08": OperationalError,  # connection
+    "0A": NotSupportedError,
+    "22": DataError,
+    "23": IntegrityError,
+    "40": OperationalError,  # serialization failure, deadlock
+    "42": ProgrammingError,
+    "53": OperationalError,  # insufficient resources
+    "57": OperationalError,  # operator intervention: the server shuts down
+    "58": OperationalError,
+    "XX": InternalError,
+}

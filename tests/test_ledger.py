@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Entry, PointLot, Transaction
-from db.ledger.writer import hold, void_holds
+from db.ledger.writer import hold, unit_of_work, void_holds
 from db.rules import errors
 from db.rules.points import check_points
 from db.rules.program import Program
@@ -24,6 +24,7 @@ from db.usecases.members import get_member, register_member
 from db.usecases.purchases import (
     Refund,
     Sale,
+    post_purchase,
     purchase_result,
     record_refund,
     record_sale,
@@ -574,7 +575,8 @@ async def test_one_sql_writer(session: AsyncSession) -> None:
 
 
 async def _hand_made(session: AsyncSession, legs: list[tuple[str, int]]) -> None:
-    """Post entries by hand (as a psql session could) on the named accounts."""
+    """Post entries by hand (as a psql session could) on the named accounts, in one
+    statement as a transaction's entries are written (a second one is refused)."""
     tx = (
         await session.execute(
             text(
@@ -584,15 +586,22 @@ async def _hand_made(session: AsyncSession, legs: list[tuple[str, int]]) -> None
             {"key": f"hand:{legs}"},
         )
     ).scalar_one()
-    for name, amount in legs:
-        await session.execute(
-            text(
-                "INSERT INTO entries (transaction_id, account_id, amount)"
-                " SELECT :tx, id, :amount FROM accounts WHERE kind = :kind AND unit = :unit"
-                " AND partner_id IS NULL"
-            ),
-            {"tx": tx, "amount": amount, "kind": name.split("/")[0], "unit": name.split("/")[1]},
-        )
+    await session.execute(
+        text(
+            "INSERT INTO entries (transaction_id, account_id, amount)"
+            " SELECT :tx, a.id, leg.amount"
+            " FROM unnest(CAST(:kinds AS text[]), CAST(:units AS text[]),"
+            "             CAST(:amounts AS bigint[])) AS leg(kind, unit, amount)"
+            " JOIN accounts AS a ON a.kind = leg.kind AND a.unit = leg.unit"
+            " AND a.partner_id IS NULL"
+        ),
+        {
+            "tx": tx,
+            "kinds": [name.split("/")[0] for name, _ in legs],
+            "units": [name.split("/")[1] for name, _ in legs],
+            "amounts": [amount for _, amount in legs],
+        },
+    )
     await session.commit()
 
 
@@ -634,6 +643,66 @@ async def test_a_transaction_sums_to_zero_per_unit(
     with pytest.raises(DBAPIError, match="wallet_not_negative"):
         await _hand_made(session, [(issued, 3), (redeemed, -3)])
     await session.rollback()
+
+
+async def test_a_sale_is_undone_with_its_unit_of_work(
+    session: AsyncSession, program: Program
+) -> None:
+    # The sale's statement runs in the use case's transaction, not on its own: a failure
+    # after it (here, before the commit) leaves nothing of the sale.
+    m = await join(session, program)
+    with pytest.raises(RuntimeError):
+        async with unit_of_work(session):
+            sale = await post_purchase(
+                session, program, Sale(member_id=m, partner="coffee", amount=D("40"), key="s")
+            )
+            assert sale.balance == 50 + 200
+            raise RuntimeError("after the sale")
+    assert (await get_member(session, m)).balance == 50
+    assert await count(session, Transaction) == 1  # the welcome
+
+
+async def test_a_posting_is_written_by_one_statement(
+    session: AsyncSession, program: Program
+) -> None:
+    m = await join(session, program)  # the welcome posting: program -50, wallet +50
+    welcome = (
+        await session.execute(select(Transaction.id).where(Transaction.member_id == m))
+    ).scalar_one()
+    # Entries that sum to zero are refused too when their transaction has entries already.
+    add = text(
+        "INSERT INTO entries (transaction_id, account_id, amount)"
+        " SELECT :tx, id, CASE kind WHEN 'program' THEN -1 ELSE 1 END FROM accounts"
+        " WHERE kind = 'breakage' OR kind = 'program'"
+    )
+    with pytest.raises(DBAPIError, match="entries already"):
+        await session.execute(add, {"tx": welcome})
+    await session.rollback()
+    # Two transactions in one statement: the statement sums to zero, neither of them does.
+    opened = [
+        (
+            await session.execute(
+                text(
+                    "INSERT INTO transactions (kind, idempotency_key, fingerprint)"
+                    " VALUES ('adjust', :key, '') RETURNING id"
+                ),
+                {"key": key},
+            )
+        ).scalar_one()
+        for key in ("one", "two")
+    ]
+    with pytest.raises(DBAPIError, match="sum to"):
+        await session.execute(
+            text(
+                "INSERT INTO entries (transaction_id, account_id, amount)"
+                " SELECT t.id, a.id, t.amount FROM accounts AS a,"
+                " (VALUES (CAST(:one AS bigint), -3), (CAST(:two AS bigint), 3)) AS t(id, amount)"
+                " WHERE a.kind = 'breakage'"
+            ),
+            {"one": opened[0], "two": opened[1]},
+        )
+    await session.rollback()
+    assert await count(session, Entry) == 2
 
 
 async def test_held_points_cannot_be_spent_and_a_hold_resolves_once(

@@ -463,11 +463,12 @@ async def test_a_partner_without_stamp_cards_sells_as_before(
         next_day = list(ran)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
-    assert at_gym == without_cards
-    assert len(at_gym) == 1 and "ledger_sale" in at_gym[0]  # the sale is one statement
-    # The sale; the member's card, read and locked (none yet: it is created); the stamp.
-    assert len(at_coffee) == 4, at_coffee
-    assert len(next_day) == 3, next_day  # the sale; the card, read and locked; the stamp
+    # The sale's one statement goes straight through the driver (db.engine.fetch_row), which
+    # SQLAlchemy's cursor events do not see: anything seen here is a statement more.
+    assert at_gym == without_cards == []
+    # The member's card, read and locked (none yet: it is created); the stamp.
+    assert len(at_coffee) == 3, at_coffee
+    assert len(next_day) == 2, next_day  # the card, read and locked; the stamp
 
 
 async def test_the_lapse_job_and_sales_at_once(sessions: Sessions, program: Program) -> None:

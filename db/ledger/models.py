@@ -3,7 +3,7 @@
 `accounts`, `transactions` and `entries` keep these exact names and columns because auditors,
 reports and BI tools read them directly. The invariants (wallets never negative, balances equal
 the sum of their entries, entries of a transaction sum to zero, postings never change) are kept
-by the database itself: see the triggers in migration 0001.
+by the database itself: see the triggers in migrations 0001 and 0011.
 """
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ class Account(Base):
             "kind NOT IN ('member', 'stamps') OR balance >= 0", name="wallet_not_negative"
         ),
         # What the account counts: points, or the stamps of one stamp card. The entries of a
-        # transaction sum to zero per unit (checked at commit, migration 0009).
+        # transaction sum to zero per unit (checked by the statement writing them, 0011).
         CheckConstraint("unit = 'points' OR unit LIKE 'stamps:_%'", name="unit"),
         # Held points are the wallet's own, and no posting may spend them (db.ledger.writer.hold).
         CheckConstraint(

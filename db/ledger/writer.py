@@ -2,9 +2,9 @@
 
 A posting is one `transactions` row plus its `entries` and point lots, written by one
 function, `post` (the SQL function ledger_post, one round trip): nothing else inserts
-entries. The database applies entries to balances (trigger), refuses an overdraft (CHECK on
-wallets) and refuses unbalanced transactions (deferred trigger); the use cases only choose
-the legs and the lots. Nothing here commits: the use case that called it commits once, at
+entries. The database applies entries to balances and refuses unbalanced transactions (one
+trigger per INSERT statement), refuses an overdraft (CHECK on wallets); the use cases only
+choose the legs and the lots. Nothing here commits: the use case that called it commits once, at
 its end.
 """
 
@@ -154,8 +154,8 @@ async def post(
     **columns: Any,
 ) -> Posted | None:
     """Post one transaction (or a batch: legs may name another transaction of it): the one
-    writer of entries and point lots, one round trip to the database (ledger_post, created by
-    migration 0009, says what it does and in which order).
+    writer of entries and point lots, one round trip to the database (ledger_post: migration
+    0009 says what it does and in which order, 0011 how it does it now).
 
     Either `tx_id`, a transaction the caller opened earlier in this database transaction, or
     `kind`, `key`, `digest` and the transaction's other `columns`, to open it here: then None

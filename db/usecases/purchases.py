@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
+from db.engine import fetch_row
 from db.ledger.models import (
     Account,
     AccountKind,
@@ -384,32 +385,72 @@ def _discount_of_sale(program: Program, tier: str, discount: Decimal) -> dict[st
 
 # The member (with their wallet), the partner (with its two accounts), the sale's
 # transaction row and, in the common case, its posting and the member's trailing spend, in
-# one round trip (migration 0010 says what ledger_sale does). The row is inserted only when
-# both exist and are active, so a refused sale writes nothing; as in open_transaction, a
-# concurrent posting with the same key waits on the unique index and then inserts nothing
-# (tx_id is NULL: a replay). A sale that may pay an invitation reward is only opened here.
-_SALE = text(
-    """
-    SELECT * FROM ledger_sale(
-        CAST(:member AS bigint), CAST(:slug AS text), CAST(:kind AS text),
-        CAST(:key AS text), CAST(:digest AS text), CAST(:staff AS bigint),
-        CAST(:amount AS numeric), CAST(:paid AS numeric), CAST(:receipt AS text),
-        CAST(:now AS timestamptz), CAST(:redeem AS bigint), CAST(:tiers AS text[]),
-        CAST(:earned AS bigint[]), CAST(:expires AS timestamptz),
-        CAST(:referral_min AS numeric), CAST(:post_hold AS text), CAST(:since AS timestamptz),
-        CAST(:discount AS numeric), CAST(:discounts AS numeric[]))
-    """
+# one round trip (migrations 0010, 0011 and 0014 say what ledger_sale does). The row is inserted
+# only when both exist and are active, so a refused sale writes nothing; as in
+# open_transaction, a concurrent posting with the same key waits on the unique index and
+# then inserts nothing (tx_id is NULL: a replay). A sale that may pay an invitation reward is
+# only opened here. The statement goes straight through the driver (db.engine.fetch_row):
+# it is every sale's, and through SQLAlchemy it cost more Python than the rest of the sale.
+_SALE_ARGS = (
+    "member",
+    "slug",
+    "kind",
+    "key",
+    "digest",
+    "staff",
+    "amount",
+    "paid",
+    "receipt",
+    "now",
+    "redeem",
+    "tiers",
+    "earned",
+    "expires",
+    "referral_min",
+    "post_hold",
+    "since",
+    "discount",
+    "discounts",
 )
+_SALE = f"SELECT * FROM ledger_sale({', '.join(f'${n + 1}' for n in range(len(_SALE_ARGS)))})"
 
 
-async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> Any:
+class _SaleRow(NamedTuple):
+    """ledger_sale's row, its columns in their order."""
+
+    id: int | None
+    telegram_id: int | None
+    card_number: str
+    first_name: str
+    language: str
+    tier: str
+    marketing_consent: bool
+    referred_by_id: int | None
+    wallet_id: int
+    balance: int
+    joined_at: datetime
+    partner_id: int | None
+    partner_slug: str
+    partner_name: str
+    issued_id: int
+    redeemed_id: int
+    tx_id: int | None
+    posted: bool
+    earned: int
+    spend: Any  # the trailing spend (numeric) when posted, else NULL
+
+
+async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> _SaleRow:
+    session.info["wrote"] = True  # a SELECT of ledger_sale writes (db/engine.py)
     try:
         with refusals(post_hold):
-            return (await session.execute(_SALE, params)).one()
+            row = await fetch_row(session, _SALE, *(params[name] for name in _SALE_ARGS))
     except DBAPIError as exc:
-        if constraint_name(exc) == "discount_shown":  # migration 0013
+        if constraint_name(exc) == "discount_shown":  # migration 0014
             raise DiscountChanged() from None
         raise
+    assert row is not None  # ledger_sale returns one row, NULLs for what it did not find
+    return _SaleRow(*row)
 
 
 def _opened(row: Any, partner: str) -> tuple[MemberInfo, PartnerAccounts, int | None]:

@@ -1,17 +1,20 @@
 """rewards: stamp cards, a catalogue with vouchers, discounts, gifts and charities
 
 Revision ID: 0012_rewards
-Revises: 0010_ledger_speed
+Revises: 0011_ledger_statement_triggers
 Create Date: 2026-12-05 10:00:00
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_rewards"
-down_revision: str | None = "0010_ledger_speed"
+down_revision: str | None = "0011_ledger_statement_triggers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -28,178 +31,28 @@ TX_KINDS = (
     " 'card_filled', 'stamps_lapsed', 'voucher', 'gift', 'donation')"
 )
 
-# ledger_sale as in 0010, reading the member's wallet (kind 'member') now that a member also
-# has stamps accounts.
-LEDGER_SALE = """
-CREATE OR REPLACE FUNCTION ledger_sale(
-    p_member bigint, p_slug text, p_kind text, p_key text, p_digest text, p_staff bigint,
-    p_amount numeric, p_paid numeric, p_receipt text, p_now timestamptz, p_redeem bigint,
-    p_tiers text[], p_earned bigint[], p_expires timestamptz, p_referral_min numeric,
-    p_post_hold text, p_since timestamptz)
-RETURNS TABLE (id bigint, telegram_id bigint, card_number text, first_name text,
-               language text, tier text, marketing_consent boolean, referred_by_id bigint,
-               wallet_id bigint, balance bigint, joined_at timestamptz, partner_id bigint,
-               partner_slug text, partner_name text, issued_id bigint, redeemed_id bigint,
-               tx_id bigint, posted boolean, earned bigint, spend numeric)
-LANGUAGE plpgsql AS $$
-DECLARE
-    m record;
-    p record;
-    v_tx bigint;
-    v_earned bigint;
-    v_balance bigint;
-    v_spend numeric;
-    v_head jsonb;
-    v_lots jsonb;
-    r record;
-BEGIN
-    -- The member row before any account (see lock_members): a deletion under way is
-    -- waited for, and then the member is no longer found.
-    SELECT mm.id, mm.telegram_id, mm.card_number, mm.first_name, mm.language, mm.tier,
-           mm.marketing_consent, mm.referred_by_id, w.id AS wallet_id, w.balance, mm.joined_at
-    INTO m
-    FROM members AS mm JOIN accounts AS w ON w.member_id = mm.id AND w.kind = 'member'
-    WHERE mm.id = p_member AND mm.deleted_at IS NULL
-    FOR KEY SHARE OF mm;
-    SELECT pp.id, pp.slug, pp.name, issued.id AS issued_id, redeemed.id AS redeemed_id
-    INTO p
-    FROM partners AS pp
-    JOIN accounts AS issued ON issued.partner_id = pp.id AND issued.kind = 'partner_issued'
-    JOIN accounts AS redeemed
-        ON redeemed.partner_id = pp.id AND redeemed.kind = 'partner_redeemed'
-    WHERE pp.slug = p_slug AND pp.active;
-    IF m.id IS NOT NULL AND p.id IS NOT NULL THEN
-        INSERT INTO transactions (kind, idempotency_key, fingerprint, member_id, partner_id,
-                                  staff_id, amount, paid, receipt, created_at)
-        VALUES (p_kind, p_key, p_digest, m.id, p.id, p_staff, p_amount, p_paid, p_receipt,
-                p_now)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING transactions.id INTO v_tx;
-    END IF;
-    IF v_tx IS NOT NULL AND NOT (m.referred_by_id IS NOT NULL AND p_amount >= p_referral_min)
-    THEN
-        v_earned := coalesce(p_earned[array_position(p_tiers, m.tier::text)], p_earned[1]);
-        v_head := jsonb_build_object('id', v_tx);
-        IF p_post_hold IS NOT NULL THEN
-            v_head := v_head || jsonb_build_object('post_hold', p_post_hold);
-        END IF;
-        v_lots := '[]'::jsonb;
-        IF p_redeem <> 0 THEN
-            v_lots := v_lots || jsonb_build_object('member', m.id, 'points', -p_redeem);
-        END IF;
-        IF v_earned <> 0 THEN
-            v_lots := v_lots || jsonb_build_object(
-                'member', m.id, 'points', v_earned, 'earned_at', p_now,
-                'expires_at', p_expires);
-        END IF;
-        SELECT * INTO r FROM ledger_post(
-            v_head,
-            jsonb_build_array(
-                jsonb_build_object('account', m.wallet_id, 'amount', -p_redeem),
-                jsonb_build_object('account', p.redeemed_id, 'amount', p_redeem),
-                jsonb_build_object('account', p.issued_id, 'amount', -v_earned),
-                jsonb_build_object('account', m.wallet_id, 'amount', v_earned)),
-            v_lots);
-        v_balance := r.posted_balances[array_position(r.posted_accounts, m.wallet_id)];
-        IF p_since IS NOT NULL THEN
-            SELECT coalesce(sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END), 0)
-            INTO v_spend
-            FROM transactions AS t
-            WHERE t.member_id = m.id AND t.kind IN ('earn', 'redeem', 'reverse')
-              AND t.created_at > p_since;
-        END IF;
-    END IF;
-    RETURN QUERY SELECT m.id, m.telegram_id, m.card_number::text, m.first_name::text,
-        m.language::text, m.tier::text, m.marketing_consent, m.referred_by_id, m.wallet_id,
-        coalesce(v_balance, m.balance), m.joined_at, p.id, p.slug::text, p.name::text,
-        p.issued_id, p.redeemed_id, v_tx, v_balance IS NOT NULL, v_earned, v_spend;
-END $$
-"""
-LEDGER_SALE_BEFORE = """
-CREATE OR REPLACE FUNCTION ledger_sale(
-    p_member bigint, p_slug text, p_kind text, p_key text, p_digest text, p_staff bigint,
-    p_amount numeric, p_paid numeric, p_receipt text, p_now timestamptz, p_redeem bigint,
-    p_tiers text[], p_earned bigint[], p_expires timestamptz, p_referral_min numeric,
-    p_post_hold text, p_since timestamptz)
-RETURNS TABLE (id bigint, telegram_id bigint, card_number text, first_name text,
-               language text, tier text, marketing_consent boolean, referred_by_id bigint,
-               wallet_id bigint, balance bigint, joined_at timestamptz, partner_id bigint,
-               partner_slug text, partner_name text, issued_id bigint, redeemed_id bigint,
-               tx_id bigint, posted boolean, earned bigint, spend numeric)
-LANGUAGE plpgsql AS $$
-DECLARE
-    m record;
-    p record;
-    v_tx bigint;
-    v_earned bigint;
-    v_balance bigint;
-    v_spend numeric;
-    v_head jsonb;
-    v_lots jsonb;
-    r record;
-BEGIN
-    -- The member row before any account (see lock_members): a deletion under way is
-    -- waited for, and then the member is no longer found.
-    SELECT mm.id, mm.telegram_id, mm.card_number, mm.first_name, mm.language, mm.tier,
-           mm.marketing_consent, mm.referred_by_id, w.id AS wallet_id, w.balance, mm.joined_at
-    INTO m
-    FROM members AS mm JOIN accounts AS w ON w.member_id = mm.id
-    WHERE mm.id = p_member AND mm.deleted_at IS NULL
-    FOR KEY SHARE OF mm;
-    SELECT pp.id, pp.slug, pp.name, issued.id AS issued_id, redeemed.id AS redeemed_id
-    INTO p
-    FROM partners AS pp
-    JOIN accounts AS issued ON issued.partner_id = pp.id AND issued.kind = 'partner_issued'
-    JOIN accounts AS redeemed
-        ON redeemed.partner_id = pp.id AND redeemed.kind = 'partner_redeemed'
-    WHERE pp.slug = p_slug AND pp.active;
-    IF m.id IS NOT NULL AND p.id IS NOT NULL THEN
-        INSERT INTO transactions (kind, idempotency_key, fingerprint, member_id, partner_id,
-                                  staff_id, amount, paid, receipt, created_at)
-        VALUES (p_kind, p_key, p_digest, m.id, p.id, p_staff, p_amount, p_paid, p_receipt,
-                p_now)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING transactions.id INTO v_tx;
-    END IF;
-    IF v_tx IS NOT NULL AND NOT (m.referred_by_id IS NOT NULL AND p_amount >= p_referral_min)
-    THEN
-        v_earned := coalesce(p_earned[array_position(p_tiers, m.tier::text)], p_earned[1]);
-        v_head := jsonb_build_object('id', v_tx);
-        IF p_post_hold IS NOT NULL THEN
-            v_head := v_head || jsonb_build_object('post_hold', p_post_hold);
-        END IF;
-        v_lots := '[]'::jsonb;
-        IF p_redeem <> 0 THEN
-            v_lots := v_lots || jsonb_build_object('member', m.id, 'points', -p_redeem);
-        END IF;
-        IF v_earned <> 0 THEN
-            v_lots := v_lots || jsonb_build_object(
-                'member', m.id, 'points', v_earned, 'earned_at', p_now,
-                'expires_at', p_expires);
-        END IF;
-        SELECT * INTO r FROM ledger_post(
-            v_head,
-            jsonb_build_array(
-                jsonb_build_object('account', m.wallet_id, 'amount', -p_redeem),
-                jsonb_build_object('account', p.redeemed_id, 'amount', p_redeem),
-                jsonb_build_object('account', p.issued_id, 'amount', -v_earned),
-                jsonb_build_object('account', m.wallet_id, 'amount', v_earned)),
-            v_lots);
-        v_balance := r.posted_balances[array_position(r.posted_accounts, m.wallet_id)];
-        IF p_since IS NOT NULL THEN
-            SELECT coalesce(sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END), 0)
-            INTO v_spend
-            FROM transactions AS t
-            WHERE t.member_id = m.id AND t.kind IN ('earn', 'redeem', 'reverse')
-              AND t.created_at > p_since;
-        END IF;
-    END IF;
-    RETURN QUERY SELECT m.id, m.telegram_id, m.card_number::text, m.first_name::text,
-        m.language::text, m.tier::text, m.marketing_consent, m.referred_by_id, m.wallet_id,
-        coalesce(v_balance, m.balance), m.joined_at, p.id, p.slug::text, p.name::text,
-        p.issued_id, p.redeemed_id, v_tx, v_balance IS NOT NULL, v_earned, v_spend;
-END $$
-"""
+# ledger_sale as 0011 made it, reading the member's wallet by its kind ('member') now that a
+# member also has stamps accounts: the one change to its text.
+_WALLET_JOIN = "FROM members AS mm JOIN accounts AS w ON w.member_id = mm.id\n"
+
+
+def _earlier(name: str) -> ModuleType:
+    """An earlier migration's module, for the SQL it created."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sale_before() -> str:
+    return str(_earlier("0011_ledger_statement_triggers").LEDGER_SALE)
+
+
+def _sale_by_wallet_kind() -> str:
+    before = _sale_before()
+    assert _WALLET_JOIN in before
+    return before.replace(_WALLET_JOIN, _WALLET_JOIN.replace("\n", " AND w.kind = 'member'\n"))
 
 
 def _replace_check(table: str, name: str, condition: str) -> None:
@@ -388,11 +241,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_gifts_open_expiry", "gifts", ["expires_at"], postgresql_where="status = 'open'"
     )
-    op.execute(LEDGER_SALE)
+    op.execute(_sale_by_wallet_kind())
 
 
 def downgrade() -> None:
-    op.execute(LEDGER_SALE_BEFORE)
+    op.execute(_sale_before())
     op.drop_index("ix_gifts_open_expiry", table_name="gifts", postgresql_where="status = 'open'")
     op.drop_index("ix_gifts_giver_created", table_name="gifts")
     op.drop_table("gifts")
