@@ -72,10 +72,15 @@ def _day(program: Program, value: Any) -> str:
 
 
 def sale_lines(
-    program: Program, news: Iterable[Mapping[str, Any]], *, till: bool = False
+    program: Program,
+    news: Iterable[Mapping[str, Any]],
+    *,
+    till: bool = False,
+    discounted: bool = False,
 ) -> list[str]:
     """What a sale did on its stamp cards: for the member, the stamps and a full card's
-    reward; for the till (`till`), also why a card got no stamp."""
+    reward; for the till (`till`), also why a card got no stamp (a `discounted` sale's
+    minimum is of the money charged after the discount)."""
     lines = []
     for n in news:
         card, stamps, of = name(program, n["card"]), int(n["stamps"]), int(n["of"])
@@ -121,9 +126,15 @@ def sale_lines(
         elif status == BELOW_MIN:
             rules = program.stamp_card(n["card"])
             least = rules.min_purchase if rules else Decimal(0)
+            money = fmt.money(least, program.program.currency)
             lines.append(
-                _("No stamp on {card}: it takes a purchase of {money} or more.").format(
-                    card=card, money=fmt.money(least, program.program.currency)
+                _(
+                    "No stamp on {card}: it takes a purchase of {money} or more after the "
+                    "discount."
+                ).format(card=card, money=money)
+                if discounted
+                else _("No stamp on {card}: it takes a purchase of {money} or more.").format(
+                    card=card, money=money
                 )
             )
         elif status == DAILY_LIMIT:
@@ -191,13 +202,17 @@ def balance_lines(program: Program, held: Mapping[str, int]) -> list[str]:
 
 
 def _rules(program: Program, card: StampCard) -> str:
-    parts = [
-        _("A stamp for each purchase of {money} or more.").format(
-            money=fmt.money(card.min_purchase, program.program.currency)
-        )
-        if card.min_purchase
-        else _("A stamp for each purchase.")
-    ]
+    money = fmt.money(card.min_purchase, program.program.currency)
+    if not card.min_purchase:
+        parts = [_("A stamp for each purchase.")]
+    elif any(t.discount_percent for t in program.tiers):  # the minimum is of what is charged
+        parts = [
+            _("A stamp for each purchase of {money} or more after your tier discount.").format(
+                money=money
+            )
+        ]
+    else:
+        parts = [_("A stamp for each purchase of {money} or more.").format(money=money)]
     if card.per_day:
         parts.append(
             _n("At most {n} stamp a day.", "At most {n} stamps a day.", card.per_day).format(

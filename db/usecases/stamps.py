@@ -1,6 +1,7 @@
 """Stamp cards: "the tenth coffee free".
 
-A sale of at least `min_purchase` at one of a card's partners adds one stamp (at most
+A sale that charged at least `min_purchase` (its amount less its tier discount: `charged`,
+the money its refunds count from too) at one of a card's partners adds one stamp (at most
 `per_day` a business day, in the program's time zone; with `distinct_partners`, each stamp
 on a card from another partner): a `stamp` posting in the card's unit, the card's pool -1 →
 the member's stamps account +1, in the sale's own database transaction and keyed by the
@@ -10,9 +11,10 @@ the pool and its reward is given (points from the partner where the card filled,
 points are, or a voucher that partner funds); the member's next stamp starts a new card.
 
 A refund takes a sale's stamp back (a `reverse` posting in the stamps unit that reverses the
-stamp) when it leaves less than `min_purchase` of the sale and the card still holds the
-stamp. Once the card has filled since, the stamp went into the reward: it stays, and so does
-the reward, and the refund says so. Stamps lapse `expire_days` after the card's last stamp
+stamp) when it leaves less than `min_purchase` of the money the sale charged and the card
+still holds the stamp: the sale and its refunds weigh the same money. Once the card has
+filled since, the stamp went into the reward: it stays, and so does the reward, and the
+refund says so. Stamps lapse `expire_days` after the card's last stamp
 (`stamps_lapsed`, a daily job); the member is told a few days before, once per card, and
 when they lapse (db/usecases/stamp_lapses.py).
 
@@ -42,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import TxKind, VoucherSource
 from db.ledger.writer import Leg, Lot, fingerprint, post
+from db.rules.discounts import charged
 from db.rules.program import Program, StampCard
 from db.usecases.members import expiry_for
 from db.usecases.partners import stamp_unit
@@ -231,15 +234,18 @@ async def add_stamps(
     partner: str,
     issued_id: int,
     amount: Decimal,
+    discount: Decimal,
     now: datetime,
 ) -> tuple[tuple[StampNews, ...], int | None]:
-    """The stamps a sale just posted adds (inside its transaction; the caller commits):
-    what it did on each card, and the wallet's balance after a reward in points (None: no
-    points were given)."""
+    """The stamps a sale of `amount` with `discount` off just posted adds (inside its
+    transaction; the caller commits): what it did on each card, and the wallet's balance
+    after a reward in points (None: no points were given). A card's min_purchase is
+    compared with what the sale charged, as its refunds compare it."""
     news: list[StampNews] = []
     balance: int | None = None
+    basis = charged(amount, discount)
     for card in cards:
-        if amount < card.min_purchase:  # decided without the database
+        if basis < card.min_purchase:  # decided without the database
             news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
             continue
         held = await hold_card(session, member_id, card, now, program.program.zone, create=True)
@@ -389,6 +395,7 @@ async def sale_news(
     sale_id: int,
     member_id: int,
     amount: Decimal,
+    discount: Decimal | None,
 ) -> tuple[StampNews, ...]:
     """What an earlier sale did on its partner's cards, rebuilt from the ledger (a replay):
     its stamp (and how many the card had with it) or the fill, as posted. A card it added
@@ -418,7 +425,7 @@ async def sale_news(
             )
         elif stamp is not None:
             news.append(StampNews(card.slug, ADDED, int(stamp.position), card.stamps))
-        elif amount < card.min_purchase:
+        elif charged(amount, discount) < card.min_purchase:
             news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
     return tuple(news)
 
@@ -446,8 +453,9 @@ _STAMPS_OF_SALE = text(
 
 
 def refund_takes_stamp(card: StampCard, left: Decimal) -> bool:
-    """A refund that leaves `left` of a sale takes the sale's stamp on `card` back: all of
-    it refunded, or what is left no longer reaches the card's minimum."""
+    """A refund that leaves `left` of the money a sale charged (`charged`, less its refunds)
+    takes the sale's stamp on `card` back: all of it refunded, or what is left no longer
+    reaches the card's minimum, which the sale's stamp was weighed against too."""
     return left == 0 or left < card.min_purchase
 
 
