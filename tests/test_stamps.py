@@ -567,3 +567,44 @@ async def test_min_purchase_is_weighed_against_the_money_charged(sessions: Sessi
     back = await refund("0.01", "r2")  # 7.99 left
     assert [(b.taken_back, b.stamps) for b in back.stamps] == [(True, 0)]
     assert await stamps_of(sessions, m, "coffee-5") == 0
+
+
+async def test_replays_tell_the_card_as_the_posting_left_it(
+    sessions: Sessions, program: Program
+) -> None:
+    """A replay says what the original said: the card's stamps right after that posting,
+    whatever came since (a refund of an earlier stamp, later stamps)."""
+    m = await new_member(sessions, program)
+    day = [DAY0 + timedelta(days=i) for i in range(6)]
+    first = await sale(sessions, program, m, "coffee", "10.00", "a", day[0])
+    second = await sale(sessions, program, m, "coffee", "10.00", "b", day[1])
+    assert [(n.status, n.stamps) for n in second.stamps] == [(ADDED, 2)]
+    await sale(sessions, program, m, "coffee", "10.00", "c", day[2])  # 3/5
+
+    async def refund(tx: int, key: str, now: datetime) -> Any:
+        async with sessions() as s:
+            return await record_refund(
+                s, program, Refund(transaction_id=tx, key=key, reason="x", now=now)
+            )
+
+    back = await refund(first.transaction_id, "back-a", day[2])
+    assert [(b.taken_back, b.stamps) for b in back.stamps] == [(True, 2)]
+    assert await stamps_of(sessions, m, "coffee-5") == 2
+    replay = await sale(sessions, program, m, "coffee", "10.00", "b", day[1])
+    assert replay.replayed and replay.stamps == second.stamps  # 2/5, not 1/5
+
+    # A refund's replay: the card as the refund left it, not as it is today.
+    await sale(sessions, program, m, "coffee", "10.00", "d", day[3])  # 3/5 again
+    assert await stamps_of(sessions, m, "coffee-5") == 3
+    again = await refund(first.transaction_id, "back-a", day[2])
+    assert again.replayed and again.stamps == back.stamps  # 2/5, not 3/5
+
+    # A refund that finds the card filled since: the card as it was at the refund.
+    await sale(sessions, program, m, "coffee", "10.00", "e", day[4])  # 4/5
+    await sale(sessions, program, m, "coffee", "10.00", "f", day[5])  # full: 0/5
+    kept = await refund(second.transaction_id, "back-b", day[5])
+    assert [(b.taken_back, b.stamps) for b in kept.stamps] == [(False, 0)]
+    await sale(sessions, program, m, "coffee", "10.00", "g", day[5] + timedelta(days=1))
+    assert await stamps_of(sessions, m, "coffee-5") == 1
+    again = await refund(second.transaction_id, "back-b", day[5])
+    assert again.replayed and again.stamps == kept.stamps  # 0/5, not 1/5

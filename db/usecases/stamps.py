@@ -357,27 +357,27 @@ async def _fill(
     )
 
 
+# The stamps on the card of the stamps account `a` right after the posting `until`: the sum
+# of the account's entries up to it. Every posting that changes a member's stamps is opened
+# while it holds their wallet (see _HOLD), so the account's postings are numbered in the
+# order they were made, and those up to `until` are all that had been made then.
+STAMPS_UNTIL = """(SELECT coalesce(sum(s.amount), 0) FROM entries AS s
+            WHERE s.account_id = a.id AND s.transaction_id <= {until})"""
+
+
 # The stamps and fills a sale posted on the member's cards (found by the stamps accounts,
 # which are indexed by member, not by scanning transactions for related_id), with the points
-# or the voucher a fill gave and the card's stamps at the stamp (the kept stamps of its
-# cycle up to it).
+# or the voucher a fill gave and the card's stamps right after the stamp: the account's
+# entries up to it (STAMPS_UNTIL: a replay says what the sale said, whatever came since).
 _OF_SALE = text(
-    """
+    f"""
     SELECT a.unit, t.id, t.kind,
            (SELECT e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
             WHERE e2.transaction_id = t.id AND w.kind = 'member' LIMIT 1) AS wallet_points,
            (SELECT v.code FROM vouchers AS v WHERE v.source_tx_id = t.id) AS voucher,
            (SELECT v.reward FROM vouchers AS v WHERE v.source_tx_id = t.id) AS reward,
            (SELECT v.expires_at FROM vouchers AS v WHERE v.source_tx_id = t.id) AS expires,
-           (SELECT count(*) FROM entries AS s JOIN transactions AS st ON st.id = s.transaction_id
-            WHERE s.account_id = a.id AND st.kind = 'stamp' AND st.id <= t.id
-              AND st.id > coalesce((
-                  SELECT max(b.id) FROM entries AS eb
-                  JOIN transactions AS b ON b.id = eb.transaction_id
-                  WHERE eb.account_id = a.id AND b.id < t.id
-                    AND b.kind IN ('card_filled', 'stamps_lapsed')), 0)
-              AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = st.id))
-               AS position
+           {STAMPS_UNTIL.format(until="t.id")} AS position
     FROM accounts AS a
     JOIN entries AS e ON e.account_id = a.id
     JOIN transactions AS t ON t.id = e.transaction_id
@@ -524,12 +524,13 @@ async def take_back_stamps(
 
 
 # For a replay of a refund: the stamp the sale added on each card, whether this refund took
-# it back, and whether the card had filled before this refund.
+# it back, whether the card had filled before this refund, and the card's stamps as the
+# refund left them (right after its taking back, else right after the refund itself).
 _BACK_OF_REFUND = text(
-    """
-    SELECT a.unit, a.balance,
-           EXISTS (SELECT 1 FROM transactions AS r
-                   WHERE r.reverses_id = t.id AND r.related_id = :refund) AS taken_back,
+    f"""
+    SELECT a.unit,
+           {STAMPS_UNTIL.format(until="coalesce(back.id, :refund)")} AS stamps,
+           back.id IS NOT NULL AS taken_back,
            EXISTS (SELECT 1 FROM entries AS eb JOIN transactions AS b ON b.id = eb.transaction_id
                    WHERE eb.account_id = a.id AND b.id > t.id AND b.id < :refund
                      AND b.kind = 'card_filled'
@@ -543,6 +544,7 @@ _BACK_OF_REFUND = text(
     FROM accounts AS a
     JOIN entries AS e ON e.account_id = a.id
     JOIN transactions AS t ON t.id = e.transaction_id
+    LEFT JOIN transactions AS back ON back.reverses_id = t.id AND back.related_id = :refund
     WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = ANY(:units)
       AND t.related_id = :sale AND t.kind = 'stamp'
     """
@@ -580,7 +582,7 @@ async def refund_news(
         if row is None:
             continue
         if row.taken_back:
-            news.append(StampBack(card.slug, True, row.balance, card.stamps))
+            news.append(StampBack(card.slug, True, row.stamps, card.stamps))
         elif row.filled_before and not row.reversed_before:
-            news.append(StampBack(card.slug, False, row.balance, card.stamps))
+            news.append(StampBack(card.slug, False, row.stamps, card.stamps))
     return tuple(news)
