@@ -586,3 +586,41 @@ async def refund_news(
         elif row.filled_before and not row.reversed_before:
             news.append(StampBack(card.slug, False, row.stamps, card.stamps))
     return tuple(news)
+
+
+# A member's stamps accounts that hold stamps, locked (after their wallet: see _HOLD), each
+# with its card's pool.
+_HELD_BY_MEMBER = text(
+    """
+    SELECT a.id, a.unit, a.balance,
+           (SELECT p.id FROM accounts AS p
+            WHERE p.kind = 'stamp_pool' AND p.unit = a.unit
+              AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool
+    FROM accounts AS a
+    WHERE a.member_id = :member AND a.kind = 'stamps' AND a.balance > 0
+    ORDER BY a.id
+    FOR NO KEY UPDATE OF a
+    """
+)
+
+
+async def forfeit_stamps(session: AsyncSession, member_id: int, now: datetime) -> int:
+    """A deleted member's stamps, on every card (the program's or one it no longer has),
+    back to each card's pool: a `stamps_lapsed` posting per card keyed `forfeit:<member>:
+    <unit>` (the prefix of the deletion's points forfeiture), inside the deletion's
+    transaction, which holds the member's wallet. Their card ends there: a later refund of
+    one of their sales finds the stamp gone, as after a lapse. Returns the stamps forfeited."""
+    total = 0
+    for row in (await session.execute(_HELD_BY_MEMBER, {"member": member_id})).all():
+        posted = await post(
+            session,
+            [Leg(row.id, -row.balance), Leg(row.pool, row.balance)],
+            kind=TxKind.STAMPS_LAPSED,
+            key=f"forfeit:{member_id}:{row.unit}",
+            digest=fingerprint("forfeit-stamps", member_id, row.unit, row.balance),
+            reason="account deleted at the member's request",
+            created_at=now,
+        )
+        assert posted is not None  # the key is this member's, and they are deleted once
+        total += row.balance
+    return total
