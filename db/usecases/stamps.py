@@ -266,8 +266,9 @@ async def add_stamps(
             related_id=sale_id,
             created_at=now,
         )
-        if posted is None:  # the key was taken by another posting: this sale adds nothing
-            continue
+        # The sale was just posted under its own key (a replay never gets here), and only
+        # this sale makes keys from it.
+        assert posted is not None, f"{sale_key}:stamp:{card.slug} was posted already"
         stamps = posted.balances[held.account]
         if stamps < card.stamps:
             news.append(StampNews(card.slug, ADDED, stamps, card.stamps))
