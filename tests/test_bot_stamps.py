@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.workers.jobs import lapse_stamps, remind_lapsing_stamps
 from db.ledger.models import Member, Transaction, Voucher
-from db.rules.program import Program
+from db.rules.program import Program, parse_program
 from db.usecases.members import find_by_telegram
 from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
-from tests.test_stamps import discounted_stamp_program, stamp_program
+from tests.test_stamps import STAMP_PROGRAM, discounted_stamp_program, stamp_program
 from tests.till import card_link_payload, hire, join
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -308,3 +308,30 @@ async def test_a_discounted_sale_is_stamped_on_the_money_charged(
             select(func.count()).select_from(Transaction).where(Transaction.kind == "stamp")
         )
     assert stamps == 0
+
+
+def lapsing_tour_program() -> Program:
+    """The stamp program whose tour card lapses too (30 days)."""
+    cards = [dict(c) for c in STAMP_PROGRAM["stamp_cards"]]
+    cards[1]["expire_days"] = 30
+    return parse_program({**STAMP_PROGRAM, "stamp_cards": cards})
+
+
+@pytest.mark.parametrize("program", [lapsing_tour_program()])
+async def test_a_tour_cards_reminder_names_the_partners_still_to_visit(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    m = await member_id(sessions, ann)
+    await seed(sessions, program, m, "books", 12, "b")
+    await seed(sessions, program, m, "gym", 11, "g")
+    last = datetime.now(UTC) - timedelta(days=11)
+    assert await remind_lapsing_stamps(harness.runtime, now=last + timedelta(days=25)) == 1
+    harness.dp["outbox"].kick()
+    told = text_of(await ann.wait_message("lapse on"))
+    date = local_day(last + timedelta(days=30), program)
+    assert told == (
+        f"⏳ Your 2 stamps on Town tour lapse on {date}. A stamp before then keeps them: "
+        "Golden Crust Bakery."
+    )

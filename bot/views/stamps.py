@@ -265,8 +265,19 @@ def screen(program: Program, progress: Mapping[str, CardProgress]) -> str:
     return "\n\n".join(blocks)
 
 
+def _still_to_visit(program: Program, card: StampCard, visited: Iterable[str]) -> str:
+    """Where a stamp can still come from: a tour card's partners not on it yet (all of
+    them if none is left, say the file changed), another card's partners."""
+    if card.distinct_partners:
+        done = set(visited)
+        if missing := [slug for slug in card.partners if slug not in done]:
+            return " · ".join(_partner(program, slug) for slug in missing)
+    return where(program, card)
+
+
 def lapsing(program: Program, p: Mapping[str, Any]) -> str:
-    """The member's reminder that a card's stamps are about to lapse."""
+    """The member's reminder that a card's stamps are about to lapse, with where a stamp
+    that keeps them can come from."""
     card = program.stamp_card(str(p["card"]))
     n = int(p["stamps"])
     return _n(
@@ -277,7 +288,7 @@ def lapsing(program: Program, p: Mapping[str, Any]) -> str:
         n=n,
         card=name(program, str(p["card"])),
         date=_day(program, p["lapses_at"]),
-        where=where(program, card) if card else "—",
+        where=_still_to_visit(program, card, p.get("visited") or ()) if card else "—",
     )
 
 
