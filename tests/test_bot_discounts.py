@@ -192,6 +192,48 @@ async def test_points_pay_a_share_of_what_is_to_pay(
     assert sorted(statuses) == ["cancelled", "confirmed"]
 
 
+async def test_a_replayed_or_cancelled_discounted_sale_says_its_discount(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """A double tap (the same receipt posted again) and /cancel say the discount with the
+    amount: the cashier takes what is to pay, never the amount typed."""
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await set_tier(sessions, ann, "Gold")
+    await open_sale(cashier, ann, "🧾 Sale: earn points")
+    await cashier.send("100 #R-1")
+    await cashier.wait_message("To pay")
+    await cashier.click(f"🧾 Post: to pay {PLN}95.00")
+    await cashier.wait_message("✅")
+    async with sessions() as s:
+        sale = await s.scalar(select(Transaction.id).where(Transaction.kind == "earn"))
+    await cashier.send("/cancel")
+    said = text_of(await cashier.wait_message("already posted"))
+    assert said == (
+        "Nothing to cancel: the last sale was already posted.\n"
+        f"No. {sale}: {PLN}100.00, +950 points\n"
+        f"Amount {PLN}100.00 · Gold discount 5% −{PLN}5.00 · To pay {PLN}95.00\n"
+        f"To undo it, a manager refunds it: /refund {sale} all reason"
+    )
+
+    await open_sale(cashier, ann, "🧾 Sale: earn points")
+    await cashier.send("100 #R-1")  # the same receipt: posted already
+    await cashier.wait_message("To pay")
+    await cashier.click(f"🧾 Post: to pay {PLN}95.00")
+    again = text_of(await cashier.wait_message("This sale was already posted"))
+    assert again == (
+        f"Amount {PLN}100.00 · discount −{PLN}5.00 · To pay {PLN}95.00\n"
+        "This sale was already posted.\n"
+        f"✅ {PLN}100.00: +950 points. The member's balance: 1,000 points."
+    )
+    await cashier.send("/cancel")
+    said = text_of(await cashier.wait_message("already posted"))
+    assert f"No. {sale}: {PLN}100.00, +950 points\nAmount {PLN}100.00 · discount" in said
+    assert said.count(f"To pay {PLN}95.00") == 1
+    assert await sales(sessions) == [(Decimal("100.00"), Decimal("5.00"), Decimal("95.00"))]
+
+
 async def test_refunds_and_figures_of_a_discounted_sale(
     harness: BotHarness, sessions: Sessions
 ) -> None:

@@ -10,17 +10,17 @@ from decimal import Decimal
 
 import pytest
 from babel.dates import format_date
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.workers.jobs import lapse_stamps, remind_lapsing_stamps
-from db.ledger.models import Transaction, Voucher
-from db.rules.program import Program
+from db.ledger.models import Member, Transaction, Voucher
+from db.rules.program import Program, parse_program
 from db.usecases.members import find_by_telegram
 from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
-from tests.test_stamps import stamp_program
+from tests.test_stamps import STAMP_PROGRAM, discounted_stamp_program, stamp_program
 from tests.till import card_link_payload, hire, join
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -273,3 +273,65 @@ async def test_a_sale_posted_twice_tells_its_stamp_once_more(
             select(func.count()).select_from(Transaction).where(Transaction.kind == "stamp")
         )
     assert stamps == 1
+
+
+@pytest.mark.parametrize("program", [discounted_stamp_program()])
+async def test_a_discounted_sale_is_stamped_on_the_money_charged(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    async with sessions() as s:
+        await s.execute(
+            update(Member).where(Member.telegram_id == ann.user_id).values(tier="Gold")
+        )
+        await s.commit()
+    await ann.send("/stamps")
+    screen = text_of(await ann.wait_message("Stamp cards"))
+    assert "A stamp for each purchase of PLN\u00a08.00 or more after your tier discount." in screen
+
+    await cashier.send("/start " + await card_link_payload(ann))
+    await cashier.wait_message("Points can pay up to")
+    await cashier.click("🧾 Sale: earn points")
+    await cashier.wait_message("Enter the purchase amount")
+    await cashier.send("8.00")
+    await cashier.wait_message("To pay")
+    await cashier.click("🧾 Post: to pay PLN\u00a07.60")
+    receipt = text_of(await cashier.wait_message("✅"))
+    assert receipt.endswith(
+        "No stamp on Fifth coffee free: it takes a purchase of PLN\u00a08.00 or more after the "
+        "discount."
+    )
+    async with sessions() as s:
+        stamps = await s.scalar(
+            select(func.count()).select_from(Transaction).where(Transaction.kind == "stamp")
+        )
+    assert stamps == 0
+
+
+def lapsing_tour_program() -> Program:
+    """The stamp program whose tour card lapses too (30 days)."""
+    cards = [dict(c) for c in STAMP_PROGRAM["stamp_cards"]]
+    cards[1]["expire_days"] = 30
+    return parse_program({**STAMP_PROGRAM, "stamp_cards": cards})
+
+
+@pytest.mark.parametrize("program", [lapsing_tour_program()])
+async def test_a_tour_cards_reminder_names_the_partners_still_to_visit(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann = harness.user("Ann")
+    await join(ann)
+    m = await member_id(sessions, ann)
+    await seed(sessions, program, m, "books", 12, "b")
+    await seed(sessions, program, m, "gym", 11, "g")
+    last = datetime.now(UTC) - timedelta(days=11)
+    assert await remind_lapsing_stamps(harness.runtime, now=last + timedelta(days=25)) == 1
+    harness.dp["outbox"].kick()
+    told = text_of(await ann.wait_message("lapse on"))
+    date = local_day(last + timedelta(days=30), program)
+    assert told == (
+        f"⏳ Your 2 stamps on Town tour lapse on {date}. A stamp before then keeps them: "
+        "Golden Crust Bakery."
+    )

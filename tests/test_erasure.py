@@ -4,8 +4,10 @@ deadlock or posting against a sale under way."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,9 +18,11 @@ from db.rules.tokens import identity_hash
 from db.usecases.campaigns import Segment, create_campaign, start_campaign
 from db.usecases.members import find_by_telegram, get_member, register_member
 from db.usecases.privacy import delete_member
-from db.usecases.purchases import Sale, record_sale
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
+from db.usecases.stamp_lapses import lapse_due
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
+from tests.test_stamps import stamp_program
 from tests.till import hire
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -227,3 +231,85 @@ async def test_deletion_during_a_sale_neither_deadlocks_nor_credits_the_deleted(
     # Which side won each race is up to the scheduler; for the member's own deletion both
     # outcomes are right, and the checks above hold for each.
     assert {o for o in outcomes if not o[0]} == {(False, "posted")}
+
+
+@pytest.mark.parametrize("program", [stamp_program()])
+async def test_deletion_forfeits_the_members_stamps_to_each_cards_pool(
+    sessions: Sessions, program: Program
+) -> None:
+    """A deleted member keeps no stamps: each card's go back to its pool (`stamps_lapsed`,
+    keyed `forfeit:`), a refund of their sale later finds the stamp gone, and the lapse job
+    has nothing left to lapse."""
+    now = datetime(2027, 3, 1, 11, tzinfo=UTC)
+    async with sessions() as s:
+        ann = await register_member(s, program, telegram_id=1, now=now)
+        bob = await register_member(s, program, telegram_id=2, now=now)
+    sales = []
+    for i, (who, partner) in enumerate(
+        [(ann, "coffee"), (ann, "coffee"), (ann, "books"), (bob, "coffee")]
+    ):
+        async with sessions() as s:
+            sold = await record_sale(
+                s,
+                program,
+                Sale(
+                    member_id=who.id,
+                    partner=partner,
+                    amount=D("10.00"),
+                    key=f"s{i}",
+                    now=now + timedelta(days=i),
+                ),
+            )
+        sales.append(sold)
+
+    async def stamps() -> dict[tuple[int | None, str], int]:
+        async with sessions() as s:
+            rows = await s.execute(
+                text(
+                    "SELECT member_id, unit, balance FROM accounts"
+                    " WHERE kind IN ('stamps', 'stamp_pool') ORDER BY id"
+                )
+            )
+            return {(r.member_id, r.unit): r.balance for r in rows}
+
+    assert await stamps() == {
+        (None, "stamps:coffee-5"): -3,
+        (None, "stamps:tour"): -1,
+        (ann.id, "stamps:coffee-5"): 2,
+        (ann.id, "stamps:tour"): 1,
+        (bob.id, "stamps:coffee-5"): 1,
+    }
+    for _ in range(2):  # deleting twice changes nothing more
+        async with sessions() as s:
+            await delete_member(s, ann, now=now + timedelta(days=5))
+    assert await stamps() == {
+        (None, "stamps:coffee-5"): -1,
+        (None, "stamps:tour"): 0,
+        (ann.id, "stamps:coffee-5"): 0,
+        (ann.id, "stamps:tour"): 0,
+        (bob.id, "stamps:coffee-5"): 1,
+    }
+    async with sessions() as s:
+        forfeits = (
+            await s.execute(
+                select(Transaction.kind, Transaction.idempotency_key, Transaction.reason)
+                .where(Transaction.idempotency_key.like(f"forfeit:{ann.id}:%"))
+                .order_by(Transaction.id)
+            )
+        ).all()
+    assert [(k, key) for k, key, _ in forfeits] == [
+        ("stamps_lapsed", f"forfeit:{ann.id}:stamps:coffee-5"),
+        ("stamps_lapsed", f"forfeit:{ann.id}:stamps:tour"),
+    ]
+    assert all(reason == "account deleted at the member's request" for *_, reason in forfeits)
+
+    async with sessions() as s:
+        refund = await record_refund(
+            s,
+            program,
+            Refund(transaction_id=sales[1].transaction_id, key="r", reason="x"),
+        )
+        assert refund.stamps == ()  # the stamp went with the account
+        lapsed = await lapse_due(s, program, now + timedelta(days=400))
+    assert [x.member_id for x in lapsed] == [bob.id]  # nothing of Ann's is left to lapse
+    assert (await stamps())[(ann.id, "stamps:coffee-5")] == 0

@@ -138,3 +138,56 @@ def test_the_demo_program_speaks_every_language() -> None:
         texts += [o.text for o in partner.offers]
     for text in texts:
         assert set(text.translations) == {"en", "ru", "uk", "pl"}, text
+
+
+def _with_card(partners: list[str], reward_points: int) -> dict[str, Any]:
+    """The test program with a catalogue reward at the café (worth `reward_points`) that a
+    stamp card of `partners` gives."""
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["rewards"] = [
+        {"slug": "free-coffee", "title": "A coffee", "partner": "coffee", "points": reward_points}
+    ]
+    data["stamp_cards"] = [
+        {
+            "slug": "tour",
+            "name": "Tour",
+            "partners": partners,
+            "stamps": 2,
+            "reward": "free-coffee",
+        }
+    ]
+    return data
+
+
+def test_a_zero_point_voucher_comes_only_from_its_own_partners_card() -> None:
+    """A 0-point reward's voucher moves no points when claimed: the café bears it. So only a
+    card of the café alone may give it; a tour card filling at the gym may not (it would
+    give a café voucher nobody pays the café for)."""
+    assert parse_program(_with_card(["coffee"], 0)).stamp_cards[0].reward == "free-coffee"
+    # A reward with a price: the partner where the card fills funds it (its points move).
+    assert parse_program(_with_card(["coffee", "gym"], 300)).stamp_cards[0].partners == [
+        "coffee",
+        "gym",
+    ]
+    for partners in (["coffee", "gym"], ["gym"], ["gym", "coffee"]):
+        with pytest.raises(ProgramError) as info:
+            parse_program(_with_card(partners, 0))
+        message = str(info.value)
+        assert message.startswith(
+            "program.toml: stamp_cards[0].reward: 'free-coffee' is worth 0 points and "
+            "honoured at 'coffee', so only a card of 'coffee' alone may give it"
+        ), message
+
+
+def test_a_program_needs_a_business() -> None:
+    data = copy.deepcopy(TEST_PROGRAM)
+    for partner in data["partners"]:
+        partner["kind"] = "charity"
+        partner["earn_percent"] = "0"
+    with pytest.raises(ProgramError) as info:
+        parse_program(data)
+    assert str(info.value).startswith(
+        "program.toml: partners: at least one partner must be a business"
+    ), info.value
+    data["partners"][2]["kind"] = "business"  # one is enough
+    assert [p.slug for p in parse_program(data).partners if not p.charity] == ["gym"]

@@ -496,3 +496,116 @@ async def test_the_lapse_job_and_sales_at_once(sessions: Sessions, program: Prog
         else:  # the sale came first: its stamp keeps the card
             assert news.stamps == 3
         assert await stamps_of(sessions, m, "coffee-5") == news.stamps
+
+
+def discounted_stamp_program() -> Program:
+    """The stamp program with a 5 % Gold discount."""
+    tiers = [dict(t) for t in STAMP_PROGRAM["tiers"]]
+    tiers[2]["discount_percent"] = "5"
+    return parse_program({**STAMP_PROGRAM, "tiers": tiers})
+
+
+async def gold_member(sessions: Sessions, program: Program, telegram_id: int = 1) -> int:
+    m = await new_member(sessions, program, telegram_id)
+    async with sessions() as s:
+        await s.execute(text("UPDATE members SET tier = 'Gold' WHERE id = :m"), {"m": m})
+        await s.commit()
+    return m
+
+
+async def discounted_sale(
+    sessions: Sessions, program: Program, member: int, amount: str, key: str, now: datetime
+) -> Any:
+    async with sessions() as s:
+        return await record_sale(
+            s,
+            program,
+            Sale(
+                member_id=member,
+                partner="coffee",
+                amount=D(amount),
+                key=key,
+                now=now,
+                discount_percent=D("5"),
+            ),
+        )
+
+
+async def test_min_purchase_is_weighed_against_the_money_charged(sessions: Sessions) -> None:
+    """min_purchase is compared with what a sale charged (its amount less its discount), by
+    the sale, its replay and its refunds alike: an 8.00 sale at 5 % off (7.60 charged) gets
+    no stamp, and an 8.50 one (8.07 charged) keeps its stamp until less than 8.00 is left."""
+    program = discounted_stamp_program()
+    m = await gold_member(sessions, program)
+    low = await discounted_sale(sessions, program, m, "8.00", "low", DAY0)
+    assert (low.discount, low.to_pay) == (D("0.40"), D("7.60"))
+    assert [(n.card, n.status) for n in low.stamps] == [("coffee-5", BELOW_MIN)]
+    again = await discounted_sale(sessions, program, m, "8.00", "low", DAY0)
+    assert again.replayed and [(n.status) for n in again.stamps] == [BELOW_MIN]
+    assert await stamps_of(sessions, m, "coffee-5") is None
+
+    day1 = DAY0 + timedelta(days=1)
+    sold = await discounted_sale(sessions, program, m, "8.50", "ok", day1)
+    assert sold.to_pay == D("8.07")  # 0.425 off, half up: 0.43
+    assert [(n.status, n.stamps) for n in sold.stamps] == [(ADDED, 1)]
+
+    async def refund(amount: str, key: str) -> Any:
+        async with sessions() as s:
+            return await record_refund(
+                s,
+                program,
+                Refund(
+                    transaction_id=sold.transaction_id,
+                    key=key,
+                    reason="x",
+                    amount=D(amount),
+                    now=day1,
+                ),
+            )
+
+    assert (await refund("0.07", "r1")).stamps == ()  # 8.00 left: still the card's minimum
+    assert await stamps_of(sessions, m, "coffee-5") == 1
+    back = await refund("0.01", "r2")  # 7.99 left
+    assert [(b.taken_back, b.stamps) for b in back.stamps] == [(True, 0)]
+    assert await stamps_of(sessions, m, "coffee-5") == 0
+
+
+async def test_replays_tell_the_card_as_the_posting_left_it(
+    sessions: Sessions, program: Program
+) -> None:
+    """A replay says what the original said: the card's stamps right after that posting,
+    whatever came since (a refund of an earlier stamp, later stamps)."""
+    m = await new_member(sessions, program)
+    day = [DAY0 + timedelta(days=i) for i in range(6)]
+    first = await sale(sessions, program, m, "coffee", "10.00", "a", day[0])
+    second = await sale(sessions, program, m, "coffee", "10.00", "b", day[1])
+    assert [(n.status, n.stamps) for n in second.stamps] == [(ADDED, 2)]
+    await sale(sessions, program, m, "coffee", "10.00", "c", day[2])  # 3/5
+
+    async def refund(tx: int, key: str, now: datetime) -> Any:
+        async with sessions() as s:
+            return await record_refund(
+                s, program, Refund(transaction_id=tx, key=key, reason="x", now=now)
+            )
+
+    back = await refund(first.transaction_id, "back-a", day[2])
+    assert [(b.taken_back, b.stamps) for b in back.stamps] == [(True, 2)]
+    assert await stamps_of(sessions, m, "coffee-5") == 2
+    replay = await sale(sessions, program, m, "coffee", "10.00", "b", day[1])
+    assert replay.replayed and replay.stamps == second.stamps  # 2/5, not 1/5
+
+    # A refund's replay: the card as the refund left it, not as it is today.
+    await sale(sessions, program, m, "coffee", "10.00", "d", day[3])  # 3/5 again
+    assert await stamps_of(sessions, m, "coffee-5") == 3
+    again = await refund(first.transaction_id, "back-a", day[2])
+    assert again.replayed and again.stamps == back.stamps  # 2/5, not 3/5
+
+    # A refund that finds the card filled since: the card as it was at the refund.
+    await sale(sessions, program, m, "coffee", "10.00", "e", day[4])  # 4/5
+    await sale(sessions, program, m, "coffee", "10.00", "f", day[5])  # full: 0/5
+    kept = await refund(second.transaction_id, "back-b", day[5])
+    assert [(b.taken_back, b.stamps) for b in kept.stamps] == [(False, 0)]
+    await sale(sessions, program, m, "coffee", "10.00", "g", day[5] + timedelta(days=1))
+    assert await stamps_of(sessions, m, "coffee-5") == 1
+    again = await refund(second.transaction_id, "back-b", day[5])
+    assert again.replayed and again.stamps == kept.stamps  # 0/5, not 1/5

@@ -273,7 +273,12 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
     else:
         head = _("✅ {amount}: +{points}. The member's balance: {balance}.").format(**figures)
     lines = [charged] if charged else []
-    lines += [head, *stamps.sale_lines(program, p.get("stamps") or (), till=True)]
+    lines += [
+        head,
+        *stamps.sale_lines(
+            program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))
+        ),
+    ]
     return Rendered("\n".join(lines))
 
 
@@ -336,7 +341,9 @@ def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
                     points=fmt.points(int(p["points_earned"])),
                     balance=fmt.points(int(p["balance"])),
                 ),
-                *stamps.sale_lines(program, p.get("stamps") or (), till=True),
+                *stamps.sale_lines(
+                    program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))
+                ),
             ]
         )
     )

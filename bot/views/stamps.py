@@ -72,10 +72,15 @@ def _day(program: Program, value: Any) -> str:
 
 
 def sale_lines(
-    program: Program, news: Iterable[Mapping[str, Any]], *, till: bool = False
+    program: Program,
+    news: Iterable[Mapping[str, Any]],
+    *,
+    till: bool = False,
+    discounted: bool = False,
 ) -> list[str]:
     """What a sale did on its stamp cards: for the member, the stamps and a full card's
-    reward; for the till (`till`), also why a card got no stamp."""
+    reward; for the till (`till`), also why a card got no stamp (a `discounted` sale's
+    minimum is of the money charged after the discount)."""
     lines = []
     for n in news:
         card, stamps, of = name(program, n["card"]), int(n["stamps"]), int(n["of"])
@@ -121,9 +126,15 @@ def sale_lines(
         elif status == BELOW_MIN:
             rules = program.stamp_card(n["card"])
             least = rules.min_purchase if rules else Decimal(0)
+            money = fmt.money(least, program.program.currency)
             lines.append(
-                _("No stamp on {card}: it takes a purchase of {money} or more.").format(
-                    card=card, money=fmt.money(least, program.program.currency)
+                _(
+                    "No stamp on {card}: it takes a purchase of {money} or more after the "
+                    "discount."
+                ).format(card=card, money=money)
+                if discounted
+                else _("No stamp on {card}: it takes a purchase of {money} or more.").format(
+                    card=card, money=money
                 )
             )
         elif status == DAILY_LIMIT:
@@ -191,13 +202,17 @@ def balance_lines(program: Program, held: Mapping[str, int]) -> list[str]:
 
 
 def _rules(program: Program, card: StampCard) -> str:
-    parts = [
-        _("A stamp for each purchase of {money} or more.").format(
-            money=fmt.money(card.min_purchase, program.program.currency)
-        )
-        if card.min_purchase
-        else _("A stamp for each purchase.")
-    ]
+    money = fmt.money(card.min_purchase, program.program.currency)
+    if not card.min_purchase:
+        parts = [_("A stamp for each purchase.")]
+    elif any(t.discount_percent for t in program.tiers):  # the minimum is of what is charged
+        parts = [
+            _("A stamp for each purchase of {money} or more after your tier discount.").format(
+                money=money
+            )
+        ]
+    else:
+        parts = [_("A stamp for each purchase of {money} or more.").format(money=money)]
     if card.per_day:
         parts.append(
             _n("At most {n} stamp a day.", "At most {n} stamps a day.", card.per_day).format(
@@ -250,8 +265,19 @@ def screen(program: Program, progress: Mapping[str, CardProgress]) -> str:
     return "\n\n".join(blocks)
 
 
+def _still_to_visit(program: Program, card: StampCard, visited: Iterable[str]) -> str:
+    """Where a stamp can still come from: a tour card's partners not on it yet (all of
+    them if none is left, say the file changed), another card's partners."""
+    if card.distinct_partners:
+        done = set(visited)
+        if missing := [slug for slug in card.partners if slug not in done]:
+            return " · ".join(_partner(program, slug) for slug in missing)
+    return where(program, card)
+
+
 def lapsing(program: Program, p: Mapping[str, Any]) -> str:
-    """The member's reminder that a card's stamps are about to lapse."""
+    """The member's reminder that a card's stamps are about to lapse, with where a stamp
+    that keeps them can come from."""
     card = program.stamp_card(str(p["card"]))
     n = int(p["stamps"])
     return _n(
@@ -262,7 +288,7 @@ def lapsing(program: Program, p: Mapping[str, Any]) -> str:
         n=n,
         card=name(program, str(p["card"])),
         date=_day(program, p["lapses_at"]),
-        where=where(program, card) if card else "—",
+        where=_still_to_visit(program, card, p.get("visited") or ()) if card else "—",
     )
 
 

@@ -27,6 +27,13 @@ def discount_of(amount: Decimal, percent: Decimal) -> Decimal:
     return min(off, amount - CENT)
 
 
+def charged(amount: Decimal, discount: Decimal | None) -> Decimal:
+    """What a sale charged: its amount less its discount. Refunds are of this money (the
+    discount was never paid, so it is never handed back), and a stamp card's min_purchase
+    is compared with it, by the sale and by its refunds alike (db/usecases/stamps.py)."""
+    return amount - (discount or ZERO)
+
+
 @dataclass(frozen=True, slots=True)
 class Priced:
     """A typed amount with the discount of the member's tier, as the till shows it."""

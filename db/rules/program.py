@@ -257,6 +257,11 @@ class Program(_Strict):
                     "give it no earn_percent and no offers"
                 )
         businesses = {p.slug for p in self.partners if not p.charity}
+        if not businesses:
+            raise ValueError(
+                'partners: at least one partner must be a business (kind = "business"): '
+                "charities take donated points, and points are earned and spent at businesses"
+            )
         rewards: set[str] = set()
         for i, reward in enumerate(self.rewards):
             if reward.slug in rewards:
@@ -276,8 +281,21 @@ class Program(_Strict):
                     raise ValueError(
                         f"stamp_cards[{i}].partners: {slug!r} is not a partner that sells"
                     )
-            if card.reward is not None and card.reward not in rewards:
+            if card.reward is None:
+                continue
+            if card.reward not in rewards:
                 raise ValueError(f"stamp_cards[{i}].reward: no reward {card.reward!r}")
+            # A 0-point reward's voucher moves no points when it is claimed: the partner that
+            # honours it bears it. Only a card of that partner alone may give it, or a card
+            # filled elsewhere would give a voucher its honouring partner pays for silently.
+            reward = next(r for r in self.rewards if r.slug == card.reward)
+            if not reward.points and card.partners != [reward.partner]:
+                raise ValueError(
+                    f"stamp_cards[{i}].reward: {reward.slug!r} is worth 0 points and honoured "
+                    f"at {reward.partner!r}, so only a card of {reward.partner!r} alone may "
+                    f'give it (partners = ["{reward.partner}"]): give the reward a price in '
+                    "points, or the card reward_points"
+                )
         return self
 
     @cached_property

@@ -1,8 +1,9 @@
 """A member's right to their data: export all of it, or delete the account.
 
 Deleting keeps the ledger whole: the person's details are erased, their remaining points
-are forfeited to breakage by an ordinary posting, and the anonymised rows stay, so every
-balance and every past settlement stays correct."""
+are forfeited to breakage by an ordinary posting (and their stamps go back to each card's
+pool), and the anonymised rows stay, so every balance and every past settlement stays
+correct."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from db.queries.wallet import history, referral_stats
 from db.rules.cards import new_card_number
 from db.usecases.gifts import return_gifts_of
 from db.usecases.members import MemberInfo
+from db.usecases.stamps import forfeit_stamps
 from db.usecases.vouchers import void_member_vouchers
 
 
@@ -140,6 +142,9 @@ async def delete_member(
                 reason="account deleted at the member's request",
                 created_at=now,
             )
+        # Their stamps go back to each card's pool (after the wallet, as every change of a
+        # member's stamps holds it first).
+        await forfeit_stamps(session, member.id, now)
         if identity is not None:
             await _remember_rewards(session, member.id, identity)
         if telegram_id is not None:

@@ -50,7 +50,7 @@ from db.ledger.writer import (
     system_account,
     unit_of_work,
 )
-from db.rules.discounts import ZERO, discount_of, discounts_by_tier
+from db.rules.discounts import ZERO, charged, discount_of, discounts_by_tier
 from db.rules.errors import (
     AlreadyReversed,
     DiscountChanged,
@@ -153,12 +153,6 @@ class ReversalResult:
     stamps: tuple[StampBack, ...] = ()  # the sale's stamps it took back, or could not
     # The refunded sale's discount: never refunded (refunds count from the money it charged).
     sale_discount: Decimal = ZERO
-
-
-def charged(amount: Decimal, discount: Decimal | None) -> Decimal:
-    """What a sale charged: its amount less its discount. Refunds are of this money (the
-    discount was never paid, so it is never handed back)."""
-    return amount - (discount or ZERO)
 
 
 def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> Decimal:
@@ -365,6 +359,7 @@ async def _stamped(
         partner=accounts.slug,
         issued_id=accounts.issued_id,
         amount=result.amount,
+        discount=result.discount,
         now=result.created_at,
     )
     return replace(result, stamps=news, balance=result.balance if balance is None else balance)
@@ -641,7 +636,12 @@ async def purchase_result(
     stamps: tuple[StampNews, ...] = ()
     if cards:
         stamps = await sale_news(
-            session, cards, sale_id=tx.id, member_id=tx.member_id, amount=tx.amount
+            session,
+            cards,
+            sale_id=tx.id,
+            member_id=tx.member_id,
+            amount=tx.amount,
+            discount=tx.discount,
         )
     return PurchaseResult(
         transaction_id=tx.id,

@@ -146,12 +146,24 @@ _REMINDED = text(
     """
 )
 _ALIVE = text("SELECT id FROM members WHERE id = ANY(:ids) AND deleted_at IS NULL")
+# The partners whose kept stamps are on a card's cycle (a tour card's partners visited).
+_VISITED = text(
+    """
+    SELECT coalesce(array_agg(DISTINCT p.slug ORDER BY p.slug), '{}')
+    FROM entries AS e
+    JOIN transactions AS t ON t.id = e.transaction_id
+    JOIN partners AS p ON p.id = t.partner_id
+    WHERE e.account_id = :account AND t.kind = 'stamp' AND t.id > :cycle
+      AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = t.id)
+    """
+)
 
 
 async def remind_lapsing(session: AsyncSession, program: Program, now: datetime) -> int:
     """Tell members whose stamps lapse within remind_days that they will, unless a stamp
-    comes first: once per card's cycle (stamp_reminders), through the outbox. Returns how
-    many were told."""
+    comes first: once per card's cycle (stamp_reminders), through the outbox (with the
+    partners already on a tour card, so they are told where a stamp can still come from).
+    Returns how many were told."""
     told = 0
     for card in program.stamp_cards:
         ahead = remind_days(card)
@@ -181,17 +193,15 @@ async def remind_lapsing(session: AsyncSession, program: Program, now: datetime)
                 ).scalar_one_or_none()
                 if first is None:  # told already on this card
                     continue
-                await owe(
-                    session,
-                    Owed(
-                        "stamps_lapsing",
-                        {
-                            "card": card.slug,
-                            "stamps": row.balance,
-                            "lapses_at": row.last_at + life,
-                        },
-                        member_id=row.member_id,
-                    ),
-                )
+                told_params = {
+                    "card": card.slug,
+                    "stamps": row.balance,
+                    "lapses_at": row.last_at + life,
+                }
+                if card.distinct_partners:
+                    told_params["visited"] = (
+                        await session.execute(_VISITED, {"account": row.id, "cycle": row.cycle})
+                    ).scalar_one()
+                await owe(session, Owed("stamps_lapsing", told_params, member_id=row.member_id))
                 told += 1
     return told

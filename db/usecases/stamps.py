@@ -1,6 +1,7 @@
 """Stamp cards: "the tenth coffee free".
 
-A sale of at least `min_purchase` at one of a card's partners adds one stamp (at most
+A sale that charged at least `min_purchase` (its amount less its tier discount: `charged`,
+the money its refunds count from too) at one of a card's partners adds one stamp (at most
 `per_day` a business day, in the program's time zone; with `distinct_partners`, each stamp
 on a card from another partner): a `stamp` posting in the card's unit, the card's pool -1 →
 the member's stamps account +1, in the sale's own database transaction and keyed by the
@@ -10,9 +11,10 @@ the pool and its reward is given (points from the partner where the card filled,
 points are, or a voucher that partner funds); the member's next stamp starts a new card.
 
 A refund takes a sale's stamp back (a `reverse` posting in the stamps unit that reverses the
-stamp) when it leaves less than `min_purchase` of the sale and the card still holds the
-stamp. Once the card has filled since, the stamp went into the reward: it stays, and so does
-the reward, and the refund says so. Stamps lapse `expire_days` after the card's last stamp
+stamp) when it leaves less than `min_purchase` of the money the sale charged and the card
+still holds the stamp: the sale and its refunds weigh the same money. Once the card has
+filled since, the stamp went into the reward: it stays, and so does the reward, and the
+refund says so. Stamps lapse `expire_days` after the card's last stamp
 (`stamps_lapsed`, a daily job); the member is told a few days before, once per card, and
 when they lapse (db/usecases/stamp_lapses.py).
 
@@ -42,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import TxKind, VoucherSource
 from db.ledger.writer import Leg, Lot, fingerprint, post
+from db.rules.discounts import charged
 from db.rules.program import Program, StampCard
 from db.usecases.members import expiry_for
 from db.usecases.partners import stamp_unit
@@ -231,15 +234,18 @@ async def add_stamps(
     partner: str,
     issued_id: int,
     amount: Decimal,
+    discount: Decimal,
     now: datetime,
 ) -> tuple[tuple[StampNews, ...], int | None]:
-    """The stamps a sale just posted adds (inside its transaction; the caller commits):
-    what it did on each card, and the wallet's balance after a reward in points (None: no
-    points were given)."""
+    """The stamps a sale of `amount` with `discount` off just posted adds (inside its
+    transaction; the caller commits): what it did on each card, and the wallet's balance
+    after a reward in points (None: no points were given). A card's min_purchase is
+    compared with what the sale charged, as its refunds compare it."""
     news: list[StampNews] = []
     balance: int | None = None
+    basis = charged(amount, discount)
     for card in cards:
-        if amount < card.min_purchase:  # decided without the database
+        if basis < card.min_purchase:  # decided without the database
             news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
             continue
         held = await hold_card(session, member_id, card, now, program.program.zone, create=True)
@@ -260,8 +266,9 @@ async def add_stamps(
             related_id=sale_id,
             created_at=now,
         )
-        if posted is None:  # the key was taken by another posting: this sale adds nothing
-            continue
+        # The sale was just posted under its own key (a replay never gets here), and only
+        # this sale makes keys from it.
+        assert posted is not None, f"{sale_key}:stamp:{card.slug} was posted already"
         stamps = posted.balances[held.account]
         if stamps < card.stamps:
             news.append(StampNews(card.slug, ADDED, stamps, card.stamps))
@@ -351,27 +358,27 @@ async def _fill(
     )
 
 
+# The stamps on the card of the stamps account `a` right after the posting `until`: the sum
+# of the account's entries up to it. Every posting that changes a member's stamps is opened
+# while it holds their wallet (see _HOLD), so the account's postings are numbered in the
+# order they were made, and those up to `until` are all that had been made then.
+STAMPS_UNTIL = """(SELECT coalesce(sum(s.amount), 0) FROM entries AS s
+            WHERE s.account_id = a.id AND s.transaction_id <= {until})"""
+
+
 # The stamps and fills a sale posted on the member's cards (found by the stamps accounts,
 # which are indexed by member, not by scanning transactions for related_id), with the points
-# or the voucher a fill gave and the card's stamps at the stamp (the kept stamps of its
-# cycle up to it).
+# or the voucher a fill gave and the card's stamps right after the stamp: the account's
+# entries up to it (STAMPS_UNTIL: a replay says what the sale said, whatever came since).
 _OF_SALE = text(
-    """
+    f"""
     SELECT a.unit, t.id, t.kind,
            (SELECT e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
             WHERE e2.transaction_id = t.id AND w.kind = 'member' LIMIT 1) AS wallet_points,
            (SELECT v.code FROM vouchers AS v WHERE v.source_tx_id = t.id) AS voucher,
            (SELECT v.reward FROM vouchers AS v WHERE v.source_tx_id = t.id) AS reward,
            (SELECT v.expires_at FROM vouchers AS v WHERE v.source_tx_id = t.id) AS expires,
-           (SELECT count(*) FROM entries AS s JOIN transactions AS st ON st.id = s.transaction_id
-            WHERE s.account_id = a.id AND st.kind = 'stamp' AND st.id <= t.id
-              AND st.id > coalesce((
-                  SELECT max(b.id) FROM entries AS eb
-                  JOIN transactions AS b ON b.id = eb.transaction_id
-                  WHERE eb.account_id = a.id AND b.id < t.id
-                    AND b.kind IN ('card_filled', 'stamps_lapsed')), 0)
-              AND NOT EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = st.id))
-               AS position
+           {STAMPS_UNTIL.format(until="t.id")} AS position
     FROM accounts AS a
     JOIN entries AS e ON e.account_id = a.id
     JOIN transactions AS t ON t.id = e.transaction_id
@@ -389,6 +396,7 @@ async def sale_news(
     sale_id: int,
     member_id: int,
     amount: Decimal,
+    discount: Decimal | None,
 ) -> tuple[StampNews, ...]:
     """What an earlier sale did on its partner's cards, rebuilt from the ledger (a replay):
     its stamp (and how many the card had with it) or the fill, as posted. A card it added
@@ -418,7 +426,7 @@ async def sale_news(
             )
         elif stamp is not None:
             news.append(StampNews(card.slug, ADDED, int(stamp.position), card.stamps))
-        elif amount < card.min_purchase:
+        elif charged(amount, discount) < card.min_purchase:
             news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
     return tuple(news)
 
@@ -446,8 +454,9 @@ _STAMPS_OF_SALE = text(
 
 
 def refund_takes_stamp(card: StampCard, left: Decimal) -> bool:
-    """A refund that leaves `left` of a sale takes the sale's stamp on `card` back: all of
-    it refunded, or what is left no longer reaches the card's minimum."""
+    """A refund that leaves `left` of the money a sale charged (`charged`, less its refunds)
+    takes the sale's stamp on `card` back: all of it refunded, or what is left no longer
+    reaches the card's minimum, which the sale's stamp was weighed against too."""
     return left == 0 or left < card.min_purchase
 
 
@@ -516,12 +525,13 @@ async def take_back_stamps(
 
 
 # For a replay of a refund: the stamp the sale added on each card, whether this refund took
-# it back, and whether the card had filled before this refund.
+# it back, whether the card had filled before this refund, and the card's stamps as the
+# refund left them (right after its taking back, else right after the refund itself).
 _BACK_OF_REFUND = text(
-    """
-    SELECT a.unit, a.balance,
-           EXISTS (SELECT 1 FROM transactions AS r
-                   WHERE r.reverses_id = t.id AND r.related_id = :refund) AS taken_back,
+    f"""
+    SELECT a.unit,
+           {STAMPS_UNTIL.format(until="coalesce(back.id, :refund)")} AS stamps,
+           back.id IS NOT NULL AS taken_back,
            EXISTS (SELECT 1 FROM entries AS eb JOIN transactions AS b ON b.id = eb.transaction_id
                    WHERE eb.account_id = a.id AND b.id > t.id AND b.id < :refund
                      AND b.kind = 'card_filled'
@@ -535,6 +545,7 @@ _BACK_OF_REFUND = text(
     FROM accounts AS a
     JOIN entries AS e ON e.account_id = a.id
     JOIN transactions AS t ON t.id = e.transaction_id
+    LEFT JOIN transactions AS back ON back.reverses_id = t.id AND back.related_id = :refund
     WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = ANY(:units)
       AND t.related_id = :sale AND t.kind = 'stamp'
     """
@@ -572,7 +583,45 @@ async def refund_news(
         if row is None:
             continue
         if row.taken_back:
-            news.append(StampBack(card.slug, True, row.balance, card.stamps))
+            news.append(StampBack(card.slug, True, row.stamps, card.stamps))
         elif row.filled_before and not row.reversed_before:
-            news.append(StampBack(card.slug, False, row.balance, card.stamps))
+            news.append(StampBack(card.slug, False, row.stamps, card.stamps))
     return tuple(news)
+
+
+# A member's stamps accounts that hold stamps, locked (after their wallet: see _HOLD), each
+# with its card's pool.
+_HELD_BY_MEMBER = text(
+    """
+    SELECT a.id, a.unit, a.balance,
+           (SELECT p.id FROM accounts AS p
+            WHERE p.kind = 'stamp_pool' AND p.unit = a.unit
+              AND p.member_id IS NULL AND p.partner_id IS NULL) AS pool
+    FROM accounts AS a
+    WHERE a.member_id = :member AND a.kind = 'stamps' AND a.balance > 0
+    ORDER BY a.id
+    FOR NO KEY UPDATE OF a
+    """
+)
+
+
+async def forfeit_stamps(session: AsyncSession, member_id: int, now: datetime) -> int:
+    """A deleted member's stamps, on every card (the program's or one it no longer has),
+    back to each card's pool: a `stamps_lapsed` posting per card keyed `forfeit:<member>:
+    <unit>` (the prefix of the deletion's points forfeiture), inside the deletion's
+    transaction, which holds the member's wallet. Their card ends there: a later refund of
+    one of their sales finds the stamp gone, as after a lapse. Returns the stamps forfeited."""
+    total = 0
+    for row in (await session.execute(_HELD_BY_MEMBER, {"member": member_id})).all():
+        posted = await post(
+            session,
+            [Leg(row.id, -row.balance), Leg(row.pool, row.balance)],
+            kind=TxKind.STAMPS_LAPSED,
+            key=f"forfeit:{member_id}:{row.unit}",
+            digest=fingerprint("forfeit-stamps", member_id, row.unit, row.balance),
+            reason="account deleted at the member's request",
+            created_at=now,
+        )
+        assert posted is not None  # the key is this member's, and they are deleted once
+        total += row.balance
+    return total

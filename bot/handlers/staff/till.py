@@ -10,6 +10,7 @@ import secrets
 from datetime import timedelta
 from decimal import Decimal
 from html import escape
+from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
@@ -257,34 +258,58 @@ def _again_text(repeat: RepeatSale, program: Program) -> str:
     )
 
 
+def _discount_of(result: PurchaseResult) -> dict[str, str]:
+    """A sale's discount as discounts.sold reads it (with `amount`), kept for /cancel and
+    for a replay's answer: nothing for a sale without one."""
+    if not result.discount:
+        return {}
+    kept = {"discount": str(result.discount)}
+    if result.discount_tier is not None:
+        kept |= {
+            "discount_tier": result.discount_tier,
+            "discount_percent": str(result.discount_percent),
+        }
+    return kept
+
+
+def _last_sale(result: PurchaseResult) -> dict[str, Any]:
+    """What /cancel says of the last sale posted: its number, amount, discount and points."""
+    return {
+        "tx": result.transaction_id,
+        "amount": str(result.amount),
+        "earned": result.points_earned,
+        **_discount_of(result),
+    }
+
+
 async def _posted(
     message: Message, state: FSMContext | None, result: PurchaseResult, program: Program
 ) -> None:
     """Remember what was posted for /cancel. The cashier's receipt and the member's news
-    were owed by the posting itself (db/usecases/outbox.py); a replay is answered here."""
+    were owed by the posting itself (db/usecases/outbox.py); a replay is answered here,
+    with the discount first, as the receipt says it: the customer pays what is to pay."""
     if state is not None:
         await state.set_state(None)
-        await state.set_data(
-            {
-                "last": {
-                    "tx": result.transaction_id,
-                    "amount": str(result.amount),
-                    "earned": result.points_earned,
-                }
-            }
-        )
+        await state.set_data({"last": _last_sale(result)})
     if result.replayed:
         rules = program.program
+        charged = discounts.sold(program, {"amount": result.amount, **_discount_of(result)})
         await message.answer(
             "\n".join(
                 [
+                    *filter(None, [charged]),
                     _("This sale was already posted."),
                     _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
                         amount=fmt.money(result.amount, rules.currency),
                         points=fmt.points(result.points_earned),
                         balance=fmt.points(result.balance),
                     ),
-                    *stamps.sale_lines(program, [n.params() for n in result.stamps], till=True),
+                    *stamps.sale_lines(
+                        program,
+                        [n.params() for n in result.stamps],
+                        till=True,
+                        discounted=bool(result.discount),
+                    ),
                 ]
             )
         )
@@ -657,9 +682,7 @@ async def cancel(
             except RequestClosed:  # the member answered meanwhile: say what came of it
                 req, result = await request_outcome(session, program, staff, last["request"])
         last = result and {
-            "tx": result.transaction_id,
-            "amount": str(result.amount),
-            "earned": result.points_earned,
+            **_last_sale(result),
             "redeemed": result.points_redeemed,
             "points_money": str(result.to_pay - result.paid),
         }
@@ -686,11 +709,13 @@ async def cancel(
             amount=fmt.money(Decimal(last["amount"]), currency),
             earned=fmt.points(last["earned"]),
         )
+    charged = discounts.sold(program, last)  # "" for a sale without a discount
     await message.answer(
         "\n".join(
             [
                 _("Nothing to cancel: the last sale was already posted."),
                 what,
+                *filter(None, [charged]),
                 _("To undo it, a manager refunds it: /refund {number} all reason").format(
                     number=last["tx"]
                 ),
