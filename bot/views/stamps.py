@@ -74,8 +74,8 @@ def _day(program: Program, value: Any) -> str:
 def sale_lines(
     program: Program, news: Iterable[Mapping[str, Any]], *, till: bool = False
 ) -> list[str]:
-    """What a sale did on its stamp cards: for the member, the stamps and a full card's
-    reward; for the till (`till`), also why a card got no stamp."""
+    """What a sale did on its stamp cards: the stamps, a full card's reward, or why a card
+    got no stamp (in the same words for the member and for the till, `till`)."""
     lines = []
     for n in news:
         card, stamps, of = name(program, n["card"]), int(n["stamps"]), int(n["of"])
@@ -116,8 +116,6 @@ def sale_lines(
                     "🎉 Your card {card} is full: +{points}. Your next stamp starts a new card."
                 ).format(card=card, points=points)
             )
-        elif not till:
-            continue
         elif status == BELOW_MIN:
             rules = program.stamp_card(n["card"])
             least = rules.min_purchase if rules else Decimal(0)
