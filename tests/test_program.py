@@ -226,6 +226,11 @@ def _cards(path: list[str | int], value: Any) -> dict[str, Any]:
             "stamp_cards[0] (coffee-10): give the card only one of reward or reward_points",
         ),
         (["stamp_cards", 1, "stamps"], 1, "stamp_cards[1] (city-tour).stamps: Input should be"),
+        (
+            ["partners", 4, "earn_percent"],
+            "1",
+            "partners[4] (shelter): a charity takes donations, not sales",
+        ),
         # A bad slug is not repeated as the entry's name; the message names it.
         (["stamp_cards", 1, "slug"], "City Tour", "stamp_cards[1].slug: String should match"),
         (["stamp_cards", 1, "slug"], "coffee-10", "stamp_cards[1].slug: duplicate slug"),

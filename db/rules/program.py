@@ -199,7 +199,8 @@ class StampCard(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _per_day_default(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "per_day" not in data and data.get("distinct_partners"):
+        tour = isinstance(data, dict) and data.get("distinct_partners") is True
+        if tour and "per_day" not in data:
             return {**data, "per_day": 0}
         return data
 
@@ -269,8 +270,8 @@ class Program(_Strict):
             seen.add(partner.slug)
             if partner.charity and (partner.earn_percent or partner.offers):
                 raise ValueError(
-                    f"partners[{i}]: a charity takes donations, not sales: "
-                    "give it no earn_percent and no offers"
+                    f"{_entry('partners', i, partner.slug)}: a charity takes donations, not "
+                    "sales: give it no earn_percent and no offers"
                 )
         rewards: set[str] = set()
         for i, reward in enumerate(self.rewards):
