@@ -7,12 +7,15 @@ import asyncio
 import logging
 import sys
 from datetime import date, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from bot.config import Settings
 from bot.runtime import StartupError
+
+if TYPE_CHECKING:
+    from db.rules.program import Program
 
 
 def _settings() -> Settings:
@@ -73,6 +76,22 @@ def _write_settlement(report: Any, currency: str, out: str) -> None:
         write_settlement(report, currency, fp)
 
 
+def _counts(program: Program) -> str:
+    """What check-program found, as an owner counts it: "4 partners and 1 charity, 2 stamp
+    cards, 4 rewards"."""
+
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    charities = len(program.charities)
+    partners = count(len(program.partners) - charities, "partner", "partners")
+    if charities:
+        partners += " and " + count(charities, "charity", "charities")
+    cards = count(len(program.stamp_cards), "stamp card", "stamp cards")
+    rewards = count(len(program.rewards), "reward", "rewards")
+    return f"{partners}, {cards}, {rewards}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bot",
@@ -114,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 program = load_program(args.file or settings.program_file)
             except ProgramError as exc:
                 raise StartupError(str(exc)) from None
-            print(f"{program.program.name}: {len(program.partners)} partners, OK")
+            print(f"{program.program.name}: {_counts(program)}, OK")
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
         elif args.command == "settlement":

@@ -288,14 +288,17 @@ async def test_a_pure_discount_program(
     await hire(harness, cashier, "coffee", "cashier")
     await join(ann)
     rules = text_of(next(m for m in ann.messages if "one card for" in text_of(m)))
-    assert "Member discounts at every partner, by tier: Bronze 0%, Silver 3%, Gold 5%." in rules
+    assert (
+        "Member discounts at every partner, by tier (reached by what you spend in 12 months): "
+        f"Bronze 0%, Silver 3% from {PLN}1,000.00, Gold 5% from {PLN}3,000.00." in rules
+    )
     assert "Earn points" not in rules
     await set_tier(sessions, ann, "Gold")
     await ann.send("/balance")
     assert "🏷 Gold: 5% off at every partner." in text_of(await ann.wait_message("Tier"))
     await ann.send("/partners")
     partners = text_of(await ann.wait_message("Our partners"))
-    assert "🏷 Member discounts at every partner, by tier:" in partners
+    assert "🏷 Member discounts at every partner, by tier (reached by" in partners
     assert "back in points" not in partners and "Bean There Coffee" in partners
 
     await open_sale(cashier, ann, "🧾 Sale: earn points")

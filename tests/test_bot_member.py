@@ -19,13 +19,13 @@ from bot.views.notices import RENDERERS
 from bot.views.qr import decode_qr
 from db.ledger.models import Member
 from db.rules.cards import normalize_card_number
-from db.rules.program import Program
+from db.rules.program import Program, parse_program
 from db.rules.tokens import card_token, read_card_token, referral_token
 from db.usecases.members import MemberInfo, find_by_telegram
 from db.usecases.outbox import owe, owed_for_purchase
 from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BOT_USERNAME, OWNER_ID, BotHarness, running_bot
-from tests.conftest import make_program
+from tests.conftest import TEST_PROGRAM, make_program
 from tests.fakegram import UserClient, inline_buttons, text_of
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -153,6 +153,50 @@ def test_referral_texts_name_the_qualifying_amount_only_when_there_is_one(minimu
             assert "or more" not in text and "0.00" not in text, text
         else:
             assert "first purchase of PLN\u00a020.00 or more" in text, text
+
+
+def test_the_rules_and_a_new_tier_tell_earning_and_discounts_as_they_are() -> None:
+    """The join rules give the earning a member starts at and how high tiers take it, and
+    each tier's discount with the spend that reaches it; reaching a tier names its discount."""
+    tiers = [
+        {"name": "Bronze", "min_spend": "0", "multiplier": "1.0"},
+        {"name": "Silver", "min_spend": "1000.00", "multiplier": "1.25"},
+        {"name": "Gold", "min_spend": "3000.00", "multiplier": "1.5", "discount_percent": "5"},
+    ]
+    program = parse_program({**TEST_PROGRAM, "tiers": tiers})
+    flat = parse_program({**TEST_PROGRAM, "tiers": [{**t, "multiplier": "1"} for t in tiers]})
+    pure = parse_program(
+        {
+            **TEST_PROGRAM,
+            "tiers": tiers,
+            "partners": [{**p, "earn_percent": "0"} for p in TEST_PROGRAM["partners"]],
+        }
+    )
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("en"):
+        rules, flat_rules = texts.rules_summary(program), texts.rules_summary(flat)
+        sale = {"partner": "coffee", "amount": "20.00", "paid": "20.00", "points_redeemed": 0}
+        sale |= {"points_earned": 100, "balance": 150}
+        silver, gold = (
+            RENDERERS["purchase"](program, {**sale, "tier_reached": tier}).text
+            for tier in ("Silver", "Gold")
+        )
+        pure_gold = RENDERERS["purchase"](pure, {**sale, "tier_reached": "Gold"}).text
+    assert (
+        "• Earn points on every purchase: 2%–5% of what you pay, up to 7.5% at higher tiers."
+        in rules
+    )
+    assert "• Earn points on every purchase: 2%–5% of what you pay.\n" in flat_rules
+    assert (
+        "Member discounts at every partner, by tier (reached by what you spend in 12 months): "
+        "Bronze 0%, Silver 0% from PLN\u00a01,000.00, Gold 5% from PLN\u00a03,000.00." in rules
+    )
+    assert "🏅 You reached Silver: from now on your points × 1.25.\n" in silver
+    assert (
+        "🏅 You reached Gold: from now on your points × 1.5, and 5% off at every partner.\n"
+        in gold
+    )
+    assert "🏅 You reached Gold: from now on 5% off at every partner.\n" in pure_gold
 
 
 async def test_export_then_delete(harness: BotHarness, sessions: Sessions) -> None:

@@ -40,6 +40,16 @@ async def test_staff_list_and_revoke_name_people_and_partners(harness: BotHarnes
     assert "Carl <b> · cashier · Bean There Coffee" in revoked
 
 
+async def test_an_invite_names_the_partner(harness: BotHarness) -> None:
+    owner = harness.owner()
+    await owner.send("/staff_invite coffee cashier")
+    invite = text_of(await owner.wait_message("one-time invite"))
+    assert invite.startswith("A one-time invite for a cashier (Bean There Coffee), valid 24 h")
+    await owner.send("/staff_invite marketer")
+    invite = text_of(await owner.wait_message("for a marketer"))
+    assert invite.startswith("A one-time invite for a marketer, valid 24 hours.")
+
+
 async def test_adjust_takes_the_card_number_as_card_shows_it(
     harness: BotHarness, sessions: Sessions
 ) -> None:

@@ -95,17 +95,20 @@ async def test_stamps_screen_balance_receipt_and_news(
     news = text_of(await ann.wait_message("Bean There Coffee"))
     assert "🎟 A stamp on Fifth coffee free: ●○○○○ 1/5\nBalance: 110 points." in news
 
-    # The same day: the card's one stamp a day is given; the cashier is told why.
+    # The same day: the card's one stamp a day is given; the cashier and the member are
+    # told why, in the same words.
     receipt = await sell(cashier, ann, "13.00")
-    assert "No stamp on Fifth coffee free: its 1 stamp a day was given today." in receipt
+    why = "No stamp on Fifth coffee free: its 1 stamp a day was given today."
+    assert why in receipt
     news = text_of(await ann.wait_message("Balance: 175 points."))
-    assert "🎟" not in news
+    assert "🎟" not in news and f"\n{why}\nBalance: 175 points." in news
 
-    # Too small a purchase: no stamp, and the cashier learns the card's minimum.
+    # Too small a purchase: no stamp, and both learn the card's minimum.
     receipt = await sell(cashier, ann, "5")
-    assert (
-        "No stamp on Fifth coffee free: it takes a purchase of PLN\u00a08.00 or more." in receipt
-    )
+    why = "No stamp on Fifth coffee free: it takes a purchase of PLN\u00a08.00 or more."
+    assert why in receipt
+    news = text_of(await ann.wait_message("Balance: 200 points."))
+    assert f"\n{why}\nBalance: 200 points." in news
 
     await ann.send("/balance")
     balance = text_of(await ann.wait_message("Tier"))

@@ -39,11 +39,11 @@ def _broken(path: list[str | int], value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        (["partners", 2, "earn_pct"], "5", "partners[2].earn_pct: unknown key"),
+        (["partners", 2, "earn_pct"], "5", "partners[2] (gym).earn_pct: unknown key"),
         (
             ["partners", 1, "earn_percent"],
             "-1",
-            "partners[1].earn_percent: Input should be greater",
+            "partners[1] (books).earn_percent: Input should be greater",
         ),
         (["program", "point_value"], "zero", "program.point_value: not a decimal number: 'zero'"),
         (["program", "max_purchase"], KeyError, "program.max_purchase: required key is missing"),
@@ -66,10 +66,14 @@ def _broken(path: list[str | int], value: Any) -> dict[str, Any]:
         (
             ["partners", 0, "name"],
             {"english": "Café"},
-            "partners[0].name: 'english' is not a language code",
+            "partners[0] (coffee).name: 'english' is not a language code",
         ),
-        (["partners", 0, "name"], {"pl": ""}, "partners[0].name: the pl text must not be empty"),
-        (["partners", 0, "name"], {}, "partners[0].name: must be a string or a table"),
+        (
+            ["partners", 0, "name"],
+            {"pl": ""},
+            "partners[0] (coffee).name: the pl text must not be empty",
+        ),
+        (["partners", 0, "name"], {}, "partners[0] (coffee).name: must be a string or a table"),
         (["tiers", 0, "name"], {"en": 5}, "tiers[0].name: the en text must be a string"),
         (["program", "name"], "x" * 101, "program.name: is longer than 100 characters"),
     ],
@@ -174,7 +178,7 @@ def test_a_zero_point_voucher_comes_only_from_its_own_partners_card() -> None:
             parse_program(_with_card(partners, 0))
         message = str(info.value)
         assert message.startswith(
-            "program.toml: stamp_cards[0].reward: 'free-coffee' is worth 0 points and "
+            "program.toml: stamp_cards[0] (tour).reward: 'free-coffee' is worth 0 points and "
             "honoured at 'coffee', so only a card of 'coffee' alone may give it"
         ), message
 
@@ -191,3 +195,141 @@ def test_a_program_needs_a_business() -> None:
     ), info.value
     data["partners"][2]["kind"] = "business"  # one is enough
     assert [p.slug for p in parse_program(data).partners if not p.charity] == ["gym"]
+
+
+CARDS: dict[str, Any] = {
+    **TEST_PROGRAM,
+    "partners": [
+        *TEST_PROGRAM["partners"],
+        {"slug": "shelter", "name": "Happy Paws", "kind": "charity"},
+    ],
+    "rewards": [{"slug": "free-coffee", "title": "A coffee", "partner": "coffee"}],
+    "stamp_cards": [
+        {
+            "slug": "coffee-10",
+            "name": "Tenth coffee free",
+            "partners": ["coffee"],
+            "stamps": 9,
+            "reward": "free-coffee",
+        },
+        {
+            "slug": "city-tour",
+            "name": "Tour",
+            "partners": ["coffee", "books"],
+            "stamps": 2,
+            "distinct_partners": True,
+            "reward_points": 100,
+        },
+    ],
+}
+
+
+def _cards(path: list[str | int], value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(CARDS)
+    target: Any = data
+    for step in path[:-1]:
+        target = target[step]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            ["stamp_cards", 1, "partners"],
+            ["coffee", "fox-caffe"],
+            "stamp_cards[1] (city-tour).partners: no partner 'fox-caffe' "
+            "(the partners are: coffee, books, gym, bakery)",
+        ),
+        (
+            ["stamp_cards", 1, "partners"],
+            ["shelter", "books"],
+            "stamp_cards[1] (city-tour).partners: 'shelter' is a charity: it sells nothing",
+        ),
+        (
+            ["rewards", 0, "partner"],
+            "fox-caffe",
+            "rewards[0] (free-coffee).partner: no partner 'fox-caffe' "
+            "(the partners are: coffee, books, gym, bakery)",
+        ),
+        (
+            ["rewards", 0, "partner"],
+            "shelter",
+            "rewards[0] (free-coffee).partner: 'shelter' is a charity: it sells nothing",
+        ),
+        (
+            ["stamp_cards", 0, "reward"],
+            "free-cofee",
+            "stamp_cards[0] (coffee-10).reward: no reward 'free-cofee' "
+            "(the rewards are: free-coffee)",
+        ),
+        (
+            ["stamp_cards", 1, "reward_points"],
+            0,
+            "stamp_cards[1] (city-tour): give the card a reward (a catalogue slug) or "
+            "reward_points greater than 0",
+        ),
+        (
+            ["stamp_cards", 0, "reward_points"],
+            5,
+            "stamp_cards[0] (coffee-10): give the card only one of reward or reward_points",
+        ),
+        (["stamp_cards", 1, "stamps"], 1, "stamp_cards[1] (city-tour).stamps: Input should be"),
+        (
+            ["partners", 4, "earn_percent"],
+            "1",
+            "partners[4] (shelter): a charity takes donations, not sales",
+        ),
+        # A bad slug is not repeated as the entry's name; the message names it.
+        (["stamp_cards", 1, "slug"], "City Tour", "stamp_cards[1].slug: String should match"),
+        (["stamp_cards", 1, "slug"], "coffee-10", "stamp_cards[1].slug: duplicate slug"),
+    ],
+)
+def test_stamp_cards_and_rewards_name_the_entry_and_the_problem(
+    path: list[str | int], value: Any, expected: str
+) -> None:
+    parse_program(CARDS)  # the base is good
+    with pytest.raises(ProgramError) as info:
+        parse_program(_cards(path, value), "program.toml")
+    message = str(info.value)
+    assert message.startswith(f"program.toml: {expected}"), message
+
+
+def test_a_tour_card_has_no_daily_limit_unless_it_sets_one() -> None:
+    """Each stamp of a distinct_partners card comes from another partner: a tour walked in
+    one afternoon fills it. An ordinary card keeps one stamp a day."""
+    program = parse_program(CARDS)
+    coffee, tour = program.stamp_cards
+    assert (coffee.per_day, tour.per_day) == (1, 0)
+    data = _cards(["stamp_cards", 1, "per_day"], 2)
+    assert parse_program(data).stamp_cards[1].per_day == 2
+    demo = load_program(ROOT / "program.toml").stamp_card("town-tour")
+    assert demo is not None and demo.distinct_partners and demo.per_day == 0
+
+
+def test_the_demo_coffee_card_counts_as_its_name_says() -> None:
+    """ "Tenth coffee free": the ninth paid coffee fills the card, its voucher pays the tenth."""
+    program = load_program(ROOT / "program.toml")
+    card = program.stamp_card("coffee-10")
+    assert card is not None and card.name == "Tenth coffee free"
+    assert card.stamps == 9 and card.reward == "free-coffee"
+
+
+def test_check_program_counts_what_an_owner_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.__main__ import main
+
+    assert main(["check-program", str(ROOT / "program.toml")]) == 0
+    assert capsys.readouterr().out == (
+        "City Bonus: 4 partners and 1 charity, 2 stamp cards, 4 rewards, OK\n"
+    )
+    one = tmp_path / "one.toml"
+    text = (ROOT / "program.toml").read_text(encoding="utf-8")
+    one.write_text(text.split('\n[[partners]]\nslug = "books"', 1)[0], encoding="utf-8")
+    assert main(["check-program", str(one)]) == 0
+    assert capsys.readouterr().out == "City Bonus: 1 partner, 0 stamp cards, 0 rewards, OK\n"

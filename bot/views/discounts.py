@@ -84,12 +84,44 @@ def tier_discount(program: Program, tier: str) -> str:
 
 
 def tiers_discounts(program: Program) -> str:
-    """Where tiers are explained (/partners, the rules): every tier's discount, "" when no
-    tier has one."""
+    """Where tiers are explained (/partners, the rules): every tier's discount and the spend
+    that reaches it, "" when no tier has one."""
     if not any(t.discount_percent for t in program.tiers):
         return ""
-    return _("Member discounts at every partner, by tier: {tiers}.").format(
-        tiers=", ".join(
-            f"{escape(fmt.text(t.name))} {fmt.percent(t.discount_percent)}" for t in program.tiers
+    currency = program.program.currency
+    tiers = []
+    for t in program.tiers:
+        figures = {"tier": escape(fmt.text(t.name)), "percent": fmt.percent(t.discount_percent)}
+        tiers.append(
+            _("{tier} {percent} from {money}").format(
+                money=fmt.money(t.min_spend, currency), **figures
+            )
+            if t.min_spend
+            else "{tier} {percent}".format(**figures)
         )
-    )
+    return _(
+        "Member discounts at every partner, by tier (reached by what you spend in 12 months): "
+        "{tiers}."
+    ).format(tiers=", ".join(tiers))
+
+
+def tier_reached(program: Program, name: str) -> str:
+    """The member's news of a new tier: what it multiplies and, if it has one, its discount."""
+    tier = program.tier(name)
+    figures = {
+        "tier": escape(fmt.text(tier.name)),
+        "multiplier": fmt.number(tier.multiplier),
+        "percent": fmt.percent(tier.discount_percent),
+    }
+    if not tier.discount_percent:
+        return _("🏅 You reached {tier}: from now on your points × {multiplier}.").format(
+            **figures
+        )
+    if not any(p.earn_percent for p in program.partners):  # a pure discount program
+        return _("🏅 You reached {tier}: from now on {percent} off at every partner.").format(
+            **figures
+        )
+    return _(
+        "🏅 You reached {tier}: from now on your points × {multiplier}, and {percent} off at "
+        "every partner."
+    ).format(**figures)

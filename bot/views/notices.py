@@ -97,12 +97,7 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
             else _("🎁 +{points}: your friend's invitation paid off.").format(points=points)
         )
     if p.get("tier_reached"):
-        tier = program.tier(str(p["tier_reached"]))
-        lines.append(
-            _("🏅 You reached {tier}: from now on your points × {multiplier}.").format(
-                tier=escape(fmt.text(tier.name)), multiplier=fmt.number(tier.multiplier)
-            )
-        )
+        lines.append(discounts.tier_reached(program, str(p["tier_reached"])))
     lines += stamps.sale_lines(program, p.get("stamps") or ())
     lines.append(_balance(p))
     return Rendered("\n".join(lines))

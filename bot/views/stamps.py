@@ -78,9 +78,9 @@ def sale_lines(
     till: bool = False,
     discounted: bool = False,
 ) -> list[str]:
-    """What a sale did on its stamp cards: for the member, the stamps and a full card's
-    reward; for the till (`till`), also why a card got no stamp (a `discounted` sale's
-    minimum is of the money charged after the discount)."""
+    """What a sale did on its stamp cards: the stamps, a full card's reward, or why a card
+    got no stamp (in the same words for the member and for the till, `till`; a `discounted`
+    sale's minimum is of the money charged after the discount)."""
     lines = []
     for n in news:
         card, stamps, of = name(program, n["card"]), int(n["stamps"]), int(n["of"])
@@ -121,8 +121,6 @@ def sale_lines(
                     "🎉 Your card {card} is full: +{points}. Your next stamp starts a new card."
                 ).format(card=card, points=points)
             )
-        elif not till:
-            continue
         elif status == BELOW_MIN:
             rules = program.stamp_card(n["card"])
             least = rules.min_purchase if rules else Decimal(0)

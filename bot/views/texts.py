@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from html import escape
 
 from aiogram.utils.i18n import gettext as _
@@ -28,11 +29,7 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
     if tiers := discounts.tiers_discounts(program):
         lines.append("• " + tiers)
     if rates[-1]:  # a pure discount program earns nothing: no earning to promise
-        lines.append(
-            _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
-                low=fmt.percent(rates[0]), high=fmt.percent(rates[-1])
-            )
-        )
+        lines.append(_earning(program, rates))
     lines += [
         _("• Spend them at any partner: 1 point = {value}, up to {share} of a purchase.").format(
             value=fmt.money(rules.point_value, rules.currency),
@@ -53,6 +50,23 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
         )
     lines += ["", _("Spending points always needs your confirmation here, in this chat.")]
     return "\n".join(lines)
+
+
+def _earning(program: Program, rates: list[Decimal]) -> str:
+    """The share of what a member pays that comes back in points: the partners' rates times
+    the first tier's multiplier, and how high the higher tiers' multipliers take it."""
+    multipliers = [t.multiplier for t in program.tiers]
+    low = rates[0] * min(multipliers)
+    high = rates[-1] * multipliers[0]
+    top = rates[-1] * max(multipliers)
+    if top > high:
+        return _(
+            "• Earn points on every purchase: {low}–{high} of what you pay, up to {top} at "
+            "higher tiers."
+        ).format(low=fmt.percent(low), high=fmt.percent(high), top=fmt.percent(top))
+    return _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
+        low=fmt.percent(low), high=fmt.percent(high)
+    )
 
 
 def balance(summary: Summary, program: Program) -> str:

@@ -44,7 +44,8 @@ def _exact_decimal(value: Any) -> Any:
 Dec = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(allow_inf_nan=False)]
 # Strict: a TOML `true` or "10" where a count of points belongs is a mistake, not a 1 or 10.
 Int = Annotated[int, Field(strict=True)]
-Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+Slug = Annotated[str, Field(pattern=_SLUG.pattern)]
 
 
 class Text(str):
@@ -178,7 +179,11 @@ class StampCard(_Strict):
     one stamp (at most `per_day` a day, 0: no limit); `stamps` fill the card, which gives
     `reward` (a voucher) or `reward_points` and starts a new card. `distinct_partners`: each
     stamp from a different partner (a tour of the town). Stamps lapse `expire_days` after
-    the card's last stamp (0: never)."""
+    the card's last stamp (0: never).
+
+    `per_day` defaults to 1 on an ordinary card and to 0 (no limit) on a `distinct_partners`
+    card, whose stamps each come from another partner anyway: a tour is often walked in one
+    afternoon."""
 
     slug: Slug
     name: Annotated[Text, _text(1, 100)]
@@ -191,10 +196,22 @@ class StampCard(_Strict):
     reward_points: Int = Field(default=0, ge=0, le=1_000_000)
     expire_days: Int = Field(default=0, ge=0, le=36_500)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _per_day_default(cls, data: Any) -> Any:
+        tour = isinstance(data, dict) and data.get("distinct_partners") is True
+        if tour and "per_day" not in data:
+            return {**data, "per_day": 0}
+        return data
+
     @model_validator(mode="after")
     def _one_reward(self) -> StampCard:
-        if (self.reward is None) == (self.reward_points == 0):
-            raise ValueError("give the card exactly one of reward or reward_points")
+        if self.reward is None and self.reward_points == 0:
+            raise ValueError(
+                "give the card a reward (a catalogue slug) or reward_points greater than 0"
+            )
+        if self.reward is not None and self.reward_points:
+            raise ValueError("give the card only one of reward or reward_points")
         if len(set(self.partners)) != len(self.partners):
             raise ValueError("partners: a partner is listed twice")
         if self.distinct_partners and self.stamps > len(self.partners):
@@ -253,11 +270,10 @@ class Program(_Strict):
             seen.add(partner.slug)
             if partner.charity and (partner.earn_percent or partner.offers):
                 raise ValueError(
-                    f"partners[{i}]: a charity takes donations, not sales: "
-                    "give it no earn_percent and no offers"
+                    f"{_entry('partners', i, partner.slug)}: a charity takes donations, not "
+                    "sales: give it no earn_percent and no offers"
                 )
-        businesses = {p.slug for p in self.partners if not p.charity}
-        if not businesses:
+        if all(p.charity for p in self.partners):
             raise ValueError(
                 'partners: at least one partner must be a business (kind = "business"): '
                 "charities take donated points, and points are earned and spent at businesses"
@@ -267,36 +283,49 @@ class Program(_Strict):
             if reward.slug in rewards:
                 raise ValueError(f"rewards[{i}].slug: duplicate slug {reward.slug!r}")
             rewards.add(reward.slug)
-            if reward.partner not in businesses:
-                raise ValueError(
-                    f"rewards[{i}].partner: {reward.partner!r} is not a partner that sells"
-                )
+            if problem := self._not_selling(reward.partner):
+                raise ValueError(f"{_entry('rewards', i, reward.slug)}.partner: {problem}")
         cards: set[str] = set()
         for i, card in enumerate(self.stamp_cards):
             if card.slug in cards:
                 raise ValueError(f"stamp_cards[{i}].slug: duplicate slug {card.slug!r}")
             cards.add(card.slug)
+            where = _entry("stamp_cards", i, card.slug)
             for slug in card.partners:
-                if slug not in businesses:
-                    raise ValueError(
-                        f"stamp_cards[{i}].partners: {slug!r} is not a partner that sells"
-                    )
+                if problem := self._not_selling(slug):
+                    raise ValueError(f"{where}.partners: {problem}")
+            if card.reward is not None and card.reward not in rewards:
+                known = ", ".join(r.slug for r in self.rewards)
+                raise ValueError(
+                    f"{where}.reward: no reward {card.reward!r} "
+                    + (f"(the rewards are: {known})" if known else "([[rewards]] is empty)")
+                )
             if card.reward is None:
                 continue
-            if card.reward not in rewards:
-                raise ValueError(f"stamp_cards[{i}].reward: no reward {card.reward!r}")
             # A 0-point reward's voucher moves no points when it is claimed: the partner that
             # honours it bears it. Only a card of that partner alone may give it, or a card
             # filled elsewhere would give a voucher its honouring partner pays for silently.
             reward = next(r for r in self.rewards if r.slug == card.reward)
             if not reward.points and card.partners != [reward.partner]:
                 raise ValueError(
-                    f"stamp_cards[{i}].reward: {reward.slug!r} is worth 0 points and honoured "
+                    f"{where}.reward: {reward.slug!r} is worth 0 points and honoured "
                     f"at {reward.partner!r}, so only a card of {reward.partner!r} alone may "
                     f'give it (partners = ["{reward.partner}"]): give the reward a price in '
                     "points, or the card reward_points"
                 )
         return self
+
+    def _not_selling(self, slug: str) -> str:
+        """Why the partner `slug` cannot honour a reward or stamp a card ("" if it can)."""
+        partner = self.partner(slug)
+        if partner is None:
+            known = ", ".join(p.slug for p in self.partners if not p.charity)
+            return f"no partner {slug!r} " + (
+                f"(the partners are: {known})" if known else "(no partner sells)"
+            )
+        if partner.charity:
+            return f"{slug!r} is a charity: it sells nothing"
+        return ""
 
     @cached_property
     def partners_by_slug(self) -> dict[str, PartnerRules]:
@@ -336,14 +365,30 @@ class Program(_Strict):
         return self.tiers[index + 1] if index + 1 < len(self.tiers) else None
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """Pydantic's ("partners", 2, "earn_percent") as the file's author reads it."""
+def _entry(key: str, index: int, slug: Any) -> str:
+    """`stamp_cards[1] (city-tour)`: an entry of a list by its position, and by its slug
+    when it has a valid one (the author finds it by either)."""
+    named = f" ({slug})" if isinstance(slug, str) and _SLUG.match(slug) else ""
+    return f"{key}[{index}]{named}"
+
+
+def _where(loc: tuple[int | str, ...], data: Any = None) -> str:
+    """Pydantic's ("partners", 2, "earn_percent") as the file's author reads it:
+    `partners[2] (gym).earn_percent`, the entry's slug read from the file's `data`. A
+    problem with the slug itself names only the position (the message names the slug)."""
     parts: list[str] = []
-    for item in loc:
+    node = data
+    for n, item in enumerate(loc):
         if isinstance(item, int):
-            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+            entry = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+            slug = entry.get("slug") if isinstance(entry, dict) else None
+            if n + 1 < len(loc) and loc[n + 1] == "slug":
+                slug = None
+            parts[-1] = _entry(parts[-1], item, slug) if parts else f"[{item}]"
+            node = entry
         else:
             parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
     return ".".join(parts)
 
 
@@ -365,7 +410,7 @@ def parse_program(data: dict[str, Any], source: str = "program.toml") -> Program
         first = exc.errors()[0]
         more = len(exc.errors()) - 1
         tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        where = f"{_where(first['loc'])}: " if first["loc"] else ""
+        where = f"{_where(first['loc'], data)}: " if first["loc"] else ""
         raise ProgramError(f"{source}: {where}{_describe(first)}{tail}") from None
 
 

@@ -38,7 +38,7 @@ INVITE_USAGE = (
 
 
 async def staff_invite(
-    message: Message, command: CommandObject, bot: Bot, session: AsyncSession
+    message: Message, command: CommandObject, bot: Bot, session: AsyncSession, program: Program
 ) -> None:
     parts = (command.args or "").split()
     if parts == ["marketer"]:
@@ -56,7 +56,10 @@ async def staff_invite(
     await message.answer(
         _(
             "A one-time invite for a {role}{where}, valid 24 hours. Send it to that person only:"
-        ).format(role=role_name(role), where=f" ({slug})" if slug else "")
+        ).format(
+            role=role_name(role),
+            where=f" ({escape(fmt.partner_name(program, slug))})" if slug else "",
+        )
         + f"\n{link}"
     )
 
