@@ -265,7 +265,10 @@ async def _give_back_stock(session: AsyncSession, rewards: Iterable[str]) -> Non
 
 
 async def _lock_wallets(session: AsyncSession, member_ids: Iterable[int]) -> None:
-    """The wallets before their holds' rows, in id order, as every posting takes them."""
+    """Lock the members' wallets before their holds are voided: FOR NO KEY UPDATE
+    (`key_share=True`), in id order, the lock ledger_post takes on the accounts it posts to.
+    Voiding a hold updates its wallet's `held`; taken here first, in one order, those locks
+    cannot deadlock with a posting or another job voiding holds of the same wallets."""
     ids = set(member_ids)
     if ids:
         await session.execute(
