@@ -3,8 +3,9 @@
 Giving holds the points on the giver's wallet (db.ledger.writer.hold, key `gift:<code>`) and
 writes the gift, valid GIFT_TTL. The friend who opens the link and accepts gets them: one
 `gift` posting, giver's wallet −N → receiver's wallet +N, spends the hold (post_hold) and the
-giver's oldest lots, and adds a lot for the receiver that expires as points earned now do
-(`program.expire_days` from the acceptance). A gift nobody accepted in time is returned by a
+giver's oldest lots, and adds lots for the receiver that keep those lots' expiry (never later
+than points earned at the acceptance expire): passing points back and forth does not keep
+them alive. A gift nobody accepted in time is returned by a
 job (the hold voided), and the giver can take back an open gift at once; deleting the
 giver's account returns their open gifts with the rest of their holds (db/usecases/privacy.py).
 
@@ -23,7 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import Account, AccountKind, Gift, Member, TxKind
+from db.ledger.models import Account, AccountKind, Gift, Member, PointLot, TxKind
 from db.ledger.writer import (
     Leg,
     Lot,
@@ -241,6 +242,39 @@ def _closed(gift: GiftInfo, now: datetime, member_id: int) -> None:
         raise GiftClosed(status="expired")
 
 
+# The giver's lots in the order ledger_post spends them (no `prefer`): the soonest to
+# expire first, those that never expire last.
+_SPENT_FIRST = (PointLot.expires_at.asc().nulls_last(), PointLot.id)
+
+
+async def _given_expiries(
+    session: AsyncSession, program: Program, giver: int, points: int, now: datetime
+) -> dict[datetime | None, int]:
+    """The receiver's new lots of a gift of `points`: per expiry, how many. Each part keeps
+    the expiry of the giver's lot it comes from, capped at the expiry of points earned `now`
+    (a gift never makes points fresher; under a program whose points never expire, None).
+    The caller holds the giver's wallet lock, so these are the lots the posting spends."""
+    cap = expiry_for(program, now)
+    lots = await session.execute(
+        select(PointLot.remaining, PointLot.expires_at)
+        .where(PointLot.member_id == giver, PointLot.remaining > 0)
+        .order_by(*_SPENT_FIRST)
+    )
+    given: dict[datetime | None, int] = {}
+    left = points
+    for remaining, expires_at in lots:
+        if left <= 0:
+            break
+        if expires_at is None or (cap is not None and cap < expires_at):
+            expires_at = cap
+        taken = min(remaining, left)
+        given[expires_at] = given.get(expires_at, 0) + taken
+        left -= taken
+    if left > 0:  # lots short of the points: the posting refuses the gift (NotEnoughPoints)
+        given[cap] = given.get(cap, 0) + left
+    return given
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     gift: GiftInfo
@@ -281,13 +315,20 @@ async def accept_gift(
         if giver not in alive:  # deleting the giver returns their gifts: not reached
             raise GiftClosed(status="returned")
         giver_wallet, wallet = await _wallet(session, giver), await _wallet(session, member_id)
+        # Both wallets locked (in id order, as the posting locks them): the giver's lots read
+        # below are those the posting spends.
+        await lock_accounts(session, [giver_wallet, wallet])
+        given = await _given_expiries(session, program, giver, gift.points, now)
         key = hold_key(code)
         posted = await post(
             session,
             [Leg(giver_wallet, -gift.points), Leg(wallet, gift.points)],
             [
                 Lot(giver, -gift.points),
-                Lot(member_id, gift.points, earned_at=now, expires_at=expiry_for(program, now)),
+                *(
+                    Lot(member_id, points, earned_at=now, expires_at=expires_at)
+                    for expires_at, points in given.items()
+                ),
             ],
             kind=TxKind.GIFT,
             key=key,
