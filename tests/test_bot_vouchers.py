@@ -173,11 +173,23 @@ async def test_a_double_tap_takes_one_voucher_and_a_claim_posts_once(
     one = await carl.click(panel, claim)
     two = await carl.click(panel, claim, check=False)
     answers = [await carl.wait_callback_answer(one), await carl.wait_callback_answer(two)]
-    assert sum("Already claimed on" in (a.get("text") or "") for a in answers) == 1
-    await carl.wait_message("claimed")
+    # The cashier's double tap is their claim again, said to be done: not a refusal.
+    assert not any("Already claimed on" in (a.get("text") or "") for a in answers)
+    replay = text_of(await carl.wait_message("this second tap changed nothing"))
+    assert "✅ Voucher" in replay and "claimed: A coffee of your choice for A." in replay
+    await carl.wait_message(
+        lambda m: "Hand it over" in text_of(m) and "second tap" not in text_of(m)
+    )
+    await ann.wait_message("was used at Bean There Coffee")
     async with sessions() as s:
         posted = await s.scalar(select(func.count()).where(Transaction.kind == TxKind.VOUCHER))
     assert posted == 1
+    # Another cashier tapping it is told it was claimed.
+    dan = harness.user("Dan")
+    await hire(harness, dan, "coffee", "cashier")
+    late = await dan.click(panel, claim, check=False)
+    assert "Already claimed on" in (await dan.wait_callback_answer(late))["text"]
+    assert sum("was used at" in text_of(m) for m in ann.messages) == 1
     assert await wallet(sessions, ann) == (700, 0)
     assert [m["message_id"] for m in ann.messages if "photo" in m] == [voucher["message_id"]]
 

@@ -20,6 +20,7 @@ from db.queries.rewards_figures import RewardFigures
 from db.queries.vouchers import OpenVoucher, RewardState
 from db.rules.program import Program, Reward
 from db.rules.vouchers import display_code
+from db.usecases.voucher_claims import VoucherInfo
 
 # The catalogue.
 
@@ -258,16 +259,44 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered("\n".join(lines))
 
 
+def claimed_at_till(program: Program, *, code: str, reward: str, name: str) -> str:
+    """The cashier's result: claimed, and for whom (the member's initial)."""
+    name = name.strip()
+    return _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
+        code=display_code(code),
+        title=title(program, reward),
+        initial=escape(f"{name[0]}.") if name else "—",
+    )
+
+
 @renders("voucher_claimed_staff")
 def voucher_claimed_staff(program: Program, p: dict[str, Any]) -> Rendered:
-    """The cashier's result: claimed, and for whom (the member's initial)."""
-    name = str(p.get("member_name") or "").strip()
     return Rendered(
-        _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
-            code=display_code(str(p["code"])),
-            title=title(program, str(p["reward"])),
-            initial=escape(f"{name[0]}.") if name else "—",
+        claimed_at_till(
+            program,
+            code=str(p["code"]),
+            reward=str(p["reward"]),
+            name=str(p.get("member_name") or ""),
         )
+    )
+
+
+def claim_replayed(program: Program, voucher: VoucherInfo) -> str:
+    """The cashier tapped Claim again: their first claim's result, said to be done already."""
+    assert voucher.resolved_at is not None
+    at = voucher.resolved_at.astimezone(program.program.zone)
+    return "\n".join(
+        [
+            claimed_at_till(
+                program,
+                code=voucher.code,
+                reward=voucher.reward,
+                name=voucher.member_first_name,
+            ),
+            _("(Already done at {time}: this second tap changed nothing.)").format(
+                time=fmt.clock(at)
+            ),
+        ]
     )
 
 

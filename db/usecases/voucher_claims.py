@@ -33,6 +33,7 @@ from db.rules.errors import UnknownPartner
 from db.rules.program import Program
 from db.rules.tokens import InvalidToken, read_voucher_token
 from db.rules.vouchers import (
+    CLAIM_REPLAY,
     OwnVoucher,
     TooManyVoucherCodes,
     UnknownVoucher,
@@ -67,6 +68,17 @@ class VoucherInfo:
     expires_at: datetime
     resolved_at: datetime | None
     transaction_id: int | None = None
+    staff_id: int | None = None  # who claimed it
+
+    def claimed_by(self, staff: StaffInfo, now: datetime) -> bool:
+        """Claimed by this cashier within CLAIM_REPLAY of `now`: a Claim now is their
+        double tap."""
+        return (
+            self.status == "claimed"
+            and self.staff_id == staff.id
+            and self.resolved_at is not None
+            and now - self.resolved_at <= CLAIM_REPLAY
+        )
 
     @property
     def member_initial(self) -> str:
@@ -110,6 +122,7 @@ async def _find(
         expires_at=v.expires_at,
         resolved_at=v.resolved_at,
         transaction_id=v.transaction_id,
+        staff_id=v.staff_id,
     )
 
 
@@ -222,6 +235,7 @@ class ClaimedVoucher:
     voucher: VoucherInfo
     transaction_id: int | None  # None: a voucher worth 0 points moves nothing
     balance: int | None  # the member's wallet after a catalogue voucher's points left it
+    replayed: bool = False  # the cashier's double tap: their first claim, nothing posted now
 
 
 async def _account(session: AsyncSession, kind: str, *, partner_id: int) -> int:
@@ -255,7 +269,8 @@ async def claim_voucher(
     """Claim the voucher for the cashier's partner: exactly once, whoever else claims it at
     the same moment (the voucher row is locked and its status re-read under the lock; the
     posting is keyed by the code too). The member's news and the cashier's result (to
-    `reply`) are owed in the same transaction."""
+    `reply`) are owed in the same transaction. The same cashier's Claim again within
+    CLAIM_REPLAY (a double tap) returns their first claim, `replayed`, and owes nothing."""
     staff.require("claim_voucher")
     async with _own_voucher_audited(session, staff, "claim"), unit_of_work(session):
         seen = await _find(session, code=code)
@@ -265,6 +280,8 @@ async def claim_voucher(
         await lock_members(session, [seen.member_id])
         v = await _find(session, code=code, lock=True)
         assert v is not None
+        if v.claimed_by(staff, now):
+            return ClaimedVoucher(v, v.transaction_id, None, replayed=True)
         check_claimable(v, staff, program, now)
         redeemed = await _account(session, AccountKind.PARTNER_REDEEMED, partner_id=v.partner_id)
         tx_id = balance = None
