@@ -80,7 +80,7 @@ _discount = func.coalesce(Transaction.discount, 0)
 class PartnerFigures:
     sales: int
     members: int
-    revenue: Decimal
+    revenue: Decimal  # the money the sales charged: their amounts less their discounts
     paid_with_points: Decimal
     refunds: Decimal
     points_issued: int
@@ -103,12 +103,13 @@ async def partner_figures(
             select(
                 func.count(),
                 func.count(func.distinct(Transaction.member_id)),
-                func.coalesce(func.sum(Transaction.amount), 0),
+                func.coalesce(func.sum(Transaction.amount - _discount), 0),
                 func.coalesce(func.sum(Transaction.amount - _discount - Transaction.paid), 0),
                 func.coalesce(func.sum(Transaction.discount), 0),
             ).where(period, Transaction.kind.in_(TxKind.SALES))
         )
     ).one()
+    # Refunds are of the money a sale charged (its discount is never refunded): as revenue.
     refunds = await session.scalar(
         select(func.coalesce(func.sum(Transaction.amount), 0)).where(
             period, Transaction.kind == TxKind.REVERSE
