@@ -132,16 +132,16 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             moved.append("+" + fmt.points(item.points_in))
         if item.points_out:
             moved.append("−" + fmt.points(item.points_out))
-        name = fmt.partner_name(program, item.partner) if item.partner else ""
+        name = fmt.partner_html(program, item.partner) if item.partner else ""
         if item.kind == "donation":
             lines.append(
                 f"{fmt.day(item.created_at)} · "
                 + _("🤍 Donated {points} to {charity}").format(
-                    points=fmt.points(item.points_out), charity=escape(name or "")
+                    points=fmt.points(item.points_out), charity=name
                 )
             )
             continue
-        where = f" · {escape(name)}" if name else ""
+        where = f" · {name}" if name else ""
         line = f"{fmt.day(item.created_at)}{where} · {_what(item, program)}"
         if item.kind == "voucher":  # a funded voucher moves none of the member's points
             lines.append(line + (f" ({', '.join(moved)})" if moved else ""))

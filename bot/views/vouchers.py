@@ -25,23 +25,12 @@ from db.usecases.voucher_claims import VoucherInfo
 # The catalogue.
 
 
-def title(program: Program, slug: str) -> str:
-    """A reward's title in the reader's language (its slug if the file no longer has it)."""
-    reward = program.reward(slug)
-    return escape(fmt.text(reward.title) if reward else slug)
-
-
-def partner_name(program: Program, slug: str) -> str:
-    partner = program.partner(slug)
-    return escape(fmt.text(partner.name) if partner else slug)
-
-
 def where(program: Program, slug: str) -> str:
     """The partner's name, and its address when the program gives one."""
     partner = program.partner(slug)
     if partner is not None and partner.address:
-        return f"{partner_name(program, slug)}, 📍 {escape(partner.address)}"
-    return partner_name(program, slug)
+        return f"{fmt.partner_html(program, slug)}, 📍 {escape(partner.address)}"
+    return fmt.partner_html(program, slug)
 
 
 def until(program: Program, moment: datetime) -> str:
@@ -121,7 +110,7 @@ def catalogue(
                         )
                     ]
                 )
-            lines.append(f"• {title(program, reward.slug)}: " + " · ".join(facts))
+            lines.append(f"• {fmt.reward_html(program, reward.slug)}: " + " · ".join(facts))
     lines += [
         "",
         _(
@@ -138,7 +127,7 @@ def confirmation(
     text = "\n".join(
         [
             _("Take <b>{title}</b> for {points}?").format(
-                title=title(program, reward.slug), points=fmt.points(reward.points)
+                title=fmt.reward_html(program, reward.slug), points=fmt.points(reward.points)
             ),
             _("Where: {where}").format(where=where(program, reward.partner)),
             _("Valid until: {until}").format(until=until(program, valid_until)),
@@ -170,7 +159,7 @@ def confirmation(
 def voucher_caption(program: Program, voucher: OpenVoucher) -> str:
     return "\n".join(
         [
-            f"🎟 <b>{title(program, voucher.reward)}</b>",
+            f"🎟 <b>{fmt.reward_html(program, voucher.reward)}</b>",
             _("Where: {where}").format(where=where(program, voucher.partner)),
             _("Valid until: {until}").format(until=until(program, voucher.expires_at)),
             _("Code: <code>{code}</code>").format(code=display_code(voucher.code)),
@@ -189,8 +178,8 @@ def vouchers_list(
     for v in vouchers:
         lines.append(
             _("• <b>{title}</b> at {partner}, until {until}: code <code>{code}</code>").format(
-                title=title(program, v.reward),
-                partner=partner_name(program, v.partner),
+                title=fmt.reward_html(program, v.reward),
+                partner=fmt.partner_html(program, v.partner),
                 until=until(program, v.expires_at),
                 code=display_code(v.code),
             )
@@ -198,18 +187,13 @@ def vouchers_list(
         buttons.append(
             [
                 InlineKeyboardButton(
-                    text=_("📱 QR: {title}").format(title=fmt.text(_reward_title(program, v))),
+                    text=_("📱 QR: {title}").format(title=fmt.reward_title(program, v.reward)),
                     callback_data=VoucherCb(action="qr", code=v.code).pack(),
                 )
             ]
         )
     lines.append(_("Tap a voucher to show its QR code at the till."))
     return "\n".join(lines), InlineKeyboardMarkup(inline_keyboard=buttons)
-
-
-def _reward_title(program: Program, v: OpenVoucher) -> str:
-    reward = program.reward(v.reward)
-    return reward.title if reward else v.reward
 
 
 # At the till.
@@ -220,7 +204,7 @@ def till_panel(
 ) -> tuple[str, InlineKeyboardMarkup]:
     text = "\n".join(
         [
-            f"🎟 <b>{title(program, reward)}</b>",
+            f"🎟 <b>{fmt.reward_html(program, reward)}</b>",
             _("Member: {initial} · code {code}").format(
                 initial=escape(initial), code=display_code(code)
             ),
@@ -247,7 +231,8 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
     """The member's news: their voucher was used, and what it cost."""
     lines = [
         _("🎟 Your voucher “{title}” was used at {partner}.").format(
-            title=title(program, str(p["reward"])), partner=partner_name(program, p["partner"])
+            title=fmt.reward_html(program, str(p["reward"])),
+            partner=fmt.partner_html(program, p["partner"]),
         )
     ]
     if int(p.get("points") or 0):
@@ -264,7 +249,7 @@ def claimed_at_till(program: Program, *, code: str, reward: str, name: str) -> s
     name = name.strip()
     return _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
         code=display_code(code),
-        title=title(program, reward),
+        title=fmt.reward_html(program, reward),
         initial=escape(f"{name[0]}.") if name else "—",
     )
 
@@ -303,7 +288,7 @@ def claim_replayed(program: Program, voucher: VoucherInfo) -> str:
 @renders("voucher_expired")
 def voucher_expired(program: Program, p: dict[str, Any]) -> Rendered:
     text = _("⌛ Your voucher “{title}” expired unused.").format(
-        title=title(program, str(p["reward"]))
+        title=fmt.reward_html(program, str(p["reward"]))
     )
     if int(p.get("points") or 0):
         text += "\n" + _("Its {points} are yours to spend again.").format(
