@@ -35,6 +35,7 @@ from db.ledger.writer import (
     post,
     unit_of_work,
     void_holds,
+    wallet_of,
 )
 from db.queries.reports import day_start
 from db.rules.errors import IdempotencyConflict, NotEnoughPoints, UnknownMember
@@ -109,16 +110,6 @@ _GIFT_COLUMNS = (
 )
 
 
-async def _wallet(session: AsyncSession, member_id: int) -> int:
-    return (
-        await session.execute(
-            select(Account.id).where(
-                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-            )
-        )
-    ).scalar_one()
-
-
 async def _given_today(
     session: AsyncSession, program: Program, member_id: int, now: datetime
 ) -> int:
@@ -171,7 +162,7 @@ async def create_gift(
     async with unit_of_work(session):
         if not await lock_members(session, [member_id]):
             raise UnknownMember()
-        wallet = await _wallet(session, member_id)
+        wallet = await wallet_of(session, member_id)
         # The wallet's lock keeps one member's gifts in line: the allowance read below is
         # still true when the gift is written.
         spendable = (await lock_accounts(session, [wallet]))[wallet]
@@ -314,7 +305,7 @@ async def accept_gift(
         _closed(gift, now, member_id)
         if giver not in alive:  # deleting the giver returns their gifts: not reached
             raise GiftClosed(status="returned")
-        giver_wallet, wallet = await _wallet(session, giver), await _wallet(session, member_id)
+        giver_wallet, wallet = await wallet_of(session, giver), await wallet_of(session, member_id)
         # Both wallets locked (in id order, as the posting locks them): the giver's lots read
         # below are those the posting spends.
         await lock_accounts(session, [giver_wallet, wallet])

@@ -28,7 +28,7 @@ from db.ledger.models import (
     Voucher,
     VoucherSource,
 )
-from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work
+from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work, wallet_of
 from db.rules.errors import UnknownPartner
 from db.rules.program import Program
 from db.rules.tokens import InvalidToken, read_voucher_token
@@ -247,16 +247,6 @@ async def _account(session: AsyncSession, kind: str, *, partner_id: int) -> int:
     return found
 
 
-async def _wallet(session: AsyncSession, member_id: int) -> int:
-    return (
-        await session.execute(
-            select(Account.id).where(
-                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-            )
-        )
-    ).scalar_one()
-
-
 async def claim_voucher(
     session: AsyncSession,
     program: Program,
@@ -297,7 +287,7 @@ async def claim_voucher(
         }
         if v.source == VoucherSource.CATALOGUE:
             # The hold's points leave the wallet, oldest lots first, as a redemption's do.
-            wallet = await _wallet(session, v.member_id)
+            wallet = await wallet_of(session, v.member_id)
             posted = await post(
                 session,
                 [Leg(wallet, -v.points), Leg(redeemed, v.points)],
