@@ -9,18 +9,16 @@ and the messages it owes (the member's news, the cashier's result)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from db.ledger.models import (
-    Account,
-    AccountKind,
     AuditLog,
     Member,
     Partner,
@@ -29,7 +27,6 @@ from db.ledger.models import (
     VoucherSource,
 )
 from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work, wallet_of
-from db.rules.errors import UnknownPartner
 from db.rules.program import Program
 from db.rules.tokens import InvalidToken, read_voucher_token
 from db.rules.vouchers import (
@@ -43,7 +40,8 @@ from db.rules.vouchers import (
     VoucherWrongPartner,
 )
 from db.usecases.outbox import Owed, StaffChat, owe
-from db.usecases.staff import StaffInfo, audit
+from db.usecases.partners import partner_accounts
+from db.usecases.staff import StaffInfo, audit, refusal_audited
 from db.usecases.vouchers import hold_key
 
 # Typed codes that name no voucher: this many within the window and the cashier must scan.
@@ -62,6 +60,7 @@ class VoucherInfo:
     partner_id: int
     partner_slug: str
     funder_id: int | None
+    funder_slug: str | None
     points: int
     source: str
     status: str
@@ -87,6 +86,9 @@ class VoucherInfo:
         return f"{name[0]}." if name else "—"
 
 
+_funder = aliased(Partner)
+
+
 async def _find(
     session: AsyncSession,
     *,
@@ -95,9 +97,10 @@ async def _find(
     lock: bool = False,
 ) -> VoucherInfo | None:
     stmt = (
-        select(Voucher, Member.telegram_id, Member.first_name, Partner.slug)
+        select(Voucher, Member.telegram_id, Member.first_name, Partner.slug, _funder.slug)
         .join(Member, Member.id == Voucher.member_id)
         .join(Partner, Partner.id == Voucher.partner_id)
+        .outerjoin(_funder, _funder.id == Voucher.funder_id)
         .where(Voucher.id == voucher_id if voucher_id is not None else Voucher.code == code)
     )
     if lock:
@@ -105,7 +108,7 @@ async def _find(
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
         return None
-    v, telegram_id, first_name, partner_slug = row
+    v, telegram_id, first_name, partner_slug, funder_slug = row
     return VoucherInfo(
         id=v.id,
         code=v.code,
@@ -116,6 +119,7 @@ async def _find(
         partner_id=v.partner_id,
         partner_slug=partner_slug,
         funder_id=v.funder_id,
+        funder_slug=funder_slug,
         points=v.points,
         source=v.source,
         status=v.status,
@@ -143,24 +147,11 @@ def check_claimable(v: VoucherInfo, staff: StaffInfo, program: Program, now: dat
         raise VoucherWrongPartner(partner=partner.name if partner else v.partner_slug)
 
 
-@asynccontextmanager
-async def _own_voucher_audited(
+def _own_voucher_audited(
     session: AsyncSession, staff: StaffInfo, action: str
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """An OwnVoucher refusal rolls the use case back; the attempt is still written down."""
-    try:
-        yield
-    except OwnVoucher as refused:
-        async with unit_of_work(session):
-            await audit(
-                session,
-                "own_voucher_refused",
-                actor=staff.telegram_id,
-                staff=staff,
-                member_id=refused.params.get("member_id"),
-                attempted=action,
-            )
-        raise
+    return refusal_audited(session, staff, OwnVoucher, "own_voucher_refused", action)
 
 
 async def _recent_unknown_codes(session: AsyncSession, staff: StaffInfo) -> int:
@@ -238,15 +229,6 @@ class ClaimedVoucher:
     replayed: bool = False  # the cashier's double tap: their first claim, nothing posted now
 
 
-async def _account(session: AsyncSession, kind: str, *, partner_id: int) -> int:
-    found = await session.scalar(
-        select(Account.id).where(Account.partner_id == partner_id, Account.kind == kind)
-    )
-    if found is None:
-        raise UnknownPartner(partner=partner_id)
-    return found
-
-
 async def claim_voucher(
     session: AsyncSession,
     program: Program,
@@ -273,7 +255,7 @@ async def claim_voucher(
         if v.claimed_by(staff, now):
             return ClaimedVoucher(v, v.transaction_id, None, replayed=True)
         check_claimable(v, staff, program, now)
-        redeemed = await _account(session, AccountKind.PARTNER_REDEEMED, partner_id=v.partner_id)
+        redeemed = (await partner_accounts(session, v.partner_slug, former=True)).redeemed_id
         tx_id = balance = None
         columns: dict[str, Any] = {
             "kind": TxKind.VOUCHER,
@@ -298,8 +280,8 @@ async def claim_voucher(
             assert posted is not None  # the key is posted only with the claim, under the lock
             tx_id, balance = posted.transaction_id, posted.balances[wallet]
         elif v.points > 0:
-            assert v.funder_id is not None
-            issued = await _account(session, AccountKind.PARTNER_ISSUED, partner_id=v.funder_id)
+            assert v.funder_slug is not None
+            issued = (await partner_accounts(session, v.funder_slug, former=True)).issued_id
             legs = [Leg(issued, -v.points), Leg(redeemed, v.points)]
             posted = await post(session, legs, **columns)
             assert posted is not None

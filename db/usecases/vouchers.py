@@ -31,13 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.models import (
     Account,
     AccountKind,
-    Partner,
     RewardStock,
     Voucher,
     VoucherSource,
 )
 from db.ledger.writer import hold, lock_members, unit_of_work, void_holds
-from db.rules.errors import UnknownMember, UnknownPartner
+from db.rules.errors import UnknownMember
 from db.rules.program import Program
 from db.rules.vouchers import (
     CodeTaken,
@@ -49,6 +48,7 @@ from db.rules.vouchers import (
     new_code,
 )
 from db.usecases.outbox import Owed, owe
+from db.usecases.partners import partner_accounts
 from db.usecases.staff import audit
 
 __all__ = [
@@ -81,15 +81,6 @@ class IssuedVoucher:
     expires_at: datetime
 
 
-async def _partner_id(session: AsyncSession, slug: str) -> int:
-    found = (
-        await session.execute(select(Partner.id).where(Partner.slug == slug, Partner.active))
-    ).scalar_one_or_none()
-    if found is None:
-        raise UnknownPartner(partner=slug)
-    return found
-
-
 async def issue_voucher(
     session: AsyncSession,
     program: Program,
@@ -113,8 +104,8 @@ async def issue_voucher(
         raise ValueError(f"no reward {reward!r} in the program")
     explicit = code is not None
     code = code or new_code()
-    partner_id = await _partner_id(session, rules.partner)
-    funder_id = await _partner_id(session, funder) if funder is not None else None
+    partner_id = (await partner_accounts(session, rules.partner)).id
+    funder_id = (await partner_accounts(session, funder)).id if funder is not None else None
     expires_at = now + timedelta(days=rules.valid_days)
     while True:
         row = (
@@ -235,7 +226,7 @@ async def take_reward(
             "voucher_take",
             actor=actor,
             member_id=member_id,
-            partner_id=await _partner_id(session, rules.partner),
+            partner_id=(await partner_accounts(session, rules.partner)).id,
             reward=reward,
             code=code,
             points=rules.points,
