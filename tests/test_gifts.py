@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.views.settlement_csv import write_settlement
 from db.ledger.models import Account, Gift, Hold, Notice, Partner, PointLot, Transaction
 from db.queries.donations import donation_figures
+from db.queries.gifts import allowance, open_gifts
 from db.queries.settlement import settlement
 from db.queries.wallet import history
 from db.rules import errors
@@ -38,14 +39,7 @@ from db.rules.gifts import (
 from db.rules.program import Program, parse_program
 from db.usecases.donations import donate
 from db.usecases.expiry import expire_due
-from db.usecases.gifts import (
-    accept_gift,
-    allowance,
-    cancel_gift,
-    create_gift,
-    open_gifts,
-    return_expired_gifts,
-)
+from db.usecases.gifts import accept_gift, cancel_gift, create_gift, return_expired_gifts
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
 from db.usecases.purchases import Sale, record_sale

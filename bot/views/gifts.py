@@ -12,9 +12,9 @@ from bot.callbacks import DonateCb, GiftCb
 from bot.views import formatting as fmt
 from bot.views.keyboards import share_keyboard
 from db.queries.donations import DonationFigures
+from db.queries.gifts import Allowance, GiftInfo
 from db.rules.points import points_money
 from db.rules.program import PartnerRules, Program
-from db.usecases.gifts import Allowance, GiftInfo
 
 
 def _button(text: str, data: GiftCb | DonateCb) -> InlineKeyboardButton:

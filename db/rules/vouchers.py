@@ -30,6 +30,10 @@ BARE_CODE = re.compile(
 _LOOKALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
+# Vouchers that count against a reward's stock and per_member limit (module docstring of
+# db/usecases/vouchers.py): an expired or voided one gave nothing.
+STANDING = ("open", "claimed")
+
 # A second Claim of a voucher by the cashier who claimed it, this soon after, is a double tap:
 # it is answered with the first claim's result, not refused.
 CLAIM_REPLAY = timedelta(minutes=5)

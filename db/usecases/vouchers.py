@@ -39,6 +39,7 @@ from db.ledger.writer import hold, lock_members, unit_of_work, void_holds
 from db.rules.errors import UnknownMember
 from db.rules.program import Program
 from db.rules.vouchers import (
+    STANDING,
     CodeTaken,
     OutOfStock,
     PriceChanged,
@@ -62,9 +63,6 @@ __all__ = [
     "take_reward",
     "void_member_vouchers",
 ]
-
-# Vouchers that count against a reward's stock and per_member limit.
-STANDING = ("open", "claimed")
 
 
 def hold_key(code: str) -> str:
