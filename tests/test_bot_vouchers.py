@@ -146,7 +146,8 @@ async def test_take_a_reward_and_claim_it_at_the_till(
         await ann.wait_message("Transactions")
     )
     await carl.send("/shift")
-    assert "voucher" in text_of(await carl.wait_message("Your shift today"))
+    shift = text_of(await carl.wait_message("Your shift today"))
+    assert " · Ann · voucher: A coffee of your choice · −300\n" in shift, shift
 
 
 async def test_a_double_tap_takes_one_voucher_and_a_claim_posts_once(
@@ -270,6 +271,11 @@ async def test_a_funded_voucher_claimed_shows_its_title_in_history(
     listing = text_of(await ann.wait_message("Transactions")).split("\n")
     used = [line for line in listing if "voucher used" in line]
     assert len(used) == 1 and used[0].endswith("· voucher used: A coffee of your choice"), used
+    # The cashier's shift names it too, with no money or points it did not move.
+    await carl.send("/shift")
+    shift = text_of(await carl.wait_message("Your shift today")).split("\n")
+    (line,) = [line for line in shift if "voucher" in line]
+    assert line.endswith(" · Ann · voucher: A coffee of your choice"), line
 
 
 async def test_vouchers_list_its_qr_and_expiry_gives_the_points_back(

@@ -12,11 +12,13 @@ from typing import Any
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
 from bot.views import discounts, stamps
 from bot.views import formatting as fmt
+from db.rules.gifts import GIFT_TTL
 from db.rules.points import points_money
 from db.rules.program import Program
 
@@ -467,9 +469,11 @@ def gift_accepted(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("gift_returned")
 def gift_returned(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(
-        _(
-            "↩️ Nobody accepted your gift of {points} within 7 days: the points are yours again."
-        ).format(points=fmt.points(int(p["points"])))
+        _n(
+            "↩️ Nobody accepted your gift of {points} within {n} day: the points are yours again.",
+            "↩️ Nobody accepted your gift of {points} within {n} days: the points are yours again.",
+            GIFT_TTL.days,
+        ).format(points=fmt.points(int(p["points"])), n=fmt.number(GIFT_TTL.days))
     )
 
 

@@ -31,6 +31,7 @@ class Operation:
     receipt: str | None = None  # as the cashier typed it after "#"
     paid: Decimal | None = None  # the money part of a sale (the rest was paid with points)
     discount: Decimal | None = None  # money off the amount by the member's tier discount
+    reason: str | None = None  # a voucher's claim: the reward's slug
 
 
 async def shift(
@@ -55,6 +56,7 @@ async def shift(
                 Transaction.receipt,
                 Transaction.paid,
                 Transaction.discount,
+                Transaction.reason,
             )
             .join(Member, Member.id == Transaction.member_id)
             .outerjoin(Entry, wallet)
@@ -68,7 +70,7 @@ async def shift(
         )
     ).all()
     return [
-        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8], r[9])
+        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8], r[9], r[10])
         for r in rows
     ]
 

@@ -28,7 +28,6 @@ def _kind(kind: str) -> str:
         "earn": _("sale"),
         "redeem": _("sale with points"),
         "reverse": _("refund"),
-        "voucher": _("voucher"),
     }.get(kind, kind)
 
 
@@ -61,12 +60,19 @@ async def show_shift(
         ]
         if op.receipt:
             parts.append(_("receipt {receipt}").format(receipt=escape(op.receipt)))
-        sale = f"{_kind(op.kind)} {fmt.money(_charged(op), currency)}"
-        if op.discount:
-            sale += " " + _("(after a discount of {money})").format(
-                money=fmt.money(op.discount, currency)
+        parts.append(escape(op.member_name or "—"))
+        if op.kind == "voucher":  # what it was for; a funded one moves no member's points
+            parts.append(
+                _("voucher: {title}").format(title=fmt.reward_html(program, op.reason or ""))
             )
-        parts += [escape(op.member_name or "—"), sale, " ".join(moved) or "0"]
+            parts += [" ".join(moved)] if moved else []
+        else:
+            sale = f"{_kind(op.kind)} {fmt.money(_charged(op), currency)}"
+            if op.discount:
+                sale += " " + _("(after a discount of {money})").format(
+                    money=fmt.money(op.discount, currency)
+                )
+            parts += [sale, " ".join(moved) or "0"]
         lines.append(" · ".join(parts))
     lines.append(
         _n(
