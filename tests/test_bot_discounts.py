@@ -252,7 +252,9 @@ async def test_refunds_and_figures_of_a_discounted_sale(
 
     await cashier.send("/shift")
     shift = text_of(await cashier.wait_message("Your shift today"))
-    assert f"sale {PLN}100.00 (discount −{PLN}5.00)" in shift
+    # Sales are the money they charged, the discount beside it (refunds are of that money).
+    assert f"sale {PLN}95.00 (after a discount of {PLN}5.00)" in shift
+    assert f"sales {PLN}95.00 ({PLN}95.00 of it in money)" in shift
     assert f"Discounts given: {PLN}5.00." in shift
 
     await boss.send(f"/refund {sale} 95.01 broken cup")
@@ -271,13 +273,13 @@ async def test_refunds_and_figures_of_a_discounted_sale(
 
     await boss.send("/today")
     today = text_of(await boss.wait_message("Today"))
-    assert f"Sales to members: 1 (1 member), {PLN}100.00." in today
+    assert f"Sales to members: 1 (1 member), {PLN}95.00." in today
     assert f"Paid with points: {PLN}0.00. Sales refunded: {PLN}95.00." in today
     assert f"Discounts given: {PLN}5.00." in today
     await boss.send("/stats today")
     stats = text_of(await boss.wait_message("📊"))
     assert f"🏷 Discounts given: {PLN}5.00 (at the selling partner's cost)" in stats
-    assert f"refunds {PLN}95.00" in stats
+    assert f"Sales: 1 for {PLN}95.00; average check {PLN}95.00; refunds {PLN}95.00" in stats
 
 
 @pytest.mark.parametrize("program", [discount_program(earn=False, welcome=0)])

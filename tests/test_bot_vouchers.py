@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.callbacks import VoucherCb
 from bot.views.qr import decode_qr
 from bot.workers.jobs import expire_vouchers
-from db.ledger.models import Transaction, TxKind, Voucher
+from db.ledger.models import Transaction, TxKind, Voucher, VoucherSource
 from db.queries.settlement import settlement
 from db.rules.program import Program, parse_program
 from db.usecases.adjust import adjust
 from db.usecases.members import find_by_telegram
+from db.usecases.vouchers import issue_voucher
 from tests.botharness import BOT_USERNAME, BotHarness
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import UserClient, inline_buttons, text_of
@@ -141,9 +142,12 @@ async def test_take_a_reward_and_claim_it_at_the_till(
 
     # The member's history and the cashier's shift say what it was.
     await ann.send("/history")
-    assert "voucher used: −300 points" in text_of(await ann.wait_message("Transactions"))
+    assert "voucher used: A coffee of your choice (−300 points)" in text_of(
+        await ann.wait_message("Transactions")
+    )
     await carl.send("/shift")
-    assert "voucher" in text_of(await carl.wait_message("Your shift today"))
+    shift = text_of(await carl.wait_message("Your shift today"))
+    assert " · Ann · voucher: A coffee of your choice · −300\n" in shift, shift
 
 
 async def test_a_double_tap_takes_one_voucher_and_a_claim_posts_once(
@@ -173,11 +177,23 @@ async def test_a_double_tap_takes_one_voucher_and_a_claim_posts_once(
     one = await carl.click(panel, claim)
     two = await carl.click(panel, claim, check=False)
     answers = [await carl.wait_callback_answer(one), await carl.wait_callback_answer(two)]
-    assert sum("Already claimed on" in (a.get("text") or "") for a in answers) == 1
-    await carl.wait_message("claimed")
+    # The cashier's double tap is their claim again, said to be done: not a refusal.
+    assert not any("Already claimed on" in (a.get("text") or "") for a in answers)
+    replay = text_of(await carl.wait_message("this second tap changed nothing"))
+    assert "✅ Voucher" in replay and "claimed: A coffee of your choice for A." in replay
+    await carl.wait_message(
+        lambda m: "Hand it over" in text_of(m) and "second tap" not in text_of(m)
+    )
+    await ann.wait_message("was used at Bean There Coffee")
     async with sessions() as s:
         posted = await s.scalar(select(func.count()).where(Transaction.kind == TxKind.VOUCHER))
     assert posted == 1
+    # Another cashier tapping it is told it was claimed.
+    dan = harness.user("Dan")
+    await hire(harness, dan, "coffee", "cashier")
+    late = await dan.click(panel, claim, check=False)
+    assert "Already claimed on" in (await dan.wait_callback_answer(late))["text"]
+    assert sum("was used at" in text_of(m) for m in ann.messages) == 1
     assert await wallet(sessions, ann) == (700, 0)
     assert [m["message_id"] for m in ann.messages if "photo" in m] == [voucher["message_id"]]
 
@@ -224,6 +240,42 @@ async def test_typed_codes_wrong_partner_own_voucher_and_forgeries(
     eve = harness.user("Eve")
     await eve.send("/start " + payload(ann, voucher))
     await eve.wait_message("This is a voucher")
+
+
+async def test_a_funded_voucher_claimed_shows_its_title_in_history(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """A voucher a partner funds moves none of the member's points: /history names it."""
+    carl, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await join(ann)
+    async with sessions() as s:
+        member = await find_by_telegram(s, ann.user_id)
+        assert member is not None
+        issued = await issue_voucher(
+            s,
+            program,
+            member_id=member.id,
+            reward="free-coffee",
+            source=VoucherSource.PROMOTION,
+            now=datetime.now(UTC),
+            funder="bakery",
+        )
+        await s.commit()
+    await carl.send(f"/voucher {issued.code}")
+    await carl.wait_message("A coffee of your choice")
+    await carl.click("✅ Claim")
+    await carl.wait_message("Hand it over")
+    await ann.wait_message("was used at Bean There Coffee")
+    await ann.send("/history")
+    listing = text_of(await ann.wait_message("Transactions")).split("\n")
+    used = [line for line in listing if "voucher used" in line]
+    assert len(used) == 1 and used[0].endswith("· voucher used: A coffee of your choice"), used
+    # The cashier's shift names it too, with no money or points it did not move.
+    await carl.send("/shift")
+    shift = text_of(await carl.wait_message("Your shift today")).split("\n")
+    (line,) = [line for line in shift if "voucher" in line]
+    assert line.endswith(" · Ann · voucher: A coffee of your choice"), line
 
 
 async def test_vouchers_list_its_qr_and_expiry_gives_the_points_back(

@@ -421,10 +421,12 @@ async def test_figures_show_discounts_given_and_settlement_ignores_them(
     assert coffee is not None
     figures = await partner_figures(session, coffee, start=start, end=end)
     assert figures.discounts == D("5.00") + D("0.30") + D("2.00")
-    assert figures.revenue == D("150.10")
+    # Sales are the money they charged: 150.10 of purchases less the 7.30 taken off.
+    assert figures.revenue == D("142.80")
     assert figures.paid_with_points == D("47.50")  # not the discounts
     k = await kpis(session, program, start=start, end=end, partner_id=coffee)
     assert k.discounts_total == D("7.30") and k.sales_paid == D("95.30")
+    assert k.sales_total == D("142.80") and sum(d.sales_total for d in k.days) == D("142.80")
     total, rows = await coalition_report(session, program, start=start, end=end)
     assert total.discounts_total == D("7.90")
     assert {r.slug: r.kpis.discounts_total for r in rows}["books"] == D("0.60")

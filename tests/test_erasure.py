@@ -4,6 +4,7 @@ deadlock or posting against a sale under way."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,16 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import AuditLog, Entry, RewardedIdentity, Transaction
 from db.rules.errors import UnknownMember
-from db.rules.program import Program
+from db.rules.gifts import gift_code
+from db.rules.program import Program, parse_program
 from db.rules.tokens import identity_hash
 from db.usecases.campaigns import Segment, create_campaign, start_campaign
+from db.usecases.gifts import accept_gift, create_gift
 from db.usecases.members import find_by_telegram, get_member, register_member
-from db.usecases.privacy import delete_member
+from db.usecases.privacy import delete_member, export_member_data
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.stamp_lapses import lapse_due
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
-from tests.test_stamps import stamp_program
+from tests.test_stamps import DAY0, STAMP_PROGRAM, stamp_program
 from tests.till import hire
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -313,3 +316,39 @@ async def test_deletion_forfeits_the_members_stamps_to_each_cards_pool(
         lapsed = await lapse_due(s, program, now + timedelta(days=400))
     assert [x.member_id for x in lapsed] == [bob.id]  # nothing of Ann's is left to lapse
     assert (await stamps())[(ann.id, "stamps:coffee-5")] == 0
+
+
+@pytest.mark.parametrize(
+    "program", [parse_program({**STAMP_PROGRAM, "gifts": {"max_points_per_day": 1000}})]
+)
+async def test_the_export_lists_stamps_per_card_and_gifts_given_and_received(
+    sessions: Sessions, program: Program
+) -> None:
+    secret = b"test-secret"
+    async with sessions() as s:
+        ann = (await register_member(s, program, telegram_id=1, now=DAY0)).id
+        bob = (await register_member(s, program, telegram_id=2, now=DAY0)).id
+        for partner, key in (("coffee", "c1"), ("books", "b1"), ("gym", "g1")):
+            sale = Sale(member_id=ann, partner=partner, amount=D("20"), key=key, now=DAY0)
+            await record_sale(s, program, sale)
+        codes = [gift_code(secret, 0, f"dialog-{n}") for n in range(3)]
+        await create_gift(s, program, member_id=ann, points=40, code=codes[0], now=DAY0)
+        await accept_gift(s, program, code=codes[0], member_id=bob, now=DAY0)
+        await create_gift(s, program, member_id=bob, points=25, code=codes[1], now=DAY0)
+        await accept_gift(s, program, code=codes[1], member_id=ann, now=DAY0)
+        await create_gift(s, program, member_id=ann, points=10, code=codes[2], now=DAY0)
+        exported = await export_member_data(s, await get_member(s, ann))
+    assert [(c["card"], c["stamps"]) for c in exported["stamp_cards"]] == [
+        ("coffee-5", 1),
+        ("tour", 2),
+    ]
+    assert exported["stamp_cards"][0]["last_stamp_at"] == DAY0.isoformat()
+    gifts = [(g["direction"], g["code"], g["points"], g["status"]) for g in exported["gifts"]]
+    assert gifts == [
+        ("given", codes[0], 40, "accepted"),
+        ("received", codes[1], 25, "accepted"),
+        ("given", codes[2], 10, "open"),
+    ]
+    assert exported["gifts"][2]["resolved_at"] is None
+    assert exported["gifts"][0]["resolved_at"] == DAY0.isoformat()
+    json.dumps(exported)  # what the member downloads

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.views.settlement_csv import write_settlement
 from db.ledger.models import Account, Gift, Hold, Notice, Partner, PointLot, Transaction
 from db.queries.donations import donation_figures
+from db.queries.gifts import allowance, open_gifts
 from db.queries.settlement import settlement
 from db.queries.wallet import history
 from db.rules import errors
@@ -37,14 +38,8 @@ from db.rules.gifts import (
 )
 from db.rules.program import Program, parse_program
 from db.usecases.donations import donate
-from db.usecases.gifts import (
-    accept_gift,
-    allowance,
-    cancel_gift,
-    create_gift,
-    open_gifts,
-    return_expired_gifts,
-)
+from db.usecases.expiry import expire_due
+from db.usecases.gifts import accept_gift, cancel_gift, create_gift, return_expired_gifts
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
 from db.usecases.purchases import Sale, record_sale
@@ -171,8 +166,8 @@ async def test_a_gift_is_held_then_accepted_into_the_friends_wallet(
         assert (tx.kind, tx.idempotency_key, tx.member_id) == ("gift", hold_key(code(1)), ann)
         hold = (await s.execute(select(Hold).where(Hold.key == hold_key(code(1))))).scalar_one()
         assert (hold.status, hold.transaction_id) == ("posted", done.transaction_id)
-        # The giver's oldest lot (the welcome points) went first; the friend's lot expires as
-        # points earned at the acceptance do.
+        # The giver's oldest lot (the welcome points) went first; the friend's lots keep the
+        # expiry of the giver's lots they come from.
         lots = (
             await s.execute(
                 select(
@@ -183,7 +178,9 @@ async def test_a_gift_is_held_then_accepted_into_the_friends_wallet(
         await s.rollback()
         accepted_at = NOW + timedelta(hours=2)
         assert [(m, p, r) for m, p, r, _ in lots if m == ann] == [(ann, 50, 0), (ann, 1000, 750)]
-        assert (bob, 300, 300, accepted_at + timedelta(days=365)) in lots
+        year = timedelta(days=365)
+        assert (bob, 50, 50, NOW - timedelta(1) + year) in lots  # the welcome lot's expiry
+        assert (bob, 250, 250, NOW - timedelta(hours=1) + year) in lots  # the sale's
         told = [(kind, who, p["points"], p.get("friend")) for kind, who, p in await notices(s)]
         assert told[-2:] == [("gift_received", bob, 300, ann), ("gift_accepted", ann, 300, bob)]
         # Accepting again, by anyone, changes nothing.
@@ -199,6 +196,43 @@ async def test_a_gift_is_held_then_accepted_into_the_friends_wallet(
         assert (items[0].kind, items[0].points_in, items[0].own) == ("gift", 300, False)
         items, _ = await history(s, await get_member(s, ann))
         assert (items[0].kind, items[0].points_out) == ("gift", 300)
+
+
+async def test_a_gift_keeps_the_expiry_of_the_points_given(sessions: Sessions) -> None:
+    """Passing points back and forth does not keep them alive: each gift's lots expire when
+    the giver's would have, and never later than points earned at the acceptance."""
+    program = gifts_program(welcome_points=0, expire_days=30)
+    async with sessions() as s:
+        ann = await funded(s, program, 1)  # 1000 points earned an hour before NOW
+        bob = (await register_member(s, program, telegram_id=2, now=NOW)).id
+        due = NOW - timedelta(hours=1) + timedelta(days=30)
+        for day, giver, receiver in ((20, ann, bob), (25, bob, ann)):
+            at = NOW + timedelta(days=day)
+            await create_gift(s, program, member_id=giver, points=1000, code=code(day), now=at)
+            await accept_gift(s, program, code=code(day), member_id=receiver, now=at)
+        lots = await s.execute(
+            select(PointLot.points, PointLot.remaining, PointLot.expires_at)
+            .where(PointLot.member_id == ann)
+            .order_by(PointLot.id)
+        )
+        assert lots.all() == [(1000, 0, due), (1000, 1000, due)]
+        await s.rollback()
+        # When the points first earned expire, so do the points that went round.
+        expired = await expire_due(s, now=due + timedelta(seconds=1))
+        assert [(e.member_id, e.points) for e in expired] == [(ann, 1000)]
+        assert await wallet(s, ann) == (0, 0) and await wallet(s, bob) == (0, 0)
+
+        # Points that would outlive points earned now (the program shortened its expiry)
+        # are given with the expiry of points earned now.
+        carl = await funded(s, program, 3)
+        shorter = gifts_program(welcome_points=0, expire_days=10)
+        await create_gift(s, shorter, member_id=carl, points=400, code=code(3), now=NOW)
+        await accept_gift(s, shorter, code=code(3), member_id=bob, now=NOW)
+        lots = await s.execute(
+            select(PointLot.points, PointLot.expires_at).where(PointLot.member_id == bob)
+        )
+        assert (400, NOW + timedelta(days=10)) in lots.all()
+        await s.rollback()
 
 
 async def test_nobody_accepts_their_own_gift(sessions: Sessions, program: Program) -> None:

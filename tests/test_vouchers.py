@@ -408,6 +408,38 @@ async def test_two_cashiers_claiming_at_once_post_once(
         assert await wallet(s, ann) == (700, 0)
 
 
+async def test_the_cashiers_second_tap_is_their_claim_again(
+    session: AsyncSession, program: Program
+) -> None:
+    """A double tap at the till is answered as the claim it repeats (nothing posted or owed
+    again); another cashier, or the same one minutes later, is told it was claimed."""
+    ann = await member_with(session, program, 11, 1000)
+    carl, dan = await cashier_at(session, "coffee", 900), await cashier_at(session, "coffee", 901)
+    code = (await take(session, program, ann, "free-coffee", "op-1")).voucher.code
+    first = await claim_voucher(
+        session, program, carl, code=code, now=NOW, reply=StaffChat(900, "en")
+    )
+    assert not first.replayed
+    owed = await count(session, Notice)
+    again = await claim_voucher(
+        session,
+        program,
+        carl,
+        code=code,
+        now=NOW + timedelta(minutes=1),
+        reply=StaffChat(900, "en"),
+    )
+    assert again.replayed and again.transaction_id == first.transaction_id
+    assert (again.voucher.resolved_at, again.voucher.staff_id) == (NOW, carl.id)
+    assert await count(session, Notice) == owed
+    assert await count(session, Transaction, Transaction.kind == TxKind.VOUCHER) == 1
+    assert await wallet(session, ann) == (700, 0)
+    for staff, at in ((dan, NOW + timedelta(minutes=1)), (carl, NOW + timedelta(minutes=6))):
+        with pytest.raises(VoucherClaimed) as refused:
+            await claim_voucher(session, program, staff, code=code, now=at)
+        assert refused.value.params["at"] == NOW
+
+
 async def test_an_expired_voucher_is_refused_and_the_job_returns_its_points(
     session: AsyncSession, program: Program
 ) -> None:

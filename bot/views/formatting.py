@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
+from html import escape
 
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import ngettext as _n
@@ -72,3 +73,19 @@ def partner_name(program: Program, slug: str) -> str:
     """The partner's name in the reader's language; its slug if it left the program."""
     partner = program.partner(slug)
     return text(partner.name) if partner else slug
+
+
+def partner_html(program: Program, slug: str) -> str:
+    """partner_name, escaped for a message in HTML."""
+    return escape(partner_name(program, slug))
+
+
+def reward_title(program: Program, slug: str) -> str:
+    """A reward's title in the reader's language; its slug if the program no longer has it."""
+    reward = program.reward(slug)
+    return text(reward.title) if reward else slug
+
+
+def reward_html(program: Program, slug: str) -> str:
+    """reward_title, escaped for a message in HTML."""
+    return escape(reward_title(program, slug))

@@ -12,9 +12,10 @@ from bot.callbacks import DonateCb, GiftCb
 from bot.views import formatting as fmt
 from bot.views.keyboards import share_keyboard
 from db.queries.donations import DonationFigures
+from db.queries.gifts import Allowance, GiftInfo
+from db.rules.gifts import GIFT_TTL
 from db.rules.points import points_money
 from db.rules.program import PartnerRules, Program
-from db.usecases.gifts import Allowance, GiftInfo
 
 
 def _button(text: str, data: GiftCb | DonateCb) -> InlineKeyboardButton:
@@ -53,10 +54,13 @@ def gift_confirm(program: Program, points: int) -> str:
             _("🎀 Give {points} (worth {money}) to a friend?").format(
                 points=fmt.points(points), money=_worth(program, points)
             ),
-            _(
+            _n(
                 "They are held for your friend until they accept them with the link you send; "
-                "if nobody accepts within 7 days, they come back to you."
-            ),
+                "if nobody accepts within {n} day, they come back to you.",
+                "They are held for your friend until they accept them with the link you send; "
+                "if nobody accepts within {n} days, they come back to you.",
+                GIFT_TTL.days,
+            ).format(n=fmt.number(GIFT_TTL.days)),
         ]
     )
 

@@ -12,11 +12,13 @@ from typing import Any
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
 from bot.views import discounts, stamps
 from bot.views import formatting as fmt
+from db.rules.gifts import GIFT_TTL
 from db.rules.points import points_money
 from db.rules.program import Program
 
@@ -43,10 +45,6 @@ def _money(program: Program, value: Any) -> str:
     return fmt.money(Decimal(str(value)), program.program.currency)
 
 
-def _partner(program: Program, slug: Any) -> str:
-    return escape(fmt.partner_name(program, str(slug)))
-
-
 def _balance(p: dict[str, Any]) -> str:
     return _("Balance: {points}.").format(points=fmt.points(int(p["balance"])))
 
@@ -54,7 +52,7 @@ def _balance(p: dict[str, Any]) -> str:
 @renders("purchase")
 def purchase(program: Program, p: dict[str, Any]) -> Rendered:
     """The member's news of a sale: what they bought, what points paid, what they earned."""
-    partner = _partner(program, p["partner"])
+    partner = fmt.partner_html(program, str(p["partner"]))
     amount, paid = Decimal(p["amount"]), Decimal(p["paid"])
     redeemed, earned = int(p["points_redeemed"]), int(p["points_earned"])
     lines = []
@@ -154,7 +152,7 @@ def referral_inviter(program: Program, p: dict[str, Any]) -> Rendered:
 def reversal(program: Program, p: dict[str, Any]) -> Rendered:
     """The member's news of a refund: the money they get back, the points returned and
     taken back, and, when points earned on the sale were already spent, what that cost."""
-    partner = _partner(program, p["partner"])
+    partner = fmt.partner_html(program, str(p["partner"]))
     if p.get("money_back") is not None:
         head = _("↩️ Refund of {amount} at {partner}: {money} back to you in money.").format(
             amount=_money(program, p["amount"]),
@@ -281,7 +279,7 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
 def redeem_request(program: Program, p: dict[str, Any]) -> Rendered:
     """The member is asked to confirm paying part of a purchase with points (of what is
     left to pay after their tier discount, if they have one)."""
-    partner = _partner(program, p["partner"])
+    partner = fmt.partner_html(program, str(p["partner"]))
     amount = Decimal(p["amount"]) - Decimal(p.get("discount") or 0)
     text = _(
         "💳 {partner} asks to pay {money} of your {amount} purchase with {points}. Confirm?"
@@ -473,9 +471,11 @@ def gift_accepted(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("gift_returned")
 def gift_returned(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered(
-        _(
-            "↩️ Nobody accepted your gift of {points} within 7 days: the points are yours again."
-        ).format(points=fmt.points(int(p["points"])))
+        _n(
+            "↩️ Nobody accepted your gift of {points} within {n} day: the points are yours again.",
+            "↩️ Nobody accepted your gift of {points} within {n} days: the points are yours again.",
+            GIFT_TTL.days,
+        ).format(points=fmt.points(int(p["points"])), n=fmt.number(GIFT_TTL.days))
     )
 
 
@@ -486,7 +486,7 @@ def donation(program: Program, p: dict[str, Any]) -> Rendered:
         _("🤍 Thank you! You gave {points} (worth {money}) to {charity}.").format(
             points=fmt.points(points),
             money=_money(program, points_money(points, program.program.point_value)),
-            charity=_partner(program, p["partner"]),
+            charity=fmt.partner_html(program, str(p["partner"])),
         )
         + "\n"
         + _balance(p)

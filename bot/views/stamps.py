@@ -36,16 +36,11 @@ def name(program: Program, slug: str) -> str:
     return escape(fmt.text(card.name) if card else slug)
 
 
-def _partner(program: Program, slug: str) -> str:
-    partner = program.partner(slug)
-    return escape(fmt.text(partner.name) if partner else slug)
-
-
 def where(program: Program, card: StampCard, done: Iterable[str] = ()) -> str:
     """The card's partners; on a tour card, ✅ marks those whose stamp is on it."""
     done = set(done) if card.distinct_partners else set()
     return " · ".join(
-        ("✅ " if slug in done else "") + _partner(program, slug) for slug in card.partners
+        ("✅ " if slug in done else "") + fmt.partner_html(program, slug) for slug in card.partners
     )
 
 
@@ -57,13 +52,9 @@ def reward(program: Program, card: StampCard) -> str:
     if rules is None:  # the program validates it; never shown
         return escape(card.reward or "")
     return _("{reward} at {partner}").format(
-        reward=escape(fmt.text(rules.title)), partner=_partner(program, rules.partner)
+        reward=fmt.reward_html(program, rules.slug),
+        partner=fmt.partner_html(program, rules.partner),
     )
-
-
-def _reward_title(program: Program, slug: str | None) -> str:
-    rules = program.reward(slug or "")
-    return escape(fmt.text(rules.title)) if rules else escape(slug or "")
 
 
 def _day(program: Program, value: Any) -> str:
@@ -95,7 +86,7 @@ def sale_lines(
             figures = {
                 "card": card,
                 "code": escape(str(n["voucher"])),
-                "reward": _reward_title(program, n.get("reward")),
+                "reward": fmt.reward_html(program, n.get("reward") or ""),
             }
             if till:
                 lines.append(
@@ -269,7 +260,7 @@ def _still_to_visit(program: Program, card: StampCard, visited: Iterable[str]) -
     if card.distinct_partners:
         done = set(visited)
         if missing := [slug for slug in card.partners if slug not in done]:
-            return " · ".join(_partner(program, slug) for slug in missing)
+            return " · ".join(fmt.partner_html(program, slug) for slug in missing)
     return where(program, card)
 
 

@@ -100,7 +100,8 @@ def balance(summary: Summary, program: Program) -> str:
     return "\n".join(lines)
 
 
-def _what(item: HistoryItem, currency: str) -> str:
+def _what(item: HistoryItem, program: Program) -> str:
+    currency = program.program.currency
     amount = fmt.money(item.amount, currency) if item.amount is not None else ""
     match item.kind:
         case "earn":
@@ -121,8 +122,10 @@ def _what(item: HistoryItem, currency: str) -> str:
             return _("a gift from a friend")
         case "gift":
             return _("your gift to a friend")
-        case "voucher":
-            return _("voucher used")
+        case "voucher":  # the claim's reason is the reward's slug
+            return _("voucher used: {title}").format(
+                title=fmt.reward_html(program, item.reason or "")
+            )
         case "card_filled":
             return _("a full stamp card's reward")
         case _:
@@ -130,7 +133,6 @@ def _what(item: HistoryItem, currency: str) -> str:
 
 
 def history(items: list[HistoryItem], offset: int, total: int, program: Program) -> str:
-    currency = program.program.currency
     if not items:
         return _("No transactions yet. Show your card at any partner to earn points.")
     lines = [
@@ -144,20 +146,21 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             moved.append("+" + fmt.points(item.points_in))
         if item.points_out:
             moved.append("−" + fmt.points(item.points_out))
-        name = fmt.partner_name(program, item.partner) if item.partner else ""
+        name = fmt.partner_html(program, item.partner) if item.partner else ""
         if item.kind == "donation":
             lines.append(
                 f"{fmt.day(item.created_at)} · "
                 + _("🤍 Donated {points} to {charity}").format(
-                    points=fmt.points(item.points_out), charity=escape(name or "")
+                    points=fmt.points(item.points_out), charity=name
                 )
             )
             continue
-        where = f" · {escape(name)}" if name else ""
-        lines.append(
-            f"{fmt.day(item.created_at)}{where} · {_what(item, currency)}: "
-            + (", ".join(moved) or fmt.points(0))
-        )
+        where = f" · {name}" if name else ""
+        line = f"{fmt.day(item.created_at)}{where} · {_what(item, program)}"
+        if item.kind == "voucher":  # a funded voucher moves none of the member's points
+            lines.append(line + (f" ({', '.join(moved)})" if moved else ""))
+        else:
+            lines.append(f"{line}: " + (", ".join(moved) or fmt.points(0)))
     return "\n".join(lines)
 
 

@@ -20,27 +20,17 @@ from db.queries.rewards_figures import RewardFigures
 from db.queries.vouchers import OpenVoucher, RewardState
 from db.rules.program import Program, Reward
 from db.rules.vouchers import display_code
+from db.usecases.voucher_claims import VoucherInfo
 
 # The catalogue.
-
-
-def title(program: Program, slug: str) -> str:
-    """A reward's title in the reader's language (its slug if the file no longer has it)."""
-    reward = program.reward(slug)
-    return escape(fmt.text(reward.title) if reward else slug)
-
-
-def partner_name(program: Program, slug: str) -> str:
-    partner = program.partner(slug)
-    return escape(fmt.text(partner.name) if partner else slug)
 
 
 def where(program: Program, slug: str) -> str:
     """The partner's name, and its address when the program gives one."""
     partner = program.partner(slug)
     if partner is not None and partner.address:
-        return f"{partner_name(program, slug)}, 📍 {escape(partner.address)}"
-    return partner_name(program, slug)
+        return f"{fmt.partner_html(program, slug)}, 📍 {escape(partner.address)}"
+    return fmt.partner_html(program, slug)
 
 
 def until(program: Program, moment: datetime) -> str:
@@ -120,7 +110,7 @@ def catalogue(
                         )
                     ]
                 )
-            lines.append(f"• {title(program, reward.slug)}: " + " · ".join(facts))
+            lines.append(f"• {fmt.reward_html(program, reward.slug)}: " + " · ".join(facts))
     lines += [
         "",
         _(
@@ -137,7 +127,7 @@ def confirmation(
     text = "\n".join(
         [
             _("Take <b>{title}</b> for {points}?").format(
-                title=title(program, reward.slug), points=fmt.points(reward.points)
+                title=fmt.reward_html(program, reward.slug), points=fmt.points(reward.points)
             ),
             _("Where: {where}").format(where=where(program, reward.partner)),
             _("Valid until: {until}").format(until=until(program, valid_until)),
@@ -169,7 +159,7 @@ def confirmation(
 def voucher_caption(program: Program, voucher: OpenVoucher) -> str:
     return "\n".join(
         [
-            f"🎟 <b>{title(program, voucher.reward)}</b>",
+            f"🎟 <b>{fmt.reward_html(program, voucher.reward)}</b>",
             _("Where: {where}").format(where=where(program, voucher.partner)),
             _("Valid until: {until}").format(until=until(program, voucher.expires_at)),
             _("Code: <code>{code}</code>").format(code=display_code(voucher.code)),
@@ -188,8 +178,8 @@ def vouchers_list(
     for v in vouchers:
         lines.append(
             _("• <b>{title}</b> at {partner}, until {until}: code <code>{code}</code>").format(
-                title=title(program, v.reward),
-                partner=partner_name(program, v.partner),
+                title=fmt.reward_html(program, v.reward),
+                partner=fmt.partner_html(program, v.partner),
                 until=until(program, v.expires_at),
                 code=display_code(v.code),
             )
@@ -197,18 +187,13 @@ def vouchers_list(
         buttons.append(
             [
                 InlineKeyboardButton(
-                    text=_("📱 QR: {title}").format(title=fmt.text(_reward_title(program, v))),
+                    text=_("📱 QR: {title}").format(title=fmt.reward_title(program, v.reward)),
                     callback_data=VoucherCb(action="qr", code=v.code).pack(),
                 )
             ]
         )
     lines.append(_("Tap a voucher to show its QR code at the till."))
     return "\n".join(lines), InlineKeyboardMarkup(inline_keyboard=buttons)
-
-
-def _reward_title(program: Program, v: OpenVoucher) -> str:
-    reward = program.reward(v.reward)
-    return reward.title if reward else v.reward
 
 
 # At the till.
@@ -219,7 +204,7 @@ def till_panel(
 ) -> tuple[str, InlineKeyboardMarkup]:
     text = "\n".join(
         [
-            f"🎟 <b>{title(program, reward)}</b>",
+            f"🎟 <b>{fmt.reward_html(program, reward)}</b>",
             _("Member: {initial} · code {code}").format(
                 initial=escape(initial), code=display_code(code)
             ),
@@ -246,7 +231,8 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
     """The member's news: their voucher was used, and what it cost."""
     lines = [
         _("🎟 Your voucher “{title}” was used at {partner}.").format(
-            title=title(program, str(p["reward"])), partner=partner_name(program, p["partner"])
+            title=fmt.reward_html(program, str(p["reward"])),
+            partner=fmt.partner_html(program, p["partner"]),
         )
     ]
     if int(p.get("points") or 0):
@@ -258,23 +244,51 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered("\n".join(lines))
 
 
+def claimed_at_till(program: Program, *, code: str, reward: str, name: str) -> str:
+    """The cashier's result: claimed, and for whom (the member's initial)."""
+    name = name.strip()
+    return _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
+        code=display_code(code),
+        title=fmt.reward_html(program, reward),
+        initial=escape(f"{name[0]}.") if name else "—",
+    )
+
+
 @renders("voucher_claimed_staff")
 def voucher_claimed_staff(program: Program, p: dict[str, Any]) -> Rendered:
-    """The cashier's result: claimed, and for whom (the member's initial)."""
-    name = str(p.get("member_name") or "").strip()
     return Rendered(
-        _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
-            code=display_code(str(p["code"])),
-            title=title(program, str(p["reward"])),
-            initial=escape(f"{name[0]}.") if name else "—",
+        claimed_at_till(
+            program,
+            code=str(p["code"]),
+            reward=str(p["reward"]),
+            name=str(p.get("member_name") or ""),
         )
+    )
+
+
+def claim_replayed(program: Program, voucher: VoucherInfo) -> str:
+    """The cashier tapped Claim again: their first claim's result, said to be done already."""
+    assert voucher.resolved_at is not None
+    at = voucher.resolved_at.astimezone(program.program.zone)
+    return "\n".join(
+        [
+            claimed_at_till(
+                program,
+                code=voucher.code,
+                reward=voucher.reward,
+                name=voucher.member_first_name,
+            ),
+            _("(Already done at {time}: this second tap changed nothing.)").format(
+                time=fmt.clock(at)
+            ),
+        ]
     )
 
 
 @renders("voucher_expired")
 def voucher_expired(program: Program, p: dict[str, Any]) -> Rendered:
     text = _("⌛ Your voucher “{title}” expired unused.").format(
-        title=title(program, str(p["reward"]))
+        title=fmt.reward_html(program, str(p["reward"]))
     )
     if int(p.get("points") or 0):
         text += "\n" + _("Its {points} are yours to spend again.").format(

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import Account, Member, Transaction
+from db.ledger.models import Account, AccountKind, Member, Transaction
 from db.rules.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
 
 
@@ -304,6 +304,18 @@ async def system_account(session: AsyncSession, kind: str, unit: str = "points")
                 Account.unit == unit,
                 Account.member_id.is_(None),
                 Account.partner_id.is_(None),
+            )
+        )
+    ).scalar_one()
+
+
+async def wallet_of(session: AsyncSession, member_id: int) -> int:
+    """The id of the member's wallet: their account of kind `member` (not their stamp
+    cards')."""
+    return (
+        await session.execute(
+            select(Account.id).where(
+                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
             )
         )
     ).scalar_one()

@@ -31,6 +31,7 @@ class Operation:
     receipt: str | None = None  # as the cashier typed it after "#"
     paid: Decimal | None = None  # the money part of a sale (the rest was paid with points)
     discount: Decimal | None = None  # money off the amount by the member's tier discount
+    reason: str | None = None  # a voucher's claim: the reward's slug
 
 
 async def shift(
@@ -55,6 +56,7 @@ async def shift(
                 Transaction.receipt,
                 Transaction.paid,
                 Transaction.discount,
+                Transaction.reason,
             )
             .join(Member, Member.id == Transaction.member_id)
             .outerjoin(Entry, wallet)
@@ -68,7 +70,7 @@ async def shift(
         )
     ).all()
     return [
-        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8], r[9])
+        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8], r[9], r[10])
         for r in rows
     ]
 
@@ -80,7 +82,7 @@ _discount = func.coalesce(Transaction.discount, 0)
 class PartnerFigures:
     sales: int
     members: int
-    revenue: Decimal
+    revenue: Decimal  # the money the sales charged: their amounts less their discounts
     paid_with_points: Decimal
     refunds: Decimal
     points_issued: int
@@ -103,12 +105,13 @@ async def partner_figures(
             select(
                 func.count(),
                 func.count(func.distinct(Transaction.member_id)),
-                func.coalesce(func.sum(Transaction.amount), 0),
+                func.coalesce(func.sum(Transaction.amount - _discount), 0),
                 func.coalesce(func.sum(Transaction.amount - _discount - Transaction.paid), 0),
                 func.coalesce(func.sum(Transaction.discount), 0),
             ).where(period, Transaction.kind.in_(TxKind.SALES))
         )
     ).one()
+    # Refunds are of the money a sale charged (its discount is never refunded): as revenue.
     refunds = await session.scalar(
         select(func.coalesce(func.sum(Transaction.amount), 0)).where(
             period, Transaction.kind == TxKind.REVERSE

@@ -4,8 +4,10 @@ Everything is counted in SQL from the ledger's own tables, a handful of queries 
 no loop over members in Python. Words used below:
 
 - the period is [start, end); a *sale* is a transaction of kind `earn` or `redeem` (its
-  `amount` is the purchase total, `paid` the part paid in money); a *refund* is a `reverse`
-  (its `amount` is the refunded part of the purchase, `paid` the money given back);
+  `amount` is the purchase total before a tier discount, `discount` the money taken off it,
+  `paid` the part paid in money); what a sale *charged* is its amount less its discount (the
+  money taken, in money and points); a *refund* is a `reverse` (its `amount` is the refunded
+  part of the money the sale charged, `paid` the money given back);
 - *in scope* means: for the coalition, at any partner; for a partner, at that partner;
 - a member *exists at `end`* when they joined before `end` and had not deleted their account
   by then. Stocks (member counts, lifetime value) count such members; flows (new members,
@@ -26,10 +28,11 @@ Figures (`Kpis`):
   `referral` (they saw the program advertised); `advertised_share` = advertised_joins /
   new_members, the seeds' "share of members who joined after seeing the program advertised".
 - `active_members`: members with at least one sale in scope in the period.
-- `sales`, `sales_total`, `sales_paid`: the number of sales in scope in the period and the sums
-  of their `amount` and `paid`; `average_check` = sales_total / sales (refunds not netted).
-- `refunds_total`: the sum of `amount` of refunds in scope posted in the period (a refund of
-  a discounted sale is of the money it charged: its discount is never refunded).
+- `sales`, `sales_total`, `sales_paid`: the number of sales in scope in the period, the money
+  they charged (amount less discount) and the sum of their `paid`; `average_check` =
+  sales_total / sales (refunds not netted).
+- `refunds_total`: the sum of `amount` of refunds in scope posted in the period: money charged
+  given back, the same basis as sales_total (a discount is never refunded).
 - `discounts_total`: the money taken off the sales in scope in the period by tier discounts
   (their `discount`): "discounts given", at the selling partner's cost.
 - `repeat_members`: active members with two sales or more in scope in the period;
@@ -100,7 +103,7 @@ class DayFigures:
     active_members: int
     points_issued: int
     points_redeemed: int
-    sales_total: Decimal = Decimal(0)  # the money of the day's sales (their `amount`)
+    sales_total: Decimal = Decimal(0)  # the money the day's sales charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ class PartnerKpis:
 
 _SALE = TxKind.sql_in("t.kind", TxKind.SALES)
 _IN_PERIOD = "t.created_at >= :start"  # every statement also has t.created_at < :end
+_CHARGED = "(t.amount - coalesce(t.discount, 0))"  # what a sale charged (purchases.charged)
 _ALIVE = "(m.deleted_at IS NULL OR m.deleted_at >= :end)"
 # The members who had left by `end`: few, so joining them is cheaper than joining everyone.
 _GONE = "LEFT JOIN members AS gone ON gone.id = {t}.member_id AND gone.deleted_at < :end"
@@ -313,7 +317,7 @@ _MONEY = f"""
     FROM (
         SELECT t.partner_id,
                count(*) FILTER (WHERE {_SALE} AND {_IN_PERIOD}) AS sales,
-               coalesce(sum(t.amount) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0)
+               coalesce(sum({_CHARGED}) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0)
                    AS sales_total,
                coalesce(sum(t.paid) FILTER (WHERE {_SALE} AND {_IN_PERIOD}), 0) AS sales_paid,
                coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reverse' AND {_IN_PERIOD}), 0)
@@ -337,7 +341,7 @@ _DAILY_SALES = f"""
                              interval '1 day') AS d
     ), sales AS (
         SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day, count(*) AS sales,
-               count(DISTINCT t.member_id) AS active_members, sum(t.amount) AS sales_total
+               count(DISTINCT t.member_id) AS active_members, sum({_CHARGED}) AS sales_total
         FROM transactions AS t
         WHERE {_SALE} AND {_IN_PERIOD} AND t.created_at < :end {{partner}}
         GROUP BY 1

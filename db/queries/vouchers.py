@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Partner, RewardStock, Voucher, VoucherSource
-from db.usecases.vouchers import STANDING
+from db.rules.vouchers import STANDING
 
 
 @dataclass(frozen=True, slots=True)

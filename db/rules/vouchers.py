@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from datetime import timedelta
 from itertools import count
 
 from db.rules.errors import DomainError
@@ -27,6 +28,15 @@ BARE_CODE = re.compile(
 )
 # What people misread, as Crockford's base32 reads it.
 _LOOKALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+# Vouchers that count against a reward's stock and per_member limit (module docstring of
+# db/usecases/vouchers.py): an expired or voided one gave nothing.
+STANDING = ("open", "claimed")
+
+# A second Claim of a voucher by the cashier who claimed it, this soon after, is a double tap:
+# it is answered with the first claim's result, not refused.
+CLAIM_REPLAY = timedelta(minutes=5)
 
 
 def _code(raw: bytes) -> str:

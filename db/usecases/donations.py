@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import Account, AccountKind, TxKind
+from db.ledger.models import Account, TxKind
 from db.ledger.writer import (
     Leg,
     Lot,
@@ -23,6 +23,7 @@ from db.ledger.writer import (
     lock_members,
     post,
     unit_of_work,
+    wallet_of,
 )
 from db.rules.errors import UnknownMember
 from db.rules.gifts import NotACharity
@@ -73,13 +74,7 @@ async def donate(
         if not await lock_members(session, [member_id]):
             raise UnknownMember()
         accounts = await partner_accounts(session, charity)
-        wallet = (
-            await session.execute(
-                select(Account.id).where(
-                    Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-                )
-            )
-        ).scalar_one()
+        wallet = await wallet_of(session, member_id)
         posted = await post(
             session,
             [Leg(wallet, -points), Leg(accounts.redeemed_id, points)],

@@ -3,10 +3,12 @@
 Giving holds the points on the giver's wallet (db.ledger.writer.hold, key `gift:<code>`) and
 writes the gift, valid GIFT_TTL. The friend who opens the link and accepts gets them: one
 `gift` posting, giver's wallet −N → receiver's wallet +N, spends the hold (post_hold) and the
-giver's oldest lots, and adds a lot for the receiver that expires as points earned now do
-(`program.expire_days` from the acceptance). A gift nobody accepted in time is returned by a
-job (the hold voided), and the giver can take back an open gift at once; deleting the
-giver's account returns their open gifts with the rest of their holds (db/usecases/privacy.py).
+giver's oldest lots, and adds lots for the receiver that keep those lots' expiry (never later
+than points earned at the acceptance expire): passing points back and forth does not keep
+them alive. A gift nobody accepted in time is returned by a job (the hold voided), and the
+giver can take back an open gift at once; deleting the giver's account returns their open
+gifts with the rest of their holds (db/usecases/privacy.py). What a member may give and
+their open gifts are read by db/queries/gifts.py.
 
 Locks, in the one order every posting and the deletion take them: member rows (giver and
 receiver), then the gift's row, then the wallets. So two friends accepting one gift, or an
@@ -17,13 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import Account, AccountKind, Gift, Member, TxKind
+from db.ledger.models import Gift, PointLot, TxKind
 from db.ledger.writer import (
     Leg,
     Lot,
@@ -34,8 +35,9 @@ from db.ledger.writer import (
     post,
     unit_of_work,
     void_holds,
+    wallet_of,
 )
-from db.queries.reports import day_start
+from db.queries.gifts import GIFT_COLUMNS, GiftInfo, gift_info, given_today
 from db.rules.errors import IdempotencyConflict, NotEnoughPoints, UnknownMember
 from db.rules.gifts import (
     GIFT_TTL,
@@ -50,102 +52,6 @@ from db.rules.program import Program
 from db.usecases.members import expiry_for
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import audit
-
-
-@dataclass(frozen=True, slots=True)
-class GiftInfo:
-    id: int
-    code: str
-    giver_id: int
-    points: int
-    status: str
-    created_at: datetime
-    expires_at: datetime
-    receiver_id: int | None = None
-    giver_name: str = ""
-    replayed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Allowance:
-    """What a member may give now: at most `spendable` (balance less held points) and
-    `left_today` of the program's daily `per_day`."""
-
-    spendable: int
-    left_today: int
-    per_day: int
-
-    @property
-    def most(self) -> int:
-        return max(0, min(self.spendable, self.left_today))
-
-
-def _info(row: Any, giver_name: str = "", replayed: bool = False) -> GiftInfo:
-    """A gift from a row of _GIFT_COLUMNS."""
-    return GiftInfo(
-        id=row.id,
-        code=row.code,
-        giver_id=row.giver_id,
-        points=row.points,
-        status=row.status,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        receiver_id=row.receiver_id,
-        giver_name=giver_name,
-        replayed=replayed,
-    )
-
-
-_GIFT_COLUMNS = (
-    Gift.id,
-    Gift.code,
-    Gift.giver_id,
-    Gift.points,
-    Gift.status,
-    Gift.created_at,
-    Gift.expires_at,
-    Gift.receiver_id,
-)
-
-
-async def _wallet(session: AsyncSession, member_id: int) -> int:
-    return (
-        await session.execute(
-            select(Account.id).where(
-                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-            )
-        )
-    ).scalar_one()
-
-
-async def _given_today(
-    session: AsyncSession, program: Program, member_id: int, now: datetime
-) -> int:
-    """Points the member gave today (the program's business day), returned gifts aside."""
-    since = day_start(now, program.program.timezone)
-    given = await session.scalar(
-        select(func.coalesce(func.sum(Gift.points), 0)).where(
-            Gift.giver_id == member_id,
-            Gift.created_at >= since,
-            Gift.status != "returned",
-        )
-    )
-    return int(given or 0)
-
-
-async def allowance(
-    session: AsyncSession, program: Program, member_id: int, now: datetime | None = None
-) -> Allowance:
-    """What the member may give now (a read for the prompt; create_gift checks again)."""
-    now = now or datetime.now(UTC)
-    per_day = program.gifts.max_points_per_day
-    spendable = await session.scalar(
-        select(Account.balance - Account.held).where(
-            Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-        )
-    )
-    left = per_day - await _given_today(session, program, member_id, now)
-    return Allowance(int(spendable or 0), max(left, 0), per_day)
 
 
 async def create_gift(
@@ -170,18 +76,18 @@ async def create_gift(
     async with unit_of_work(session):
         if not await lock_members(session, [member_id]):
             raise UnknownMember()
-        wallet = await _wallet(session, member_id)
+        wallet = await wallet_of(session, member_id)
         # The wallet's lock keeps one member's gifts in line: the allowance read below is
         # still true when the gift is written.
         spendable = (await lock_accounts(session, [wallet]))[wallet]
         found = (
-            await session.execute(select(*_GIFT_COLUMNS).where(Gift.code == code))
+            await session.execute(select(*GIFT_COLUMNS).where(Gift.code == code))
         ).one_or_none()
         if found is not None:
             if found.giver_id != member_id or found.points != points:
                 raise IdempotencyConflict(key=hold_key(code))
-            return _info(found, replayed=True)
-        left = per_day - await _given_today(session, program, member_id, now)
+            return gift_info(found, replayed=True)
+        left = per_day - await given_today(session, program, member_id, now)
         if points > left:
             raise GiftLimit(max=per_day, left=max(left, 0))
         if points > spendable:
@@ -198,37 +104,11 @@ async def create_gift(
                     created_at=now,
                     expires_at=now + GIFT_TTL,
                 )
-                .returning(*_GIFT_COLUMNS)
+                .returning(*GIFT_COLUMNS)
             )
         ).one()
         await audit(session, "gift_create", actor=actor, member_id=member_id, points=points)
-        return _info(row)
-
-
-async def find_gift(session: AsyncSession, code: str) -> GiftInfo | None:
-    """The gift a link names, with its giver's first name ("" once they left)."""
-    row = (
-        await session.execute(
-            select(*_GIFT_COLUMNS, Member.first_name, Member.deleted_at)
-            .join(Member, Member.id == Gift.giver_id)
-            .where(Gift.code == code)
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return _info(row, giver_name=row.first_name if row.deleted_at is None else "")
-
-
-async def open_gifts(session: AsyncSession, member_id: int) -> list[GiftInfo]:
-    """The member's gifts still waiting for a friend, oldest first."""
-    rows = (
-        await session.execute(
-            select(*_GIFT_COLUMNS)
-            .where(Gift.giver_id == member_id, Gift.status == "open")
-            .order_by(Gift.id)
-        )
-    ).all()
-    return [_info(row) for row in rows]
+        return gift_info(row)
 
 
 def _closed(gift: GiftInfo, now: datetime, member_id: int) -> None:
@@ -239,6 +119,39 @@ def _closed(gift: GiftInfo, now: datetime, member_id: int) -> None:
         raise GiftClosed(status=gift.status)
     if gift.expires_at <= now:
         raise GiftClosed(status="expired")
+
+
+# The giver's lots in the order ledger_post spends them (no `prefer`): the soonest to
+# expire first, those that never expire last.
+_SPENT_FIRST = (PointLot.expires_at.asc().nulls_last(), PointLot.id)
+
+
+async def _given_expiries(
+    session: AsyncSession, program: Program, giver: int, points: int, now: datetime
+) -> dict[datetime | None, int]:
+    """The receiver's new lots of a gift of `points`: per expiry, how many. Each part keeps
+    the expiry of the giver's lot it comes from, capped at the expiry of points earned `now`
+    (a gift never makes points fresher; under a program whose points never expire, None).
+    The caller holds the giver's wallet lock, so these are the lots the posting spends."""
+    cap = expiry_for(program, now)
+    lots = await session.execute(
+        select(PointLot.remaining, PointLot.expires_at)
+        .where(PointLot.member_id == giver, PointLot.remaining > 0)
+        .order_by(*_SPENT_FIRST)
+    )
+    given: dict[datetime | None, int] = {}
+    left = points
+    for remaining, expires_at in lots:
+        if left <= 0:
+            break
+        if expires_at is None or (cap is not None and cap < expires_at):
+            expires_at = cap
+        taken = min(remaining, left)
+        given[expires_at] = given.get(expires_at, 0) + taken
+        left -= taken
+    if left > 0:  # lots short of the points: the posting refuses the gift (NotEnoughPoints)
+        given[cap] = given.get(cap, 0) + left
+    return given
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,10 +181,10 @@ async def accept_gift(
         alive = await lock_members(session, sorted({giver, member_id}))
         if member_id not in alive:
             raise UnknownMember()
-        gift = _info(
+        gift = gift_info(
             (
                 await session.execute(
-                    select(*_GIFT_COLUMNS).where(Gift.code == code).with_for_update()
+                    select(*GIFT_COLUMNS).where(Gift.code == code).with_for_update()
                 )
             ).one()
         )
@@ -280,14 +193,21 @@ async def accept_gift(
         _closed(gift, now, member_id)
         if giver not in alive:  # deleting the giver returns their gifts: not reached
             raise GiftClosed(status="returned")
-        giver_wallet, wallet = await _wallet(session, giver), await _wallet(session, member_id)
+        giver_wallet, wallet = await wallet_of(session, giver), await wallet_of(session, member_id)
+        # Both wallets locked (in id order, as the posting locks them): the giver's lots read
+        # below are those the posting spends.
+        await lock_accounts(session, [giver_wallet, wallet])
+        given = await _given_expiries(session, program, giver, gift.points, now)
         key = hold_key(code)
         posted = await post(
             session,
             [Leg(giver_wallet, -gift.points), Leg(wallet, gift.points)],
             [
                 Lot(giver, -gift.points),
-                Lot(member_id, gift.points, earned_at=now, expires_at=expiry_for(program, now)),
+                *(
+                    Lot(member_id, points, earned_at=now, expires_at=expires_at)
+                    for expires_at, points in given.items()
+                ),
             ],
             kind=TxKind.GIFT,
             key=key,
@@ -360,14 +280,14 @@ async def cancel_gift(
             raise UnknownMember()
         row = (
             await session.execute(
-                select(*_GIFT_COLUMNS)
+                select(*GIFT_COLUMNS)
                 .where(Gift.code == code, Gift.giver_id == member_id)
                 .with_for_update()
             )
         ).one_or_none()
         if row is None:
             raise GiftClosed(status="unknown")
-        gift = _info(row)
+        gift = gift_info(row)
         if gift.status != "open":
             raise GiftClosed(status=gift.status)
         await _return(session, gift, now)
@@ -408,14 +328,14 @@ async def return_expired_gifts(
                 await lock_members(session, [giver])
                 row = (
                     await session.execute(
-                        select(*_GIFT_COLUMNS)
+                        select(*GIFT_COLUMNS)
                         .where(Gift.id == gift_id, Gift.status == "open", Gift.expires_at <= now)
                         .with_for_update()
                     )
                 ).one_or_none()
                 if row is None:
                     continue
-                gift = _info(row)
+                gift = gift_info(row)
                 await _return(session, gift, now)
                 await owe(
                     session,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -91,7 +91,11 @@ _issued = aliased(Account)
 _redeemed = aliased(Account)
 
 
-async def partner_accounts(session: AsyncSession, slug: str) -> PartnerAccounts:
+async def partner_accounts(
+    session: AsyncSession, slug: str, *, former: bool = False
+) -> PartnerAccounts:
+    """The partner and its two ledger accounts; UnknownPartner unless it is in the program
+    (or, with `former`, ever was: a voucher it funded is still honoured)."""
     row = (
         await session.execute(
             select(Partner.id, Partner.slug, Partner.name, _issued.id, _redeemed.id)
@@ -104,7 +108,7 @@ async def partner_accounts(session: AsyncSession, slug: str) -> PartnerAccounts:
                 (_redeemed.partner_id == Partner.id)
                 & (_redeemed.kind == AccountKind.PARTNER_REDEEMED),
             )
-            .where(Partner.slug == slug, Partner.active.is_(True))
+            .where(Partner.slug == slug, true() if former else Partner.active.is_(True))
         )
     ).one_or_none()
     if row is None:

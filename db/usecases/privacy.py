@@ -35,6 +35,8 @@ from db.ledger.writer import (
     unit_of_work,
     void_holds,
 )
+from db.queries.gifts import gifts_export
+from db.queries.stamps import card_progress
 from db.queries.vouchers import vouchers_export
 from db.queries.wallet import history, referral_stats
 from db.rules.cards import new_card_number
@@ -93,6 +95,17 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
         ],
         "transactions_total": total,
         "vouchers": await vouchers_export(session, member.id),
+        "stamp_cards": [
+            {
+                "card": card.card,
+                "stamps": card.stamps,
+                "last_stamp_at": card.last_stamp_at.isoformat() if card.last_stamp_at else None,
+            }
+            for card in sorted(
+                (await card_progress(session, member.id)).values(), key=lambda c: c.card
+            )
+        ],
+        "gifts": await gifts_export(session, member.id),
         "friends_invited": stats.invited,
         "friends_rewarded": stats.rewarded,
     }

@@ -49,6 +49,7 @@ from db.ledger.writer import (
     refusals,
     system_account,
     unit_of_work,
+    wallet_of,
 )
 from db.rules.discounts import ZERO, charged, discount_of, discounts_by_tier
 from db.rules.errors import (
@@ -489,13 +490,7 @@ async def _open_referral(
         return None
     inviter_wallet = None
     if await lock_members(session, [member.referred_by_id]):  # before the inviter's wallet
-        inviter_wallet = (
-            await session.execute(
-                select(Account.id).where(
-                    Account.member_id == member.referred_by_id, Account.kind == AccountKind.MEMBER
-                )
-            )
-        ).scalar_one()
+        inviter_wallet = await wallet_of(session, member.referred_by_id)
     inviter_points = referral.inviter_points if inviter_wallet is not None else 0
     if inviter_points + referral.invitee_points == 0:
         return None
@@ -738,13 +733,7 @@ async def post_reversal(
     # Member rows first, then accounts: the order a deletion takes them in (lock_members).
     alive = await lock_members(session, member_ids)
     accounts = await partner_accounts(session, slug)
-    wallet = (
-        await session.execute(
-            select(Account.id).where(
-                Account.member_id == orig.member_id, Account.kind == AccountKind.MEMBER
-            )
-        )
-    ).scalar_one()
+    wallet = await wallet_of(session, orig.member_id)
     program_acc = await system_account(session, AccountKind.PROGRAM)
     breakage = await system_account(session, AccountKind.BREAKAGE)
     inviter_wallet = reward.inviter_wallet if reward else None

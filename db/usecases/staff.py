@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from sqlalchemy.orm import aliased
 from db.ledger.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
 from db.ledger.writer import unit_of_work
 from db.rules import access
-from db.rules.errors import InvalidInvite, NotStaff, UnknownPartner
+from db.rules.errors import DomainError, InvalidInvite, NotStaff, UnknownPartner
 from db.rules.tokens import SOURCE
 from db.usecases.outbox import Owed, owe
 
@@ -76,6 +78,31 @@ async def audit(
             details={k: str(v) if v is not None else None for k, v in details.items()},
         )
     )
+
+
+@asynccontextmanager
+async def refusal_audited(
+    session: AsyncSession,
+    staff: StaffInfo,
+    refusal: type[DomainError],
+    action: str,
+    attempted: str,
+) -> AsyncIterator[None]:
+    """A `refusal` (staff on their own card or voucher) rolls the use case back; the attempt
+    is still written down, as `action`, with what was `attempted` and the member's id."""
+    try:
+        yield
+    except refusal as refused:
+        async with unit_of_work(session):
+            await audit(
+                session,
+                action,
+                actor=staff.telegram_id,
+                staff=staff,
+                member_id=refused.params.get("member_id"),
+                attempted=attempted,
+            )
+        raise
 
 
 async def create_invite(

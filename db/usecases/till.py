@@ -6,8 +6,7 @@ redemption request, the member confirms or declines it, and an unanswered reques
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -70,30 +69,17 @@ from db.usecases.purchases import (
     post_reversal,
     purchase_result,
 )
-from db.usecases.staff import StaffInfo, audit
+from db.usecases.staff import StaffInfo, audit, refusal_audited
 
 REQUEST_TTL = timedelta(minutes=2)
 REPEAT_WINDOW = timedelta(minutes=10)
 
 
-@asynccontextmanager
-async def _own_card_audited(
+def _own_card_audited(
     session: AsyncSession, staff: StaffInfo, action: str
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """An OwnCard refusal rolls the use case back; the attempt is still written down."""
-    try:
-        yield
-    except OwnCard as refused:
-        async with unit_of_work(session):
-            await audit(
-                session,
-                "own_card_refused",
-                actor=staff.telegram_id,
-                staff=staff,
-                member_id=refused.params.get("member_id"),
-                attempted=action,
-            )
-        raise
+    return refusal_audited(session, staff, OwnCard, "own_card_refused", action)
 
 
 def _check_not_own(staff: StaffInfo, member_id: int, member_telegram_id: int | None) -> None:

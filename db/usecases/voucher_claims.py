@@ -9,18 +9,16 @@ and the messages it owes (the member's news, the cashier's result)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from db.ledger.models import (
-    Account,
-    AccountKind,
     AuditLog,
     Member,
     Partner,
@@ -28,11 +26,11 @@ from db.ledger.models import (
     Voucher,
     VoucherSource,
 )
-from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work
-from db.rules.errors import UnknownPartner
+from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work, wallet_of
 from db.rules.program import Program
 from db.rules.tokens import InvalidToken, read_voucher_token
 from db.rules.vouchers import (
+    CLAIM_REPLAY,
     OwnVoucher,
     TooManyVoucherCodes,
     UnknownVoucher,
@@ -42,7 +40,8 @@ from db.rules.vouchers import (
     VoucherWrongPartner,
 )
 from db.usecases.outbox import Owed, StaffChat, owe
-from db.usecases.staff import StaffInfo, audit
+from db.usecases.partners import partner_accounts
+from db.usecases.staff import StaffInfo, audit, refusal_audited
 from db.usecases.vouchers import hold_key
 
 # Typed codes that name no voucher: this many within the window and the cashier must scan.
@@ -61,18 +60,33 @@ class VoucherInfo:
     partner_id: int
     partner_slug: str
     funder_id: int | None
+    funder_slug: str | None
     points: int
     source: str
     status: str
     expires_at: datetime
     resolved_at: datetime | None
     transaction_id: int | None = None
+    staff_id: int | None = None  # who claimed it
+
+    def claimed_by(self, staff: StaffInfo, now: datetime) -> bool:
+        """Claimed by this cashier within CLAIM_REPLAY of `now`: a Claim now is their
+        double tap."""
+        return (
+            self.status == "claimed"
+            and self.staff_id == staff.id
+            and self.resolved_at is not None
+            and now - self.resolved_at <= CLAIM_REPLAY
+        )
 
     @property
     def member_initial(self) -> str:
         """All the cashier needs to see of whose it is."""
         name = self.member_first_name.strip()
         return f"{name[0]}." if name else "—"
+
+
+_funder = aliased(Partner)
 
 
 async def _find(
@@ -83,9 +97,10 @@ async def _find(
     lock: bool = False,
 ) -> VoucherInfo | None:
     stmt = (
-        select(Voucher, Member.telegram_id, Member.first_name, Partner.slug)
+        select(Voucher, Member.telegram_id, Member.first_name, Partner.slug, _funder.slug)
         .join(Member, Member.id == Voucher.member_id)
         .join(Partner, Partner.id == Voucher.partner_id)
+        .outerjoin(_funder, _funder.id == Voucher.funder_id)
         .where(Voucher.id == voucher_id if voucher_id is not None else Voucher.code == code)
     )
     if lock:
@@ -93,7 +108,7 @@ async def _find(
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
         return None
-    v, telegram_id, first_name, partner_slug = row
+    v, telegram_id, first_name, partner_slug, funder_slug = row
     return VoucherInfo(
         id=v.id,
         code=v.code,
@@ -104,12 +119,14 @@ async def _find(
         partner_id=v.partner_id,
         partner_slug=partner_slug,
         funder_id=v.funder_id,
+        funder_slug=funder_slug,
         points=v.points,
         source=v.source,
         status=v.status,
         expires_at=v.expires_at,
         resolved_at=v.resolved_at,
         transaction_id=v.transaction_id,
+        staff_id=v.staff_id,
     )
 
 
@@ -130,24 +147,11 @@ def check_claimable(v: VoucherInfo, staff: StaffInfo, program: Program, now: dat
         raise VoucherWrongPartner(partner=partner.name if partner else v.partner_slug)
 
 
-@asynccontextmanager
-async def _own_voucher_audited(
+def _own_voucher_audited(
     session: AsyncSession, staff: StaffInfo, action: str
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """An OwnVoucher refusal rolls the use case back; the attempt is still written down."""
-    try:
-        yield
-    except OwnVoucher as refused:
-        async with unit_of_work(session):
-            await audit(
-                session,
-                "own_voucher_refused",
-                actor=staff.telegram_id,
-                staff=staff,
-                member_id=refused.params.get("member_id"),
-                attempted=action,
-            )
-        raise
+    return refusal_audited(session, staff, OwnVoucher, "own_voucher_refused", action)
 
 
 async def _recent_unknown_codes(session: AsyncSession, staff: StaffInfo) -> int:
@@ -222,25 +226,7 @@ class ClaimedVoucher:
     voucher: VoucherInfo
     transaction_id: int | None  # None: a voucher worth 0 points moves nothing
     balance: int | None  # the member's wallet after a catalogue voucher's points left it
-
-
-async def _account(session: AsyncSession, kind: str, *, partner_id: int) -> int:
-    found = await session.scalar(
-        select(Account.id).where(Account.partner_id == partner_id, Account.kind == kind)
-    )
-    if found is None:
-        raise UnknownPartner(partner=partner_id)
-    return found
-
-
-async def _wallet(session: AsyncSession, member_id: int) -> int:
-    return (
-        await session.execute(
-            select(Account.id).where(
-                Account.member_id == member_id, Account.kind == AccountKind.MEMBER
-            )
-        )
-    ).scalar_one()
+    replayed: bool = False  # the cashier's double tap: their first claim, nothing posted now
 
 
 async def claim_voucher(
@@ -255,7 +241,8 @@ async def claim_voucher(
     """Claim the voucher for the cashier's partner: exactly once, whoever else claims it at
     the same moment (the voucher row is locked and its status re-read under the lock; the
     posting is keyed by the code too). The member's news and the cashier's result (to
-    `reply`) are owed in the same transaction."""
+    `reply`) are owed in the same transaction. The same cashier's Claim again within
+    CLAIM_REPLAY (a double tap) returns their first claim, `replayed`, and owes nothing."""
     staff.require("claim_voucher")
     async with _own_voucher_audited(session, staff, "claim"), unit_of_work(session):
         seen = await _find(session, code=code)
@@ -265,8 +252,10 @@ async def claim_voucher(
         await lock_members(session, [seen.member_id])
         v = await _find(session, code=code, lock=True)
         assert v is not None
+        if v.claimed_by(staff, now):
+            return ClaimedVoucher(v, v.transaction_id, None, replayed=True)
         check_claimable(v, staff, program, now)
-        redeemed = await _account(session, AccountKind.PARTNER_REDEEMED, partner_id=v.partner_id)
+        redeemed = (await partner_accounts(session, v.partner_slug, former=True)).redeemed_id
         tx_id = balance = None
         columns: dict[str, Any] = {
             "kind": TxKind.VOUCHER,
@@ -280,7 +269,7 @@ async def claim_voucher(
         }
         if v.source == VoucherSource.CATALOGUE:
             # The hold's points leave the wallet, oldest lots first, as a redemption's do.
-            wallet = await _wallet(session, v.member_id)
+            wallet = await wallet_of(session, v.member_id)
             posted = await post(
                 session,
                 [Leg(wallet, -v.points), Leg(redeemed, v.points)],
@@ -291,8 +280,8 @@ async def claim_voucher(
             assert posted is not None  # the key is posted only with the claim, under the lock
             tx_id, balance = posted.transaction_id, posted.balances[wallet]
         elif v.points > 0:
-            assert v.funder_id is not None
-            issued = await _account(session, AccountKind.PARTNER_ISSUED, partner_id=v.funder_id)
+            assert v.funder_slug is not None
+            issued = (await partner_accounts(session, v.funder_slug, former=True)).issued_id
             legs = [Leg(issued, -v.points), Leg(redeemed, v.points)]
             posted = await post(session, legs, **columns)
             assert posted is not None

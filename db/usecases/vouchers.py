@@ -31,15 +31,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.models import (
     Account,
     AccountKind,
-    Partner,
     RewardStock,
     Voucher,
     VoucherSource,
 )
 from db.ledger.writer import hold, lock_members, unit_of_work, void_holds
-from db.rules.errors import UnknownMember, UnknownPartner
+from db.rules.errors import UnknownMember
 from db.rules.program import Program
 from db.rules.vouchers import (
+    STANDING,
     CodeTaken,
     OutOfStock,
     PriceChanged,
@@ -49,6 +49,7 @@ from db.rules.vouchers import (
     new_code,
 )
 from db.usecases.outbox import Owed, owe
+from db.usecases.partners import partner_accounts
 from db.usecases.staff import audit
 
 __all__ = [
@@ -63,9 +64,6 @@ __all__ = [
     "void_member_vouchers",
 ]
 
-# Vouchers that count against a reward's stock and per_member limit.
-STANDING = ("open", "claimed")
-
 
 def hold_key(code: str) -> str:
     return f"voucher:{code}"
@@ -79,15 +77,6 @@ class IssuedVoucher:
     partner: str
     points: int
     expires_at: datetime
-
-
-async def _partner_id(session: AsyncSession, slug: str) -> int:
-    found = (
-        await session.execute(select(Partner.id).where(Partner.slug == slug, Partner.active))
-    ).scalar_one_or_none()
-    if found is None:
-        raise UnknownPartner(partner=slug)
-    return found
 
 
 async def issue_voucher(
@@ -113,8 +102,8 @@ async def issue_voucher(
         raise ValueError(f"no reward {reward!r} in the program")
     explicit = code is not None
     code = code or new_code()
-    partner_id = await _partner_id(session, rules.partner)
-    funder_id = await _partner_id(session, funder) if funder is not None else None
+    partner_id = (await partner_accounts(session, rules.partner)).id
+    funder_id = (await partner_accounts(session, funder)).id if funder is not None else None
     expires_at = now + timedelta(days=rules.valid_days)
     while True:
         row = (
@@ -235,7 +224,7 @@ async def take_reward(
             "voucher_take",
             actor=actor,
             member_id=member_id,
-            partner_id=await _partner_id(session, rules.partner),
+            partner_id=(await partner_accounts(session, rules.partner)).id,
             reward=reward,
             code=code,
             points=rules.points,
@@ -265,7 +254,10 @@ async def _give_back_stock(session: AsyncSession, rewards: Iterable[str]) -> Non
 
 
 async def _lock_wallets(session: AsyncSession, member_ids: Iterable[int]) -> None:
-    """The wallets before their holds' rows, in id order, as every posting takes them."""
+    """Lock the members' wallets before their holds are voided: FOR NO KEY UPDATE
+    (`key_share=True`), in id order, the lock ledger_post takes on the accounts it posts to.
+    Voiding a hold updates its wallet's `held`; taken here first, in one order, those locks
+    cannot deadlock with a posting or another job voiding holds of the same wallets."""
     ids = set(member_ids)
     if ids:
         await session.execute(

@@ -22,7 +22,6 @@ from db.rules.errors import InvalidPoints
 from db.rules.gifts import NotACharity, parse_points
 from db.rules.program import PartnerRules, Program
 from db.usecases.donations import donate, donation_key
-from db.usecases.gifts import allowance
 from db.usecases.members import MemberInfo
 
 
@@ -48,13 +47,12 @@ async def donate_command(message: Message, state: FSMContext, program: Program) 
 async def pick(
     query: CallbackQuery,
     callback_data: DonateCb,
-    session: AsyncSession,
     state: FSMContext,
     program: Program,
     member: MemberInfo,
 ) -> None:
     charity = _charity(program, callback_data.partner)
-    spendable = (await allowance(session, program, member.id)).spendable
+    spendable = member.available  # as read for this update; donate() checks again
     if spendable <= 0:
         await query.answer(_("You have no points to give right now."), show_alert=True)
         return
@@ -67,7 +65,6 @@ async def pick(
 
 async def donation_points(
     message: Message,
-    session: AsyncSession,
     state: FSMContext,
     program: Program,
     member: MemberInfo,
@@ -78,7 +75,7 @@ async def donation_points(
     except InvalidPoints:
         await message.answer(_("Send a whole number of points, like 200."))
         return
-    spendable = (await allowance(session, program, member.id)).spendable
+    spendable = member.available  # as read for this update; donate() checks again
     if points > spendable:
         await message.answer(
             _("You can give at most {points} now: that is what you may spend.").format(

@@ -21,6 +21,7 @@ from bot.views import gifts as views
 from bot.views import keyboards
 from bot.views.editing import edit_text
 from bot.views.links import start_link
+from db.queries.gifts import GiftInfo, allowance, find_gift, open_gifts
 from db.rules.errors import InvalidPoints
 from db.rules.gifts import (
     GIFT,
@@ -33,15 +34,7 @@ from db.rules.gifts import (
     read_gift_param,
 )
 from db.rules.program import Program
-from db.usecases.gifts import (
-    GiftInfo,
-    accept_gift,
-    allowance,
-    cancel_gift,
-    create_gift,
-    find_gift,
-    open_gifts,
-)
+from db.usecases.gifts import accept_gift, cancel_gift, create_gift
 from db.usecases.members import MemberInfo
 
 

@@ -92,7 +92,7 @@ async def take(
         await edit_text(
             message,
             _("✅ Taken: {title}. Your voucher is below; /vouchers lists your vouchers.").format(
-                title=views.title(program, voucher.reward)
+                title=fmt.reward_html(program, voucher.reward)
             ),
         )
         if not taken.replayed:  # a double tap: the first one sent the voucher

@@ -99,7 +99,7 @@ def _describe(segment: Segment, program: Program) -> str:
             _("tier {tier}").format(tier=escape(fmt.text(program.tier(segment.tier).name)))
         )
     if segment.partner:
-        name = escape(fmt.partner_name(program, segment.partner))
+        name = fmt.partner_html(program, segment.partner)
         parts.append(_("customers of {partner}").format(partner=name))
     if segment.language:
         parts.append(LANGUAGE_NAMES.get(segment.language, segment.language))

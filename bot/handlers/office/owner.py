@@ -67,7 +67,7 @@ async def staff_invite(
 def _who(s: StaffInfo, program: Program) -> str:
     """ "Carl · cashier · Bean There Coffee": the name Telegram gave when they joined."""
     name = escape(s.first_name) if s.first_name else f"tg {s.telegram_id}"
-    where = f" · {escape(fmt.partner_name(program, s.partner_slug))}" if s.partner_slug else ""
+    where = f" · {fmt.partner_html(program, s.partner_slug)}" if s.partner_slug else ""
     return f"{name} · {role_name(s.role)}{where}"
 
 
@@ -192,7 +192,7 @@ async def audit_log(
             who = f"tg {e.actor_telegram_id}" if e.actor_telegram_id else "—"
         parts = [fmt.moment(e.created_at.astimezone(zone)), who, escape(e.action)]
         if e.partner:
-            parts.append(escape(fmt.partner_name(program, e.partner)))
+            parts.append(fmt.partner_html(program, e.partner))
         if e.staff_telegram_id is not None and e.staff_telegram_id != e.actor_telegram_id:
             parts.append(
                 _("staff: {name}").format(

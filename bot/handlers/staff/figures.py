@@ -17,7 +17,7 @@ from bot.filters import IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
-from db.queries.reports import day_start, partner_figures, shift, week_start
+from db.queries.reports import Operation, day_start, partner_figures, shift, week_start
 from db.rules.discounts import has_discounts
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
@@ -28,7 +28,6 @@ def _kind(kind: str) -> str:
         "earn": _("sale"),
         "redeem": _("sale with points"),
         "reverse": _("refund"),
-        "voucher": _("voucher"),
     }.get(kind, kind)
 
 
@@ -45,7 +44,8 @@ async def show_shift(
     zone = program.program.zone  # times as the till's clock shows them, not UTC
     lines = [_("🧾 <b>Your shift today</b>, {date}").format(date=fmt.day(now.astimezone(zone)))]
     sales = [op for op in operations if op.kind != "reverse"]
-    money = sum((op.amount or Decimal(0) for op in sales), start=Decimal(0))
+    # Sales in the money they charged (the amount less a tier discount), as refunds are.
+    money = sum((_charged(op) for op in sales), start=Decimal(0))
     paid = sum((op.paid or Decimal(0) for op in sales), start=Decimal(0))
     for op in operations:
         moved = []
@@ -60,10 +60,19 @@ async def show_shift(
         ]
         if op.receipt:
             parts.append(_("receipt {receipt}").format(receipt=escape(op.receipt)))
-        sale = f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)}"
-        if op.discount:
-            sale += " " + _("(discount −{money})").format(money=fmt.money(op.discount, currency))
-        parts += [escape(op.member_name or "—"), sale, " ".join(moved) or "0"]
+        parts.append(escape(op.member_name or "—"))
+        if op.kind == "voucher":  # what it was for; a funded one moves no member's points
+            parts.append(
+                _("voucher: {title}").format(title=fmt.reward_html(program, op.reason or ""))
+            )
+            parts += [" ".join(moved)] if moved else []
+        else:
+            sale = f"{_kind(op.kind)} {fmt.money(_charged(op), currency)}"
+            if op.discount:
+                sale += " " + _("(after a discount of {money})").format(
+                    money=fmt.money(op.discount, currency)
+                )
+            parts += [sale, " ".join(moved) or "0"]
         lines.append(" · ".join(parts))
     lines.append(
         _n(
@@ -84,6 +93,12 @@ async def show_shift(
     if given or has_discounts(program):
         lines.append(_discounts_given(given, currency))
     await message.answer("\n".join(lines))
+
+
+def _charged(op: Operation) -> Decimal:
+    """What an operation's sale charged: its amount less its discount (a refund: its amount,
+    money charged given back)."""
+    return (op.amount or Decimal(0)) - (op.discount or Decimal(0))
 
 
 def _discounts_given(money: Decimal, currency: str) -> str:

@@ -127,9 +127,10 @@ async def claim(
     program: Program,
     i18n: I18n,
 ) -> None:
-    """One tap claims; the result (and the member's news) is owed by the claim itself."""
+    """One tap claims; the result (and the member's news) is owed by the claim itself. A
+    second tap of the cashier who claimed it is told their first claim's result again."""
     chat_id = query.message.chat.id if query.message is not None else query.from_user.id
-    await claim_voucher(
+    claimed = await claim_voucher(
         session,
         program,
         staff,
@@ -140,6 +141,8 @@ async def claim(
     await query.answer()
     if isinstance(query.message, Message):
         await edit_markup(query.message, None)
+        if claimed.replayed:
+            await query.message.answer(views.claim_replayed(program, claimed.voucher))
 
 
 def build() -> Router:
