@@ -230,7 +230,9 @@ async def test_refunds_and_figures_of_a_discounted_sale(
     await boss.send("/today")
     today = text_of(await boss.wait_message("Today"))
     assert f"Sales to members: 1 (1 member), {PLN}100.00." in today
-    assert f"Paid with points: {PLN}0.00. Sales refunded: {PLN}95.00." in today
+    assert (
+        f"Paid with points: {PLN}0.00. Sales refunded: {PLN}95.00 (cash handed back: {PLN}95.00)."
+    ) in today
     assert f"Discounts given: {PLN}5.00." in today
     await boss.send("/stats today")
     stats = text_of(await boss.wait_message("📊"))

@@ -5,10 +5,14 @@ after each test."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.rules.program import Program, parse_program
+from db.usecases.members import find_by_telegram
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import text_of as raw_text
@@ -53,3 +57,49 @@ async def test_held_points_are_not_shown_as_spendable(
         "💰 500 points (worth PLN 5.00), of which 300 held for their open vouchers, gifts and "
         "requests (200 to spend)"
     ) in panel
+
+
+async def test_shift_and_today_say_the_cash_each_refund_handed_back(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """A sale paid partly with points, whose earned points the member spent elsewhere, is
+    refunded: the drawer gave back less than the refund's value, and the figures say so."""
+    boss, ann = harness.user("Mia"), harness.user("Ann")
+    await hire(harness, boss, "coffee", "manager")
+    await join(ann)
+    async with sessions() as s:
+        member = await find_by_telegram(s, ann.user_id)
+        assert member is not None
+        sale = await record_sale(
+            s,
+            program,
+            Sale(
+                member_id=member.id,
+                partner="coffee",
+                amount=Decimal(40),
+                redeem_points=10,
+                key="s",
+            ),
+        )
+        await record_sale(
+            s,
+            program,
+            Sale(
+                member_id=member.id,
+                partner="books",
+                amount=Decimal("4.78"),
+                redeem_points=239,
+                key="x",
+            ),
+        )
+    await boss.send(f"/refund {sale.transaction_id} all returned")
+    done = text_of(await boss.wait_message("Refunded"))
+    assert "Refunded PLN 40.00" in done and "give back PLN 38.08 in money" in done
+
+    await boss.send("/shift")
+    shift = text_of(await boss.wait_message("Your shift today")).split("\n")
+    assert shift[1].endswith(" · Ann · refund PLN 40.00 (cash back PLN 38.08) · +10 −17"), shift
+    assert "Cash handed back for refunds: PLN 38.08." in shift
+    await boss.send("/today")
+    today = text_of(await boss.wait_message("Today"))
+    assert "Sales refunded: PLN 40.00 (cash handed back: PLN 38.08)." in today

@@ -17,7 +17,7 @@ from bot.filters import IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
-from db.queries.reports import day_start, partner_figures, shift, week_start
+from db.queries.reports import cash_handed_back, day_start, partner_figures, shift, week_start
 from db.rules.discounts import has_discounts
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
@@ -37,7 +37,8 @@ async def show_shift(
 ) -> None:
     now = datetime.now(UTC)
     start = day_start(now, program.program.timezone)
-    operations = await shift(session, staff.id, start=start, end=now + timedelta(seconds=1))
+    end = now + timedelta(seconds=1)
+    operations = await shift(session, staff.id, start=start, end=end)
     currency = program.program.currency
     if not operations:
         await message.answer(_("No operations yet today."))
@@ -47,6 +48,12 @@ async def show_shift(
     sales = [op for op in operations if op.kind != "reverse"]
     money = sum((op.amount or Decimal(0) for op in sales), start=Decimal(0))
     paid = sum((op.paid or Decimal(0) for op in sales), start=Decimal(0))
+    # What each refund handed back from the till (the rest went back as points).
+    cash = (
+        await cash_handed_back(session, program, start=start, end=end, staff_id=staff.id)
+        if len(sales) < len(operations)
+        else {}
+    )
     for op in operations:
         moved = []
         if op.points_in:
@@ -63,6 +70,10 @@ async def show_shift(
         sale = f"{_kind(op.kind)} {fmt.money(op.amount or Decimal(0), currency)}"
         if op.discount:
             sale += " " + _("(discount −{money})").format(money=fmt.money(op.discount, currency))
+        if op.transaction_id in cash:
+            sale += " " + _("(cash back {money})").format(
+                money=fmt.money(cash[op.transaction_id], currency)
+            )
         parts += [escape(op.member_name or "—"), sale, " ".join(moved) or "0"]
         lines.append(" · ".join(parts))
     lines.append(
@@ -80,6 +91,12 @@ async def show_shift(
             redeemed=fmt.number(sum(op.points_out for op in operations)),
         )
     )
+    if cash:
+        lines.append(
+            _("Cash handed back for refunds: {money}.").format(
+                money=fmt.money(sum(cash.values(), start=Decimal(0)), currency)
+            )
+        )
     given = sum((op.discount or Decimal(0) for op in sales), start=Decimal(0))
     if given or has_discounts(program):
         lines.append(_discounts_given(given, currency))
@@ -100,6 +117,9 @@ async def _figures(
     assert staff.partner_id is not None
     f = await partner_figures(
         session, staff.partner_id, start=start, end=now + timedelta(seconds=1)
+    )
+    cash = await cash_handed_back(
+        session, program, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
     )
     currency = program.program.currency
     title = _("This week") if week else _("Today")
@@ -126,9 +146,13 @@ async def _figures(
                     n=fmt.number(f.members),
                     money=fmt.money(f.revenue, currency),
                 ),
-                _("Paid with points: {money}. Sales refunded: {refunds}.").format(
+                _(
+                    "Paid with points: {money}. Sales refunded: {refunds} (cash handed back: "
+                    "{cash})."
+                ).format(
                     money=fmt.money(f.paid_with_points, currency),
                     refunds=fmt.money(f.refunds, currency),
+                    cash=fmt.money(sum(cash.values(), start=Decimal(0)), currency),
                 ),
                 _("Points issued: {issued}. Points redeemed: {redeemed}.").format(
                     issued=fmt.number(f.points_issued), redeemed=fmt.number(f.points_redeemed)
