@@ -5,14 +5,17 @@ after each test."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.ledger.models import VoucherSource
 from db.rules.program import Program, parse_program
 from db.usecases.members import find_by_telegram
 from db.usecases.purchases import Sale, record_sale
+from db.usecases.vouchers import issue_voucher
 from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import text_of as raw_text
@@ -103,3 +106,48 @@ async def test_shift_and_today_say_the_cash_each_refund_handed_back(
     await boss.send("/today")
     today = text_of(await boss.wait_message("Today"))
     assert "Sales refunded: PLN 40.00 (cash handed back: PLN 38.08)." in today
+
+
+async def test_typed_codes_read_as_voucher_reads_them(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """A code typed alone with O, I or L for 0 and 1 opens the voucher, as /voucher does; a
+    code-like text that cannot be a code is said to be one, not taken for an amount."""
+    carl, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await join(ann)
+    async with sessions() as s:
+        member = await find_by_telegram(s, ann.user_id)
+        assert member is not None
+        await issue_voucher(
+            s,
+            program,
+            member_id=member.id,
+            reward="sticker",
+            source=VoucherSource.PROMOTION,
+            now=datetime.now(UTC),
+            code="R0FP31KM",
+        )
+        await s.commit()
+    for typed in ("ROFP-3IKM", "rofp3lkm", "R0FP 31KM"):
+        sent = await carl.send(typed)
+        shown = await carl.wait_message(
+            lambda m, after=sent["message_id"]: m["message_id"] > after
+        )
+        assert "A sticker" in text_of(shown) and "R0FP-31KM" in text_of(shown), typed
+    for typed, why in (
+        ("PT9Y-DVS", "it has 7 characters"),
+        ("pt9ydvsxy", "it has 9 characters"),
+        ("ABCU-12K4", "no code has U"),
+    ):
+        sent = await carl.send(typed)
+        said = text_of(
+            await carl.wait_message(lambda m, after=sent["message_id"]: m["message_id"] > after)
+        )
+        assert said == (
+            f"That looks like a voucher code, but {why} (codes are 8 characters, like "
+            "K7QM-2XHD). Check it and type it again."
+        ), typed
+    # An amount with its currency, outside a sale, is still said to need a card first.
+    await carl.send("100 PLN")
+    await carl.wait_message("No sale is open")
