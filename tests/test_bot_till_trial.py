@@ -9,18 +9,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.ledger.models import VoucherSource
+from db.ledger.models import AuditLog, Transaction, TxKind, Voucher, VoucherSource
 from db.rules.program import Program, parse_program
 from db.usecases.members import find_by_telegram
 from db.usecases.purchases import Sale, record_sale
 from db.usecases.vouchers import issue_voucher
 from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM
+from tests.fakegram import UserClient
 from tests.fakegram import text_of as raw_text
-from tests.test_bot_vouchers import REWARDS, give, take_coffee, wallet
-from tests.till import hire, join, open_panel
+from tests.test_bot_vouchers import REWARDS, give, take_coffee, vouchers, wallet
+from tests.till import hire, join, open_panel, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -151,3 +153,95 @@ async def test_typed_codes_read_as_voucher_reads_them(
     # An amount with its currency, outside a sale, is still said to need a card first.
     await carl.send("100 PLN")
     await carl.wait_message("No sale is open")
+
+
+async def test_refusals_say_why_and_that_nothing_changed(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    carl, mia, bea = harness.user("Carl"), harness.user("Mia"), harness.user("Bea")
+    ann = harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await hire(harness, mia, "coffee", "manager")
+    await hire(harness, bea, "bakery", "manager")
+    await join(ann)
+    await give(sessions, program, ann, 950)  # 1,000
+    await take_coffee(ann)
+    await take_coffee(ann)
+    first, second = [code for code, _status in await vouchers(sessions)]
+    async with sessions() as s:
+        await s.execute(
+            update(Voucher)
+            .where(Voucher.code == second)
+            .values(expires_at=datetime(2026, 1, 5, 14, 30, tzinfo=UTC))
+        )
+        await s.commit()
+
+    async def said(user: UserClient, text: str) -> str:
+        sent = await user.send(text)
+        return text_of(
+            await user.wait_message(lambda m, after=sent["message_id"]: m["message_id"] > after)
+        )
+
+    assert await said(bea, f"/voucher {first}") == (
+        "This voucher is for Bean There Coffee: it cannot be claimed here. Nothing was changed."
+    )
+    assert await said(carl, f"/voucher {second}") == (
+        "This voucher expired on 5 Jan 2026 at 14:30: it cannot be claimed. Nothing was changed."
+    )
+    assert await said(carl, "/voucher ZZZZ-ZZZZ") == (
+        "No voucher has the code ZZZZ-ZZZZ. Check it, or scan the voucher's QR code. Nothing "
+        "was changed."
+    )
+    await carl.send(f"/voucher {first}")
+    await carl.wait_message("A coffee of your choice")
+    await carl.click("✅ Claim")
+    await carl.wait_message("claimed")
+    again = await said(carl, f"/voucher {first}")
+    assert again.startswith("Already claimed on ")
+    assert again.endswith(": a voucher is used once. Nothing was changed.")
+    async with sessions() as s:
+        refused = (
+            await s.execute(
+                select(AuditLog.details)
+                .where(AuditLog.action == "voucher_open_refused")
+                .order_by(AuditLog.id)
+            )
+        ).scalars()
+        assert [(d["code"], d["refused"]) for d in refused] == [
+            (first, "voucher_wrong_partner"),
+            (second, "voucher_expired"),
+            (first, "voucher_claimed"),
+        ]
+        claim = await s.scalar(select(Transaction.id).where(Transaction.kind == TxKind.VOUCHER))
+    assert await said(mia, f"/refund {claim} all oops") == (
+        f"No. {claim} is a voucher claim, not a sale: it cannot be refunded, and a claim cannot "
+        "be undone in the bot. If it was claimed by mistake, contact the program's owner. "
+        "Nothing was changed."
+    )
+
+    # The till's amount rule, at the till and in /refund.
+    await start_sale(carl, ann)
+    assert (await said(carl, "12 50")).startswith(
+        "“12 50” is not an amount I can use: nothing was posted. Type the amount"
+    )
+    await carl.send("40")
+    await carl.wait_message("✅")
+    async with sessions() as s:
+        sale = await s.scalar(select(Transaction.id).where(Transaction.kind == TxKind.EARN))
+    assert (await said(mia, f"/refund {sale} 1 250 broken cup")).startswith(
+        "“1 250” is not an amount I can use: nothing was refunded."
+    )
+    assert (await said(mia, f"/refund {sale} PLN 5 broken cup")).startswith(
+        f"↩️ Refunded PLN 5.00 of sale No. {sale}; give back PLN 5.00 in money."
+    )
+    assert (await said(mia, f"/refund {sale} 5zł broken cup")).startswith(
+        f"↩️ Refunded PLN 5.00 of sale No. {sale}; give back PLN 5.00 in money."
+    )
+    assert (await said(mia, f"/refund {sale} PLN 5")).startswith("Please give a reason")
+    assert await said(mia, f"/refund {sale} 31 broken cup") == (
+        "At most PLN 30.00 of this sale is left to refund. Nothing was changed."
+    )
+    await said(mia, f"/refund {sale} all broken cup")
+    assert await said(mia, f"/refund {sale} 1 broken cup") == (
+        "This sale was already refunded in full. Nothing was changed."
+    )

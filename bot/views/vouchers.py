@@ -308,16 +308,17 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "That did not work, and nothing was taken. Please open /rewards and try again."
     ),
     "unknown_voucher": lambda p: _(
-        "No voucher has the code {code}. Check it, or scan the voucher's QR code."
+        "No voucher has the code {code}. Check it, or scan the voucher's QR code. Nothing "
+        "was changed."
     ).format(code=escape(display_code(str(p.get("code") or "")))),
     "voucher_wrong_partner": lambda p: _(
-        "This voucher is for {partner}: it cannot be claimed here."
+        "This voucher is for {partner}: it cannot be claimed here. Nothing was changed."
     ).format(partner=escape(fmt.text(p["partner"]))),
     "voucher_expired": lambda p: _(
-        "This voucher expired on {date} at {time}: it cannot be claimed."
+        "This voucher expired on {date} at {time}: it cannot be claimed. Nothing was changed."
     ).format(**_at(p)),
     "voucher_claimed": lambda p: _(
-        "Already claimed on {date} at {time}: a voucher is used once."
+        "Already claimed on {date} at {time}: a voucher is used once. Nothing was changed."
     ).format(**_at(p)),
     "voucher_voided": lambda p: _(
         "This voucher was cancelled (its member left the program): it cannot be claimed."

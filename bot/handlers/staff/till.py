@@ -323,7 +323,7 @@ async def amount_entered(
         amount = check_purchase(typed.amount, rules.max_purchase)
     except InvalidAmount:
         await message.answer(
-            _("“{text}” is not an amount I can use. {rule}").format(
+            _("“{text}” is not an amount I can use: nothing was posted. {rule}").format(
                 text=escape((message.text or "").strip()[:40]), rule=amount_rule(rules.currency)
             )
         )
