@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import AuditLog, Transaction, TxKind, Voucher, VoucherSource
@@ -21,7 +21,9 @@ from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM
 from tests.fakegram import UserClient
 from tests.fakegram import text_of as raw_text
+from tests.test_bot_stamps import member_id, seed, sell
 from tests.test_bot_vouchers import REWARDS, give, take_coffee, vouchers, wallet
+from tests.test_stamps import stamp_program
 from tests.till import hire, join, open_panel, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -244,4 +246,37 @@ async def test_refusals_say_why_and_that_nothing_changed(
     await said(mia, f"/refund {sale} all broken cup")
     assert await said(mia, f"/refund {sale} 1 broken cup") == (
         "This sale was already refunded in full. Nothing was changed."
+    )
+
+
+@pytest.mark.parametrize("program", [stamp_program()])
+async def test_a_full_cards_voucher_code_and_the_refund_of_the_sale_that_filled_it(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    boss, ann = harness.user("Mo"), harness.user("Ann")
+    await hire(harness, boss, "coffee", "manager")
+    await join(ann)
+    m = await member_id(sessions, ann)
+    for day in range(1, 5):
+        await seed(sessions, program, m, "coffee", day, f"seed{day}")
+    receipt = await sell(boss, ann, "9.50")
+    async with sessions() as s:
+        voucher = (await s.execute(select(Voucher))).scalar_one()
+        sale = await s.scalar(
+            select(func.max(Transaction.id)).where(Transaction.kind == TxKind.EARN)
+        )
+    shown = f"{voucher.code[:4]}-{voucher.code[4:]}"  # as /vouchers shows it
+    assert f"Voucher {shown} issued" in receipt
+    assert f"Your voucher {shown}:" in text_of(await ann.wait_message("is full"))
+
+    await boss.send(f"/refund {sale} all wrong order")
+    reply = text_of(await boss.wait_message("Refunded"))
+    assert reply.endswith(
+        "The stamp this sale added on Fifth coffee free stays: this sale filled the card, and "
+        "its reward was given and stays."
+    )
+    news = text_of(await ann.wait_message(lambda msg: "stays" in str(msg.get("text"))))
+    assert (
+        "🎟 The stamp this purchase added on Fifth coffee free stays: this purchase filled the "
+        "card, and its reward stays yours." in news
     )

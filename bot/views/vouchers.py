@@ -251,9 +251,11 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
     ]
     if int(p.get("points") or 0):
         lines.append(
-            _("{points} of your points paid for it. Balance: {balance}.").format(
-                points=fmt.points(int(p["points"])), balance=fmt.points(int(p["balance"]))
-            )
+            _n(
+                "{n} of your points paid for it. Balance: {balance}.",
+                "{n} of your points paid for it. Balance: {balance}.",
+                int(p["points"]),
+            ).format(n=fmt.number(int(p["points"])), balance=fmt.points(int(p["balance"])))
         )
     return Rendered("\n".join(lines))
 
@@ -262,11 +264,13 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
 def voucher_claimed_staff(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's result: claimed, and for whom (the member's initial)."""
     name = str(p.get("member_name") or "").strip()
+    figures = {"code": display_code(str(p["code"])), "title": title(program, str(p["reward"]))}
+    if not name:
+        return Rendered(_("✅ Voucher {code} claimed: hand {title} over.").format(**figures))
+    # The initial's own full stop ends the sentence ("… to A."), never a second one.
     return Rendered(
-        _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
-            code=display_code(str(p["code"])),
-            title=title(program, str(p["reward"])),
-            initial=escape(f"{name[0]}.") if name else "—",
+        _("✅ Voucher {code} claimed: hand {title} over to {initial}").format(
+            initial=escape(f"{name[0]}."), **figures
         )
     )
 
