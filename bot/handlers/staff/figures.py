@@ -118,9 +118,6 @@ async def _figures(
     f = await partner_figures(
         session, staff.partner_id, start=start, end=now + timedelta(seconds=1)
     )
-    cash = await cash_handed_back(
-        session, program, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
-    )
     currency = program.program.currency
     title = _("This week") if week else _("Today")
     rules = program.partner(staff.partner_slug or "")
@@ -133,6 +130,9 @@ async def _figures(
             + donations_line(donations, program)
         )
         return
+    cash = await cash_handed_back(
+        session, program, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
+    )
     await message.answer(
         "\n".join(
             [
