@@ -154,7 +154,7 @@ async def test_points_pay_a_share_of_what_is_to_pay(
     await cashier.wait_message("Waiting for the member to confirm 4,750 points")
     ask = text_of(await ann.wait_message("Confirm?"))
     assert f"Gold discount −{PLN}5.00 on your {PLN}100.00 purchase" in ask
-    assert f"asks to pay {PLN}47.50 of your {PLN}95.00 purchase with 4,750 points" in ask
+    assert f"asks to pay {PLN}47.50 of the {PLN}95.00 to pay with 4,750 points" in ask
     await ann.click("✅ Confirm")
     told = text_of(await cashier.wait_message("The member confirmed"))
     assert f"To pay {PLN}95.00" in told
@@ -274,7 +274,9 @@ async def test_refunds_and_figures_of_a_discounted_sale(
     await boss.send("/today")
     today = text_of(await boss.wait_message("Today"))
     assert f"Sales to members: 1 (1 member), {PLN}95.00." in today
-    assert f"Paid with points: {PLN}0.00. Sales refunded: {PLN}95.00." in today
+    assert (
+        f"Paid with points: {PLN}0.00. Sales refunded: {PLN}95.00 (cash handed back: {PLN}95.00)."
+    ) in today
     assert f"Discounts given: {PLN}5.00." in today
     await boss.send("/stats today")
     stats = text_of(await boss.wait_message("📊"))

@@ -129,9 +129,12 @@ async def test_take_a_reward_and_claim_it_at_the_till(
     assert "Member: A." in panel and "Ann" not in panel
     await carl.click("✅ Claim")
     told = text_of(await carl.wait_message("claimed"))
-    assert "A coffee of your choice for A." in told and "Hand it over" in told
+    assert (
+        told
+        == f"✅ Voucher {code[:4]}-{code[4:]} claimed: hand A coffee of your choice over to A."
+    )
     news = text_of(await ann.wait_message("was used at Bean There Coffee"))
-    assert "300 points of your points paid for it. Balance: 200 points." in news
+    assert "300 of your points paid for it. Balance: 200 points." in news
     assert await wallet(sessions, ann) == (200, 0)
     assert await vouchers(sessions) == [(code, "claimed")]
     async with sessions() as s:
@@ -180,9 +183,9 @@ async def test_a_double_tap_takes_one_voucher_and_a_claim_posts_once(
     # The cashier's double tap is their claim again, said to be done: not a refusal.
     assert not any("Already claimed on" in (a.get("text") or "") for a in answers)
     replay = text_of(await carl.wait_message("this second tap changed nothing"))
-    assert "✅ Voucher" in replay and "claimed: A coffee of your choice for A." in replay
+    assert "✅ Voucher" in replay and "claimed: hand A coffee of your choice over to A." in replay
     await carl.wait_message(
-        lambda m: "Hand it over" in text_of(m) and "second tap" not in text_of(m)
+        lambda m: "over to A." in text_of(m) and "second tap" not in text_of(m)
     )
     await ann.wait_message("was used at Bean There Coffee")
     async with sessions() as s:
@@ -265,7 +268,7 @@ async def test_a_funded_voucher_claimed_shows_its_title_in_history(
     await carl.send(f"/voucher {issued.code}")
     await carl.wait_message("A coffee of your choice")
     await carl.click("✅ Claim")
-    await carl.wait_message("Hand it over")
+    await carl.wait_message("claimed: hand")
     await ann.wait_message("was used at Bean There Coffee")
     await ann.send("/history")
     listing = text_of(await ann.wait_message("Transactions")).split("\n")

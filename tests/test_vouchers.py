@@ -47,6 +47,7 @@ from db.rules.vouchers import (
     display_code,
     new_code,
     normalize_code,
+    typed_code,
 )
 from db.usecases.adjust import adjust
 from db.usecases.members import get_member, register_member
@@ -176,8 +177,14 @@ def test_codes_are_typeable_derived_and_never_all_digits() -> None:
     assert normalize_code("abcd efgh") == "ABCDEFGH"
     assert normalize_code("0OIL-1234") == "00111234"  # read as Crockford's base32 reads it
     assert normalize_code("ABCDEFG") is None and normalize_code("ABCDEFGU") is None
-    for not_a_code in ("12345678", "12.50", "12345PLN", "1234 5678", "ABCDEFGHJ", "/start"):
+    for not_a_code in ("12345678", "12.50", "1234 5678", "ABCDEFGHJ", "/start"):
         assert not BARE_CODE.match(not_a_code), not_a_code
+    # Typed alone, O, I and L read as /voucher reads them; an amount with its currency does not.
+    signs = frozenset({"pln", "zł"})
+    for code in ("ROFP-3IKM", "rofp3lkm", "0OIL 1234"):
+        assert typed_code(code, signs), code
+    for not_a_code in ("12345PLN", "12345 pln", "ABCD-EFGU", "12345678"):
+        assert not typed_code(not_a_code, signs), not_a_code
 
 
 # Taking a reward.

@@ -281,14 +281,20 @@ def redeem_request(program: Program, p: dict[str, Any]) -> Rendered:
     left to pay after their tier discount, if they have one)."""
     partner = fmt.partner_html(program, str(p["partner"]))
     amount = Decimal(p["amount"]) - Decimal(p.get("discount") or 0)
-    text = _(
-        "💳 {partner} asks to pay {money} of your {amount} purchase with {points}. Confirm?"
-    ).format(
-        partner=partner,
-        money=_money(program, p["money"]),
-        amount=_money(program, amount),
-        points=fmt.points(int(p["points"])),
-    )
+    figures = {
+        "partner": partner,
+        "money": _money(program, p["money"]),
+        "amount": _money(program, amount),
+        "points": fmt.points(int(p["points"])),
+    }
+    text = (
+        # After the discount's line, which named the purchase: what is left to pay.
+        _("💳 {partner} asks to pay {money} of the {amount} to pay with {points}. Confirm?")
+        if p.get("discount")
+        else _(
+            "💳 {partner} asks to pay {money} of your {amount} purchase with {points}. Confirm?"
+        )
+    ).format(**figures)
     if p.get("discount"):
         text = discounts.member_line(program, p, partner) + "\n" + text
     request = str(p["request"])

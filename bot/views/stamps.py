@@ -17,6 +17,7 @@ from aiogram.utils.i18n import ngettext as _n
 from bot.views import formatting as fmt
 from db.queries.stamps import CardProgress
 from db.rules.program import Program, StampCard
+from db.rules.vouchers import display_code
 from db.usecases.stamps import ADDED, BELOW_MIN, DAILY_LIMIT, FILLED, PARTNER_DONE
 
 # A card of more stamps than this is shown as a count alone (a row of 50 dots says less).
@@ -85,7 +86,7 @@ def sale_lines(
         elif status == FILLED and n.get("voucher"):
             figures = {
                 "card": card,
-                "code": escape(str(n["voucher"])),
+                "code": escape(display_code(str(n["voucher"]))),
                 "reward": fmt.reward_html(program, n.get("reward") or ""),
             }
             if till:
@@ -163,6 +164,18 @@ def refund_lines(
                 else _("🎟 The stamp this purchase added on {card} is taken back: {bar}").format(
                     card=card, bar=bar(stamps, of)
                 )
+            )
+        elif b.get("filled_by_sale"):
+            lines.append(
+                _(
+                    "The stamp this sale added on {card} stays: this sale filled the card, and "
+                    "its reward was given and stays."
+                ).format(card=card)
+                if till
+                else _(
+                    "🎟 The stamp this purchase added on {card} stays: this purchase filled the "
+                    "card, and its reward stays yours."
+                ).format(card=card)
             )
         else:
             lines.append(

@@ -71,9 +71,20 @@ def _earning(program: Program, rates: list[Decimal]) -> str:
 
 def balance(summary: Summary, program: Program) -> str:
     currency = program.program.currency
+    worth = fmt.money(summary.money, currency)
     lines = [
-        _("💰 <b>{points}</b> (worth {money})").format(
-            points=fmt.points(summary.balance), money=fmt.money(summary.money, currency)
+        _(
+            "💰 <b>{points}</b> (worth {money}), of which {held} held for your open vouchers, "
+            "gifts and requests ({available} to spend)"
+        ).format(
+            points=fmt.points(summary.balance),
+            money=worth,
+            held=fmt.number(summary.held),
+            available=fmt.number(summary.balance - summary.held),
+        )
+        if summary.held
+        else _("💰 <b>{points}</b> (worth {money})").format(
+            points=fmt.points(summary.balance), money=worth
         ),
         _("🏅 Tier: {tier} (points × {multiplier})").format(
             tier=escape(fmt.text(program.tier(summary.tier).name)),

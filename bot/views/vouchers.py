@@ -237,9 +237,11 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
     ]
     if int(p.get("points") or 0):
         lines.append(
-            _("{points} of your points paid for it. Balance: {balance}.").format(
-                points=fmt.points(int(p["points"])), balance=fmt.points(int(p["balance"]))
-            )
+            _n(
+                "{n} of your points paid for it. Balance: {balance}.",
+                "{n} of your points paid for it. Balance: {balance}.",
+                int(p["points"]),
+            ).format(n=fmt.number(int(p["points"])), balance=fmt.points(int(p["balance"])))
         )
     return Rendered("\n".join(lines))
 
@@ -247,10 +249,12 @@ def voucher_claimed(program: Program, p: dict[str, Any]) -> Rendered:
 def claimed_at_till(program: Program, *, code: str, reward: str, name: str) -> str:
     """The cashier's result: claimed, and for whom (the member's initial)."""
     name = name.strip()
-    return _("✅ Voucher {code} claimed: {title} for {initial}. Hand it over.").format(
-        code=display_code(code),
-        title=fmt.reward_html(program, reward),
-        initial=escape(f"{name[0]}.") if name else "—",
+    figures = {"code": display_code(code), "title": fmt.reward_html(program, reward)}
+    if not name:
+        return _("✅ Voucher {code} claimed: hand {title} over.").format(**figures)
+    # The initial's own full stop ends the sentence ("… to A."), never a second one.
+    return _("✅ Voucher {code} claimed: hand {title} over to {initial}").format(
+        initial=escape(f"{name[0]}."), **figures
     )
 
 
@@ -322,16 +326,17 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "That did not work, and nothing was taken. Please open /rewards and try again."
     ),
     "unknown_voucher": lambda p: _(
-        "No voucher has the code {code}. Check it, or scan the voucher's QR code."
+        "No voucher has the code {code}. Check it, or scan the voucher's QR code. Nothing "
+        "was changed."
     ).format(code=escape(display_code(str(p.get("code") or "")))),
     "voucher_wrong_partner": lambda p: _(
-        "This voucher is for {partner}: it cannot be claimed here."
+        "This voucher is for {partner}: it cannot be claimed here. Nothing was changed."
     ).format(partner=escape(fmt.text(p["partner"]))),
     "voucher_expired": lambda p: _(
-        "This voucher expired on {date} at {time}: it cannot be claimed."
+        "This voucher expired on {date} at {time}: it cannot be claimed. Nothing was changed."
     ).format(**_at(p)),
     "voucher_claimed": lambda p: _(
-        "Already claimed on {date} at {time}: a voucher is used once."
+        "Already claimed on {date} at {time}: a voucher is used once. Nothing was changed."
     ).format(**_at(p)),
     "voucher_voided": lambda p: _(
         "This voucher was cancelled (its member left the program): it cannot be claimed."

@@ -13,6 +13,7 @@ _IDENTIFY = text(
     """
     SELECT m.id, m.telegram_id, m.card_number, m.first_name, m.language, m.tier,
            m.marketing_consent, m.referred_by_id, a.id AS wallet_id, a.balance, m.joined_at,
+           a.held,
            s.id AS staff_id, s.role, s.partner_id, p.slug, p.name
     FROM (SELECT CAST(:tg AS bigint) AS tg) AS who
     LEFT JOIN members m ON m.telegram_id = who.tg
@@ -29,7 +30,20 @@ async def identify(
     row = (await session.execute(_IDENTIFY, {"tg": telegram_id})).one()
     member = None
     if row.id is not None and row.wallet_id is not None:
-        member = MemberInfo(*row[:11])
+        member = MemberInfo(
+            row.id,
+            row.telegram_id,
+            row.card_number,
+            row.first_name,
+            row.language,
+            row.tier,
+            row.marketing_consent,
+            row.referred_by_id,
+            row.wallet_id,
+            row.balance,
+            row.joined_at,
+            held=row.held,
+        )
     staff = None
     if row.staff_id is not None:
         staff = StaffInfo(row.staff_id, telegram_id, row.role, row.partner_id, row.slug, row.name)

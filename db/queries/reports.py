@@ -11,6 +11,8 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Account, AccountKind, Entry, Member, Transaction, TxKind
+from db.rules.program import Program
+from db.usecases.purchases import reversal_result
 
 
 def day_start(now: datetime, timezone: str) -> datetime:
@@ -138,6 +140,32 @@ async def partner_figures(
         points_redeemed=int(moved.get(AccountKind.PARTNER_REDEEMED, 0)),
         discounts=Decimal(sales[4] or 0),
     )
+
+
+async def cash_handed_back(
+    session: AsyncSession,
+    program: Program,
+    *,
+    start: datetime,
+    end: datetime,
+    staff_id: int | None = None,
+    partner_id: int | None = None,
+) -> dict[int, Decimal]:
+    """The money each refund in [start, end) handed back from the till, by its transaction
+    id: its money part less the value of points the member had spent (what /refund said to
+    give back; the rest went back as points). A staff member's refunds, or a partner's."""
+    refunds = (
+        await session.execute(
+            select(Transaction).where(
+                Transaction.kind == TxKind.REVERSE,
+                Transaction.created_at >= start,
+                Transaction.created_at < end,
+                *([Transaction.staff_id == staff_id] if staff_id is not None else []),
+                *([Transaction.partner_id == partner_id] if partner_id is not None else []),
+            )
+        )
+    ).scalars()
+    return {tx.id: (await reversal_result(session, program, tx)).cash_back for tx in list(refunds)}
 
 
 def week_start(now: datetime, timezone: str) -> datetime:

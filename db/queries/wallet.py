@@ -28,6 +28,7 @@ class Summary:
     to_next_tier: Decimal | None
     expiring_points: int
     expiring_at: datetime | None
+    held: int = 0  # of the balance, held for open vouchers, gifts and requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ async def summary(
         to_next_tier=max(nxt.min_spend - spend, Decimal(0)) if nxt else None,
         expiring_points=int(row.expiring),
         expiring_at=row.soonest,
+        held=member.held,
     )
 
 

@@ -17,15 +17,20 @@ from datetime import timedelta
 from itertools import count
 
 from db.rules.errors import DomainError
+from db.rules.points import parse_till_amount
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 8
-# Typed at the till on its own: 8 characters of the alphabet (a space or a hyphen may split
-# them in two, as the member's screen shows them), with at least one letter.
+# Typed at the till on its own: 8 characters that normalize_code reads (the alphabet, and O,
+# I and L, read as 0 and 1: every letter but U; a space or a hyphen may split them in two, as
+# the member's screen shows them), with at least one letter.
 BARE_CODE = re.compile(
-    r"^\s*(?=[0-9A-Za-z\s-]*[A-HJKMNP-TV-Za-hjkmnp-tv-z])"
-    r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{4}[\s-]?[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{4}\s*$"
+    r"^\s*(?=[0-9A-Za-z\s-]*[A-Za-z])[0-9A-TV-Za-tv-z]{4}[\s-]?[0-9A-TV-Za-tv-z]{4}\s*$"
 )
+# Typed text that reads as a voucher code gone wrong (see looks_like_code), and an amount
+# with its currency ("100 PLN", "EUR100"), which never does.
+_CODE_LIKE = re.compile(r"[0-9A-Za-z]+(?:[\s-][0-9A-Za-z]+)?")
+_AMOUNT_LIKE = re.compile(r"[A-Za-z]{1,4}\s*\d+|\d+\s*[A-Za-z]{1,4}")
 # What people misread, as Crockford's base32 reads it.
 _LOOKALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
@@ -71,6 +76,33 @@ def normalize_code(text: str) -> str | None:
     if len(code) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
         return None
     return code
+
+
+def typed_code(text: str, currency_signs: frozenset[str]) -> bool:
+    """Whether text typed alone at the till is a voucher code (BARE_CODE) and not an amount
+    the till reads ("12345PLN": L reads as 1, but that is money)."""
+    if not BARE_CODE.match(text):
+        return False
+    try:
+        parse_till_amount(text, currency_signs)
+    except DomainError:
+        return True
+    return False
+
+
+def looks_like_code(text: str) -> bool:
+    """Whether text that is not a code (normalize_code says None) was still meant as one: 6
+    to 10 letters and digits, whole or in two parts split by a hyphen or a space, with a
+    letter, and a digit or a hyphen; not an amount with its currency."""
+    typed = text.strip()
+    if not _CODE_LIKE.fullmatch(typed) or _AMOUNT_LIKE.fullmatch(typed):
+        return False
+    chars = re.sub(r"[\s-]", "", typed)
+    return (
+        6 <= len(chars) <= 10
+        and any(c.isalpha() for c in chars)
+        and (any(c.isdigit() for c in chars) or "-" in typed)
+    )
 
 
 def display_code(code: str) -> str:

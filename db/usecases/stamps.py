@@ -97,6 +97,7 @@ class StampBack:
     taken_back: bool  # False: the card was filled since; the stamp and its reward stay
     stamps: int  # the card's stamps now
     of: int
+    filled_by_sale: bool = False  # not taken back: the refunded sale itself filled the card
 
     def params(self) -> dict[str, Any]:
         return {
@@ -104,6 +105,7 @@ class StampBack:
             "taken_back": self.taken_back,
             "stamps": self.stamps,
             "of": self.of,
+            "filled_by_sale": self.filled_by_sale,
         }
 
 
@@ -506,7 +508,8 @@ async def take_back_stamps(
         if now_row.reversed or now_row.ended_by == TxKind.STAMPS_LAPSED:
             continue
         if now_row.ended_by == TxKind.CARD_FILLED:
-            done.append(StampBack(card.slug, False, held.balance, card.stamps))
+            by_sale = stamp_unit(card.slug) in await _filled_by(session, member_id, sale_id)
+            done.append(StampBack(card.slug, False, held.balance, card.stamps, by_sale))
             continue
         posted = await post(
             session,
@@ -585,7 +588,8 @@ async def refund_news(
         if row.taken_back:
             news.append(StampBack(card.slug, True, row.stamps, card.stamps))
         elif row.filled_before and not row.reversed_before:
-            news.append(StampBack(card.slug, False, row.stamps, card.stamps))
+            by_sale = row.unit in await _filled_by(session, member_id, sale_id)
+            news.append(StampBack(card.slug, False, row.stamps, card.stamps, by_sale))
     return tuple(news)
 
 
@@ -601,6 +605,18 @@ _HELD_BY_MEMBER = text(
     WHERE a.member_id = :member AND a.kind = 'stamps' AND a.balance > 0
     ORDER BY a.id
     FOR NO KEY UPDATE OF a
+    """
+)
+
+
+# The stamps units (cards) whose fill a sale posted (card_filled is related to its sale).
+_FILLED_BY = text(
+    """
+    SELECT a.unit FROM accounts AS a
+    JOIN entries AS e ON e.account_id = a.id
+    JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE a.member_id = :member AND a.kind = 'stamps'
+      AND t.kind = 'card_filled' AND t.related_id = :sale
     """
 )
 
@@ -625,3 +641,10 @@ async def forfeit_stamps(session: AsyncSession, member_id: int, now: datetime) -
         assert posted is not None  # the key is this member's, and they are deleted once
         total += row.balance
     return total
+
+
+async def _filled_by(session: AsyncSession, member_id: int, sale_id: int) -> set[str]:
+    """The cards (their stamps units) that sale `sale_id` filled: a refund of it leaves their
+    stamp, the sale's own reward given."""
+    rows = await session.execute(_FILLED_BY, {"member": member_id, "sale": sale_id})
+    return set(rows.scalars())

@@ -27,6 +27,7 @@ from db.ledger.models import (
     VoucherSource,
 )
 from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work, wallet_of
+from db.rules.errors import DomainError
 from db.rules.program import Program
 from db.rules.tokens import InvalidToken, read_voucher_token
 from db.rules.vouchers import (
@@ -188,6 +189,7 @@ async def open_voucher(
     guessing finds that many wrong ones)."""
     staff.require("claim_voucher")
     found: VoucherInfo | None
+    refused: DomainError | None = None
     async with _own_voucher_audited(session, staff, "open"), unit_of_work(session):
         if token is not None:
             assert secret is not None
@@ -206,18 +208,27 @@ async def open_voucher(
                     session, "voucher_unknown", actor=staff.telegram_id, staff=staff, code=code
                 )
         if found is not None:
-            check_claimable(found, staff, program, now)
+            try:
+                check_claimable(found, staff, program, now)
+            except OwnVoucher:
+                raise  # audited as such (_own_voucher_audited)
+            except DomainError as error:  # another partner's, expired, claimed, voided
+                refused = error
+            details: dict[str, Any] = {"code": found.code, "how": how}
+            if refused is not None:
+                details["refused"] = refused.code
             await audit(
                 session,
-                "voucher_open",
+                "voucher_open" if refused is None else "voucher_open_refused",
                 actor=staff.telegram_id,
                 staff=staff,
                 member_id=found.member_id,
-                code=found.code,
-                how=how,
+                **details,
             )
     if found is None:
         raise UnknownVoucher(code=code)  # the failure is on record (committed above)
+    if refused is not None:
+        raise refused  # the refused opening is on record (committed above)
     return found
 
 

@@ -55,11 +55,13 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "unknown_member": lambda p: _("No such member."),
     "unknown_partner": lambda p: _("No such partner."),
     "unknown_transaction": lambda p: _("No such transaction."),
-    "not_reversible": lambda p: _("This transaction cannot be refunded."),
-    "already_reversed": lambda p: _("This sale was already refunded in full."),
-    "refund_too_large": lambda p: _("At most {max} of this sale is left to refund.").format(
-        max=_money(p, "max")
+    "not_reversible": lambda p: _not_reversible(p),
+    "already_reversed": lambda p: _(
+        "This sale was already refunded in full. Nothing was changed."
     ),
+    "refund_too_large": lambda p: _(
+        "At most {max} of this sale is left to refund. Nothing was changed."
+    ).format(max=_money(p, "max")),
     "wrong_partner": lambda p: _("This belongs to another partner."),
     "reason_required": lambda p: _("Please give a reason."),
     "invalid_token": lambda p: _("This link is not valid. Check it, or ask for a new one."),
@@ -120,6 +122,16 @@ def _gift_closed(status: str) -> str:
     if status == "expired":
         return _("This gift has expired: its points go back to the giver.")
     return _("This gift link is not valid. Check it, or ask your friend for a new one.")
+
+
+def _not_reversible(p: dict[str, Any]) -> str:
+    if p.get("kind") == "voucher":  # a claim is no sale: there is nothing to hand back
+        return _(
+            "No. {number} is a voucher claim, not a sale: it cannot be refunded, and a claim "
+            "cannot be undone in the bot. If it was claimed by mistake, contact the program's "
+            "owner. Nothing was changed."
+        ).format(number=escape(str(p.get("transaction", ""))))
+    return _("This transaction cannot be refunded. Nothing was changed.")
 
 
 def _not_staff(p: dict[str, Any]) -> str:

@@ -17,7 +17,14 @@ from bot.filters import IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
-from db.queries.reports import Operation, day_start, partner_figures, shift, week_start
+from db.queries.reports import (
+    Operation,
+    cash_handed_back,
+    day_start,
+    partner_figures,
+    shift,
+    week_start,
+)
 from db.rules.discounts import has_discounts
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
@@ -36,7 +43,8 @@ async def show_shift(
 ) -> None:
     now = datetime.now(UTC)
     start = day_start(now, program.program.timezone)
-    operations = await shift(session, staff.id, start=start, end=now + timedelta(seconds=1))
+    end = now + timedelta(seconds=1)
+    operations = await shift(session, staff.id, start=start, end=end)
     currency = program.program.currency
     if not operations:
         await message.answer(_("No operations yet today."))
@@ -47,6 +55,12 @@ async def show_shift(
     # Sales in the money they charged (the amount less a tier discount), as refunds are.
     money = sum((_charged(op) for op in sales), start=Decimal(0))
     paid = sum((op.paid or Decimal(0) for op in sales), start=Decimal(0))
+    # What each refund handed back from the till (the rest went back as points).
+    cash = (
+        await cash_handed_back(session, program, start=start, end=end, staff_id=staff.id)
+        if len(sales) < len(operations)
+        else {}
+    )
     for op in operations:
         moved = []
         if op.points_in:
@@ -72,6 +86,10 @@ async def show_shift(
                 sale += " " + _("(after a discount of {money})").format(
                     money=fmt.money(op.discount, currency)
                 )
+            if op.transaction_id in cash:
+                sale += " " + _("(cash back {money})").format(
+                    money=fmt.money(cash[op.transaction_id], currency)
+                )
             parts += [sale, " ".join(moved) or "0"]
         lines.append(" · ".join(parts))
     lines.append(
@@ -89,6 +107,12 @@ async def show_shift(
             redeemed=fmt.number(sum(op.points_out for op in operations)),
         )
     )
+    if cash:
+        lines.append(
+            _("Cash handed back for refunds: {money}.").format(
+                money=fmt.money(sum(cash.values(), start=Decimal(0)), currency)
+            )
+        )
     given = sum((op.discount or Decimal(0) for op in sales), start=Decimal(0))
     if given or has_discounts(program):
         lines.append(_discounts_given(given, currency))
@@ -128,6 +152,9 @@ async def _figures(
             + donations_line(donations, program)
         )
         return
+    cash = await cash_handed_back(
+        session, program, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
+    )
     await message.answer(
         "\n".join(
             [
@@ -141,9 +168,13 @@ async def _figures(
                     n=fmt.number(f.members),
                     money=fmt.money(f.revenue, currency),
                 ),
-                _("Paid with points: {money}. Sales refunded: {refunds}.").format(
+                _(
+                    "Paid with points: {money}. Sales refunded: {refunds} (cash handed back: "
+                    "{cash})."
+                ).format(
                     money=fmt.money(f.paid_with_points, currency),
                     refunds=fmt.money(f.refunds, currency),
+                    cash=fmt.money(sum(cash.values(), start=Decimal(0)), currency),
                 ),
                 _("Points issued: {issued}. Points redeemed: {redeemed}.").format(
                     issued=fmt.number(f.points_issued), redeemed=fmt.number(f.points_redeemed)

@@ -4,6 +4,8 @@ back. Who may refund and how the request is keyed are the use case's (db/usecase
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from html import escape
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -15,7 +17,8 @@ from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
 from bot.views import formatting as fmt
 from bot.views import stamps
-from db.rules.points import parse_money
+from db.rules.errors import DomainError
+from db.rules.points import currency_signs, parse_till_amount
 from db.rules.program import Program
 from db.usecases.staff import StaffInfo
 from db.usecases.till import refund_key, till_refund
@@ -28,6 +31,32 @@ REFUND_ARGS = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 REFUND_USAGE = "/refund 1234 all reason · /refund 1234 5.00 reason"
+
+
+class _NotAnAmount(Exception):
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _refund_amount(words: list[str], signs: frozenset[str]) -> tuple[Decimal | None, int]:
+    """What /refund's words after the sale's number start with: "all" (None), or an amount
+    as the till reads it (parse_till_amount: "5", "5.00 PLN", "PLN 5", "zł 5"); and how many
+    words it took. A number right after the amount is refused with it, not read as the
+    reason: "1 250" is never 1."""
+    if words[0].lower() in ("all", _("all").lower()):
+        return None, 1
+    for used in (2, 1):
+        typed = " ".join(words[:used])
+        if len(words) < used or "#" in typed:
+            continue
+        try:
+            amount = parse_till_amount(typed, signs).amount
+        except DomainError:
+            continue
+        if used == 1 and len(words) > 1 and words[1][0].isdigit():
+            raise _NotAnAmount(" ".join(words[:2]))
+        return amount, used
+    raise _NotAnAmount(words[0])
 
 
 async def refund(
@@ -45,13 +74,25 @@ async def refund(
             )
         )
         return
-    if not typed["reason"]:
+    tx_id, rest = int(typed["sale"]), typed["how"] + " " + (typed["reason"] or "")
+    currency = program.program.currency
+    try:
+        amount, used = _refund_amount(rest.split(), currency_signs(currency, fmt.BABEL_LOCALES))
+    except _NotAnAmount as refused:
+        await message.answer(
+            _(
+                "“{text}” is not an amount I can use: nothing was refunded. Type it as at the "
+                "till, like 12.50 or 12,50, the currency before or after it: {usage}"
+            ).format(text=escape(refused.text[:40]), usage=REFUND_USAGE)
+        )
+        return
+    parts = rest.split(None, used)
+    reason = parts[used] if len(parts) > used else ""
+    if not reason.strip():
         await message.answer(
             _("Please give a reason, after the amount: {usage}").format(usage=REFUND_USAGE)
         )
         return
-    tx_id, how, reason = int(typed["sale"]), typed["how"], typed["reason"]
-    amount = None if how.lower() in ("all", _("all").lower()) else parse_money(how)
     assert message.from_user is not None
     result = await till_refund(
         session,
@@ -62,7 +103,6 @@ async def refund(
         reason=reason,
         key=refund_key(message.chat.id, message.message_id),
     )
-    currency = program.program.currency
     # One figure to hand back: the money part less what spent points were worth.
     lines = [
         _("↩️ Refunded {amount} of sale No. {sale}; give back {money} in money.").format(

@@ -86,6 +86,25 @@ def _panel_keyboard(dialog: str) -> InlineKeyboardMarkup:
     )
 
 
+def _wallet_line(member: MemberInfo, program: Program) -> str:
+    """The member's points as the cashier sees them: what is held is not to be spent."""
+    rules = program.program
+    money = fmt.money(points_money(member.balance, rules.point_value), rules.currency)
+    if not member.held:
+        return _("💰 {points} (worth {money})").format(
+            points=fmt.points(member.balance), money=money
+        )
+    return _(
+        "💰 {points} (worth {money}), of which {held} held for their open vouchers, gifts and "
+        "requests ({available} to spend)"
+    ).format(
+        points=fmt.points(member.balance),
+        money=money,
+        held=fmt.number(member.held),
+        available=fmt.number(member.available),
+    )
+
+
 async def open_member(
     message: Message, state: FSMContext, member: MemberInfo, program: Program, staff: StaffInfo
 ) -> None:
@@ -105,12 +124,7 @@ async def open_member(
                     tier=escape(fmt.text(program.tier(member.tier).name)),
                 ),
                 *filter(None, [discounts.tier_discount(program, member.tier)]),
-                _("💰 {points} (worth {money})").format(
-                    points=fmt.points(member.balance),
-                    money=fmt.money(
-                        points_money(member.balance, rules.point_value), rules.currency
-                    ),
-                ),
+                _wallet_line(member, program),
                 _("Points can pay up to {share} of a purchase.").format(
                     share=fmt.percent(rules.max_redeem_percent)
                 ),
@@ -334,7 +348,7 @@ async def amount_entered(
         amount = check_purchase(typed.amount, rules.max_purchase)
     except InvalidAmount:
         await message.answer(
-            _("“{text}” is not an amount I can use. {rule}").format(
+            _("“{text}” is not an amount I can use: nothing was posted. {rule}").format(
                 text=escape((message.text or "").strip()[:40]), rule=amount_rule(rules.currency)
             )
         )

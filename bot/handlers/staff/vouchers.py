@@ -6,26 +6,44 @@ everything again (callback data and links can be forged)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
-from aiogram.types import CallbackQuery, Message
+from aiogram.filters import Command, CommandObject, CommandStart, Filter, StateFilter
+from aiogram.types import CallbackQuery, Message, TelegramObject
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import VoucherCb
-from bot.filters import IsStaff, PrivateChat, TextMatches
+from bot.filters import IsStaff, PrivateChat
+from bot.views import formatting as fmt
 from bot.views import vouchers as views
 from bot.views.editing import edit_markup
 from bot.views.qr import card_tokens
+from db.rules.points import currency_signs
 from db.rules.program import Program
 from db.rules.tokens import VOUCHER, InvalidToken, read_voucher_token
-from db.rules.vouchers import BARE_CODE, normalize_code
+from db.rules.vouchers import (
+    CODE_ALPHABET,
+    CODE_LENGTH,
+    looks_like_code,
+    normalize_code,
+    typed_code,
+)
 from db.usecases.outbox import StaffChat
 from db.usecases.staff import StaffInfo
 from db.usecases.voucher_claims import VoucherInfo, claim_voucher, open_voucher
+
+
+class TypedCode(Filter):
+    """A voucher code typed alone, not an amount in the program's currency."""
+
+    async def __call__(self, event: TelegramObject, program: Program) -> bool:
+        signs = currency_signs(program.program.currency, fmt.BABEL_LOCALES)
+        return isinstance(event, Message) and typed_code(event.text or "", signs)
 
 
 async def _show(message: Message, program: Program, voucher: VoucherInfo) -> None:
@@ -119,6 +137,29 @@ async def bare_code(
     await _typed(message, session, staff, program, message.text or "")
 
 
+async def code_like(message: Message) -> None:
+    """Typed text that was meant as a code and cannot be one: say why, not "no sale"."""
+    typed = (message.text or "").strip()
+    chars = re.sub(r"[\s-]", "", typed.upper())
+    if len(chars) != CODE_LENGTH:
+        # TRANSLATORS: {why} in "That looks like a voucher code, but {why} (…)".
+        why = _n(
+            "it has {n} character",
+            "it has {n} characters",
+            len(chars),
+        ).format(n=len(chars))
+    else:
+        wrong = sorted({c for c in chars if c not in CODE_ALPHABET + "OIL"})
+        # TRANSLATORS: {why} in "That looks like a voucher code, but {why} (…)"; a letter.
+        why = _("no code has {letters}").format(letters=", ".join(wrong))
+    await message.answer(
+        _(
+            "That looks like a voucher code, but {why} (codes are 8 characters, like "
+            "K7QM-2XHD). Check it and type it again."
+        ).format(why=why)
+    )
+
+
 async def claim(
     query: CallbackQuery,
     callback_data: VoucherCb,
@@ -154,6 +195,7 @@ def build() -> Router:
     )
     router.message.register(voucher_command, Command("voucher"))
     # Outside the sale's prompts only: there, what is typed is an amount or points.
-    router.message.register(bare_code, StateFilter(None), TextMatches(BARE_CODE))
+    router.message.register(bare_code, StateFilter(None), TypedCode())
+    router.message.register(code_like, StateFilter(None), F.text.func(looks_like_code))
     router.callback_query.register(claim, VoucherCb.filter(F.action == "claim"))
     return router
