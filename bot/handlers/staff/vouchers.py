@@ -186,6 +186,11 @@ async def claim(
             await query.message.answer(views.claim_replayed(program, claimed.voucher))
 
 
+async def _looks_like_code(message: Message) -> bool:
+    # A coroutine: aiogram runs a plain function filter in a worker thread.
+    return message.text is not None and looks_like_code(message.text)
+
+
 def build() -> Router:
     router = Router(name="till_vouchers")
     router.message.filter(PrivateChat(), IsStaff("claim_voucher"))
@@ -196,6 +201,6 @@ def build() -> Router:
     router.message.register(voucher_command, Command("voucher"))
     # Outside the sale's prompts only: there, what is typed is an amount or points.
     router.message.register(bare_code, StateFilter(None), TypedCode())
-    router.message.register(code_like, StateFilter(None), F.text.func(looks_like_code))
+    router.message.register(code_like, StateFilter(None), _looks_like_code)
     router.callback_query.register(claim, VoucherCb.filter(F.action == "claim"))
     return router
