@@ -72,7 +72,7 @@ async def test_identity_read_leaves_a_transaction_to_the_use_case(
 
     async with sessions() as session:
         user = User(id=123_456_789, is_bot=False, first_name="Ann")
-        await IdentityMiddleware()(
+        await IdentityMiddleware(sessions.kw["bind"])(
             handler,
             Update(update_id=1),
             {"session": session, "event_from_user": user},
