@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Select, TextClause, event
+from sqlalchemy import Connection, TextClause, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.util import greenlet_spawn
 
 
 def async_url(url: str) -> str:
@@ -169,36 +168,3 @@ _ERRORS: dict[str, type[DBAPIError]] = {
     "58": OperationalError,
     "XX": InternalError,
 }
-
-
-class QuickRead:
-    """A read-only statement compiled once for asyncpg and run on a pooled connection outside
-    any transaction: one round trip (no BEGIN, no ROLLBACK) and none of SQLAlchemy's work per
-    execution (cache key, result processing). For the read every update makes before its
-    handler runs. It sees what was committed when it runs, as a statement of a READ COMMITTED
-    transaction would, and must not write: nothing would commit it."""
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
-        self._compiled: tuple[str, list[str], dict[str, Any]] | None = None
-
-    def _compile(self, engine: AsyncEngine) -> tuple[str, list[str], dict[str, Any]]:
-        if self._compiled is None:
-            compiled = self.statement.compile(dialect=engine.dialect)
-            self._compiled = (compiled.string, list(compiled.positiontup or ()), compiled.params)
-        return self._compiled
-
-    async def one(self, engine: AsyncEngine, **params: Any) -> Any:
-        """The statement's one row (an asyncpg Record: columns by name or position)."""
-        sql, names, defaults = self._compile(engine)
-        args = [params[name] if name in params else defaults[name] for name in names]
-        connection = await engine.raw_connection()
-        try:
-            driver: Any = connection.driver_connection  # asyncpg's
-            row = await driver.fetchrow(sql, *args)
-        except BaseException:
-            # It may have died with the statement: the next update gets another one.
-            await greenlet_spawn(connection.invalidate)
-            raise
-        await greenlet_spawn(connection.close)  # back to the pool
-        return row

@@ -418,7 +418,7 @@ async def test_postings_are_immutable(session: AsyncSession, program: Program) -
 async def test_balance_summary(
     session: AsyncSession, engine: AsyncEngine, program: Program
 ) -> None:
-    from db.queries.identity import identify
+    from db.queries.identity import identify_all
     from db.queries.wallet import summary
 
     t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -444,7 +444,7 @@ async def test_balance_summary(
             now=t0 + timedelta(days=4),
         ),
     )
-    sender = await identify(engine, 7, now=t0 + timedelta(days=5))
+    sender = (await identify_all(engine, [7], now=t0 + timedelta(days=5)))[7]
     assert sender.member == await get_member(session, m) and sender.wallet is not None
     await session.rollback()
     info = summary(program, sender.member, sender.wallet)
@@ -454,7 +454,7 @@ async def test_balance_summary(
     assert (info.tier, info.next_tier, info.to_next_tier) == ("Silver", "Gold", D("2000.00"))
     assert info.expiring_at == t0 + timedelta(days=365)
     assert info.expiring_points == 50 + 1200  # the same day; the later lot is not counted
-    later = await identify(engine, 7, now=t0 + timedelta(days=400))
+    later = (await identify_all(engine, [7], now=t0 + timedelta(days=400)))[7]
     assert later.wallet is not None and later.wallet.spend == 0  # outside the trailing year
 
 

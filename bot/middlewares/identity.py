@@ -11,21 +11,21 @@ from aiogram.types import TelegramObject, User
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.middlewares import Handler
-from db.queries.identity import identify
+from db.queries.identity import SenderBatch
 
 
 class IdentityMiddleware(BaseMiddleware):
-    """Reads outside the update's session (db.queries.identity): an update that only reads
-    starts no transaction."""
+    """Reads outside the update's session, with the updates handled alongside
+    (db.queries.identity): an update that only reads starts no transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+        self.senders = SenderBatch(engine)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         data["staff"] = None
         if user is not None:
-            sender = await identify(self.engine, user.id)
+            sender = await self.senders.identify(user.id)
             data["member"], data["staff"] = sender.member, sender.staff
             data["wallet_figures"] = sender.wallet
         return await handler(event, data)
