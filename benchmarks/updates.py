@@ -69,8 +69,8 @@ BATCH = 100  # getUpdates' largest batch
 WINDOW = 3 * BATCH  # updates pushed but not yet answered, at most (see `closed_loop`)
 CHECK_EVERY = 0.002  # seconds between looks at the server while a round runs
 WARMUP_UPDATES = 600  # per bot, untimed: pool connections, prepared statements, keep-alive
-PAIRS = 12  # slices per bot, alternating
-SLICE_SECONDS = 1.0  # each slice's length, at the warm-up's rate
+PAIRS = 16  # slices per bot, alternating
+SLICE_SECONDS = 1.0  # each slice's length, at the bot's median rate so far
 MIN_SLICE = WINDOW + BATCH  # updates, so each slice runs past its first window
 QR_RENDERS = 200
 ROUND_TRIPS = 30
@@ -428,9 +428,11 @@ def is_echo(text: str) -> bool:
     return text == "/balance"
 
 
-def slice_size(warmup_rate: float) -> int:
-    """Updates in a slice of about SLICE_SECONDS at the warm-up's rate, whole batches."""
-    return max(MIN_SLICE, int(warmup_rate * SLICE_SECONDS) // BATCH * BATCH)
+def slice_size(rounds: list[Round]) -> int:
+    """Updates in a slice of about SLICE_SECONDS at the median rate of `rounds`, whole
+    batches: a burst of other work during one round does not shrink every slice after it."""
+    rate = statistics.median(r.per_second for r in rounds)
+    return max(MIN_SLICE, int(rate * SLICE_SECONDS) // BATCH * BATCH)
 
 
 def time_qr(program: Program) -> Timings:
@@ -485,17 +487,16 @@ async def compare(
     async with AsyncExitStack() as stack:
         real = await stack.enter_async_context(polling(real_bot, members))
         bare = await stack.enter_async_context(polling(lambda *_: echo_dispatcher(), members))
-        warm_balance = await timed_round(real, WARMUP_UPDATES, is_balance)
-        warm_echo = await timed_round(bare, WARMUP_UPDATES, is_echo)
-        sizes = {
-            "balance": slice_size(warm_balance.per_second),
-            "echo": slice_size(warm_echo.per_second),
+        warmed = {
+            "balance": [await timed_round(real, WARMUP_UPDATES, is_balance)],
+            "echo": [await timed_round(bare, WARMUP_UPDATES, is_echo)],
         }
         turns = [(balance, real, is_balance), (echo, bare, is_echo)]
         for pair in range(pairs):
             # Each bot goes first in half the pairs: a drift over the run favours neither.
             for run, bot, looks_right in turns if pair % 2 == 0 else turns[::-1]:
-                run.rounds.append(await timed_round(bot, sizes[run.name], looks_right, cpu))
+                size = slice_size(run.rounds or warmed[run.name])
+                run.rounds.append(await timed_round(bot, size, looks_right, cpu))
         latencies = [
             await round_trips(real, "/balance", "sendMessage"),
             await round_trips(real, "/card", "sendPhoto"),
@@ -521,13 +522,17 @@ async def bench(admin: str, members: int, pairs: int) -> tuple[Results, Timings]
     return results, qr
 
 
+def _median_updates(run: Throughput) -> int:
+    return int(statistics.median(r.updates for r in run.rounds))
+
+
 def report(results: Results, qr: Timings, members: int) -> str:
     balance, echo = results.balance, results.echo
     rows = [
         f"{os.cpu_count()} CPUs shared by PostgreSQL and one Python process (fake Bot API "
         f"servers, bots, load); {members} members; {len(balance.rounds)} pairs of slices of "
-        f"{balance.rounds[0].updates} /balance and {echo.rounds[0].updates} echo updates, at "
-        f"most {WINDOW} unanswered",
+        f"about {SLICE_SECONDS:g} s ({_median_updates(balance)} /balance and "
+        f"{_median_updates(echo)} echo updates), at most {WINDOW} unanswered",
         results.cpu.summary(),
         f"{'bot':<8} {'updates':>8} {'seconds':>8} {'updates/s':>10} {'slices (least-most)':>20}"
         f" {'py CPU ms/update':>17}",
