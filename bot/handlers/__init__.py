@@ -1,9 +1,8 @@
 """The routers, by audience: everyone/, members/, staff/ (the till), office/."""
 
 from aiogram import Router
-from aiogram.filters import or_f
 
-from bot.filters import IsOwner, IsStaff, PrivateChat
+from bot.filters import IsOwnerOrStaff, PrivateChat
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
 from bot.handlers.members import (
     confirm,
@@ -23,9 +22,8 @@ def _office_and_staff(*routers: Router) -> Router:
     """`routers` behind the check each of them makes itself (an owner or active staff), so
     that a member's update passes them all in one step instead of one router at a time."""
     parent = Router(name="office and staff")
-    who = or_f(IsOwner(), IsStaff())
-    parent.message.filter(PrivateChat(), who)
-    parent.callback_query.filter(who)
+    parent.message.filter(PrivateChat(), IsOwnerOrStaff())
+    parent.callback_query.filter(IsOwnerOrStaff())
     parent.include_routers(*routers)
     return parent
 
