@@ -17,12 +17,13 @@ round trips, SQLAlchemy, i18n, formatting) leaves. Target: at least 0.5. The car
 is timed on its own (target: a median of at most 15 ms), and a `/balance` and a `/card` round
 trip as a member sees it, one message at a time.
 
-The rounds alternate between the two bots, and each rate is the median of its rounds, so a
-burst of other work on a shared machine hits both rather than one. What else ran meanwhile is
-printed: on 2 cores, PostgreSQL, this process (fake server, bot, load) and any other job share
-the CPU.
+The bots take turns in short slices (about a second each), and each pair of slices gives one
+ratio: a burst of other work on a shared machine then skews a pair or two, not the figure,
+which is the median of the pairs' ratios, printed with their spread. What else ran meanwhile
+is printed too: on 2 cores, PostgreSQL, this process (fake server, bot, load) and any other
+job share the CPU.
 
-Run from the repository root: `python -m benchmarks.updates [--updates 3000] [--members 500]`.
+Run from the repository root: `python -m benchmarks.updates [--pairs 12] [--members 500]`.
 The server is `BENCH_DATABASE_URL` if set, else the one the tests use (tests/pg.py).
 """
 
@@ -67,10 +68,10 @@ POLLING_TIMEOUT = 10  # aiogram's default
 BATCH = 100  # getUpdates' largest batch
 WINDOW = 3 * BATCH  # updates pushed but not yet answered, at most (see `closed_loop`)
 CHECK_EVERY = 0.002  # seconds between looks at the server while a round runs
-WARMUP_UPDATES = 300  # per bot, untimed: pool connections, prepared statements, keep-alive
-ROUNDS = 4  # per bot, alternating
-TARGET_SECONDS = 15.0  # for all the balance rounds together; fewer updates if slower
-MIN_UPDATES = ROUNDS * (WINDOW + BATCH)  # so each round runs past its first window
+WARMUP_UPDATES = 600  # per bot, untimed: pool connections, prepared statements, keep-alive
+PAIRS = 16  # slices per bot, alternating
+SLICE_SECONDS = 1.0  # each slice's length, at the bot's median rate so far
+MIN_SLICE = WINDOW + BATCH  # updates, so each slice runs past its first window
 QR_RENDERS = 200
 ROUND_TRIPS = 30
 
@@ -112,6 +113,19 @@ class Throughput:
     def python_cpu_ms(self) -> float:
         """This process's CPU per update: the bot, the fake server and the load together."""
         return sum(r.python_cpu for r in self.rounds) / self.updates * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """A figure measured once per pair of slices: its median, least and greatest."""
+
+    values: list[float]
+
+    def __str__(self) -> str:
+        return (
+            f"{statistics.median(self.values):.2f} (spread {min(self.values):.2f}"
+            f"\u2013{max(self.values):.2f} over {len(self.values)} pairs)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,12 +428,11 @@ def is_echo(text: str) -> bool:
     return text == "/balance"
 
 
-def round_size(requested: int, warmup_rate: float) -> int:
-    """Updates per round: `requested` in all, or fewer if the balance rounds would take
-    much longer than TARGET_SECONDS together at the warm-up's rate."""
-    fitting = int(warmup_rate * TARGET_SECONDS)
-    total = max(MIN_UPDATES, min(requested, fitting))
-    return total // ROUNDS // BATCH * BATCH or BATCH
+def slice_size(rounds: list[Round]) -> int:
+    """Updates in a slice of about SLICE_SECONDS at the median rate of `rounds`, whole
+    batches: a burst of other work during one round does not shrink every slice after it."""
+    rate = statistics.median(r.per_second for r in rounds)
+    return max(MIN_SLICE, int(rate * SLICE_SECONDS) // BATCH * BATCH)
 
 
 def time_qr(program: Program) -> Timings:
@@ -443,13 +456,28 @@ class Results:
     latencies: list[Timings]
     cpu: CpuMeter
 
+    def _pairs(self) -> list[tuple[Round, Round]]:
+        return list(zip(self.balance.rounds, self.echo.rounds, strict=True))
+
+    @property
+    def ratio(self) -> Spread:
+        """balance/echo in updates a second, per pair of slices."""
+        return Spread([b.per_second / e.per_second for b, e in self._pairs()])
+
+    @property
+    def cpu_ratio(self) -> Spread:
+        """echo's CPU per update over balance's, per pair of slices."""
+        return Spread(
+            [(e.python_cpu / e.updates) / (b.python_cpu / b.updates) for b, e in self._pairs()]
+        )
+
 
 async def compare(
     program: Program,
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     members: int,
-    requested: int,
+    pairs: int,
     cpu: CpuMeter,
 ) -> Results:
     def real_bot(settings: Settings, bot: Bot) -> Dispatcher:
@@ -459,12 +487,16 @@ async def compare(
     async with AsyncExitStack() as stack:
         real = await stack.enter_async_context(polling(real_bot, members))
         bare = await stack.enter_async_context(polling(lambda *_: echo_dispatcher(), members))
-        warm = await timed_round(real, WARMUP_UPDATES, is_balance)
-        await timed_round(bare, WARMUP_UPDATES, is_echo)
-        size = round_size(requested, warm.per_second)
-        for _ in range(ROUNDS):
-            balance.rounds.append(await timed_round(real, size, is_balance, cpu))
-            echo.rounds.append(await timed_round(bare, size, is_echo, cpu))
+        warmed = {
+            "balance": [await timed_round(real, WARMUP_UPDATES, is_balance)],
+            "echo": [await timed_round(bare, WARMUP_UPDATES, is_echo)],
+        }
+        turns = [(balance, real, is_balance), (echo, bare, is_echo)]
+        for pair in range(pairs):
+            # Each bot goes first in half the pairs: a drift over the run favours neither.
+            for run, bot, looks_right in turns if pair % 2 == 0 else turns[::-1]:
+                size = slice_size(run.rounds or warmed[run.name])
+                run.rounds.append(await timed_round(bot, size, looks_right, cpu))
         latencies = [
             await round_trips(real, "/balance", "sendMessage"),
             await round_trips(real, "/card", "sendPhoto"),
@@ -472,7 +504,7 @@ async def compare(
     return Results(balance, echo, latencies, cpu)
 
 
-async def bench(admin: str, members: int, requested: int) -> tuple[Results, Timings]:
+async def bench(admin: str, members: int, pairs: int) -> tuple[Results, Timings]:
     program = make_program()
     url = await pg.create_database(admin)
     try:
@@ -482,7 +514,7 @@ async def bench(admin: str, members: int, requested: int) -> tuple[Results, Timi
             await prepare_database(engine, sessions, program, members)
             qr = time_qr(program)
             cpu = CpuMeter(make_url(url).database or "")
-            results = await compare(program, engine, sessions, members, requested, cpu)
+            results = await compare(program, engine, sessions, members, pairs, cpu)
         finally:
             await engine.dispose()
     finally:
@@ -490,38 +522,41 @@ async def bench(admin: str, members: int, requested: int) -> tuple[Results, Timi
     return results, qr
 
 
+def _median_updates(run: Throughput) -> int:
+    return int(statistics.median(r.updates for r in run.rounds))
+
+
 def report(results: Results, qr: Timings, members: int) -> str:
     balance, echo = results.balance, results.echo
     rows = [
         f"{os.cpu_count()} CPUs shared by PostgreSQL and one Python process (fake Bot API "
-        f"servers, bots, load); {members} members; {len(balance.rounds)} alternating rounds "
-        f"of {balance.rounds[0].updates} updates per bot, at most {WINDOW} unanswered",
+        f"servers, bots, load); {members} members; {len(balance.rounds)} pairs of slices of "
+        f"about {SLICE_SECONDS:g} s ({_median_updates(balance)} /balance and "
+        f"{_median_updates(echo)} echo updates), at most {WINDOW} unanswered",
         results.cpu.summary(),
-        f"{'bot':<8} {'updates':>8} {'seconds':>8} {'updates/s':>10}  {'per round':<24}"
-        f" {'py CPU ms/update':>16}",
+        f"{'bot':<8} {'updates':>8} {'seconds':>8} {'updates/s':>10} {'slices (least-most)':>20}"
+        f" {'py CPU ms/update':>17}",
     ]
     for run in (balance, echo):
-        per_round = " ".join(f"{r.per_second:.0f}" for r in run.rounds)
+        rates = [r.per_second for r in run.rounds]
+        per_slice = f"{min(rates):.0f}-{max(rates):.0f}"
         rows.append(
-            f"{run.name:<8} {run.updates:>8} {run.seconds:>8.2f} {run.per_second:>10.1f}  "
-            f"{per_round:<24} {run.python_cpu_ms:>16.2f}"
+            f"{run.name:<8} {run.updates:>8} {run.seconds:>8.2f} {run.per_second:>10.1f} "
+            f"{per_slice:>20} {run.python_cpu_ms:>17.2f}"
         )
     rows.append(f"{'timing':<36} {'n':>4} {'median ms':>10} {'p95 ms':>8}")
     for timing in (qr, *results.latencies):
         rows.append(
             f"{timing.name:<36} {len(timing.ms):>4} {timing.median:>10.2f} {timing.p95:>8.2f}"
         )
-    rows.append(
-        "balance/echo by this process's CPU per update (steadier on a busy machine): "
-        f"{echo.python_cpu_ms / balance.python_cpu_ms:.2f}"
-    )
-    rows.append(f"balance/echo ratio: {balance.per_second / echo.per_second:.2f}")
+    rows.append(f"balance/echo by this process's CPU per update: {results.cpu_ratio}")
+    rows.append(f"balance/echo ratio: {results.ratio}")
     return "\n".join(rows)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--updates", type=int, default=3_000, help="per bot, at most")
+    parser.add_argument("--pairs", type=int, default=PAIRS, help="slices per bot")
     parser.add_argument("--members", type=int, default=500)
     return parser.parse_args()
 
@@ -530,7 +565,7 @@ def main() -> None:
     args = parse_args()
     admin, server = admin_url()
     try:
-        results, qr = asyncio.run(bench(admin, args.members, args.updates))
+        results, qr = asyncio.run(bench(admin, args.members, args.pairs))
     finally:
         if server is not None:
             server.cleanup()

@@ -100,7 +100,7 @@ def build_dispatcher(
         ThrottleMiddleware(i18n, rate=settings.flood_rate, burst=settings.flood_burst)
     )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions, after_commit=outbox.kick))
-    dp.update.outer_middleware(IdentityMiddleware())
+    dp.update.outer_middleware(IdentityMiddleware(runtime.engine))
     MemberLocaleMiddleware(i18n).setup(dp)
     dp.message.outer_middleware(RefuseNul())
     dp.include_routers(*get_routers())

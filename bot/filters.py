@@ -33,6 +33,13 @@ class IsStaff(Filter):
         return staff is not None and (self.action is None or may(staff.role, self.action))
 
 
+class InDialog(Filter):
+    """The chat is in a dialog step (any FSM state): `~StateFilter(None)` in one call."""
+
+    async def __call__(self, event: TelegramObject, raw_state: str | None = None) -> bool:
+        return raw_state is not None
+
+
 class IsOwner(Filter):
     """Owners are Telegram ids in ADMIN_IDS: ids, never usernames, which can change hands."""
 
@@ -40,6 +47,18 @@ class IsOwner(Filter):
         self, event: TelegramObject, settings: Any, event_from_user: Any = None
     ) -> bool:
         return event_from_user is not None and event_from_user.id in settings.admin_ids
+
+
+class IsOwnerOrStaff(Filter):
+    """`or_f(IsOwner(), IsStaff())` in one call: the office and staff routers' common check,
+    made for every member's update on its way past them."""
+
+    async def __call__(
+        self, event: TelegramObject, settings: Any, event_from_user: Any = None, staff: Any = None
+    ) -> bool:
+        return staff is not None or (
+            event_from_user is not None and event_from_user.id in settings.admin_ids
+        )
 
 
 # aiogram runs a filter that is not a coroutine (a magic `F.…` filter, say) in a worker

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db.ledger.models import Entry, PointLot, Transaction
 from db.ledger.writer import hold, unit_of_work, void_holds
@@ -415,7 +415,10 @@ async def test_postings_are_immutable(session: AsyncSession, program: Program) -
     assert await count(session, Entry) == 2
 
 
-async def test_balance_summary(session: AsyncSession, program: Program) -> None:
+async def test_balance_summary(
+    session: AsyncSession, engine: AsyncEngine, program: Program
+) -> None:
+    from db.queries.identity import identify_all
     from db.queries.wallet import summary
 
     t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -441,21 +444,18 @@ async def test_balance_summary(session: AsyncSession, program: Program) -> None:
             now=t0 + timedelta(days=4),
         ),
     )
-    info = await summary(
-        session, program, await get_member(session, m), now=t0 + timedelta(days=5)
-    )
+    sender = (await identify_all(engine, [7], now=t0 + timedelta(days=5)))[7]
+    assert sender.member == await get_member(session, m) and sender.wallet is not None
     await session.rollback()
+    info = summary(program, sender.member, sender.wallet)
     assert info.spend == D("1000.00")  # 600 + 500 - 100 refunded
     # Silver since the second sale (1,100 spent then); a refund lowers no tier until the
     # daily recalculation.
     assert (info.tier, info.next_tier, info.to_next_tier) == ("Silver", "Gold", D("2000.00"))
     assert info.expiring_at == t0 + timedelta(days=365)
     assert info.expiring_points == 50 + 1200  # the same day; the later lot is not counted
-    later = await summary(
-        session, program, await get_member(session, m), now=t0 + timedelta(days=400)
-    )
-    await session.rollback()
-    assert later.spend == 0  # outside the trailing year
+    later = (await identify_all(engine, [7], now=t0 + timedelta(days=400)))[7]
+    assert later.wallet is not None and later.wallet.spend == 0  # outside the trailing year
 
 
 async def test_refund_of_a_sale_paid_with_points_after_its_points_were_spent(

@@ -2,6 +2,7 @@
 
 from aiogram import Router
 
+from bot.filters import IsOwnerOrStaff, PrivateChat
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
 from bot.handlers.members import (
     confirm,
@@ -17,33 +18,47 @@ from bot.handlers.office import campaigns, owner, poster, stats
 from bot.handlers.staff import figures, refund, staff_join, till, vouchers
 
 
+def _office_and_staff(*routers: Router) -> Router:
+    """`routers` behind the check each of them makes itself (an owner or active staff), so
+    that a member's update passes them all in one step instead of one router at a time."""
+    parent = Router(name="office and staff")
+    parent.message.filter(PrivateChat(), IsOwnerOrStaff())
+    parent.callback_query.filter(IsOwnerOrStaff())
+    parent.include_routers(*routers)
+    return parent
+
+
 def get_routers() -> list[Router]:
     """Fresh routers for one dispatcher, in the order updates try them: a command first
-    leaves any dialog, then staff and owners (their routers only match for them), the member
-    side next, the fallback last."""
+    leaves any dialog; then staff and owners (their routers only match for them); the
+    member's everyday commands, the most used (no router after them takes their commands,
+    buttons or callbacks); the rest of the member side; the fallback. Errors and chat-member
+    updates have routers of their own, last, so that messages do not walk through them."""
     return [
-        errors.build(),
-        system.build(),
         dialogs.build(),
-        staff_join.build(),
-        owner.build(),
-        campaigns.build(),
-        till.build(),
-        vouchers.build(),  # the till's vouchers: before the member's voucher link
-        figures.build(),
-        refund.build(),
-        stats.build(),
-        poster.build(),
+        _office_and_staff(
+            owner.build(),
+            campaigns.build(),
+            till.build(),
+            vouchers.build(),  # the till's vouchers: before the member's voucher link
+            figures.build(),
+            refund.build(),
+            stats.build(),
+            poster.build(),
+        ),
+        member.build(),
+        staff_join.build(),  # /start with a staff invite: no router before takes one
         confirm.build(),
         gifts.build_links(),
         rewards.build(),  # a voucher link opened by anyone but staff: before join's links
         join.build(),
         public.build(),
-        member.build(),
         gifts.build(),
         donate.build(),
         stamp_cards.build(),
         privacy.build(),
         privacy.build_offers(),
         fallback.build(),
+        errors.build(),
+        system.build(),
     ]

@@ -1,6 +1,6 @@
-"""Loads who sent the update, once: their member record (None if they have not joined) and
-their active staff record (None for everyone else). A revoked cashier loses every staff
-action at once, whatever buttons they still have."""
+"""Loads who sent the update, once: their member record (None if they have not joined), the
+figures /balance shows of their wallet, and their active staff record (None for everyone
+else). A revoked cashier loses every staff action at once, whatever buttons they still have."""
 
 from __future__ import annotations
 
@@ -8,15 +8,24 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, User
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.middlewares import Handler
-from db.queries.identity import identify
+from db.queries.identity import SenderBatch
 
 
 class IdentityMiddleware(BaseMiddleware):
+    """Reads outside the update's session, with the updates handled alongside
+    (db.queries.identity): an update that only reads starts no transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.senders = SenderBatch(engine)
+
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         data["staff"] = None
-        if user is not None and "session" in data:
-            data["member"], data["staff"] = await identify(data["session"], user.id)
+        if user is not None:
+            sender = await self.senders.identify(user.id)
+            data["member"], data["staff"] = sender.member, sender.staff
+            data["wallet_figures"] = sender.wallet
         return await handler(event, data)

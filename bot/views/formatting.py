@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from html import escape
 
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import ngettext as _n
+from babel import Locale
 from babel.dates import format_date, format_datetime, format_time
 from babel.numbers import format_currency, format_decimal, format_percent
 
@@ -22,8 +24,19 @@ def locale() -> str:
     return _BABEL_LOCALES.get(get_i18n().current_locale, "en_GB")
 
 
+@cache
+def _parsed(tag: str) -> Locale:
+    return Locale.parse(tag)
+
+
+def _locale() -> Locale:
+    """locale(), parsed once: Babel parses a locale given by name on every call, and a
+    Locale it is given keeps the data it has looked up."""
+    return _parsed(locale())
+
+
 def number(value: int | Decimal) -> str:
-    return format_decimal(value, locale=locale())
+    return format_decimal(value, locale=_locale())
 
 
 # CLDR's currency spacing, which Babel leaves out: a currency written in letters is kept apart
@@ -34,21 +47,21 @@ _LETTERS_TOUCH_DIGITS = re.compile(r"(?<=[^\W\d_])(?=[-\d])|(?<=\d)(?=[^\W\d_])"
 
 def money(value: Decimal, currency: str) -> str:
     """`PLN 12.50` in English, `12,50 zł` in Polish, `12,50 PLN` in Russian."""
-    text = format_currency(value, currency, locale=locale())
+    text = format_currency(value, currency, locale=_locale())
     return _LETTERS_TOUCH_DIGITS.sub("\u00a0", text)
 
 
 def day(value: date | datetime) -> str:
-    return format_date(value, format="medium", locale=locale())
+    return format_date(value, format="medium", locale=_locale())
 
 
 def moment(value: datetime) -> str:
-    return format_datetime(value, format="short", locale=locale(), tzinfo=value.tzinfo)
+    return format_datetime(value, format="short", locale=_locale(), tzinfo=value.tzinfo)
 
 
 def clock(value: datetime) -> str:
     """The time of day, in `value`'s own zone (give it the program's)."""
-    return format_time(value, format="short", locale=locale(), tzinfo=value.tzinfo)
+    return format_time(value, format="short", locale=_locale(), tzinfo=value.tzinfo)
 
 
 def points(n: int) -> str:
@@ -58,7 +71,7 @@ def points(n: int) -> str:
 
 def percent(value: Decimal) -> str:
     """`value` is in percent (5 for 5 %): "5%" in English, "5 %" in Polish."""
-    return format_percent(value / 100, locale=locale(), decimal_quantization=False)
+    return format_percent(value / 100, locale=_locale(), decimal_quantization=False)
 
 
 def text(value: str) -> str:

@@ -3,12 +3,15 @@ stamp was, and which partners' stamps are on it (a tour card's progress)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import JSON, ColumnElement, Label, func, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.ledger.models import Account, AccountKind
 from db.usecases.partners import stamp_unit
 
 
@@ -41,10 +44,6 @@ _CARDS = text(
     WHERE a.member_id = :member AND a.kind = 'stamps'
     """
 )
-_BALANCES = text(
-    "SELECT unit, balance FROM accounts"
-    " WHERE member_id = :member AND kind = 'stamps' AND balance > 0"
-)
 
 
 async def card_progress(session: AsyncSession, member_id: int) -> dict[str, CardProgress]:
@@ -63,9 +62,24 @@ async def card_progress(session: AsyncSession, member_id: int) -> dict[str, Card
     }
 
 
-async def stamps_held(session: AsyncSession, member_id: int) -> dict[str, int]:
-    """The stamps on each card the member is collecting (cards at 0 left out): one cheap
-    read for /balance."""
+def held_column(member_id: ColumnElement[int]) -> Label[Any]:
+    """The stamps on each card the member is collecting (cards at 0 left out), by unit, as a
+    column of a query that reads the member `member_id` (a column of it): /balance shows
+    them, and db.queries.identity reads them with the member. See held_by_card."""
+    stamps = Account.__table__.alias("stamps")
+    return (
+        select(type_coerce(func.json_object_agg(stamps.c.unit, stamps.c.balance), JSON))
+        .where(
+            stamps.c.member_id == member_id,
+            stamps.c.kind == AccountKind.STAMPS,
+            stamps.c.balance > 0,
+        )
+        .scalar_subquery()
+        .label("stamps")
+    )
+
+
+def held_by_card(held: Mapping[str, int] | None) -> dict[str, int]:
+    """held_column's value by card slug."""
     prefix = stamp_unit("")
-    rows = (await session.execute(_BALANCES, {"member": member_id})).all()
-    return {row.unit.removeprefix(prefix): row.balance for row in rows}
+    return {unit.removeprefix(prefix): stamps for unit, stamps in (held or {}).items()}

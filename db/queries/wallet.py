@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Label,
+    Select,
+    and_,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from db.ledger.models import Entry, Member, Partner, PointLot, Transaction, TxKind
 from db.ledger.writer import unit_of_work
 from db.rules.points import points_money
 from db.rules.program import Program
 from db.usecases.members import MemberInfo
-from db.usecases.purchases import TRAILING_SPEND, spend_params
+from db.usecases.purchases import TRAILING_SPEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,42 +63,68 @@ class ReferralStats:
     rewarded: int
 
 
-# The money spent in the trailing year (the tier rule's own statement), the soonest expiry
-# and what expires that same (UTC) day, in one round trip: /balance is the most used command.
-_lots = PointLot.__table__.c
-_open_lots = (_lots.member_id == bindparam("member_id", type_=BigInteger)) & (_lots.remaining > 0)
-_SOONEST = select(func.min(_lots.expires_at)).where(_open_lots).scalar_subquery()
-_SOONEST_DAY_END = func.timezone(
-    "UTC", func.date_trunc("day", func.timezone("UTC", _SOONEST)) + text("interval '1 day'")
-)
-_SUMMARY = select(
-    TRAILING_SPEND.scalar_subquery().label("spend"),
-    _SOONEST.label("soonest"),
-    select(func.coalesce(func.sum(_lots.remaining), 0))
-    .where(_open_lots, _lots.expires_at < _SOONEST_DAY_END)
-    .scalar_subquery()
-    .label("expiring"),
-)
+@dataclass(frozen=True, slots=True)
+class WalletFigures:
+    """What /balance shows beyond the balance, read along with who sent the update
+    (db.queries.identity): /balance, the most used command, then needs no query of its own."""
+
+    spend: Decimal  # in the trailing year (the tier rule)
+    soonest_expiry: datetime | None
+    expiring: int  # points expiring on that same (UTC) day
+    stamps: dict[str, int]  # on each stamp card being collected, by card (db.queries.stamps)
 
 
-async def summary(
-    session: AsyncSession, program: Program, member: MemberInfo, now: datetime | None = None
-) -> Summary:
-    now = now or datetime.now(UTC)
+def _for_member(statement: Select[Any], member_id: ColumnElement[int]) -> Select[Any]:
+    """`statement` with `member_id` in place of its `member_id` parameter."""
+
+    def swap(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key == "member_id":
+            return member_id
+        return None
+
+    options: dict[str, Any] = {}
+    return cast(Select[Any], replacement_traverse(statement, options, swap))
+
+
+def figures_columns(member_id: ColumnElement[int]) -> list[Label[Any]]:
+    """WalletFigures' columns for the member `member_id` (a column of the enclosing query):
+    the money spent in the trailing year (the tier rule's own statement, with its `since`
+    parameter), the soonest expiry and what expires that same (UTC) day."""
+    lots = PointLot.__table__.c
+    open_lots = (lots.member_id == member_id) & (lots.remaining > 0)
+    # Its own point_lots even inside the `expiring` subquery below, which reads them too.
+    soonest = (
+        select(func.min(lots.expires_at))
+        .where(open_lots)
+        .correlate_except(PointLot.__table__)
+        .scalar_subquery()
+    )
+    soonest_day_end = func.timezone(
+        "UTC", func.date_trunc("day", func.timezone("UTC", soonest)) + text("interval '1 day'")
+    )
+    return [
+        _for_member(TRAILING_SPEND, member_id).scalar_subquery().label("spend"),
+        soonest.label("soonest_expiry"),
+        select(func.coalesce(func.sum(lots.remaining), 0))
+        .where(open_lots, lots.expires_at < soonest_day_end)
+        .scalar_subquery()
+        .label("expiring"),
+    ]
+
+
+def summary(program: Program, member: MemberInfo, figures: WalletFigures) -> Summary:
     tier = program.tier(member.tier)
     nxt = program.next_tier(tier.name)
-    row = (await session.execute(_SUMMARY, spend_params(member.id, now))).one()
-    spend = Decimal(row.spend)
     return Summary(
         balance=member.balance,
         money=points_money(member.balance, program.program.point_value),
         tier=tier.name,
         multiplier=tier.multiplier,
-        spend=spend,
+        spend=figures.spend,
         next_tier=nxt.name if nxt else None,
-        to_next_tier=max(nxt.min_spend - spend, Decimal(0)) if nxt else None,
-        expiring_points=int(row.expiring),
-        expiring_at=row.soonest,
+        to_next_tier=max(nxt.min_spend - figures.spend, Decimal(0)) if nxt else None,
+        expiring_points=figures.expiring,
+        expiring_at=figures.soonest_expiry,
         held=member.held,
     )
 

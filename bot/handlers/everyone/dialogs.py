@@ -13,7 +13,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 
-from bot.filters import IsCommand, PrivateChat, command_name
+from bot.filters import InDialog, IsCommand, PrivateChat, command_name
 from bot.handlers.office.campaigns import Compose
 from bot.handlers.staff.till import Till
 
@@ -43,7 +43,7 @@ def build() -> Router:
     router.message.filter(PrivateChat())
     router.message.register(
         leave_dialog,
-        ~StateFilter(None),
+        InDialog(),
         IsCommand(),
         # /skip is the campaign's button step's own answer, not a way out.
         ~and_f(StateFilter(Compose.button), Command("skip")),

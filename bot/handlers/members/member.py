@@ -18,8 +18,7 @@ from bot.views import keyboards, stamps, texts
 from bot.views.editing import edit_text
 from bot.views.links import start_link
 from bot.views.qr import render_qr
-from db.queries.stamps import stamps_held
-from db.queries.wallet import history, referral_stats, summary
+from db.queries.wallet import WalletFigures, history, referral_stats, summary
 from db.rules.cards import format_card_number
 from db.rules.program import Program
 from db.rules.tokens import card_token, referral_token
@@ -69,12 +68,12 @@ async def refresh_card(
 
 
 async def balance(
-    message: Message, session: AsyncSession, member: MemberInfo, program: Program
+    message: Message, member: MemberInfo, wallet_figures: WalletFigures, program: Program
 ) -> None:
-    info = await summary(session, program, member)
-    lines = [texts.balance(info, program)]
-    if program.stamp_cards:  # a program without stamp cards reads nothing more
-        lines += stamps.balance_lines(program, await stamps_held(session, member.id))
+    # The figures came with the member (db.queries.identity): no query here.
+    lines = [texts.balance(summary(program, member, wallet_figures), program)]
+    if program.stamp_cards:
+        lines += stamps.balance_lines(program, wallet_figures.stamps)
     await message.answer("\n".join(lines))
 
 
