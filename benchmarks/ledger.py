@@ -234,6 +234,7 @@ def sale_script(program: Program, members: list[int]) -> str:
         for t in program.tiers
     )
     tiers = ", ".join(f"'{t.name}'" for t in program.tiers)
+    no_discounts = ", ".join("0" for _ in program.tiers)  # no tier discount, as the sale sends
     days = program.program.expire_days
     expires = f"now() + interval '{days} days'" if days else "NULL"
     return f"""\\set member random({min(members)}, {max(members)})
@@ -243,7 +244,7 @@ def sale_script(program: Program, members: list[int]) -> str:
 SELECT * FROM ledger_sale(:member, (ARRAY[{slugs}])[:p], 'earn', 'sql:' || :client_id || ':' \
 || :key, 'bench', NULL, :cents / 100.0, :cents / 100.0, NULL, now(), 0, ARRAY[{tiers}], \
 ARRAY[{earned}], {expires}, {program.referral.qualifying_purchase}, NULL, \
-now() - interval '{TIER_WINDOW.days} days');
+now() - interval '{TIER_WINDOW.days} days', 0, ARRAY[{no_discounts}]::numeric[]);
 """
 
 
