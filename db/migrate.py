@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
@@ -35,3 +37,14 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(_run, "downgrade", revision)
+
+
+def earlier_migration(name: str) -> ModuleType:
+    """An earlier migration's module (`name` is its file's stem), for the SQL it created: a
+    later migration builds on it or restores it on the way down."""
+    path = MIGRATIONS / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,12 +5,11 @@ Revises: 0010_ledger_speed
 Create Date: 2026-12-05 10:00:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from db.migrate import earlier_migration
 
 revision: str = "0011_ledger_statement_triggers"
 down_revision: str | None = "0010_ledger_speed"
@@ -373,15 +372,6 @@ SALE_SIGNATURE = (
 )
 
 
-def _earlier(name: str) -> ModuleType:
-    """An earlier migration's module, for the SQL it created (restored on the way down)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upgrade() -> None:
     for statement in STATEMENT_RULES:
         op.execute(statement)
@@ -391,7 +381,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    writer, speed = _earlier("0009_ledger_writer"), _earlier("0010_ledger_speed")
+    writer, speed = earlier_migration("0009_ledger_writer"), earlier_migration("0010_ledger_speed")
     op.execute(f"DROP FUNCTION {SALE_SIGNATURE}")
     op.execute(speed.LEDGER_SALE)
     op.execute("DROP FUNCTION ledger_post(jsonb, jsonb, jsonb)")

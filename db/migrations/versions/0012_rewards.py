@@ -5,13 +5,12 @@ Revises: 0011_ledger_statement_triggers
 Create Date: 2026-12-05 10:00:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+
+from db.migrate import earlier_migration
 
 revision: str = "0012_rewards"
 down_revision: str | None = "0011_ledger_statement_triggers"
@@ -36,17 +35,8 @@ TX_KINDS = (
 _WALLET_JOIN = "FROM members AS mm JOIN accounts AS w ON w.member_id = mm.id\n"
 
 
-def _earlier(name: str) -> ModuleType:
-    """An earlier migration's module, for the SQL it created."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _sale_before() -> str:
-    return str(_earlier("0011_ledger_statement_triggers").LEDGER_SALE)
+    return str(earlier_migration("0011_ledger_statement_triggers").LEDGER_SALE)
 
 
 def _sale_by_wallet_kind() -> str:

@@ -5,13 +5,12 @@ Revises: 0013_stamps
 Create Date: 2026-12-06 10:00:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+
+from db.migrate import earlier_migration
 
 revision: str = "0014_discounts"
 down_revision: str | None = "0013_stamps"
@@ -124,15 +123,6 @@ END $$
 """
 
 
-def _earlier(name: str) -> ModuleType:
-    """An earlier migration's module, for the SQL it created (restored on the way down)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upgrade() -> None:
     # The discount the cashier was shown on a redemption request, posted when the member
     # confirms (checked against their tier then, as any sale's).
@@ -151,7 +141,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION {NEW_SIGNATURE}")
-    op.execute(_earlier("0012_rewards")._sale_by_wallet_kind())  # ledger_sale as 0012 left it
+    op.execute(
+        earlier_migration("0012_rewards")._sale_by_wallet_kind()
+    )  # ledger_sale as 0012 left it
     op.drop_constraint(
         op.f("ck_redemption_requests_discount_percent"), "redemption_requests", type_="check"
     )
