@@ -126,80 +126,44 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     zone = runtime.program.program.zone
     scheduler = AsyncIOScheduler(timezone=zone)
     daily = {"misfire_grace_time": 6 * 3600, "coalesce": True, "replace_existing": True}
-    scheduler.add_job(
-        exclusively,
-        CronTrigger(hour=2, minute=0, timezone=zone),
-        id="expire",
-        args=[runtime, "expire", lambda: expire_points(runtime)],
-        **daily,
-    )
-    scheduler.add_job(
-        exclusively,
-        CronTrigger(hour=2, minute=15, timezone=zone),
-        id="stamps",
-        args=[runtime, "stamps", lambda: lapse_stamps(runtime)],
-        **daily,
-    )
-    scheduler.add_job(
-        exclusively,
-        CronTrigger(hour=10, minute=5, timezone=zone),
-        id="stamp_reminders",
-        args=[runtime, "stamp_reminders", lambda: remind_lapsing_stamps(runtime)],
-        **daily,
-    )
-    scheduler.add_job(
-        exclusively,
-        CronTrigger(hour=2, minute=30, timezone=zone),
-        id="tiers",
-        args=[runtime, "tiers", lambda: recalc_tiers(runtime)],
-        **daily,
-    )
-    scheduler.add_job(
-        exclusively,
-        CronTrigger(hour=3, minute=0, timezone=zone),
-        id="notices",
-        args=[runtime, "notices", lambda: prune_notices(runtime)],
-        **daily,
-    )
-    scheduler.add_job(
-        exclusively,
-        CronTrigger(hour=10, minute=0, timezone=zone),
-        id="remind",
-        args=[runtime, "remind", lambda: remind_expiring(runtime, notifier)],
-        **daily,
-    )
-    scheduler.add_job(
-        exclusively,
-        IntervalTrigger(hours=1),
-        id="gifts",
-        args=[runtime, "gifts", lambda: return_gifts(runtime)],
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        exclusively,
-        IntervalTrigger(seconds=15),
-        id="campaigns",
-        args=[
-            runtime,
+    # (name, local hour, minute, job): each runs on one instance at a time (`exclusively`).
+    at: list[tuple[str, int, int, Callable[[], Awaitable[object]]]] = [
+        ("expire", 2, 0, lambda: expire_points(runtime)),
+        ("stamps", 2, 15, lambda: lapse_stamps(runtime)),
+        ("tiers", 2, 30, lambda: recalc_tiers(runtime)),
+        ("notices", 3, 0, lambda: prune_notices(runtime)),
+        ("remind", 10, 0, lambda: remind_expiring(runtime, notifier)),
+        ("stamp_reminders", 10, 5, lambda: remind_lapsing_stamps(runtime)),
+    ]
+    for name, hour, minute, job in at:
+        scheduler.add_job(
+            exclusively,
+            CronTrigger(hour=hour, minute=minute, timezone=zone),
+            id=name,
+            args=[runtime, name, job],
+            **daily,
+        )
+    # Jobs that come back every few moments; points held by expired vouchers come back within
+    # minutes, not the next night.
+    every: list[tuple[str, IntervalTrigger, Callable[[], Awaitable[object]]]] = [
+        ("gifts", IntervalTrigger(hours=1), lambda: return_gifts(runtime)),
+        (
             "campaigns",
+            IntervalTrigger(seconds=15),
             lambda: start_due_campaigns(runtime.sessions, datetime.now(UTC)),
-        ],
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-    )
-    # Points held by expired vouchers come back within minutes, not the next night.
-    scheduler.add_job(
-        exclusively,
-        IntervalTrigger(minutes=10),
-        id="vouchers",
-        args=[runtime, "vouchers", lambda: expire_vouchers(runtime)],
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-    )
+        ),
+        ("vouchers", IntervalTrigger(minutes=10), lambda: expire_vouchers(runtime)),
+    ]
+    for name, trigger, job in every:
+        scheduler.add_job(
+            exclusively,
+            trigger,
+            id=name,
+            args=[runtime, name, job],
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
     scheduler.add_job(
         close_expired_requests,
         IntervalTrigger(seconds=10),
