@@ -8,16 +8,18 @@ by the database itself: see the triggers in migrations 0001 and 0011.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     Numeric,
     String,
@@ -68,6 +70,8 @@ class TxKind:
     VOUCHER = "voucher"  # a voucher honoured at its partner
     GIFT = "gift"  # points one member gave another
     DONATION = "donation"  # points given to a charity partner
+    # Points a promotion gave a sale (related_id: the sale), from its funders' accounts
+    PROMOTION = "promotion"
 
     ALL = (
         EARN,
@@ -83,6 +87,7 @@ class TxKind:
         VOUCHER,
         GIFT,
         DONATION,
+        PROMOTION,
     )
     SALES = (EARN, REDEEM)  # a purchase at the till, with or without points
     SPEND = (EARN, REDEEM, REVERSE)  # what a member spent: sales less refunds
@@ -134,6 +139,10 @@ class Member(Base):
     # Where they joined from: the `src-<source>` of the link they opened ("poster-coffee"),
     # "referral" for a friend's invitation; NULL for a plain /start.
     source: Mapped[str | None] = mapped_column(String(60))
+    # Given by the member in /privacy (optional), for birthday promotions; changed at most
+    # once a year (`birthday_set_at`). Erased with the account.
+    birthday: Mapped[date | None] = mapped_column(Date)
+    birthday_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RewardedIdentity(Base):
@@ -578,7 +587,7 @@ class Voucher(Base):
         CheckConstraint("source IN ('catalogue', 'stamp_card', 'promotion')", name="source"),
         CheckConstraint(
             "(source = 'catalogue') = (hold_key IS NOT NULL)"
-            " AND (source = 'catalogue' OR funder_id IS NOT NULL OR points = 0)",
+            " AND (source IN ('catalogue', 'promotion') OR funder_id IS NOT NULL OR points = 0)",
             name="backing",
         ),
         CheckConstraint("(status = 'open') = (resolved_at IS NULL)", name="resolution"),
@@ -649,3 +658,29 @@ class StampReminder(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     cycle: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     reminded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromotionUse(Base):
+    """How many times a member got a promotion with a `max_per_member` (counted in the
+    sale's transaction: `uses` only grows while it is below the limit, so concurrent sales
+    cannot both take the last one)."""
+
+    __tablename__ = "promotion_uses"
+    __table_args__ = (CheckConstraint("uses > 0", name="uses_positive"),)
+
+    promotion: Mapped[str] = mapped_column(String(40), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    uses: Mapped[int] = mapped_column(Integer)
+
+
+class PromotionNotice(Base):
+    """A member was told of a personal promotion, once per `occasion` ("once" for an offer
+    given once, "birthday:2026" for a birthday week, "inactive:<last purchase day>" for a
+    win-back), so a job run twice tells nobody twice."""
+
+    __tablename__ = "promotion_notices"
+
+    promotion: Mapped[str] = mapped_column(String(40), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    occasion: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

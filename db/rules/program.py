@@ -235,6 +235,135 @@ class Reward(_Strict):
     stock: Int = Field(default=0, ge=0, le=10_000_000)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order
+_HOURS = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
+
+
+class When(_Strict):
+    """When a promotion runs, in the program's time zone: on `weekdays` (none listed: every
+    day), within `hours` ("07:00-11:00": from 07:00 up to, not including, 11:00; "22:00-24:00"
+    runs to midnight), from the day `from` through the day `until` (both included)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=list
+    )
+    hours: str | None = None
+    from_: date | None = Field(default=None, alias="from")
+    until: date | None = None
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _HOURS.match(value)
+        if match is None:
+            raise ValueError(f'{value!r}: write hours like "07:00-11:00" (24-hour clock)')
+        start = int(match[1]) * 60 + int(match[2])
+        end = int(match[3]) * 60 + int(match[4])
+        if end > 24 * 60 or start >= end:
+            raise ValueError(
+                f"{value!r}: the end must come after the start on the same day (for a night "
+                'offer give two promotions, like "22:00-24:00" and "00:00-02:00")'
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _dates(self) -> When:
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays: a day is listed twice")
+        if self.from_ is not None and self.until is not None and self.until < self.from_:
+            raise ValueError("until must not be before from")
+        return self
+
+    @cached_property
+    def minutes(self) -> tuple[int, int] | None:
+        """The hours as minutes of the local day: [start, end)."""
+        if self.hours is None:
+            return None
+        match = _HOURS.match(self.hours)
+        assert match is not None
+        return int(match[1]) * 60 + int(match[2]), int(match[3]) * 60 + int(match[4])
+
+
+class Who(_Strict):
+    """Which members a promotion is for (every condition given must hold): at one of `tiers`;
+    in the club; buying for the first time ever, or for the first time at this partner; back
+    after `inactive_days` or more without a purchase (win-back); in their birthday week (the
+    birthday and the six days after it); members for at least `member_years` full years."""
+
+    tiers: list[Annotated[Text, _text(1, 60)]] = Field(default_factory=list)
+    club: bool = False
+    first_ever: bool = False
+    first_at_partner: bool = False
+    inactive_days: Int = Field(default=0, ge=0, le=3_650)
+    birthday: bool = False
+    member_years: Int = Field(default=0, ge=0, le=100)
+
+    @property
+    def needs_history(self) -> bool:
+        """Whether deciding needs the member's earlier purchases (one query at the till)."""
+        return self.first_ever or self.first_at_partner or bool(self.inactive_days)
+
+
+class Effect(_Strict):
+    """What a promotion gives, exactly one of: the sale's points × `multiplier`, `bonus_points`,
+    `stamps` more on the selling partner's stamp cards, or a voucher for the catalogue's
+    `reward` (honoured at that reward's partner: a co-branded coupon when it is another)."""
+
+    multiplier: Dec | None = Field(default=None, gt=1, le=100, decimal_places=3)
+    bonus_points: Int | None = Field(default=None, ge=1, le=1_000_000)
+    stamps: Int | None = Field(default=None, ge=1, le=100)
+    reward: Slug | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Effect:
+        given = [k for k in ("multiplier", "bonus_points", "stamps", "reward") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one effect: multiplier, bonus_points, stamps or reward"
+                + (f" (this one gives {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class Promotion(_Strict):
+    """A time-bound or personal offer (DESIGN.md, "The program file"): at `partners` (none
+    listed: every partner that sells), `when` it runs, for `who`, on a sale of at least
+    `min_purchase` (the money charged, after a tier discount), gives its `effect`. The cost
+    is `funded_by` the partners in percent, or "program"; by default the selling partner.
+    `personal`: each member who newly qualifies is told once. `max_per_member`: times one
+    member may get it (0: no limit)."""
+
+    slug: Slug
+    title: Annotated[Text, _text(1, 100)]
+    text: Annotated[Text, _text(0, 500)] = Text("")
+    partners: list[Slug] = Field(default_factory=list)
+    when: When = When()
+    who: Who = Who()
+    min_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
+    effect: Effect
+    funded_by: Literal["program"] | dict[Slug, Int] | None = None
+    personal: bool = False
+    max_per_member: Int = Field(default=0, ge=0, le=1_000)
+
+    @field_validator("funded_by")
+    @classmethod
+    def _percents(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError('name at least one partner, or write "program"')
+            if any(share <= 0 for share in value.values()):
+                raise ValueError("each partner's share is a percent greater than 0")
+            if sum(value.values()) != 100:
+                raise ValueError(
+                    f"the shares must add up to 100 (they add up to {sum(value.values())})"
+                )
+        return value
+
+
 class GiftRules(_Strict):
     max_points_per_day: Int = Field(default=0, ge=0, le=10_000_000)  # 0: no gifting
 
@@ -247,6 +376,7 @@ class Program(_Strict):
     stamp_cards: list[StampCard] = Field(default_factory=list)
     rewards: list[Reward] = Field(default_factory=list)
     gifts: GiftRules = GiftRules()
+    promotions: list[Promotion] = Field(default_factory=list)
 
     @field_validator("tiers")
     @classmethod
@@ -313,7 +443,56 @@ class Program(_Strict):
                     f'give it (partners = ["{reward.partner}"]): give the reward a price in '
                     "points, or the card reward_points"
                 )
+        self._check_promotions()
         return self
+
+    def _check_promotions(self) -> None:
+        slugs: set[str] = set()
+        tiers = {str(t.name) for t in self.tiers}
+        for i, promo in enumerate(self.promotions):
+            if promo.slug in slugs:
+                raise ValueError(f"promotions[{i}].slug: duplicate slug {promo.slug!r}")
+            slugs.add(promo.slug)
+            where = _entry("promotions", i, promo.slug)
+            if len(set(promo.partners)) != len(promo.partners):
+                raise ValueError(f"{where}.partners: a partner is listed twice")
+            for slug in promo.partners:
+                if problem := self._not_selling(slug):
+                    raise ValueError(f"{where}.partners: {problem}")
+            if isinstance(promo.funded_by, dict):
+                for slug in promo.funded_by:
+                    if problem := self._not_selling(slug):
+                        raise ValueError(f"{where}.funded_by: {problem}")
+            for name in promo.who.tiers:
+                if str(name) not in tiers:
+                    raise ValueError(
+                        f"{where}.who.tiers: no tier {str(name)!r} "
+                        f"(the tiers are: {', '.join(sorted(tiers))})"
+                    )
+            if promo.who.club:
+                raise ValueError(
+                    f"{where}.who.club: this program has no [club] section, so no member "
+                    "is in a club"
+                )
+            reward_slug = promo.effect.reward
+            if reward_slug is not None:
+                if self.reward(reward_slug) is None:
+                    known = ", ".join(r.slug for r in self.rewards)
+                    raise ValueError(
+                        f"{where}.effect.reward: no reward {reward_slug!r} "
+                        + (f"(the rewards are: {known})" if known else "([[rewards]] is empty)")
+                    )
+                if isinstance(promo.funded_by, dict) and len(promo.funded_by) > 1:
+                    raise ValueError(
+                        f"{where}.funded_by: a voucher has one funder: name one partner "
+                        '(its share 100) or write "program"'
+                    )
+            if promo.effect.stamps and not any(
+                self.stamp_cards_at(p.slug)
+                for p in self.partners
+                if not promo.partners or p.slug in promo.partners
+            ):
+                raise ValueError(f"{where}.effect.stamps: none of its partners has a stamp card")
 
     def _not_selling(self, slug: str) -> str:
         """Why the partner `slug` cannot honour a reward or stamp a card ("" if it can)."""
@@ -340,6 +519,13 @@ class Program(_Strict):
 
     def reward(self, slug: str) -> Reward | None:
         return self.rewards_by_slug.get(slug)
+
+    def promotion(self, slug: str) -> Promotion | None:
+        return next((p for p in self.promotions if p.slug == slug), None)
+
+    def promotions_at(self, partner: str) -> list[Promotion]:
+        """The promotions a sale at `partner` may get, in the file's order."""
+        return [p for p in self.promotions if not p.partners or partner in p.partners]
 
     def stamp_card(self, slug: str) -> StampCard | None:
         return next((c for c in self.stamp_cards if c.slug == slug), None)

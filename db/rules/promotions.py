@@ -1,0 +1,251 @@
+"""Promotions, decided: which of the program's `[[promotions]]` a sale gets, and what each
+gives. Pure: the till's posting (db/usecases/promotions.py), the member's `/offers`, the
+personal offers' job and the simulator (`python -m bot simulate`) all decide here.
+
+The order is fixed and documented (docs/owner.md, "Promotions"): every promotion that
+matches applies once, in the program file's order within each kind of effect:
+
+1. multipliers multiply the points the sale earns (at the member's tier):
+   the sale gets floor(earned × m1 × m2 × …); each multiplier's part is what it added to the
+   running product, so the parts add up to the total exactly;
+2. bonus points add;
+3. stamps add to the selling partner's stamp cards;
+4. reward vouchers are issued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal, localcontext
+from zoneinfo import ZoneInfo
+
+from db.rules.points import share_kept
+from db.rules.program import WEEKDAYS, Program, Promotion
+
+BIRTHDAY_WEEK = 7  # the birthday and the six days after it
+
+
+@dataclass(frozen=True, slots=True)
+class Shopper:
+    """What a promotion may ask about the member at a sale. `first_ever`,
+    `first_at_partner` and `last_purchase_at` are about their purchases before this one
+    (read only when a promotion at the partner asks: needs_history)."""
+
+    tier: str
+    joined_at: datetime
+    birthday: date | None = None
+    club: bool = False
+    first_ever: bool = False
+    first_at_partner: bool = False
+    last_purchase_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """What one promotion gives one sale: `points` (a multiplier's part or a bonus),
+    `stamps`, or a voucher for `reward`."""
+
+    promotion: Promotion
+    points: int = 0
+    stamps: int = 0
+    reward: str | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.promotion.slug
+
+
+def local(now: datetime, zone: ZoneInfo) -> datetime:
+    return now.astimezone(zone)
+
+
+def running(promo: Promotion, partner: str, at: datetime) -> bool:
+    """Whether `promo` runs at `partner` at the local time `at` (its partners and `when`)."""
+    if promo.partners and partner not in promo.partners:
+        return False
+    return runs_on(promo, at)
+
+
+def runs_on(promo: Promotion, at: datetime) -> bool:
+    """Whether `promo`'s `when` holds at the local time `at` (anywhere it applies)."""
+    when = promo.when
+    day = at.date()
+    if when.from_ is not None and day < when.from_:
+        return False
+    if when.until is not None and day > when.until:
+        return False
+    if when.weekdays and WEEKDAYS[day.weekday()] not in when.weekdays:
+        return False
+    if when.minutes is not None:
+        start, end = when.minutes
+        minute = at.hour * 60 + at.minute
+        if not start <= minute < end:
+            return False
+    return True
+
+
+def upcoming(promo: Promotion, today: date) -> bool:
+    """Whether `promo` has not ended by the local day `today` (it may not have started)."""
+    return promo.when.until is None or today <= promo.when.until
+
+
+def birthday_in(birthday: date, year: int) -> date:
+    """The birthday in `year` (29 February is kept on 28 February in other years)."""
+    try:
+        return birthday.replace(year=year)
+    except ValueError:
+        return date(year, 2, 28)
+
+
+def birthday_week(birthday: date | None, today: date) -> bool:
+    """Whether the local day `today` is in the birthday week: the birthday and the six days
+    after it (a birthday on 30 December reaches into January)."""
+    if birthday is None:
+        return False
+    for year in (today.year, today.year - 1):
+        start = birthday_in(birthday, year)
+        if start <= today < start + timedelta(days=BIRTHDAY_WEEK):
+            return True
+    return False
+
+
+def full_years(since: date, today: date) -> int:
+    years = today.year - since.year
+    if (today.month, today.day) < (since.month, since.day):
+        years -= 1
+    return max(years, 0)
+
+
+def eligible(promo: Promotion, shopper: Shopper, at: datetime, zone: ZoneInfo) -> bool:
+    """Whether `shopper` is one of the members `promo` is for at the local time `at`."""
+    who = promo.who
+    if who.tiers and shopper.tier not in who.tiers:
+        return False
+    if who.club and not shopper.club:
+        return False
+    if who.first_ever and not shopper.first_ever:
+        return False
+    if who.first_at_partner and not shopper.first_at_partner:
+        return False
+    if who.inactive_days:
+        since = shopper.last_purchase_at or shopper.joined_at
+        if at - since.astimezone(zone) < timedelta(days=who.inactive_days):
+            return False
+    if who.birthday and not birthday_week(shopper.birthday, at.date()):
+        return False
+    if who.member_years:
+        joined = shopper.joined_at.astimezone(zone).date()
+        if full_years(joined, at.date()) < who.member_years:
+            return False
+    return True
+
+
+def matching(
+    program: Program, partner: str, charged: Decimal, now: datetime, shopper: Shopper
+) -> list[Promotion]:
+    """The promotions a sale at `partner` of `charged` (the money charged, after a tier
+    discount) at `now` gets, in the file's order. `max_per_member` is not looked at here:
+    it is counted where the sale is posted, under concurrency."""
+    zone = program.program.zone
+    at = local(now, zone)
+    return [
+        promo
+        for promo in program.promotions_at(partner)
+        if charged >= promo.min_purchase
+        and runs_on(promo, at)
+        and eligible(promo, shopper, at, zone)
+    ]
+
+
+def needs_history(program: Program, partner: str) -> bool:
+    """Whether a promotion at `partner` asks about the member's earlier purchases."""
+    return any(p.who.needs_history for p in program.promotions_at(partner))
+
+
+def _floor(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def awards(earned: int, promotions: Iterable[Promotion]) -> list[Award]:
+    """What each of `promotions` (that matched one sale, in the file's order) gives the sale
+    that earned `earned` points, in the documented order: multipliers, bonuses, stamps,
+    vouchers. A multiplier that adds nothing (a sale that earned 0) gives no award."""
+    promos = list(promotions)
+    result: list[Award] = []
+    product = Decimal(1)
+    before = earned
+    with localcontext() as ctx:
+        ctx.prec = 50
+        for promo in promos:
+            if promo.effect.multiplier is not None:
+                product *= promo.effect.multiplier
+                total = _floor(earned * product)
+                if total > before:
+                    result.append(Award(promo, points=total - before))
+                before = total
+    result += [Award(p, points=p.effect.bonus_points) for p in promos if p.effect.bonus_points]
+    result += [Award(p, stamps=p.effect.stamps) for p in promos if p.effect.stamps]
+    result += [Award(p, reward=p.effect.reward) for p in promos if p.effect.reward]
+    return result
+
+
+def funders(promo: Promotion, seller: str) -> list[tuple[str | None, int]]:
+    """Who pays for `promo` and their percent: partner slugs, or None for the program.
+    By default the selling partner pays it all."""
+    if promo.funded_by is None:
+        return [(seller, 100)]
+    if promo.funded_by == "program":
+        return [(None, 100)]
+    return list(promo.funded_by.items())
+
+
+def split(points: int, shares: Sequence[tuple[str | None, int]]) -> list[tuple[str | None, int]]:
+    """`points` split by percent `shares`, to the point: each gets the floor of its share,
+    and the points left over go one each to the largest remainders (the earlier-listed
+    first on a tie). Funders whose part is 0 are left out."""
+    exact = [(who, points * pct) for who, pct in shares]
+    parts = [(who, value // 100) for who, value in exact]
+    left = points - sum(p for _, p in parts)
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i][1] % 100), i))
+    bumped = set(order[:left])
+    result = [(who, part + (1 if i in bumped else 0)) for i, (who, part) in enumerate(parts)]
+    return [(who, part) for who, part in result if part]
+
+
+def refunded_part(points: int, amount: Decimal, remaining: Decimal) -> int:
+    """Of `points` a promotion gave a sale of `amount`, the part the refunded money took
+    back when `remaining` is left: as the sale's own points (db.rules.points.share_kept)."""
+    return points - share_kept(points, amount, remaining)
+
+
+def use_key(promo: Promotion, partner: str, at: datetime, birthday: date | None = None) -> str:
+    """What `max_per_member` counts a member's uses of `promo` under: the promotion, and
+    for a birthday promotion the year its birthday week began (at most so many per
+    birthday), for a first-at-partner one the partner (once per partner even when two first
+    sales race)."""
+    key = promo.slug
+    if promo.who.birthday:
+        key += f"@{birthday_year(birthday, at.date())}"
+    elif promo.who.first_at_partner:
+        key += f"@{partner}"
+    return key
+
+
+def birthday_year(birthday: date | None, today: date) -> int:
+    """The year of the birthday week `today` is in (else today's year)."""
+    if birthday is not None:
+        for year in (today.year, today.year - 1):
+            start = birthday_in(birthday, year)
+            if start <= today < start + timedelta(days=BIRTHDAY_WEEK):
+                return year
+    return today.year
+
+
+def limit(promo: Promotion) -> int:
+    """Uses allowed per use_key (0: no limit). A first-at-partner promotion is once per
+    partner whatever its max_per_member says (it asks for the first purchase there)."""
+    if promo.who.first_at_partner or promo.who.first_ever:
+        return 1
+    return promo.max_per_member
