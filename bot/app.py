@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import signal
+from datetime import UTC, datetime
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -57,6 +58,10 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def signing_secret(settings: Settings) -> bytes:
     assert settings.bot_token is not None
     extra = settings.signing_secret.get_secret_value() if settings.signing_secret else None
@@ -83,6 +88,8 @@ def build_dispatcher(
         secret=signing_secret(runtime.settings),
         notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
         outbox=outbox,
+        # What handlers that show days take as "now" (tests set a fixed clock).
+        clock=utc_now,
     )
     # The worker that delivers what postings owe runs whenever the dispatcher does.
     dp.startup.register(outbox.start)
@@ -190,6 +197,7 @@ async def run(settings: Settings) -> None:
                     dp["i18n_core"],
                     rate=settings.delivery_rate,
                     bucket=bucket,
+                    program=runtime.program,
                 ).run_forever()
             )
             try:

@@ -39,7 +39,17 @@ class HistoryCb(CallbackData, prefix="hist"):
 
 class PrivacyCb(CallbackData, prefix="priv"):
     # "offers_on"/"offers_off" say what the member asked for, so a double tap is one answer.
-    action: Literal["export", "offers_on", "offers_off", "delete", "confirm", "cancel"]
+    # "birthday": give or change it (a prompt follows); "no_birthday": remove it
+    action: Literal[
+        "export",
+        "offers_on",
+        "offers_off",
+        "delete",
+        "confirm",
+        "cancel",
+        "birthday",
+        "no_birthday",
+    ]
 
 
 class OffersCb(CallbackData, prefix="offers"):

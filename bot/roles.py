@@ -57,6 +57,11 @@ PARTNERS = Cmd(
     __("Partners and offers"),
     __("/partners: where to earn and spend, and current offers"),
 )
+OFFERS = Cmd(
+    "offers",
+    __("Promotions for you"),
+    __("/offers: the promotions open to you, with where and when; your birthday's in /privacy"),
+)
 REWARDS = Cmd(
     "rewards",
     __("Rewards for your points"),
@@ -163,6 +168,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         GIFT,
         DONATE,
         PARTNERS,
+        OFFERS,
         LANGUAGE,
         PRIVACY,
         HELP,

@@ -29,6 +29,7 @@ INVITE = __("🎁 Invite friends")
 GIFT = __("🎀 Give points")
 DONATE = __("🤍 Donate")
 PARTNERS = __("🏪 Partners")
+OFFERS = __("🎉 Offers")
 LANGUAGE = __("🌐 Language")
 PRIVACY = __("🔒 Privacy")
 HELP = __("❓ Help")
@@ -45,6 +46,7 @@ BUTTONS = {
     "gift": GIFT,
     "donate": DONATE,
     "partners": PARTNERS,
+    "offers": OFFERS,
     "language": LANGUAGE,
     "privacy": PRIVACY,
     "help": HELP,
@@ -106,13 +108,24 @@ def share_keyboard(link: str, text: str) -> InlineKeyboardMarkup:
     return _inline([InlineKeyboardButton(text=_("📤 Share"), url=url)])
 
 
-def privacy_keyboard(marketing: bool) -> InlineKeyboardMarkup:
+def privacy_keyboard(marketing: bool, birthday: bool = False) -> InlineKeyboardMarkup:
+    """/privacy's buttons; `birthday`: the member gave theirs (change or remove it)."""
     toggle = _("🔕 Stop offers") if marketing else _("🔔 Send me offers")
-    return _inline(
+    rows = [
         [_button(_("📦 Export my data"), PrivacyCb(action="export"))],
         [_button(toggle, PrivacyCb(action="offers_off" if marketing else "offers_on"))],
-        [_button(_("🗑 Delete my account"), PrivacyCb(action="delete"))],
-    )
+    ]
+    if birthday:
+        rows.append(
+            [
+                _button(_("🎂 Change my birthday"), PrivacyCb(action="birthday")),
+                _button(_("Remove it"), PrivacyCb(action="no_birthday")),
+            ]
+        )
+    else:
+        rows.append([_button(_("🎂 Give my birthday"), PrivacyCb(action="birthday"))])
+    rows.append([_button(_("🗑 Delete my account"), PrivacyCb(action="delete"))])
+    return _inline(*rows)
 
 
 def delete_keyboard() -> InlineKeyboardMarkup:

@@ -1,4 +1,6 @@
-"""The campaign delivery worker: works the outbox at a global rate.
+"""The campaign delivery worker: works the outbox at a global rate. The outbox holds the
+campaigns' messages and the personal offers (db/usecases/personal_offers.py), which are
+rendered here in each member's language and carry the same "stop offers" button.
 
 - A token bucket keeps to `rate` messages per second (Telegram allows about 30/s in bulk).
 - A 429 pauses everyone for its `retry_after`, and the message goes back to the queue.
@@ -34,7 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.callbacks import OffersCb
 from bot.metrics import DELIVERIES
+from bot.views import offers
 from bot.views.notices import campaign_results
+from db.rules.program import Program
 from db.usecases.campaigns import (
     CampaignInfo,
     OutboxItem,
@@ -61,7 +65,7 @@ async def send_campaign_message(
     if campaign.button_text and campaign.button_url:
         rows.append([InlineKeyboardButton(text=campaign.button_text, url=campaign.button_url)])
     if stop_label:
-        rows.append([InlineKeyboardButton(text=stop_label, callback_data=OffersCb().pack())])
+        rows += stop_markup(stop_label).inline_keyboard
     markup = InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
     if campaign.photo_file_id:
         await bot.send_photo(
@@ -69,6 +73,13 @@ async def send_campaign_message(
         )
     else:
         await bot.send_message(chat_id, campaign.text, reply_markup=markup)
+
+
+def stop_markup(stop_label: str) -> InlineKeyboardMarkup:
+    """The "stop offers" button under every campaign message and personal offer."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=stop_label, callback_data=OffersCb().pack())]]
+    )
 
 
 class TokenBucket:
@@ -129,6 +140,7 @@ class DeliveryWorker:
         idle_poll: float = 1.0,
         progress_every: float = 2.0,
         bucket: TokenBucket | None = None,
+        program: Program | None = None,
     ) -> None:
         self.bot = bot
         self.engine = engine
@@ -140,6 +152,7 @@ class DeliveryWorker:
         self.stale_after = stale_after
         self.idle_poll = idle_poll
         self.progress_every = progress_every
+        self.program = program  # personal offers are rendered from it
         self._campaigns: dict[int, CampaignInfo] = {}
         self._started: dict[int, tuple[float, int]] = {}
         self._dirty: set[int] = set()
@@ -208,7 +221,7 @@ class DeliveryWorker:
         outcomes = await asyncio.gather(*(one(item) for item in items))
         async with self.sessions() as session:
             await settle(session, outcomes, now=clock())
-        self._dirty.update(item.campaign_id for item in items)
+        self._dirty.update(item.campaign_id for item in items if item.campaign_id is not None)
         await self.report_all(now=clock(), force=False)
         return len(items)
 
@@ -233,12 +246,24 @@ class DeliveryWorker:
         return self._campaigns[campaign_id]
 
     async def deliver(self, item: OutboxItem, clock: Callable[[], datetime]) -> Outcome:
-        campaign = await self._campaign(item.campaign_id)
         outcome, error, retry_at = "sent", None, None
+        offer = None
         with self.i18n.context(), self.i18n.use_locale(item.language):
             stop_label = _("🔕 Stop offers")
+            if item.promotion is not None:
+                offer = self._personal_offer(item, clock())
+                if offer is None:  # gone from the program, or ended: nothing to tell
+                    DELIVERIES.labels("campaign_skipped").inc()
+                    return Outcome(item, "skipped")
         try:
-            await self.send(campaign, item.telegram_id, stop_label)
+            if offer is not None:
+                await self.bot.send_message(
+                    item.telegram_id, offer, reply_markup=stop_markup(stop_label)
+                )
+            else:
+                assert item.campaign_id is not None
+                campaign = await self._campaign(item.campaign_id)
+                await self.send(campaign, item.telegram_id, stop_label)
         except TelegramRetryAfter as exc:
             # Telegram says slow down: everybody waits, and this message goes back in line.
             self.bucket.pause(exc.retry_after)
@@ -256,6 +281,14 @@ class DeliveryWorker:
                 retry_at = clock() + timedelta(seconds=min(2**item.attempts, 300))
         DELIVERIES.labels("campaign_" + outcome).inc()
         return Outcome(item, outcome, error, retry_at)
+
+    def _personal_offer(self, item: OutboxItem, now: datetime) -> str | None:
+        """A personal promotion's message in the member's language (the caller set it)."""
+        if self.program is None:
+            raise RuntimeError("a personal offer to send, but no program to render it from")
+        today = now.astimezone(self.program.program.zone).date()
+        params = {**(item.params or {}), "promotion": item.promotion}
+        return offers.personal_offer(self.program, params, today)
 
     async def send(self, campaign: CampaignInfo, chat_id: int, stop_label: str) -> None:
         await send_campaign_message(self.bot, chat_id, campaign, stop_label)

@@ -1,10 +1,11 @@
 """Daily jobs: points expiry, expiry reminders, tier recalculation, stamp cards' lapses and
-their reminders; hourly: gifts nobody accepted go back to their givers; every few minutes:
-expired vouchers and redemption requests.
+their reminders, personal offers; hourly: gifts nobody accepted go back to their givers;
+every few minutes: expired vouchers and redemption requests.
 
 Several bot instances may share one database; each job runs under a PostgreSQL advisory
 lock, so only one instance does it at a time. Each job is also safe to run twice: expiry
-is keyed by lot and reminders are marked per lot."""
+is keyed by lot, reminders are marked per lot, and personal offers per member and
+occasion."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from bot.workers.notify import Notifier
 from db.usecases.expiry import expire_due
 from db.usecases.gifts import return_expired_gifts
 from db.usecases.outbox import prune
+from db.usecases.personal_offers import tell_personal_offers
 from db.usecases.reminders import due_reminders, mark_reminded
 from db.usecases.stamp_lapses import lapse_due, remind_lapsing
 from db.usecases.tiers import recalculate_tiers
@@ -121,6 +123,13 @@ async def remind_lapsing_stamps(runtime: Runtime, now: datetime | None = None) -
         return await remind_lapsing(session, runtime.program, now or datetime.now(UTC))
 
 
+async def tell_offers(runtime: Runtime, now: datetime | None = None) -> int:
+    """Members who newly qualify for a personal promotion are told once, through the
+    campaign outbox (db/usecases/personal_offers.py). Returns how many were told."""
+    async with runtime.sessions() as session:
+        return await tell_personal_offers(session, runtime.program, now or datetime.now(UTC))
+
+
 def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     # Daily jobs at the program's local hours (02:00 is a quiet night there, not in UTC).
     zone = runtime.program.program.zone
@@ -134,6 +143,7 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         ("notices", 3, 0, lambda: prune_notices(runtime)),
         ("remind", 10, 0, lambda: remind_expiring(runtime, notifier)),
         ("stamp_reminders", 10, 5, lambda: remind_lapsing_stamps(runtime)),
+        ("offers", 10, 10, lambda: tell_offers(runtime)),
     ]
     for name, hour, minute, job in at:
         scheduler.add_job(

@@ -287,8 +287,10 @@ class Campaign(Base):
 
 
 class Outbox(Base):
-    """One campaign message to one member. The unique pair is what keeps a member from
-    getting the same campaign twice, whatever restarts or instances come between."""
+    """One bulk message to one member: a campaign's (the unique pair is what keeps a member
+    from getting the same campaign twice, whatever restarts or instances come between), or
+    a personal promotion's (`promotion`, with `params` saying what to tell; told once per
+    occasion by `promotion_notices`, written in the same transaction)."""
 
     __tablename__ = "outbox"
     __table_args__ = (
@@ -297,13 +299,18 @@ class Outbox(Base):
             _in("status", ("pending", "sending", "sent", "failed", "blocked", "skipped")),
             name="status",
         ),
+        CheckConstraint(
+            "(campaign_id IS NULL) <> (promotion IS NULL)", name="campaign_or_promotion"
+        ),
         Index("uq_outbox_campaign_member", "campaign_id", "member_id", unique=True),
         Index("ix_outbox_due", "next_attempt_at", "id", postgresql_where="status = 'pending'"),
         Index("ix_outbox_claimed", "claimed_at", postgresql_where="status = 'sending'"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    promotion: Mapped[str | None] = mapped_column(String(40))
+    params: Mapped[dict[str, object] | None] = mapped_column(JSONB)
     # No chat id here: it is read from the member when sent, so a deleted member's id is
     # nowhere and consent is checked again then.
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))

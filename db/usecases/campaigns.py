@@ -444,12 +444,17 @@ async def due_campaigns(session: AsyncSession, now: datetime) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
+    """A claimed message: a campaign's (`campaign_id`), or a personal promotion's
+    (`promotion`, and `params` saying what to tell: db/usecases/personal_offers.py)."""
+
     id: int
-    campaign_id: int
+    campaign_id: int | None
     member_id: int
     telegram_id: int
     language: str
     attempts: int
+    promotion: str | None = None
+    params: dict[str, Any] | None = None
 
 
 async def claim(
@@ -491,6 +496,8 @@ async def claim(
                     Member.language,
                     Outbox.attempts,
                     Outbox.status,
+                    Outbox.promotion,
+                    Outbox.params,
                 )
             )
         ).all()
@@ -504,6 +511,8 @@ async def claim(
                     row.telegram_id,  # type: ignore[arg-type]  # not NULL: checked above
                     row.language,
                     row.attempts,
+                    row.promotion,
+                    row.params,
                 )
                 for row in rows
                 if row.status == "sending"

@@ -19,7 +19,9 @@ from db.ledger.models import (
     AuditLog,
     Member,
     Notice,
+    Outbox,
     PointLot,
+    PromotionNotice,
     RewardedIdentity,
     Transaction,
     TxKind,
@@ -69,6 +71,9 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
             else None,
             "marketing_consent": row.marketing_consent,
             "invited_by_member": row.referred_by_id is not None,
+            # Only the day and month are kept (ISO 8601's --MM-DD).
+            "birthday": row.birthday.strftime("--%m-%d") if row.birthday else None,
+            "birthday_given_at": row.birthday_set_at.isoformat() if row.birthday_set_at else None,
         },
         "balance": member.balance,
         "point_lots": [
@@ -106,6 +111,16 @@ async def export_member_data(session: AsyncSession, member: MemberInfo) -> dict[
             )
         ],
         "gifts": await gifts_export(session, member.id),
+        "personal_offers_told": [
+            {"promotion": n.promotion, "occasion": n.occasion, "at": n.sent_at.isoformat()}
+            for n in (
+                await session.execute(
+                    select(PromotionNotice)
+                    .where(PromotionNotice.member_id == member.id)
+                    .order_by(PromotionNotice.sent_at, PromotionNotice.promotion)
+                )
+            ).scalars()
+        ],
         "friends_invited": stats.invited,
         "friends_rewarded": stats.rewarded,
     }
@@ -175,12 +190,22 @@ async def delete_member(
                 )
             )
         )
+        # Which personal offers they were told, and when (a birthday week says the
+        # birthday), and the offers still waiting to go: gone with the person.
+        await session.execute(
+            delete(PromotionNotice).where(PromotionNotice.member_id == member.id)
+        )
+        await session.execute(
+            delete(Outbox).where(Outbox.member_id == member.id, Outbox.promotion.is_not(None))
+        )
         await session.execute(
             update(Member)
             .where(Member.id == member.id, Member.deleted_at.is_(None))
             .values(
                 telegram_id=None,
                 first_name="",
+                birthday=None,
+                birthday_set_at=None,
                 # A fresh random number: the old card, printed or photographed, names no one.
                 card_number=new_card_number(),
                 marketing_consent=False,

@@ -1,28 +1,43 @@
-"""/privacy: export everything we hold about the member, switch offers, delete the account."""
+"""/privacy: export everything we hold about the member, switch offers, give (change once a
+year, remove) the birthday, delete the account."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import date, datetime
 
 from aiogram import F, Router
-from aiogram.filters import Command
+from aiogram.filters import Command, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyKeyboardRemove
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import OffersCb, PrivacyCb
-from bot.filters import IsMember, PrivateChat, TextIs
+from bot.filters import HasText, IsCommand, IsMember, PrivateChat, TextIs
 from bot.views import formatting as fmt
 from bot.views import keyboards
+from bot.views import offers as offers_view
 from bot.views.editing import edit_text
 from db.queries.wallet import set_marketing_consent
+from db.rules.birthdays import BadBirthday, parse_birthday
+from db.rules.program import Program
 from db.rules.tokens import identity_hash
+from db.usecases.birthdays import (
+    Birthday,
+    BirthdayLocked,
+    get_birthday,
+    remove_birthday,
+    set_birthday,
+)
 from db.usecases.members import MemberInfo
 from db.usecases.privacy import delete_member, export_member_data
 
 
-def _overview(member: MemberInfo) -> str:
+def _overview(member: MemberInfo, birthday: Birthday) -> str:
     return "\n".join(
         [
             _("🔐 <b>Your data</b>"),
@@ -30,6 +45,11 @@ def _overview(member: MemberInfo) -> str:
                 "We keep your Telegram id, first name, language, card number, your points and "
                 "transactions, and your consents. Partners see your first name and tier at the "
                 "till, never your Telegram account."
+            ),
+            _(
+                "Your birthday is optional: we keep only its day and month, for the "
+                "birthday promotions, and you may change it once a year (so a birthday "
+                "week cannot be moved around for them) or remove it at any time."
             ),
             _(
                 "If you delete your account, your Telegram id and name are erased everywhere "
@@ -43,13 +63,41 @@ def _overview(member: MemberInfo) -> str:
             _("Offers and news: {state}.").format(
                 state=_("on") if member.marketing_consent else _("off")
             ),
+            birthday_line(birthday),
         ]
     )
 
 
-async def privacy(message: Message, member: MemberInfo) -> None:
+def birthday_line(birthday: Birthday) -> str:
+    if birthday.day is None:
+        return _("Birthday: not given.")
+    line = _("Birthday: {day}.").format(day=offers_view.day_and_month(birthday.day))
+    if birthday.locked_until is not None:
+        line += " " + _("You may change it from {date}.").format(
+            date=fmt.day(birthday.locked_until)
+        )
+    return line
+
+
+async def _birthday(
+    session: AsyncSession, member: MemberInfo, program: Program, now: datetime
+) -> Birthday:
+    return await get_birthday(session, member.id, now, program.program.zone)
+
+
+async def privacy(
+    message: Message,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
+) -> None:
+    birthday = await _birthday(session, member, program, clock())
     await message.answer(
-        _overview(member), reply_markup=keyboards.privacy_keyboard(member.marketing_consent)
+        _overview(member, birthday),
+        reply_markup=keyboards.privacy_keyboard(
+            member.marketing_consent, birthday.day is not None
+        ),
     )
 
 
@@ -66,7 +114,12 @@ async def export(query: CallbackQuery, session: AsyncSession, member: MemberInfo
 
 
 async def set_offers(
-    query: CallbackQuery, callback_data: PrivacyCb, session: AsyncSession, member: MemberInfo
+    query: CallbackQuery,
+    callback_data: PrivacyCb,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
 ) -> None:
     """Offers on or off as the button says (not a toggle: a double tap changes nothing more);
     the overview is redrawn, so its status line and its button agree."""
@@ -74,12 +127,103 @@ async def set_offers(
     if consent != member.marketing_consent:
         await set_marketing_consent(session, member.id, consent)
     await query.answer(_("Offers are on.") if consent else _("Offers are off."))
+    birthday = await _birthday(session, member, program, clock())
+    await _redraw(query, replace(member, marketing_consent=consent), birthday)
+
+
+async def _redraw(query: CallbackQuery, member: MemberInfo, birthday: Birthday) -> None:
     if isinstance(query.message, Message):
         await edit_text(
             query.message,
-            _overview(replace(member, marketing_consent=consent)),
-            reply_markup=keyboards.privacy_keyboard(consent),
+            _overview(member, birthday),
+            reply_markup=keyboards.privacy_keyboard(
+                member.marketing_consent, birthday.day is not None
+            ),
         )
+
+
+async def ask_birthday(
+    query: CallbackQuery,
+    session: AsyncSession,
+    state: FSMContext,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
+) -> None:
+    """Ask for the birthday, unless it was changed less than a year ago (then say when)."""
+    birthday = await _birthday(session, member, program, clock())
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    if birthday.locked_until is not None:
+        await query.message.answer(_locked(birthday.locked_until))
+        return
+    await state.set_state(BirthdayDialog.day)
+    await query.message.answer(
+        _(
+            "Send your birthday as day.month, like 14.03 (you may add the year, 14.03.1990: "
+            "we keep only the day and the month). /cancel to leave it as it is."
+        )
+    )
+
+
+def _locked(until: date) -> str:
+    return _(
+        "Your birthday can be changed once a year: you may change it from {date}. You can "
+        "remove it at any time."
+    ).format(date=fmt.day(until))
+
+
+BAD_BIRTHDAY = {
+    "format": lambda: _("That is not a date. Send the day and the month, like 14.03."),
+    "no_such_day": lambda: _("There is no such day. Send the day and the month, like 14.03."),
+    "future": lambda: _("That day has not come yet. Send your birthday, like 14.03.1990."),
+    "too_old": lambda: _("Please check the year, or send only the day and the month."),
+}
+
+
+async def take_birthday(
+    message: Message,
+    session: AsyncSession,
+    state: FSMContext,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
+) -> None:
+    now = clock()
+    zone = program.program.zone
+    try:
+        day = parse_birthday(message.text or "", now.astimezone(zone).date())
+    except BadBirthday as bad:
+        await message.answer(BAD_BIRTHDAY[bad.reason]())  # the prompt stays open
+        return
+    await state.clear()
+    try:
+        birthday = await set_birthday(session, member.id, day, now, zone)
+    except BirthdayLocked as locked:
+        await message.answer(_locked(locked.until))
+        return
+    lines = [_("🎂 Your birthday: {day}.").format(day=offers_view.day_and_month(day))]
+    if birthday.locked_until is not None:
+        lines.append(
+            _("You may change it once a year: from {date}.").format(
+                date=fmt.day(birthday.locked_until)
+            )
+        )
+    lines.append(_("Birthday promotions for you are in /offers."))
+    await message.answer("\n".join(lines))
+
+
+async def drop_birthday(
+    query: CallbackQuery,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
+) -> None:
+    birthday = await remove_birthday(session, member.id, clock(), program.program.zone)
+    await query.answer(_("Your birthday is removed."))
+    await _redraw(query, member, birthday)
 
 
 async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
@@ -127,6 +271,10 @@ async def stop_offers(
     await query.answer(_("Offers are off. You can turn them on again in /privacy."))
 
 
+class BirthdayDialog(StatesGroup):
+    day = State()
+
+
 def build_offers() -> Router:
     """Campaign messages' button, for anyone who got one (members who left included)."""
     router = Router(name="offers")
@@ -143,6 +291,11 @@ def build() -> Router:
     router.callback_query.register(export, PrivacyCb.filter(F.action == "export"))
     router.callback_query.register(
         set_offers, PrivacyCb.filter(F.action.in_({"offers_on", "offers_off"}))
+    )
+    router.callback_query.register(ask_birthday, PrivacyCb.filter(F.action == "birthday"))
+    router.callback_query.register(drop_birthday, PrivacyCb.filter(F.action == "no_birthday"))
+    router.message.register(
+        take_birthday, StateFilter(BirthdayDialog.day), HasText(), ~IsCommand()
     )
     router.callback_query.register(ask_delete, PrivacyCb.filter(F.action == "delete"))
     router.callback_query.register(cancel_delete, PrivacyCb.filter(F.action == "cancel"))
