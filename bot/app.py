@@ -58,8 +58,15 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+class Clock:
+    """What handlers that show days and dates take as "now" (the dispatcher's `clock`):
+    the time, unless a test fixed it (`fixed`)."""
+
+    def __init__(self) -> None:
+        self.fixed: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.fixed or datetime.now(UTC)
 
 
 def signing_secret(settings: Settings) -> bytes:
@@ -89,7 +96,7 @@ def build_dispatcher(
         notifier=Notifier(bot, i18n, runtime.sessions, runtime.program),
         outbox=outbox,
         # What handlers that show days take as "now" (tests set a fixed clock).
-        clock=utc_now,
+        clock=Clock(),
     )
     # The worker that delivers what postings owe runs whenever the dispatcher does.
     dp.startup.register(outbox.start)

@@ -350,6 +350,7 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
             "gift",
             "donate",
             "partners",
+            "offers",
             "language",
             "privacy",
             "help",
