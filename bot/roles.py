@@ -60,7 +60,7 @@ PARTNERS = Cmd(
 OFFERS = Cmd(
     "offers",
     __("Promotions for you"),
-    __("/offers: the promotions open to you, with where and when; your birthday's in /privacy"),
+    __("/offers: the promotions open to you, where and when"),
 )
 REWARDS = Cmd(
     "rewards",
@@ -76,7 +76,7 @@ LANGUAGE = Cmd("language", __("Change the language"), __("/language: change the 
 PRIVACY = Cmd(
     "privacy",
     __("Your data and consent"),
-    __("/privacy: your data, offers on or off, delete your account"),
+    __("/privacy: your data, offers on or off, your birthday, delete your account"),
 )
 HELP = Cmd("help", __("What this bot can do"), __("/help: this list"))
 
