@@ -34,7 +34,6 @@ again to get a once-only bonus twice).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -108,11 +107,6 @@ class PromotionBack:
         }
 
 
-def promotion_params(items: Sequence[Awarded | PromotionBack]) -> dict[str, Any]:
-    """A sale's or a refund's promotions, as its notices keep them (nothing without any)."""
-    return {"promotions": [i.params() for i in items]} if items else {}
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """The member's facts read before the sale, and whether its accounts are locked."""
@@ -142,14 +136,25 @@ _HISTORY = """,
        (SELECT max(t.created_at) FROM transactions AS t
         WHERE t.member_id = m.id AND t.kind IN ('earn', 'redeem')) AS last_purchase_at"""
 _FACTS_SQL = """
-    SELECT m.tier, m.joined_at, m.birthday{history}
+    SELECT m.tier, m.joined_at, m.birthday{history}{uses}
     FROM members AS m WHERE m.id = :member AND m.deleted_at IS NULL
-    FOR KEY SHARE OF m
+    {lock}
     """
+_USES = """,
+       (SELECT coalesce(jsonb_object_agg(u.promotion, u.uses), '{}') FROM promotion_uses AS u
+        WHERE u.member_id = m.id) AS uses"""
 # The member's facts (and, when asked, their purchases before this sale), with their row
 # locked as ledger_sale locks it (before any account: see lock_members).
 _FACTS = {
-    history: text(_FACTS_SQL.format(history=_HISTORY if history else "")) for history in (0, 1)
+    history: text(
+        _FACTS_SQL.format(history=_HISTORY if history else "", uses="", lock="FOR KEY SHARE OF m")
+    )
+    for history in (0, 1)
+}
+# For the till's panel: the same facts and the member's promotion uses, read, not locked.
+_PREVIEW = {
+    history: text(_FACTS_SQL.format(history=_HISTORY if history else "", uses=_USES, lock=""))
+    for history in (0, 1)
 }
 # Every account a sale and its promotions post to, locked in id order (as ledger_post
 # locks a posting's): the member's wallet, the seller's accounts, the funders', the program's.
@@ -212,6 +217,41 @@ async def prepare(
             },
         )
     return Prepared(shopper, frozenset(paying))
+
+
+async def preview(
+    session: AsyncSession, program: Program, *, member_id: int, partner: str, now: datetime
+) -> list[Promotion]:
+    """The promotions a sale at `partner` would get now, for the till's panel: those that
+    run and are for this member, whatever the amount (each says its min_purchase), less
+    those they have used up. A preview: the sale is decided again when it is posted. No
+    query at a partner without a promotion running now."""
+    at = rules.local(now, program.program.zone)
+    maybe = [p for p in program.promotions_at(partner) if rules.runs_on(p, at)]
+    if not maybe:
+        return []
+    history = any(p.who.needs_history for p in maybe)
+    row = (
+        await session.execute(_PREVIEW[history], {"member": member_id, "partner": partner})
+    ).one_or_none()
+    if row is None:
+        return []
+    shopper = Shopper(
+        tier=row.tier,
+        joined_at=row.joined_at,
+        birthday=row.birthday,
+        first_ever=bool(history and row.first_ever),
+        first_at_partner=bool(history and row.first_at_partner),
+        last_purchase_at=row.last_purchase_at if history else None,
+    )
+    uses: dict[str, int] = row.uses or {}
+    top = max((p.min_purchase for p in maybe), default=Decimal(0))
+    return [
+        p
+        for p in rules.matching(program, partner, top, now, shopper)
+        if not rules.limit(p)
+        or uses.get(rules.use_key(p, partner, at, shopper.birthday), 0) < rules.limit(p)
+    ]
 
 
 _TAKE_USE = text(
