@@ -430,3 +430,34 @@ async def test_extra_stamps_fill_a_card_and_a_full_refund_takes_back_the_rest(
         )
     assert (on_card, fills) == (1, 1)
     assert sales[1].balance == 50 + 50 + 50 + 250
+
+
+WELCOME_BACK = {
+    "slug": "welcome-back",
+    "title": "We missed you",
+    "who": {"inactive_days": 60},
+    "effect": {"bonus_points": 150},
+    "funded_by": "program",
+}
+
+
+@pytest.mark.parametrize("program", [promo_program(WELCOME_BACK)])
+async def test_welcome_back_once_when_sales_race(sessions: Sessions, program: Program) -> None:
+    # Joined 90 days ago and never bought: the first of these sales is the one after the
+    # break; those that race it read the member's purchases again under the wallet's lock.
+    ann = await member(sessions, program, joined_at=SAT_9 - timedelta(days=90))
+    results = await asyncio.gather(
+        *(
+            sale(
+                sessions,
+                program,
+                ann,
+                ["coffee", "books", "gym", "bakery"][i % 4],
+                "5.00",
+                f"w{i}",
+            )
+            for i in range(8)
+        )
+    )
+    assert sum(len(r.promotions) for r in results) == 1
+    assert (await issued(sessions))[""] == 50 + 150

@@ -219,6 +219,40 @@ async def prepare(
     return Prepared(shopper, frozenset(paying))
 
 
+_HISTORY_NOW = text(
+    """
+    SELECT
+       NOT EXISTS (SELECT 1 FROM transactions AS t
+                   WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem')
+                     AND t.id <> :sale) AS first_ever,
+       NOT EXISTS (SELECT 1 FROM transactions AS t
+                   WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem')
+                     AND t.id <> :sale
+                     AND t.partner_id = (SELECT id FROM partners WHERE slug = :partner))
+           AS first_at_partner,
+       (SELECT max(t.created_at) FROM transactions AS t
+        WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem') AND t.id <> :sale)
+           AS last_purchase_at
+    """
+)
+
+
+async def _history_now(
+    session: AsyncSession, shopper: Shopper, member_id: int, partner: str, sale_id: int
+) -> Shopper:
+    row = (
+        await session.execute(
+            _HISTORY_NOW, {"member": member_id, "partner": partner, "sale": sale_id}
+        )
+    ).one()
+    return replace(
+        shopper,
+        first_ever=bool(row.first_ever),
+        first_at_partner=bool(row.first_at_partner),
+        last_purchase_at=row.last_purchase_at,
+    )
+
+
 async def preview(
     session: AsyncSession, program: Program, *, member_id: int, partner: str, now: datetime
 ) -> list[Promotion]:
@@ -323,6 +357,13 @@ async def apply(
     charged = result.amount - result.discount
     shopper = replace(prepared.shopper, tier=member.tier)  # the tier the sale was posted at
     matched = rules.matching(program, partner, charged, now, shopper)
+    if any(p.who.needs_history for p in matched):
+        # Read before the sale, and before it held the member's wallet: another sale of
+        # theirs may have committed since. Read again now, under the wallet's lock (a sale
+        # of theirs still under way waits for this one), without this sale. Fresher facts
+        # only ever match fewer: the accounts locked before cover them.
+        shopper = await _history_now(session, shopper, member.id, partner, result.transaction_id)
+        matched = rules.matching(program, partner, charged, now, shopper)
     if not matched:
         return result
     earned = result.points_earned
