@@ -126,15 +126,17 @@ def candidates(program: Program, partner: str, charged: Decimal, now: datetime) 
     ]
 
 
-_HISTORY = """,
+# A member's purchases: the sale kinds, stated once (TxKind.SALES).
+_SALES = TxKind.sql_in("t.kind", TxKind.SALES)
+_HISTORY = f""",
        NOT EXISTS (SELECT 1 FROM transactions AS t
-                   WHERE t.member_id = m.id AND t.kind IN ('earn', 'redeem')) AS first_ever,
+                   WHERE t.member_id = m.id AND {_SALES}) AS first_ever,
        NOT EXISTS (SELECT 1 FROM transactions AS t
-                   WHERE t.member_id = m.id AND t.kind IN ('earn', 'redeem')
+                   WHERE t.member_id = m.id AND {_SALES}
                      AND t.partner_id = (SELECT id FROM partners WHERE slug = :partner))
            AS first_at_partner,
        (SELECT max(t.created_at) FROM transactions AS t
-        WHERE t.member_id = m.id AND t.kind IN ('earn', 'redeem')) AS last_purchase_at"""
+        WHERE t.member_id = m.id AND {_SALES}) AS last_purchase_at"""
 _FACTS_SQL = """
     SELECT m.tier, m.joined_at, m.birthday{history}{uses}
     FROM members AS m WHERE m.id = :member AND m.deleted_at IS NULL
@@ -220,18 +222,18 @@ async def prepare(
 
 
 _HISTORY_NOW = text(
-    """
+    f"""
     SELECT
        NOT EXISTS (SELECT 1 FROM transactions AS t
-                   WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem')
+                   WHERE t.member_id = :member AND {_SALES}
                      AND t.id <> :sale) AS first_ever,
        NOT EXISTS (SELECT 1 FROM transactions AS t
-                   WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem')
+                   WHERE t.member_id = :member AND {_SALES}
                      AND t.id <> :sale
                      AND t.partner_id = (SELECT id FROM partners WHERE slug = :partner))
            AS first_at_partner,
        (SELECT max(t.created_at) FROM transactions AS t
-        WHERE t.member_id = :member AND t.kind IN ('earn', 'redeem') AND t.id <> :sale)
+        WHERE t.member_id = :member AND {_SALES} AND t.id <> :sale)
            AS last_purchase_at
     """
 )
