@@ -16,7 +16,7 @@ from aiogram.utils.i18n import ngettext as _n
 
 from bot.callbacks import EarnOnlyCb, RedeemCb
 from bot.roles import role_name
-from bot.views import discounts, stamps
+from bot.views import discounts, promotions, stamps
 from bot.views import formatting as fmt
 from db.rules.gifts import GIFT_TTL
 from db.rules.points import points_money
@@ -96,6 +96,7 @@ def purchase(program: Program, p: dict[str, Any]) -> Rendered:
         )
     if p.get("tier_reached"):
         lines.append(discounts.tier_reached(program, str(p["tier_reached"])))
+    lines += promotions.sale_lines(program, p.get("promotions") or ())
     lines += stamps.sale_lines(program, p.get("stamps") or ())
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
@@ -196,6 +197,7 @@ def reversal(program: Program, p: dict[str, Any]) -> Rendered:
                 ),
             )
         )
+    lines += promotions.refund_lines(program, p.get("promotions") or ())
     lines += stamps.refund_lines(program, p.get("stamps") or ())
     lines.append(_balance(p))
     return Rendered("\n".join(lines))
@@ -268,6 +270,7 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
     lines = [charged] if charged else []
     lines += [
         head,
+        *promotions.sale_lines(program, p.get("promotions") or ()),
         *stamps.sale_lines(
             program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))
         ),
@@ -340,6 +343,7 @@ def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
                     points=fmt.points(int(p["points_earned"])),
                     balance=fmt.points(int(p["balance"])),
                 ),
+                *promotions.sale_lines(program, p.get("promotions") or ()),
                 *stamps.sale_lines(
                     program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))
                 ),

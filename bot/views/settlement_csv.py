@@ -32,6 +32,7 @@ HEADER = [
     "Donations received",
     "Vouchers funded",
     "Stamp-card rewards",
+    "Promotions funded",
 ]
 
 PARTNER, CHARITY, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
@@ -54,7 +55,7 @@ class _Line:
     expired: int = 0
     forfeited: int = 0
     outstanding: int = 0
-    parts: tuple[int, int, int, int] = (0, 0, 0, 0)  # the last four columns
+    parts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # the last five columns
 
     @property
     def net(self) -> int:
@@ -90,7 +91,13 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
             0,
             0,
             p.outstanding,
-            (p.vouchers_honoured, p.donations, p.vouchers_funded, p.stamp_rewards),
+            (
+                p.vouchers_honoured,
+                p.donations,
+                p.vouchers_funded,
+                p.stamp_rewards,
+                p.promotions_funded,
+            ),
         )
         for p in report.partners
     ]
@@ -98,9 +105,11 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
         _Line(
             PROGRAM,
             "",
-            "points given by the program: welcome gifts, invitation rewards, adjustments",
+            "points given by the program: welcome gifts, invitation rewards, adjustments,"
+            " promotions it funds",
             issued=report.program_funded,
             outstanding=report.program_outstanding,
+            parts=(0, 0, 0, 0, report.program_promotions),
         ),
         _Line(EXPIRED, "", "points that reached their expiry date", expired=report.expired),
         _Line(
@@ -156,6 +165,6 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
             "",
             report.outstanding,
             report.liability,
-            *(sum(line.parts[i] for line in lines) for i in range(4)),
+            *(sum(line.parts[i] for line in lines) for i in range(5)),
         ]
     )

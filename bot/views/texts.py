@@ -8,7 +8,7 @@ from html import escape
 
 from aiogram.utils.i18n import gettext as _
 
-from bot.views import discounts
+from bot.views import discounts, promotions
 from bot.views import formatting as fmt
 from db.queries.wallet import HistoryItem, Summary
 from db.rules.program import Program
@@ -119,6 +119,8 @@ def _what(item: HistoryItem, program: Program) -> str:
             return _("purchase {amount}").format(amount=amount)
         case "redeem":
             return _("purchase {amount} paid partly with points").format(amount=amount)
+        case "reverse" if item.amount is None and item.reason:  # a promotion taken back
+            return promotions.history_what(program, item.kind, item.reason) or ""
         case "reverse":
             return _("refund {amount}").format(amount=amount)
         case "expire":
@@ -139,6 +141,8 @@ def _what(item: HistoryItem, program: Program) -> str:
             )
         case "card_filled":
             return _("a full stamp card's reward")
+        case "promotion":
+            return promotions.history_what(program, item.kind, item.reason) or ""
         case _:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Text,
     func,
@@ -675,9 +676,30 @@ class PromotionUse(Base):
     __tablename__ = "promotion_uses"
     __table_args__ = (CheckConstraint("uses > 0", name="uses_positive"),)
 
-    promotion: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # promotions.use_key: the slug, and a partner's slug or a year after an "@".
+    promotion: Mapped[str] = mapped_column(String(80), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     uses: Mapped[int] = mapped_column(Integer)
+
+
+class PromotionAward(Base):
+    """What one promotion gave one sale (db/usecases/promotions.py), in the documented order
+    (`position`): its points, posted as the `promotion` transaction `transaction_id` from
+    the funders' accounts; extra stamps; a voucher. A replay and a refund read it."""
+
+    __tablename__ = "promotion_awards"
+    __table_args__ = (
+        CheckConstraint("points >= 0 AND stamps >= 0", name="not_negative"),
+        CheckConstraint("(points > 0) = (transaction_id IS NOT NULL)", name="points_posted"),
+    )
+
+    sale_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), primary_key=True)
+    promotion: Mapped[str] = mapped_column(String(30), primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+    stamps: Mapped[int] = mapped_column(Integer)
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    voucher_id: Mapped[int | None] = mapped_column(ForeignKey("vouchers.id"))
 
 
 class PromotionNotice(Base):

@@ -158,6 +158,8 @@ async def cash_handed_back(
         await session.execute(
             select(Transaction).where(
                 Transaction.kind == TxKind.REVERSE,
+                # a refund of a sale (not a stamp's or a promotion's reversal, which it made)
+                Transaction.amount.is_not(None),
                 Transaction.created_at >= start,
                 Transaction.created_at < end,
                 *([Transaction.staff_id == staff_id] if staff_id is not None else []),

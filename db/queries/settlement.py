@@ -52,6 +52,8 @@ class PartnerPosition:
     donations: int = 0  # of points_redeemed: points members gave this charity
     vouchers_funded: int = 0  # of points_issued: vouchers it funded, honoured anywhere
     stamp_rewards: int = 0  # of points_issued: points its full stamp cards gave
+    # of points_issued: its share of promotions' points, less what refunds gave back to it
+    promotions_funded: int = 0
     # "charity": its points redeemed are members' donations (it sells nothing, issues none)
     kind: str = "business"
 
@@ -70,6 +72,8 @@ class Settlement:
     expired: int  # points whose lots reached their expiry date in the period
     forfeited: int  # points of deleted accounts, taken at deletion or by a later refund
     program_outstanding: int = 0  # the program's share of the points members held at `end`
+    # of program_funded: promotions' points the program paid, less refunds' give-backs
+    program_promotions: int = 0
 
     @property
     def first_day(self) -> date:
@@ -141,8 +145,12 @@ _TOTALS = text(
                sum(e.amount) FILTER (
                    WHERE t.created_at < :end AND t.kind = 'donation') AS donations,
                sum(e.amount) FILTER (
-                   WHERE t.created_at < :end AND t.kind = 'card_filled') AS stamp_rewards
+                   WHERE t.created_at < :end AND t.kind = 'card_filled') AS stamp_rewards,
+               sum(e.amount) FILTER (
+                   WHERE t.created_at < :end AND (t.kind = 'promotion' OR r.kind = 'promotion')
+               ) AS promotions
         FROM entries AS e JOIN transactions AS t ON t.id = e.transaction_id
+        LEFT JOIN transactions AS r ON r.id = t.reverses_id
         WHERE t.created_at >= :start
         GROUP BY e.account_id
     )
@@ -150,7 +158,8 @@ _TOTALS = text(
            coalesce(sum(m.expired), 0) AS expired,
            sum(a.balance) - coalesce(sum(m.after_end), 0) AS at_end,
            coalesce(sum(m.vouchers), 0) AS vouchers, coalesce(sum(m.donations), 0) AS donations,
-           coalesce(sum(m.stamp_rewards), 0) AS stamp_rewards
+           coalesce(sum(m.stamp_rewards), 0) AS stamp_rewards,
+           coalesce(sum(m.promotions), 0) AS promotions
     FROM accounts AS a LEFT JOIN moved AS m ON m.account_id = a.id
     WHERE a.unit = 'points'
     GROUP BY a.kind, a.partner_id
@@ -158,7 +167,9 @@ _TOTALS = text(
 )
 
 
-def _part(parts: dict[tuple[str, int | None], Any], kind: str, partner: int, name: str) -> int:
+def _part(
+    parts: dict[tuple[str, int | None], Any], kind: str, partner: int | None, name: str
+) -> int:
     row = parts.get((kind, partner))
     return int(getattr(row, name)) if row is not None else 0
 
@@ -194,6 +205,7 @@ async def settlement(
             donations=_part(parts, AccountKind.PARTNER_REDEEMED, p.id, "donations"),
             vouchers_funded=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "vouchers"),
             stamp_rewards=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "stamp_rewards"),
+            promotions_funded=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "promotions"),
             kind=p.kind,
         )
         for p, share in zip(partners, shares, strict=False)
@@ -207,4 +219,5 @@ async def settlement(
         expired=expired_points,
         forfeited=breakage - expired_points,
         program_outstanding=shares[-1],
+        program_promotions=-_part(parts, AccountKind.PROGRAM, None, "promotions"),
     )

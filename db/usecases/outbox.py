@@ -265,6 +265,12 @@ def stamp_params(news: Sequence[StampNews | StampBack]) -> dict[str, Any]:
     return {"stamps": [n.params() for n in news]} if news else {}
 
 
+def promotion_params(items: Sequence[Any]) -> dict[str, Any]:
+    """A sale's promotions (db/usecases/promotions.py Awarded) or what a refund took back of
+    them (PromotionBack), as its notices keep them (nothing without any)."""
+    return {"promotions": [i.params() for i in items]} if items else {}
+
+
 def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
     """A sale's news: to the member, and to the inviter when it paid a referral reward."""
     owed = [
@@ -283,6 +289,7 @@ def owed_for_purchase(result: PurchaseResult) -> list[Owed]:
                 "transaction": result.transaction_id,
                 **stamp_params(result.stamps),
                 **discount_params(result),
+                **promotion_params(result.promotions),
             },
             member_id=result.member_id,
         )
@@ -322,6 +329,7 @@ def owed_for_reversal(result: ReversalResult) -> list[Owed]:
                 "balance": result.balance,
                 "transaction": result.transaction_id,
                 **stamp_params(result.stamps),
+                **promotion_params(result.promotions),
             },
             member_id=result.member_id,
         )

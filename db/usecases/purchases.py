@@ -73,8 +73,10 @@ from db.rules.points import (
     share_kept,
 )
 from db.rules.program import TIER_WINDOW, Program
+from db.usecases import promotions
 from db.usecases.members import MemberInfo, expiry_for
 from db.usecases.partners import PartnerAccounts, partner_accounts
+from db.usecases.promotions import Awarded, PromotionBack
 from db.usecases.stamps import (
     StampBack,
     StampNews,
@@ -115,6 +117,8 @@ class PurchaseResult:
     discount: Decimal = ZERO
     discount_tier: str | None = None
     discount_percent: Decimal = Decimal(0)
+    # What the program's promotions gave it, in the documented order (db/usecases/promotions.py).
+    promotions: tuple[Awarded, ...] = ()
 
     @property
     def to_pay(self) -> Decimal:
@@ -154,6 +158,8 @@ class ReversalResult:
     stamps: tuple[StampBack, ...] = ()  # the sale's stamps it took back, or could not
     # The refunded sale's discount: never refunded (refunds count from the money it charged).
     sale_discount: Decimal = ZERO
+    # What it took back of the sale's promotions (their shortfall is part of `shortfall`).
+    promotions: tuple[PromotionBack, ...] = ()
 
 
 def cash_back(money_refund: Decimal, shortfall: int, point_value: Decimal) -> Decimal:
@@ -243,6 +249,11 @@ async def post_purchase(
     expires_at = expiry_for(program, now)
     # What the sale earns at each tier: the database picks the member's (ledger_sale).
     by_tier = [earned_points(paid, rules.earn_percent, t.multiplier, pv) for t in program.tiers]
+    # The member's facts for the partner's promotions, and the accounts their funders pay
+    # from locked before the sale's own (no query at a partner without promotions).
+    prepared = await promotions.prepare(
+        session, program, member_id=member_id, partner=partner, charged=to_pay, now=now
+    )
     row = await _sale(
         session,
         {
@@ -289,7 +300,8 @@ async def post_purchase(
             tier_reached=tier != member.tier,
             **_discount_of_sale(program, member.tier, discount),
         )
-        return await _stamped(session, program, result, member, accounts, key)
+        result = await _stamped(session, program, result, member, accounts, key)
+        return await promotions.apply(session, program, prepared, result, member, accounts, key)
     earned = earned_points(paid, rules.earn_percent, program.tier(member.tier).multiplier, pv)
     legs = [
         Leg(member.wallet_id, -redeem_points),
@@ -332,7 +344,8 @@ async def post_purchase(
         tier_reached=tier_name != member.tier,
         **_discount_of_sale(program, member.tier, discount),
     )
-    return await _stamped(session, program, result, member, accounts, key)
+    result = await _stamped(session, program, result, member, accounts, key)
+    return await promotions.apply(session, program, prepared, result, member, accounts, key)
 
 
 async def _stamped(
@@ -654,6 +667,9 @@ async def purchase_result(
         replayed=replayed,
         stamps=stamps,
         discount=tx.discount or ZERO,
+        promotions=await promotions.awarded(session, program, tx.id, row.slug)
+        if program is not None
+        else (),
     )
 
 
@@ -737,10 +753,13 @@ async def post_reversal(
     program_acc = await system_account(session, AccountKind.PROGRAM)
     breakage = await system_account(session, AccountKind.BREAKAGE)
     inviter_wallet = reward.inviter_wallet if reward else None
+    # What the sale got from promotions: their funders' accounts are locked with the rest.
+    promoted = await promotions.refund_plan(session, orig.id)
     balances = await lock_accounts(
         session,
         [accounts.issued_id, accounts.redeemed_id, wallet, program_acc, breakage]
-        + ([inviter_wallet] if inviter_wallet else []),
+        + ([inviter_wallet] if inviter_wallet else [])
+        + promoted.accounts,
     )
     # A deleted member's points were forfeited: the points this refund returns go the same way.
     returned_to = wallet if orig.member_id in alive else breakage
@@ -811,6 +830,27 @@ async def post_reversal(
             left=after,
             now=now,
         )
+    promos: tuple[PromotionBack, ...] = ()
+    balance = done.balances[wallet]
+    if promoted.given:
+        promos = await promotions.take_back(
+            session,
+            program,
+            promoted,
+            sale_id=orig.id,
+            member_id=orig.member_id,
+            wallet=wallet,
+            partner_id=orig.partner_id,
+            refund_id=tx_id,
+            refund_key=key,
+            total=charged(orig.amount, orig.discount),
+            before=before,
+            after=after,
+            available=available - clawed - invitee_back,  # what it may still spend
+            now=now,
+        )
+        balance -= sum(p.points for p in promos)
+        shortfall += sum(p.shortfall for p in promos)
     clawback = None
     if reward is not None:
         clawback = ReferralClawback(
@@ -832,11 +872,12 @@ async def post_reversal(
         points_clawed_back=clawed + invitee_back,
         shortfall=shortfall,
         cash_back=cash_back(money, shortfall, pv),
-        balance=done.balances[wallet],
+        balance=balance,
         created_at=now,
         referral=clawback,
         stamps=stamps,
         sale_discount=orig.discount or ZERO,
+        promotions=promos,
     )
 
 
@@ -987,6 +1028,17 @@ async def reversal_result(
             inviter_back,
             int(row.inviter_points) - inviter_back,
         )
+    promos = await promotions.taken_back(
+        session,
+        program,
+        sale_id=tx.reverses_id,
+        partner=row.slug,
+        refund_id=tx.id,
+        total=total,
+        before=before,
+        after=before - tx.amount,
+    )
+    shortfall += sum(p.shortfall for p in promos)
     stamps: tuple[StampBack, ...] = ()
     if cards := program.stamp_cards_at(row.slug):
         stamps = await refund_news(
@@ -1014,4 +1066,5 @@ async def reversal_result(
         replayed=replayed,
         stamps=stamps,
         sale_discount=row.sale_discount or ZERO,
+        promotions=promos,
     )

@@ -311,9 +311,12 @@ async def _fill(
     partner: str,
     issued_id: int,
     now: datetime,
+    key: str | None = None,
+    related_id: int | None = None,
 ) -> tuple[StampNews, int | None]:
     """The card is full: its stamps back to the pool and its reward, funded by the partner
-    where it filled. A new card starts at 0."""
+    where it filled. A new card starts at 0. `key` and `related_id` (default: the sale's)
+    name a fill that a promotion's stamps made."""
     legs = [Leg(held.account, -stamps), Leg(held.pool, stamps)]
     lots = []
     points = card.reward_points
@@ -325,10 +328,12 @@ async def _fill(
         legs,
         lots,
         kind=TxKind.CARD_FILLED,
-        key=f"{sale_key}:filled:{card.slug}",
-        digest=fingerprint(TxKind.CARD_FILLED, sale_id, card.slug, stamps),
+        key=key or f"{sale_key}:filled:{card.slug}",
+        digest=fingerprint(
+            TxKind.CARD_FILLED, sale_id, card.slug, stamps, *([key] if key else [])
+        ),
         partner_id=partner_id,
-        related_id=sale_id,
+        related_id=related_id or sale_id,
         created_at=now,
     )
     assert posted is not None  # its stamp was posted just now under the same sale's key
@@ -648,3 +653,162 @@ async def _filled_by(session: AsyncSession, member_id: int, sale_id: int) -> set
     stamp, the sale's own reward given."""
     rows = await session.execute(_FILLED_BY, {"member": member_id, "sale": sale_id})
     return set(rows.scalars())
+
+
+# Promotions' stamps (db/usecases/promotions.py): a promotion with `stamps = n` gives a sale n
+# more stamps on each of its partner's ordinary cards (not on a tour card, whose stamps are
+# one per partner). They are a `promotion` posting in the card's unit (related_id: the
+# sale), apart from the sale's own `stamp`: per_day counts the sale's stamps only, and the
+# sale's stamp stays the one its refunds weigh. Stamps that fill a card fill it (`_fill`,
+# related to the promotion's posting), and those left over start the next card.
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionStamps:
+    """What a promotion's stamps did on one card: `added` stamps, `stamps` on the card
+    after them (of `of`), and the fills they made (a fill's reward points or voucher)."""
+
+    card: str
+    added: int
+    stamps: int
+    of: int
+    filled: tuple[StampNews, ...] = ()
+
+
+def promotion_cards(program: Program, partner: str) -> list[StampCard]:
+    """The cards a promotion's stamps go on at `partner`: its ordinary (not tour) cards."""
+    return [c for c in program.stamp_cards_at(partner) if not c.distinct_partners]
+
+
+async def add_promotion_stamps(
+    session: AsyncSession,
+    program: Program,
+    *,
+    promotion: str,
+    count: int,
+    sale_id: int,
+    sale_key: str,
+    member_id: int,
+    wallet_id: int,
+    partner_id: int,
+    partner: str,
+    issued_id: int,
+    now: datetime,
+) -> tuple[tuple[PromotionStamps, ...], int | None]:
+    """`count` stamps of `promotion` on each of `partner`'s ordinary cards, inside the sale's
+    transaction (the caller holds the member's wallet: the sale posted to it). Returns what
+    they did on each card and the wallet's balance after a fill's points (None: none).
+    Like a stamp card's own postings, they name no member (the stamps account does)."""
+    done: list[PromotionStamps] = []
+    balance: int | None = None
+    for card in promotion_cards(program, partner):
+        left, step, fills = count, 0, []
+        held = await hold_card(session, member_id, card, now, program.program.zone, create=True)
+        assert held is not None
+        stamps = held.balance
+        while left:
+            give = min(left, card.stamps - stamps)
+            posted = await post(
+                session,
+                [Leg(held.account, give), Leg(held.pool, -give)],
+                kind=TxKind.PROMOTION,
+                key=f"{sale_key}:promo:{promotion}:{card.slug}:{step}",
+                digest=fingerprint(TxKind.PROMOTION, sale_id, promotion, card.slug, step, give),
+                partner_id=partner_id,
+                related_id=sale_id,
+                reason=promotion,
+                created_at=now,
+            )
+            assert posted is not None  # keys made from the sale's, just posted
+            stamps = posted.balances[held.account]
+            left -= give
+            if stamps >= card.stamps:
+                news, reward_balance = await _fill(
+                    session,
+                    program,
+                    card,
+                    held,
+                    stamps,
+                    sale_id=sale_id,
+                    sale_key=sale_key,
+                    member_id=member_id,
+                    wallet_id=wallet_id,
+                    partner_id=partner_id,
+                    partner=partner,
+                    issued_id=issued_id,
+                    now=now,
+                    key=f"{sale_key}:promo:{promotion}:filled:{card.slug}:{step}",
+                    related_id=posted.transaction_id,
+                )
+                fills.append(news)
+                if reward_balance is not None:
+                    balance = reward_balance
+                stamps = 0
+            step += 1
+        done.append(PromotionStamps(card.slug, count, stamps, card.stamps, tuple(fills)))
+    return tuple(done), balance
+
+
+# A sale's promotion stamps on the member's cards (by their stamps accounts), and whether a
+# refund took each back already or its card filled or lapsed since.
+_PROMOTION_STAMPS = text(
+    """
+    SELECT a.id AS account, a.unit, t.id, e.amount,
+           EXISTS (SELECT 1 FROM transactions AS r WHERE r.reverses_id = t.id) AS reversed,
+           EXISTS (SELECT 1 FROM entries AS e2 JOIN transactions AS t2 ON t2.id = e2.transaction_id
+                   WHERE e2.account_id = a.id AND t2.id > t.id
+                     AND t2.kind IN ('card_filled', 'stamps_lapsed')) AS ended
+    FROM accounts AS a
+    JOIN entries AS e ON e.account_id = a.id
+    JOIN transactions AS t ON t.id = e.transaction_id
+    WHERE a.member_id = :member AND a.kind = 'stamps'
+      AND t.related_id = :sale AND t.kind = 'promotion' AND t.reason = :promotion
+    ORDER BY t.id
+    """
+)
+
+
+async def take_back_promotion_stamps(
+    session: AsyncSession,
+    program: Program,
+    *,
+    promotion: str,
+    sale_id: int,
+    member_id: int,
+    refund_id: int,
+    refund_key: str,
+    now: datetime,
+) -> int:
+    """On a full refund, inside its transaction (the caller holds the member's wallet): the
+    stamps `promotion` gave the sale, taken back from each card that still holds them (as a
+    sale's own stamp: a card that filled or lapsed since keeps them, and its reward stays).
+    Returns how many were taken back."""
+    rows = (
+        await session.execute(
+            _PROMOTION_STAMPS, {"member": member_id, "sale": sale_id, "promotion": promotion}
+        )
+    ).all()
+    taken = 0
+    for row in rows:
+        if row.reversed or row.ended:
+            continue
+        card = program.stamp_card(row.unit.removeprefix("stamps:"))
+        if card is None:
+            continue
+        held = await hold_card(session, member_id, card, now, program.program.zone)
+        if held is None or held.balance < row.amount:
+            continue
+        posted = await post(
+            session,
+            [Leg(held.account, -row.amount), Leg(held.pool, row.amount)],
+            kind=TxKind.REVERSE,
+            key=f"{refund_key}:promo:{promotion}:{row.id}",
+            digest=fingerprint("promotion-stamps-back", row.id, refund_id),
+            reverses_id=row.id,
+            related_id=refund_id,
+            reason=promotion,
+            created_at=now,
+        )
+        if posted is not None:
+            taken += row.amount
+    return taken

@@ -58,6 +58,7 @@ from db.usecases.outbox import (
     owe,
     owed_for_purchase,
     owed_for_reversal,
+    promotion_params,
     stamp_params,
 )
 from db.usecases.purchases import (
@@ -265,6 +266,7 @@ def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
             "transaction": result.transaction_id,
             **stamp_params(result.stamps),
             **discount_params(result),
+            **promotion_params(result.promotions),
         },
         chat_id=reply.chat_id,
         language=reply.language,
@@ -589,6 +591,7 @@ async def confirm_redemption(
                     "request": req.public_id,
                     **stamp_params(result.stamps),
                     **discount_params(result),
+                    **promotion_params(result.promotions),
                 },
             ),
         )

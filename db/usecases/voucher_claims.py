@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from db.ledger.models import (
+    AccountKind,
     AuditLog,
     Member,
     Partner,
@@ -26,7 +27,16 @@ from db.ledger.models import (
     Voucher,
     VoucherSource,
 )
-from db.ledger.writer import Leg, Lot, fingerprint, lock_members, post, unit_of_work, wallet_of
+from db.ledger.writer import (
+    Leg,
+    Lot,
+    fingerprint,
+    lock_members,
+    post,
+    system_account,
+    unit_of_work,
+    wallet_of,
+)
 from db.rules.errors import DomainError
 from db.rules.program import Program
 from db.rules.tokens import InvalidToken, read_voucher_token
@@ -291,8 +301,13 @@ async def claim_voucher(
             assert posted is not None  # the key is posted only with the claim, under the lock
             tx_id, balance = posted.transaction_id, posted.balances[wallet]
         elif v.points > 0:
-            assert v.funder_slug is not None
-            issued = (await partner_accounts(session, v.funder_slug, former=True)).issued_id
+            # Its funder's points go to the honouring partner; a promotion's voucher the
+            # program funds (no funder) is paid from the program's account.
+            if v.funder_slug is not None:
+                issued = (await partner_accounts(session, v.funder_slug, former=True)).issued_id
+            else:
+                assert v.source == VoucherSource.PROMOTION
+                issued = await system_account(session, AccountKind.PROGRAM)
             legs = [Leg(issued, -v.points), Leg(redeemed, v.points)]
             posted = await post(session, legs, **columns)
             assert posted is not None

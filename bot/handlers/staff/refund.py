@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.filters import IsStaff, PrivateChat
 from bot.metrics import POSTINGS
 from bot.views import formatting as fmt
-from bot.views import stamps
+from bot.views import promotions, stamps
 from db.rules.errors import DomainError
 from db.rules.points import currency_signs, parse_till_amount
 from db.rules.program import Program
@@ -151,6 +151,8 @@ async def refund(
                     "program bears them, the customer does not."
                 ).format(points=fmt.points(result.referral.inviter_shortfall))
             )
+    # What it took back of the sale's promotions; a claimed promotion voucher stays given.
+    lines += promotions.refund_lines(program, [b.params() for b in result.promotions], till=True)
     lines += stamps.refund_lines(program, [b.params() for b in result.stamps], till=True)
     await message.answer("\n".join(lines))
     if not result.replayed:

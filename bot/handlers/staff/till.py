@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html import escape
 from typing import Any
@@ -36,6 +36,7 @@ from bot.handlers.staff.vouchers import voucher_photo
 from bot.metrics import POSTINGS
 from bot.views import discounts, stamps
 from bot.views import formatting as fmt
+from bot.views import promotions as promotion_views
 from bot.views.editing import edit_markup, edit_text
 from bot.views.notices import RENDERERS
 from bot.views.qr import UnreadableImage, card_tokens, decode_qr
@@ -44,6 +45,7 @@ from db.rules.errors import DiscountChanged, InvalidAmount, RepeatSale, RequestC
 from db.rules.points import check_purchase, currency_signs, parse_till_amount, points_money
 from db.rules.program import Program
 from db.rules.tokens import CARD, CardExpired, InvalidToken, read_card_token
+from db.usecases import promotions
 from db.usecases.discounts import quote
 from db.usecases.members import MemberInfo
 from db.usecases.outbox import StaffChat
@@ -106,12 +108,22 @@ def _wallet_line(member: MemberInfo, program: Program) -> str:
 
 
 async def open_member(
-    message: Message, state: FSMContext, member: MemberInfo, program: Program, staff: StaffInfo
+    message: Message,
+    session: AsyncSession,
+    state: FSMContext,
+    member: MemberInfo,
+    program: Program,
+    staff: StaffInfo,
 ) -> None:
     """Show the member to the cashier and start a sale dialog (a fresh id per dialog: it
-    keys the posting, so a double tap or a re-delivered update posts once). Staff of a
-    charity are refused here (CharityTakesNoSales): a charity takes no sales."""
+    keys the posting, so a double tap or a re-delivered update posts once), with the
+    promotions a sale would get now (a preview: the sale is decided when posted). Staff of
+    a charity are refused here (CharityTakesNoSales): a charity takes no sales."""
     check_sells(program, staff)
+    assert staff.partner_slug is not None
+    promos = await promotions.preview(
+        session, program, member_id=member.id, partner=staff.partner_slug, now=datetime.now(UTC)
+    )
     dialog = secrets.token_urlsafe(12)
     await state.set_state(None)
     await state.set_data({"dialog": dialog, "member_id": member.id})
@@ -128,6 +140,7 @@ async def open_member(
                 _("Points can pay up to {share} of a purchase.").format(
                     share=fmt.percent(rules.max_redeem_percent)
                 ),
+                *promotion_views.panel_lines(program, promos),
             ]
         ),
         reply_markup=_panel_keyboard(dialog),
@@ -144,7 +157,7 @@ async def scanned_link(
     secret: bytes,
 ) -> None:
     member = await lookup_member(session, staff, secret=secret, token=command.args, how="qr-link")
-    await open_member(message, state, member, program, staff)
+    await open_member(message, session, state, member, program, staff)
 
 
 async def card_photo(
@@ -179,7 +192,7 @@ async def card_photo(
         )
         return
     member = await lookup_member(session, staff, secret=secret, token=token, how="photo")
-    await open_member(message, state, member, program, staff)
+    await open_member(message, session, state, member, program, staff)
 
 
 def _first_card(tokens: list[str], secret: bytes) -> str | None:
@@ -211,7 +224,7 @@ async def card_number(
         await message.answer(_("That card number is not valid: check the digits."))
         return
     member = await lookup_member(session, staff, secret=secret, card_number=number, how="number")
-    await open_member(message, state, member, program, staff)
+    await open_member(message, session, state, member, program, staff)
 
 
 async def _dialog_ok(query: CallbackQuery, state: FSMContext, dialog: str) -> bool:
@@ -318,6 +331,7 @@ async def _posted(
                         points=fmt.points(result.points_earned),
                         balance=fmt.points(result.balance),
                     ),
+                    *promotion_views.sale_lines(program, [a.params() for a in result.promotions]),
                     *stamps.sale_lines(
                         program,
                         [n.params() for n in result.stamps],

@@ -1,0 +1,806 @@
+"""Promotions at the till: what the program's `[[promotions]]` give a sale, posted in the
+sale's own database transaction (db/usecases/purchases.py post_purchase), and what a refund
+takes back (post_reversal). What applies is decided in db/rules/promotions.py.
+
+A sale: `prepare` (before the sale is posted) reads the member's facts a promotion may ask
+about, in one query, and only at a partner with a promotion that runs at the sale's moment
+for its amount (a partner with none costs no query). When a promotion that matches is paid
+by another account than the selling partner's (other partners, the program), it locks
+every account the sale and its promotions will post to, in id order, before the sale
+takes its own: the order every posting takes them in (ledger_post), so two sales that fund
+each other's promotions cannot deadlock. `apply` (after the sale and its stamps are
+posted) decides again at the sale's `now`, at the tier the sale was posted at: so what is
+applied, and said, is what held when the sale was stored (a promotion that ended between
+the panel and the posting is not applied). `max_per_member` is counted in promotion_uses
+by one atomic statement per promotion (its row only grows while below the limit), so two
+concurrent sales cannot both take the last use. Each promotion's points are a `promotion`
+transaction (related_id: the sale; key: the sale's key + `:promo:<slug>`) from its
+funders' `partner_issued` accounts in their split (db.rules.promotions.split) or from the
+program's account, to the member's wallet, as a point lot expiring like the sale's. Its
+stamps go on the selling partner's ordinary stamp cards (db/usecases/stamps.py); its
+voucher is funded by its one funding partner, or by the program (db/usecases/vouchers.py,
+voucher_claims.py). What each promotion gave is kept in promotion_awards, so a replay of
+the sale says exactly what the posting said.
+
+A refund takes back what the refunded money earned through promotions, in proportion, as
+the sale's own points (db.rules.promotions.refunded_part), each funder's part back to it; a
+member who spent those points already: the points they cannot return are a shortfall, kept
+from the cash as the sale's own (purchases.cash_back). A full refund voids the sale's
+unclaimed promotion vouchers (a claimed one stays: its reward was given) and takes back its
+promotion stamps from cards that still hold them. Uses counted in promotion_uses are not
+given back: a refunded sale still used its promotion (a member cannot buy, refund and buy
+again to get a once-only bonus twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.ledger.models import AccountKind, TxKind, Voucher, VoucherSource
+from db.ledger.writer import Leg, Lot, fingerprint, post, system_account
+from db.rules import promotions as rules
+from db.rules.program import Program, Promotion
+from db.rules.promotions import Shopper
+from db.usecases.members import MemberInfo, expiry_for
+from db.usecases.partners import PartnerAccounts
+from db.usecases.stamps import add_promotion_stamps, take_back_promotion_stamps
+from db.usecases.vouchers import issue_voucher
+
+if TYPE_CHECKING:
+    from db.usecases.purchases import PurchaseResult
+
+
+@dataclass(frozen=True, slots=True)
+class Awarded:
+    """What one promotion gave a sale, for the cashier, the member and the replay."""
+
+    promotion: str  # its slug
+    title: str  # its title (the program's identity; the views show the reader's language)
+    points: int = 0  # a multiplier's part or a bonus
+    stamps: int = 0  # stamps added on each of the partner's ordinary cards
+    multiplier: Decimal | None = None  # "×2" when the points are a multiplier's part
+    voucher: str | None = None  # the voucher's code
+    reward: str | None = None  # and its reward's slug
+    voucher_expires: datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        """As an outbox notice keeps it (JSON)."""
+        return {
+            "promotion": self.promotion,
+            "title": self.title,
+            "points": self.points,
+            "stamps": self.stamps,
+            "multiplier": str(self.multiplier) if self.multiplier is not None else None,
+            "voucher": self.voucher,
+            "reward": self.reward,
+            "voucher_expires": self.voucher_expires.isoformat() if self.voucher_expires else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionBack:
+    """What a refund took back of one promotion's award."""
+
+    promotion: str
+    title: str
+    points: int = 0  # points taken from the member's wallet, back to the funders
+    shortfall: int = 0  # points due back that the member had spent (kept from the cash)
+    stamps: int = 0  # promotion stamps taken back from the member's cards
+    voucher: str | None = None  # the award's voucher, when the refund was full
+    voucher_status: str | None = None  # "voided", or "claimed" (it stays), or as it stood
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "promotion": self.promotion,
+            "title": self.title,
+            "points": self.points,
+            "shortfall": self.shortfall,
+            "stamps": self.stamps,
+            "voucher": self.voucher,
+            "voucher_status": self.voucher_status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The member's facts read before the sale, and whether its accounts are locked."""
+
+    shopper: Shopper
+    locked: frozenset[str | None]  # the funders whose accounts are locked (None: program)
+
+
+def candidates(program: Program, partner: str, charged: Decimal, now: datetime) -> list[Promotion]:
+    """The promotions at `partner` that run at `now` for a sale charging `charged`, whoever
+    the member is (what `matching` can pick from)."""
+    at = rules.local(now, program.program.zone)
+    return [
+        p
+        for p in program.promotions_at(partner)
+        if charged >= p.min_purchase and rules.runs_on(p, at)
+    ]
+
+
+# A member's purchases: the sale kinds, stated once (TxKind.SALES).
+_SALES = TxKind.sql_in("t.kind", TxKind.SALES)
+_HISTORY = f""",
+       NOT EXISTS (SELECT 1 FROM transactions AS t
+                   WHERE t.member_id = m.id AND {_SALES}) AS first_ever,
+       NOT EXISTS (SELECT 1 FROM transactions AS t
+                   WHERE t.member_id = m.id AND {_SALES}
+                     AND t.partner_id = (SELECT id FROM partners WHERE slug = :partner))
+           AS first_at_partner,
+       (SELECT max(t.created_at) FROM transactions AS t
+        WHERE t.member_id = m.id AND {_SALES}) AS last_purchase_at"""
+_FACTS_SQL = """
+    SELECT m.tier, m.joined_at, m.birthday{history}{uses}
+    FROM members AS m WHERE m.id = :member AND m.deleted_at IS NULL
+    {lock}
+    """
+_USES = """,
+       (SELECT coalesce(jsonb_object_agg(u.promotion, u.uses), '{}') FROM promotion_uses AS u
+        WHERE u.member_id = m.id) AS uses"""
+# The member's facts (and, when asked, their purchases before this sale), with their row
+# locked as ledger_sale locks it (before any account: see lock_members).
+_FACTS = {
+    history: text(
+        _FACTS_SQL.format(history=_HISTORY if history else "", uses="", lock="FOR KEY SHARE OF m")
+    )
+    for history in (0, 1)
+}
+# For the till's panel: the same facts and the member's promotion uses, read, not locked.
+_PREVIEW = {
+    history: text(_FACTS_SQL.format(history=_HISTORY if history else "", uses=_USES, lock=""))
+    for history in (0, 1)
+}
+# Every account a sale and its promotions post to, locked in id order (as ledger_post
+# locks a posting's): the member's wallet, the seller's accounts, the funders', the program's.
+_LOCK = text(
+    """
+    SELECT a.id FROM accounts AS a LEFT JOIN partners AS p ON p.id = a.partner_id
+    WHERE (a.kind = 'member' AND a.member_id = :member)
+       OR (a.kind IN ('partner_issued', 'partner_redeemed') AND p.slug = :seller)
+       OR (a.kind = 'partner_issued' AND p.slug = ANY(:funders))
+       OR (a.kind = 'program' AND a.unit = 'points' AND :program)
+    ORDER BY a.id
+    FOR NO KEY UPDATE OF a
+    """
+)
+
+
+async def prepare(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner: str,
+    charged: Decimal,
+    now: datetime,
+) -> Prepared | None:
+    """Before a sale is posted (see the module's doc): None when no promotion at `partner`
+    can apply to it (no query), else the member's facts, with the accounts locked when a
+    matching promotion is paid by others than the seller. A member not found: None (the
+    sale refuses them)."""
+    maybe = candidates(program, partner, charged, now)
+    if not maybe:
+        return None
+    history = any(p.who.needs_history for p in maybe)
+    row = (
+        await session.execute(_FACTS[history], {"member": member_id, "partner": partner})
+    ).one_or_none()
+    if row is None:
+        return None
+    shopper = Shopper(
+        tier=row.tier,
+        joined_at=row.joined_at,
+        birthday=row.birthday,
+        first_ever=bool(history and row.first_ever),
+        first_at_partner=bool(history and row.first_at_partner),
+        last_purchase_at=row.last_purchase_at if history else None,
+    )
+    paying: set[str | None] = set()
+    for promo in rules.matching(program, partner, charged, now, shopper):
+        if promo.effect.multiplier is not None or promo.effect.bonus_points:
+            paying.update(who for who, _ in rules.funders(promo, partner))
+    paying.discard(partner)
+    if paying:
+        await session.execute(
+            _LOCK,
+            {
+                "member": member_id,
+                "seller": partner,
+                "funders": sorted(p for p in paying if p is not None),
+                "program": None in paying,
+            },
+        )
+    return Prepared(shopper, frozenset(paying))
+
+
+_HISTORY_NOW = text(
+    f"""
+    SELECT
+       NOT EXISTS (SELECT 1 FROM transactions AS t
+                   WHERE t.member_id = :member AND {_SALES}
+                     AND t.id <> :sale) AS first_ever,
+       NOT EXISTS (SELECT 1 FROM transactions AS t
+                   WHERE t.member_id = :member AND {_SALES}
+                     AND t.id <> :sale
+                     AND t.partner_id = (SELECT id FROM partners WHERE slug = :partner))
+           AS first_at_partner,
+       (SELECT max(t.created_at) FROM transactions AS t
+        WHERE t.member_id = :member AND {_SALES} AND t.id <> :sale)
+           AS last_purchase_at
+    """
+)
+
+
+async def _history_now(
+    session: AsyncSession, shopper: Shopper, member_id: int, partner: str, sale_id: int
+) -> Shopper:
+    row = (
+        await session.execute(
+            _HISTORY_NOW, {"member": member_id, "partner": partner, "sale": sale_id}
+        )
+    ).one()
+    return replace(
+        shopper,
+        first_ever=bool(row.first_ever),
+        first_at_partner=bool(row.first_at_partner),
+        last_purchase_at=row.last_purchase_at,
+    )
+
+
+async def preview(
+    session: AsyncSession, program: Program, *, member_id: int, partner: str, now: datetime
+) -> list[Promotion]:
+    """The promotions a sale at `partner` would get now, for the till's panel: those that
+    run and are for this member, whatever the amount (each says its min_purchase), less
+    those they have used up. A preview: the sale is decided again when it is posted. No
+    query at a partner without a promotion running now."""
+    at = rules.local(now, program.program.zone)
+    maybe = [p for p in program.promotions_at(partner) if rules.runs_on(p, at)]
+    if not maybe:
+        return []
+    history = any(p.who.needs_history for p in maybe)
+    row = (
+        await session.execute(_PREVIEW[history], {"member": member_id, "partner": partner})
+    ).one_or_none()
+    if row is None:
+        return []
+    shopper = Shopper(
+        tier=row.tier,
+        joined_at=row.joined_at,
+        birthday=row.birthday,
+        first_ever=bool(history and row.first_ever),
+        first_at_partner=bool(history and row.first_at_partner),
+        last_purchase_at=row.last_purchase_at if history else None,
+    )
+    uses: dict[str, int] = row.uses or {}
+    top = max((p.min_purchase for p in maybe), default=Decimal(0))
+    return [
+        p
+        for p in rules.matching(program, partner, top, now, shopper)
+        if not rules.limit(p)
+        or uses.get(rules.use_key(p, partner, at, shopper.birthday), 0) < rules.limit(p)
+    ]
+
+
+_TAKE_USE = text(
+    """
+    INSERT INTO promotion_uses (promotion, member_id, uses) VALUES (:key, :member, 1)
+    ON CONFLICT (promotion, member_id) DO UPDATE SET uses = promotion_uses.uses + 1
+    WHERE promotion_uses.uses < :limit
+    RETURNING uses
+    """
+)
+_GIVE_BACK_USE = text(
+    """
+    WITH less AS (
+        UPDATE promotion_uses SET uses = uses - 1
+        WHERE promotion = :key AND member_id = :member AND uses > 1
+        RETURNING 1
+    )
+    DELETE FROM promotion_uses
+    WHERE promotion = :key AND member_id = :member AND uses = 1 AND NOT EXISTS (SELECT 1 FROM less)
+    """
+)
+_AWARDS = text(
+    """
+    INSERT INTO promotion_awards
+        (sale_id, promotion, position, points, stamps, transaction_id, voucher_id)
+    SELECT :sale, * FROM unnest(
+        CAST(:promotions AS text[]), CAST(:positions AS smallint[]),
+        CAST(:points AS bigint[]), CAST(:stamps AS int[]), CAST(:txs AS bigint[]),
+        CAST(:vouchers AS bigint[]))
+    """
+)
+
+
+async def _take_use(
+    session: AsyncSession,
+    promo: Promotion,
+    at: datetime,
+    partner: str,
+    shopper: Shopper,
+    member_id: int,
+) -> tuple[bool, str | None]:
+    """Count one use of `promo` for the member at the local time `at`: (whether it may
+    apply, the use key counted: None for a promotion without a limit)."""
+    limit = rules.limit(promo)
+    if not limit:
+        return True, None
+    key = rules.use_key(promo, partner, at, shopper.birthday)
+    taken = (
+        await session.execute(_TAKE_USE, {"key": key, "member": member_id, "limit": limit})
+    ).scalar_one_or_none()
+    return taken is not None, key
+
+
+async def apply(
+    session: AsyncSession,
+    program: Program,
+    prepared: Prepared | None,
+    result: PurchaseResult,
+    member: MemberInfo,
+    accounts: PartnerAccounts,
+    key: str,
+) -> PurchaseResult:
+    """The promotions the sale `result` (just posted, in this transaction) gets, posted; the
+    result with its `promotions` (and the balance after them)."""
+    if prepared is None:
+        return result
+    partner, now = result.partner, result.created_at
+    at = rules.local(now, program.program.zone)
+    charged = result.amount - result.discount
+    shopper = replace(prepared.shopper, tier=member.tier)  # the tier the sale was posted at
+    matched = rules.matching(program, partner, charged, now, shopper)
+    if any(p.who.needs_history for p in matched):
+        # Read before the sale, and before it held the member's wallet: another sale of
+        # theirs may have committed since. Read again now, under the wallet's lock (a sale
+        # of theirs still under way waits for this one), without this sale. Fresher facts
+        # only ever match fewer: the accounts locked before cover them.
+        shopper = await _history_now(session, shopper, member.id, partner, result.transaction_id)
+        matched = rules.matching(program, partner, charged, now, shopper)
+    if not matched:
+        return result
+    earned = result.points_earned
+    # max_per_member first, on what would give something; then what the allowed give.
+    giving = {a.slug for a in rules.awards(earned, matched)}
+    allowed: list[Promotion] = []
+    uses: dict[str, str] = {}
+    for promo in matched:
+        if promo.slug not in giving:
+            continue
+        may, use = await _take_use(session, promo, at, partner, shopper, member.id)
+        if not may:
+            continue  # used up (perhaps by a concurrent sale): not applied, not told
+        allowed.append(promo)
+        if use is not None:
+            uses[promo.slug] = use
+    given = [a for a in rules.awards(earned, allowed) if a.points or a.stamps or a.reward]
+    for slug in {p.slug for p in allowed} - {a.slug for a in given}:
+        # A multiplier left alone by a used-up one may add nothing: its use is not taken.
+        if slug in uses:
+            await session.execute(_GIVE_BACK_USE, {"key": uses[slug], "member": member.id})
+    if not given:
+        return result
+    expires_at = expiry_for(program, now)
+    balance = result.balance
+    done: list[Awarded] = []
+    rows: list[tuple[str, int, int, int | None, int | None]] = []
+    for award in given:
+        promo = award.promotion
+        title = str(promo.title)
+        if award.points:
+            tx_id, balance = await _post_points(
+                session, program, promo, award.points, result, member, accounts, key, expires_at
+            )
+            multiplier = promo.effect.multiplier
+            done.append(Awarded(promo.slug, title, points=award.points, multiplier=multiplier))
+            rows.append((promo.slug, award.points, 0, tx_id, None))
+        elif award.stamps:
+            _news, stamps_balance = await add_promotion_stamps(
+                session,
+                program,
+                promotion=promo.slug,
+                count=award.stamps,
+                sale_id=result.transaction_id,
+                sale_key=key,
+                member_id=member.id,
+                wallet_id=member.wallet_id,
+                partner_id=accounts.id,
+                partner=accounts.slug,
+                issued_id=accounts.issued_id,
+                now=now,
+            )
+            if stamps_balance is not None:
+                balance = stamps_balance
+            done.append(Awarded(promo.slug, title, stamps=award.stamps))
+            rows.append((promo.slug, 0, award.stamps, None, None))
+        elif award.reward:
+            payers = rules.funders(promo, partner)
+            voucher = await issue_voucher(
+                session,
+                program,
+                member_id=member.id,
+                reward=award.reward,
+                source=VoucherSource.PROMOTION,
+                now=now,
+                funder=payers[0][0],
+                source_tx_id=result.transaction_id,
+            )
+            done.append(
+                Awarded(
+                    promo.slug,
+                    title,
+                    voucher=voucher.code,
+                    reward=voucher.reward,
+                    voucher_expires=voucher.expires_at,
+                )
+            )
+            rows.append((promo.slug, 0, 0, None, voucher.id))
+    await session.execute(
+        _AWARDS,
+        {
+            "sale": result.transaction_id,
+            "promotions": [r[0] for r in rows],
+            "positions": list(range(len(rows))),
+            "points": [r[1] for r in rows],
+            "stamps": [r[2] for r in rows],
+            "txs": [r[3] for r in rows],
+            "vouchers": [r[4] for r in rows],
+        },
+    )
+    return replace(result, promotions=tuple(done), balance=balance)
+
+
+async def _post_points(
+    session: AsyncSession,
+    program: Program,
+    promo: Promotion,
+    points: int,
+    result: PurchaseResult,
+    member: MemberInfo,
+    accounts: PartnerAccounts,
+    key: str,
+    expires_at: datetime | None,
+) -> tuple[int, int]:
+    """One promotion's points: its funders' accounts (or the program's) to the wallet.
+    Returns the transaction and the wallet's balance after it."""
+    legs = [Leg(member.wallet_id, points)]
+    for who, part in rules.split(points, rules.funders(promo, result.partner)):
+        legs.append(Leg(await _funder_account(session, who, accounts), -part))
+    posted = await post(
+        session,
+        legs,
+        [Lot(member.id, points, earned_at=result.created_at, expires_at=expires_at)],
+        kind=TxKind.PROMOTION,
+        key=f"{key}:promo:{promo.slug}",
+        digest=fingerprint(TxKind.PROMOTION, result.transaction_id, promo.slug, points),
+        member_id=member.id,
+        partner_id=accounts.id,
+        related_id=result.transaction_id,
+        reason=promo.slug,
+        created_at=result.created_at,
+    )
+    assert posted is not None  # the sale was just posted under its key; only it makes these
+    return posted.transaction_id, posted.balances[member.wallet_id]
+
+
+_ISSUED = text(
+    """
+    SELECT a.id FROM accounts AS a JOIN partners AS p ON p.id = a.partner_id
+    WHERE a.kind = 'partner_issued' AND p.slug = :slug
+    """
+)
+
+
+async def _funder_account(session: AsyncSession, who: str | None, seller: PartnerAccounts) -> int:
+    if who is None:
+        return await system_account(session, AccountKind.PROGRAM)
+    if who == seller.slug:
+        return seller.issued_id
+    return int((await session.execute(_ISSUED, {"slug": who})).scalar_one())
+
+
+# --- a replay -------------------------------------------------------------------------
+
+_OF_SALE = text(
+    """
+    SELECT pa.promotion, pa.points, pa.stamps, v.code, v.reward, v.expires_at
+    FROM promotion_awards AS pa LEFT JOIN vouchers AS v ON v.id = pa.voucher_id
+    WHERE pa.sale_id = :sale
+    ORDER BY pa.position
+    """
+)
+
+
+def _title(program: Program, slug: str) -> str:
+    promo = program.promotion(slug)
+    return str(promo.title) if promo is not None else slug
+
+
+async def awarded(
+    session: AsyncSession, program: Program, sale_id: int, partner: str
+) -> tuple[Awarded, ...]:
+    """What an earlier sale got from promotions, as its posting said (a replay): no query at
+    a partner without promotions."""
+    if not program.promotions_at(partner):
+        return ()
+    rows = (await session.execute(_OF_SALE, {"sale": sale_id})).all()
+    result = []
+    for r in rows:
+        promo = program.promotion(r.promotion)
+        multiplier = promo.effect.multiplier if promo is not None else None
+        result.append(
+            Awarded(
+                r.promotion,
+                _title(program, r.promotion),
+                points=int(r.points),
+                stamps=int(r.stamps),
+                multiplier=multiplier if r.points else None,
+                voucher=r.code,
+                reward=r.reward,
+                voucher_expires=r.expires_at,
+            )
+        )
+    return tuple(result)
+
+
+# --- a refund -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Given:
+    promotion: str
+    points: int
+    stamps: int
+    transaction_id: int | None
+    voucher_id: int | None
+    funders: tuple[tuple[int, int], ...]  # (account, points it paid)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPlan:
+    """What a sale got from promotions, read before a refund locks its accounts."""
+
+    given: tuple[_Given, ...]
+
+    @property
+    def accounts(self) -> list[int]:
+        """The funders' accounts, for the refund to lock with its own (in id order)."""
+        return sorted({acc for g in self.given for acc, _ in g.funders})
+
+
+_GIVEN = text(
+    """
+    SELECT pa.promotion, pa.points, pa.stamps, pa.transaction_id, pa.voucher_id,
+           coalesce((SELECT array_agg(e.account_id ORDER BY e.id) FROM entries AS e
+                     WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
+               AS accounts,
+           coalesce((SELECT array_agg(-e.amount ORDER BY e.id) FROM entries AS e
+                     WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
+               AS paid
+    FROM promotion_awards AS pa
+    WHERE pa.sale_id = :sale
+    ORDER BY pa.position
+    """
+)
+
+
+async def refund_plan(session: AsyncSession, sale_id: int) -> RefundPlan:
+    """The sale's promotion awards and who paid each (one query)."""
+    rows = (await session.execute(_GIVEN, {"sale": sale_id})).all()
+    return RefundPlan(
+        tuple(
+            _Given(
+                r.promotion,
+                int(r.points),
+                int(r.stamps),
+                r.transaction_id,
+                r.voucher_id,
+                tuple(zip(r.accounts, (int(p) for p in r.paid), strict=True)),
+            )
+            for r in rows
+        )
+    )
+
+
+def refund_claws(
+    given: _Given, total: Decimal, before: Decimal, after: Decimal
+) -> list[tuple[int, int]]:
+    """Each funder's part of `given` that a refund from `before` to `after` (of a sale that
+    charged `total`) takes back: as the sale's own points, from the totals, so partial
+    refunds add up to a full one, which gives each funder back all it paid."""
+    return [
+        (
+            account,
+            rules.refunded_part(paid, total, after) - rules.refunded_part(paid, total, before),
+        )
+        for account, paid in given.funders
+    ]
+
+
+def _shares(total: int, weights: list[int]) -> list[int]:
+    """`total` (at most the sum of `weights`) in proportion to them, largest remainders."""
+    whole = sum(weights)
+    if not whole:
+        return [0] * len(weights)
+    shares = [total * w // whole for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+async def take_back(
+    session: AsyncSession,
+    program: Program,
+    plan: RefundPlan,
+    *,
+    sale_id: int,
+    member_id: int,
+    wallet: int | None,
+    partner_id: int | None,
+    refund_id: int,
+    refund_key: str,
+    total: Decimal,
+    before: Decimal,
+    after: Decimal,
+    available: int,
+    now: datetime,
+) -> tuple[PromotionBack, ...]:
+    """Inside a refund's transaction (posted as `refund_id`; the member's wallet and the
+    funders' accounts locked): take back what the refunded money earned through the sale's
+    promotions. `available`: the wallet's points the refund's own postings left (those
+    beyond it are a shortfall); `wallet` None: the member's account was deleted (their
+    points were forfeited: nothing to take)."""
+    done = []
+    for given in plan.given:
+        title = _title(program, given.promotion)
+        points = shortfall = stamps = 0
+        if given.points and given.transaction_id is not None:
+            claws = refund_claws(given, total, before, after)
+            due = sum(c for _, c in claws)
+            taken = min(due, max(available, 0)) if wallet is not None else 0
+            shortfall = due - taken
+            if taken:
+                parts = _shares(taken, [c for _, c in claws])
+                legs = [Leg(wallet, -taken)] if wallet is not None else []
+                legs += [Leg(acc, part) for (acc, _), part in zip(claws, parts, strict=True)]
+                posted = await post(
+                    session,
+                    legs,
+                    [Lot(member_id, -taken, prefer_tx=given.transaction_id)],
+                    kind=TxKind.REVERSE,
+                    key=f"{refund_key}:promo:{given.promotion}",
+                    digest=fingerprint("promotion-back", given.transaction_id, refund_id, taken),
+                    member_id=member_id,
+                    partner_id=partner_id,
+                    reverses_id=given.transaction_id,
+                    related_id=refund_id,
+                    reason=given.promotion,
+                    created_at=now,
+                )
+                assert posted is not None  # keyed by this refund, just posted
+                available -= taken
+                points = taken
+        if after == 0 and given.stamps:
+            stamps = await take_back_promotion_stamps(
+                session,
+                program,
+                promotion=given.promotion,
+                sale_id=sale_id,
+                member_id=member_id,
+                refund_id=refund_id,
+                refund_key=refund_key,
+                now=now,
+            )
+        voucher = status = None
+        if after == 0 and given.voucher_id is not None:
+            voucher, status = await _void_voucher(session, given.voucher_id, now)
+        if points or shortfall or stamps or voucher:
+            done.append(
+                PromotionBack(given.promotion, title, points, shortfall, stamps, voucher, status)
+            )
+    return tuple(done)
+
+
+async def _void_voucher(session: AsyncSession, voucher_id: int, now: datetime) -> tuple[str, str]:
+    """A fully refunded sale's promotion voucher: voided when still open (it moved nothing:
+    a funded voucher costs nobody anything until claimed); a claimed one stays. Returns its
+    code and status after."""
+    row = (
+        await session.execute(
+            text("SELECT code, status FROM vouchers WHERE id = :id FOR UPDATE"), {"id": voucher_id}
+        )
+    ).one()
+    if row.status != "open":
+        return row.code, row.status
+    await session.execute(
+        update(Voucher).where(Voucher.id == voucher_id).values(status="voided", resolved_at=now)
+    )
+    return row.code, "voided"
+
+
+# What a refund took back of a sale's promotions (a replay): the award, the points this
+# refund's reversal of it took, and what each funder had paid.
+_BACK_OF_REFUND = text(
+    """
+    SELECT pa.promotion, pa.points, pa.stamps, pa.transaction_id, v.code, v.status,
+           coalesce((SELECT array_agg(-e.amount ORDER BY e.id) FROM entries AS e
+                     WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
+               AS paid,
+           coalesce((SELECT sum(-e.amount) FROM transactions AS r
+                     JOIN entries AS e ON e.transaction_id = r.id
+                     JOIN accounts AS a ON a.id = e.account_id AND a.kind = 'member'
+                     WHERE r.reverses_id = pa.transaction_id AND r.related_id = :refund), 0)
+               AS taken,
+           coalesce((SELECT sum(e.amount) FROM transactions AS r
+                     JOIN entries AS e ON e.transaction_id = r.id
+                     JOIN accounts AS a ON a.id = e.account_id AND a.kind = 'stamp_pool'
+                     WHERE r.related_id = :refund AND r.kind = 'reverse'
+                       AND r.reason = pa.promotion
+                       AND r.reverses_id IN (SELECT t.id FROM transactions AS t
+                                             WHERE t.related_id = pa.sale_id
+                                               AND t.kind = 'promotion'
+                                               AND t.reason = pa.promotion)), 0)
+               AS stamps_back
+    FROM promotion_awards AS pa LEFT JOIN vouchers AS v ON v.id = pa.voucher_id
+    WHERE pa.sale_id = :sale
+    ORDER BY pa.position
+    """
+)
+
+
+async def taken_back(
+    session: AsyncSession,
+    program: Program,
+    *,
+    sale_id: int,
+    partner: str,
+    refund_id: int,
+    total: Decimal,
+    before: Decimal,
+    after: Decimal,
+) -> tuple[PromotionBack, ...]:
+    """What an earlier refund took back of its sale's promotions, from the ledger (a replay:
+    no query at a partner without promotions, as for the sale's replay)."""
+    if not program.promotions_at(partner):
+        return ()
+    rows = (await session.execute(_BACK_OF_REFUND, {"sale": sale_id, "refund": refund_id})).all()
+    done = []
+    for r in rows:
+        due = 0
+        if r.points:
+            given = _Given(
+                r.promotion,
+                int(r.points),
+                0,
+                r.transaction_id,
+                None,
+                tuple((0, int(p)) for p in r.paid),
+            )
+            due = sum(c for _, c in refund_claws(given, total, before, after))
+        taken = int(r.taken)
+        voucher = r.code if after == 0 else None
+        status = r.status if voucher else None
+        stamps = int(r.stamps_back)
+        if taken or due or stamps or voucher:
+            done.append(
+                PromotionBack(
+                    r.promotion,
+                    _title(program, r.promotion),
+                    taken,
+                    due - taken,
+                    stamps,
+                    voucher,
+                    status,
+                )
+            )
+    return tuple(done)
