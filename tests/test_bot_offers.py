@@ -201,7 +201,8 @@ async def test_offers_for_a_member_in_their_birthday_week(
                 partner="gym",
                 amount=Decimal("20.00"),
                 key="g",
-                now=NOW - timedelta(days=2),
+                # before her birthday week: a sale in it would take the birthday bonus
+                now=NOW - timedelta(days=5),
             ),
         )
     await ann.send("/help")

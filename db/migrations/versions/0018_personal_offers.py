@@ -2,7 +2,7 @@
 promotion's (its promotion and what to say), delivered at the same global rate
 
 Revision ID: 0018_personal_offers
-Revises: 0015_promotions
+Revises: 0017_promotion_awards
 Create Date: 2026-12-08 10:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0018_personal_offers"
-down_revision: str | None = "0015_promotions"
+down_revision: str | None = "0017_promotion_awards"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
