@@ -7,9 +7,14 @@ arithmetic agrees with the till's rules."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import json
 import random
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,6 +22,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.__main__ import main
+from bot.views.simulation import HEADER
 from db.ledger.models import Transaction
 from db.queries.settlement import settlement
 from db.queries.simulate import Simulation, read_only, simulate
@@ -295,3 +302,102 @@ def test_the_nightly_run_is_at_half_past_two_local() -> None:
     assert last_nightly_run(before + timedelta(minutes=1), program) == datetime(
         2026, 9, 1, 2, 30, tzinfo=WARSAW
     )
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def toml(data: dict[str, Any]) -> str:
+    """A program as a file: tables and arrays of tables, inline tables inside them."""
+    lines: list[str] = []
+    for name, section in data.items():
+        for table in section if isinstance(section, list) else [section]:
+            lines.append(f"[[{name}]]" if isinstance(section, list) else f"[{name}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def weekend_data() -> dict[str, Any]:
+    program = weekend_program()
+    assert program.promotions
+    data = {**SIM_PROGRAM}
+    data["partners"] = [
+        {**p, "earn_percent": "10"} if p["slug"] == "bakery" else p
+        for p in SIM_PROGRAM["partners"]
+    ]
+    data["promotions"] = [
+        {
+            "slug": "bakery-weekend",
+            "title": "Double points at the bakery on weekend mornings",
+            "partners": ["bakery"],
+            "when": {"weekdays": ["sat", "sun"], "hours": "07:00-11:00"},
+            "effect": {"multiplier": "2"},
+            "funded_by": {"bakery": 50, "coffee": 50},
+            "max_per_member": 1,
+        }
+    ]
+    return data
+
+
+async def test_the_command_line_prints_the_table_and_writes_the_csv(
+    sessions: Sessions,
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    await till.sale(ann, "bakery", "100.00", at(date(2026, 9, 5), 9))  # Saturday morning
+    await till.sale(ann, "bakery", "100.00", at(date(2026, 10, 1), 9))  # after --to
+    (tmp_path / "program.toml").write_text(toml(SIM_PROGRAM), encoding="utf-8")
+    (tmp_path / "proposed.toml").write_text(toml(weekend_data()), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    out = tmp_path / "simulation.csv"
+    args = ["simulate", "--program", str(tmp_path / "proposed.toml")]
+    args += ["--from", "2026-09-01", "--to", "2026-10-01", "--csv", str(out)]
+    assert await asyncio.to_thread(main, args) == 0
+    printed = capsys.readouterr().out
+    assert "2026-09-01 to 2026-09-30 (both included), 1 sales of 1 members" in printed
+    bakery = next(line for line in printed.splitlines() if line.startswith("bakery"))
+    # 400 as posted; 1,000 at 10 % and the weekend's +1,000, half of it bakery's.
+    assert bakery.split()[1:5] == ["1", "400", "1,500", "+1,100"]
+    # The rate is the whole history's: 50 welcome points and both sales' 400.
+    assert "redemption rate: 0.00 % (0 points redeemed of 850 points issued)" in printed
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert rows[0] == HEADER
+    by_code = {(row[2], row[3]): dict(zip(HEADER, row, strict=True)) for row in rows[1:]}
+    line = by_code[("partner", "bakery")]
+    assert (line["First day"], line["Last day"], line["Sales"]) == (
+        "2026-09-01",
+        "2026-09-30",
+        "1",
+    )
+    assert (line["Points issued (actual)"], line["Points issued (simulated)"]) == ("400", "1500")
+    assert (line["Settlement change"], line["Currency"]) == ("-11.00", "PLN")
+    assert by_code[("partner", "coffee")]["Points issued (simulated)"] == "500"
+    promo = by_code[("promotion", "bakery-weekend")]
+    assert (promo["Sales"], promo["Points issued (simulated)"]) == ("1", "1000")
+    assert [row[2] for row in rows[-2:]] == ["program", "total"]
+
+
+def test_the_command_line_refuses_a_bad_program_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = weekend_data()
+    bad["promotions"][0]["funded_by"] = {"bakery": 50, "coffee": 40}
+    (tmp_path / "proposed.toml").write_text(toml(bad), encoding="utf-8")
+    args = ["simulate", "--program", str(tmp_path / "proposed.toml")]
+    assert main([*args, "--from", "2026-09-01", "--to", "2026-10-01"]) == 2
+    error = capsys.readouterr().err
+    assert "promotions[0] (bakery-weekend).funded_by" in error
+    assert "must add up to 100 (they add up to 90)" in error
+    assert main([*args, "--from", "2026-10-01", "--to", "2026-10-01"]) == 2
+    assert "--to is exclusive" in capsys.readouterr().err
