@@ -17,14 +17,25 @@ Money is handled in integer cents (the ledger's money has two decimals), points 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from db.rules.program import TIER_WINDOW, Program, Promotion
-from db.rules.promotions import Shopper, awards, funders, limit, matching, split, use_key
+from db.rules.program import TIER_WINDOW, Program, Promotion, When
+from db.rules.promotions import (
+    Award,
+    Shopper,
+    awards,
+    eligible,
+    funders,
+    limit,
+    runs_on,
+    split,
+    use_key,
+)
 
 NIGHTLY = time(2, 30)  # the local time of the nightly tier recalculation (bot/workers/jobs.py)
 
@@ -143,22 +154,48 @@ class _Sale:
     charged: int  # as recorded (refunds are of this money)
     refunded: int
     base: int
-    awards: list[tuple[Promotion, int, int, str | None]]  # (promotion, points, stamps, reward)
+    awards: list[Award]
+
+
+class _Nights:
+    """The nightly recalculations' moments over a span, looked up by bisection (a million
+    sales would otherwise convert a million times to local time)."""
+
+    __slots__ = ("_program", "_runs")
+
+    def __init__(self, program: Program, first: datetime, last: datetime) -> None:
+        self._program = program
+        run, self._runs = last_nightly_run(first, program), []
+        zone = program.program.zone
+        day = run.date()
+        while run <= last + timedelta(days=1):
+            # In UTC, the driver's zone: aware datetimes of one tzinfo compare fast.
+            self._runs.append(run.astimezone(UTC))
+            day += timedelta(days=1)
+            run = datetime.combine(day, NIGHTLY, tzinfo=zone)
+
+    def last(self, at: datetime) -> datetime:
+        """The last run at or before `at`."""
+        i = bisect_right(self._runs, at)
+        if 0 < i < len(self._runs):
+            return self._runs[i - 1]
+        return last_nightly_run(at, self._program)
 
 
 class _Tiers:
     """One member's tier, as the bot decides it (see the module's docstring)."""
 
-    __slots__ = ("_floors", "_program", "_window", "index", "next_run", "spend")
+    __slots__ = ("_floors", "_nights", "_window", "index", "next_run", "spend")
 
-    def __init__(self, program: Program, floors: list[int], first: datetime) -> None:
-        self._program = program
+    def __init__(self, nights: _Nights, floors: list[int], first: datetime) -> None:
+        self._nights = nights
         self._floors = floors  # the tiers' min_spend in cents, lowest first
+        # (the moment it leaves the trailing window, money) of each spend in it
         self._window: deque[tuple[datetime, int]] = deque()
         self.spend = 0
         self.index = 0
         # Before the first nightly run after the stream's start no tier is read.
-        self.next_run = last_nightly_run(first, program) + timedelta(days=1)
+        self.next_run = nights.last(first) + timedelta(days=1)
 
     def _for_spend(self) -> int:
         index = 0
@@ -168,9 +205,8 @@ class _Tiers:
         return index
 
     def _drop_until(self, at: datetime) -> None:
-        since = at - TIER_WINDOW
         window = self._window
-        while window and window[0][0] <= since:
+        while window and window[0][0] <= at:
             self.spend -= window.popleft()[1]
 
     def advance(self, at: datetime) -> None:
@@ -178,7 +214,7 @@ class _Tiers:
         last counts (it sets the tier from the spend, whatever it was)."""
         if at < self.next_run:
             return
-        run = last_nightly_run(at, self._program)
+        run = self._nights.last(at)
         self._drop_until(run)
         self.index = self._for_spend()
         self.next_run = run + timedelta(days=1)
@@ -186,23 +222,26 @@ class _Tiers:
     def spent(self, at: datetime, paid: int, *, sale: bool) -> None:
         """Money spent (a sale's paid part) or given back (a refund's money part, negative)
         at `at`; a sale may move the member up at once."""
-        self._window.append((at, paid))
+        self._window.append((at + TIER_WINDOW, paid))
         self.spend += paid
         self._drop_until(at)
-        if sale and self.index + 1 < len(self._floors):
-            self.index = max(self.index, self._for_spend())
+        up = self.index + 1
+        if sale and up < len(self._floors) and self.spend >= self._floors[up]:
+            self.index = self._for_spend()
 
 
 class Simulator:
     """Feed it members in order, each followed by their events in time order
-    (`member`, then `sale`/`refund`), then `finish`. Only sales at or after `start` count;
+    (`member`, then `sale`/`refund`), then `finish`. Only sales in [start, end) count;
     earlier events build the member's tier and history."""
 
-    def __init__(self, program: Program, start: datetime) -> None:
+    def __init__(self, program: Program, start: datetime, end: datetime) -> None:
         self.program = program
-        self.start = start
+        self.start = start.astimezone(UTC)
         self.totals = Totals()
         pv = program.program.point_value
+        self._zone = program.program.zone
+        self._nights = _Nights(program, history_start(start, program), end)
         self._tiers = program.tiers
         self._floors = [cents(t.min_spend) for t in program.tiers]
         self._discounts = [_scaled(t.discount_percent, 2) for t in program.tiers]
@@ -211,9 +250,28 @@ class Simulator:
             for p in program.partners
             if not p.charity
         }
-        self._promoted = {
-            slug for slug in self._earning if program.promotions_at(slug)
-        }  # partners where a promotion may apply
+        # matching()'s candidates, looked up once: each partner's promotions in the file's
+        # order, with their min_purchase in cents, whether their `when` can say no (else
+        # runs_on is not asked) and what max_per_member allows (0: no limit).
+        self._candidates = {
+            slug: [
+                (p, cents(p.min_purchase), p.when != When(), limit(p))
+                for p in program.promotions_at(slug)
+            ]
+            for slug in self._earning
+        }
+        # A quicker first look at them: (min_purchase, only a first purchase here, only a
+        # first purchase ever); a sale none of them lets through gets no promotion.
+        self._gates = {
+            slug: [
+                (cents(p.min_purchase), p.who.first_at_partner, p.who.first_ever)
+                for p in program.promotions_at(slug)
+            ]
+            for slug in self._earning
+        }
+        # awards() of promotions without a multiplier do not depend on the points earned.
+        self._fixed: dict[tuple[str, ...], list[Award]] = {}
+        self._funders: dict[tuple[str, str], list[tuple[str | None, int]]] = {}
         self._facts: MemberFacts | None = None
         self._tier: _Tiers | None = None
         self._sales: dict[int, _Sale] = {}
@@ -221,7 +279,7 @@ class Simulator:
     def member(self, facts: MemberFacts, first_event: datetime) -> None:
         self._finish_member()
         self._facts = facts
-        self._tier = _Tiers(self.program, self._floors, first_event)
+        self._tier = _Tiers(self._nights, self._floors, first_event)
         self.totals.members += 1
 
     def sale(
@@ -238,9 +296,34 @@ class Simulator:
         facts, tiers = self._facts, self._tier
         assert facts is not None and tiers is not None
         tiers.advance(at)
-        index = tiers.index
         if at >= self.start:
-            self._simulate(tx_id, partner, at, amount, discount, paid, index, facts)
+            totals = self.totals
+            totals.sales += 1
+            earning = self._earning.get(partner)
+            if earning is None:
+                totals.unknown_partner_sales += 1
+            else:
+                index = tiers.index
+                charged = amount - discount
+                # What points paid stays what it was: the member pays the rest in money.
+                by_points = charged - paid
+                percent = self._discounts[index]
+                new_charged = amount - discount_cents(amount, percent) if percent else amount
+                base = earning[index].points(max(new_charged - by_points, 0))
+                found = _NONE
+                first_here = partner not in facts.partners_before
+                first_ever = facts.last_purchase_at is None
+                for minimum, here, ever in self._gates[partner]:
+                    if (
+                        new_charged >= minimum
+                        and (first_here or not here)
+                        and (first_ever or not ever)
+                    ):
+                        found = self._promotions(
+                            self._candidates[partner], partner, at, new_charged, base, index, facts
+                        )
+                        break
+                self._sales[tx_id] = _Sale(partner, charged, 0, base, found)
         tiers.spent(at, paid, sale=True)
         facts.partners_before.add(partner)
         facts.last_purchase_at = at
@@ -257,95 +340,109 @@ class Simulator:
             sale.refunded += amount
             self.totals.refunds += 1
 
-    def _simulate(
-        self,
-        tx_id: int,
-        partner: str,
-        at: datetime,
-        amount: int,
-        discount: int,
-        paid: int,
-        index: int,
-        facts: MemberFacts,
-    ) -> None:
-        totals = self.totals
-        totals.sales += 1
-        earning = self._earning.get(partner)
-        if earning is None:
-            totals.unknown_partner_sales += 1
-            return
-        charged = amount - discount
-        # What points paid stays what it was: the member pays the rest in money.
-        by_points = charged - paid
-        new_discount = discount_cents(amount, self._discounts[index])
-        new_charged = amount - new_discount
-        new_paid = max(new_charged - by_points, 0)
-        base = earning[index].points(new_paid)
-        found: list[tuple[Promotion, int, int, str | None]] = []
-        if partner in self._promoted:
-            found = self._promotions(partner, at, new_charged, base, index, facts)
-        self._sales[tx_id] = _Sale(partner, charged, 0, base, found)
-
     def _promotions(
         self,
+        candidates: list[tuple[Promotion, int, bool, int]],
         partner: str,
         at: datetime,
         charged: int,
         base: int,
         index: int,
         facts: MemberFacts,
-    ) -> list[tuple[Promotion, int, int, str | None]]:
-        program = self.program
-        shopper = Shopper(
-            tier=str(self._tiers[index].name),
-            joined_at=facts.joined_at,
-            birthday=facts.birthday,
-            first_ever=facts.last_purchase_at is None,
-            first_at_partner=partner not in facts.partners_before,
-            last_purchase_at=facts.last_purchase_at,
-        )
-        local = at.astimezone(program.program.zone)
-        chosen = []
-        for promo in matching(program, partner, money(charged), at, shopper):
-            allowed = limit(promo)
+    ) -> list[Award]:
+        """db.rules.promotions.matching over the partner's candidates (the same tests in
+        the same order: min_purchase, runs_on, eligible), less those max_per_member has
+        used up; then awards, and the uses they count."""
+        zone = self._zone
+        local = at.astimezone(zone)
+        shopper = None
+        first_here = partner not in facts.partners_before
+        chosen: list[tuple[Promotion, str | None]] = []
+        for promo, minimum, timed, allowed in candidates:
+            if charged < minimum or (timed and not runs_on(promo, local)):
+                continue
+            who = promo.who
+            # Two of eligible()'s tests first, without building a Shopper: most sales are
+            # neither a first purchase nor the first at the partner.
+            if (who.first_at_partner and not first_here) or (
+                who.first_ever and facts.last_purchase_at is not None
+            ):
+                continue
+            if shopper is None:
+                shopper = Shopper(
+                    tier=str(self._tiers[index].name),
+                    joined_at=facts.joined_at,
+                    birthday=facts.birthday,
+                    first_ever=facts.last_purchase_at is None,
+                    first_at_partner=first_here,
+                    last_purchase_at=facts.last_purchase_at,
+                )
+            if not eligible(promo, shopper, local, zone):
+                continue
+            key = None
             if allowed:
                 key = use_key(promo, partner, local, facts.birthday)
                 if facts.uses.get(key, 0) >= allowed:
                     continue
-            chosen.append(promo)
-        given = awards(base, chosen)
-        for award in given:
-            promo = award.promotion
-            if limit(promo):
-                key = use_key(promo, partner, local, facts.birthday)
+            chosen.append((promo, key))
+        if not chosen:
+            return _NONE
+        promos = [promo for promo, _key in chosen]
+        if any(p.effect.multiplier is not None for p in promos):
+            given = awards(base, promos)
+        else:
+            slugs = tuple(p.slug for p in promos)
+            given = self._fixed.get(slugs)  # type: ignore[assignment]
+            if given is None:
+                given = self._fixed[slugs] = awards(base, promos)
+        for promo, key in chosen:
+            if key is not None and any(a.promotion is promo for a in given):
                 facts.uses[key] = facts.uses.get(key, 0) + 1
-        return [(a.promotion, a.points, a.stamps, a.reward) for a in given]
+        return given
+
+    def _split(self, promo: Promotion, seller: str, points: int) -> list[tuple[str | None, int]]:
+        shares = self._funders.get((promo.slug, seller))
+        if shares is None:
+            shares = self._funders[promo.slug, seller] = funders(promo, seller)
+        if len(shares) == 1:
+            return [(shares[0][0], points)] if points else []
+        return split(points, shares)
 
     def _finish_member(self) -> None:
         totals = self.totals
+        partners, funded = totals.partners, totals.funded_points
         for sale in self._sales.values():
             remaining = sale.charged - sale.refunded
-            line = totals.partners.setdefault(sale.partner, Tally())
+            line = partners.get(sale.partner)
+            if line is None:
+                line = partners[sale.partner] = Tally()
             line.sales += 1
-            line.points += kept(sale.base, sale.charged, remaining)
-            for promo, points, stamps, reward in sale.awards:
+            line.points += kept(sale.base, sale.charged, remaining) if sale.refunded else sale.base
+            if not sale.awards:
+                continue
+            for award in sale.awards:
+                promo, points, stamps, reward = (
+                    award.promotion,
+                    award.points,
+                    award.stamps,
+                    award.reward,
+                )
                 tally = totals.promotions.setdefault(promo.slug, Tally())
                 tally.sales += 1
-                shares = funders(promo, sale.partner)
                 if points:
                     net = kept(points, sale.charged, remaining)
                     tally.points += net
-                    for who, part in split(net, shares):
-                        totals.funded_points[who] = totals.funded_points.get(who, 0) + part
+                    for who, part in self._split(promo, sale.partner, net):
+                        funded[who] = funded.get(who, 0) + part
                 tally.stamps += stamps
                 rules = self.program.reward(reward) if reward is not None else None
                 if rules is not None and remaining > 0:  # a sale refunded in full keeps none
                     tally.vouchers += 1
                     line.vouchers += 1
                     tally.voucher_points += rules.points
-                    for who, part in split(rules.points, shares):
-                        funded = totals.funded_voucher_points
-                        funded[who] = funded.get(who, 0) + part
+                    for who, part in self._split(promo, sale.partner, rules.points):
+                        values = totals.funded_voucher_points
+                        values[who] = values.get(who, 0) + part
         self._sales = {}
         self._facts = None
         self._tier = None
@@ -353,6 +450,9 @@ class Simulator:
     def finish(self) -> Totals:
         self._finish_member()
         return self.totals
+
+
+_NONE: list[Award] = []  # shared: never appended to
 
 
 def use_counts(
