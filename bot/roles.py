@@ -118,6 +118,11 @@ SETTLEMENT = Cmd(
     __("Settlement between partners"),
     __("/settlement [period]: who owes whom, as a CSV"),
 )
+SIMULATE = Cmd(
+    "simulate",
+    __("Test a program file before launch"),
+    __("/simulate [FROM TO]: replay a period's sales through a proposed program file"),
+)
 STAFF_INVITE = Cmd(
     "staff_invite",
     __("Invite staff"),
@@ -169,7 +174,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
     ),
     CASHIER: (SHIFT, CANCEL, VOUCHER),
     MANAGER: (SHIFT, CANCEL, VOUCHER, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
-    MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, LINK),
+    MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, SIMULATE, LINK),
     OWNER: (
         STAFF_INVITE,
         STAFF_LIST,
@@ -180,6 +185,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         CAMPAIGNS,
         STATS,
         SETTLEMENT,
+        SIMULATE,
         POSTER,
         LINK,
     ),
