@@ -66,6 +66,27 @@ async def _settlement(settings: Settings, first: date, end: date) -> tuple[Any, 
     return report, runtime.program.program.currency
 
 
+async def _simulate(
+    settings: Settings, proposed: Program, first: date, end: date
+) -> tuple[Any, str]:
+    """Replay [first, end), whole days of the program's time zone as settlement's periods,
+    through `proposed`, in a read-only transaction."""
+    from bot.runtime import open_runtime
+    from db.queries.simulate import read_only, simulate
+
+    runtime = await open_runtime(settings)
+    try:
+        zone = runtime.program.program.zone
+        start = datetime.combine(first, time(), tzinfo=zone)
+        stop = datetime.combine(end, time(), tzinfo=zone)
+        async with runtime.sessions() as session:
+            await read_only(session)
+            result = await simulate(session, proposed, runtime.program, start=start, end=stop)
+    finally:
+        await runtime.close()
+    return result, str(proposed.program.name)
+
+
 def _write_settlement(report: Any, currency: str, out: str) -> None:
     from bot.views.settlement_csv import write_settlement
 
@@ -74,6 +95,26 @@ def _write_settlement(report: Any, currency: str, out: str) -> None:
         return
     with open(out, "w", newline="", encoding="utf-8") as fp:
         write_settlement(report, currency, fp)
+
+
+def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
+    from bot.views.simulation import text_report, write_simulation
+    from db.rules.program import ProgramError, load_program
+
+    if args.end <= args.start:
+        raise StartupError(
+            f"--to ({args.end}) must come after --from ({args.start}); --to is exclusive"
+        )
+    try:
+        proposed = load_program(args.program)
+    except ProgramError as exc:
+        raise StartupError(str(exc)) from None
+    result, name = asyncio.run(_simulate(settings, proposed, args.start, args.end))
+    print(text_report(result, name))
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fp:
+            write_simulation(result, fp)
+        print(f"CSV written to {args.csv}")
 
 
 def _counts(program: Program) -> str:
@@ -118,6 +159,22 @@ def _parser() -> argparse.ArgumentParser:
         help="YYYY-MM-DD, exclusive: the report's last day is the day before",
     )
     report.add_argument("--out", default="-", help="file to write; default: standard output")
+    simulate = sub.add_parser(
+        "simulate",
+        help="replay a period's sales through a proposed program file, writing nothing",
+    )
+    simulate.add_argument("--program", required=True, help="the proposed program file")
+    simulate.add_argument(
+        "--from", dest="start", type=_day, required=True, help="YYYY-MM-DD, the program's days"
+    )
+    simulate.add_argument(
+        "--to",
+        dest="end",
+        type=_day,
+        required=True,
+        help="YYYY-MM-DD, exclusive: the period's last day is the day before (as settlement)",
+    )
+    simulate.add_argument("--csv", help="also write the figures to this CSV file")
     return parser
 
 
@@ -143,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             report, currency = asyncio.run(_settlement(settings, args.start, args.end))
             _write_settlement(report, currency, args.out)
+        elif args.command == "simulate":
+            _run_simulation(settings, args)
         else:
             from bot.app import run
 

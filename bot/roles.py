@@ -123,6 +123,11 @@ SETTLEMENT = Cmd(
     __("Settlement between partners"),
     __("/settlement [period]: who owes whom, as a CSV"),
 )
+SIMULATE = Cmd(
+    "simulate",
+    __("Test a program file before launch"),
+    __("/simulate [FROM TO]: replay a period's sales through a proposed program file"),
+)
 STAFF_INVITE = Cmd(
     "staff_invite",
     __("Invite staff"),
@@ -175,7 +180,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
     ),
     CASHIER: (SHIFT, CANCEL, VOUCHER),
     MANAGER: (SHIFT, CANCEL, VOUCHER, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
-    MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, LINK),
+    MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, SIMULATE, LINK),
     OWNER: (
         STAFF_INVITE,
         STAFF_LIST,
@@ -186,6 +191,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         CAMPAIGNS,
         STATS,
         SETTLEMENT,
+        SIMULATE,
         POSTER,
         LINK,
     ),

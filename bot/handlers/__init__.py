@@ -15,7 +15,7 @@ from bot.handlers.members import (
     rewards,
     stamp_cards,
 )
-from bot.handlers.office import campaigns, owner, poster, stats
+from bot.handlers.office import campaigns, owner, poster, simulate, stats
 from bot.handlers.staff import figures, refund, staff_join, till, vouchers
 
 
@@ -45,6 +45,7 @@ def get_routers() -> list[Router]:
             figures.build(),
             refund.build(),
             stats.build(),
+            simulate.build(),
             poster.build(),
         ),
         member.build(),

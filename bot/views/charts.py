@@ -130,3 +130,57 @@ def render_stats_chart(series: Sequence[DayFigures], title: str, labels: ChartLa
     buffer = io.BytesIO()
     stats_figure(series, title, labels).savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def simulation_figure(
+    names: Sequence[str],
+    actual: Sequence[int],
+    simulated: Sequence[int],
+    title: str,
+    labels: tuple[str, str, str],
+    locale: str = "en_GB",
+) -> Any:
+    """Points each partner issued, as it was and as simulated, side by side (`labels`:
+    the two series' names and the points axis), horizontal so long names read on a phone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    rows = max(len(names), 1)
+    fig = Figure(figsize=(8, 2.5 + 0.7 * rows), dpi=150, layout="constrained")
+    ax = fig.subplots()
+    fig.suptitle(title, fontsize=16, fontweight="bold")
+    places = list(range(len(names)))
+    height = 0.38
+    ax.barh([p - height / 2 for p in places], actual, height, color=ISSUED_COLOUR, label=labels[0])
+    ax.barh(
+        [p + height / 2 for p in places], simulated, height, color=MONEY_COLOUR, label=labels[1]
+    )
+    ax.set_yticks(places, list(names), fontsize=12)
+    ax.invert_yaxis()  # the program file's order, top down
+    ax.set_xlabel(labels[2], fontsize=12)
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda value, _pos: format_decimal(round(value), locale=locale))
+    )
+    ax.tick_params(labelsize=12)
+    ax.grid(axis="x", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=12, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False)
+    return fig
+
+
+def render_simulation_chart(
+    names: Sequence[str],
+    actual: Sequence[int],
+    simulated: Sequence[int],
+    title: str,
+    labels: tuple[str, str, str],
+    locale: str = "en_GB",
+) -> bytes:
+    buffer = io.BytesIO()
+    simulation_figure(names, actual, simulated, title, labels, locale).savefig(
+        buffer, format="png"
+    )
+    return buffer.getvalue()

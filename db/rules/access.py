@@ -31,6 +31,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "campaigns": frozenset({MARKETER}),
     "coalition_figures": frozenset({MARKETER}),  # /stats, /settlement
     "source_link": frozenset({MARKETER}),
+    "simulate": frozenset({MARKETER}),  # replay a proposed program file, writing nothing
 }
 
 

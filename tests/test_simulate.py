@@ -1,0 +1,403 @@
+"""The simulator (`python -m bot simulate`) on real PostgreSQL: the current program replayed
+gives the ledger's own figures (tiers reached during the period and before it, the nightly
+recalculation moving members down, discounts, redemptions, partial and full refunds); a
+changed program's figures computed by hand (another earn_percent, a weekend multiplier with
+max_per_member, a funded_by split, a bonus the program funds); nothing is written; the pure
+arithmetic agrees with the till's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import random
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.__main__ import main
+from bot.views.simulation import HEADER
+from db.ledger.models import Transaction
+from db.queries.settlement import settlement
+from db.queries.simulate import Simulation, read_only, simulate
+from db.rules.discounts import discount_of
+from db.rules.points import earned_points, share_kept
+from db.rules.program import Program, parse_program
+from db.rules.simulation import Earning, discount_cents, kept, last_nightly_run
+from db.usecases.members import get_member, register_member
+from db.usecases.purchases import Refund, Sale, record_refund, record_sale
+from db.usecases.tiers import recalculate_tiers
+from tests.conftest import TEST_PROGRAM
+
+D = Decimal
+Sessions = async_sessionmaker[AsyncSession]
+WARSAW = ZoneInfo("Europe/Warsaw")
+START = datetime(2026, 9, 1, tzinfo=WARSAW)
+END = datetime(2026, 10, 1, tzinfo=WARSAW)
+
+SIM_PROGRAM: dict[str, Any] = {
+    **TEST_PROGRAM,
+    "program": {**TEST_PROGRAM["program"], "timezone": "Europe/Warsaw"},
+    "tiers": [
+        {"name": "Bronze", "min_spend": "0", "multiplier": "1.0"},
+        {"name": "Silver", "min_spend": "1000.00", "multiplier": "1.5"},
+        {"name": "Gold", "min_spend": "3000.00", "multiplier": "2.0", "discount_percent": "5"},
+    ],
+}
+
+
+def sim_program(**changes: Any) -> Program:
+    return parse_program({**SIM_PROGRAM, **changes})
+
+
+@pytest.fixture
+def program() -> Program:
+    return sim_program()
+
+
+def at(day: date, hour: int = 12, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), tzinfo=WARSAW).astimezone(UTC)
+
+
+async def join(sessions: Sessions, program: Program, telegram_id: int, when: datetime) -> int:
+    async with sessions() as s:
+        return (await register_member(s, program, telegram_id=telegram_id, now=when)).id
+
+
+class Till:
+    """Posts sales as the till does, running the nightly tier recalculation at 02:30 local
+    before each day's first sale (the simulator assumes it ran every night; between sales
+    only the last night's run matters)."""
+
+    def __init__(self, sessions: Sessions, program: Program) -> None:
+        self.sessions, self.program, self.nights, self.n = sessions, program, set(), 0
+
+    async def sale(
+        self, member: int, partner: str, amount: str, when: datetime, redeem: int = 0
+    ) -> Any:
+        night = last_nightly_run(when, self.program)
+        async with self.sessions() as s:
+            if night not in self.nights:
+                self.nights.add(night)
+                await recalculate_tiers(s, self.program, night)
+            tier = self.program.tier((await get_member(s, member)).tier)
+        self.n += 1
+        async with self.sessions() as s:
+            return await record_sale(
+                s,
+                self.program,
+                Sale(
+                    member_id=member,
+                    partner=partner,
+                    amount=D(amount),
+                    key=f"sale-{self.n}",
+                    now=when,
+                    redeem_points=redeem,
+                    discount_percent=tier.discount_percent,
+                ),
+            )
+
+    async def refund(self, sale: Any, when: datetime, amount: str | None = None) -> Any:
+        self.n += 1
+        async with self.sessions() as s:
+            return await record_refund(
+                s,
+                self.program,
+                Refund(
+                    transaction_id=sale.transaction_id,
+                    key=f"refund-{self.n}",
+                    reason="returned",
+                    amount=None if amount is None else D(amount),
+                    now=when,
+                ),
+            )
+
+
+async def run(
+    sessions: Sessions, proposed: Program, current: Program, batch: int = 3
+) -> Simulation:
+    async with sessions() as s:
+        await read_only(s)
+        return await simulate(s, proposed, current, start=START, end=END, batch=batch)
+
+
+async def test_the_current_program_gives_the_ledgers_figures(
+    sessions: Sessions, program: Program
+) -> None:
+    till = Till(sessions, program)
+    early = at(date(2025, 5, 1))
+    ann = await join(sessions, program, 1, early)  # Silver from last year's spend
+    bob = await join(sessions, program, 2, early)  # Silver then, back to Bronze by September
+    cat = await join(sessions, program, 3, at(date(2026, 8, 30)))  # reaches Gold in the period
+    dan = await join(sessions, program, 4, at(date(2026, 8, 30)))  # redeems and refunds
+    await till.sale(ann, "books", "1200.00", at(date(2026, 3, 3)))
+    await till.sale(bob, "books", "1500.00", at(date(2025, 8, 20)))  # out of the window by Sep
+    await till.sale(
+        cat,
+        "gym",
+        "10.00",
+        at(
+            date(
+                2026,
+                8,
+                31,
+            ),
+            23,
+            59,
+        ),
+    )  # before the period
+    day = date(2026, 9, 1)
+    sales = [
+        await till.sale(ann, "coffee", "33.33", at(day, 0, 5)),
+        await till.sale(bob, "coffee", "50.00", at(day, 10)),
+        await till.sale(cat, "books", "999.00", at(day, 11)),  # Bronze; now Silver
+        await till.sale(cat, "bakery", "2000.00", at(day, 12)),  # at Silver; Gold after it
+        await till.sale(cat, "coffee", "101.01", at(day, 13)),  # at Gold: 5 % off
+        await till.sale(dan, "gym", "20.00", at(day, 14), redeem=40),
+    ]
+    assert [s.tier for s in sales] == ["Silver", "Bronze", "Silver", "Gold", "Gold", "Bronze"]
+    await till.refund(sales[3], at(date(2026, 9, 10)), "500.00")  # Gold kept until the night
+    await till.refund(sales[5], at(date(2026, 9, 11)))  # in full: redeemed points go back
+    later = date(2026, 9, 12)
+    sales += [
+        await till.sale(cat, "coffee", "100.00", at(later)),  # the night took cat to Silver
+        await till.sale(dan, "books", "45.67", at(later)),
+        await till.sale(ann, "gym", "80.00", at(date(2026, 9, 30), 23, 59)),  # last minute
+    ]
+    assert sales[6].tier == "Silver" and sales[6].points_earned == 750  # 100.00 × 5 % × 1.5
+    await till.refund(sales[2], at(date(2026, 9, 20)), "0.01")  # a cent: points kept round down
+    await till.sale(ann, "books", "60.00", at(date(2026, 10, 1), 0, 0))  # after the period
+
+    result = await run(sessions, program, program)
+
+    async with sessions() as s:
+        report = await settlement(s, program, start=START, end=END)
+    issued = {p.slug: p.points_issued for p in report.partners}
+    lines = {p.slug: p for p in result.partners}
+    for slug in ("coffee", "books", "gym", "bakery"):
+        assert lines[slug].simulated_points == lines[slug].actual_points == issued[slug], slug
+        assert lines[slug].position_change == 0
+    assert sum(p.sales for p in result.partners) == result.sales == 9
+    assert result.members == 4 and result.refunds == 3
+    assert result.simulated_points == result.actual_points == sum(issued.values())
+
+
+def weekend_program() -> Program:
+    return sim_program(
+        partners=[
+            {"slug": "coffee", "name": "Bean There Coffee", "earn_percent": "5"},
+            {"slug": "books", "name": "Chapter One Books", "earn_percent": "3"},
+            {"slug": "gym", "name": "Iron Temple Gym", "earn_percent": "2"},
+            {"slug": "bakery", "name": "Golden Crust Bakery", "earn_percent": "10"},
+        ],
+        promotions=[
+            {
+                "slug": "bakery-weekend",
+                "title": "Double points at the bakery on weekend mornings",
+                "partners": ["bakery"],
+                "when": {"weekdays": ["sat", "sun"], "hours": "07:00-11:00"},
+                "effect": {"multiplier": "2"},
+                "funded_by": {"bakery": 50, "coffee": 50},
+                "max_per_member": 1,
+            },
+            {
+                "slug": "new-here",
+                "title": "100 points for a first purchase here",
+                "partners": ["coffee"],
+                "who": {"first_at_partner": True},
+                "effect": {"bonus_points": 100},
+                "funded_by": "program",
+            },
+        ],
+    )
+
+
+async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: Program) -> None:
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    await till.sale(ann, "coffee", "10.00", at(date(2026, 8, 20)))  # coffee before the period
+    bob = await join(sessions, program, 2, at(date(2026, 8, 1)))
+    sat, sun, mon = date(2026, 9, 5), date(2026, 9, 6), date(2026, 9, 7)
+    await till.sale(bob, "bakery", "100.00", at(sat, 9))  # weekend morning
+    await till.sale(bob, "bakery", "10.00", at(sun, 10))  # max_per_member 1: used up
+    await till.sale(ann, "bakery", "50.00", at(sun, 11))  # 11:00: past the hours
+    monday = await till.sale(bob, "bakery", "100.00", at(mon, 9))
+    await till.refund(monday, at(mon, 15), "50.00")
+    await till.sale(bob, "coffee", "50.00", at(mon, 10), redeem=30)  # first at coffee: +100
+    await till.sale(ann, "coffee", "20.00", at(mon, 11))  # bought coffee before: nothing
+    async with sessions() as s:
+        before = await s.scalar(select(func.count()).select_from(Transaction))
+
+    result = await run(sessions, weekend_program(), program)
+
+    lines = {p.slug: p for p in result.partners}
+    bakery, coffee = lines["bakery"], lines["coffee"]
+    # As posted at 4 %: 400 + 40 + 200 + (400 − 200 clawed back) = 840.
+    assert bakery.actual_points == 840
+    # At 10 %: 1000 + 100 + 500 + (1000 − 500) = 2100, and half the weekend's +1000.
+    assert (bakery.simulated_points, bakery.promotion_points) == (2100, 500)
+    # 49.70 paid in money (30 points paid 0.30): 248, and 20.00: 100, at 5 % as before;
+    # coffee funds the other half of the weekend's +1000.
+    assert (coffee.actual_points, coffee.simulated_points, coffee.promotion_points) == (
+        348,
+        348,
+        500,
+    )
+    assert bakery.points_change == 2100 + 500 - 840
+    assert bakery.position_change == D("-17.60")
+    assert coffee.position_change == D("-5.00")
+    assert result.program_points == 100 and result.actual_program_points == 0
+    promos = {p.slug: p for p in result.promotions}
+    assert (promos["bakery-weekend"].sales, promos["bakery-weekend"].points) == (1, 1000)
+    assert promos["bakery-weekend"].funded_by == "bakery 50 %, coffee 50 %"
+    assert (promos["new-here"].sales, promos["new-here"].points) == (1, 100)
+    # The program's history: 30 points redeemed of 50 + 50 welcome points and the sales'
+    # 50 (August) + 840 + 348 issued.
+    assert (result.points_rate.part, result.points_rate.whole) == (30, 50 + 50 + 50 + 840 + 348)
+    assert not result.voucher_rate.measured
+    rate = D(30) / D(1338)
+    expected = (D(2100 + 500) * D("0.01") * rate).quantize(D("0.01"))
+    assert result.partner_cost(bakery) == expected
+    async with sessions() as s:  # nothing was written
+        assert await s.scalar(select(func.count()).select_from(Transaction)) == before
+
+
+async def test_the_simulation_runs_read_only(sessions: Sessions, program: Program) -> None:
+    async with sessions() as s:
+        await read_only(s)
+        with pytest.raises(Exception, match="read-only"):
+            await s.execute(text("INSERT INTO accounts (kind) VALUES ('program')"))
+
+
+def test_integer_earning_and_discount_agree_with_the_tills_rules() -> None:
+    rng = random.Random(13)
+    for _ in range(5000):
+        paid = D(rng.randrange(0, 500_000)).scaleb(-2)
+        percent = D(rng.randrange(0, 100_000)).scaleb(-3)
+        multiplier = D(rng.randrange(1, 100_000)).scaleb(-3)
+        pv = D(rng.randrange(1, 10**6)).scaleb(-6)
+        cents = int(paid * 100)
+        assert Earning.of(percent, multiplier, pv).points(cents) == earned_points(
+            paid, percent, multiplier, pv
+        )
+        off = D(rng.randrange(0, 10_000)).scaleb(-2)
+        assert discount_cents(cents, int(off * 100)) == int(discount_of(paid, off) * 100)
+        total = rng.randrange(0, 10**6)
+        left = rng.randrange(0, cents + 1)
+        if cents:
+            assert kept(total, cents, left) == share_kept(total, paid, D(left).scaleb(-2))
+
+
+def test_the_nightly_run_is_at_half_past_two_local() -> None:
+    program = sim_program()
+    before = datetime(2026, 9, 1, 2, 29, tzinfo=WARSAW)
+    assert last_nightly_run(before, program) == datetime(2026, 8, 31, 2, 30, tzinfo=WARSAW)
+    assert last_nightly_run(before + timedelta(minutes=1), program) == datetime(
+        2026, 9, 1, 2, 30, tzinfo=WARSAW
+    )
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def toml(data: dict[str, Any]) -> str:
+    """A program as a file: tables and arrays of tables, inline tables inside them."""
+    lines: list[str] = []
+    for name, section in data.items():
+        for table in section if isinstance(section, list) else [section]:
+            lines.append(f"[[{name}]]" if isinstance(section, list) else f"[{name}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def weekend_data() -> dict[str, Any]:
+    program = weekend_program()
+    assert program.promotions
+    data = {**SIM_PROGRAM}
+    data["partners"] = [
+        {**p, "earn_percent": "10"} if p["slug"] == "bakery" else p
+        for p in SIM_PROGRAM["partners"]
+    ]
+    data["promotions"] = [
+        {
+            "slug": "bakery-weekend",
+            "title": "Double points at the bakery on weekend mornings",
+            "partners": ["bakery"],
+            "when": {"weekdays": ["sat", "sun"], "hours": "07:00-11:00"},
+            "effect": {"multiplier": "2"},
+            "funded_by": {"bakery": 50, "coffee": 50},
+            "max_per_member": 1,
+        }
+    ]
+    return data
+
+
+async def test_the_command_line_prints_the_table_and_writes_the_csv(
+    sessions: Sessions,
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    await till.sale(ann, "bakery", "100.00", at(date(2026, 9, 5), 9))  # Saturday morning
+    await till.sale(ann, "bakery", "100.00", at(date(2026, 10, 1), 9))  # after --to
+    (tmp_path / "program.toml").write_text(toml(SIM_PROGRAM), encoding="utf-8")
+    (tmp_path / "proposed.toml").write_text(toml(weekend_data()), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    out = tmp_path / "simulation.csv"
+    args = ["simulate", "--program", str(tmp_path / "proposed.toml")]
+    args += ["--from", "2026-09-01", "--to", "2026-10-01", "--csv", str(out)]
+    assert await asyncio.to_thread(main, args) == 0
+    printed = capsys.readouterr().out
+    assert "2026-09-01 to 2026-09-30 (both included), 1 sales of 1 members" in printed
+    bakery = next(line for line in printed.splitlines() if line.startswith("bakery"))
+    # 400 as posted; 1,000 at 10 % and the weekend's +1,000, half of it bakery's.
+    assert bakery.split()[1:5] == ["1", "400", "1,500", "+1,100"]
+    # The rate is the whole history's: 50 welcome points and both sales' 400.
+    assert "redemption rate: 0.00 % (0 points redeemed of 850 points issued)" in printed
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert rows[0] == HEADER
+    by_code = {(row[2], row[3]): dict(zip(HEADER, row, strict=True)) for row in rows[1:]}
+    line = by_code[("partner", "bakery")]
+    assert (line["First day"], line["Last day"], line["Sales"]) == (
+        "2026-09-01",
+        "2026-09-30",
+        "1",
+    )
+    assert (line["Points issued (actual)"], line["Points issued (simulated)"]) == ("400", "1500")
+    assert (line["Settlement change"], line["Currency"]) == ("-11.00", "PLN")
+    assert by_code[("partner", "coffee")]["Points issued (simulated)"] == "500"
+    promo = by_code[("promotion", "bakery-weekend")]
+    assert (promo["Sales"], promo["Points issued (simulated)"]) == ("1", "1000")
+    assert [row[2] for row in rows[-2:]] == ["program", "total"]
+
+
+def test_the_command_line_refuses_a_bad_program_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = weekend_data()
+    bad["promotions"][0]["funded_by"] = {"bakery": 50, "coffee": 40}
+    (tmp_path / "proposed.toml").write_text(toml(bad), encoding="utf-8")
+    args = ["simulate", "--program", str(tmp_path / "proposed.toml")]
+    assert main([*args, "--from", "2026-09-01", "--to", "2026-10-01"]) == 2
+    error = capsys.readouterr().err
+    assert "promotions[0] (bakery-weekend).funded_by" in error
+    assert "must add up to 100 (they add up to 90)" in error
+    assert main([*args, "--from", "2026-10-01", "--to", "2026-10-01"]) == 2
+    assert "--to is exclusive" in capsys.readouterr().err
