@@ -219,6 +219,42 @@ def weekend_program() -> Program:
     )
 
 
+async def test_the_current_program_with_promotions_gives_the_ledgers_figures(
+    sessions: Sessions,
+) -> None:
+    """Promotions the till really posted (a split multiplier with max_per_member, a bonus the
+    program pays, one refunded in part before the period's end) are simulated as posted."""
+    program = weekend_program()
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    bob = await join(sessions, program, 2, at(date(2026, 8, 1)))
+    await till.sale(bob, "bakery", "30.00", at(date(2026, 8, 29), 9))  # a weekend use before
+    sat, sun, mon = date(2026, 9, 5), date(2026, 9, 6), date(2026, 9, 7)
+    first = await till.sale(ann, "bakery", "100.00", at(sat, 9))  # ×2, funded 50/50
+    await till.sale(ann, "bakery", "40.00", at(sun, 9))  # used up: max_per_member 1
+    await till.sale(bob, "bakery", "40.00", at(sun, 10))  # used up before the period
+    coffee = await till.sale(ann, "coffee", "60.00", at(mon, 10))  # first at coffee: +100
+    await till.sale(ann, "coffee", "20.00", at(mon, 11))  # not the first any more
+    await till.refund(first, at(mon, 12), "25.00")  # a quarter of the ×2 taken back
+    await till.refund(coffee, at(date(2026, 10, 2)), None)  # after the end: not counted
+    assert [p.promotion for p in first.promotions] == ["bakery-weekend"]
+    assert [p.promotion for p in coffee.promotions] == ["new-here"]
+
+    result = await run(sessions, program, program)
+
+    promos = {p.slug: p for p in result.promotions}
+    weekend, new_here = promos["bakery-weekend"], promos["new-here"]
+    assert weekend.sales == 1 and weekend.points == weekend.actual_points
+    assert new_here.sales == 1 and new_here.points == new_here.actual_points == 100
+    # 100.00 at 10 %: 1000, doubled: +1000, of which a quarter went back with the refund.
+    assert weekend.points == 750
+    for line in result.partners:
+        assert line.simulated_points == line.actual_points, line.slug
+        assert line.promotion_points == line.actual_promotion_points, line.slug
+        assert line.position_change == 0, line.slug
+    assert result.program_points == result.actual_program_points == 100
+
+
 async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: Program) -> None:
     till = Till(sessions, program)
     ann = await join(sessions, program, 1, at(date(2026, 8, 1)))

@@ -164,8 +164,8 @@ async def read_only(session: AsyncSession) -> None:
 _SALES = "('earn', 'redeem')"
 
 # The period's buyers, with what is known of them before the stream's start ($3): where they
-# bought, and their last purchase; and their promotion postings before the period ($1)
-# (the promotion's slug is the posting's `reason`), for max_per_member.
+# bought, and their last purchase; and the promotions their sales before the period ($1)
+# got (promotion_awards: points, stamps or a voucher), for max_per_member.
 _MEMBERS = f"""
 WITH active AS (
     SELECT DISTINCT member_id AS id FROM transactions
@@ -176,13 +176,11 @@ SELECT m.id, m.joined_at, m.birthday,
      WHERE t.member_id = m.id AND t.kind IN {_SALES} AND t.created_at <= $3) AS partners,
     (SELECT max(t.created_at) FROM transactions AS t
      WHERE t.member_id = m.id AND t.kind IN {_SALES} AND t.created_at <= $3) AS last_at,
-    (SELECT array_agg(ARRAY[p.reason, s.partner_id::text,
+    (SELECT array_agg(ARRAY[pa.promotion, s.partner_id::text,
                             to_char(s.created_at AT TIME ZONE $4, 'YYYY-MM-DD"T"HH24:MI')]
-                      ORDER BY p.id)
-     FROM transactions AS p JOIN transactions AS s ON s.id = p.related_id
-     WHERE p.member_id = m.id AND p.kind = 'promotion' AND p.created_at < $1
-       AND s.created_at < $1
-       AND p.reason IS NOT NULL) AS uses
+                      ORDER BY s.id)
+     FROM promotion_awards AS pa JOIN transactions AS s ON s.id = pa.sale_id
+     WHERE s.member_id = m.id AND s.created_at < $1) AS uses
 FROM members AS m JOIN active AS a ON a.id = m.id
 ORDER BY m.id
 """
@@ -194,6 +192,7 @@ SELECT t.member_id, t.id, t.partner_id, t.created_at,
        (coalesce(t.discount, 0) * 100)::bigint, t.reverses_id
 FROM transactions AS t
 WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at > $3 AND t.created_at < $2
+  AND t.amount IS NOT NULL  -- a refund of money, not the take-back of a promotion or stamp
   AND t.member_id IN (
       SELECT member_id FROM transactions
       WHERE kind IN {_SALES} AND created_at >= $1 AND created_at < $2)
@@ -213,9 +212,15 @@ _ACTUAL = text(
         UNION ALL
         SELECT r.id FROM transactions AS r JOIN sales AS s ON s.id = r.reverses_id
         WHERE r.kind = 'reverse' AND r.created_at >= :start AND r.created_at < :end
+    ), given AS (
+        SELECT p.id, p.reason FROM transactions AS p JOIN sales AS s ON s.id = p.related_id
+        WHERE p.kind = 'promotion'
     ), promos AS (
-        SELECT p.id, p.reason FROM transactions AS p JOIN moves AS m ON m.id = p.related_id
-        WHERE p.kind = 'promotion' AND p.created_at < :end
+        -- the promotions' points, less what refunds before the end took back
+        SELECT id, reason FROM given
+        UNION ALL
+        SELECT b.id, b.reason FROM transactions AS b JOIN given AS g ON g.id = b.reverses_id
+        WHERE b.kind = 'reverse' AND b.created_at >= :start AND b.created_at < :end
     )
     SELECT 'base' AS what, a.partner_id, NULL AS promotion, -sum(e.amount) AS points
     FROM moves AS m JOIN entries AS e ON e.transaction_id = m.id
