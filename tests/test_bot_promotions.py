@@ -14,7 +14,7 @@ from db.rules.program import Program
 from db.rules.vouchers import display_code
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
-from tests.test_promotions import BOOK_COFFEE, NEW_PARTNER, promo_program
+from tests.test_promotions import BOOK_COFFEE, NEW_PARTNER, STAMPS, promo_program
 from tests.till import card_link_payload, hire, join
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -87,3 +87,24 @@ async def test_panel_receipt_news_history_and_refund_say_why(
     await ann.send("/history")
     history = text_of(await ann.wait_message("Transactions"))
     assert "promotion taken back: First visit to a new partner: −101 points" in history
+
+
+@pytest.mark.parametrize("program", [promo_program(STAMPS)])
+async def test_a_card_filled_by_promotion_stamps_is_told(harness: BotHarness) -> None:
+    cashier, ann = harness.user("Cy"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    await sell(cashier, ann, "5")
+    await ann.wait_message("Balance:")
+    # Her own stamp is the 4th; the promotion's two fill the card (+250) and one is left.
+    _, receipt = await sell(cashier, ann, "6")
+    told = [
+        "🎉 +2 stamps: Two extra stamps",
+        "🎟 Stamp 4/5 on Fifth coffee free.",
+        "🎉 Card filled: Fifth coffee free. +250 points to the member.",
+        "🎟 With the promotion's stamps, Fifth coffee free is at 1/5.",
+    ]
+    assert "\n".join(told) in receipt
+    news = text_of(await ann.wait_message("Your card Fifth coffee free is full"))
+    assert "🎉 Your card Fifth coffee free is full: +250 points." in news
+    assert "🎟 With the promotion's stamps, Fifth coffee free: ●○○○○ 1/5" in news

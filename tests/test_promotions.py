@@ -461,3 +461,72 @@ async def test_welcome_back_once_when_sales_race(sessions: Sessions, program: Pr
     )
     assert sum(len(r.promotions) for r in results) == 1
     assert (await issued(sessions))[""] == 50 + 150
+
+
+def voucher_card_program(*promotions: dict[str, Any]) -> Program:
+    """The test program with its coffee card giving a voucher instead of points."""
+    raw = {
+        **TEST_PROGRAM,
+        "program": {**TEST_PROGRAM["program"], "timezone": "Europe/Warsaw"},
+        "rewards": [
+            {
+                "slug": "free-coffee",
+                "title": "A coffee of your choice",
+                "partner": "coffee",
+                "points": 300,
+                "valid_days": 30,
+            }
+        ],
+        "stamp_cards": [
+            {
+                "slug": "coffee-5",
+                "name": "Fifth coffee free",
+                "partners": ["coffee"],
+                "stamps": 5,
+                "per_day": 0,
+                "reward": "free-coffee",
+            }
+        ],
+        "promotions": list(promotions),
+    }
+    return parse_program(raw)
+
+
+@pytest.mark.parametrize("voucher", [False, True])
+async def test_a_card_filled_by_promotion_stamps_is_told_with_its_reward(
+    sessions: Sessions, voucher: bool
+) -> None:
+    program = voucher_card_program(STAMPS) if voucher else promo_program(STAMPS)
+    ann = await member(sessions, program)
+    first = await sale(sessions, program, ann, "coffee", "5.00", "c0")
+    assert [(n.card, n.status, n.stamps) for n in first.stamps] == [
+        ("coffee-5", "added", 1),
+        ("coffee-5", "promoted", 3),
+    ]
+    # Her own stamp is the 4th; the promotion's two fill the card and start the next at 1.
+    done = await sale(
+        sessions, program, ann, "coffee", "5.00", "c1", now=SAT_9 + timedelta(minutes=1)
+    )
+    told = [(n.card, n.status, n.stamps, n.reward_points) for n in done.stamps]
+    assert told == [
+        ("coffee-5", "added", 4, 0),
+        ("coffee-5", "filled", 5, 0 if voucher else 250),
+        ("coffee-5", "promoted", 1, 0),
+    ]
+    async with sessions() as s:
+        on_card = await s.scalar(
+            text("SELECT balance FROM accounts WHERE kind = 'stamps' AND member_id = :m"),
+            {"m": ann},
+        )
+        code = await s.scalar(select(Voucher.code).where(Voucher.member_id == ann))
+    assert on_card == 1
+    if voucher:
+        assert code is not None and done.stamps[1].voucher == code
+        assert done.balance == 50 + 50
+    else:
+        assert code is None and done.balance == 50 + 50 + 250
+    # A replay says the same.
+    again = await sale(
+        sessions, program, ann, "coffee", "5.00", "c1", now=SAT_9 + timedelta(minutes=1)
+    )
+    assert again.replayed and again.stamps == done.stamps

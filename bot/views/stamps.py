@@ -18,7 +18,7 @@ from bot.views import formatting as fmt
 from db.queries.stamps import CardProgress
 from db.rules.program import Program, StampCard
 from db.rules.vouchers import display_code
-from db.usecases.stamps import ADDED, BELOW_MIN, DAILY_LIMIT, FILLED, PARTNER_DONE
+from db.usecases.stamps import ADDED, BELOW_MIN, DAILY_LIMIT, FILLED, PARTNER_DONE, PROMOTED
 
 # A card of more stamps than this is shown as a count alone (a row of 50 dots says less).
 MAX_DOTS = 20
@@ -82,6 +82,17 @@ def sale_lines(
                 _("🎟 Stamp {stamps}/{of} on {card}.").format(stamps=stamps, of=of, card=card)
                 if till
                 else _("🎟 A stamp on {card}: {bar}").format(card=card, bar=bar(stamps, of))
+            )
+        elif status == PROMOTED:
+            # After the promotions' stamps (and the fills they made, told before it).
+            lines.append(
+                _("🎟 With the promotion's stamps, {card} is at {stamps}/{of}.").format(
+                    stamps=stamps, of=of, card=card
+                )
+                if till
+                else _("🎟 With the promotion's stamps, {card}: {bar}").format(
+                    card=card, bar=bar(stamps, of)
+                )
             )
         elif status == FILLED and n.get("voucher"):
             figures = {

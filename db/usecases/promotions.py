@@ -49,7 +49,12 @@ from db.rules.program import Program, Promotion
 from db.rules.promotions import Shopper
 from db.usecases.members import MemberInfo, expiry_for
 from db.usecases.partners import PartnerAccounts
-from db.usecases.stamps import add_promotion_stamps, take_back_promotion_stamps
+from db.usecases.stamps import (
+    PromotionStamps,
+    add_promotion_stamps,
+    take_back_promotion_stamps,
+    with_promotion_stamps,
+)
 from db.usecases.vouchers import issue_voucher
 
 if TYPE_CHECKING:
@@ -392,6 +397,7 @@ async def apply(
     expires_at = expiry_for(program, now)
     balance = result.balance
     done: list[Awarded] = []
+    promoted: list[PromotionStamps] = []  # what the stamps did on each card, fills and all
     rows: list[tuple[str, int, int, int | None, int | None]] = []
     for award in given:
         promo = award.promotion
@@ -404,7 +410,7 @@ async def apply(
             done.append(Awarded(promo.slug, title, points=award.points, multiplier=multiplier))
             rows.append((promo.slug, award.points, 0, tx_id, None))
         elif award.stamps:
-            _news, stamps_balance = await add_promotion_stamps(
+            on_cards, stamps_balance = await add_promotion_stamps(
                 session,
                 program,
                 promotion=promo.slug,
@@ -420,6 +426,7 @@ async def apply(
             )
             if stamps_balance is not None:
                 balance = stamps_balance
+            promoted += on_cards
             done.append(Awarded(promo.slug, title, stamps=award.stamps))
             rows.append((promo.slug, 0, award.stamps, None, None))
         elif award.reward:
@@ -456,7 +463,8 @@ async def apply(
             "vouchers": [r[4] for r in rows],
         },
     )
-    return replace(result, promotions=tuple(done), balance=balance)
+    stamps = with_promotion_stamps(result.stamps, promoted) if promoted else result.stamps
+    return replace(result, promotions=tuple(done), balance=balance, stamps=stamps)
 
 
 async def _post_points(

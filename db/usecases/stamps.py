@@ -56,6 +56,9 @@ FILLED = "filled"  # the stamp that filled the card: its reward was given, a new
 BELOW_MIN = "below_min"  # no stamp: the purchase is under the card's min_purchase
 DAILY_LIMIT = "daily_limit"  # no stamp: the card's per_day stamps were given today
 PARTNER_DONE = "partner_done"  # no stamp: a tour card already has this partner's stamp
+# The card after the sale's promotions' stamps (`stamps` on it now); the fills those stamps
+# made come before it, each a FILLED news with its reward.
+PROMOTED = "promoted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class StampNews:
 
     @property
     def stamped(self) -> bool:
-        return self.status in (ADDED, FILLED)
+        return self.status in (ADDED, FILLED, PROMOTED)
 
     def params(self) -> dict[str, Any]:
         """As an outbox notice keeps it (JSON)."""
@@ -379,7 +382,7 @@ STAMPS_UNTIL = """(SELECT coalesce(sum(s.amount), 0) FROM entries AS s
 # entries up to it (STAMPS_UNTIL: a replay says what the sale said, whatever came since).
 _OF_SALE = text(
     f"""
-    SELECT a.unit, t.id, t.kind,
+    SELECT a.unit, t.id, t.kind, t.related_id,
            (SELECT e2.amount FROM entries AS e2 JOIN accounts AS w ON w.id = e2.account_id
             WHERE e2.transaction_id = t.id AND w.kind = 'member' LIMIT 1) AS wallet_points,
            (SELECT v.code FROM vouchers AS v WHERE v.source_tx_id = t.id) AS voucher,
@@ -390,7 +393,11 @@ _OF_SALE = text(
     JOIN entries AS e ON e.account_id = a.id
     JOIN transactions AS t ON t.id = e.transaction_id
     WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = ANY(:units)
-      AND t.related_id = :sale AND t.kind IN ('stamp', 'card_filled')
+      AND (t.related_id = :sale AND t.kind IN ('stamp', 'card_filled', 'promotion')
+           OR t.kind = 'card_filled'
+              AND EXISTS (SELECT 1 FROM transactions AS p
+                          WHERE p.id = t.related_id AND p.related_id = :sale
+                            AND p.kind = 'promotion'))
     ORDER BY t.id
     """
 )
@@ -416,26 +423,53 @@ async def sale_news(
     news = []
     for card in cards:
         mine = [r for r in rows if r.unit == stamp_unit(card.slug)]
-        fill = next((r for r in mine if r.kind == TxKind.CARD_FILLED), None)
-        stamp = next((r for r in mine if r.kind == TxKind.STAMP), None)
+        # The sale's own (related to it), then its promotions' (a fill of theirs is related
+        # to their posting).
+        own = [r for r in mine if r.kind != TxKind.PROMOTION and r.related_id == sale_id]
+        promoted = [r for r in mine if r not in own]
+        fill = next((r for r in own if r.kind == TxKind.CARD_FILLED), None)
+        stamp = next((r for r in own if r.kind == TxKind.STAMP), None)
         if fill is not None:
-            news.append(
-                StampNews(
-                    card.slug,
-                    FILLED,
-                    card.stamps,
-                    card.stamps,
-                    reward_points=int(fill.wallet_points or 0),
-                    voucher=fill.voucher,
-                    reward=fill.reward,
-                    voucher_expires=fill.expires,
-                )
-            )
+            news.append(_filled_news(card, fill))
         elif stamp is not None:
             news.append(StampNews(card.slug, ADDED, int(stamp.position), card.stamps))
         elif charged(amount, discount) < card.min_purchase:
             news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
+        if promoted:
+            news += [_filled_news(card, r) for r in promoted if r.kind == TxKind.CARD_FILLED]
+            news.append(StampNews(card.slug, PROMOTED, int(promoted[-1].position), card.stamps))
     return tuple(news)
+
+
+def _filled_news(card: StampCard, fill: Any) -> StampNews:
+    """A fill read back from the ledger (_OF_SALE's row)."""
+    return StampNews(
+        card.slug,
+        FILLED,
+        card.stamps,
+        card.stamps,
+        reward_points=int(fill.wallet_points or 0),
+        voucher=fill.voucher,
+        reward=fill.reward,
+        voucher_expires=fill.expires,
+    )
+
+
+def with_promotion_stamps(
+    news: Sequence[StampNews], promoted: Sequence[PromotionStamps]
+) -> tuple[StampNews, ...]:
+    """A sale's news on its cards with what its promotions' stamps did on them: after each
+    card's own news, the fills those stamps made (each with its reward) and the card as it
+    is after all of them (as sale_news reads it back)."""
+    slugs = list(dict.fromkeys([n.card for n in news] + [p.card for p in promoted]))
+    merged: list[StampNews] = []
+    for slug in slugs:
+        merged += [n for n in news if n.card == slug]
+        mine = [p for p in promoted if p.card == slug]
+        if mine:
+            merged += [f for p in mine for f in p.filled]
+            merged.append(StampNews(slug, PROMOTED, mine[-1].stamps, mine[-1].of))
+    return tuple(merged)
 
 
 # The stamp a sale added on one card, under the stamps account's lock: whether a refund
