@@ -333,3 +333,40 @@ def test_check_program_counts_what_an_owner_wrote(
     one.write_text(text.split('\n[[partners]]\nslug = "books"', 1)[0], encoding="utf-8")
     assert main(["check-program", str(one)]) == 0
     assert capsys.readouterr().out == "City Bonus: 1 partner, 0 stamp cards, 0 rewards, OK\n"
+
+
+def _with_stamps_promotion(partners: list[str] | None) -> dict[str, Any]:
+    """The test program with the café's ordinary card, a tour card of all four partners,
+    and a "+2 stamps" promotion at `partners` (None: everywhere)."""
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["stamp_cards"] = [
+        {"slug": "coffee-5", "name": "C", "partners": ["coffee"], "stamps": 5, "reward_points": 9},
+        {
+            "slug": "tour",
+            "name": "T",
+            "partners": ["coffee", "books", "gym", "bakery"],
+            "stamps": 4,
+            "distinct_partners": True,
+            "reward_points": 10,
+        },
+    ]
+    promo: dict[str, Any] = {"slug": "stamps", "title": "+2", "effect": {"stamps": 2}}
+    if partners is not None:
+        promo["partners"] = partners
+    data["promotions"] = [promo]
+    return data
+
+
+def test_a_stamps_promotion_needs_an_ordinary_card_wherever_it_applies() -> None:
+    """A promotion's stamps go on the selling partner's ordinary cards only: at a partner
+    with a tour card alone it would be told and put nowhere, so the file is refused."""
+    program = parse_program(_with_stamps_promotion(["coffee"]))
+    assert [c.slug for c in program.promotion_cards_at("coffee")] == ["coffee-5"]
+    for partners, bare in ((None, "'books', 'gym', 'bakery'"), (["coffee", "books"], "'books'")):
+        with pytest.raises(ProgramError) as info:
+            parse_program(_with_stamps_promotion(partners))
+        assert str(info.value) == (
+            f"program.toml: promotions[0] (stamps).effect.stamps: {bare} has no ordinary stamp "
+            "card (a distinct_partners card takes no promotion's stamps): list in partners "
+            "only partners with one"
+        ), str(info.value)

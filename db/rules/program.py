@@ -487,12 +487,22 @@ class Program(_Strict):
                         f"{where}.funded_by: a voucher has one funder: name one partner "
                         '(its share 100) or write "program"'
                     )
-            if promo.effect.stamps and not any(
-                self.stamp_cards_at(p.slug)
-                for p in self.partners
-                if not promo.partners or p.slug in promo.partners
-            ):
-                raise ValueError(f"{where}.effect.stamps: none of its partners has a stamp card")
+            if promo.effect.stamps:
+                # Its stamps go on the selling partner's ordinary cards: every partner it
+                # applies at must have one, or "+n stamps" would be told where none is put.
+                bare = [
+                    p.slug
+                    for p in self.partners
+                    if not p.charity
+                    and (not promo.partners or p.slug in promo.partners)
+                    and not self.promotion_cards_at(p.slug)
+                ]
+                if bare:
+                    raise ValueError(
+                        f"{where}.effect.stamps: {', '.join(repr(b) for b in bare)} "
+                        "has no ordinary stamp card (a distinct_partners card takes no "
+                        "promotion's stamps): list in partners only partners with one"
+                    )
 
     def _not_selling(self, slug: str) -> str:
         """Why the partner `slug` cannot honour a reward or stamp a card ("" if it can)."""
@@ -533,6 +543,11 @@ class Program(_Strict):
     def stamp_cards_at(self, partner: str) -> list[StampCard]:
         """The stamp cards a sale at `partner` may stamp."""
         return [c for c in self.stamp_cards if partner in c.partners]
+
+    def promotion_cards_at(self, partner: str) -> list[StampCard]:
+        """The cards a promotion's stamps go on at `partner`: its ordinary (not
+        distinct_partners) cards."""
+        return [c for c in self.stamp_cards_at(partner) if not c.distinct_partners]
 
     @property
     def charities(self) -> list[PartnerRules]:

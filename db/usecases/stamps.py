@@ -710,8 +710,9 @@ class PromotionStamps:
 
 
 def promotion_cards(program: Program, partner: str) -> list[StampCard]:
-    """The cards a promotion's stamps go on at `partner`: its ordinary (not tour) cards."""
-    return [c for c in program.stamp_cards_at(partner) if not c.distinct_partners]
+    """The cards a promotion's stamps go on at `partner`: its ordinary (not tour) cards
+    (the program refuses a stamps promotion at a partner without one)."""
+    return program.promotion_cards_at(partner)
 
 
 async def add_promotion_stamps(
