@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import Voucher
+from db.queries.reports import cash_handed_back
 from db.queries.settlement import settlement
 from db.rules.program import Program, parse_program
 from db.usecases.members import register_member
@@ -530,3 +531,24 @@ async def test_a_card_filled_by_promotion_stamps_is_told_with_its_reward(
         sessions, program, ann, "coffee", "5.00", "c1", now=SAT_9 + timedelta(minutes=1)
     )
     assert again.replayed and again.stamps == done.stamps
+
+
+async def test_refund_replays_and_cash_handed_back_after_the_promotion_left_the_file(
+    sessions: Sessions, program: Program
+) -> None:
+    ann = await member(sessions, program)
+    done = await sale(sessions, program, ann, "gym", "30.00", "g1")
+    await sale(sessions, program, ann, "books", "4.22", "k1", redeem=done.balance)
+    back = await refund(sessions, program, done.transaction_id, "r1")
+    assert back.shortfall == 54 + 101 and back.cash_back == D("28.45")
+    later = promo_program()  # the campaign ended: no promotion in the file any more
+    window = {"start": SAT_9, "end": SAT_9 + timedelta(days=1)}
+    async with sessions() as s:
+        now_cash = await cash_handed_back(s, program, **window)
+        later_cash = await cash_handed_back(s, later, **window)
+    assert now_cash == later_cash == {back.transaction_id: D("28.45")}
+    again = await refund(sessions, later, done.transaction_id, "r1")
+    assert again.replayed and (again.shortfall, again.cash_back) == (back.shortfall, D("28.45"))
+    assert [(p.promotion, p.shortfall) for p in again.promotions] == [("new-partner", 101)]
+    replayed = await sale(sessions, later, ann, "gym", "30.00", "g1")
+    assert [(a.promotion, a.points) for a in replayed.promotions] == [("new-partner", 101)]

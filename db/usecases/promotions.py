@@ -533,13 +533,10 @@ def _title(program: Program, slug: str) -> str:
     return str(promo.title) if promo is not None else slug
 
 
-async def awarded(
-    session: AsyncSession, program: Program, sale_id: int, partner: str
-) -> tuple[Awarded, ...]:
-    """What an earlier sale got from promotions, as its posting said (a replay): no query at
-    a partner without promotions."""
-    if not program.promotions_at(partner):
-        return ()
+async def awarded(session: AsyncSession, program: Program, sale_id: int) -> tuple[Awarded, ...]:
+    """What an earlier sale got from promotions, as its posting said (a replay), from the
+    ledger whatever the program says now (the caller asks only for a sale with awards:
+    purchases._REPLAY says so)."""
     rows = (await session.execute(_OF_SALE, {"sale": sale_id})).all()
     result = []
     for r in rows:
@@ -771,16 +768,13 @@ async def taken_back(
     program: Program,
     *,
     sale_id: int,
-    partner: str,
     refund_id: int,
     total: Decimal,
     before: Decimal,
     after: Decimal,
 ) -> tuple[PromotionBack, ...]:
-    """What an earlier refund took back of its sale's promotions, from the ledger (a replay:
-    no query at a partner without promotions, as for the sale's replay)."""
-    if not program.promotions_at(partner):
-        return ()
+    """What an earlier refund took back of its sale's promotions, from the ledger whatever
+    the program says now (a replay; the caller asks only for a sale with awards)."""
     rows = (await session.execute(_BACK_OF_REFUND, {"sale": sale_id, "refund": refund_id})).all()
     done = []
     for r in rows:

@@ -667,8 +667,8 @@ async def purchase_result(
         replayed=replayed,
         stamps=stamps,
         discount=tx.discount or ZERO,
-        promotions=await promotions.awarded(session, program, tx.id, row.slug)
-        if program is not None
+        promotions=await promotions.awarded(session, program, tx.id)
+        if program is not None and row.promoted
         else (),
     )
 
@@ -948,7 +948,10 @@ def refund_shares(
 
 # What a replay needs of the ledger, in one round trip: the wallet moves of the posting (and
 # of the sale it refunds), the invitation reward that sale paid (each friend's points), the
-# partner's slug and the member's balance and tier now. `moves` are the member wallets'
+# partner's slug, the member's balance and tier now, and whether the sale got anything from
+# promotions (promotion_awards, by its key: read whatever the program file says now, so a
+# promotion taken out of the file is still replayed, and a sale without awards costs no
+# further query). `moves` are the member wallets'
 # entries of those transactions (at most a handful of rows).
 _REPLAY = text(
     """
@@ -983,7 +986,8 @@ _REPLAY = text(
         (SELECT coalesce(sum(amount), 0) FROM transactions
          WHERE reverses_id = :sale AND id < :tx) AS refunded_earlier,
         (SELECT amount FROM transactions WHERE id = :sale) AS sale_amount,
-        (SELECT discount FROM transactions WHERE id = :sale) AS sale_discount
+        (SELECT discount FROM transactions WHERE id = :sale) AS sale_discount,
+        EXISTS (SELECT 1 FROM promotion_awards WHERE sale_id = :sale) AS promoted
     FROM members AS m JOIN accounts AS w ON w.member_id = m.id AND w.kind = 'member', inviter
     WHERE m.id = :member
     """
@@ -1028,16 +1032,17 @@ async def reversal_result(
             inviter_back,
             int(row.inviter_points) - inviter_back,
         )
-    promos = await promotions.taken_back(
-        session,
-        program,
-        sale_id=tx.reverses_id,
-        partner=row.slug,
-        refund_id=tx.id,
-        total=total,
-        before=before,
-        after=before - tx.amount,
-    )
+    promos: tuple[PromotionBack, ...] = ()
+    if row.promoted:  # whatever the program says now: the sale's awards are in the ledger
+        promos = await promotions.taken_back(
+            session,
+            program,
+            sale_id=tx.reverses_id,
+            refund_id=tx.id,
+            total=total,
+            before=before,
+            after=before - tx.amount,
+        )
     shortfall += sum(p.shortfall for p in promos)
     stamps: tuple[StampBack, ...] = ()
     if cards := program.stamp_cards_at(row.slug):
