@@ -369,12 +369,20 @@ async def test_refunds_partial_then_full_give_each_funder_back_what_it_paid(
     # 30.00 at 2% = 60 points; the first visit +101 split 26/25/25/25.
     assert [a.points for a in done.promotions] == [101]
     third = await refund(sessions, program, done.transaction_id, "r1", "10.00")
-    # Each funder's part as the sale's own: 26 − floor(26 × 20/30) = 9, 25 − 16 = 9.
+    # The award's part as the sale's own: 101 − floor(101 × 20/30) = 34, shared as the
+    # funders paid (26/25/25/25), to the point: 9/9/8/8.
     assert [(p.promotion, p.points, p.shortfall) for p in third.promotions] == [
-        ("new-partner", 36, 0)
+        ("new-partner", 34, 0)
     ]
+    assert {k: v - before[k] for k, v in (await issued(sessions)).items()} == {
+        "coffee": 26 - 9,
+        "books": 25 - 9,
+        "gym": 40 + 25 - 8,  # its own 60 less a third
+        "bakery": 25 - 8,
+        "": 0,
+    }
     rest = await refund(sessions, program, done.transaction_id, "r2")
-    assert sum(p.points for p in rest.promotions) == 101 - 36
+    assert sum(p.points for p in rest.promotions) == 101 - 34
     assert rest.balance == 50
     assert await issued(sessions) == before
     async with sessions() as s:
@@ -552,3 +560,20 @@ async def test_refund_replays_and_cash_handed_back_after_the_promotion_left_the_
     assert [(p.promotion, p.shortfall) for p in again.promotions] == [("new-partner", 101)]
     replayed = await sale(sessions, later, ann, "gym", "30.00", "g1")
     assert [(a.promotion, a.points) for a in replayed.promotions] == [("new-partner", 101)]
+
+
+async def test_a_refund_takes_back_the_awards_part_by_the_sales_rule_shared_as_paid(
+    sessions: Sessions, program: Program
+) -> None:
+    ann = await member(sessions, program)
+    before = await issued(sessions)
+    done = await sale(sessions, program, ann, "gym", "30.00", "g1")
+    # 20.00 of 30.00: 101 − floor(101 × 10/30) = 68 (each funder's floor apart made 69),
+    # shared 17/17/17/17 as the funders paid 26/25/25/25.
+    most = await refund(sessions, program, done.transaction_id, "r1", "20.00")
+    assert [(p.promotion, p.points) for p in most.promotions] == [("new-partner", 68)]
+    moved = {k: v - before[k] for k, v in (await issued(sessions)).items()}
+    assert moved == {"coffee": 9, "books": 8, "gym": 20 + 8, "bakery": 8, "": 0}
+    rest = await refund(sessions, program, done.transaction_id, "r2")
+    assert [(p.promotion, p.points) for p in rest.promotions] == [("new-partner", 33)]
+    assert await issued(sessions) == before

@@ -6,6 +6,7 @@ up exactly, then bonuses), and funders' splits to the point."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -222,3 +223,24 @@ def test_refunded_part_as_the_sale_own_points() -> None:
         for before, after in pairwise(steps)
     ]
     assert sum(taken) == 101 and all(t >= 0 for t in taken)
+
+
+def test_refund_parts_add_up_to_the_whole_and_to_each_funders_payment() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        points = rng.randint(1, 500)
+        shares = rng.choice([[25, 25, 25, 25], [50, 50], [70, 20, 10], [34, 33, 33]])
+        paid = [p for _, p in rules.split(points, [(str(i), s) for i, s in enumerate(shares)])]
+        total = D(rng.randint(100, 10_000)) / 100
+        left, returned, back = total, [0] * len(paid), 0
+        while left > 0:
+            after = max(left - D(rng.randint(1, 5_000)) / 100, D(0))
+            due = rules.refunded_part(points, total, after) - rules.refunded_part(
+                points, total, left
+            )
+            parts = rules.refund_parts(due, paid, returned)
+            assert sum(parts) == due and all(p >= 0 for p in parts)
+            returned = [r + p for r, p in zip(returned, parts, strict=True)]
+            back += due
+            left = after
+        assert returned == paid and back == points

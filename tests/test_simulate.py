@@ -255,6 +255,38 @@ async def test_the_current_program_with_promotions_gives_the_ledgers_figures(
     assert result.program_points == result.actual_program_points == 100
 
 
+async def test_a_partial_refund_of_a_bonus_of_four_funders_as_the_till_took_it_back(
+    sessions: Sessions,
+) -> None:
+    """101 points split 26/25/25/25, 20.00 of 30.00 refunded: the till takes back 68 (the
+    award's part by the sale's rule) shared as the funders paid; the simulator agrees, per
+    partner too."""
+    program = sim_program(
+        promotions=[
+            {
+                "slug": "new-partner",
+                "title": "First visit",
+                "who": {"first_at_partner": True},
+                "effect": {"bonus_points": 101},
+                "funded_by": {"coffee": 25, "books": 25, "gym": 25, "bakery": 25},
+            }
+        ]
+    )
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    done = await till.sale(ann, "gym", "30.00", at(date(2026, 9, 2)))
+    back = await till.refund(done, at(date(2026, 9, 3)), "20.00")
+    assert [(p.promotion, p.points) for p in back.promotions] == [("new-partner", 68)]
+
+    result = await run(sessions, program, program)
+
+    promo = {p.slug: p for p in result.promotions}["new-partner"]
+    assert promo.points == promo.actual_points == 101 - 68
+    for line in result.partners:
+        assert line.promotion_points == line.actual_promotion_points, line.slug
+        assert line.simulated_points == line.actual_points, line.slug
+
+
 async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: Program) -> None:
     till = Till(sessions, program)
     ann = await join(sessions, program, 1, at(date(2026, 8, 1)))

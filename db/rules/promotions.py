@@ -249,3 +249,33 @@ def limit(promo: Promotion) -> int:
     if promo.who.first_at_partner or promo.who.first_ever:
         return 1
     return promo.max_per_member
+
+
+def refund_parts(due: int, paid: Sequence[int], returned: Sequence[int]) -> list[int]:
+    """`due` points a refund takes back of a promotion's award (refunded_part of the whole
+    award), shared among its funders in proportion to what each `paid`, to the point (the
+    floor of each share, the points left over one each to the largest remainders, the
+    earlier-listed first on a tie, as `split`), none getting more than it has still to
+    get back (`paid` less what earlier refunds `returned` to it; the points over go, one
+    each, to the others in the same order). A full refund's due is what is left of the
+    award: each funder then gets back all it has left, so partial refunds add up to a
+    full one."""
+    room = [p - r for p, r in zip(paid, returned, strict=True)]
+    whole = sum(paid)
+    if not whole or due <= 0:
+        return [0] * len(paid)
+    parts = [due * p // whole for p in paid]
+    order = sorted(range(len(paid)), key=lambda i: (-(due * paid[i] % whole), i))
+    for i in order[: due - sum(parts)]:
+        parts[i] += 1
+    over = sum(max(part - r, 0) for part, r in zip(parts, room, strict=True))
+    parts = [min(part, max(r, 0)) for part, r in zip(parts, room, strict=True)]
+    while over:
+        moved = over
+        for i in order:
+            if over and parts[i] < room[i]:
+                parts[i] += 1
+                over -= 1
+        if over == moved:
+            break  # nobody has room left: the ledger gave more back than the award
+    return parts

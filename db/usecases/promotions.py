@@ -568,6 +568,7 @@ class _Given:
     transaction_id: int | None
     voucher_id: int | None
     funders: tuple[tuple[int, int], ...]  # (account, points it paid)
+    returned: tuple[int, ...] = ()  # to each funder by earlier refunds (as `funders`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,7 +591,16 @@ _GIVEN = text(
                AS accounts,
            coalesce((SELECT array_agg(-e.amount ORDER BY e.id) FROM entries AS e
                      WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
-               AS paid
+               AS paid,
+           coalesce((SELECT array_agg(
+                         (SELECT coalesce(sum(b.amount), 0) FROM transactions AS r
+                          JOIN entries AS b ON b.transaction_id = r.id
+                          WHERE r.reverses_id = pa.transaction_id
+                            AND b.account_id = e.account_id)
+                         ORDER BY e.id)
+                     FROM entries AS e
+                     WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
+               AS returned
     FROM promotion_awards AS pa
     WHERE pa.sale_id = :sale
     ORDER BY pa.position
@@ -599,7 +609,8 @@ _GIVEN = text(
 
 
 async def refund_plan(session: AsyncSession, sale_id: int) -> RefundPlan:
-    """The sale's promotion awards and who paid each (one query)."""
+    """The sale's promotion awards, who paid each and what earlier refunds gave each back
+    (one query)."""
     rows = (await session.execute(_GIVEN, {"sale": sale_id})).all()
     return RefundPlan(
         tuple(
@@ -610,25 +621,31 @@ async def refund_plan(session: AsyncSession, sale_id: int) -> RefundPlan:
                 r.transaction_id,
                 r.voucher_id,
                 tuple(zip(r.accounts, (int(p) for p in r.paid), strict=True)),
+                tuple(int(b) for b in r.returned),
             )
             for r in rows
         )
     )
 
 
+def refund_due(points: int, total: Decimal, before: Decimal, after: Decimal) -> int:
+    """What a refund from `before` to `after` (of a sale that charged `total`) takes back of
+    an award of `points`: the whole award's refunded part by the sale's rule, from the
+    totals, so partial refunds add up to a full one."""
+    return rules.refunded_part(points, total, after) - rules.refunded_part(points, total, before)
+
+
 def refund_claws(
     given: _Given, total: Decimal, before: Decimal, after: Decimal
 ) -> list[tuple[int, int]]:
-    """Each funder's part of `given` that a refund from `before` to `after` (of a sale that
-    charged `total`) takes back: as the sale's own points, from the totals, so partial
-    refunds add up to a full one, which gives each funder back all it paid."""
-    return [
-        (
-            account,
-            rules.refunded_part(paid, total, after) - rules.refunded_part(paid, total, before),
-        )
-        for account, paid in given.funders
-    ]
+    """Each funder's part of what a refund takes back of `given` (refund_due), in
+    proportion to what each paid, to the point (db.rules.promotions.refund_parts): a full
+    refund gives each funder back all it paid."""
+    due = refund_due(given.points, total, before, after)
+    paid = [p for _, p in given.funders]
+    returned = list(given.returned) or [0] * len(paid)
+    parts = rules.refund_parts(due, paid, returned)
+    return [(account, part) for (account, _), part in zip(given.funders, parts, strict=True)]
 
 
 def _shares(total: int, weights: list[int]) -> list[int]:
@@ -733,14 +750,11 @@ async def _void_voucher(session: AsyncSession, voucher_id: int, now: datetime) -
     return row.code, "voided"
 
 
-# What a refund took back of a sale's promotions (a replay): the award, the points this
-# refund's reversal of it took, and what each funder had paid.
+# What a refund took back of a sale's promotions (a replay): the award, and the points this
+# refund's reversal of it took from the member's wallet.
 _BACK_OF_REFUND = text(
     """
     SELECT pa.promotion, pa.points, pa.stamps, pa.transaction_id, v.code, v.status,
-           coalesce((SELECT array_agg(-e.amount ORDER BY e.id) FROM entries AS e
-                     WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
-               AS paid,
            coalesce((SELECT sum(-e.amount) FROM transactions AS r
                      JOIN entries AS e ON e.transaction_id = r.id
                      JOIN accounts AS a ON a.id = e.account_id AND a.kind = 'member'
@@ -778,17 +792,7 @@ async def taken_back(
     rows = (await session.execute(_BACK_OF_REFUND, {"sale": sale_id, "refund": refund_id})).all()
     done = []
     for r in rows:
-        due = 0
-        if r.points:
-            given = _Given(
-                r.promotion,
-                int(r.points),
-                0,
-                r.transaction_id,
-                None,
-                tuple((0, int(p)) for p in r.paid),
-            )
-            due = sum(c for _, c in refund_claws(given, total, before, after))
+        due = refund_due(int(r.points), total, before, after) if r.points else 0
         taken = int(r.taken)
         voucher = r.code if after == 0 else None
         status = r.status if voucher else None
