@@ -5,6 +5,8 @@ The ledger's invariants are checked after each test (the `sessions` fixture)."""
 
 from __future__ import annotations
 
+from decimal import Decimal as D
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db.ledger.models import Transaction, Voucher
 from db.rules.program import Program
 from db.rules.vouchers import display_code
+from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
 from tests.test_promotions import BOOK_COFFEE, NEW_PARTNER, STAMPS, promo_program
@@ -108,3 +111,30 @@ async def test_a_card_filled_by_promotion_stamps_is_told(harness: BotHarness) ->
     news = text_of(await ann.wait_message("Your card Fifth coffee free is full"))
     assert "🎉 Your card Fifth coffee free is full: +250 points." in news
     assert "🎟 With the promotion's stamps, Fifth coffee free: ●○○○○ 1/5" in news
+
+
+async def test_a_refund_says_the_seller_pays_the_spent_promotion_points_back(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    manager, ann = harness.user("Mo"), harness.user("Ann")
+    await hire(harness, manager, "gym", "manager")
+    await join(ann)
+    await sell(manager, ann, "30")  # 60 points and the first visit's 101
+    async with sessions() as s:
+        first = await s.scalar(select(Transaction.id).where(Transaction.kind == "earn"))
+        member_id = await s.scalar(select(Transaction.member_id).where(Transaction.id == first))
+        assert first is not None and member_id is not None
+        # She spends all 211 points at the bookshop.
+        await record_sale(
+            s,
+            program,
+            Sale(
+                member_id=member_id, partner="books", amount=D("4.22"), key="k1", redeem_points=211
+            ),
+        )
+    await manager.send(f"/refund {first} all returned")
+    reply = text_of(await manager.wait_message("Refunded"))
+    assert (
+        "First visit to a new partner: the 101 points the member had already spent go back to "
+        "its funders from your partner's points, as their value is kept from the cash."
+    ) in reply

@@ -577,3 +577,32 @@ async def test_a_refund_takes_back_the_awards_part_by_the_sales_rule_shared_as_p
     rest = await refund(sessions, program, done.transaction_id, "r2")
     assert [(p.promotion, p.points) for p in rest.promotions] == [("new-partner", 33)]
     assert await issued(sessions) == before
+
+
+async def test_a_shortfall_of_promotion_points_is_paid_back_to_its_funders_by_the_seller(
+    sessions: Sessions, program: Program
+) -> None:
+    ann = await member(sessions, program)
+    before = await issued(sessions)
+    done = await sale(sessions, program, ann, "gym", "30.00", "g1")
+    await sale(sessions, program, ann, "books", "4.22", "k1", redeem=done.balance)
+    back = await refund(sessions, program, done.transaction_id, "r1")
+    assert [(p.promotion, p.points, p.shortfall, p.repaid) for p in back.promotions] == [
+        ("new-partner", 0, 101, 101)
+    ]
+    # The gym kept the 101 points' value from the cash: the other funders get theirs back
+    # from its account; it bears the whole award, and its own points the member spent (54).
+    moved = {k: v - before[k] for k, v in (await issued(sessions)).items()}
+    assert moved == {"coffee": 0, "books": 6, "gym": 54 + 101, "bakery": 0, "": 0}
+    async with sessions() as s:
+        report = await settlement(
+            s, program, start=SAT_9 - timedelta(days=1), end=SAT_9 + timedelta(days=1)
+        )
+    assert {p.slug: p.promotions_funded for p in report.partners} == {
+        "coffee": 0,
+        "books": 0,
+        "gym": 101,
+        "bakery": 0,
+    }
+    again = await refund(sessions, program, done.transaction_id, "r1")
+    assert again.replayed and again.promotions == back.promotions

@@ -98,6 +98,13 @@ def refund_lines(
                     points=fmt.points(points), title=name
                 )
             )
+        if till and (repaid := int(b.get("repaid") or 0)):
+            lines.append(
+                _(
+                    "{title}: the {points} the member had already spent go back to its funders "
+                    "from your partner's points, as their value is kept from the cash."
+                ).format(points=fmt.points(repaid), title=name)
+            )
         if stamps := int(b.get("stamps") or 0):
             lines.append(
                 _n(

@@ -25,7 +25,9 @@ the sale says exactly what the posting said.
 A refund takes back what the refunded money earned through promotions, in proportion, as
 the sale's own points (db.rules.promotions.refunded_part), each funder's part back to it; a
 member who spent those points already: the points they cannot return are a shortfall, kept
-from the cash as the sale's own (purchases.cash_back). A full refund voids the sale's
+from the cash as the sale's own (purchases.cash_back); the selling partner, which kept their
+value, pays them back from its partner_issued account to the award's other funders (or the
+program), so each funder still gets back all its part. A full refund voids the sale's
 unclaimed promotion vouchers (a claimed one stays: its reward was given) and takes back its
 promotion stamps from cards that still hold them. Uses counted in promotion_uses are not
 given back: a refunded sale still used its promotion (a member cannot buy, refund and buy
@@ -99,6 +101,9 @@ class PromotionBack:
     stamps: int = 0  # promotion stamps taken back from the member's cards
     voucher: str | None = None  # the award's voucher, when the refund was full
     voucher_status: str | None = None  # "voided", or "claimed" (it stays), or as it stood
+    # The shortfall's points the selling partner's account paid back to the award's funders
+    # (it kept their value from the cash): the shortfall, when another than it funded it.
+    repaid: int = 0
 
     def params(self) -> dict[str, Any]:
         return {
@@ -109,6 +114,7 @@ class PromotionBack:
             "stamps": self.stamps,
             "voucher": self.voucher,
             "voucher_status": self.voucher_status,
+            "repaid": self.repaid,
         }
 
 
@@ -596,7 +602,7 @@ _GIVEN = text(
                          (SELECT coalesce(sum(b.amount), 0) FROM transactions AS r
                           JOIN entries AS b ON b.transaction_id = r.id
                           WHERE r.reverses_id = pa.transaction_id
-                            AND b.account_id = e.account_id)
+                            AND b.account_id = e.account_id AND b.amount > 0)
                          ORDER BY e.id)
                      FROM entries AS e
                      WHERE e.transaction_id = pa.transaction_id AND e.amount < 0), '{}')
@@ -669,6 +675,7 @@ async def take_back(
     member_id: int,
     wallet: int | None,
     partner_id: int | None,
+    seller_issued: int,
     refund_id: int,
     refund_key: str,
     total: Decimal,
@@ -685,23 +692,40 @@ async def take_back(
     done = []
     for given in plan.given:
         title = _title(program, given.promotion)
-        points = shortfall = stamps = 0
+        points = shortfall = stamps = repaid = 0
         if given.points and given.transaction_id is not None:
-            claws = refund_claws(given, total, before, after)
+            claws = [
+                (acc, part) for acc, part in refund_claws(given, total, before, after) if part
+            ]
             due = sum(c for _, c in claws)
             taken = min(due, max(available, 0)) if wallet is not None else 0
             shortfall = due - taken
-            if taken:
-                parts = _shares(taken, [c for _, c in claws])
-                legs = [Leg(wallet, -taken)] if wallet is not None else []
-                legs += [Leg(acc, part) for (acc, _), part in zip(claws, parts, strict=True)]
+            # Points the member spent cannot come back from the wallet; the seller keeps
+            # their value from the cash, so its account pays them back to the funders.
+            if shortfall and any(acc != seller_issued for acc, _ in claws):
+                repaid = shortfall
+            if repaid:
+                credits = claws  # each funder gets back all its part
+            else:
+                shares = _shares(taken, [c for _, c in claws])
+                credits = [(acc, part) for (acc, _), part in zip(claws, shares, strict=True)]
+            if taken or repaid:
+                legs = [Leg(wallet, -taken)] if wallet is not None and taken else []
+                legs += [Leg(seller_issued, -repaid)] if repaid else []
+                legs += [Leg(acc, part) for acc, part in credits if part]
                 posted = await post(
                     session,
                     legs,
-                    [Lot(member_id, -taken, prefer_tx=given.transaction_id)],
+                    [Lot(member_id, -taken, prefer_tx=given.transaction_id)] if taken else [],
                     kind=TxKind.REVERSE,
                     key=f"{refund_key}:promo:{given.promotion}",
-                    digest=fingerprint("promotion-back", given.transaction_id, refund_id, taken),
+                    digest=fingerprint(
+                        "promotion-back",
+                        given.transaction_id,
+                        refund_id,
+                        taken,
+                        *([repaid] if repaid else []),
+                    ),
                     member_id=member_id,
                     partner_id=partner_id,
                     reverses_id=given.transaction_id,
@@ -728,7 +752,9 @@ async def take_back(
             voucher, status = await _void_voucher(session, given.voucher_id, now)
         if points or shortfall or stamps or voucher:
             done.append(
-                PromotionBack(given.promotion, title, points, shortfall, stamps, voucher, status)
+                PromotionBack(
+                    given.promotion, title, points, shortfall, stamps, voucher, status, repaid
+                )
             )
     return tuple(done)
 
@@ -760,6 +786,12 @@ _BACK_OF_REFUND = text(
                      JOIN accounts AS a ON a.id = e.account_id AND a.kind = 'member'
                      WHERE r.reverses_id = pa.transaction_id AND r.related_id = :refund), 0)
                AS taken,
+           coalesce((SELECT sum(-e.amount) FROM transactions AS r
+                     JOIN entries AS e ON e.transaction_id = r.id
+                     JOIN accounts AS a ON a.id = e.account_id AND a.kind <> 'member'
+                     WHERE r.reverses_id = pa.transaction_id AND r.related_id = :refund
+                       AND e.amount < 0), 0)
+               AS repaid,
            coalesce((SELECT sum(e.amount) FROM transactions AS r
                      JOIN entries AS e ON e.transaction_id = r.id
                      JOIN accounts AS a ON a.id = e.account_id AND a.kind = 'stamp_pool'
@@ -807,6 +839,7 @@ async def taken_back(
                     stamps,
                     voucher,
                     status,
+                    int(r.repaid),
                 )
             )
     return tuple(done)

@@ -841,6 +841,7 @@ async def post_reversal(
             member_id=orig.member_id,
             wallet=wallet,
             partner_id=orig.partner_id,
+            seller_issued=accounts.issued_id,
             refund_id=tx_id,
             refund_key=key,
             total=charged(orig.amount, orig.discount),
