@@ -606,3 +606,56 @@ async def test_a_shortfall_of_promotion_points_is_paid_back_to_its_funders_by_th
     }
     again = await refund(sessions, program, done.transaction_id, "r1")
     assert again.replayed and again.promotions == back.promotions
+
+
+@pytest.mark.parametrize("program", [promo_program(BOOK_COFFEE)])
+async def test_a_full_refund_and_a_claim_of_its_voucher_at_once_do_not_deadlock(
+    sessions: Sessions, program: Program
+) -> None:
+    """The claim holds the voucher and waits for the café's account (held a moment by
+    another); the refund comes meanwhile: it waits for the voucher before any account, so
+    neither holds what the other waits for."""
+    async with sessions() as s:
+        barista = await staff_at(s, "coffee", 900)
+    for i in range(3):
+        ann = await member(sessions, program, tg=10 + i)
+        done = await sale(sessions, program, ann, "books", "40.00", f"b{i}")
+        code = done.promotions[0].voucher
+        assert code is not None
+
+        async def claim(code: str = code) -> Any:
+            async with sessions() as s:
+                return await claim_voucher(
+                    s, program, barista, code=code, now=SAT_9 + timedelta(minutes=5)
+                )
+
+        async with sessions() as holder:
+            await holder.execute(
+                text(
+                    """SELECT a.id FROM accounts AS a JOIN partners AS p ON p.id = a.partner_id
+                       WHERE p.slug = 'coffee' AND a.kind = 'partner_redeemed' FOR UPDATE"""
+                )
+            )
+            claiming = asyncio.create_task(claim())
+            await asyncio.sleep(0.3)
+            refunding = asyncio.create_task(
+                refund(sessions, program, done.transaction_id, f"r{i}")
+            )
+            await asyncio.sleep(0.3)
+            await holder.rollback()
+        claimed, back = await asyncio.gather(claiming, refunding, return_exceptions=True)
+        assert not isinstance(claimed, BaseException), claimed
+        assert not isinstance(back, BaseException), back
+        assert [(p.voucher, p.voucher_status) for p in back.promotions] == [(code, "claimed")]
+        # And both at once, as they come.
+        other = await member(sessions, program, tg=20 + i)
+        done = await sale(sessions, program, other, "books", "40.00", f"o{i}")
+        code = done.promotions[0].voucher
+        assert code is not None
+        outcomes = await asyncio.gather(
+            refund(sessions, program, done.transaction_id, f"q{i}"),
+            claim(code),
+            return_exceptions=True,
+        )
+        assert not isinstance(outcomes[0], BaseException), outcomes[0]
+        assert "Deadlock" not in repr(outcomes[1])

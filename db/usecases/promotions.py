@@ -584,6 +584,11 @@ class RefundPlan:
     given: tuple[_Given, ...]
 
     @property
+    def vouchers(self) -> list[int]:
+        """The sale's promotion vouchers (a full refund voids those still open)."""
+        return sorted({g.voucher_id for g in self.given if g.voucher_id is not None})
+
+    @property
     def accounts(self) -> list[int]:
         """The funders' accounts, for the refund to lock with its own (in id order)."""
         return sorted({acc for g in self.given for acc, _ in g.funders})
@@ -632,6 +637,17 @@ async def refund_plan(session: AsyncSession, sale_id: int) -> RefundPlan:
             for r in rows
         )
     )
+
+
+_LOCK_VOUCHERS = text("SELECT id FROM vouchers WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+
+
+async def lock_vouchers(session: AsyncSession, plan: RefundPlan) -> None:
+    """A full refund's promotion vouchers, locked before any account: in the order a claim
+    takes them (the member's row, the voucher's, then accounts: voucher_claims.claim_voucher),
+    so a refund and a claim of its voucher at the same moment cannot deadlock."""
+    if ids := plan.vouchers:
+        await session.execute(_LOCK_VOUCHERS, {"ids": ids})
 
 
 def refund_due(points: int, total: Decimal, before: Decimal, after: Decimal) -> int:

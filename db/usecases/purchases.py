@@ -755,6 +755,8 @@ async def post_reversal(
     inviter_wallet = reward.inviter_wallet if reward else None
     # What the sale got from promotions: their funders' accounts are locked with the rest.
     promoted = await promotions.refund_plan(session, orig.id)
+    if after == 0:  # it voids the open ones: locked before the accounts, as a claim does
+        await promotions.lock_vouchers(session, promoted)
     balances = await lock_accounts(
         session,
         [accounts.issued_id, accounts.redeemed_id, wallet, program_acc, breakage]
