@@ -370,3 +370,38 @@ def test_a_stamps_promotion_needs_an_ordinary_card_wherever_it_applies() -> None
             "card (a distinct_partners card takes no promotion's stamps): list in partners "
             "only partners with one"
         ), str(info.value)
+
+
+def _with_reward_promotion(points: int, **promo: Any) -> dict[str, Any]:
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["rewards"] = [
+        {"slug": "free-coffee", "title": "A coffee", "partner": "coffee", "points": points}
+    ]
+    data["promotions"] = [
+        {"slug": "coffee-gift", "title": "Gift", "effect": {"reward": "free-coffee"}, **promo}
+    ]
+    return data
+
+
+def test_a_zero_point_voucher_comes_only_from_its_own_partners_promotion() -> None:
+    """As for a stamp card: a 0-point reward's voucher moves no points when claimed, so the
+    café bears it; only a promotion at the café alone, funded by it, may give it."""
+    for ok in ({"partners": ["coffee"]}, {"partners": ["coffee"], "funded_by": {"coffee": 100}}):
+        assert parse_program(_with_reward_promotion(0, **ok)).promotions[0].effect.reward
+    # With a price, anyone may give it: its funder's points move when it is claimed.
+    assert parse_program(_with_reward_promotion(300, partners=["books"], funded_by="program"))
+    for bad in (
+        {},  # everywhere
+        {"partners": ["books"]},
+        {"partners": ["coffee", "books"]},
+        {"partners": ["coffee"], "funded_by": "program"},
+        {"partners": ["coffee"], "funded_by": {"books": 100}},
+    ):
+        with pytest.raises(ProgramError) as info:
+            parse_program(_with_reward_promotion(0, **bad))
+        assert str(info.value) == (
+            "program.toml: promotions[0] (coffee-gift).effect.reward: 'free-coffee' is worth 0 "
+            "points and honoured at 'coffee', so only a promotion at 'coffee' alone "
+            '(partners = ["coffee"]), funded by it, may give it: give the reward a price in '
+            "points"
+        ), (bad, str(info.value))

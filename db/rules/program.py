@@ -487,6 +487,19 @@ class Program(_Strict):
                         f"{where}.funded_by: a voucher has one funder: name one partner "
                         '(its share 100) or write "program"'
                     )
+                # As for a stamp card's: a 0-point reward's voucher moves no points when it
+                # is claimed, so its honouring partner bears it: only a promotion at that
+                # partner alone, funded by it, may give it.
+                reward = self.reward(reward_slug)
+                assert reward is not None
+                own = promo.funded_by is None or promo.funded_by == {reward.partner: 100}
+                if not reward.points and (promo.partners != [reward.partner] or not own):
+                    raise ValueError(
+                        f"{where}.effect.reward: {reward.slug!r} is worth 0 points and "
+                        f"honoured at {reward.partner!r}, so only a promotion at "
+                        f'{reward.partner!r} alone (partners = ["{reward.partner}"]), funded '
+                        "by it, may give it: give the reward a price in points"
+                    )
             if promo.effect.stamps:
                 # Its stamps go on the selling partner's ordinary cards: every partner it
                 # applies at must have one, or "+n stamps" would be told where none is put.
