@@ -490,3 +490,36 @@ async def test_offers_open_to_members_in_different_situations(
     fresh = await slugs(newcomer)
     assert list(fresh) == ["birthday", "new-partner", "summer", "bakery-weekend"]
     assert fresh["new-partner"].partners == ("gym", "bakery")
+
+
+WEEKEND_BIRTHDAY = {
+    "slug": "birthday-weekend",
+    "title": "A birthday weekend",
+    "who": {"birthday": True},
+    "when": {"weekdays": ["sat", "sun"]},
+    "effect": {"bonus_points": 200},
+    "funded_by": "program",
+    "personal": True,
+    "max_per_member": 1,
+}
+
+
+@pytest.mark.parametrize(
+    "program", [parse_program({**OFFERS_PROGRAM, "promotions": [WEEKEND_BIRTHDAY]})]
+)
+async def test_a_birthday_offer_only_in_a_week_it_runs_in_and_dropped_with_the_birthday(
+    sessions: Sessions, program: Program
+) -> None:
+    # Wednesday 10 March: Ann's week (4–10 March) has no weekend day left, though the
+    # promotion runs on Saturday 13th, within the job's week ahead; Bob's (8–14) has it.
+    ann, bob = await join(sessions, program, 501), await join(sessions, program, 502)
+    await set_column(sessions, ann, birthday=date(2000, 3, 4))
+    await set_column(sessions, bob, birthday=date(2000, 3, 8))
+    async with sessions() as s:
+        assert await tell_personal_offers(s, program, NOW) == 1
+        assert open_offers(program, await member_facts(s, ann), NOW) == []
+    assert [(m, p["until"]) for m, _, p in await outbox(sessions)] == [(bob, "2027-03-14")]
+    # Bob takes his birthday away before the message goes: it is not sent.
+    async with sessions() as s:
+        await remove_birthday(s, bob, NOW + timedelta(minutes=1), WARSAW)
+    assert await outbox(sessions) == []

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import Member
+from db.ledger.models import Member, Outbox
 from db.ledger.writer import unit_of_work
 from db.rules.birthdays import may_change, next_change
 
@@ -78,7 +78,9 @@ async def remove_birthday(
     session: AsyncSession, member_id: int, now: datetime, zone: ZoneInfo
 ) -> Birthday:
     """Forget the birthday (always allowed). When it was last given is kept, so giving it
-    again within the year is refused as any change would be."""
+    again within the year is refused as any change would be. A birthday offer not yet sent
+    is dropped with it (db/usecases/personal_offers.py: its params hold the week's last
+    day, `until`): no "happy birthday week" after the member took the birthday away."""
     async with unit_of_work(session):
         row = (
             await session.execute(
@@ -88,4 +90,12 @@ async def remove_birthday(
                 .returning(Member.birthday_set_at)
             )
         ).one()
+        await session.execute(
+            delete(Outbox).where(
+                Outbox.member_id == member_id,
+                Outbox.status == "pending",
+                Outbox.promotion.is_not(None),
+                Outbox.params.has_key("until"),
+            )
+        )
         return _state(None, row.birthday_set_at, now, zone)

@@ -8,8 +8,9 @@ promotion's `who` (tiers, member_years, first_ever) and have not used it up
 (`max_per_member`), and
 - win-back (`who.inactive_days`): no purchase for that many days (or since joining), told
   once per lapse: occasion "inactive:<the last purchase's local day>";
-- birthday (`who.birthday`): in their birthday week, told once a year:
-  occasion "birthday:<the year the week began>";
+- birthday (`who.birthday`): in their birthday week, when the promotion runs on some day
+  from today to the week's last, told once a year: occasion "birthday:<the year the week
+  began>";
 - cross-sell (`who.first_at_partner`): bought somewhere in the program in the last
   ACTIVE_DAYS days but never at one of the promotion's partners: occasion "once" (the
   message names the partners where it still applies to them);
@@ -33,6 +34,7 @@ from db.rules.offers import (
     ACTIVE_DAYS,
     birthday_starts,
     business_partners,
+    run_days,
     runs_soon,
     years_ago,
 )
@@ -133,10 +135,13 @@ def _binds(program: Program, promo: Promotion, now: datetime) -> dict[str, objec
     if who.member_years:
         binds["joined_by"] = years_ago(today, who.member_years)
     if who.birthday:
+        # Only the birthday weeks in which it still runs on some day, from today to the
+        # week's last (as /offers decides): a member is never told of one they cannot get.
         binds["weeks"] = json.dumps(
             [
                 {"mo": mo, "dy": dy, "yr": yr, "until": until.isoformat()}
                 for mo, dy, yr, until in birthday_starts(today)
+                if run_days(promo, today, until)
             ]
         )
     if who.inactive_days:
