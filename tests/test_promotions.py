@@ -18,6 +18,7 @@ from db.ledger.models import Voucher
 from db.queries.reports import cash_handed_back
 from db.queries.settlement import settlement
 from db.rules.program import Program, parse_program
+from db.usecases import promotions
 from db.usecases.members import register_member
 from db.usecases.purchases import (
     PurchaseResult,
@@ -659,3 +660,33 @@ async def test_a_full_refund_and_a_claim_of_its_voucher_at_once_do_not_deadlock(
         )
         assert not isinstance(outcomes[0], BaseException), outcomes[0]
         assert "Deadlock" not in repr(outcomes[1])
+
+
+SILVER_BONUS = {
+    "slug": "silver-bonus",
+    "title": "Silver members: +50 at the café, the bookshop pays",
+    "partners": ["coffee"],
+    "who": {"tiers": ["Silver"]},
+    "effect": {"bonus_points": 50},
+    "funded_by": {"books": 100},
+}
+
+
+@pytest.mark.parametrize("program", [promo_program(SILVER_BONUS)])
+async def test_accounts_are_locked_for_a_tier_only_promotion_whatever_the_tier(
+    sessions: Sessions, program: Program
+) -> None:
+    """A Bronze member's sale at the café locks the bookshop's account before its own: a
+    sale of theirs elsewhere may make them Silver before this one is posted, and then the
+    bookshop pays, its account taken in the one order."""
+    ann = await member(sessions, program)
+    async with sessions() as s, s.begin():
+        prepared = await promotions.prepare(
+            s, program, member_id=ann, partner="coffee", charged=D("10.00"), now=SAT_9
+        )
+        assert prepared is not None and prepared.locked == {"books"}
+    # And at Silver the bookshop pays.
+    async with sessions() as s, s.begin():
+        await s.execute(text("UPDATE members SET tier = 'Silver' WHERE id = :m"), {"m": ann})
+    done = await sale(sessions, program, ann, "coffee", "10.00", "c1")
+    assert [(a.promotion, a.points) for a in done.promotions] == [("silver-bonus", 50)]

@@ -5,7 +5,8 @@ takes back (post_reversal). What applies is decided in db/rules/promotions.py.
 A sale: `prepare` (before the sale is posted) reads the member's facts a promotion may ask
 about, in one query, and only at a partner with a promotion that runs at the sale's moment
 for its amount (a partner with none costs no query). When a promotion that matches is paid
-by another account than the selling partner's (other partners, the program), it locks
+by another account than the selling partner's (other partners, the program), whatever
+the member's tier (a concurrent sale may raise it before `apply` decides), it locks
 every account the sale and its promotions will post to, in id order, before the sale
 takes its own: the order every posting takes them in (ledger_post), so two sales that fund
 each other's promotions cannot deadlock. `apply` (after the sale and its stamps are
@@ -214,9 +215,19 @@ async def prepare(
         first_at_partner=bool(history and row.first_at_partner),
         last_purchase_at=row.last_purchase_at if history else None,
     )
+    # Whatever the member's tier: `apply` decides at the tier the sale is posted at, which a
+    # sale of theirs elsewhere may raise meanwhile, so a promotion for some tiers is taken
+    # as theirs here (locking an account more costs nothing; one fewer could deadlock).
+    zone = program.program.zone
+    at = rules.local(now, zone)
     paying: set[str | None] = set()
-    for promo in rules.matching(program, partner, charged, now, shopper):
-        if promo.effect.multiplier is not None or promo.effect.bonus_points:
+    for promo in maybe:
+        if promo.effect.multiplier is None and not promo.effect.bonus_points:
+            continue
+        tiers = promo.who.tiers
+        if rules.eligible(
+            promo, replace(shopper, tier=str(tiers[0])) if tiers else shopper, at, zone
+        ):
             paying.update(who for who, _ in rules.funders(promo, partner))
     paying.discard(partner)
     if paying:
@@ -373,8 +384,9 @@ async def apply(
     if any(p.who.needs_history for p in matched):
         # Read before the sale, and before it held the member's wallet: another sale of
         # theirs may have committed since. Read again now, under the wallet's lock (a sale
-        # of theirs still under way waits for this one), without this sale. Fresher facts
-        # only ever match fewer: the accounts locked before cover them.
+        # of theirs still under way waits for this one), without this sale. Fresher
+        # purchases only ever match fewer (a first visit, a win-back), and the accounts
+        # were locked whatever the tier (prepare): those locked before cover them.
         shopper = await _history_now(session, shopper, member.id, partner, result.transaction_id)
         matched = rules.matching(program, partner, charged, now, shopper)
     if not matched:
