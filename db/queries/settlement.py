@@ -68,7 +68,9 @@ class Settlement:
     end: datetime
     point_value: Decimal
     partners: list[PartnerPosition]
-    program_funded: int  # welcome, referral and manual points paid by the program
+    # Points the program paid: welcome, referral and manual points, the promotions it funds
+    # (program_promotions, net of refunds) and the program-funded vouchers claimed.
+    program_funded: int
     expired: int  # points whose lots reached their expiry date in the period
     forfeited: int  # points of deleted accounts, taken at deletion or by a later refund
     program_outstanding: int = 0  # the program's share of the points members held at `end`

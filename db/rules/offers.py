@@ -163,7 +163,7 @@ def open_offers(program: Program, facts: MemberFacts, now: datetime) -> list[Ope
                 continue
             key += f"@{first.year}"
             offer = OpenOffer(promo, partners, birthday_from=first, birthday_until=last)
-        most = limit(promo)
+        most = limit(promo)  # a first_ever promotion's is 1
         if most and not who.first_at_partner:
             left = most - facts.uses.get(key, 0)
             if left <= 0:
@@ -175,7 +175,5 @@ def open_offers(program: Program, facts: MemberFacts, now: datetime) -> list[Ope
                 offer.birthday_until,
                 uses_left=left,
             )
-        elif who.first_ever:
-            offer = OpenOffer(promo, offer.partners, uses_left=1)
         offers.append(offer)
     return offers

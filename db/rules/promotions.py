@@ -99,16 +99,23 @@ def birthday_in(birthday: date, year: int) -> date:
         return date(year, 2, 28)
 
 
-def birthday_week(birthday: date | None, today: date) -> bool:
-    """Whether the local day `today` is in the birthday week: the birthday and the six days
-    after it (a birthday on 30 December reaches into January)."""
+def _week_year(birthday: date | None, today: date) -> int | None:
+    """The year the birthday week that holds the local day `today` began in (None: `today`
+    is in none): the birthday and the six days after it (a birthday on 30 December reaches
+    into January)."""
     if birthday is None:
-        return False
+        return None
     for year in (today.year, today.year - 1):
         start = birthday_in(birthday, year)
         if start <= today < start + timedelta(days=BIRTHDAY_WEEK):
-            return True
-    return False
+            return year
+    return None
+
+
+def birthday_week(birthday: date | None, today: date) -> bool:
+    """Whether the local day `today` is in the birthday week: the birthday and the six days
+    after it (a birthday on 30 December reaches into January)."""
+    return _week_year(birthday, today) is not None
 
 
 def full_years(since: date, today: date) -> int:
@@ -235,12 +242,8 @@ def use_key(promo: Promotion, partner: str, at: datetime, birthday: date | None 
 
 def birthday_year(birthday: date | None, today: date) -> int:
     """The year of the birthday week `today` is in (else today's year)."""
-    if birthday is not None:
-        for year in (today.year, today.year - 1):
-            start = birthday_in(birthday, year)
-            if start <= today < start + timedelta(days=BIRTHDAY_WEEK):
-                return year
-    return today.year
+    year = _week_year(birthday, today)
+    return today.year if year is None else year
 
 
 def limit(promo: Promotion) -> int:

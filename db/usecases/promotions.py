@@ -701,7 +701,7 @@ async def take_back(
     *,
     sale_id: int,
     member_id: int,
-    wallet: int | None,
+    wallet: int,
     partner_id: int | None,
     seller_issued: int,
     refund_id: int,
@@ -715,8 +715,7 @@ async def take_back(
     """Inside a refund's transaction (posted as `refund_id`; the member's wallet and the
     funders' accounts locked): take back what the refunded money earned through the sale's
     promotions. `available`: the wallet's points the refund's own postings left (those
-    beyond it are a shortfall); `wallet` None: the member's account was deleted (their
-    points were forfeited: nothing to take)."""
+    beyond it are a shortfall: a deleted member's wallet holds none)."""
     done = []
     for given in plan.given:
         title = _title(program, given.promotion)
@@ -726,7 +725,7 @@ async def take_back(
                 (acc, part) for acc, part in refund_claws(given, total, before, after) if part
             ]
             due = sum(c for _, c in claws)
-            taken = min(due, max(available, 0)) if wallet is not None else 0
+            taken = min(due, max(available, 0))
             shortfall = due - taken
             # Points the member spent cannot come back from the wallet; the seller keeps
             # their value from the cash, so its account pays them back to the funders.
@@ -738,7 +737,7 @@ async def take_back(
                 shares = _shares(taken, [c for _, c in claws])
                 credits = [(acc, part) for (acc, _), part in zip(claws, shares, strict=True)]
             if taken or repaid:
-                legs = [Leg(wallet, -taken)] if wallet is not None and taken else []
+                legs = [Leg(wallet, -taken)] if taken else []
                 legs += [Leg(seller_issued, -repaid)] if repaid else []
                 legs += [Leg(acc, part) for acc, part in credits if part]
                 posted = await post(
