@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import Voucher
@@ -690,3 +690,35 @@ async def test_accounts_are_locked_for_a_tier_only_promotion_whatever_the_tier(
         await s.execute(text("UPDATE members SET tier = 'Silver' WHERE id = :m"), {"m": ann})
     done = await sale(sessions, program, ann, "coffee", "10.00", "c1")
     assert [(a.promotion, a.points) for a in done.promotions] == [("silver-bonus", 50)]
+
+
+async def test_funders_accounts_are_read_once_and_refunds_find_their_postings_by_index(
+    sessions: Sessions, program: Program, engine: Any
+) -> None:
+    ann = await member(sessions, program)
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        done = await sale(sessions, program, ann, "gym", "30.00", "g1")
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert [a.points for a in done.promotions] == [101]  # paid by four partners
+    # Their accounts were read as they were locked, before the sale: not once each again.
+    issued_sql = str(promotions._ISSUED).replace(":slug", "$1").strip()
+    assert not [q for q in statements if q.strip() == issued_sql]
+    back = await refund(sessions, program, done.transaction_id, "r1", "10.00")
+    async with sessions() as s, s.begin():
+        await s.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            (
+                await s.execute(
+                    text("EXPLAIN " + str(promotions._BACK_OF_REFUND)),
+                    {"sale": done.transaction_id, "refund": back.transaction_id},
+                )
+            ).scalars()
+        )
+    assert "ix_transactions_related_id" in plan, plan

@@ -445,6 +445,12 @@ class Transaction(Base):
         Index("ix_transactions_partner_created", "partner_id", "created_at"),
         Index("ix_transactions_created_at", "created_at"),
         Index("ix_transactions_reverses_id", "reverses_id"),
+        # A sale's stamps, promotions and reward; a refund's reversals of them (0019).
+        Index(
+            "ix_transactions_related_id",
+            "related_id",
+            postgresql_where="related_id IS NOT NULL",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -125,6 +125,8 @@ class Prepared:
 
     shopper: Shopper
     locked: frozenset[str | None]  # the funders whose accounts are locked (None: program)
+    # Their partner_issued accounts (None: the program's), read as they were locked.
+    funder_accounts: tuple[tuple[str | None, int], ...] = ()
 
 
 def candidates(program: Program, partner: str, charged: Decimal, now: datetime) -> list[Promotion]:
@@ -174,7 +176,7 @@ _PREVIEW = {
 # locks a posting's): the member's wallet, the seller's accounts, the funders', the program's.
 _LOCK = text(
     """
-    SELECT a.id FROM accounts AS a LEFT JOIN partners AS p ON p.id = a.partner_id
+    SELECT a.id, a.kind, p.slug FROM accounts AS a LEFT JOIN partners AS p ON p.id = a.partner_id
     WHERE (a.kind = 'member' AND a.member_id = :member)
        OR (a.kind IN ('partner_issued', 'partner_redeemed') AND p.slug = :seller)
        OR (a.kind = 'partner_issued' AND p.slug = ANY(:funders))
@@ -230,8 +232,9 @@ async def prepare(
         ):
             paying.update(who for who, _ in rules.funders(promo, partner))
     paying.discard(partner)
+    funder_accounts: list[tuple[str | None, int]] = []
     if paying:
-        await session.execute(
+        rows = await session.execute(
             _LOCK,
             {
                 "member": member_id,
@@ -240,7 +243,12 @@ async def prepare(
                 "program": None in paying,
             },
         )
-    return Prepared(shopper, frozenset(paying))
+        for row in rows:
+            if row.kind == AccountKind.PROGRAM:
+                funder_accounts.append((None, row.id))
+            elif row.kind == AccountKind.PARTNER_ISSUED and row.slug in paying:
+                funder_accounts.append((row.slug, row.id))
+    return Prepared(shopper, frozenset(paying), tuple(funder_accounts))
 
 
 _HISTORY_NOW = text(
@@ -422,7 +430,16 @@ async def apply(
         title = str(promo.title)
         if award.points:
             tx_id, balance = await _post_points(
-                session, program, promo, award.points, result, member, accounts, key, expires_at
+                session,
+                program,
+                promo,
+                award.points,
+                result,
+                member,
+                accounts,
+                key,
+                expires_at,
+                dict(prepared.funder_accounts),
             )
             multiplier = promo.effect.multiplier
             done.append(Awarded(promo.slug, title, points=award.points, multiplier=multiplier))
@@ -495,12 +512,17 @@ async def _post_points(
     accounts: PartnerAccounts,
     key: str,
     expires_at: datetime | None,
+    known: dict[str | None, int],
 ) -> tuple[int, int]:
     """One promotion's points: its funders' accounts (or the program's) to the wallet.
-    Returns the transaction and the wallet's balance after it."""
+    `known`: the funders' accounts `prepare` read as it locked them. Returns the
+    transaction and the wallet's balance after it."""
     legs = [Leg(member.wallet_id, points)]
     for who, part in rules.split(points, rules.funders(promo, result.partner)):
-        legs.append(Leg(await _funder_account(session, who, accounts), -part))
+        account = accounts.issued_id if who == accounts.slug else known.get(who)
+        if account is None:  # not locked by prepare (never, for a valid sale): read it
+            account = await _funder_account(session, who, accounts)
+        legs.append(Leg(account, -part))
     posted = await post(
         session,
         legs,
