@@ -30,7 +30,15 @@ from db.queries.simulate import Simulation, read_only, simulate
 from db.rules.discounts import discount_of
 from db.rules.points import earned_points, share_kept
 from db.rules.program import Program, parse_program
-from db.rules.simulation import Earning, discount_cents, kept, last_nightly_run
+from db.rules.simulation import (
+    Earning,
+    _Nights,
+    _Tiers,
+    discount_cents,
+    kept,
+    last_nightly_run,
+    next_nightly_run,
+)
 from db.usecases.members import get_member, register_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.tiers import recalculate_tiers
@@ -370,6 +378,23 @@ def test_the_nightly_run_is_at_half_past_two_local() -> None:
     assert last_nightly_run(before + timedelta(minutes=1), program) == datetime(
         2026, 9, 1, 2, 30, tzinfo=WARSAW
     )
+
+
+def test_the_nightly_runs_follow_the_local_clock_across_daylight_saving() -> None:
+    """The run after Sunday 28 March 2027's (the clocks go forward that night) is Monday's
+    at 02:30 summer time, 00:30 UTC: 24 hours later would be an hour late, and a sale at
+    03:00 that Monday would miss it."""
+    program = sim_program()
+    sunday = last_nightly_run(datetime(2027, 3, 28, 12, tzinfo=UTC), program)
+    monday = datetime(2027, 3, 29, 0, 30, tzinfo=UTC)
+    assert next_nightly_run(sunday, program) == monday
+    nights = _Nights(program, datetime(2027, 3, 20, tzinfo=UTC), datetime(2027, 4, 5, tzinfo=UTC))
+    tiers = _Tiers(nights, [0, 100_000, 300_000], datetime(2027, 3, 27, 12, tzinfo=UTC))
+    tiers.advance(datetime(2027, 3, 28, 12, tzinfo=UTC))
+    assert tiers.next_run == monday
+    # And back in October (26 October 2026's 02:30 is winter time again: 01:30 UTC).
+    autumn = last_nightly_run(datetime(2026, 10, 25, 12, tzinfo=UTC), program)
+    assert next_nightly_run(autumn, program) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
 
 
 def toml_value(value: Any) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from bot.runtime import Runtime
 from bot.workers.delivery import start_due_campaigns
 from bot.workers.notify import Notifier
+from db.rules.program import TIERS_NIGHTLY
 from db.usecases.expiry import expire_due
 from db.usecases.gifts import return_expired_gifts
 from db.usecases.outbox import prune
@@ -139,7 +140,7 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     at: list[tuple[str, int, int, Callable[[], Awaitable[object]]]] = [
         ("expire", 2, 0, lambda: expire_points(runtime)),
         ("stamps", 2, 15, lambda: lapse_stamps(runtime)),
-        ("tiers", 2, 30, lambda: recalc_tiers(runtime)),
+        ("tiers", TIERS_NIGHTLY.hour, TIERS_NIGHTLY.minute, lambda: recalc_tiers(runtime)),
         ("notices", 3, 0, lambda: prune_notices(runtime)),
         ("remind", 10, 0, lambda: remind_expiring(runtime, notifier)),
         ("stamp_reminders", 10, 5, lambda: remind_lapsing_stamps(runtime)),

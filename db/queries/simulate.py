@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from db.ledger.models import TxKind
 from db.queries.settlement import Settlement, settlement
 from db.rules.points import CENT, points_money
 from db.rules.program import Program, Text
@@ -161,7 +162,8 @@ async def read_only(session: AsyncSession) -> None:
     await session.execute(text("SET LOCAL jit = off"))
 
 
-_SALES = "('earn', 'redeem')"
+_SALES = TxKind.sql_in("kind", TxKind.SALES)  # the till's sales
+_T_SALES = TxKind.sql_in("t.kind", TxKind.SALES)
 
 # The period's buyers, with what is known of them before the stream's start ($3): where they
 # bought, and their last purchase; and the promotions their sales before the period ($1)
@@ -169,13 +171,13 @@ _SALES = "('earn', 'redeem')"
 _MEMBERS = f"""
 WITH active AS (
     SELECT DISTINCT member_id AS id FROM transactions
-    WHERE kind IN {_SALES} AND created_at >= $1 AND created_at < $2
+    WHERE {_SALES} AND created_at >= $1 AND created_at < $2
 )
 SELECT m.id, m.joined_at, m.birthday,
     (SELECT array_agg(DISTINCT t.partner_id) FROM transactions AS t
-     WHERE t.member_id = m.id AND t.kind IN {_SALES} AND t.created_at <= $3) AS partners,
+     WHERE t.member_id = m.id AND {_T_SALES} AND t.created_at <= $3) AS partners,
     (SELECT max(t.created_at) FROM transactions AS t
-     WHERE t.member_id = m.id AND t.kind IN {_SALES} AND t.created_at <= $3) AS last_at,
+     WHERE t.member_id = m.id AND {_T_SALES} AND t.created_at <= $3) AS last_at,
     (SELECT array_agg(ARRAY[pa.promotion, s.partner_id::text,
                             to_char(s.created_at AT TIME ZONE $4, 'YYYY-MM-DD"T"HH24:MI')]
                       ORDER BY s.id)
@@ -195,7 +197,7 @@ WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at > $3 AND t.create
   AND t.amount IS NOT NULL  -- a refund of money, not the take-back of a promotion or stamp
   AND t.member_id IN (
       SELECT member_id FROM transactions
-      WHERE kind IN {_SALES} AND created_at >= $1 AND created_at < $2)
+      WHERE {_SALES} AND created_at >= $1 AND created_at < $2)
 ORDER BY t.member_id, t.created_at, t.id
 """
 
@@ -206,7 +208,7 @@ _ACTUAL = text(
     f"""
     WITH sales AS (
         SELECT id FROM transactions
-        WHERE kind IN {_SALES} AND created_at >= :start AND created_at < :end
+        WHERE {_SALES} AND created_at >= :start AND created_at < :end
     ), moves AS (
         SELECT id FROM sales
         UNION ALL

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -142,6 +142,9 @@ class ReferralRules(_Strict):
 # A member's tier is the highest whose min_spend their money spent in this trailing window
 # reaches (Program.tier_for_spend).
 TIER_WINDOW = timedelta(days=365)
+# The local time of the nightly tier recalculation (bot/workers/jobs.py schedules it; the
+# simulator replays it: db/rules/simulation.py).
+TIERS_NIGHTLY = time(2, 30)
 
 
 class Tier(_Strict):

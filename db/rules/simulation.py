@@ -21,10 +21,10 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from db.rules.program import TIER_WINDOW, Program, Promotion, When
+from db.rules.program import TIER_WINDOW, TIERS_NIGHTLY, Program, Promotion, When
 from db.rules.promotions import (
     Award,
     Shopper,
@@ -37,7 +37,7 @@ from db.rules.promotions import (
     use_key,
 )
 
-NIGHTLY = time(2, 30)  # the local time of the nightly tier recalculation (bot/workers/jobs.py)
+NIGHTLY = TIERS_NIGHTLY  # the local time of the nightly tier recalculation
 
 
 def _scaled(value: Decimal, places: int) -> int:
@@ -100,6 +100,14 @@ def last_nightly_run(at: datetime, program: Program) -> datetime:
     if run > at:
         run = datetime.combine(local.date() - timedelta(days=1), NIGHTLY, tzinfo=zone)
     return run
+
+
+def next_nightly_run(run: datetime, program: Program) -> datetime:
+    """The nightly recalculation after the one at `run`: the next local day's, at NIGHTLY in
+    the program's zone (not `run` + 24 hours, which is an hour off across a DST change)."""
+    zone = program.program.zone
+    day = run.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(day, NIGHTLY, tzinfo=zone)
 
 
 def history_start(start: datetime, program: Program) -> datetime:
@@ -181,6 +189,13 @@ class _Nights:
             return self._runs[i - 1]
         return last_nightly_run(at, self._program)
 
+    def after(self, run: datetime) -> datetime:
+        """The run after the run `run`."""
+        i = bisect_right(self._runs, run)
+        if 0 < i < len(self._runs):
+            return self._runs[i]
+        return next_nightly_run(run, self._program).astimezone(UTC)
+
 
 class _Tiers:
     """One member's tier, as the bot decides it (see the module's docstring)."""
@@ -195,7 +210,7 @@ class _Tiers:
         self.spend = 0
         self.index = 0
         # Before the first nightly run after the stream's start no tier is read.
-        self.next_run = nights.last(first) + timedelta(days=1)
+        self.next_run = nights.after(nights.last(first))
 
     def _for_spend(self) -> int:
         index = 0
@@ -217,7 +232,7 @@ class _Tiers:
         run = self._nights.last(at)
         self._drop_until(run)
         self.index = self._for_spend()
-        self.next_run = run + timedelta(days=1)
+        self.next_run = self._nights.after(run)
 
     def spent(self, at: datetime, paid: int, *, sale: bool) -> None:
         """Money spent (a sale's paid part) or given back (a refund's money part, negative)

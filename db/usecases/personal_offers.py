@@ -43,7 +43,7 @@ from db.rules.promotions import limit
 
 BATCH = 5_000  # members per statement (and per transaction)
 
-_SALES = "(" + ", ".join(f"'{kind}'" for kind in TxKind.SALES) + ")"
+_SALES = TxKind.sql_in("t.kind", TxKind.SALES)
 
 
 def _statement(promo: Promotion) -> str:
@@ -60,7 +60,7 @@ def _statement(promo: Promotion) -> str:
         conditions.append("m.tier = ANY(CAST(:tiers AS text[]))")
     if who.member_years:
         conditions.append("CAST(m.joined_at AT TIME ZONE :zone AS date) <= :joined_by")
-    bought = f"SELECT 1 FROM transactions AS t WHERE t.member_id = m.id AND t.kind IN {_SALES}"
+    bought = f"SELECT 1 FROM transactions AS t WHERE t.member_id = m.id AND {_SALES}"
     if who.first_ever:
         conditions.append(f"NOT EXISTS ({bought})")
     if who.birthday:
@@ -83,7 +83,7 @@ def _statement(promo: Promotion) -> str:
         joins.append(
             "CROSS JOIN LATERAL (SELECT COALESCE(("
             f"SELECT max(t.created_at) FROM transactions AS t WHERE t.member_id = m.id"
-            f" AND t.kind IN {_SALES}), m.joined_at) AS since) AS last"
+            f" AND {_SALES}), m.joined_at) AS since) AS last"
         )
         conditions.append("last.since <= :inactive_since")
     if who.first_at_partner:
