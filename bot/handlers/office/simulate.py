@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = 90
 MAX_FILE = 256 * 1024  # bytes; the demo program is about 15 KB
 MESSAGE_LIMIT = 4096
+# Rows per batch of the replay in the bot: the replay's arithmetic runs on the bot's event
+# loop and yields to it between batches, so a batch this small keeps each slice short
+# (the till's updates wait for one batch at most); the command line takes the larger BATCH.
+BOT_BATCH = 2_000
 
 
 class Simulate(StatesGroup):
@@ -203,7 +207,9 @@ async def _run(
     try:
         async with sessions() as session:
             await read_only(session)
-            result = await simulate(session, proposed, current, start=start, end=end)
+            result = await simulate(
+                session, proposed, current, start=start, end=end, batch=BOT_BATCH
+            )
             await session.rollback()
         await _send(message, result, proposed, period)
     except Exception:
