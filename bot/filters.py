@@ -81,6 +81,11 @@ class HasPhoto(Filter):
         return isinstance(event, Message) and bool(event.photo)
 
 
+class HasDocument(Filter):
+    async def __call__(self, event: TelegramObject) -> bool:
+        return isinstance(event, Message) and event.document is not None
+
+
 class TextIs(Filter):
     """The message text equals `label` in the reader's language (a lazy translation)."""
 

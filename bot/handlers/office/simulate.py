@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from html import escape
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject, StateFilter, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -25,7 +25,7 @@ from aiogram.utils.i18n import gettext as _
 from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.filters import IsCommand, IsOwner, IsStaff, PrivateChat
+from bot.filters import HasDocument, IsCommand, IsOwner, IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.charts import render_simulation_chart
 from bot.views.simulation import write_simulation
@@ -366,10 +366,10 @@ def build() -> Router:
     router = Router(name="simulate")
     router.message.filter(PrivateChat(), or_f(IsOwner(), IsStaff("simulate")))
     runner = Runner()  # this dispatcher's simulations
-    router.message.register(runner.from_caption, F.document, Command("simulate"))
+    router.message.register(runner.from_caption, HasDocument(), Command("simulate"))
     router.message.register(ask_for_file, Command("simulate"))
-    router.message.register(runner.from_dialog, StateFilter(Simulate.file), F.document)
-    router.message.register(_not_a_file, StateFilter(Simulate.file), ~IsCommand(), ~F.document)
+    router.message.register(runner.from_dialog, StateFilter(Simulate.file), HasDocument())
+    router.message.register(_not_a_file, StateFilter(Simulate.file), ~IsCommand(), ~HasDocument())
     return router
 
 
