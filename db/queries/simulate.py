@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.ledger.models import TxKind
 from db.queries.settlement import Settlement, settlement
-from db.rules.points import CENT, points_money
+from db.rules.points import expected_money, points_money
 from db.rules.program import Program, Text
 from db.rules.simulation import MemberFacts, Simulator, Tally, history_start, use_counts
 
@@ -126,11 +126,8 @@ class Simulation:
     def cost(self, points: int, voucher_points: int = 0) -> Decimal:
         """Expected money cost: points at the redemption rate, vouchers' value at the claim
         rate, at the proposed point value, to the cent."""
-        value = (
-            points * self.point_value * self.points_rate.value
-            + voucher_points * self.point_value * self.voucher_rate.value
-        )
-        return value.quantize(CENT, rounding=ROUND_HALF_UP)
+        expected = points * self.points_rate.value + voucher_points * self.voucher_rate.value
+        return expected_money(expected, self.point_value)
 
     def partner_cost(self, line: PartnerLine) -> Decimal:
         return self.cost(line.simulated_issued, line.voucher_points)
@@ -193,7 +190,7 @@ SELECT t.member_id, t.id, t.partner_id, t.created_at,
        (t.amount * 100)::bigint, (t.paid * 100)::bigint,
        (coalesce(t.discount, 0) * 100)::bigint, t.reverses_id
 FROM transactions AS t
-WHERE t.kind IN ('earn', 'redeem', 'reverse') AND t.created_at > $3 AND t.created_at < $2
+WHERE {TxKind.sql_in("t.kind", TxKind.SPEND)} AND t.created_at > $3 AND t.created_at < $2
   AND t.amount IS NOT NULL  -- a refund of money, not the take-back of a promotion or stamp
   AND t.member_id IN (
       SELECT member_id FROM transactions
@@ -297,10 +294,7 @@ async def _in_snapshot(engine: AsyncEngine, snapshot: str) -> AsyncIterator[Asyn
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         await conn.execute(text("SET LOCAL jit = off"))
         await conn.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
-        try:
-            yield conn
-        finally:
-            await conn.rollback()
+        yield conn  # read only: closing the connection ends its transaction (rolled back)
 
 
 async def _driver(conn: AsyncConnection) -> Any:

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from functools import lru_cache
 
 from babel.numbers import get_currency_symbol
@@ -135,6 +135,12 @@ def points_money(points: int, point_value: Decimal) -> Decimal:
     """Money value of points, rounded down to the cent (never in the member's disfavour
     by more than a cent, never more than the points are worth)."""
     return (points * point_value).quantize(CENT, rounding=ROUND_DOWN)
+
+
+def expected_money(points: Decimal, point_value: Decimal) -> Decimal:
+    """Money value of an expected (fractional) number of points, to the cent, half up: an
+    estimate (the simulator's expected cost), never a sum paid or handed back."""
+    return (points * point_value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def check_redeem(points: int, amount: Decimal, max_redeem_percent: Decimal, pv: Decimal) -> None:

@@ -210,7 +210,6 @@ async def _run(
             result = await simulate(
                 session, proposed, current, start=start, end=end, batch=BOT_BATCH
             )
-            await session.rollback()
         await _send(message, result, proposed, period)
     except Exception:
         log.exception("simulation for chat %s failed", message.chat.id)
