@@ -305,6 +305,39 @@ async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: P
         assert await s.scalar(select(func.count()).select_from(Transaction)) == before
 
 
+async def test_a_changed_point_value_keeps_what_redemptions_paid(
+    sessions: Sessions, program: Program
+) -> None:
+    """The proposed file doubles the point value: the points a partner redeemed keep the
+    money they paid (at 0.01), the points it issues are priced at 0.02."""
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))  # 50 welcome points
+    await till.sale(ann, "books", "50.00", at(date(2026, 9, 2)))  # 3 %: 150 points
+    await till.sale(ann, "bakery", "20.00", at(date(2026, 9, 3)), redeem=40)  # 19.60: 78
+    proposed = sim_program(
+        program={**SIM_PROGRAM["program"], "point_value": "0.02"},
+        partners=[
+            {**p, "earn_percent": {"books": "4", "bakery": "5"}.get(p["slug"], p["earn_percent"])}
+            for p in SIM_PROGRAM["partners"]
+        ],
+    )
+
+    result = await run(sessions, proposed, program)
+
+    lines = {p.slug: p for p in result.partners}
+    books, bakery = lines["books"], lines["bakery"]
+    # Books: 150 points issued at 0.01 → 50.00 × 4 % / 0.02 = 100 points at 0.02.
+    assert (books.actual_issued, books.simulated_issued) == (150, 100)
+    assert (books.position, books.simulated_position) == (D("-1.50"), D("-2.00"))
+    assert books.position_change == D("-0.50")
+    # Bakery: 40 points redeemed paid 0.40 and still do; 78 points issued at 0.01 become
+    # 19.60 × 5 % / 0.02 = 49 at 0.02: 0.40 − 0.98.
+    assert (bakery.actual_issued, bakery.simulated_issued) == (78, 49)
+    assert bakery.position == D("0.40") - D("0.78")
+    assert bakery.simulated_position == D("0.40") - D("0.98") == D("-0.58")
+    assert bakery.position_change == D("-0.20")
+
+
 async def test_the_simulation_runs_read_only(sessions: Sessions, program: Program) -> None:
     async with sessions() as s:
         await read_only(s)

@@ -13,8 +13,14 @@ What is compared ("actual") is the ledger: the points the period's sales earned,
 claw-backs of their refunds posted before the period's end, and the promotion postings
 (TxKind.PROMOTION) related to those sales or refunds. What the simulation changes is only
 what a sale earns; redemptions, welcome and invitation points, stamp cards and gifts are as
-recorded, so a partner's settlement position changes by the points it issues:
-simulated position = actual position − (simulated − actual points it issued) × point value.
+recorded. What points paid for stays what it was, so the money of what a partner redeemed
+(its settlement's points redeemed, at the current point value) does not change; what it
+issues (its settlement's points issued, changed by the simulated points) is priced at the
+proposed point value:
+simulated position = points redeemed × current point value
+                     − (points issued + simulated − actual points it issued) × proposed value,
+rounded as settlement rounds. With the point value unchanged this is the actual position less
+the points change × the point value.
 Vouchers are settled when claimed, not in the period: their expected cost is shown apart.
 """
 
@@ -26,14 +32,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.queries.settlement import Settlement, settlement
-from db.rules.points import CENT, points_money
+from db.rules.points import CENT
 from db.rules.program import Program, Text
 from db.rules.simulation import MemberFacts, Simulator, Tally, history_start, use_counts
 
@@ -151,6 +157,18 @@ class Simulation:
             (self.partner_cost(p) for p in self.partners),
             self.cost(self.program_points, self.program_voucher_points),
         )
+
+
+def simulated_position(
+    redeemed: int, issued: int, current_value: Decimal, proposed_value: Decimal
+) -> Decimal:
+    """A partner's settlement position under the proposed file: the money of the points it
+    redeemed as it was (what points paid for stays what it was), less the points it would
+    issue at the proposed point value; to the cent, rounded as settlement rounds
+    (db.rules.points.points_money: towards zero), so an unchanged point value gives
+    settlement's own figure."""
+    exact = redeemed * current_value - issued * proposed_value
+    return exact.quantize(CENT, rounding=ROUND_DOWN)
 
 
 async def read_only(session: AsyncSession) -> None:
@@ -428,6 +446,8 @@ async def simulate(
         net = position.net_points if position is not None else 0
         actual_issued = actual_base.get(pid, 0) + actual_funded.get(pid, 0)
         simulated_issued = tally.points + totals.funded_points.get(slug, 0)
+        redeemed = position.points_redeemed if position is not None else 0
+        issued = position.points_issued if position is not None else 0
         lines.append(
             PartnerLine(
                 slug=slug,
@@ -440,7 +460,12 @@ async def simulate(
                 vouchers=tally.vouchers,
                 voucher_points=totals.funded_voucher_points.get(slug, 0),
                 position=report.money(net),
-                simulated_position=points_money(net - (simulated_issued - actual_issued), pv),
+                simulated_position=simulated_position(
+                    redeemed,
+                    issued + simulated_issued - actual_issued,
+                    report.point_value,
+                    pv,
+                ),
                 point_value=pv,
             )
         )
