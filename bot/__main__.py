@@ -67,15 +67,17 @@ async def _settlement(settings: Settings, first: date, end: date) -> tuple[Any, 
 
 
 async def _simulate(
-    settings: Settings, proposed: Program, first: date, end: date
+    settings: Settings, proposed: Program, source: str, first: date, end: date
 ) -> tuple[Any, str]:
     """Replay [first, end), whole days of the program's time zone as settlement's periods,
     through `proposed`, in a read-only transaction."""
     from bot.runtime import open_runtime
-    from db.queries.simulate import read_only, simulate
+    from db.queries.simulate import currency_change, read_only, simulate
 
     runtime = await open_runtime(settings)
     try:
+        if refusal := currency_change(proposed, runtime.program):
+            raise StartupError(f"{source}: {refusal}")
         zone = runtime.program.program.zone
         start = datetime.combine(first, time(), tzinfo=zone)
         stop = datetime.combine(end, time(), tzinfo=zone)
@@ -109,7 +111,7 @@ def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
         proposed = load_program(args.program)
     except ProgramError as exc:
         raise StartupError(str(exc)) from None
-    result, name = asyncio.run(_simulate(settings, proposed, args.start, args.end))
+    result, name = asyncio.run(_simulate(settings, proposed, args.program, args.start, args.end))
     print(text_report(result, name))
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as fp:

@@ -142,6 +142,20 @@ async def test_a_bad_or_large_file_is_refused_and_nothing_runs(
     assert not [m for m in owner.messages if "🧪" in text_of(m) or "Replaying" in text_of(m)]
 
 
+async def test_a_file_in_another_currency_is_refused(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    owner = harness.owner()
+    euros = {**TEST_PROGRAM["program"], "currency": "EUR"}
+    await owner.send_document(proposed(program=euros), "proposed.toml", caption="/simulate")
+    await owner.wait_message(
+        "The proposed file changes the currency from PLN to EUR: a simulation compares "
+        "figures in one currency. Nothing was simulated."
+    )
+    assert not [m for m in owner.messages if "🧪" in text_of(m) or "Replaying" in text_of(m)]
+
+
 async def test_a_cashier_may_not_simulate(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:

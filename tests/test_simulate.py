@@ -470,3 +470,30 @@ def test_the_command_line_refuses_a_bad_program_file(
     assert "must add up to 100 (they add up to 90)" in error
     assert main([*args, "--from", "2026-10-01", "--to", "2026-10-01"]) == 2
     assert "--to is exclusive" in capsys.readouterr().err
+
+
+async def test_the_command_line_refuses_another_currency(
+    sessions: Sessions,
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The positions as they were are in PLN: a file in EUR cannot be put next to them."""
+    (tmp_path / "program.toml").write_text(toml(SIM_PROGRAM), encoding="utf-8")
+    euros = {**SIM_PROGRAM, "program": {**SIM_PROGRAM["program"], "currency": "EUR"}}
+    (tmp_path / "proposed.toml").write_text(toml(euros), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    args = ["simulate", "--program", str(tmp_path / "proposed.toml")]
+    args += ["--from", "2026-09-01", "--to", "2026-10-01"]
+    assert await asyncio.to_thread(main, args) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert (
+        "proposed.toml: the proposed file changes the currency from PLN to EUR: a simulation "
+        "compares figures in one currency"
+    ) in printed.err
+    with pytest.raises(ValueError, match="from PLN to EUR"):
+        await run(sessions, parse_program(euros), program)

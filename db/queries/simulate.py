@@ -171,6 +171,18 @@ def simulated_position(
     return exact.quantize(CENT, rounding=ROUND_DOWN)
 
 
+def currency_change(proposed: Program, current: Program) -> str:
+    """Why `proposed` cannot be compared with `current` ("" if it can): a simulation puts the
+    ledger's figures, in the current currency, next to the proposed file's."""
+    before, after = current.program.currency, proposed.program.currency
+    if before == after:
+        return ""
+    return (
+        f"the proposed file changes the currency from {before} to {after}: "
+        "a simulation compares figures in one currency"
+    )
+
+
 async def read_only(session: AsyncSession) -> None:
     """Make the session's transaction (it must not have begun) read only, on one snapshot."""
     await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
@@ -401,7 +413,11 @@ async def simulate(
 ) -> Simulation:
     """Replay [start, end) through `proposed`; `current` is the program the ledger was
     posted under (its point value prices the actual settlement positions). The caller
-    makes the session read only (`read_only`) before anything else runs in it."""
+    makes the session read only (`read_only`) before anything else runs in it. A proposed
+    file in another currency is refused (ValueError; the callers say so first): the figures
+    as they were are in the current one."""
+    if currency_change(proposed, current):
+        raise ValueError(currency_change(proposed, current))
     partners = {
         int(row[0]): (row[1], row[2])
         for row in (await session.execute(text("SELECT id, slug, name FROM partners"))).all()

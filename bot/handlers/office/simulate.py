@@ -132,6 +132,15 @@ class Runner:
         proposed = await _read_program(message, bot)
         if proposed is None:
             return
+        before, after = program.program.currency, proposed.program.currency
+        if before != after:
+            await message.answer(
+                _(
+                    "The proposed file changes the currency from {before} to {after}: a "
+                    "simulation compares figures in one currency. Nothing was simulated."
+                ).format(before=escape(before), after=escape(after))
+            )
+            return
         chat = message.chat.id
         if chat in self.running:
             await message.answer(_("A simulation is already running here; wait for its table."))
