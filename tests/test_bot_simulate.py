@@ -87,11 +87,26 @@ async def test_an_owner_attaches_a_program_and_gets_table_chart_and_csv(
     await owner.send_document(proposed(), "proposed.toml", caption="/simulate")
     await owner.wait_message("Replaying")
     table, rows = await results(harness, owner)
-    assert "4 sales of 2 members replayed" in table
+    table = table.replace("\xa0", " ")  # money's no-break space
+    assert "4 sales of 2 members replayed (0 of them refunded)." in table
     # 345 points as posted (200 + 50 + 95) become 690 at 10 %; books' 90 stay.
-    assert "Bean There Coffee: 3 sales · points 345 → 690 (+345)" in table
-    assert "Chapter One Books: 1 sales · points 90 → 90 (0)" in table
+    assert "Bean There Coffee: 3 sales · points 345 → 690 (+345) · 0 vouchers" in table
+    assert "Chapter One Books: 1 sale · points 90 → 90 (0) · 0 vouchers" in table
     assert "Points issued: 435 as it was, 780 simulated (+345)." in table
+    # At a redemption rate of 100 of 535: coffee's 345 points at 0.01 cost 0.64 as it was,
+    # its 690 cost 1.29; books' 90 cost 0.17.
+    assert (
+        "expected cost PLN 0.64 → PLN 1.29 · settlement -PLN 2.45 → -PLN 5.90 (-PLN 3.45)" in table
+    )
+    assert (
+        "Expected cost of all the points and vouchers issued (the partners' own earning "
+        "included): PLN 0.81 as it was, PLN 1.46 simulated."
+    ) in table
+    # Coffee redeemed 100 points (1.00) and issued 345; books issued 90.
+    assert "Settlement, all partners: -PLN 3.35 as it was, -PLN 6.80 simulated (-PLN 3.45)" in (
+        table
+    )
+    assert "positive, the coalition pays the partner; negative, the partner pays" in table
     coffee = next(r for r in rows if r["Code"] == "coffee")
     assert (coffee["Points issued (actual)"], coffee["Points issued (simulated)"]) == (
         "345",
@@ -116,7 +131,7 @@ async def test_a_marketer_sends_the_period_then_the_file(
     await mia.wait_message("Send the program file as a .toml document")
     await mia.send_document(proposed(), "proposed.toml")
     table, rows = await results(harness, mia)
-    assert "2 sales of 1 members replayed" in table
+    assert "2 sales of 1 member replayed" in table
     assert "points 145 → 290 (+145)" in table  # 50 + 95 at 5 %, 100 + 190 at 10 %
     assert rows[0]["First day"] == first.isoformat()
     assert rows[0]["Last day"] == (end - timedelta(days=1)).isoformat()

@@ -434,10 +434,36 @@ async def test_the_command_line_prints_the_table_and_writes_the_csv(
     args += ["--from", "2026-09-01", "--to", "2026-10-01", "--csv", str(out)]
     assert await asyncio.to_thread(main, args) == 0
     printed = capsys.readouterr().out
-    assert "2026-09-01 to 2026-09-30 (both included), 1 sales of 1 members" in printed
-    bakery = next(line for line in printed.splitlines() if line.startswith("bakery"))
-    # 400 as posted; 1,000 at 10 % and the weekend's +1,000, half of it bakery's.
-    assert bakery.split()[1:5] == ["1", "400", "1,500", "+1,100"]
+    assert "2026-09-01 to 2026-09-30 (both included), 1 sale of 1 member, 0 refunds" in printed
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("partner"))
+    assert lines[header].split() == [
+        *("partner", "sales"),
+        *("as", "it", "was", "simulated", "change", "vouchers"),
+        *("as", "it", "was", "simulated", "as", "it", "was", "simulated", "change"),
+    ]
+    above = lines[header - 1]
+    assert "points issued" in above and "expected cost PLN" in above
+    assert "settlement PLN" in above
+    bakery = next(line for line in lines if line.startswith("bakery"))
+    # 400 as posted; 1,000 at 10 % and the weekend's +1,000, half of it bakery's; cost
+    # at a redemption rate of 0 (nothing redeemed yet); settlement −4.00 → −15.00.
+    assert bakery.split()[1:] == [
+        *("1", "400", "1,500", "+1,100", "0"),
+        *("0.00", "0.00", "-4.00", "-15.00", "-11.00"),
+    ]
+    total = next(line for line in lines if line.startswith("total"))
+    # coffee funds the other 500: −5.00.
+    assert total.split()[1:] == [
+        *("1", "400", "2,000", "+1,600", "0"),
+        *("0.00", "0.00", "-4.00", "-20.00", "-16.00"),
+    ]
+    assert "Settlement: positive, the coalition pays the partner; negative, the partner pays" in (
+        printed
+    )
+    assert "Expected cost: of all those points and the vouchers it funds (its own earning" in (
+        printed
+    )
     # The rate is the whole history's: 50 welcome points and both sales' 400.
     assert "redemption rate: 0.00 % (0 points redeemed of 850 points issued)" in printed
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
@@ -455,6 +481,14 @@ async def test_the_command_line_prints_the_table_and_writes_the_csv(
     promo = by_code[("promotion", "bakery-weekend")]
     assert (promo["Sales"], promo["Points issued (simulated)"]) == ("1", "1000")
     assert [row[2] for row in rows[-2:]] == ["program", "total"]
+    total = dict(zip(HEADER, rows[-1], strict=True))
+    assert total["Name"] == ""  # the rates have their own columns
+    assert (total["Settlement (actual)"], total["Settlement (simulated)"]) == ("-4.00", "-20.00")
+    assert (total["Redemption rate"], total["Voucher claim rate"]) == ("0", "1")
+    assert (total["Expected cost (actual)"], total["Expected cost (simulated)"]) == (
+        "0.00",
+        "0.00",
+    )
 
 
 def test_the_command_line_refuses_a_bad_program_file(

@@ -79,6 +79,7 @@ class PartnerLine:
     position: Decimal  # its settlement position for the period, as it was
     simulated_position: Decimal
     point_value: Decimal
+    actual_voucher_points: int = 0  # the value of the promotion vouchers it funded, as given
 
     @property
     def actual_issued(self) -> int:
@@ -108,6 +109,7 @@ class PromotionLine:
     stamps: int
     voucher_points: int
     actual_points: int | None  # as posted; None: the ledger has no posting of it
+    actual_voucher_points: int = 0  # the value of the vouchers it gave, as given
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,21 +129,65 @@ class Simulation:
     unknown_partner_sales: int
     points_rate: Rate  # points redeemed of points issued, over the program's history
     voucher_rate: Rate  # funded vouchers claimed of those claimed or expired
+    actual_point_value: Decimal = Decimal("0.01")  # the current program's
+    actual_program_voucher_points: int = 0  # promotion vouchers the program funded, as given
 
-    def cost(self, points: int, voucher_points: int = 0) -> Decimal:
+    def cost(
+        self, points: int, voucher_points: int = 0, point_value: Decimal | None = None
+    ) -> Decimal:
         """Expected money cost: points at the redemption rate, vouchers' value at the claim
-        rate, at the proposed point value, to the cent."""
+        rate, at the proposed point value (or `point_value`), to the cent."""
+        pv = self.point_value if point_value is None else point_value
         value = (
-            points * self.point_value * self.points_rate.value
-            + voucher_points * self.point_value * self.voucher_rate.value
+            points * pv * self.points_rate.value + voucher_points * pv * self.voucher_rate.value
         )
         return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
+    def actual_cost(self, points: int, voucher_points: int = 0) -> Decimal:
+        """The same for what was issued as it was, at the current point value."""
+        return self.cost(points, voucher_points, self.actual_point_value)
+
     def partner_cost(self, line: PartnerLine) -> Decimal:
+        """Of every point the partner would issue (its sales' own and the promotion points
+        it funds) and the vouchers it funds."""
         return self.cost(line.simulated_issued, line.voucher_points)
+
+    def partner_actual_cost(self, line: PartnerLine) -> Decimal:
+        return self.actual_cost(line.actual_issued, line.actual_voucher_points)
 
     def promotion_cost(self, line: PromotionLine) -> Decimal:
         return self.cost(line.points, line.voucher_points)
+
+    def promotion_actual_cost(self, line: PromotionLine) -> Decimal | None:
+        """None when the ledger has nothing of it."""
+        if line.actual_points is None and not line.actual_voucher_points:
+            return None
+        return self.actual_cost(line.actual_points or 0, line.actual_voucher_points)
+
+    @property
+    def program_cost(self) -> Decimal:
+        return self.cost(self.program_points, self.program_voucher_points)
+
+    @property
+    def program_actual_cost(self) -> Decimal:
+        return self.actual_cost(self.actual_program_points, self.actual_program_voucher_points)
+
+    @property
+    def position(self) -> Decimal:
+        """The partners' settlement positions as they were, added up."""
+        return sum((p.position for p in self.partners), Decimal(0))
+
+    @property
+    def simulated_position(self) -> Decimal:
+        return sum((p.simulated_position for p in self.partners), Decimal(0))
+
+    @property
+    def position_change(self) -> Decimal:
+        return self.simulated_position - self.position
+
+    @property
+    def vouchers(self) -> int:
+        return sum(p.vouchers for p in self.partners)
 
     @property
     def actual_points(self) -> int:
@@ -153,10 +199,11 @@ class Simulation:
 
     @property
     def total_cost(self) -> Decimal:
-        return sum(
-            (self.partner_cost(p) for p in self.partners),
-            self.cost(self.program_points, self.program_voucher_points),
-        )
+        return sum((self.partner_cost(p) for p in self.partners), self.program_cost)
+
+    @property
+    def total_actual_cost(self) -> Decimal:
+        return sum((self.partner_actual_cost(p) for p in self.partners), self.program_actual_cost)
 
 
 def simulated_position(
@@ -263,6 +310,13 @@ _ACTUAL = text(
     JOIN accounts AS a ON a.id = e.account_id
     WHERE a.kind IN ('partner_issued', 'program')
     GROUP BY a.partner_id, p.reason
+    UNION ALL
+    -- the vouchers promotions gave them, per funder, less those a refund before the end voided
+    SELECT 'voucher', v.funder_id, pa.promotion, sum(v.points)
+    FROM promotion_awards AS pa JOIN sales AS s ON s.id = pa.sale_id
+    JOIN vouchers AS v ON v.id = pa.voucher_id
+    WHERE NOT (v.status = 'voided' AND v.resolved_at < :end)
+    GROUP BY v.funder_id, pa.promotion
     """
 )
 
@@ -440,9 +494,14 @@ async def simulate(
     actual_base: dict[int | None, int] = {}
     actual_funded: dict[int | None, int] = {}
     actual_promotions: dict[str, int] = {}
+    actual_vouchers: dict[int | None, int] = {}
+    promotion_vouchers: dict[str, int] = {}
     for row in actual:
         points = int(row.points)
-        if row.what == "base":
+        if row.what == "voucher":
+            actual_vouchers[row.partner_id] = actual_vouchers.get(row.partner_id, 0) + points
+            promotion_vouchers[row.promotion] = promotion_vouchers.get(row.promotion, 0) + points
+        elif row.what == "base":
             actual_base[row.partner_id] = actual_base.get(row.partner_id, 0) + points
         else:
             actual_funded[row.partner_id] = actual_funded.get(row.partner_id, 0) + points
@@ -483,6 +542,7 @@ async def simulate(
                     pv,
                 ),
                 point_value=pv,
+                actual_voucher_points=actual_vouchers.get(pid, 0),
             )
         )
     promotions = [
@@ -496,6 +556,7 @@ async def simulate(
             stamps=tally.stamps,
             voucher_points=tally.voucher_points,
             actual_points=actual_promotions.get(promo.slug),
+            actual_voucher_points=promotion_vouchers.get(promo.slug, 0),
         )
         for promo in proposed.promotions
     ]
@@ -515,4 +576,6 @@ async def simulate(
         unknown_partner_sales=totals.unknown_partner_sales,
         points_rate=Rate(int(rates.redeemed), int(rates.issued)),
         voucher_rate=Rate(int(rates.claimed), int(rates.resolved)),
+        actual_point_value=current.program.point_value,
+        actual_program_voucher_points=actual_vouchers.get(None, 0),
     )

@@ -22,6 +22,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, Document, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -238,35 +239,60 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
     def signed_money(value: Decimal) -> str:
         return ("+" if value > 0 else "") + money(value)
 
+    def sales(n: int) -> str:
+        return _n("{n} sale", "{n} sales", n).format(n=fmt.number(n))
+
     lines = [
         f"🧪 <b>{escape(fmt.text(proposed.program.name))}</b> · {_days(*period)}",
-        _("{sales} sales of {members} members replayed ({refunds} of them refunded).").format(
-            sales=fmt.number(result.sales),
-            members=fmt.number(result.members),
-            refunds=fmt.number(result.refunds),
+        _("{sales} {of_members} replayed ({refunded}).").format(
+            sales=sales(result.sales),
+            of_members=_n("of {n} member", "of {n} members", result.members).format(
+                n=fmt.number(result.members)
+            ),
+            refunded=_n("{n} of them refunded", "{n} of them refunded", result.refunds).format(
+                n=fmt.number(result.refunds)
+            ),
         ),
         _("Points issued: {actual} as it was, {simulated} simulated ({change}).").format(
             actual=fmt.number(result.actual_points),
             simulated=fmt.number(result.simulated_points),
             change=signed(result.simulated_points - result.actual_points),
         ),
-        _("Expected cost: {money}.").format(money=money(result.total_cost)),
+        _(
+            "Expected cost of all the points and vouchers issued (the partners' own earning "
+            "included): {actual} as it was, {simulated} simulated."
+        ).format(actual=money(result.total_actual_cost), simulated=money(result.total_cost)),
+        _(
+            "Settlement, all partners: {position} as it was, {simulated} simulated ({moved})."
+        ).format(
+            position=money(result.position),
+            simulated=money(result.simulated_position),
+            moved=signed_money(result.position_change),
+        ),
+        _(
+            "Settlement: positive, the coalition pays the partner; negative, the partner pays "
+            "the coalition."
+        ),
         "",
-        _("<b>By partner</b>: points as it was → simulated; settlement as it was → simulated"),
+        _("<b>By partner</b>: as it was → simulated"),
     ]
     for p in result.partners:
         lines.append(
             f"<b>{escape(fmt.text(p.name))}</b>: "
             + _(
-                "{sales} sales · points {actual} → {simulated} ({change}) · vouchers {vouchers} "
-                "· expected cost {cost} · settlement {position} → {new_position} ({moved})"
+                "{sales} · points {actual} → {simulated} ({change}) · {vouchers} "
+                "· expected cost {cost} → {new_cost} · settlement {position} → {new_position} "
+                "({moved})"
             ).format(
-                sales=fmt.number(p.sales),
+                sales=sales(p.sales),
                 actual=fmt.number(p.actual_issued),
                 simulated=fmt.number(p.simulated_issued),
                 change=signed(p.points_change),
-                vouchers=fmt.number(p.vouchers),
-                cost=money(result.partner_cost(p)),
+                vouchers=_n("{n} voucher", "{n} vouchers", p.vouchers).format(
+                    n=fmt.number(p.vouchers)
+                ),
+                cost=money(result.partner_actual_cost(p)),
+                new_cost=money(result.partner_cost(p)),
                 position=money(p.position),
                 new_position=money(p.simulated_position),
                 moved=signed_money(p.position_change),
@@ -276,11 +302,12 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
         lines.append(
             _(
                 "<b>The program itself</b>: promotion points {actual} → {simulated} · "
-                "expected cost {cost}"
+                "expected cost {cost} → {new_cost}"
             ).format(
                 actual=fmt.number(result.actual_program_points),
                 simulated=fmt.number(result.program_points),
-                cost=money(result.cost(result.program_points, result.program_voucher_points)),
+                cost=money(result.program_actual_cost),
+                new_cost=money(result.program_cost),
             )
         )
     if result.promotions:
@@ -288,14 +315,15 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
         for promo in result.promotions:
             lines.append(
                 f"<b>{escape(fmt.text(promo.title))}</b>: "
-                + _(
-                    "{sales} sales · {points} points · {vouchers} vouchers · {stamps} stamps "
-                    "· expected cost {cost}"
-                ).format(
-                    sales=fmt.number(promo.sales),
-                    points=fmt.number(promo.points),
-                    vouchers=fmt.number(promo.vouchers),
-                    stamps=fmt.number(promo.stamps),
+                + _("{sales} · {points} · {vouchers} · {stamps} · expected cost {cost}").format(
+                    sales=sales(promo.sales),
+                    points=fmt.points(promo.points),
+                    vouchers=_n("{n} voucher", "{n} vouchers", promo.vouchers).format(
+                        n=fmt.number(promo.vouchers)
+                    ),
+                    stamps=_n("{n} stamp", "{n} stamps", promo.stamps).format(
+                        n=fmt.number(promo.stamps)
+                    ),
                     cost=money(result.promotion_cost(promo)),
                 )
             )
@@ -320,8 +348,8 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
     ]
     if result.unknown_partner_sales:
         lines.append(
-            _("{sales} sales at partners the file does not have earn nothing in it.").format(
-                sales=fmt.number(result.unknown_partner_sales)
+            _("Sales at partners the file does not have earn nothing in it: {sales}.").format(
+                sales=sales(result.unknown_partner_sales)
             )
         )
     return lines
