@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -112,7 +112,7 @@ def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     except ProgramError as exc:
         raise StartupError(str(exc)) from None
     result, name = asyncio.run(_simulate(settings, proposed, args.program, args.start, args.end))
-    print(text_report(result, name))
+    print(text_report(result, name, now=datetime.now(UTC)))
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as fp:
             write_simulation(result, fp)

@@ -137,6 +137,22 @@ async def test_a_marketer_sends_the_period_then_the_file(
     assert rows[0]["Last day"] == (end - timedelta(days=1)).isoformat()
 
 
+async def test_a_period_not_ended_is_simulated_with_a_warning(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    owner = harness.owner()
+    today = datetime.now(UTC).date()
+    first, end = today - timedelta(days=3), today + timedelta(days=2)
+    caption = f"/simulate {first.isoformat()} {end.isoformat()}"
+    await owner.send_document(proposed(), "proposed.toml", caption=caption)
+    table, _rows = await results(harness, owner)
+    assert "The period has not ended: sales still to come are not counted." in table
+    await owner.send_document(proposed(), "proposed.toml", caption="/simulate")
+    table, _rows = await results(harness, owner)
+    assert "has not ended" not in table
+
+
 async def test_a_bad_or_large_file_is_refused_and_nothing_runs(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:

@@ -531,3 +531,26 @@ async def test_the_command_line_refuses_another_currency(
     ) in printed.err
     with pytest.raises(ValueError, match="from PLN to EUR"):
         await run(sessions, parse_program(euros), program)
+
+
+async def test_the_command_line_warns_of_a_period_not_ended(
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "program.toml").write_text(toml(SIM_PROGRAM), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    today = datetime.now(WARSAW).date()
+    args = ["simulate", "--program", str(tmp_path / "program.toml")]
+    ended = ["--from", (today - timedelta(days=7)).isoformat(), "--to", today.isoformat()]
+    assert await asyncio.to_thread(main, args + ended) == 0
+    assert "has not ended" not in capsys.readouterr().out
+    going = ["--from", (today - timedelta(days=7)).isoformat()]
+    going += ["--to", (today + timedelta(days=2)).isoformat()]
+    assert await asyncio.to_thread(main, args + going) == 0
+    assert "Warning: the period has not ended: sales still to come are not counted." in (
+        capsys.readouterr().out
+    )

@@ -5,7 +5,7 @@ settlement CSV's, the headers are in English whoever asked, so a file reads the 
 from __future__ import annotations
 
 import csv
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TextIO
 
@@ -199,16 +199,21 @@ def _table(rows: list[list[str]], groups: list[tuple[str, int]] | None = None) -
     return lines
 
 
-def text_report(sim: Simulation, name: str) -> str:
+NOT_ENDED = "the period has not ended: sales still to come are not counted"
+
+
+def text_report(sim: Simulation, name: str, now: datetime | None = None) -> str:
     """The command line's report: two tables, what their figures mean and how the rates were
-    measured."""
+    measured; a warning first when the period ends after `now`."""
     currency = sim.currency
     lines = [
         f"{name}: {sim.start.date().isoformat()} to {last_day(sim)} (both included), "
         f"{plural(sim.sales, 'sale', 'sales')} of {plural(sim.members, 'member', 'members')}, "
         f"{plural(sim.refunds, 'refund', 'refunds')} of these sales",
-        "",
     ]
+    if now is not None and sim.end > now:
+        lines.append(f"Warning: {NOT_ENDED}.")
+    lines.append("")
     groups = [
         ("", 2),
         ("points issued", 3),

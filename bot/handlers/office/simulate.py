@@ -276,6 +276,8 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
         "",
         _("<b>By partner</b>: as it was → simulated"),
     ]
+    if result.end > datetime.now(UTC):
+        lines.insert(2, _("⚠️ The period has not ended: sales still to come are not counted."))
     for p in result.partners:
         lines.append(
             f"<b>{escape(fmt.text(p.name))}</b>: "
