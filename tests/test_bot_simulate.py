@@ -153,6 +153,27 @@ async def test_a_period_not_ended_is_simulated_with_a_warning(
     assert "has not ended" not in table
 
 
+async def test_simulate_takes_the_periods_of_stats_and_settlement(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    owner = harness.owner()
+    today = datetime.now(UTC).date()
+    first, last = today - timedelta(days=3), today - timedelta(days=1)  # both included
+    caption = f"/simulate {first.isoformat()}..{last.isoformat()}"
+    await owner.send_document(proposed(), "proposed.toml", caption=caption)
+    table, rows = await results(harness, owner)
+    assert "2 sales of 1 member replayed" in table  # Bob's two coffee sales
+    assert (rows[0]["First day"], rows[0]["Last day"]) == (first.isoformat(), last.isoformat())
+    await owner.send("/simulate 2026-11")
+    asked = text_of(await owner.wait_message("Send me the proposed program file"))
+    assert "Nov 2026" in asked and "1" in asked and "30" in asked
+    await owner.send("/cancel")
+    await owner.send("/simulate 2026-13")
+    refused = text_of(await owner.wait_message("I do not understand that period"))
+    assert "2026-11-01..2026-11-30" in refused
+
+
 async def test_a_bad_or_large_file_is_refused_and_nothing_runs(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:

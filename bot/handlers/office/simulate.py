@@ -1,9 +1,10 @@
 """/simulate: a proposed program file replayed over a period's recorded sales, writing
 nothing (db/queries/simulate.py), for owners and marketers. The file comes as a .toml
 document, with /simulate as its caption or after the command; the period is the last 90
-days, or `/simulate 2026-09-01 2026-12-01` (the second day not included, as on the command
-line). The replay runs in the background: the bot answers everyone else meanwhile, and the
-table, the chart and the CSV arrive when it is done."""
+days, `/simulate 2026-09-01 2026-12-01` (the second day not included, as on the command
+line), or one of the periods /stats and /settlement take (`2026-11`,
+`2026-11-01..2026-11-30`, `week`, …). The replay runs in the background: the bot answers
+everyone else meanwhile, and the table, the chart and the CSV arrive when it is done."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.filters import IsCommand, IsOwner, IsStaff, PrivateChat
+from bot.handlers.office.stats import PERIODS
 from bot.views import formatting as fmt
 from bot.views.charts import render_simulation_chart
 from bot.views.simulation import write_simulation
 from db.queries.simulate import Rate, Simulation, read_only, simulate
+from db.queries.stats import BadPeriod, parse_period
 from db.rules.program import Program, ProgramError, parse_program
 
 log = logging.getLogger(__name__)
@@ -45,11 +48,21 @@ class Simulate(StatesGroup):
 
 
 def _period(args: str | None, program: Program) -> tuple[date, date] | None:
-    """[first, end) in local days: the command's two days, or the last DEFAULT_DAYS days."""
+    """[first, end) in local days: the command's two days (the second not included), one of
+    the periods /stats and /settlement take (`2026-11`, `2026-11-01..2026-11-30`, `week`, …),
+    or the last DEFAULT_DAYS days."""
     words = (args or "").split()
     if not words:
         today = datetime.now(UTC).astimezone(program.program.zone).date()
         return today - timedelta(days=DEFAULT_DAYS), today
+    if len(words) == 1:
+        try:
+            period = parse_period(
+                words[0], now=datetime.now(UTC), timezone=program.program.timezone
+            )
+        except BadPeriod:
+            return None
+        return period.first_day, period.end.date()
     if len(words) != 2:
         return None
     try:
@@ -70,9 +83,10 @@ async def ask_for_file(
     if period is None:
         await message.answer(
             _(
-                "I do not understand that period. Send /simulate for the last {days} days, or "
-                "/simulate FROM TO with days like {example} (TO itself is not included)."
-            ).format(days=DEFAULT_DAYS, example="2026-09-01 2026-12-01")
+                "I do not understand that period. Send /simulate for the last {days} days, "
+                "/simulate with one of: {periods} (in a range both days count), or /simulate "
+                "FROM TO with days like {example} (TO itself is not included)."
+            ).format(days=DEFAULT_DAYS, periods=PERIODS, example="2026-09-01 2026-12-01")
         )
         return
     await state.set_state(Simulate.file)
