@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -99,18 +100,43 @@ def _write_settlement(report: Any, currency: str, out: str) -> None:
         write_settlement(report, currency, fp)
 
 
+def _writable(path: str) -> None:
+    """Refuse, before a long run, a file that could not be written after it: its folder is
+    missing, it is a folder, or it may not be written. Nothing is left behind."""
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with target.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise StartupError(f"--csv {path}: cannot be written ({exc.strerror})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
+
+
+def _proposed(path: str) -> Program:
+    """The proposed program file; PROGRAM_FILE names the current one, so a missing proposed
+    file is not told to set it."""
+    from db.rules.program import ProgramError, load_program
+
+    if not Path(path).is_file():
+        raise StartupError(f"{path}: program file not found")
+    try:
+        return load_program(path)
+    except ProgramError as exc:
+        raise StartupError(str(exc)) from None
+
+
 def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     from bot.views.simulation import text_report, write_simulation
-    from db.rules.program import ProgramError, load_program
 
     if args.end <= args.start:
         raise StartupError(
             f"--to ({args.end}) must come after --from ({args.start}); --to is exclusive"
         )
-    try:
-        proposed = load_program(args.program)
-    except ProgramError as exc:
-        raise StartupError(str(exc)) from None
+    proposed = _proposed(args.program)
+    if args.csv:
+        _writable(args.csv)
     result, name = asyncio.run(_simulate(settings, proposed, args.program, args.start, args.end))
     print(text_report(result, name, now=datetime.now(UTC)))
     if args.csv:

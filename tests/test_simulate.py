@@ -506,6 +506,29 @@ def test_the_command_line_refuses_a_bad_program_file(
     assert "--to is exclusive" in capsys.readouterr().err
 
 
+def test_the_command_line_refuses_a_missing_file_or_an_unwritable_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both refused before anything runs, in one line (no database is opened: DATABASE_URL
+    points nowhere)."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+    period = ["--from", "2026-09-01", "--to", "2026-10-01"]
+    missing = tmp_path / "proposed.toml"
+    assert main(["simulate", "--program", str(missing), *period]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: program file not found\n"
+    missing.write_text(toml(weekend_data()), encoding="utf-8")
+    for csv_path, reason in [
+        (tmp_path / "no-such-folder" / "sim.csv", "No such file or directory"),
+        (tmp_path, "Is a directory"),
+    ]:
+        args = ["simulate", "--program", str(missing), *period, "--csv", str(csv_path)]
+        assert main(args) == 2
+        printed = capsys.readouterr()
+        assert printed.err == f"error: --csv {csv_path}: cannot be written ({reason})\n"
+        assert printed.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proposed.toml"]
+
+
 async def test_the_command_line_refuses_another_currency(
     sessions: Sessions,
     program: Program,
