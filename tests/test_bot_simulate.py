@@ -215,8 +215,19 @@ async def test_a_cashier_may_not_simulate(
     carl = harness.user("Carl")
     await hire(harness, carl, "coffee", "cashier")
     await carl.send_document(proposed(), "proposed.toml", caption="/simulate")
+    await carl.wait_message("/simulate is for: owner, marketer.")  # the caption's command
     await carl.send("/simulate")
     await carl.wait_message("/simulate is for: owner, marketer.")
+    assert not [m for m in carl.messages if "did not understand" in text_of(m)]
     await carl.send("/shift")  # still answered: nothing is waiting for a file
     await carl.wait_message(lambda m: "shift" in text_of(m).lower() or "today" in text_of(m))
     assert not [m for m in carl.messages if "🧪" in text_of(m) or "Send me the" in text_of(m)]
+
+
+async def test_a_program_file_without_the_command_gets_a_hint(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    owner = harness.owner()
+    await owner.send_document(proposed(), "proposed.toml")
+    await owner.wait_message("To test this program file, send it with /simulate as the caption.")
+    assert not [m for m in owner.messages if "Replaying" in text_of(m)]

@@ -417,7 +417,19 @@ def build() -> Router:
     router.message.register(ask_for_file, Command("simulate"))
     router.message.register(runner.from_dialog, StateFilter(Simulate.file), F.document)
     router.message.register(_not_a_file, StateFilter(Simulate.file), ~IsCommand(), ~F.document)
+    router.message.register(_hint, StateFilter(None), _program_file)
     return router
+
+
+async def _program_file(message: Message) -> bool:
+    """A .toml document without a command as its caption: a program file sent on its own."""
+    document = message.document
+    name = (document.file_name or "") if document is not None else ""
+    return name.lower().endswith(".toml") and not (message.caption or "").startswith("/")
+
+
+async def _hint(message: Message) -> None:
+    await message.answer(_("To test this program file, send it with /simulate as the caption."))
 
 
 async def _not_a_file(message: Message) -> None:
