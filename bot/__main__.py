@@ -147,7 +147,7 @@ def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
 
 def _counts(program: Program) -> str:
     """What check-program found, as an owner counts it: "4 partners and 1 charity, 2 stamp
-    cards, 4 rewards"."""
+    cards, 4 rewards, 5 promotions"."""
 
     def count(n: int, one: str, many: str) -> str:
         return f"{n} {one if n == 1 else many}"
@@ -158,7 +158,8 @@ def _counts(program: Program) -> str:
         partners += " and " + count(charities, "charity", "charities")
     cards = count(len(program.stamp_cards), "stamp card", "stamp cards")
     rewards = count(len(program.rewards), "reward", "rewards")
-    return f"{partners}, {cards}, {rewards}"
+    promotions = count(len(program.promotions), "promotion", "promotions")
+    return f"{partners}, {cards}, {rewards}, {promotions}"
 
 
 def _parser() -> argparse.ArgumentParser:
