@@ -255,6 +255,50 @@ async def test_the_current_program_with_promotions_gives_the_ledgers_figures(
     assert result.program_points == result.actual_program_points == 100
 
 
+async def test_the_expected_cost_as_it_was_counts_the_vouchers_given(
+    sessions: Sessions,
+) -> None:
+    """A promotion's voucher (funded by books) is in the expected cost as it was, as in the
+    simulated one; a sale refunded in full keeps none in either."""
+    program = sim_program(
+        rewards=[
+            {
+                "slug": "free-coffee",
+                "title": "A coffee",
+                "partner": "coffee",
+                "points": 300,
+                "valid_days": 30,
+            }
+        ],
+        promotions=[
+            {
+                "slug": "coffee-with-a-book",
+                "title": "A free coffee with a book",
+                "partners": ["books"],
+                "min_purchase": "40.00",
+                "effect": {"reward": "free-coffee"},
+                "funded_by": {"books": 100},
+            }
+        ],
+    )
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    bob = await join(sessions, program, 2, at(date(2026, 8, 1)))
+    await till.sale(ann, "books", "50.00", at(date(2026, 9, 2)))
+    given = await till.sale(bob, "books", "60.00", at(date(2026, 9, 3)))
+    await till.refund(given, at(date(2026, 9, 4)))
+
+    result = await run(sessions, program, program)
+
+    books = next(p for p in result.partners if p.slug == "books")
+    assert (books.vouchers, books.voucher_points, books.actual_voucher_points) == (1, 300, 300)
+    # Nothing redeemed yet (rate 0 of the points issued); no voucher resolved: all counted.
+    assert result.partner_actual_cost(books) == result.partner_cost(books) == D("3.00")
+    assert result.total_actual_cost == result.total_cost == D("3.00")
+    promo = result.promotions[0]
+    assert result.promotion_actual_cost(promo) == result.promotion_cost(promo) == D("3.00")
+
+
 async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: Program) -> None:
     till = Till(sessions, program)
     ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
