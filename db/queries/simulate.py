@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.queries.settlement import Settlement, settlement
-from db.rules.points import CENT
+from db.rules.points import CENT, points_worth
 from db.rules.program import Program, Text
 from db.rules.simulation import MemberFacts, Simulator, Tally, history_start, use_counts
 
@@ -137,10 +137,8 @@ class Simulation:
     ) -> Decimal:
         """Expected money cost: points at the redemption rate, vouchers' value at the claim
         rate, at the proposed point value (or `point_value`), to the cent."""
-        pv = self.point_value if point_value is None else point_value
-        value = (
-            points * pv * self.points_rate.value + voucher_points * pv * self.voucher_rate.value
-        )
+        weighted = points * self.points_rate.value + voucher_points * self.voucher_rate.value
+        value = points_worth(weighted, self.point_value if point_value is None else point_value)
         return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
     def actual_cost(self, points: int, voucher_points: int = 0) -> Decimal:
@@ -214,7 +212,7 @@ def simulated_position(
     issue at the proposed point value; to the cent, rounded as settlement rounds
     (db.rules.points.points_money: towards zero), so an unchanged point value gives
     settlement's own figure."""
-    exact = redeemed * current_value - issued * proposed_value
+    exact = points_worth(redeemed, current_value) - points_worth(issued, proposed_value)
     return exact.quantize(CENT, rounding=ROUND_DOWN)
 
 
