@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -67,15 +68,17 @@ async def _settlement(settings: Settings, first: date, end: date) -> tuple[Any, 
 
 
 async def _simulate(
-    settings: Settings, proposed: Program, first: date, end: date
+    settings: Settings, proposed: Program, source: str, first: date, end: date
 ) -> tuple[Any, str]:
     """Replay [first, end), whole days of the program's time zone as settlement's periods,
     through `proposed`, in a read-only transaction."""
     from bot.runtime import open_runtime
-    from db.queries.simulate import read_only, simulate
+    from db.queries.simulate import currency_change, read_only, simulate
 
     runtime = await open_runtime(settings)
     try:
+        if refusal := currency_change(proposed, runtime.program):
+            raise StartupError(f"{source}: {refusal}")
         zone = runtime.program.program.zone
         start = datetime.combine(first, time(), tzinfo=zone)
         stop = datetime.combine(end, time(), tzinfo=zone)
@@ -97,20 +100,45 @@ def _write_settlement(report: Any, currency: str, out: str) -> None:
         write_settlement(report, currency, fp)
 
 
+def _writable(path: str) -> None:
+    """Refuse, before a long run, a file that could not be written after it: its folder is
+    missing, it is a folder, or it may not be written. Nothing is left behind."""
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with target.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise StartupError(f"--csv {path}: cannot be written ({exc.strerror})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
+
+
+def _proposed(path: str) -> Program:
+    """The proposed program file; PROGRAM_FILE names the current one, so a missing proposed
+    file is not told to set it."""
+    from db.rules.program import ProgramError, load_program
+
+    if not Path(path).is_file():
+        raise StartupError(f"{path}: program file not found")
+    try:
+        return load_program(path)
+    except ProgramError as exc:
+        raise StartupError(str(exc)) from None
+
+
 def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     from bot.views.simulation import text_report, write_simulation
-    from db.rules.program import ProgramError, load_program
 
     if args.end <= args.start:
         raise StartupError(
             f"--to ({args.end}) must come after --from ({args.start}); --to is exclusive"
         )
-    try:
-        proposed = load_program(args.program)
-    except ProgramError as exc:
-        raise StartupError(str(exc)) from None
-    result, name = asyncio.run(_simulate(settings, proposed, args.start, args.end))
-    print(text_report(result, name))
+    proposed = _proposed(args.program)
+    if args.csv:
+        _writable(args.csv)
+    result, name = asyncio.run(_simulate(settings, proposed, args.program, args.start, args.end))
+    print(text_report(result, name, now=datetime.now(UTC)))
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as fp:
             write_simulation(result, fp)
@@ -119,7 +147,7 @@ def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
 
 def _counts(program: Program) -> str:
     """What check-program found, as an owner counts it: "4 partners and 1 charity, 2 stamp
-    cards, 4 rewards"."""
+    cards, 4 rewards, 5 promotions"."""
 
     def count(n: int, one: str, many: str) -> str:
         return f"{n} {one if n == 1 else many}"
@@ -130,7 +158,8 @@ def _counts(program: Program) -> str:
         partners += " and " + count(charities, "charity", "charities")
     cards = count(len(program.stamp_cards), "stamp card", "stamp cards")
     rewards = count(len(program.rewards), "reward", "rewards")
-    return f"{partners}, {cards}, {rewards}"
+    promotions = count(len(program.promotions), "promotion", "promotions")
+    return f"{partners}, {cards}, {rewards}, {promotions}"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -326,13 +326,15 @@ def test_check_program_counts_what_an_owner_wrote(
 
     assert main(["check-program", str(ROOT / "program.toml")]) == 0
     assert capsys.readouterr().out == (
-        "City Bonus: 4 partners and 1 charity, 2 stamp cards, 4 rewards, OK\n"
+        "City Bonus: 4 partners and 1 charity, 2 stamp cards, 4 rewards, 5 promotions, OK\n"
     )
     one = tmp_path / "one.toml"
     text = (ROOT / "program.toml").read_text(encoding="utf-8")
     one.write_text(text.split('\n[[partners]]\nslug = "books"', 1)[0], encoding="utf-8")
     assert main(["check-program", str(one)]) == 0
-    assert capsys.readouterr().out == "City Bonus: 1 partner, 0 stamp cards, 0 rewards, OK\n"
+    assert capsys.readouterr().out == (
+        "City Bonus: 1 partner, 0 stamp cards, 0 rewards, 0 promotions, OK\n"
+    )
 
 
 def _with_stamps_promotion(partners: list[str] | None) -> dict[str, Any]:
@@ -405,3 +407,53 @@ def test_a_zero_point_voucher_comes_only_from_its_own_partners_promotion() -> No
             '(partners = ["coffee"]), funded by it, may give it: give the reward a price in '
             "points"
         ), (bad, str(info.value))
+
+
+PROMOTED: dict[str, Any] = {
+    **TEST_PROGRAM,
+    "promotions": [
+        {
+            "slug": "bakery-weekend",
+            "title": "Double points at the bakery on weekend mornings",
+            "partners": ["bakery"],
+            "when": {"weekdays": ["sat", "sun"]},
+            "effect": {"multiplier": "2"},
+        }
+    ],
+}
+
+
+def _promoted(**changes: Any) -> dict[str, Any]:
+    return {**PROMOTED, "promotions": [{**PROMOTED["promotions"][0], **changes}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            _promoted(who={"club": True}),
+            "promotions[0] (bakery-weekend).who.club: clubs are not available in this version yet",
+        ),
+        ({**PROMOTED, "club": {"name": "Friends"}}, "club: clubs are not available in this"),
+        (
+            _promoted(funded_by="bakery"),
+            "promotions[0] (bakery-weekend).funded_by: 'bakery' is not a funder: write "
+            '"program", or percents per partner like { bakery = 100 }',
+        ),
+        (
+            _promoted(funded_by={"bakery": "100"}),
+            'funded_by: this is not a funder: write "program", or percents per partner',
+        ),
+        (
+            _promoted(when={"weekdays": ["Sat", "snu"]}),
+            "promotions[0] (bakery-weekend).when.weekdays[0]: 'Sat' is not one of 'mon', "
+            "'tue', 'wed', 'thu', 'fri', 'sat' or 'sun' (and 1 more problem)",
+        ),
+    ],
+)
+def test_promotion_mistakes_are_named_plainly(data: dict[str, Any], message: str) -> None:
+    parse_program(PROMOTED)  # the base is good
+    with pytest.raises(ProgramError) as info:
+        parse_program(data, "program.toml")
+    assert message in str(info.value)
+    assert "literal" not in str(info.value) and "Input should be" not in str(info.value)

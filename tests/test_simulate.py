@@ -295,6 +295,50 @@ async def test_a_partial_refund_of_a_bonus_of_four_funders_as_the_till_took_it_b
         assert line.simulated_points == line.actual_points, line.slug
 
 
+async def test_the_expected_cost_as_it_was_counts_the_vouchers_given(
+    sessions: Sessions,
+) -> None:
+    """A promotion's voucher (funded by books) is in the expected cost as it was, as in the
+    simulated one; a sale refunded in full keeps none in either."""
+    program = sim_program(
+        rewards=[
+            {
+                "slug": "free-coffee",
+                "title": "A coffee",
+                "partner": "coffee",
+                "points": 300,
+                "valid_days": 30,
+            }
+        ],
+        promotions=[
+            {
+                "slug": "coffee-with-a-book",
+                "title": "A free coffee with a book",
+                "partners": ["books"],
+                "min_purchase": "40.00",
+                "effect": {"reward": "free-coffee"},
+                "funded_by": {"books": 100},
+            }
+        ],
+    )
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
+    bob = await join(sessions, program, 2, at(date(2026, 8, 1)))
+    await till.sale(ann, "books", "50.00", at(date(2026, 9, 2)))
+    given = await till.sale(bob, "books", "60.00", at(date(2026, 9, 3)))
+    await till.refund(given, at(date(2026, 9, 4)))
+
+    result = await run(sessions, program, program)
+
+    books = next(p for p in result.partners if p.slug == "books")
+    assert (books.vouchers, books.voucher_points, books.actual_voucher_points) == (1, 300, 300)
+    # Nothing redeemed yet (rate 0 of the points issued); no voucher resolved: all counted.
+    assert result.partner_actual_cost(books) == result.partner_cost(books) == D("3.00")
+    assert result.total_actual_cost == result.total_cost == D("3.00")
+    promo = result.promotions[0]
+    assert result.promotion_actual_cost(promo) == result.promotion_cost(promo) == D("3.00")
+
+
 async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: Program) -> None:
     till = Till(sessions, program)
     ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
@@ -343,6 +387,39 @@ async def test_a_changed_program_computed_by_hand(sessions: Sessions, program: P
     assert result.partner_cost(bakery) == expected
     async with sessions() as s:  # nothing was written
         assert await s.scalar(select(func.count()).select_from(Transaction)) == before
+
+
+async def test_a_changed_point_value_keeps_what_redemptions_paid(
+    sessions: Sessions, program: Program
+) -> None:
+    """The proposed file doubles the point value: the points a partner redeemed keep the
+    money they paid (at 0.01), the points it issues are priced at 0.02."""
+    till = Till(sessions, program)
+    ann = await join(sessions, program, 1, at(date(2026, 8, 1)))  # 50 welcome points
+    await till.sale(ann, "books", "50.00", at(date(2026, 9, 2)))  # 3 %: 150 points
+    await till.sale(ann, "bakery", "20.00", at(date(2026, 9, 3)), redeem=40)  # 19.60: 78
+    proposed = sim_program(
+        program={**SIM_PROGRAM["program"], "point_value": "0.02"},
+        partners=[
+            {**p, "earn_percent": {"books": "4", "bakery": "5"}.get(p["slug"], p["earn_percent"])}
+            for p in SIM_PROGRAM["partners"]
+        ],
+    )
+
+    result = await run(sessions, proposed, program)
+
+    lines = {p.slug: p for p in result.partners}
+    books, bakery = lines["books"], lines["bakery"]
+    # Books: 150 points issued at 0.01 → 50.00 × 4 % / 0.02 = 100 points at 0.02.
+    assert (books.actual_issued, books.simulated_issued) == (150, 100)
+    assert (books.position, books.simulated_position) == (D("-1.50"), D("-2.00"))
+    assert books.position_change == D("-0.50")
+    # Bakery: 40 points redeemed paid 0.40 and still do; 78 points issued at 0.01 become
+    # 19.60 × 5 % / 0.02 = 49 at 0.02: 0.40 − 0.98.
+    assert (bakery.actual_issued, bakery.simulated_issued) == (78, 49)
+    assert bakery.position == D("0.40") - D("0.78")
+    assert bakery.simulated_position == D("0.40") - D("0.98") == D("-0.58")
+    assert bakery.position_change == D("-0.20")
 
 
 async def test_the_simulation_runs_read_only(sessions: Sessions, program: Program) -> None:
@@ -458,10 +535,36 @@ async def test_the_command_line_prints_the_table_and_writes_the_csv(
     args += ["--from", "2026-09-01", "--to", "2026-10-01", "--csv", str(out)]
     assert await asyncio.to_thread(main, args) == 0
     printed = capsys.readouterr().out
-    assert "2026-09-01 to 2026-09-30 (both included), 1 sales of 1 members" in printed
-    bakery = next(line for line in printed.splitlines() if line.startswith("bakery"))
-    # 400 as posted; 1,000 at 10 % and the weekend's +1,000, half of it bakery's.
-    assert bakery.split()[1:5] == ["1", "400", "1,500", "+1,100"]
+    assert "2026-09-01 to 2026-09-30 (both included), 1 sale of 1 member, 0 refunds" in printed
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("partner"))
+    assert lines[header].split() == [
+        *("partner", "sales"),
+        *("as", "it", "was", "simulated", "change", "vouchers"),
+        *("as", "it", "was", "simulated", "as", "it", "was", "simulated", "change"),
+    ]
+    above = lines[header - 1]
+    assert "points issued" in above and "expected cost PLN" in above
+    assert "settlement PLN" in above
+    bakery = next(line for line in lines if line.startswith("bakery"))
+    # 400 as posted; 1,000 at 10 % and the weekend's +1,000, half of it bakery's; cost
+    # at a redemption rate of 0 (nothing redeemed yet); settlement −4.00 → −15.00.
+    assert bakery.split()[1:] == [
+        *("1", "400", "1,500", "+1,100", "0"),
+        *("0.00", "0.00", "-4.00", "-15.00", "-11.00"),
+    ]
+    total = next(line for line in lines if line.startswith("total"))
+    # coffee funds the other 500: −5.00.
+    assert total.split()[1:] == [
+        *("1", "400", "2,000", "+1,600", "0"),
+        *("0.00", "0.00", "-4.00", "-20.00", "-16.00"),
+    ]
+    assert "Settlement: positive, the coalition pays the partner; negative, the partner pays" in (
+        printed
+    )
+    assert "Expected cost: of all those points and the vouchers it funds (its own earning" in (
+        printed
+    )
     # The rate is the whole history's: 50 welcome points and both sales' 400.
     assert "redemption rate: 0.00 % (0 points redeemed of 850 points issued)" in printed
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
@@ -479,6 +582,14 @@ async def test_the_command_line_prints_the_table_and_writes_the_csv(
     promo = by_code[("promotion", "bakery-weekend")]
     assert (promo["Sales"], promo["Points issued (simulated)"]) == ("1", "1000")
     assert [row[2] for row in rows[-2:]] == ["program", "total"]
+    total = dict(zip(HEADER, rows[-1], strict=True))
+    assert total["Name"] == ""  # the rates have their own columns
+    assert (total["Settlement (actual)"], total["Settlement (simulated)"]) == ("-4.00", "-20.00")
+    assert (total["Redemption rate"], total["Voucher claim rate"]) == ("0", "1")
+    assert (total["Expected cost (actual)"], total["Expected cost (simulated)"]) == (
+        "0.00",
+        "0.00",
+    )
 
 
 def test_the_command_line_refuses_a_bad_program_file(
@@ -494,3 +605,76 @@ def test_the_command_line_refuses_a_bad_program_file(
     assert "must add up to 100 (they add up to 90)" in error
     assert main([*args, "--from", "2026-10-01", "--to", "2026-10-01"]) == 2
     assert "--to is exclusive" in capsys.readouterr().err
+
+
+def test_the_command_line_refuses_a_missing_file_or_an_unwritable_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both refused before anything runs, in one line (no database is opened: DATABASE_URL
+    points nowhere)."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+    period = ["--from", "2026-09-01", "--to", "2026-10-01"]
+    missing = tmp_path / "proposed.toml"
+    assert main(["simulate", "--program", str(missing), *period]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: program file not found\n"
+    missing.write_text(toml(weekend_data()), encoding="utf-8")
+    for csv_path, reason in [
+        (tmp_path / "no-such-folder" / "sim.csv", "No such file or directory"),
+        (tmp_path, "Is a directory"),
+    ]:
+        args = ["simulate", "--program", str(missing), *period, "--csv", str(csv_path)]
+        assert main(args) == 2
+        printed = capsys.readouterr()
+        assert printed.err == f"error: --csv {csv_path}: cannot be written ({reason})\n"
+        assert printed.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proposed.toml"]
+
+
+async def test_the_command_line_refuses_another_currency(
+    sessions: Sessions,
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The positions as they were are in PLN: a file in EUR cannot be put next to them."""
+    (tmp_path / "program.toml").write_text(toml(SIM_PROGRAM), encoding="utf-8")
+    euros = {**SIM_PROGRAM, "program": {**SIM_PROGRAM["program"], "currency": "EUR"}}
+    (tmp_path / "proposed.toml").write_text(toml(euros), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    args = ["simulate", "--program", str(tmp_path / "proposed.toml")]
+    args += ["--from", "2026-09-01", "--to", "2026-10-01"]
+    assert await asyncio.to_thread(main, args) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert (
+        "proposed.toml: the proposed file changes the currency from PLN to EUR: a simulation "
+        "compares figures in one currency"
+    ) in printed.err
+    with pytest.raises(ValueError, match="from PLN to EUR"):
+        await run(sessions, parse_program(euros), program)
+
+
+async def test_the_command_line_warns_of_a_period_not_ended(
+    program: Program,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "program.toml").write_text(toml(SIM_PROGRAM), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("PROGRAM_FILE", str(tmp_path / "program.toml"))
+    today = datetime.now(WARSAW).date()
+    args = ["simulate", "--program", str(tmp_path / "program.toml")]
+    ended = ["--from", (today - timedelta(days=7)).isoformat(), "--to", today.isoformat()]
+    assert await asyncio.to_thread(main, args + ended) == 0
+    assert "has not ended" not in capsys.readouterr().out
+    going = ["--from", (today - timedelta(days=7)).isoformat()]
+    going += ["--to", (today + timedelta(days=2)).isoformat()]
+    assert await asyncio.to_thread(main, args + going) == 0
+    assert "Warning: the period has not ended: sales still to come are not counted." in (
+        capsys.readouterr().out
+    )

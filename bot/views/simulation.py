@@ -5,7 +5,7 @@ settlement CSV's, the headers are in English whoever asked, so a file reads the 
 from __future__ import annotations
 
 import csv
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TextIO
 
@@ -22,11 +22,14 @@ HEADER = [
     "Points issued (simulated)",
     "Points change",
     "Vouchers (simulated)",
+    "Expected cost (actual)",
     "Expected cost (simulated)",
     "Settlement (actual)",
     "Settlement (simulated)",
     "Settlement change",
     "Currency",
+    "Redemption rate",
+    "Voucher claim rate",
 ]
 
 PARTNER, PROMOTION, PROGRAM, TOTAL = "partner", "promotion", "program", "total"
@@ -34,6 +37,11 @@ PARTNER, PROMOTION, PROGRAM, TOTAL = "partner", "promotion", "program", "total"
 
 def last_day(sim: Simulation) -> str:
     return (sim.end - timedelta(microseconds=1)).date().isoformat()
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """`1 sale`, `2 sales`: the command line's English."""
+    return f"{n:,} {one if n == 1 else many}"
 
 
 def rate_text(rate: Rate, part: str, whole: str) -> str:
@@ -45,7 +53,7 @@ def rate_text(rate: Rate, part: str, whole: str) -> str:
 
 
 def measured(sim: Simulation) -> list[str]:
-    """How the rates were measured, in words, for the CLI and the CSV's notes."""
+    """How the rates were measured, in words, for the command line."""
     return [
         "Points redemption rate: "
         + rate_text(sim.points_rate, "points redeemed", "points issued")
@@ -56,10 +64,21 @@ def measured(sim: Simulation) -> list[str]:
     ]
 
 
+def rate_value(rate: Rate) -> str:
+    """The rate the costs use, as a fraction for a spreadsheet: 0.022422; 1 when there was
+    nothing to measure (everything counted)."""
+    return str(rate.value.quantize(Decimal("0.000001")).normalize())
+
+
+def _optional(value: object) -> object:
+    return "" if value is None else value
+
+
 def write_simulation(sim: Simulation, out: TextIO) -> None:
     """Partner lines (points each issues: its sales' points and the promotion points it
     funds), promotion lines (what each promotion gives, whoever funds it), the program's own
-    promotion points, and the total; `Settlement …` only on partner lines."""
+    promotion points, and the total; `Settlement …` on partner lines and the total; the
+    rates the costs use on the total line."""
     writer = csv.writer(out)
     writer.writerow(HEADER)
     first, last, currency = sim.start.date().isoformat(), last_day(sim), sim.currency
@@ -76,11 +95,14 @@ def write_simulation(sim: Simulation, out: TextIO) -> None:
                 p.simulated_issued,
                 p.points_change,
                 p.vouchers,
+                sim.partner_actual_cost(p),
                 sim.partner_cost(p),
                 p.position,
                 p.simulated_position,
                 p.position_change,
                 currency,
+                "",
+                "",
             ]
         )
     for promo in sim.promotions:
@@ -92,15 +114,18 @@ def write_simulation(sim: Simulation, out: TextIO) -> None:
                 promo.slug,
                 str(promo.title),
                 promo.sales,
-                "" if promo.actual_points is None else promo.actual_points,
+                _optional(promo.actual_points),
                 promo.points,
                 "" if promo.actual_points is None else promo.points - promo.actual_points,
                 promo.vouchers,
+                _optional(sim.promotion_actual_cost(promo)),
                 sim.promotion_cost(promo),
                 "",
                 "",
                 "",
                 currency,
+                "",
+                "",
             ]
         )
     writer.writerow(
@@ -115,11 +140,14 @@ def write_simulation(sim: Simulation, out: TextIO) -> None:
             sim.program_points,
             sim.program_points - sim.actual_program_points,
             "",
-            sim.cost(sim.program_points, sim.program_voucher_points),
+            sim.program_actual_cost,
+            sim.program_cost,
             "",
             "",
             "",
             currency,
+            "",
+            "",
         ]
     )
     writer.writerow(
@@ -128,50 +156,82 @@ def write_simulation(sim: Simulation, out: TextIO) -> None:
             last,
             TOTAL,
             "",
-            " ".join(measured(sim)),
+            "",
             sim.sales,
             sim.actual_points,
             sim.simulated_points,
             sim.simulated_points - sim.actual_points,
-            sum(p.vouchers for p in sim.partners),
+            sim.vouchers,
+            sim.total_actual_cost,
             sim.total_cost,
-            sum((p.position for p in sim.partners), Decimal(0)),
-            sum((p.simulated_position for p in sim.partners), Decimal(0)),
-            sum((p.position_change for p in sim.partners), Decimal(0)),
+            sim.position,
+            sim.simulated_position,
+            sim.position_change,
             currency,
+            rate_value(sim.points_rate),
+            rate_value(sim.voucher_rate),
         ]
     )
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def _table(rows: list[list[str]], groups: list[tuple[str, int]] | None = None) -> list[str]:
+    """Rows as columns (the first left-aligned, the others right-aligned); `groups`, (label,
+    how many columns) from the first, are written centred over their columns above the
+    header, so the header's words are not repeated."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
+    lines = []
+    if groups:
+        cells, i = [], 0
+        for label, span in groups:
+            width = sum(widths[i : i + span]) + 2 * (span - 1)
+            if label and len(label) + 4 <= width:
+                label = f" {label} ".center(width, "-")
+            cells.append(label.center(width))
+            i += span
+        lines.append("  ".join(cells).rstrip())
+    lines += [
         "  ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in rows
     ]
+    return lines
 
 
-def text_report(sim: Simulation, name: str) -> str:
-    """The command line's report: two tables and how the rates were measured."""
+NOT_ENDED = "the period has not ended: sales still to come are not counted"
+
+
+def text_report(sim: Simulation, name: str, now: datetime | None = None) -> str:
+    """The command line's report: two tables, what their figures mean and how the rates were
+    measured; a warning first when the period ends after `now`."""
     currency = sim.currency
     lines = [
         f"{name}: {sim.start.date().isoformat()} to {last_day(sim)} (both included), "
-        f"{sim.sales:,} sales of {sim.members:,} members, {sim.refunds:,} refunds of them",
-        "",
+        f"{plural(sim.sales, 'sale', 'sales')} of {plural(sim.members, 'member', 'members')}, "
+        f"{plural(sim.refunds, 'refund', 'refunds')} of these sales",
+    ]
+    if now is not None and sim.end > now:
+        lines.append(f"Warning: {NOT_ENDED}.")
+    lines.append("")
+    groups = [
+        ("", 2),
+        ("points issued", 3),
+        ("", 1),
+        (f"expected cost {currency}", 2),
+        (f"settlement {currency}", 3),
     ]
     rows = [
         [
             "partner",
             "sales",
-            "points actual",
+            "as it was",
             "simulated",
             "change",
             "vouchers",
-            f"expected cost {currency}",
-            f"settlement actual {currency}",
+            "as it was",
+            "simulated",
+            "as it was",
             "simulated",
             "change",
         ]
@@ -185,6 +245,7 @@ def text_report(sim: Simulation, name: str) -> str:
                 f"{p.simulated_issued:,}",
                 f"{p.points_change:+,}",
                 f"{p.vouchers:,}",
+                f"{sim.partner_actual_cost(p):,}",
                 f"{sim.partner_cost(p):,}",
                 f"{p.position:,}",
                 f"{p.simulated_position:,}",
@@ -199,7 +260,8 @@ def text_report(sim: Simulation, name: str) -> str:
             f"{sim.program_points:,}",
             f"{sim.program_points - sim.actual_program_points:+,}",
             "",
-            f"{sim.cost(sim.program_points, sim.program_voucher_points):,}",
+            f"{sim.program_actual_cost:,}",
+            f"{sim.program_cost:,}",
             "",
             "",
             "",
@@ -212,14 +274,24 @@ def text_report(sim: Simulation, name: str) -> str:
             f"{sim.actual_points:,}",
             f"{sim.simulated_points:,}",
             f"{sim.simulated_points - sim.actual_points:+,}",
-            f"{sum(p.vouchers for p in sim.partners):,}",
+            f"{sim.vouchers:,}",
+            f"{sim.total_actual_cost:,}",
             f"{sim.total_cost:,}",
-            "",
-            "",
-            f"{sum((p.position_change for p in sim.partners), Decimal(0)):+,}",
+            f"{sim.position:,}",
+            f"{sim.simulated_position:,}",
+            f"{sim.position_change:+,}",
         ]
     )
-    lines += _table(rows)
+    lines += _table(rows, groups)
+    lines += [
+        "",
+        "Points issued: the partner's sales' own points and the promotion points it funds. "
+        "Expected cost: of all those points and the vouchers it funds (its own earning "
+        "included), as it was at the current point value and as simulated at the proposed "
+        "one, at the rates below.",
+        "Settlement: positive, the coalition pays the partner; negative, the partner pays "
+        "the coalition.",
+    ]
     if sim.promotions:
         rows = [
             [
@@ -248,7 +320,7 @@ def text_report(sim: Simulation, name: str) -> str:
     lines += ["", *measured(sim)]
     if sim.unknown_partner_sales:
         lines.append(
-            f"{sim.unknown_partner_sales:,} sales at partners the proposed program does not "
-            "have earn nothing in it."
+            f"{plural(sim.unknown_partner_sales, 'sale', 'sales')} at partners the proposed "
+            "program does not have earn nothing in it."
         )
     return "\n".join(lines)

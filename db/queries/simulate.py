@@ -13,8 +13,14 @@ What is compared ("actual") is the ledger: the points the period's sales earned,
 claw-backs of their refunds posted before the period's end, and the promotion postings
 (TxKind.PROMOTION) related to those sales or refunds. What the simulation changes is only
 what a sale earns; redemptions, welcome and invitation points, stamp cards and gifts are as
-recorded, so a partner's settlement position changes by the points it issues:
-simulated position = actual position − (simulated − actual points it issued) × point value.
+recorded. What points paid for stays what it was, so the money of what a partner redeemed
+(its settlement's points redeemed, at the current point value) does not change; what it
+issues (its settlement's points issued, changed by the simulated points) is priced at the
+proposed point value:
+simulated position = points redeemed × current point value
+                     − (points issued + simulated − actual points it issued) × proposed value,
+rounded as settlement rounds. With the point value unchanged this is the actual position less
+the points change × the point value.
 Vouchers are settled when claimed, not in the period: their expected cost is shown apart.
 """
 
@@ -26,7 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from sqlalchemy import text
@@ -34,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.ledger.models import TxKind
 from db.queries.settlement import Settlement, settlement
-from db.rules.points import expected_money, points_money
+from db.rules.points import CENT, expected_money, points_worth
 from db.rules.program import Program, Text
 from db.rules.simulation import MemberFacts, Simulator, Tally, history_start, use_counts
 
@@ -74,6 +80,7 @@ class PartnerLine:
     position: Decimal  # its settlement position for the period, as it was
     simulated_position: Decimal
     point_value: Decimal
+    actual_voucher_points: int = 0  # the value of the promotion vouchers it funded, as given
 
     @property
     def actual_issued(self) -> int:
@@ -103,6 +110,7 @@ class PromotionLine:
     stamps: int
     voucher_points: int
     actual_points: int | None  # as posted; None: the ledger has no posting of it
+    actual_voucher_points: int = 0  # the value of the vouchers it gave, as given
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +130,62 @@ class Simulation:
     unknown_partner_sales: int
     points_rate: Rate  # points redeemed of points issued, over the program's history
     voucher_rate: Rate  # funded vouchers claimed of those claimed or expired
+    actual_point_value: Decimal = Decimal("0.01")  # the current program's
+    actual_program_voucher_points: int = 0  # promotion vouchers the program funded, as given
 
-    def cost(self, points: int, voucher_points: int = 0) -> Decimal:
+    def cost(
+        self, points: int, voucher_points: int = 0, point_value: Decimal | None = None
+    ) -> Decimal:
         """Expected money cost: points at the redemption rate, vouchers' value at the claim
-        rate, at the proposed point value, to the cent."""
-        expected = points * self.points_rate.value + voucher_points * self.voucher_rate.value
-        return expected_money(expected, self.point_value)
+        rate, at the proposed point value (or `point_value`), to the cent."""
+        weighted = points * self.points_rate.value + voucher_points * self.voucher_rate.value
+        return expected_money(weighted, self.point_value if point_value is None else point_value)
+
+    def actual_cost(self, points: int, voucher_points: int = 0) -> Decimal:
+        """The same for what was issued as it was, at the current point value."""
+        return self.cost(points, voucher_points, self.actual_point_value)
 
     def partner_cost(self, line: PartnerLine) -> Decimal:
+        """Of every point the partner would issue (its sales' own and the promotion points
+        it funds) and the vouchers it funds."""
         return self.cost(line.simulated_issued, line.voucher_points)
+
+    def partner_actual_cost(self, line: PartnerLine) -> Decimal:
+        return self.actual_cost(line.actual_issued, line.actual_voucher_points)
 
     def promotion_cost(self, line: PromotionLine) -> Decimal:
         return self.cost(line.points, line.voucher_points)
+
+    def promotion_actual_cost(self, line: PromotionLine) -> Decimal | None:
+        """None when the ledger has nothing of it."""
+        if line.actual_points is None and not line.actual_voucher_points:
+            return None
+        return self.actual_cost(line.actual_points or 0, line.actual_voucher_points)
+
+    @property
+    def program_cost(self) -> Decimal:
+        return self.cost(self.program_points, self.program_voucher_points)
+
+    @property
+    def program_actual_cost(self) -> Decimal:
+        return self.actual_cost(self.actual_program_points, self.actual_program_voucher_points)
+
+    @property
+    def position(self) -> Decimal:
+        """The partners' settlement positions as they were, added up."""
+        return sum((p.position for p in self.partners), Decimal(0))
+
+    @property
+    def simulated_position(self) -> Decimal:
+        return sum((p.simulated_position for p in self.partners), Decimal(0))
+
+    @property
+    def position_change(self) -> Decimal:
+        return self.simulated_position - self.position
+
+    @property
+    def vouchers(self) -> int:
+        return sum(p.vouchers for p in self.partners)
 
     @property
     def actual_points(self) -> int:
@@ -145,10 +197,35 @@ class Simulation:
 
     @property
     def total_cost(self) -> Decimal:
-        return sum(
-            (self.partner_cost(p) for p in self.partners),
-            self.cost(self.program_points, self.program_voucher_points),
-        )
+        return sum((self.partner_cost(p) for p in self.partners), self.program_cost)
+
+    @property
+    def total_actual_cost(self) -> Decimal:
+        return sum((self.partner_actual_cost(p) for p in self.partners), self.program_actual_cost)
+
+
+def simulated_position(
+    redeemed: int, issued: int, current_value: Decimal, proposed_value: Decimal
+) -> Decimal:
+    """A partner's settlement position under the proposed file: the money of the points it
+    redeemed as it was (what points paid for stays what it was), less the points it would
+    issue at the proposed point value; to the cent, rounded as settlement rounds
+    (db.rules.points.points_money: towards zero), so an unchanged point value gives
+    settlement's own figure."""
+    exact = points_worth(redeemed, current_value) - points_worth(issued, proposed_value)
+    return exact.quantize(CENT, rounding=ROUND_DOWN)
+
+
+def currency_change(proposed: Program, current: Program) -> str:
+    """Why `proposed` cannot be compared with `current` ("" if it can): a simulation puts the
+    ledger's figures, in the current currency, next to the proposed file's."""
+    before, after = current.program.currency, proposed.program.currency
+    if before == after:
+        return ""
+    return (
+        f"the proposed file changes the currency from {before} to {after}: "
+        "a simulation compares figures in one currency"
+    )
 
 
 async def read_only(session: AsyncSession) -> None:
@@ -232,6 +309,13 @@ _ACTUAL = text(
     JOIN accounts AS a ON a.id = e.account_id
     WHERE a.kind IN ('partner_issued', 'program')
     GROUP BY a.partner_id, p.reason
+    UNION ALL
+    -- the vouchers promotions gave them, per funder, less those a refund before the end voided
+    SELECT 'voucher', v.funder_id, pa.promotion, sum(v.points)
+    FROM promotion_awards AS pa JOIN sales AS s ON s.id = pa.sale_id
+    JOIN vouchers AS v ON v.id = pa.voucher_id
+    WHERE NOT (v.status = 'voided' AND v.resolved_at < :end)
+    GROUP BY v.funder_id, pa.promotion
     """
 )
 
@@ -379,7 +463,11 @@ async def simulate(
 ) -> Simulation:
     """Replay [start, end) through `proposed`; `current` is the program the ledger was
     posted under (its point value prices the actual settlement positions). The caller
-    makes the session read only (`read_only`) before anything else runs in it."""
+    makes the session read only (`read_only`) before anything else runs in it. A proposed
+    file in another currency is refused (ValueError; the callers say so first): the figures
+    as they were are in the current one."""
+    if currency_change(proposed, current):
+        raise ValueError(currency_change(proposed, current))
     partners = {
         int(row[0]): (row[1], row[2])
         for row in (await session.execute(text("SELECT id, slug, name FROM partners"))).all()
@@ -402,9 +490,14 @@ async def simulate(
     actual_base: dict[int | None, int] = {}
     actual_funded: dict[int | None, int] = {}
     actual_promotions: dict[str, int] = {}
+    actual_vouchers: dict[int | None, int] = {}
+    promotion_vouchers: dict[str, int] = {}
     for row in actual:
         points = int(row.points)
-        if row.what == "base":
+        if row.what == "voucher":
+            actual_vouchers[row.partner_id] = actual_vouchers.get(row.partner_id, 0) + points
+            promotion_vouchers[row.promotion] = promotion_vouchers.get(row.promotion, 0) + points
+        elif row.what == "base":
             actual_base[row.partner_id] = actual_base.get(row.partner_id, 0) + points
         else:
             actual_funded[row.partner_id] = actual_funded.get(row.partner_id, 0) + points
@@ -424,6 +517,8 @@ async def simulate(
         net = position.net_points if position is not None else 0
         actual_issued = actual_base.get(pid, 0) + actual_funded.get(pid, 0)
         simulated_issued = tally.points + totals.funded_points.get(slug, 0)
+        redeemed = position.points_redeemed if position is not None else 0
+        issued = position.points_issued if position is not None else 0
         lines.append(
             PartnerLine(
                 slug=slug,
@@ -436,8 +531,14 @@ async def simulate(
                 vouchers=tally.vouchers,
                 voucher_points=totals.funded_voucher_points.get(slug, 0),
                 position=report.money(net),
-                simulated_position=points_money(net - (simulated_issued - actual_issued), pv),
+                simulated_position=simulated_position(
+                    redeemed,
+                    issued + simulated_issued - actual_issued,
+                    report.point_value,
+                    pv,
+                ),
                 point_value=pv,
+                actual_voucher_points=actual_vouchers.get(pid, 0),
             )
         )
     promotions = [
@@ -451,6 +552,7 @@ async def simulate(
             stamps=tally.stamps,
             voucher_points=tally.voucher_points,
             actual_points=actual_promotions.get(promo.slug),
+            actual_voucher_points=promotion_vouchers.get(promo.slug, 0),
         )
         for promo in proposed.promotions
     ]
@@ -470,4 +572,6 @@ async def simulate(
         unknown_partner_sales=totals.unknown_partner_sales,
         points_rate=Rate(int(rates.redeemed), int(rates.issued)),
         voucher_rate=Rate(int(rates.claimed), int(rates.resolved)),
+        actual_point_value=current.program.point_value,
+        actual_program_voucher_points=actual_vouchers.get(None, 0),
     )

@@ -143,6 +143,13 @@ def expected_money(points: Decimal, point_value: Decimal) -> Decimal:
     return (points * point_value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def points_worth(points: int | Decimal, point_value: Decimal) -> Decimal:
+    """The exact money value of points, not rounded: for figures that add several values up
+    before rounding once (the simulator's positions and expected costs, whose points may be
+    weighted by a rate)."""
+    return points * point_value
+
+
 def check_redeem(points: int, amount: Decimal, max_redeem_percent: Decimal, pv: Decimal) -> None:
     limit = max_redeemable(amount, max_redeem_percent, pv)
     if points > limit:

@@ -352,6 +352,22 @@ class Promotion(_Strict):
     personal: bool = False
     max_per_member: Int = Field(default=0, ge=0, le=1_000)
 
+    @field_validator("funded_by", mode="before")
+    @classmethod
+    def _program_or_percents(cls, value: Any) -> Any:
+        """One clear message for what is neither form (not pydantic's one per form)."""
+        if value is None or value == "program":
+            return value
+        if isinstance(value, dict) and all(
+            isinstance(share, int) and not isinstance(share, bool) for share in value.values()
+        ):
+            return value
+        shown = f"{value!r}" if isinstance(value, str) else "this"
+        raise ValueError(
+            f'{shown} is not a funder: write "program", or percents per partner like '
+            "{ bakery = 100 } or { bakery = 50, coffee = 50 } (whole numbers)"
+        )
+
     @field_validator("funded_by")
     @classmethod
     def _percents(cls, value: Any) -> Any:
@@ -473,10 +489,7 @@ class Program(_Strict):
                         f"(the tiers are: {', '.join(sorted(tiers))})"
                     )
             if promo.who.club:
-                raise ValueError(
-                    f"{where}.who.club: this program has no [club] section, so no member "
-                    "is in a club"
-                )
+                raise ValueError(f"{where}.who.club: {NO_CLUBS}")
             reward_slug = promo.effect.reward
             if reward_slug is not None:
                 if self.reward(reward_slug) is None:
@@ -609,10 +622,18 @@ def _where(loc: tuple[int | str, ...], data: Any = None) -> str:
     return ".".join(parts)
 
 
+NO_CLUBS = "clubs are not available in this version yet: leave club out"
+
+
 def _describe(error: Any) -> str:
     kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden" and tuple(error["loc"]) == ("club",):
+        return NO_CLUBS
     if kind == "extra_forbidden":
         return "unknown key (check its spelling against the documented schema)"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{error.get('input')!r} is not one of {expected}"
     if kind == "missing":
         return "required key is missing"
     if kind in ("decimal_parsing", "decimal_type"):

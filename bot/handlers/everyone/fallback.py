@@ -84,7 +84,8 @@ async def anything_else(
     text = message.text or ""
     owner = message.from_user is not None and message.from_user.id in settings.admin_ids
     who = roles.roles_of(member=member, staff=staff, owner=owner)
-    command = command_name(text)
+    # A document's or a photo's caption may carry the command (/simulate with a file).
+    command = command_name(text or message.caption)
     staff_like = command in STAFF_COMMANDS or bool(TILL_INPUT.match(text) or message.photo)
     if staff is None and not owner and (member is None or staff_like):
         former = await _former(session, message)

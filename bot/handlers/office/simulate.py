@@ -1,9 +1,10 @@
 """/simulate: a proposed program file replayed over a period's recorded sales, writing
 nothing (db/queries/simulate.py), for owners and marketers. The file comes as a .toml
 document, with /simulate as its caption or after the command; the period is the last 90
-days, or `/simulate 2026-09-01 2026-12-01` (the second day not included, as on the command
-line). The replay runs in the background: the bot answers everyone else meanwhile, and the
-table, the chart and the CSV arrive when it is done."""
+days, `/simulate 2026-09-01 2026-12-01` (the second day not included, as on the command
+line), or one of the periods /stats and /settlement take (`2026-11`,
+`2026-11-01..2026-11-30`, `week`, …). The replay runs in the background: the bot answers
+everyone else meanwhile, and the table, the chart and the CSV arrive when it is done."""
 
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, Document, Message
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 from babel.dates import format_interval
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.filters import HasDocument, IsCommand, IsOwner, IsStaff, PrivateChat
+from bot.handlers.office.stats import PERIODS
 from bot.views import formatting as fmt
 from bot.views.charts import render_simulation_chart
 from bot.views.simulation import write_simulation
 from db.queries.simulate import Rate, Simulation, read_only, simulate
+from db.queries.stats import BadPeriod, parse_period
 from db.rules.program import Program, ProgramError, parse_program
 
 log = logging.getLogger(__name__)
@@ -48,11 +52,21 @@ class Simulate(StatesGroup):
 
 
 def _period(args: str | None, program: Program) -> tuple[date, date] | None:
-    """[first, end) in local days: the command's two days, or the last DEFAULT_DAYS days."""
+    """[first, end) in local days: the command's two days (the second not included), one of
+    the periods /stats and /settlement take (`2026-11`, `2026-11-01..2026-11-30`, `week`, …),
+    or the last DEFAULT_DAYS days."""
     words = (args or "").split()
     if not words:
         today = datetime.now(UTC).astimezone(program.program.zone).date()
         return today - timedelta(days=DEFAULT_DAYS), today
+    if len(words) == 1:
+        try:
+            period = parse_period(
+                words[0], now=datetime.now(UTC), timezone=program.program.timezone
+            )
+        except BadPeriod:
+            return None
+        return period.first_day, period.end.date()
     if len(words) != 2:
         return None
     try:
@@ -73,9 +87,10 @@ async def ask_for_file(
     if period is None:
         await message.answer(
             _(
-                "I do not understand that period. Send /simulate for the last {days} days, or "
-                "/simulate FROM TO with days like {example} (TO itself is not included)."
-            ).format(days=DEFAULT_DAYS, example="2026-09-01 2026-12-01")
+                "I do not understand that period. Send /simulate for the last {days} days, "
+                "/simulate with one of: {periods} (in a range both days count), or /simulate "
+                "FROM TO with days like {example} (TO itself is not included)."
+            ).format(days=DEFAULT_DAYS, periods=PERIODS, example="2026-09-01 2026-12-01")
         )
         return
     await state.set_state(Simulate.file)
@@ -135,6 +150,15 @@ class Runner:
     ) -> None:
         proposed = await _read_program(message, bot)
         if proposed is None:
+            return
+        before, after = program.program.currency, proposed.program.currency
+        if before != after:
+            await message.answer(
+                _(
+                    "The proposed file changes the currency from {before} to {after}: a "
+                    "simulation compares figures in one currency. Nothing was simulated."
+                ).format(before=escape(before), after=escape(after))
+            )
             return
         chat = message.chat.id
         if chat in self.running:
@@ -234,35 +258,62 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
     def signed_money(value: Decimal) -> str:
         return ("+" if value > 0 else "") + money(value)
 
+    def sales(n: int) -> str:
+        return _n("{n} sale", "{n} sales", n).format(n=fmt.number(n))
+
     lines = [
         f"🧪 <b>{escape(fmt.text(proposed.program.name))}</b> · {_days(*period)}",
-        _("{sales} sales of {members} members replayed ({refunds} of them refunded).").format(
-            sales=fmt.number(result.sales),
-            members=fmt.number(result.members),
-            refunds=fmt.number(result.refunds),
+        _("{sales} {of_members} replayed ({refunded}).").format(
+            sales=sales(result.sales),
+            of_members=_n("of {n} member", "of {n} members", result.members).format(
+                n=fmt.number(result.members)
+            ),
+            refunded=_n("{n} of them refunded", "{n} of them refunded", result.refunds).format(
+                n=fmt.number(result.refunds)
+            ),
         ),
         _("Points issued: {actual} as it was, {simulated} simulated ({change}).").format(
             actual=fmt.number(result.actual_points),
             simulated=fmt.number(result.simulated_points),
             change=signed(result.simulated_points - result.actual_points),
         ),
-        _("Expected cost: {money}.").format(money=money(result.total_cost)),
+        _(
+            "Expected cost of all the points and vouchers issued (the partners' own earning "
+            "included): {actual} as it was, {simulated} simulated."
+        ).format(actual=money(result.total_actual_cost), simulated=money(result.total_cost)),
+        _(
+            "Settlement, all partners: {position} as it was, {simulated} simulated ({moved})."
+        ).format(
+            position=money(result.position),
+            simulated=money(result.simulated_position),
+            moved=signed_money(result.position_change),
+        ),
+        _(
+            "Settlement: positive, the coalition pays the partner; negative, the partner pays "
+            "the coalition."
+        ),
         "",
-        _("<b>By partner</b>: points as it was → simulated; settlement as it was → simulated"),
+        _("<b>By partner</b>: as it was → simulated"),
     ]
+    if result.end > datetime.now(UTC):
+        lines.insert(2, _("⚠️ The period has not ended: sales still to come are not counted."))
     for p in result.partners:
         lines.append(
             f"<b>{escape(fmt.text(p.name))}</b>: "
             + _(
-                "{sales} sales · points {actual} → {simulated} ({change}) · vouchers {vouchers} "
-                "· expected cost {cost} · settlement {position} → {new_position} ({moved})"
+                "{sales} · points {actual} → {simulated} ({change}) · {vouchers} "
+                "· expected cost {cost} → {new_cost} · settlement {position} → {new_position} "
+                "({moved})"
             ).format(
-                sales=fmt.number(p.sales),
+                sales=sales(p.sales),
                 actual=fmt.number(p.actual_issued),
                 simulated=fmt.number(p.simulated_issued),
                 change=signed(p.points_change),
-                vouchers=fmt.number(p.vouchers),
-                cost=money(result.partner_cost(p)),
+                vouchers=_n("{n} voucher", "{n} vouchers", p.vouchers).format(
+                    n=fmt.number(p.vouchers)
+                ),
+                cost=money(result.partner_actual_cost(p)),
+                new_cost=money(result.partner_cost(p)),
                 position=money(p.position),
                 new_position=money(p.simulated_position),
                 moved=signed_money(p.position_change),
@@ -272,11 +323,12 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
         lines.append(
             _(
                 "<b>The program itself</b>: promotion points {actual} → {simulated} · "
-                "expected cost {cost}"
+                "expected cost {cost} → {new_cost}"
             ).format(
                 actual=fmt.number(result.actual_program_points),
                 simulated=fmt.number(result.program_points),
-                cost=money(result.cost(result.program_points, result.program_voucher_points)),
+                cost=money(result.program_actual_cost),
+                new_cost=money(result.program_cost),
             )
         )
     if result.promotions:
@@ -284,14 +336,15 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
         for promo in result.promotions:
             lines.append(
                 f"<b>{escape(fmt.text(promo.title))}</b>: "
-                + _(
-                    "{sales} sales · {points} points · {vouchers} vouchers · {stamps} stamps "
-                    "· expected cost {cost}"
-                ).format(
-                    sales=fmt.number(promo.sales),
-                    points=fmt.number(promo.points),
-                    vouchers=fmt.number(promo.vouchers),
-                    stamps=fmt.number(promo.stamps),
+                + _("{sales} · {points} · {vouchers} · {stamps} · expected cost {cost}").format(
+                    sales=sales(promo.sales),
+                    points=fmt.points(promo.points),
+                    vouchers=_n("{n} voucher", "{n} vouchers", promo.vouchers).format(
+                        n=fmt.number(promo.vouchers)
+                    ),
+                    stamps=_n("{n} stamp", "{n} stamps", promo.stamps).format(
+                        n=fmt.number(promo.stamps)
+                    ),
                     cost=money(result.promotion_cost(promo)),
                 )
             )
@@ -316,8 +369,8 @@ def _lines(result: Simulation, proposed: Program, period: tuple[date, date]) -> 
     ]
     if result.unknown_partner_sales:
         lines.append(
-            _("{sales} sales at partners the file does not have earn nothing in it.").format(
-                sales=fmt.number(result.unknown_partner_sales)
+            _("Sales at partners the file does not have earn nothing in it: {sales}.").format(
+                sales=sales(result.unknown_partner_sales)
             )
         )
     return lines
@@ -369,7 +422,19 @@ def build() -> Router:
     router.message.register(ask_for_file, Command("simulate"))
     router.message.register(runner.from_dialog, StateFilter(Simulate.file), HasDocument())
     router.message.register(_not_a_file, StateFilter(Simulate.file), ~IsCommand(), ~HasDocument())
+    router.message.register(_hint, StateFilter(None), _program_file)
     return router
+
+
+async def _program_file(message: Message) -> bool:
+    """A .toml document without a command as its caption: a program file sent on its own."""
+    document = message.document
+    name = (document.file_name or "") if document is not None else ""
+    return name.lower().endswith(".toml") and not (message.caption or "").startswith("/")
+
+
+async def _hint(message: Message) -> None:
+    await message.answer(_("To test this program file, send it with /simulate as the caption."))
 
 
 async def _not_a_file(message: Message) -> None:
