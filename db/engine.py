@@ -124,7 +124,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TrackedSession)
 
 
-async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> Any:
+async def fetch_row(session: AsyncSession, sql: str, *args: Any, alone: bool = False) -> Any:
     """One statement through the DBAPI cursor of the session's connection, inside the
     session's transaction (the driver begins it, as for any statement of the session): for
     the hot path of a use case, whose statement costs more Python through SQLAlchemy's
@@ -135,11 +135,22 @@ async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> Any:
     What the database refuses comes out as from session.execute: SQLAlchemy's DBAPIError
     (IntegrityError for a constraint, …) around the driver's error, and a connection that
     broke is invalidated. The session's statement events do not see it: whoever calls this
-    marks the session as having written when the statement writes (session.info["wrote"])."""
+    marks the session as having written when the statement writes (session.info["wrote"]).
+
+    `alone`: the statement is its own database transaction, sent without BEGIN (the server
+    commits it, or undoes all of it, by itself): one round trip where BEGIN, the statement
+    and COMMIT are three. Only for a session with no transaction under way (its connection
+    has none either then); the session's transaction that this begins sends nothing more
+    to the server, and its commit (unit_of_work's) sends nothing at all."""
+    if alone and session.in_transaction():
+        raise RuntimeError("a statement alone needs a session with no transaction under way")
     conn = await session.connection()
 
     def run(sync: Connection) -> Any:
+        dbapi = sync.connection.dbapi_connection
         cursor = sync.connection.cursor()
+        if alone:
+            dbapi.autocommit = True  # type: ignore[union-attr]
         try:
             cursor.execute(sql, args)
             return cursor.fetchone()
@@ -151,6 +162,8 @@ async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> Any:
             raise error(sql, args, exc, connection_invalidated=broken) from exc
         finally:
             cursor.close()
+            if alone and dbapi is not None:
+                dbapi.autocommit = False  # type: ignore[union-attr]
 
     return await conn.run_sync(run)
 

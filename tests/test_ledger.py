@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
@@ -386,6 +388,64 @@ async def test_tier_upgrade_on_the_sale_that_pays_an_invitation_reward(
         session, program, Sale(member_id=friend, partner="gym", amount=D("10"), key="t")
     )
     assert top.tier == "Gold" and not top.tier_reached
+
+
+async def test_a_sale_that_needs_only_its_posting_is_its_own_transaction(
+    session: AsyncSession, program: Program
+) -> None:
+    """record_sale sends such a sale alone (no BEGIN, no COMMIT: one round trip); a sale
+    that reaches the tier above or may pay an invitation reward writes nothing so, and is
+    sent again in a transaction, with the same results as ever."""
+    inviter = await join(session, program, 1)
+    member = await join(session, program, 2)
+    friend = await join(session, program, 3, inviter_id=inviter)
+    sent: list[str] = []
+
+    async def logged() -> list[str]:  # asyncpg calls the logger soon after, not at once
+        await asyncio.sleep(0)
+        return sent
+
+    def log(record: Any) -> None:  # (asyncpg logs its own statements, not prepared ones)
+        word = record.query.strip().rstrip(";").upper()
+        if word.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            sent.append(word.split()[0])
+
+    def checkout(dbapi_connection: Any, *_: object) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    def checkin(dbapi_connection: Any, *_: object) -> None:
+        dbapi_connection.driver_connection.remove_query_logger(log)
+
+    sync_engine = session.bind.sync_engine  # type: ignore[union-attr]
+    event.listen(sync_engine, "checkout", checkout)
+    event.listen(sync_engine, "checkin", checkin)
+    try:
+        small = await record_sale(
+            session, program, Sale(member_id=member, partner="gym", amount=D("10"), key="a")
+        )
+        assert await logged() == [] and (small.balance, small.tier) == (50 + 20, "Bronze")
+        up = await record_sale(
+            session, program, Sale(member_id=member, partner="gym", amount=D("990"), key="b")
+        )
+        assert await logged() == ["BEGIN", "COMMIT"]
+        assert (up.tier, up.tier_reached, up.points_earned) == ("Silver", True, 1980)
+        sent.clear()
+        rewarded = await record_sale(
+            session, program, Sale(member_id=friend, partner="gym", amount=D("20"), key="c")
+        )
+        assert await logged() == ["BEGIN", "COMMIT"] and rewarded.referral is not None
+        sent.clear()
+        again = await record_sale(
+            session, program, Sale(member_id=member, partner="gym", amount=D("10"), key="a")
+        )
+        assert await logged() == ["BEGIN", "COMMIT"]  # the replay's reads
+        assert again.replayed and again.transaction_id == small.transaction_id
+    finally:
+        event.remove(sync_engine, "checkout", checkout)
+        event.remove(sync_engine, "checkin", checkin)
+    assert (await get_member(session, member)).tier == "Silver"
+    keys = select(Transaction.idempotency_key).where(Transaction.member_id == member)
+    assert sorted((await session.scalars(keys)).all()) == ["a", "b", "welcome:2"]
 
 
 async def test_adjust_needs_reason_and_respects_balance(
