@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db.ledger.models import Entry, PointLot, Transaction
-from db.ledger.writer import hold, unit_of_work, void_holds
+from db.ledger.writer import constraint_name, hold, unit_of_work, void_holds
 from db.rules import errors
 from db.rules.points import check_points
 from db.rules.program import Program
@@ -702,6 +702,36 @@ async def test_a_transaction_sums_to_zero_per_unit(
     # A member's stamps never go below zero, as their points.
     with pytest.raises(DBAPIError, match="wallet_not_negative"):
         await _hand_made(session, [(issued, 3), (redeemed, -3)])
+    await session.rollback()
+
+
+async def test_what_an_account_is_is_checked_when_it_is_written(
+    session: AsyncSession, program: Program
+) -> None:
+    """Its kind, owner and unit (a trigger since migration 0016, not CHECKs run on every
+    balance change): a row that breaks them is refused when inserted or updated, with the
+    constraint's name, as before."""
+    m = await join(session, program)
+    refused = [
+        ("INSERT INTO accounts (kind) VALUES ('nonsense')", "ck_accounts_kind"),
+        ("INSERT INTO accounts (kind, member_id) VALUES ('program', :m)", "ck_accounts_owner"),
+        (
+            "INSERT INTO accounts (kind, member_id, unit) VALUES ('stamps', :m, 'stamps:')",
+            "ck_accounts_unit",
+        ),
+        ("INSERT INTO accounts (kind, unit) VALUES ('breakage', 'stamps:x')", "ck_accounts_owner"),
+        ("UPDATE accounts SET member_id = NULL WHERE member_id = :m", "ck_accounts_owner"),
+        ("UPDATE accounts SET kind = 'program' WHERE member_id = :m", "ck_accounts_owner"),
+        ("UPDATE accounts SET kind = 'wallet' WHERE member_id = :m", "ck_accounts_kind"),
+        ("UPDATE accounts SET unit = 'stamps:x' WHERE member_id = :m", "ck_accounts_owner"),
+    ]
+    for sql, name in refused:
+        with pytest.raises(DBAPIError) as error:
+            await session.execute(text(sql), {"m": m})
+        assert constraint_name(error.value) == name, sql
+        await session.rollback()
+    stamps = text("INSERT INTO accounts (kind, member_id, unit) VALUES ('stamps', :m, 'stamps:x')")
+    await session.execute(stamps, {"m": m})  # a well-formed one goes in
     await session.rollback()
 
 

@@ -145,11 +145,73 @@ END $$
 """
 
 
+# What an account is (its kind, its owner, its unit) is checked when it is written, not on
+# every change of its balance: PostgreSQL evaluates every CHECK of a row on every UPDATE of
+# it (and reads and plans their expressions again for each statement), and a sale updates
+# its accounts' balances. The three CHECKs of accounts that only look at those columns
+# become one row trigger that runs when a row is inserted or an UPDATE names one of them,
+# with the same conditions (a condition that is NULL passes, as in a CHECK) and the same
+# refusals (SQLSTATE check_violation, the constraint's name). So every row satisfies them as
+# before. The CHECKs on the balance and the held points stay CHECKs.
+ACCOUNT_SHAPE = {
+    "ck_accounts_kind": (
+        "kind IN ('member', 'stamps', 'partner_issued', 'partner_redeemed', 'program',"
+        " 'breakage', 'stamp_pool')"
+    ),
+    "ck_accounts_unit": "unit = 'points' OR unit LIKE 'stamps:_%'",
+    "ck_accounts_owner": (
+        "(kind IN ('member', 'stamps')) = (member_id IS NOT NULL)"
+        " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)"
+        " AND (kind IN ('stamps', 'stamp_pool')) = (unit <> 'points')"
+    ),
+}
+ACCOUNT_SHAPE_TRIGGER = [
+    """
+    CREATE FUNCTION ledger_account_shape() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT coalesce(NEW.kind IN ('member', 'stamps', 'partner_issued', 'partner_redeemed',
+                                     'program', 'breakage', 'stamp_pool'), true) THEN
+            RAISE EXCEPTION
+                'new row for relation "accounts" violates check constraint "ck_accounts_kind"'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ck_accounts_kind';
+        END IF;
+        IF NOT coalesce(NEW.unit = 'points' OR NEW.unit LIKE 'stamps:_%', true) THEN
+            RAISE EXCEPTION
+                'new row for relation "accounts" violates check constraint "ck_accounts_unit"'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ck_accounts_unit';
+        END IF;
+        IF NOT coalesce(
+            (NEW.kind IN ('member', 'stamps')) = (NEW.member_id IS NOT NULL)
+            AND (NEW.kind IN ('partner_issued', 'partner_redeemed')) = (NEW.partner_id IS NOT NULL)
+            AND (NEW.kind IN ('stamps', 'stamp_pool')) = (NEW.unit <> 'points'), true)
+        THEN
+            RAISE EXCEPTION
+                'new row for relation "accounts" violates check constraint "ck_accounts_owner"'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'ck_accounts_owner';
+        END IF;
+        RETURN NEW;
+    END $$
+    """,
+    """
+    CREATE TRIGGER accounts_shape BEFORE INSERT OR UPDATE OF kind, member_id, partner_id, unit
+    ON accounts FOR EACH ROW EXECUTE FUNCTION ledger_account_shape()
+    """,
+]
+
+
 def upgrade() -> None:
     op.execute(f"DROP FUNCTION {OLD_SIGNATURE}")
     op.execute(LEDGER_SALE)
+    for statement in ACCOUNT_SHAPE_TRIGGER:
+        op.execute(statement)
+    for name in ACCOUNT_SHAPE:
+        op.drop_constraint(op.f(name), "accounts", type_="check")
 
 
 def downgrade() -> None:
+    for name, condition in ACCOUNT_SHAPE.items():
+        op.create_check_constraint(op.f(name), "accounts", condition)
+    op.execute("DROP TRIGGER accounts_shape ON accounts")
+    op.execute("DROP FUNCTION ledger_account_shape()")
     op.execute(f"DROP FUNCTION {NEW_SIGNATURE}")
     op.execute(earlier_migration("0014_discounts").LEDGER_SALE)  # ledger_sale as 0014 left it
