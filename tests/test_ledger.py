@@ -424,6 +424,13 @@ async def test_a_sale_that_needs_only_its_posting_is_its_own_transaction(
             session, program, Sale(member_id=member, partner="gym", amount=D("10"), key="a")
         )
         assert await logged() == [] and (small.balance, small.tier) == (50 + 20, "Bronze")
+        assert session.info.pop("committed")  # what the bot's error reports go by
+        shown = Sale(
+            member_id=member, partner="gym", amount=D("10"), key="x", discount_percent=D(5)
+        )
+        with pytest.raises(errors.DiscountChanged):  # refused alone: nothing written or told
+            await record_sale(session, program, shown)
+        assert "committed" not in session.info and "wrote" not in session.info
         up = await record_sale(
             session, program, Sale(member_id=member, partner="gym", amount=D("990"), key="b")
         )

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from db.engine import fetch_row
+from db.engine import can_send_alone, fetch_row, fetch_row_alone
 from db.ledger.models import (
     Account,
     AccountKind,
@@ -206,7 +206,7 @@ async def record_sale(session: AsyncSession, program: Program, sale: Sale) -> Pu
 
     A sale that needs nothing but its posting (see _posting_is_all) in a session with no
     transaction under way is sent as its own database transaction: one round trip."""
-    alone = not session.in_transaction() and _posting_is_all(program, sale.partner)
+    alone = can_send_alone(session) and _posting_is_all(program, sale.partner)
     async with unit_of_work(session):
         return await post_purchase(session, program, sale, alone=alone)
 
@@ -462,12 +462,17 @@ class _SaleRow(NamedTuple):
 
 
 async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> _SaleRow:
-    session.info["wrote"] = True  # a SELECT of ledger_sale writes (db/engine.py)
+    args = [params[name] for name in _SALE_ARGS]
     try:
         with refusals(post_hold):
-            row = await fetch_row(
-                session, _SALE, *(params[name] for name in _SALE_ARGS), alone=params["alone"]
-            )
+            if params["alone"]:
+                row = await fetch_row_alone(session, _SALE, *args)
+            else:
+                session.info["wrote"] = True  # a SELECT of ledger_sale writes (db/engine.py)
+                row = await fetch_row(session, _SALE, *args)
+        # Alone, the server committed it: the unit of work's commit reports it (a refusal
+        # wrote nothing, and a rollback of a session with no transaction reports nothing).
+        session.info["wrote"] = True
     except DBAPIError as exc:
         if constraint_name(exc) == "discount_shown":  # migration 0014
             raise DiscountChanged() from None
