@@ -14,9 +14,11 @@ Three workloads share one server, each with the same number of concurrent client
   engine settings.
 - For information, not in the ratio: the same sale from SQL alone, `SELECT * FROM
   ledger_sale(...)` (what `record_sale` sends) in a `pgbench` custom script on the ledger's
-  database, with no Python at all. Beside pgbench it is PostgreSQL's share of a sale; the
-  gap between it and `record_sale` is Python's (SQLAlchemy, asyncpg, the use case) and the two
-  statements a use case adds (BEGIN and COMMIT: pgbench's call commits on its own).
+  database, with no Python at all: sent alone, as `record_sale` sends a sale that needs
+  nothing but its posting (the server commits it; no BEGIN or COMMIT), and again in a
+  transaction that moves the member up when the sale reaches the next tier, as the use case
+  does. Beside pgbench it is PostgreSQL's share of a sale; the gap between it and
+  `record_sale` is Python's (SQLAlchemy, asyncpg, the use case).
 
 Both databases are created and filled once, up front, then analyzed (as `pgbench -i` does
 for its tables; the test server runs without autovacuum). After a warm-up slice of each
@@ -223,9 +225,12 @@ def pgbench_slice(env: dict[str, str], clients: int, seconds: int, *script: str)
 
 
 def sale_script(program: Program, members: list[int]) -> str:
-    """A pgbench script making the sale `record_sale` makes, with the same SQL call (ledger_sale):
-    a random member and partner, an amount of 5.00 to 150.00, the points each tier earns
-    (db.rules.points.earned_points in SQL), a key of its own."""
+    """A pgbench script making the sale `record_sale` makes, with the same SQL calls
+    (ledger_sale): a random member and partner, an amount of 5.00 to 150.00, the points each
+    tier earns (db.rules.points.earned_points in SQL), a key of its own. Sent alone (its own
+    transaction), as record_sale sends it; a sale that reaches the tier above the member's
+    writes nothing so and is sent again in a transaction that moves the member up
+    (Program.tier_for_spend in SQL), as record_sale does."""
     pv = program.program.point_value
     pct = ", ".join(str(p.earn_percent) for p in program.partners)
     slugs = ", ".join(f"'{p.slug}'" for p in program.partners)
@@ -237,14 +242,34 @@ def sale_script(program: Program, members: list[int]) -> str:
     no_discounts = ", ".join("0" for _ in program.tiers)  # no tier discount, as the sale sends
     days = program.program.expire_days
     expires = f"now() + interval '{days} days'" if days else "NULL"
+    above = [program.next_tier(t.name) for t in program.tiers]
+    next_min = ", ".join("NULL" if t is None else str(t.min_spend) for t in above)
+    names = [t.name for t in program.tiers]
+    moves = " ".join(
+        f"WHEN :spend >= {t.min_spend} AND tier IN ({', '.join(repr(n) for n in names[:i])}) "
+        f"THEN '{t.name}'"
+        for i, t in reversed(list(enumerate(program.tiers)))
+        if i
+    )
+
+    def sale(alone: str) -> str:
+        return f"""ledger_sale(:member, (ARRAY[{slugs}])[:p], 'earn', 'sql:' || :client_id || ':' \
+|| :key, 'bench', NULL, :cents / 100.0, :cents / 100.0, NULL, now(), 0, ARRAY[{tiers}], \
+ARRAY[{earned}], {expires}, {program.referral.qualifying_purchase}, NULL, \
+now() - interval '{TIER_WINDOW.days} days', 0, ARRAY[{no_discounts}]::numeric[], \
+ARRAY[{next_min}]::numeric[], {alone})"""
+
     return f"""\\set member random({min(members)}, {max(members)})
 \\set p random(1, {len(program.partners)})
 \\set cents random(500, 15000)
 \\set key random(1, 1000000000000000)
-SELECT * FROM ledger_sale(:member, (ARRAY[{slugs}])[:p], 'earn', 'sql:' || :client_id || ':' \
-|| :key, 'bench', NULL, :cents / 100.0, :cents / 100.0, NULL, now(), 0, ARRAY[{tiers}], \
-ARRAY[{earned}], {expires}, {program.referral.qualifying_purchase}, NULL, \
-now() - interval '{TIER_WINDOW.days} days', 0, ARRAY[{no_discounts}]::numeric[]);
+SELECT deferred::int AS deferred FROM {sale("true")} \\gset
+\\if :deferred
+BEGIN;
+SELECT coalesce(spend, 0) AS spend FROM {sale("false")} \\gset
+UPDATE members SET tier = CASE {moves} ELSE tier END WHERE id = :member;
+COMMIT;
+\\endif
 """
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Connection, TextClause, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.util import greenlet_spawn
 
 
 def async_url(url: str) -> str:
@@ -153,6 +155,50 @@ async def fetch_row(session: AsyncSession, sql: str, *args: Any) -> Any:
             cursor.close()
 
     return await conn.run_sync(run)
+
+
+def can_send_alone(session: AsyncSession) -> bool:
+    """Whether fetch_row_alone may serve this session: it has no transaction under way (so
+    nothing it did is waiting for a commit) and it takes its connections from an engine."""
+    return not session.in_transaction() and isinstance(session.bind, AsyncEngine)
+
+
+async def fetch_row_alone(session: AsyncSession, sql: str, *args: Any) -> Any:
+    """fetch_row's statement as its own database transaction: sent without BEGIN on a
+    connection of the session's engine, straight to the driver, and the server commits it
+    (or, refusing it, undoes all of it) by itself: one round trip where BEGIN, the
+    statement and COMMIT are three, and none of the session's machinery per statement. For
+    a session with no transaction under way (can_send_alone): the statement is committed
+    when this returns, whatever the session does next. What the database refuses comes out
+    as from fetch_row; a connection that broke is invalidated with the pool, as SQLAlchemy
+    does, and one left in an unknown state (a cancellation) is not reused."""
+    if not can_send_alone(session):
+        raise RuntimeError("a statement alone needs a session with no transaction under way")
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    raw = await engine.raw_connection()
+    try:
+        return await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
+    except asyncpg.PostgresError as exc:  # refused by the server: the connection is sound
+        dbapi = engine.dialect.loaded_dbapi
+        orig = dbapi.Error(str(exc), exc)  # the driver's error as SQLAlchemy's adapter has it
+        orig.__cause__ = exc
+        error = _ERRORS.get((exc.sqlstate or "")[:2], DBAPIError)
+        raise error(sql, args, orig) from exc
+    except Exception as exc:  # in the driver, or the connection broke
+        driver = raw.driver_connection
+        broken = driver is None or driver.is_closed()  # type: ignore[attr-defined]
+        if broken:  # the server went away: as SQLAlchemy does then, the whole pool goes
+            await greenlet_spawn(raw.invalidate, exc)
+            await engine.dispose(close=False)
+        orig = engine.dialect.loaded_dbapi.InterfaceError(str(exc), exc)
+        error = OperationalError if broken else DBAPIError
+        raise error(sql, args, orig, connection_invalidated=broken) from exc
+    except BaseException as exc:  # cancelled mid-statement: the connection is not reused
+        await greenlet_spawn(raw.invalidate, exc)
+        raise
+    finally:
+        raw.close()
 
 
 # SQLAlchemy's errors for the classes of SQLSTATE (its first two characters).

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
@@ -14,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db.ledger.models import Entry, PointLot, Transaction
-from db.ledger.writer import hold, unit_of_work, void_holds
+from db.ledger.writer import constraint_name, hold, unit_of_work, void_holds
 from db.rules import errors
 from db.rules.points import check_points
 from db.rules.program import Program
@@ -388,6 +390,71 @@ async def test_tier_upgrade_on_the_sale_that_pays_an_invitation_reward(
     assert top.tier == "Gold" and not top.tier_reached
 
 
+async def test_a_sale_that_needs_only_its_posting_is_its_own_transaction(
+    session: AsyncSession, program: Program
+) -> None:
+    """record_sale sends such a sale alone (no BEGIN, no COMMIT: one round trip); a sale
+    that reaches the tier above or may pay an invitation reward writes nothing so, and is
+    sent again in a transaction, with the same results as ever."""
+    inviter = await join(session, program, 1)
+    member = await join(session, program, 2)
+    friend = await join(session, program, 3, inviter_id=inviter)
+    sent: list[str] = []
+
+    async def logged() -> list[str]:  # asyncpg calls the logger soon after, not at once
+        await asyncio.sleep(0)
+        return sent
+
+    def log(record: Any) -> None:  # (asyncpg logs its own statements, not prepared ones)
+        word = record.query.strip().rstrip(";").upper()
+        if word.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            sent.append(word.split()[0])
+
+    def checkout(dbapi_connection: Any, *_: object) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    def checkin(dbapi_connection: Any, *_: object) -> None:
+        dbapi_connection.driver_connection.remove_query_logger(log)
+
+    sync_engine = session.bind.sync_engine  # type: ignore[union-attr]
+    event.listen(sync_engine, "checkout", checkout)
+    event.listen(sync_engine, "checkin", checkin)
+    try:
+        small = await record_sale(
+            session, program, Sale(member_id=member, partner="gym", amount=D("10"), key="a")
+        )
+        assert await logged() == [] and (small.balance, small.tier) == (50 + 20, "Bronze")
+        assert session.info.pop("committed")  # what the bot's error reports go by
+        shown = Sale(
+            member_id=member, partner="gym", amount=D("10"), key="x", discount_percent=D(5)
+        )
+        with pytest.raises(errors.DiscountChanged):  # refused alone: nothing written or told
+            await record_sale(session, program, shown)
+        assert "committed" not in session.info and "wrote" not in session.info
+        up = await record_sale(
+            session, program, Sale(member_id=member, partner="gym", amount=D("990"), key="b")
+        )
+        assert await logged() == ["BEGIN", "COMMIT"]
+        assert (up.tier, up.tier_reached, up.points_earned) == ("Silver", True, 1980)
+        sent.clear()
+        rewarded = await record_sale(
+            session, program, Sale(member_id=friend, partner="gym", amount=D("20"), key="c")
+        )
+        assert await logged() == ["BEGIN", "COMMIT"] and rewarded.referral is not None
+        sent.clear()
+        again = await record_sale(
+            session, program, Sale(member_id=member, partner="gym", amount=D("10"), key="a")
+        )
+        assert await logged() == ["BEGIN", "COMMIT"]  # the replay's reads
+        assert again.replayed and again.transaction_id == small.transaction_id
+    finally:
+        event.remove(sync_engine, "checkout", checkout)
+        event.remove(sync_engine, "checkin", checkin)
+    assert (await get_member(session, member)).tier == "Silver"
+    keys = select(Transaction.idempotency_key).where(Transaction.member_id == member)
+    assert sorted((await session.scalars(keys)).all()) == ["a", "b", "welcome:2"]
+
+
 async def test_adjust_needs_reason_and_respects_balance(
     session: AsyncSession, program: Program
 ) -> None:
@@ -642,6 +709,36 @@ async def test_a_transaction_sums_to_zero_per_unit(
     # A member's stamps never go below zero, as their points.
     with pytest.raises(DBAPIError, match="wallet_not_negative"):
         await _hand_made(session, [(issued, 3), (redeemed, -3)])
+    await session.rollback()
+
+
+async def test_what_an_account_is_is_checked_when_it_is_written(
+    session: AsyncSession, program: Program
+) -> None:
+    """Its kind, owner and unit (a trigger since migration 0020, not CHECKs run on every
+    balance change): a row that breaks them is refused when inserted or updated, with the
+    constraint's name, as before."""
+    m = await join(session, program)
+    refused = [
+        ("INSERT INTO accounts (kind) VALUES ('nonsense')", "ck_accounts_kind"),
+        ("INSERT INTO accounts (kind, member_id) VALUES ('program', :m)", "ck_accounts_owner"),
+        (
+            "INSERT INTO accounts (kind, member_id, unit) VALUES ('stamps', :m, 'stamps:')",
+            "ck_accounts_unit",
+        ),
+        ("INSERT INTO accounts (kind, unit) VALUES ('breakage', 'stamps:x')", "ck_accounts_owner"),
+        ("UPDATE accounts SET member_id = NULL WHERE member_id = :m", "ck_accounts_owner"),
+        ("UPDATE accounts SET kind = 'program' WHERE member_id = :m", "ck_accounts_owner"),
+        ("UPDATE accounts SET kind = 'wallet' WHERE member_id = :m", "ck_accounts_kind"),
+        ("UPDATE accounts SET unit = 'stamps:x' WHERE member_id = :m", "ck_accounts_owner"),
+    ]
+    for sql, name in refused:
+        with pytest.raises(DBAPIError) as error:
+            await session.execute(text(sql), {"m": m})
+        assert constraint_name(error.value) == name, sql
+        await session.rollback()
+    stamps = text("INSERT INTO accounts (kind, member_id, unit) VALUES ('stamps', :m, 'stamps:x')")
+    await session.execute(stamps, {"m": m})  # a well-formed one goes in
     await session.rollback()
 
 

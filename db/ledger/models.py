@@ -370,25 +370,23 @@ class Notice(Base):
 
 class Account(Base):
     __tablename__ = "accounts"
+    # What an account is, checked by the trigger accounts_shape when a row is inserted or an
+    # UPDATE names one of those columns (migration 0020: a CHECK runs on every balance
+    # change): its kind is one of AccountKind.ALL (ck_accounts_kind); it counts points, or
+    # the stamps of one stamp card (ck_accounts_unit: `unit = 'points' OR unit LIKE
+    # 'stamps:_%'`; the entries of a transaction sum to zero per unit, checked by the
+    # statement writing them, 0011); a member's wallet and stamps have a member, a
+    # partner's accounts a partner, stamps and the stamp pool a unit of stamps, and no other
+    # account any of these (ck_accounts_owner).
     __table_args__ = (
-        CheckConstraint(_in("kind", AccountKind.ALL), name="kind"),
         # The one rule no load may break: a member's wallet never goes below zero.
         CheckConstraint(
             "kind NOT IN ('member', 'stamps') OR balance >= 0", name="wallet_not_negative"
         ),
-        # What the account counts: points, or the stamps of one stamp card. The entries of a
-        # transaction sum to zero per unit (checked by the statement writing them, 0011).
-        CheckConstraint("unit = 'points' OR unit LIKE 'stamps:_%'", name="unit"),
         # Held points are the wallet's own, and no posting may spend them (db.ledger.writer.hold).
         CheckConstraint(
             "held >= 0 AND (kind = 'member' OR held = 0) AND (held = 0 OR balance >= held)",
             name="hold_covered",
-        ),
-        CheckConstraint(
-            "(kind IN ('member', 'stamps')) = (member_id IS NOT NULL)"
-            " AND (kind IN ('partner_issued', 'partner_redeemed')) = (partner_id IS NOT NULL)"
-            " AND (kind IN ('stamps', 'stamp_pool')) = (unit <> 'points')",
-            name="owner",
         ),
         # One wallet per member (kind 'member'), and one stamps account per member and card.
         Index("uq_accounts_member", "member_id", unique=True, postgresql_where="kind = 'member'"),

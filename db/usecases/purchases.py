@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
-from db.engine import fetch_row
+from db.engine import can_send_alone, fetch_row, fetch_row_alone
 from db.ledger.models import (
     Account,
     AccountKind,
@@ -208,16 +208,37 @@ class Refund:
 
 async def record_sale(session: AsyncSession, program: Program, sale: Sale) -> PurchaseResult:
     """A sale as one transaction, committed (see post_purchase). Earned points =
-    floor(paid × earn_percent/100 × tier multiplier / point_value)."""
+    floor(paid × earn_percent/100 × tier multiplier / point_value).
+
+    A sale that needs nothing but its posting (see _posting_is_all) in a session with no
+    transaction under way is sent as its own database transaction: one round trip."""
+    alone = can_send_alone(session) and _posting_is_all(program, sale.partner)
     async with unit_of_work(session):
-        return await post_purchase(session, program, sale)
+        return await post_purchase(session, program, sale, alone=alone)
+
+
+def _posting_is_all(program: Program, partner: str) -> bool:
+    """Whether ledger_sale's posting is all a sale at `partner` may write (but for an
+    invitation reward or a tier to move up to, which ledger_sale leaves to the use case):
+    no stamp cards there. A step of post_purchase that writes after the posting adds its
+    own condition here, else the sale would be committed before it: stamp cards and
+    promotions (db/usecases/promotions.py) write in the sale's transaction."""
+    return not program.stamp_cards_at(partner) and not program.promotions_at(partner)
 
 
 async def post_purchase(
-    session: AsyncSession, program: Program, sale: Sale, *, post_hold: str | None = None
+    session: AsyncSession,
+    program: Program,
+    sale: Sale,
+    *,
+    post_hold: str | None = None,
+    alone: bool = False,
 ) -> PurchaseResult:
     """The sale inside the caller's transaction (the caller commits). `post_hold`: the key
-    of the hold whose points this sale redeems (a confirmed redemption request)."""
+    of the hold whose points this sale redeems (a confirmed redemption request). `alone`
+    (record_sale's): the session has no transaction yet and the sale needs nothing but its
+    posting, which is then sent as its own database transaction (a sale that turns out to
+    need more writes nothing so and is sent again, in the session's transaction)."""
     member_id, partner, amount, key = sale.member_id, sale.partner, sale.amount, sale.key
     redeem_points, receipt, staff_id = sale.redeem_points, sale.receipt, sale.staff_id
     now, discount_percent = sale.now, sale.discount_percent
@@ -254,31 +275,32 @@ async def post_purchase(
     prepared = await promotions.prepare(
         session, program, member_id=member_id, partner=partner, charged=to_pay, now=now
     )
-    row = await _sale(
-        session,
-        {
-            "member": member_id,
-            "slug": partner,
-            "kind": kind,
-            "key": key,
-            "digest": digest,
-            "staff": staff_id,
-            "amount": amount,
-            "paid": paid,
-            "receipt": receipt,
-            "now": now,
-            "redeem": redeem_points,
-            "tiers": [t.name for t in program.tiers],
-            "earned": by_tier,
-            "expires": expires_at,
-            "referral_min": program.referral.qualifying_purchase,
-            "post_hold": post_hold,
-            "since": now - TIER_WINDOW,
-            "discount": discount,
-            "discounts": discounts_by_tier(program, amount),
-        },
-        post_hold,
-    )
+    params = {
+        "member": member_id,
+        "slug": partner,
+        "kind": kind,
+        "key": key,
+        "digest": digest,
+        "staff": staff_id,
+        "amount": amount,
+        "paid": paid,
+        "receipt": receipt,
+        "now": now,
+        "redeem": redeem_points,
+        "tiers": [t.name for t in program.tiers],
+        "earned": by_tier,
+        "expires": expires_at,
+        "referral_min": program.referral.qualifying_purchase,
+        "post_hold": post_hold,
+        "since": now - TIER_WINDOW,
+        "discount": discount,
+        "discounts": discounts_by_tier(program, amount),
+        "next_min": _next_min_spend(program),
+        "alone": alone,
+    }
+    row = await _sale(session, params, post_hold)
+    if row.deferred:  # nothing written: the sale needs this transaction (ledger_sale, 0020)
+        row = await _sale(session, {**params, "alone": False}, post_hold)
     member, accounts, tx_id = _opened(row, partner)
     if tx_id is None:
         posted = await find_posted(session, key, digest)
@@ -394,7 +416,8 @@ def _discount_of_sale(program: Program, tier: str, discount: Decimal) -> dict[st
 
 # The member (with their wallet), the partner (with its two accounts), the sale's
 # transaction row and, in the common case, its posting and the member's trailing spend, in
-# one round trip (migrations 0010, 0011 and 0014 say what ledger_sale does). The row is inserted
+# one round trip (migrations 0010, 0011, 0014 and 0020 say what ledger_sale does); for
+# record_sale's common case, with no BEGIN or COMMIT around it (`alone`). The row is inserted
 # only when both exist and are active, so a refused sale writes nothing; as in
 # open_transaction, a concurrent posting with the same key waits on the unique index and
 # then inserts nothing (tx_id is NULL: a replay). A sale that may pay an invitation reward is
@@ -420,6 +443,8 @@ _SALE_ARGS = (
     "since",
     "discount",
     "discounts",
+    "next_min",
+    "alone",
 )
 _SALE = f"SELECT * FROM ledger_sale({', '.join(f'${n + 1}' for n in range(len(_SALE_ARGS)))})"
 
@@ -446,20 +471,38 @@ class _SaleRow(NamedTuple):
     tx_id: int | None
     posted: bool
     earned: int
-    spend: Any  # the trailing spend (numeric) when posted, else NULL
+    spend: Any  # the trailing spend (numeric) when posted below the top tier, else NULL
+    deferred: bool  # alone, and it needs the use case's transaction: nothing written
 
 
 async def _sale(session: AsyncSession, params: dict[str, Any], post_hold: str | None) -> _SaleRow:
-    session.info["wrote"] = True  # a SELECT of ledger_sale writes (db/engine.py)
+    args = [params[name] for name in _SALE_ARGS]
     try:
         with refusals(post_hold):
-            row = await fetch_row(session, _SALE, *(params[name] for name in _SALE_ARGS))
+            if params["alone"]:
+                row = await fetch_row_alone(session, _SALE, *args)
+            else:
+                session.info["wrote"] = True  # a SELECT of ledger_sale writes (db/engine.py)
+                row = await fetch_row(session, _SALE, *args)
+        # Alone, the server committed it: the unit of work's commit reports it (a refusal
+        # wrote nothing, and a rollback of a session with no transaction reports nothing).
+        session.info["wrote"] = True
     except DBAPIError as exc:
         if constraint_name(exc) == "discount_shown":  # migration 0014
             raise DiscountChanged() from None
         raise
     assert row is not None  # ledger_sale returns one row, NULLs for what it did not find
     return _SaleRow(*row)
+
+
+def _next_min_spend(program: Program) -> list[Decimal | None]:
+    """Per tier, the min_spend of the tier above it (None at the top): ledger_sale reads
+    the trailing spend only below the top, and a sale alone that reaches the tier above is
+    sent again in a transaction, for _tier_after_sale to move the member up."""
+    return [
+        None if (above := program.next_tier(t.name)) is None else above.min_spend
+        for t in program.tiers
+    ]
 
 
 def _opened(row: Any, partner: str) -> tuple[MemberInfo, PartnerAccounts, int | None]:
