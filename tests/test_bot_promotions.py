@@ -87,3 +87,48 @@ async def test_panel_receipt_news_history_and_refund_say_why(
     await ann.send("/history")
     history = text_of(await ann.wait_message("Transactions"))
     assert "promotion taken back: First visit to a new partner: −101 points" in history
+
+
+async def test_every_figure_counts_the_promotions_points(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """The receipt's headline, /cancel, /shift, the refund's reply and the partner's /today
+    count all the points a sale gave: its own and its promotions' (the lines below say
+    each); the partner's figures tell its own sales' points from those it funded."""
+    manager, ann = harness.user("Mo"), harness.user("Ann")
+    await hire(harness, manager, "books", "manager")
+    await join(ann)
+
+    _shown, receipt = await sell(manager, ann, "40")
+    lines = receipt.split("\n")
+    # 40.00 at 3% = 120 points, and the first visit's +101: 221 (and the welcome 50).
+    assert lines[0] == "✅ Ann: PLN\u00a040.00, +221 points. Their balance: 271 points.", lines
+    assert lines[1] == "🟢 +120 points on the purchase itself"
+    assert lines[2].startswith("🎉 +101 points")
+    await manager.send("/cancel")
+    cancel = text_of(await manager.wait_message("Nothing to cancel"))
+    async with sessions() as s:
+        sale = await s.scalar(select(Transaction.id).where(Transaction.kind == "earn"))
+    assert f"No. {sale}: PLN\u00a040.00, +221 points" in cancel
+
+    await manager.send(f"/refund {sale} all returned")
+    reply = text_of(await manager.wait_message("Refunded"))
+    assert "Points returned to the member: 0; taken back: 221." in reply
+
+    await manager.send("/shift")
+    shift = text_of(await manager.wait_message("Your shift today")).split("\n")
+    assert shift[1].endswith("· Ann · sale PLN\u00a040.00 · +221"), shift
+    assert shift[2].endswith("· Ann · refund PLN\u00a040.00 (cash back PLN\u00a040.00) · −221")
+    assert "points +221 / −221." in shift[3]
+
+    await manager.send("/today")
+    today = text_of(await manager.wait_message("Today"))
+    # The bookshop's own sale gave 120 (all taken back); it funded a quarter of the first
+    # visit's 101 (the split's largest remainder goes first to the first listed, the café).
+    assert "Points its sales gave members: 120; refunds took back 120 of such points." in today
+    assert (
+        "Points it funded through promotions and vouchers: 25; refunds took back 25 of its "
+        "promotions' points." in today
+    )
+    assert "Points members spent here: 0." in today
+    assert "Points issued" not in today and "-" not in today

@@ -5,7 +5,7 @@ line says only what the posting's params say was applied."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from html import escape
 from typing import Any
@@ -82,6 +82,30 @@ def award_line(program: Program, a: dict[str, Any]) -> str:
 
 def sale_lines(program: Program, awards: Sequence[dict[str, Any]]) -> list[str]:
     return [award_line(program, a) for a in awards]
+
+
+def sale_points(p: Mapping[str, Any]) -> int:
+    """All the points a sale gave the member, from its notice's params: its own
+    (`points_earned`), its promotions' and its stamp cards' fills' (whether the sale's own
+    stamp or a promotion's stamps filled the card)."""
+    own = int(p.get("points_earned") or 0)
+    promos = sum(int(a.get("points") or 0) for a in p.get("promotions") or ())
+    fills = sum(
+        int(n.get("reward_points") or 0)
+        for n in p.get("stamps") or ()
+        if n.get("status") == "filled"
+    )
+    return own + promos + fills
+
+
+def own_points_line(p: Mapping[str, Any]) -> list[str]:
+    """When a sale gave more than its own points (the headline says the total), the first
+    line of the breakdown: what the purchase itself earned. The lines after it (the
+    promotions', the cards' fills) say the rest."""
+    own = int(p.get("points_earned") or 0)
+    if sale_points(p) == own:
+        return []
+    return [_("🟢 +{points} on the purchase itself").format(points=fmt.points(own))]
 
 
 def refund_lines(

@@ -299,12 +299,24 @@ def _discount_of(result: PurchaseResult) -> dict[str, str]:
     return kept
 
 
+def _gave(result: PurchaseResult) -> dict[str, Any]:
+    """What a sale gave the member, as its notices' params say it (the views' sale_points
+    adds them up: its own points, its promotions', its cards' fills')."""
+    return {
+        "points_earned": result.points_earned,
+        "promotions": [a.params() for a in result.promotions],
+        "stamps": [n.params() for n in result.stamps],
+    }
+
+
 def _last_sale(result: PurchaseResult) -> dict[str, Any]:
-    """What /cancel says of the last sale posted: its number, amount, discount and points."""
+    """What /cancel says of the last sale posted: its number, amount, discount and the
+    points it gave the member (its own and its promotions' and cards' fills', as its
+    receipt's headline)."""
     return {
         "tx": result.transaction_id,
         "amount": str(result.amount),
-        "earned": result.points_earned,
+        "earned": promotion_views.sale_points(_gave(result)),
         **_discount_of(result),
     }
 
@@ -328,9 +340,10 @@ async def _posted(
                     _("This sale was already posted."),
                     _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
                         amount=fmt.money(result.amount, rules.currency),
-                        points=fmt.points(result.points_earned),
+                        points=fmt.points(promotion_views.sale_points(_gave(result))),
                         balance=fmt.points(result.balance),
                     ),
+                    *promotion_views.own_points_line(_gave(result)),
                     *promotion_views.sale_lines(program, [a.params() for a in result.promotions]),
                     *stamps.sale_lines(
                         program,
