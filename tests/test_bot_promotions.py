@@ -48,9 +48,10 @@ async def test_panel_receipt_news_history_and_refund_say_why(
 
     shown, receipt = await sell(manager, ann, "40")
     assert "🎉 Promotions now:" in shown
-    assert "• +101 points First visit to a new partner (on PLN\u00a010.00 or more)" in shown
+    # Each promotion's title, then what it gives: two titles never run together.
+    assert "• First visit to a new partner: +101 points (on PLN\u00a010.00 or more)" in shown
     assert (
-        "• a voucher: A coffee of your choice Coffee with a book (on PLN\u00a040.00 or more)"
+        "• Coffee with a book: a voucher for A coffee of your choice (on PLN\u00a040.00 or more)"
         in shown
     )
     async with sessions() as s:
@@ -59,7 +60,7 @@ async def test_panel_receipt_news_history_and_refund_say_why(
     # 40.00 at 3% = 120 points; the first visit +101; a coffee voucher the bookshop funds.
     assert "+120 points" in receipt
     why = [
-        "🎉 +101 points First visit to a new partner",
+        "🎉 +101 points — First visit to a new partner",
         f"🎉 A coffee of your choice (voucher {code}) — Coffee with a book",
     ]
     assert "\n".join(why) in receipt
@@ -104,7 +105,7 @@ async def test_every_figure_counts_the_promotions_points(
     # 40.00 at 3% = 120 points, and the first visit's +101: 221 (and the welcome 50).
     assert lines[0] == "✅ Ann: PLN\u00a040.00, +221 points. Their balance: 271 points.", lines
     assert lines[1] == "🟢 +120 points on the purchase itself"
-    assert lines[2].startswith("🎉 +101 points")
+    assert lines[2] == "🎉 +101 points — First visit to a new partner"
     await manager.send("/cancel")
     cancel = text_of(await manager.wait_message("Nothing to cancel"))
     async with sessions() as s:

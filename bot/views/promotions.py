@@ -31,7 +31,7 @@ def _times(multiplier: Decimal) -> str:
 
 
 def effect(program: Program, promo: Promotion) -> str:
-    """What a promotion gives, shortly: "×2", "+100", "+1 stamp", "a voucher: …"."""
+    """What a promotion gives, shortly: "×2", "+100 points", "+1 stamp", "a voucher for …"."""
     e = promo.effect
     if e.multiplier is not None:
         return _times(e.multiplier)
@@ -39,19 +39,20 @@ def effect(program: Program, promo: Promotion) -> str:
         return "+" + fmt.points(e.bonus_points)
     if e.stamps:
         return _n("+{n} stamp", "+{n} stamps", e.stamps).format(n=e.stamps)
-    return _("a voucher: {reward}").format(reward=fmt.reward_html(program, e.reward or ""))
+    return _("a voucher for {reward}").format(reward=fmt.reward_html(program, e.reward or ""))
 
 
 def panel_lines(program: Program, promotions: Iterable[Promotion]) -> list[str]:
     """The till's panel: the promotions that apply to the member now (a preview: the sale
-    is decided again when it is posted)."""
+    is decided again when it is posted), each as its title, then what it gives: "• A free
+    coffee with any book: a voucher for A coffee of your choice (on PLN 40.00 or more)"."""
     promos = list(promotions)
     if not promos:
         return []
     currency = program.program.currency
     lines = [_("🎉 Promotions now:")]
     for p in promos:
-        line = f"• {effect(program, p)} {title(program, p.slug)}"
+        line = f"• {title(program, p.slug)}: {effect(program, p)}"
         if p.min_purchase:
             line += " " + _("(on {money} or more)").format(
                 money=fmt.money(p.min_purchase, currency)
@@ -61,16 +62,17 @@ def panel_lines(program: Program, promotions: Iterable[Promotion]) -> list[str]:
 
 
 def award_line(program: Program, a: dict[str, Any]) -> str:
-    """One award with its reason: "×2 Double points at the bakery: +45", "+100 First visit
-    to a new partner", "+2 stamps Two extra stamps", "A coffee (voucher) — Coffee with a
-    book"."""
+    """One award with its reason, the same way wherever it is told (the receipt, the
+    member's news): "🎉 ×2 Double points at the bakery: +45 points", "🎉 +100 points —
+    First visit to a new partner", "🎉 +2 stamps — Two extra stamps", "🎉 A coffee (voucher
+    ABCD-EFGH) — Coffee with a book"."""
     name = title(program, str(a["promotion"]), a.get("title"))
     if points := int(a.get("points") or 0):
         if a.get("multiplier"):
             return f"🎉 {_times(Decimal(str(a['multiplier'])))} {name}: +{fmt.points(points)}"
-        return f"🎉 +{fmt.points(points)} {name}"
+        return "🎉 " + _("+{points} — {title}").format(points=fmt.points(points), title=name)
     if stamps := int(a.get("stamps") or 0):
-        return "🎉 " + _n("+{n} stamp: {title}", "+{n} stamps: {title}", stamps).format(
+        return "🎉 " + _n("+{n} stamp — {title}", "+{n} stamps — {title}", stamps).format(
             n=stamps, title=name
         )
     return "🎉 " + _("{reward} (voucher {code}) — {title}").format(
