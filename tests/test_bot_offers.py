@@ -114,13 +114,23 @@ async def test_birthday_given_refused_changed_once_a_year_and_removed(
     await ann.click("Remove it")
     assert (await ann.wait_callback_answer())["text"] == "Your birthday is removed."
     redrawn = await ann.wait_for(
-        lambda: next((m for m in ann.messages if "Birthday: not given" in text_of(m)), None)
+        lambda: next(
+            (m for m in ann.messages if "Birthday: not given. You can" in text_of(m)), None
+        )
     )
+    # The screen says before any tap when it can be given again (removing it did not
+    # restart the year).
+    assert "Birthday: not given. You can give it again from 10 Mar 2028." in text_of(redrawn)
     assert "🎂 Give my birthday" in [b["text"] for b in inline_buttons(redrawn)]
     assert await birthday_of(sessions, ann) is None
+    await ann.send("/privacy")
+    overview = text_of(await ann.wait_message("Your data"))
+    assert "Birthday: not given. You can give it again from 10 Mar 2028." in overview
     # Given again within the year: a change, refused until the date said.
     await ann.click("🎂 Give my birthday")
-    await ann.wait_message("once a year")
+    refused = text_of(await ann.wait_message("once a year"))
+    assert "you can give it again from 10 Mar 2028" in refused
+    assert "remove it at any time" not in refused
 
     fix_clock(harness, NOW + timedelta(days=366))
     await ann.click("🎂 Give my birthday")
