@@ -273,6 +273,7 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
         head,
         *promotions.own_points_line(p),
         *promotions.sale_lines(program, p.get("promotions") or ()),
+        *promotions.not_applied_lines(program, p.get("not_applied") or ()),
         *stamps.sale_lines(
             program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))
         ),

@@ -42,10 +42,13 @@ def effect(program: Program, promo: Promotion) -> str:
     return _("a voucher for {reward}").format(reward=fmt.reward_html(program, e.reward or ""))
 
 
-def panel_lines(program: Program, promotions: Iterable[Promotion]) -> list[str]:
+def panel_lines(
+    program: Program, promotions: Iterable[Promotion], *, discounted: bool = False
+) -> list[str]:
     """The till's panel: the promotions that apply to the member now (a preview: the sale
     is decided again when it is posted), each as its title, then what it gives: "• A free
-    coffee with any book: a voucher for A coffee of your choice (on PLN 40.00 or more)"."""
+    coffee with any book: a voucher for A coffee of your choice (on PLN 40.00 or more)".
+    For a member with a tier discount (`discounted`) a minimum counts after it: it says so."""
     promos = list(promotions)
     if not promos:
         return []
@@ -54,8 +57,11 @@ def panel_lines(program: Program, promotions: Iterable[Promotion]) -> list[str]:
     for p in promos:
         line = f"• {title(program, p.slug)}: {effect(program, p)}"
         if p.min_purchase:
-            line += " " + _("(on {money} or more)").format(
-                money=fmt.money(p.min_purchase, currency)
+            money = fmt.money(p.min_purchase, currency)
+            line += " " + (
+                _("(on {money} or more to pay, after the discount)").format(money=money)
+                if discounted
+                else _("(on {money} or more)").format(money=money)
             )
         lines.append(line)
     return lines
@@ -80,6 +86,29 @@ def award_line(program: Program, a: dict[str, Any]) -> str:
         code=display_code(str(a.get("voucher") or "")),
         title=name,
     )
+
+
+def not_applied_lines(program: Program, missed: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The promotions the till's panel showed that the sale did not get, each with why (as
+    a stamp card says why it gave no stamp): the panel is a preview, the posting decides."""
+    currency = program.program.currency
+    lines = []
+    for m in missed:
+        name = title(program, str(m["promotion"]), m.get("title"))
+        reason = m.get("reason")
+        if reason == "below_min":
+            why = _("the amount to pay, {money}, is below {least}").format(
+                money=fmt.money(Decimal(str(m["to_pay"])), currency),
+                least=fmt.money(Decimal(str(m["min_purchase"])), currency),
+            )
+        elif reason == "ended" and m.get("ended_at"):
+            why = _("it ended at {time}").format(time=m["ended_at"])
+        elif reason == "ended":
+            why = _("it has ended")
+        else:
+            why = _("already used")
+        lines.append(_("Not applied: {title} — {why}").format(title=name, why=why))
+    return lines
 
 
 def sale_lines(program: Program, awards: Sequence[dict[str, Any]]) -> list[str]:

@@ -126,7 +126,10 @@ async def open_member(
     )
     dialog = secrets.token_urlsafe(12)
     await state.set_state(None)
-    await state.set_data({"dialog": dialog, "member_id": member.id})
+    # What the panel showed, for the receipt to name what the posting did not apply.
+    await state.set_data(
+        {"dialog": dialog, "member_id": member.id, "shown": [p.slug for p in promos]}
+    )
     rules = program.program
     await message.answer(
         "\n".join(
@@ -140,7 +143,9 @@ async def open_member(
                 _("Points can pay up to {share} of a purchase.").format(
                     share=fmt.percent(rules.max_redeem_percent)
                 ),
-                *promotion_views.panel_lines(program, promos),
+                *promotion_views.panel_lines(
+                    program, promos, discounted=bool(program.tier(member.tier).discount_percent)
+                ),
             ]
         ),
         reply_markup=_panel_keyboard(dialog),
@@ -502,6 +507,7 @@ async def _sell(
             again=again,
             reply=StaffChat(message.chat.id, i18n.current_locale),
             discount_percent=discount_percent,
+            shown=data.get("shown") or (),
         )
     except DiscountChanged:
         await _discount_changed(message, state)
