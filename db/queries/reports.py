@@ -92,6 +92,8 @@ async def shift(
             .order_by(Transaction.created_at, Transaction.id)
         )
     ).all()
+    if not rows:
+        return []
     moved = {
         r.id: (int(r.points_in), int(r.points_out))
         for r in (
