@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.views import offers as views
 from bot.workers.delivery import DeliveryWorker
 from bot.workers.jobs import tell_offers
-from db.ledger.models import Member, Outbox
+from db.ledger.models import Member, Outbox, PromotionUse
 from db.rules.program import Program, parse_program
 from db.usecases.members import find_by_telegram
 from db.usecases.purchases import Sale, record_sale
@@ -114,13 +114,23 @@ async def test_birthday_given_refused_changed_once_a_year_and_removed(
     await ann.click("Remove it")
     assert (await ann.wait_callback_answer())["text"] == "Your birthday is removed."
     redrawn = await ann.wait_for(
-        lambda: next((m for m in ann.messages if "Birthday: not given" in text_of(m)), None)
+        lambda: next(
+            (m for m in ann.messages if "Birthday: not given. You can" in text_of(m)), None
+        )
     )
+    # The screen says before any tap when it can be given again (removing it did not
+    # restart the year).
+    assert "Birthday: not given. You can give it again from 10 Mar 2028." in text_of(redrawn)
     assert "🎂 Give my birthday" in [b["text"] for b in inline_buttons(redrawn)]
     assert await birthday_of(sessions, ann) is None
+    await ann.send("/privacy")
+    overview = text_of(await ann.wait_message("Your data"))
+    assert "Birthday: not given. You can give it again from 10 Mar 2028." in overview
     # Given again within the year: a change, refused until the date said.
     await ann.click("🎂 Give my birthday")
-    await ann.wait_message("once a year")
+    refused = text_of(await ann.wait_message("once a year"))
+    assert "you can give it again from 10 Mar 2028" in refused
+    assert "remove it at any time" not in refused
 
     fix_clock(harness, NOW + timedelta(days=366))
     await ann.click("🎂 Give my birthday")
@@ -210,8 +220,11 @@ async def test_offers_for_a_member_in_their_birthday_week(
     await ann.press("🎉 Offers")
     screen = text_of(await ann.wait_message("Offers for you"))
     assert "200 points in your birthday week" in screen
-    assert "In your birthday week: 8 Mar 2027 – 14 Mar 2027" in screen
-    assert "You can get it 1 more time." in screen
+    birthday = screen.split("200 points in your birthday week")[1].split("\n\n")[0]
+    # Only the birthday week: the promotion has no days or hours of its own.
+    assert "In your birthday week: 8 Mar 2027 – 14 Mar 2027" in birthday
+    assert "When:" not in birthday, birthday
+    assert "You can get it 1 more time." in birthday
     first_visit = screen.split("100 points for a first visit")[1].split("\n\n")[0]
     assert "Where: Golden Crust Bakery" in first_visit  # not the gym: she has been there
     assert "For a purchase of at least PLN\u00a010.00" in first_visit
@@ -232,3 +245,32 @@ async def test_no_offers_said_plainly(harness: BotHarness) -> None:
         screen = views.screen(bare, [], NOW.date())
     assert "No promotions are open to you right now." in screen
     assert "Happy hour" in screen
+
+
+async def test_a_birthday_used_this_year_shows_the_next_birthday_week(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    fix_clock(harness, NOW)
+    ann = harness.user("Ann")
+    await join(ann)
+    await set_member(sessions, ann, joined_at=NOW - timedelta(days=100), birthday=date(2000, 3, 8))
+    async with sessions() as s, s.begin():  # this birthday's bonus was given at a sale
+        member = await member_of(sessions, ann)
+        s.add(PromotionUse(promotion="birthday@2027", member_id=member, uses=1))
+    await ann.press("🎉 Offers")
+    screen = text_of(await ann.wait_message("Offers for you"))
+    birthday = screen.split("200 points in your birthday week")[1].split("\n\n")[0]
+    assert "In your birthday week, next: 8 Mar 2028 – 14 Mar 2028" in birthday, birthday
+    assert "At most 1 time in your birthday week." in birthday
+    assert "When:" not in birthday and "more time" not in birthday
+
+    # The personal offer in the birthday week: the week, not "every day".
+    i18n = harness.dp["i18n_core"]
+    with i18n.context(), i18n.use_locale("en"):
+        told = views.personal_offer(
+            program,
+            {"promotion": "birthday", "occasion": "birthday:2027", "until": "2027-03-14"},
+            NOW.date(),
+        )
+    assert told is not None and "When:" not in told
+    assert "In your birthday week: 8 Mar 2027 – 14 Mar 2027" in told

@@ -172,9 +172,12 @@ async def test_a_points_sale_that_fills_a_tour_card_tells_both_sides(
     await cashier.send("100")
     await ann.wait_message("Confirm?")
     await ann.click("✅ Confirm")
-    # 100 points pay 1.00; 19.00 earn 76 at 4 %; the full card gives 500.
+    # 100 points pay 1.00; 19.00 earn 76 at 4 %; the full card gives 500: 576 in all.
     told = text_of(await cashier.wait_message("The member confirmed"))
-    assert "+76 points earned. The member's balance: 576 points." in told
+    assert (
+        "+576 points earned. The member's balance: 576 points.\n"
+        "🟢 +76 points on the purchase itself" in told
+    )
     assert told.endswith("🎉 Card filled: Town tour. +500 points to the member.")
     news = text_of(await ann.wait_message("Balance:"))
     assert (

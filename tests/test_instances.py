@@ -128,7 +128,7 @@ async def test_two_instances_share_dialogs_and_deliver_once(
         # 50 welcome points pay 0.50 of 10.00; 9.50 earns 5 % = 47 points; the demo's
         # first visit to a partner (a purchase of 10.00 or more) gives 100 more.
         assert "The customer pays PLN\u00a09.50" in told and "+47 points" in told
-        assert "+100 points 100 points for your first visit to a new partner" in told
+        assert "+100 points — 100 points for your first visit to a new partner" in told
         async with sessions() as s:
             member = await find_by_telegram(s, ann.user_id)
             assert member is not None and member.balance == 147

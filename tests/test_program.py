@@ -22,6 +22,8 @@ def test_demo_program_is_a_real_coalition() -> None:
     assert sum(len(p.offers) for p in program.partners) >= 3
     assert program.program.point_value == Decimal("0.01")
     assert program.partner("coffee") is not None and program.partner("nope") is None
+    # A Polish coalition (PLN): its days, hours and birthdays are Warsaw's, as the docs say.
+    assert program.program.currency == "PLN" and program.program.zone.key == "Europe/Warsaw"
 
 
 def _broken(path: list[str | int], value: Any) -> dict[str, Any]:
@@ -110,12 +112,14 @@ def test_check_program_refuses_a_time_zone_that_is_not_iana(
     from bot.__main__ import main
 
     text = (ROOT / "program.toml").read_text(encoding="utf-8")
+    zone = 'timezone = "Europe/Warsaw"'  # the demo's
+    assert text.count(zone) == 1
     good = tmp_path / "good.toml"
-    good.write_text(text.replace("[program]\n", '[program]\ntimezone = "Europe/Warsaw"\n', 1))
+    good.write_text(text.replace(zone, 'timezone = "Asia/Kathmandu"'))
     assert main(["check-program", str(good)]) == 0
-    assert load_program(good).program.zone.key == "Europe/Warsaw"
+    assert load_program(good).program.zone.key == "Asia/Kathmandu"
     bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace("[program]\n", '[program]\ntimezone = "Warsaw"\n', 1))
+    bad.write_text(text.replace(zone, 'timezone = "Warsaw"'))
     assert main(["check-program", str(bad)]) == 2
     assert "program.timezone: 'Warsaw' is not an IANA time zone name" in capsys.readouterr().err
 

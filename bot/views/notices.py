@@ -256,7 +256,8 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
     """The cashier's receipt of an earn-only sale, naming the member it went to."""
     figures = {
         "amount": _money(program, p["amount"]),
-        "points": fmt.points(int(p["points_earned"])),
+        # All it gave the member; the lines below say each part.
+        "points": fmt.points(promotions.sale_points(p)),
         "balance": fmt.points(int(p["balance"])),
     }
     # A discounted sale says first what the customer was charged.
@@ -270,7 +271,9 @@ def sale_posted(program: Program, p: dict[str, Any]) -> Rendered:
     lines = [charged] if charged else []
     lines += [
         head,
+        *promotions.own_points_line(p),
         *promotions.sale_lines(program, p.get("promotions") or ()),
+        *promotions.not_applied_lines(program, p.get("not_applied") or ()),
         *stamps.sale_lines(
             program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))
         ),
@@ -340,9 +343,10 @@ def request_confirmed(program: Program, p: dict[str, Any]) -> Rendered:
                 ),
                 _("💵 The customer pays {money}.").format(money=_money(program, paid)),
                 _("+{points} earned. The member's balance: {balance}.").format(
-                    points=fmt.points(int(p["points_earned"])),
+                    points=fmt.points(promotions.sale_points(p)),
                     balance=fmt.points(int(p["balance"])),
                 ),
+                *promotions.own_points_line(p),
                 *promotions.sale_lines(program, p.get("promotions") or ()),
                 *stamps.sale_lines(
                     program, p.get("stamps") or (), till=True, discounted=bool(p.get("discount"))

@@ -76,16 +76,25 @@ def _details(
     partners: Sequence[str],
     today: date,
     birthday: tuple[date, date] | None = None,
+    next_year: bool = False,
 ) -> list[str]:
     lines = [
         _("🎁 You get: {what}").format(what=gives(program, promo)),
         _("📍 Where: {where}").format(where=where(program, partners)),
-        _("🗓 When: {when}").format(when=when(promo, today)),
     ]
+    w = promo.when
+    if not promo.who.birthday or w.weekdays or w.hours or w.from_ or w.until:
+        # A birthday promotion runs in the birthday week: its own days and hours, if it has
+        # any, narrow it; "every day" would say it runs outside it.
+        lines.append(_("🗓 When: {when}").format(when=when(promo, today)))
     if birthday is not None:
         first, last = birthday
         lines.append(
-            _("🎂 In your birthday week: {first} – {last}").format(
+            _("🎂 In your birthday week, next: {first} – {last}").format(
+                first=fmt.day(first), last=fmt.day(last)
+            )
+            if next_year
+            else _("🎂 In your birthday week: {first} – {last}").format(
                 first=fmt.day(first), last=fmt.day(last)
             )
         )
@@ -105,6 +114,12 @@ def _uses(offer: OpenOffer) -> str | None:
         return _("Once at each of these partners.")
     if offer.uses_left is None:
         return None
+    if offer.next_year:  # this birthday's are taken: what the next one gives
+        return _n(
+            "At most {n} time in your birthday week.",
+            "At most {n} times in your birthday week.",
+            offer.uses_left,
+        ).format(n=fmt.number(offer.uses_left))
     return _n(
         "You can get it {n} more time.", "You can get it {n} more times.", offer.uses_left
     ).format(n=fmt.number(offer.uses_left))
@@ -121,7 +136,7 @@ def screen(program: Program, offers: Sequence[OpenOffer], today: date) -> str:
         birthday = None
         if offer.birthday_from is not None and offer.birthday_until is not None:
             birthday = (offer.birthday_from, offer.birthday_until)
-        lines += _details(program, promo, offer.partners, today, birthday)
+        lines += _details(program, promo, offer.partners, today, birthday, offer.next_year)
         if offer.needs_birthday:
             lines.append(_("🎂 For your birthday week: give your birthday in /privacy."))
         if uses := _uses(offer):

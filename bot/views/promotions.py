@@ -5,7 +5,7 @@ line says only what the posting's params say was applied."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from html import escape
 from typing import Any
@@ -31,7 +31,7 @@ def _times(multiplier: Decimal) -> str:
 
 
 def effect(program: Program, promo: Promotion) -> str:
-    """What a promotion gives, shortly: "×2", "+100", "+1 stamp", "a voucher: …"."""
+    """What a promotion gives, shortly: "×2", "+100 points", "+1 stamp", "a voucher for …"."""
     e = promo.effect
     if e.multiplier is not None:
         return _times(e.multiplier)
@@ -39,38 +39,46 @@ def effect(program: Program, promo: Promotion) -> str:
         return "+" + fmt.points(e.bonus_points)
     if e.stamps:
         return _n("+{n} stamp", "+{n} stamps", e.stamps).format(n=e.stamps)
-    return _("a voucher: {reward}").format(reward=fmt.reward_html(program, e.reward or ""))
+    return _("a voucher for {reward}").format(reward=fmt.reward_html(program, e.reward or ""))
 
 
-def panel_lines(program: Program, promotions: Iterable[Promotion]) -> list[str]:
+def panel_lines(
+    program: Program, promotions: Iterable[Promotion], *, discounted: bool = False
+) -> list[str]:
     """The till's panel: the promotions that apply to the member now (a preview: the sale
-    is decided again when it is posted)."""
+    is decided again when it is posted), each as its title, then what it gives: "• A free
+    coffee with any book: a voucher for A coffee of your choice (on PLN 40.00 or more)".
+    For a member with a tier discount (`discounted`) a minimum counts after it: it says so."""
     promos = list(promotions)
     if not promos:
         return []
     currency = program.program.currency
     lines = [_("🎉 Promotions now:")]
     for p in promos:
-        line = f"• {effect(program, p)} {title(program, p.slug)}"
+        line = f"• {title(program, p.slug)}: {effect(program, p)}"
         if p.min_purchase:
-            line += " " + _("(on {money} or more)").format(
-                money=fmt.money(p.min_purchase, currency)
+            money = fmt.money(p.min_purchase, currency)
+            line += " " + (
+                _("(on {money} or more to pay, after the discount)").format(money=money)
+                if discounted
+                else _("(on {money} or more)").format(money=money)
             )
         lines.append(line)
     return lines
 
 
 def award_line(program: Program, a: dict[str, Any]) -> str:
-    """One award with its reason: "×2 Double points at the bakery: +45", "+100 First visit
-    to a new partner", "+2 stamps Two extra stamps", "A coffee (voucher) — Coffee with a
-    book"."""
+    """One award with its reason, the same way wherever it is told (the receipt, the
+    member's news): "🎉 ×2 Double points at the bakery: +45 points", "🎉 +100 points —
+    First visit to a new partner", "🎉 +2 stamps — Two extra stamps", "🎉 A coffee (voucher
+    ABCD-EFGH) — Coffee with a book"."""
     name = title(program, str(a["promotion"]), a.get("title"))
     if points := int(a.get("points") or 0):
         if a.get("multiplier"):
             return f"🎉 {_times(Decimal(str(a['multiplier'])))} {name}: +{fmt.points(points)}"
-        return f"🎉 +{fmt.points(points)} {name}"
+        return "🎉 " + _("+{points} — {title}").format(points=fmt.points(points), title=name)
     if stamps := int(a.get("stamps") or 0):
-        return "🎉 " + _n("+{n} stamp: {title}", "+{n} stamps: {title}", stamps).format(
+        return "🎉 " + _n("+{n} stamp — {title}", "+{n} stamps — {title}", stamps).format(
             n=stamps, title=name
         )
     return "🎉 " + _("{reward} (voucher {code}) — {title}").format(
@@ -80,8 +88,55 @@ def award_line(program: Program, a: dict[str, Any]) -> str:
     )
 
 
+def not_applied_lines(program: Program, missed: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The promotions the till's panel showed that the sale did not get, each with why (as
+    a stamp card says why it gave no stamp): the panel is a preview, the posting decides."""
+    currency = program.program.currency
+    lines = []
+    for m in missed:
+        name = title(program, str(m["promotion"]), m.get("title"))
+        reason = m.get("reason")
+        if reason == "below_min":
+            why = _("the amount to pay, {money}, is below {least}").format(
+                money=fmt.money(Decimal(str(m["to_pay"])), currency),
+                least=fmt.money(Decimal(str(m["min_purchase"])), currency),
+            )
+        elif reason == "ended" and m.get("ended_at"):
+            why = _("it ended at {time}").format(time=m["ended_at"])
+        elif reason == "ended":
+            why = _("it has ended")
+        else:
+            why = _("already used")
+        lines.append(_("Not applied: {title} — {why}").format(title=name, why=why))
+    return lines
+
+
 def sale_lines(program: Program, awards: Sequence[dict[str, Any]]) -> list[str]:
     return [award_line(program, a) for a in awards]
+
+
+def sale_points(p: Mapping[str, Any]) -> int:
+    """All the points a sale gave the member, from its notice's params: its own
+    (`points_earned`), its promotions' and its stamp cards' fills' (whether the sale's own
+    stamp or a promotion's stamps filled the card)."""
+    own = int(p.get("points_earned") or 0)
+    promos = sum(int(a.get("points") or 0) for a in p.get("promotions") or ())
+    fills = sum(
+        int(n.get("reward_points") or 0)
+        for n in p.get("stamps") or ()
+        if n.get("status") == "filled"
+    )
+    return own + promos + fills
+
+
+def own_points_line(p: Mapping[str, Any]) -> list[str]:
+    """When a sale gave more than its own points (the headline says the total), the first
+    line of the breakdown: what the purchase itself earned. The lines after it (the
+    promotions', the cards' fills) say the rest."""
+    own = int(p.get("points_earned") or 0)
+    if sale_points(p) == own:
+        return []
+    return [_("🟢 +{points} on the purchase itself").format(points=fmt.points(own))]
 
 
 def refund_lines(

@@ -7,7 +7,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Account, AccountKind, Entry, Member, Transaction, TxKind
@@ -36,15 +36,40 @@ class Operation:
     reason: str | None = None  # a voucher's claim: the reward's slug
 
 
+# The transactions that moved a shift's operation's points for its member, posted with it
+# and keyed to it: a sale's promotions' points and its cards' fills (the sale's own stamp's,
+# and those its promotions' stamps made, keyed to their posting), a refund's take-backs of
+# the sale's promotions. Not an invitation reward (its own news, not the till's).
+_WITH_IT = text(
+    """
+    WITH near AS (  -- posted with the shift's operations: in the same window
+        SELECT id, kind, related_id, staff_id FROM transactions
+        WHERE created_at >= :start AND created_at < :end
+    )
+    SELECT o.id,
+           coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0) AS points_in,
+           coalesce(-sum(e.amount) FILTER (WHERE e.amount < 0), 0) AS points_out
+    FROM transactions AS o
+    JOIN near AS t
+      ON t.id = o.id
+      OR t.related_id = o.id AND t.staff_id IS NULL
+         AND t.kind IN ('promotion', 'card_filled', 'reverse')
+      OR t.kind = 'card_filled' AND t.related_id IN (
+             SELECT p.id FROM near AS p WHERE p.related_id = o.id AND p.kind = 'promotion')
+    JOIN entries AS e ON e.transaction_id = t.id
+    JOIN accounts AS a ON a.id = e.account_id AND a.kind = 'member' AND a.member_id = o.member_id
+    WHERE o.id = ANY(:ops)
+    GROUP BY o.id
+    """
+)
+
+
 async def shift(
     session: AsyncSession, staff_id: int, *, start: datetime, end: datetime
 ) -> list[Operation]:
     """A staff member's postings in [start, end), oldest first, with the points each moved
-    in the member's wallet."""
-    wallet = and_(
-        Entry.transaction_id == Transaction.id,
-        Entry.account_id.in_(select(Account.id).where(Account.kind == AccountKind.MEMBER)),
-    )
+    in the member's wallet: with those posted with it (_WITH_IT), so a sale's line says all
+    its receipt said the member got, and a refund's what it took back."""
     rows = (
         await session.execute(
             select(
@@ -52,8 +77,6 @@ async def shift(
                 Transaction.kind,
                 Member.first_name,
                 Transaction.amount,
-                func.coalesce(func.sum(Entry.amount).filter(Entry.amount > 0), 0),
-                func.coalesce(-func.sum(Entry.amount).filter(Entry.amount < 0), 0),
                 Transaction.created_at,
                 Transaction.receipt,
                 Transaction.paid,
@@ -61,18 +84,26 @@ async def shift(
                 Transaction.reason,
             )
             .join(Member, Member.id == Transaction.member_id)
-            .outerjoin(Entry, wallet)
             .where(
                 Transaction.staff_id == staff_id,
                 Transaction.created_at >= start,
                 Transaction.created_at < end,
             )
-            .group_by(Transaction.id, Member.first_name)
             .order_by(Transaction.created_at, Transaction.id)
         )
     ).all()
+    if not rows:
+        return []
+    moved = {
+        r.id: (int(r.points_in), int(r.points_out))
+        for r in (
+            await session.execute(
+                _WITH_IT, {"ops": [r[0] for r in rows], "start": start, "end": end}
+            )
+        ).all()
+    }
     return [
-        Operation(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8], r[9], r[10])
+        Operation(r[0], r[1], r[2], r[3], *moved.get(r[0], (0, 0)), r[4], r[5], r[6], r[7], r[8])
         for r in rows
     ]
 
@@ -87,11 +118,41 @@ class PartnerFigures:
     revenue: Decimal  # the money the sales charged: their amounts less their discounts
     paid_with_points: Decimal
     refunds: Decimal
+    # Points the partner's own sales gave members from its account (their points, its stamp
+    # cards' fills), and what refunds in the period took back of such points (of sales of
+    # any day): each a count, never a negative.
     points_issued: int
     points_redeemed: int
     # Money the partner took off its sales by tier discounts (at its own cost: settlement
     # does not move it).
     discounts: Decimal = Decimal(0)
+    points_taken_back: int = 0
+    # Points the partner funded through promotions (its share, at whichever partner the
+    # sale was) and vouchers it funds when claimed (anywhere); and what refunds took back
+    # of its promotions' shares.
+    points_funded: int = 0
+    funded_taken_back: int = 0
+
+
+# The partner's issued account's movements in [start, end): by its own sales (postings at
+# the partner), and funded (promotions' shares and funded vouchers' claims, wherever they
+# were posted, and the refunds' take-backs of those shares).
+_ISSUED = text(
+    """
+    SELECT (t.kind IN ('promotion', 'voucher')
+            OR r.kind IS NOT DISTINCT FROM 'promotion') AS funded,
+           coalesce(-sum(e.amount) FILTER (WHERE e.amount < 0), 0) AS given,
+           coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0) AS back
+    FROM accounts AS a
+    JOIN entries AS e ON e.account_id = a.id
+    JOIN transactions AS t ON t.id = e.transaction_id
+    LEFT JOIN transactions AS r ON r.id = t.reverses_id
+    WHERE a.partner_id = :partner AND a.kind = 'partner_issued'
+      AND t.created_at >= :start AND t.created_at < :end
+      AND (t.partner_id = :partner OR t.kind IN ('promotion', 'voucher') OR r.kind = 'promotion')
+    GROUP BY 1
+    """
+)
 
 
 async def partner_figures(
@@ -119,26 +180,32 @@ async def partner_figures(
             period, Transaction.kind == TxKind.REVERSE
         )
     )
-    moved = dict(
-        (
-            await session.execute(
-                select(Account.kind, func.coalesce(func.sum(Entry.amount), 0))
-                .join(Entry, Entry.account_id == Account.id)
-                .join(Transaction, Transaction.id == Entry.transaction_id)
-                .where(period, Account.partner_id == partner_id)
-                .group_by(Account.kind)
-            )
-        ).all()
+    redeemed = await session.scalar(
+        select(func.coalesce(func.sum(Entry.amount), 0))
+        .join(Account, Account.id == Entry.account_id)
+        .join(Transaction, Transaction.id == Entry.transaction_id)
+        .where(period, Account.partner_id == partner_id)
+        .where(Account.kind == AccountKind.PARTNER_REDEEMED)
     )
+    issued = {
+        bool(r.funded): (int(r.given), int(r.back))
+        for r in (
+            await session.execute(_ISSUED, {"partner": partner_id, "start": start, "end": end})
+        ).all()
+    }
+    own, funded = issued.get(False, (0, 0)), issued.get(True, (0, 0))
     return PartnerFigures(
         sales=int(sales[0]),
         members=int(sales[1]),
         revenue=Decimal(sales[2] or 0),
         paid_with_points=Decimal(sales[3] or 0),
         refunds=Decimal(refunds or 0),
-        points_issued=-int(moved.get(AccountKind.PARTNER_ISSUED, 0)),
-        points_redeemed=int(moved.get(AccountKind.PARTNER_REDEEMED, 0)),
+        points_issued=own[0],
+        points_redeemed=int(redeemed or 0),
         discounts=Decimal(sales[4] or 0),
+        points_taken_back=own[1],
+        points_funded=funded[0],
+        funded_taken_back=funded[1],
     )
 
 

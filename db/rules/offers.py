@@ -58,6 +58,8 @@ class OpenOffer:
     birthday_until: date | None = None
     needs_birthday: bool = False
     uses_left: int | None = None
+    # The birthday week shown is next year's: this year's uses are taken.
+    next_year: bool = False
 
 
 def run_days(promo: Promotion, first: date, last: date) -> list[date]:
@@ -124,7 +126,8 @@ def birthday_starts(today: date) -> list[tuple[int, int, int, date]]:
 def open_offers(program: Program, facts: MemberFacts, now: datetime) -> list[OpenOffer]:
     """The promotions open to the member now or later (not ended), in the program file's
     order: those whose `who` they meet now (a birthday promotion: in their birthday week,
-    now or to come before it ends) and that they have not used up."""
+    now or to come before it ends; once this birthday's uses are taken, their next birthday
+    week, a year on) and that they have not used up."""
     zone = program.program.zone
     at = now.astimezone(zone)
     today = at.date()
@@ -159,6 +162,16 @@ def open_offers(program: Program, facts: MemberFacts, now: datetime) -> list[Ope
                 offers.append(OpenOffer(promo, partners, needs_birthday=True))
                 continue
             first, last = next_birthday_week(facts.birthday, today)
+            most = limit(promo)
+            if most and facts.uses.get(f"{key}@{first.year}", 0) >= most:
+                # This year's are taken: the member's next birthday week, a year on.
+                first, last = next_birthday_week(facts.birthday, last + timedelta(days=1))
+                if not run_days(promo, first, last):
+                    continue
+                offers.append(
+                    OpenOffer(promo, partners, first, last, uses_left=most, next_year=True)
+                )
+                continue
             if not run_days(promo, max(first, today), last):
                 continue
             key += f"@{first.year}"

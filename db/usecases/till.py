@@ -6,6 +6,7 @@ redemption request, the member confirms or declines it, and an unanswered reques
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from db.ledger.models import (
     TxKind,
 )
 from db.ledger.writer import hold, unit_of_work
+from db.rules import promotions as promotion_rules
 from db.rules.discounts import discount_of
 from db.rules.errors import (
     DiscountChanged,
@@ -188,11 +190,14 @@ async def till_sale(
     now: datetime | None = None,
     reply: StaffChat | None = None,
     discount_percent: Decimal = Decimal(0),
+    shown: Sequence[str] = (),
 ) -> PurchaseResult:
     """Earn-only sale at the cashier's own partner, keyed by sale_key. The member's news
     and the cashier's receipt (to `reply`) are owed in the same transaction
     (db/usecases/outbox.py). `discount_percent`: the tier discount the till showed on the
-    amount (post_purchase refuses it if the member's tier no longer gives it).
+    amount (post_purchase refuses it if the member's tier no longer gives it). `shown`: the
+    promotions the till's panel showed (slugs): the receipt names those the sale did not
+    get, and why (not_applied).
 
     Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
     posted the same amount to this member within REPEAT_WINDOW under another key, unless
@@ -246,8 +251,44 @@ async def till_sale(
             )
             await owe(session, *owed_for_purchase(result))
             if reply is not None:
-                await owe(session, _sale_posted(result, reply))
+                missed = not_applied(program, shown, result)
+                await owe(session, _sale_posted(result, reply, missed))
         return result
+
+
+def not_applied(
+    program: Program, shown: Sequence[str], result: PurchaseResult
+) -> list[dict[str, Any]]:
+    """The promotions the panel showed that the sale did not get, each with its reason, as
+    the receipt keeps them: "ended" (no longer running when it was posted: `ended_at`, the
+    local time its hours ended today, when that is why), "below_min" (the money charged,
+    `to_pay`, after the tier discount, is below its `min_purchase`), or "used" (used up or
+    no longer for this member: another sale took it meanwhile)."""
+    got = {a.promotion for a in result.promotions}
+    at = promotion_rules.local(result.created_at, program.program.zone)
+    charged = result.amount - result.discount
+    missed = []
+    for slug in dict.fromkeys(shown):
+        if slug in got:
+            continue
+        promo = program.promotion(slug)
+        item: dict[str, Any] = {"promotion": slug, "title": str(promo.title) if promo else slug}
+        if promo is None or not promotion_rules.running(promo, result.partner, at):
+            item["reason"] = "ended"
+            hours = promo.when.minutes if promo is not None else None
+            if hours is not None and at.hour * 60 + at.minute >= hours[1]:
+                end = hours[1] % (24 * 60)
+                item["ended_at"] = f"{end // 60:02d}:{end % 60:02d}"
+        elif promo.min_purchase and charged < promo.min_purchase:
+            item |= {
+                "reason": "below_min",
+                "to_pay": str(charged),
+                "min_purchase": str(promo.min_purchase),
+            }
+        else:
+            item["reason"] = "used"
+        missed.append(item)
+    return missed
 
 
 def _discount_detail(result: PurchaseResult) -> dict[str, Any]:
@@ -255,10 +296,13 @@ def _discount_detail(result: PurchaseResult) -> dict[str, Any]:
     return {"discount": result.discount} if result.discount else {}
 
 
-def _sale_posted(result: PurchaseResult, reply: StaffChat) -> Owed:
+def _sale_posted(
+    result: PurchaseResult, reply: StaffChat, missed: Sequence[dict[str, Any]] = ()
+) -> Owed:
     return Owed(
         "sale_posted",
         {
+            **({"not_applied": list(missed)} if missed else {}),
             "about": result.member_id,
             "amount": result.amount,
             "points_earned": result.points_earned,

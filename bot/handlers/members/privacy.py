@@ -69,6 +69,12 @@ def _overview(member: MemberInfo, birthday: Birthday) -> str:
 
 
 def birthday_line(birthday: Birthday) -> str:
+    """The birthday, and when it may next be given or changed (said before any button is
+    tapped: removing it does not restart the year, so giving it again may have to wait)."""
+    if birthday.day is None and birthday.locked_until is not None:
+        return _("Birthday: not given. You can give it again from {date}.").format(
+            date=fmt.day(birthday.locked_until)
+        )
     if birthday.day is None:
         return _("Birthday: not given.")
     line = _("Birthday: {day}.").format(day=offers_view.day_and_month(birthday.day))
@@ -156,7 +162,7 @@ async def ask_birthday(
     if not isinstance(query.message, Message):
         return
     if birthday.locked_until is not None:
-        await query.message.answer(_locked(birthday.locked_until))
+        await query.message.answer(_locked(birthday.locked_until, given=birthday.day is not None))
         return
     await state.set_state(BirthdayDialog.day)
     await query.message.answer(
@@ -167,7 +173,12 @@ async def ask_birthday(
     )
 
 
-def _locked(until: date) -> str:
+def _locked(until: date, given: bool = True) -> str:
+    if not given:  # removed within the year: giving it again is a change
+        return _(
+            "Your birthday can be changed once a year, and giving it again after removing it "
+            "is a change: you can give it again from {date}."
+        ).format(date=fmt.day(until))
     return _(
         "Your birthday can be changed once a year: you may change it from {date}. You can "
         "remove it at any time."

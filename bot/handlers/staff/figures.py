@@ -19,6 +19,7 @@ from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
 from db.queries.reports import (
     Operation,
+    PartnerFigures,
     cash_handed_back,
     day_start,
     partner_figures,
@@ -176,9 +177,7 @@ async def _figures(
                     refunds=fmt.money(f.refunds, currency),
                     cash=fmt.money(sum(cash.values(), start=Decimal(0)), currency),
                 ),
-                _("Points issued: {issued}. Points redeemed: {redeemed}.").format(
-                    issued=fmt.number(f.points_issued), redeemed=fmt.number(f.points_redeemed)
-                ),
+                *_points_lines(f),
                 *(
                     [_discounts_given(f.discounts, currency)]
                     if f.discounts or has_discounts(program)
@@ -187,6 +186,35 @@ async def _figures(
             ]
         )
     )
+
+
+def _points_lines(f: PartnerFigures) -> list[str]:
+    """The partner's points, each figure a count of one thing (docs/cashier-and-manager.md):
+    what its own sales gave members and what refunds took back of such points; what it
+    funded through promotions (at any partner) and funded vouchers, and what refunds took
+    back of its promotions' shares; what members spent with it."""
+    lines = [
+        _("Points its sales gave members: {issued}.").format(issued=fmt.number(f.points_issued))
+        if not f.points_taken_back
+        else _(
+            "Points its sales gave members: {issued}; refunds took back {back} of such points."
+        ).format(issued=fmt.number(f.points_issued), back=fmt.number(f.points_taken_back))
+    ]
+    if f.points_funded or f.funded_taken_back:
+        lines.append(
+            _("Points it funded through promotions and vouchers: {funded}.").format(
+                funded=fmt.number(f.points_funded)
+            )
+            if not f.funded_taken_back
+            else _(
+                "Points it funded through promotions and vouchers: {funded}; refunds took back "
+                "{back} of its promotions' points."
+            ).format(funded=fmt.number(f.points_funded), back=fmt.number(f.funded_taken_back))
+        )
+    lines.append(
+        _("Points members spent here: {redeemed}.").format(redeemed=fmt.number(f.points_redeemed))
+    )
+    return lines
 
 
 async def today(

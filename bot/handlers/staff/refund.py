@@ -110,9 +110,12 @@ async def refund(
             sale=tx_id,
             money=fmt.money(result.cash_back, currency),
         ),
+        # Taken back: all of it, the sale's own points and its promotions' (each said below).
         _("Points returned to the member: {returned}; taken back: {clawed}.").format(
             returned=fmt.number(result.points_returned),
-            clawed=fmt.number(result.points_clawed_back),
+            clawed=fmt.number(
+                result.points_clawed_back + sum(b.points for b in result.promotions)
+            ),
         ),
     ]
     if result.sale_discount:

@@ -126,7 +126,10 @@ async def open_member(
     )
     dialog = secrets.token_urlsafe(12)
     await state.set_state(None)
-    await state.set_data({"dialog": dialog, "member_id": member.id})
+    # What the panel showed, for the receipt to name what the posting did not apply.
+    await state.set_data(
+        {"dialog": dialog, "member_id": member.id, "shown": [p.slug for p in promos]}
+    )
     rules = program.program
     await message.answer(
         "\n".join(
@@ -140,7 +143,9 @@ async def open_member(
                 _("Points can pay up to {share} of a purchase.").format(
                     share=fmt.percent(rules.max_redeem_percent)
                 ),
-                *promotion_views.panel_lines(program, promos),
+                *promotion_views.panel_lines(
+                    program, promos, discounted=bool(program.tier(member.tier).discount_percent)
+                ),
             ]
         ),
         reply_markup=_panel_keyboard(dialog),
@@ -299,12 +304,24 @@ def _discount_of(result: PurchaseResult) -> dict[str, str]:
     return kept
 
 
+def _gave(result: PurchaseResult) -> dict[str, Any]:
+    """What a sale gave the member, as its notices' params say it (the views' sale_points
+    adds them up: its own points, its promotions', its cards' fills')."""
+    return {
+        "points_earned": result.points_earned,
+        "promotions": [a.params() for a in result.promotions],
+        "stamps": [n.params() for n in result.stamps],
+    }
+
+
 def _last_sale(result: PurchaseResult) -> dict[str, Any]:
-    """What /cancel says of the last sale posted: its number, amount, discount and points."""
+    """What /cancel says of the last sale posted: its number, amount, discount and the
+    points it gave the member (its own and its promotions' and cards' fills', as its
+    receipt's headline)."""
     return {
         "tx": result.transaction_id,
         "amount": str(result.amount),
-        "earned": result.points_earned,
+        "earned": promotion_views.sale_points(_gave(result)),
         **_discount_of(result),
     }
 
@@ -328,9 +345,10 @@ async def _posted(
                     _("This sale was already posted."),
                     _("✅ {amount}: +{points}. The member's balance: {balance}.").format(
                         amount=fmt.money(result.amount, rules.currency),
-                        points=fmt.points(result.points_earned),
+                        points=fmt.points(promotion_views.sale_points(_gave(result))),
                         balance=fmt.points(result.balance),
                     ),
+                    *promotion_views.own_points_line(_gave(result)),
                     *promotion_views.sale_lines(program, [a.params() for a in result.promotions]),
                     *stamps.sale_lines(
                         program,
@@ -489,6 +507,7 @@ async def _sell(
             again=again,
             reply=StaffChat(message.chat.id, i18n.current_locale),
             discount_percent=discount_percent,
+            shown=data.get("shown") or (),
         )
     except DiscountChanged:
         await _discount_changed(message, state)
