@@ -111,7 +111,7 @@ async def test_a_card_filled_by_promotion_stamps_is_told(harness: BotHarness) ->
     # Her own stamp is the 4th; the promotion's two fill the card (+250) and one is left.
     _, receipt = await sell(cashier, ann, "6")
     told = [
-        "🎉 +2 stamps: Two extra stamps",
+        "🎉 +2 stamps — Two extra stamps",
         "🎟 Stamp 4/5 on Fifth coffee free.",
         "🎉 Card filled: Fifth coffee free. +250 points to the member.",
         "🎟 With the promotion's stamps, Fifth coffee free is at 1/5.",
