@@ -36,6 +36,10 @@ So `ledger/pgbench` is the share of the server's capacity for this kind of work 
 ledger delivers; the rest goes to Python, SQLAlchemy and the ledger's extra guarantees
 (idempotency keys, triggers, foreign keys, lots). On a small machine PostgreSQL, pgbench and
 Python share the same cores, as they do for a single bot instance next to its database.
+Both clients reach the server the same way: pgbench through the PG* variables made from the
+URL, the ledger through asyncpg with that URL, so both over TCP to 127.0.0.1 for the tests'
+server (or both through the unix socket a `?host=/path` URL names). A tpcb-like transaction
+is seven round trips, a sale alone one.
 
 Run from the repository root:
 `python -m benchmarks.ledger [--clients 8] [--seconds 2] [--pairs 6]`.
