@@ -263,36 +263,48 @@ async def test_the_current_program_with_promotions_gives_the_ledgers_figures(
     assert result.program_points == result.actual_program_points == 100
 
 
+@pytest.mark.parametrize(
+    ("bonus", "amount", "refunds", "taken"),
+    [
+        (101, "30.00", ["20.00"], [68]),  # 26/25/25/25 paid; 68 back, shared as paid
+        # 25 each; 34 back: 9/9/8/8, so 16/16/17/17 kept (a split of the 66 kept would
+        # give 17/17/16/16: the till's refund by refund, not the kept part's split)
+        (100, "45.00", ["15.00"], [34]),
+        (100, "45.00", ["15.00", "15.00"], [34, 33]),  # refund by refund, as the till
+    ],
+)
 async def test_a_partial_refund_of_a_bonus_of_four_funders_as_the_till_took_it_back(
-    sessions: Sessions,
+    sessions: Sessions, bonus: int, amount: str, refunds: list[str], taken: list[int]
 ) -> None:
-    """101 points split 26/25/25/25, 20.00 of 30.00 refunded: the till takes back 68 (the
-    award's part by the sale's rule) shared as the funders paid; the simulator agrees, per
-    partner too."""
+    """A bonus split among four funders, refunded in part: the till takes back the
+    award's part by the sale's rule, refund by refund, shared as the funders paid; the
+    simulator agrees to the point, per partner too."""
     program = sim_program(
         promotions=[
             {
                 "slug": "new-partner",
                 "title": "First visit",
                 "who": {"first_at_partner": True},
-                "effect": {"bonus_points": 101},
+                "effect": {"bonus_points": bonus},
                 "funded_by": {"coffee": 25, "books": 25, "gym": 25, "bakery": 25},
             }
         ]
     )
     till = Till(sessions, program)
     ann = await join(sessions, program, 1, at(date(2026, 8, 1)))
-    done = await till.sale(ann, "gym", "30.00", at(date(2026, 9, 2)))
-    back = await till.refund(done, at(date(2026, 9, 3)), "20.00")
-    assert [(p.promotion, p.points) for p in back.promotions] == [("new-partner", 68)]
+    done = await till.sale(ann, "gym", amount, at(date(2026, 9, 2)))
+    for n, (refund, points) in enumerate(zip(refunds, taken, strict=True)):
+        back = await till.refund(done, at(date(2026, 9, 3 + n)), refund)
+        assert [(p.promotion, p.points) for p in back.promotions] == [("new-partner", points)]
 
     result = await run(sessions, program, program)
 
     promo = {p.slug: p for p in result.promotions}["new-partner"]
-    assert promo.points == promo.actual_points == 101 - 68
+    assert promo.points == promo.actual_points == bonus - sum(taken)
     for line in result.partners:
         assert line.promotion_points == line.actual_promotion_points, line.slug
         assert line.simulated_points == line.actual_points, line.slug
+        assert line.position_change == 0, line.slug
 
 
 async def test_the_expected_cost_as_it_was_counts_the_vouchers_given(

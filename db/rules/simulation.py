@@ -32,6 +32,7 @@ from db.rules.promotions import (
     eligible,
     funders,
     limit,
+    refund_parts,
     runs_on,
     split,
     use_key,
@@ -163,6 +164,9 @@ class _Sale:
     refunded: int
     base: int
     awards: list[Award]
+    # The money refunded after each of its refunds, in order (the till takes a promotion's
+    # points back refund by refund: see Simulator._kept_parts).
+    steps: list[int] = field(default_factory=list)
 
 
 class _Nights:
@@ -353,6 +357,7 @@ class Simulator:
         sale = self._sales.get(sale_id)
         if sale is not None:
             sale.refunded += amount
+            sale.steps.append(sale.refunded)
             self.totals.refunds += 1
 
     def _promotions(
@@ -423,6 +428,28 @@ class Simulator:
             return [(shares[0][0], points)] if points else []
         return split(points, shares)
 
+    def _kept_parts(
+        self, promo: Promotion, sale: _Sale, points: int
+    ) -> list[tuple[str | None, int]]:
+        """What each funder of an award of `points` still pays after the sale's refunds, as
+        the till takes them back (db/usecases/promotions.py, refund_claws): refund by refund,
+        each refund's part of the whole award shared among the funders as they paid
+        (db.rules.promotions.refund_parts), so the ledger's split is reproduced to the point."""
+        paid = self._split(promo, sale.partner, points)
+        if not sale.steps:
+            return paid
+        weights = [part for _, part in paid]
+        returned = [0] * len(paid)
+        before = 0
+        for after in sale.steps:
+            due = kept(points, sale.charged, sale.charged - before) - kept(
+                points, sale.charged, sale.charged - after
+            )
+            back = refund_parts(due, weights, returned)
+            returned = [r + b for r, b in zip(returned, back, strict=True)]
+            before = after
+        return [(who, part - r) for (who, part), r in zip(paid, returned, strict=True) if part > r]
+
     def _finish_member(self) -> None:
         totals = self.totals
         partners, funded = totals.partners, totals.funded_points
@@ -447,7 +474,7 @@ class Simulator:
                 if points:
                     net = kept(points, sale.charged, remaining)
                     tally.points += net
-                    for who, part in self._split(promo, sale.partner, net):
+                    for who, part in self._kept_parts(promo, sale, points):
                         funded[who] = funded.get(who, 0) + part
                 tally.stamps += stamps
                 rules = self.program.reward(reward) if reward is not None else None
