@@ -166,7 +166,7 @@ class _Sale:
     awards: list[Award]
     # The money refunded after each of its refunds, in order (the till takes a promotion's
     # points back refund by refund: see Simulator._kept_parts).
-    steps: list[int] = field(default_factory=list)
+    steps: tuple[int, ...] = ()
 
 
 class _Nights:
@@ -357,7 +357,7 @@ class Simulator:
         sale = self._sales.get(sale_id)
         if sale is not None:
             sale.refunded += amount
-            sale.steps.append(sale.refunded)
+            sale.steps = (*sale.steps, sale.refunded)
             self.totals.refunds += 1
 
     def _promotions(
