@@ -300,3 +300,46 @@ def test_a_promotion_that_ended_between_the_panel_and_the_posting_is_named() -> 
     # Within its hours it would have applied: nothing is named.
     at_ten = replace(result, created_at=posted - timedelta(hours=1))
     assert not_applied(program, [], at_ten) == []
+
+
+def test_a_promotion_missed_for_another_reason_is_not_called_used() -> None:
+    """Within its hours, a ×2 on a sale that earned no points added nothing: the receipt
+    says so, not "already used"; a limited one missed is "already used"; an unlimited one
+    the member no longer meets is said to be no longer for them."""
+    program = promo_program(DOUBLE, NEW_PARTNER, BOOK_COFFEE)
+    result = PurchaseResult(
+        transaction_id=1,
+        kind="earn",
+        member_id=1,
+        partner="coffee",
+        amount=Decimal("12.00"),
+        paid=Decimal("12.00"),
+        points_earned=0,
+        points_redeemed=0,
+        balance=50,
+        tier="Bronze",
+        created_at=datetime(2027, 3, 6, 9, 0, tzinfo=UTC),  # Saturday 10:00 in Warsaw
+    )
+    assert [m["reason"] for m in not_applied(program, ["double-coffee"], result)] == ["no_points"]
+    earned = replace(result, points_earned=24)
+    # new-partner is once per partner (limited): used; the ×2 on 24 points: not for her now.
+    assert [
+        m["reason"] for m in not_applied(program, ["new-partner", "double-coffee"], earned)
+    ] == [
+        "used",
+        "not_for_member",
+    ]
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("en"):
+        receipt = RENDERERS["sale_posted"](
+            program,
+            {
+                "amount": "12.00",
+                "points_earned": 0,
+                "balance": 50,
+                "not_applied": not_applied(program, ["double-coffee"], result),
+            },
+        ).text
+    assert receipt.endswith(
+        "Not applied: Double points at the café — it adds no points to this sale"
+    )

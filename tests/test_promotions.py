@@ -236,10 +236,16 @@ async def test_a_promotion_ending_mid_sale_is_not_applied(
     assert late.balance == 50 + 25 + 25 + 500
 
 
-async def test_min_purchase_is_the_money_charged() -> None:
-    # Pure: matching compares the charged amount (tested in tests/test_rules_promotions.py);
-    # here only that the till passes amount less discount: a 10.00 sale with no discount.
-    assert D("10.00") >= D(NEW_PARTNER["min_purchase"])
+async def test_min_purchase_is_the_money_charged(sessions: Sessions) -> None:
+    """The till passes the money charged to the decision: 9.99 is below new-partner's
+    10.00, and the first visit is still there for the 10.00 sale after it (the discount's
+    part is in tests/test_bot_promotions.py: 41.00 less 5 % is below 40.00)."""
+    program = promo_program(NEW_PARTNER)
+    ann = await member(sessions, program)
+    below = await sale(sessions, program, ann, "gym", "9.99", "below")
+    assert below.promotions == ()
+    at_least = await sale(sessions, program, ann, "books", "10.00", "at-least")
+    assert [(p.promotion, p.points) for p in at_least.promotions] == [("new-partner", 101)]
 
 
 async def test_replay_says_the_same_promotions(sessions: Sessions, program: Program) -> None:

@@ -105,8 +105,12 @@ def not_applied_lines(program: Program, missed: Iterable[Mapping[str, Any]]) -> 
             why = _("it ended at {time}").format(time=m["ended_at"])
         elif reason == "ended":
             why = _("it has ended")
-        else:
+        elif reason == "no_points":
+            why = _("it adds no points to this sale")
+        elif reason == "used":
             why = _("already used")
+        else:
+            why = _("no longer for this member")
         lines.append(_("Not applied: {title} — {why}").format(title=name, why=why))
     return lines
 

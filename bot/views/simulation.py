@@ -78,100 +78,93 @@ def write_simulation(sim: Simulation, out: TextIO) -> None:
     """Partner lines (points each issues: its sales' points and the promotion points it
     funds), promotion lines (what each promotion gives, whoever funds it), the program's own
     promotion points, and the total; `Settlement …` on partner lines and the total; the
-    rates the costs use on the total line."""
-    writer = csv.writer(out)
-    writer.writerow(HEADER)
-    first, last, currency = sim.start.date().isoformat(), last_day(sim), sim.currency
+    rates the costs use on the total line. A column a line does not fill stays empty."""
+    writer = csv.DictWriter(out, fieldnames=HEADER, restval="")
+    writer.writeheader()
+    period = {
+        "First day": sim.start.date().isoformat(),
+        "Last day": last_day(sim),
+        "Currency": sim.currency,
+    }
+
+    def line(kind: str, code: str, name: str, **figures: object) -> None:
+        row: dict[str, object] = {**period, "Line": kind, "Code": code, "Name": name}
+        row.update({_COLUMNS[key]: value for key, value in figures.items()})
+        writer.writerow(row)
+
     for p in sim.partners:
-        writer.writerow(
-            [
-                first,
-                last,
-                PARTNER,
-                p.slug,
-                p.name,
-                p.sales,
-                p.actual_issued,
-                p.simulated_issued,
-                p.points_change,
-                p.vouchers,
-                sim.partner_actual_cost(p),
-                sim.partner_cost(p),
-                p.position,
-                p.simulated_position,
-                p.position_change,
-                currency,
-                "",
-                "",
-            ]
+        line(
+            PARTNER,
+            p.slug,
+            p.name,
+            sales=p.sales,
+            actual=p.actual_issued,
+            simulated=p.simulated_issued,
+            change=p.points_change,
+            vouchers=p.vouchers,
+            actual_cost=sim.partner_actual_cost(p),
+            cost=sim.partner_cost(p),
+            position=p.position,
+            simulated_position=p.simulated_position,
+            position_change=p.position_change,
         )
     for promo in sim.promotions:
-        writer.writerow(
-            [
-                first,
-                last,
-                PROMOTION,
-                promo.slug,
-                str(promo.title),
-                promo.sales,
-                _optional(promo.actual_points),
-                promo.points,
-                "" if promo.actual_points is None else promo.points - promo.actual_points,
-                promo.vouchers,
-                _optional(sim.promotion_actual_cost(promo)),
-                sim.promotion_cost(promo),
-                "",
-                "",
-                "",
-                currency,
-                "",
-                "",
-            ]
+        line(
+            PROMOTION,
+            promo.slug,
+            str(promo.title),
+            sales=promo.sales,
+            actual=_optional(promo.actual_points),
+            simulated=promo.points,
+            change="" if promo.actual_points is None else promo.points - promo.actual_points,
+            vouchers=promo.vouchers,
+            actual_cost=_optional(sim.promotion_actual_cost(promo)),
+            cost=sim.promotion_cost(promo),
         )
-    writer.writerow(
-        [
-            first,
-            last,
-            PROGRAM,
-            "",
-            "promotion points and vouchers the program itself funds",
-            "",
-            sim.actual_program_points,
-            sim.program_points,
-            sim.program_points - sim.actual_program_points,
-            "",
-            sim.program_actual_cost,
-            sim.program_cost,
-            "",
-            "",
-            "",
-            currency,
-            "",
-            "",
-        ]
+    line(
+        PROGRAM,
+        "",
+        "promotion points and vouchers the program itself funds",
+        actual=sim.actual_program_points,
+        simulated=sim.program_points,
+        change=sim.program_points - sim.actual_program_points,
+        actual_cost=sim.program_actual_cost,
+        cost=sim.program_cost,
     )
-    writer.writerow(
-        [
-            first,
-            last,
-            TOTAL,
-            "",
-            "",
-            sim.sales,
-            sim.actual_points,
-            sim.simulated_points,
-            sim.simulated_points - sim.actual_points,
-            sim.vouchers,
-            sim.total_actual_cost,
-            sim.total_cost,
-            sim.position,
-            sim.simulated_position,
-            sim.position_change,
-            currency,
-            rate_value(sim.points_rate),
-            rate_value(sim.voucher_rate),
-        ]
+    line(
+        TOTAL,
+        "",
+        "",
+        sales=sim.sales,
+        actual=sim.actual_points,
+        simulated=sim.simulated_points,
+        change=sim.simulated_points - sim.actual_points,
+        vouchers=sim.vouchers,
+        actual_cost=sim.total_actual_cost,
+        cost=sim.total_cost,
+        position=sim.position,
+        simulated_position=sim.simulated_position,
+        position_change=sim.position_change,
+        points_rate=rate_value(sim.points_rate),
+        voucher_rate=rate_value(sim.voucher_rate),
     )
+
+
+# write_simulation's figures by name, and the column each fills.
+_COLUMNS = {
+    "sales": "Sales",
+    "actual": "Points issued (actual)",
+    "simulated": "Points issued (simulated)",
+    "change": "Points change",
+    "vouchers": "Vouchers (simulated)",
+    "actual_cost": "Expected cost (actual)",
+    "cost": "Expected cost (simulated)",
+    "position": "Settlement (actual)",
+    "simulated_position": "Settlement (simulated)",
+    "position_change": "Settlement change",
+    "points_rate": "Redemption rate",
+    "voucher_rate": "Voucher claim rate",
+}
 
 
 def _table(rows: list[list[str]], groups: list[tuple[str, int]] | None = None) -> list[str]:

@@ -262,8 +262,10 @@ def not_applied(
     """The promotions the panel showed that the sale did not get, each with its reason, as
     the receipt keeps them: "ended" (no longer running when it was posted: `ended_at`, the
     local time its hours ended today, when that is why), "below_min" (the money charged,
-    `to_pay`, after the tier discount, is below its `min_purchase`), or "used" (used up or
-    no longer for this member: another sale took it meanwhile)."""
+    `to_pay`, after the tier discount, is below its `min_purchase`), "no_points" (a
+    multiplier on a sale that earned too few points to multiply), "used" (a limited one,
+    used up: another sale took it meanwhile) or "not_for_member" (the member no longer
+    meets its conditions)."""
     got = {a.promotion for a in result.promotions}
     at = promotion_rules.local(result.created_at, program.program.zone)
     charged = result.amount - result.discount
@@ -285,8 +287,14 @@ def not_applied(
                 "to_pay": str(charged),
                 "min_purchase": str(promo.min_purchase),
             }
+        elif promo.effect.multiplier is not None and not promotion_rules.awards(
+            result.points_earned, [promo]
+        ):
+            item["reason"] = "no_points"  # the sale earned too few points to multiply
+        elif promotion_rules.limit(promo):
+            item["reason"] = "used"  # used up: another sale took it meanwhile
         else:
-            item["reason"] = "used"
+            item["reason"] = "not_for_member"  # the member no longer meets its `who`
         missed.append(item)
     return missed
 

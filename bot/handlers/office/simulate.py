@@ -234,10 +234,16 @@ async def _run(
             result = await simulate(
                 session, proposed, current, start=start, end=end, batch=BOT_BATCH
             )
-        await _send(message, result, proposed, period)
     except Exception:
         log.exception("simulation for chat %s failed", message.chat.id)
         await message.answer(_("The simulation failed; nothing was changed. Try again later."))
+        return
+    # Apart: a failure to send the table, chart or CSV is not a failed simulation (part of
+    # the answer may be out already), so the user is not told it failed; it is logged.
+    try:
+        await _send(message, result, proposed, period)
+    except Exception:
+        log.exception("sending the simulation's answer to chat %s failed", message.chat.id)
 
 
 def _rate(rate: Rate, measured: Callable[[str, str], str], assumed: str) -> str:
