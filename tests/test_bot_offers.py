@@ -76,6 +76,23 @@ async def birthday_of(sessions: Sessions, user: UserClient) -> date | None:
         return await s.scalar(select(Member.birthday).where(Member.id == member))
 
 
+async def test_a_photo_while_the_birthday_is_asked_for_asks_again(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    fix_clock(harness, NOW)
+    ann = harness.user("Ann")
+    await join(ann)
+    await ann.send("/privacy")
+    await ann.wait_message("Your data")
+    await ann.click("🎂 Give my birthday")
+    await ann.wait_message("Send your birthday")
+    await ann.send_photo(b"not a birthday")
+    assert "like 14.03" in text_of(await ann.wait_message("That is not a date"))
+    await ann.send("14.03")  # still asked for: taken
+    assert "14 March" in text_of(await ann.wait_message("Your birthday"))
+    assert await birthday_of(sessions, ann) == date(2000, 3, 14)
+
+
 async def test_birthday_given_refused_changed_once_a_year_and_removed(
     harness: BotHarness, sessions: Sessions
 ) -> None:

@@ -129,6 +129,9 @@ async def test_a_marketer_sends_the_period_then_the_file(
     await mia.wait_message("Send me the proposed program file")
     await mia.send("hello")
     await mia.wait_message("Send the program file as a .toml document")
+    # A refused file does not end the wait: the corrected one is taken as it is.
+    await mia.send_document(b"x = [", "proposed.toml")
+    await mia.wait_message("cannot be used")
     await mia.send_document(proposed(), "proposed.toml")
     table, rows = await results(harness, mia)
     assert "2 sales of 1 member replayed" in table

@@ -193,6 +193,10 @@ BAD_BIRTHDAY = {
 }
 
 
+async def not_a_birthday(message: Message) -> None:
+    await message.answer(BAD_BIRTHDAY["format"]())
+
+
 async def take_birthday(
     message: Message,
     session: AsyncSession,
@@ -308,6 +312,8 @@ def build() -> Router:
     router.message.register(
         take_birthday, StateFilter(BirthdayDialog.day), HasText(), ~IsCommand()
     )
+    # A photo or sticker while the birthday is asked for: ask again (/cancel leaves).
+    router.message.register(not_a_birthday, StateFilter(BirthdayDialog.day), ~HasText())
     router.callback_query.register(ask_delete, PrivacyCb.filter(F.action == "delete"))
     router.callback_query.register(cancel_delete, PrivacyCb.filter(F.action == "cancel"))
     router.callback_query.register(confirm_delete, PrivacyCb.filter(F.action == "confirm"))

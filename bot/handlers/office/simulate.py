@@ -136,9 +136,11 @@ class Runner:
     ) -> None:
         """The document sent after /simulate."""
         data = await state.get_data()
-        await state.clear()
         period = date.fromisoformat(data["first"]), date.fromisoformat(data["end"])
-        await self.start(message, period, bot, program, sessions)
+        # The wait ends once a file is taken: after a refused one (not .toml, too large,
+        # invalid, another currency) the user sends the corrected file, as they are told.
+        if await self.start(message, period, bot, program, sessions):
+            await state.clear()
 
     async def start(
         self,
@@ -147,10 +149,11 @@ class Runner:
         bot: Bot,
         program: Program,
         sessions: async_sessionmaker[AsyncSession],
-    ) -> None:
+    ) -> bool:
+        """Whether the simulation started (else the sender was told why not)."""
         proposed = await _read_program(message, bot)
         if proposed is None:
-            return
+            return False
         before, after = program.program.currency, proposed.program.currency
         if before != after:
             await message.answer(
@@ -159,11 +162,11 @@ class Runner:
                     "simulation compares figures in one currency. Nothing was simulated."
                 ).format(before=escape(before), after=escape(after))
             )
-            return
+            return False
         chat = message.chat.id
         if chat in self.running:
             await message.answer(_("A simulation is already running here; wait for its table."))
-            return
+            return False
         await message.answer(
             _(
                 "Replaying {period} through {name}… The table follows when it is ready; "
@@ -175,6 +178,7 @@ class Runner:
         )
         self.running[chat] = task
         task.add_done_callback(lambda _task: self.running.pop(chat, None))
+        return True
 
 
 async def _read_program(message: Message, bot: Bot) -> Program | None:
