@@ -147,7 +147,7 @@ def _run_simulation(settings: Settings, args: argparse.Namespace) -> None:
 
 def _counts(program: Program) -> str:
     """What check-program found, as an owner counts it: "4 partners and 1 charity, 2 stamp
-    cards, 4 rewards, 5 promotions"."""
+    cards, 4 rewards, 6 promotions, a club (250 Stars or PLN 29.00 a month)"."""
 
     def count(n: int, one: str, many: str) -> str:
         return f"{n} {one if n == 1 else many}"
@@ -159,7 +159,13 @@ def _counts(program: Program) -> str:
     cards = count(len(program.stamp_cards), "stamp card", "stamp cards")
     rewards = count(len(program.rewards), "reward", "rewards")
     promotions = count(len(program.promotions), "promotion", "promotions")
-    return f"{partners}, {cards}, {rewards}, {promotions}"
+    club = ""
+    if program.club is not None:
+        prices = [f"{program.club.stars_per_month} Stars"] if program.club.stars_per_month else []
+        if program.club.price:
+            prices.append(f"{program.program.currency} {program.club.price}")
+        club = f", a club ({' or '.join(prices)} a month)"
+    return f"{partners}, {cards}, {rewards}, {promotions}{club}"
 
 
 def _parser() -> argparse.ArgumentParser:

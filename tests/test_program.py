@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -330,7 +331,8 @@ def test_check_program_counts_what_an_owner_wrote(
 
     assert main(["check-program", str(ROOT / "program.toml")]) == 0
     assert capsys.readouterr().out == (
-        "City Bonus: 4 partners and 1 charity, 2 stamp cards, 4 rewards, 5 promotions, OK\n"
+        "City Bonus: 4 partners and 1 charity, 2 stamp cards, 4 rewards, 6 promotions,"
+        " a club (250 Stars or PLN 29.00 a month), OK\n"
     )
     one = tmp_path / "one.toml"
     text = (ROOT / "program.toml").read_text(encoding="utf-8")
@@ -431,14 +433,65 @@ def _promoted(**changes: Any) -> dict[str, Any]:
     return {**PROMOTED, "promotions": [{**PROMOTED["promotions"][0], **changes}]}
 
 
+def test_club_mistakes_name_the_key() -> None:
+    for club, message in [
+        ({"name": "Friends", "price": "29.999"}, "club.price: Decimal input should have no"),
+        ({"name": "Friends", "stars_per_month": 250, "multiplier": "0.5"}, "club.multiplier:"),
+        ({"name": "Friends", "stars_per_month": 10_001}, "club.stars_per_month:"),
+        ({"name": "Friends", "price": "9", "owner": 1}, "club.owner: unknown key"),
+    ]:
+        with pytest.raises(ProgramError, match=re.escape(message)):
+            parse_program({**PROMOTED, "club": club})
+
+
+def test_a_club_multiplier_is_a_promotion_paid_by_the_program() -> None:
+    program = parse_program(
+        {
+            **PROMOTED,
+            "club": {
+                "name": "Friends",
+                "price": "29.00",
+                "multiplier": "1.5",
+                "discount_percent": "5",
+            },
+        }
+    )
+    club = program.promotion("club")
+    assert club is not None and club.funded_by == "program" and club.who.club
+    assert club.effect.multiplier == Decimal("1.5") and str(club.title) == "Friends"
+    assert [p.slug for p in program.promotions_at("bakery")] == ["bakery-weekend", "club"]
+    assert [p.slug for p in program.promotions] == ["bakery-weekend"]
+    assert program.discount_percent(str(program.tiers[0].name), club=True) == Decimal(5)
+    assert program.discount_percent(str(program.tiers[0].name), club=False) == Decimal(0)
+    plain = parse_program({**PROMOTED, "club": {"name": "Friends", "stars_per_month": 100}})
+    assert plain.club_promotion is None and plain.promotion("club") is None
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         (
             _promoted(who={"club": True}),
-            "promotions[0] (bakery-weekend).who.club: clubs are not available in this version yet",
+            "promotions[0] (bakery-weekend).who.club: the program has no [club]",
         ),
-        ({**PROMOTED, "club": {"name": "Friends"}}, "club: clubs are not available in this"),
+        (
+            {**PROMOTED, "club": {"name": "Friends"}},
+            "club: give the club a price: stars_per_month (Telegram Stars), price",
+        ),
+        (
+            {
+                **PROMOTED,
+                "club": {"name": "Friends", "price": "29.00", "discount_percent": "99.5"},
+                "tiers": [
+                    {"name": "All", "min_spend": "0", "multiplier": "1", "discount_percent": "1"}
+                ],
+            },
+            "club.discount_percent: with the 1 % of the top tier it would take 100.5 % off",
+        ),
+        (
+            _promoted(slug="club"),
+            'promotions[0] (club).slug: "club" is the club\'s own multiplier: choose another',
+        ),
         (
             _promoted(funded_by="bakery"),
             "promotions[0] (bakery-weekend).funded_by: 'bakery' is not a funder: write "

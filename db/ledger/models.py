@@ -73,6 +73,7 @@ class TxKind:
     DONATION = "donation"  # points given to a charity partner
     # Points a promotion gave a sale (related_id: the sale), from its funders' accounts
     PROMOTION = "promotion"
+    CLUB = "club"  # the club's welcome points, from the program, once per person ever
 
     ALL = (
         EARN,
@@ -89,6 +90,7 @@ class TxKind:
         GIFT,
         DONATION,
         PROMOTION,
+        CLUB,
     )
     SALES = (EARN, REDEEM)  # a purchase at the till, with or without points
     SPEND = (EARN, REDEEM, REVERSE)  # what a member spent: sales less refunds
@@ -147,16 +149,17 @@ class Member(Base):
 
 
 class RewardedIdentity(Base):
-    """People who deleted their account after a welcome gift or an invitation reward, so a
-    new account of theirs gets neither again. Only a keyed hash (HMAC-SHA256 under the bot's
-    signing secret) of the Telegram id is kept: nothing here names anyone or links to the
-    old account."""
+    """People who deleted their account after a welcome gift, an invitation reward or the
+    club's welcome points (`club`), so a new account of theirs gets none of them again.
+    Only a keyed hash (HMAC-SHA256 under the bot's signing secret) of the Telegram id is
+    kept: nothing here names anyone or links to the old account."""
 
     __tablename__ = "rewarded_identities"
 
     identity_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     welcome: Mapped[bool] = mapped_column(Boolean, default=False)
     referral: Mapped[bool] = mapped_column(Boolean, default=False)
+    club: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
 class Staff(Base):
@@ -717,3 +720,64 @@ class PromotionNotice(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     occasion: Mapped[str] = mapped_column(String(40), primary_key=True)
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ClubMembership(Base):
+    """A member's place in the club (db/usecases/club.py): a member while `ends_at` is
+    ahead. `joined_at` is their first day in it ever, `started_at` the first of the present
+    run (a new run after a lapse). `renews`: a Telegram Stars subscription Telegram will
+    charge again (`subscription_charge_id` names it to cancel or resume). `welcomed`: the
+    welcome points were paid. `reminded_for` / `lapse_told_for`: the `ends_at` the member
+    was told was near / was told had passed (each told once per end)."""
+
+    __tablename__ = "club_memberships"
+    __table_args__ = (Index("ix_club_memberships_ends_at", "ends_at"),)
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    renews: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    subscription_charge_id: Mapped[str | None] = mapped_column(String(200))
+    welcomed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    reminded_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lapse_told_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ClubPayment(Base):
+    """One payment for club membership, recorded exactly once per `charge_id` (Telegram's
+    telegram_payment_charge_id; "till:…" for a month sold at a till). `method`: "stars"
+    (currency XTR, `amount` in Stars), "card" (a payment provider in Telegram) or "till"
+    (money the selling `partner_id` collected for the coalition: settlement). It bought
+    membership from `period_from` to `period_until`. `refunded_at`: given back (the
+    membership it bought ended with it)."""
+
+    __tablename__ = "club_payments"
+    __table_args__ = (
+        CheckConstraint("method IN ('stars', 'card', 'till')", name="method"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("(method = 'till') = (partner_id IS NOT NULL)", name="till_partner"),
+        CheckConstraint("(method = 'stars') = (currency = 'XTR')", name="stars_currency"),
+        CheckConstraint("period_until > period_from", name="period"),
+        Index("ix_club_payments_created_at", "created_at"),
+        Index("ix_club_payments_member_id", "member_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    charge_id: Mapped[str] = mapped_column(String(200), unique=True)
+    provider_charge_id: Mapped[str | None] = mapped_column(String(200))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    method: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    recurring: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # Whether it started a membership (not in the club when paid) and the welcome points
+    # paid with it: a replay of the same charge tells the same.
+    joined: Mapped[bool] = mapped_column(Boolean)
+    welcome_points: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    period_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -133,3 +133,10 @@ class DiscountChanged(DomainError):
     amount to pay and the sale being posted: nothing was posted; the till shows it again."""
 
     code = "discount_changed"
+
+
+class NoClub(DomainError):
+    """The program has no club, or does not sell it this way (no Stars price, no money
+    price): nothing was sold."""
+
+    code = "no_club"

@@ -383,6 +383,42 @@ class Promotion(_Strict):
         return value
 
 
+# A club membership runs this long from each payment (a Telegram Stars subscription's
+# period: subscription_period = 2592000 seconds).
+CLUB_PERIOD = timedelta(days=30)
+# The slug of the promotion the club's multiplier is (Program.club_promotion): no
+# [[promotions]] entry may take it.
+CLUB_SLUG = "club"
+
+
+class Club(_Strict):
+    """A paid club (DESIGN.md, "The program file"): membership for `stars_per_month`
+    Telegram Stars as a 30-day subscription (0: not sold for Stars) or for `price` in the
+    program's currency, at a till or by card in Telegram where a payment provider is
+    connected ("0": not sold for money). Members earn × `multiplier` on top of their tier's
+    (the extra points paid by the program), get `discount_percent` off at every till on
+    top of their tier's discount, and `welcome_points` once per person ever. `perks` are
+    what else the partners promise (free delivery, new products first…), shown in /club."""
+
+    name: Annotated[Text, _text(1, 60)]
+    text: Annotated[Text, _text(0, 500)] = Text("")
+    perks: list[Annotated[Text, _text(1, 200)]] = Field(default_factory=list, max_length=10)
+    stars_per_month: Int = Field(default=0, ge=0, le=10_000)
+    price: Dec = Field(default=Decimal(0), ge=0, max_digits=12, decimal_places=2)
+    multiplier: Dec = Field(default=Decimal(1), ge=1, le=100, decimal_places=3)
+    discount_percent: Dec = Field(default=Decimal(0), ge=0, lt=100, decimal_places=2)
+    welcome_points: Int = Field(default=0, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _sold(self) -> Club:
+        if not self.stars_per_month and not self.price:
+            raise ValueError(
+                'give the club a price: stars_per_month (Telegram Stars), price ("29.00" in '
+                "the program's currency), or both"
+            )
+        return self
+
+
 class GiftRules(_Strict):
     max_points_per_day: Int = Field(default=0, ge=0, le=10_000_000)  # 0: no gifting
 
@@ -396,6 +432,7 @@ class Program(_Strict):
     rewards: list[Reward] = Field(default_factory=list)
     gifts: GiftRules = GiftRules()
     promotions: list[Promotion] = Field(default_factory=list)
+    club: Club | None = None
 
     @field_validator("tiers")
     @classmethod
@@ -463,6 +500,14 @@ class Program(_Strict):
                     "points, or the card reward_points"
                 )
         self._check_promotions()
+        if self.club is not None:
+            top = max(t.discount_percent for t in self.tiers)
+            if top + self.club.discount_percent >= 100:
+                raise ValueError(
+                    f"club.discount_percent: with the {top} % of the top tier it would take "
+                    f"{top + self.club.discount_percent} % off: the two together must stay "
+                    "below 100"
+                )
         return self
 
     def _check_promotions(self) -> None:
@@ -488,8 +533,12 @@ class Program(_Strict):
                         f"{where}.who.tiers: no tier {str(name)!r} "
                         f"(the tiers are: {', '.join(sorted(tiers))})"
                     )
-            if promo.who.club:
-                raise ValueError(f"{where}.who.club: {NO_CLUBS}")
+            if promo.slug == CLUB_SLUG:
+                raise ValueError(
+                    f'{where}.slug: "{CLUB_SLUG}" is the club\'s own multiplier: choose another'
+                )
+            if promo.who.club and self.club is None:
+                raise ValueError(f"{where}.who.club: the program has no [club]")
             reward_slug = promo.effect.reward
             if reward_slug is not None:
                 if self.reward(reward_slug) is None:
@@ -559,12 +608,40 @@ class Program(_Strict):
     def reward(self, slug: str) -> Reward | None:
         return self.rewards_by_slug.get(slug)
 
+    @cached_property
+    def club_promotion(self) -> Promotion | None:
+        """The club's multiplier as a promotion for club members at every partner, paid by
+        the program (slug "club"), so the till, receipts, refunds and the simulator treat
+        it as any ×N promotion. None without a club or with a multiplier of 1."""
+        if self.club is None or self.club.multiplier == 1:
+            return None
+        return Promotion(
+            slug=CLUB_SLUG,
+            title=self.club.name,
+            who=Who(club=True),
+            effect=Effect(multiplier=self.club.multiplier),
+            funded_by="program",
+        )
+
+    @cached_property
+    def _all_promotions(self) -> list[Promotion]:
+        club = self.club_promotion
+        return [*self.promotions, club] if club is not None else list(self.promotions)
+
     def promotion(self, slug: str) -> Promotion | None:
-        return next((p for p in self.promotions if p.slug == slug), None)
+        """The file's promotion of that slug, or the club's multiplier ("club")."""
+        return next((p for p in self._all_promotions if p.slug == slug), None)
 
     def promotions_at(self, partner: str) -> list[Promotion]:
-        """The promotions a sale at `partner` may get, in the file's order."""
-        return [p for p in self.promotions if not p.partners or partner in p.partners]
+        """The promotions a sale at `partner` may get, in the file's order, the club's
+        multiplier last."""
+        return [p for p in self._all_promotions if not p.partners or partner in p.partners]
+
+    def discount_percent(self, tier: str, club: bool) -> Decimal:
+        """The money off a member gets at every till: their tier's, plus the club's when
+        they are in it."""
+        extra = self.club.discount_percent if club and self.club is not None else Decimal(0)
+        return self.tier(tier).discount_percent + extra
 
     def stamp_card(self, slug: str) -> StampCard | None:
         return next((c for c in self.stamp_cards if c.slug == slug), None)
@@ -622,13 +699,8 @@ def _where(loc: tuple[int | str, ...], data: Any = None) -> str:
     return ".".join(parts)
 
 
-NO_CLUBS = "clubs are not available in this version yet: leave club out"
-
-
 def _describe(error: Any) -> str:
     kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden" and tuple(error["loc"]) == ("club",):
-        return NO_CLUBS
     if kind == "extra_forbidden":
         return "unknown key (check its spelling against the documented schema)"
     if kind == "literal_error":

@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, false, or_, select, update
+from sqlalchemy import delete, false, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import (
     AccountKind,
     AuditLog,
+    ClubMembership,
     Member,
     Notice,
     Outbox,
@@ -198,6 +199,13 @@ async def delete_member(
         await session.execute(
             delete(Outbox).where(Outbox.member_id == member.id, Outbox.promotion.is_not(None))
         )
+        # Their club membership ends with the account (the bot cancels a Stars subscription's
+        # renewal with Telegram after this commits: bot/handlers/members/privacy.py).
+        await session.execute(
+            update(ClubMembership)
+            .where(ClubMembership.member_id == member.id)
+            .values(ends_at=func.least(ClubMembership.ends_at, now), renews=False)
+        )
         await session.execute(
             update(Member)
             .where(Member.id == member.id, Member.deleted_at.is_(None))
@@ -217,14 +225,14 @@ async def delete_member(
 
 
 async def _remember_rewards(session: AsyncSession, member_id: int, identity: str) -> None:
-    """Keep the keyed hash of someone leaving who was paid a welcome gift or an invitation
-    reward (as the invitee), and only then."""
+    """Keep the keyed hash of someone leaving who was paid a welcome gift, an invitation
+    reward (as the invitee) or the club's welcome points, and only then."""
     paid = set(
         (
             await session.execute(
                 select(Transaction.kind).where(
                     Transaction.member_id == member_id,
-                    Transaction.kind.in_((TxKind.WELCOME, TxKind.REFERRAL)),
+                    Transaction.kind.in_((TxKind.WELCOME, TxKind.REFERRAL, TxKind.CLUB)),
                 )
             )
         ).scalars()
@@ -232,7 +240,10 @@ async def _remember_rewards(session: AsyncSession, member_id: int, identity: str
     if not paid:
         return
     stmt = pg_insert(RewardedIdentity).values(
-        identity_hash=identity, welcome=TxKind.WELCOME in paid, referral=TxKind.REFERRAL in paid
+        identity_hash=identity,
+        welcome=TxKind.WELCOME in paid,
+        referral=TxKind.REFERRAL in paid,
+        club=TxKind.CLUB in paid,
     )
     await session.execute(
         stmt.on_conflict_do_update(
@@ -240,6 +251,7 @@ async def _remember_rewards(session: AsyncSession, member_id: int, identity: str
             set_={
                 "welcome": RewardedIdentity.welcome | stmt.excluded.welcome,
                 "referral": RewardedIdentity.referral | stmt.excluded.referral,
+                "club": RewardedIdentity.club | stmt.excluded.club,
             },
         )
     )

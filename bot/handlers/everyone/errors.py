@@ -87,6 +87,7 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "The member's tier changed since the amount was shown, so their discount is different "
         "now. Nothing was posted. Scan the card again."
     ),
+    "no_club": lambda p: _("The program has no club to join this way. Nothing was paid."),
     "repeat_sale": lambda p: _(
         "The same amount was just posted to this member, so it was not posted again. Scan the "
         "card again if this is another sale."
