@@ -121,9 +121,14 @@ async def test_a_charge_is_recorded_once_and_extends_the_membership(
         assert renewed.new and not renewed.joined and renewed.welcome_points == 0
         assert renewed.period_from == first.ends_at
         assert renewed.ends_at == first.ends_at + CLUB_PERIOD
+        late = renewed.ends_at + timedelta(hours=2)  # Telegram's charge reached us late
+        continued = await record_payment(
+            s, program, stars(member.id, "charge-3", late, recurring=True)
+        )
+        assert not continued.joined and continued.period_from == late
         kinds = [k for (k,) in (await s.execute(select(Notice.kind).order_by(Notice.id))).all()]
         await s.rollback()
-        assert kinds.count("club_paid") == 2
+        assert kinds.count("club_paid") == 3
 
 
 async def test_time_paid_at_a_till_is_kept_when_paying_with_stars(

@@ -114,7 +114,10 @@ async def record_payment(
         ).scalar_one_or_none()
         now = payment.now
         ends_at = membership.ends_at if membership is not None else None
-        joined = not rules.active(ends_at, now)
+        # A Stars renewal is charged as the period ends and may reach the bot a little
+        # later: within RENEWAL_GRACE it continues the membership, not a new one.
+        renewal = payment.recurring and ends_at is not None and now < ends_at + rules.RENEWAL_GRACE
+        joined = not rules.active(ends_at, now) and not renewal
         start, end = rules.period(ends_at, now, payment.until)
         welcomed = membership is not None and membership.welcomed
         welcome = 0
