@@ -17,9 +17,9 @@ def club_lines(figures: ClubFigures, program: Program, *, running: bool) -> list
     club = program.club
     lines = [
         (
-            _("🎟 {club}: {members} members now (+{joined} joined, {lapsed} lapsed)")
+            _("👑 {club}: {members} members now (+{joined} joined, {lapsed} lapsed)")
             if running
-            else _("🎟 {club}: {members} members at the end (+{joined} joined, {lapsed} lapsed)")
+            else _("👑 {club}: {members} members at the end (+{joined} joined, {lapsed} lapsed)")
         ).format(
             club=club_name(program),
             members=fmt.number(figures.members),

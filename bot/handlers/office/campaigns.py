@@ -138,7 +138,7 @@ def _segment_menu(program: Program, segment: Segment) -> InlineKeyboardMarkup:
             [
                 _button(_("✖ Club members only"), SegmentCb(field="club"))
                 if segment.club
-                else _button(_("🎟 Club members only"), SegmentCb(field="club", value="1"))
+                else _button(_("👑 Club members only"), SegmentCb(field="club", value="1"))
             ]
         )
     rows.append([_button(_("Next: write the message ▶"), SegmentCb(field="next"))])

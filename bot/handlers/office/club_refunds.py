@@ -94,7 +94,7 @@ async def club_refund(
     if not payments:
         await message.answer(_("{who} has no club payments.").format(who=who))
         return
-    lines = [_("🎟 Club payments of {who}, newest first:").format(who=who)]
+    lines = [_("👑 Club payments of {who}, newest first:").format(who=who)]
     lines += [_line(program, p) for p in payments]
     refundable = [p for p in payments if not p.refunded]
     if refundable:
