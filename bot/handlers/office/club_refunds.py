@@ -184,10 +184,12 @@ async def ask(
     callback_data: ClubRefundCb,
     session: AsyncSession,
     program: Program,
+    settings: Settings,
 ) -> None:
     await query.answer()
     if not isinstance(query.message, Message):
         return
+    authorise(query.from_user.id in settings.admin_ids)
     target = await refund_target(session, callback_data.payment)
     if target is None:
         await query.message.answer(_("No such payment."))
@@ -213,11 +215,13 @@ async def refund(
     settings: Settings,
     bot: Bot,
 ) -> None:
-    """ "stars": ask Telegram, then record; "record": record a card or till payment."""
+    """Refund a Stars payment through Telegram, then record it ("stars"); record a card or
+    till payment given back outside the bot ("record")."""
     await query.answer()
     if not isinstance(query.message, Message):
         return
     owner = query.from_user.id in settings.admin_ids
+    authorise(owner)  # before Telegram is asked to give anything back
     target = await refund_target(session, callback_data.payment)
     if target is None:
         await query.message.answer(_("No such payment."))
@@ -231,7 +235,6 @@ async def refund(
     if stars_payment != (callback_data.action == "stars"):  # a forged button
         await query.message.answer(_("That button does not fit this payment. Nothing was done."))
         return
-    authorise(owner)  # before Telegram is asked to give anything back
     telegram = None
     if stars_payment:
         telegram = await _refund_stars(query.message, target, bot)
