@@ -229,11 +229,13 @@ async def test_the_club_figures_of_a_period_are_exact(
     month from May 20 lapses on June 19; Cy pays by card on June 5, refunded on June 10;
     Dee joined in April with Stars, refunded in June (by the refund her membership ended);
     Eve pays at a till on June 25 then deletes her account on June 28; Fay paid by card in
-    May for May 15 to June 14 and is back by card on June 20."""
+    May for May 15 to June 14 and is back by card on June 20; Gus's till month from May 2
+    ends on the stroke of midnight that starts June: it lapsed in May."""
     june = datetime(2026, 6, 1, tzinfo=UTC)
     july = datetime(2026, 7, 1, tzinfo=UTC)
     async with sessions() as s:
-        ann, bob, cy, dee, eve, fay = [await join(s, program, tg) for tg in range(1, 7)]
+        ann, bob, cy, dee, eve, fay, gus = [await join(s, program, tg) for tg in range(1, 8)]
+        await record_payment(s, program, till(gus, "t-gus", june - CLUB_PERIOD))
         await record_payment(s, program, stars(ann, "s-ann", june))
         await record_payment(s, program, till(bob, "t-bob", datetime(2026, 5, 20, tzinfo=UTC)))
         await record_payment(s, program, card(cy, "c-cy", june + 4 * DAY, "30.00"))
@@ -254,12 +256,20 @@ async def test_the_club_figures_of_a_period_are_exact(
         await delete_member(s, await get_member(s, eve), now=june + 27 * DAY)
         await record_payment(s, program, stars(ann, "s-ann-2", july - timedelta(hours=1)))
 
+        at_april_end = await club_figures(
+            s,
+            start=datetime(2026, 4, 1, tzinfo=UTC),
+            end=datetime(2026, 5, 1, tzinfo=UTC),
+            now=NOW,
+        )
         at_may_end = await club_figures(
             s, start=datetime(2026, 5, 1, tzinfo=UTC), end=june, now=NOW
         )
         in_june = await club_figures(s, start=june, end=july, now=july + 5 * DAY)
-    # May 31: Bob, Dee (April 20 + 30 days, then to June 19), Fay.
-    assert (at_may_end.members, at_may_end.joined, at_may_end.lapsed) == (3, 2, 0)
+    assert (at_april_end.members, at_april_end.joined, at_april_end.lapsed) == (1, 1, 0)
+    # May 31: Bob, Dee (April 20 + 30 days, then to June 19), Fay; Gus has just lapsed.
+    assert (at_may_end.members, at_may_end.joined, at_may_end.lapsed) == (3, 3, 1)
+    assert at_may_end.members == at_april_end.members + at_may_end.joined - at_may_end.lapsed
     # June 30: Ann (renewed), Fay (back).
     assert in_june.members == 2
     # Joined: Ann, Cy, Eve, Fay's return; lapsed: Bob (June 19), Cy and Dee (refunded),
