@@ -77,9 +77,12 @@ class RedeemCb(CallbackData, prefix="rdm"):
 
 
 class SegmentCb(CallbackData, prefix="seg"):
-    field: Literal["tier", "partner", "language", "inactive", "since", "menu", "reset", "next"]
+    field: Literal[
+        "tier", "partner", "language", "inactive", "since", "club", "menu", "reset", "next"
+    ]
     # A choice the menu offered: a tier's index in the program, a partner's slug, a
-    # language code, a number of days, or a field's name for "menu"; "" for "any".
+    # language code, a number of days, "1" for club members, or a field's name for "menu";
+    # "" for "any".
     value: Annotated[str, Field(max_length=30)] = ""
 
 
@@ -128,3 +131,12 @@ class VoucherCb(CallbackData, prefix="vch"):
 
     action: Literal["qr", "claim"]
     code: Annotated[str, Field(pattern=r"^[0-9A-Z]{8}$")]
+
+
+class ClubRefundCb(CallbackData, prefix="clubrf"):
+    """The owner's refund of a club payment (`payment`: its id): "ask" shows what refunding
+    it means; "stars" asks Telegram to give the Stars back, then records it; "record"
+    records a card or till payment given back outside the bot; "drop" does nothing."""
+
+    action: Literal["ask", "stars", "record", "drop"]
+    payment: DbId

@@ -144,6 +144,11 @@ ADJUST = Cmd(
     __("Add or take points"),
     __("/adjust CARD-NUMBER +POINTS|-POINTS REASON: points in or out of a wallet"),
 )
+CLUB_REFUND = Cmd(
+    "club_refund",
+    __("Refund a club payment"),
+    __("/club_refund CARD-NUMBER: a member's club payments, to refund one"),
+)
 AUDIT = Cmd("audit", __("The audit log"), __("/audit [n]: the last n staff actions"))
 POSTER = Cmd(
     "poster",
@@ -187,6 +192,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         STAFF_REVOKE,
         ADJUST,
         AUDIT,
+        CLUB_REFUND,
         CAMPAIGN,
         CAMPAIGNS,
         STATS,

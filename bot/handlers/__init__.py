@@ -15,7 +15,7 @@ from bot.handlers.members import (
     rewards,
     stamp_cards,
 )
-from bot.handlers.office import campaigns, owner, poster, simulate, stats
+from bot.handlers.office import campaigns, club_refunds, owner, poster, simulate, stats
 from bot.handlers.staff import figures, refund, staff_join, till, vouchers
 
 
@@ -39,6 +39,7 @@ def get_routers() -> list[Router]:
         dialogs.build(),
         _office_and_staff(
             owner.build(),
+            club_refunds.build(),
             campaigns.build(),
             till.build(),
             vouchers.build(),  # the till's vouchers: before the member's voucher link

@@ -507,6 +507,7 @@ def donation(program: Program, p: dict[str, Any]) -> Rendered:
     )
 
 
-# The rewards catalogue's and vouchers' notices live with their other texts; importing the
-# module registers them.
+# The rewards catalogue's and vouchers' notices, and the club's about a membership's end,
+# live with their other texts; importing the modules registers them.
+from bot.views import club_lapses as _club_lapses  # noqa: E402, F401
 from bot.views import vouchers as _vouchers  # noqa: E402, F401

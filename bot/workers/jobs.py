@@ -1,11 +1,12 @@
 """Daily jobs: points expiry, expiry reminders, tier recalculation, stamp cards' lapses and
-their reminders, personal offers; hourly: gifts nobody accepted go back to their givers;
-every few minutes: expired vouchers and redemption requests.
+their reminders, personal offers, the club's "ending soon" and "ended" notices; hourly:
+gifts nobody accepted go back to their givers; every few minutes: expired vouchers and
+redemption requests.
 
 Several bot instances may share one database; each job runs under a PostgreSQL advisory
 lock, so only one instance does it at a time. Each job is also safe to run twice: expiry
-is keyed by lot, reminders are marked per lot, and personal offers per member and
-occasion."""
+is keyed by lot, reminders are marked per lot, personal offers per member and occasion,
+and the club's notices per membership's end."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from bot.runtime import Runtime
 from bot.workers.delivery import start_due_campaigns
 from bot.workers.notify import Notifier
 from db.rules.program import TIERS_NIGHTLY
+from db.usecases.club_lapses import tell_club_lapses
 from db.usecases.expiry import expire_due
 from db.usecases.gifts import return_expired_gifts
 from db.usecases.outbox import prune
@@ -131,6 +133,17 @@ async def tell_offers(runtime: Runtime, now: datetime | None = None) -> int:
         return await tell_personal_offers(session, runtime.program, now or datetime.now(UTC))
 
 
+async def tell_club(runtime: Runtime, now: datetime | None = None) -> int:
+    """Members whose club membership ends within a few days (and will not renew) or has
+    ended are told once per end, through the outbox (db/usecases/club_lapses.py). Returns
+    how many were told."""
+    if runtime.program.club is None:
+        return 0
+    async with runtime.sessions() as session:
+        told = await tell_club_lapses(session, now or datetime.now(UTC))
+    return told.ending + told.ended
+
+
 def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
     # Daily jobs at the program's local hours (02:00 is a quiet night there, not in UTC).
     zone = runtime.program.program.zone
@@ -145,6 +158,7 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         ("remind", 10, 0, lambda: remind_expiring(runtime, notifier)),
         ("stamp_reminders", 10, 5, lambda: remind_lapsing_stamps(runtime)),
         ("offers", 10, 10, lambda: tell_offers(runtime)),
+        ("club", 10, 15, lambda: tell_club(runtime)),
     ]
     for name, hour, minute, job in at:
         scheduler.add_job(

@@ -58,6 +58,8 @@ Figures (`Kpis`):
   day of refunds).
 
 A ratio whose denominator is zero is None ("no data"), not 0.
+
+The club's figures (`ClubFigures`, `club_figures`) are at the end of this module.
 """
 
 from __future__ import annotations
@@ -689,6 +691,134 @@ async def log_report(
             start=start.isoformat(),
             end=end.isoformat(),
         )
+
+
+# --------------------------------------------------------------------------- the club
+# A member's time in the club is made of runs: a run begins with a payment that found them
+# outside the club (`joined`) and takes every later payment until the next such one; it
+# lasts to the furthest end its payments bought, cut short by a refund (which ends the
+# membership at once: db/usecases/club_refunds.py) or by the account's deletion. So the
+# figures of a past period never change when a member comes back later, and members at
+# the end = members at the start + joined − lapsed.
+#
+# `at` is the period's end, or now for a period still running (its members are those in
+# the club now, and a membership that ends later today has not lapsed yet).
+_CLUB_RUNS = text(
+    """
+    WITH pay AS (
+        SELECT p.member_id, p.created_at, p.period_until,
+               count(*) FILTER (WHERE p.joined)
+                   OVER (PARTITION BY p.member_id ORDER BY p.created_at, p.id) AS run
+        FROM club_payments AS p
+        WHERE p.created_at < :at
+    ), runs AS (
+        SELECT member_id, run, min(created_at) AS began, max(period_until) AS paid_until
+        FROM pay
+        GROUP BY member_id, run
+    ), refunds AS (
+        SELECT member_id, refunded_at FROM club_payments WHERE refunded_at IS NOT NULL
+    ), lasted AS MATERIALIZED (
+        SELECT LEAST(r.paid_until, min(gone.deleted_at), min(x.refunded_at)) AS ended_at
+        FROM runs AS r
+        LEFT JOIN members AS gone ON gone.id = r.member_id AND gone.deleted_at IS NOT NULL
+        LEFT JOIN refunds AS x ON x.member_id = r.member_id AND x.refunded_at >= r.began
+        GROUP BY r.member_id, r.run, r.paid_until
+    )
+    SELECT count(*) FILTER (WHERE ended_at > :at) AS members,
+           count(*) FILTER (WHERE ended_at > :start AND ended_at <= :at) AS lapsed
+    FROM lasted
+    """
+)
+# The period's payments by method and currency: what was paid, and what of it was given
+# back since (whenever it was refunded).
+_CLUB_PAYMENTS = text(
+    """
+    SELECT p.method, p.currency, count(*) AS payments,
+           count(*) FILTER (WHERE p.joined) AS joined,
+           sum(p.amount) AS paid,
+           coalesce(sum(p.amount) FILTER (WHERE p.refunded_at IS NOT NULL), 0) AS refunded
+    FROM club_payments AS p
+    WHERE p.created_at >= :start AND p.created_at < :at
+    GROUP BY p.method, p.currency
+    ORDER BY p.method, p.currency
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClubMoney:
+    """Club payments of the period in one currency: card and till (the program's money)."""
+
+    currency: str
+    card: Decimal = Decimal(0)
+    till: Decimal = Decimal(0)
+    refunded: Decimal = Decimal(0)  # of card + till, given back since
+
+    @property
+    def paid(self) -> Decimal:
+        return self.card + self.till
+
+    @property
+    def kept(self) -> Decimal:
+        return self.paid - self.refunded
+
+
+@dataclass(frozen=True, slots=True)
+class ClubFigures:
+    """The club for [start, end): `members` in it at the end (now, for a period still
+    running); `joined`: payments in the period that found their member outside the club (a
+    first membership, or back after a lapse or a refund); `lapsed`: memberships that ended
+    in the period and were not extended before they ended (refunds and deleted accounts
+    included). Revenue is the period's payments, Stars and money kept apart: `stars_paid`
+    and `stars_refunded` (of them, given back since); `money` per currency."""
+
+    members: int
+    joined: int
+    lapsed: int
+    payments: int = 0
+    stars_paid: int = 0
+    stars_refunded: int = 0
+    money: tuple[ClubMoney, ...] = ()
+
+    @property
+    def stars_kept(self) -> int:
+        return self.stars_paid - self.stars_refunded
+
+
+async def club_figures(
+    session: AsyncSession, *, start: datetime, end: datetime, now: datetime
+) -> ClubFigures:
+    params = {"start": start, "at": min(end, now)}
+    async with own_session(session) as reader:
+        # As the other reports (_Report.prepare): JIT costs more than it saves here.
+        await reader.execute(text("SET LOCAL jit = off"))
+        runs = (await reader.execute(_CLUB_RUNS, params)).one()
+        rows = (await reader.execute(_CLUB_PAYMENTS, params)).all()
+    money: dict[str, ClubMoney] = {}
+    stars = refunded = payments = joined = 0
+    for row in rows:
+        payments += int(row.payments)
+        joined += int(row.joined)
+        if row.method == "stars":
+            stars += int(row.paid)
+            refunded += int(row.refunded)
+            continue
+        was = money.get(row.currency) or ClubMoney(row.currency)
+        money[row.currency] = ClubMoney(
+            row.currency,
+            was.card + (Decimal(row.paid) if row.method == "card" else 0),
+            was.till + (Decimal(row.paid) if row.method == "till" else 0),
+            was.refunded + Decimal(row.refunded),
+        )
+    return ClubFigures(
+        members=int(runs.members),
+        joined=joined,
+        lapsed=int(runs.lapsed),
+        payments=payments,
+        stars_paid=stars,
+        stars_refunded=refunded,
+        money=tuple(money.values()),
+    )
 
 
 # --------------------------------------------------------------------------- periods

@@ -29,7 +29,15 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.ledger.models import Campaign, Member, Outbox, Partner, Transaction, TxKind
+from db.ledger.models import (
+    Campaign,
+    ClubMembership,
+    Member,
+    Outbox,
+    Partner,
+    Transaction,
+    TxKind,
+)
 from db.ledger.writer import unit_of_work
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import StaffInfo, audit
@@ -45,12 +53,13 @@ class Segment:
     inactive_days: int | None = None
     language: str | None = None
     joined_since: date | None = None
+    club: bool = False  # members of the club when the campaign is sent
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if self.joined_since:
             data["joined_since"] = self.joined_since.isoformat()
-        return {k: v for k, v in data.items() if v is not None}
+        return {k: v for k, v in data.items() if v is not None and v is not False}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
@@ -61,6 +70,7 @@ class Segment:
             inactive_days=data.get("inactive_days"),
             language=data.get("language"),
             joined_since=date.fromisoformat(since) if since else None,
+            club=bool(data.get("club")),
         )
 
 
@@ -92,6 +102,10 @@ def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
                 Transaction.partner_id
                 == select(Partner.id).where(Partner.slug == segment.partner).scalar_subquery(),
             )
+        )
+    if segment.club:
+        conditions.append(
+            exists().where(ClubMembership.member_id == Member.id, ClubMembership.ends_at > now)
         )
     if segment.inactive_days:
         conditions.append(

@@ -1087,6 +1087,9 @@ class FakeTelegramServer:
             api_name = kind.replace("_", "")
             table[f"setmy{api_name}"] = self._bot_text_setter(kind)
             table[f"getmy{api_name}"] = self._bot_text_getter(kind)
+        # Stars refunds and subscription cancels, minimal (see the block at the end).
+        table["refundstarpayment"] = self._refund_star_payment
+        table["edituserstarsubscription"] = self._edit_user_star_subscription
         return table
 
     # ----------------------------------------------------------------- chats & messages
@@ -1543,3 +1546,41 @@ class FakeTelegramServer:
             "max_reaction_count": 11,
             "accepted_gift_types": no_gifts,
         }
+
+    # ----------------------------------------------------------------- Stars: refunds (minimal)
+    # A test that records a Stars payment without the pay flow tells the server about its
+    # charge (`add_star_charge`); refundStarPayment and editUserStarSubscription then answer
+    # as Telegram does for it. The state is made on first use.
+
+    @property
+    def star_charges(self) -> dict[str, JSON]:
+        """Charge id -> {"user_id", "refunded", "canceled"}."""
+        charges: dict[str, JSON] = self.__dict__.setdefault("_star_charges", {})
+        return charges
+
+    def add_star_charge(self, user_id: int, charge_id: str) -> None:
+        self.star_charges[charge_id] = {"user_id": user_id, "refunded": False, "canceled": False}
+
+    def _star_charge(self, record: RecordedRequest) -> JSON:
+        charge_id = str(record.params.get("telegram_payment_charge_id") or "")
+        if not charge_id:
+            raise bad_request("CHARGE_ID_EMPTY")
+        charge = self.star_charges.get(charge_id)
+        # Telegram does not document its answer for a charge it does not know.
+        if charge is None or str(charge["user_id"]) != str(record.params.get("user_id")):
+            raise bad_request("CHARGE_NOT_FOUND")
+        return charge
+
+    def _refund_star_payment(self, record: RecordedRequest) -> bool:
+        charge = self._star_charge(record)
+        if charge["refunded"]:
+            raise bad_request("CHARGE_ALREADY_REFUNDED")
+        charge["refunded"] = True
+        self._notify()
+        return True
+
+    def _edit_user_star_subscription(self, record: RecordedRequest) -> bool:
+        charge = self._star_charge(record)
+        charge["canceled"] = record.params.get("is_canceled") is True
+        self._notify()
+        return True

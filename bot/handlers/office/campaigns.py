@@ -105,6 +105,8 @@ def _describe(segment: Segment, program: Program) -> str:
         parts.append(LANGUAGE_NAMES.get(segment.language, segment.language))
     if segment.inactive_days:
         parts.append(_("no purchase in {days} days").format(days=segment.inactive_days))
+    if segment.club:
+        parts.append(_("club members"))
     if segment.joined_since:
         parts.append(
             _("joined since {date}").format(
@@ -116,24 +118,31 @@ def _describe(segment: Segment, program: Program) -> str:
     return ", ".join(parts) or _("everyone")
 
 
-def _segment_menu() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
+def _segment_menu(program: Program, segment: Segment) -> InlineKeyboardMarkup:
+    rows = [
+        [
+            _button(_("Tier"), SegmentCb(field="menu", value="tier")),
+            _button(_("Partner"), SegmentCb(field="menu", value="partner")),
+        ],
+        [
+            _button(_("Language"), SegmentCb(field="menu", value="language")),
+            _button(_("Inactive"), SegmentCb(field="menu", value="inactive")),
+        ],
+        [
+            _button(_("Joined since"), SegmentCb(field="menu", value="since")),
+            _button(_("Everyone"), SegmentCb(field="reset")),
+        ],
+    ]
+    if program.club is not None:  # a switch: club members only, or in the club or not
+        rows.append(
             [
-                _button(_("Tier"), SegmentCb(field="menu", value="tier")),
-                _button(_("Partner"), SegmentCb(field="menu", value="partner")),
-            ],
-            [
-                _button(_("Language"), SegmentCb(field="menu", value="language")),
-                _button(_("Inactive"), SegmentCb(field="menu", value="inactive")),
-            ],
-            [
-                _button(_("Joined since"), SegmentCb(field="menu", value="since")),
-                _button(_("Everyone"), SegmentCb(field="reset")),
-            ],
-            [_button(_("Next: write the message ▶"), SegmentCb(field="next"))],
-        ]
-    )
+                _button(_("✖ Club members only"), SegmentCb(field="club"))
+                if segment.club
+                else _button(_("👑 Club members only"), SegmentCb(field="club", value="1"))
+            ]
+        )
+    rows.append([_button(_("Next: write the message ▶"), SegmentCb(field="next"))])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def _choices(field: str, program: Program) -> list[tuple[str, str]]:
@@ -149,6 +158,8 @@ def _choices(field: str, program: Program) -> list[tuple[str, str]]:
         return [(_("{days} days").format(days=d), d) for d in INACTIVE_CHOICES]
     if field == "since":
         return [(_("the last {days} days").format(days=d), d) for d in SINCE_CHOICES]
+    if field == "club" and program.club is not None:
+        return [(_("club members"), "1")]
     return []
 
 
@@ -167,9 +178,9 @@ async def _show_segment(
         ]
     )
     if edit:
-        await edit_text(target, text, reply_markup=_segment_menu())
+        await edit_text(target, text, reply_markup=_segment_menu(program, segment))
     else:
-        await target.answer(text, reply_markup=_segment_menu())
+        await target.answer(text, reply_markup=_segment_menu(program, segment))
 
 
 async def new_campaign(
@@ -228,6 +239,8 @@ async def segment_step(
         segment["joined_since"] = since.isoformat() if since else None
     elif field == "tier":
         segment["tier"] = program.tiers[int(value)].name if value else None
+    elif field == "club":
+        segment["club"] = bool(value)
     else:
         segment[field] = value or None
     segment = {k: v for k, v in segment.items() if v}

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.filters import IsOwner, IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.charts import ChartLabels, render_stats_chart
+from bot.views.club_figures import club_lines
 from bot.views.gifts import donations_line
 from bot.views.settlement_csv import write_settlement
 from bot.views.vouchers import rewards_line
@@ -32,6 +33,7 @@ from db.queries.stats import (
     BadPeriod,
     Kpis,
     Period,
+    club_figures,
     coalition_report,
     kpis,
     log_report,
@@ -213,6 +215,15 @@ async def _send_chart(message: Message, k: Kpis, title: str, currency: str) -> N
     await message.answer_photo(BufferedInputFile(png, filename="stats.png"), caption=escape(title))
 
 
+async def _club(session: AsyncSession, program: Program, period: Period) -> list[str]:
+    """The club's lines, when the program has a club."""
+    if program.club is None:
+        return []
+    now = datetime.now(UTC)
+    figures = await club_figures(session, start=period.start, end=period.end, now=now)
+    return club_lines(figures, program, running=period.end > now)
+
+
 async def coalition_stats(
     message: Message,
     command: CommandObject,
@@ -244,6 +255,7 @@ async def coalition_stats(
             await donation_figures(session, start=period.start, end=period.end), program
         ),
         rewards_line(await reward_figures(session, start=period.start, end=period.end)),
+        *await _club(session, program, period),
         "",
         _("<b>By partner</b>"),
     ]
