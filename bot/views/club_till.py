@@ -116,7 +116,7 @@ def club_sold(program: Program, p: dict[str, Any]) -> Rendered:
     ]
     if points := int(p.get("welcome_points") or 0):
         lines.append(
-            _("🎁 +{points} welcome points for joining.").format(points=fmt.points(points))
+            _("🎁 The member got +{points} for joining.").format(points=fmt.points(points))
         )
     return Rendered("\n".join(lines))
 

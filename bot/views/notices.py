@@ -524,7 +524,7 @@ def club_paid_minimal(program: Program, p: dict[str, Any]) -> Rendered:
         ).format(club=club, day=day)
     ]
     if points := int(p.get("welcome_points") or 0):
-        lines.append(_("🎁 +{points} welcome points.").format(points=fmt.points(points)))
+        lines.append(_("🎁 +{points}: the club's welcome gift.").format(points=fmt.points(points)))
     return Rendered("\n".join(lines))
 
 
