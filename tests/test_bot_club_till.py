@@ -345,3 +345,28 @@ async def test_the_own_card_and_a_stale_panel_sell_nothing(
     await cashier.click(first, forged, check=False)
     assert "This sale is closed" in (await cashier.wait_callback_answer())["text"]
     assert await payments(sessions) == []
+
+
+async def test_a_refund_takes_the_club_points_back(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    manager, ann = harness.user("Mia"), harness.user("Ann")
+    await hire(harness, manager, "coffee", "manager")
+    await join(ann)
+    await pay_stars(sessions, program, ann)
+    await ann.wait_message("City Club")
+    await start_sale(manager, ann)
+    await manager.send("100")
+    await manager.wait_message("To pay")
+    await manager.click(f"🧾 Post: to pay {PLN}95.00")
+    # 95.00 × 5 % = 475 points; the club's ×1.5 adds 237.
+    receipt = text_of(await manager.wait_message("✅"))
+    assert "🎉 ×1.5 City Club: +237 points" in receipt
+    async with sessions() as s:
+        sale = await s.scalar(select(Transaction.id).where(Transaction.kind == "earn"))
+    await manager.send(f"/refund {sale} all returned")
+    reply = text_of(await manager.wait_message("Refunded"))
+    assert "−237 points: City Club (on the refunded money)" in reply
+    news = text_of(await ann.wait_message("Refund of"))
+    assert "−237 points: City Club (on the refunded money)" in news
+    assert "Balance: 550 points." in news  # the welcome gift and the club's welcome points

@@ -35,7 +35,7 @@ from db.queries.club import in_club
 from db.queries.reports import club_takings
 from db.queries.settlement import settlement
 from db.rules.errors import ClubPriceChanged, DiscountChanged, NoClub, NotStaff, OwnCard
-from db.rules.program import CLUB_PERIOD, Program, parse_program
+from db.rules.program import CLUB_PERIOD, Program, load_program, parse_program
 from db.usecases import purchases
 from db.usecases.club import Payment, record_payment
 from db.usecases.club_till import sell_month
@@ -45,7 +45,7 @@ from db.usecases.promotions import preview
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import StaffInfo, accept_invite, create_invite
 from db.usecases.till import request_redemption, till_sale
-from tests.conftest import TEST_PROGRAM
+from tests.conftest import ROOT, TEST_PROGRAM
 
 D = Decimal
 Sessions = async_sessionmaker[AsyncSession]
@@ -483,3 +483,22 @@ async def test_settlement_counts_the_club_money_each_partner_collected(
     assert D(total["Club money collected"]) == sum(D(r["Club money collected"]) for r in rows[:-1])
     assert D(total["Amount"]) == sum(D(r["Amount"]) for r in rows[:-1])
     assert total["Club money collected"] == "29.00"
+
+
+@pytest.mark.parametrize("program", [load_program(ROOT / "program.toml")])
+async def test_the_demo_programs_club_books_bonus_is_for_club_members_only(
+    sessions: Sessions, program: Program
+) -> None:
+    async with sessions() as s:
+        ann, bob = await member(s, program, 1, "Bronze"), await member(s, program, 2, "Bronze")
+        await join_club(s, program, ann)
+        for who, expected in ((ann, True), (bob, False)):
+            shown = await preview(s, program, member_id=who, partner="books", now=NOW)
+            assert ("club-books" in [p.slug for p in shown]) is expected
+            priced = await quote(s, program, who, D("40.00"), now=NOW)
+            sale = Sale(member_id=who, partner="books", amount=D("40.00"), key=f"k{who}", now=NOW)
+            done = await record_sale(s, program, replace_discount(sale, priced.percent))
+            got = {a.promotion: a.points for a in done.promotions}
+            assert ("club-books" in got) is expected and ("club" in got) is expected
+            if expected:
+                assert got["club-books"] == 100
