@@ -62,6 +62,16 @@ class TillCb(CallbackData, prefix="till"):
     dialog: PublicId  # the sale dialog this button belongs to; stale buttons are refused
 
 
+class ClubSaleCb(CallbackData, prefix="csale"):
+    """A month of the club sold at the till (bot/handlers/staff/club.py): "offer" asks the
+    cashier to take the money, "taken" records it, "drop" leaves it. `cents`: the price the
+    button showed, so a price changed in the program file meanwhile is refused."""
+
+    action: Literal["offer", "taken", "drop"]
+    dialog: PublicId  # the till's panel (its sale dialog): stale buttons are refused
+    cents: Annotated[int, Field(ge=0, le=10**12)]
+
+
 class EarnOnlyCb(CallbackData, prefix="eo"):
     """Finish a sale whose redemption was declined, expired or could not be asked, without
     points. Not tied to the cashier's dialog: the request row says what the sale was."""

@@ -126,7 +126,7 @@ async def test_a_tier_changed_after_the_amount_was_shown_posts_nothing(
     await cashier.wait_message("To pay")
     await set_tier(sessions, ann, "Silver")  # the nightly recalculation, say
     await cashier.click(f"🧾 Post: to pay {PLN}95.00")
-    await cashier.wait_message("tier changed since the amount was shown")
+    await cashier.wait_message("discount changed since the amount was shown")
     assert await sales(sessions) == []
     await cashier.send("100")  # the dialog asks for the amount again: now Silver's 3 %
     shown = await cashier.wait_message("To pay")
@@ -179,9 +179,9 @@ async def test_points_pay_a_share_of_what_is_to_pay(
     await set_tier(sessions, ann, "Silver")
     await ann.click("✅ Confirm")
     refused = await ann.wait_callback_answer()
-    assert "Your tier changed" in refused["text"]
+    assert "Your discount changed" in refused["text"]
     closed = await cashier.wait_message(
-        lambda m: "tier changed" in text_of(m) and "✖" in text_of(m)
+        lambda m: "discount changed" in text_of(m) and "✖" in text_of(m)
     )
     assert "Nothing was charged" in text_of(closed) and inline_buttons(closed) == []
     assert len(await sales(sessions)) == 1

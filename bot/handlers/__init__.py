@@ -16,7 +16,7 @@ from bot.handlers.members import (
     stamp_cards,
 )
 from bot.handlers.office import campaigns, club_refunds, owner, poster, simulate, stats
-from bot.handlers.staff import figures, refund, staff_join, till, vouchers
+from bot.handlers.staff import club_sale, figures, refund, staff_join, till, vouchers
 
 
 def _office_and_staff(*routers: Router) -> Router:
@@ -42,6 +42,7 @@ def get_routers() -> list[Router]:
             club_refunds.build(),
             campaigns.build(),
             till.build(),
+            club_sale.build(),  # a month of the club sold from the till's panel
             vouchers.build(),  # the till's vouchers: before the member's voucher link
             figures.build(),
             refund.build(),

@@ -33,6 +33,7 @@ HEADER = [
     "Vouchers funded",
     "Stamp-card rewards",
     "Promotions funded",
+    "Club money collected",
 ]
 
 PARTNER, CHARITY, PROGRAM, EXPIRED, FORFEITED, TOTAL = (
@@ -55,7 +56,8 @@ class _Line:
     expired: int = 0
     forfeited: int = 0
     outstanding: int = 0
-    parts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # the last five columns
+    parts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # the five columns of points
+    club_money: Decimal = Decimal("0.00")  # months of the club sold at the partner's till
 
     @property
     def net(self) -> int:
@@ -78,9 +80,9 @@ def _who_pays(line: _Line, amount: Decimal) -> str:
 
 
 def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
-    """`Amount` is Net points × Point value (positive on a partner's line: the coalition pays
-    the partner; negative: the partner pays the coalition); the last line adds up each
-    column."""
+    """`Amount` is Net points × Point value less the club money the partner collected at its
+    till for the coalition (positive on a partner's line: the coalition pays the partner;
+    negative: the partner pays the coalition); the last line adds up each column."""
     lines = [
         _Line(
             CHARITY if p.kind == "charity" else PARTNER,
@@ -98,6 +100,7 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
                 p.stamp_rewards,
                 p.promotions_funded,
             ),
+            p.club_money,
         )
         for p in report.partners
     ]
@@ -124,7 +127,7 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
     first, last = report.first_day.isoformat(), report.last_day.isoformat()
     money_total = Decimal(0)
     for line in lines:
-        amount = report.money(line.net)
+        amount = report.money(line.net) - line.club_money
         money_total += amount
         writer.writerow(
             [
@@ -145,6 +148,7 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
                 line.outstanding,
                 report.money(line.outstanding),
                 *line.parts,
+                line.club_money,
             ]
         )
     writer.writerow(
@@ -166,5 +170,6 @@ def write_settlement(report: Settlement, currency: str, out: TextIO) -> None:
             report.outstanding,
             report.liability,
             *(sum(line.parts[i] for line in lines) for i in range(5)),
+            sum((line.club_money for line in lines), Decimal("0.00")),
         ]
     )

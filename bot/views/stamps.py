@@ -16,6 +16,7 @@ from aiogram.utils.i18n import ngettext as _n
 
 from bot.views import formatting as fmt
 from db.queries.stamps import CardProgress
+from db.rules.discounts import club_part
 from db.rules.program import Program, StampCard
 from db.rules.vouchers import display_code
 from db.usecases.stamps import ADDED, BELOW_MIN, DAILY_LIMIT, FILLED, PARTNER_DONE, PROMOTED
@@ -218,6 +219,12 @@ def _rules(program: Program, card: StampCard) -> str:
     money = fmt.money(card.min_purchase, program.program.currency)
     if not card.min_purchase:
         parts = [_("A stamp for each purchase.")]
+    elif club_part(program, True):  # the minimum is of what is charged, after the club's too
+        parts = [
+            _("A stamp for each purchase of {money} or more after your discount.").format(
+                money=money
+            )
+        ]
     elif any(t.discount_percent for t in program.tiers):  # the minimum is of what is charged
         parts = [
             _("A stamp for each purchase of {money} or more after your tier discount.").format(

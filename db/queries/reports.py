@@ -240,3 +240,50 @@ async def cash_handed_back(
 def week_start(now: datetime, timezone: str) -> datetime:
     start = day_start(now, timezone)
     return start - timedelta(days=start.weekday())
+
+
+@dataclass(frozen=True, slots=True)
+class ClubTakings:
+    """Months of the club sold at the till in a period and the money taken for them (the
+    partner owes it to the coalition: settlement), and the money of such months refunded in
+    the period. Apart from sales: a membership is no purchase."""
+
+    months: int = 0
+    money: Decimal = Decimal("0.00")
+    refunded: Decimal = Decimal("0.00")
+
+
+_CLUB_TAKINGS = text(
+    """
+    SELECT count(*) FILTER (WHERE created_at >= :start AND created_at < :end) AS months,
+           coalesce(sum(amount) FILTER (WHERE created_at >= :start AND created_at < :end), 0)
+               AS money,
+           coalesce(sum(amount) FILTER (WHERE refunded_at >= :start AND refunded_at < :end), 0)
+               AS refunded
+    FROM club_payments
+    WHERE method = 'till'
+      AND (CAST(:staff AS bigint) IS NULL OR staff_id = :staff)
+      AND (CAST(:partner AS bigint) IS NULL OR partner_id = :partner)
+      AND (created_at >= :start AND created_at < :end
+           OR refunded_at >= :start AND refunded_at < :end)
+    """
+)
+
+
+async def club_takings(
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    staff_id: int | None = None,
+    partner_id: int | None = None,
+) -> ClubTakings:
+    """The club's months sold at the till in [start, end): by a staff member, or at a
+    partner."""
+    row = (
+        await session.execute(
+            _CLUB_TAKINGS,
+            {"start": start, "end": end, "staff": staff_id, "partner": partner_id},
+        )
+    ).one()
+    return ClubTakings(int(row.months), Decimal(row.money), Decimal(row.refunded))

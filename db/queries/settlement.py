@@ -6,6 +6,10 @@ partner issues no points and redeems only members' donations (db/usecases/donati
 position is what the coalition pays it for them.
 Reversals count in the period they are posted, so a period's figures never change later.
 
+Months of the club sold at a partner's till were paid to the partner in money that belongs to
+the coalition: its `club_money` (collected in the period, less what was refunded in it) is
+money the partner owes the coalition, on top of its points' position.
+
 Every figure is a sum of ledger entries, so the lines reconcile exactly: the points issued
 (by partners and by the program) minus those redeemed, expired and forfeited in the period
 are the net points that entered members' wallets in the period (`wallets_change`).
@@ -56,6 +60,10 @@ class PartnerPosition:
     promotions_funded: int = 0
     # "charity": its points redeemed are members' donations (it sells nothing, issues none)
     kind: str = "business"
+    # Money for months of the club sold at its till in the period (club_payments of method
+    # "till", in the program's currency), less those refunded in the period: it owes it to
+    # the coalition.
+    club_money: Decimal = Decimal("0.00")
 
     @property
     def net_points(self) -> int:
@@ -85,6 +93,11 @@ class Settlement:
     def last_day(self) -> date:
         """The period's last day, included (`end` is exclusive)."""
         return (self.end - timedelta(microseconds=1)).date()
+
+    @property
+    def club_money(self) -> Decimal:
+        """Money the partners collected at their tills for the club in the period."""
+        return sum((p.club_money for p in self.partners), Decimal("0.00"))
 
     @property
     def breakage(self) -> int:
@@ -169,6 +182,23 @@ _TOTALS = text(
 )
 
 
+# Per partner: the money of months of the club sold at its till in the period, less the
+# money of such months refunded in the period (refunded_at), each in the period it happened.
+_CLUB_MONEY = text(
+    """
+    SELECT partner_id,
+           coalesce(sum(amount) FILTER (WHERE created_at >= :start AND created_at < :end), 0)
+           - coalesce(sum(amount) FILTER (WHERE refunded_at >= :start AND refunded_at < :end),
+                      0) AS money
+    FROM club_payments
+    WHERE method = 'till' AND currency = :currency
+      AND (created_at >= :start AND created_at < :end
+           OR refunded_at >= :start AND refunded_at < :end)
+    GROUP BY partner_id
+    """
+)
+
+
 def _part(
     parts: dict[tuple[str, int | None], Any], kind: str, partner: int | None, name: str
 ) -> int:
@@ -190,6 +220,10 @@ async def settlement(
     expired_points = sum(int(r.expired) for r in rows if r.kind == AccountKind.BREAKAGE)
     breakage = period.get((AccountKind.BREAKAGE, None), 0)
     partners = (await session.execute(select(Partner).order_by(Partner.id))).scalars().all()
+    club = await session.execute(
+        _CLUB_MONEY, {"start": start, "end": end, "currency": program.program.currency}
+    )
+    club_money = {r.partner_id: Decimal(r.money) for r in club}
     held = sum(total for (kind, _p), total in to_date.items() if kind == AccountKind.MEMBER)
     shares = share_out(
         held,
@@ -209,6 +243,7 @@ async def settlement(
             stamp_rewards=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "stamp_rewards"),
             promotions_funded=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "promotions"),
             kind=p.kind,
+            club_money=club_money.get(p.id, Decimal("0.00")),
         )
         for p, share in zip(partners, shares, strict=False)
     ]

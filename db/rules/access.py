@@ -24,6 +24,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "redeem": frozenset({CASHIER, MANAGER}),  # ask a member to pay with points
     "shift": frozenset({CASHIER, MANAGER}),  # their own operations today
     "claim_voucher": frozenset({CASHIER, MANAGER}),  # honour a member's voucher
+    "club_sale": frozenset({CASHIER, MANAGER}),  # sell a month of the club for money
     "refund": frozenset({MANAGER}),
     "partner_figures": frozenset({MANAGER}),  # /today, /week, /stats of their partner
     "partner_poster": frozenset({MANAGER}),

@@ -1,4 +1,5 @@
-"""A tier's discount at the till: money off the amount the cashier typed.
+"""A member's discount at the till: money off the amount the cashier typed, their tier's and,
+while they are in the club, the club's on top (Program.discount_percent: the two add up).
 
 discount = amount × discount_percent / 100, rounded half-up to the cent (the usual shop rule:
 10.10 at 5 % is 0.505, so 0.51 off), and never the whole amount: at least one cent is left to
@@ -36,29 +37,39 @@ def charged(amount: Decimal, discount: Decimal | None) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Priced:
-    """A typed amount with the discount of the member's tier, as the till shows it."""
+    """A typed amount with the member's discount, as the till shows it."""
 
     amount: Decimal
-    tier: str  # the tier whose discount applies (its English name, the tier's identity)
-    percent: Decimal  # 0: no discount
+    tier: str  # the member's tier (its English name, the tier's identity)
+    percent: Decimal  # all of it, the tier's and the club's: 0, no discount
     discount: Decimal
+    club_percent: Decimal = Decimal(0)  # of `percent`, the club's (the rest is the tier's)
 
     @property
     def to_pay(self) -> Decimal:
         return self.amount - self.discount
 
+    @property
+    def tier_percent(self) -> Decimal:
+        return self.percent - self.club_percent
 
-def price(amount: Decimal, tier: Tier) -> Priced:
-    percent = tier.discount_percent
-    return Priced(amount, tier.name, percent, discount_of(amount, percent))
+
+def club_part(program: Program, club: bool) -> Decimal:
+    """The club's share of a member's discount: its discount_percent while they are in it."""
+    return program.club.discount_percent if club and program.club is not None else Decimal(0)
+
+
+def price(amount: Decimal, tier: Tier, club_percent: Decimal = Decimal(0)) -> Priced:
+    percent = tier.discount_percent + club_percent
+    return Priced(amount, tier.name, percent, discount_of(amount, percent), club_percent)
 
 
 def has_discounts(program: Program) -> bool:
-    """Whether any tier gives a discount (else the till never looks for one)."""
-    return any(t.discount_percent for t in program.tiers)
+    """Whether any tier, or the club, gives a discount (else the till never looks for one)."""
+    return any(t.discount_percent for t in program.tiers) or bool(club_part(program, True))
 
 
-def discounts_by_tier(program: Program, amount: Decimal) -> list[Decimal]:
-    """The discount `amount` gets at each tier, in the program's order (the database picks
-    the member's: ledger_sale, migration 0013)."""
-    return [discount_of(amount, t.discount_percent) for t in program.tiers]
+def discounts_by_tier(program: Program, amount: Decimal, club: bool = False) -> list[Decimal]:
+    """The discount `amount` gets at each tier, in the program's order, for a member in the
+    club or not (the database picks the member's tier: ledger_sale, migration 0013)."""
+    return [discount_of(amount, program.discount_percent(t.name, club)) for t in program.tiers]

@@ -140,3 +140,10 @@ class NoClub(DomainError):
     price): nothing was sold."""
 
     code = "no_club"
+
+
+class ClubPriceChanged(DomainError):
+    """The club's price in the program file is not the one the till showed (the file
+    changed meanwhile): nothing was sold; `price` is the price now."""
+
+    code = "club_price_changed"

@@ -9,7 +9,7 @@ and returns what it bought (a redelivered `successful_payment`, a button pressed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -88,11 +88,12 @@ async def record_payment(
     *,
     identity: str | None = None,
     actor: int | None = None,
-    also: Sequence[Owed] = (),
+    also: Sequence[Owed] | Callable[[ClubPaid], Sequence[Owed]] = (),
 ) -> ClubPaid:
     """Record the payment once and extend the membership; pay the welcome points the first
     time ever (not again to an `identity` that had them in a deleted account); owe the
-    member the news ("club_paid") and the caller's `also` messages, in one transaction.
+    member the news ("club_paid") and the caller's `also` messages (or those `also` makes
+    of what the payment bought: a till's receipt says the new end), in one transaction.
     UnknownMember if the member is gone (nothing recorded: the caller gives the money
     back); NoClub if the program has no club."""
     club = program.club
@@ -190,7 +191,7 @@ async def record_payment(
         await owe(
             session,
             Owed("club_paid", club_paid_params(paid, payment), member_id=payment.member_id),
-            *also,
+            *(also(paid) if callable(also) else also),
         )
         return paid
 

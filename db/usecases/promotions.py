@@ -151,8 +151,12 @@ _HISTORY = f""",
            AS first_at_partner,
        (SELECT max(t.created_at) FROM transactions AS t
         WHERE t.member_id = m.id AND {_SALES}) AS last_purchase_at"""
+# Whether the member is in the club at the sale's moment (`who.club`; their club discount).
+_CLUB = """,
+       EXISTS (SELECT 1 FROM club_memberships AS c
+               WHERE c.member_id = m.id AND c.ends_at > :now) AS club"""
 _FACTS_SQL = """
-    SELECT m.tier, m.joined_at, m.birthday{history}{uses}
+    SELECT m.tier, m.joined_at, m.birthday{club}{history}{uses}
     FROM members AS m WHERE m.id = :member AND m.deleted_at IS NULL
     {lock}
     """
@@ -163,15 +167,21 @@ _USES = """,
 # locked as ledger_sale locks it (before any account: see lock_members).
 _FACTS = {
     history: text(
-        _FACTS_SQL.format(history=_HISTORY if history else "", uses="", lock="FOR KEY SHARE OF m")
+        _FACTS_SQL.format(
+            club=_CLUB, history=_HISTORY if history else "", uses="", lock="FOR KEY SHARE OF m"
+        )
     )
     for history in (0, 1)
 }
 # For the till's panel: the same facts and the member's promotion uses, read, not locked.
 _PREVIEW = {
-    history: text(_FACTS_SQL.format(history=_HISTORY if history else "", uses=_USES, lock=""))
+    history: text(
+        _FACTS_SQL.format(club=_CLUB, history=_HISTORY if history else "", uses=_USES, lock="")
+    )
     for history in (0, 1)
 }
+# The member's club status alone, under the same lock (a sale whose promotions read no facts).
+_CLUB_ALONE = text(_FACTS_SQL.format(club=_CLUB, history="", uses="", lock="FOR KEY SHARE OF m"))
 # Every account a sale and its promotions post to, locked in id order (as ledger_post
 # locks a posting's): the member's wallet, the seller's accounts, the funders', the program's.
 _LOCK = text(
@@ -195,17 +205,24 @@ async def prepare(
     partner: str,
     charged: Decimal,
     now: datetime,
+    club: bool | None = None,
 ) -> Prepared | None:
     """Before a sale is posted (see the module's doc): None when no promotion at `partner`
     can apply to it (no query), else the member's facts, with the accounts locked when a
     matching promotion is paid by others than the seller. A member not found: None (the
-    sale refuses them)."""
+    sale refuses them). `club`: whether the member is in the club, when the caller read it
+    already (False: the club's promotions are left out before anything is read); None, it
+    is read here with the other facts."""
     maybe = candidates(program, partner, charged, now)
+    if club is False:
+        maybe = [p for p in maybe if not p.who.club]
     if not maybe:
         return None
     history = any(p.who.needs_history for p in maybe)
     row = (
-        await session.execute(_FACTS[history], {"member": member_id, "partner": partner})
+        await session.execute(
+            _FACTS[history], {"member": member_id, "partner": partner, "now": now}
+        )
     ).one_or_none()
     if row is None:
         return None
@@ -213,6 +230,7 @@ async def prepare(
         tier=row.tier,
         joined_at=row.joined_at,
         birthday=row.birthday,
+        club=bool(row.club) if club is None else club,
         first_ever=bool(history and row.first_ever),
         first_at_partner=bool(history and row.first_at_partner),
         last_purchase_at=row.last_purchase_at if history else None,
@@ -249,6 +267,18 @@ async def prepare(
             elif row.kind == AccountKind.PARTNER_ISSUED and row.slug in paying:
                 funder_accounts.append((row.slug, row.id))
     return Prepared(shopper, frozenset(paying), tuple(funder_accounts))
+
+
+async def club_at_sale(
+    session: AsyncSession, program: Program, *, member_id: int, now: datetime
+) -> bool:
+    """Whether the member is in the club at `now`, for a sale whose promotions read no facts
+    (prepare returned None): read under the member's lock as prepare reads it, and only when
+    it changes the sale (the club gives a discount; its promotions are read with the facts)."""
+    if program.club is None or not program.club.discount_percent:
+        return False
+    row = (await session.execute(_CLUB_ALONE, {"member": member_id, "now": now})).one_or_none()
+    return row is not None and bool(row.club)
 
 
 _HISTORY_NOW = text(
@@ -298,7 +328,9 @@ async def preview(
         return []
     history = any(p.who.needs_history for p in maybe)
     row = (
-        await session.execute(_PREVIEW[history], {"member": member_id, "partner": partner})
+        await session.execute(
+            _PREVIEW[history], {"member": member_id, "partner": partner, "now": now}
+        )
     ).one_or_none()
     if row is None:
         return []
@@ -306,6 +338,7 @@ async def preview(
         tier=row.tier,
         joined_at=row.joined_at,
         birthday=row.birthday,
+        club=bool(row.club),
         first_ever=bool(history and row.first_ever),
         first_at_partner=bool(history and row.first_at_partner),
         last_purchase_at=row.last_purchase_at if history else None,

@@ -51,7 +51,7 @@ from db.ledger.writer import (
     unit_of_work,
     wallet_of,
 )
-from db.rules.discounts import ZERO, charged, discount_of, discounts_by_tier
+from db.rules.discounts import ZERO, charged, club_part, discount_of, discounts_by_tier
 from db.rules.errors import (
     AlreadyReversed,
     DiscountChanged,
@@ -112,11 +112,13 @@ class PurchaseResult:
     replayed: bool = False
     tier_reached: bool = False  # this sale moved the member up to `tier`
     stamps: tuple[StampNews, ...] = ()  # what it did on its partner's stamp cards
-    # Money taken off `amount` by the tier discount (`paid` is after it and after points),
-    # and the tier and percent that gave it (None and 0 on a replay, which keeps the money).
+    # Money taken off `amount` by the member's discount (`paid` is after it and after
+    # points), the tier the sale was posted at and the percent that gave it, the tier's and
+    # the club's (None and 0 on a replay, which keeps the money); of the percent, the club's.
     discount: Decimal = ZERO
     discount_tier: str | None = None
     discount_percent: Decimal = Decimal(0)
+    discount_club_percent: Decimal = Decimal(0)
     # What the program's promotions gave it, in the documented order (db/usecases/promotions.py).
     promotions: tuple[Awarded, ...] = ()
 
@@ -182,13 +184,15 @@ class Sale:
     receipt: str | None = None
     staff_id: int | None = None
     now: datetime | None = None
-    # The tier discount the till showed for this amount (0: none). The member's tier is read
-    # inside the posting (ledger_sale), so the discount is not worked out again there from a
-    # tier read earlier: the sale carries the discount shown, and the database refuses it
-    # (DiscountChanged, nothing written) when the tier it reads gives another. So the
-    # discount posted is always the one the cashier charged, and a tier that changed between
-    # the panel and the posting (a sale elsewhere moved the member up, the nightly
-    # recalculation moved them down) is shown again rather than guessed.
+    # The discount the till showed for this amount (0: none): the tier's and, for a club
+    # member, the club's. The member's tier is read inside the posting (ledger_sale), so the
+    # discount is not worked out again there from a tier read earlier: the sale carries the
+    # discount shown, and the database refuses it (DiscountChanged, nothing written) when
+    # the tier it reads, with the club status read just before the posting, gives another.
+    # So the discount posted is always the one the cashier charged, and a tier or a
+    # membership that changed between the panel and the posting (a sale elsewhere moved the
+    # member up, the nightly recalculation moved them down, a month of the club bought or
+    # lapsed) is shown again rather than guessed.
     discount_percent: Decimal = Decimal(0)
 
 
@@ -211,19 +215,57 @@ async def record_sale(session: AsyncSession, program: Program, sale: Sale) -> Pu
     floor(paid × earn_percent/100 × tier multiplier / point_value).
 
     A sale that needs nothing but its posting (see _posting_is_all) in a session with no
-    transaction under way is sent as its own database transaction: one round trip."""
+    transaction under way is sent as its own database transaction: one round trip (two in
+    a program with a club, whose status is read first, alone too: _club_alone)."""
+    club = None
     alone = can_send_alone(session) and _posting_is_all(program, sale.partner)
+    if alone and _club_matters(program, sale.partner):
+        sale = replace(sale, now=sale.now or datetime.now(UTC))
+        assert sale.now is not None
+        club = await _club_alone(session, sale.member_id, sale.now)
+        # A club member's sale at a partner with the club's promotions needs them: in a
+        # transaction, where the status is read again with the member's other facts.
+        alone = not (club and program.promotions_at(sale.partner))
+        club = club if alone else None
     async with unit_of_work(session):
-        return await post_purchase(session, program, sale, alone=alone)
+        return await post_purchase(session, program, sale, alone=alone, club=club)
 
 
 def _posting_is_all(program: Program, partner: str) -> bool:
-    """Whether ledger_sale's posting is all a sale at `partner` may write (but for an
+    """Whether ledger_sale's posting may be all a sale at `partner` writes (but for an
     invitation reward or a tier to move up to, which ledger_sale leaves to the use case):
-    no stamp cards there. A step of post_purchase that writes after the posting adds its
-    own condition here, else the sale would be committed before it: stamp cards and
-    promotions (db/usecases/promotions.py) write in the sale's transaction."""
-    return not program.stamp_cards_at(partner) and not program.promotions_at(partner)
+    no stamp cards there, and no promotion but those for club members (the club's
+    multiplier applies at every partner), which record_sale leaves out for a member not in
+    the club. A step of post_purchase that writes after the posting adds its own condition
+    here, else the sale would be committed before it: stamp cards and promotions
+    (db/usecases/promotions.py) write in the sale's transaction."""
+    return not program.stamp_cards_at(partner) and all(
+        p.who.club for p in program.promotions_at(partner)
+    )
+
+
+def _club_matters(program: Program, partner: str) -> bool:
+    """Whether a member's club status can change a sale at `partner`: its discount, or the
+    club's promotions there."""
+    if program.club is None:
+        return False
+    return bool(program.club.discount_percent) or bool(program.promotions_at(partner))
+
+
+# Whether the member is in the club at $2: read alone (no transaction), for record_sale.
+_CLUB_NOW = "SELECT ends_at > $2 FROM club_memberships WHERE member_id = $1"
+
+
+async def _club_alone(session: AsyncSession, member_id: int, now: datetime) -> bool:
+    """The member's club status at `now`, read before a sale sent alone, as its own
+    statement. A month bought in the same instant (committed between this read and the
+    posting) cannot make the sale tell anything false: the sale is posted for a member not
+    in the club, without the club's discount (the discount shown is checked against this
+    status, so the cashier charged exactly that) and without its promotions, and the
+    receipt and the member's news report what was posted. The membership counts from the
+    next sale on."""
+    row = await fetch_row_alone(session, _CLUB_NOW, member_id, now)
+    return bool(row is not None and row[0])
 
 
 async def post_purchase(
@@ -233,12 +275,17 @@ async def post_purchase(
     *,
     post_hold: str | None = None,
     alone: bool = False,
+    club: bool | None = None,
 ) -> PurchaseResult:
     """The sale inside the caller's transaction (the caller commits). `post_hold`: the key
     of the hold whose points this sale redeems (a confirmed redemption request). `alone`
     (record_sale's): the session has no transaction yet and the sale needs nothing but its
     posting, which is then sent as its own database transaction (a sale that turns out to
-    need more writes nothing so and is sent again, in the session's transaction)."""
+    need more writes nothing so and is sent again, in the session's transaction). `club`
+    (record_sale's): the member's club status, read before; None, it is read here, with
+    the member's other facts under their lock (promotions.prepare), before the posting.
+    The sale gets the club's discount and promotions by that status: what is posted is
+    what the receipt says, and a discount shown for another status is refused."""
     member_id, partner, amount, key = sale.member_id, sale.partner, sale.amount, sale.key
     redeem_points, receipt, staff_id = sale.redeem_points, sale.receipt, sale.staff_id
     now, discount_percent = sale.now, sale.discount_percent
@@ -273,8 +320,14 @@ async def post_purchase(
     # The member's facts for the partner's promotions, and the accounts their funders pay
     # from locked before the sale's own (no query at a partner without promotions).
     prepared = await promotions.prepare(
-        session, program, member_id=member_id, partner=partner, charged=to_pay, now=now
+        session, program, member_id=member_id, partner=partner, charged=to_pay, now=now, club=club
     )
+    if club is None:
+        club = (
+            prepared.shopper.club
+            if prepared is not None
+            else await promotions.club_at_sale(session, program, member_id=member_id, now=now)
+        )
     params = {
         "member": member_id,
         "slug": partner,
@@ -294,7 +347,7 @@ async def post_purchase(
         "post_hold": post_hold,
         "since": now - TIER_WINDOW,
         "discount": discount,
-        "discounts": discounts_by_tier(program, amount),
+        "discounts": discounts_by_tier(program, amount, club),
         "next_min": _next_min_spend(program),
         "alone": alone,
     }
@@ -320,7 +373,7 @@ async def post_purchase(
             tier=tier,
             created_at=now,
             tier_reached=tier != member.tier,
-            **_discount_of_sale(program, member.tier, discount),
+            **_discount_of_sale(program, member.tier, discount, club),
         )
         result = await _stamped(session, program, result, member, accounts, key)
         return await promotions.apply(session, program, prepared, result, member, accounts, key)
@@ -364,7 +417,7 @@ async def post_purchase(
         created_at=now,
         referral=referral,
         tier_reached=tier_name != member.tier,
-        **_discount_of_sale(program, member.tier, discount),
+        **_discount_of_sale(program, member.tier, discount, club),
     )
     result = await _stamped(session, program, result, member, accounts, key)
     return await promotions.apply(session, program, prepared, result, member, accounts, key)
@@ -401,16 +454,19 @@ async def _stamped(
     return replace(result, stamps=news, balance=result.balance if balance is None else balance)
 
 
-def _discount_of_sale(program: Program, tier: str, discount: Decimal) -> dict[str, Any]:
+def _discount_of_sale(
+    program: Program, tier: str, discount: Decimal, club: bool
+) -> dict[str, Any]:
     """The result's discount fields: the money, and the tier (the one the sale was posted
-    at, which ledger_sale checked gives this discount) with its percent."""
+    at, which ledger_sale checked gives this discount with the club status read) with the
+    percent, the tier's and the club's, and the club's part of it."""
     if not discount:
         return {}
-    at = program.tier(tier)
     return {
         "discount": discount,
-        "discount_tier": at.name,
-        "discount_percent": at.discount_percent,
+        "discount_tier": program.tier(tier).name,
+        "discount_percent": program.discount_percent(tier, club),
+        "discount_club_percent": club_part(program, club),
     }
 
 

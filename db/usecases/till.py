@@ -29,8 +29,9 @@ from db.ledger.models import (
     TxKind,
 )
 from db.ledger.writer import hold, unit_of_work
+from db.queries.club import in_club
 from db.rules import promotions as promotion_rules
-from db.rules.discounts import discount_of
+from db.rules.discounts import club_part, discount_of
 from db.rules.errors import (
     DiscountChanged,
     IdempotencyConflict,
@@ -194,8 +195,9 @@ async def till_sale(
 ) -> PurchaseResult:
     """Earn-only sale at the cashier's own partner, keyed by sale_key. The member's news
     and the cashier's receipt (to `reply`) are owed in the same transaction
-    (db/usecases/outbox.py). `discount_percent`: the tier discount the till showed on the
-    amount (post_purchase refuses it if the member's tier no longer gives it). `shown`: the
+    (db/usecases/outbox.py). `discount_percent`: the discount the till showed on the amount,
+    the tier's and the club's (post_purchase refuses it if the member's tier and club
+    membership no longer give it). `shown`: the
     promotions the till's panel showed (slugs): the receipt names those the sale did not
     get, and why (not_applied).
 
@@ -367,7 +369,7 @@ class RequestInfo:
     status: str
     expires_at: datetime
     transaction_id: int | None
-    discount_percent: Decimal = Decimal(0)  # the tier discount the till showed on `amount`
+    discount_percent: Decimal = Decimal(0)  # the discount the till showed on `amount`
 
     @property
     def discount(self) -> Decimal:
@@ -457,8 +459,9 @@ async def request_redemption(
     discount_percent: Decimal = Decimal(0),
 ) -> RequestInfo:
     """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`,
-    less the tier discount the till showed (`discount_percent`): points pay a share of what
-    is left to pay. DiscountChanged if the member's tier no longer gives that discount.
+    less the discount the till showed (`discount_percent`, the tier's and the club's):
+    points pay a share of what is left to pay. DiscountChanged if the member's tier and
+    club membership no longer give that discount.
 
     `dialog` is the till dialog's random id and becomes the request's public id: a second
     request from the same dialog (a double tap) returns the first instead of a new one.
@@ -474,7 +477,8 @@ async def request_redemption(
     async with _own_card_audited(session, staff, "redeem"), unit_of_work(session):
         member = await get_member(session, member_id)
         _check_not_own(staff, member.id, member.telegram_id)
-        if program.tier(member.tier).discount_percent != discount_percent:
+        club = bool(club_part(program, True)) and await in_club(session, member.id, now)
+        if program.discount_percent(member.tier, club) != discount_percent:
             raise DiscountChanged()  # checked again when the confirmation posts the sale
         to_pay = amount - discount_of(amount, discount_percent)
         reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
@@ -541,7 +545,7 @@ async def request_redemption(
                         "amount": info.amount,
                         "money": info.money,
                         "points": info.points,
-                        **_request_discount(program, member.tier, info),
+                        **_request_discount(program, member.tier, club, info),
                     },
                     member_id=member.id,
                 ),
@@ -549,11 +553,19 @@ async def request_redemption(
         return info
 
 
-def _request_discount(program: Program, tier: str, req: RequestInfo) -> dict[str, object]:
-    """The discount the member's confirmation request tells of (none without one)."""
+def _request_discount(
+    program: Program, tier: str, club: bool, req: RequestInfo
+) -> dict[str, object]:
+    """The discount the member's confirmation request tells of (none without one): the
+    tier's and the club's, as the till showed it."""
     if not req.discount:
         return {}
-    return {"discount": req.discount, "discount_tier": program.tier(tier).name}
+    return {
+        "discount": req.discount,
+        "discount_tier": program.tier(tier).name,
+        "discount_percent": req.discount_percent,
+        **({"discount_club_percent": part} if (part := club_part(program, club)) else {}),
+    }
 
 
 async def note_messages(

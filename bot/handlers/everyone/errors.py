@@ -84,9 +84,13 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "more happens with it."
     ),
     "discount_changed": lambda p: _(
-        "The member's tier changed since the amount was shown, so their discount is different "
-        "now. Nothing was posted. Scan the card again."
+        "The member's discount changed since the amount was shown (their tier or club "
+        "membership changed). Nothing was posted. Scan the card again."
     ),
+    "club_price_changed": lambda p: _(
+        "The price of a month of the club has changed: it is now {price}. Nothing was "
+        "recorded. Scan the card again."
+    ).format(price=_money(p, "price")),
     "no_club": lambda p: _("The program has no club to join this way. Nothing was paid."),
     "repeat_sale": lambda p: _(
         "The same amount was just posted to this member, so it was not posted again. Scan the "

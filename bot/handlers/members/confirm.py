@@ -42,8 +42,8 @@ async def answer(
         await query.answer(_("This request is already closed."), show_alert=True)
         return
     except DiscountChanged:
-        # Their tier changed since the till showed the discount: the sale cannot be posted as
-        # shown. The request closes and the cashier is told to start again.
+        # Their tier or club membership changed since the till showed the discount: the sale
+        # cannot be posted as shown. The request closes and the cashier is told to start again.
         await close_request(
             session,
             program,
@@ -53,8 +53,9 @@ async def answer(
             why="discount_changed",
         )
         text = _(
-            "Your tier changed since the till asked, so the discount shown no longer applies. "
-            "Nothing was charged; the cashier will ask again."
+            "Your discount changed since the till asked (your tier or club membership "
+            "changed), so the discount shown no longer applies. Nothing was charged; the "
+            "cashier will ask again."
         )
         await query.answer(text, show_alert=True)
         if isinstance(query.message, Message):

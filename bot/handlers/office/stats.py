@@ -401,6 +401,15 @@ async def settlement_report(
             day=fmt.day(report.last_day),
             points=fmt.number(report.outstanding),
             money=fmt.money(report.liability, currency),
+        )
+        + (
+            "\n"
+            + _(
+                "Club months sold at tills: {money} collected by the partners for the "
+                "coalition (in their amounts)."
+            ).format(money=fmt.money(report.club_money, currency))
+            if report.club_money
+            else ""
         ),
     )
 

@@ -14,13 +14,16 @@ from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.filters import IsStaff, PrivateChat
+from bot.views import club_till as club_views
 from bot.views import formatting as fmt
 from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
 from db.queries.reports import (
+    ClubTakings,
     Operation,
     PartnerFigures,
     cash_handed_back,
+    club_takings,
     day_start,
     partner_figures,
     shift,
@@ -46,12 +49,37 @@ async def show_shift(
     start = day_start(now, program.program.timezone)
     end = now + timedelta(seconds=1)
     operations = await shift(session, staff.id, start=start, end=end)
-    currency = program.program.currency
-    if not operations:
+    # Months of the club this cashier sold today: apart from the sales.
+    club = (
+        await club_takings(session, start=start, end=end, staff_id=staff.id)
+        if program.club is not None
+        else ClubTakings()
+    )
+    if not operations and not club.months and not club.refunded:
         await message.answer(_("No operations yet today."))
         return
     zone = program.program.zone  # times as the till's clock shows them, not UTC
     lines = [_("🧾 <b>Your shift today</b>, {date}").format(date=fmt.day(now.astimezone(zone)))]
+    if operations:
+        lines += await _operations(session, program, staff, operations, start=start, end=end)
+    if club.months or club.refunded:
+        lines.append(club_views.takings_line(program, club.months, club.money, club.refunded))
+    await message.answer("\n".join(lines))
+
+
+async def _operations(
+    session: AsyncSession,
+    program: Program,
+    staff: StaffInfo,
+    operations: list[Operation],
+    *,
+    start: datetime,
+    end: datetime,
+) -> list[str]:
+    """/shift's lines of the cashier's operations today, and their totals."""
+    currency = program.program.currency
+    zone = program.program.zone  # times as the till's clock shows them, not UTC
+    lines: list[str] = []
     sales = [op for op in operations if op.kind != "reverse"]
     # Sales in the money they charged (the amount less a tier discount), as refunds are.
     money = sum((_charged(op) for op in sales), start=Decimal(0))
@@ -117,7 +145,7 @@ async def show_shift(
     given = sum((op.discount or Decimal(0) for op in sales), start=Decimal(0))
     if given or has_discounts(program):
         lines.append(_discounts_given(given, currency))
-    await message.answer("\n".join(lines))
+    return lines
 
 
 def _charged(op: Operation) -> Decimal:
@@ -156,6 +184,13 @@ async def _figures(
     cash = await cash_handed_back(
         session, program, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
     )
+    club = (
+        await club_takings(
+            session, start=start, end=now + timedelta(seconds=1), partner_id=staff.partner_id
+        )
+        if program.club is not None
+        else ClubTakings()
+    )
     await message.answer(
         "\n".join(
             [
@@ -181,6 +216,11 @@ async def _figures(
                 *(
                     [_discounts_given(f.discounts, currency)]
                     if f.discounts or has_discounts(program)
+                    else []
+                ),
+                *(
+                    [club_views.takings_line(program, club.months, club.money, club.refunded)]
+                    if club.months or club.refunded
                     else []
                 ),
             ]

@@ -34,12 +34,14 @@ from bot.filters import (
 )
 from bot.handlers.staff.vouchers import voucher_photo
 from bot.metrics import POSTINGS
+from bot.views import club_till as club_views
 from bot.views import discounts, stamps
 from bot.views import formatting as fmt
 from bot.views import promotions as promotion_views
 from bot.views.editing import edit_markup, edit_text
 from bot.views.notices import RENDERERS
 from bot.views.qr import UnreadableImage, card_tokens, decode_qr
+from db.queries.club import membership as club_membership
 from db.rules.cards import normalize_card_number
 from db.rules.errors import DiscountChanged, InvalidAmount, RepeatSale, RequestClosed
 from db.rules.points import check_purchase, currency_signs, parse_till_amount, points_money
@@ -73,7 +75,9 @@ class Till(StatesGroup):
     points = State()
 
 
-def _panel_keyboard(dialog: str) -> InlineKeyboardMarkup:
+def _panel_keyboard(
+    dialog: str, more: list[list[InlineKeyboardButton]] | None = None
+) -> InlineKeyboardMarkup:
     def button(text: str, action: str) -> InlineKeyboardButton:
         return InlineKeyboardButton(
             text=text, callback_data=TillCb(action=action, dialog=dialog).pack()
@@ -83,6 +87,7 @@ def _panel_keyboard(dialog: str) -> InlineKeyboardMarkup:
         inline_keyboard=[
             [button(_("🧾 Sale: earn points"), "earn")],
             [button(_("💳 Sale: use points"), "redeem")],
+            *(more or []),
             [button(_("✖ Cancel"), "cancel")],
         ]
     )
@@ -121,8 +126,9 @@ async def open_member(
     a charity are refused here (CharityTakesNoSales): a charity takes no sales."""
     check_sells(program, staff)
     assert staff.partner_slug is not None
+    now = datetime.now(UTC)
     promos = await promotions.preview(
-        session, program, member_id=member.id, partner=staff.partner_slug, now=datetime.now(UTC)
+        session, program, member_id=member.id, partner=staff.partner_slug, now=now
     )
     dialog = secrets.token_urlsafe(12)
     await state.set_state(None)
@@ -131,6 +137,16 @@ async def open_member(
         {"dialog": dialog, "member_id": member.id, "shown": [p.slug for p in promos]}
     )
     rules = program.program
+    # The member's place in the club, and a month of it to sell when it has a money price.
+    club_lines: list[str] = []
+    more = []
+    in_club = False
+    if program.club is not None:
+        membership = await club_membership(session, member.id)
+        in_club = membership is not None and membership.active(now)
+        club_lines.append(club_views.panel_status(program, membership, now))
+        if program.club.price and staff.may("club_sale"):
+            more.append(club_views.offer_button(program, dialog, program.club.price, in_club))
     await message.answer(
         "\n".join(
             [
@@ -138,17 +154,20 @@ async def open_member(
                     name=escape(member.first_name) or "—",
                     tier=escape(fmt.text(program.tier(member.tier).name)),
                 ),
-                *filter(None, [discounts.tier_discount(program, member.tier)]),
+                *filter(None, [discounts.member_discount(program, member.tier, in_club)]),
+                *club_lines,
                 _wallet_line(member, program),
                 _("Points can pay up to {share} of a purchase.").format(
                     share=fmt.percent(rules.max_redeem_percent)
                 ),
                 *promotion_views.panel_lines(
-                    program, promos, discounted=bool(program.tier(member.tier).discount_percent)
+                    program,
+                    promos,
+                    discounted=bool(program.discount_percent(member.tier, in_club)),
                 ),
             ]
         ),
-        reply_markup=_panel_keyboard(dialog),
+        reply_markup=_panel_keyboard(dialog, more),
     )
 
 
@@ -301,6 +320,8 @@ def _discount_of(result: PurchaseResult) -> dict[str, str]:
             "discount_tier": result.discount_tier,
             "discount_percent": str(result.discount_percent),
         }
+    if result.discount_club_percent:
+        kept["discount_club_percent"] = str(result.discount_club_percent)
     return kept
 
 
@@ -385,8 +406,9 @@ async def amount_entered(
             )
         )
         return
-    # The member's tier discount, shown before anything is posted; the sale carries the
-    # percent shown, and is refused if the tier changed meanwhile (post_purchase).
+    # The member's discount (their tier's, and the club's for a member), shown before
+    # anything is posted; the sale carries the percent shown, and is refused if the tier or
+    # the membership changed meanwhile (post_purchase).
     priced = await quote(session, program, data["member_id"], amount)
     shown = discounts.breakdown(program, priced) + "\n" if priced.discount else ""
     pending = {"amount": str(amount), "receipt": typed.receipt, "discount": str(priced.percent)}
@@ -469,14 +491,15 @@ async def amount_entered(
 
 
 async def _discount_changed(message: Message, state: FSMContext) -> None:
-    """The member's tier changed between the amount shown and the posting: nothing was
-    posted; the cashier types the amount again and sees the discount as it is now."""
+    """The member's tier or club membership changed between the amount shown and the
+    posting: nothing was posted; the cashier types the amount again and sees the discount
+    as it is now."""
     await state.set_state(Till.amount)
     await state.update_data(pending=None)
     await message.answer(
         _(
-            "⚠️ The member's tier changed since the amount was shown, so their discount is "
-            "different now. Nothing was posted. Type the amount again."
+            "⚠️ The member's discount changed since the amount was shown (their tier or club "
+            "membership changed). Nothing was posted. Type the amount again."
         )
     )
 
