@@ -128,3 +128,10 @@ class VoucherCb(CallbackData, prefix="vch"):
 
     action: Literal["qr", "claim"]
     code: Annotated[str, Field(pattern=r"^[0-9A-Z]{8}$")]
+
+
+class ClubCb(CallbackData, prefix="club"):
+    """/club's buttons: send a card invoice; stop or resume the Stars subscription's
+    renewal (saying which, so a double tap is one answer)."""
+
+    action: Literal["card", "stop", "resume"]

@@ -507,6 +507,7 @@ def donation(program: Program, p: dict[str, Any]) -> Rendered:
     )
 
 
-# The rewards catalogue's and vouchers' notices live with their other texts; importing the
-# module registers them.
+# The rewards catalogue's, vouchers' and the club's notices live with their other texts;
+# importing the modules registers them.
+from bot.views import club as _club  # noqa: E402, F401
 from bot.views import vouchers as _vouchers  # noqa: E402, F401
