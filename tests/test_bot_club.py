@@ -351,7 +351,9 @@ async def test_deleting_the_account_cancels_the_subscription(
         await user.send("/privacy")
         await user.wait_message("Your data")
         await user.click("🗑 Delete my account")
-        await user.wait_message("Delete your account?")
+        asked = text_of(await user.wait_message("Delete your account?"))
+        assert "Your club membership, paid until" in asked
+        assert "its Telegram Stars subscription is cancelled" in asked
         await user.click("Yes, delete everything")
         await user.wait_message("forfeited")
 

@@ -246,15 +246,32 @@ async def drop_birthday(
     await _redraw(query, member, birthday)
 
 
-async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
+async def ask_delete(
+    query: CallbackQuery,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
+) -> None:
     await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.answer(
-            _("Delete your account? Your {points} will be lost and this cannot be undone.").format(
-                points=fmt.points(member.balance)
-            ),
-            reply_markup=keyboards.delete_keyboard(),
-        )
+    if not isinstance(query.message, Message):
+        return
+    text = _("Delete your account? Your {points} will be lost and this cannot be undone.").format(
+        points=fmt.points(member.balance)
+    )
+    club = await membership(session, member.id)
+    if club is not None and club.active(clock()):
+        # Paid time is lost too: said before, not after.
+        until = fmt.day(club.ends_at.astimezone(program.program.zone))
+        text += "\n" + (
+            _(
+                "Your club membership, paid until {date}, ends with it, and its Telegram "
+                "Stars subscription is cancelled."
+            )
+            if club.renews
+            else _("Your club membership, paid until {date}, ends with it.")
+        ).format(date=until)
+    await query.message.answer(text, reply_markup=keyboards.delete_keyboard())
 
 
 async def cancel_delete(query: CallbackQuery) -> None:
