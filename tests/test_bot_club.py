@@ -154,6 +154,8 @@ async def test_club_paid_with_stars_renewed_and_its_renewal_stopped(
     balance = text_of(await ann.wait_message("points"))
     assert "550 points" in balance
     assert f"👑 City Club: member until {day} (renews)" in balance
+    twice = await ann.pay(link)  # the same invoice again: a second subscription
+    assert not twice.ok and "already renews your membership" in (twice.error_message or "")
 
     renewal = ann.renew(charge_id(outcome))  # Telegram charges the next month
     assert renewal is not None

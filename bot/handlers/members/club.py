@@ -54,6 +54,12 @@ def _token(settings: Settings) -> str | None:
     return token.get_secret_value() if token is not None else None
 
 
+def _subscribed(found: Membership | None, now: datetime) -> bool:
+    """A Stars subscription of theirs still renews the membership (or its renewal, due at
+    the end, may still arrive): a second one would charge them twice."""
+    return found is not None and found.renews and now < found.ends_at + rules.RENEWAL_GRACE
+
+
 def _by_card(program: Program, settings: Settings) -> bool:
     """Whether the club is sold by card in Telegram: a payment provider and a price."""
     return program.club is not None and bool(program.club.price) and bool(_token(settings))
@@ -74,7 +80,7 @@ async def _screen(
     identity = identity_hash(secret, member.telegram_id) if member.telegram_id else None
     welcome = bool(club.welcome_points) and not await welcome_had(session, member.id, identity)
     link = None
-    if club.stars_per_month and not (found is not None and found.renews):
+    if club.stars_per_month and not _subscribed(found, now):
         link = await bot.create_invoice_link(
             title=views.invoice_title(club),
             description=views.invoice_description(club),
@@ -187,6 +193,7 @@ def _refusal(
     settings: Settings,
     member: MemberInfo | None,
     found: Membership | None,
+    now: datetime,
 ) -> str | None:
     """Why this payment must be refused now (a views.refusal reason), or None."""
     parsed = rules.parse_payload(query.invoice_payload)
@@ -205,7 +212,7 @@ def _refusal(
             return "not_sold"
         if query.currency != STARS or query.total_amount != club.stars_per_month:
             return "price"
-        if found is not None and found.renews:
+        if _subscribed(found, now):
             return "subscribed"
         return None
     if not _by_card(program, settings):
@@ -221,12 +228,13 @@ async def pre_checkout(
     session: AsyncSession,
     program: Program,
     settings: Settings,
+    clock: Callable[[], datetime],
     member: MemberInfo | None = None,
 ) -> None:
     """Telegram waits 10 s for this answer: one quick read (is a Stars subscription
     already renewing?), no writes."""
     found = await membership(session, member.id) if member is not None else None
-    reason = _refusal(query, program, settings, member, found)
+    reason = _refusal(query, program, settings, member, found, clock())
     try:
         if reason is None:
             await query.answer(ok=True)
