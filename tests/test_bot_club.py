@@ -344,10 +344,11 @@ async def test_deleting_the_account_cancels_the_subscription(
     harness: BotHarness, sessions: Sessions
 ) -> None:
     server = harness.server
-    ann, bob = harness.user("Ann"), harness.user("Bob")
-    for user in (ann, bob):
+    owner = harness.owner()
+    ann, bob, cy = harness.user("Ann"), harness.user("Bob"), harness.user("Cy")
+    for user in (ann, bob, cy):
         await join(user)
-    ann_paid, bob_paid = await pay_stars(ann), await pay_stars(bob)
+    ann_paid, bob_paid, cy_paid = [await pay_stars(user) for user in (ann, bob, cy)]
 
     async def delete(user: UserClient) -> None:
         await user.send("/privacy")
@@ -365,23 +366,34 @@ async def test_deleting_the_account_cancels_the_subscription(
 
     # Telegram refuses the cancellation: the account is deleted all the same, and the
     # renewal that then comes buys nothing and is refunded at once.
-    server.fail_next(
-        "editUserStarSubscription", code=400, description="Bad Request: USER_ID_INVALID"
-    )
-    await delete(bob)
-    assert await member_of(sessions, bob) is None
-    assert not server.payments.subscription_of(charge_id(bob_paid)).is_canceled
+    for user, paid in ((bob, bob_paid), (cy, cy_paid)):
+        server.fail_next(
+            "editUserStarSubscription", code=400, description="Bad Request: USER_ID_INVALID"
+        )
+        await delete(user)
+        assert await member_of(sessions, user) is None
+        assert not server.payments.subscription_of(charge_id(paid)).is_canceled
     renewal = bob.renew(charge_id(bob_paid))
     assert renewal is not None
-    await bob.wait_message("it was refunded to you")
+    await bob.wait_message("It was refunded to you.")
     assert renewal.refunded
-    assert await count(sessions, AuditLog.action == "club_payment_unclaimed") == 1
     before = handled("message")
-    bob.redeliver(renewal.message)  # again: said and audited once
+    bob.redeliver(renewal.message)  # again: refunded, said and audited once
     await bob.wait_for(lambda: handled("message") > before)
-    assert await count(sessions, AuditLog.action == "club_payment_unclaimed") == 1
+    assert len(server.calls("refundStarPayment")) == 1
     assert len([m for m in bob.messages if "refunded to you" in text_of(m)]) == 1
-    assert await count(sessions, ClubPayment.id.is_not(None)) == 2  # only the first two
+
+    # And when Telegram refuses the refund too, the owners are told to refund it.
+    server.fail_next("refundStarPayment", code=400, description="Bad Request: USER_ID_INVALID")
+    renewal = cy.renew(charge_id(cy_paid))
+    assert renewal is not None
+    said = text_of(await cy.wait_message("could not be refunded automatically"))
+    assert "no longer a member" in said and "/paysupport" in said
+    told = text_of(await owner.wait_message("paid 250 ⭐ for the club"))
+    assert f"Telegram id {cy.user_id}" in told and renewal.telegram_payment_charge_id in told
+    assert not renewal.refunded
+    assert await count(sessions, AuditLog.action == "club_payment_unclaimed") == 2
+    assert await count(sessions, ClubPayment.id.is_not(None)) == 3  # only the first three
 
 
 async def test_a_club_sold_only_at_tills_and_no_club(

@@ -274,24 +274,34 @@ def refusal(reason: str) -> str:
 # ------------------------------------------------------------------ after paying
 
 
-def given_back(amount: str, *, refunded: bool, stars: bool) -> str:
-    """Said to someone whose payment bought nothing: they are no longer a member."""
+def given_back(reason: str, amount: str, *, refunded: bool, stars: bool) -> str:
+    """Said to someone whose payment bought nothing, and what becomes of their money."""
+    why = {
+        "not_member": lambda: _(
+            "You are no longer a member of the program, so your payment of {amount} bought "
+            "nothing."
+        ),
+        "other_account": lambda: _(
+            "Your payment of {amount} was for an account that has been deleted, so it bought "
+            "nothing."
+        ),
+        "no_club": lambda: _(
+            "The program no longer has a club sold this way, so your payment of {amount} "
+            "bought nothing."
+        ),
+    }.get(reason, lambda: _("Your payment of {amount} was not for anything this bot sells."))()
     if refunded:
-        return _(
-            "You are no longer a member of the program, so your payment of {amount} bought "
-            "nothing: it was refunded to you."
-        ).format(amount=amount)
-    if stars:
-        return _(
-            "You are no longer a member of the program, so your payment of {amount} bought "
-            "nothing. It could not be refunded automatically: the program's owner has been "
-            "told and will refund it. /paysupport if you need help."
-        ).format(amount=amount)
-    return _(
-        "You are no longer a member of the program, so your payment of {amount} bought "
-        "nothing. The program's owner has been told and will refund it. /paysupport if you "
-        "need help."
-    ).format(amount=amount)
+        then = _("It was refunded to you.")
+    elif stars:
+        then = _(
+            "It could not be refunded automatically: the program's owner has been told and "
+            "will refund it. /paysupport if you need help."
+        )
+    else:
+        then = _(
+            "The program's owner has been told and will refund it. /paysupport if you need help."
+        )
+    return why.format(amount=amount) + " " + then
 
 
 def not_recorded(amount: str) -> str:
@@ -434,15 +444,21 @@ def club_support(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("club_unclaimed")
 def club_unclaimed(program: Program, p: dict[str, Any]) -> Rendered:
     """An owner's news of a club payment that bought nothing and is still to be refunded."""
+    why = {
+        "not_member": lambda: _("they are no longer a member"),
+        "other_account": lambda: _("it was for an account that has been deleted"),
+        "no_club": lambda: _("the club is no longer sold this way"),
+    }.get(str(p.get("reason")), lambda: _("it was for nothing this bot sells"))()
     return Rendered(
         _(
-            "⚠️ {name} (Telegram id {id}) paid {amount} for the club, but is no longer a "
-            "member, so it bought nothing and must be refunded. Telegram charge "
-            "<code>{charge}</code>, provider charge <code>{provider}</code>."
+            "⚠️ {name} (Telegram id {id}) paid {amount} for the club, but {why}, so it bought "
+            "nothing: refund it. Telegram charge <code>{charge}</code>, provider charge "
+            "<code>{provider}</code>."
         ).format(
             name=escape(str(p.get("name") or "")) or "—",
             id=p["telegram_id"],
             amount=paid(p["amount"], str(p["currency"])),
+            why=why,
             charge=escape(str(p["charge_id"])),
             provider=escape(str(p.get("provider_charge_id") or "—")),
         )

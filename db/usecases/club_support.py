@@ -35,6 +35,18 @@ async def _owner_chats(session: AsyncSession, owners: Sequence[int]) -> list[tup
     return [(owner, languages.get(owner) or "en") for owner in dict.fromkeys(owners)]
 
 
+async def unclaimed_before(session: AsyncSession, charge_id: str) -> bool:
+    """Whether this charge was recorded as a payment that bought nothing (a redelivered
+    update: its refund and its news were seen to the first time)."""
+    seen = await session.scalar(
+        select(AuditLog.id).where(
+            AuditLog.action == "club_payment_unclaimed",
+            AuditLog.details["charge_id"].astext == charge_id,
+        )
+    )
+    return seen is not None
+
+
 async def unclaimed_payment(
     session: AsyncSession,
     *,
@@ -46,20 +58,16 @@ async def unclaimed_payment(
     currency: str,
     amount: Decimal,
     refunded: bool,
+    reason: str,
     owners: Sequence[int],
 ) -> bool:
-    """Record a payment Telegram took for the club that bought nothing (its payer is no
-    longer a member): audited once per charge; the owners are told when it was not given
+    """Record a payment Telegram took for the club that bought nothing (`reason`: its payer
+    is no longer a member, paid for a deleted account, the club is no longer sold that way):
+    audited once per charge; the owners are told when it was not given
     back already (a card payment, or a Stars refund Telegram refused), so they refund it.
     Returns False when this charge was recorded before (a redelivered update)."""
     async with unit_of_work(session):
-        seen = await session.scalar(
-            select(AuditLog.id).where(
-                AuditLog.action == "club_payment_unclaimed",
-                AuditLog.details["charge_id"].astext == charge_id,
-            )
-        )
-        if seen is not None:
+        if await unclaimed_before(session, charge_id):
             return False
         await audit(
             session,
@@ -71,6 +79,7 @@ async def unclaimed_payment(
             amount=amount,
             currency=currency,
             refunded=refunded,
+            reason=reason,
         )
         if not refunded:
             params = {
@@ -81,6 +90,7 @@ async def unclaimed_payment(
                 "method": method,
                 "amount": amount,
                 "currency": currency,
+                "reason": reason,
             }
             await owe(
                 session,

@@ -42,7 +42,12 @@ from db.rules.errors import NoClub, UnknownMember
 from db.rules.program import CLUB_PERIOD, Program
 from db.rules.tokens import identity_hash
 from db.usecases.club import Payment, record_payment, set_renewal
-from db.usecases.club_support import SUPPORT_TEXT_MAX, support_request, unclaimed_payment
+from db.usecases.club_support import (
+    SUPPORT_TEXT_MAX,
+    support_request,
+    unclaimed_before,
+    unclaimed_payment,
+)
 from db.usecases.members import MemberInfo
 
 log = logging.getLogger(__name__)
@@ -264,11 +269,12 @@ async def successful_payment(
     stars = paid.currency == STARS
     if parsed is None or (parsed[0] == "stars") != stars:
         log.error("a payment with an unknown payload: %s", paid.model_dump_json())
-        await _give_back(message, bot, session, settings, paid)
+        await _give_back(message, bot, session, settings, paid, "unknown")
         return
     method, member_id = parsed
     if member is None or member.id != member_id:
-        await _give_back(message, bot, session, settings, paid)
+        why = "not_member" if member is None else "other_account"
+        await _give_back(message, bot, session, settings, paid, why)
         return
     until = paid.subscription_expiration_date
     payment = Payment(
@@ -293,8 +299,10 @@ async def successful_payment(
             identity=identity_hash(secret, user_id),
             actor=user_id,
         )
-    except (UnknownMember, NoClub):
-        await _give_back(message, bot, session, settings, paid)
+    except UnknownMember:  # deleted meanwhile
+        await _give_back(message, bot, session, settings, paid, "not_member")
+    except NoClub:
+        await _give_back(message, bot, session, settings, paid, "no_club")
     except Exception:
         # Telegram has the money: never "nothing was changed". The log keeps what to
         # record by hand.
@@ -308,11 +316,15 @@ async def _give_back(
     session: AsyncSession,
     settings: Settings,
     paid: SuccessfulPayment,
+    reason: str,
 ) -> None:
-    """A payment that bought nothing: Stars refunded at once; the owners told of what is
-    left for them to refund; audited once per charge, and said once."""
+    """A payment that bought nothing (`reason`: views.given_back's): Stars refunded at
+    once; the owners told of what is left for them to refund; audited once per charge,
+    and said once."""
     assert message.from_user is not None
     user_id = message.from_user.id
+    if await unclaimed_before(session, paid.telegram_payment_charge_id):
+        return  # a redelivered update: refunded or told the first time
     stars = paid.currency == STARS
     refunded = False
     if stars:
@@ -335,11 +347,14 @@ async def _give_back(
         currency=paid.currency,
         amount=amount,
         refunded=refunded,
+        reason=reason,
         owners=settings.admin_ids,
     )
     if new:
         await message.answer(
-            views.given_back(views.paid(amount, paid.currency), refunded=refunded, stars=stars)
+            views.given_back(
+                reason, views.paid(amount, paid.currency), refunded=refunded, stars=stars
+            )
         )
 
 
