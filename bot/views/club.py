@@ -316,7 +316,7 @@ def club_paid(program: Program, p: dict[str, Any]) -> Rendered:
     """The member's news of a payment: joined or extended, until when, renews or not, the
     welcome points paid with it."""
     club = program.club
-    title = name(club) if club is not None else ""
+    title = name(club) if club is not None else _("the club")
     until = _day(program, datetime.fromisoformat(str(p["ends_at"])))
     amount = paid(p["amount"], str(p["currency"]))
     head = (
