@@ -61,9 +61,10 @@ def _overview(member: MemberInfo, birthday: Birthday) -> str:
                 "and your remaining points are forfeited. The program's accounts keep the "
                 "account's transactions (amounts, partners, dates) and its staff audit rows "
                 "under a number that no longer leads to you, as bookkeeping requires. If you "
-                "had a welcome gift or an invitation reward, we also keep a keyed hash of your "
-                "Telegram id (not the id itself; only the program's secret key could match it "
-                "to an id), so that these rewards are given once per person."
+                "had a welcome gift, an invitation reward or the club's welcome points, we also "
+                "keep a keyed hash of your Telegram id (not the id itself; only the program's "
+                "secret key could match it to an id), so that these rewards are given once per "
+                "person."
             ),
             _("Offers and news: {state}.").format(
                 state=_("on") if member.marketing_consent else _("off")
