@@ -150,3 +150,10 @@ class ClubRefundCb(CallbackData, prefix="clubrf"):
 
     action: Literal["ask", "stars", "record", "drop"]
     payment: DbId
+
+
+class ClubCb(CallbackData, prefix="club"):
+    """/club's buttons: send a card invoice; stop or resume the Stars subscription's
+    renewal (saying which, so a double tap is one answer)."""
+
+    action: Literal["card", "stop", "resume"]

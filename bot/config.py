@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Updates per second one user may send, sustained"
     )
     flood_burst: int = Field(default=20, ge=1, description="and at once, before they wait")
+    payment_provider_token: SecretStr | None = Field(
+        default=None,
+        description="A payment provider's token from @BotFather: the club sold by card too",
+    )
     log_level: str = "INFO"
 
     @field_validator("admin_ids", mode="before")
@@ -69,7 +73,9 @@ class Settings(BaseSettings):
             raise ValueError("does not look like a bot token (123456:ABC-DEF…) from @BotFather")
         return value
 
-    @field_validator("webhook_url", "webhook_secret", "metrics_token", mode="before")
+    @field_validator(
+        "webhook_url", "webhook_secret", "metrics_token", "payment_provider_token", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker compose passes `${WEBHOOK_URL:-}` as an empty string when it is not set.

@@ -81,6 +81,13 @@ class HasPhoto(Filter):
         return isinstance(event, Message) and bool(event.photo)
 
 
+class HasPayment(Filter):
+    """A successful_payment message: Telegram took money for an invoice of ours."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        return isinstance(event, Message) and event.successful_payment is not None
+
+
 class HasDocument(Filter):
     async def __call__(self, event: TelegramObject) -> bool:
         return isinstance(event, Message) and event.document is not None

@@ -72,6 +72,16 @@ VOUCHERS = Cmd(
     __("Your vouchers"),
     __("/vouchers: your vouchers to use at the till, with their QR codes"),
 )
+CLUB = Cmd(
+    "club",
+    __("The club: perks and membership"),
+    __("/club: the club's perks and price, your membership, join or stop renewal"),
+)
+PAYSUPPORT = Cmd(
+    "paysupport",
+    __("Help with a payment"),
+    __("/paysupport: your club payments, and help with one from the program's owner"),
+)
 LANGUAGE = Cmd("language", __("Change the language"), __("/language: change the language"))
 PRIVACY = Cmd(
     "privacy",
@@ -179,8 +189,10 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         DONATE,
         PARTNERS,
         OFFERS,
+        CLUB,
         LANGUAGE,
         PRIVACY,
+        PAYSUPPORT,
         HELP,
     ),
     CASHIER: (SHIFT, CANCEL, VOUCHER),

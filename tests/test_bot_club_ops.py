@@ -239,7 +239,7 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     first = await pay(sessions, program, member.id, "stars", "s-1", now - 20 * DAY)
     await pay(sessions, program, member.id, "stars", "s-2", now - DAY)  # renewed
     for charge in ("s-1", "s-2"):
-        harness.server.add_star_charge(ann.user_id, charge)
+        harness.server.payments.add_known_charge(ann.user_id, charge)
     owner = harness.owner()
     await owner.send(f"/club_refund {format_card_number(member.card_number)}")
     listing = text_of(await owner.wait_message("Club payments"))
@@ -259,8 +259,10 @@ async def test_the_owner_refunds_stars_through_telegram_once(
         "Their club membership has ended, and they are told."
     )
     await owner.wait_message("subscription is cancelled")
-    assert harness.server.star_charges["s-1"]["refunded"]
-    assert harness.server.star_charges["s-2"]["canceled"]  # Telegram will not charge again
+    charges = harness.server.payments.charges
+    assert charges["s-1"].refunded
+    sub = charges["s-2"].subscription
+    assert sub is not None and sub.is_canceled  # Telegram will not charge again
     [refund_call] = harness.server.calls("refundStarPayment")
     assert refund_call.params["user_id"] == ann.user_id
     told = text_of(await ann.wait_message("was refunded"))
@@ -313,8 +315,8 @@ async def test_a_refund_telegram_refuses_records_nothing(
     assert await count(sessions, AuditLog, AuditLog.action == "club_refund") == 0
 
     # Refunded in Telegram already (say, through Telegram's own support): recorded so now.
-    harness.server.add_star_charge(bob.user_id, "s-9")
-    harness.server.star_charges["s-9"]["refunded"] = True
+    harness.server.payments.add_known_charge(bob.user_id, "s-9")
+    harness.server.payments.charges["s-9"].refunded = True
     await owner.click("↩️ Refund 250 ⭐")
     said = text_of(await owner.wait_message("refunded already"))
     assert said.startswith(

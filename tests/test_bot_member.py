@@ -351,8 +351,10 @@ async def test_commands_registered_per_language(harness: BotHarness) -> None:
             "donate",
             "partners",
             "offers",
+            "club",
             "language",
             "privacy",
+            "paysupport",
             "help",
         ]
 

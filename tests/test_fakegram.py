@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -40,9 +41,12 @@ from aiogram.types import (
     InlineKeyboardMarkup,
     InputMediaPhoto,
     KeyboardButton,
+    LabeledPrice,
     MenuButtonCommands,
     Message,
+    PreCheckoutQuery,
     ReplyKeyboardMarkup,
+    SuccessfulPayment,
 )
 
 from tests.fakegram import FakeTelegramServer, UserClient, make_png
@@ -526,3 +530,209 @@ async def test_servers_are_independent_and_check_tokens() -> None:
         assert [m["text"] for m in first.chat(USER_ID)] == ["to first"]
         assert [m["text"] for m in second.chat(USER_ID)] == ["to second"]
         assert second.chat(USER_ID)[0]["from"]["id"] == 7
+
+
+# --------------------------------------------------------------------------- payments
+
+
+@dataclass
+class Shop:
+    """A bot that sells: it answers pre-checkout queries (refusing the payload "refuse",
+    answering late after ``delay`` seconds) and keeps the successful payments it is sent."""
+
+    server: FakeTelegramServer
+    bot: Bot
+    user: UserClient
+    paid: list[SuccessfulPayment] = field(default_factory=list)
+    delay: float = 0.0
+
+
+@pytest_asyncio.fixture
+async def shop(server: FakeTelegramServer, bot: Bot) -> AsyncIterator[Shop]:
+    running = Shop(server, bot, UserClient(server, USER_ID, "Ann"))
+    router = Router()
+
+    @router.pre_checkout_query()
+    async def pre_checkout(query: PreCheckoutQuery) -> None:
+        await asyncio.sleep(running.delay)
+        if query.invoice_payload == "refuse":
+            await query.answer(ok=False, error_message="Sold out")
+        else:
+            await query.answer(ok=True)
+
+    @router.message(F.successful_payment)
+    async def paid(message: Message) -> None:
+        assert message.successful_payment is not None
+        running.paid.append(message.successful_payment)
+
+    dispatcher = Dispatcher()
+    dispatcher.include_router(router)
+    polling = asyncio.create_task(
+        dispatcher.start_polling(
+            bot,
+            polling_timeout=1,
+            handle_signals=False,
+            close_bot_session=False,
+            allowed_updates=dispatcher.resolve_used_update_types(),
+        )
+    )
+    await server.wait_for(lambda: server.calls("getUpdates"), what="the first getUpdates")
+    yield running
+    await dispatcher.stop_polling()
+    await asyncio.wait_for(polling, timeout=5)
+
+
+def stars_link(bot: Bot, payload: str = "club:stars:1", **more: object) -> Any:
+    params: dict[str, Any] = {
+        "title": "City Club",
+        "description": "30 days of membership",
+        "payload": payload,
+        "currency": "XTR",
+        "prices": [LabeledPrice(label="30 days", amount=250)],
+        "subscription_period": 2592000,
+    }
+    params.update(more)
+    return bot.create_invoice_link(**params)
+
+
+@pytest.mark.asyncio
+async def test_invoices_follow_telegrams_rules(server: FakeTelegramServer, bot: Bot) -> None:
+    link = await stars_link(bot)
+    assert link.startswith("https://t.me/$")
+    assert server.payments.invoice(link).subscription_period == 2592000
+    assert (await stars_link(bot, provider_token="")).startswith("https://t.me/$")
+    two = [LabeledPrice(label="a", amount=200), LabeledPrice(label="b", amount=50)]
+    refused = {
+        "STARS_INVOICE_INVALID": [{"provider_token": "284685063:TEST"}, {"prices": two}],
+        "SUBSCRIPTION_PERIOD_INVALID": [
+            {"subscription_period": 86400},
+            {"currency": "PLN", "provider_token": "284685063:TEST"},
+        ],
+        "CURRENCY_TOTAL_AMOUNT_INVALID": [{"prices": [LabeledPrice(label="x", amount=0)]}],
+        "INVOICE_TITLE_INVALID": [{"title": "x" * 33}],
+        "PAYMENT_PROVIDER_INVALID": [{"currency": "PLN", "subscription_period": None}],
+    }
+    for error, cases in refused.items():
+        for case in cases:
+            with pytest.raises(TelegramBadRequest, match=error):
+                await stars_link(bot, **case)
+    with pytest.raises(TelegramBadRequest, match="STARS_INVOICE_INVALID"):
+        await bot.send_invoice(USER_ID, "Club", "A month", "p", "XTR", two, provider_token="")
+
+
+@pytest.mark.asyncio
+async def test_a_stars_subscription_paid_renewed_cancelled_refunded(shop: Shop) -> None:
+    server, bot, user = shop.server, shop.bot, shop.user
+    started = int(time.time())
+    outcome = await user.pay(await stars_link(bot))
+
+    assert outcome.ok and outcome.charge is not None and outcome.message is not None
+    first = outcome.charge.successful_payment
+    assert first["currency"] == "XTR" and first["total_amount"] == 250
+    assert first["invoice_payload"] == "club:stars:1"
+    assert first["is_recurring"] and first["is_first_recurring"]
+    assert started + 2592000 <= first["subscription_expiration_date"] <= time.time() + 2592000
+    await server.wait_for(lambda: shop.paid)  # aiogram parsed it
+    parsed = shop.paid[0]
+    assert parsed.telegram_payment_charge_id == first["telegram_payment_charge_id"]
+    assert parsed.subscription_expiration_date is not None
+    assert outcome.message["from"]["id"] == USER_ID and outcome.message["chat"]["id"] == USER_ID
+
+    renewal = user.renew(first["telegram_payment_charge_id"])
+    assert renewal is not None
+    again = renewal.successful_payment
+    assert again["telegram_payment_charge_id"] != first["telegram_payment_charge_id"]
+    assert again["is_recurring"] and "is_first_recurring" not in again
+    expected = first["subscription_expiration_date"] + 2592000
+    assert again["subscription_expiration_date"] == expected
+    await server.wait_for(lambda: len(shop.paid) == 2)
+
+    charge = again["telegram_payment_charge_id"]
+    assert await bot.edit_user_star_subscription(USER_ID, charge, is_canceled=True)
+    assert server.payments.subscription_of(charge).is_canceled
+    assert user.renew(charge) is None
+    assert await bot.edit_user_star_subscription(USER_ID, charge, is_canceled=False)
+    assert user.renew(charge) is not None
+    user.cancel_subscription(charge)  # in Telegram's settings
+    assert user.renew(charge) is None
+
+    assert await bot.refund_star_payment(USER_ID, charge)
+    with pytest.raises(TelegramBadRequest, match="CHARGE_ALREADY_REFUNDED"):
+        await bot.refund_star_payment(USER_ID, charge)
+    with pytest.raises(TelegramBadRequest, match="CHARGE_NOT_FOUND"):
+        await bot.refund_star_payment(USER_ID, "stxNOSUCHCHARGE")
+    with pytest.raises(TelegramBadRequest, match="CHARGE_NOT_FOUND"):
+        await bot.refund_star_payment(USER_ID + 1, first["telegram_payment_charge_id"])
+    with pytest.raises(TelegramBadRequest, match="CHARGE_NOT_FOUND"):
+        await bot.edit_user_star_subscription(USER_ID, "stxNOSUCHCHARGE", is_canceled=True)
+    assert [c.telegram_payment_charge_id for c in server.payments.refunded()] == [charge]
+
+    user.redeliver(outcome.message)  # the same successful_payment again
+    await server.wait_for(lambda: len(shop.paid) == 4)
+    assert shop.paid[-1].telegram_payment_charge_id == first["telegram_payment_charge_id"]
+
+
+@pytest.mark.asyncio
+async def test_a_refused_or_late_pre_checkout_takes_nothing(shop: Shop) -> None:
+    server, user = shop.server, shop.user
+    refused = await user.pay(await stars_link(shop.bot, payload="refuse"))
+    assert not refused.ok and refused.error_message == "Sold out" and refused.answered
+
+    server.payments.pre_checkout_timeout = 0.3
+    shop.delay = 0.6
+    late = await user.pay(await stars_link(shop.bot))
+    assert not late.ok and not late.answered and late.charge is None
+    answer = await server.wait_request("answerPreCheckoutQuery", lambda r: r.params.get("ok"))
+    assert answer.status == 400  # Telegram gave up on it
+    assert server.payments.late_answers and not server.payments.charges
+    assert not shop.paid and len(server.payments.failed) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_card_invoice_message_paid(shop: Shop) -> None:
+    server, bot, user = shop.server, shop.bot, shop.user
+    with pytest.raises(TelegramBadRequest, match="PAYMENT_PROVIDER_INVALID"):
+        await bot.send_invoice(
+            USER_ID,
+            "City Club",
+            "30 days",
+            "club:card:1",
+            "PLN",
+            [LabeledPrice(label="x", amount=2900)],
+        )
+    server.payments.provider_tokens = {"284685063:TEST"}
+    with pytest.raises(TelegramBadRequest, match="PAYMENT_PROVIDER_INVALID"):
+        await bot.send_invoice(
+            USER_ID,
+            "City Club",
+            "30 days",
+            "club:card:1",
+            "PLN",
+            [LabeledPrice(label="x", amount=2900)],
+            provider_token="1:WRONG",
+        )
+    sent = await bot.send_invoice(
+        USER_ID,
+        "City Club",
+        "30 days",
+        "club:card:1",
+        "PLN",
+        [LabeledPrice(label="30 days", amount=2900)],
+        provider_token="284685063:TEST",
+    )
+    assert sent.invoice is not None and sent.invoice.total_amount == 2900
+    message = server.chat(USER_ID)[-1]
+    outcome = await user.pay(message)
+
+    assert outcome.ok and outcome.charge is not None
+    paid = outcome.charge.successful_payment
+    assert paid["currency"] == "PLN" and paid["total_amount"] == 2900
+    assert paid["provider_payment_charge_id"].startswith("prov_")
+    assert "subscription_expiration_date" not in paid and "is_recurring" not in paid
+    await server.wait_for(lambda: shop.paid)
+    with pytest.raises(TelegramBadRequest, match="CHARGE_NOT_FOUND"):  # not Stars
+        await bot.refund_star_payment(USER_ID, paid["telegram_payment_charge_id"])
+    with pytest.raises(TelegramBadRequest, match="SUBSCRIPTION_NOT_FOUND"):
+        await bot.edit_user_star_subscription(
+            USER_ID, paid["telegram_payment_charge_id"], is_canceled=True
+        )

@@ -5,6 +5,7 @@ from aiogram import Router
 from bot.filters import IsOwnerOrStaff, PrivateChat
 from bot.handlers.everyone import dialogs, errors, fallback, public, system
 from bot.handlers.members import (
+    club,
     confirm,
     donate,
     gifts,
@@ -37,6 +38,7 @@ def get_routers() -> list[Router]:
     updates have routers of their own, last, so that messages do not walk through them."""
     return [
         dialogs.build(),
+        club.build_payments(),  # Telegram's payments and /paysupport: for anyone, first
         _office_and_staff(
             owner.build(),
             club_refunds.build(),
@@ -61,6 +63,7 @@ def get_routers() -> list[Router]:
         donate.build(),
         stamp_cards.build(),
         offers.build(),
+        club.build(),
         privacy.build(),
         privacy.build_offers(),
         fallback.build(),

@@ -28,6 +28,15 @@ class _Bucket:
     warned: bool = False
 
 
+def _payment(event: TelegramObject) -> bool:
+    """Telegram's payment updates are never dropped: a pre-checkout query unanswered fails
+    the payment, and a successful payment is money taken that must buy what it paid for."""
+    return isinstance(event, Update) and (
+        event.pre_checkout_query is not None
+        or (event.message is not None and event.message.successful_payment is not None)
+    )
+
+
 class ThrottleMiddleware(BaseMiddleware):
     """`burst` updates at once, refilled at `rate` per second. In memory, per instance:
     several instances each allow this much, which still bounds a flood."""
@@ -77,7 +86,7 @@ class ThrottleMiddleware(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
-        if user is None:
+        if user is None or _payment(event):
             return await handler(event, data)
         allowed, warn = self.allow(user.id)
         if allowed:

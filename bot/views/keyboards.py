@@ -30,11 +30,13 @@ GIFT = __("🎀 Give points")
 DONATE = __("🤍 Donate")
 PARTNERS = __("🏪 Partners")
 OFFERS = __("🎉 Offers")
+CLUB = __("👑 Club")
 LANGUAGE = __("🌐 Language")
 PRIVACY = __("🔒 Privacy")
 HELP = __("❓ Help")
 
-# The member's menu keyboard: a button for each member command of the roles table.
+# The member's menu keyboard: a button for each member command of the roles table (but
+# /paysupport, which Telegram wants answered, not offered).
 BUTTONS = {
     "card": CARD,
     "balance": BALANCE,
@@ -47,6 +49,7 @@ BUTTONS = {
     "donate": DONATE,
     "partners": PARTNERS,
     "offers": OFFERS,
+    "club": CLUB,
     "language": LANGUAGE,
     "privacy": PRIVACY,
     "help": HELP,
@@ -54,7 +57,7 @@ BUTTONS = {
 
 
 def main_menu() -> ReplyKeyboardMarkup:
-    labels = [BUTTONS[cmd.name] for cmd in roles.COMMANDS[roles.MEMBER]]
+    labels = [BUTTONS[cmd.name] for cmd in roles.COMMANDS[roles.MEMBER] if cmd.name in BUTTONS]
     rows = [labels[i : i + 2] for i in range(0, len(labels), 2)]
     return ReplyKeyboardMarkup(
         keyboard=[[KeyboardButton(text=str(label)) for label in row] for row in rows],

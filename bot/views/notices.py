@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from html import escape
 from typing import Any
@@ -508,28 +507,9 @@ def donation(program: Program, p: dict[str, Any]) -> Rendered:
     )
 
 
-@renders("club_paid")
-def club_paid_minimal(program: Program, p: dict[str, Any]) -> Rendered:
-    """The member's news of a club payment (db/usecases/club.py club_paid_params), said
-    minimally: the club's own module (bot/views/club.py) registers the full one, which
-    replaces this."""
-    club = escape(fmt.text(program.club.name)) if program.club is not None else _("the club")
-    zone = program.program.zone
-    day = fmt.day(datetime.fromisoformat(str(p["ends_at"])).astimezone(zone))
-    lines = [
-        (
-            _("⭐ Welcome to {club}! You are a member until {day}.")
-            if p.get("joined")
-            else _("⭐ {club}: your membership now lasts until {day}.")
-        ).format(club=club, day=day)
-    ]
-    if points := int(p.get("welcome_points") or 0):
-        lines.append(_("🎁 +{points}: the club's welcome gift.").format(points=fmt.points(points)))
-    return Rendered("\n".join(lines))
-
-
-# The rewards catalogue's and vouchers' notices, and the club's (at the till, about a
-# membership's end), live with their other texts; importing the modules registers them.
+# The rewards catalogue's, vouchers' and the club's notices (paid, at the till, about a
+# membership's end) live with their other texts; importing the modules registers them.
+from bot.views import club as _club  # noqa: E402, F401
 from bot.views import club_lapses as _club_lapses  # noqa: E402, F401
 from bot.views import club_till as _club_till  # noqa: E402, F401
 from bot.views import vouchers as _vouchers  # noqa: E402, F401

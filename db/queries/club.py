@@ -1,14 +1,16 @@
-"""Reads about the club: a member's membership (/club, /balance, the till's panel)."""
+"""Reads about the club: a member's membership (/club, /balance, the till's panel), their
+payments (/paysupport) and whether they had the welcome points."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import ClubMembership
+from db.ledger.models import ClubMembership, ClubPayment, RewardedIdentity
 from db.rules import club as rules
 
 
@@ -46,3 +48,46 @@ async def in_club(session: AsyncSession, member_id: int, now: datetime) -> bool:
         select(ClubMembership.ends_at).where(ClubMembership.member_id == member_id)
     )
     return rules.active(ends_at, now)
+
+
+@dataclass(frozen=True, slots=True)
+class PaidClub:
+    """One of a member's club payments, as /paysupport lists them."""
+
+    paid_at: datetime
+    method: str
+    currency: str
+    amount: Decimal
+    until: datetime
+    charge_id: str
+    refunded: bool
+
+
+async def payments(session: AsyncSession, member_id: int, *, limit: int = 20) -> list[PaidClub]:
+    """The member's club payments, newest first."""
+    rows = await session.execute(
+        select(
+            ClubPayment.created_at,
+            ClubPayment.method,
+            ClubPayment.currency,
+            ClubPayment.amount,
+            ClubPayment.period_until,
+            ClubPayment.charge_id,
+            ClubPayment.refunded_at.is_not(None),
+        )
+        .where(ClubPayment.member_id == member_id)
+        .order_by(ClubPayment.created_at.desc(), ClubPayment.id.desc())
+        .limit(limit)
+    )
+    return [PaidClub(*row) for row in rows]
+
+
+async def welcome_had(session: AsyncSession, member_id: int, identity: str | None) -> bool:
+    """Whether this person had the club's welcome points already: in this account, or in
+    one they deleted (`identity`, db.rules.tokens.identity_hash)."""
+    welcomed = select(ClubMembership.welcomed).where(ClubMembership.member_id == member_id)
+    before = select(RewardedIdentity.club).where(RewardedIdentity.identity_hash == identity)
+    row = (
+        await session.execute(select(welcomed.scalar_subquery(), before.scalar_subquery()))
+    ).one()
+    return bool(row[0]) or (identity is not None and bool(row[1]))

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, and_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.ledger.models import Account, AccountKind, Member, Partner, Staff
+from db.ledger.models import Account, AccountKind, ClubMembership, Member, Partner, Staff
 from db.queries.stamps import held_by_card, held_column
 from db.queries.wallet import WalletFigures, figures_columns
 from db.rules.program import TIER_WINDOW
@@ -32,6 +32,7 @@ class Sender:
 
 _m, _a = Member.__table__.c, Account.__table__.c
 _s, _p = Staff.__table__.c, Partner.__table__.c
+_c = ClubMembership.__table__.c
 _ids = cast(bindparam("telegram_ids"), ARRAY(BigInteger))
 _who = select(func.unnest(_ids).label("tg")).subquery()
 _MEMBER = (
@@ -64,6 +65,8 @@ _IDENTIFY = select(
     _a.held,
     *figures_columns(_m.id),
     held_column(_m.id),
+    _c.ends_at.label("club_ends_at"),
+    _c.renews.label("club_renews"),
     _s.id.label("staff_id"),
     _s.role,
     _s.partner_id,
@@ -72,6 +75,7 @@ _IDENTIFY = select(
 ).select_from(
     _who.outerjoin(Member, _m.telegram_id == _who.c.tg)
     .outerjoin(Account, and_(_a.member_id == _m.id, _a.kind == AccountKind.MEMBER))
+    .outerjoin(ClubMembership, _c.member_id == _m.id)
     .outerjoin(Staff, and_(_s.telegram_id == _who.c.tg, _s.revoked_at.is_(None)))
     .outerjoin(Partner, _p.id == _s.partner_id)
 )
@@ -97,6 +101,8 @@ async def identify_all(
                 row["soonest_expiry"],
                 int(row["expiring"]),
                 held_by_card(row["stamps"]),
+                row["club_ends_at"],
+                bool(row["club_renews"]),
             )
         staff = None
         if row["staff_id"] is not None:

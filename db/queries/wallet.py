@@ -72,6 +72,9 @@ class WalletFigures:
     soonest_expiry: datetime | None
     expiring: int  # points expiring on that same (UTC) day
     stamps: dict[str, int]  # on each stamp card being collected, by card (db.queries.stamps)
+    # The club membership, current or past (None: never in the club); renewed by Telegram.
+    club_ends_at: datetime | None = None
+    club_renews: bool = False
 
 
 def _for_member(statement: Select[Any], member_id: ColumnElement[int]) -> Select[Any]:

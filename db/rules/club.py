@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
+
+from babel.numbers import get_currency_precision
 
 from db.rules.program import CLUB_PERIOD
 
@@ -34,6 +37,21 @@ def parse_payload(text: str) -> tuple[str, int] | None:
     """(method, member id) of a club invoice's payload; None for anything else."""
     match = _PAYLOAD.match(text)
     return (match[1], int(match[2])) if match else None
+
+
+def minor_units(amount: Decimal, currency: str) -> int:
+    """`amount` in the currency's smallest unit, as Telegram's invoices take prices (29.00
+    PLN: 2900; 500 JPY: 500). Exact: a price finer than the currency's unit is refused."""
+    scaled = amount.scaleb(get_currency_precision(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} {currency} is finer than the currency's smallest unit")
+    return int(scaled)
+
+
+def from_minor(total: int, currency: str) -> Decimal:
+    """The money of a `total_amount` Telegram reports in the currency's smallest unit."""
+    precision = get_currency_precision(currency)
+    return Decimal(total).scaleb(-precision).quantize(Decimal(1).scaleb(-precision))
 
 
 def active(ends_at: datetime | None, now: datetime) -> bool:

@@ -11,6 +11,7 @@ Typical use::
 """
 
 from .client import UserClient, command_entities, inline_buttons, make_png, text_of
+from .payments import Charge, Invoice, PaymentOutcome, Subscription
 from .server import (
     BLOCKED_DESCRIPTION,
     ApiError,
@@ -29,10 +30,14 @@ from .server import (
 __all__ = [
     "BLOCKED_DESCRIPTION",
     "ApiError",
+    "Charge",
     "FakeTelegramServer",
     "FormattingError",
+    "Invoice",
+    "PaymentOutcome",
     "RecordedRequest",
     "StoredFile",
+    "Subscription",
     "TokenBucket",
     "UploadedFile",
     "UserClient",

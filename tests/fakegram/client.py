@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .payments import Charge, PaymentOutcome
 from .server import JSON, FakeTelegramServer, utf16_len
 
 _T = TypeVar("_T")
@@ -166,6 +167,34 @@ class UserClient:
         if button_text not in texts:
             raise LookupError(f"no reply keyboard button {button_text!r}; buttons: {texts}")
         return await self.send(button_text)
+
+    async def pay(self, invoice: str | JSON) -> PaymentOutcome:
+        """Pay an invoice: a link from createInvoiceLink (``https://t.me/$…``, e.g. a URL
+        button's) or an invoice message the bot sent. Telegram asks the bot first
+        (pre_checkout_query, answered within 10 s); on its ok, the successful_payment
+        message arrives. Returns how it ended."""
+        return await self.server.pay(self.user, invoice)
+
+    def invoice_link(self, text: str) -> str:
+        """The URL of the inline button with this text on the newest message that has it."""
+        for message in reversed(self.messages):
+            for button in inline_buttons(message):
+                if button.get("text") == text and "url" in button:
+                    return str(button["url"])
+        raise LookupError(f"no URL button {text!r} in chat {self.user_id}")
+
+    def renew(self, charge_id: str) -> Charge | None:
+        """Let Telegram charge the subscription ``charge_id`` paid for its next period (a
+        recurring successful_payment with a new charge id); None if it was cancelled."""
+        return self.server.renew_subscription(charge_id)
+
+    def cancel_subscription(self, charge_id: str) -> None:
+        """Cancel the subscription in Telegram's own settings (the bot is not told)."""
+        self.server.payments.cancel(charge_id)
+
+    def redeliver(self, message: JSON) -> JSON:
+        """Have Telegram deliver the update that carried ``message`` again."""
+        return self.server.redeliver(self.server.update_with(message))
 
     async def block(self) -> JSON:
         """Block the bot: sends now fail with 403 and the bot gets ``my_chat_member``."""

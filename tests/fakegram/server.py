@@ -26,10 +26,13 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .payments import Charge, PaymentOutcome
 
 JSON = dict[str, Any]
 Handler = Callable[["RecordedRequest"], Any]
@@ -51,7 +54,8 @@ TEXT_FIELDS = frozenset({
     "video_note", "thumbnail", "file_id", "business_connection_id", "message_effect_id",
     "emoji", "first_name", "last_name", "phone_number", "address", "question", "explanation",
     "payload", "currency", "provider_token", "start_parameter", "ip_address", "certificate",
-    "custom_emoji_id", "game_short_name", "vcard",
+    "custom_emoji_id", "game_short_name", "vcard", "pre_checkout_query_id", "error_message",
+    "telegram_payment_charge_id", "provider_data", "photo_url",
 })
 # fmt: on
 
@@ -623,6 +627,11 @@ class FakeTelegramServer:
         self._changed = asyncio.Event()
         self._closing = False
         self._runner: web.AppRunner | None = None
+        # Invoices, pre-checkout queries, charges and Stars subscriptions (payments.py,
+        # which builds on this module: imported here, once both are loaded).
+        from .payments import FakePayments
+
+        self.payments = FakePayments(self)
         self._methods = self._method_table()
 
     # ----------------------------------------------------------------- lifecycle
@@ -876,6 +885,32 @@ class FakeTelegramServer:
         self._notify()
         return copy.deepcopy(stored)
 
+    def redeliver(self, update: JSON) -> JSON:
+        """Deliver an update again, as Telegram does when the bot did not confirm it (it
+        crashed, or its webhook answered with an error): the same content under a new
+        ``update_id``, so the bot must recognise what it already handled."""
+        again = {key: value for key, value in update.items() if key != "update_id"}
+        return self.push_update(again)
+
+    def update_with(self, message: JSON) -> JSON:
+        """The pushed update that carried ``message`` (to redeliver it)."""
+        key = (message["chat"]["id"], message["message_id"])
+        for update in self.pushed_updates:
+            carried = update.get("message")
+            if carried and (carried["chat"]["id"], carried["message_id"]) == key:
+                return copy.deepcopy(update)
+        raise LookupError(f"no update carried message {key}")
+
+    async def pay(self, user: JSON, invoice: str | JSON) -> PaymentOutcome:
+        """The user pays an invoice link or invoice message (payments.FakePayments.pay):
+        returns its PaymentOutcome."""
+        return await self.payments.pay(user, invoice)
+
+    def renew_subscription(self, charge_id: str) -> Charge | None:
+        """Telegram charges the Stars subscription that ``charge_id`` paid again (a new
+        recurring successful_payment); None if it was cancelled."""
+        return self.payments.renew(charge_id)
+
     def add_user_message(self, chat: JSON, sender: JSON, content: JSON) -> JSON:
         """Store a message written by a user and push it as a ``message`` update."""
         if chat["id"] not in self._chats:
@@ -1087,9 +1122,7 @@ class FakeTelegramServer:
             api_name = kind.replace("_", "")
             table[f"setmy{api_name}"] = self._bot_text_setter(kind)
             table[f"getmy{api_name}"] = self._bot_text_getter(kind)
-        # Stars refunds and subscription cancels, minimal (see the block at the end).
-        table["refundstarpayment"] = self._refund_star_payment
-        table["edituserstarsubscription"] = self._edit_user_star_subscription
+        table.update(self.payments.method_table())
         return table
 
     # ----------------------------------------------------------------- chats & messages
@@ -1546,41 +1579,3 @@ class FakeTelegramServer:
             "max_reaction_count": 11,
             "accepted_gift_types": no_gifts,
         }
-
-    # ----------------------------------------------------------------- Stars: refunds (minimal)
-    # A test that records a Stars payment without the pay flow tells the server about its
-    # charge (`add_star_charge`); refundStarPayment and editUserStarSubscription then answer
-    # as Telegram does for it. The state is made on first use.
-
-    @property
-    def star_charges(self) -> dict[str, JSON]:
-        """Charge id -> {"user_id", "refunded", "canceled"}."""
-        charges: dict[str, JSON] = self.__dict__.setdefault("_star_charges", {})
-        return charges
-
-    def add_star_charge(self, user_id: int, charge_id: str) -> None:
-        self.star_charges[charge_id] = {"user_id": user_id, "refunded": False, "canceled": False}
-
-    def _star_charge(self, record: RecordedRequest) -> JSON:
-        charge_id = str(record.params.get("telegram_payment_charge_id") or "")
-        if not charge_id:
-            raise bad_request("CHARGE_ID_EMPTY")
-        charge = self.star_charges.get(charge_id)
-        # Telegram does not document its answer for a charge it does not know.
-        if charge is None or str(charge["user_id"]) != str(record.params.get("user_id")):
-            raise bad_request("CHARGE_NOT_FOUND")
-        return charge
-
-    def _refund_star_payment(self, record: RecordedRequest) -> bool:
-        charge = self._star_charge(record)
-        if charge["refunded"]:
-            raise bad_request("CHARGE_ALREADY_REFUNDED")
-        charge["refunded"] = True
-        self._notify()
-        return True
-
-    def _edit_user_star_subscription(self, record: RecordedRequest) -> bool:
-        charge = self._star_charge(record)
-        charge["canceled"] = record.params.get("is_canceled") is True
-        self._notify()
-        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
 
@@ -13,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import CardCb, HistoryCb
 from bot.filters import IsMember, PrivateChat, TextIs
+from bot.views import club, keyboards, stamps, texts
 from bot.views import formatting as fmt
-from bot.views import keyboards, stamps, texts
 from bot.views.editing import edit_text
 from bot.views.links import start_link
 from bot.views.qr import render_qr
@@ -68,12 +69,22 @@ async def refresh_card(
 
 
 async def balance(
-    message: Message, member: MemberInfo, wallet_figures: WalletFigures, program: Program
+    message: Message,
+    member: MemberInfo,
+    wallet_figures: WalletFigures,
+    program: Program,
+    clock: Callable[[], datetime],
 ) -> None:
     # The figures came with the member (db.queries.identity): no query here.
     lines = [texts.balance(summary(program, member, wallet_figures), program)]
     if program.stamp_cards:
         lines += stamps.balance_lines(program, wallet_figures.stamps)
+    if program.club is not None and wallet_figures.club_ends_at is not None:
+        lines.append(
+            club.balance_line(
+                program, wallet_figures.club_ends_at, wallet_figures.club_renews, clock()
+            )
+        )
     await message.answer("\n".join(lines))
 
 

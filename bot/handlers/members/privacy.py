@@ -4,11 +4,13 @@ year, remove) the birthday, delete the account."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, datetime
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -22,6 +24,7 @@ from bot.views import formatting as fmt
 from bot.views import keyboards
 from bot.views import offers as offers_view
 from bot.views.editing import edit_text
+from db.queries.club import membership
 from db.queries.wallet import set_marketing_consent
 from db.rules.birthdays import BadBirthday, parse_birthday
 from db.rules.program import Program
@@ -35,6 +38,8 @@ from db.usecases.birthdays import (
 )
 from db.usecases.members import MemberInfo
 from db.usecases.privacy import delete_member, export_member_data
+
+log = logging.getLogger(__name__)
 
 
 def _overview(member: MemberInfo, birthday: Birthday) -> str:
@@ -56,9 +61,10 @@ def _overview(member: MemberInfo, birthday: Birthday) -> str:
                 "and your remaining points are forfeited. The program's accounts keep the "
                 "account's transactions (amounts, partners, dates) and its staff audit rows "
                 "under a number that no longer leads to you, as bookkeeping requires. If you "
-                "had a welcome gift or an invitation reward, we also keep a keyed hash of your "
-                "Telegram id (not the id itself; only the program's secret key could match it "
-                "to an id), so that these rewards are given once per person."
+                "had a welcome gift, an invitation reward or the club's welcome points, we also "
+                "keep a keyed hash of your Telegram id (not the id itself; only the program's "
+                "secret key could match it to an id), so that these rewards are given once per "
+                "person."
             ),
             _("Offers and news: {state}.").format(
                 state=_("on") if member.marketing_consent else _("off")
@@ -241,15 +247,32 @@ async def drop_birthday(
     await _redraw(query, member, birthday)
 
 
-async def ask_delete(query: CallbackQuery, member: MemberInfo) -> None:
+async def ask_delete(
+    query: CallbackQuery,
+    session: AsyncSession,
+    member: MemberInfo,
+    program: Program,
+    clock: Callable[[], datetime],
+) -> None:
     await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.answer(
-            _("Delete your account? Your {points} will be lost and this cannot be undone.").format(
-                points=fmt.points(member.balance)
-            ),
-            reply_markup=keyboards.delete_keyboard(),
-        )
+    if not isinstance(query.message, Message):
+        return
+    text = _("Delete your account? Your {points} will be lost and this cannot be undone.").format(
+        points=fmt.points(member.balance)
+    )
+    club = await membership(session, member.id)
+    if club is not None and club.active(clock()):
+        # Paid time is lost too: said before, not after.
+        until = fmt.day(club.ends_at.astimezone(program.program.zone))
+        text += "\n" + (
+            _(
+                "Your club membership, paid until {date}, ends with it, and its Telegram "
+                "Stars subscription is cancelled."
+            )
+            if club.renews
+            else _("Your club membership, paid until {date}, ends with it.")
+        ).format(date=until)
+    await query.message.answer(text, reply_markup=keyboards.delete_keyboard())
 
 
 async def cancel_delete(query: CallbackQuery) -> None:
@@ -259,11 +282,15 @@ async def cancel_delete(query: CallbackQuery) -> None:
 
 
 async def confirm_delete(
-    query: CallbackQuery, session: AsyncSession, member: MemberInfo, secret: bytes
+    query: CallbackQuery, bot: Bot, session: AsyncSession, member: MemberInfo, secret: bytes
 ) -> None:
+    # Read before the deletion, which ends the membership: Telegram must stop charging.
+    club = await membership(session, member.id)
     forfeited = await delete_member(
         session, member, identity=identity_hash(secret, query.from_user.id)
     )
+    if club is not None and club.renews and club.subscription_charge_id:
+        await _stop_subscription(bot, query.from_user.id, club.subscription_charge_id)
     await query.answer()
     if isinstance(query.message, Message):
         await edit_text(query.message, _("Your account is deleted."))
@@ -274,6 +301,18 @@ async def confirm_delete(
             ).format(points=fmt.points(forfeited)),
             reply_markup=ReplyKeyboardRemove(),
         )
+
+
+async def _stop_subscription(bot: Bot, user_id: int, charge_id: str) -> None:
+    """Cancel a deleted account's Telegram Stars subscription. The account is deleted
+    whatever Telegram says; a refusal is logged (a renewal that still comes is refunded:
+    bot/handlers/members/club.py)."""
+    try:
+        await bot.edit_user_star_subscription(
+            user_id=user_id, telegram_payment_charge_id=charge_id, is_canceled=True
+        )
+    except TelegramAPIError as exc:
+        log.warning("could not cancel the club subscription of a deleted account: %s", exc)
 
 
 async def stop_offers(
