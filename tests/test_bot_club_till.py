@@ -201,7 +201,7 @@ async def test_a_month_sold_at_the_till_is_recorded_once_and_counted(
         "🎁 The member got +500 points for joining."
     )
     news = text_of(await ann.wait_message("Welcome to City Club"))
-    assert f"You are a member until {until}." in news
+    assert f"You paid {PLN}29.00: you are a member until {until}." in news
     assert "🎁 +500 points: the club's welcome gift." in news
     end = await ends_at(sessions, ann)
     assert before + CLUB_PERIOD <= end <= datetime.now(UTC) + CLUB_PERIOD
