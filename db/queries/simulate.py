@@ -364,7 +364,9 @@ def _facts(row: Any, slugs: dict[int, str], program: Program) -> MemberFacts:
         partners_before={slugs[p] for p in (row[3] or []) if p in slugs},
         last_purchase_at=row[4],
         uses=use_counts(program, recorded, birthday),
-        club=club_spans((begin, end) for begin, end in row[6]) if row[6] else [],
+        club=club_spans((begin, end) for begin, end in row[6])
+        if row[6] and program.club is not None
+        else [],
     )
 
 

@@ -286,24 +286,12 @@ class Simulator:
         }
         # matching()'s candidates, looked up once: each partner's promotions in the file's
         # order, with their min_purchase in cents, whether their `when` can say no (else
-        # runs_on is not asked) and what max_per_member allows (0: no limit).
-        self._candidates = {
-            slug: [
-                (p, cents(p.min_purchase), p.when != When(), limit(p))
-                for p in program.promotions_at(slug)
-            ]
-            for slug in self._earning
-        }
-        # A quicker first look at them: (min_purchase, only a first purchase here, only a
-        # first purchase ever, only club members); a sale none of them lets through gets no
-        # promotion.
-        self._gates = {
-            slug: [
-                (cents(p.min_purchase), p.who.first_at_partner, p.who.first_ever, p.who.club)
-                for p in program.promotions_at(slug)
-            ]
-            for slug in self._earning
-        }
+        # runs_on is not asked) and what max_per_member allows (0: no limit); and a quicker
+        # first look at them (gates): (min_purchase, only a first purchase here, only a first
+        # purchase ever), a sale none of them lets through getting no promotion. Both twice:
+        # for members in the club, and for the others without the promotions only members get.
+        self._candidates, self._gates = self._looked_up(program, members=False)
+        self._club_candidates, self._club_gates = self._looked_up(program, members=True)
         # awards() of promotions without a multiplier do not depend on the points earned.
         self._fixed: dict[tuple[str, ...], list[Award]] = {}
         self._funders: dict[tuple[str, str], list[tuple[str | None, int]]] = {}
@@ -311,6 +299,28 @@ class Simulator:
         self._tier: _Tiers | None = None
         self._club: list[tuple[datetime, datetime]] = []  # the member's club spans to come
         self._sales: dict[int, _Sale] = {}
+
+    def _looked_up(
+        self, program: Program, *, members: bool
+    ) -> tuple[
+        dict[str, list[tuple[Promotion, int, bool, int]]], dict[str, list[tuple[int, bool, bool]]]
+    ]:
+        """Each partner's candidates and gates, for members in the club or the others."""
+        promotions = {
+            slug: [p for p in program.promotions_at(slug) if members or not p.who.club]
+            for slug in self._earning
+        }
+        candidates = {
+            slug: [(p, cents(p.min_purchase), p.when != When(), limit(p)) for p in promos]
+            for slug, promos in promotions.items()
+        }
+        gates = {
+            slug: [
+                (cents(p.min_purchase), p.who.first_at_partner, p.who.first_ever) for p in promos
+            ]
+            for slug, promos in promotions.items()
+        }
+        return candidates, gates
 
     def member(self, facts: MemberFacts, first_event: datetime) -> None:
         self._finish_member()
@@ -358,15 +368,14 @@ class Simulator:
                 found = _NONE
                 first_here = partner not in facts.partners_before
                 first_ever = facts.last_purchase_at is None
-                for minimum, here, ever, members in self._gates[partner]:
+                for minimum, here, ever in (self._club_gates if club else self._gates)[partner]:
                     if (
                         new_charged >= minimum
                         and (first_here or not here)
                         and (first_ever or not ever)
-                        and (club or not members)
                     ):
                         found = self._promotions(
-                            self._candidates[partner],
+                            (self._club_candidates if club else self._candidates)[partner],
                             partner,
                             at,
                             new_charged,
@@ -419,10 +428,8 @@ class Simulator:
             who = promo.who
             # Two of eligible()'s tests first, without building a Shopper: most sales are
             # neither a first purchase nor the first at the partner.
-            if (
-                (who.first_at_partner and not first_here)
-                or (who.first_ever and facts.last_purchase_at is not None)
-                or (who.club and not club)
+            if (who.first_at_partner and not first_here) or (
+                who.first_ever and facts.last_purchase_at is not None
             ):
                 continue
             if shopper is None:
