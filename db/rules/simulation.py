@@ -135,7 +135,7 @@ class MemberFacts:
     last_purchase_at: datetime | None = None
     uses: dict[str, int] = field(default_factory=dict)  # promotion uses by use_key
     # Their time in the club from the period's start on: [from, until) spans, in order,
-    # not overlapping (club_periods).
+    # not overlapping (club_spans).
     club: list[tuple[datetime, datetime]] = field(default_factory=list)
 
 
