@@ -2,9 +2,11 @@
 
 Builds the data of benchmarks/stats.py (100,000 members, 1,000,000 transactions with their
 entries over the last year, written with set-based SQL, the ledger's invariants checked),
-then replays the whole year through a proposed program with promotions (a weekend-morning
-multiplier split between two partners, with max_per_member; a first-purchase-here bonus the
-program funds; another earn_percent) and times it, against a baseline run in the same
+and club memberships (one member in five paid for one to five months in a row, somewhere in
+the year), then replays the whole year through a proposed program with promotions (a
+weekend-morning multiplier split between two partners, with max_per_member; a
+first-purchase-here bonus the program funds; another earn_percent) and a club (×1.5, 5 %
+off, a bonus for members at the bookshop) and times it, against a baseline run in the same
 process: the same rows read through the same cursors with no rule evaluated. It reports
 rows/s, the process's peak memory before and after (resource.getrusage), and whether the
 answer came within 10 s. The last line is
@@ -74,9 +76,48 @@ def proposal() -> Program:
                     "min_purchase": "100.00",
                     "effect": {"bonus_points": 50},
                 },
+                {
+                    "slug": "club-books",
+                    "title": "Club members: 100 points on a book over 30.00",
+                    "partners": ["books"],
+                    "who": {"club": True},
+                    "min_purchase": "30.00",
+                    "effect": {"bonus_points": 100},
+                    "funded_by": "program",
+                },
             ],
+            "club": {
+                "name": "City Club",
+                "stars_per_month": 250,
+                "multiplier": "1.5",
+                "discount_percent": "5",
+            },
         }
     )
+
+
+# One member in five (not deleted) paid for one to five months in a row, from a day spread
+# over the year; their memberships end with their last month.
+CLUB_DATA = (
+    """
+    INSERT INTO club_payments (charge_id, member_id, method, currency, amount, joined,
+                               period_from, period_until, created_at)
+    SELECT 'bench:' || m.id || ':' || k, m.id, 'stars', 'XTR', 250, k = 0,
+           f + interval '30 days' * k, f + interval '30 days' * (k + 1),
+           f + interval '30 days' * k
+    FROM members AS m,
+         LATERAL (SELECT $1::timestamptz - interval '360 days'
+                         + interval '1 day' * (m.id * 7919 % 330) AS f) AS first,
+         LATERAL generate_series(0, m.id / 5 % 5) AS k
+    WHERE m.id % 5 = 0 AND m.deleted_at IS NULL
+    """,
+    """
+    INSERT INTO club_memberships (member_id, joined_at, started_at, ends_at)
+    SELECT member_id, min(period_from), min(period_from), max(period_until)
+    FROM club_payments GROUP BY member_id
+    """,
+    "ANALYZE club_payments",
+)
 
 
 def peak_mb() -> float:
@@ -113,9 +154,15 @@ async def bench(url: str) -> tuple[float, float]:
             print("building the data:", flush=True)
             started = time.perf_counter()
             await generate(conn, now)
+            for statement in CLUB_DATA:
+                await conn.execute(statement, *([now] if "$1" in statement else []))
             print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
             await check_ledger(conn)
             print(await describe(conn))
+            club = await conn.fetchrow(
+                "SELECT count(*) AS n, count(DISTINCT member_id) AS members FROM club_payments"
+            )
+            print(f"club: {club['n']:,} months paid by {club['members']:,} members")
         finally:
             await conn.close()
         start, end = now - timedelta(days=366), now + timedelta(minutes=1)

@@ -68,6 +68,19 @@ CHECKS = {
         SELECT r.reverses_id FROM transactions r JOIN transactions s ON s.id = r.reverses_id
         WHERE s.kind = 'stamp' GROUP BY r.reverses_id HAVING count(*) > 1
     """,
+    "the club's welcome points are paid at most once per member": """
+        SELECT member_id FROM transactions WHERE kind = 'club'
+        GROUP BY member_id HAVING count(*) > 1
+    """,
+    "a membership was paid for, and without a refund ends with its last payment's period"
+    " (or its account's deletion)": """
+        SELECT c.member_id FROM club_memberships c JOIN members m ON m.id = c.member_id
+        LEFT JOIN (SELECT member_id, max(period_until) AS until,
+                          bool_or(refunded_at IS NOT NULL) AS refunded
+                   FROM club_payments GROUP BY member_id) p ON p.member_id = c.member_id
+        WHERE p.member_id IS NULL
+           OR (NOT p.refunded AND c.ends_at <> least(p.until, coalesce(m.deleted_at, p.until)))
+    """,
 }
 
 

@@ -5,24 +5,29 @@ and each operation fails only in the ways it is allowed to (a refund, an expiry 
 adjustment never runs out of points; a confirmation, a gift's acceptance or a claim never
 finds its held points gone). Sales at the coffee shop, the bookshop and the gym stamp cards
 (a coffee card with a voucher, a tour card with points): stamps lapse, refunds take them
-back, and no card is ever left full, nor a full card without its voucher."""
+back, and no card is ever left full, nor a full card without its voucher. Club payments
+(Stars, card, till; the same charge sometimes delivered twice; sometimes for an account
+deleted since) are recorded once per charge, and each membership ends where the model says
+(its last payment's period; its account's deletion); the club's welcome points are paid at
+most once per person, never again to a new account of someone who deleted one that had them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db.engine import session_factory
-from db.ledger.models import Transaction, TxKind
+from db.ledger.models import ClubMembership, ClubPayment, Transaction, TxKind
 from db.rules import errors
 from db.rules.gifts import GiftClosed, GiftLimit, OwnGift, gift_code
-from db.rules.program import Program, parse_program
-from db.rules.tokens import derive_secret
+from db.rules.program import CLUB_PERIOD, Program, parse_program
+from db.rules.tokens import derive_secret, identity_hash
 from db.rules.vouchers import (
     OutOfStock,
     RewardLimit,
@@ -31,9 +36,11 @@ from db.rules.vouchers import (
     VoucherWrongPartner,
 )
 from db.usecases.adjust import adjust
+from db.usecases.club import Payment, record_payment
 from db.usecases.expiry import expire_due
 from db.usecases.gifts import accept_gift, cancel_gift, create_gift, return_expired_gifts
-from db.usecases.members import register_member
+from db.usecases.members import get_member, register_member
+from db.usecases.privacy import delete_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.stamp_lapses import lapse_due, remind_lapsing
@@ -92,6 +99,15 @@ PROGRAM: Program = parse_program(
                 "expire_days": 10,
             },
         ],
+        # No club discount: these sales are typed without one (the till shows the discount
+        # and the database checks it; a club discount is tested at the till).
+        "club": {
+            "name": "Club",
+            "stars_per_month": 250,
+            "price": "29.00",
+            "multiplier": "1.5",
+            "welcome_points": 500,
+        },
     }
 )
 REWARDS = [r.slug for r in PROGRAM.rewards if r.points]  # those in the catalogue
@@ -121,6 +137,9 @@ ALLOWED: dict[str, tuple[type[errors.DomainError], ...]] = {
     "vexpire": (),
     "lapse": (),
     "stamp": (),
+    "pay": (errors.UnknownMember,),  # only for an account deleted since (asserted below)
+    "leave": (),
+    "club sale": (),
 }
 PARTNERS = [p.slug for p in PROGRAM.partners]
 
@@ -157,6 +176,57 @@ operation = st.one_of(
     st.tuples(st.just("vexpire")),
     st.tuples(st.just("lapse")),
 )
+# Club operations: a payment by person 0 or 3 (4: for the last account person 3 deleted) by a
+# method, its charge one of a few (the same charge again is a redelivery) and, for Stars,
+# days the subscription's own end adds; person 3 deleting their account and joining again;
+# a sale by anyone, person 3 included (the others' sales are the operations above).
+club_payment = st.tuples(
+    st.just("pay"),
+    st.sampled_from([0, 3, 4]),  # one who takes every operation, the leaver, a gone account
+    st.sampled_from(["stars", "card", "till"]),
+    st.integers(0, 2),
+    st.integers(0, 2),
+)
+club_sale = st.tuples(st.just("club sale"), st.integers(0, 3), st.integers(0, 3), cents)
+# Three in five are payments, so one person pays again, and after leaving, often enough.
+club_operation = st.integers(0, 4).flatmap(
+    lambda pick: st.just(("leave",)) if pick == 0 else club_sale if pick == 1 else club_payment
+)
+IDENTITY_SECRET = b"property-test"
+
+
+@dataclass
+class ClubModel:
+    """What the club's tables should hold: each charge recorded once, each account's
+    membership end, and who (by person: a Telegram id) had the welcome points."""
+
+    charges: dict[str, datetime] = field(default_factory=dict)  # charge → the end it bought
+    ends: dict[int, datetime] = field(default_factory=dict)  # account → its membership's end
+    welcomed: dict[int, int] = field(default_factory=dict)  # person → account welcomed
+    accounts: dict[int, list[int]] = field(default_factory=dict)  # person → their accounts
+
+    def pay(self, account: int, charge: str, now: datetime, until: datetime | None) -> datetime:
+        """A new charge: 30 days from the present end (or now), at least to `until`."""
+        ends = self.ends.get(account)
+        start = ends if ends is not None and ends > now else now
+        end = start + CLUB_PERIOD
+        if until is not None and until > end:
+            end = until
+        self.charges[charge] = self.ends[account] = end
+        return end
+
+
+# Per account: its club welcome postings, its membership's end; per payment row, counted.
+CLUB_STATE = text(
+    """
+    SELECT m.id,
+           (SELECT count(*) FROM transactions t WHERE t.member_id = m.id AND t.kind = 'club'),
+           (SELECT c.ends_at FROM club_memberships c WHERE c.member_id = m.id)
+    FROM members m ORDER BY m.id
+    """
+)
+
+
 # Requests and catalogue vouchers open (created, not answered or claimed) and their holds,
 # straight from the tables (each voucher's hold against the voucher: tests/invariants.py).
 OPEN = text(
@@ -196,14 +266,39 @@ CARDS = text(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-# Half the operations are sales at stamp cards' partners: a card fills only after a few.
-# (one_of would flatten both into one choice among all the kinds, a stamp sale one of 16).
+# Two in five operations are sales at stamp cards' partners (a card fills only after a
+# few), one in five is the club's. (one_of would flatten them into one choice among all the
+# kinds, a stamp sale one of 19.)
 @given(
     ops=st.lists(
-        st.booleans().flatmap(lambda stamp: stamp_sale if stamp else operation),
+        st.integers(0, 4).flatmap(
+            lambda pick: stamp_sale if pick < 2 else club_operation if pick == 2 else operation
+        ),
         min_size=1,
-        max_size=25,
+        max_size=30,
     )
+)
+# And always the club's path: paid, the same charge again, a sale, renewed; the leaver paid,
+# left, the gone account refused, a new account paid with no second welcome; lapsed and back.
+@example(
+    ops=[
+        ("pay", 0, "stars", 0, 1),
+        ("pay", 0, "stars", 0, 1),
+        ("club sale", 0, 1, 5_000),
+        ("days", 20),
+        ("pay", 0, "stars", 1, 0),
+        ("pay", 3, "till", 0, 0),
+        ("club sale", 3, 2, 2_000),
+        ("leave",),
+        ("pay", 4, "till", 0, 0),
+        ("pay", 4, "card", 1, 0),
+        ("pay", 3, "card", 0, 0),
+        ("days", 40),
+        ("pay", 0, "till", 2, 0),
+        ("reverse", 1, None),
+        ("leave",),
+        ("pay", 3, "stars", 0, 2),
+    ]
 )
 async def test_random_operations_keep_the_invariants(
     engine: AsyncEngine, ops: list[tuple]
@@ -211,9 +306,13 @@ async def test_random_operations_keep_the_invariants(
     await reset_ledger(engine, PROGRAM)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     async with session_factory(engine)() as s:
+        # Persons 0-2 take every operation; person 3 only the club's and sales (they may
+        # delete their account and join again).
         members = [
-            (await register_member(s, PROGRAM, telegram_id=i + 1, now=now)).id for i in range(3)
+            (await register_member(s, PROGRAM, telegram_id=i + 1, now=now)).id for i in range(4)
         ]
+        club = ClubModel(accounts={i: [members[i]] for i in range(4)})
+        gone: list[int] = []  # person 3's deleted accounts
         cashier = await accept_invite(
             s,
             await create_invite(s, created_by=1, role="cashier", partner_slug=PARTNERS[1]),
@@ -396,6 +495,76 @@ async def test_random_operations_keep_the_invariants(
                         await remind_lapsing(s, PROGRAM, now)
                         if await lapse_due(s, PROGRAM, now):
                             event("stamps lapsed")
+                    case ("pay", who, method, charge_n, extra_days) if who < 4 or gone:
+                        account = gone[-1] if who == 4 else members[who]
+                        person = 3 if who == 4 else who
+                        charge = f"{method}:{account}:{charge_n}"
+                        stars = method == "stars"
+                        until = now + CLUB_PERIOD + timedelta(days=extra_days) if stars else None
+                        known = club.charges.get(charge)
+                        try:
+                            paid = await record_payment(
+                                s,
+                                PROGRAM,
+                                Payment(
+                                    member_id=account,
+                                    charge_id=charge,
+                                    method=method,
+                                    currency="XTR" if stars else "PLN",
+                                    amount=Decimal(250) if stars else Decimal("29.00"),
+                                    now=now,
+                                    until=until,
+                                    renews=stars,
+                                    partner_id=cashier.partner_id if method == "till" else None,
+                                ),
+                                identity=identity_hash(IDENTITY_SECRET, person + 1),
+                            )
+                        except errors.UnknownMember:
+                            assert who == 4, (n, op)
+                            raise
+                        assert who != 4, (n, op)
+                        assert paid.new == (known is None), (n, op)
+                        if known is None:
+                            assert paid.ends_at == club.pay(account, charge, now, until), (n, op)
+                            welcome = person not in club.welcomed
+                            assert paid.welcome_points == (500 if welcome else 0), (n, op)
+                            if welcome:
+                                event("club: paid, welcomed")
+                                club.welcomed[person] = account
+                            elif club.welcomed[person] != account:
+                                event("club: paid, no welcome (had them in a deleted account)")
+                            else:
+                                event("club: paid, no welcome (had them)")
+                        else:
+                            assert paid.ends_at == known, (n, op)  # what it bought then
+                            event("club: the same charge again")
+                    case ("leave",):
+                        identity = identity_hash(IDENTITY_SECRET, 4)
+                        info = await get_member(s, members[3])
+                        await delete_member(s, info, identity=identity, now=now)
+                        if members[3] in club.ends:
+                            club.ends[members[3]] = min(club.ends[members[3]], now)
+                        gone.append(members[3])
+                        if last is not None and last[1] == members[3]:
+                            last = None  # no replay of a deleted account's sale
+                        members[3] = (
+                            await register_member(
+                                s, PROGRAM, telegram_id=4, identity=identity, now=now
+                            )
+                        ).id
+                        club.accounts[3].append(members[3])
+                    case ("club sale", m, p, c):
+                        await record_sale(
+                            s,
+                            PROGRAM,
+                            Sale(
+                                member_id=members[m],
+                                partner=PARTNERS[p],
+                                amount=Decimal(c) / 100,
+                                key=f"k{n}",
+                                now=now,
+                            ),
+                        )
                 event(f"{op[0]}: done")
             except errors.DomainError as error:
                 event(f"{op[0]}: {error.code}")
@@ -411,6 +580,26 @@ async def test_random_operations_keep_the_invariants(
             cards = (await s.execute(CARDS)).one()
             await s.rollback()
             assert cards == (0, 0, 0), (n, op, cards)
+            await _check_club(s, club, (n, op))
+
+
+async def _check_club(s: AsyncSession, club: ClubModel, where: object) -> None:
+    """The club's tables against the model: one payment row per charge; each account's
+    membership ends where the model says; the welcome points posted at most once per
+    account, and once to each person the model says had them, over all their accounts."""
+    payments = await s.scalar(select(func.count()).select_from(ClubPayment))
+    memberships = await s.scalar(select(func.count()).select_from(ClubMembership))
+    rows = (await s.execute(CLUB_STATE)).all()
+    await s.rollback()
+    assert payments == len(club.charges), (where, payments, len(club.charges))
+    assert memberships == len(club.ends), (where, memberships, club.ends)
+    welcomes = {account: n for account, n, _ in rows}
+    assert all(n <= 1 for n in welcomes.values()), (where, welcomes)
+    assert {account: ends for account, _, ends in rows if ends is not None} == club.ends, where
+    for person, accounts in club.accounts.items():
+        paid = {a for a in accounts if welcomes[a]}
+        expected = {club.welcomed[person]} if person in club.welcomed else set()
+        assert paid == expected, (where, person, paid, expected)
 
 
 async def _pending(s: AsyncSession, public_id: str, now: datetime) -> bool:

@@ -13,7 +13,8 @@ What is compared ("actual") is the ledger: the points the period's sales earned,
 claw-backs of their refunds posted before the period's end, and the promotion postings
 (TxKind.PROMOTION) related to those sales or refunds. What the simulation changes is only
 what a sale earns; redemptions, welcome and invitation points, stamp cards and gifts are as
-recorded. What points paid for stays what it was, so the money of what a partner redeemed
+recorded, and so is who was in the club when (club_payments; the club's welcome points are
+not a sale's). What points paid for stays what it was, so the money of what a partner redeemed
 (its settlement's points redeemed, at the current point value) does not change; what it
 issues (its settlement's points issued, changed by the simulated points) is priced at the
 proposed point value:
@@ -41,8 +42,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from db.ledger.models import TxKind
 from db.queries.settlement import Settlement, settlement
 from db.rules.points import CENT, expected_money, points_worth
-from db.rules.program import Program, Text
-from db.rules.simulation import MemberFacts, Simulator, Tally, history_start, use_counts
+from db.rules.program import Program, Promotion, Text
+from db.rules.simulation import (
+    MemberFacts,
+    Simulator,
+    Tally,
+    club_spans,
+    history_start,
+    use_counts,
+)
 
 BATCH = 20_000  # rows per round trip of each cursor
 
@@ -240,8 +248,9 @@ _SALES = TxKind.sql_in("kind", TxKind.SALES)  # the till's sales
 _T_SALES = TxKind.sql_in("t.kind", TxKind.SALES)
 
 # The period's buyers, with what is known of them before the stream's start ($3): where they
-# bought, and their last purchase; and the promotions their sales before the period ($1)
-# got (promotion_awards: points, stamps or a voucher), for max_per_member.
+# bought, and their last purchase; the promotions their sales before the period ($1)
+# got (promotion_awards: points, stamps or a voucher), for max_per_member; and the periods
+# their club payments bought that reach into the period (a refunded one's until its refund).
 _MEMBERS = f"""
 WITH active AS (
     SELECT DISTINCT member_id AS id FROM transactions
@@ -256,7 +265,11 @@ SELECT m.id, m.joined_at, m.birthday,
                             to_char(s.created_at AT TIME ZONE $4, 'YYYY-MM-DD"T"HH24:MI')]
                       ORDER BY s.id)
      FROM promotion_awards AS pa JOIN transactions AS s ON s.id = pa.sale_id
-     WHERE s.member_id = m.id AND s.created_at < $1) AS uses
+     WHERE s.member_id = m.id AND s.created_at < $1) AS uses,
+    (SELECT array_agg(ARRAY[c.period_from, c.ends])
+     FROM (SELECT period_from, least(period_until, coalesce(refunded_at, period_until)) AS ends
+           FROM club_payments WHERE member_id = m.id AND period_from < $2) AS c
+     WHERE c.ends > c.period_from AND c.ends > $1) AS club
 FROM members AS m JOIN active AS a ON a.id = m.id
 ORDER BY m.id
 """
@@ -351,6 +364,9 @@ def _facts(row: Any, slugs: dict[int, str], program: Program) -> MemberFacts:
         partners_before={slugs[p] for p in (row[3] or []) if p in slugs},
         last_purchase_at=row[4],
         uses=use_counts(program, recorded, birthday),
+        club=club_spans((begin, end) for begin, end in row[6])
+        if row[6] and program.club is not None
+        else [],
     )
 
 
@@ -442,6 +458,13 @@ async def _ledger(
         rates = (await session.execute(_RATES)).one()
         report = await settlement(session, current, start=start, end=end)
     return actual, rates, report
+
+
+def _promotions(program: Program) -> list[Promotion]:
+    """The report's promotions: the file's, in its order, then the club's multiplier (its
+    own line, under the club's name)."""
+    club = program.club_promotion
+    return [*program.promotions, *([club] if club is not None else [])]
 
 
 def _funded(promo_funded_by: Any) -> str:
@@ -554,7 +577,7 @@ async def simulate(
             actual_points=actual_promotions.get(promo.slug),
             actual_voucher_points=promotion_vouchers.get(promo.slug, 0),
         )
-        for promo in proposed.promotions
+        for promo in _promotions(proposed)
     ]
     return Simulation(
         start=start,

@@ -12,6 +12,13 @@ jobs.py), up or down. So the tier at any moment follows from the spend history a
 that the nightly job ran every night. The spend is the money members actually paid, as
 recorded: a proposed discount does not change which tier the recorded money reached.
 
+Club membership is as recorded: a member is in the club at a sale when one of their club
+payments' periods holds it (a refunded payment's only until its refund). The proposed
+program's club perks then apply as at the till: its discount on top of the tier's
+(Program.discount_percent), its multiplier (Program.club_promotion, paid by the program)
+and the promotions for club members (`who.club`). A proposed program without a [club]
+gives members in the club nothing more than others.
+
 Money is handled in integer cents (the ledger's money has two decimals), points as ints.
 """
 
@@ -127,6 +134,9 @@ class MemberFacts:
     partners_before: set[str] = field(default_factory=set)  # where they bought before
     last_purchase_at: datetime | None = None
     uses: dict[str, int] = field(default_factory=dict)  # promotion uses by use_key
+    # Their time in the club from the period's start on: [from, until) spans, in order,
+    # not overlapping (club_spans).
+    club: list[tuple[datetime, datetime]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -264,6 +274,11 @@ class Simulator:
         self._tiers = program.tiers
         self._floors = [cents(t.min_spend) for t in program.tiers]
         self._discounts = [_scaled(t.discount_percent, 2) for t in program.tiers]
+        # Members in the club: the tier's discount and the club's together.
+        self._club_discounts = [
+            _scaled(program.discount_percent(t.name, True), 2) for t in program.tiers
+        ]
+        self._has_club = program.club is not None
         self._earning = {
             p.slug: [Earning.of(p.earn_percent, t.multiplier, pv) for t in program.tiers]
             for p in program.partners
@@ -271,35 +286,55 @@ class Simulator:
         }
         # matching()'s candidates, looked up once: each partner's promotions in the file's
         # order, with their min_purchase in cents, whether their `when` can say no (else
-        # runs_on is not asked) and what max_per_member allows (0: no limit).
-        self._candidates = {
-            slug: [
-                (p, cents(p.min_purchase), p.when != When(), limit(p))
-                for p in program.promotions_at(slug)
-            ]
-            for slug in self._earning
-        }
-        # A quicker first look at them: (min_purchase, only a first purchase here, only a
-        # first purchase ever); a sale none of them lets through gets no promotion.
-        self._gates = {
-            slug: [
-                (cents(p.min_purchase), p.who.first_at_partner, p.who.first_ever)
-                for p in program.promotions_at(slug)
-            ]
-            for slug in self._earning
-        }
+        # runs_on is not asked) and what max_per_member allows (0: no limit); and a quicker
+        # first look at them (gates): (min_purchase, only a first purchase here, only a first
+        # purchase ever), a sale none of them lets through getting no promotion. Both twice:
+        # for members in the club, and for the others without the promotions only members get.
+        self._candidates, self._gates = self._looked_up(program, members=False)
+        self._club_candidates, self._club_gates = self._looked_up(program, members=True)
         # awards() of promotions without a multiplier do not depend on the points earned.
         self._fixed: dict[tuple[str, ...], list[Award]] = {}
         self._funders: dict[tuple[str, str], list[tuple[str | None, int]]] = {}
         self._facts: MemberFacts | None = None
         self._tier: _Tiers | None = None
+        self._club: list[tuple[datetime, datetime]] = []  # the member's club spans to come
         self._sales: dict[int, _Sale] = {}
+
+    def _looked_up(
+        self, program: Program, *, members: bool
+    ) -> tuple[
+        dict[str, list[tuple[Promotion, int, bool, int]]], dict[str, list[tuple[int, bool, bool]]]
+    ]:
+        """Each partner's candidates and gates, for members in the club or the others."""
+        promotions = {
+            slug: [p for p in program.promotions_at(slug) if members or not p.who.club]
+            for slug in self._earning
+        }
+        candidates = {
+            slug: [(p, cents(p.min_purchase), p.when != When(), limit(p)) for p in promos]
+            for slug, promos in promotions.items()
+        }
+        gates = {
+            slug: [
+                (cents(p.min_purchase), p.who.first_at_partner, p.who.first_ever) for p in promos
+            ]
+            for slug, promos in promotions.items()
+        }
+        return candidates, gates
 
     def member(self, facts: MemberFacts, first_event: datetime) -> None:
         self._finish_member()
         self._facts = facts
         self._tier = _Tiers(self._nights, self._floors, first_event)
+        self._club = facts.club[::-1] if self._has_club else []  # the next one last
         self.totals.members += 1
+
+    def _in_club(self, at: datetime) -> bool:
+        """Whether the member is in the club at `at` (their sales come in time order)."""
+        spans = self._club
+        while spans and spans[-1][1] <= at:
+            spans.pop()
+        return bool(spans) and spans[-1][0] <= at
 
     def sale(
         self,
@@ -323,23 +358,31 @@ class Simulator:
                 totals.unknown_partner_sales += 1
             else:
                 index = tiers.index
+                club = bool(self._club) and self._in_club(at)
                 charged = amount - discount
                 # What points paid stays what it was: the member pays the rest in money.
                 by_points = charged - paid
-                percent = self._discounts[index]
+                percent = (self._club_discounts if club else self._discounts)[index]
                 new_charged = amount - discount_cents(amount, percent) if percent else amount
                 base = earning[index].points(max(new_charged - by_points, 0))
                 found = _NONE
                 first_here = partner not in facts.partners_before
                 first_ever = facts.last_purchase_at is None
-                for minimum, here, ever in self._gates[partner]:
+                for minimum, here, ever in (self._club_gates if club else self._gates)[partner]:
                     if (
                         new_charged >= minimum
                         and (first_here or not here)
                         and (first_ever or not ever)
                     ):
                         found = self._promotions(
-                            self._candidates[partner], partner, at, new_charged, base, index, facts
+                            (self._club_candidates if club else self._candidates)[partner],
+                            partner,
+                            at,
+                            new_charged,
+                            base,
+                            index,
+                            facts,
+                            club,
                         )
                         break
                 self._sales[tx_id] = _Sale(partner, charged, 0, base, found)
@@ -369,6 +412,7 @@ class Simulator:
         base: int,
         index: int,
         facts: MemberFacts,
+        club: bool,
     ) -> list[Award]:
         """db.rules.promotions.matching over the partner's candidates (the same tests in
         the same order: min_purchase, runs_on, eligible), less those max_per_member has
@@ -393,6 +437,7 @@ class Simulator:
                     tier=str(self._tiers[index].name),
                     joined_at=facts.joined_at,
                     birthday=facts.birthday,
+                    club=club,
                     first_ever=facts.last_purchase_at is None,
                     first_at_partner=first_here,
                     last_purchase_at=facts.last_purchase_at,
@@ -488,6 +533,7 @@ class Simulator:
         self._sales = {}
         self._facts = None
         self._tier = None
+        self._club = []
 
     def finish(self) -> Totals:
         self._finish_member()
@@ -495,6 +541,24 @@ class Simulator:
 
 
 _NONE: list[Award] = []  # shared: never appended to
+
+
+def club_spans(
+    periods: Iterable[tuple[datetime, datetime]],
+) -> list[tuple[datetime, datetime]]:
+    """A member's club payments' [from, until) periods (a refunded one's until its refund)
+    as the spans they were in the club: in order, empty ones left out, overlapping or
+    touching ones joined."""
+    spans: list[tuple[datetime, datetime]] = []
+    for begin, end in sorted(periods):
+        if end <= begin:
+            continue
+        if spans and begin <= spans[-1][1]:
+            if end > spans[-1][1]:
+                spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((begin, end))
+    return spans
 
 
 def use_counts(
