@@ -572,10 +572,6 @@ async def test_club_members_get_the_proposed_clubs_perks_computed_by_hand(
     assert plain.promotions == [] and plain.program_points == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the till to apply the club (Shopper.club, the club's discount): club-till",
-)
 async def test_the_current_program_with_a_club_gives_the_ledgers_figures(
     sessions: Sessions,
 ) -> None:
