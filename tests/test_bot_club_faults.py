@@ -158,7 +158,10 @@ async def test_a_payment_the_database_cannot_take_is_told_and_refunded_by_charge
     )
     await owner.send(command)  # again: Telegram says it is refunded, nothing more
     again = text_of(await owner.wait_message("refunded already"))
-    assert again.startswith(f"Telegram says charge {charge} was refunded already")
+    assert again == (
+        f"Telegram says charge {charge} was refunded already (250 ⭐ to Telegram id "
+        f"{ann.user_id}): nothing more to do."
+    )
     assert await count(sessions, AuditLog.action == "club_payment_unclaimed") == 1
     assert len([m for m in ann.messages if "was refunded" in text_of(m)]) == 1
 
@@ -352,3 +355,29 @@ async def test_the_grace_day_says_the_renewal_is_on_its_way(
     assert pending in answer["text"]
     assert "no Telegram Stars subscription" not in answer["text"]
     assert not harness.server.calls("editUserStarSubscription")
+
+
+async def test_stars_telegram_would_not_give_back_are_refunded_by_the_owner_later(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    server = harness.server
+    cy, owner = harness.user("Cy"), harness.owner()
+    await join(cy)
+    paid = await pay_stars(cy)
+    async with sessions() as s:  # deleted, its subscription not cancelled
+        member = await find_by_telegram(s, cy.user_id)
+        assert member is not None
+        await delete_member(s, member)
+    server.fail_next("refundStarPayment", code=400, description="Bad Request: USER_ID_INVALID")
+    renewal = cy.renew(charge_id(paid))
+    assert renewal is not None
+    await cy.wait_message("could not be refunded automatically")
+    told = text_of(await owner.wait_message("paid 250 ⭐ for the club"))
+    command = f"/club_refund {cy.user_id} {renewal.telegram_payment_charge_id} 250"
+    assert told.endswith(f"To refund the Stars, send:\n{command}")
+    await owner.send(command)
+    done = text_of(await owner.wait_message("Refunded"))
+    assert "It was on record already, as a payment that bought nothing." in done
+    assert done.endswith("They were told.")
+    assert renewal.refunded
+    await cy.wait_message("was refunded")

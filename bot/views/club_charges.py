@@ -82,16 +82,23 @@ def not_confirmed() -> str:
     )
 
 
-def refunded(telegram_id: int, stars: int, charge_id: str, *, already: bool) -> str:
+def refunded(telegram_id: int, stars: int, charge_id: str, *, already: bool, new: bool) -> str:
+    """The owner's answer. `already`: Telegram had refunded it before; `new`: recorded now
+    (else it was on record before, as a payment that bought nothing, and stays so)."""
     if already:
         text = _(
-            "Telegram says charge <code>{charge}</code> was refunded already: it is recorded "
-            "as refunded ({amount} to Telegram id {id})."
+            "Telegram says charge <code>{charge}</code> was refunded already ({amount} to "
+            "Telegram id {id}): nothing more to do."
+        )
+    elif new:
+        text = _(
+            "✅ Refunded: Telegram gives {amount} back to Telegram id {id} (charge "
+            "<code>{charge}</code>). Recorded."
         )
     else:
         text = _(
             "✅ Refunded: Telegram gives {amount} back to Telegram id {id} (charge "
-            "<code>{charge}</code>). Recorded."
+            "<code>{charge}</code>). It was on record already, as a payment that bought nothing."
         )
     return text.format(amount=paid(stars, STARS), id=telegram_id, charge=escape(charge_id))
 

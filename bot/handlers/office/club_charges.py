@@ -109,8 +109,8 @@ async def refund_charge(
         log.exception("refund of unrecorded charge %s not recorded", charge)
         await message.answer(views.refunded_not_recorded(telegram_id, stars))
         return
-    lines = [views.refunded(telegram_id, stars, charge, already=already)]
-    if new and not already:
+    lines = [views.refunded(telegram_id, stars, charge, already=already, new=new)]
+    if not already:  # Telegram gave it back now: the payer hears it from the bot too
         language = payer.language if payer is not None else DEFAULT_LANGUAGE
         with i18n.use_locale(language):
             news = views.refunded_to_payer(stars)
