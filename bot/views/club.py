@@ -263,9 +263,9 @@ def no_subscription() -> str:
 def renewal_pending() -> str:
     """The grace day after the end: Telegram's renewal may still be on its way."""
     return _(
-        "Telegram renews your Telegram Stars subscription at the end of the time paid for; "
-        "its payment can take up to a day to reach us. Once it does, your membership goes on "
-        "(you are told); if it does not, you can join again here."
+        "When your Telegram Stars subscription renews, its payment can take up to a day to "
+        "reach us: your membership then goes on, and you are told. If none comes (it was "
+        "cancelled in Telegram, or the Stars ran short), you can join again here after that."
     )
 
 
