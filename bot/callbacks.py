@@ -63,13 +63,14 @@ class TillCb(CallbackData, prefix="till"):
 
 
 class ClubSaleCb(CallbackData, prefix="csale"):
-    """A month of the club sold at the till (bot/handlers/staff/club.py): "offer" asks the
-    cashier to take the money, "taken" records it, "drop" leaves it. `cents`: the price the
-    button showed, so a price changed in the program file meanwhile is refused."""
+    """A month of the club sold at the till (bot/handlers/staff/club_sale.py): "offer" asks the
+    cashier to take the money, "taken" records it, "drop" leaves it. `minor`: the price the
+    button showed, in the currency's smallest unit (db/rules/club.py minor_units: cents, or
+    yen), so a price changed in the program file meanwhile is refused."""
 
     action: Literal["offer", "taken", "drop"]
     dialog: PublicId  # the till's panel (its sale dialog): stale buttons are refused
-    cents: Annotated[int, Field(ge=0, le=10**12)]
+    minor: Annotated[int, Field(ge=0, le=10**12)]
 
 
 class EarnOnlyCb(CallbackData, prefix="eo"):

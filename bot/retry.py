@@ -1,11 +1,13 @@
-"""Retrying the Bot API's passing failures, so a reply is not lost to a hiccup: polling has
-already moved past the update by the time its reply is sent."""
+"""Retrying passing failures: the Bot API's, so a reply is not lost to a hiccup (polling has
+already moved past the update by the time its reply is sent), and the database's, for the
+few writes that must not be lost to one (a payment Telegram has already taken)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import (
@@ -15,7 +17,10 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.exceptions import TelegramNetworkError, TelegramServerError
 from aiogram.methods import GetUpdates, Response, TelegramMethod
 
+from db.engine import passing_failure
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # aiogram parses each answer with `Response[method.__returning__]`, a pydantic generic that
 # pydantic caches only weakly: each time the garbage collector frees one, the next answer
@@ -60,3 +65,29 @@ class RetryMiddleware(BaseRequestMiddleware):
                 log.warning("%s failed; retry %d in %.1fs", type(method).__name__, attempt, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+# A database write retried on a passing failure: tried this many times in all, waiting
+# DB_BASE_DELAY, then twice that, … between tries (0.5 + 1 + 2 s: a server restart or a
+# dropped connection, not an outage).
+DB_ATTEMPTS = 4
+DB_BASE_DELAY = 0.5
+
+
+async def retry_database(
+    work: Callable[[], Awaitable[T]], what: str, *, attempts: int | None = None
+) -> T:
+    """Run `work` (a use case, in its own unit of work: a failed try wrote nothing) again
+    while the database fails in a way that may pass (db/engine.py passing_failure), with
+    backoff; its last failure, or any other, is raised."""
+    attempts = attempts or DB_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            return await work()
+        except Exception as exc:
+            if attempt == attempts or not passing_failure(exc):
+                raise
+            delay = DB_BASE_DELAY * 2 ** (attempt - 1)
+            log.warning("%s failed (%s); retry %d in %.1fs", what, exc, attempt, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -214,3 +214,18 @@ _ERRORS: dict[str, type[DBAPIError]] = {
     "58": OperationalError,
     "XX": InternalError,
 }
+
+
+def passing_failure(exc: BaseException) -> bool:
+    """Whether a database failure may pass if the work is tried again: the connection could
+    not be made or broke (the server restarting, a network blip), the server shutting down,
+    short of resources, or a serialization failure or deadlock (the SQLSTATE classes
+    _ERRORS makes OperationalError). A refusal (a constraint, bad data, a bug) is not."""
+    if isinstance(exc, OSError):  # connecting failed (refused, timed out): no DBAPI error yet
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or ""
+    return _ERRORS.get(code[:2]) is OperationalError

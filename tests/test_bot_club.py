@@ -48,6 +48,10 @@ CLUB_BOOKS = {
 JOIN = "Join for 250 ⭐"
 EXTEND = "Extend for 250 ⭐"
 PROVIDER_TOKEN = "284685063:TEST:club"
+NOT_A_MEMBER = (
+    "Only members of the program can join its club, and this Telegram account is not one: send "
+    "/start to join the program first. Nothing was charged."
+)
 
 
 def club_program(**club: Any) -> Program:
@@ -262,6 +266,9 @@ async def test_pre_checkout_refuses_a_deleted_member_and_a_stale_price(
     assert refused.error_message == "The price has changed: open /club again. Nothing was charged."
     not_his = await bob.pay(link)  # Ann's invoice
     assert not not_his.ok and "another account" in (not_his.error_message or "")
+    never = await harness.user("Cy").pay(link)  # someone who never joined, forwarded it
+    assert not never.ok and never.error_message == NOT_A_MEMBER
+    assert "no longer" not in NOT_A_MEMBER
 
     await ann.send("/privacy")
     await ann.wait_message("Your data")
@@ -271,10 +278,7 @@ async def test_pre_checkout_refuses_a_deleted_member_and_a_stale_price(
     await ann.wait_message("forfeited")
     gone = await ann.pay(link)
     assert not gone.ok and gone.answered
-    assert gone.error_message == (
-        "You are no longer a member of the program, so you cannot join its club. Nothing was "
-        "charged."
-    )
+    assert gone.error_message == NOT_A_MEMBER
     assert not server.payments.charges
     assert await count(sessions, ClubPayment.id.is_not(None)) == 0
 

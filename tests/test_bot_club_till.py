@@ -7,6 +7,7 @@ nothing. The ledger's invariants are checked after each test (the `sessions` fix
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from datetime import UTC, date, datetime, timedelta
@@ -15,16 +16,17 @@ from decimal import Decimal
 import pytest
 from babel.dates import format_date
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.callbacks import ClubSaleCb
 from db.ledger.models import ClubMembership, ClubPayment, Member, Transaction
-from db.rules.program import CLUB_PERIOD, Program
+from db.rules.program import CLUB_PERIOD, Program, parse_program
 from db.usecases.club import Payment, record_payment
 from db.usecases.members import find_by_telegram
-from tests.botharness import BotHarness
+from tests.botharness import OWNER_ID, BotHarness, running_bot
+from tests.conftest import TEST_PROGRAM
 from tests.fakegram import UserClient, inline_buttons, text_of
-from tests.test_club_till import till_club_program
+from tests.test_club_till import CLUB, till_club_program
 from tests.till import EARN, hire, join, open_panel, start_sale
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -341,7 +343,7 @@ async def test_the_own_card_and_a_stale_panel_sell_nothing(
     data = next(b["callback_data"] for b in inline_buttons(first) if b["text"] == A_MONTH)
     await cashier.click(first, data)
     assert "This sale is closed" in (await cashier.wait_callback_answer())["text"]
-    forged = ClubSaleCb(action="taken", dialog="forged-dialog", cents=2900).pack()
+    forged = ClubSaleCb(action="taken", dialog="forged-dialog", minor=2900).pack()
     await cashier.click(first, forged, check=False)
     assert "This sale is closed" in (await cashier.wait_callback_answer())["text"]
     assert await payments(sessions) == []
@@ -370,3 +372,79 @@ async def test_a_refund_takes_the_club_points_back(
     news = text_of(await ann.wait_message("Refund of"))
     assert "−237 points: City Club (on the refunded money)" in news
     assert "Balance: 550 points." in news  # the welcome gift and the club's welcome points
+
+
+async def test_a_month_sold_from_a_panel_is_not_sold_or_cancelled_again(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    server = harness.server
+    cashier, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, cashier, "coffee", "cashier")
+    await join(ann)
+    panel = await open_panel(cashier, ann)
+    offer = next(b["callback_data"] for b in inline_buttons(panel) if b["text"] == A_MONTH)
+    await cashier.click(A_MONTH)
+    ask = await cashier.wait_message("Take")
+    drop = next(b["callback_data"] for b in inline_buttons(ask) if b["text"] == "✖ Cancel")
+    await cashier.click("✅ Taken")
+    await cashier.wait_message("A member until")
+    until = day((await ends_at(sessions, ann)).astimezone(program.program.zone))
+
+    # The panel's offer pressed again: the month is sold, no money is asked for again.
+    asked = len([m for m in cashier.messages if text_of(m).startswith("Take ")])
+    await cashier.click(panel, offer)
+    again = await cashier.wait_callback_answer()
+    assert again.get("show_alert")
+    assert again["text"] == (
+        f"A month of City Club was already sold from this panel: membership until {until}. "
+        "Do not take money for it again. For another month, scan the card again."
+    )
+    assert len([m for m in cashier.messages if text_of(m).startswith("Take ")]) == asked
+
+    # Cancel on the money message after Taken: it says the month stays sold.
+    await cashier.click(ask, drop, check=False)
+    await cashier.wait_callback_answer()
+    edited = await cashier.wait_for(
+        lambda: (
+            "recorded" in text_of(server.message(cashier.user_id, ask["message_id"]) or {})
+            and server.message(cashier.user_id, ask["message_id"])
+        )
+    )
+    assert text_of(edited) == (
+        f"This month was recorded (membership until {until}), so it was not cancelled. A "
+        "refund is the program owner's: /club_refund."
+    )
+    assert await payments(sessions) == [("till", D("29.00"))]
+
+    # A new panel sells another month; its Cancel before Taken records nothing.
+    await open_panel(cashier, ann)
+    await cashier.click(ANOTHER)
+    ask = await cashier.wait_message("Take")
+    await cashier.click("✖ Cancel")
+    await cashier.wait_for(
+        lambda: (
+            text_of(server.message(cashier.user_id, ask["message_id"]) or {})
+            == "Not recorded: no month of the club was sold."
+        )
+    )
+    assert await payments(sessions) == [("till", D("29.00"))]
+
+
+async def test_a_yen_price_travels_in_whole_yen(engine: AsyncEngine, sessions: Sessions) -> None:
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["program"]["currency"] = "JPY"
+    data["club"] = {**CLUB, "price": "3000"}
+    yen = parse_program(data)
+    async with running_bot(engine, sessions, yen, admin_ids=[OWNER_ID]) as running:
+        cashier, ann = running.user("Carl"), running.user("Ann")
+        await hire(running, cashier, "coffee", "cashier")
+        await join(ann)
+        panel = await open_panel(cashier, ann)
+        [button] = [b for b in inline_buttons(panel) if b["text"].startswith("⭐ City Club")]
+        assert ClubSaleCb.unpack(button["callback_data"]).minor == 3000  # not 300000
+        await cashier.click(button["text"])
+        ask = await cashier.wait_message("Take")
+        assert "3,000" in text_of(ask) and "3,000.00" not in text_of(ask)
+        await cashier.click("✅ Taken")
+        await cashier.wait_message("A member until")
+        assert await payments(sessions) == [("till", D("3000"))]

@@ -655,6 +655,12 @@ async def test_a_stars_subscription_paid_renewed_cancelled_refunded(shop: Shop) 
     assert user.renew(charge) is not None
     user.cancel_subscription(charge)  # in Telegram's settings
     assert user.renew(charge) is None
+    with pytest.raises(TelegramBadRequest, match="SUBSCRIPTION_CANCELED_BY_USER"):
+        await bot.edit_user_star_subscription(USER_ID, charge, is_canceled=False)
+    assert await bot.edit_user_star_subscription(USER_ID, charge, is_canceled=True)
+    with pytest.raises(TelegramBadRequest, match="SUBSCRIPTION_CANCELED_BY_USER"):
+        await bot.edit_user_star_subscription(USER_ID, charge, is_canceled=False)
+    assert user.renew(charge) is None  # still cancelled: only the user can renew it now
 
     assert await bot.refund_star_payment(USER_ID, charge)
     with pytest.raises(TelegramBadRequest, match="CHARGE_ALREADY_REFUNDED"):

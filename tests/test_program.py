@@ -442,6 +442,11 @@ def test_club_mistakes_name_the_key() -> None:
     ]:
         with pytest.raises(ProgramError, match=re.escape(message)):
             parse_program({**PROMOTED, "club": club})
+    yen = {**PROMOTED, "program": {**PROMOTED["program"], "currency": "JPY"}}
+    with pytest.raises(ProgramError, match=re.escape("club.price: 3000.50 JPY is finer than")):
+        parse_program({**yen, "club": {"name": "Friends", "price": "3000.50"}})
+    assert parse_program({**yen, "club": {"name": "Friends", "price": "3000"}}).club
+    assert parse_program({**yen, "club": {"name": "Friends", "price": "3000.00"}}).club
 
 
 def test_a_club_multiplier_is_a_promotion_paid_by_the_program() -> None:

@@ -16,7 +16,15 @@ from bot.handlers.members import (
     rewards,
     stamp_cards,
 )
-from bot.handlers.office import campaigns, club_refunds, owner, poster, simulate, stats
+from bot.handlers.office import (
+    campaigns,
+    club_charges,
+    club_refunds,
+    owner,
+    poster,
+    simulate,
+    stats,
+)
 from bot.handlers.staff import club_sale, figures, refund, staff_join, till, vouchers
 
 
@@ -41,6 +49,7 @@ def get_routers() -> list[Router]:
         club.build_payments(),  # Telegram's payments and /paysupport: for anyone, first
         _office_and_staff(
             owner.build(),
+            club_charges.build(),  # /club_refund TELEGRAM-ID CHARGE-ID: before the card's
             club_refunds.build(),
             campaigns.build(),
             till.build(),

@@ -240,8 +240,33 @@ def renewal_refused() -> str:
     return _("Telegram did not accept this just now, so nothing was changed. Try again later.")
 
 
+def renewal_not_noted(renews: bool) -> str:
+    """Telegram accepted the switch and the bot's record of it failed."""
+    return (
+        _(
+            "Telegram has turned the renewal back on; the bot could not note it yet, so /club "
+            "may still show it stopped. Press “Resume renewal” again later to note it."
+        )
+        if renews
+        else _(
+            "Telegram has stopped the renewal; the bot could not note it yet, so /club may "
+            "still show it renewing. Telegram will not charge you again. Press “Stop renewal” "
+            "again later to note it."
+        )
+    )
+
+
 def no_subscription() -> str:
     return _("You have no Telegram Stars subscription to change.")
+
+
+def renewal_pending() -> str:
+    """The grace day after the end: Telegram's renewal may still be on its way."""
+    return _(
+        "When your Telegram Stars subscription renews, its payment can take up to a day to "
+        "reach us: your membership then goes on, and you are told. If none comes (it was "
+        "cancelled in Telegram, or the Stars ran short), you can join again here after that."
+    )
 
 
 def not_by_card() -> str:
@@ -255,8 +280,8 @@ def refusal(reason: str) -> str:
     """Why a payment was refused before anything was charged (Telegram shows it)."""
     return {
         "not_member": lambda: _(
-            "You are no longer a member of the program, so you cannot join its club. Nothing "
-            "was charged."
+            "Only members of the program can join its club, and this Telegram account is not "
+            "one: send /start to join the program first. Nothing was charged."
         ),
         "other_account": lambda: _(
             "This invoice was made for another account: open /club again. Nothing was charged."
@@ -449,17 +474,37 @@ def club_unclaimed(program: Program, p: dict[str, Any]) -> Rendered:
         "other_account": lambda: _("it was for an account that has been deleted"),
         "no_club": lambda: _("the club is no longer sold this way"),
     }.get(str(p.get("reason")), lambda: _("it was for nothing this bot sells"))()
-    return Rendered(
-        _(
-            "⚠️ {name} (Telegram id {id}) paid {amount} for the club, but {why}, so it bought "
-            "nothing: refund it. Telegram charge <code>{charge}</code>, provider charge "
-            "<code>{provider}</code>."
-        ).format(
-            name=escape(str(p.get("name") or "")) or "—",
-            id=p["telegram_id"],
-            amount=paid(p["amount"], str(p["currency"])),
-            why=why,
-            charge=escape(str(p["charge_id"])),
-            provider=escape(str(p.get("provider_charge_id") or "—")),
+    text = _(
+        "⚠️ {name} (Telegram id {id}) paid {amount} for the club, but {why}, so it bought "
+        "nothing: refund it. Telegram charge <code>{charge}</code>, provider charge "
+        "<code>{provider}</code>."
+    ).format(
+        name=escape(str(p.get("name") or "")) or "—",
+        id=p["telegram_id"],
+        amount=paid(p["amount"], str(p["currency"])),
+        why=why,
+        charge=escape(str(p["charge_id"])),
+        provider=escape(str(p.get("provider_charge_id") or "—")),
+    )
+    settling = settle(
+        int(p["telegram_id"]), str(p["currency"]), Decimal(str(p["amount"])), str(p["charge_id"])
+    )
+    return Rendered(text + "\n" + settling)
+
+
+def refund_command(telegram_id: int, charge_id: str, stars: int | Decimal) -> str:
+    """The owner's command that refunds a Stars charge the bot did not record as a club
+    payment (bot/handlers/office/club_charges.py), ready to copy."""
+    return f"/club_refund {telegram_id} {charge_id} {int(stars)}"
+
+
+def settle(telegram_id: int, currency: str, amount: Decimal, charge_id: str) -> str:
+    """How an owner gives back a payment that bought nothing or could not be recorded."""
+    if currency == STARS:
+        return _("To refund the Stars, send:\n<code>{command}</code>").format(
+            command=escape(refund_command(telegram_id, charge_id, amount))
         )
+    return _(
+        "Telegram cannot refund a card payment: refund it in your payment provider's dashboard "
+        "(the provider charge above)."
     )

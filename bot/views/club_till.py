@@ -18,6 +18,7 @@ from bot.views import formatting as fmt
 from bot.views.discounts import club_name
 from bot.views.notices import Rendered, renders
 from db.queries.club import Membership
+from db.rules.club import minor_units
 from db.rules.program import Program
 
 
@@ -25,10 +26,6 @@ def _day(program: Program, moment: datetime | str) -> str:
     """The local day a membership ends on, as the member's calendar has it."""
     when = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
     return fmt.day(when.astimezone(program.program.zone))
-
-
-def cents(price: Decimal) -> int:
-    return int(price * 100)
 
 
 def panel_status(program: Program, membership: Membership | None, now: datetime) -> str:
@@ -57,7 +54,9 @@ def offer_button(program: Program, dialog: str, price: Decimal, member: bool) ->
     return [
         InlineKeyboardButton(
             text=text,
-            callback_data=ClubSaleCb(action="offer", dialog=dialog, cents=cents(price)).pack(),
+            callback_data=ClubSaleCb(
+                action="offer", dialog=dialog, minor=minor_units(price, program.program.currency)
+            ).pack(),
         )
     ]
 
@@ -69,11 +68,13 @@ def take_money(program: Program, price: Decimal, until: datetime) -> str:
     )
 
 
-def take_money_markup(dialog: str, price: Decimal) -> InlineKeyboardMarkup:
+def take_money_markup(program: Program, dialog: str, price: Decimal) -> InlineKeyboardMarkup:
+    minor = minor_units(price, program.program.currency)
+
     def button(text: str, action: str) -> InlineKeyboardButton:
         return InlineKeyboardButton(
             text=text,
-            callback_data=ClubSaleCb(action=action, dialog=dialog, cents=cents(price)).pack(),
+            callback_data=ClubSaleCb(action=action, dialog=dialog, minor=minor).pack(),
         )
 
     return InlineKeyboardMarkup(
@@ -96,6 +97,26 @@ def already_recorded(program: Program, ends_at: datetime) -> str:
     return _("This month was already recorded: membership until {day}. Nothing more.").format(
         day=_day(program, ends_at)
     )
+
+
+def sold_from_panel(program: Program, ends_at: datetime) -> str:
+    """The panel's offer pressed again after its month was recorded: no money to take."""
+    return _(
+        "A month of {club} was already sold from this panel: membership until {day}. Do not "
+        "take money for it again. For another month, scan the card again."
+    ).format(club=club_name(program), day=_day(program, ends_at))
+
+
+def not_sold() -> str:
+    return _("Not recorded: no month of the club was sold.")
+
+
+def recorded_not_cancelled(program: Program, ends_at: datetime) -> str:
+    """Cancel pressed after Taken recorded the month: it stays sold."""
+    return _(
+        "This month was recorded (membership until {day}), so it was not cancelled. A refund "
+        "is the program owner's: /club_refund."
+    ).format(day=_day(program, ends_at))
 
 
 @renders("club_sold")

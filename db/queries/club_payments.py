@@ -116,3 +116,9 @@ async def refund_target(session: AsyncSession, payment_id: int) -> RefundTarget 
         card,
         subscription if renews else None,
     )
+
+
+async def payment_by_charge(session: AsyncSession, charge_id: str) -> PaymentLine | None:
+    """The club payment recorded for this charge id (Telegram's, or a till panel's), if any."""
+    row = (await session.execute(_lines().where(ClubPayment.charge_id == charge_id))).one_or_none()
+    return _line(row[0], row[1]) if row is not None else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.numbers import get_currency_precision
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -501,6 +502,14 @@ class Program(_Strict):
                 )
         self._check_promotions()
         if self.club is not None:
+            # Telegram's invoices and the till's button take the price in the currency's
+            # smallest unit (db/rules/club.py minor_units): 3000.50 JPY has none.
+            digits = get_currency_precision(self.program.currency)
+            if self.club.price.scaleb(digits) % 1:
+                raise ValueError(
+                    f"club.price: {self.club.price} {self.program.currency} is finer than the "
+                    f"currency's smallest unit: write it with {digits} decimals at most"
+                )
             top = max(t.discount_percent for t in self.tiers)
             if top + self.club.discount_percent >= 100:
                 raise ValueError(

@@ -8,7 +8,18 @@ the bot with a ``pre_checkout_query`` update and waits up to 10 seconds for
 user sees the bot's ``error_message``. On ``ok=True`` the money is taken and a message with
 ``successful_payment`` arrives in the user's chat with the bot. A Stars subscription
 (``subscription_period``) is charged again by ``renew_subscription`` unless the user or the
-bot cancelled it (``editUserStarSubscription``); a renewal asks nothing first.
+bot cancelled it (``editUserStarSubscription``); a renewal asks nothing first. The bot may
+re-enable only a subscription it cancelled itself: one the user cancelled in Telegram's own
+settings stays cancelled (Telegram: "Pass False to allow the user to re-enable a subscription
+that was previously canceled by the bot").
+
+Which charge id names a subscription: Telegram documents ``editUserStarSubscription``'s
+``telegram_payment_charge_id`` as "Telegram payment identifier for the subscription". The
+bot sends the charge id of the subscription's latest payment (db/usecases/club.py keeps the
+newest as ``club_memberships.subscription_charge_id``: the first charge, then each
+renewal's). This fake accepts any charge of the subscription, first or renewal, so it cannot
+tell a right id from a wrong one of the same subscription; whether Telegram accepts a
+renewal's charge id is not documented.
 
 Telegram's rules that a bot can trip over are checked and refused with Telegram's errors:
 Stars (currency ``XTR``) take no provider token and exactly one price, subscriptions exist
@@ -70,6 +81,7 @@ class Subscription:
     expiration_date: int
     charges: list[str] = field(default_factory=list)
     is_canceled: bool = False
+    canceled_by_user: bool = False  # in Telegram's settings: the bot cannot re-enable it
 
 
 @dataclass
@@ -348,6 +360,10 @@ class FakePayments:
             raise bad_request('parameter "is_canceled" is required')
         if charge.subscription is None:
             raise bad_request("SUBSCRIPTION_NOT_FOUND")
+        if not canceled and charge.subscription.canceled_by_user:
+            # Only a subscription the bot cancelled may be re-enabled by it. Telegram's exact
+            # description of this refusal is not documented: this one is the fake's own.
+            raise bad_request("SUBSCRIPTION_CANCELED_BY_USER")
         charge.subscription.is_canceled = canceled
         self.server._notify()
         return True
@@ -385,8 +401,10 @@ class FakePayments:
         return charge
 
     def cancel(self, charge_id: str) -> None:
-        """The user cancels the subscription themselves, in Telegram's settings."""
-        self.subscription_of(charge_id).is_canceled = True
+        """The user cancels the subscription themselves, in Telegram's settings (the bot is
+        not told, and cannot re-enable it)."""
+        subscription = self.subscription_of(charge_id)
+        subscription.is_canceled = subscription.canceled_by_user = True
 
     def refunded(self) -> list[Charge]:
         return [charge for charge in self.charges.values() if charge.refunded]

@@ -6,7 +6,14 @@ invoice sent on request); Telegram asks the bot with a pre_checkout_query, which
 answered within 10 seconds (so it only checks what the update already carries: the payer,
 the invoice and today's price); the membership starts only when the successful_payment
 message arrives, recorded exactly once per charge. A payment from someone who is no longer
-a member buys nothing: Stars are refunded at once, the owners are told of a card payment."""
+a member buys nothing: Stars are refunded at once, the owners are told of a card payment.
+
+Telegram has the money by the time successful_payment arrives, and does not send it again
+once the update is answered: a payment the database cannot take is retried a few times
+(bot/retry.py), and if it still cannot, the owners get a message straight through the Bot
+API (the outbox is in the database) with the charge and the way to settle it, and the payer
+is told exactly that. The same holds for any failure while such an update is handled (the
+errors handler here, before the general one)."""
 
 from __future__ import annotations
 
@@ -14,28 +21,38 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 from aiogram import Bot, F, Router
+from aiogram.dispatcher.event.bases import SkipHandler
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
     CallbackQuery,
+    ErrorEvent,
     InlineKeyboardMarkup,
     LabeledPrice,
     Message,
     PreCheckoutQuery,
     SuccessfulPayment,
 )
+from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import ClubCb
 from bot.config import Settings
 from bot.filters import HasPayment, HasText, IsCommand, IsMember, PrivateChat, TextIs
+from bot.handlers.everyone.errors import committed
+from bot.i18n import DEFAULT_LANGUAGE
+from bot.locks import KeyedLocks
+from bot.retry import retry_database
 from bot.views import club as views
+from bot.views import club_charges as charges
 from bot.views import keyboards
 from bot.views.editing import edit_text
+from db.engine import own_session
 from db.queries.club import Membership, membership, payments, welcome_had
 from db.rules import club as rules
 from db.rules.errors import NoClub, UnknownMember
@@ -95,10 +112,16 @@ async def _screen(
             subscription_period=int(CLUB_PERIOD.total_seconds()),
         )
     card = _by_card(program, settings)
-    return (
-        views.screen(program, club, found, now, welcome=welcome, card=card),
-        views.keyboard(program, club, found, now, stars_link=link, card=card),
-    )
+    text = views.screen(program, club, found, now, welcome=welcome, card=card)
+    if _renewal_due(found, now):
+        text += "\n" + views.renewal_pending()
+    return text, views.keyboard(program, club, found, now, stars_link=link, card=card)
+
+
+def _renewal_due(found: Membership | None, now: datetime) -> bool:
+    """The membership has ended and its Stars subscription's renewal may still arrive (the
+    grace day): nothing to stop or start now, the payment is on its way or is not."""
+    return found is not None and not found.active(now) and _subscribed(found, now)
 
 
 async def club(
@@ -157,36 +180,68 @@ async def renewal(
     settings: Settings,
     secret: bytes,
     clock: Callable[[], datetime],
+    locks: KeyedLocks,
 ) -> None:
     """Stop or resume the Stars subscription's renewal: Telegram first, then our record.
-    Already so: said, nothing changed; Telegram refusing: said, nothing changed."""
+    One press of a member's at a time (`locks`): a second press waits for the first and reads
+    what it did, so it says "already" rather than asking Telegram again. Already so: said,
+    nothing changed; Telegram refusing: said, nothing changed; Telegram accepting and the
+    record failing: said as it is."""
     renews = callback_data.action == "resume"
     now = clock()
-    found = await membership(session, member.id)
-    if program.club is None or not views.renewable(found, now):
-        await query.answer(views.no_subscription(), show_alert=True)
-        return
-    assert found is not None and found.subscription_charge_id is not None
-    if found.renews == renews:
-        await query.answer(views.renewal_already(renews))
-    else:
-        try:
-            await bot.edit_user_star_subscription(
-                user_id=query.from_user.id,
-                telegram_payment_charge_id=found.subscription_charge_id,
-                is_canceled=not renews,
+    async with locks.hold(member.id):
+        found = await membership(session, member.id)
+        if program.club is None or not views.renewable(found, now):
+            due = program.club is not None and _renewal_due(found, now)
+            await query.answer(
+                views.renewal_pending() if due else views.no_subscription(), show_alert=True
             )
-        except TelegramAPIError as exc:
-            log.warning("Telegram refused to change member %s's renewal: %s", member.id, exc)
-            await query.answer(views.renewal_refused(), show_alert=True)
             return
-        changed = await set_renewal(session, member.id, renews, actor=query.from_user.id)
-        await query.answer(
-            views.renewal_changed(renews) if changed else views.renewal_already(renews)
-        )
+        assert found is not None and found.subscription_charge_id is not None
+        if found.renews == renews:
+            await query.answer(views.renewal_already(renews))
+        elif not await _switch(query, bot, session, member, found.subscription_charge_id, renews):
+            return
     if isinstance(query.message, Message):
         text, markup = await _screen(bot, session, member, program, settings, secret, now)
         await edit_text(query.message, text, reply_markup=markup)
+
+
+async def _switch(
+    query: CallbackQuery,
+    bot: Bot,
+    session: AsyncSession,
+    member: MemberInfo,
+    charge_id: str,
+    renews: bool,
+) -> bool:
+    """Ask Telegram, then record it; the press is answered. False when the screen must stay
+    as it is (Telegram refused, or the record failed: the database may be down)."""
+    try:
+        await bot.edit_user_star_subscription(
+            user_id=query.from_user.id,
+            telegram_payment_charge_id=charge_id,
+            is_canceled=not renews,
+        )
+    except TelegramAPIError as exc:
+        log.warning("Telegram refused to change member %s's renewal: %s", member.id, exc)
+        now_so = await membership(session, member.id)  # a press elsewhere did it meanwhile?
+        if now_so is not None and now_so.renews == renews:
+            await query.answer(views.renewal_already(renews))
+            return True
+        await query.answer(views.renewal_refused(), show_alert=True)
+        return False
+    try:
+        changed = await retry_database(
+            partial(set_renewal, session, member.id, renews, actor=query.from_user.id),
+            f"recording member {member.id}'s renewal",
+        )
+    except Exception:  # Telegram has it: never "nothing was changed"
+        log.exception("Telegram switched member %s's renewal, not recorded", member.id)
+        await query.answer(views.renewal_not_noted(renews), show_alert=True)
+        return False
+    await query.answer(views.renewal_changed(renews) if changed else views.renewal_already(renews))
+    return True
 
 
 # ------------------------------------------------------------------ Telegram's payment
@@ -249,6 +304,13 @@ async def pre_checkout(
         log.warning("could not answer pre-checkout query %s: %s", query.id, exc)
 
 
+def _amount(paid: SuccessfulPayment) -> Decimal:
+    """What was paid, in its currency: Stars are whole; money comes in its smallest unit."""
+    if paid.currency == STARS:
+        return Decimal(paid.total_amount)
+    return rules.from_minor(paid.total_amount, paid.currency)
+
+
 async def successful_payment(
     message: Message,
     bot: Bot,
@@ -257,11 +319,13 @@ async def successful_payment(
     settings: Settings,
     secret: bytes,
     clock: Callable[[], datetime],
+    i18n: I18n,
     member: MemberInfo | None = None,
 ) -> None:
     """Record the payment once per charge (a redelivered update changes nothing and says
     nothing: its news was owed the first time). A payment that cannot buy membership (its
-    payer is no longer a member) is given back."""
+    payer is no longer a member) is given back. The database failing is retried; failing
+    still, the owners are told directly and the payer is told so."""
     paid = message.successful_payment
     assert paid is not None and message.from_user is not None
     user_id = message.from_user.id
@@ -269,12 +333,12 @@ async def successful_payment(
     stars = paid.currency == STARS
     if parsed is None or (parsed[0] == "stars") != stars:
         log.error("a payment with an unknown payload: %s", paid.model_dump_json())
-        await _give_back(message, bot, session, settings, paid, "unknown")
+        await _give_back(message, bot, session, program, settings, i18n, paid, "unknown")
         return
     method, member_id = parsed
     if member is None or member.id != member_id:
         why = "not_member" if member is None else "other_account"
-        await _give_back(message, bot, session, settings, paid, why)
+        await _give_back(message, bot, session, program, settings, i18n, paid, why)
         return
     until = paid.subscription_expiration_date
     payment = Payment(
@@ -282,80 +346,185 @@ async def successful_payment(
         charge_id=paid.telegram_payment_charge_id,
         method=method,
         currency=paid.currency,
-        amount=Decimal(paid.total_amount)
-        if stars
-        else rules.from_minor(paid.total_amount, paid.currency),
+        amount=_amount(paid),
         now=clock(),
         until=datetime.fromtimestamp(until, UTC) if stars and until is not None else None,
         renews=stars and until is not None,
         recurring=bool(paid.is_recurring) and not paid.is_first_recurring,
         provider_charge_id=paid.provider_payment_charge_id or None,
     )
+    identity = identity_hash(secret, user_id)
     try:
-        await record_payment(
-            session,
-            program,
-            payment,
-            identity=identity_hash(secret, user_id),
-            actor=user_id,
+        await retry_database(
+            partial(record_payment, session, program, payment, identity=identity, actor=user_id),
+            f"recording club payment {payment.charge_id}",
         )
     except UnknownMember:  # deleted meanwhile
-        await _give_back(message, bot, session, settings, paid, "not_member")
+        await _give_back(message, bot, session, program, settings, i18n, paid, "not_member")
     except NoClub:
-        await _give_back(message, bot, session, settings, paid, "no_club")
+        await _give_back(message, bot, session, program, settings, i18n, paid, "no_club")
     except Exception:
-        # Telegram has the money: never "nothing was changed". The log keeps what to
-        # record by hand.
         log.exception("could not record club payment %s", payment)
-        await message.answer(views.not_recorded(views.paid(payment.amount, payment.currency)))
+        await _unrecorded(message, bot, settings, i18n, paid)
 
 
 async def _give_back(
     message: Message,
     bot: Bot,
     session: AsyncSession,
+    program: Program,
     settings: Settings,
+    i18n: I18n,
     paid: SuccessfulPayment,
     reason: str,
 ) -> None:
     """A payment that bought nothing (`reason`: views.given_back's): Stars refunded at
     once; the owners told of what is left for them to refund; audited once per charge,
-    and said once."""
+    and said once. The database failing: the owners are told directly of what was not
+    refunded, and the payer of what was (never "nothing was changed")."""
     assert message.from_user is not None
     user_id = message.from_user.id
-    if await unclaimed_before(session, paid.telegram_payment_charge_id):
-        return  # a redelivered update: refunded or told the first time
+    charge = paid.telegram_payment_charge_id
+
+    async def seen_before() -> bool:
+        # In a session of its own: a failed read leaves the update's session usable.
+        async with own_session(session) as reader:
+            return await unclaimed_before(reader, charge)
+
+    try:
+        if await retry_database(seen_before, f"looking up charge {charge}"):
+            return  # a redelivered update: refunded or told the first time
+    except Exception:  # unknown: go on (Telegram refunds a charge once, and says so)
+        log.exception("could not look up charge %s", charge)
     stars = paid.currency == STARS
     refunded = False
     if stars:
         try:
-            refunded = await bot.refund_star_payment(user_id, paid.telegram_payment_charge_id)
+            refunded = await bot.refund_star_payment(user_id, charge)
         except TelegramAPIError as exc:
             refunded = "CHARGE_ALREADY_REFUNDED" in str(exc)
             if not refunded:
-                log.warning("could not refund charge %s: %s", paid.telegram_payment_charge_id, exc)
-    amount = (
-        Decimal(paid.total_amount) if stars else rules.from_minor(paid.total_amount, paid.currency)
+                log.warning("could not refund charge %s: %s", charge, exc)
+    amount = _amount(paid)
+    said = views.given_back(
+        reason, views.paid(amount, paid.currency), refunded=refunded, stars=stars
     )
-    new = await unclaimed_payment(
-        session,
-        telegram_id=user_id,
-        name=message.from_user.first_name,
-        charge_id=paid.telegram_payment_charge_id,
-        provider_charge_id=paid.provider_payment_charge_id or None,
-        method="stars" if stars else "card",
-        currency=paid.currency,
-        amount=amount,
-        refunded=refunded,
-        reason=reason,
-        owners=settings.admin_ids,
-    )
-    if new:
-        await message.answer(
-            views.given_back(
-                reason, views.paid(amount, paid.currency), refunded=refunded, stars=stars
-            )
+    try:
+        new = await retry_database(
+            partial(
+                unclaimed_payment,
+                session,
+                telegram_id=user_id,
+                name=message.from_user.first_name,
+                charge_id=charge,
+                provider_charge_id=paid.provider_payment_charge_id or None,
+                method="stars" if stars else "card",
+                currency=paid.currency,
+                amount=amount,
+                refunded=refunded,
+                reason=reason,
+                owners=settings.admin_ids,
+            ),
+            f"recording unclaimed charge {charge}",
         )
+    except Exception:
+        log.exception(
+            "charge %s (refunded: %s) that bought nothing not recorded", charge, refunded
+        )
+        if not refunded:  # the owners' notice was to go through the database: straight now
+            with i18n.use_locale(DEFAULT_LANGUAGE):
+                text = views.club_unclaimed(
+                    program,
+                    {
+                        "telegram_id": user_id,
+                        "name": message.from_user.first_name,
+                        "charge_id": charge,
+                        "provider_charge_id": paid.provider_payment_charge_id or None,
+                        "amount": amount,
+                        "currency": paid.currency,
+                        "reason": reason,
+                    },
+                ).text
+            if not await _tell_owners(bot, settings, text):
+                said = charges.unrecorded(
+                    views.paid(amount, paid.currency), told=False, charge_id=charge
+                )
+        await _say(message, said)
+        return
+    if new:
+        await _say(message, said)
+
+
+async def _unrecorded(
+    message: Message, bot: Bot, settings: Settings, i18n: I18n, paid: SuccessfulPayment
+) -> None:
+    """Telegram took the money and the bot could not record it: the owners get a message
+    straight through the Bot API (the outbox is in the database) with the charge and the
+    way to settle it, and the payer is told the truth."""
+    assert message.from_user is not None
+    user = message.from_user
+    amount = _amount(paid)
+    with i18n.use_locale(DEFAULT_LANGUAGE):
+        text = charges.unrecorded_owner(
+            name=user.first_name,
+            telegram_id=user.id,
+            currency=paid.currency,
+            amount=amount,
+            charge_id=paid.telegram_payment_charge_id,
+            provider_charge_id=paid.provider_payment_charge_id or None,
+        )
+    told = await _tell_owners(bot, settings, text)
+    await _say(
+        message,
+        charges.unrecorded(
+            views.paid(amount, paid.currency),
+            told=told > 0,
+            charge_id=paid.telegram_payment_charge_id,
+        ),
+    )
+
+
+async def _tell_owners(bot: Bot, settings: Settings, text: str) -> int:
+    """Send `text` to each owner (ADMIN_IDS) through the Bot API; how many it reached."""
+    told = 0
+    for owner in dict.fromkeys(settings.admin_ids):
+        try:
+            await bot.send_message(owner, text)
+        except TelegramAPIError as exc:
+            log.error("could not tell owner %s of a payment: %s (%s)", owner, exc, text)
+        else:
+            told += 1
+    return told
+
+
+async def _say(message: Message, text: str) -> None:
+    """Tell the payer; a failure is logged (the update is not failed again for it)."""
+    try:
+        await message.answer(text)
+    except TelegramAPIError as exc:
+        log.warning("could not tell %s about their payment: %s", message.chat.id, exc)
+
+
+async def payment_failed(
+    event: ErrorEvent,
+    bot: Bot,
+    settings: Settings,
+    i18n: I18n,
+    session: AsyncSession | None = None,
+) -> None:
+    """Anything that failed while a successful_payment was handled (the database down when
+    the payer was looked up, say) before it was recorded: Telegram will not send it again,
+    so it is handled as a payment that could not be recorded. Saved work goes to the general
+    errors handler ("done and saved")."""
+    message = event.update.message
+    if message is None or message.successful_payment is None or committed(session):
+        raise SkipHandler()
+    log.error(
+        "update %s with a payment failed",
+        event.update.update_id,
+        exc_info=(type(event.exception), event.exception, event.exception.__traceback__),
+    )
+    await _unrecorded(message, bot, settings, i18n, message.successful_payment)
 
 
 # ------------------------------------------------------------------ /paysupport
@@ -430,6 +599,7 @@ def build_payments() -> Router:
     router = Router(name="club payments")
     router.pre_checkout_query.register(pre_checkout)
     router.message.register(successful_payment, HasPayment())
+    router.errors.register(payment_failed, F.update.message.successful_payment)
     router.message.filter(PrivateChat())
     router.message.register(paysupport, Command("paysupport"))
     router.message.register(support_text, StateFilter(PaySupport.text), HasText(), ~IsCommand())
@@ -444,5 +614,8 @@ def build() -> Router:
     router.message.register(club, Command("club"))
     router.message.register(club, TextIs(keyboards.CLUB))
     router.callback_query.register(pay_by_card, ClubCb.filter(F.action == "card"))
-    router.callback_query.register(renewal, ClubCb.filter(F.action.in_({"stop", "resume"})))
+    locks = KeyedLocks()  # a member's renewal presses, one at a time
+    router.callback_query.register(
+        partial(renewal, locks=locks), ClubCb.filter(F.action.in_({"stop", "resume"}))
+    )
     return router
