@@ -161,9 +161,10 @@ def _counts(program: Program) -> str:
     promotions = count(len(program.promotions), "promotion", "promotions")
     club = ""
     if program.club is not None:
-        prices = [f"{program.club.stars_per_month} Stars"] if program.club.stars_per_month else []
+        stars = program.club.stars_per_month
+        prices = [f"{stars} Star{'' if stars == 1 else 's'}"] if stars else []
         if program.club.price:
-            prices.append(f"{program.program.currency} {program.club.price}")
+            prices.append(f"{program.program.currency} {program.club.price:.2f}")
         club = f", a club ({' or '.join(prices)} a month)"
     return f"{partners}, {cards}, {rewards}, {promotions}{club}"
 

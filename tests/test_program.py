@@ -433,12 +433,21 @@ def _promoted(**changes: Any) -> dict[str, Any]:
     return {**PROMOTED, "promotions": [{**PROMOTED["promotions"][0], **changes}]}
 
 
+def test_a_true_or_false_is_not_a_string() -> None:
+    for value in ("yes", "no", "false"):
+        with pytest.raises(
+            ProgramError, match=re.escape(f"who.first_ever: '{value}' is not true")
+        ):
+            parse_program(_promoted(who={"first_ever": value}))
+
+
 def test_club_mistakes_name_the_key() -> None:
     for club, message in [
         ({"name": "Friends", "price": "29.999"}, "club.price: Decimal input should have no"),
         ({"name": "Friends", "stars_per_month": 250, "multiplier": "0.5"}, "club.multiplier:"),
         ({"name": "Friends", "stars_per_month": 10_001}, "club.stars_per_month:"),
         ({"name": "Friends", "price": "9", "owner": 1}, "club.owner: unknown key"),
+        ({"name": "The Extraordinarily Good City Club", "price": "9"}, "club.name: is longer"),
     ]:
         with pytest.raises(ProgramError, match=re.escape(message)):
             parse_program({**PROMOTED, "club": club})

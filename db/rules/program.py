@@ -45,6 +45,8 @@ def _exact_decimal(value: Any) -> Any:
 Dec = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(allow_inf_nan=False)]
 # Strict: a TOML `true` or "10" where a count of points belongs is a mistake, not a 1 or 10.
 Int = Annotated[int, Field(strict=True)]
+# Strict too: "yes", "no" or "false" in quotes is a mistake, not a truth value.
+Bool = Annotated[bool, Field(strict=True)]
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
 Slug = Annotated[str, Field(pattern=_SLUG.pattern)]
 
@@ -195,7 +197,7 @@ class StampCard(_Strict):
     stamps: Int = Field(ge=2, le=100)
     min_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
     per_day: Int = Field(default=1, ge=0, le=100)
-    distinct_partners: bool = False
+    distinct_partners: Bool = False
     reward: Slug | None = None
     reward_points: Int = Field(default=0, ge=0, le=1_000_000)
     expire_days: Int = Field(default=0, ge=0, le=36_500)
@@ -299,11 +301,11 @@ class Who(_Strict):
     birthday and the six days after it); members for at least `member_years` full years."""
 
     tiers: list[Annotated[Text, _text(1, 60)]] = Field(default_factory=list)
-    club: bool = False
-    first_ever: bool = False
-    first_at_partner: bool = False
+    club: Bool = False
+    first_ever: Bool = False
+    first_at_partner: Bool = False
     inactive_days: Int = Field(default=0, ge=0, le=3_650)
-    birthday: bool = False
+    birthday: Bool = False
     member_years: Int = Field(default=0, ge=0, le=100)
 
     @property
@@ -350,7 +352,7 @@ class Promotion(_Strict):
     min_purchase: Dec = Field(default=Decimal(0), ge=0, decimal_places=2)
     effect: Effect
     funded_by: Literal["program"] | dict[Slug, Int] | None = None
-    personal: bool = False
+    personal: Bool = False
     max_per_member: Int = Field(default=0, ge=0, le=1_000)
 
     @field_validator("funded_by", mode="before")
@@ -401,7 +403,8 @@ class Club(_Strict):
     top of their tier's discount, and `welcome_points` once per person ever. `perks` are
     what else the partners promise (free delivery, new products first…), shown in /club."""
 
-    name: Annotated[Text, _text(1, 60)]
+    # Also the title of its invoices, which Telegram limits to 32 characters.
+    name: Annotated[Text, _text(1, 32)]
     text: Annotated[Text, _text(0, 500)] = Text("")
     perks: list[Annotated[Text, _text(1, 200)]] = Field(default_factory=list, max_length=10)
     stars_per_month: Int = Field(default=0, ge=0, le=10_000)
@@ -712,6 +715,8 @@ def _describe(error: Any) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return "unknown key (check its spelling against the documented schema)"
+    if kind == "bool_type":
+        return f"{error.get('input')!r} is not true or false (write true or false, no quotes)"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"{error.get('input')!r} is not one of {expected}"
