@@ -158,6 +158,9 @@ async def test_club_paid_with_stars_renewed_and_its_renewal_stopped(
     balance = text_of(await ann.wait_message("points"))
     assert "550 points" in balance
     assert f"👑 City Club: member until {day} (renews)" in balance
+    await ann.send("/history")
+    history = text_of(await ann.wait_message("Transactions"))
+    assert "City Club: welcome gift: +500 points" in history, history
     twice = await ann.pay(link)  # the same invoice again: a second subscription
     assert not twice.ok and "already renews your membership" in (twice.error_message or "")
 

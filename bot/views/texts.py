@@ -131,6 +131,12 @@ def _what(item: HistoryItem, program: Program) -> str:
             return _("reward for inviting a friend")
         case "welcome":
             return _("welcome gift")
+        case "club" if item.points_out:  # taken back with the payment it came with
+            return _("{club}: welcome gift taken back (the payment was refunded)").format(
+                club=_club_name(program)
+            )
+        case "club":
+            return _("{club}: welcome gift").format(club=_club_name(program))
         case "gift" if item.points_in:
             return _("a gift from a friend")
         case "gift":
@@ -145,6 +151,10 @@ def _what(item: HistoryItem, program: Program) -> str:
             return promotions.history_what(program, item.kind, item.reason) or ""
         case _:
             return _("adjustment: {reason}").format(reason=escape(item.reason or ""))
+
+
+def _club_name(program: Program) -> str:
+    return escape(fmt.text(program.club.name)) if program.club is not None else _("the club")
 
 
 def history(items: list[HistoryItem], offset: int, total: int, program: Program) -> str:
