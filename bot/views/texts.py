@@ -104,7 +104,8 @@ def balance(summary: Summary, program: Program, *, club: bool = False) -> str:
     if summary.expiring_at and summary.expiring_points:
         lines.append(
             _("⏳ {points} expire on {date}.").format(
-                points=fmt.points(summary.expiring_points), date=fmt.day(summary.expiring_at)
+                points=fmt.points(summary.expiring_points),
+                date=fmt.day(summary.expiring_at.astimezone(program.program.zone)),
             )
         )
     return "\n".join(lines)
@@ -172,7 +173,9 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             first=offset + 1, last=offset + len(items), total=total
         )
     ]
+    zone = program.program.zone  # the day the member lived it, not UTC's
     for item in items:
+        day = fmt.day(item.created_at.astimezone(zone))
         moved = []
         if item.points_in:
             moved.append("+" + fmt.points(item.points_in))
@@ -181,14 +184,14 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
         name = fmt.partner_html(program, item.partner) if item.partner else ""
         if item.kind == "donation":
             lines.append(
-                f"{fmt.day(item.created_at)} · "
+                f"{day} · "
                 + _("🤍 Donated {points} to {charity}").format(
                     points=fmt.points(item.points_out), charity=name
                 )
             )
             continue
         where = f" · {name}" if name else ""
-        line = f"{fmt.day(item.created_at)}{where} · {_what(item, program)}"
+        line = f"{day}{where} · {_what(item, program)}"
         if item.kind == "voucher":  # a funded voucher moves none of the member's points
             lines.append(line + (f" ({', '.join(moved)})" if moved else ""))
         else:

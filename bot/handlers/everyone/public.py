@@ -18,7 +18,8 @@ from db.usecases.staff import StaffInfo
 
 
 async def partners(message: Message, program: Program) -> None:
-    await message.answer(texts.partners(program, datetime.now(UTC).date()))
+    today = datetime.now(UTC).astimezone(program.program.zone).date()  # offers end locally
+    await message.answer(texts.partners(program, today))
 
 
 async def help_command(
