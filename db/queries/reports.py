@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Account, AccountKind, Entry, Member, Transaction, TxKind
+from db.rules.discounts import charged
 from db.rules.program import Program
 from db.usecases.purchases import reversal_result
 
@@ -235,6 +236,39 @@ async def cash_handed_back(
         )
     ).scalars()
     return {tx.id: (await reversal_result(session, program, tx)).cash_back for tx in list(refunds)}
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRefunds:
+    """A sale's money and what refunds gave back of it so far (what /cancel says of the
+    last sale when it was refunded since)."""
+
+    charged: Decimal  # the money it charged: its amount less its discount
+    refunded: Decimal  # of that, given back by its refunds
+
+    @property
+    def left(self) -> Decimal:
+        """What a refund can still give back."""
+        return self.charged - self.refunded
+
+
+async def sale_refunds(session: AsyncSession, sale_id: int) -> SaleRefunds | None:
+    """The sale's refunds so far (None: no such sale)."""
+    refunds = (
+        select(func.coalesce(func.sum(Transaction.amount), 0))
+        .where(Transaction.reverses_id == sale_id)
+        .scalar_subquery()
+    )
+    row = (
+        await session.execute(
+            select(Transaction.amount, Transaction.discount, refunds).where(
+                Transaction.id == sale_id, Transaction.kind.in_(TxKind.SALES)
+            )
+        )
+    ).one_or_none()
+    if row is None or row[0] is None:
+        return None
+    return SaleRefunds(charged(row[0], row[1]), Decimal(row[2] or 0))
 
 
 def week_start(now: datetime, timezone: str) -> datetime:
