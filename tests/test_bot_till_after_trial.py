@@ -1,17 +1,24 @@
 """What a trial by a cashier, a manager and a marketer found at the till, end to end through
-the fake Bot API: /cancel never offers to refund a sale refunded since. The ledger's
-invariants are checked after each test (the `sessions` fixture)."""
+the fake Bot API: /cancel never offers to refund a sale refunded since; /shift and /today
+word the club's months for a day without sales, and say a refunded month is the club's,
+apart from sales' refunds. The ledger's invariants are checked after each test (the
+`sessions` fixture)."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.ledger.models import Transaction
+from db.ledger.models import ClubPayment, Transaction
+from db.rules.program import Program
+from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
-from tests.fakegram import text_of
+from tests.fakegram import UserClient, text_of
+from tests.test_bot_club_till import A_MONTH
 from tests.test_bot_till_money import earn
-from tests.till import hire, join
+from tests.test_club_till import till_club_program
+from tests.till import hire, join, open_panel
 
 Sessions = async_sessionmaker[AsyncSession]
 PLN = "PLN\u00a0"
@@ -46,3 +53,67 @@ async def test_cancel_says_the_last_sale_was_refunded_since(
     said = text_of(await carl.wait_message("refunded in full"))
     assert said.startswith("Nothing to cancel: the last sale was posted, then refunded in full.")
     assert f"No. {sale}" in said and "/refund" not in said
+
+
+async def sell_a_month(cashier: UserClient, member: UserClient) -> None:
+    await open_panel(cashier, member)
+    await cashier.click(A_MONTH)
+    await cashier.wait_message("Take")
+    await cashier.click("✅ Taken")
+    await cashier.wait_message("A member until")
+
+
+async def figures(user: UserClient, command: str, head: str) -> str:
+    user.mark_all_seen()
+    await user.send(command)
+    return text_of(await user.wait_message(head))
+
+
+@pytest.mark.parametrize("program", [till_club_program()])
+async def test_shift_and_today_word_club_months_and_their_refunds(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    carl, mia, ann = harness.user("Carl"), harness.user("Mia"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await hire(harness, mia, "coffee", "manager")
+    await join(ann)
+    await sell_a_month(carl, ann)
+
+    # Only a month of the club: no sales for it to be apart from.
+    shift = await figures(carl, "/shift", "Your shift today")
+    assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected (club money, not a sale)." in shift
+    assert "sales above" not in shift
+    today = await figures(mia, "/today", "Today")
+    assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected (club money, not a sale)." in today
+
+    # With a sale (to Bob, who is not in the club): the month is not in the sales above.
+    bob = harness.user("Bob")
+    await join(bob)
+    await earn(carl, bob, "20")
+    shift = await figures(carl, "/shift", "Your shift today")
+    assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected (not in the sales above)." in shift
+    today = await figures(mia, "/today", "Today")
+    assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected (not in the sales above)." in today
+
+    # The owner refunds the month (the till gives the cash back): said as the club's, apart
+    # from the sales' refunds.
+    async with sessions() as s:
+        payment = await s.scalar(select(ClubPayment.id))
+        member = await find_by_telegram(s, ann.user_id)
+    assert member is not None
+    owner = harness.owner()
+    await owner.send(f"/club_refund {member.card_number}")
+    await owner.wait_message("Club payments")
+    await owner.click(f"↩️ No. {payment}: {PLN}29.00")
+    await owner.wait_message("paid in cash")
+    await owner.click("✅ Record as refunded")
+    await owner.wait_message("recorded as refunded")
+    refunded = (
+        f"⭐ City Club: 1 month refunded, {PLN}29.00 (given back from the till, not a sale's "
+        "refund)."
+    )
+    shift = await figures(carl, "/shift", "Your shift today")
+    assert refunded in shift and "Cash handed back for refunds" not in shift
+    today = await figures(mia, "/today", "Today")
+    assert refunded in today
+    assert f"Sales refunded: {PLN}0.00 (cash handed back: {PLN}0.00)." in today

@@ -285,6 +285,7 @@ class ClubTakings:
     months: int = 0
     money: Decimal = Decimal("0.00")
     refunded: Decimal = Decimal("0.00")
+    refunds: int = 0  # the months refunded in the period (their money: `refunded`)
 
 
 _CLUB_TAKINGS = text(
@@ -293,7 +294,8 @@ _CLUB_TAKINGS = text(
            coalesce(sum(amount) FILTER (WHERE created_at >= :start AND created_at < :end), 0)
                AS money,
            coalesce(sum(amount) FILTER (WHERE refunded_at >= :start AND refunded_at < :end), 0)
-               AS refunded
+               AS refunded,
+           count(*) FILTER (WHERE refunded_at >= :start AND refunded_at < :end) AS refunds
     FROM club_payments
     WHERE method = 'till'
       AND (CAST(:staff AS bigint) IS NULL OR staff_id = :staff)
@@ -320,4 +322,6 @@ async def club_takings(
             {"start": start, "end": end, "staff": staff_id, "partner": partner_id},
         )
     ).one()
-    return ClubTakings(int(row.months), Decimal(row.money), Decimal(row.refunded))
+    return ClubTakings(
+        int(row.months), Decimal(row.money), Decimal(row.refunded), int(row.refunds)
+    )
