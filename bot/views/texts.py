@@ -30,6 +30,8 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
         lines.append("• " + tiers)
     if rates[-1]:  # a pure discount program earns nothing: no earning to promise
         lines.append(_earning(program, rates))
+    if club := _club(program):
+        lines.append(club)
     lines += [
         _("• Spend them at any partner: 1 point = {value}, up to {share} of a purchase.").format(
             value=fmt.money(rules.point_value, rules.currency),
@@ -67,6 +69,45 @@ def _earning(program: Program, rates: list[Decimal]) -> str:
     return _("• Earn points on every purchase: {low}–{high} of what you pay.").format(
         low=fmt.percent(low), high=fmt.percent(high)
     )
+
+
+def _club(program: Program) -> str:
+    """The club in one line of the rules: what it adds to a tier's earning and discount and
+    what a month costs ("" without a club)."""
+    club = program.club
+    if club is None:
+        return ""
+    money = fmt.money(club.price, program.program.currency) if club.price else ""
+    stars = f"{fmt.number(club.stars_per_month)} ⭐" if club.stars_per_month else ""
+    figures = {
+        "club": escape(fmt.text(club.name)),
+        "price": (
+            _("{stars} or {money}").format(stars=stars, money=money)
+            if stars and money
+            else stars or money
+        ),
+        "multiplier": fmt.number(club.multiplier),
+        "percent": fmt.percent(club.discount_percent),
+    }
+    more, off = club.multiplier > 1, bool(club.discount_percent)
+    if more and off:
+        text = _(
+            "• {club}, a paid membership ({price} a month): points × {multiplier} and "
+            "{percent} more off at every partner, on top of your tier; more in /club."
+        )
+    elif more:
+        text = _(
+            "• {club}, a paid membership ({price} a month): points × {multiplier} on top of "
+            "your tier; more in /club."
+        )
+    elif off:
+        text = _(
+            "• {club}, a paid membership ({price} a month): {percent} more off at every "
+            "partner, on top of your tier; more in /club."
+        )
+    else:  # the partners' own perks only
+        text = _("• {club}, a paid membership ({price} a month): its perks are in /club.")
+    return text.format(**figures)
 
 
 def balance(summary: Summary, program: Program, *, club: bool = False) -> str:
