@@ -1,17 +1,23 @@
 """What a trial by a cashier, a manager and a marketer found at the till, end to end through
 the fake Bot API: /cancel never offers to refund a sale refunded since; /shift and /today
 word the club's months for a day without sales, and say a refunded month is the club's,
-apart from sales' refunds. The ledger's invariants are checked after each test (the
-`sessions` fixture)."""
+apart from sales' refunds; /settlement's caption says what the tills collected for the club,
+what was refunded and what the partners kept. The ledger's invariants are checked after
+each test (the `sessions` fixture)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.ledger.models import ClubPayment, Transaction
+from db.queries.settlement import settlement
 from db.rules.program import Program
+from db.usecases.club import Payment, record_payment
 from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
 from tests.fakegram import UserClient, text_of
@@ -117,3 +123,55 @@ async def test_shift_and_today_word_club_months_and_their_refunds(
     today = await figures(mia, "/today", "Today")
     assert refunded in today
     assert f"Sales refunded: {PLN}0.00 (cash handed back: {PLN}0.00)." in today
+
+
+@pytest.mark.parametrize("program", [till_club_program()])
+async def test_settlement_caption_says_club_money_kept_collected_and_refunded(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Four months sold at the café's till two days ago (116.00), one of them refunded
+    yesterday: the partners keep 87.00 for the coalition."""
+    people = [harness.user(name) for name in ("Ann", "Bob", "Cat", "Dan")]
+    now = datetime.now(UTC)
+    async with sessions() as s:
+        for n, user in enumerate(people):
+            await join(user)
+            member = await find_by_telegram(s, user.user_id)
+            assert member is not None
+            sold = now - timedelta(days=2)
+            await record_payment(
+                s,
+                program,
+                Payment(member.id, f"till:1:p{n}", "till", "PLN", Decimal("29.00"), sold,
+                        partner_id=1),
+            )  # fmt: skip
+        # The owner's refund of one (db/usecases/club_refunds.py sets refunded_at).
+        await s.execute(
+            update(ClubPayment)
+            .where(ClubPayment.charge_id == "till:1:p0")
+            .values(refunded_at=now - timedelta(days=1))
+        )
+        await s.commit()
+    last = now.date() - timedelta(days=1)
+    first = last - timedelta(days=6)
+    owner = harness.owner()
+    await owner.send(f"/settlement {first}..{last}")
+    caption = text_of(await owner.wait_message(lambda m: "document" in m, timeout=15))
+    assert (
+        f"Club months at tills: {PLN}87.00 kept of {PLN}116.00 collected ({PLN}29.00 "
+        "refunded in the period), owed by the partners to the coalition (in their amounts)."
+    ) in caption
+    assert "collected by the partners" not in caption
+    async with sessions() as s:
+        zone = program.program.zone
+        report = await settlement(
+            s,
+            program,
+            start=datetime.combine(first, datetime.min.time(), tzinfo=zone),
+            end=datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone),
+        )
+    assert (report.club_collected, report.club_refunded, report.club_money) == (
+        Decimal("116.00"),
+        Decimal("29.00"),
+        Decimal("87.00"),
+    )
