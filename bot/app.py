@@ -114,7 +114,8 @@ def build_dispatcher(
         ThrottleMiddleware(i18n, rate=settings.flood_rate, burst=settings.flood_burst)
     )
     dp.update.outer_middleware(DatabaseMiddleware(runtime.sessions, after_commit=outbox.kick))
-    dp.update.outer_middleware(IdentityMiddleware(runtime.engine))
+    zone = runtime.program.program.timezone  # /balance's expiring points: a local day's
+    dp.update.outer_middleware(IdentityMiddleware(runtime.engine, zone))
     MemberLocaleMiddleware(i18n).setup(dp)
     dp.message.outer_middleware(RefuseNul())
     dp.include_routers(*get_routers())

@@ -12,8 +12,10 @@ from typing import Any
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import lazy_gettext as __
 
+from bot.views import formatting as fmt
 from db.rules import access
 from db.rules.access import CASHIER, MANAGER, MARKETER
+from db.rules.program import Program
 
 MEMBER, OWNER = "member", "owner"
 # The order /help and the menus show a person's roles in: their work first, then their own
@@ -274,32 +276,55 @@ def section_title(role: str, partner: str | None = None) -> str:
     }[role]
 
 
-def _intro(role: str) -> str | None:
-    if role in (CASHIER, MANAGER):
-        return _(
+def till_club(program: Program) -> str | None:
+    """The club's name (escaped) when tills sell its months (it has a price in money): the
+    staff's help says how; None otherwise."""
+    club = program.club
+    return escape(fmt.text(club.name)) if club is not None and club.price else None
+
+
+def _intro(role: str, club: str | None = None) -> list[str]:
+    if role not in (CASHIER, MANAGER):
+        return []
+    lines = [
+        _(
             "To serve a member: scan their card's QR code with the phone camera, send a photo "
             "of the card, or type the card number."
         )
-    return None
+    ]
+    if club:
+        lines.append(
+            _(
+                "To sell a month of {club}: on the member's panel press ⭐, take the money, "
+                "then press Taken."
+            ).format(club=club)
+        )
+    return lines
 
 
-def section(role: str, partner: str | None = None, *, skip: frozenset[str] = frozenset()) -> str:
-    """One role's part of /help (and of a staff welcome): a title, then one line each."""
-    lines = [f"<b>{section_title(role, partner)}</b>"]
-    if intro := _intro(role):
-        lines.append(intro)
+def section(
+    role: str,
+    partner: str | None = None,
+    *,
+    skip: frozenset[str] = frozenset(),
+    club: str | None = None,
+) -> str:
+    """One role's part of /help (and of a staff welcome): a title, then one line each.
+    `club`: the club's name when tills sell its months (till_club)."""
+    lines = [f"<b>{section_title(role, partner)}</b>", *_intro(role, club)]
     lines += [str(cmd.help) for cmd in COMMANDS[role] if cmd.name not in skip]
     return "\n".join(lines)
 
 
-def help_text(roles: list[str], partner: str | None = None) -> str:
-    """/help for someone with these roles: each role's commands, a command said once."""
+def help_text(roles: list[str], partner: str | None = None, club: str | None = None) -> str:
+    """/help for someone with these roles: each role's commands, a command said once;
+    `club` as in `section`."""
     parts = [_("What I can do:")]
     shown: set[str] = set()
     for role in roles:
         if all(cmd.name in shown for cmd in COMMANDS[role]):
             continue  # every command of this role is listed already: no empty heading
-        parts.append(section(role, partner, skip=frozenset(shown)))
+        parts.append(section(role, partner, skip=frozenset(shown), club=club))
         shown.update(cmd.name for cmd in COMMANDS[role])
     if MEMBER not in roles:
         if roles:

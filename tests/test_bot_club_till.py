@@ -218,7 +218,7 @@ async def test_a_month_sold_at_the_till_is_recorded_once_and_counted(
 
     await cashier.send("/shift")
     shift = text_of(await cashier.wait_message("Your shift today"))
-    assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected (not in the sales above)." in shift
+    assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected (club money, not a sale)." in shift
     await manager.send("/today")
     today = text_of(await manager.wait_message("Today"))
     assert f"⭐ City Club: 1 month sold, {PLN}29.00 collected" in today

@@ -50,12 +50,14 @@ from db.queries.stats import (
     parse_period,
     previous_month,
 )
-from db.rules.program import Program
+from db.rules.program import Program, parse_program
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
-from tests.conftest import make_program, reset_ledger
+from db.usecases.staff import accept_invite, create_invite
+from db.usecases.voucher_claims import claim_voucher
+from tests.conftest import TEST_PROGRAM, make_program, reset_ledger
 
 Sessions = async_sessionmaker[AsyncSession]
 D = Decimal
@@ -472,6 +474,83 @@ async def test_settlement_csv_reconciles_with_the_ledger(
     }
     assert lines["coffee"]["Liability at end"] == "2.69"  # 269 × 0.01
     assert D(total["Liability at end"]) == report.liability == D("8.27")
+
+
+# A first-visit bonus paid by the four partners alike, and a coffee voucher the bookshop
+# funds on a book of 40.00: points a partner issues on another partner's sale.
+SHARED = parse_program(
+    {
+        **TEST_PROGRAM,
+        "rewards": [
+            {"slug": "free-coffee", "title": "A coffee", "partner": "coffee", "points": 300}
+        ],
+        "promotions": [
+            {
+                "slug": "new-partner",
+                "title": "First visit to a new partner",
+                "who": {"first_at_partner": True},
+                "effect": {"bonus_points": 100},
+                "funded_by": {"coffee": 25, "books": 25, "gym": 25, "bakery": 25},
+            },
+            {
+                "slug": "coffee-with-a-book",
+                "title": "Coffee with a book",
+                "partners": ["books"],
+                "min_purchase": "40.00",
+                "effect": {"reward": "free-coffee"},
+                "funded_by": {"books": 100},
+            },
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize("program", [SHARED])
+async def test_a_partners_points_are_settlements_with_its_share_of_others_sales(
+    sessions: Sessions, program: Program
+) -> None:
+    """A manager's /stats counts the points a partner funds on other partners' sales (its
+    share of a promotion, a voucher it pays for honoured elsewhere), as settlement does."""
+    async with sessions() as s:
+        ann = (await register_member(s, program, telegram_id=1, now=at(2026, 11, 2))).id
+        for key, partner, amount in (("c", "coffee", "20.00"), ("b", "books", "40.00")):
+            await record_sale(
+                s,
+                program,
+                Sale(
+                    member_id=ann,
+                    partner=partner,
+                    amount=D(amount),
+                    key=key,
+                    now=at(2026, 11, 3),
+                ),
+            )
+        code = (await s.execute(text("SELECT code FROM vouchers"))).scalar_one()
+        token = await create_invite(s, created_by=1, role="cashier", partner_slug="coffee")
+        barista = await accept_invite(s, token, telegram_id=900, first_name="Staff")
+        await claim_voucher(s, program, barista, code=code, now=at(2026, 11, 4))
+        report = await settlement(s, program, start=START, end=END)
+        ids = dict((await s.execute(text("SELECT slug, id FROM partners"))).all())
+        alone = {
+            slug: await kpis(s, program, start=START, end=END, partner_id=ids[slug])
+            for slug in ids
+        }
+        total, rows = await coalition_report(s, program, start=START, end=END)
+    settled = {p.slug: (p.points_issued, p.points_redeemed) for p in report.partners}
+    # Coffee: its sale's 100 and 25 + 25 of the two first visits; books: its 120 and its
+    # shares, and the 300 of the coffee it paid for; the gym and the bakery sold nothing.
+    # The coffee was honoured at the café: 300 redeemed there.
+    assert settled == {
+        "coffee": (150, 300),
+        "books": (120 + 50 + 300, 0),
+        "gym": (50, 0),
+        "bakery": (50, 0),
+    }
+    assert {slug: (k.points_issued, k.points_redeemed) for slug, k in alone.items()} == settled
+    assert {r.slug: (r.kpis.points_issued, r.kpis.points_redeemed) for r in rows} == settled
+    assert alone["gym"].redemption_rate == D(0)
+    assert sum(d.points_issued for d in alone["gym"].days) == 50
+    assert total.points_issued == sum(issued for issued, _ in settled.values())
 
 
 def test_outstanding_points_are_shared_out_exactly() -> None:

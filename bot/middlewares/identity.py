@@ -18,8 +18,9 @@ class IdentityMiddleware(BaseMiddleware):
     """Reads outside the update's session, with the updates handled alongside
     (db.queries.identity): an update that only reads starts no transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.senders = SenderBatch(engine)
+    def __init__(self, engine: AsyncEngine, timezone: str = "UTC") -> None:
+        # The program's time zone: /balance counts the points expiring on a local day.
+        self.senders = SenderBatch(engine, timezone)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")

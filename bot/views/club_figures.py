@@ -1,13 +1,16 @@
 """The club's lines in /stats (db/queries/stats.py `ClubFigures`): members, joined and
 lapsed; revenue in Stars and in money, kept apart (they are not the same money: Telegram
-pays Stars out on its own terms)."""
+pays Stars out on its own terms). And in /shift and /today (db/queries/reports.py
+`ClubTakings`): months sold at the till and months refunded, apart from sales."""
 
 from __future__ import annotations
 
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext as _n
 
 from bot.views import formatting as fmt
 from bot.views.club_lapses import club_name, stars
+from db.queries.reports import ClubTakings
 from db.queries.stats import ClubFigures, ClubMoney
 from db.rules.program import Program
 
@@ -49,6 +52,50 @@ def club_lines(figures: ClubFigures, program: Program, *, running: bool) -> list
                 card=fmt.money(m.card, m.currency),
                 till=fmt.money(m.till, m.currency),
                 refunded=fmt.money(m.refunded, m.currency),
+            )
+        )
+    return lines
+
+
+def till_lines(program: Program, takings: ClubTakings, *, sales: bool) -> list[str]:
+    """/shift and /today: the club's months sold at the till and the money taken for them
+    (the partner hands it to the coalition: settlement), and the months the owner refunded
+    (the till gave the money back), each apart from sales and their refunds. `sales`: the
+    text above lists sales (else there is nothing to be apart from)."""
+    currency = program.program.currency
+    figures = {"club": club_name(program)}
+    lines = []
+    if takings.months:
+        sold = (
+            _n(
+                "⭐ {club}: {n} month sold, {money} collected (not in the sales above).",
+                "⭐ {club}: {n} months sold, {money} collected (not in the sales above).",
+                takings.months,
+            )
+            if sales
+            else _n(
+                "⭐ {club}: {n} month sold, {money} collected (club money, not a sale).",
+                "⭐ {club}: {n} months sold, {money} collected (club money, not sales).",
+                takings.months,
+            )
+        )
+        lines.append(
+            sold.format(
+                n=fmt.number(takings.months), money=fmt.money(takings.money, currency), **figures
+            )
+        )
+    if takings.refunds or takings.refunded:
+        lines.append(
+            _n(
+                "⭐ {club}: {n} month refunded, {money} (given back from the till, not a sale's "
+                "refund).",
+                "⭐ {club}: {n} months refunded, {money} (given back from the till, not sales' "
+                "refunds).",
+                takings.refunds,
+            ).format(
+                n=fmt.number(takings.refunds),
+                money=fmt.money(takings.refunded, currency),
+                **figures,
             )
         )
     return lines

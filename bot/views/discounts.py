@@ -126,8 +126,9 @@ def member_line(program: Program, p: dict[str, Any], partner: str) -> str:
 
 
 def member_discount(program: Program, tier: str, club: bool) -> str:
-    """The till's panel: the member's discount and where it comes from, "🏷 Gold: 5% off at
-    every partner.", "🏷 10% off at every partner: 5% Gold + 5% City Club." ("" without)."""
+    """The till's panel and /balance: the member's discount and where it comes from, "🏷
+    Gold: 5% off at every partner.", "🏷 City Club: 5% off at every partner.", "🏷 10% off at
+    every partner: 5% Gold + 5% City Club." ("" without)."""
     priced = price(Decimal(0), program.tier(tier), club_part(program, club))
     if not priced.percent:
         return ""
@@ -138,16 +139,6 @@ def member_discount(program: Program, tier: str, club: bool) -> str:
         )
     return _("🏷 {tier}: {percent} off at every partner.").format(
         tier=source, percent=fmt.percent(priced.percent)
-    )
-
-
-def tier_discount(program: Program, tier: str) -> str:
-    """For /balance: "🏷 Gold: 5 % off at every partner." ("" for a tier without one)."""
-    percent = program.tier(tier).discount_percent
-    if not percent:
-        return ""
-    return _("🏷 {tier}: {percent} off at every partner.").format(
-        tier=tier_name(program, tier), percent=fmt.percent(percent)
     )
 
 

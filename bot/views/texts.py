@@ -30,6 +30,8 @@ def rules_summary(program: Program, *, welcome: bool = True) -> str:
         lines.append("• " + tiers)
     if rates[-1]:  # a pure discount program earns nothing: no earning to promise
         lines.append(_earning(program, rates))
+    if club := _club(program):
+        lines.append(club)
     lines += [
         _("• Spend them at any partner: 1 point = {value}, up to {share} of a purchase.").format(
             value=fmt.money(rules.point_value, rules.currency),
@@ -69,7 +71,48 @@ def _earning(program: Program, rates: list[Decimal]) -> str:
     )
 
 
-def balance(summary: Summary, program: Program) -> str:
+def _club(program: Program) -> str:
+    """The club in one line of the rules: what it adds to a tier's earning and discount and
+    what a month costs ("" without a club)."""
+    club = program.club
+    if club is None:
+        return ""
+    money = fmt.money(club.price, program.program.currency) if club.price else ""
+    stars = f"{fmt.number(club.stars_per_month)} ⭐" if club.stars_per_month else ""
+    figures = {
+        "club": escape(fmt.text(club.name)),
+        "price": (
+            _("{stars} or {money}").format(stars=stars, money=money)
+            if stars and money
+            else stars or money
+        ),
+        "multiplier": fmt.number(club.multiplier),
+        "percent": fmt.percent(club.discount_percent),
+    }
+    more, off = club.multiplier > 1, bool(club.discount_percent)
+    if more and off:
+        text = _(
+            "• {club}, a paid membership ({price} a month): points × {multiplier} and "
+            "{percent} more off at every partner, on top of your tier; more in /club."
+        )
+    elif more:
+        text = _(
+            "• {club}, a paid membership ({price} a month): points × {multiplier} on top of "
+            "your tier; more in /club."
+        )
+    elif off:
+        text = _(
+            "• {club}, a paid membership ({price} a month): {percent} more off at every "
+            "partner, on top of your tier; more in /club."
+        )
+    else:  # the partners' own perks only
+        text = _("• {club}, a paid membership ({price} a month): its perks are in /club.")
+    return text.format(**figures)
+
+
+def balance(summary: Summary, program: Program, *, club: bool = False) -> str:
+    """/balance's points and tier; `club`: the member is in the club now (its multiplier
+    next to the tier's, its discount added to the tier's with where each part comes from)."""
     currency = program.program.currency
     worth = fmt.money(summary.money, currency)
     lines = [
@@ -86,12 +129,9 @@ def balance(summary: Summary, program: Program) -> str:
         else _("💰 <b>{points}</b> (worth {money})").format(
             points=fmt.points(summary.balance), money=worth
         ),
-        _("🏅 Tier: {tier} (points × {multiplier})").format(
-            tier=escape(fmt.text(program.tier(summary.tier).name)),
-            multiplier=fmt.number(summary.multiplier),
-        ),
+        _tier_line(summary, program, club=club),
     ]
-    if discount := discounts.tier_discount(program, summary.tier):
+    if discount := discounts.member_discount(program, summary.tier, club):
         lines.append(discount)
     if summary.next_tier and summary.to_next_tier is not None:
         lines.append(
@@ -105,10 +145,29 @@ def balance(summary: Summary, program: Program) -> str:
     if summary.expiring_at and summary.expiring_points:
         lines.append(
             _("⏳ {points} expire on {date}.").format(
-                points=fmt.points(summary.expiring_points), date=fmt.day(summary.expiring_at)
+                points=fmt.points(summary.expiring_points),
+                date=fmt.day(summary.expiring_at.astimezone(program.program.zone)),
             )
         )
     return "\n".join(lines)
+
+
+def _tier_line(summary: Summary, program: Program, *, club: bool) -> str:
+    """ "🏅 Tier: Gold (points × 1.5)", and for a club member with a club multiplier
+    "🏅 Tier: Gold (points × 1.5), × 1.5 more in City Club"."""
+    figures = {
+        "tier": escape(fmt.text(program.tier(summary.tier).name)),
+        "multiplier": fmt.number(summary.multiplier),
+    }
+    if club and program.club is not None and program.club_promotion is not None:
+        return _(
+            "🏅 Tier: {tier} (points × {multiplier}), × {club_multiplier} more in {club}"
+        ).format(
+            club_multiplier=fmt.number(program.club.multiplier),
+            club=discounts.club_name(program),
+            **figures,
+        )
+    return _("🏅 Tier: {tier} (points × {multiplier})").format(**figures)
 
 
 def _what(item: HistoryItem, program: Program) -> str:
@@ -165,7 +224,9 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
             first=offset + 1, last=offset + len(items), total=total
         )
     ]
+    zone = program.program.zone  # the day the member lived it, not UTC's
     for item in items:
+        day = fmt.day(item.created_at.astimezone(zone))
         moved = []
         if item.points_in:
             moved.append("+" + fmt.points(item.points_in))
@@ -174,14 +235,14 @@ def history(items: list[HistoryItem], offset: int, total: int, program: Program)
         name = fmt.partner_html(program, item.partner) if item.partner else ""
         if item.kind == "donation":
             lines.append(
-                f"{fmt.day(item.created_at)} · "
+                f"{day} · "
                 + _("🤍 Donated {points} to {charity}").format(
                     points=fmt.points(item.points_out), charity=name
                 )
             )
             continue
         where = f" · {name}" if name else ""
-        line = f"{fmt.day(item.created_at)}{where} · {_what(item, program)}"
+        line = f"{day}{where} · {_what(item, program)}"
         if item.kind == "voucher":  # a funded voucher moves none of the member's points
             lines.append(line + (f" ({', '.join(moved)})" if moved else ""))
         else:

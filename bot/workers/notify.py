@@ -69,11 +69,12 @@ class Notifier:
         return False
 
     async def expiring(self, reminder: Reminder) -> bool:
+        day = reminder.expires_at.astimezone(self.program.program.zone)  # the member's day
         return await self.send(
             reminder.telegram_id,
             reminder.language,
             lambda: _(
                 "⏳ {points} will expire on {date}. Spend them at any partner before then: "
                 "/partners"
-            ).format(points=fmt.points(reminder.points), date=fmt.day(reminder.expires_at)),
+            ).format(points=fmt.points(reminder.points), date=fmt.day(day)),
         )

@@ -82,11 +82,15 @@ _IDENTIFY = select(
 
 
 async def identify_all(
-    engine: AsyncEngine, telegram_ids: Iterable[int], now: datetime | None = None
+    engine: AsyncEngine,
+    telegram_ids: Iterable[int],
+    now: datetime | None = None,
+    timezone: str = "UTC",
 ) -> dict[int, Sender]:
-    """The senders with these Telegram ids, by id (every id is there)."""
+    """The senders with these Telegram ids, by id (every id is there); `timezone`: the
+    program's, whose days the points expiring on the soonest day are counted in."""
     since = (now or datetime.now(UTC)) - TIER_WINDOW
-    params = {"telegram_ids": list(telegram_ids), "since": since}
+    params = {"telegram_ids": list(telegram_ids), "since": since, "tz": timezone}
     # Autocommit: a read alone needs no transaction, so no BEGIN and ROLLBACK round trips.
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -119,8 +123,9 @@ class SenderBatch:
     CPU per /balance (benchmarks/updates.py). Each sender is read as committed when the
     query runs, as a statement of the update's own READ COMMITTED transaction would."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timezone: str = "UTC") -> None:
         self.engine = engine
+        self.timezone = timezone
         self._waiting: dict[int, list[asyncio.Future[Sender]]] = {}
         self._queries: set[asyncio.Task[None]] = set()  # running: kept from the collector
 
@@ -141,7 +146,7 @@ class SenderBatch:
     async def _answer(self, waiting: dict[int, list[asyncio.Future[Sender]]]) -> None:
         futures = [future for futures in waiting.values() for future in futures]
         try:
-            found = await identify_all(self.engine, waiting)
+            found = await identify_all(self.engine, waiting, timezone=self.timezone)
         except asyncio.CancelledError:
             for future in futures:
                 future.cancel()

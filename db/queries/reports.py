@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Account, AccountKind, Entry, Member, Transaction, TxKind
+from db.rules.discounts import charged
 from db.rules.program import Program
 from db.usecases.purchases import reversal_result
 
@@ -237,6 +238,39 @@ async def cash_handed_back(
     return {tx.id: (await reversal_result(session, program, tx)).cash_back for tx in list(refunds)}
 
 
+@dataclass(frozen=True, slots=True)
+class SaleRefunds:
+    """A sale's money and what refunds gave back of it so far (what /cancel says of the
+    last sale when it was refunded since)."""
+
+    charged: Decimal  # the money it charged: its amount less its discount
+    refunded: Decimal  # of that, given back by its refunds
+
+    @property
+    def left(self) -> Decimal:
+        """What a refund can still give back."""
+        return self.charged - self.refunded
+
+
+async def sale_refunds(session: AsyncSession, sale_id: int) -> SaleRefunds | None:
+    """The sale's refunds so far (None: no such sale)."""
+    refunds = (
+        select(func.coalesce(func.sum(Transaction.amount), 0))
+        .where(Transaction.reverses_id == sale_id)
+        .scalar_subquery()
+    )
+    row = (
+        await session.execute(
+            select(Transaction.amount, Transaction.discount, refunds).where(
+                Transaction.id == sale_id, Transaction.kind.in_(TxKind.SALES)
+            )
+        )
+    ).one_or_none()
+    if row is None or row[0] is None:
+        return None
+    return SaleRefunds(charged(row[0], row[1]), Decimal(row[2] or 0))
+
+
 def week_start(now: datetime, timezone: str) -> datetime:
     start = day_start(now, timezone)
     return start - timedelta(days=start.weekday())
@@ -251,6 +285,7 @@ class ClubTakings:
     months: int = 0
     money: Decimal = Decimal("0.00")
     refunded: Decimal = Decimal("0.00")
+    refunds: int = 0  # the months refunded in the period (their money: `refunded`)
 
 
 _CLUB_TAKINGS = text(
@@ -259,7 +294,8 @@ _CLUB_TAKINGS = text(
            coalesce(sum(amount) FILTER (WHERE created_at >= :start AND created_at < :end), 0)
                AS money,
            coalesce(sum(amount) FILTER (WHERE refunded_at >= :start AND refunded_at < :end), 0)
-               AS refunded
+               AS refunded,
+           count(*) FILTER (WHERE refunded_at >= :start AND refunded_at < :end) AS refunds
     FROM club_payments
     WHERE method = 'till'
       AND (CAST(:staff AS bigint) IS NULL OR staff_id = :staff)
@@ -286,4 +322,6 @@ async def club_takings(
             {"start": start, "end": end, "staff": staff_id, "partner": partner_id},
         )
     ).one()
-    return ClubTakings(int(row.months), Decimal(row.money), Decimal(row.refunded))
+    return ClubTakings(
+        int(row.months), Decimal(row.money), Decimal(row.refunded), int(row.refunds)
+    )

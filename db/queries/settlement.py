@@ -62,8 +62,11 @@ class PartnerPosition:
     kind: str = "business"
     # Money for months of the club sold at its till in the period (club_payments of method
     # "till", in the program's currency), less those refunded in the period: it owes it to
-    # the coalition.
+    # the coalition. Its two parts: collected in the period, and refunded in it (of months
+    # sold in the period or before).
     club_money: Decimal = Decimal("0.00")
+    club_collected: Decimal = Decimal("0.00")
+    club_refunded: Decimal = Decimal("0.00")
 
     @property
     def net_points(self) -> int:
@@ -96,8 +99,19 @@ class Settlement:
 
     @property
     def club_money(self) -> Decimal:
-        """Money the partners collected at their tills for the club in the period."""
+        """Money the partners kept of what their tills took for the club in the period (what
+        they collected less what they gave back): they owe it to the coalition."""
         return sum((p.club_money for p in self.partners), Decimal("0.00"))
+
+    @property
+    def club_collected(self) -> Decimal:
+        """Money the partners' tills took for months of the club in the period."""
+        return sum((p.club_collected for p in self.partners), Decimal("0.00"))
+
+    @property
+    def club_refunded(self) -> Decimal:
+        """Money of till-sold months refunded in the period (whenever they were sold)."""
+        return sum((p.club_refunded for p in self.partners), Decimal("0.00"))
 
     @property
     def breakage(self) -> int:
@@ -188,8 +202,9 @@ _CLUB_MONEY = text(
     """
     SELECT partner_id,
            coalesce(sum(amount) FILTER (WHERE created_at >= :start AND created_at < :end), 0)
-           - coalesce(sum(amount) FILTER (WHERE refunded_at >= :start AND refunded_at < :end),
-                      0) AS money
+               AS collected,
+           coalesce(sum(amount) FILTER (WHERE refunded_at >= :start AND refunded_at < :end), 0)
+               AS refunded
     FROM club_payments
     WHERE method = 'till' AND currency = :currency
       AND (created_at >= :start AND created_at < :end
@@ -223,7 +238,8 @@ async def settlement(
     club = await session.execute(
         _CLUB_MONEY, {"start": start, "end": end, "currency": program.program.currency}
     )
-    club_money = {r.partner_id: Decimal(r.money) for r in club}
+    club_money = {r.partner_id: (Decimal(r.collected), Decimal(r.refunded)) for r in club}
+    none = (Decimal("0.00"), Decimal("0.00"))
     held = sum(total for (kind, _p), total in to_date.items() if kind == AccountKind.MEMBER)
     shares = share_out(
         held,
@@ -243,7 +259,9 @@ async def settlement(
             stamp_rewards=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "stamp_rewards"),
             promotions_funded=-_part(parts, AccountKind.PARTNER_ISSUED, p.id, "promotions"),
             kind=p.kind,
-            club_money=club_money.get(p.id, Decimal("0.00")),
+            club_money=club_money.get(p.id, none)[0] - club_money.get(p.id, none)[1],
+            club_collected=club_money.get(p.id, none)[0],
+            club_refunded=club_money.get(p.id, none)[1],
         )
         for p, share in zip(partners, shares, strict=False)
     ]

@@ -44,7 +44,9 @@ Figures (`Kpis`):
 - `points_issued`, `points_redeemed`: the net points that left the `partner_issued` accounts
   and reached the `partner_redeemed` accounts in scope in the period, from `entries` (so a
   refund's claw-back lowers points issued in the period it is posted: the settlement's
-  numbers exactly); `redemption_rate` = points_redeemed / points_issued.
+  numbers exactly); `redemption_rate` = points_redeemed / points_issued. A partner's are
+  those of its own accounts, whoever's sale moved them: its share of a promotion's points on
+  another partner's sale, a voucher it funds honoured elsewhere (as settlement counts them).
 - `invited`, `invited_rewarded`: members who joined in the period with an inviter, and those
   of them whose `referral` reward was posted before `end`; `referral_conversion` =
   invited_rewarded / invited. Partner: `invited` stays the coalition's count and
@@ -355,30 +357,32 @@ _DAILY_SALES = f"""
     ORDER BY days.day
 """
 
-# The smallest and largest id of the period's transactions. Ids rise with time, so the
-# entries of a period lie in a narrow band of transaction ids, which the points' query
-# reads by range instead of reading every entry of the partner accounts; the band is exact
-# whatever the order (any id of a period's transaction lies between its min and max).
+# The smallest and largest id of the period's transactions (every partner's: see _POINTS).
+# Ids rise with time, so the entries of a period lie in a narrow band of transaction ids,
+# which the points' query reads by range instead of reading every entry of the partner
+# accounts; the band is exact whatever the order (any id of a period's transaction lies
+# between its min and max).
 # (`id + 0`: so that PostgreSQL finds the period's rows through `created_at`, rather than
 # walking the primary key from one end until it meets the period.)
 _SPAN = f"""
     SELECT coalesce(min(t.id + 0), 0) AS first_id, coalesce(max(t.id + 0), -1) AS last_id
     FROM transactions AS t
-    WHERE {_IN_PERIOD} AND t.created_at < :end {{partner}}
+    WHERE {_IN_PERIOD} AND t.created_at < :end
 """
 
 # Points issued and redeemed in the period, from the entries on the partner accounts
-# `:accounts`: per local day (`level` 1), per partner (2) and in total (3). Summed per day
-# and account first (a few thousand rows, however many entries), then rolled up. For one
-# partner, its transactions only: entries on a partner's accounts come only from its sales
-# and their refunds (db/usecases/purchases.py), which carry its partner_id.
+# `:accounts` (for one partner, its own two): per local day (`level` 1), per partner (2) and
+# in total (3). Summed per day and account first (a few thousand rows, however many
+# entries), then rolled up. Every transaction of the period, whichever partner it carries:
+# a partner's accounts also move on other partners' sales (its share of a promotion, a
+# voucher it funds claimed elsewhere), and settlement counts those.
 _POINTS = f"""
     WITH moved AS (
         SELECT CAST(t.created_at AT TIME ZONE :tz AS date) AS day, e.account_id,
                sum(e.amount) AS amount
         FROM transactions AS t
         JOIN entries AS e ON e.transaction_id = t.id
-        WHERE {_IN_PERIOD} AND t.created_at < :end {{partner}}
+        WHERE {_IN_PERIOD} AND t.created_at < :end
           AND e.account_id = ANY(CAST(:accounts AS bigint[]))
           AND e.transaction_id BETWEEN :first_id AND :last_id
         GROUP BY 1, 2
@@ -410,8 +414,8 @@ def _variants(sql: str) -> dict[bool, TextClause]:
 
 _MONEY_SQL = _variants(_MONEY)
 _DAILY_SALES_SQL = _variants(_DAILY_SALES)
-_POINTS_SQL = _variants(_POINTS)
-_SPAN_SQL = _variants(_SPAN)
+_POINTS_SQL = text(_POINTS)
+_SPAN_SQL = text(_SPAN)
 _REWARDS_SQL = _variants(_REWARDS)
 _PARTNER_ACCOUNTS = text(
     "SELECT id FROM accounts WHERE partner_id IS NOT NULL"
@@ -469,7 +473,7 @@ class _Report:
             await self.session.execute(text(f"SET LOCAL {setting}"))
         accounts = (await self._run(_PARTNER_ACCOUNTS)).scalars().all()
         self.params["accounts"] = list(accounts)
-        span = (await self._run(_SPAN_SQL[self.partner_id is not None])).one()
+        span = (await self._run(_SPAN_SQL)).one()
         self.params["first_id"], self.params["last_id"] = span.first_id, span.last_id
 
     async def members(self) -> Any:
@@ -498,7 +502,7 @@ class _Report:
 
     async def points(self) -> tuple[dict[date, Any], dict[int | None, Any]]:
         """Points per day, and per partner with the total under None."""
-        rows = (await self._run(_POINTS_SQL[self.partner_id is not None])).all()
+        rows = (await self._run(_POINTS_SQL)).all()
         by_day = {row.day: row for row in rows if row.level == 1}
         by_partner = {row.partner_id: row for row in rows if row.level == 2}
         by_partner[None] = next((row for row in rows if row.level == 3), None)

@@ -12,7 +12,9 @@ from sqlalchemy import (
     ColumnElement,
     Label,
     Select,
+    String,
     and_,
+    bindparam,
     func,
     or_,
     select,
@@ -70,7 +72,7 @@ class WalletFigures:
 
     spend: Decimal  # in the trailing year (the tier rule)
     soonest_expiry: datetime | None
-    expiring: int  # points expiring on that same (UTC) day
+    expiring: int  # points expiring on that same day (the program's local day)
     stamps: dict[str, int]  # on each stamp card being collected, by card (db.queries.stamps)
     # The club membership, current or past (None: never in the club); renewed by Telegram.
     club_ends_at: datetime | None = None
@@ -92,7 +94,8 @@ def _for_member(statement: Select[Any], member_id: ColumnElement[int]) -> Select
 def figures_columns(member_id: ColumnElement[int]) -> list[Label[Any]]:
     """WalletFigures' columns for the member `member_id` (a column of the enclosing query):
     the money spent in the trailing year (the tier rule's own statement, with its `since`
-    parameter), the soonest expiry and what expires that same (UTC) day."""
+    parameter), the soonest expiry and what expires that same day in the time zone of the
+    `tz` parameter (the program's: /balance shows the local day)."""
     lots = PointLot.__table__.c
     open_lots = (lots.member_id == member_id) & (lots.remaining > 0)
     # Its own point_lots even inside the `expiring` subquery below, which reads them too.
@@ -102,8 +105,9 @@ def figures_columns(member_id: ColumnElement[int]) -> list[Label[Any]]:
         .correlate_except(PointLot.__table__)
         .scalar_subquery()
     )
+    tz = bindparam("tz", type_=String)
     soonest_day_end = func.timezone(
-        "UTC", func.date_trunc("day", func.timezone("UTC", soonest)) + text("interval '1 day'")
+        tz, func.date_trunc("day", func.timezone(tz, soonest)) + text("interval '1 day'")
     )
     return [
         _for_member(TRAILING_SPEND, member_id).scalar_subquery().label("spend"),

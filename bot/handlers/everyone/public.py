@@ -18,19 +18,22 @@ from db.usecases.staff import StaffInfo
 
 
 async def partners(message: Message, program: Program) -> None:
-    await message.answer(texts.partners(program, datetime.now(UTC).date()))
+    today = datetime.now(UTC).astimezone(program.program.zone).date()  # offers end locally
+    await message.answer(texts.partners(program, today))
 
 
 async def help_command(
     message: Message,
     settings: Settings,
+    program: Program,
     member: MemberInfo | None = None,
     staff: StaffInfo | None = None,
 ) -> None:
     """Each of the person's roles with its commands (bot/roles.py), in their language."""
     owner = message.from_user is not None and message.from_user.id in settings.admin_ids
     who = roles.roles_of(member=member, staff=staff, owner=owner)
-    text = roles.help_text(who, staff.partner_name if staff else None)
+    partner = staff.partner_name if staff else None
+    text = roles.help_text(who, partner, roles.till_club(program))
     await message.answer(text, reply_markup=keyboards.main_menu() if member else None)
 
 

@@ -20,6 +20,7 @@ from bot.views.editing import edit_text
 from bot.views.links import start_link
 from bot.views.qr import render_qr
 from db.queries.wallet import WalletFigures, history, referral_stats, summary
+from db.rules import club as club_rules
 from db.rules.cards import format_card_number
 from db.rules.program import Program
 from db.rules.tokens import card_token, referral_token
@@ -76,7 +77,8 @@ async def balance(
     clock: Callable[[], datetime],
 ) -> None:
     # The figures came with the member (db.queries.identity): no query here.
-    lines = [texts.balance(summary(program, member, wallet_figures), program)]
+    in_club = program.club is not None and club_rules.active(wallet_figures.club_ends_at, clock())
+    lines = [texts.balance(summary(program, member, wallet_figures), program, club=in_club)]
     if program.stamp_cards:
         lines += stamps.balance_lines(program, wallet_figures.stamps)
     if program.club is not None and wallet_figures.club_ends_at is not None:

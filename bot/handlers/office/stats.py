@@ -28,7 +28,7 @@ from bot.views.settlement_csv import write_settlement
 from bot.views.vouchers import rewards_line
 from db.queries.donations import donation_figures
 from db.queries.rewards_figures import reward_figures
-from db.queries.settlement import settlement
+from db.queries.settlement import Settlement, settlement
 from db.queries.stats import (
     BadPeriod,
     Kpis,
@@ -402,15 +402,27 @@ async def settlement_report(
             points=fmt.number(report.outstanding),
             money=fmt.money(report.liability, currency),
         )
-        + (
-            "\n"
-            + _(
-                "Club months sold at tills: {money} collected by the partners for the "
-                "coalition (in their amounts)."
-            ).format(money=fmt.money(report.club_money, currency))
-            if report.club_money
-            else ""
-        ),
+        + _club_caption(report, currency),
+    )
+
+
+def _club_caption(report: Settlement, currency: str) -> str:
+    """The club's money at the tills in the period, as /stats says it ("kept of … paid,
+    … refunded"): what the partners kept is what they owe the coalition ("" for none)."""
+    if not report.club_collected and not report.club_refunded:
+        return ""
+    if not report.club_refunded:
+        return "\n" + _(
+            "Club months sold at tills: {money} collected by the partners for the "
+            "coalition (in their amounts)."
+        ).format(money=fmt.money(report.club_collected, currency))
+    return "\n" + _(
+        "Club months at tills: {kept} kept of {collected} collected ({refunded} refunded in "
+        "the period), owed by the partners to the coalition (in their amounts)."
+    ).format(
+        kept=fmt.money(report.club_money, currency),
+        collected=fmt.money(report.club_collected, currency),
+        refunded=fmt.money(report.club_refunded, currency),
     )
 
 

@@ -14,8 +14,8 @@ from aiogram.utils.i18n import ngettext as _n
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.filters import IsStaff, PrivateChat
-from bot.views import club_till as club_views
 from bot.views import formatting as fmt
+from bot.views.club_figures import till_lines
 from bot.views.gifts import donations_line
 from db.queries.donations import donation_figures
 from db.queries.reports import (
@@ -62,8 +62,8 @@ async def show_shift(
     lines = [_("🧾 <b>Your shift today</b>, {date}").format(date=fmt.day(now.astimezone(zone)))]
     if operations:
         lines += await _operations(session, program, staff, operations, start=start, end=end)
-    if club.months or club.refunded:
-        lines.append(club_views.takings_line(program, club.months, club.money, club.refunded))
+    sold = any(op.kind in ("earn", "redeem") for op in operations)
+    lines += till_lines(program, club, sales=sold)
     await message.answer("\n".join(lines))
 
 
@@ -218,11 +218,7 @@ async def _figures(
                     if f.discounts or has_discounts(program)
                     else []
                 ),
-                *(
-                    [club_views.takings_line(program, club.months, club.money, club.refunded)]
-                    if club.months or club.refunded
-                    else []
-                ),
+                *till_lines(program, club, sales=bool(f.sales)),
             ]
         )
     )

@@ -15,6 +15,7 @@ from bot import roles
 from bot.config import Settings
 from bot.filters import PrivateChat
 from bot.views.menus import set_chat_menu
+from db.rules.program import Program
 from db.rules.tokens import SOURCE
 from db.usecases.members import MemberInfo
 from db.usecases.staff import INVITE_PREFIX, accept_invite
@@ -34,6 +35,7 @@ async def join_staff(
     bot: Bot,
     i18n: I18n,
     settings: Settings,
+    program: Program,
     member: MemberInfo | None = None,
 ) -> None:
     """The invite is spent and its owner told (owed in the same transaction); the new staff
@@ -53,7 +55,7 @@ async def join_staff(
                 _("👋 You are now {role}{where}.").format(
                     role=roles.role_name(staff.role), where=where
                 ),
-                roles.section(staff.role, staff.partner_name),
+                roles.section(staff.role, staff.partner_name, club=roles.till_club(program)),
                 _("/help lists all your commands; they are in the menu too."),
             ]
         )

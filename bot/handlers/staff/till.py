@@ -42,6 +42,7 @@ from bot.views.editing import edit_markup, edit_text
 from bot.views.notices import RENDERERS
 from bot.views.qr import UnreadableImage, card_tokens, decode_qr
 from db.queries.club import membership as club_membership
+from db.queries.reports import sale_refunds
 from db.rules.cards import normalize_card_number
 from db.rules.errors import DiscountChanged, InvalidAmount, RepeatSale, RequestClosed
 from db.rules.points import check_purchase, currency_signs, parse_till_amount, points_money
@@ -780,18 +781,27 @@ async def cancel(
             earned=fmt.points(last["earned"]),
         )
     charged = discounts.sold(program, last)  # "" for a sale without a discount
-    await message.answer(
-        "\n".join(
-            [
-                _("Nothing to cancel: the last sale was already posted."),
-                what,
-                *filter(None, [charged]),
-                _("To undo it, a manager refunds it: /refund {number} all reason").format(
-                    number=last["tx"]
-                ),
-            ]
+    # A manager may have refunded it since: never offer to refund what was given back.
+    refunds = await sale_refunds(session, int(last["tx"]))
+    if refunds is not None and refunds.left <= 0:
+        head = _("Nothing to cancel: the last sale was posted, then refunded in full.")
+        undo = ""
+    elif refunds is not None and refunds.refunded:
+        head = _("Nothing to cancel: the last sale was already posted.")
+        undo = _(
+            "{refunded} of it was refunded since. To undo the rest ({left}), a manager "
+            "refunds it: /refund {number} all reason"
+        ).format(
+            refunded=fmt.money(refunds.refunded, currency),
+            left=fmt.money(refunds.left, currency),
+            number=last["tx"],
         )
-    )
+    else:
+        head = _("Nothing to cancel: the last sale was already posted.")
+        undo = _("To undo it, a manager refunds it: /refund {number} all reason").format(
+            number=last["tx"]
+        )
+    await message.answer("\n".join([head, what, *filter(None, [charged, undo])]))
 
 
 def build() -> Router:
