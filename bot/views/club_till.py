@@ -11,7 +11,6 @@ from typing import Any
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.i18n import ngettext as _n
 
 from bot.callbacks import ClubSaleCb
 from bot.views import formatting as fmt
@@ -140,22 +139,3 @@ def club_sold(program: Program, p: dict[str, Any]) -> Rendered:
             _("🎁 The member got +{points} for joining.").format(points=fmt.points(points))
         )
     return Rendered("\n".join(lines))
-
-
-def takings_line(program: Program, months: int, money: Decimal, refunded: Decimal) -> str:
-    """/shift and /today: the club's months sold at the till and the money taken for them,
-    apart from the sales (the partner hands it to the coalition: settlement)."""
-    line = _n(
-        "⭐ {club}: {n} month sold, {money} collected (not in the sales above).",
-        "⭐ {club}: {n} months sold, {money} collected (not in the sales above).",
-        months,
-    ).format(
-        club=club_name(program),
-        n=fmt.number(months),
-        money=fmt.money(money, program.program.currency),
-    )
-    if refunded:
-        line += " " + _("Refunded: {money}.").format(
-            money=fmt.money(refunded, program.program.currency)
-        )
-    return line
