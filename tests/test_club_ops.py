@@ -209,6 +209,48 @@ async def test_an_extended_membership_is_told_again_about_its_new_end(
         ]
 
 
+async def test_a_renewal_that_never_came_is_over_and_a_till_month_after_it_does_not_renew(
+    sessions: Sessions, program: Program
+) -> None:
+    """Ann's Stars subscription is not renewed (no Stars left, or cancelled in Telegram's
+    own list, which the bot never hears of); ten days later she buys a month at a till. Bob
+    took his subscription during a till month: Telegram's charge is due before his
+    membership ends, and it never comes either."""
+    async with sessions() as s:
+        ann, bob = await join(s, program, 1), await join(s, program, 2)
+        paid = await record_payment(s, program, stars(ann, "s-1", NOW - CLUB_PERIOD))
+        bought = await record_payment(s, program, till(bob, "t-1", NOW - 10 * DAY))
+        taken = await record_payment(s, program, stars(bob, "s-2", NOW - 5 * DAY))
+        assert taken.subscription_until == NOW + 25 * DAY
+        assert taken.ends_at == bought.ends_at + CLUB_PERIOD
+        # Within the grace Ann's renewal may still come: nothing is said, nothing cleared.
+        assert await tell_club_lapses(s, NOW + DAY / 2) == ClubTold()
+        found = await membership(s, ann)
+        assert found is not None and found.renews and found.renewing(NOW + DAY / 2)
+        # Past it: told it ended, and the subscription is over.
+        assert await tell_club_lapses(s, paid.ends_at + rules.RENEWAL_GRACE) == ClubTold(ended=1)
+        found = await membership(s, ann)
+        assert found is not None and not found.renews
+        assert found.subscription_charge_id is None and found.subscription_until is None
+        back = NOW + 10 * DAY
+        month = await record_payment(s, program, till(ann, "t-2", back))
+        assert month.joined and not month.renews
+        found = await membership(s, ann)
+        assert found is not None and not found.renewing(back) and not found.renewable(back)
+        # So she is told before it ends, as any month nothing renews.
+        assert await tell_club_lapses(s, month.ends_at - 2 * DAY) == ClubTold(ending=1)
+
+        # Bob: Telegram's charge was due on day 25; a day later nothing renews his
+        # membership, which runs to its end: he is told before it ends.
+        overdue = taken.subscription_until + rules.RENEWAL_GRACE  # type: ignore[operator]
+        found = await membership(s, bob)
+        assert found is not None and found.active(overdue) and not found.renewing(overdue)
+        near = taken.ends_at - 2 * DAY  # (Ann's till month has ended by then)
+        assert await tell_club_lapses(s, near) == ClubTold(ending=1, ended=1)
+        told = await notices(s, "club_ending")
+        assert [m for m, _k, _p in told] == [ann, bob]
+
+
 async def test_many_memberships_are_told_in_batches(sessions: Sessions, program: Program) -> None:
     async with sessions() as s:
         ids = [await join(s, program, tg) for tg in range(1, 8)]
