@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from babel.dates import format_date
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import ClubRefundCb
 from bot.workers.jobs import tell_club
-from db.ledger.models import AuditLog, ClubPayment, Notice, Outbox
+from db.ledger.models import AuditLog, ClubMembership, ClubPayment, Notice, Outbox
 from db.queries.club import membership
 from db.queries.wallet import set_marketing_consent
 from db.rules.cards import format_card_number
@@ -114,6 +114,96 @@ async def test_the_member_is_told_once_before_and_once_after_the_end(
     )
     assert await tell_club(harness.runtime, now=now + 4 * DAY) == 0
     assert await count(sessions, Notice, Notice.kind.in_(("club_ending", "club_ended"))) == 2
+
+
+async def balance_of(user: UserClient) -> str:
+    user.mark_all_seen()
+    await user.send("/balance")
+    return text_of(await user.wait_message("points"))
+
+
+async def club_screen(user: UserClient) -> dict[str, Any]:
+    user.mark_all_seen()
+    await user.send("/club")
+    return await user.wait_message("City Club")
+
+
+def button_texts(message: dict[str, Any]) -> list[str]:
+    return [str(b["text"]) for b in inline_buttons(message)]
+
+
+async def test_the_day_telegram_charges_is_said_and_a_subscription_that_lapsed_is_over(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Ann has a till month and takes a Stars subscription during it: her membership runs
+    to the end of both, but Telegram charges again 30 days after she subscribed, and the
+    bot says that day. Then Telegram's charge never comes (no Stars left): a day later
+    nothing says it renews, and she may subscribe again."""
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    await pay(sessions, program, member.id, "till", "till:1", datetime.now(UTC))
+    await club_screen(ann)
+    link = ann.invoice_link("Extend for 250 ⭐")
+    outcome = await ann.pay(link)
+    assert outcome.ok and outcome.charge is not None
+    news = text_of(await ann.wait_message("City Club extended"))
+    charged = datetime.fromtimestamp(
+        outcome.charge.successful_payment["subscription_expiration_date"], UTC
+    )
+    async with sessions() as s:
+        found = await membership(s, member.id)
+    assert found is not None and found.ends_at > charged + 20 * DAY
+    ends, renews = local_day(found.ends_at, program), local_day(charged, program)
+    assert f"you are a member until {ends}." in news
+    assert (
+        f"Telegram charges your Stars subscription again on {renews}, which extends it; "
+        "/club to stop it."
+    ) in news
+    shown = await club_screen(ann)
+    assert (
+        f"✅ You are a member until {ends}; Telegram charges your Stars subscription again on "
+        f"{renews}, which extends it."
+    ) in text_of(shown)
+    assert button_texts(shown) == ["Stop renewal"]
+    assert (
+        f"👑 City Club: member until {ends} (Stars subscription renews on {renews})"
+        in await balance_of(ann)
+    )
+
+    # Telegram's charge was due a day ago and never came.
+    async with sessions() as s:
+        await s.execute(
+            update(ClubMembership)
+            .where(ClubMembership.member_id == member.id)
+            .values(subscription_until=datetime.now(UTC) - DAY - timedelta(hours=1))
+        )
+        await s.commit()
+    shown = await club_screen(ann)
+    assert f"✅ You are a member until {ends}; it ends then." in text_of(shown)
+    assert "Stop renewal" not in button_texts(shown)
+    assert f"👑 City Club: member until {ends} (ends then)" in await balance_of(ann)
+    again = await ann.pay(link)  # a new subscription is not refused as a second one
+    assert again.ok, again.error_message
+    await ann.wait_message("City Club extended")
+
+
+async def test_a_till_month_after_a_subscription_lapsed_is_not_said_to_renew(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Bob's Stars subscription lapsed (its renewal never came) ten days ago; he buys a
+    month at a till: /club and /balance say it ends then, and offer Stars again."""
+    bob = harness.user("Bob")
+    await join(bob)
+    member = await member_of(sessions, bob)
+    now = datetime.now(UTC)
+    await pay(sessions, program, member.id, "stars", "s-1", now - CLUB_PERIOD - 10 * DAY)
+    month = await pay(sessions, program, member.id, "till", "till:1", now)
+    ends = local_day(month.ends_at, program)
+    shown = await club_screen(bob)
+    assert f"✅ You are a member until {ends}; it ends then." in text_of(shown)
+    assert button_texts(shown) == ["Extend for 250 ⭐"]
+    assert f"👑 City Club: member until {ends} (ends then)" in await balance_of(bob)
 
 
 # --------------------------------------------------------------------------- /stats

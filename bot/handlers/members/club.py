@@ -217,7 +217,7 @@ def _refusal(
             return "not_sold"
         if query.currency != STARS or query.total_amount != club.stars_per_month:
             return "price"
-        if _subscribed(found, now):
+        if found is not None and rules.renewing(found.renews, found.subscription_until, now):
             return "subscribed"
         return None
     if not _by_card(program, settings):
