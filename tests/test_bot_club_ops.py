@@ -23,6 +23,7 @@ from db.queries.club import membership
 from db.queries.wallet import set_marketing_consent
 from db.rules.cards import format_card_number
 from db.rules.program import CLUB_PERIOD, Program, parse_program
+from db.usecases.adjust import adjust
 from db.usecases.club import ClubPaid, Payment, record_payment
 from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
@@ -40,18 +41,23 @@ NBSP = "\u00a0"
 def program(request: pytest.FixtureRequest) -> Program:
     """The test program with a club (without one where a test says `NO_CLUB`)."""
     data = copy.deepcopy(TEST_PROGRAM)
-    if getattr(request, "param", True):
+    param = getattr(request, "param", True)
+    if param:
         data["club"] = {
             "name": "City Club",
             "stars_per_month": 250,
             "price": "29.00",
             "multiplier": "1.5",
             "discount_percent": "5",
+            **(param if isinstance(param, dict) else {}),
         }
     return parse_program(data)
 
 
 NO_CLUB = pytest.mark.parametrize("program", [False], indirect=True, ids=["no club"])
+WELCOME = pytest.mark.parametrize(
+    "program", [{"welcome_points": 500}], indirect=True, ids=["welcome points"]
+)
 
 
 def local_day(moment: datetime, program: Program) -> str:
@@ -66,11 +72,28 @@ async def member_of(sessions: Sessions, user: UserClient) -> Any:
 
 
 async def pay(
-    sessions: Sessions, program: Program, member_id: int, method: str, charge: str, at: datetime
+    sessions: Sessions,
+    program: Program,
+    member_id: int,
+    method: str,
+    charge: str,
+    at: datetime,
+    *,
+    recurring: bool = False,
 ) -> ClubPaid:
+    """A payment recorded as the bot records it (`recurring`: Telegram's renewal of a
+    Stars subscription)."""
     if method == "stars":
         payment = Payment(
-            member_id, charge, "stars", "XTR", D(250), at, until=at + CLUB_PERIOD, renews=True
+            member_id,
+            charge,
+            "stars",
+            "XTR",
+            D(250),
+            at,
+            until=at + CLUB_PERIOD,
+            renews=True,
+            recurring=recurring,
         )
     elif method == "card":
         payment = Payment(
@@ -327,7 +350,7 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     member = await member_of(sessions, ann)
     now = datetime.now(UTC)
     first = await pay(sessions, program, member.id, "stars", "s-1", now - 20 * DAY)
-    await pay(sessions, program, member.id, "stars", "s-2", now - DAY)  # renewed
+    renewed = await pay(sessions, program, member.id, "stars", "s-2", now - DAY, recurring=True)
     for charge in ("s-1", "s-2"):
         harness.server.payments.add_known_charge(ann.user_id, charge)
     owner = harness.owner()
@@ -340,13 +363,28 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     assert f"No. {first.payment_id} · {day} · Telegram Stars · 250 ⭐ · until {until}" in listing
     await owner.click(f"↩️ No. {first.payment_id}: 250 ⭐")
     ask = text_of(await owner.wait_message("Telegram gives the Stars back"))
-    assert ask.startswith(f"No. {first.payment_id}: 250 ⭐ paid on {day} by Ann.")
+    # Its ten days still ahead go; the renewal's month stays, ten days earlier.
+    shorter = renewed.ends_at - (first.ends_at - datetime.now(UTC))
+    assert ask == (
+        f"No. {first.payment_id}: 250 ⭐ paid on {day} by Ann.\n"
+        "Telegram gives the Stars back to them.\n"
+        "Their club membership loses the time this payment bought that is still ahead: it "
+        f"ends on {local_day(shorter, program)} instead of "
+        f"{local_day(renewed.ends_at, program)}, and they are told.\n"
+        "Their Telegram Stars subscription, which this payment was of, is cancelled too, so "
+        "Telegram does not charge it again."
+    )
     confirm = owner.messages[-1]
     await owner.click("↩️ Refund 250 ⭐")
     done = text_of(await owner.wait_message("is refunded"))
+    async with sessions() as s:
+        now_member = await membership(s, member.id)
+    assert now_member is not None
+    assert abs(now_member.ends_at - shorter) < timedelta(minutes=1)
     assert done == (
         f"✅ No. {first.payment_id} is refunded: Telegram gives 250 ⭐ back.\n"
-        "Their club membership has ended, and they are told."
+        f"Their club membership now ends on {local_day(now_member.ends_at, program)} (the time "
+        "this payment bought that was still ahead is taken off), and they are told."
     )
     await owner.wait_message("subscription is cancelled")
     charges = harness.server.payments.charges
@@ -356,13 +394,15 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     [refund_call] = harness.server.calls("refundStarPayment")
     assert refund_call.params["user_id"] == ann.user_id
     told = text_of(await ann.wait_message("was refunded"))
-    assert told.startswith(
-        "↩️ Your City Club payment of 250 ⭐ was refunded: Telegram gives the Stars back."
+    assert told == (
+        "↩️ Your City Club payment of 250 ⭐ was refunded: Telegram gives the Stars back.\n"
+        "The time it paid for that was still ahead is taken off: you are a member until "
+        f"{local_day(now_member.ends_at, program)}."
     )
     async with sessions() as s:
         now_member = await membership(s, member.id)
-    assert now_member is not None and not now_member.active(datetime.now(UTC))
-    assert not now_member.renews
+    assert now_member is not None and now_member.active(datetime.now(UTC))
+    assert not now_member.renews and now_member.subscription_charge_id is None
 
     # The same button again: nothing more happens, and Telegram is not asked again.
     await owner.click(
@@ -507,3 +547,42 @@ async def test_only_owners_refund(
     owner = harness.owner()
     await owner.send("/club_refund 1234")
     assert "Usage: /club_refund CARD-NUMBER" in text_of(await owner.wait_message("Usage"))
+
+
+@WELCOME
+async def test_the_owner_is_told_how_many_welcome_points_a_refund_takes_back(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Ann's Stars month brought the club's 500 welcome points; she gave 200 of her points
+    off by the owner meanwhile (/adjust): refunding it takes back the 350 her wallet holds,
+    and the owner
+    and Ann are told exactly that."""
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    paid = await pay(sessions, program, member.id, "stars", "s-1", datetime.now(UTC) - DAY)
+    assert paid.welcome_points == 500
+    harness.server.payments.add_known_charge(ann.user_id, "s-1")
+    async with sessions() as s:
+        await adjust(s, program, member_id=member.id, points=-200, reason="spent", key="spent")
+    owner = harness.owner()
+    await owner.send(f"/club_refund {member.card_number}")
+    await owner.wait_message("Club payments")
+    await owner.click(f"↩️ No. {paid.payment_id}: 250 ⭐")
+    ask = text_of(await owner.wait_message("Telegram gives the Stars back"))
+    assert "Their club membership ends now, and they are told." in ask
+    assert (
+        "Of the welcome gift paid with it (500 points), only what their wallet holds is taken "
+        "back: 350 points now (points spent stay spent)."
+    ) in ask
+    await owner.click("↩️ Refund 250 ⭐")
+    done = text_of(await owner.wait_message("is refunded"))
+    assert done.endswith(
+        "Their club membership has ended, and they are told.\n"
+        "Welcome gift paid with it: 500 points; taken back from their wallet: 350 points."
+    )
+    told = text_of(await ann.wait_message("was refunded"))
+    assert told.endswith("The club's welcome gift paid with it was taken back: −350 points.")
+    async with sessions() as s:
+        after = await find_by_telegram(s, ann.user_id)
+    assert after is not None and after.balance == 0

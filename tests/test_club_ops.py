@@ -15,18 +15,29 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.ledger.models import AuditLog, ClubMembership, ClubPayment, Member, Notice, Outbox
+from db.ledger.models import (
+    AuditLog,
+    ClubMembership,
+    ClubPayment,
+    Member,
+    Notice,
+    Outbox,
+    Transaction,
+    TxKind,
+)
 from db.queries.club import membership
 from db.queries.stats import club_figures
 from db.rules import club as rules
 from db.rules.errors import NotStaff, UnknownTransaction
 from db.rules.program import CLUB_PERIOD, Program, parse_program
+from db.usecases.adjust import adjust
 from db.usecases.campaigns import Segment, audience_size, create_campaign, start_campaign
 from db.usecases.club import Payment, record_payment
 from db.usecases.club_lapses import ClubTold, tell_club_lapses
 from db.usecases.club_refunds import record_refund
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
+from db.usecases.staff import accept_invite, create_invite
 from tests.conftest import TEST_PROGRAM
 
 D = Decimal
@@ -34,6 +45,7 @@ Sessions = async_sessionmaker[AsyncSession]
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 OWNER = 1
+OWNERS = (OWNER,)
 
 
 def club_program() -> Program:
@@ -54,9 +66,20 @@ def program() -> Program:
     return club_program()
 
 
-def stars(member_id: int, charge: str, now: datetime, *, renews: bool = True) -> Payment:
+def stars(
+    member_id: int, charge: str, now: datetime, *, renews: bool = True, recurring: bool = False
+) -> Payment:
+    """A Stars payment: the first charge of a subscription, or Telegram's renewal of it."""
     return Payment(
-        member_id, charge, "stars", "XTR", D(250), now, until=now + CLUB_PERIOD, renews=renews
+        member_id,
+        charge,
+        "stars",
+        "XTR",
+        D(250),
+        now,
+        until=now + CLUB_PERIOD,
+        renews=renews,
+        recurring=recurring,
     )
 
 
@@ -293,8 +316,8 @@ async def test_the_club_figures_of_a_period_are_exact(
         dee_paid = await scalar(
             s, select(ClubPayment.id).where(ClubPayment.charge_id == "s-dee-2")
         )
-        await record_refund(s, cy_paid, actor=OWNER, owner=True, now=june + 9 * DAY)
-        await record_refund(s, dee_paid, actor=OWNER, owner=True, now=june + 11 * DAY)
+        await record_refund(s, cy_paid, actor=OWNER, owners=OWNERS, now=june + 9 * DAY)
+        await record_refund(s, dee_paid, actor=OWNER, owners=OWNERS, now=june + 11 * DAY)
         await delete_member(s, await get_member(s, eve), now=june + 27 * DAY)
         await record_payment(s, program, stars(ann, "s-ann-2", july - timedelta(hours=1)))
 
@@ -368,33 +391,53 @@ async def test_the_club_segment_is_the_members_in_the_club_when_it_is_sent(
 # --------------------------------------------------------------------------- refunds
 
 
-async def test_a_refund_is_recorded_once_and_ends_the_membership(
+async def test_a_refund_is_recorded_once_and_takes_back_only_what_its_payment_bought(
     sessions: Sessions, program: Program
 ) -> None:
+    """Ann's Stars month, then Telegram's renewal of it. Refunding the first month three
+    days in takes off its 27 days still ahead (the renewal's month stays, earlier) and
+    cancels the subscription it was of; refunding the renewal then ends the membership."""
     async with sessions() as s:
         ann = await join(s, program, 1)
         paid = await record_payment(s, program, stars(ann, "s-1", NOW))
-        renewal = await record_payment(s, program, stars(ann, "s-2", paid.ends_at - DAY))
+        renewal = await record_payment(
+            s, program, stars(ann, "s-2", paid.ends_at - DAY, recurring=True)
+        )
+        assert renewal.ends_at == NOW + 2 * CLUB_PERIOD
         when = NOW + 3 * DAY
-        with pytest.raises(NotStaff):
-            await record_refund(s, paid.payment_id, actor=99, owner=False, now=when)
         with pytest.raises(UnknownTransaction):
-            await record_refund(s, 12345, actor=OWNER, owner=True, now=when)
+            await record_refund(s, 12345, actor=OWNER, owners=OWNERS, now=when)
         assert (await membership(s, ann)).ends_at == renewal.ends_at  # type: ignore[union-attr]
 
         done = await record_refund(
-            s, paid.payment_id, actor=OWNER, owner=True, now=when, telegram="refunded"
+            s, paid.payment_id, actor=OWNER, owners=OWNERS, now=when, telegram="refunded"
         )
-        assert done.new and done.told and done.ended_at == when
+        kept = renewal.ends_at - (paid.ends_at - when)
+        assert done.new and done.told and done.ends_at == kept and done.was == renewal.ends_at
+        assert done.shortened and not done.ended and done.points_back == 0
         assert done.payment.refunded_at == when and done.cancel_subscription == "s-2"
         now_member = await membership(s, ann)
-        assert now_member is not None and now_member.ends_at == when and not now_member.renews
-        again = await record_refund(s, paid.payment_id, actor=OWNER, owner=True, now=when + DAY)
+        assert now_member is not None and now_member.ends_at == kept
+        assert not now_member.renews and now_member.subscription_charge_id is None
+        # The renewal's month moved back with the membership: it says what it bought.
+        periods = dict(
+            (
+                await s.execute(
+                    select(ClubPayment.charge_id, ClubPayment.period_until).order_by(
+                        ClubPayment.id
+                    )
+                )
+            ).all()
+        )
+        await s.rollback()
+        assert periods == {"s-1": paid.ends_at, "s-2": kept}
+        again = await record_refund(s, paid.payment_id, actor=OWNER, owners=OWNERS, now=when + DAY)
         assert not again.new and again.payment.refunded_at == when
         assert await scalar(s, select(func.count()).where(AuditLog.action == "club_refund")) == 1
         audit = await audited(s)
         assert audit.actor_telegram_id == OWNER and audit.member_id == ann
         assert audit.details["charge_id"] == "s-1" and audit.details["telegram"] == "refunded"
+        assert audit.details["subscription"] == "s-2" and audit.details["points_back"] == "0"
         told = await notices(s, "club_refunded")
         assert told == [
             (
@@ -404,17 +447,104 @@ async def test_a_refund_is_recorded_once_and_ends_the_membership(
                     "method": "stars",
                     "amount": "250.00",
                     "currency": "XTR",
-                    "ends_at": when.isoformat(),
+                    "ends_at": kept.isoformat(),
+                    "shortened": True,
+                    "ended": False,
+                    "points_back": 0,
                 },
             )
         ]
-        # The refund said it ended: the daily job says nothing more about it.
+        # Still a member: the daily job says nothing of an end.
         assert await tell_club_lapses(s, when + 5 * DAY) == ClubTold()
-        # The other payment of the same month can still be given back; the end stays.
+        # The renewal's month is given back too: nothing is left, the membership ends now.
         later = await record_refund(
-            s, renewal.payment_id, actor=OWNER, owner=True, now=when + 2 * DAY
+            s, renewal.payment_id, actor=OWNER, owners=OWNERS, now=when + 2 * DAY
         )
-        assert later.new and later.ended_at == when and later.cancel_subscription is None
+        assert later.new and later.ended and later.ends_at == when + 2 * DAY
+        assert later.cancel_subscription is None  # its subscription was cancelled already
+        # The refund said it ended: the daily job says nothing more about it.
+        assert await tell_club_lapses(s, when + 10 * DAY) == ClubTold()
+
+
+async def test_refunding_an_old_till_month_leaves_the_stars_month_and_its_subscription(
+    sessions: Sessions, program: Program
+) -> None:
+    """A till month bought a year ago, and a Stars month now: giving back the till month
+    takes nothing from the Stars month (its time is over) and leaves the subscription."""
+    async with sessions() as s:
+        ann = await join(s, program, 1)
+        old = await record_payment(s, program, till(ann, "t-1", NOW - 365 * DAY))
+        now_paid = await record_payment(s, program, stars(ann, "s-1", NOW - 5 * DAY))
+        done = await record_refund(s, old.payment_id, actor=OWNER, owners=OWNERS, now=NOW)
+        assert done.new and not done.shortened and not done.ended
+        assert done.ends_at == now_paid.ends_at and done.cancel_subscription is None
+        found = await membership(s, ann)
+        assert found is not None and found.ends_at == now_paid.ends_at
+        assert found.renews and found.subscription_charge_id == "s-1"
+        [(_m, _k, told)] = await notices(s, "club_refunded")
+        assert told["ends_at"] == now_paid.ends_at.isoformat() and not told["shortened"]
+        # A till month bought during the Stars month (after it in time) is refunded: only
+        # its own month goes, and the subscription, of another payment, stays.
+        extra = await record_payment(s, program, till(ann, "t-2", NOW))
+        assert extra.period_from == now_paid.ends_at
+        done = await record_refund(s, extra.payment_id, actor=OWNER, owners=OWNERS, now=NOW)
+        assert done.ends_at == now_paid.ends_at and done.cancel_subscription is None
+        assert (await membership(s, ann)).renews  # type: ignore[union-attr]
+
+
+async def test_a_refund_takes_the_welcome_points_back_as_far_as_the_wallet_holds(
+    sessions: Sessions,
+) -> None:
+    """Ann's first payment brought 500 welcome points and she kept them all; Bob spent 300
+    of his: only the 250 his wallet holds go back. Cy's second payment brought none."""
+    data = copy.deepcopy(TEST_PROGRAM)
+    data["club"] = {"name": "City Club", "stars_per_month": 250, "welcome_points": 500}
+    program = parse_program(data)
+    async with sessions() as s:
+        ann, bob = await join(s, program, 1), await join(s, program, 2)
+        a = await record_payment(s, program, stars(ann, "s-a", NOW))
+        b = await record_payment(s, program, stars(bob, "s-b", NOW))
+        assert a.welcome_points == b.welcome_points == 500
+        await adjust(s, program, member_id=bob, points=-300, reason="spent", key="spend-bob")
+        assert (await get_member(s, bob)).balance == 50 + 500 - 300
+        done = await record_refund(s, a.payment_id, actor=OWNER, owners=OWNERS, now=NOW + DAY)
+        assert done.points_back == 500 and done.payment.welcome_points == 500
+        assert (await get_member(s, ann)).balance == 50
+        done = await record_refund(s, b.payment_id, actor=OWNER, owners=OWNERS, now=NOW + DAY)
+        assert done.points_back == 250
+        assert (await get_member(s, bob)).balance == 0
+        told = await notices(s, "club_refunded")
+        assert [p["points_back"] for _m, _k, p in told] == [500, 250]
+        # Refunded twice: nothing more is taken.
+        again = await record_refund(s, b.payment_id, actor=OWNER, owners=OWNERS, now=NOW + DAY)
+        assert not again.new and again.points_back == 0
+        assert (await get_member(s, bob)).balance == 0
+        taken_back = await scalar(
+            s,
+            select(func.count()).where(
+                Transaction.kind == TxKind.REVERSE, Transaction.member_id.in_([ann, bob])
+            ),
+        )
+        assert taken_back == 2
+
+
+async def test_only_an_owner_records_a_refund_whatever_the_caller_says(
+    sessions: Sessions, program: Program
+) -> None:
+    """The use case reads the roles itself: a manager (staff, not an owner) and a stranger
+    are refused, and nothing is recorded."""
+    async with sessions() as s:
+        ann = await join(s, program, 1)
+        paid = await record_payment(s, program, card(ann, "c-1", NOW))
+        token = await create_invite(s, created_by=OWNER, role="manager", partner_slug="coffee")
+        manager = await accept_invite(s, token, telegram_id=77)
+        assert manager.role == "manager"
+        for actor in (77, 99):
+            with pytest.raises(NotStaff):
+                await record_refund(s, paid.payment_id, actor=actor, owners=OWNERS, now=NOW)
+        assert await scalar(s, select(ClubPayment.refunded_at)) is None
+        done = await record_refund(s, paid.payment_id, actor=OWNER, owners=OWNERS, now=NOW)
+        assert done.new and done.ended
 
 
 async def test_refunding_a_payment_of_a_lapsed_membership_does_not_bring_it_back(
@@ -424,8 +554,8 @@ async def test_refunding_a_payment_of_a_lapsed_membership_does_not_bring_it_back
         bob = await join(s, program, 2)
         paid = await record_payment(s, program, till(bob, "t-1", NOW))
         when = paid.ends_at + 10 * DAY
-        done = await record_refund(s, paid.payment_id, actor=OWNER, owner=True, now=when)
-        assert done.new and done.ended_at == paid.ends_at
+        done = await record_refund(s, paid.payment_id, actor=OWNER, owners=OWNERS, now=when)
+        assert done.new and done.ends_at == paid.ends_at and done.ended and not done.shortened
         assert done.payment.partner_id == 1 and done.payment.method == "till"
         audit = await audited(s)
         assert audit.partner_id == 1 and audit.details["telegram"] is None
@@ -438,6 +568,8 @@ async def test_a_deleted_members_payment_is_refunded_without_telling_anyone(
         cy = await join(s, program, 3)
         paid = await record_payment(s, program, card(cy, "c-1", NOW))
         await delete_member(s, await get_member(s, cy), now=NOW + DAY)
-        done = await record_refund(s, paid.payment_id, actor=OWNER, owner=True, now=NOW + 2 * DAY)
-        assert done.new and not done.told and done.ended_at == NOW + DAY
+        done = await record_refund(
+            s, paid.payment_id, actor=OWNER, owners=OWNERS, now=NOW + 2 * DAY
+        )
+        assert done.new and not done.told and done.ends_at == NOW + DAY
         assert await notices(s, "club_refunded") == []
