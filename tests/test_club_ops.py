@@ -26,6 +26,7 @@ from db.ledger.models import (
     TxKind,
 )
 from db.queries.club import membership
+from db.queries.settlement import settlement
 from db.queries.stats import club_figures
 from db.rules import club as rules
 from db.rules.errors import NotStaff, UnknownTransaction
@@ -295,7 +296,8 @@ async def test_the_club_figures_of_a_period_are_exact(
     Dee joined in April with Stars, refunded in June (by the refund her membership ended);
     Eve pays at a till on June 25 then deletes her account on June 28; Fay paid by card in
     May for May 15 to June 14 and is back by card on June 20; Gus's till month from May 2
-    ends on the stroke of midnight that starts June: it lapsed in May."""
+    ends on the stroke of midnight that starts June: it lapsed in May. Refunds count in the
+    month they are made, in /stats as in settlement."""
     june = datetime(2026, 6, 1, tzinfo=UTC)
     july = datetime(2026, 7, 1, tzinfo=UTC)
     async with sessions() as s:
@@ -341,19 +343,68 @@ async def test_the_club_figures_of_a_period_are_exact(
     # Eve (deleted), Fay (June 14).
     assert (in_june.joined, in_june.lapsed) == (4, 5)
     assert in_june.members == at_may_end.members + in_june.joined - in_june.lapsed
-    assert (in_june.stars_paid, in_june.stars_refunded, in_june.stars_kept) == (500, 0, 500)
-    assert in_june.payments == 5
+    # Dee's Stars were paid in May and refunded in June: June gave them back.
+    assert (in_june.stars_paid, in_june.stars_refunded, in_june.stars_kept) == (500, 250, 250)
+    assert (at_may_end.stars_paid, at_may_end.stars_refunded) == (250, 0)
     [money] = in_june.money
     assert (money.currency, money.card, money.till) == ("PLN", D("62.00"), D("31.00"))
     assert (money.refunded, money.paid, money.kept) == (D("30.00"), D("93.00"), D("63.00"))
-    # Dee's refunded Stars were paid in May: May's revenue says they were given back.
-    assert (at_may_end.stars_paid, at_may_end.stars_refunded) == (250, 250)
+
+    # Bob's May till month is given back in July: July's figures and July's settlement
+    # count it, May's and June's stay as they were.
+    async with sessions() as s:
+        bob_paid = await scalar(s, select(ClubPayment.id).where(ClubPayment.charge_id == "t-bob"))
+        await record_refund(s, bob_paid, actor=OWNER, owners=OWNERS, now=july + DAY)
+        august = datetime(2026, 8, 1, tzinfo=UTC)
+        in_july = await club_figures(s, start=july, end=august, now=august)
+        again_in_june = await club_figures(s, start=june, end=july, now=august)
+        again_in_may = await club_figures(
+            s, start=datetime(2026, 5, 1, tzinfo=UTC), end=june, now=august
+        )
+        settled = {
+            month: (await settlement(s, program, start=month, end=end)).club_money
+            for month, end in (
+                (datetime(2026, 5, 1, tzinfo=UTC), june),
+                (june, july),
+                (july, august),
+            )
+        }
+    [july_money] = in_july.money
+    assert (july_money.paid, july_money.refunded, july_money.kept) == (
+        D("0"),
+        D("29.00"),
+        D("-29.00"),
+    )
+    assert again_in_june == in_june
+    assert [m.refunded for m in again_in_may.money] == [D("0")]
+    # Settlement: Gus's and Bob's months in May, Eve's in June, Bob's given back in July.
+    assert list(settled.values()) == [D("58.00"), D("31.00"), D("-29.00")]
 
     # A period still running counts the members of now, and no lapse still to come.
     async with sessions() as s:
         running = await club_figures(s, start=june, end=july, now=june + 15 * DAY)
     # On June 16: Ann and Bob are in; Cy, Dee and Fay's first month have ended.
     assert (running.members, running.joined, running.lapsed) == (2, 2, 3)
+
+
+async def test_the_figures_follow_a_refund_that_only_shortens_a_membership(
+    sessions: Sessions, program: Program
+) -> None:
+    """Ann buys a till month on May 1 and extends it with Stars on May 10; the till month is
+    refunded on May 15: its 16 days still ahead go, and she stays a member to June 14."""
+    may, june, july = (datetime(2026, m, 1, tzinfo=UTC) for m in (5, 6, 7))
+    async with sessions() as s:
+        ann = await join(s, program, 1)
+        month = await record_payment(s, program, till(ann, "t-1", may))
+        await record_payment(s, program, stars(ann, "s-1", may + 9 * DAY))
+        done = await record_refund(
+            s, month.payment_id, actor=OWNER, owners=OWNERS, now=may + 14 * DAY
+        )
+        assert done.ends_at == june + 13 * DAY and not done.ended
+        in_may = await club_figures(s, start=may, end=june, now=july)
+        in_june = await club_figures(s, start=june, end=july, now=july)
+    assert (in_may.members, in_may.joined, in_may.lapsed) == (1, 1, 0)
+    assert (in_june.members, in_june.joined, in_june.lapsed) == (0, 0, 1)
 
 
 # --------------------------------------------------------------------------- the segment
