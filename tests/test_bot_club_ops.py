@@ -13,12 +13,20 @@ from typing import Any
 
 import pytest
 from babel.dates import format_date
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import ClubRefundCb
 from bot.workers.jobs import tell_club
-from db.ledger.models import AuditLog, ClubMembership, ClubPayment, Notice, Outbox
+from db.ledger.models import (
+    AuditLog,
+    ClubMembership,
+    ClubPayment,
+    ClubUnclaimed,
+    Notice,
+    Outbox,
+)
 from db.queries.club import membership
 from db.queries.wallet import set_marketing_consent
 from db.rules.cards import format_card_number
@@ -586,3 +594,44 @@ async def test_the_owner_is_told_how_many_welcome_points_a_refund_takes_back(
     async with sessions() as s:
         after = await find_by_telegram(s, ann.user_id)
     assert after is not None and after.balance == 0
+
+
+# --------------------------------------------------------------------------- bought nothing
+
+
+async def test_a_payment_delivered_again_after_the_account_was_deleted_is_not_refunded(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """Ann pays, Telegram's delivery is recorded but its answer is lost; she deletes her
+    account; Telegram delivers the payment again. It bought her membership: it is neither
+    refunded nor reported as a payment that bought nothing."""
+    server = harness.server
+    ann = harness.user("Ann")
+    await join(ann)
+    await club_screen(ann)
+    outcome = await ann.pay(ann.invoice_link("Join for 250 ⭐"))
+    assert outcome.ok and outcome.message is not None and outcome.charge is not None
+    await ann.wait_message("Welcome to City Club")
+    await ann.send("/privacy")
+    await ann.wait_message("Your data")
+    await ann.click("🗑 Delete my account")
+    await ann.wait_message("Delete your account?")
+    await ann.click("Yes, delete everything")
+    await ann.wait_message("forfeited")
+    before = len(ann.messages)
+    handled = REGISTRY.get_sample_value("loyalty_updates_total", {"type": "message"}) or 0.0
+
+    ann.redeliver(outcome.message)
+    await ann.wait_for(
+        lambda: (
+            (REGISTRY.get_sample_value("loyalty_updates_total", {"type": "message"}) or 0.0)
+            > handled
+        )
+    )
+    assert not server.calls("refundStarPayment")
+    assert not outcome.charge.refunded
+    assert len(ann.messages) == before  # nothing said
+    async with sessions() as s:
+        assert await s.scalar(select(ClubPayment.refunded_at)) is None
+        assert await s.scalar(select(func.count()).select_from(ClubUnclaimed)) == 0
+    assert await count(sessions, AuditLog, AuditLog.action == "club_payment_unclaimed") == 0

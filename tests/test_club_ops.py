@@ -6,6 +6,7 @@ each test."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ from db.ledger.models import (
     AuditLog,
     ClubMembership,
     ClubPayment,
+    ClubUnclaimed,
     Member,
     Notice,
     Outbox,
@@ -36,6 +38,7 @@ from db.usecases.campaigns import Segment, audience_size, create_campaign, start
 from db.usecases.club import Payment, record_payment
 from db.usecases.club_lapses import ClubTold, tell_club_lapses
 from db.usecases.club_refunds import record_refund
+from db.usecases.club_support import claim_unclaimed, unclaimed_payment
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
 from db.usecases.staff import accept_invite, create_invite
@@ -624,3 +627,63 @@ async def test_a_deleted_members_payment_is_refunded_without_telling_anyone(
         )
         assert done.new and not done.told and done.ends_at == NOW + DAY
         assert await notices(s, "club_refunded") == []
+
+
+# --------------------------------------------------------------------------- bought nothing
+
+
+async def test_a_payment_that_bought_nothing_is_claimed_refunded_and_told_once(
+    sessions: Sessions, program: Program
+) -> None:
+    """Telegram delivers one card payment from a deleted account three times at once: one
+    delivery claims it and tells the owners; the others do nothing. A charge recorded as a
+    club payment is never claimed."""
+
+    async def claim(charge: str) -> bool:
+        async with sessions() as s:
+            return await claim_unclaimed(
+                s,
+                charge_id=charge,
+                method="card",
+                currency="PLN",
+                amount=D("29.00"),
+                reason="not_member",
+            )
+
+    assert sorted(await asyncio.gather(*(claim("c-9") for _ in range(3)))) == [
+        False,
+        False,
+        True,
+    ]
+
+    async def settle(refunded: bool) -> bool:
+        async with sessions() as s:
+            return await unclaimed_payment(
+                s,
+                telegram_id=555,
+                name="Zed",
+                charge_id="c-9",
+                provider_charge_id="p-9",
+                method="card",
+                currency="PLN",
+                amount=D("29.00"),
+                refunded=refunded,
+                reason="not_member",
+                owners=OWNERS,
+            )
+
+    assert await settle(False) and not await settle(False)
+    async with sessions() as s:
+        row = (await s.execute(select(ClubUnclaimed))).scalar_one()
+        assert (row.charge_id, row.refunded, row.reason) == ("c-9", False, "not_member")
+        told = await notices(s, "club_unclaimed")
+        assert [p["charge_id"] for _m, _k, p in told] == ["c-9"]
+        assert (
+            await scalar(
+                s, select(func.count()).where(AuditLog.action == "club_payment_unclaimed")
+            )
+            == 1
+        )
+        ann = await join(s, program, 1)
+        await record_payment(s, program, card(ann, "c-1", NOW))
+    assert not await claim("c-1")  # recorded: a delivery again bought what it bought

@@ -792,7 +792,8 @@ class ClubUnclaimed(Base):
     member, or it was for nothing the bot sells: db/usecases/club_support.py), claimed once
     per `charge_id` before Telegram is asked to refund it: of two deliveries of the same
     update only the one that claimed it refunds and tells the owners. `refunded`: Telegram
-    gave the Stars back (else the owners were told to refund it)."""
+    gave the Stars back (False: the owners were told to refund it; None: claimed, and what
+    became of it was never recorded, as when the bot stopped in between)."""
 
     __tablename__ = "club_unclaimed"
     __table_args__ = (
@@ -805,7 +806,7 @@ class ClubUnclaimed(Base):
     currency: Mapped[str] = mapped_column(String(3))
     amount: Mapped[Decimal] = mapped_column(Money)
     reason: Mapped[str] = mapped_column(String(20))
-    refunded: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    refunded: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -44,8 +44,8 @@ from db.rules.tokens import identity_hash
 from db.usecases.club import Payment, record_payment, set_renewal
 from db.usecases.club_support import (
     SUPPORT_TEXT_MAX,
+    claim_unclaimed,
     support_request,
-    unclaimed_before,
     unclaimed_payment,
 )
 from db.usecases.members import MemberInfo
@@ -323,9 +323,19 @@ async def _give_back(
     and said once."""
     assert message.from_user is not None
     user_id = message.from_user.id
-    if await unclaimed_before(session, paid.telegram_payment_charge_id):
-        return  # a redelivered update: refunded or told the first time
     stars = paid.currency == STARS
+    amount = (
+        Decimal(paid.total_amount) if stars else rules.from_minor(paid.total_amount, paid.currency)
+    )
+    if not await claim_unclaimed(
+        session,
+        charge_id=paid.telegram_payment_charge_id,
+        method="stars" if stars else "card",
+        currency=paid.currency,
+        amount=amount,
+        reason=reason,
+    ):
+        return  # recorded, or a redelivered update: refunded or told the first time
     refunded = False
     if stars:
         try:
@@ -334,9 +344,6 @@ async def _give_back(
             refunded = "CHARGE_ALREADY_REFUNDED" in str(exc)
             if not refunded:
                 log.warning("could not refund charge %s: %s", paid.telegram_payment_charge_id, exc)
-    amount = (
-        Decimal(paid.total_amount) if stars else rules.from_minor(paid.total_amount, paid.currency)
-    )
     new = await unclaimed_payment(
         session,
         telegram_id=user_id,

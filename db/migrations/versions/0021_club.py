@@ -103,7 +103,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("amount", sa.Numeric(14, 2), nullable=False),
         sa.Column("reason", sa.String(length=20), nullable=False),
-        sa.Column("refunded", sa.Boolean(), server_default="false", nullable=False),
+        sa.Column("refunded", sa.Boolean(), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
