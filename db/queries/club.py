@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import ClubMembership, ClubPayment, RewardedIdentity
@@ -55,6 +56,13 @@ async def membership(session: AsyncSession, member_id: int) -> Membership | None
         )
     ).one_or_none()
     return Membership(*row) if row else None
+
+
+def active_sql(ends_at: Any, now: datetime) -> ColumnElement[bool]:
+    """db/rules/club.py `active` as a SQL condition on a membership's `ends_at` column, for
+    queries over many memberships at once (a campaign's audience, the daily job's
+    candidates): the one SQL statement of the rule."""
+    return cast("ColumnElement[bool]", ends_at > now)
 
 
 async def in_club(session: AsyncSession, member_id: int, now: datetime) -> bool:

@@ -96,6 +96,15 @@ def after_refund(
     return min(ends_at, max(now, ends_at - unused))
 
 
+def joins(ends_at: datetime | None, now: datetime, *, recurring: bool) -> bool:
+    """Whether a payment made `now` starts a membership (a first one, or back after a
+    lapse) rather than extending one. A Stars renewal (`recurring`) is charged as the
+    period ends and may reach the bot a little later: within RENEWAL_GRACE it continues the
+    membership."""
+    late_renewal = recurring and ends_at is not None and now < ends_at + RENEWAL_GRACE
+    return not active(ends_at, now) and not late_renewal
+
+
 def period(
     ends_at: datetime | None, now: datetime, until: datetime | None = None
 ) -> tuple[datetime, datetime]:
@@ -116,11 +125,16 @@ def remind_due(
     """Whether the member should now be told their membership ends soon: it ends within
     REMIND_BEFORE, no Stars subscription is `renewing` it, and they were not told about
     this end."""
-    return not renewing and now < ends_at <= now + REMIND_BEFORE and reminded_for != ends_at
+    return (
+        not renewing
+        and active(ends_at, now)
+        and ends_at <= now + REMIND_BEFORE
+        and reminded_for != ends_at
+    )
 
 
 def lapse_due(ends_at: datetime, renewing: bool, told_for: datetime | None, now: datetime) -> bool:
     """Whether the member should now be told their membership ended (once per end): it
     ended, and no Stars subscription is `renewing` it (its charge, due as it ended, may
     still come within RENEWAL_GRACE)."""
-    return not renewing and ends_at <= now and told_for != ends_at
+    return not renewing and not active(ends_at, now) and told_for != ends_at

@@ -137,10 +137,7 @@ async def record_payment(
             )
         ).scalar_one()
         ends_at = membership.ends_at
-        # A Stars renewal is charged as the period ends and may reach the bot a little
-        # later: within RENEWAL_GRACE it continues the membership, not a new one.
-        renewal = payment.recurring and now < ends_at + rules.RENEWAL_GRACE
-        joined = not rules.active(ends_at, now) and not renewal
+        joined = rules.joins(ends_at, now, recurring=payment.recurring)
         start, end = rules.period(ends_at, now, payment.until)
         welcome = 0
         if (

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger.models import ClubMembership, Member
 from db.ledger.writer import lock_members, unit_of_work
+from db.queries.club import active_sql
 from db.rules import club as rules
 from db.usecases.outbox import Owed, owe
 
@@ -46,8 +47,8 @@ def _candidates(now: datetime) -> list[ColumnElement[bool]]:
     return [
         c.ends_at <= now + rules.REMIND_BEFORE,
         or_(
-            and_(c.ends_at > now, c.reminded_for.is_distinct_from(c.ends_at)),
-            and_(c.ends_at <= now, c.lapse_told_for.is_distinct_from(c.ends_at)),
+            and_(active_sql(c.ends_at, now), c.reminded_for.is_distinct_from(c.ends_at)),
+            and_(~active_sql(c.ends_at, now), c.lapse_told_for.is_distinct_from(c.ends_at)),
         ),
     ]
 
