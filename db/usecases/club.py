@@ -97,8 +97,9 @@ async def record_payment(
     time ever (not again to an `identity` that had them in a deleted account); owe the
     member the news ("club_paid") and the caller's `also` messages (or those `also` makes
     of what the payment bought: a till's receipt says the new end), in one transaction.
-    UnknownMember if the member is gone (nothing recorded: the caller gives the money
-    back); NoClub if the program has no club."""
+    A charge recorded before returns what it bought (`new` False), even once its member
+    is gone. UnknownMember if the member is gone and the charge is new (nothing recorded:
+    the caller gives the money back); NoClub if the program has no club."""
     club = program.club
     if club is None:
         raise NoClub()
