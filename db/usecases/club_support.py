@@ -87,27 +87,28 @@ async def unclaimed_payment(
 ) -> bool:
     """Record what became of a payment Telegram took for the club that bought nothing
     (`reason`: its payer is no longer a member, paid for a deleted account, the club is no
-    longer sold that way), claimed by `claim_unclaimed` (or claimed here): audited once per
-    charge; the owners are told when it was not given back already (a card payment, or a
-    Stars refund Telegram refused), so they refund it. Returns False when this charge's fate
-    was recorded before (nothing done now)."""
+    longer sold that way), claimed by `claim_unclaimed` (or claimed here): audited; the
+    owners are told when it was not given back (a card payment, or a Stars refund Telegram
+    refused), so they refund it, once per charge. An owner's refund of such a charge later
+    (`refunded`) is recorded over it. Returns False when there was nothing new to record (a
+    charge settled before, or refunded already)."""
     async with unit_of_work(session):
+        row = pg_insert(ClubUnclaimed).values(
+            charge_id=charge_id,
+            method=method,
+            currency=currency,
+            amount=amount,
+            reason=reason,
+            refunded=refunded,
+        )
         settled = await session.scalar(
-            pg_insert(ClubUnclaimed)
-            .values(
-                charge_id=charge_id,
-                method=method,
-                currency=currency,
-                amount=amount,
-                reason=reason,
-                refunded=refunded,
-            )
-            .on_conflict_do_update(
+            row.on_conflict_do_update(
                 index_elements=[ClubUnclaimed.charge_id],
-                set_={"refunded": refunded},
-                where=ClubUnclaimed.refunded.is_(None),
-            )
-            .returning(ClubUnclaimed.charge_id)
+                set_={"refunded": row.excluded.refunded},
+                # Claimed and not settled yet; or left to the owners and refunded now.
+                where=ClubUnclaimed.refunded.is_(None)
+                | (ClubUnclaimed.refunded.is_(False) & row.excluded.refunded),
+            ).returning(ClubUnclaimed.charge_id)
         )
         if settled is None:
             return False
