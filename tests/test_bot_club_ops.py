@@ -13,16 +13,25 @@ from typing import Any
 
 import pytest
 from babel.dates import format_date
-from sqlalchemy import func, select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.callbacks import ClubRefundCb
 from bot.workers.jobs import tell_club
-from db.ledger.models import AuditLog, ClubPayment, Notice, Outbox
+from db.ledger.models import (
+    AuditLog,
+    ClubMembership,
+    ClubPayment,
+    ClubUnclaimed,
+    Notice,
+    Outbox,
+)
 from db.queries.club import membership
 from db.queries.wallet import set_marketing_consent
 from db.rules.cards import format_card_number
 from db.rules.program import CLUB_PERIOD, Program, parse_program
+from db.usecases.adjust import adjust
 from db.usecases.club import ClubPaid, Payment, record_payment
 from db.usecases.members import find_by_telegram
 from tests.botharness import BotHarness
@@ -40,18 +49,23 @@ NBSP = "\u00a0"
 def program(request: pytest.FixtureRequest) -> Program:
     """The test program with a club (without one where a test says `NO_CLUB`)."""
     data = copy.deepcopy(TEST_PROGRAM)
-    if getattr(request, "param", True):
+    param = getattr(request, "param", True)
+    if param:
         data["club"] = {
             "name": "City Club",
             "stars_per_month": 250,
             "price": "29.00",
             "multiplier": "1.5",
             "discount_percent": "5",
+            **(param if isinstance(param, dict) else {}),
         }
     return parse_program(data)
 
 
 NO_CLUB = pytest.mark.parametrize("program", [False], indirect=True, ids=["no club"])
+WELCOME = pytest.mark.parametrize(
+    "program", [{"welcome_points": 500}], indirect=True, ids=["welcome points"]
+)
 
 
 def local_day(moment: datetime, program: Program) -> str:
@@ -66,11 +80,28 @@ async def member_of(sessions: Sessions, user: UserClient) -> Any:
 
 
 async def pay(
-    sessions: Sessions, program: Program, member_id: int, method: str, charge: str, at: datetime
+    sessions: Sessions,
+    program: Program,
+    member_id: int,
+    method: str,
+    charge: str,
+    at: datetime,
+    *,
+    recurring: bool = False,
 ) -> ClubPaid:
+    """A payment recorded as the bot records it (`recurring`: Telegram's renewal of a
+    Stars subscription)."""
     if method == "stars":
         payment = Payment(
-            member_id, charge, "stars", "XTR", D(250), at, until=at + CLUB_PERIOD, renews=True
+            member_id,
+            charge,
+            "stars",
+            "XTR",
+            D(250),
+            at,
+            until=at + CLUB_PERIOD,
+            renews=True,
+            recurring=recurring,
         )
     elif method == "card":
         payment = Payment(
@@ -114,6 +145,96 @@ async def test_the_member_is_told_once_before_and_once_after_the_end(
     )
     assert await tell_club(harness.runtime, now=now + 4 * DAY) == 0
     assert await count(sessions, Notice, Notice.kind.in_(("club_ending", "club_ended"))) == 2
+
+
+async def balance_of(user: UserClient) -> str:
+    user.mark_all_seen()
+    await user.send("/balance")
+    return text_of(await user.wait_message("points"))
+
+
+async def club_screen(user: UserClient) -> dict[str, Any]:
+    user.mark_all_seen()
+    await user.send("/club")
+    return await user.wait_message("City Club")
+
+
+def button_texts(message: dict[str, Any]) -> list[str]:
+    return [str(b["text"]) for b in inline_buttons(message)]
+
+
+async def test_the_day_telegram_charges_is_said_and_a_subscription_that_lapsed_is_over(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Ann has a till month and takes a Stars subscription during it: her membership runs
+    to the end of both, but Telegram charges again 30 days after she subscribed, and the
+    bot says that day. Then Telegram's charge never comes (no Stars left): a day later
+    nothing says it renews, and she may subscribe again."""
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    await pay(sessions, program, member.id, "till", "till:1", datetime.now(UTC))
+    await club_screen(ann)
+    link = ann.invoice_link("Extend for 250 ⭐")
+    outcome = await ann.pay(link)
+    assert outcome.ok and outcome.charge is not None
+    news = text_of(await ann.wait_message("City Club extended"))
+    charged = datetime.fromtimestamp(
+        outcome.charge.successful_payment["subscription_expiration_date"], UTC
+    )
+    async with sessions() as s:
+        found = await membership(s, member.id)
+    assert found is not None and found.ends_at > charged + 20 * DAY
+    ends, renews = local_day(found.ends_at, program), local_day(charged, program)
+    assert f"you are a member until {ends}." in news
+    assert (
+        f"Telegram charges your Stars subscription again on {renews}, which extends it; "
+        "/club to stop it."
+    ) in news
+    shown = await club_screen(ann)
+    assert (
+        f"✅ You are a member until {ends}; Telegram charges your Stars subscription again on "
+        f"{renews}, which extends it."
+    ) in text_of(shown)
+    assert button_texts(shown) == ["Stop renewal"]
+    assert (
+        f"👑 City Club: member until {ends} (Stars subscription renews on {renews})"
+        in await balance_of(ann)
+    )
+
+    # Telegram's charge was due a day ago and never came.
+    async with sessions() as s:
+        await s.execute(
+            update(ClubMembership)
+            .where(ClubMembership.member_id == member.id)
+            .values(subscription_until=datetime.now(UTC) - DAY - timedelta(hours=1))
+        )
+        await s.commit()
+    shown = await club_screen(ann)
+    assert f"✅ You are a member until {ends}; it ends then." in text_of(shown)
+    assert "Stop renewal" not in button_texts(shown)
+    assert f"👑 City Club: member until {ends} (ends then)" in await balance_of(ann)
+    again = await ann.pay(link)  # a new subscription is not refused as a second one
+    assert again.ok, again.error_message
+    await ann.wait_message("City Club extended")
+
+
+async def test_a_till_month_after_a_subscription_lapsed_is_not_said_to_renew(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Bob's Stars subscription lapsed (its renewal never came) ten days ago; he buys a
+    month at a till: /club and /balance say it ends then, and offer Stars again."""
+    bob = harness.user("Bob")
+    await join(bob)
+    member = await member_of(sessions, bob)
+    now = datetime.now(UTC)
+    await pay(sessions, program, member.id, "stars", "s-1", now - CLUB_PERIOD - 10 * DAY)
+    month = await pay(sessions, program, member.id, "till", "till:1", now)
+    ends = local_day(month.ends_at, program)
+    shown = await club_screen(bob)
+    assert f"✅ You are a member until {ends}; it ends then." in text_of(shown)
+    assert button_texts(shown) == ["Extend for 250 ⭐"]
+    assert f"👑 City Club: member until {ends} (ends then)" in await balance_of(bob)
 
 
 # --------------------------------------------------------------------------- /stats
@@ -237,7 +358,7 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     member = await member_of(sessions, ann)
     now = datetime.now(UTC)
     first = await pay(sessions, program, member.id, "stars", "s-1", now - 20 * DAY)
-    await pay(sessions, program, member.id, "stars", "s-2", now - DAY)  # renewed
+    renewed = await pay(sessions, program, member.id, "stars", "s-2", now - DAY, recurring=True)
     for charge in ("s-1", "s-2"):
         harness.server.payments.add_known_charge(ann.user_id, charge)
     owner = harness.owner()
@@ -250,13 +371,28 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     assert f"No. {first.payment_id} · {day} · Telegram Stars · 250 ⭐ · until {until}" in listing
     await owner.click(f"↩️ No. {first.payment_id}: 250 ⭐")
     ask = text_of(await owner.wait_message("Telegram gives the Stars back"))
-    assert ask.startswith(f"No. {first.payment_id}: 250 ⭐ paid on {day} by Ann.")
+    # Its ten days still ahead go; the renewal's month stays, ten days earlier.
+    shorter = renewed.ends_at - (first.ends_at - datetime.now(UTC))
+    assert ask == (
+        f"No. {first.payment_id}: 250 ⭐ paid on {day} by Ann.\n"
+        "Telegram gives the Stars back to them.\n"
+        "Their club membership loses the time this payment bought that is still ahead: it "
+        f"ends on {local_day(shorter, program)} instead of "
+        f"{local_day(renewed.ends_at, program)}, and they are told.\n"
+        "Their Telegram Stars subscription, which this payment was of, is cancelled too, so "
+        "Telegram does not charge it again."
+    )
     confirm = owner.messages[-1]
     await owner.click("↩️ Refund 250 ⭐")
     done = text_of(await owner.wait_message("is refunded"))
+    async with sessions() as s:
+        now_member = await membership(s, member.id)
+    assert now_member is not None
+    assert abs(now_member.ends_at - shorter) < timedelta(minutes=1)
     assert done == (
         f"✅ No. {first.payment_id} is refunded: Telegram gives 250 ⭐ back.\n"
-        "Their club membership has ended, and they are told."
+        f"Their club membership now ends on {local_day(now_member.ends_at, program)} (the time "
+        "this payment bought that was still ahead is taken off), and they are told."
     )
     await owner.wait_message("subscription is cancelled")
     charges = harness.server.payments.charges
@@ -266,13 +402,15 @@ async def test_the_owner_refunds_stars_through_telegram_once(
     [refund_call] = harness.server.calls("refundStarPayment")
     assert refund_call.params["user_id"] == ann.user_id
     told = text_of(await ann.wait_message("was refunded"))
-    assert told.startswith(
-        "↩️ Your City Club payment of 250 ⭐ was refunded: Telegram gives the Stars back."
+    assert told == (
+        "↩️ Your City Club payment of 250 ⭐ was refunded: Telegram gives the Stars back.\n"
+        "The time it paid for that was still ahead is taken off: you are a member until "
+        f"{local_day(now_member.ends_at, program)}."
     )
     async with sessions() as s:
         now_member = await membership(s, member.id)
-    assert now_member is not None and not now_member.active(datetime.now(UTC))
-    assert not now_member.renews
+    assert now_member is not None and now_member.active(datetime.now(UTC))
+    assert not now_member.renews and now_member.subscription_charge_id is None
 
     # The same button again: nothing more happens, and Telegram is not asked again.
     await owner.click(
@@ -417,3 +555,83 @@ async def test_only_owners_refund(
     owner = harness.owner()
     await owner.send("/club_refund 1234")
     assert "Usage: /club_refund CARD-NUMBER" in text_of(await owner.wait_message("Usage"))
+
+
+@WELCOME
+async def test_the_owner_is_told_how_many_welcome_points_a_refund_takes_back(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Ann's Stars month brought the club's 500 welcome points; she gave 200 of her points
+    off by the owner meanwhile (/adjust): refunding it takes back the 350 her wallet holds,
+    and the owner
+    and Ann are told exactly that."""
+    ann = harness.user("Ann")
+    await join(ann)
+    member = await member_of(sessions, ann)
+    paid = await pay(sessions, program, member.id, "stars", "s-1", datetime.now(UTC) - DAY)
+    assert paid.welcome_points == 500
+    harness.server.payments.add_known_charge(ann.user_id, "s-1")
+    async with sessions() as s:
+        await adjust(s, program, member_id=member.id, points=-200, reason="spent", key="spent")
+    owner = harness.owner()
+    await owner.send(f"/club_refund {member.card_number}")
+    await owner.wait_message("Club payments")
+    await owner.click(f"↩️ No. {paid.payment_id}: 250 ⭐")
+    ask = text_of(await owner.wait_message("Telegram gives the Stars back"))
+    assert "Their club membership ends now, and they are told." in ask
+    assert (
+        "Of the welcome gift paid with it (500 points), only what their wallet holds is taken "
+        "back: 350 points now (points spent stay spent)."
+    ) in ask
+    await owner.click("↩️ Refund 250 ⭐")
+    done = text_of(await owner.wait_message("is refunded"))
+    assert done.endswith(
+        "Their club membership has ended, and they are told.\n"
+        "Welcome gift paid with it: 500 points; taken back from their wallet: 350 points."
+    )
+    told = text_of(await ann.wait_message("was refunded"))
+    assert told.endswith("The club's welcome gift paid with it was taken back: −350 points.")
+    async with sessions() as s:
+        after = await find_by_telegram(s, ann.user_id)
+    assert after is not None and after.balance == 0
+
+
+# --------------------------------------------------------------------------- bought nothing
+
+
+async def test_a_payment_delivered_again_after_the_account_was_deleted_is_not_refunded(
+    harness: BotHarness, sessions: Sessions
+) -> None:
+    """Ann pays, Telegram's delivery is recorded but its answer is lost; she deletes her
+    account; Telegram delivers the payment again. It bought her membership: it is neither
+    refunded nor reported as a payment that bought nothing."""
+    server = harness.server
+    ann = harness.user("Ann")
+    await join(ann)
+    await club_screen(ann)
+    outcome = await ann.pay(ann.invoice_link("Join for 250 ⭐"))
+    assert outcome.ok and outcome.message is not None and outcome.charge is not None
+    await ann.wait_message("Welcome to City Club")
+    await ann.send("/privacy")
+    await ann.wait_message("Your data")
+    await ann.click("🗑 Delete my account")
+    await ann.wait_message("Delete your account?")
+    await ann.click("Yes, delete everything")
+    await ann.wait_message("forfeited")
+    before = len(ann.messages)
+    handled = REGISTRY.get_sample_value("loyalty_updates_total", {"type": "message"}) or 0.0
+
+    ann.redeliver(outcome.message)
+    await ann.wait_for(
+        lambda: (
+            (REGISTRY.get_sample_value("loyalty_updates_total", {"type": "message"}) or 0.0)
+            > handled
+        )
+    )
+    assert not server.calls("refundStarPayment")
+    assert not outcome.charge.refunded
+    assert len(ann.messages) == before  # nothing said
+    async with sessions() as s:
+        assert await s.scalar(select(ClubPayment.refunded_at)) is None
+        assert await s.scalar(select(func.count()).select_from(ClubUnclaimed)) == 0
+    assert await count(sessions, AuditLog, AuditLog.action == "club_payment_unclaimed") == 0

@@ -96,8 +96,40 @@ def test_reminders_and_lapses_are_told_once_per_end() -> None:
     assert not rules.remind_due(NOW + timedelta(days=4), False, None, NOW)
     assert rules.lapse_due(NOW, False, None, NOW)
     assert not rules.lapse_due(NOW, True, None, NOW + timedelta(hours=23))
-    assert rules.lapse_due(NOW, True, None, NOW + timedelta(days=1))
     assert not rules.lapse_due(NOW, False, NOW, NOW + timedelta(days=5))
+    # Renewing: a renewal on whose charge, due at Telegram's own end, may still come.
+    later = NOW + timedelta(hours=23)
+    assert rules.renewing(True, NOW, later)
+    assert not rules.renewing(True, NOW, NOW + rules.RENEWAL_GRACE)  # it never came
+    assert not rules.renewing(False, NOW + timedelta(days=9), NOW)  # stopped
+    assert not rules.renewing(True, None, NOW)
+    late = NOW + rules.RENEWAL_GRACE
+    assert rules.lapse_due(NOW, rules.renewing(True, NOW, late), None, late)
+
+
+def test_a_subscription_is_switched_while_it_renews_or_its_time_runs() -> None:
+    until = NOW + timedelta(days=5)
+    assert rules.renewable("s-1", True, until, NOW)
+    assert rules.renewable("s-1", False, until, NOW)  # stopped: may be resumed
+    assert not rules.renewable(None, True, until, NOW)
+    assert not rules.renewable("s-1", False, until, until)  # its time is over
+    # Within the grace its renewal may still be stopped; after it, nothing renews.
+    assert rules.renewable("s-1", True, until, until + timedelta(hours=1))
+    assert not rules.renewable("s-1", True, until, until + rules.RENEWAL_GRACE)
+
+
+def test_a_refund_takes_back_only_the_unused_part_of_its_payment() -> None:
+    day = timedelta(days=1)
+    end = NOW + 40 * day
+    # A payment for the month ahead (not begun): all its 30 days go.
+    assert rules.after_refund(end, NOW + 10 * day, end, NOW) == NOW + 10 * day
+    # A payment half used: the rest of it goes.
+    assert rules.after_refund(end, NOW - 15 * day, NOW + 15 * day, NOW) == NOW + 25 * day
+    # A payment whose time is over takes nothing back.
+    assert rules.after_refund(end, NOW - 60 * day, NOW - 30 * day, NOW) == end
+    # Never before now; never later than it was (ended already: stays so).
+    assert rules.after_refund(NOW + day, NOW - day, NOW + 29 * day, NOW) == NOW
+    assert rules.after_refund(NOW - day, NOW - 5 * day, NOW + 25 * day, NOW) == NOW - day
 
 
 async def test_a_charge_is_recorded_once_and_extends_the_membership(
@@ -211,3 +243,114 @@ async def test_no_club_sells_nothing(sessions: Sessions) -> None:
         with pytest.raises(NoClub):
             await record_payment(s, plain, stars(member.id, "charge-1"))
         assert await count(s, ClubPayment) == 0
+
+
+def card(member_id: int, charge: str, now: datetime = NOW) -> Payment:
+    return Payment(member_id, charge, "card", "EUR", D("29.00"), now, provider_charge_id="p")
+
+
+def till(member_id: int, charge: str, now: datetime = NOW) -> Payment:
+    return Payment(member_id, charge, "till", "EUR", D("29.00"), now, partner_id=1)
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [("stars", "card"), ("till", "stars"), ("card", "card")],
+    ids=["stars and card", "till and stars", "two cards"],
+)
+async def test_two_first_payments_for_one_member_at_once_are_both_recorded(
+    sessions: Sessions, program: Program, pair: tuple[str, str]
+) -> None:
+    """Nobody's membership exists yet: both payments must queue on it, not both insert it
+    (a member who pays two card invoices, a till month sold as a Stars payment lands)."""
+    makers = {"stars": stars, "card": card, "till": till}
+    async with sessions() as s:
+        members = [
+            (await register_member(s, program, telegram_id=tg, now=NOW - timedelta(1))).id
+            for tg in range(1, 6)
+        ]
+
+    async def pay(payment: Payment) -> Any:
+        async with sessions() as s:
+            return await record_payment(s, program, payment)
+
+    results = await asyncio.gather(
+        *(
+            pay(makers[method](member, f"{method}-{member}-{n}"))
+            for member in members
+            for n, method in enumerate(pair)
+        )
+    )
+    assert all(r.new for r in results)
+    async with sessions() as s:
+        for member in members:
+            found = await membership(s, member)
+            assert found is not None and found.ends_at == NOW + 2 * CLUB_PERIOD
+            assert (await get_member(s, member)).balance == 50 + 500  # welcomed once
+        assert await count(s, ClubPayment) == 2 * len(members)
+        assert await count(s, Transaction, Transaction.kind == TxKind.CLUB) == len(members)
+    # One of each pair joined; the other extended what it bought.
+    assert sorted(r.joined for r in results) == [False] * len(members) + [True] * len(members)
+
+
+async def test_a_charge_delivered_again_after_the_payer_left_is_replayed(
+    sessions: Sessions, program: Program
+) -> None:
+    """Recorded, then the account deleted, then Telegram delivers the update again (its
+    answer was lost): the charge bought its membership, it is not one that bought nothing."""
+    async with sessions() as s:
+        member = await register_member(s, program, telegram_id=1, now=NOW - timedelta(1))
+        first = await record_payment(s, program, stars(member.id, "charge-1"))
+        await delete_member(s, await get_member(s, member.id), now=NOW + timedelta(1))
+        again = await record_payment(s, program, stars(member.id, "charge-1"))
+        assert not again.new and again.payment_id == first.payment_id
+        with pytest.raises(UnknownMember):  # a new charge of a deleted account
+            await record_payment(s, program, stars(member.id, "charge-2"))
+
+
+async def test_telegrams_end_of_the_subscription_is_kept_apart_from_the_membership(
+    sessions: Sessions, program: Program
+) -> None:
+    """A till month, then a Stars subscription taken during it: the membership runs to the
+    end of both, Telegram charges again 30 days after the subscription began."""
+    async with sessions() as s:
+        member = await register_member(s, program, telegram_id=1, now=NOW - timedelta(1))
+        await record_payment(s, program, till(member.id, "till:1"))
+        subscribed = NOW + timedelta(days=5)
+        paid = await record_payment(s, program, stars(member.id, "charge-1", subscribed))
+        assert paid.ends_at == NOW + 2 * CLUB_PERIOD and paid.renews
+        assert paid.subscription_until == subscribed + CLUB_PERIOD
+        found = await membership(s, member.id)
+        assert found is not None and found.subscription_until == subscribed + CLUB_PERIOD
+        assert found.renewing(subscribed + CLUB_PERIOD + timedelta(hours=1))
+        # Telegram's renewal never comes: a day after its charge was due nothing renews,
+        # though the membership still runs.
+        overdue = subscribed + CLUB_PERIOD + rules.RENEWAL_GRACE
+        assert found.active(overdue) and not found.renewing(overdue)
+        [params] = (
+            await s.execute(
+                select(Notice.params)
+                .where(Notice.kind == "club_paid")
+                .order_by(Notice.id.desc())
+                .limit(1)
+            )
+        ).one()
+        await s.rollback()
+        assert params["subscription_until"] == (subscribed + CLUB_PERIOD).isoformat()
+
+
+async def test_a_membership_paid_another_way_after_a_subscription_lapsed_does_not_renew(
+    sessions: Sessions, program: Program
+) -> None:
+    """The Stars subscription's renewal never came (no Stars left, or cancelled in
+    Telegram); ten days after the membership ended a month is bought at a till."""
+    async with sessions() as s:
+        member = await register_member(s, program, telegram_id=1, now=NOW - timedelta(1))
+        await record_payment(s, program, stars(member.id, "charge-1"))
+        back = NOW + CLUB_PERIOD + timedelta(days=10)
+        bought = await record_payment(s, program, till(member.id, "till:1", back))
+        assert bought.joined and not bought.renews and bought.subscription_until is None
+        found = await membership(s, member.id)
+        assert found is not None and found.active(back)
+        assert not found.renews and found.subscription_charge_id is None
+        assert found.subscription_until is None and not found.renewable(back)

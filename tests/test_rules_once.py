@@ -106,3 +106,15 @@ def test_the_spend_rule_is_stated_once() -> None:
     assert re.search(signed, "sum(CASE WHEN t.kind = 'reverse' THEN -t.paid ELSE t.paid END)")
     assert re.search(signed, "case((tx.kind == TxKind.REVERSE, -tx.paid), else_=tx.paid)")
     assert _restated(signed, "db/usecases/purchases.py") == []
+
+
+def test_being_in_the_club_is_stated_once() -> None:
+    """A member is in the club while their membership's end is ahead: db/rules/club.py's
+    `active`, and its one SQL statement (db/queries/club.py `active_sql`) for queries over
+    many memberships. No query or view compares `ends_at` with now again."""
+    pattern = r"\bends_at\s*>(?!=)|[:$]\w+\s*<\s*[\w.]*ends_at\b"
+    assert re.search(pattern, "SELECT ends_at > $2 FROM club_memberships")
+    assert re.search(pattern, "exists().where(ClubMembership.ends_at > now)")
+    assert re.search(pattern, "WHERE :now < c.ends_at")
+    found = _restated(pattern, "db/rules/club.py")
+    assert [where for where in found if not where.startswith("db/queries/club.py:")] == []

@@ -19,6 +19,7 @@ from bot.views import formatting as fmt
 from bot.views import offers
 from bot.views.notices import Rendered, renders
 from db.queries.club import Membership, PaidClub
+from db.rules import club as club_rules
 from db.rules.cards import format_card_number
 from db.rules.offers import runs_soon
 from db.rules.program import CLUB_PERIOD, Club, Program, Promotion
@@ -108,16 +109,29 @@ def prices(program: Program, club: Club, *, card: bool) -> list[str]:
     return lines
 
 
+def _charged_then(program: Program, ends_at: datetime, charged_at: datetime) -> bool:
+    """Whether Telegram charges the subscription on the membership's last day (it was
+    not begun during time paid another way): then "it renews then" says it all."""
+    return _day(program, charged_at) == _day(program, ends_at)
+
+
 def status(program: Program, membership: Membership | None, now: datetime) -> str:
     if membership is None:
         return _("You are not a member yet.")
     until = _day(program, membership.ends_at)
     if not membership.active(now):
         return _("Your membership ended on {date}.").format(date=until)
-    if membership.renews:
+    if membership.renewing(now):
+        assert membership.subscription_until is not None
+        if _charged_then(program, membership.ends_at, membership.subscription_until):
+            return _(
+                "✅ You are a member until {date}; your Telegram Stars subscription renews "
+                "it then."
+            ).format(date=until)
         return _(
-            "✅ You are a member until {date}; your Telegram Stars subscription renews it then."
-        ).format(date=until)
+            "✅ You are a member until {date}; Telegram charges your Stars subscription "
+            "again on {renewal}, which extends it."
+        ).format(date=until, renewal=_day(program, membership.subscription_until))
     return _("✅ You are a member until {date}; it ends then.").format(date=until)
 
 
@@ -142,12 +156,8 @@ def screen(
 
 
 def renewable(membership: Membership | None, now: datetime) -> bool:
-    """A Stars subscription whose renewal the member may switch: it is theirs and not over."""
-    return (
-        membership is not None
-        and membership.subscription_charge_id is not None
-        and membership.active(now)
-    )
+    """A Stars subscription whose renewal the member may switch (db/rules/club.py)."""
+    return membership is not None and membership.renewable(now)
 
 
 def keyboard(
@@ -190,7 +200,7 @@ def keyboard(
                 InlineKeyboardButton(
                     text=_("Stop renewal"), callback_data=ClubCb(action="stop").pack()
                 )
-                if membership.renews
+                if membership.renewing(now)
                 else InlineKeyboardButton(
                     text=_("Resume renewal"), callback_data=ClubCb(action="resume").pack()
                 )
@@ -350,7 +360,23 @@ def club_paid(program: Program, p: dict[str, Any]) -> Rendered:
         else _("👑 {club} extended: you paid {amount}, you are a member until {date}.")
     )
     lines = [head.format(club=title, amount=amount, date=until)]
-    if p.get("renews"):
+    charged = p.get("subscription_until")
+    if (
+        p.get("renews")
+        and charged
+        and not _charged_then(
+            program,
+            datetime.fromisoformat(str(p["ends_at"])),
+            datetime.fromisoformat(str(charged)),
+        )
+    ):
+        lines.append(
+            _(
+                "Telegram charges your Stars subscription again on {date}, which extends it; "
+                "/club to stop it."
+            ).format(date=_day(program, datetime.fromisoformat(str(charged))))
+        )
+    elif p.get("renews"):
         lines.append(_("Your Telegram Stars subscription renews it then; /club to stop it."))
     else:
         lines.append(_("It ends then: /club to extend it."))
@@ -359,18 +385,29 @@ def club_paid(program: Program, p: dict[str, Any]) -> Rendered:
     return Rendered("\n".join(lines))
 
 
-def balance_line(program: Program, ends_at: datetime, renews: bool, now: datetime) -> str:
+def balance_line(
+    program: Program,
+    ends_at: datetime,
+    renews: bool,
+    subscription_until: datetime | None,
+    now: datetime,
+) -> str:
     """/balance's club line ("" never shown to someone who was never a member)."""
     club = program.club
     if club is None:
         return ""
     until = _day(program, ends_at)
-    if ends_at <= now:
+    if not club_rules.active(ends_at, now):
         return _("👑 {club}: your membership ended on {date} (/club)").format(
             club=name(club), date=until
         )
-    if renews:
-        return _("👑 {club}: member until {date} (renews)").format(club=name(club), date=until)
+    if club_rules.renewing(renews, subscription_until, now):
+        assert subscription_until is not None
+        if _charged_then(program, ends_at, subscription_until):
+            return _("👑 {club}: member until {date} (renews)").format(club=name(club), date=until)
+        return _("👑 {club}: member until {date} (Stars subscription renews on {renewal})").format(
+            club=name(club), date=until, renewal=_day(program, subscription_until)
+        )
     return _("👑 {club}: member until {date} (ends then)").format(club=name(club), date=until)
 
 

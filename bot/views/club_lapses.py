@@ -1,5 +1,6 @@
 """The club's notices about a membership's end: "ending soon" and "ended" (the daily job,
-db/usecases/club_lapses.py), and "refunded" (the owner's refund, db/usecases/club_refunds.py).
+db/usecases/club_lapses.py), and "refunded" (the owner's refund, db/usecases/club_refunds.py:
+what the refund took back).
 Dates are the program's local days."""
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def club_ended(program: Program, p: dict[str, Any]) -> Rendered:
 @renders("club_refunded")
 def club_refunded(program: Program, p: dict[str, Any]) -> Rendered:
     """A payment given back: Stars by Telegram, money by the program (its payment provider
-    or the partner's till); the membership ended with it."""
+    or the partner's till); what it bought is taken back: the membership's time still
+    ahead, the welcome points paid with it."""
     club = club_name(program)
     if p["method"] == "stars":
         head = _("↩️ Your {club} payment of {amount} was refunded: Telegram gives the Stars back.")
@@ -73,8 +75,23 @@ def club_refunded(program: Program, p: dict[str, Any]) -> Rendered:
     else:
         head = _("↩️ Your {club} payment of {amount} was refunded.")
         amount = fmt.money(Decimal(str(p["amount"])), str(p["currency"]))
-    return Rendered(
-        head.format(club=club, amount=amount)
-        + "\n"
-        + _("Your membership ended with it on {date}.").format(date=_day(program, p["ends_at"]))
-    )
+    day = _day(program, p["ends_at"])
+    if p.get("ended", True) and p.get("shortened", True):
+        then = _("Your membership ended with it on {date}.").format(date=day)
+    elif p.get("ended"):
+        then = _("Your membership had ended on {date}.").format(date=day)
+    elif p.get("shortened"):
+        then = _(
+            "The time it paid for that was still ahead is taken off: you are a member until "
+            "{date}."
+        ).format(date=day)
+    else:
+        then = _("The time it paid for was over: you are a member until {date}.").format(date=day)
+    lines = [head.format(club=club, amount=amount), then]
+    if points := int(p.get("points_back") or 0):
+        lines.append(
+            _("The club's welcome gift paid with it was taken back: −{points}.").format(
+                points=fmt.points(points)
+            )
+        )
+    return Rendered("\n".join(lines))

@@ -725,10 +725,13 @@ class PromotionNotice(Base):
 class ClubMembership(Base):
     """A member's place in the club (db/usecases/club.py): a member while `ends_at` is
     ahead. `joined_at` is their first day in it ever, `started_at` the first of the present
-    run (a new run after a lapse). `renews`: a Telegram Stars subscription Telegram will
-    charge again (`subscription_charge_id` names it to cancel or resume). `welcomed`: the
-    welcome points were paid. `reminded_for` / `lapse_told_for`: the `ends_at` the member
-    was told was near / was told had passed (each told once per end)."""
+    run (a new run after a lapse). `renews`: the renewal of their Telegram Stars
+    subscription is on (`subscription_charge_id` names it to cancel or resume;
+    `subscription_until` is Telegram's own end of it, when Telegram charges again:
+    db/rules/club.py `renewing` says whether it still renews). All three are cleared when
+    the subscription is over. `welcomed`: the welcome points were paid. `reminded_for` /
+    `lapse_told_for`: the `ends_at` the member was told was near / was told had passed
+    (each told once per end)."""
 
     __tablename__ = "club_memberships"
     __table_args__ = (Index("ix_club_memberships_ends_at", "ends_at"),)
@@ -739,6 +742,7 @@ class ClubMembership(Base):
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     renews: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     subscription_charge_id: Mapped[str | None] = mapped_column(String(200))
+    subscription_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     welcomed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     reminded_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lapse_told_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -781,3 +785,28 @@ class ClubPayment(Base):
     period_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ClubUnclaimed(Base):
+    """A payment Telegram took for the club that bought nothing (its payer is no longer a
+    member, or it was for nothing the bot sells: db/usecases/club_support.py), claimed once
+    per `charge_id` before Telegram is asked to refund it: of two deliveries of the same
+    update only the one that claimed it refunds and tells the owners. `refunded`: Telegram
+    gave the Stars back (False: the owners were told to refund it; None: claimed, and what
+    became of it was never recorded, as when the bot stopped in between)."""
+
+    __tablename__ = "club_unclaimed"
+    __table_args__ = (
+        CheckConstraint("method IN ('stars', 'card')", name="method"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    charge_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    reason: Mapped[str] = mapped_column(String(20))
+    refunded: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

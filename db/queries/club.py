@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import ClubMembership, ClubPayment, RewardedIdentity
@@ -16,14 +17,28 @@ from db.rules import club as rules
 
 @dataclass(frozen=True, slots=True)
 class Membership:
+    """A member's membership (db.ledger.models.ClubMembership); db/rules/club.py says what
+    it means at a moment."""
+
     joined_at: datetime
     started_at: datetime
     ends_at: datetime
     renews: bool
     subscription_charge_id: str | None
+    subscription_until: datetime | None = None
 
     def active(self, now: datetime) -> bool:
         return rules.active(self.ends_at, now)
+
+    def renewing(self, now: datetime) -> bool:
+        """A Stars subscription still renews it (Telegram charges at subscription_until)."""
+        return rules.renewing(self.renews, self.subscription_until, now)
+
+    def renewable(self, now: datetime) -> bool:
+        """The member may stop or resume their Stars subscription's renewal."""
+        return rules.renewable(
+            self.subscription_charge_id, self.renews, self.subscription_until, now
+        )
 
 
 async def membership(session: AsyncSession, member_id: int) -> Membership | None:
@@ -36,10 +51,18 @@ async def membership(session: AsyncSession, member_id: int) -> Membership | None
                 ClubMembership.ends_at,
                 ClubMembership.renews,
                 ClubMembership.subscription_charge_id,
+                ClubMembership.subscription_until,
             ).where(ClubMembership.member_id == member_id)
         )
     ).one_or_none()
     return Membership(*row) if row else None
+
+
+def active_sql(ends_at: Any, now: datetime) -> ColumnElement[bool]:
+    """db/rules/club.py `active` as a SQL condition on a membership's `ends_at` column, for
+    queries over many memberships at once (a campaign's audience, the daily job's
+    candidates): the one SQL statement of the rule."""
+    return cast("ColumnElement[bool]", ends_at > now)
 
 
 async def in_club(session: AsyncSession, member_id: int, now: datetime) -> bool:

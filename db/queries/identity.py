@@ -67,6 +67,7 @@ _IDENTIFY = select(
     held_column(_m.id),
     _c.ends_at.label("club_ends_at"),
     _c.renews.label("club_renews"),
+    _c.subscription_until.label("club_subscription_until"),
     _s.id.label("staff_id"),
     _s.role,
     _s.partner_id,
@@ -107,6 +108,7 @@ async def identify_all(
                 held_by_card(row["stamps"]),
                 row["club_ends_at"],
                 bool(row["club_renews"]),
+                row["club_subscription_until"],
             )
         staff = None
         if row["staff_id"] is not None:

@@ -700,49 +700,48 @@ async def log_report(
 # --------------------------------------------------------------------------- the club
 # A member's time in the club is made of runs: a run begins with a payment that found them
 # outside the club (`joined`) and takes every later payment until the next such one; it
-# lasts to the furthest end its payments bought, cut short by a refund (which ends the
-# membership at once: db/usecases/club_refunds.py) or by the account's deletion. So the
-# figures of a past period never change when a member comes back later, and members at
-# the end = members at the start + joined − lapsed.
+# lasts to the furthest end its payments bought, or to the account's deletion. A refunded
+# payment bought its time up to its refund (db/usecases/club_refunds.py takes off only the
+# part still ahead, and moves the periods of the payments after it back with it, so each
+# payment's period is what it bought). So the figures of a past period never change when a
+# member comes back later, and members at the end = members at the start + joined − lapsed.
 #
 # `at` is the period's end, or now for a period still running (its members are those in
 # the club now, and a membership that ends later today has not lapsed yet).
 _CLUB_RUNS = text(
     """
     WITH pay AS (
-        SELECT p.member_id, p.created_at, p.period_until,
+        SELECT p.member_id, p.created_at,
+               CASE WHEN p.refunded_at IS NULL THEN p.period_until
+                    ELSE LEAST(p.period_until, GREATEST(p.period_from, p.refunded_at))
+               END AS bought_until,
                count(*) FILTER (WHERE p.joined)
                    OVER (PARTITION BY p.member_id ORDER BY p.created_at, p.id) AS run
         FROM club_payments AS p
         WHERE p.created_at < :at
-    ), runs AS (
-        SELECT member_id, run, min(created_at) AS began, max(period_until) AS paid_until
-        FROM pay
-        GROUP BY member_id, run
-    ), refunds AS (
-        SELECT member_id, refunded_at FROM club_payments WHERE refunded_at IS NOT NULL
     ), lasted AS MATERIALIZED (
-        SELECT LEAST(r.paid_until, min(gone.deleted_at), min(x.refunded_at)) AS ended_at
-        FROM runs AS r
+        SELECT LEAST(max(r.bought_until), min(gone.deleted_at)) AS ended_at
+        FROM pay AS r
         LEFT JOIN members AS gone ON gone.id = r.member_id AND gone.deleted_at IS NOT NULL
-        LEFT JOIN refunds AS x ON x.member_id = r.member_id AND x.refunded_at >= r.began
-        GROUP BY r.member_id, r.run, r.paid_until
+        GROUP BY r.member_id, r.run
     )
     SELECT count(*) FILTER (WHERE ended_at > :at) AS members,
            count(*) FILTER (WHERE ended_at > :start AND ended_at <= :at) AS lapsed
     FROM lasted
     """
 )
-# The period's payments by method and currency: what was paid, and what of it was given
-# back since (whenever it was refunded).
+# The period's payments, and the money given back in the period (refunded_at), whenever it
+# was paid: a refund counts when it is made, as in settlement (db/queries/settlement.py).
 _CLUB_PAYMENTS = text(
     """
-    SELECT p.method, p.currency, count(*) AS payments,
-           count(*) FILTER (WHERE p.joined) AS joined,
-           sum(p.amount) AS paid,
-           coalesce(sum(p.amount) FILTER (WHERE p.refunded_at IS NOT NULL), 0) AS refunded
+    SELECT p.method, p.currency,
+           count(*) FILTER (WHERE p.joined AND p.created_at >= :start) AS joined,
+           coalesce(sum(p.amount) FILTER (WHERE p.created_at >= :start), 0) AS paid,
+           coalesce(sum(p.amount) FILTER (WHERE p.refunded_at >= :start
+                                            AND p.refunded_at < :at), 0) AS refunded
     FROM club_payments AS p
     WHERE p.created_at >= :start AND p.created_at < :at
+       OR p.refunded_at >= :start AND p.refunded_at < :at
     GROUP BY p.method, p.currency
     ORDER BY p.method, p.currency
     """
@@ -756,7 +755,7 @@ class ClubMoney:
     currency: str
     card: Decimal = Decimal(0)
     till: Decimal = Decimal(0)
-    refunded: Decimal = Decimal(0)  # of card + till, given back since
+    refunded: Decimal = Decimal(0)  # of card + till, given back in the period
 
     @property
     def paid(self) -> Decimal:
@@ -773,13 +772,13 @@ class ClubFigures:
     running); `joined`: payments in the period that found their member outside the club (a
     first membership, or back after a lapse or a refund); `lapsed`: memberships that ended
     in the period and were not extended before they ended (refunds and deleted accounts
-    included). Revenue is the period's payments, Stars and money kept apart: `stars_paid`
-    and `stars_refunded` (of them, given back since); `money` per currency."""
+    included). Revenue is the period's payments, Stars and money kept apart: `stars_paid`,
+    and `stars_refunded` given back in the period (whenever paid, as settlement counts
+    refunds); `money` per currency."""
 
     members: int
     joined: int
     lapsed: int
-    payments: int = 0
     stars_paid: int = 0
     stars_refunded: int = 0
     money: tuple[ClubMoney, ...] = ()
@@ -799,9 +798,8 @@ async def club_figures(
         runs = (await reader.execute(_CLUB_RUNS, params)).one()
         rows = (await reader.execute(_CLUB_PAYMENTS, params)).all()
     money: dict[str, ClubMoney] = {}
-    stars = refunded = payments = joined = 0
+    stars = refunded = joined = 0
     for row in rows:
-        payments += int(row.payments)
         joined += int(row.joined)
         if row.method == "stars":
             stars += int(row.paid)
@@ -818,7 +816,6 @@ async def club_figures(
         members=int(runs.members),
         joined=joined,
         lapsed=int(runs.lapsed),
-        payments=payments,
         stars_paid=stars,
         stars_refunded=refunded,
         money=tuple(money.values()),

@@ -74,9 +74,11 @@ class WalletFigures:
     soonest_expiry: datetime | None
     expiring: int  # points expiring on that same day (the program's local day)
     stamps: dict[str, int]  # on each stamp card being collected, by card (db.queries.stamps)
-    # The club membership, current or past (None: never in the club); renewed by Telegram.
+    # The club membership, current or past (None: never in the club); its Stars
+    # subscription's renewal and Telegram's end of it (db/rules/club.py `renewing`).
     club_ends_at: datetime | None = None
     club_renews: bool = False
+    club_subscription_until: datetime | None = None
 
 
 def _for_member(statement: Select[Any], member_id: ColumnElement[int]) -> Select[Any]:

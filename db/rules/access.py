@@ -12,6 +12,8 @@ action below, and alone manage staff, adjust wallets and read the audit log.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from db.rules.errors import NotStaff
 
 CASHIER, MANAGER, MARKETER = "cashier", "manager", "marketer"
@@ -33,6 +35,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     "coalition_figures": frozenset({MARKETER}),  # /stats, /settlement
     "source_link": frozenset({MARKETER}),
     "simulate": frozenset({MARKETER}),  # replay a proposed program file, writing nothing
+    # Owners alone: no staff role.
+    "club_refund": frozenset(),  # give a member's club payment back (/club_refund)
 }
 
 
@@ -44,3 +48,10 @@ def may(role: str | None, action: str) -> bool:
 def require(role: str | None, action: str) -> None:
     if not may(role, action):
         raise NotStaff(role=role, action=action)
+
+
+def require_actor(actor: int, owners: Collection[int], role: str | None, action: str) -> None:
+    """Refuse (NotStaff) unless `actor` (a Telegram id) is an owner (in ADMIN_IDS: every
+    action) or staff whose `role` may do `action`."""
+    if actor not in owners:
+        require(role, action)

@@ -39,6 +39,7 @@ from db.ledger.models import (
     TxKind,
 )
 from db.ledger.writer import unit_of_work
+from db.queries.club import active_sql
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import StaffInfo, audit
 
@@ -105,7 +106,9 @@ def audience(segment: Segment, now: datetime) -> Select[tuple[int, int]]:
         )
     if segment.club:
         conditions.append(
-            exists().where(ClubMembership.member_id == Member.id, ClubMembership.ends_at > now)
+            exists().where(
+                ClubMembership.member_id == Member.id, active_sql(ClubMembership.ends_at, now)
+            )
         )
     if segment.inactive_days:
         conditions.append(

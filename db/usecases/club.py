@@ -70,7 +70,9 @@ class ClubPaid:
     """What a payment bought. `new` False: this charge was recorded before and nothing
     changed now (the rest describes the first time). `joined`: the member was not in the
     club when it was paid (a first membership, or back after a lapse); else it extended
-    one. `welcome_points`: paid with it (0 when none or already paid once)."""
+    one. `welcome_points`: paid with it (0 when none or already paid once). `renews`: a
+    Stars subscription renews the membership, Telegram charging it next at
+    `subscription_until` (a Stars payment's own; None for other ways of paying)."""
 
     payment_id: int
     new: bool
@@ -79,6 +81,7 @@ class ClubPaid:
     ends_at: datetime
     renews: bool
     welcome_points: int
+    subscription_until: datetime | None = None
 
 
 async def record_payment(
@@ -94,35 +97,55 @@ async def record_payment(
     time ever (not again to an `identity` that had them in a deleted account); owe the
     member the news ("club_paid") and the caller's `also` messages (or those `also` makes
     of what the payment bought: a till's receipt says the new end), in one transaction.
-    UnknownMember if the member is gone (nothing recorded: the caller gives the money
-    back); NoClub if the program has no club."""
+    A charge recorded before returns what it bought (`new` False), even once its member
+    is gone. UnknownMember if the member is gone and the charge is new (nothing recorded:
+    the caller gives the money back); NoClub if the program has no club."""
     club = program.club
     if club is None:
         raise NoClub()
     assert payment.method in rules.METHODS
+    stars = payment.method == "stars"
+    now = payment.now
     async with unit_of_work(session):
-        if not await lock_members(session, [payment.member_id]):
-            raise UnknownMember()
+        # A charge recorded before is replayed, whoever paid it: a redelivered update
+        # after its payer deleted their account is not a payment that bought nothing.
         found = await _paid_before(session, payment.charge_id)
         if found is not None:
             return found
+        if not await lock_members(session, [payment.member_id]):
+            raise UnknownMember()
+        # The membership row exists before it is locked, so that two first payments for
+        # one member (a till month and a Stars payment at once) queue on it instead of
+        # both inserting it: the second waits for the first and extends what it bought.
+        await session.execute(
+            pg_insert(ClubMembership)
+            .values(
+                member_id=payment.member_id,
+                joined_at=now,
+                started_at=now,
+                ends_at=now,
+                renews=False,
+                welcomed=False,
+            )
+            .on_conflict_do_nothing(index_elements=[ClubMembership.member_id])
+        )
         membership = (
             await session.execute(
                 select(ClubMembership)
                 .where(ClubMembership.member_id == payment.member_id)
                 .with_for_update()
+                .execution_options(populate_existing=True)
             )
-        ).scalar_one_or_none()
-        now = payment.now
-        ends_at = membership.ends_at if membership is not None else None
-        # A Stars renewal is charged as the period ends and may reach the bot a little
-        # later: within RENEWAL_GRACE it continues the membership, not a new one.
-        renewal = payment.recurring and ends_at is not None and now < ends_at + rules.RENEWAL_GRACE
-        joined = not rules.active(ends_at, now) and not renewal
+        ).scalar_one()
+        ends_at = membership.ends_at
+        joined = rules.joins(ends_at, now, recurring=payment.recurring)
         start, end = rules.period(ends_at, now, payment.until)
-        welcomed = membership is not None and membership.welcomed
         welcome = 0
-        if club.welcome_points and not welcomed and not await _welcomed_before(session, identity):
+        if (
+            club.welcome_points
+            and not membership.welcomed
+            and not await _welcomed_before(session, identity)
+        ):
             welcome = club.welcome_points
         payment_id = (
             await session.execute(
@@ -151,25 +174,19 @@ async def record_payment(
             found = await _paid_before(session, payment.charge_id)
             assert found is not None
             return found
-        stars = payment.method == "stars"
-        if membership is None:
-            membership = ClubMembership(
-                member_id=payment.member_id,
-                joined_at=now,
-                started_at=now,
-                ends_at=end,
-                renews=payment.renews,
-                subscription_charge_id=payment.charge_id if stars else None,
-                welcomed=bool(club.welcome_points),
-            )
-            session.add(membership)
-        else:
-            membership.ends_at = end
-            if joined:
-                membership.started_at = now
-            if stars:
-                membership.renews = payment.renews
-                membership.subscription_charge_id = payment.charge_id
+        membership.ends_at = end
+        if joined:
+            membership.started_at = now
+        if stars:
+            membership.renews = payment.renews
+            membership.subscription_charge_id = payment.charge_id
+            membership.subscription_until = payment.until
+        elif joined:
+            # A new membership paid another way: a subscription of the one before is over
+            # (its renewal never came), so nothing of it renews this one.
+            membership.renews = False
+            membership.subscription_charge_id = None
+            membership.subscription_until = None
         if club.welcome_points:
             membership.welcomed = True
         await session.flush()
@@ -187,7 +204,16 @@ async def record_payment(
             currency=payment.currency,
             until=end.isoformat(),
         )
-        paid = ClubPaid(payment_id, True, joined, start, end, membership.renews, welcome)
+        paid = ClubPaid(
+            payment_id,
+            True,
+            joined,
+            start,
+            end,
+            rules.renewing(membership.renews, membership.subscription_until, now),
+            welcome,
+            membership.subscription_until if stars else None,
+        )
         await owe(
             session,
             Owed("club_paid", club_paid_params(paid, payment), member_id=payment.member_id),
@@ -202,6 +228,7 @@ def club_paid_params(paid: ClubPaid, payment: Payment) -> dict[str, object]:
         "joined": paid.joined,
         "ends_at": paid.ends_at,
         "renews": paid.renews,
+        "subscription_until": paid.subscription_until,
         "welcome_points": paid.welcome_points,
         "method": payment.method,
         "amount": payment.amount,
@@ -212,22 +239,31 @@ def club_paid_params(paid: ClubPaid, payment: Payment) -> dict[str, object]:
 async def _paid_before(session: AsyncSession, charge_id: str) -> ClubPaid | None:
     row = (
         await session.execute(
-            select(ClubPayment, ClubMembership.renews)
+            select(
+                ClubPayment,
+                ClubMembership.renews,
+                ClubMembership.subscription_charge_id,
+                ClubMembership.subscription_until,
+            )
             .join(ClubMembership, ClubMembership.member_id == ClubPayment.member_id)
             .where(ClubPayment.charge_id == charge_id)
         )
     ).one_or_none()
     if row is None:
         return None
-    paid, renews = row
+    paid, renews, subscription, until = row
+    # What it bought, as the first time said it; whether its subscription renews, as it
+    # stands now (only the latest charge of a subscription is kept to name it).
+    ours = subscription == charge_id
     return ClubPaid(
         paid.id,
         False,
         paid.joined,
         paid.period_from,
         paid.period_until,
-        renews,
+        renews and ours,
         paid.welcome_points,
+        until if ours else None,
     )
 
 

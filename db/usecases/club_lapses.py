@@ -5,7 +5,10 @@ renewal is only late) is told once that it has ("club_ended"). db/rules/club.py 
 both; this applies them, in batches, each batch in a transaction of its own.
 
 Nothing here changes a membership's end: membership is `ends_at` ahead of now
-(db/rules/club.py `active`), so a lapsed membership needs no other step. The markers
+(db/rules/club.py `active`), so a lapsed membership needs no other step, but for its Stars
+subscription: once the lapse is told (past RENEWAL_GRACE for a renewing one, whose renewal
+never came) the subscription is over, and `renews`, its charge id and Telegram's end of it
+are cleared, so that nothing says it renews a membership bought later. The markers
 `reminded_for` and `lapse_told_for` hold the end the member was told about: a run again
 tells nobody twice, and a membership extended since (a new end) is told about its new end.
 A member who deleted their account or blocked the bot is marked without being told."""
@@ -21,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from db.ledger.models import ClubMembership, Member
 from db.ledger.writer import lock_members, unit_of_work
+from db.queries.club import active_sql
 from db.rules import club as rules
 from db.usecases.outbox import Owed, owe
 
@@ -43,8 +47,8 @@ def _candidates(now: datetime) -> list[ColumnElement[bool]]:
     return [
         c.ends_at <= now + rules.REMIND_BEFORE,
         or_(
-            and_(c.ends_at > now, c.reminded_for.is_distinct_from(c.ends_at)),
-            and_(c.ends_at <= now, c.lapse_told_for.is_distinct_from(c.ends_at)),
+            and_(active_sql(c.ends_at, now), c.reminded_for.is_distinct_from(c.ends_at)),
+            and_(~active_sql(c.ends_at, now), c.lapse_told_for.is_distinct_from(c.ends_at)),
         ),
     ]
 
@@ -87,6 +91,7 @@ async def _tell_batch(session: AsyncSession, ids: list[int], now: datetime) -> C
                     ClubMembership.member_id,
                     ClubMembership.ends_at,
                     ClubMembership.renews,
+                    ClubMembership.subscription_until,
                     ClubMembership.reminded_for,
                     ClubMembership.lapse_told_for,
                     Member.reachable,
@@ -102,12 +107,13 @@ async def _tell_batch(session: AsyncSession, ids: list[int], now: datetime) -> C
         lapsed: list[int] = []
         for row in rows:
             reachable = row.member_id in alive and row.reachable
-            if rules.remind_due(row.ends_at, row.renews, row.reminded_for, now):
+            renewing = rules.renewing(row.renews, row.subscription_until, now)
+            if rules.remind_due(row.ends_at, renewing, row.reminded_for, now):
                 reminded.append(row.member_id)
                 if reachable:
                     owed.append(_notice("club_ending", row.member_id, row.ends_at))
                     ending += 1
-            elif rules.lapse_due(row.ends_at, row.renews, row.lapse_told_for, now):
+            elif rules.lapse_due(row.ends_at, renewing, row.lapse_told_for, now):
                 lapsed.append(row.member_id)
                 if reachable:
                     owed.append(_notice("club_ended", row.member_id, row.ends_at))
@@ -122,7 +128,12 @@ async def _tell_batch(session: AsyncSession, ids: list[int], now: datetime) -> C
             await session.execute(
                 update(ClubMembership)
                 .where(ClubMembership.member_id.in_(lapsed))
-                .values(lapse_told_for=ClubMembership.ends_at)
+                .values(
+                    lapse_told_for=ClubMembership.ends_at,
+                    renews=False,
+                    subscription_charge_id=None,
+                    subscription_until=None,
+                )
             )
         await owe(session, *owed)
     return ClubTold(ending, ended)

@@ -1,7 +1,12 @@
 """The owners' side of paying for the club in Telegram: a payment that bought nothing (its
 payer is no longer a member) and a member's request for help with a payment (/paysupport).
 Both are audited and told to the owners (ADMIN_IDS) through the outbox, in one
-transaction; what the owners do about them (refunds) is theirs."""
+transaction; what the owners do about them (refunds) is theirs.
+
+A payment that bought nothing is claimed once per charge (`club_unclaimed`) before
+Telegram is asked to refund it, so that of two deliveries of the same update only one
+refunds it and tells the owners; a charge recorded as a club payment is never claimed (a
+delivery again after its payer deleted their account bought what it bought)."""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import AuditLog, Member
+from db.ledger.models import ClubPayment, ClubUnclaimed, Member
 from db.ledger.writer import unit_of_work
 from db.queries.club import payments
 from db.usecases.outbox import Owed, owe
@@ -35,16 +41,34 @@ async def _owner_chats(session: AsyncSession, owners: Sequence[int]) -> list[tup
     return [(owner, languages.get(owner) or "en") for owner in dict.fromkeys(owners)]
 
 
-async def unclaimed_before(session: AsyncSession, charge_id: str) -> bool:
-    """Whether this charge was recorded as a payment that bought nothing (a redelivered
-    update: its refund and its news were seen to the first time)."""
-    seen = await session.scalar(
-        select(AuditLog.id).where(
-            AuditLog.action == "club_payment_unclaimed",
-            AuditLog.details["charge_id"].astext == charge_id,
+async def claim_unclaimed(
+    session: AsyncSession,
+    *,
+    charge_id: str,
+    method: str,
+    currency: str,
+    amount: Decimal,
+    reason: str,
+) -> bool:
+    """Claim a payment Telegram took for the club that bought nothing, before Telegram is
+    asked to refund it (committed at once). False when this delivery must do nothing: the
+    charge was recorded as a club payment (a redelivered update after its payer deleted
+    their account), or another delivery claimed it first (refunded and told by that one)."""
+    async with unit_of_work(session):
+        recorded = await session.scalar(
+            select(ClubPayment.id).where(ClubPayment.charge_id == charge_id)
         )
-    )
-    return seen is not None
+        if recorded is not None:
+            return False
+        claimed = await session.scalar(
+            pg_insert(ClubUnclaimed)
+            .values(
+                charge_id=charge_id, method=method, currency=currency, amount=amount, reason=reason
+            )
+            .on_conflict_do_nothing(index_elements=[ClubUnclaimed.charge_id])
+            .returning(ClubUnclaimed.charge_id)
+        )
+        return claimed is not None
 
 
 async def unclaimed_payment(
@@ -61,13 +85,32 @@ async def unclaimed_payment(
     reason: str,
     owners: Sequence[int],
 ) -> bool:
-    """Record a payment Telegram took for the club that bought nothing (`reason`: its payer
-    is no longer a member, paid for a deleted account, the club is no longer sold that way):
-    audited once per charge; the owners are told when it was not given
-    back already (a card payment, or a Stars refund Telegram refused), so they refund it.
-    Returns False when this charge was recorded before (a redelivered update)."""
+    """Record what became of a payment Telegram took for the club that bought nothing
+    (`reason`: its payer is no longer a member, paid for a deleted account, the club is no
+    longer sold that way), claimed by `claim_unclaimed` (or claimed here): audited; the
+    owners are told when it was not given back (a card payment, or a Stars refund Telegram
+    refused), so they refund it, once per charge. An owner's refund of such a charge later
+    (`refunded`) is recorded over it. Returns False when there was nothing new to record (a
+    charge settled before, or refunded already)."""
     async with unit_of_work(session):
-        if await unclaimed_before(session, charge_id):
+        row = pg_insert(ClubUnclaimed).values(
+            charge_id=charge_id,
+            method=method,
+            currency=currency,
+            amount=amount,
+            reason=reason,
+            refunded=refunded,
+        )
+        settled = await session.scalar(
+            row.on_conflict_do_update(
+                index_elements=[ClubUnclaimed.charge_id],
+                set_={"refunded": row.excluded.refunded},
+                # Claimed and not settled yet; or left to the owners and refunded now.
+                where=ClubUnclaimed.refunded.is_(None)
+                | (ClubUnclaimed.refunded.is_(False) & row.excluded.refunded),
+            ).returning(ClubUnclaimed.charge_id)
+        )
+        if settled is None:
             return False
         await audit(
             session,

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import AccountKind, TxKind, Voucher, VoucherSource
 from db.ledger.writer import Leg, Lot, fingerprint, post, system_account
+from db.rules import club as club_rules
 from db.rules import promotions as rules
 from db.rules.program import Program, Promotion
 from db.rules.promotions import Shopper
@@ -151,10 +152,10 @@ _HISTORY = f""",
            AS first_at_partner,
        (SELECT max(t.created_at) FROM transactions AS t
         WHERE t.member_id = m.id AND {_SALES}) AS last_purchase_at"""
-# Whether the member is in the club at the sale's moment (`who.club`; their club discount).
+# The end of the member's club membership, if they ever had one: whether they are in the
+# club at the sale's moment (`who.club`; their club discount) is db/rules/club.py's `active`.
 _CLUB = """,
-       EXISTS (SELECT 1 FROM club_memberships AS c
-               WHERE c.member_id = m.id AND c.ends_at > :now) AS club"""
+       (SELECT c.ends_at FROM club_memberships AS c WHERE c.member_id = m.id) AS club_ends_at"""
 _FACTS_SQL = """
     SELECT m.tier, m.joined_at, m.birthday{club}{history}{uses}
     FROM members AS m WHERE m.id = :member AND m.deleted_at IS NULL
@@ -220,9 +221,7 @@ async def prepare(
         return None
     history = any(p.who.needs_history for p in maybe)
     row = (
-        await session.execute(
-            _FACTS[history], {"member": member_id, "partner": partner, "now": now}
-        )
+        await session.execute(_FACTS[history], {"member": member_id, "partner": partner})
     ).one_or_none()
     if row is None:
         return None
@@ -230,7 +229,7 @@ async def prepare(
         tier=row.tier,
         joined_at=row.joined_at,
         birthday=row.birthday,
-        club=bool(row.club) if club is None else club,
+        club=club_rules.active(row.club_ends_at, now) if club is None else club,
         first_ever=bool(history and row.first_ever),
         first_at_partner=bool(history and row.first_at_partner),
         last_purchase_at=row.last_purchase_at if history else None,
@@ -277,8 +276,8 @@ async def club_at_sale(
     it changes the sale (the club gives a discount; its promotions are read with the facts)."""
     if program.club is None or not program.club.discount_percent:
         return False
-    row = (await session.execute(_CLUB_ALONE, {"member": member_id, "now": now})).one_or_none()
-    return row is not None and bool(row.club)
+    row = (await session.execute(_CLUB_ALONE, {"member": member_id})).one_or_none()
+    return row is not None and club_rules.active(row.club_ends_at, now)
 
 
 _HISTORY_NOW = text(
@@ -328,9 +327,7 @@ async def preview(
         return []
     history = any(p.who.needs_history for p in maybe)
     row = (
-        await session.execute(
-            _PREVIEW[history], {"member": member_id, "partner": partner, "now": now}
-        )
+        await session.execute(_PREVIEW[history], {"member": member_id, "partner": partner})
     ).one_or_none()
     if row is None:
         return []
@@ -338,7 +335,7 @@ async def preview(
         tier=row.tier,
         joined_at=row.joined_at,
         birthday=row.birthday,
-        club=bool(row.club),
+        club=club_rules.active(row.club_ends_at, now),
         first_ever=bool(history and row.first_ever),
         first_at_partner=bool(history and row.first_at_partner),
         last_purchase_at=row.last_purchase_at if history else None,

@@ -51,6 +51,7 @@ from db.ledger.writer import (
     unit_of_work,
     wallet_of,
 )
+from db.rules import club as club_rules
 from db.rules.discounts import ZERO, charged, club_part, discount_of, discounts_by_tier
 from db.rules.errors import (
     AlreadyReversed,
@@ -252,8 +253,8 @@ def _club_matters(program: Program, partner: str) -> bool:
     return bool(program.club.discount_percent) or bool(program.promotions_at(partner))
 
 
-# Whether the member is in the club at $2: read alone (no transaction), for record_sale.
-_CLUB_NOW = "SELECT ends_at > $2 FROM club_memberships WHERE member_id = $1"
+# The end of the member's club membership: read alone (no transaction), for record_sale.
+_CLUB_ENDS = "SELECT ends_at FROM club_memberships WHERE member_id = $1"
 
 
 async def _club_alone(session: AsyncSession, member_id: int, now: datetime) -> bool:
@@ -264,8 +265,8 @@ async def _club_alone(session: AsyncSession, member_id: int, now: datetime) -> b
     status, so the cashier charged exactly that) and without its promotions, and the
     receipt and the member's news report what was posted. The membership counts from the
     next sale on."""
-    row = await fetch_row_alone(session, _CLUB_NOW, member_id, now)
-    return bool(row is not None and row[0])
+    row = await fetch_row_alone(session, _CLUB_ENDS, member_id)
+    return row is not None and club_rules.active(row[0], now)
 
 
 async def post_purchase(

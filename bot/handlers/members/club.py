@@ -52,7 +52,6 @@ from bot.views import club as views
 from bot.views import club_charges as charges
 from bot.views import keyboards
 from bot.views.editing import edit_text
-from db.engine import own_session
 from db.queries.club import Membership, membership, payments, welcome_had
 from db.rules import club as rules
 from db.rules.errors import NoClub, UnknownMember
@@ -61,8 +60,8 @@ from db.rules.tokens import identity_hash
 from db.usecases.club import Payment, record_payment, set_renewal
 from db.usecases.club_support import (
     SUPPORT_TEXT_MAX,
+    claim_unclaimed,
     support_request,
-    unclaimed_before,
     unclaimed_payment,
 )
 from db.usecases.members import MemberInfo
@@ -272,7 +271,7 @@ def _refusal(
             return "not_sold"
         if query.currency != STARS or query.total_amount != club.stars_per_month:
             return "price"
-        if _subscribed(found, now):
+        if found is not None and rules.renewing(found.renews, found.subscription_until, now):
             return "subscribed"
         return None
     if not _by_card(program, settings):
@@ -385,18 +384,24 @@ async def _give_back(
     assert message.from_user is not None
     user_id = message.from_user.id
     charge = paid.telegram_payment_charge_id
+    stars = paid.currency == STARS
+    amount = _amount(paid)
 
-    async def seen_before() -> bool:
-        # In a session of its own: a failed read leaves the update's session usable.
-        async with own_session(session) as reader:
-            return await unclaimed_before(reader, charge)
+    async def claim() -> bool:
+        return await claim_unclaimed(
+            session,
+            charge_id=charge,
+            method="stars" if stars else "card",
+            currency=paid.currency,
+            amount=amount,
+            reason=reason,
+        )
 
     try:
-        if await retry_database(seen_before, f"looking up charge {charge}"):
-            return  # a redelivered update: refunded or told the first time
+        if not await retry_database(claim, f"claiming charge {charge}"):
+            return  # recorded, or a redelivered update: refunded or told the first time
     except Exception:  # unknown: go on (Telegram refunds a charge once, and says so)
-        log.exception("could not look up charge %s", charge)
-    stars = paid.currency == STARS
+        log.exception("could not claim charge %s", charge)
     refunded = False
     if stars:
         try:
@@ -405,7 +410,6 @@ async def _give_back(
             refunded = "CHARGE_ALREADY_REFUNDED" in str(exc)
             if not refunded:
                 log.warning("could not refund charge %s: %s", charge, exc)
-    amount = _amount(paid)
     said = views.given_back(
         reason, views.paid(amount, paid.currency), refunded=refunded, stars=stars
     )

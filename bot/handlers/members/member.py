@@ -84,7 +84,11 @@ async def balance(
     if program.club is not None and wallet_figures.club_ends_at is not None:
         lines.append(
             club.balance_line(
-                program, wallet_figures.club_ends_at, wallet_figures.club_renews, clock()
+                program,
+                wallet_figures.club_ends_at,
+                wallet_figures.club_renews,
+                wallet_figures.club_subscription_until,
+                clock(),
             )
         )
     await message.answer("\n".join(lines))

@@ -269,7 +269,7 @@ async def ask_delete(
                 "Your club membership, paid until {date}, ends with it, and its Telegram "
                 "Stars subscription is cancelled."
             )
-            if club.renews
+            if club.renewing(clock())
             else _("Your club membership, paid until {date}, ends with it.")
         ).format(date=until)
     await query.message.answer(text, reply_markup=keyboards.delete_keyboard())
@@ -282,14 +282,19 @@ async def cancel_delete(query: CallbackQuery) -> None:
 
 
 async def confirm_delete(
-    query: CallbackQuery, bot: Bot, session: AsyncSession, member: MemberInfo, secret: bytes
+    query: CallbackQuery,
+    bot: Bot,
+    session: AsyncSession,
+    member: MemberInfo,
+    secret: bytes,
+    clock: Callable[[], datetime],
 ) -> None:
     # Read before the deletion, which ends the membership: Telegram must stop charging.
     club = await membership(session, member.id)
     forfeited = await delete_member(
         session, member, identity=identity_hash(secret, query.from_user.id)
     )
-    if club is not None and club.renews and club.subscription_charge_id:
+    if club is not None and club.renewing(clock()) and club.subscription_charge_id:
         await _stop_subscription(bot, query.from_user.id, club.subscription_charge_id)
     await query.answer()
     if isinstance(query.message, Message):

@@ -1,4 +1,5 @@
-"""club: memberships, their payments (Stars, card, till), the club's welcome points
+"""club: memberships, their payments (Stars, card, till), the club's welcome points, payments
+that bought nothing
 
 Revision ID: 0021_club
 Revises: 0020_sale_speed
@@ -41,6 +42,7 @@ def upgrade() -> None:
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("renews", sa.Boolean(), server_default="false", nullable=False),
         sa.Column("subscription_charge_id", sa.String(length=200), nullable=True),
+        sa.Column("subscription_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("welcomed", sa.Boolean(), server_default="false", nullable=False),
         sa.Column("reminded_for", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lapse_told_for", sa.DateTime(timezone=True), nullable=True),
@@ -94,9 +96,28 @@ def upgrade() -> None:
     )
     op.create_index("ix_club_payments_created_at", "club_payments", ["created_at"])
     op.create_index("ix_club_payments_member_id", "club_payments", ["member_id"])
+    op.create_table(
+        "club_unclaimed",
+        sa.Column("charge_id", sa.String(length=200), nullable=False),
+        sa.Column("method", sa.String(length=8), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("amount", sa.Numeric(14, 2), nullable=False),
+        sa.Column("reason", sa.String(length=20), nullable=False),
+        sa.Column("refunded", sa.Boolean(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("method IN ('stars', 'card')", name=op.f("ck_club_unclaimed_method")),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_club_unclaimed_amount_positive")),
+        sa.PrimaryKeyConstraint("charge_id", name=op.f("pk_club_unclaimed")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("club_unclaimed")
     op.drop_table("club_payments")
     op.drop_table("club_memberships")
     op.drop_column("rewarded_identities", "club")
