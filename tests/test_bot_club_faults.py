@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import bot.retry
 from db.ledger.models import AuditLog, ClubMembership, ClubPayment
 from db.queries.club import membership
-from db.rules.program import Program
+from db.rules.program import CLUB_PERIOD, Program
 from db.usecases.members import find_by_telegram
 from db.usecases.privacy import delete_member
 from tests.botharness import OWNER_ID, BotHarness, running_bot
@@ -341,11 +341,17 @@ async def test_the_grace_day_says_the_renewal_is_on_its_way(
     shown = await open_club(ann)
     stop = await stop_button(shown)
     member = await member_of(sessions, ann)
+    ended = datetime.now(UTC) - timedelta(hours=1)
     async with sessions() as s:  # the month ended an hour ago; Telegram's renewal not here yet
         await s.execute(
             update(ClubMembership)
             .where(ClubMembership.member_id == member.id)
-            .values(ends_at=datetime.now(UTC) - timedelta(hours=1))
+            .values(ends_at=ended, subscription_until=ended)
+        )
+        await s.execute(  # and the payment's period with it, as if paid a month before
+            update(ClubPayment)
+            .where(ClubPayment.member_id == member.id)
+            .values(period_from=ended - CLUB_PERIOD, period_until=ended)
         )
         await s.commit()
     pending = "its payment can take up to a day to reach us"
@@ -377,7 +383,8 @@ async def test_stars_telegram_would_not_give_back_are_refunded_by_the_owner_late
     assert told.endswith(f"To refund the Stars, send:\n{command}")
     await owner.send(command)
     done = text_of(await owner.wait_message("Refunded"))
-    assert "It was on record already, as a payment that bought nothing." in done
+    # On record as left to the owners, not refunded: now recorded as refunded.
+    assert f"(charge {renewal.telegram_payment_charge_id}). Recorded." in done
     assert done.endswith("They were told.")
     assert renewal.refunded
     await cy.wait_message("was refunded")

@@ -30,6 +30,10 @@ class Membership:
     def active(self, now: datetime) -> bool:
         return rules.active(self.ends_at, now)
 
+    def overdue(self, now: datetime) -> bool:
+        """Telegram's renewal charge is due and may still arrive (the grace day)."""
+        return rules.overdue(self.renews, self.subscription_until, now)
+
     def renewing(self, now: datetime) -> bool:
         """A Stars subscription still renews it (Telegram charges at subscription_until)."""
         return rules.renewing(self.renews, self.subscription_until, now)

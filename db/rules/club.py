@@ -73,6 +73,16 @@ def renewing(renews: bool, subscription_until: datetime | None, now: datetime) -
     return renews and subscription_until is not None and now < subscription_until + RENEWAL_GRACE
 
 
+def overdue(renews: bool, subscription_until: datetime | None, now: datetime) -> bool:
+    """Telegram's renewal charge is due (`subscription_until` passed) and may still reach
+    the bot (within RENEWAL_GRACE): nothing to stop or start now."""
+    return (
+        renewing(renews, subscription_until, now)
+        and subscription_until is not None
+        and (subscription_until <= now)
+    )
+
+
 def renewable(
     subscription_charge_id: str | None,
     renews: bool,

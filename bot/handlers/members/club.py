@@ -78,7 +78,7 @@ def _token(settings: Settings) -> str | None:
 def _subscribed(found: Membership | None, now: datetime) -> bool:
     """A Stars subscription of theirs still renews the membership (or its renewal, due at
     the end, may still arrive): a second one would charge them twice."""
-    return found is not None and found.renews and now < found.ends_at + rules.RENEWAL_GRACE
+    return found is not None and found.renewing(now)
 
 
 def _by_card(program: Program, settings: Settings) -> bool:
@@ -120,7 +120,7 @@ async def _screen(
 def _renewal_due(found: Membership | None, now: datetime) -> bool:
     """The membership has ended and its Stars subscription's renewal may still arrive (the
     grace day): nothing to stop or start now, the payment is on its way or is not."""
-    return found is not None and not found.active(now) and _subscribed(found, now)
+    return found is not None and found.overdue(now)
 
 
 async def club(
@@ -190,8 +190,8 @@ async def renewal(
     now = clock()
     async with locks.hold(member.id):
         found = await membership(session, member.id)
-        if program.club is None or not views.renewable(found, now):
-            due = program.club is not None and _renewal_due(found, now)
+        due = program.club is not None and _renewal_due(found, now)
+        if program.club is None or due or not views.renewable(found, now):
             await query.answer(
                 views.renewal_pending() if due else views.no_subscription(), show_alert=True
             )

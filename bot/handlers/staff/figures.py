@@ -17,6 +17,7 @@ from bot.filters import IsStaff, PrivateChat
 from bot.views import formatting as fmt
 from bot.views.club_figures import till_lines
 from bot.views.gifts import donations_line
+from db.ledger.models import TxKind
 from db.queries.donations import donation_figures
 from db.queries.reports import (
     ClubTakings,
@@ -62,7 +63,7 @@ async def show_shift(
     lines = [_("🧾 <b>Your shift today</b>, {date}").format(date=fmt.day(now.astimezone(zone)))]
     if operations:
         lines += await _operations(session, program, staff, operations, start=start, end=end)
-    sold = any(op.kind in ("earn", "redeem") for op in operations)
+    sold = any(op.kind in TxKind.SALES for op in operations)
     lines += till_lines(program, club, sales=sold)
     await message.answer("\n".join(lines))
 
