@@ -88,6 +88,15 @@ class HasPayment(Filter):
         return isinstance(event, Message) and event.successful_payment is not None
 
 
+class PaymentFailed(Filter):
+    """An error raised while a successful_payment update was handled (errors router)."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        update = getattr(event, "update", None)
+        message = getattr(update, "message", None)
+        return message is not None and message.successful_payment is not None
+
+
 class HasDocument(Filter):
     async def __call__(self, event: TelegramObject) -> bool:
         return isinstance(event, Message) and event.document is not None

@@ -43,7 +43,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.callbacks import ClubCb
 from bot.config import Settings
-from bot.filters import HasPayment, HasText, IsCommand, IsMember, PrivateChat, TextIs
+from bot.filters import (
+    HasPayment,
+    HasText,
+    IsCommand,
+    IsMember,
+    PaymentFailed,
+    PrivateChat,
+    TextIs,
+)
 from bot.handlers.everyone.errors import committed
 from bot.i18n import DEFAULT_LANGUAGE
 from bot.locks import KeyedLocks
@@ -603,7 +611,7 @@ def build_payments() -> Router:
     router = Router(name="club payments")
     router.pre_checkout_query.register(pre_checkout)
     router.message.register(successful_payment, HasPayment())
-    router.errors.register(payment_failed, F.update.message.successful_payment)
+    router.errors.register(payment_failed, PaymentFailed())
     router.message.filter(PrivateChat())
     router.message.register(paysupport, Command("paysupport"))
     router.message.register(support_text, StateFilter(PaySupport.text), HasText(), ~IsCommand())

@@ -40,7 +40,7 @@ ALREADY_REFUNDED = "CHARGE_ALREADY_REFUNDED"  # Telegram's answer for a charge g
 MAX_STARS = 100_000  # a Telegram Stars payment is at most this many (an invoice's limit)
 
 
-def _charge_form(message: Message, command: CommandObject) -> dict[str, Any] | bool:
+async def _charge_form(message: Message, command: CommandObject) -> dict[str, Any] | bool:
     """The command's arguments name a Telegram id and a charge (not a card number, which
     bot/handlers/office/club_refunds.py takes): `charge_args`, the words, for the handler."""
     args = (command.args or "").split()
