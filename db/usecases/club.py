@@ -19,27 +19,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import (
-    AccountKind,
     ClubMembership,
     ClubPayment,
     RewardedIdentity,
     TxKind,
 )
 from db.ledger.writer import (
-    Leg,
-    Lot,
-    fingerprint,
-    lock_accounts,
     lock_members,
-    post,
-    system_account,
     unit_of_work,
     wallet_of,
 )
 from db.rules import club as rules
 from db.rules.errors import NoClub, UnknownMember
 from db.rules.program import Program
-from db.usecases.members import expiry_for
+from db.usecases.members import program_gift
 from db.usecases.outbox import Owed, owe
 from db.usecases.staff import audit
 
@@ -282,20 +275,9 @@ async def _pay_welcome(
     session: AsyncSession, program: Program, member_id: int, points: int, now: datetime
 ) -> None:
     """The club's welcome points, from the program's account, once per member (the key)."""
-    program_acc = await system_account(session, AccountKind.PROGRAM)
     wallet = await wallet_of(session, member_id)
-    await lock_accounts(session, sorted([program_acc, wallet]))
-    posted = await post(
-        session,
-        [Leg(program_acc, -points), Leg(wallet, points)],
-        [Lot(member_id, points, earned_at=now, expires_at=expiry_for(program, now))],
-        kind=TxKind.CLUB,
-        key=f"club-welcome:{member_id}",
-        digest=fingerprint(TxKind.CLUB, member_id, points),
-        member_id=member_id,
-        created_at=now,
-    )
-    assert posted is not None  # `welcomed` was false under the membership's lock
+    posted = await program_gift(session, program, member_id, wallet, points, TxKind.CLUB, now=now)
+    assert posted  # `welcomed` was false under the membership's lock
 
 
 async def set_renewal(

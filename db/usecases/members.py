@@ -163,19 +163,39 @@ async def _register(
     ).scalar_one()
     welcome = 0 if welcomed else program.program.welcome_points
     if welcome > 0:
-        program_acc = await system_account(session, AccountKind.PROGRAM)
-        posted = await post(
-            session,
-            [Leg(program_acc, -welcome), Leg(wallet_id, welcome)],
-            [Lot(member_id, welcome, earned_at=now, expires_at=expiry_for(program, now))],
-            kind=TxKind.WELCOME,
-            key=f"welcome:{member_id}",
-            digest=fingerprint(TxKind.WELCOME, member_id, welcome),
-            member_id=member_id,
-            created_at=now,
+        posted = await program_gift(
+            session, program, member_id, wallet_id, welcome, TxKind.WELCOME, now=now
         )
-        assert posted is not None  # a brand-new member has no welcome posting yet
+        assert posted  # a brand-new member has no welcome posting yet
     return await _load(session, Member.id == member_id, created=True)
+
+
+async def program_gift(
+    session: AsyncSession,
+    program: Program,
+    member_id: int,
+    wallet_id: int,
+    points: int,
+    kind: str,
+    *,
+    now: datetime,
+) -> bool:
+    """Points the program gives a member once (a welcome gift: `kind` welcome, or the
+    club's): from the program's account to a new lot in their wallet, under the key
+    "<kind>-welcome:<member>". False when that key was posted before."""
+    program_acc = await system_account(session, AccountKind.PROGRAM)
+    key = "welcome" if kind == TxKind.WELCOME else f"{kind}-welcome"
+    posted = await post(
+        session,
+        [Leg(program_acc, -points), Leg(wallet_id, points)],
+        [Lot(member_id, points, earned_at=now, expires_at=expiry_for(program, now))],
+        kind=kind,
+        key=f"{key}:{member_id}",
+        digest=fingerprint(kind, member_id, points),
+        member_id=member_id,
+        created_at=now,
+    )
+    return posted is not None
 
 
 async def rewards_taken(session: AsyncSession, identity: str) -> tuple[bool, bool]:
