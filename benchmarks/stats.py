@@ -265,11 +265,12 @@ async def generate(conn: asyncpg.Connection, now: datetime) -> None:
     )
     await w.step(
         "balances, lots and sequences",
-        # What the entries trigger would have done, in one statement.
+        # What the entries trigger would have done, in one statement: the balances it keeps
+        # (AccountKind.KEPT; the others are the sums of their entries).
         """
         UPDATE accounts AS a SET balance = e.total
         FROM (SELECT account_id, sum(amount) AS total FROM entries GROUP BY account_id) AS e
-        WHERE a.id = e.account_id
+        WHERE a.id = e.account_id AND a.kind IN ('member', 'stamps')
         """,
         # One lot per wallet holding its balance (its origin: the member's welcome).
         """

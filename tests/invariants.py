@@ -10,14 +10,17 @@ CHECKS = {
         SELECT e.transaction_id FROM entries e JOIN accounts a ON a.id = e.account_id
         GROUP BY e.transaction_id, a.unit HAVING sum(e.amount) <> 0
     """,
-    "account balance equals the sum of its entries": """
+    "a kept balance equals the sum of its entries": """
         SELECT a.id FROM accounts a
         LEFT JOIN (SELECT account_id, sum(amount) AS total FROM entries GROUP BY account_id) e
                ON e.account_id = a.id
-        WHERE a.balance <> coalesce(e.total, 0)
+        WHERE a.kind IN ('member', 'stamps') AND a.balance <> coalesce(e.total, 0)
+    """,
+    "an account whose balance is not kept has 0 on its row": """
+        SELECT id FROM accounts WHERE kind NOT IN ('member', 'stamps') AND balance <> 0
     """,
     "all balances sum to 0 per unit": """
-        SELECT unit FROM accounts GROUP BY unit HAVING sum(balance) <> 0
+        SELECT unit FROM account_balances GROUP BY unit HAVING sum(balance) <> 0
     """,
     "no wallet or stamp card below zero": """
         SELECT id FROM accounts WHERE kind IN ('member', 'stamps') AND balance < 0

@@ -17,13 +17,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.views.settlement_csv import write_settlement
 from db.ledger.models import (
-    Account,
-    AccountKind,
     AuditLog,
     ClubPayment,
     Member,
@@ -118,7 +116,9 @@ async def staff_at(s: AsyncSession, partner: str, telegram_id: int, role: str = 
 
 
 async def program_balance(s: AsyncSession) -> int:
-    balance = await s.scalar(select(Account.balance).where(Account.kind == AccountKind.PROGRAM))
+    balance = await s.scalar(
+        text("SELECT balance FROM account_balances WHERE kind = 'program' AND unit = 'points'")
+    )
     await s.rollback()
     return int(balance or 0)
 

@@ -269,7 +269,7 @@ async def test_deletion_forfeits_the_members_stamps_to_each_cards_pool(
         async with sessions() as s:
             rows = await s.execute(
                 text(
-                    "SELECT member_id, unit, balance FROM accounts"
+                    "SELECT member_id, unit, balance FROM account_balances"
                     " WHERE kind IN ('stamps', 'stamp_pool') ORDER BY id"
                 )
             )

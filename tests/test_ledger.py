@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from db.ledger.models import Entry, PointLot, Transaction
+from db.ledger.models import AccountKind, Entry, PointLot, Transaction
 from db.ledger.writer import constraint_name, hold, unit_of_work, void_holds
+from db.migrate import earlier_migration
 from db.rules import errors
 from db.rules.points import check_points
 from db.rules.program import Program
@@ -702,7 +703,7 @@ async def test_a_transaction_sums_to_zero_per_unit(
     )
     units = (
         await session.execute(
-            text("SELECT unit, sum(balance) FROM accounts GROUP BY unit ORDER BY unit")
+            text("SELECT unit, sum(balance) FROM account_balances GROUP BY unit ORDER BY unit")
         )
     ).all()
     assert [tuple(row) for row in units] == [("points", 0), ("stamps:coffee", 0)]
@@ -895,3 +896,42 @@ async def test_a_replay_rebuilds_its_result_in_one_query(
         sale, replayed=True, balance=again_sale.balance, tier_reached=False
     )
     assert rest.referral is not None and again_sale.referral == sale.referral
+
+
+async def test_sales_at_one_partner_do_not_wait_for_each_other(
+    sessions: async_sessionmaker[AsyncSession], program: Program
+) -> None:
+    """A sale does not lock its partner's account (its balance is the sum of its entries):
+    a second sale at the same partner posts while the first is not yet committed, where it
+    used to wait for it. Each wallet's balance is still kept and returned, and the partner's
+    is read from its entries."""
+    async with sessions() as s:
+        ann, bob = await join(s, program, 1), await join(s, program, 2)
+    async with sessions() as first, sessions() as second:
+        async with first.begin():
+            mine = await post_purchase(
+                first, program, Sale(member_id=ann, partner="coffee", amount=D("20"), key="a")
+            )
+            # Waiting for any lock the first sale holds would fail the second at once.
+            await second.execute(text("SET lock_timeout = '50ms'"))
+            theirs = await record_sale(
+                second, program, Sale(member_id=bob, partner="coffee", amount=D("40"), key="b")
+            )
+        assert (mine.balance, theirs.balance) == (50 + 100, 50 + 200)
+    async with sessions() as s:
+        row = (
+            await s.execute(
+                text(
+                    "SELECT a.balance AS total, r.balance AS on_row FROM account_balances AS a"
+                    " JOIN accounts AS r ON r.id = a.id JOIN partners AS p ON p.id = a.partner_id"
+                    " WHERE p.slug = 'coffee' AND a.kind = 'partner_issued'"
+                )
+            )
+        ).one()
+        assert (row.total, row.on_row) == (-300, 0)
+
+
+def test_the_kept_accounts_are_the_migrations() -> None:
+    """AccountKind.KEPT names the kinds whose balance migration 0022 keeps on the row."""
+    kept = earlier_migration("0022_hot_accounts").KEPT
+    assert kept == "(" + ", ".join(f"'{kind}'" for kind in AccountKind.KEPT) + ")"

@@ -174,7 +174,7 @@ async def issued(sessions: Sessions) -> dict[str, int]:
         rows = (
             await s.execute(
                 text(
-                    """SELECT coalesce(p.slug, '') AS slug, a.balance FROM accounts AS a
+                    """SELECT coalesce(p.slug, '') AS slug, a.balance FROM account_balances AS a
                        LEFT JOIN partners AS p ON p.id = a.partner_id
                        WHERE a.kind IN ('partner_issued', 'program')"""
                 )

@@ -55,6 +55,13 @@ class AccountKind:
     STAMP_POOL = "stamp_pool"  # where a card's stamps come from and go back to
 
     ALL = (MEMBER, STAMPS, PARTNER_ISSUED, PARTNER_REDEEMED, PROGRAM, BREAKAGE, STAMP_POOL)
+    # The accounts whose balance is kept on their row, locked and moved by each posting: a
+    # member's wallet and stamp cards (no overdraft, held points). The others (a partner's,
+    # the program's, breakage, a stamp pool) are on every sale at their partner or of their
+    # kind and may go below zero by design: their balance is the sum of their entries (the
+    # view account_balances), their row's stays 0, and a posting does not lock them, so
+    # sales at one partner do not wait for each other (migration 0022, whose KEPT is this).
+    KEPT = (MEMBER, STAMPS)
 
 
 class TxKind:

@@ -2,10 +2,11 @@
 
 A posting is one `transactions` row plus its `entries` and point lots, written by one
 function, `post` (the SQL function ledger_post, one round trip): nothing else inserts
-entries. The database applies entries to balances and refuses unbalanced transactions (one
-trigger per INSERT statement), refuses an overdraft (CHECK on wallets); the use cases only
-choose the legs and the lots. Nothing here commits: the use case that called it commits once, at
-its end.
+entries. The database applies entries to the balances it keeps (members' wallets and stamp
+cards: AccountKind.KEPT; the other accounts' balance is the sum of their entries) and
+refuses unbalanced transactions (one trigger per INSERT statement), refuses an overdraft
+(CHECK on wallets); the use cases only choose the legs and the lots. Nothing here commits:
+the use case that called it commits once, at its end.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class Lot:
 @dataclass(frozen=True, slots=True)
 class Posted:
     transaction_id: int
-    balances: dict[int, int]  # every account the legs touched, after the posting
+    # Every kept account the legs touched (AccountKind.KEPT), after the posting.
+    balances: dict[int, int]
     extra: tuple[Any, ...] = ()  # the caller's extra columns, read in the same statement
 
 
@@ -155,7 +157,8 @@ async def post(
 ) -> Posted | None:
     """Post one transaction (or a batch: legs may name another transaction of it): the one
     writer of entries and point lots, one round trip to the database (ledger_post: migration
-    0009 says what it does and in which order, 0011 how it does it now).
+    0009 says what it does and in which order, 0011 how it does it now, 0022 which accounts
+    it locks: the kept ones, AccountKind.KEPT).
 
     Either `tx_id`, a transaction the caller opened earlier in this database transaction, or
     `kind`, `key`, `digest` and the transaction's other `columns`, to open it here: then None
@@ -269,12 +272,13 @@ async def void_holds(
 
 
 async def lock_accounts(session: AsyncSession, ids: list[int]) -> dict[int, int]:
-    """Lock accounts in id order (the order ledger_post locks them in) and return what each
-    may spend (its balance less its held points), for a use case that must read it before
-    it chooses its legs."""
+    """Lock the kept accounts (AccountKind.KEPT) among `ids` in id order (the order
+    ledger_post locks them in) and return what each may spend (its balance less its held
+    points), for a use case that must read it before it chooses its legs. The others are
+    neither locked nor returned: no posting locks them."""
     rows = await session.execute(
         select(Account.id, (Account.balance - Account.held).label("balance"))
-        .where(Account.id.in_(ids))
+        .where(Account.id.in_(ids), Account.kind.in_(AccountKind.KEPT))
         .order_by(Account.id)
         .with_for_update()
     )

@@ -157,8 +157,9 @@ def share_out(total: int, weights: list[int]) -> list[int]:
 
 # Per kind of account and partner: the entries of the period, those of expiries in it, and
 # the balance at `end` (the balance now less what was posted since `end`). One statement,
-# so one snapshot: a posting committed meanwhile is in every figure or in none. Only the
-# entries since `start` are read.
+# so one snapshot: a posting committed meanwhile is in every figure or in none. The entries
+# since `start` are read, and for the balance now of the accounts whose balance is not kept
+# on their row (partners', the program's: account_balances), the sum of all their entries.
 _TOTALS = text(
     """
     WITH moved AS (
@@ -189,7 +190,7 @@ _TOTALS = text(
            coalesce(sum(m.vouchers), 0) AS vouchers, coalesce(sum(m.donations), 0) AS donations,
            coalesce(sum(m.stamp_rewards), 0) AS stamp_rewards,
            coalesce(sum(m.promotions), 0) AS promotions
-    FROM accounts AS a LEFT JOIN moved AS m ON m.account_id = a.id
+    FROM account_balances AS a LEFT JOIN moved AS m ON m.account_id = a.id
     WHERE a.unit = 'points'
     GROUP BY a.kind, a.partner_id
     """
