@@ -5,23 +5,23 @@ takes back (post_reversal). What applies is decided in db/rules/promotions.py.
 A sale: `prepare` (before the sale is posted) reads the member's facts a promotion may ask
 about, in one query, and only at a partner with a promotion that runs at the sale's moment
 for its amount (a partner with none costs no query). When a promotion that matches is paid
-by another account than the selling partner's (other partners, the program), whatever
-the member's tier (a concurrent sale may raise it before `apply` decides), it locks
-every account the sale and its promotions will post to, in id order, before the sale
-takes its own: the order every posting takes them in (ledger_post), so two sales that fund
-each other's promotions cannot deadlock. `apply` (after the sale and its stamps are
-posted) decides again at the sale's `now`, at the tier the sale was posted at: so what is
-applied, and said, is what held when the sale was stored (a promotion that ended between
-the panel and the posting is not applied). `max_per_member` is counted in promotion_uses
-by one atomic statement per promotion (its row only grows while below the limit), so two
-concurrent sales cannot both take the last use. Each promotion's points are a `promotion`
-transaction (related_id: the sale; key: the sale's key + `:promo:<slug>`) from its
-funders' `partner_issued` accounts in their split (db.rules.promotions.split) or from the
-program's account, to the member's wallet, as a point lot expiring like the sale's. Its
-stamps go on the selling partner's ordinary stamp cards (db/usecases/stamps.py); its
-voucher is funded by its one funding partner, or by the program (db/usecases/vouchers.py,
-voucher_claims.py). What each promotion gave is kept in promotion_awards, so a replay of
-the sale says exactly what the posting said.
+by another account than the selling partner's (other partners, the program), whatever the
+member's tier (a concurrent sale may raise it before `apply` decides), it reads the funders'
+accounts. It locks none of them: no posting locks a partner's or the program's account
+(their balance is the sum of their entries, migration 0022), so two sales that fund each
+other's promotions neither wait for nor deadlock with each other. `apply` (after the sale
+and its stamps are posted) decides again at the sale's `now`, at the tier the sale was
+posted at: so what is applied, and said, is what held when the sale was stored (a promotion
+that ended between the panel and the posting is not applied). `max_per_member` is counted in
+promotion_uses by one atomic statement per promotion (its row only grows while below the
+limit), so two concurrent sales cannot both take the last use. Each promotion's points are a
+`promotion` transaction (related_id: the sale; key: the sale's key + `:promo:<slug>`) from
+its funders' `partner_issued` accounts in their split (db.rules.promotions.split) or from
+the program's account, to the member's wallet, as a point lot expiring like the sale's. Its
+stamps go on the selling partner's ordinary stamp cards (db/usecases/stamps.py); its voucher
+is funded by its one funding partner, or by the program (db/usecases/vouchers.py,
+voucher_claims.py). What each promotion gave is kept in promotion_awards, so a replay of the
+sale says exactly what the posting said.
 
 A refund takes back what the refunded money earned through promotions, in proportion, as
 the sale's own points (db.rules.promotions.refunded_part), each funder's part back to it; a
@@ -122,11 +122,11 @@ class PromotionBack:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """The member's facts read before the sale, and whether its accounts are locked."""
+    """The member's facts read before the sale, and the funders' accounts."""
 
     shopper: Shopper
-    locked: frozenset[str | None]  # the funders whose accounts are locked (None: program)
-    # Their partner_issued accounts (None: the program's), read as they were locked.
+    locked: frozenset[str | None]  # the funders whose accounts were read (None: program)
+    # Their partner_issued accounts (None: the program's).
     funder_accounts: tuple[tuple[str | None, int], ...] = ()
 
 
@@ -183,17 +183,13 @@ _PREVIEW = {
 }
 # The member's club status alone, under the same lock (a sale whose promotions read no facts).
 _CLUB_ALONE = text(_FACTS_SQL.format(club=_CLUB, history="", uses="", lock="FOR KEY SHARE OF m"))
-# Every account a sale and its promotions post to, locked in id order (as ledger_post
-# locks a posting's): the member's wallet, the seller's accounts, the funders', the program's.
-_LOCK = text(
+# The accounts a sale's promotions are paid from: the funders', the program's (not locked:
+# see the module's doc).
+_FUNDERS = text(
     """
     SELECT a.id, a.kind, p.slug FROM accounts AS a LEFT JOIN partners AS p ON p.id = a.partner_id
-    WHERE (a.kind = 'member' AND a.member_id = :member)
-       OR (a.kind IN ('partner_issued', 'partner_redeemed') AND p.slug = :seller)
-       OR (a.kind = 'partner_issued' AND p.slug = ANY(:funders))
+    WHERE (a.kind = 'partner_issued' AND p.slug = ANY(:funders))
        OR (a.kind = 'program' AND a.unit = 'points' AND :program)
-    ORDER BY a.id
-    FOR NO KEY UPDATE OF a
     """
 )
 
@@ -209,7 +205,7 @@ async def prepare(
     club: bool | None = None,
 ) -> Prepared | None:
     """Before a sale is posted (see the module's doc): None when no promotion at `partner`
-    can apply to it (no query), else the member's facts, with the accounts locked when a
+    can apply to it (no query), else the member's facts, with the funders' accounts when a
     matching promotion is paid by others than the seller. A member not found: None (the
     sale refuses them). `club`: whether the member is in the club, when the caller read it
     already (False: the club's promotions are left out before anything is read); None, it
@@ -236,7 +232,7 @@ async def prepare(
     )
     # Whatever the member's tier: `apply` decides at the tier the sale is posted at, which a
     # sale of theirs elsewhere may raise meanwhile, so a promotion for some tiers is taken
-    # as theirs here (locking an account more costs nothing; one fewer could deadlock).
+    # as theirs here (reading an account more costs nothing).
     zone = program.program.zone
     at = rules.local(now, zone)
     paying: set[str | None] = set()
@@ -252,10 +248,8 @@ async def prepare(
     funder_accounts: list[tuple[str | None, int]] = []
     if paying:
         rows = await session.execute(
-            _LOCK,
+            _FUNDERS,
             {
-                "member": member_id,
-                "seller": partner,
                 "funders": sorted(p for p in paying if p is not None),
                 "program": None in paying,
             },
@@ -423,8 +417,8 @@ async def apply(
         # Read before the sale, and before it held the member's wallet: another sale of
         # theirs may have committed since. Read again now, under the wallet's lock (a sale
         # of theirs still under way waits for this one), without this sale. Fresher
-        # purchases only ever match fewer (a first visit, a win-back), and the accounts
-        # were locked whatever the tier (prepare): those locked before cover them.
+        # purchases only ever match fewer (a first visit, a win-back), and the funders'
+        # accounts were read whatever the tier (prepare): those read before cover them.
         shopper = await _history_now(session, shopper, member.id, partner, result.transaction_id)
         matched = rules.matching(program, partner, charged, now, shopper)
     if not matched:
@@ -545,12 +539,12 @@ async def _post_points(
     known: dict[str | None, int],
 ) -> tuple[int, int]:
     """One promotion's points: its funders' accounts (or the program's) to the wallet.
-    `known`: the funders' accounts `prepare` read as it locked them. Returns the
+    `known`: the funders' accounts `prepare` read. Returns the
     transaction and the wallet's balance after it."""
     legs = [Leg(member.wallet_id, points)]
     for who, part in rules.split(points, rules.funders(promo, result.partner)):
         account = accounts.issued_id if who == accounts.slug else known.get(who)
-        if account is None:  # not locked by prepare (never, for a valid sale): read it
+        if account is None:  # not read by prepare (never, for a valid sale): read it now
             account = await _funder_account(session, who, accounts)
         legs.append(Leg(account, -part))
     posted = await post(
