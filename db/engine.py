@@ -106,6 +106,14 @@ def _committed(session: Session) -> None:
             hook()
 
 
+def note_committed_alone(session: AsyncSession) -> None:
+    """The end of a unit of work whose statements were all sent alone (fetch_row_alone:
+    each committed by the server), so the session has no transaction to commit: what its
+    commit would have noted (the work committed, the messages owed) is noted here, without
+    going through SQLAlchemy's commit of nothing."""
+    _committed(session.sync_session)
+
+
 @event.listens_for(TrackedSession, "after_rollback")
 def _rolled_back(session: Session) -> None:
     session.info.pop("wrote", None)

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.engine import note_committed_alone
 from db.ledger.models import Account, AccountKind, Member, Transaction
 from db.rules.errors import IdempotencyConflict, NotEnoughPoints, RequestClosed
 
@@ -352,7 +353,10 @@ async def unit_of_work(session: AsyncSession) -> AsyncIterator[None]:
     run each in its own unit of work; their advisory locks live on autocommit connections."""
     try:
         yield
-        await session.commit()
+        if session.in_transaction():
+            await session.commit()
+        else:  # nothing under way: all it wrote was sent alone, committed already
+            note_committed_alone(session)
     except BaseException:
         await session.rollback()
         raise
