@@ -339,9 +339,9 @@ _RATES = text(
     """
     SELECT
         (SELECT coalesce(sum(balance) FILTER (WHERE kind = 'partner_redeemed'), 0)
-         FROM accounts WHERE unit = 'points') AS redeemed,
+         FROM account_balances WHERE unit = 'points') AS redeemed,
         (SELECT coalesce(-sum(balance) FILTER (WHERE kind IN ('partner_issued', 'program')), 0)
-         FROM accounts WHERE unit = 'points') AS issued,
+         FROM account_balances WHERE unit = 'points') AS issued,
         (SELECT count(*) FROM vouchers
          WHERE source <> 'catalogue' AND status = 'claimed') AS claimed,
         (SELECT count(*) FROM vouchers
