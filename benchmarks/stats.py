@@ -33,6 +33,7 @@ import asyncpg
 from benchmarks.ledger import admin_url, server_version
 from db.engine import create_engine, session_factory
 from db.migrate import upgrade
+from db.queries.settlement import settlement
 from db.queries.stats import Kpis, Period, coalition_report, kpis, parse_period
 from db.usecases.partners import sync_partners
 from tests import pg
@@ -404,6 +405,17 @@ async def bench(url: str) -> float:
             print(
                 f"  (coalition_report, /stats for owners and marketers: the coalition and"
                 f" every partner, last {days} days: median {seconds:.3f} s; not in the ratio)"
+            )
+
+            async def settle(period: Period = period) -> Any:
+                async with sessions() as session:
+                    return await settlement(session, program, start=period.start, end=period.end)
+
+            seconds, _result = await median_seconds(settle)
+            print(
+                f"  (settlement, /settlement: every partner's position, last {days} days, with"
+                f" the partners' and the program's balances summed from all their entries:"
+                f" median {seconds:.3f} s; not in the ratio)"
             )
         print(f"load average after timing: {load_average()}")
         return worst

@@ -489,7 +489,9 @@ class Entry(Base):
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         Index("ix_entries_transaction_id", "transaction_id"),
-        Index("ix_entries_account_id", "account_id"),
+        # With the amount, so an account's balance summed from its entries (account_balances,
+        # migration 0022) is read from the index alone.
+        Index("ix_entries_account_id", "account_id", postgresql_include=["amount"]),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
