@@ -77,4 +77,16 @@ async def find_sale(
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
         return None
-    return ApiSaleRow(*row, lines=await sale_lines(session, row.id))
+    return ApiSaleRow(
+        row.id,
+        row.partner_id,
+        row.business_day,
+        row.document,
+        row.member_id,
+        row.amount,
+        row.fingerprint,
+        row.transaction_id,
+        row.request_id,
+        row.created_at,
+        await sale_lines(session, row.id),
+    )

@@ -162,3 +162,10 @@ class LinesDontAddUp(DomainError):
     `amount`): nothing was posted."""
 
     code = "lines_dont_add_up"
+
+
+class UnknownSale(DomainError):
+    """No sale of this partner has this document number on that business day (another
+    partner's is never found)."""
+
+    code = "unknown_sale"

@@ -94,9 +94,14 @@ def _check_not_own(staff: StaffInfo, member_id: int, member_telegram_id: int | N
 
 def check_sells(program: Program, staff: StaffInfo) -> None:
     """Staff of a charity partner post no sales: a charity takes donated points only."""
-    rules = program.partner(staff.partner_slug or "")
+    sells(program, staff.partner_slug)
+
+
+def sells(program: Program, partner: str | None) -> None:
+    """Refuse (CharityTakesNoSales) a sale at a charity partner: it takes donations only."""
+    rules = program.partner(partner or "")
     if rules is not None and rules.charity:
-        raise CharityTakesNoSales(partner=staff.partner_slug)
+        raise CharityTakesNoSales(partner=partner)
 
 
 def business_date(program: Program, now: datetime) -> date:
@@ -113,8 +118,12 @@ def sale_key(
     till dialog it was typed in."""
     if receipt is None:
         return f"till:{dialog}"
-    day = business_date(program, now).isoformat()
-    return f"till:{partner_id}:{day}:receipt:{receipt}"
+    return receipt_key(partner_id, business_date(program, now), receipt)
+
+
+def receipt_key(partner_id: int | None, day: date, receipt: str) -> str:
+    """The key of the sale with this receipt number at the partner on the business day."""
+    return f"till:{partner_id}:{day.isoformat()}:receipt:{receipt}"
 
 
 LOOKUP_FAILURES = 20
@@ -422,6 +431,18 @@ async def _request(session: AsyncSession, public_id: str, *, lock: bool = False)
         transaction_id=req.transaction_id,
         discount_percent=req.discount_percent,
     )
+
+
+async def request_by_id(
+    session: AsyncSession, program: Program, request_id: int, *, lock: bool = False
+) -> RequestInfo:
+    """The request `request_id` (`lock`: its row locked for the caller's transaction)."""
+    public_id = await session.scalar(
+        select(RedemptionRequest.public_id).where(RedemptionRequest.id == request_id)
+    )
+    if public_id is None:
+        raise RequestClosed()
+    return _with_money(await _request(session, public_id, lock=lock), program)
 
 
 def _with_money(info: RequestInfo, program: Program) -> RequestInfo:
