@@ -36,7 +36,7 @@ from db.rules.program import Program, parse_program
 from db.rules.vouchers import UnknownVoucher, VoucherClaimed, VoucherWrongPartner, display_code
 from db.usecases.adjust import adjust
 from db.usecases.api import quote as quotes
-from db.usecases.api import sales
+from db.usecases.api import requests, sales, state
 from db.usecases.api.actor import ApiActor
 from db.usecases.api.refunds import refund_sale
 from db.usecases.api.vouchers import claim, lookup
@@ -268,7 +268,7 @@ async def test_a_sale_without_points_is_posted_at_once_and_a_document_is_one_sal
             lines=BEANS,
             now=T0,
         )
-    assert done.state == sales.POSTED and done.document == "A-1001"  # read in capitals
+    assert done.state == state.POSTED and done.document == "A-1001"  # read in capitals
     assert done.result is not None and done.result.points_earned == 500
     assert [(p.promotion, p.points) for p in done.result.promotions] == [("beans", 150)]
     assert done.lines == BEANS
@@ -284,7 +284,7 @@ async def test_a_sale_without_points_is_posted_at_once_and_a_document_is_one_sal
             lines=BEANS,
             now=T0 + timedelta(minutes=5),
         )
-    assert again.replayed and again.state == sales.POSTED
+    assert again.replayed and again.state == state.POSTED
     assert again.result is not None and again.result.transaction_id == done.result.transaction_id
     assert [(p.promotion, p.points) for p in again.result.promotions] == [("beans", 150)]
     assert await counts(sessions) == before
@@ -303,7 +303,7 @@ async def test_a_sale_without_points_is_posted_at_once_and_a_document_is_one_sal
             amount=D("99.00"),
             now=T0 + timedelta(days=1),
         )
-    assert tomorrow.state == sales.POSTED and not tomorrow.replayed
+    assert tomorrow.state == state.POSTED and not tomorrow.replayed
     # The member is told; no staff chat is; the audit names the key.
     purchases = await notices(sessions, "purchase")
     assert [n.member_id for n in purchases] == [ann, ann]
@@ -341,21 +341,21 @@ async def test_a_sale_with_points_waits_for_the_member_and_the_till_polls(
             points=1_000,
             now=T0,
         )
-    assert (asked.state, asked.points, asked.result) == (sales.PENDING, 1_000, None)
+    assert (asked.state, asked.points, asked.result) == (state.PENDING, 1_000, None)
     assert asked.expires_at is not None and asked.expires_at > T0
     # The member is asked in Telegram, with the buttons; no cashier chat is owed anything.
     (request,) = await notices(sessions, "redeem_request")
     assert request.member_id == ann and request.params["points"] == 1_000
     async with sessions() as s:
-        polled = await sales.sale_state(s, program, coffee, document="P-1", now=T0)
-        assert polled.state == sales.PENDING
+        polled = await state.sale_state(s, program, coffee, document="P-1", now=T0)
+        assert polled.state == state.PENDING
         with pytest.raises(RequestClosed):  # the member may still answer
-            await sales.finish_without_points(s, program, coffee, document="P-1", now=T0)
+            await requests.finish_without_points(s, program, coffee, document="P-1", now=T0)
         await confirm_redemption(s, program, str(request.params["request"]), 11, now=T0)
-        posted = await sales.sale_state(
+        posted = await state.sale_state(
             s, program, coffee, document="P-1", now=T0 + timedelta(minutes=1)
         )
-    assert posted.state == sales.POSTED and posted.expires_at is None
+    assert posted.state == state.POSTED and posted.expires_at is None
     result = posted.result
     assert result is not None and result.points_redeemed == 1_000
     # 90.00 paid earns 450; ×2 on the beans' 30 % (lines kept for the confirmation): 135.
@@ -364,7 +364,7 @@ async def test_a_sale_with_points_waits_for_the_member_and_the_till_polls(
     async with sessions() as s:
         assert await s.scalar(select(func.count()).where(Notice.chat_id.is_not(None))) == 0
         # Finishing a posted sale posts nothing more.
-        same = await sales.finish_without_points(s, program, coffee, document="P-1", now=T0)
+        same = await requests.finish_without_points(s, program, coffee, document="P-1", now=T0)
     assert same.replayed and same.result is not None
     assert same.result.transaction_id == result.transaction_id
 
@@ -375,7 +375,7 @@ async def test_declined_expired_and_withdrawn_requests_finish_without_points(
     ann = await member(sessions, program, tg=12, points=2_000)
     coffee = await till(sessions)
 
-    async def ask(document: str, points: int | Literal["max"] = sales.MAX) -> sales.SaleState:
+    async def ask(document: str, points: int | Literal["max"] = sales.MAX) -> state.SaleState:
         async with sessions() as s:
             return await sales.post_sale(
                 s,
@@ -395,38 +395,40 @@ async def test_declined_expired_and_withdrawn_requests_finish_without_points(
         await close_request(
             s, program, str(request.params["request"]), status="declined", telegram_id=12
         )
-        state = await sales.sale_state(s, program, coffee, document="D-1", now=T0)
-        assert (state.state, state.can_finish) == ("declined", True)
-        done = await sales.finish_without_points(s, program, coffee, document="D-1", now=T0)
-    assert done.state == sales.POSTED and done.result is not None
+        read = await state.sale_state(s, program, coffee, document="D-1", now=T0)
+        assert (read.state, read.can_finish) == ("declined", True)
+        done = await requests.finish_without_points(s, program, coffee, document="D-1", now=T0)
+    assert done.state == state.POSTED and done.result is not None
     assert (done.result.points_redeemed, done.result.points_earned) == (0, 100)
     # Past its time, before the job closed it: read as expired, finished after closing it.
     await ask("E-1", 500)
     later = T0 + timedelta(minutes=10)
     async with sessions() as s:
-        assert (await sales.sale_state(s, program, coffee, document="E-1", now=later)).state == (
+        assert (await state.sale_state(s, program, coffee, document="E-1", now=later)).state == (
             "expired"
         )
-        finished = await sales.finish_without_points(s, program, coffee, document="E-1", now=later)
+        finished = await requests.finish_without_points(
+            s, program, coffee, document="E-1", now=later
+        )
         status = await s.scalar(
             select(RedemptionRequest.status).where(RedemptionRequest.receipt == "E-1")
         )
-    assert finished.state == sales.POSTED and status == "expired"
+    assert finished.state == state.POSTED and status == "expired"
     # The expiry job closes the API's requests too, owing nothing to a staff chat.
     await ask("J-1", 100)
     async with sessions() as s:
         closed = await expire_requests(s, program, now=later)
         assert [r.receipt for r in closed] == ["J-1"]
-        assert (await sales.sale_state(s, program, coffee, document="J-1", now=later)).state == (
+        assert (await state.sale_state(s, program, coffee, document="J-1", now=later)).state == (
             "expired"
         )
     # Withdrawn by the till while pending: the member can no longer confirm it.
     await ask("W-1", 100)
     async with sessions() as s:
-        withdrawn = await sales.withdraw(s, program, coffee, document="W-1", now=T0)
+        withdrawn = await requests.withdraw(s, program, coffee, document="W-1", now=T0)
         assert withdrawn.state == "cancelled"
         with pytest.raises(RequestClosed):
-            await sales.withdraw(s, program, coffee, document="W-1", now=T0)
+            await requests.withdraw(s, program, coffee, document="W-1", now=T0)
         public_id = await s.scalar(
             select(RedemptionRequest.public_id).where(RedemptionRequest.receipt == "W-1")
         )
@@ -455,7 +457,7 @@ async def test_a_member_who_blocked_the_bot_cannot_be_asked(
             now=T0,
         )
         assert (asked.state, asked.can_finish) == ("unreachable", True)
-        done = await sales.finish_without_points(s, program, coffee, document="U-1", now=T0)
+        done = await requests.finish_without_points(s, program, coffee, document="U-1", now=T0)
     assert done.result is not None and done.result.points_earned == 100
 
 
@@ -515,7 +517,7 @@ async def test_a_sale_without_a_member_card_is_recorded_not_posted(
             lines=(Line(D("12.00"), category="cups"),),
             now=T0,
         )
-        read = await sales.sale_state(s, program, coffee, document="n-1", now=T0)
+        read = await state.sale_state(s, program, coffee, document="n-1", now=T0)
         with pytest.raises(ReceiptTaken):
             await sales.post_sale(
                 s, program, coffee, document="N-1", member_id=None, amount=D("13.00"), now=T0
@@ -532,9 +534,9 @@ async def test_a_sale_without_a_member_card_is_recorded_not_posted(
                 now=T0,
             )
         with pytest.raises(RequestClosed):
-            await sales.finish_without_points(s, program, coffee, document="N-1", now=T0)
-    assert (walk_in.state, walk_in.member_id, walk_in.result) == (sales.RECORDED, None, None)
-    assert again.replayed and read.state == sales.RECORDED and read.lines == walk_in.lines
+            await requests.finish_without_points(s, program, coffee, document="N-1", now=T0)
+    assert (walk_in.state, walk_in.member_id, walk_in.result) == (state.RECORDED, None, None)
+    assert again.replayed and read.state == state.RECORDED and read.lines == walk_in.lines
     after = await counts(sessions)
     # One row of its own and its audit; nothing in the ledger, nobody told.
     assert {k: after[k] - before[k] for k in after} == {
@@ -553,7 +555,7 @@ async def test_the_same_document_posted_at_once_by_two_tills_is_one_sale(
     ann = await member(sessions, program)
     coffee = await till(sessions)
 
-    async def post() -> sales.SaleState:
+    async def post() -> state.SaleState:
         async with sessions() as s:
             return await sales.post_sale(
                 s, program, coffee, document="C-1", member_id=ann, amount=D("30.00"), now=T0
@@ -575,7 +577,7 @@ async def test_another_partners_sale_is_never_found(sessions: Sessions, program:
             s, program, coffee, document="Z-1", member_id=ann, amount=D("30.00"), now=T0
         )
         with pytest.raises(UnknownSale):
-            await sales.sale_state(s, program, books, document="Z-1", now=T0)
+            await state.sale_state(s, program, books, document="Z-1", now=T0)
         with pytest.raises(UnknownSale):
             await refund_sale(
                 s,
@@ -591,7 +593,7 @@ async def test_another_partners_sale_is_never_found(sessions: Sessions, program:
         own = await sales.post_sale(
             s, program, books, document="Z-1", member_id=ann, amount=D("30.00"), now=T0
         )
-    assert own.state == sales.POSTED and not own.replayed
+    assert own.state == state.POSTED and not own.replayed
 
 
 async def test_an_api_key_acts_in_its_own_role() -> None:
@@ -648,7 +650,7 @@ async def test_refund_by_document_partly_then_fully(sessions: Sessions, program:
             key="idem-2",
             now=T0,
         )
-        read = await sales.sale_state(s, program, coffee, document="R-1", now=T0)
+        read = await state.sale_state(s, program, coffee, document="R-1", now=T0)
         with pytest.raises(AlreadyReversed):
             await refund_sale(
                 s,

@@ -641,9 +641,7 @@ _ByPartner = dict[int | None, Any]  # query rows per partner, the coalition's un
 
 async def _every_partner(
     report: _Report, members: Any
-) -> tuple[
-    list[PartnerKpis], _ByPartner, _ByPartner, _ByPartner, dict[date, Any], _ByPartner
-]:
+) -> tuple[list[PartnerKpis], _ByPartner, _ByPartner, _ByPartner, dict[date, Any], _ByPartner]:
     """Every partner's Kpis (without days), with the rows of buyers, money, points and sales
     without a member card per partner and of points per day."""
     money = await report.money()
@@ -695,9 +693,7 @@ async def coalition_report(
         report = _Report(reader, program, start, end)
         await report.prepare()
         members = await report.members()
-        rows, buyers, money, by_partner, by_day, walk_ins = await _every_partner(
-            report, members
-        )
+        rows, buyers, money, by_partner, by_day, walk_ins = await _every_partner(report, members)
         days = await report.days(by_day)
         sources = await report.sources()
     total = _kpis(

@@ -13,7 +13,9 @@ quote (a dry run, writing nothing).
 
 - actor.py: ApiActor, the key acting (its partner, its id for the audit log);
 - quote.py: quote a sale;
-- sales.py: post a sale, read it (poll), finish it without points, withdraw its request;
+- sales.py: post a sale (with points, without, without a member card);
+- state.py: read a sale (what the till polls);
+- requests.py: finish a sale without points, withdraw its request;
 - refunds.py: refund a sale by its document number;
 - vouchers.py: claim a voucher; look a member up.
 """
