@@ -43,7 +43,12 @@ from db.usecases.api.vouchers import claim, lookup
 from db.usecases.members import register_member
 from db.usecases.purchases import Sale, record_sale
 from db.usecases.stamps import ADDED, BELOW_MIN, FILLED
-from db.usecases.till import close_request, confirm_redemption, expire_requests
+from db.usecases.till import (
+    close_request,
+    confirm_redemption,
+    expire_requests,
+    request_undeliverable,
+)
 from tests.conftest import TEST_PROGRAM
 
 D = Decimal
@@ -459,6 +464,32 @@ async def test_a_member_who_blocked_the_bot_cannot_be_asked(
         assert (asked.state, asked.can_finish) == ("unreachable", True)
         done = await requests.finish_without_points(s, program, coffee, document="U-1", now=T0)
     assert done.result is not None and done.result.points_earned == 100
+
+
+async def test_a_request_the_member_turns_out_unable_to_get_is_closed_at_once(
+    sessions: Sessions, program: Program
+) -> None:
+    ann = await member(sessions, program, tg=18, points=1_000)
+    coffee = await till(sessions)
+    async with sessions() as s:
+        await sales.post_sale(
+            s,
+            program,
+            coffee,
+            document="B-1",
+            member_id=ann,
+            amount=D("20.00"),
+            points=500,
+            now=T0,
+        )
+    (request,) = await notices(sessions, "redeem_request")
+    async with sessions() as s:
+        # As the outbox worker does when Telegram says the member blocked the bot.
+        await request_undeliverable(s, str(request.params["request"]))
+        await s.commit()
+        read = await state.sale_state(s, program, coffee, document="B-1", now=T0)
+        assert (read.state, read.can_finish) == ("unreachable", True)
+        assert await s.scalar(select(func.count()).where(Notice.chat_id.is_not(None))) == 0
 
 
 async def test_the_discount_the_till_charged_is_checked(
