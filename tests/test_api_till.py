@@ -627,6 +627,29 @@ async def test_another_partners_sale_is_never_found(sessions: Sessions, program:
     assert own.state == state.POSTED and not own.replayed
 
 
+async def test_a_sale_for_nobody_writes_nothing(sessions: Sessions, program: Program) -> None:
+    gone = await member(sessions, program, tg=19)
+    coffee = await till(sessions)
+    async with sessions() as s:
+        await s.execute(update(Member).where(Member.id == gone).values(deleted_at=T0))
+        await s.commit()
+    before = await counts(sessions)
+    for member_id, points in ((999, 0), (gone, 0), (999, 10), (gone, 10)):
+        async with sessions() as s:
+            with pytest.raises(UnknownMember):
+                await sales.post_sale(
+                    s,
+                    program,
+                    coffee,
+                    document="G-1",
+                    member_id=member_id,
+                    amount=D("10.00"),
+                    points=points,
+                    now=T0,
+                )
+    assert await counts(sessions) == before
+
+
 async def test_an_api_key_acts_in_its_own_role() -> None:
     marketer = ApiActor(key_id=1, partner_id=1, partner_slug="coffee", role="marketer")
     with pytest.raises(NotStaff):

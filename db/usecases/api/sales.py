@@ -28,15 +28,15 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import insert, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import ApiSale, ApiSaleLine
-from db.ledger.writer import fingerprint, unit_of_work
+from db.ledger.models import ApiSaleLine
+from db.ledger.writer import constraint_name, fingerprint, unit_of_work
 from db.queries.api_sales import find_sale
 from db.rules.discounts import ZERO
-from db.rules.errors import IdempotencyConflict, InvalidPoints, ReceiptTaken
+from db.rules.errors import IdempotencyConflict, InvalidPoints, ReceiptTaken, UnknownMember
 from db.rules.lines import Line, check_lines, line_digest
 from db.rules.points import check_purchase, check_receipt
 from db.rules.program import Program
@@ -105,17 +105,16 @@ async def post_sale(
         line_digest(lines),
     )
     async with unit_of_work(session):
-        member = await get_member(session, member_id) if member_id is not None else None
         sale_id = await _open(session, actor, day, document, member_id, amount, digest, now)
         if sale_id is None:
             return await _replay(session, program, actor, day, document, digest, now)
         await _keep_lines(session, sale_id, lines)
-        if member is None:
+        if member_id is None:
             await actor.audit(session, "api_sale_without_member", amount=amount, receipt=document)
             return SaleState(document, day, None, amount, RECORDED, now, lines)
         if discount_percent is None:
             discount_percent = (
-                await discounts.quote(session, program, member.id, amount, now)
+                await discounts.quote(session, program, member_id, amount, now)
             ).percent
         if not points:
             result = await post_member_sale(
@@ -123,7 +122,7 @@ async def post_sale(
                 program,
                 actor,
                 sale_id,
-                member.id,
+                member_id,
                 amount,
                 document,
                 day,
@@ -135,7 +134,7 @@ async def post_sale(
             return SaleState(
                 document,
                 day,
-                member.id,
+                member_id,
                 amount,
                 POSTED,
                 now,
@@ -143,6 +142,7 @@ async def post_sale(
                 result=result,
                 refunded=back,
             )
+        member = await get_member(session, member_id)
         info, _created = await open_request(
             session,
             program,
@@ -158,9 +158,7 @@ async def post_sale(
             now=now,
             discount_percent=discount_percent,
         )
-        await session.execute(
-            update(ApiSale).where(ApiSale.id == sale_id).values(request_id=info.id)
-        )
+        await session.execute(_LINK, {"id": sale_id, "tx": None, "request": info.id})
         await actor.audit(
             session,
             "redeem_request" if info.status == PENDING else "redeem_unreachable",
@@ -170,6 +168,27 @@ async def post_sale(
             receipt=document,
         )
         return requested(document, day, amount, now, lines, info)
+
+
+# The sale's row, unless its document is taken (statements kept as text: built once, they
+# cost a sale less Python than their SQLAlchemy constructs would).
+_OPEN = text(
+    """
+    INSERT INTO api_sales (partner_id, business_day, document, member_id, amount, fingerprint,
+                           api_key_id, created_at)
+    VALUES (:partner, :day, :document, :member, :amount, :digest, :key, :now)
+    ON CONFLICT (partner_id, business_day, document) DO NOTHING
+    RETURNING id
+    """
+)
+# What the sale became in the ledger: its posting, or its redemption request.
+_LINK = text(
+    """
+    UPDATE api_sales SET transaction_id = coalesce(:tx, transaction_id),
+                         request_id = coalesce(:request, request_id)
+    WHERE id = :id
+    """
+)
 
 
 async def _open(
@@ -183,26 +202,28 @@ async def _open(
     now: datetime,
 ) -> int | None:
     """The sale's row (its id), or None: the document was taken (a concurrent post of it
-    waits here until the first commits, then finds it)."""
-    return (
-        await session.execute(
-            pg_insert(ApiSale)
-            .values(
-                partner_id=actor.partner_id,
-                business_day=day,
-                document=document,
-                member_id=member_id,
-                amount=amount,
-                fingerprint=digest,
-                api_key_id=actor.key_id,
-                created_at=now,
+    waits here until the first commits, then finds it). UnknownMember for a member id that
+    names nobody (one who deleted their data is refused by the posting)."""
+    try:
+        return (
+            await session.execute(
+                _OPEN,
+                {
+                    "partner": actor.partner_id,
+                    "day": day,
+                    "document": document,
+                    "member": member_id,
+                    "amount": amount,
+                    "digest": digest,
+                    "key": actor.key_id,
+                    "now": now,
+                },
             )
-            .on_conflict_do_nothing(
-                index_elements=[ApiSale.partner_id, ApiSale.business_day, ApiSale.document]
-            )
-            .returning(ApiSale.id)
-        )
-    ).scalar_one_or_none()
+        ).scalar_one_or_none()
+    except DBAPIError as exc:
+        if constraint_name(exc) == "fk_api_sales_member_id_members":
+            raise UnknownMember() from None
+        raise
 
 
 async def _keep_lines(session: AsyncSession, sale_id: int, lines: Sequence[Line]) -> None:
@@ -273,9 +294,7 @@ async def post_member_sale(
         )
     except IdempotencyConflict:
         raise ReceiptTaken(receipt=document) from None
-    await session.execute(
-        update(ApiSale).where(ApiSale.id == sale_id).values(transaction_id=result.transaction_id)
-    )
+    await session.execute(_LINK, {"id": sale_id, "tx": result.transaction_id, "request": None})
     if not result.replayed:
         await actor.audit(
             session,
