@@ -791,3 +791,7 @@ async def test_promotions_with_categories_count_the_sale_lines_of_them(
     # A refund takes the awards back in proportion to the money, as any promotion's.
     back = await refund(sessions, program, done.transaction_id, "r1")
     assert [(p.promotion, p.points) for p in back.promotions] == [("beans", 150), ("bean-bag", 40)]
+    # The cashier's panel lists none of them: a cashier's sale has no lines.
+    async with sessions() as s:
+        shown = await promotions.preview(s, program, member_id=ann, partner="coffee", now=SAT_9)
+    assert shown == []
