@@ -509,6 +509,18 @@ async def test_the_discount_the_till_charged_is_checked(
                 discount_percent=D(0),
                 now=T0,
             )
+        for nonsense in (D(-3), D(100), D("NaN")):
+            with pytest.raises(DiscountChanged):
+                await sales.post_sale(
+                    s,
+                    program,
+                    coffee,
+                    document="X-1",
+                    member_id=ann,
+                    amount=D("10.00"),
+                    discount_percent=nonsense,
+                    now=T0,
+                )
         done = await sales.post_sale(
             s,
             program,

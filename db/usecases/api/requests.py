@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.writer import unit_of_work
 from db.queries.api_sales import find_sale
+from db.rules.discounts import check_shown
 from db.rules.errors import RequestClosed, UnknownSale
 from db.rules.points import check_receipt
 from db.rules.program import Program
@@ -71,7 +72,7 @@ async def finish_without_points(
             document,
             day,
             now,
-            req.discount_percent if discount_percent is None else discount_percent,
+            req.discount_percent if discount_percent is None else check_shown(discount_percent),
             row.lines,
         )
         return SaleState(

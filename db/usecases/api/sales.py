@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.models import ApiSaleLine
 from db.ledger.writer import constraint_name, fingerprint, unit_of_work
 from db.queries.api_sales import find_sale
-from db.rules.discounts import ZERO
+from db.rules.discounts import ZERO, check_shown
 from db.rules.errors import IdempotencyConflict, InvalidPoints, ReceiptTaken, UnknownMember
 from db.rules.lines import Line, check_lines, line_digest
 from db.rules.points import check_purchase, check_receipt
@@ -94,6 +94,8 @@ async def post_sale(
     lines = check_lines(lines, amount)
     if member_id is None and points:
         raise InvalidPoints(points=points)  # points are a member's
+    if discount_percent is not None:
+        discount_percent = check_shown(discount_percent)
     now = now or datetime.now(UTC)
     day = business_date(program, now)
     digest = fingerprint(
