@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.__main__ import main
 from bot.views.settlement_csv import write_settlement
-from db.ledger.models import AuditLog, Transaction
+from db.ledger.models import AuditLog, Partner, Transaction
 from db.queries.settlement import settlement
 from db.rules.program import Program
+from db.usecases.api.actor import ApiActor
+from db.usecases.api.sales import post_sale
 from db.usecases.members import register_member
 from db.usecases.purchases import Sale, record_sale
 from db.usecases.staff import active_staff
@@ -152,8 +154,32 @@ async def test_manager_sees_only_their_partner(
     # Issued here 200 + 50 + 95 = 345, redeemed here 100: 29.0 %.
     assert "Points issued: 345; redeemed: 100; redemption rate 29%" in figures
     assert "Also bought at other partners: 1 (50% of the active members)" in figures
+    assert "Without a member card" not in figures  # no till recorded such a sale
     photos = [m for m in max_.messages if "photo" in m]
     assert len(photos) == 1 and "Bean There Coffee" in text_of(photos[0])
+
+
+async def test_a_manager_compares_members_and_sales_without_a_member_card(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    await seed(sessions, program)
+    async with sessions() as s:
+        coffee = await s.scalar(select(Partner.id).where(Partner.slug == "coffee"))
+        assert coffee is not None
+        till = ApiActor(key_id=1, partner_id=coffee, partner_slug="coffee")
+        for document, amount in (("W-1", "9.00"), ("W-2", "12.00")):
+            await post_sale(
+                s, program, till, document=document, member_id=None, amount=Decimal(amount)
+            )
+    max_ = harness.user("Max")
+    await hire(harness, max_, "coffee", "manager")
+    await max_.send("/stats")
+    figures = await chart_and_figures(harness, max_)
+    assert "Sales: 3 for PLN\u00a070.00; average check PLN\u00a023.33" in figures
+    assert (
+        "Without a member card: 2 sales for PLN\u00a021.00; average check PLN\u00a010.50 "
+        "(members: PLN\u00a023.33)"
+    ) in figures
 
 
 async def test_cashier_and_member_get_no_figures(

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db.ledger.models import Voucher
 from db.queries.reports import cash_handed_back
 from db.queries.settlement import settlement
+from db.rules.errors import IdempotencyConflict, LinesDontAddUp
+from db.rules.lines import Line
 from db.rules.program import Program, parse_program
 from db.usecases import promotions
 from db.usecases.members import register_member
@@ -728,3 +730,68 @@ async def test_funders_accounts_are_read_once_and_refunds_find_their_postings_by
             ).scalars()
         )
     assert "ix_transactions_related_id" in plan, plan
+
+
+BEANS = {
+    "slug": "beans",
+    "title": "Double points on coffee beans",
+    "partners": ["coffee"],
+    "when": {"categories": ["coffee-beans"]},
+    "min_purchase": "20.00",
+    "effect": {"multiplier": "2"},
+    "funded_by": "program",
+}
+BEAN_BAG = {
+    "slug": "bean-bag",
+    "title": "A bag of beans: +40 points",
+    "when": {"categories": ["coffee-beans"]},
+    "effect": {"bonus_points": 40},
+}
+
+
+@pytest.mark.parametrize("program", [promo_program(BEANS, BEAN_BAG)])
+async def test_promotions_with_categories_count_the_sale_lines_of_them(
+    sessions: Sessions, program: Program
+) -> None:
+    ann = await member(sessions, program)
+    lines = (Line(D("30.00"), D(1), "coffee-beans", "B-250"), Line(D("70.00"), D(2), "cups"))
+
+    async def sell(key: str, amount: str, with_lines: tuple[Line, ...]) -> PurchaseResult:
+        async with sessions() as s:
+            return await record_sale(
+                s,
+                program,
+                Sale(
+                    member_id=ann,
+                    partner="coffee",
+                    amount=D(amount),
+                    key=key,
+                    now=SAT_9,
+                    lines=with_lines,
+                ),
+            )
+
+    # 100.00 at 5 %: 500 points; ×2 on the beans' 30 % adds 150; the bag's bonus 40.
+    done = await sell("l1", "100.00", lines)
+    assert done.points_earned == 500
+    assert [(p.promotion, p.points) for p in done.promotions] == [("beans", 150), ("bean-bag", 40)]
+    # A replay with the same lines says the same; other lines under the key are refused.
+    again = await sell("l1", "100.00", lines)
+    assert again.replayed and [p.points for p in again.promotions] == [150, 40]
+    with pytest.raises(IdempotencyConflict):
+        await sell("l1", "100.00", (Line(D("100.00"), category="cups"),))
+    # The same money without lines (a cashier's sale): neither applies.
+    plain = await sell("l2", "100.00", ())
+    assert plain.promotions == ()
+    # Beans under the min_purchase of the multiplier: only the bag's bonus.
+    small = await sell("l3", "50.00", (Line(D("10.00"), category="coffee-beans"), Line(D("40"))))
+    assert [(p.promotion, p.points) for p in small.promotions] == [("bean-bag", 40)]
+    with pytest.raises(LinesDontAddUp):
+        await sell("l4", "50.00", (Line(D("10.00"), category="coffee-beans"),))
+    # A refund takes the awards back in proportion to the money, as any promotion's.
+    back = await refund(sessions, program, done.transaction_id, "r1")
+    assert [(p.promotion, p.points) for p in back.promotions] == [("beans", 150), ("bean-bag", 40)]
+    # The cashier's panel lists none of them: a cashier's sale has no lines.
+    async with sessions() as s:
+        shown = await promotions.preview(s, program, member_id=ann, partner="coffee", now=SAT_9)
+    assert shown == []

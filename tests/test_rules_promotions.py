@@ -17,7 +17,9 @@ import pytest
 
 from db.rules import promotions as rules
 from db.rules.discounts import charged
-from db.rules.program import Program, Promotion, parse_program
+from db.rules.errors import InvalidLines, LinesDontAddUp
+from db.rules.lines import Line, check_lines
+from db.rules.program import Program, ProgramError, Promotion, parse_program
 from db.rules.promotions import Shopper
 from tests.conftest import TEST_PROGRAM
 
@@ -244,3 +246,106 @@ def test_refund_parts_add_up_to_the_whole_and_to_each_funders_payment() -> None:
             back += due
             left = after
         assert returned == paid and back == points
+
+
+# ------------------------------------------------------- categories (itemised lines)
+
+BEANS = {
+    "slug": "beans",
+    "title": "Double points on coffee beans",
+    "when": {"categories": ["coffee-beans"]},
+    "effect": {"multiplier": "2"},
+}
+BASKET = (Line(D("30.00"), category="coffee-beans"), Line(D("70.00"), category="cups"))
+
+
+def test_a_promotion_with_categories_needs_a_line_of_them() -> None:
+    program = program_of(BEANS)
+    now = datetime(2027, 3, 6, 12, tzinfo=UTC)
+    assert rules.matching(program, "coffee", D("100.00"), now, shopper()) == []  # no lines
+    cups = (Line(D("100.00"), category="cups"),)
+    assert rules.matching(program, "coffee", D("100.00"), now, shopper(), cups) == []
+    assert [p.slug for p in rules.matching(program, "coffee", D(100), now, shopper(), BASKET)] == [
+        "beans"
+    ]
+
+
+def test_min_purchase_of_a_category_counts_its_lines_after_their_share_of_the_discount() -> None:
+    beans = promo(
+        when={"categories": ["coffee-beans"]}, min_purchase="30.00", effect=BEANS["effect"]
+    )
+    # 30.00 of beans in a 100.00 sale: the whole charged, they charged 30.00.
+    assert rules.charged_on(beans, D("100.00"), BASKET) == D("30.00")
+    assert rules.in_sale(beans, D("100.00"), BASKET)
+    # At 5 % off the sale charged 95.00, the beans 28.50: under 30.00.
+    assert rules.charged_on(beans, D("95.00"), BASKET) == D("28.50")
+    assert not rules.in_sale(beans, D("95.00"), BASKET)
+    # Shares are rounded half up to the cent: 10.00 of 30.00 at 29.99 charged is 9.996…
+    thirds = (Line(D("10.00"), category="coffee-beans"), Line(D("20.00")))
+    assert rules.charged_on(beans, D("29.99"), thirds) == D("10.00")
+    # A promotion without categories counts everything charged, lines or not.
+    assert rules.charged_on(promo(effect={"bonus_points": 1}), D("95.00"), BASKET) == D("95.00")
+
+
+def test_a_category_multiplier_multiplies_the_points_of_its_lines_only() -> None:
+    beans = promo(slug="beans", **{k: v for k, v in BEANS.items() if k in ("when", "effect")})
+    everything = promo(slug="all", effect={"multiplier": "2"})
+    triple = promo(
+        slug="triple", when={"categories": ["coffee-beans"]}, effect={"multiplier": "3"}
+    )
+    # 100 points earned, 30 % of the money on beans: ×2 on them adds 30.
+    assert [(a.slug, a.points) for a in rules.awards(100, [beans], BASKET)] == [("beans", 30)]
+    # ×2 on all, then ×3 on beans: 70×2 + 30×2×3 = 320; the parts add up to it exactly.
+    given = rules.awards(100, [everything, triple], BASKET)
+    assert [(a.slug, a.points) for a in given] == [("all", 100), ("triple", 120)]
+    # Multipliers without categories on a sale with lines: as on one without.
+    assert rules.awards(101, [everything], BASKET) == rules.awards(101, [everything])
+    # Rounded down once, on the total: 33 points × 2 on 10.00 of 30.00 is 33 + 11.
+    thirds = (Line(D("10.00"), category="coffee-beans"), Line(D("20.00"), category="cups"))
+    assert [a.points for a in rules.awards(33, [beans], thirds)] == [11]
+
+
+@pytest.mark.parametrize(
+    ("lines", "error", "params"),
+    [
+        ((Line(D("10.00")), Line(D("5.00"))), LinesDontAddUp, {"total": D("15.00")}),
+        ((Line(D("-1.00")), Line(D("21.00"))), InvalidLines, {"line": 0, "field": "amount"}),
+        ((Line(D("1.001")),), InvalidLines, {"line": 0, "field": "amount"}),
+        ((Line(D("20.00"), quantity=D(0)),), InvalidLines, {"field": "quantity"}),
+        ((Line(D("20.00"), category="Coffee Beans"),), InvalidLines, {"field": "category"}),
+        ((Line(D("20.00"), sku="\x00"),), InvalidLines, {"field": "sku"}),
+        ((Line(D("20.00"), sku="x" * 65),), InvalidLines, {"field": "sku"}),
+    ],
+)
+def test_lines_are_checked_and_add_up_to_the_amount(
+    lines: tuple[Line, ...], error: type[Exception], params: dict[str, Any]
+) -> None:
+    with pytest.raises(error) as info:
+        check_lines(lines, D("20.00"))
+    assert params.items() <= info.value.params.items()  # type: ignore[attr-defined]
+
+
+def test_lines_kept_to_the_cent_and_the_gram() -> None:
+    kept = check_lines((Line(D("12.5"), D("0.25"), "coffee-beans", "B-1"), Line(D("7.50"))), D(20))
+    assert kept == (
+        Line(D("12.50"), D("0.250"), "coffee-beans", "B-1"),
+        Line(D("7.50"), D("1.000")),
+    )
+    assert check_lines((), D("20.00")) == ()  # a sale without lines
+
+
+@pytest.mark.parametrize(
+    ("categories", "expected"),
+    [
+        (["Coffee Beans"], "'Coffee Beans' is not a category"),
+        (["beans", "beans"], "a category is listed twice"),
+        ("beans", "Input should be a valid list"),
+    ],
+)
+def test_categories_in_the_program_file_are_checked(categories: Any, expected: str) -> None:
+    bad = {**BEANS, "when": {"categories": categories}}
+    with pytest.raises(ProgramError) as info:
+        program_of(bad)
+    assert str(info.value).startswith(
+        f"program.toml: promotions[0] (beans).when.categories: {expected}"
+    ), str(info.value)

@@ -33,6 +33,8 @@ from db.rules.points import earned_points, share_kept
 from db.rules.program import CLUB_PERIOD, Program, parse_program
 from db.rules.simulation import (
     Earning,
+    MemberFacts,
+    Simulator,
     _Nights,
     _Tiers,
     club_spans,
@@ -627,6 +629,29 @@ async def test_the_simulation_runs_read_only(sessions: Sessions, program: Progra
         await read_only(s)
         with pytest.raises(Exception, match="read-only"):
             await s.execute(text("INSERT INTO accounts (kind) VALUES ('program')"))
+
+
+def test_a_promotion_for_categories_gives_replayed_sales_nothing() -> None:
+    """The simulator replays sales without their lines (a cashier's have none): a promotion
+    naming categories never applies to them, as at the till."""
+    data: dict[str, Any] = {
+        **TEST_PROGRAM,
+        "promotions": [
+            {"slug": "all", "title": "All", "effect": {"bonus_points": 10}},
+            {
+                "slug": "beans",
+                "title": "Beans",
+                "when": {"categories": ["coffee-beans"]},
+                "effect": {"bonus_points": 20},
+            },
+        ],
+    }
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    sim = Simulator(parse_program(data), start, start + timedelta(days=30))
+    sim.member(MemberFacts(1, start - timedelta(days=9), None), start)
+    sim.sale(1, "coffee", start + timedelta(hours=1), 2_000, 0, 2_000)
+    totals = sim.finish()
+    assert {slug: t.points for slug, t in totals.promotions.items()} == {"all": 10}
 
 
 def test_integer_earning_and_discount_agree_with_the_tills_rules() -> None:

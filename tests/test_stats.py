@@ -51,6 +51,8 @@ from db.queries.stats import (
     previous_month,
 )
 from db.rules.program import Program, parse_program
+from db.usecases.api.actor import ApiActor
+from db.usecases.api.sales import post_sale
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
 from db.usecases.privacy import delete_member
@@ -295,6 +297,49 @@ async def test_coalition_report_is_kpis_and_every_partner(
     assert sum(r.kpis.points_issued for r in rows) == total.points_issued == 467
     assert sum(r.kpis.points_redeemed for r in rows) == total.points_redeemed == 300
     assert sum(r.kpis.lifetime_spend for r in rows) == total.lifetime_spend == D("197.00")
+
+
+async def test_members_average_check_against_sales_without_a_member_card(
+    story: Story, sessions: Sessions, program: Program
+) -> None:
+    """Sales a till's software recorded without a member card (the partner API) give the
+    non-members' average check, next to the members' (the ledger's sales)."""
+    tills = {
+        slug: ApiActor(key_id=1, partner_id=story.partners[slug], partner_slug=slug)
+        for slug in ("coffee", "books")
+    }
+    for slug, document, amount, when in (
+        ("coffee", "W-1", "8.00", at(2026, 11, 5)),
+        ("coffee", "W-2", "13.00", at(2026, 11, 20)),
+        ("books", "W-1", "30.00", at(2026, 11, 6)),
+        ("coffee", "W-3", "99.00", at(2026, 12, 2)),  # after the period
+    ):
+        async with sessions() as s:
+            await post_sale(
+                s,
+                program,
+                tills[slug],
+                document=document,
+                member_id=None,
+                amount=D(amount),
+                now=when,
+            )
+    async with sessions() as s:
+        coffee = await kpis(s, program, start=START, end=END, partner_id=story.partners["coffee"])
+        total, rows = await coalition_report(s, program, start=START, end=END)
+    # Coffee's members: 50.00 in 3 sales; without a card: 8.00 and 13.00.
+    assert (coffee.average_check, coffee.walk_in_sales, coffee.walk_in_total) == (
+        D("16.67"),
+        2,
+        D("21.00"),
+    )
+    assert coffee.walk_in_average_check == D("10.50")
+    # The members' figures are the ledger's alone, as before.
+    assert (coffee.sales, coffee.sales_total) == (3, D("50.00"))
+    assert (total.walk_in_sales, total.walk_in_average_check) == (3, D("17.00"))  # 51 / 3
+    by_slug = {r.slug: r.kpis for r in rows}
+    assert by_slug["coffee"] == replace(coffee, days=())
+    assert (by_slug["books"].walk_in_sales, by_slug["gym"].walk_in_average_check) == (1, None)
 
 
 async def test_postings_out_of_time_order(

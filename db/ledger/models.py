@@ -25,6 +25,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -236,13 +237,16 @@ class RedemptionRequest(Base):
         Index(
             "ix_redemption_requests_pending", "expires_at", postgresql_where="status = 'pending'"
         ),
+        # A cashier's request has their staff row and chat; a till's through the partner API
+        # (an `api_sales` row names it) has neither: the till reads the outcome itself.
+        CheckConstraint("(staff_id IS NULL) = (staff_chat_id IS NULL)", name="cashier"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
-    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     amount: Mapped[Decimal] = mapped_column(Money)
     points: Mapped[int] = mapped_column(BigInteger)
     # The tier discount the till showed on `amount` (0: none); points pay part of the rest.
@@ -252,7 +256,7 @@ class RedemptionRequest(Base):
     receipt: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20), default="pending")
     # Where to tell the cashier the outcome, and the member's confirm message to close.
-    staff_chat_id: Mapped[int] = mapped_column(BigInteger)
+    staff_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     staff_language: Mapped[str] = mapped_column(String(8), default="en")
     staff_message_id: Mapped[int | None] = mapped_column(BigInteger)
     member_message_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -819,3 +823,58 @@ class ClubUnclaimed(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class ApiSale(Base):
+    """A sale a till's software posted through the partner API, by its document number:
+    unique per partner and business day (in the program's time zone), so the same document
+    sent again is the same sale (`fingerprint`: what was asked; other content under the
+    number is refused). A member's sale is in the ledger (`transaction_id`, or the
+    redemption request `request_id` waiting for the member to confirm, whose confirmation
+    posts it); a sale without a member card (`member_id` NULL) is recorded here only, for
+    the partner's figures: no points, no ledger posting (db/usecases/api/sales.py)."""
+
+    __tablename__ = "api_sales"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "business_day", "document"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "member_id IS NOT NULL OR (transaction_id IS NULL AND request_id IS NULL)",
+            name="walk_in",
+        ),
+        Index("ix_api_sales_walk_ins", "created_at", postgresql_where="member_id IS NULL"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    business_day: Mapped[date] = mapped_column(Date)
+    document: Mapped[str] = mapped_column(String(100))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"))
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("redemption_requests.id"), unique=True
+    )
+    # The API key that posted it (the keys are the HTTP layer's: no foreign key here).
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiSaleLine(Base):
+    """One itemised line of an API sale, in the till's order (db/rules/lines.py)."""
+
+    __tablename__ = "api_sale_lines"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+    )
+
+    sale_id: Mapped[int] = mapped_column(
+        ForeignKey("api_sales.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    sku: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(60))
+    quantity: Mapped[Decimal] = mapped_column(Numeric(12, 3))
+    amount: Mapped[Decimal] = mapped_column(Money)

@@ -58,6 +58,11 @@ Figures (`Kpis`):
 - `days`: per day of the period in the program's time zone: sales (their number and money),
   active members, points issued and redeemed, in scope (points issued may be negative on a
   day of refunds).
+- `walk_in_sales`, `walk_in_total`: sales without a member card in scope in the period, and
+  their money: those a till's software recorded through the partner API (`api_sales` with
+  no member: never in the ledger, no discount, no points); `walk_in_average_check` =
+  walk_in_total / walk_in_sales, to compare with the members' `average_check` (the seeds'
+  "average check of members against non-members"; refunds netted in neither).
 
 A ratio whose denominator is zero is None ("no data"), not 0.
 
@@ -135,10 +140,18 @@ class Kpis:
     days: tuple[DayFigures, ...] = ()
     joins_by_source: tuple[tuple[str | None, int], ...] = ()
     discounts_total: Decimal = Decimal(0)
+    walk_in_sales: int = 0
+    walk_in_total: Decimal = Decimal(0)
 
     @property
     def average_check(self) -> Decimal | None:
+        """The members' average check: every sale in the ledger is a member's."""
         return mean(self.sales_total, self.sales)
+
+    @property
+    def walk_in_average_check(self) -> Decimal | None:
+        """The average check of sales without a member card."""
+        return mean(self.walk_in_total, self.walk_in_sales)
 
     @property
     def repeat_rate(self) -> Decimal | None:
@@ -407,6 +420,16 @@ _REWARDS = f"""
 """
 
 
+# Sales without a member card (a till's, through the partner API), per partner and in total.
+_WALK_INS = """
+    SELECT t.partner_id, GROUPING(t.partner_id) AS total, count(*) AS sales,
+           coalesce(sum(t.amount), 0) AS sales_total
+    FROM api_sales AS t
+    WHERE t.member_id IS NULL AND t.created_at >= :start AND t.created_at < :end {partner}
+    GROUP BY GROUPING SETS ((t.partner_id), ())
+"""
+
+
 def _variants(sql: str) -> dict[bool, TextClause]:
     """The statement for every partner (False) and for the one `:partner_id` (True)."""
     return {False: text(sql.format(partner="")), True: text(sql.format(partner=_ONE_PARTNER))}
@@ -417,6 +440,7 @@ _DAILY_SALES_SQL = _variants(_DAILY_SALES)
 _POINTS_SQL = text(_POINTS)
 _SPAN_SQL = text(_SPAN)
 _REWARDS_SQL = _variants(_REWARDS)
+_WALK_INS_SQL = _variants(_WALK_INS)
 _PARTNER_ACCOUNTS = text(
     "SELECT id FROM accounts WHERE partner_id IS NOT NULL"
     " AND (CAST(:partner_id AS bigint) IS NULL OR partner_id = :partner_id) ORDER BY id"
@@ -487,6 +511,11 @@ class _Report:
         rows = await self._run(_MONEY_SQL[self.partner_id is not None])
         return {None if row.total else row.partner_id: row for row in rows}
 
+    async def walk_ins(self) -> dict[int | None, Any]:
+        """Sales without a member card per partner, and the total under None."""
+        rows = await self._run(_WALK_INS_SQL[self.partner_id is not None])
+        return {None if row.total else row.partner_id: row for row in rows}
+
     async def rewards(self) -> dict[int, int]:
         rows = await self._run(_REWARDS_SQL[self.partner_id is not None])
         return {row.partner_id: int(row.rewarded) for row in rows}
@@ -534,6 +563,7 @@ def _kpis(
     rewarded: int,
     days: tuple[DayFigures, ...] = (),
     sources: tuple[tuple[str | None, int], ...] = (),
+    walk_ins: Any = None,
 ) -> Kpis:
     """Kpis from the queries' rows: `members` from _MEMBERS (the invitations, and for the
     coalition the member counts), the others None where a partner had nothing."""
@@ -563,6 +593,8 @@ def _kpis(
         days=days,
         joins_by_source=sources,
         discounts_total=Decimal(money.discounts_total) if money else Decimal(0),
+        walk_in_sales=int(walk_ins.sales) if walk_ins else 0,
+        walk_in_total=Decimal(walk_ins.sales_total) if walk_ins else Decimal(0),
     )
 
 
@@ -589,6 +621,7 @@ async def kpis(
             else (await report.rewards()).get(partner_id, 0)
         )
         sources = await report.sources() if partner_id is None else ()
+        walk_ins = await report.walk_ins()
     return _kpis(
         report,
         partner_id,
@@ -599,6 +632,7 @@ async def kpis(
         rewarded=rewarded,
         days=days,
         sources=sources,
+        walk_ins=walk_ins.get(partner_id),
     )
 
 
@@ -607,13 +641,14 @@ _ByPartner = dict[int | None, Any]  # query rows per partner, the coalition's un
 
 async def _every_partner(
     report: _Report, members: Any
-) -> tuple[list[PartnerKpis], _ByPartner, _ByPartner, _ByPartner, dict[date, Any]]:
-    """Every partner's Kpis (without days), with the rows of buyers, money and points per
-    partner and of points per day."""
+) -> tuple[list[PartnerKpis], _ByPartner, _ByPartner, _ByPartner, dict[date, Any], _ByPartner]:
+    """Every partner's Kpis (without days), with the rows of buyers, money, points and sales
+    without a member card per partner and of points per day."""
     money = await report.money()
     by_day, by_partner = await report.points()
     rewards = await report.rewards()
     buyers = await report.every_partner_buyers()
+    walk_ins = await report.walk_ins()
     partners = (
         await report.session.execute(text("SELECT id, slug, name FROM partners ORDER BY id"))
     ).all()
@@ -630,11 +665,12 @@ async def _every_partner(
                 money=money.get(p.id),
                 points=by_partner.get(p.id),
                 rewarded=rewards.get(p.id, 0),
+                walk_ins=walk_ins.get(p.id),
             ),
         )
         for p in partners  # a handful of partners, not members: the figures are the SQL's
     ]
-    return rows, buyers, money, by_partner, by_day
+    return rows, buyers, money, by_partner, by_day, walk_ins
 
 
 async def kpis_by_partner(
@@ -657,7 +693,7 @@ async def coalition_report(
         report = _Report(reader, program, start, end)
         await report.prepare()
         members = await report.members()
-        rows, buyers, money, by_partner, by_day = await _every_partner(report, members)
+        rows, buyers, money, by_partner, by_day, walk_ins = await _every_partner(report, members)
         days = await report.days(by_day)
         sources = await report.sources()
     total = _kpis(
@@ -670,6 +706,7 @@ async def coalition_report(
         rewarded=int(members.rewarded),
         days=days,
         sources=sources,
+        walk_ins=walk_ins.get(None),
     )
     return total, rows
 

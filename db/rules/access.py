@@ -8,6 +8,10 @@ the menus) describes the commands; this table decides.
 
 Owners are not staff: they are the Telegram ids in ADMIN_IDS (`IsOwner`), may do every
 action below, and alone manage staff, adjust wallets and read the audit log.
+
+A partner's API key (the partner API for tills and shop software) acts in the role `api`: at
+its own partner's till, without a Telegram chat (db/usecases/api/). It is no staff member
+(STAFF_ROLES: nobody is invited to it); what each key may do besides is its scopes'.
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ from db.rules.errors import NotStaff
 
 CASHIER, MANAGER, MARKETER = "cashier", "manager", "marketer"
 STAFF_ROLES = (CASHIER, MANAGER, MARKETER)
+API = "api"  # a partner's API key: not a staff role
 
 ACTIONS: dict[str, frozenset[str]] = {
     # At the till, for the staff member's own partner.
-    "lookup": frozenset({CASHIER, MANAGER}),  # find a member by card, QR or number
-    "sale": frozenset({CASHIER, MANAGER}),  # credit a sale, finish one earn-only
-    "redeem": frozenset({CASHIER, MANAGER}),  # ask a member to pay with points
+    "lookup": frozenset({CASHIER, MANAGER, API}),  # find a member by card, QR or number
+    "sale": frozenset({CASHIER, MANAGER, API}),  # credit a sale, finish one earn-only
+    "redeem": frozenset({CASHIER, MANAGER, API}),  # ask a member to pay with points
     "shift": frozenset({CASHIER, MANAGER}),  # their own operations today
-    "claim_voucher": frozenset({CASHIER, MANAGER}),  # honour a member's voucher
+    "claim_voucher": frozenset({CASHIER, MANAGER, API}),  # honour a member's voucher
     "club_sale": frozenset({CASHIER, MANAGER}),  # sell a month of the club for money
-    "refund": frozenset({MANAGER}),
-    "partner_figures": frozenset({MANAGER}),  # /today, /week, /stats of their partner
+    "refund": frozenset({MANAGER, API}),
+    "partner_figures": frozenset({MANAGER, API}),  # /today, /week, /stats of their partner
     "partner_poster": frozenset({MANAGER}),
     # For the whole coalition.
     "campaigns": frozenset({MARKETER}),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
+from db.rules.errors import DiscountChanged
 from db.rules.points import CENT
 from db.rules.program import Program, Tier
 
@@ -26,6 +27,15 @@ def discount_of(amount: Decimal, percent: Decimal) -> Decimal:
         ctx.prec = 50
         off = (amount * percent / 100).quantize(CENT, rounding=ROUND_HALF_UP)
     return min(off, amount - CENT)
+
+
+def check_shown(percent: object) -> Decimal:
+    """A discount percent a till says it charged, as a sale carries it: a number from 0 up
+    to, not including, 100; anything else is no member's discount (DiscountChanged: the
+    till shows the sale again)."""
+    if not isinstance(percent, Decimal) or not percent.is_finite() or not 0 <= percent < 100:
+        raise DiscountChanged(percent=str(percent))
+    return percent
 
 
 def charged(amount: Decimal, discount: Decimal | None) -> Decimal:

@@ -147,3 +147,25 @@ class ClubPriceChanged(DomainError):
     changed meanwhile): nothing was sold; `price` is the price now."""
 
     code = "club_price_changed"
+
+
+class InvalidLines(DomainError):
+    """A sale's itemised lines cannot be used: a line without a positive quantity, an amount
+    that is not money (negative, more than two decimals), a category or sku that is not one
+    (`line`: its position from 0, `field`: which of its fields), or too many lines."""
+
+    code = "invalid_lines"
+
+
+class LinesDontAddUp(DomainError):
+    """A sale's lines' amounts do not add up to the sale's amount (`total` against
+    `amount`): nothing was posted."""
+
+    code = "lines_dont_add_up"
+
+
+class UnknownSale(DomainError):
+    """No sale of this partner has this document number on that business day (another
+    partner's is never found)."""
+
+    code = "unknown_sale"

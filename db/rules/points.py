@@ -78,14 +78,22 @@ def parse_till_amount(text: str, signs: frozenset[str]) -> TypedSale:
     sign = match["before"] or match["after"]
     if sign is not None and sign.casefold() not in signs:
         raise refused
-    # Receipt numbers are read in capitals: "#a-1043" is the receipt "#A-1043".
-    receipt = receipt.strip().upper()
-    if hash_sign and not _printable(receipt, MAX_RECEIPT):
+    return TypedSale(
+        Decimal(match["number"].replace(",", ".")), check_receipt(receipt) if hash_sign else None
+    )
+
+
+def check_receipt(text: str) -> str:
+    """A receipt number as the ledger keeps it, typed after `#` at the till or sent by a
+    till's software as its document number: read in capitals ("#a-1043" is the receipt
+    "A-1043"), printable, at most MAX_RECEIPT characters (else InvalidReceipt)."""
+    receipt = text.strip().upper()
+    if not printable(receipt, MAX_RECEIPT):
         raise InvalidReceipt(receipt=receipt[:40], max=MAX_RECEIPT)
-    return TypedSale(Decimal(match["number"].replace(",", ".")), receipt or None)
+    return receipt
 
 
-def _printable(text: str, limit: int) -> bool:
+def printable(text: str, limit: int) -> bool:
     return 0 < len(text) <= limit and all(
         unicodedata.category(ch)[0] not in "CZ" or ch == " " for ch in text
     )

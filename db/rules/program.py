@@ -49,6 +49,9 @@ Int = Annotated[int, Field(strict=True)]
 Bool = Annotated[bool, Field(strict=True)]
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
 Slug = Annotated[str, Field(pattern=_SLUG.pattern)]
+# What a sale's itemised line is for ("coffee-beans"), as a till's software sends it and a
+# promotion names it (db/rules/lines.py).
+CATEGORY = re.compile(r"^[a-z0-9][a-z0-9-]{0,59}$")
 
 
 class Text(str):
@@ -248,7 +251,10 @@ _HOURS = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5]
 class When(_Strict):
     """When a promotion runs, in the program's time zone: on `weekdays` (none listed: every
     day), within `hours` ("07:00-11:00": from 07:00 up to, not including, 11:00; "22:00-24:00"
-    runs to midnight), from the day `from` through the day `until` (both included)."""
+    runs to midnight), from the day `from` through the day `until` (both included); and, with
+    `categories`, on a sale whose itemised lines include one of those categories (a till's
+    software sends lines; a sale without lines gets no such promotion): its min_purchase and
+    its multiplier then count those lines' money only (db/rules/promotions.py)."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -258,6 +264,7 @@ class When(_Strict):
     hours: str | None = None
     from_: date | None = Field(default=None, alias="from")
     until: date | None = None
+    categories: list[str] = Field(default_factory=list)
 
     @field_validator("hours")
     @classmethod
@@ -274,6 +281,19 @@ class When(_Strict):
                 f"{value!r}: the end must come after the start on the same day (for a night "
                 'offer give two promotions, like "22:00-24:00" and "00:00-02:00")'
             )
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: list[str]) -> list[str]:
+        for category in value:
+            if not CATEGORY.match(category):
+                raise ValueError(
+                    f"{category!r} is not a category: write it as the tills send it, like "
+                    '"coffee-beans" (a-z, 0-9 and "-", at most 60)'
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a category is listed twice")
         return value
 
     @model_validator(mode="after")

@@ -11,6 +11,14 @@ matches applies once, in the program file's order within each kind of effect:
 2. bonus points add;
 3. stamps add to the selling partner's stamp cards;
 4. reward vouchers are issued.
+
+A promotion with `when.categories` applies to a sale with itemised lines (db/rules/lines.py)
+of those categories, and counts only their money, as its users would read "×2 on coffee
+beans, from 30.00 of them": its `min_purchase` is compared with those lines' money charged
+(their share of what the sale charged, after the member's discount: charged_on), and its
+multiplier multiplies the points earned on those lines only (each line earns its share of the
+sale's points: awards). A bonus, stamps or a voucher are given once, as by any promotion. A
+sale without lines (a cashier's in the bot) gets no promotion with categories.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
-from db.rules.points import share_kept
+from db.rules.discounts import ZERO
+from db.rules.lines import Line, amount_in
+from db.rules.points import CENT, share_kept
 from db.rules.program import WEEKDAYS, Program, Promotion
 
 BIRTHDAY_WEEK = 7  # the birthday and the six days after it
@@ -149,18 +159,48 @@ def eligible(promo: Promotion, shopper: Shopper, at: datetime, zone: ZoneInfo) -
     return True
 
 
+def charged_on(promo: Promotion, charged: Decimal, lines: Sequence[Line] = ()) -> Decimal | None:
+    """The money of a sale that charged `charged` (after the member's discount) that `promo`
+    counts: all of it; for a promotion with categories, the money of the sale's lines in
+    them less their share of the discount, half-up to the cent (None: the sale has no such
+    line, and the promotion does not apply to it)."""
+    categories = promo.when.categories
+    if not categories:
+        return charged
+    mine = amount_in(lines, categories)
+    if mine is None:
+        return None
+    whole = sum((line.amount for line in lines), ZERO)
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return (mine * charged / whole).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def in_sale(promo: Promotion, charged: Decimal, lines: Sequence[Line] = ()) -> bool:
+    """Whether a sale that charged `charged`, with `lines`, is one `promo` is for: enough
+    money (`min_purchase`) where the promotion counts it (charged_on)."""
+    basis = charged_on(promo, charged, lines)
+    return basis is not None and basis >= promo.min_purchase
+
+
 def matching(
-    program: Program, partner: str, charged: Decimal, now: datetime, shopper: Shopper
+    program: Program,
+    partner: str,
+    charged: Decimal,
+    now: datetime,
+    shopper: Shopper,
+    lines: Sequence[Line] = (),
 ) -> list[Promotion]:
     """The promotions a sale at `partner` of `charged` (the money charged, after a tier
-    discount) at `now` gets, in the file's order. `max_per_member` is not looked at here:
-    it is counted where the sale is posted, under concurrency."""
+    discount), with its itemised `lines` (if any), at `now` gets, in the file's order.
+    `max_per_member` is not looked at here: it is counted where the sale is posted, under
+    concurrency."""
     zone = program.program.zone
     at = local(now, zone)
     return [
         promo
         for promo in program.promotions_at(partner)
-        if charged >= promo.min_purchase
+        if in_sale(promo, charged, lines)
         and runs_on(promo, at)
         and eligible(promo, shopper, at, zone)
     ]
@@ -175,20 +215,46 @@ def _floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
-def awards(earned: int, promotions: Iterable[Promotion]) -> list[Award]:
+def _money_by_category(lines: Sequence[Line]) -> dict[str | None, Decimal]:
+    """The sale's money by its lines' categories (None: lines without one); a sale without
+    lines is one part, of weight 1."""
+    if not lines:
+        return {None: Decimal(1)}
+    money: dict[str | None, Decimal] = {}
+    for line in lines:
+        money[line.category] = money.get(line.category, ZERO) + line.amount
+    return money
+
+
+def awards(
+    earned: int, promotions: Iterable[Promotion], lines: Sequence[Line] = ()
+) -> list[Award]:
     """What each of `promotions` (that matched one sale, in the file's order) gives the sale
-    that earned `earned` points, in the documented order: multipliers, bonuses, stamps,
-    vouchers. A multiplier that adds nothing (a sale that earned 0) gives no award."""
+    that earned `earned` points, with its itemised `lines` (if any), in the documented order:
+    multipliers, bonuses, stamps, vouchers. A multiplier that adds nothing (a sale that
+    earned 0) gives no award.
+
+    Each line earns its share of `earned` by its money, and a multiplier multiplies the
+    share of the lines it counts (all of them; for a promotion with categories, those in
+    them): the sale gets floor(Σ share × the product of its multipliers) in all, which is
+    floor(earned × m1 × m2 × …) when every multiplier counts every line."""
     promos = list(promotions)
     result: list[Award] = []
-    product = Decimal(1)
+    money = _money_by_category(lines)
+    whole = sum(money.values(), ZERO)
+    products = dict.fromkeys(money, Decimal(1))
     before = earned
     with localcontext() as ctx:
         ctx.prec = 50
         for promo in promos:
-            if promo.effect.multiplier is not None:
-                product *= promo.effect.multiplier
-                total = _floor(earned * product)
+            multiplier = promo.effect.multiplier
+            if multiplier is not None:
+                categories = promo.when.categories
+                for category in products:
+                    if not categories or category in categories:
+                        products[category] *= multiplier
+                weighted = sum((money[c] * products[c] for c in money), ZERO)
+                total = _floor(earned * weighted / whole)
                 if total > before:
                     result.append(Award(promo, points=total - before))
                 before = total

@@ -306,8 +306,13 @@ class Simulator:
         dict[str, list[tuple[Promotion, int, bool, int]]], dict[str, list[tuple[int, bool, bool]]]
     ]:
         """Each partner's candidates and gates, for members in the club or the others."""
+        # A replayed sale has no itemised lines: a promotion with categories never applies.
         promotions = {
-            slug: [p for p in program.promotions_at(slug) if members or not p.who.club]
+            slug: [
+                p
+                for p in program.promotions_at(slug)
+                if (members or not p.who.club) and not p.when.categories
+            ]
             for slug in self._earning
         }
         candidates = {

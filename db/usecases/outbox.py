@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import Notice
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the sale's use cases owe their messages through this module
     from db.usecases.stamps import StampBack, StampNews
 
 RETRYABLE_ATTEMPTS = 8
+_NOTICES = cast(Table, Notice.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,8 @@ async def owe(session: AsyncSession, *messages: Owed) -> None:
         if (m.member_id is None) != (m.chat_id is None)
     ]
     if rows:
-        await session.execute(insert(Notice), rows)
+        # Into the table, not through the ORM's bulk insert: cheaper for every sale's news.
+        await session.execute(insert(_NOTICES), rows)
         session.info["owing"] = True
 
 

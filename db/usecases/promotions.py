@@ -37,6 +37,7 @@ again to get a once-only bonus twice).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -49,6 +50,7 @@ from db.ledger.models import AccountKind, TxKind, Voucher, VoucherSource
 from db.ledger.writer import Leg, Lot, fingerprint, post, system_account
 from db.rules import club as club_rules
 from db.rules import promotions as rules
+from db.rules.lines import Line
 from db.rules.program import Program, Promotion
 from db.rules.promotions import Shopper
 from db.usecases.members import MemberInfo, expiry_for
@@ -128,16 +130,23 @@ class Prepared:
     locked: frozenset[str | None]  # the funders whose accounts were read (None: program)
     # Their partner_issued accounts (None: the program's).
     funder_accounts: tuple[tuple[str | None, int], ...] = ()
+    lines: tuple[Line, ...] = ()  # the sale's itemised lines, for `apply` to decide on
 
 
-def candidates(program: Program, partner: str, charged: Decimal, now: datetime) -> list[Promotion]:
-    """The promotions at `partner` that run at `now` for a sale charging `charged`, whoever
-    the member is (what `matching` can pick from)."""
+def candidates(
+    program: Program,
+    partner: str,
+    charged: Decimal,
+    now: datetime,
+    lines: Sequence[Line] = (),
+) -> list[Promotion]:
+    """The promotions at `partner` that run at `now` for a sale charging `charged` with its
+    itemised `lines`, whoever the member is (what `matching` can pick from)."""
     at = rules.local(now, program.program.zone)
     return [
         p
         for p in program.promotions_at(partner)
-        if charged >= p.min_purchase and rules.runs_on(p, at)
+        if rules.in_sale(p, charged, lines) and rules.runs_on(p, at)
     ]
 
 
@@ -203,14 +212,15 @@ async def prepare(
     charged: Decimal,
     now: datetime,
     club: bool | None = None,
+    lines: Sequence[Line] = (),
 ) -> Prepared | None:
     """Before a sale is posted (see the module's doc): None when no promotion at `partner`
     can apply to it (no query), else the member's facts, with the funders' accounts when a
     matching promotion is paid by others than the seller. A member not found: None (the
     sale refuses them). `club`: whether the member is in the club, when the caller read it
     already (False: the club's promotions are left out before anything is read); None, it
-    is read here with the other facts."""
-    maybe = candidates(program, partner, charged, now)
+    is read here with the other facts. `lines`: the sale's itemised lines (if any)."""
+    maybe = candidates(program, partner, charged, now, lines)
     if club is False:
         maybe = [p for p in maybe if not p.who.club]
     if not maybe:
@@ -259,7 +269,7 @@ async def prepare(
                 funder_accounts.append((None, row.id))
             elif row.kind == AccountKind.PARTNER_ISSUED and row.slug in paying:
                 funder_accounts.append((row.slug, row.id))
-    return Prepared(shopper, frozenset(paying), tuple(funder_accounts))
+    return Prepared(shopper, frozenset(paying), tuple(funder_accounts), tuple(lines))
 
 
 async def club_at_sale(
@@ -308,23 +318,23 @@ async def _history_now(
     )
 
 
-async def preview(
-    session: AsyncSession, program: Program, *, member_id: int, partner: str, now: datetime
-) -> list[Promotion]:
-    """The promotions a sale at `partner` would get now, for the till's panel: those that
-    run and are for this member, whatever the amount (each says its min_purchase), less
-    those they have used up. A preview: the sale is decided again when it is posted. No
-    query at a partner without a promotion running now."""
-    at = rules.local(now, program.program.zone)
-    maybe = [p for p in program.promotions_at(partner) if rules.runs_on(p, at)]
-    if not maybe:
-        return []
+async def _reading(
+    session: AsyncSession,
+    program: Program,
+    maybe: Sequence[Promotion],
+    *,
+    member_id: int,
+    partner: str,
+    now: datetime,
+) -> tuple[Shopper, dict[str, int]] | None:
+    """The member's facts that `maybe` (promotions that may apply) ask about, and their
+    promotion uses, read, not locked (None: no such member)."""
     history = any(p.who.needs_history for p in maybe)
     row = (
         await session.execute(_PREVIEW[history], {"member": member_id, "partner": partner})
     ).one_or_none()
     if row is None:
-        return []
+        return None
     shopper = Shopper(
         tier=row.tier,
         joined_at=row.joined_at,
@@ -334,14 +344,69 @@ async def preview(
         first_at_partner=bool(history and row.first_at_partner),
         last_purchase_at=row.last_purchase_at if history else None,
     )
-    uses: dict[str, int] = row.uses or {}
-    top = max((p.min_purchase for p in maybe), default=Decimal(0))
+    return shopper, row.uses or {}
+
+
+def _not_used_up(
+    promos: Sequence[Promotion], uses: dict[str, int], partner: str, at: datetime, shopper: Shopper
+) -> list[Promotion]:
     return [
         p
-        for p in rules.matching(program, partner, top, now, shopper)
+        for p in promos
         if not rules.limit(p)
         or uses.get(rules.use_key(p, partner, at, shopper.birthday), 0) < rules.limit(p)
     ]
+
+
+async def preview(
+    session: AsyncSession, program: Program, *, member_id: int, partner: str, now: datetime
+) -> list[Promotion]:
+    """The promotions a sale at `partner` would get now, for the till's panel: those that
+    run and are for this member, whatever the amount (each says its min_purchase), less
+    those they have used up. A preview: the sale is decided again when it is posted. No
+    query at a partner without a promotion running now. A cashier's sale has no itemised
+    lines: a promotion with categories is not among them."""
+    at = rules.local(now, program.program.zone)
+    maybe = [p for p in program.promotions_at(partner) if rules.runs_on(p, at)]
+    if not maybe:
+        return []
+    read = await _reading(session, program, maybe, member_id=member_id, partner=partner, now=now)
+    if read is None:
+        return []
+    shopper, uses = read
+    top = max((p.min_purchase for p in maybe), default=Decimal(0))
+    return _not_used_up(
+        rules.matching(program, partner, top, now, shopper), uses, partner, at, shopper
+    )
+
+
+async def would_give(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner: str,
+    charged: Decimal,
+    earned: int,
+    now: datetime,
+    lines: Sequence[Line] = (),
+) -> list[rules.Award]:
+    """What the program's promotions would give a sale of the member's at `partner` now that
+    charged `charged` and earned `earned` points, with its itemised `lines` (a quote: read,
+    nothing written; the sale is decided again when it is posted): those that match, less
+    those the member has used up, each with its award as `apply` would give it. No query
+    when none can apply."""
+    maybe = candidates(program, partner, charged, now, lines)
+    if not maybe:
+        return []
+    read = await _reading(session, program, maybe, member_id=member_id, partner=partner, now=now)
+    if read is None:
+        return []
+    shopper, uses = read
+    at = rules.local(now, program.program.zone)
+    matched = rules.matching(program, partner, charged, now, shopper, lines)
+    allowed = _not_used_up(matched, uses, partner, at, shopper)
+    return [a for a in rules.awards(earned, allowed, lines) if a.points or a.stamps or a.reward]
 
 
 _TAKE_USE = text(
@@ -412,7 +477,8 @@ async def apply(
     at = rules.local(now, program.program.zone)
     charged = result.amount - result.discount
     shopper = replace(prepared.shopper, tier=member.tier)  # the tier the sale was posted at
-    matched = rules.matching(program, partner, charged, now, shopper)
+    lines = prepared.lines
+    matched = rules.matching(program, partner, charged, now, shopper, lines)
     if any(p.who.needs_history for p in matched):
         # Read before the sale, and before it held the member's wallet: another sale of
         # theirs may have committed since. Read again now, under the wallet's lock (a sale
@@ -420,12 +486,12 @@ async def apply(
         # purchases only ever match fewer (a first visit, a win-back), and the funders'
         # accounts were read whatever the tier (prepare): those read before cover them.
         shopper = await _history_now(session, shopper, member.id, partner, result.transaction_id)
-        matched = rules.matching(program, partner, charged, now, shopper)
+        matched = rules.matching(program, partner, charged, now, shopper, lines)
     if not matched:
         return result
     earned = result.points_earned
     # max_per_member first, on what would give something; then what the allowed give.
-    giving = {a.slug for a in rules.awards(earned, matched)}
+    giving = {a.slug for a in rules.awards(earned, matched, lines)}
     allowed: list[Promotion] = []
     uses: dict[str, str] = {}
     for promo in matched:
@@ -437,7 +503,7 @@ async def apply(
         allowed.append(promo)
         if use is not None:
             uses[promo.slug] = use
-    given = [a for a in rules.awards(earned, allowed) if a.points or a.stamps or a.reward]
+    given = [a for a in rules.awards(earned, allowed, lines) if a.points or a.stamps or a.reward]
     for slug in {p.slug for p in allowed} - {a.slug for a in given}:
         # A multiplier left alone by a used-up one may add nothing: its use is not taken.
         if slug in uses:

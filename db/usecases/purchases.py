@@ -65,6 +65,7 @@ from db.rules.errors import (
     WrongPartner,
 )
 from db.rules.gifts import CharityTakesNoSales
+from db.rules.lines import Line, check_lines, line_digest
 from db.rules.points import (
     check_points,
     check_purchase,
@@ -195,6 +196,9 @@ class Sale:
     # member up, the nightly recalculation moved them down, a month of the club bought or
     # lapsed) is shown again rather than guessed.
     discount_percent: Decimal = Decimal(0)
+    # Its itemised lines, when a till's software sent them (db/rules/lines.py): they add up
+    # to `amount`, and promotions with categories decide on them.
+    lines: tuple[Line, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,13 +300,14 @@ async def post_purchase(
     if rules.charity:  # a charity takes donations (db/usecases/donations.py), never sales
         raise CharityTakesNoSales(partner=partner)
     amount = check_purchase(amount, program.program.max_purchase)
+    lines = check_lines(sale.lines, amount)
     pv = program.program.point_value
     discount = discount_of(amount, discount_percent)
     to_pay = amount - discount
     if redeem_points:
         check_points(redeem_points)
         check_redeem(redeem_points, to_pay, program.program.max_redeem_percent, pv)
-    # A sale without a discount keeps the digest it always had.
+    # A sale without a discount, or without lines, keeps the digest it always had.
     digest = fingerprint(
         "purchase",
         member_id,
@@ -311,6 +316,7 @@ async def post_purchase(
         redeem_points,
         receipt,
         *([str(discount)] if discount else []),
+        *([line_digest(lines)] if lines else []),
     )
     now = now or datetime.now(UTC)
     paid = to_pay - points_money(redeem_points, pv)
@@ -321,7 +327,14 @@ async def post_purchase(
     # The member's facts for the partner's promotions, and the accounts their funders pay
     # from locked before the sale's own (no query at a partner without promotions).
     prepared = await promotions.prepare(
-        session, program, member_id=member_id, partner=partner, charged=to_pay, now=now, club=club
+        session,
+        program,
+        member_id=member_id,
+        partner=partner,
+        charged=to_pay,
+        now=now,
+        club=club,
+        lines=lines,
     )
     if club is None:
         club = (

@@ -147,10 +147,10 @@ _HOLD_SQL = f"""
         WHERE e.account_id = a.id AND t.kind IN ('card_filled', 'stamps_lapsed')
     ) AS c
     WHERE a.member_id = :member AND a.kind = 'stamps' AND a.unit = :unit
-    FOR NO KEY UPDATE OF a
+    {{lock}}
     """
 _HOLD = {
-    (partners, last): text(
+    (partners, last, lock): text(
         _HOLD_SQL.format(
             partners=f"(SELECT array_agg(DISTINCT t.partner_id) {_KEPT} AND t.id > c.id)"
             if partners
@@ -158,10 +158,12 @@ _HOLD = {
             last_at=f"(SELECT max(t.created_at) {_KEPT} AND t.id > c.id)"
             if last
             else "NULL::timestamptz",
+            lock="FOR NO KEY UPDATE OF a" if lock else "",
         )
     )
     for partners in (False, True)
     for last in (False, True)
+    for lock in (False, True)
 }
 _CREATE = text(
     """
@@ -197,15 +199,16 @@ async def hold_card(
     *,
     create: bool = False,
     last: bool = False,
+    lock: bool = True,
 ) -> HeldCard | None:
     """The member's stamps account of `card`, locked, with what is on it (the business day
     is `now`'s in `zone`; the partners of its stamps on a tour card; its last stamp if
     `last`); created (empty) when `create` and the member has none yet, else None. The
-    caller holds the member's wallet (see _HOLD)."""
+    caller holds the member's wallet (see _HOLD). Not `lock`: only read (a quote)."""
     unit = stamp_unit(card.slug)
     start, end = business_day(now, zone)
     params = {"member": member_id, "unit": unit, "day_start": start, "day_end": end}
-    statement = _HOLD[card.distinct_partners, last]
+    statement = _HOLD[card.distinct_partners, last, lock]
     row = (await session.execute(statement, params)).one_or_none()
     if row is None and create:
         made = (await session.execute(_CREATE, params)).one_or_none()
@@ -224,6 +227,56 @@ async def hold_card(
         frozenset(row.partners or ()),
         row.last_at,
     )
+
+
+def no_stamp(card: StampCard, held: HeldCard, partner_id: int) -> str | None:
+    """Why a sale at `partner_id` that charged enough adds no stamp to `card` as `held` is
+    (DAILY_LIMIT, PARTNER_DONE), or None: it adds one."""
+    if card.per_day and held.today >= card.per_day:
+        return DAILY_LIMIT
+    if card.distinct_partners and partner_id in held.partners:
+        return PARTNER_DONE
+    return None
+
+
+async def would_stamp(
+    session: AsyncSession,
+    program: Program,
+    *,
+    member_id: int,
+    partner_id: int,
+    partner: str,
+    charged: Decimal,
+    now: datetime,
+) -> tuple[StampNews, ...]:
+    """What a sale of the member's at `partner` that charged `charged` would do on its
+    stamp cards now, as add_stamps decides it (a quote: the cards are read, not locked,
+    nothing is written; the sale decides again). A card it would fill says FILLED, with
+    the reward it would give (its voucher is made only by the sale)."""
+    news: list[StampNews] = []
+    for card in program.stamp_cards_at(partner):
+        if charged < card.min_purchase:
+            news.append(StampNews(card.slug, BELOW_MIN, 0, card.stamps))
+            continue
+        held = await hold_card(
+            session, member_id, card, now, program.program.zone, lock=False
+        ) or HeldCard(0, 0, 0, 0, 0, frozenset(), None)
+        if (refused := no_stamp(card, held, partner_id)) is not None:
+            news.append(StampNews(card.slug, refused, held.balance, card.stamps))
+        elif held.balance + 1 < card.stamps:
+            news.append(StampNews(card.slug, ADDED, held.balance + 1, card.stamps))
+        else:
+            news.append(
+                StampNews(
+                    card.slug,
+                    FILLED,
+                    card.stamps,
+                    card.stamps,
+                    reward_points=card.reward_points,
+                    reward=card.reward,
+                )
+            )
+    return tuple(news)
 
 
 async def add_stamps(
@@ -255,11 +308,8 @@ async def add_stamps(
             continue
         held = await hold_card(session, member_id, card, now, program.program.zone, create=True)
         assert held is not None
-        if card.per_day and held.today >= card.per_day:
-            news.append(StampNews(card.slug, DAILY_LIMIT, held.balance, card.stamps))
-            continue
-        if card.distinct_partners and partner_id in held.partners:
-            news.append(StampNews(card.slug, PARTNER_DONE, held.balance, card.stamps))
+        if (refused := no_stamp(card, held, partner_id)) is not None:
+            news.append(StampNews(card.slug, refused, held.balance, card.stamps))
             continue
         posted = await post(
             session,

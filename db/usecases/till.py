@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +29,7 @@ from db.ledger.models import (
     TxKind,
 )
 from db.ledger.writer import hold, unit_of_work
+from db.queries.api_sales import request_lines
 from db.queries.club import in_club
 from db.rules import promotions as promotion_rules
 from db.rules.discounts import club_part, discount_of
@@ -93,9 +94,20 @@ def _check_not_own(staff: StaffInfo, member_id: int, member_telegram_id: int | N
 
 def check_sells(program: Program, staff: StaffInfo) -> None:
     """Staff of a charity partner post no sales: a charity takes donated points only."""
-    rules = program.partner(staff.partner_slug or "")
+    sells(program, staff.partner_slug)
+
+
+def sells(program: Program, partner: str | None) -> None:
+    """Refuse (CharityTakesNoSales) a sale at a charity partner: it takes donations only."""
+    rules = program.partner(partner or "")
     if rules is not None and rules.charity:
-        raise CharityTakesNoSales(partner=staff.partner_slug)
+        raise CharityTakesNoSales(partner=partner)
+
+
+def business_date(program: Program, now: datetime) -> date:
+    """The business day `now` falls on, in the program's time zone: a receipt number is
+    unique at a partner within it."""
+    return now.astimezone(ZoneInfo(program.program.timezone)).date()
 
 
 def sale_key(
@@ -106,8 +118,12 @@ def sale_key(
     till dialog it was typed in."""
     if receipt is None:
         return f"till:{dialog}"
-    day = now.astimezone(ZoneInfo(program.program.timezone)).date().isoformat()
-    return f"till:{partner_id}:{day}:receipt:{receipt}"
+    return receipt_key(partner_id, business_date(program, now), receipt)
+
+
+def receipt_key(partner_id: int | None, day: date, receipt: str) -> str:
+    """The key of the sale with this receipt number at the partner on the business day."""
+    return f"till:{partner_id}:{day.isoformat()}:receipt:{receipt}"
 
 
 LOOKUP_FAILURES = 20
@@ -357,8 +373,8 @@ class RequestInfo:
     member_language: str
     member_reachable: bool
     partner_id: int
-    staff_id: int
-    staff_chat_id: int
+    staff_id: int | None  # None: a till's request through the partner API (no cashier)
+    staff_chat_id: int | None  # None: no chat to tell (the till reads the outcome itself)
     staff_language: str
     staff_message_id: int | None
     member_message_id: int | None
@@ -417,6 +433,18 @@ async def _request(session: AsyncSession, public_id: str, *, lock: bool = False)
     )
 
 
+async def request_by_id(
+    session: AsyncSession, program: Program, request_id: int, *, lock: bool = False
+) -> RequestInfo:
+    """The request `request_id` (`lock`: its row locked for the caller's transaction)."""
+    public_id = await session.scalar(
+        select(RedemptionRequest.public_id).where(RedemptionRequest.id == request_id)
+    )
+    if public_id is None:
+        raise RequestClosed()
+    return _with_money(await _request(session, public_id, lock=lock), program)
+
+
 def _with_money(info: RequestInfo, program: Program) -> RequestInfo:
     return replace(info, money=points_money(info.points, program.program.point_value))
 
@@ -460,97 +488,143 @@ async def request_redemption(
 ) -> RequestInfo:
     """Ask the member to pay `points` (None: as many as allowed) of a purchase of `amount`,
     less the discount the till showed (`discount_percent`, the tier's and the club's):
-    points pay a share of what is left to pay. DiscountChanged if the member's tier and
-    club membership no longer give that discount.
+    points pay a share of what is left to pay (open_request). The cashier is told the
+    outcome in `staff_chat_id`.
 
     `dialog` is the till dialog's random id and becomes the request's public id: a second
     request from the same dialog (a double tap) returns the first instead of a new one.
-
-    A member known not to reach the bot (they blocked it) cannot confirm: the request is
-    written already closed (status "unreachable", audited so) so the cashier can finish the
-    sale earn-only at once. Refused on the cashier's own card (OwnCard)."""
+    Refused on the cashier's own card (OwnCard)."""
     staff.require("redeem")
     check_sells(program, staff)
+    assert staff.partner_id is not None and staff.partner_slug is not None
     now = now or datetime.now(UTC)
-    rules = program.program
-    amount = check_purchase(amount, rules.max_purchase)
     async with _own_card_audited(session, staff, "redeem"), unit_of_work(session):
         member = await get_member(session, member_id)
         _check_not_own(staff, member.id, member.telegram_id)
-        club = bool(club_part(program, True)) and await in_club(session, member.id, now)
-        if program.discount_percent(member.tier, club) != discount_percent:
-            raise DiscountChanged()  # checked again when the confirmation posts the sale
-        to_pay = amount - discount_of(amount, discount_percent)
-        reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
-        # Points other requests hold are promised: "Max" offers only what may be spent.
-        available = member.available
-        if points is None:
-            points = allowance(available, to_pay, rules)
-            if points <= 0:
-                raise NotEnoughPoints()
-        check_points(points)
-        check_redeem(points, to_pay, rules.max_redeem_percent, rules.point_value)
-        # A friendly early answer; the hold below is what the database refuses or grants.
-        if points > available:
-            raise NotEnoughPoints(balance=available)
-        public_id = dialog
-        created = await session.execute(
-            pg_insert(RedemptionRequest)
-            .values(
-                public_id=public_id,
-                member_id=member.id,
-                partner_id=staff.partner_id,
-                staff_id=staff.id,
-                amount=amount,
-                points=points,
-                discount_percent=discount_percent,
-                receipt=receipt,
-                status="pending" if reachable else "unreachable",
-                decided_at=None if reachable else now,
-                staff_chat_id=staff_chat_id,
-                staff_language=staff_language,
-                created_at=now,
-                expires_at=now + REQUEST_TTL if reachable else now,
-            )
-            .on_conflict_do_nothing(index_elements=[RedemptionRequest.public_id])
-            .returning(RedemptionRequest.id)
+        info, created = await open_request(
+            session,
+            program,
+            member,
+            partner_id=staff.partner_id,
+            partner_slug=staff.partner_slug,
+            staff_id=staff.id,
+            staff_chat_id=staff_chat_id,
+            staff_language=staff_language,
+            amount=amount,
+            points=points,
+            public_id=dialog,
+            receipt=receipt,
+            now=now,
+            discount_percent=discount_percent,
         )
-        created_id = created.scalar_one_or_none()
-        if created_id is not None and reachable:
-            # The points are the member's until they confirm, but nothing else may spend
-            # them: the hold is posted by the confirmation, voided however else it closes.
-            await hold(
-                session, key=redemption_key(public_id), member_id=member.id, points=points, now=now
-            )
-        info = _with_money(await _request(session, public_id), program)
-        if created_id is not None:
+        if created:
             await audit(
                 session,
-                "redeem_request" if reachable else "redeem_unreachable",
+                "redeem_request" if info.status == "pending" else "redeem_unreachable",
                 actor=staff.telegram_id,
                 staff=staff,
                 member_id=member.id,
-                amount=amount,
-                points=points,
+                amount=info.amount,
+                points=info.points,
                 receipt=receipt,
             )
-        if created_id is not None and reachable:
-            await owe(
-                session,
-                Owed(
-                    "redeem_request",
-                    {
-                        "request": public_id,
-                        "partner": staff.partner_slug,
-                        "amount": info.amount,
-                        "money": info.money,
-                        "points": info.points,
-                        **_request_discount(program, member.tier, club, info),
-                    },
-                    member_id=member.id,
-                ),
-            )
         return info
+
+
+async def open_request(
+    session: AsyncSession,
+    program: Program,
+    member: MemberInfo,
+    *,
+    partner_id: int,
+    partner_slug: str,
+    staff_id: int | None,
+    staff_chat_id: int | None,
+    staff_language: str = "en",
+    amount: Decimal,
+    points: int | None,
+    public_id: str,
+    receipt: str | None,
+    now: datetime,
+    discount_percent: Decimal = Decimal(0),
+) -> tuple[RequestInfo, bool]:
+    """A redemption request at `partner`, inside the caller's transaction (the caller
+    checked who asks, and audits it): the member is asked to pay `points` (None: as many as
+    allowed) of a purchase of `amount` less the discount the till showed
+    (`discount_percent`): DiscountChanged if their tier and club membership no longer give
+    it. The request holds the points until it closes, and the member is owed the message
+    with the Confirm and Decline buttons. `staff_id` and `staff_chat_id` are the cashier's
+    who asks and where they are told the outcome; None for a till's software through the
+    partner API, which reads the outcome itself (request_state).
+
+    A member known not to reach the bot (they blocked it) cannot confirm: the request is
+    written already closed (status "unreachable") so the sale can be finished earn-only at
+    once. Returns the request, and whether this call opened it (False: `public_id` was
+    opened before, a double tap: that request, as it is)."""
+    rules = program.program
+    amount = check_purchase(amount, rules.max_purchase)
+    club = bool(club_part(program, True)) and await in_club(session, member.id, now)
+    if program.discount_percent(member.tier, club) != discount_percent:
+        raise DiscountChanged()  # checked again when the confirmation posts the sale
+    to_pay = amount - discount_of(amount, discount_percent)
+    reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
+    # Points other requests hold are promised: "Max" offers only what may be spent.
+    available = member.available
+    if points is None:
+        points = allowance(available, to_pay, rules)
+        if points <= 0:
+            raise NotEnoughPoints()
+    check_points(points)
+    check_redeem(points, to_pay, rules.max_redeem_percent, rules.point_value)
+    # A friendly early answer; the hold below is what the database refuses or grants.
+    if points > available:
+        raise NotEnoughPoints(balance=available)
+    created = await session.execute(
+        pg_insert(RedemptionRequest)
+        .values(
+            public_id=public_id,
+            member_id=member.id,
+            partner_id=partner_id,
+            staff_id=staff_id,
+            amount=amount,
+            points=points,
+            discount_percent=discount_percent,
+            receipt=receipt,
+            status="pending" if reachable else "unreachable",
+            decided_at=None if reachable else now,
+            staff_chat_id=staff_chat_id,
+            staff_language=staff_language,
+            created_at=now,
+            expires_at=now + REQUEST_TTL if reachable else now,
+        )
+        .on_conflict_do_nothing(index_elements=[RedemptionRequest.public_id])
+        .returning(RedemptionRequest.id)
+    )
+    created_id = created.scalar_one_or_none()
+    if created_id is not None and reachable:
+        # The points are the member's until they confirm, but nothing else may spend
+        # them: the hold is posted by the confirmation, voided however else it closes.
+        await hold(
+            session, key=redemption_key(public_id), member_id=member.id, points=points, now=now
+        )
+    info = _with_money(await _request(session, public_id), program)
+    if created_id is not None and reachable:
+        await owe(
+            session,
+            Owed(
+                "redeem_request",
+                {
+                    "request": public_id,
+                    "partner": partner_slug,
+                    "amount": info.amount,
+                    "money": info.money,
+                    "points": info.points,
+                    **_request_discount(program, member.tier, club, info),
+                },
+                member_id=member.id,
+            ),
+        )
+    return info, created_id is not None
 
 
 def _request_discount(
@@ -609,6 +683,8 @@ async def confirm_redemption(
             raise RequestClosed(status="expired" if req.status == "pending" else req.status)
         slug = await session.scalar(select(Partner.slug).where(Partner.id == req.partner_id))
         assert slug is not None
+        # A till's request through the partner API may carry the sale's itemised lines.
+        lines = await request_lines(session, req.id) if req.staff_id is None else ()
         result = await post_purchase(
             session,
             program,
@@ -622,6 +698,7 @@ async def confirm_redemption(
                 staff_id=req.staff_id,
                 now=now,
                 discount_percent=req.discount_percent,
+                lines=lines,
             ),
             post_hold=redemption_key(public_id),
         )
@@ -665,7 +742,10 @@ async def confirm_redemption(
 def _to_cashier(req: RequestInfo, kind: str, params: dict[str, object]) -> list[Owed]:
     """The cashier's outcome of a request: a new message with it (so the phone rings), which
     alone carries the outcome's button; their "waiting" message is edited to say the request
-    is settled (`settled`), not to a second copy of the outcome."""
+    is settled (`settled`), not to a second copy of the outcome. Nothing for a till's request
+    through the partner API: no chat, the till reads the outcome (request_state)."""
+    if req.staff_chat_id is None:
+        return []
     owed = [
         Owed(
             kind,
@@ -733,23 +813,43 @@ async def close_request(
         req = await _request(session, public_id, lock=True)
         if telegram_id is not None and req.member_telegram_id != telegram_id:
             raise RequestClosed()
-        if req.status != "pending":
-            raise RequestClosed(status=req.status)
-        await session.execute(
-            update(RedemptionRequest)
-            .where(RedemptionRequest.id == req.id)
-            .values(status=status, decided_at=now)
+        return await close_locked(
+            session, program, req, status=status, actor=telegram_id, now=now, why=why
         )
-        await audit(
-            session,
-            f"redeem_{status}",
-            actor=telegram_id,
-            member_id=req.member_id,
-            partner_id=req.partner_id,
-            points=req.points,
-        )
-        await owe(session, *_closed(req, why or status))
-        return _with_money(req, program)
+
+
+async def close_locked(
+    session: AsyncSession,
+    program: Program,
+    req: RequestInfo,
+    *,
+    status: str,
+    actor: int | None,
+    now: datetime,
+    why: str | None = None,
+    **audited: Any,
+) -> RequestInfo:
+    """Close the pending request `req`, read under its lock in the caller's transaction, as
+    `status` (RequestClosed if it is not pending): audited (`actor`, `audited`), and both
+    sides owe the news (closing voids its hold: migration 0009)."""
+    if req.status != "pending":
+        raise RequestClosed(status=req.status)
+    await session.execute(
+        update(RedemptionRequest)
+        .where(RedemptionRequest.id == req.id)
+        .values(status=status, decided_at=now)
+    )
+    await audit(
+        session,
+        f"redeem_{status}",
+        actor=actor,
+        member_id=req.member_id,
+        partner_id=req.partner_id,
+        points=req.points,
+        **audited,
+    )
+    await owe(session, *_closed(req, why or status))
+    return _with_money(replace(req, status=status), program)
 
 
 async def finish_earn_only(

@@ -10,7 +10,7 @@ and the messages it owes (the member's news, the cashier's result)."""
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,12 +80,12 @@ class VoucherInfo:
     transaction_id: int | None = None
     staff_id: int | None = None  # who claimed it
 
-    def claimed_by(self, staff: StaffInfo, now: datetime) -> bool:
+    def claimed_by(self, staff_id: int, now: datetime) -> bool:
         """Claimed by this cashier within CLAIM_REPLAY of `now`: a Claim now is their
         double tap."""
         return (
             self.status == "claimed"
-            and self.staff_id == staff.id
+            and self.staff_id == staff_id
             and self.resolved_at is not None
             and now - self.resolved_at <= CLAIM_REPLAY
         )
@@ -141,10 +141,19 @@ async def _find(
     )
 
 
-def check_claimable(v: VoucherInfo, staff: StaffInfo, program: Program, now: datetime) -> None:
-    """Refuse what this cashier may not claim now, saying why (times in the program's zone)."""
+def check_claimable(
+    v: VoucherInfo,
+    program: Program,
+    now: datetime,
+    *,
+    partner_id: int | None,
+    telegram_id: int | None,
+) -> None:
+    """Refuse what may not be claimed now at `partner_id` by whoever has the Telegram id
+    `telegram_id` (None: a till's software, no member card of its own), saying why (times in
+    the program's zone)."""
     zone = program.program.zone
-    if v.member_telegram_id is not None and v.member_telegram_id == staff.telegram_id:
+    if v.member_telegram_id is not None and v.member_telegram_id == telegram_id:
         raise OwnVoucher(member_id=v.member_id)
     if v.status == "claimed":
         assert v.resolved_at is not None
@@ -153,7 +162,7 @@ def check_claimable(v: VoucherInfo, staff: StaffInfo, program: Program, now: dat
         raise VoucherVoided()
     if v.status == "expired" or now >= v.expires_at:
         raise VoucherExpired(at=v.expires_at.astimezone(zone))
-    if v.partner_id != staff.partner_id:
+    if v.partner_id != partner_id:
         partner = program.partner(v.partner_slug)
         raise VoucherWrongPartner(partner=partner.name if partner else v.partner_slug)
 
@@ -219,7 +228,13 @@ async def open_voucher(
                 )
         if found is not None:
             try:
-                check_claimable(found, staff, program, now)
+                check_claimable(
+                    found,
+                    program,
+                    now,
+                    partner_id=staff.partner_id,
+                    telegram_id=staff.telegram_id,
+                )
             except OwnVoucher:
                 raise  # audited as such (_own_voucher_audited)
             except DomainError as error:  # another partner's, expired, claimed, voided
@@ -249,6 +264,18 @@ class ClaimedVoucher:
     balance: int | None  # the member's wallet after a catalogue voucher's points left it
     replayed: bool = False  # the cashier's double tap: their first claim, nothing posted now
 
+    @property
+    def news(self) -> dict[str, Any]:
+        """The claim as the member's news and the cashier's result tell it."""
+        v = self.voucher
+        return {
+            "reward": v.reward,
+            "partner": v.partner_slug,
+            "points": v.points if v.source == VoucherSource.CATALOGUE else 0,
+            "balance": self.balance,
+            "transaction": self.transaction_id,
+        }
+
 
 async def claim_voucher(
     session: AsyncSession,
@@ -259,92 +286,120 @@ async def claim_voucher(
     now: datetime,
     reply: StaffChat | None = None,
 ) -> ClaimedVoucher:
-    """Claim the voucher for the cashier's partner: exactly once, whoever else claims it at
-    the same moment (the voucher row is locked and its status re-read under the lock; the
-    posting is keyed by the code too). The member's news and the cashier's result (to
-    `reply`) are owed in the same transaction. The same cashier's Claim again within
-    CLAIM_REPLAY (a double tap) returns their first claim, `replayed`, and owes nothing."""
+    """Claim the voucher for the cashier's partner (claim_at). The member's news and the
+    cashier's result (to `reply`) are owed in the same transaction. The same cashier's Claim
+    again within CLAIM_REPLAY (a double tap) returns their first claim, `replayed`, and
+    owes nothing."""
     staff.require("claim_voucher")
     async with _own_voucher_audited(session, staff, "claim"), unit_of_work(session):
-        seen = await _find(session, code=code)
-        if seen is None:
-            raise UnknownVoucher(code=code)
-        # The member row before the voucher's, as the deletion takes them (it voids vouchers).
-        await lock_members(session, [seen.member_id])
-        v = await _find(session, code=code, lock=True)
-        assert v is not None
-        if v.claimed_by(staff, now):
-            return ClaimedVoucher(v, v.transaction_id, None, replayed=True)
-        check_claimable(v, staff, program, now)
-        redeemed = (await partner_accounts(session, v.partner_slug, former=True)).redeemed_id
-        tx_id = balance = None
-        columns: dict[str, Any] = {
-            "kind": TxKind.VOUCHER,
-            "key": hold_key(v.code),
-            "digest": fingerprint(TxKind.VOUCHER, v.code, v.partner_id, v.points),
-            "member_id": v.member_id,
-            "partner_id": v.partner_id,
-            "staff_id": staff.id,
-            "reason": v.reward,
-            "created_at": now,
-        }
-        if v.source == VoucherSource.CATALOGUE:
-            # The hold's points leave the wallet, oldest lots first, as a redemption's do.
-            wallet = await wallet_of(session, v.member_id)
-            posted = await post(
-                session,
-                [Leg(wallet, -v.points), Leg(redeemed, v.points)],
-                [Lot(v.member_id, -v.points)],
-                post_hold=hold_key(v.code),
-                **columns,
-            )
-            assert posted is not None  # the key is posted only with the claim, under the lock
-            tx_id, balance = posted.transaction_id, posted.balances[wallet]
-        elif v.points > 0:
-            # Its funder's points go to the honouring partner; a promotion's voucher the
-            # program funds (no funder) is paid from the program's account.
-            if v.funder_slug is not None:
-                issued = (await partner_accounts(session, v.funder_slug, former=True)).issued_id
-            else:
-                assert v.source == VoucherSource.PROMOTION
-                issued = await system_account(session, AccountKind.PROGRAM)
-            legs = [Leg(issued, -v.points), Leg(redeemed, v.points)]
-            posted = await post(session, legs, **columns)
-            assert posted is not None
-            tx_id = posted.transaction_id
-        await session.execute(
-            update(Voucher)
-            .where(Voucher.id == v.id)
-            .values(status="claimed", resolved_at=now, staff_id=staff.id, transaction_id=tx_id)
+        claimed = await claim_at(
+            session,
+            program,
+            code,
+            partner_id=staff.partner_id,
+            staff_id=staff.id,
+            telegram_id=staff.telegram_id,
+            now=now,
         )
+        if claimed.replayed:
+            return claimed
+        v = claimed.voucher
         await audit(
             session,
             "voucher_claim",
             actor=staff.telegram_id,
             staff=staff,
             member_id=v.member_id,
-            transaction_id=tx_id,
-            code=v.code,
-            reward=v.reward,
-            points=v.points,
-            source=v.source,
+            transaction_id=claimed.transaction_id,
+            **claim_details(v),
         )
-        news = {
-            "reward": v.reward,
-            "partner": v.partner_slug,
-            "points": v.points if v.source == VoucherSource.CATALOGUE else 0,
-            "balance": balance,
-            "transaction": tx_id,
-        }
-        await owe(session, Owed("voucher_claimed", news, member_id=v.member_id))
         if reply is not None:
             await owe(
                 session,
                 Owed(
                     "voucher_claimed_staff",
-                    {**news, "about": v.member_id, "code": v.code},
+                    {**claimed.news, "about": v.member_id, "code": v.code},
                     chat_id=reply.chat_id,
                     language=reply.language,
                 ),
             )
-        return ClaimedVoucher(v, tx_id, balance)
+        return claimed
+
+
+def claim_details(v: VoucherInfo) -> dict[str, Any]:
+    """What the audit log keeps of a claim."""
+    return {"code": v.code, "reward": v.reward, "points": v.points, "source": v.source}
+
+
+async def claim_at(
+    session: AsyncSession,
+    program: Program,
+    code: str,
+    *,
+    partner_id: int | None,
+    staff_id: int | None,
+    telegram_id: int | None,
+    now: datetime,
+) -> ClaimedVoucher:
+    """Claim the voucher `code` for `partner_id`, inside the caller's transaction (the caller
+    checked who claims, and audits it): exactly once, whoever else claims it at the same
+    moment (the voucher row is locked and its status re-read under the lock; the posting is
+    keyed by the code too); the member's news is owed. `staff_id`: the cashier who claims
+    (their Claim again within CLAIM_REPLAY is their double tap: their first claim,
+    `replayed`, nothing posted or owed); None for a till's software through the partner
+    API, which replays by its own idempotency keys (a second claim is VoucherClaimed).
+    `telegram_id`: the claimer's, refused on their own voucher (None: none)."""
+    seen = await _find(session, code=code)
+    if seen is None:
+        raise UnknownVoucher(code=code)
+    # The member row before the voucher's, as the deletion takes them (it voids vouchers).
+    await lock_members(session, [seen.member_id])
+    v = await _find(session, code=code, lock=True)
+    assert v is not None
+    if staff_id is not None and v.claimed_by(staff_id, now):
+        return ClaimedVoucher(v, v.transaction_id, None, replayed=True)
+    check_claimable(v, program, now, partner_id=partner_id, telegram_id=telegram_id)
+    redeemed = (await partner_accounts(session, v.partner_slug, former=True)).redeemed_id
+    tx_id = balance = None
+    columns: dict[str, Any] = {
+        "kind": TxKind.VOUCHER,
+        "key": hold_key(v.code),
+        "digest": fingerprint(TxKind.VOUCHER, v.code, v.partner_id, v.points),
+        "member_id": v.member_id,
+        "partner_id": v.partner_id,
+        "staff_id": staff_id,
+        "reason": v.reward,
+        "created_at": now,
+    }
+    if v.source == VoucherSource.CATALOGUE:
+        # The hold's points leave the wallet, oldest lots first, as a redemption's do.
+        wallet = await wallet_of(session, v.member_id)
+        posted = await post(
+            session,
+            [Leg(wallet, -v.points), Leg(redeemed, v.points)],
+            [Lot(v.member_id, -v.points)],
+            post_hold=hold_key(v.code),
+            **columns,
+        )
+        assert posted is not None  # the key is posted only with the claim, under the lock
+        tx_id, balance = posted.transaction_id, posted.balances[wallet]
+    elif v.points > 0:
+        # Its funder's points go to the honouring partner; a promotion's voucher the
+        # program funds (no funder) is paid from the program's account.
+        if v.funder_slug is not None:
+            issued = (await partner_accounts(session, v.funder_slug, former=True)).issued_id
+        else:
+            assert v.source == VoucherSource.PROMOTION
+            issued = await system_account(session, AccountKind.PROGRAM)
+        legs = [Leg(issued, -v.points), Leg(redeemed, v.points)]
+        posted = await post(session, legs, **columns)
+        assert posted is not None
+        tx_id = posted.transaction_id
+    await session.execute(
+        update(Voucher)
+        .where(Voucher.id == v.id)
+        .values(status="claimed", resolved_at=now, staff_id=staff_id, transaction_id=tx_id)
+    )
+    claimed = ClaimedVoucher(replace(v, status="claimed", resolved_at=now), tx_id, balance)
+    await owe(session, Owed("voucher_claimed", claimed.news, member_id=v.member_id))
+    return claimed

@@ -110,6 +110,16 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "This partner is a charity: it takes members' donated points (/donate), not sales. "
         "Nothing was posted."
     ),
+    # The partner API's (db/usecases/api/): its clients read them as problem details.
+    "invalid_lines": lambda p: _(
+        "A line of the sale cannot be used ({field}). Nothing was posted."
+    ).format(field=escape(str(p.get("field", "lines")))),
+    "lines_dont_add_up": lambda p: _(
+        "The sale's lines add up to {total}, not to its amount {amount}. Nothing was posted."
+    ).format(total=_money(p, "total"), amount=_money(p, "amount")),
+    "unknown_sale": lambda p: _("No sale here has document number {document} that day.").format(
+        document=escape(str(p.get("document", "")))
+    ),
     **VOUCHER_MESSAGES,  # the rewards catalogue's and the till's voucher refusals
 }
 

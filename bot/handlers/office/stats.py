@@ -141,6 +141,7 @@ def _figures(k: Kpis, currency: str, *, partner: bool, discounts: bool = False) 
             refunds=fmt.money(k.refunds_total, currency),
         ),
         *given,
+        *_walk_ins(k, currency),
         _(
             "💎 Customer lifetime value: {clv} (money spent since joining, {customers} buyers)"
         ).format(clv=_money(k.lifetime_value, currency), customers=fmt.number(k.customers)),
@@ -163,6 +164,24 @@ def _figures(k: Kpis, currency: str, *, partner: bool, discounts: bool = False) 
             if partner
             else _("🔀 Bought at 2+ partners: {count} ({rate} of the active members)")
         ).format(count=fmt.number(k.cross_partner_members), rate=_rate(k.cross_partner_rate)),
+    ]
+
+
+def _walk_ins(k: Kpis, currency: str) -> list[str]:
+    """Sales without a member card (recorded by tills through the partner API), against the
+    members' average check: said only when there were any."""
+    if not k.walk_in_sales:
+        return []
+    return [
+        _(
+            "🚶 Without a member card: {sales} sales for {money}; average check {check} "
+            "(members: {members})"
+        ).format(
+            sales=fmt.number(k.walk_in_sales),
+            money=fmt.money(k.walk_in_total, currency),
+            check=_money(k.walk_in_average_check, currency),
+            members=_money(k.average_check, currency),
+        )
     ]
 
 
