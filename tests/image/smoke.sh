@@ -102,11 +102,11 @@ EOF
 }
 
 until_true() { # until_true SECONDS WHAT COMMAND...: retry once a second until it succeeds
-    local deadline=$((SECONDS + $1)) what=$2
+    local limit=$1 what=$2 deadline=$((SECONDS + $1))
     shift 2
     until "$@"; do
         if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "gave up after $1 s waiting for $what" >&2
+            echo "gave up after $limit s waiting for $what" >&2
             return 1
         fi
         sleep 1
@@ -228,7 +228,9 @@ stack_up() {
     compose up -d --no-build postgres redis fakegram
     until_true 120 "PostgreSQL's healthcheck" healthy postgres
     until_true 60 "Redis's healthcheck" healthy redis
-    say "postgres and redis healthy; fakegram: $(podman logs "$(container fakegram)" 2>&1 | head -n1)"
+    # Before the bot: it stops at once if the Bot API does not answer its first getMe.
+    until_true 60 "the fake Bot API" fake_saw "serving the Bot API"
+    say "postgres and redis healthy; $(podman logs "$(container fakegram)" 2>&1 | head -n1)"
 }
 
 fake_saw() { podman logs "$(container fakegram)" 2>&1 | grep -q "$1"; }
@@ -302,6 +304,12 @@ step() { # step NAME: runs the function NAME in a bash of its own (so `set -e` h
         FAILED=$((FAILED + 1))
         echo "smoke: $name FAILED (exit $rc after $took s); the end of its log:"
         tail -n 40 "$SMOKE_WORK/$name.log" | sed 's/^/    | /'
+        for service in postgres redis fakegram bot; do
+            if [ -n "$(container "$service" 2>/dev/null)" ]; then
+                echo "smoke: the end of $service's log:"
+                podman logs --tail 15 "$(container "$service")" 2>&1 | sed 's/^/    | /'
+            fi
+        done
         exit "$rc"
     fi
     PASSED=$((PASSED + 1))
