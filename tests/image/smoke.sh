@@ -293,11 +293,18 @@ now() { date +%s.%N; }
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 started=$(now)
 
-step() { # step NAME: runs the function NAME in a bash of its own (so `set -e` holds in it)
+STEP_GROUP=
+STEP_NAME=
+step() {
+    # step NAME: runs the function NAME in a bash of its own, so that `set -e` holds in it,
+    # and in a process group of its own, so that an interrupted run can stop all of it.
     local name=$1 start rc=0 took
     start=$(now)
     echo "smoke: $name"
-    bash -euo pipefail -c "$name" >"$SMOKE_WORK/$name.log" 2>&1 || rc=$?
+    setsid -w bash -euo pipefail -c "$name" >"$SMOKE_WORK/$name.log" 2>&1 &
+    STEP_GROUP=$! STEP_NAME=$name STEP_START=$start
+    wait "$STEP_GROUP" || rc=$?
+    STEP_GROUP=
     took=$(seconds_since "$start")
     TIMES+=("$(printf '%-18s %7s s' "$name" "$took")")
     if [ "$rc" -ne 0 ]; then
@@ -321,6 +328,17 @@ cleanup() {
     set +e
     start=$(now)
     trap - EXIT INT TERM
+    if [ -n "$STEP_GROUP" ] && kill -0 -- "-$STEP_GROUP" 2>/dev/null; then
+        echo "smoke: interrupted: stopping the step that was running"
+        kill -TERM -- "-$STEP_GROUP" 2>/dev/null
+        for _ in $(seq 40); do
+            kill -0 -- "-$STEP_GROUP" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -KILL -- "-$STEP_GROUP" 2>/dev/null
+        FAILED=$((FAILED + 1))
+        TIMES+=("$(printf '%-18s %7s s (interrupted)' "$STEP_NAME" "$(seconds_since "$STEP_START")")")
+    fi
     if [ "${SMOKE_KEEP:-}" = 1 ]; then
         echo "smoke: SMOKE_KEEP=1: kept $SMOKE_WORK, the project $SMOKE_RUN, images $SMOKE_IMAGES/*"
     elif command -v podman >/dev/null; then
