@@ -39,7 +39,7 @@ fi
 SMOKE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # One name for everything this run makes, so that cleaning up touches nothing else.
 SMOKE_RUN=citybonus-smoke-$(date +%Y%m%d%H%M%S)-$$
-SMOKE_WORK=$(mktemp -d "${TMPDIR:-/tmp}/citybonus-smoke.XXXXXX")
+SMOKE_WORK=$(mktemp -d "${TMPDIR:-/tmp}/$SMOKE_RUN.XXXXXX")
 SMOKE_IMAGES=localhost/$SMOKE_RUN
 SMOKE_SUITE=bookworm
 export SMOKE_ROOT SMOKE_RUN SMOKE_WORK SMOKE_IMAGES SMOKE_SUITE
@@ -131,6 +131,49 @@ debian_mirror() { # the Debian archive this machine's apt uses for the main suit
 }
 
 # ------------------------------------------------------------------------ steps
+
+remove_run() { # remove_run RUN WORK: all that the run RUN made, and its folder WORK
+    local run=$1 work=$2
+    if command -v podman >/dev/null; then
+        # By label, by name, and build containers of the run's images.
+        {
+            podman ps -aq --filter "label=com.docker.compose.project=$run"
+            podman ps -aq --filter "label=citybonus-smoke=$run"
+            podman ps -a --external --format '{{.ID}} {{.Image}}' |
+                awk -v p="localhost/$run/" 'index($2, p) == 1 { print $1 }'
+        } | sort -u | xargs -r podman rm -f
+        podman pod exists "pod_$run" && podman pod rm -f "pod_$run"
+        podman volume ls -q --filter "label=com.docker.compose.project=$run" |
+            xargs -r podman volume rm -f
+        podman network exists "${run}_default" && podman network rm -f "${run}_default"
+        podman images --format '{{.Repository}}:{{.Tag}}' | grep "^localhost/$run/" |
+            xargs -r podman rmi -f
+    fi >/dev/null 2>&1
+    # debootstrap mounts /proc and /sys in its target; a failed one may leave them there.
+    findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r umount -l
+    rm -rf --one-file-system "$work"
+}
+
+sweep() {
+    # What earlier runs left when they were killed outright (SIGKILL runs no trap): their
+    # names end in their process id, and only runs whose process is gone are removed.
+    local run pid
+    for run in $({
+        podman images --format '{{.Repository}}'
+        podman ps -a --external --format '{{.Names}} {{.Image}}'
+        podman volume ls -q
+        podman network ls --format '{{.Name}}'
+        find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'citybonus-smoke-*'
+    } | grep -o 'citybonus-smoke-[0-9]\{14\}-[0-9]\+' | sort -u); do
+        pid=${run##*-}
+        if [ "$run" != "$SMOKE_RUN" ] && ! kill -0 "$pid" 2>/dev/null; then
+            say "removing what an earlier run, $run, left"
+            for work in "${TMPDIR:-/tmp}/$run".*; do
+                remove_run "$run" "$work"
+            done
+        fi
+    done
+}
 
 install_packages() {
     local missing=()
@@ -280,7 +323,7 @@ stack_down() {
     compose down -v
 }
 
-export -f say run_in build compose container healthz until_true debian_mirror healthy fake_saw \
+export -f remove_run sweep say run_in build compose container healthz until_true debian_mirror healthy fake_saw \
     healthz_is install_packages install_tools lint debian_base python_base bot_image \
     image_checks service_images stack_up bot_up redis_outage bot_stop stack_down
 
@@ -341,29 +384,12 @@ cleanup() {
     fi
     if [ "${SMOKE_KEEP:-}" = 1 ]; then
         echo "smoke: SMOKE_KEEP=1: kept $SMOKE_WORK, the project $SMOKE_RUN, images $SMOKE_IMAGES/*"
-    elif command -v podman >/dev/null; then
+    else
         echo "smoke: cleaning up"
         if [ -x "$SMOKE_WORK/tools/bin/podman-compose" ]; then
             compose down -v >"$SMOKE_WORK/cleanup.log" 2>&1
         fi
-        # Whatever is left: by label, by name, and build containers of this run's images.
-        {
-            podman ps -aq --filter "label=com.docker.compose.project=$SMOKE_RUN"
-            podman ps -aq --filter "label=citybonus-smoke=$SMOKE_RUN"
-            podman ps -a --external --format '{{.ID}} {{.Image}}' |
-                awk -v p="$SMOKE_IMAGES/" 'index($2, p) == 1 { print $1 }'
-        } | sort -u | xargs -r podman rm -f
-        podman pod exists "pod_$SMOKE_RUN" && podman pod rm -f "pod_$SMOKE_RUN"
-        podman volume ls -q --filter "label=com.docker.compose.project=$SMOKE_RUN" |
-            xargs -r podman volume rm -f
-        podman network exists "${SMOKE_RUN}_default" && podman network rm -f "${SMOKE_RUN}_default"
-        podman images --format '{{.Repository}}:{{.Tag}}' | grep "^$SMOKE_IMAGES/" |
-            xargs -r podman rmi -f
-    fi >/dev/null 2>&1
-    if [ "${SMOKE_KEEP:-}" != 1 ]; then
-        # debootstrap mounts /proc and /sys in its target; a failed one may leave them there.
-        findmnt -rn -o TARGET | grep "^$SMOKE_WORK/" | sort -r | xargs -r umount -l
-        rm -rf --one-file-system "$SMOKE_WORK"
+        remove_run "$SMOKE_RUN" "$SMOKE_WORK"
     fi
     TIMES+=("$(printf '%-18s %7s s' cleanup "$(seconds_since "$start")")")
     echo "smoke: step times (${CONTAINERS_CONF:+podman with runc, }$(nproc) cores)"
@@ -377,6 +403,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 step install_packages
+step sweep
 step install_tools
 step lint
 step debian_base
