@@ -191,6 +191,7 @@ async def run(settings: Settings) -> None:
             webhook_url=settings.webhook_url,
             webhook_secret=secret,
             metrics_token=token.get_secret_value() if token else None,
+            redis=storage.redis if isinstance(storage, RedisStorage) else None,
         )
         # Before any background work starts, so a busy port stops start-up cleanly.
         runner = await start_web(web_app, settings.http_host, settings.http_port)

@@ -14,6 +14,7 @@ from db.rules.program import Program, load_program, parse_program
 from db.usecases.partners import sync_partners
 from tests import pg
 from tests.invariants import assert_ledger_invariants
+from tests.redisserver import redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +64,15 @@ def admin_url() -> Iterator[str]:
     yield url
     if server is not None:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[str]:
+    """A Redis URL (tests/redisserver.py says which server)."""
+    url, server = redis_url()
+    yield url
+    if server is not None:
+        server.shutdown()
 
 
 @pytest.fixture(scope="session")

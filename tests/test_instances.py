@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import aiohttp
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.rules.program import load_program
@@ -18,19 +16,10 @@ from db.usecases.members import find_by_telegram, register_member
 from tests.botharness import OWNER_ID
 from tests.conftest import ROOT
 from tests.fakegram import FakeTelegramServer, UserClient, text_of
-from tests.redisserver import redis_url
 from tests.test_process import bot_process, free_port, wait_healthy
 
 Sessions = async_sessionmaker[AsyncSession]
 SECRET = "two-instances"
-
-
-@pytest.fixture(scope="module")
-def redis() -> AsyncIterator[str]:
-    url, server = redis_url()
-    yield url
-    if server is not None:
-        server.shutdown()
 
 
 class WebhookPump:

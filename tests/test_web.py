@@ -7,7 +7,8 @@ import logging
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.workers.web import build_web_app
@@ -67,16 +68,46 @@ async def test_webhook_refuses_requests_without_the_secret(
 
 
 async def test_healthz_says_when_the_database_is_gone(caplog: pytest.LogCaptureFixture) -> None:
-    """Only ok or unavailable: the reason (it names the database) goes to the log."""
+    """It names what failed; the reason (it names the database) goes to the log."""
     engine = create_engine("postgresql://postgres@127.0.0.1:1/secret_db", pool_size=1)
     async with TestClient(TestServer(build_web_app(engine))) as client:
         response = await client.get("/healthz")
         assert response.status == 503
-        assert await response.json() == {"status": "unavailable"}
+        assert await response.json() == {"status": "unavailable", "failed": ["database"]}
+        assert "secret_db" not in await response.text()
     await engine.dispose()
     logged = [r for r in caplog.records if r.name == "bot.workers.web"]
     assert [r.levelno for r in logged] == [logging.WARNING]
     assert "the database does not answer" in logged[0].getMessage()
+
+
+async def test_healthz_checks_redis_when_it_is_set(
+    engine: AsyncEngine, redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With REDIS_URL set, dialogs live in Redis: a bot that cannot reach it is not healthy,
+    though its database answers."""
+    answering, refusing = Redis.from_url(redis), Redis.from_url("redis://127.0.0.1:1/0")
+    async with TestClient(TestServer(build_web_app(engine, redis=answering))) as client:
+        response = await client.get("/healthz")
+        assert response.status == 200 and await response.json() == {"status": "ok"}
+    async with TestClient(TestServer(build_web_app(engine, redis=refusing))) as client:
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert await response.json() == {"status": "unavailable", "failed": ["redis"]}
+    gone = create_engine("postgresql://postgres@127.0.0.1:1/secret_db", pool_size=1)
+    async with TestClient(TestServer(build_web_app(gone, redis=refusing))) as client:
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert (await response.json())["failed"] == ["database", "redis"]
+    await gone.dispose()
+    await answering.aclose()
+    await refusing.aclose()
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.workers.web"]
+    assert [m.split(":")[1] for m in logged] == [
+        " Redis does not answer",
+        " the database does not answer",
+        " Redis does not answer",
+    ]
 
 
 async def test_metrics_can_require_a_bearer_token(harness: BotHarness) -> None:

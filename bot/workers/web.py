@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import logging
@@ -12,6 +13,8 @@ from aiogram import Bot, Dispatcher
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.runtime import StartupError
 
 log = logging.getLogger(__name__)
+
+# Below the image's HEALTHCHECK timeout (5 s), so a server that never answers is reported as
+# unavailable rather than leaving the check to time out.
+CHECK_TIMEOUT = 2.0
 
 
 def build_web_app(
@@ -29,17 +36,37 @@ def build_web_app(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     metrics_token: str | None = None,
+    redis: Redis | None = None,
 ) -> web.Application:
+    """`redis`: the FSM storage's client when REDIS_URL is set; /healthz then checks it too."""
     app = web.Application()
 
-    async def healthz(_request: web.Request) -> web.Response:
-        # Anyone may ask: the answer says ok or not, never why (the error names the database).
+    async def database_answers() -> bool:
         try:
-            async with engine.connect() as conn:
+            async with asyncio.timeout(CHECK_TIMEOUT), engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except (OSError, DBAPIError) as exc:
-            log.warning("health check: the database does not answer: %s", exc)
-            return web.json_response({"status": "unavailable"}, status=503)
+        except (OSError, DBAPIError, TimeoutError) as exc:
+            log.warning("health check: the database does not answer: %s", str(exc) or "timed out")
+            return False
+        return True
+
+    async def redis_answers(client: Redis) -> bool:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await client.ping()
+        except (OSError, RedisError, TimeoutError) as exc:
+            log.warning("health check: Redis does not answer: %s", str(exc) or "timed out")
+            return False
+        return True
+
+    async def healthz(_request: web.Request) -> web.Response:
+        # Anyone may ask: the answer names what does not answer, never why (the errors name
+        # hosts and databases); the reason goes to the log.
+        failed = [] if await database_answers() else ["database"]
+        if redis is not None and not await redis_answers(redis):
+            failed.append("redis")
+        if failed:
+            return web.json_response({"status": "unavailable", "failed": failed}, status=503)
         return web.json_response({"status": "ok"})
 
     async def metrics(request: web.Request) -> web.Response:

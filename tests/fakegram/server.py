@@ -636,8 +636,8 @@ class FakeTelegramServer:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Listen on an ephemeral port of 127.0.0.1 and set ``base_url``."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen (by default on an ephemeral port of 127.0.0.1) and set ``base_url``."""
         if self._runner is not None:
             raise RuntimeError("server already started")
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -652,7 +652,7 @@ class FakeTelegramServer:
             shutdown_timeout=1.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, host, port)
         await site.start()
         host, port = runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
