@@ -714,8 +714,16 @@ async def _tier_after_sale(
     reached = program.tier_for_spend(Decimal(spend))
     if reached.min_spend <= current.min_spend:
         return current.name
-    await session.execute(update(Member).where(Member.id == member.id).values(tier=reached.name))
+    await session.execute(_MOVE_UP, {"member": member.id, "tier": reached.name})
     return reached.name
+
+
+# Built once (Core, not ORM): a member moved up a tier by a sale.
+_MOVE_UP = (
+    update(Member)
+    .where(Member.id == bindparam("member", type_=BigInteger))
+    .values(tier=bindparam("tier"))
+)
 
 
 async def _wallet_moves(session: AsyncSession, tx_id: int, member_id: int) -> tuple[int, int]:
