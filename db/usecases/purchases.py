@@ -723,6 +723,7 @@ _MOVE_UP = (
     update(Member)
     .where(Member.id == bindparam("member", type_=BigInteger))
     .values(tier=bindparam("tier"))
+    .execution_options(synchronize_session=False)  # no Member is loaded in the session
 )
 
 
