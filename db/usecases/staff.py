@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +50,37 @@ class StaffInfo:
         if self.partner_id is None or self.partner_id != partner_id:
             raise NotStaff(partner=partner_id)
 
+    @property
+    def api_key_id(self) -> None:
+        """Staff act as themselves, never through an API key (see Actor)."""
+        return None
+
+
+class Actor(Protocol):
+    """Who acts at a partner's till in a use case: a staff member (StaffInfo), or a partner's
+    API key (db/usecases/api_keys.py ApiActor), which has no staff row (`id` None) and is
+    nobody's Telegram account (`telegram_id` None). Both answer `require` from
+    db/rules/access.py's one table; the audit row names the key's id for a key."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def telegram_id(self) -> int | None: ...
+
+    @property
+    def partner_id(self) -> int | None: ...
+
+    @property
+    def partner_slug(self) -> str | None: ...
+
+    @property
+    def api_key_id(self) -> int | None: ...
+
+    def require(self, action: str) -> None: ...
+
+    def may(self, action: str) -> bool: ...
+
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -60,17 +91,19 @@ async def audit(
     action: str,
     *,
     actor: int | None,
-    staff: StaffInfo | None = None,
+    staff: Actor | None = None,
     member_id: int | None = None,
     partner_id: int | None = None,
     transaction_id: int | None = None,
     **details: Any,
 ) -> None:
-    """Write an audit row in the caller's transaction: it stands or falls with the action."""
+    """Write an audit row in the caller's transaction: it stands or falls with the action.
+    `staff`: the staff member or the API key (Actor) that acted."""
     await session.execute(
         insert(AuditLog).values(
             actor_telegram_id=actor,
             staff_id=staff.id if staff else None,
+            api_key_id=staff.api_key_id if staff else None,
             action=action,
             member_id=member_id,
             partner_id=partner_id if partner_id is not None else (staff and staff.partner_id),
@@ -83,7 +116,7 @@ async def audit(
 @asynccontextmanager
 async def refusal_audited(
     session: AsyncSession,
-    staff: StaffInfo,
+    staff: Actor,
     refusal: type[DomainError],
     action: str,
     attempted: str,

@@ -1,0 +1,95 @@
+"""`Idempotency-Key` on every POST (the IETF draft's semantics), the HTTP side of
+db/usecases/api_idempotency.py: the key is scoped to the partner; the same key with the same
+request replays the first answer (with `Idempotent-Replayed: true`); with another request
+→ 422 idempotency_key_reused; while the first is still running → 409 idempotency_in_flight.
+
+"The same request" is the same method, path and query, and body; a JSON body is compared
+as JSON (key order and spacing do not count). The header is 1 to 255 visible ASCII
+characters; the draft's quoted form (`"abc"`) is read as `abc`. What is kept is the answer
+the endpoint gave, a refusal of the domain included (a 409 receipt_taken replays as such);
+a request that was invalid or met a server error keeps nothing, and its retry runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.api.problems import Endpoint, problem, run
+from db.usecases import api_idempotency as keys
+from db.usecases.api_keys import ApiActor
+
+if TYPE_CHECKING:
+    from bot.api.context import ApiContext
+
+HEADER = "Idempotency-Key"
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_KEPT_HEADERS = ("content-type", "location")
+
+
+def read_key(header: str | None) -> str | None:
+    if header is None:
+        return None
+    if len(header) >= 2 and header[0] == header[-1] == '"':
+        header = header[1:-1]
+    return header if _KEY.fullmatch(header) else None
+
+
+def canonical(body: bytes) -> bytes:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+async def once(
+    request: Request, ctx: ApiContext, session: AsyncSession, key: ApiActor, endpoint: Endpoint
+) -> tuple[Response, bool]:
+    """The POST's answer, run at most once per Idempotency-Key; and whether it is a replay."""
+    idem = read_key(request.headers.get(HEADER))
+    if idem is None:
+        return problem(
+            "idempotency_key_required",
+            "Send an Idempotency-Key header of 1 to 255 visible ASCII characters, new for "
+            "each operation and the same when you retry it.",
+        ), False
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    fingerprint = keys.request_fingerprint("POST", target, canonical(await request.body()))
+    claimed, stored = await keys.claim(
+        session,
+        partner_id=key.partner_id,
+        key=idem,
+        api_key_id=key.key_id,
+        fingerprint=fingerprint,
+        now=ctx.clock(),
+    )
+    if claimed is keys.Claim.REPLAY:
+        assert stored is not None
+        headers = {**stored.headers, "Idempotent-Replayed": "true"}
+        return Response(stored.body, status_code=stored.status, headers=headers), True
+    if claimed is keys.Claim.OTHER_REQUEST:
+        return problem("idempotency_key_reused"), False
+    if claimed is keys.Claim.IN_FLIGHT:
+        return problem("idempotency_in_flight", headers={"Retry-After": "1"}), False
+    request.state.idempotency_key = idem
+    try:
+        response, keep = await run(endpoint, request)
+    except BaseException:
+        await keys.release(session, partner_id=key.partner_id, key=idem)
+        raise
+    if keep and response.status_code < 500:
+        kept = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
+        await keys.answer(
+            session,
+            partner_id=key.partner_id,
+            key=idem,
+            stored=keys.Stored(response.status_code, kept, bytes(response.body)),
+        )
+    else:
+        await keys.release(session, partner_id=key.partner_id, key=idem)
+    return response, False
