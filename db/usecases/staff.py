@@ -17,7 +17,15 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.ledger.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.ledger.models import (
+    ApiKey,
+    AuditLog,
+    Member,
+    Partner,
+    RedemptionRequest,
+    Staff,
+    StaffInvite,
+)
 from db.ledger.writer import unit_of_work
 from db.rules import access
 from db.rules.errors import DomainError, InvalidInvite, NotStaff, UnknownPartner
@@ -317,6 +325,7 @@ class AuditEntry:
     member_name: str | None = None
     member_card: str | None = None
     actor_deleted: bool = False
+    api_key: str | None = None  # the prefix of the partner's API key that acted
 
 
 def _actor_name() -> Any:
@@ -355,8 +364,10 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
                 func.nullif(member.first_name, ""),
                 member.card_number,
                 AuditLog.actor_member_id.is_not(None),
+                ApiKey.prefix,
             )
             .outerjoin(Partner, Partner.id == AuditLog.partner_id)
+            .outerjoin(ApiKey, ApiKey.id == AuditLog.api_key_id)
             .outerjoin(subject, subject.id == AuditLog.staff_id)
             .outerjoin(member, member.id == AuditLog.member_id)
             .order_by(AuditLog.id.desc())
