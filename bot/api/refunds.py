@@ -54,7 +54,10 @@ class RefundView(BaseModel):
     description="Needs the `sales` scope and an `Idempotency-Key`, which also keys the "
     "refund in the ledger: a retry with the same key refunds once. Points the sale earned "
     "are taken back in proportion; points that paid for it are returned.",
-    responses=responses(404, 409),
+    responses={
+        200: {"model": RefundView, "description": "The same refund, posted before"},
+        **responses(404, 409),
+    },
 )
 async def post_refund(
     body: RefundIn,

@@ -134,7 +134,10 @@ def record_view(request: Request, program: Program, record: SaleRecord) -> SaleV
     "amount and discount) answers 200 with the sale as it is; another sale with that "
     "number today is refused (409 receipt_taken). Points are earned on what the member "
     "pays after their discount.",
-    responses={200: {"description": "The same sale, posted before"}, **responses(404, 409)},
+    responses={
+        200: {"model": SaleView, "description": "The same sale, posted before"},
+        **responses(404, 409),
+    },
 )
 async def post_sale(
     body: SaleIn,

@@ -59,8 +59,9 @@ def _percent(value: Any) -> Decimal:
 def _document(value: Any) -> str:
     if (
         not isinstance(value, str)
-        or not 0 < len(value.strip()) <= MAX_RECEIPT
-        or not value.strip().isprintable()
+        or len(value) > MAX_RECEIPT
+        or not value.strip()
+        or not value.isprintable()
     ):
         raise PydanticCustomError(
             "invalid_receipt",
