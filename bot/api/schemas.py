@@ -148,7 +148,7 @@ CardNumber = Annotated[
             "pattern": r"^[0-9][0-9 -]{10,20}[0-9]$",
             "description": "The 12-digit number printed on the card (spaces and dashes "
             "allowed; the last digit checks the others)",
-            "examples": ["4000 0000 0006"],
+            "examples": ["4507 1667 1208"],
         }
     ),
 ]
