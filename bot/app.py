@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,14 +142,19 @@ def api_limiter(settings: Settings, redis: Redis | None) -> RateLimiter:
     return LocalBuckets(settings.api_rate, settings.api_burst)
 
 
-def build_partner_api(runtime: Runtime, limiter: RateLimiter) -> Any:
-    """The partner API (bot/api) on the runtime's program and database."""
+def build_partner_api(
+    runtime: Runtime, limiter: RateLimiter, after_commit: Callable[[], None] | None = None
+) -> Any:
+    """The partner API (bot/api) on the runtime's program and database. `after_commit`:
+    the notice worker's wake-up, so what a sale owes (the member's news, a confirmation
+    request) is sent at once."""
     return build_api(
         ApiContext(
             sessions=runtime.sessions,
             program=runtime.program,
             secret=signing_secret(runtime.settings),
             limiter=limiter,
+            after_commit=[after_commit] if after_commit else [],
         )
     )
 
@@ -217,7 +223,7 @@ async def run(settings: Settings) -> None:
             webhook_url=settings.webhook_url,
             webhook_secret=secret,
             metrics_token=token.get_secret_value() if token else None,
-            api=build_partner_api(runtime, limiter),
+            api=build_partner_api(runtime, limiter, after_commit=dp["outbox"].kick),
         )
         # Before any background work starts, so a busy port stops start-up cleanly.
         runner = await start_web(web_app, settings.http_host, settings.http_port)

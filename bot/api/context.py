@@ -1,6 +1,8 @@
 """What the API's endpoints are given: the program, the database, the card-token secret and
 the clock (ApiContext, one per app), and per request the database session and the key's
-actor, which ApiRoute (bot/api/route.py) opened and checked before the endpoint runs."""
+actor, which ApiRoute (bot/api/route.py) opened and checked before the endpoint runs.
+
+The dependencies are coroutines: FastAPI runs a plain function in a worker thread."""
 
 from __future__ import annotations
 
@@ -28,26 +30,28 @@ class ApiContext:
     secret: bytes  # card tokens' signing key (bot.app.signing_secret)
     limiter: RateLimiter
     clock: Callable[[], datetime] = field(default=_now)
+    # Run after a commit that wrote (the notice worker's wake-up: a sale's messages go now).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.context
     return ctx
 
 
-def session(request: Request) -> AsyncSession:
+async def session(request: Request) -> AsyncSession:
     """The request's session (ApiRoute opens it, and closes it after the answer)."""
     db: AsyncSession = request.state.session
     return db
 
 
-def actor(request: Request) -> ApiActor:
+async def actor(request: Request) -> ApiActor:
     """The key the request came with, checked by ApiRoute."""
     key: ApiActor = request.state.actor
     return key
 
 
-def idempotency_key(request: Request) -> str:
+async def idempotency_key(request: Request) -> str:
     """The request's Idempotency-Key (ApiRoute refused a POST without one)."""
     key: str = request.state.idempotency_key
     return key

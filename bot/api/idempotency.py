@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bot.api import audit
 from bot.api.problems import Endpoint, problem, run
 from db.usecases import api_idempotency as keys
-from db.usecases.api_keys import ApiActor
+from db.usecases.api_keys import ApiActor, call_details
 
 if TYPE_CHECKING:
     from bot.api.context import ApiContext
@@ -48,16 +49,23 @@ def canonical(body: bytes) -> bytes:
 
 
 async def once(
-    request: Request, ctx: ApiContext, session: AsyncSession, key: ApiActor, endpoint: Endpoint
-) -> tuple[Response, bool]:
-    """The POST's answer, run at most once per Idempotency-Key; and whether it is a replay."""
+    request: Request,
+    ctx: ApiContext,
+    session: AsyncSession,
+    key: ApiActor,
+    endpoint: Endpoint,
+    operation: str,
+) -> Response:
+    """The POST's answer, run at most once per Idempotency-Key, and its audit row."""
     idem = read_key(request.headers.get(HEADER))
     if idem is None:
-        return problem(
+        refused = problem(
             "idempotency_key_required",
             "Send an Idempotency-Key header of 1 to 255 visible ASCII characters, new for "
             "each operation and the same when you retry it.",
-        ), False
+        )
+        await audit.record(session, ctx, key, request, operation, refused)
+        return refused
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     fingerprint = keys.request_fingerprint("POST", target, canonical(await request.body()))
     claimed, stored = await keys.claim(
@@ -68,28 +76,39 @@ async def once(
         fingerprint=fingerprint,
         now=ctx.clock(),
     )
-    if claimed is keys.Claim.REPLAY:
-        assert stored is not None
-        headers = {**stored.headers, "Idempotent-Replayed": "true"}
-        return Response(stored.body, status_code=stored.status, headers=headers), True
-    if claimed is keys.Claim.OTHER_REQUEST:
-        return problem("idempotency_key_reused"), False
-    if claimed is keys.Claim.IN_FLIGHT:
-        return problem("idempotency_in_flight", headers={"Retry-After": "1"}), False
+    if claimed is not keys.Claim.NEW:
+        answer = _unclaimed(claimed, stored)
+        replay = claimed is keys.Claim.REPLAY
+        await audit.record(session, ctx, key, request, operation, answer, replayed=replay)
+        return answer
     request.state.idempotency_key = idem
     try:
         response, keep = await run(endpoint, request)
     except BaseException:
         await keys.release(session, partner_id=key.partner_id, key=idem)
         raise
+    await session.close()  # ends what the endpoint read: the answer is sent alone
+    kept = None
     if keep and response.status_code < 500:
-        kept = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
-        await keys.answer(
-            session,
-            partner_id=key.partner_id,
-            key=idem,
-            stored=keys.Stored(response.status_code, kept, bytes(response.body)),
-        )
-    else:
-        await keys.release(session, partner_id=key.partner_id, key=idem)
-    return response, False
+        headers = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}
+        kept = keys.Stored(response.status_code, headers, bytes(response.body))
+    await keys.finish(
+        session,
+        partner_id=key.partner_id,
+        key=idem,
+        stored=kept,
+        api_key_id=key.key_id,
+        now=ctx.clock(),
+        details=call_details(**audit.details(request, operation, response)),
+    )
+    return response
+
+
+def _unclaimed(claimed: keys.Claim, stored: keys.Stored | None) -> Response:
+    if claimed is keys.Claim.REPLAY:
+        assert stored is not None
+        headers = {**stored.headers, "Idempotent-Replayed": "true"}
+        return Response(stored.body, status_code=stored.status, headers=headers)
+    if claimed is keys.Claim.OTHER_REQUEST:
+        return problem("idempotency_key_reused")
+    return problem("idempotency_in_flight", headers={"Retry-After": "1"})

@@ -7,13 +7,17 @@ endpoint can forget a step:
 3. for a POST, its Idempotency-Key (bot/api/idempotency.py): a replay, a conflict, or a claim;
 4. the endpoint, in one database session, its domain errors turned into problem details
    (bot/api/problems.py);
-5. the audit row of the call, with the key's id (and its last use).
+5. the audit row of the call, with the key's id (and its last use); for a POST, written with
+   its kept answer in one statement.
+
+The bookkeeping around the endpoint (the key, the claim, the answer and the audit row) is
+three statements each sent alone (db/engine.py fetch_row_alone): no transaction to begin
+or end, and little Python per request.
 
 The endpoint gets the session and the key's actor as dependencies (bot/api/context.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -22,12 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.api import idempotency
-from bot.api.context import ApiContext, context
-from bot.api.problems import MEDIA_TYPE, Endpoint, problem, run
+from bot.api import audit, idempotency
+from bot.api.context import ApiContext
+from bot.api.problems import Endpoint, problem, run
 from bot.api.ratelimit import retry_after
 from bot.metrics import API_LATENCY, API_REQUESTS
-from db.usecases.api_keys import ApiActor, KeyRefused, authenticate, record_call
+from db.usecases.api_keys import KeyRefused, authenticate, record_call
 
 log = logging.getLogger(__name__)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="City Bonus partner API"'}
@@ -45,8 +49,9 @@ class ApiRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
-            ctx = context(request)
+            ctx: ApiContext = request.app.state.context
             async with ctx.sessions() as session:
+                session.info["after_commit"] = ctx.after_commit
                 request.state.session = session
                 try:
                     response = await _serve(request, ctx, session, endpoint, operation)
@@ -88,36 +93,9 @@ async def _serve(
     if wait:
         # Not audited: a flood would become as many writes; /metrics counts them.
         return problem("rate_limited", headers={"Retry-After": retry_after(wait)})
-    replayed = False
     if request.method == "POST":
-        response, replayed = await idempotency.once(request, ctx, session, key, endpoint)
-    else:
-        response, _answered = await run(endpoint, request)
-    await _audit(session, ctx, key, request, operation, response, replayed)
+        return await idempotency.once(request, ctx, session, key, endpoint, operation)
+    response, _kept = await run(endpoint, request)
+    await session.close()  # ends what the endpoint read: the call's row is sent alone
+    await audit.record(session, ctx, key, request, operation, response)
     return response
-
-
-async def _audit(
-    session: AsyncSession,
-    ctx: ApiContext,
-    key: ApiActor,
-    request: Request,
-    operation: str,
-    response: Response,
-    replayed: bool,
-) -> None:
-    code = None
-    if response.headers.get("content-type", "").startswith(MEDIA_TYPE):
-        code = json.loads(bytes(response.body)).get("code")
-    await record_call(
-        session,
-        key_id=key.key_id,
-        partner_id=key.partner_id,
-        action="api_call",
-        now=ctx.clock(),
-        operation=operation,
-        status=response.status_code,
-        code=code,
-        idempotency_key=request.headers.get("idempotency-key"),
-        replayed=replayed or None,
-    )

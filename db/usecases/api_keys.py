@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import string
 from collections.abc import Collection
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.ledger.models import ApiKey, AuditLog, Partner
+from db.engine import fetch_row_alone
+from db.ledger.models import ApiKey, Partner
 from db.ledger.writer import unit_of_work
 from db.rules import access
 from db.rules.errors import NotStaff, UnknownPartner
@@ -275,39 +277,52 @@ async def revoke_key(
         return replace(info, revoked_at=now), True
 
 
-# The key a request names by its prefix, with its partner: one round trip.
-_FIND = text(
-    """
+# The key a request names by its prefix, with its partner: one statement, sent alone (no
+# transaction to begin or end), in the driver's form.
+_FIND = """
     SELECT k.id, k.secret_hash, k.scopes, k.revoked_at, p.id AS partner_id, p.slug, p.name,
            p.active
     FROM api_keys AS k JOIN partners AS p ON p.id = k.partner_id
-    WHERE k.prefix = :prefix
-    """
-)
+    WHERE k.prefix = $1
+"""
 
 
 async def authenticate(session: AsyncSession, presented: str) -> ApiActor:
     """The actor of a request's key (KeyRefused unless it is a key of ours, in use, of a
-    partner still in the program). Compared in constant time."""
+    partner still in the program). Compared in constant time. `session` has no
+    transaction under way (a request's first statement)."""
     public = presented.removeprefix(KEY_PREFIX)[:PUBLIC_CHARS]
     if (
         not presented.startswith(KEY_PREFIX)
         or len(presented) != len(KEY_PREFIX) + len(public) + SECRET_CHARS
     ):
         raise KeyRefused()
-    row = (await session.execute(_FIND, {"prefix": public})).one_or_none()
-    if row is None or not hmac.compare_digest(row.secret_hash, key_hash(presented)):
-        raise KeyRefused(key_id=row.id if row is not None else None)
-    if row.revoked_at is not None or not row.active:
-        raise KeyRefused(revoked=True, key_id=row.id)
+    row = await fetch_row_alone(session, _FIND, public)
+    if row is None or not hmac.compare_digest(row["secret_hash"], key_hash(presented)):
+        raise KeyRefused(key_id=row["id"] if row is not None else None)
+    if row["revoked_at"] is not None or not row["active"]:
+        raise KeyRefused(revoked=True, key_id=row["id"])
     return ApiActor(
-        key_id=row.id,
-        partner_id=row.partner_id,
-        partner_slug=row.slug,
-        partner_name=row.name,
-        scopes=frozenset(row.scopes),
+        key_id=row["id"],
+        partner_id=row["partner_id"],
+        partner_slug=row["slug"],
+        partner_name=row["name"],
+        scopes=frozenset(row["scopes"]),
         prefix=public,
     )
+
+
+def call_details(**details: Any) -> str:
+    """An API call's audit details, as the audit log keeps them (JSON of strings)."""
+    return json.dumps({k: str(v) if v is not None else None for k, v in details.items()})
+
+
+# A call on the audit log, and the key's last use ($4: touch it): one statement, alone.
+_RECORD = """
+    WITH touched AS (UPDATE api_keys SET last_used_at = $5 WHERE id = $1 AND $4)
+    INSERT INTO audit_log (api_key_id, partner_id, action, details, created_at)
+    VALUES ($1, $2, $3, $6::jsonb, $5)
+"""
 
 
 async def record_call(
@@ -321,17 +336,16 @@ async def record_call(
     **details: Any,
 ) -> None:
     """A call a key made, on the audit log (`action` "api_call", or "api_key_refused" for a
-    wrong or revoked key), with the key's last use (`touch`): one statement, committed."""
-    now = now or datetime.now(UTC)
-    row = insert(AuditLog).values(
-        api_key_id=key_id,
-        partner_id=partner_id,
-        action=action,
-        details={k: str(v) if v is not None else None for k, v in details.items()},
-        created_at=now,
+    wrong or revoked key), with the key's last use (`touch`): one statement, committed by
+    itself (`session` has no transaction under way). db/usecases/api_idempotency.py
+    `finish` writes a POST's, with its answer."""
+    await fetch_row_alone(
+        session,
+        _RECORD,
+        key_id,
+        partner_id,
+        action,
+        touch,
+        now or datetime.now(UTC),
+        call_details(**details),
     )
-    if touch:
-        touched = update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now).cte("touched")
-        row = row.add_cte(touched)
-    async with unit_of_work(session):
-        await session.execute(row)
