@@ -110,6 +110,8 @@ async def test_lookup_sale_read_refund_settlement(api: LiveApi, sessions: Sessio
     # 200 issued, 200 clawed back by the refunds: nothing net.
     assert (report.body["points_issued"], report.body["net_points"]) == (0, 0)
     assert report.body["net_money"] == "0.00" and report.body["currency"] == "PLN"
+    # The 50 points members hold are the welcome gift: the program's, none of the café's.
+    assert (report.body["amount"], report.body["liability"]) == ("0.00", "0.00")
     async with sessions() as s:
         assert (await get_member(s, ann.id)).balance == 50
         # Every call on record with the key's id; the use cases' own rows too.

@@ -31,8 +31,13 @@ class SettlementView(BaseModel):
     points_issued: Points
     points_redeemed: Points
     net_points: Points = Field(description="points_redeemed − points_issued")
-    net_money: Money = Field(description="net_points × point_value: positive, owed to you")
+    net_money: Money = Field(description="net_points × point_value")
+    amount: Money = Field(
+        description="net_money − club_money, the settlement CSV's Amount: positive, the "
+        "coalition pays you; negative, you pay the coalition"
+    )
     vouchers_honoured: Points = Field(description="Of points_redeemed: vouchers claimed here")
+    donations: Points = Field(description="Of points_redeemed: members' gifts (a charity)")
     vouchers_funded: Points = Field(description="Of points_issued: vouchers you funded")
     stamp_rewards: Points = Field(description="Of points_issued: your stamp cards' rewards")
     promotions_funded: Points = Field(description="Of points_issued: your promotions' share")
@@ -42,6 +47,7 @@ class SettlementView(BaseModel):
     outstanding_points: Points = Field(
         description="Your share of the points members held at the end of the period"
     )
+    liability: Money = Field(description="outstanding_points × point_value")
 
     model_config = {"populate_by_name": True}
 
@@ -79,10 +85,13 @@ async def get_settlement(
         points_redeemed=p.points_redeemed,
         net_points=p.net_points,
         net_money=found.report.money(p.net_points),
+        amount=found.report.money(p.net_points) - p.club_money,
         vouchers_honoured=p.vouchers_honoured,
+        donations=p.donations,
         vouchers_funded=p.vouchers_funded,
         stamp_rewards=p.stamp_rewards,
         promotions_funded=p.promotions_funded,
         club_money=p.club_money,
         outstanding_points=p.outstanding,
+        liability=found.report.money(p.outstanding),
     )
