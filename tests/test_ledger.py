@@ -913,7 +913,8 @@ async def test_sales_at_one_partner_do_not_wait_for_each_other(
                 first, program, Sale(member_id=ann, partner="coffee", amount=D("20"), key="a")
             )
             # Waiting for any lock the first sale holds would fail the second at once.
-            await second.execute(text("SET lock_timeout = '50ms'"))
+            # LOCAL: for this transaction only, not for the pooled connection's next users.
+            await second.execute(text("SET LOCAL lock_timeout = '50ms'"))
             theirs = await record_sale(
                 second, program, Sale(member_id=bob, partner="coffee", amount=D("40"), key="b")
             )
