@@ -256,3 +256,13 @@ async def test_a_document_number_with_slashes_and_spaces(api: LiveApi) -> None:
     assert read.status == 200 and read.body == posted.body
     plain = await api.call("GET", "/sales/FV/2026/12%207", key=key)
     assert plain.status == 200 and plain.body == posted.body
+
+
+async def test_a_body_too_large_is_refused(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7001)
+    body = {"member": {"card_number": ann.card_number}, "amount": "5.00", "document": "Z-1"}
+    large = await api.call("POST", "/sales", key=key, idem="big", body={**body, "x": "y" * 70_000})
+    assert (large.status, large.code) == (413, "payload_too_large"), large.body
+    # Nothing was kept for the key: the request as it should be runs.
+    assert (await api.call("POST", "/sales", key=key, idem="big", body=body)).status == 201

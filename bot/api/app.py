@@ -19,7 +19,6 @@ from bot.api.problems import Problem, http_problem, invalid
 
 ROOT = "/api/v1"
 ROUTERS = (members.router, sales.router, refunds.router, settlement.router)
-MAX_BODY = 64 * 1024
 
 DESCRIPTION = """\
 The City Bonus partner API, for tills and shop software: look a member up by their card,
@@ -47,7 +46,6 @@ def build_api(context: ApiContext) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
-        max_body_size=MAX_BODY,
     )
     api.state.context = context
     for router in ROUTERS:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bot.api.context import ApiContext
 
 HEADER = "Idempotency-Key"
+MAX_BODY = 64 * 1024
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _KEPT_HEADERS = ("content-type", "location")
 
@@ -46,6 +47,23 @@ def canonical(body: bytes) -> bytes:
     except ValueError:
         return body
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+async def read_body(request: Request) -> bytes | None:
+    """The request's body, None if it is over MAX_BODY (read no further). The endpoint
+    reads it again from the request (Starlette keeps a body read in `_body`)."""
+    length = request.headers.get("content-length", "")
+    if length and (not length.isdigit() or int(length) > MAX_BODY):
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body
+    return body
 
 
 async def once(
@@ -67,7 +85,12 @@ async def once(
         await audit.record(session, ctx, key, request, operation, refused)
         return refused
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    fingerprint = keys.request_fingerprint("POST", target, canonical(await request.body()))
+    body = await read_body(request)
+    if body is None:  # over the API's largest body: nothing to keep
+        refused = problem("payload_too_large", f"A body is at most {MAX_BODY} bytes.")
+        await audit.record(session, ctx, key, request, operation, refused)
+        return refused
+    fingerprint = keys.request_fingerprint("POST", target, canonical(body))
     claimed, stored = await keys.claim(
         session,
         partner_id=key.partner_id,

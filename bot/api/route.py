@@ -76,7 +76,8 @@ async def _serve(
     except KeyRefused as refused:
         code = "api_key_revoked" if refused.revoked else "invalid_api_key"
         # Someone holds (or guesses at) a key of ours: on the record, within the key's rate.
-        if refused.key_id is not None and not await ctx.limiter.take(refused.key_id):
+        # (A bucket apart from the key's own: refusals never use up the key holder's rate.)
+        if refused.key_id is not None and not await ctx.limiter.take(-refused.key_id):
             await record_call(
                 session,
                 key_id=refused.key_id,
