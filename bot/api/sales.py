@@ -1,5 +1,9 @@
 """POST /sales (an earn-only sale, keyed by the till's document number) and
-GET /sales/{document} (one of the partner's sales, with its refunds)."""
+GET /sales/{document} (one of the partner's sales, with its refunds).
+
+A document number may hold a slash ("FV/2026/12"), so GET /sales/{document} takes the rest
+of the path: an operation at a deeper path under /sales (GET /sales/{document}/…) is
+registered on this router before get_sale, or it would be read as part of a number."""
 
 from __future__ import annotations
 
