@@ -266,3 +266,16 @@ async def test_a_body_too_large_is_refused(api: LiveApi, sessions: Sessions) -> 
     assert (large.status, large.code) == (413, "payload_too_large"), large.body
     # Nothing was kept for the key: the request as it should be runs.
     assert (await api.call("POST", "/sales", key=key, idem="big", body=body)).status == 201
+
+
+async def test_json_nested_past_reading_is_refused(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    deep = await api.call(
+        "POST",
+        "/sales",
+        key=key,
+        idem="deep",
+        raw=b"[" * 30_000 + b"]" * 30_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert (deep.status, deep.code) == (422, "invalid_request"), deep.body

@@ -44,7 +44,7 @@ def read_key(header: str | None) -> str | None:
 def canonical(body: bytes) -> bytes:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python reads
         return body
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
