@@ -176,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
         "from the environment: BOT_TOKEN, DATABASE_URL (unset: an embedded PostgreSQL under "
         "DATA_DIR), DATA_DIR, TELEGRAM_API_BASE, ADMIN_IDS, PROGRAM_FILE, SIGNING_SECRET, "
         "REDIS_URL, WEBHOOK_URL, WEBHOOK_SECRET, HTTP_HOST, HTTP_PORT, METRICS_TOKEN, "
-        "DELIVERY_RATE, FLOOD_RATE, FLOOD_BURST, LOG_LEVEL (docs/operator.md: what each means).",
+        "DELIVERY_RATE, FLOOD_RATE, FLOOD_BURST, API_RATE, API_BURST, LOG_LEVEL "
+        "(docs/operator.md: what each means).",
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")

@@ -8,7 +8,9 @@ import hashlib
 import hmac
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -23,7 +25,11 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.fsm.storage.redis import RedisStorage
 from aiogram.utils.i18n import I18n
+from redis.asyncio import Redis
 
+from bot.api.app import build_api
+from bot.api.context import ApiContext
+from bot.api.ratelimit import LocalBuckets, RateLimiter, RedisBuckets
 from bot.config import Settings
 from bot.handlers import get_routers
 from bot.i18n import build_i18n
@@ -128,6 +134,31 @@ async def register_commands(bot: Bot, i18n: I18n) -> None:
     await set_default_menu(bot, i18n)
 
 
+def api_limiter(settings: Settings, redis: Redis | None) -> RateLimiter:
+    """Each API key's rate: in Redis when there is one (every instance counts it), else in
+    this process."""
+    if redis is not None:
+        return RedisBuckets(redis, settings.api_rate, settings.api_burst)
+    return LocalBuckets(settings.api_rate, settings.api_burst)
+
+
+def build_partner_api(
+    runtime: Runtime, limiter: RateLimiter, after_commit: Callable[[], None] | None = None
+) -> Any:
+    """The partner API (bot/api) on the runtime's program and database. `after_commit`:
+    the notice worker's wake-up, so what a sale owes (the member's news, a confirmation
+    request) is sent at once."""
+    return build_api(
+        ApiContext(
+            sessions=runtime.sessions,
+            program=runtime.program,
+            secret=signing_secret(runtime.settings),
+            limiter=limiter,
+            after_commit=[after_commit] if after_commit else [],
+        )
+    )
+
+
 def warn_without_owners(settings: Settings) -> None:
     if not settings.admin_ids:
         log.warning(
@@ -180,6 +211,7 @@ async def run(settings: Settings) -> None:
         log.info("running as @%s", me.username)
         warn_without_owners(settings)
         storage = RedisStorage.from_url(settings.redis_url) if settings.redis_url else None
+        limiter = api_limiter(settings, storage.redis if storage is not None else None)
         bucket = TokenBucket(settings.delivery_rate)
         dp = build_dispatcher(runtime, bot, storage=storage, bucket=bucket)
         secret = webhook_secret(settings)
@@ -192,6 +224,7 @@ async def run(settings: Settings) -> None:
             webhook_secret=secret,
             metrics_token=token.get_secret_value() if token else None,
             redis=storage.redis if isinstance(storage, RedisStorage) else None,
+            api=build_partner_api(runtime, limiter, after_commit=dp["outbox"].kick),
         )
         # Before any background work starts, so a busy port stops start-up cleanly.
         runner = await start_web(web_app, settings.http_host, settings.http_port)

@@ -158,3 +158,15 @@ class ClubCb(CallbackData, prefix="club"):
     renewal (saying which, so a double tap is one answer)."""
 
     action: Literal["card", "stop", "resume"]
+
+
+class ApiKeyCb(CallbackData, prefix="apik"):
+    """/api_key's buttons: "new" makes a key of `scopes` for `partner`, once per `op` (the
+    random id of the listing it was on: a double tap makes one key); "revoke" asks before
+    revoking the key `key`, "sure" revokes it (again: nothing happens), "keep" does not."""
+
+    action: Literal["new", "revoke", "sure", "keep"]
+    partner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,29}$")]
+    scopes: Literal["", "sales", "read", "both"] = ""
+    op: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,12}$")] = ""
+    key: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Updates per second one user may send, sustained"
     )
     flood_burst: int = Field(default=20, ge=1, description="and at once, before they wait")
+    api_rate: float = Field(
+        default=10.0, gt=0, description="Partner API requests per second one key may make"
+    )
+    api_burst: int = Field(default=40, ge=1, description="and at once, before it gets 429")
     payment_provider_token: SecretStr | None = Field(
         default=None,
         description="A payment provider's token from @BotFather: the club sold by card too",

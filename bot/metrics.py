@@ -21,6 +21,15 @@ LATENCY = Histogram(
 )
 POSTINGS = Counter("loyalty_postings_total", "Ledger postings made through the bot", ["kind"])
 DELIVERIES = Counter("loyalty_deliveries_total", "Messages the bot sent on its own", ["outcome"])
+API_REQUESTS = Counter(
+    "loyalty_api_requests_total", "Partner API calls answered", ["operation", "status"]
+)
+API_LATENCY = Histogram(
+    "loyalty_api_seconds",
+    "Time to answer one partner API call",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 class MetricsMiddleware(BaseMiddleware):

@@ -115,6 +115,16 @@ PARTNER_STATS = Cmd(
     __("Your partner's figures with a chart"),
     __("/stats [period]: your partner's figures with a chart"),
 )
+API_KEY = Cmd(
+    "api_key",
+    __("Keys for tills and shop software"),
+    __("/api_key: your partner's keys to the partner API, for tills and shop software"),
+)
+OWNER_API_KEY = Cmd(
+    "api_key",
+    __("A partner's keys for tills and software"),
+    __("/api_key PARTNER: a partner's keys to the partner API, to make or revoke"),
+)
 CAMPAIGN = Cmd(
     "campaign",
     __("Write a campaign"),
@@ -198,7 +208,17 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         HELP,
     ),
     CASHIER: (SHIFT, CANCEL, VOUCHER),
-    MANAGER: (SHIFT, CANCEL, VOUCHER, REFUND, TODAY, WEEK, PARTNER_STATS, PARTNER_POSTER),
+    MANAGER: (
+        SHIFT,
+        CANCEL,
+        VOUCHER,
+        REFUND,
+        TODAY,
+        WEEK,
+        PARTNER_STATS,
+        PARTNER_POSTER,
+        API_KEY,
+    ),
     MARKETER: (CAMPAIGN, CAMPAIGNS, STATS, SETTLEMENT, SIMULATE, LINK),
     OWNER: (
         STAFF_INVITE,
@@ -214,6 +234,7 @@ COMMANDS: dict[str, tuple[Cmd, ...]] = {
         SIMULATE,
         POSTER,
         LINK,
+        OWNER_API_KEY,
     ),
 }
 

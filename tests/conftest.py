@@ -47,7 +47,8 @@ TEST_PROGRAM: dict[str, Any] = {
 TABLES = (
     "notices, outbox, campaigns, audit_log, redemption_requests, staff_invites, point_lots,"
     " entries, transactions, accounts,"
-    " staff, members, partners, rewarded_identities, rewards, club_unclaimed"
+    " staff, members, partners, rewarded_identities, rewards, club_unclaimed,"
+    " api_idempotency, api_keys"
 )
 
 

@@ -47,7 +47,8 @@ async def test_routine_job_runs_are_not_logged_at_info(
         await asyncio.wait_for(ran.wait(), 10)
         # The daily jobs run at night and in the morning of the program's own clock.
         warsaw = ZoneInfo("Europe/Warsaw")
-        for job_id, hour, minute in (("expire", 2, 0), ("tiers", 2, 30), ("remind", 10, 0)):
+        daily_jobs = (("expire", 2, 0), ("tiers", 2, 30), ("api_keys", 3, 5), ("remind", 10, 0))
+        for job_id, hour, minute in daily_jobs:
             daily = scheduler.get_job(job_id)
             assert daily is not None
             local = daily.next_run_time.astimezone(warsaw)

@@ -25,7 +25,15 @@ from bot.handlers.office import (
     simulate,
     stats,
 )
-from bot.handlers.staff import club_sale, figures, refund, staff_join, till, vouchers
+from bot.handlers.staff import (
+    api_keys,
+    club_sale,
+    figures,
+    refund,
+    staff_join,
+    till,
+    vouchers,
+)
 
 
 def _office_and_staff(*routers: Router) -> Router:
@@ -57,6 +65,7 @@ def get_routers() -> list[Router]:
             vouchers.build(),  # the till's vouchers: before the member's voucher link
             figures.build(),
             refund.build(),
+            api_keys.build(),  # /api_key: a partner's keys to the partner API
             stats.build(),
             simulate.build(),
             poster.build(),

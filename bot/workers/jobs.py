@@ -1,5 +1,6 @@
 """Daily jobs: points expiry, expiry reminders, tier recalculation, stamp cards' lapses and
-their reminders, personal offers, the club's "ending soon" and "ended" notices; hourly:
+their reminders, personal offers, the club's "ending soon" and "ended" notices, the partner
+API's Idempotency-Keys past their days; hourly:
 gifts nobody accepted go back to their givers; every few minutes: expired vouchers and
 redemption requests.
 
@@ -25,6 +26,7 @@ from bot.runtime import Runtime
 from bot.workers.delivery import start_due_campaigns
 from bot.workers.notify import Notifier
 from db.rules.program import TIERS_NIGHTLY
+from db.usecases.api_idempotency import prune_keys
 from db.usecases.club_lapses import tell_club_lapses
 from db.usecases.expiry import expire_due
 from db.usecases.gifts import return_expired_gifts
@@ -87,6 +89,12 @@ async def recalc_tiers(runtime: Runtime, now: datetime | None = None) -> int:
 async def prune_notices(runtime: Runtime, now: datetime | None = None) -> int:
     async with runtime.sessions() as session:
         return await prune(session, now or datetime.now(UTC))
+
+
+async def prune_api_keys(runtime: Runtime, now: datetime | None = None) -> int:
+    """The partner API's Idempotency-Keys older than they are kept (7 days): removed."""
+    async with runtime.sessions() as session:
+        return await prune_keys(session, now or datetime.now(UTC))
 
 
 async def close_expired_requests(runtime: Runtime, now: datetime | None = None) -> int:
@@ -155,6 +163,7 @@ def start_scheduler(runtime: Runtime, notifier: Notifier) -> AsyncIOScheduler:
         ("stamps", 2, 15, lambda: lapse_stamps(runtime)),
         ("tiers", TIERS_NIGHTLY.hour, TIERS_NIGHTLY.minute, lambda: recalc_tiers(runtime)),
         ("notices", 3, 0, lambda: prune_notices(runtime)),
+        ("api_keys", 3, 5, lambda: prune_api_keys(runtime)),
         ("remind", 10, 0, lambda: remind_expiring(runtime, notifier)),
         ("stamp_reminders", 10, 5, lambda: remind_lapsing_stamps(runtime)),
         ("offers", 10, 10, lambda: tell_offers(runtime)),

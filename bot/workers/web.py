@@ -1,5 +1,6 @@
-"""The bot's HTTP side: the Telegram webhook (when WEBHOOK_URL is set), /healthz and
-/metrics (always, on HTTP_PORT)."""
+"""The bot's HTTP side: the Telegram webhook (when WEBHOOK_URL is set), /healthz, /metrics
+and the partner API under /api/v1 (bot/api, an ASGI app mounted on this aiohttp server), on
+HTTP_PORT."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ from urllib.parse import urlsplit
 from aiogram import Bot, Dispatcher
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
+from aiohttp_asgi import ASGIResource
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 from bot.runtime import StartupError
 
 log = logging.getLogger(__name__)
+API_ROOT = "/api/v1"
 
 # Below the image's HEALTHCHECK timeout (5 s), so a server that never answers is reported as
 # unavailable rather than leaving the check to time out.
@@ -37,8 +41,10 @@ def build_web_app(
     webhook_secret: str | None = None,
     metrics_token: str | None = None,
     redis: Redis | None = None,
+    api: ASGIApp | None = None,
 ) -> web.Application:
-    """`redis`: the FSM storage's client when REDIS_URL is set; /healthz then checks it too."""
+    """`redis`: the FSM storage's client when REDIS_URL is set; /healthz then checks it too.
+    `api`: the partner API (bot/api/app.py build_api), served under API_ROOT."""
     app = web.Application()
 
     async def database_answers() -> bool:
@@ -86,6 +92,10 @@ def build_web_app(
         SimpleRequestHandler(
             dispatcher=dp, bot=bot, secret_token=webhook_secret, handle_in_background=False
         ).register(app, path=urlsplit(webhook_url).path or "/")
+    if api is not None:
+        # One server, one port, one event loop: the API calls the same use cases on the
+        # same engine as the bot's handlers, with no second process to run.
+        app.router.register_resource(ASGIResource(api, root_path=API_ROOT))  # type: ignore[arg-type]
     return app
 
 
@@ -104,5 +114,5 @@ async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner
         raise StartupError(
             f"cannot listen on {host}:{port} (HTTP_HOST, HTTP_PORT): {exc.strerror or exc}"
         ) from None
-    log.info("HTTP on %s:%s (/healthz, /metrics)", host, port)
+    log.info("HTTP on %s:%s (/healthz, /metrics, %s)", host, port, API_ROOT)
     return runner

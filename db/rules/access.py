@@ -9,9 +9,10 @@ the menus) describes the commands; this table decides.
 Owners are not staff: they are the Telegram ids in ADMIN_IDS (`IsOwner`), may do every
 action below, and alone manage staff, adjust wallets and read the audit log.
 
-A partner's API key (the partner API for tills and shop software) acts in the role `api`: at
-its own partner's till, without a Telegram chat (db/usecases/api/). It is no staff member
-(STAFF_ROLES: nobody is invited to it); what each key may do besides is its scopes'.
+A partner's API key (bot/api) acts at that partner's till too, with a role per scope it was
+given (API_ROLES): the same table says what each scope allows, and the use cases check it as
+they check staff. The staff table's own check (cashier, manager, marketer) keeps these roles
+from ever being a person's.
 """
 
 from __future__ import annotations
@@ -22,18 +23,24 @@ from db.rules.errors import NotStaff
 
 CASHIER, MANAGER, MARKETER = "cashier", "manager", "marketer"
 STAFF_ROLES = (CASHIER, MANAGER, MARKETER)
-API = "api"  # a partner's API key: not a staff role
+# An API key's roles, one per scope: "sales" posts and refunds, "read" only reads.
+API_SALES, API_READ = "api_sales", "api_read"
+API_ROLES = {"sales": API_SALES, "read": API_READ}
+API = API_SALES  # the role db/usecases/api's actor acts in: its use cases post and refund
 
 ACTIONS: dict[str, frozenset[str]] = {
     # At the till, for the staff member's own partner.
-    "lookup": frozenset({CASHIER, MANAGER, API}),  # find a member by card, QR or number
-    "sale": frozenset({CASHIER, MANAGER, API}),  # credit a sale, finish one earn-only
-    "redeem": frozenset({CASHIER, MANAGER, API}),  # ask a member to pay with points
+    "lookup": frozenset({CASHIER, MANAGER, API_SALES, API_READ}),  # by card, QR or number
+    "sale": frozenset({CASHIER, MANAGER, API_SALES}),  # credit a sale, finish one earn-only
+    "redeem": frozenset({CASHIER, MANAGER, API_SALES}),  # ask a member to pay with points
     "shift": frozenset({CASHIER, MANAGER}),  # their own operations today
-    "claim_voucher": frozenset({CASHIER, MANAGER, API}),  # honour a member's voucher
+    "claim_voucher": frozenset({CASHIER, MANAGER, API_SALES}),  # honour a member's voucher
     "club_sale": frozenset({CASHIER, MANAGER}),  # sell a month of the club for money
-    "refund": frozenset({MANAGER, API}),
-    "partner_figures": frozenset({MANAGER, API}),  # /today, /week, /stats of their partner
+    "refund": frozenset({MANAGER, API_SALES}),
+    "sale_read": frozenset({API_SALES, API_READ}),  # one sale of the partner, by document
+    "partner_settlement": frozenset({API_READ}),  # the partner's own settlement position
+    "api_keys": frozenset({MANAGER}),  # create, list and revoke their partner's API keys
+    "partner_figures": frozenset({MANAGER}),  # /today, /week, /stats of their partner
     "partner_poster": frozenset({MANAGER}),
     # For the whole coalition.
     "campaigns": frozenset({MARKETER}),
@@ -53,6 +60,16 @@ def may(role: str | None, action: str) -> bool:
 def require(role: str | None, action: str) -> None:
     if not may(role, action):
         raise NotStaff(role=role, action=action)
+
+
+def may_any(roles: Collection[str], action: str) -> bool:
+    """Whether one of `roles` (an API key's, one per scope) may do `action`."""
+    return not ACTIONS[action].isdisjoint(roles)
+
+
+def require_any(roles: Collection[str], action: str) -> None:
+    if not may_any(roles, action):
+        raise NotStaff(role=",".join(sorted(roles)), action=action)
 
 
 def require_actor(actor: int, owners: Collection[int], role: str | None, action: str) -> None:

@@ -11,13 +11,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.ledger.models import AuditLog, Member, Partner, RedemptionRequest, Staff, StaffInvite
+from db.ledger.models import (
+    ApiKey,
+    AuditLog,
+    Member,
+    Partner,
+    RedemptionRequest,
+    Staff,
+    StaffInvite,
+)
 from db.ledger.writer import unit_of_work
 from db.rules import access
 from db.rules.errors import DomainError, InvalidInvite, NotStaff, UnknownPartner
@@ -51,6 +59,37 @@ class StaffInfo:
         if self.partner_id is None or self.partner_id != partner_id:
             raise NotStaff(partner=partner_id)
 
+    @property
+    def api_key_id(self) -> None:
+        """Staff act as themselves, never through an API key (see Actor)."""
+        return None
+
+
+class Actor(Protocol):
+    """Who acts at a partner's till in a use case: a staff member (StaffInfo), or a partner's
+    API key (db/usecases/api_keys.py ApiActor), which has no staff row (`id` None) and is
+    nobody's Telegram account (`telegram_id` None). Both answer `require` from
+    db/rules/access.py's one table; the audit row names the key's id for a key."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def telegram_id(self) -> int | None: ...
+
+    @property
+    def partner_id(self) -> int | None: ...
+
+    @property
+    def partner_slug(self) -> str | None: ...
+
+    @property
+    def api_key_id(self) -> int | None: ...
+
+    def require(self, action: str) -> None: ...
+
+    def may(self, action: str) -> bool: ...
+
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -61,19 +100,19 @@ async def audit(
     action: str,
     *,
     actor: int | None,
-    staff: StaffInfo | None = None,
+    staff: Actor | None = None,
     member_id: int | None = None,
     partner_id: int | None = None,
     transaction_id: int | None = None,
     **details: Any,
 ) -> None:
     """Write an audit row in the caller's transaction: it stands or falls with the action.
-    (Into the table, not through the ORM's bulk insert: every till action writes one, and
-    the ORM's path cost a sale more Python than its posting.)"""
+    `staff`: the staff member or the API key (Actor) that acted."""
     await session.execute(
         insert(_AUDIT_LOG).values(
             actor_telegram_id=actor,
             staff_id=staff.id if staff else None,
+            api_key_id=staff.api_key_id if staff else None,
             action=action,
             member_id=member_id,
             partner_id=partner_id if partner_id is not None else (staff and staff.partner_id),
@@ -86,7 +125,7 @@ async def audit(
 @asynccontextmanager
 async def refusal_audited(
     session: AsyncSession,
-    staff: StaffInfo,
+    staff: Actor,
     refusal: type[DomainError],
     action: str,
     attempted: str,
@@ -287,6 +326,7 @@ class AuditEntry:
     member_name: str | None = None
     member_card: str | None = None
     actor_deleted: bool = False
+    api_key: str | None = None  # the prefix of the partner's API key that acted
 
 
 def _actor_name() -> Any:
@@ -325,8 +365,10 @@ async def recent_audit(session: AsyncSession, limit: int = 20) -> list[AuditEntr
                 func.nullif(member.first_name, ""),
                 member.card_number,
                 AuditLog.actor_member_id.is_not(None),
+                ApiKey.prefix,
             )
             .outerjoin(Partner, Partner.id == AuditLog.partner_id)
+            .outerjoin(ApiKey, ApiKey.id == AuditLog.api_key_id)
             .outerjoin(subject, subject.id == AuditLog.staff_id)
             .outerjoin(member, member.id == AuditLog.member_id)
             .order_by(AuditLog.id.desc())

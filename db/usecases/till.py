@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, exists, func, select, update
+from sqlalchemy import Select, exists, func, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,25 +74,25 @@ from db.usecases.purchases import (
     post_reversal,
     purchase_result,
 )
-from db.usecases.staff import StaffInfo, audit, refusal_audited
+from db.usecases.staff import Actor, StaffInfo, audit, refusal_audited
 
 REQUEST_TTL = timedelta(minutes=2)
 REPEAT_WINDOW = timedelta(minutes=10)
 
 
 def _own_card_audited(
-    session: AsyncSession, staff: StaffInfo, action: str
+    session: AsyncSession, staff: Actor, action: str
 ) -> AbstractAsyncContextManager[None]:
     """An OwnCard refusal rolls the use case back; the attempt is still written down."""
     return refusal_audited(session, staff, OwnCard, "own_card_refused", action)
 
 
-def _check_not_own(staff: StaffInfo, member_id: int, member_telegram_id: int | None) -> None:
+def _check_not_own(staff: Actor, member_id: int, member_telegram_id: int | None) -> None:
     if member_telegram_id is not None and member_telegram_id == staff.telegram_id:
         raise OwnCard(member_id=member_id)
 
 
-def check_sells(program: Program, staff: StaffInfo) -> None:
+def check_sells(program: Program, staff: Actor) -> None:
     """Staff of a charity partner post no sales: a charity takes donated points only."""
     sells(program, staff.partner_slug)
 
@@ -130,14 +130,20 @@ LOOKUP_FAILURES = 20
 LOOKUP_WINDOW = timedelta(minutes=10)
 
 
-async def _recent_failures(session: AsyncSession, staff: StaffInfo) -> int:
+async def _recent_failures(session: AsyncSession, staff: Actor) -> int:
+    """The card numbers naming nobody this cashier, or this API key, typed lately."""
     since = datetime.now(UTC) - LOOKUP_WINDOW
+    who = (
+        AuditLog.api_key_id == staff.api_key_id
+        if staff.api_key_id is not None
+        else AuditLog.staff_id == staff.id
+    )
     return int(
         await session.scalar(
             select(func.count())
             .select_from(AuditLog)
             .where(
-                AuditLog.staff_id == staff.id,
+                who,
                 AuditLog.created_at > since,
                 AuditLog.action == "lookup_failed",
             )
@@ -148,7 +154,7 @@ async def _recent_failures(session: AsyncSession, staff: StaffInfo) -> int:
 
 async def lookup_member(
     session: AsyncSession,
-    staff: StaffInfo,
+    staff: Actor,
     *,
     secret: bytes,
     token: str | None = None,
@@ -197,7 +203,7 @@ async def lookup_member(
 async def till_sale(
     session: AsyncSession,
     program: Program,
-    staff: StaffInfo,
+    staff: Actor,
     *,
     member_id: int,
     amount: Decimal,
@@ -219,7 +225,9 @@ async def till_sale(
 
     Refused on the cashier's own card (OwnCard, audited). RepeatSale when this cashier
     posted the same amount to this member within REPEAT_WINDOW under another key, unless
-    `again` (the cashier said so); a replay of this very sale is never asked about."""
+    `again` (the cashier said so); a replay of this very sale is never asked about. An API
+    key (`staff` an ApiActor, no staff row) is never asked: its till's document number is
+    what tells one sale from the next."""
     staff.require("sale")
     assert staff.partner_slug is not None
     check_sells(program, staff)
@@ -344,23 +352,29 @@ def _sale_posted(
 
 
 def _sale_guard(
-    staff: StaffInfo, member_id: int, amount: Decimal, key: str, now: datetime
+    staff: Actor, member_id: int, amount: Decimal, key: str, now: datetime
 ) -> Select[int | None, bool, datetime | None]:
     """The member's Telegram id, whether `key` was posted already, and when this cashier last
-    posted this amount to this member within REPEAT_WINDOW: one round trip."""
+    posted this amount to this member within REPEAT_WINDOW (never, for an API key): one
+    round trip."""
     tx = Transaction
+    previous: Any = null()
+    if staff.id is not None:
+        previous = (
+            select(func.max(tx.created_at))
+            .where(
+                tx.member_id == member_id,
+                tx.created_at > now - REPEAT_WINDOW,
+                tx.staff_id == staff.id,
+                tx.kind.in_(TxKind.SALES),
+                tx.amount == amount,
+            )
+            .scalar_subquery()
+        )
     return select(
         Member.telegram_id,
         exists().where(tx.idempotency_key == key),
-        select(func.max(tx.created_at))
-        .where(
-            tx.member_id == member_id,
-            tx.created_at > now - REPEAT_WINDOW,
-            tx.staff_id == staff.id,
-            tx.kind.in_(TxKind.SALES),
-            tx.amount == amount,
-        )
-        .scalar_subquery(),
+        previous,
     ).where(Member.id == member_id)
 
 
@@ -994,14 +1008,15 @@ def refund_key(chat_id: int, message_id: int) -> str:
 async def till_refund(
     session: AsyncSession,
     program: Program,
-    staff: StaffInfo,
+    staff: Actor,
     *,
     transaction_id: int,
     amount: Decimal | None,
     reason: str,
     key: str,
 ) -> ReversalResult:
-    """A manager refunds a sale of their own partner (the ledger refuses another's)."""
+    """A manager (or a partner's API key) refunds a sale of their own partner (the ledger
+    refuses another's)."""
     staff.require("refund")
     assert staff.partner_slug is not None
     async with unit_of_work(session):

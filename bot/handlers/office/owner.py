@@ -23,6 +23,7 @@ from db.rules.cards import CARD_DIGITS, format_card_number, normalize_card_numbe
 from db.rules.errors import UnknownMember
 from db.rules.program import Program
 from db.usecases.adjust import adjust
+from db.usecases.api_keys import KEY_PREFIX
 from db.usecases.members import find_by_card
 from db.usecases.staff import StaffInfo, create_invite, list_staff, recent_audit, revoke_staff
 
@@ -182,7 +183,9 @@ async def audit_log(
     zone = program.program.zone
     lines: list[str] = []
     for e in entries:
-        if e.actor_name:
+        if e.api_key:
+            who = _("API key {key}…").format(key=escape(KEY_PREFIX + e.api_key))
+        elif e.actor_name:
             who = escape(e.actor_name)
         elif e.actor_telegram_id in settings.admin_ids:
             who = _("owner")

@@ -2,7 +2,7 @@
 with their itemised lines; a redemption request without a cashier (the API's)
 
 Revision ID: 0024_api_sales
-Revises: 0022_hot_accounts
+Revises: 0023_api_keys
 Create Date: 2027-01-20 10:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0024_api_sales"
-down_revision: str | None = "0022_hot_accounts"
+down_revision: str | None = "0023_api_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
