@@ -229,7 +229,7 @@ async def messages(engine: AsyncEngine, world: World, blocked: set[int]) -> tupl
     statuses = Counter(n.status for n in notices)
     for n in notices:
         at = _ts(n.created_at)
-        chat = n.chat_id or chats.get(n.member_id)
+        chat: int | None = n.chat_id or chats.get(n.member_id)
         if n.status in ("pending", "sending"):
             check.fail(f"notice {n.id} ({n.kind}) to {chat} never delivered: {n.status}", at)
         elif n.status == "failed" and n.error != "deleted":
@@ -237,15 +237,15 @@ async def messages(engine: AsyncEngine, world: World, blocked: set[int]) -> tupl
         elif n.status == "blocked" and chat not in blocked:
             check.fail(f"notice {n.id} ({n.kind}) to {chat}: blocked, who never blocked", at)
         elif n.status == "sent" and n.edit_message_id is None:
-            mail = by_id.get((chat, n.message_id)) if chat else None
-            if mail is None:
+            mail = by_id.get((chat, n.message_id)) if chat is not None else None
+            if chat is None or mail is None:
                 check.fail(
                     f"notice {n.id} ({n.kind}) marked sent, no message {n.message_id}"
                     f" in chat {chat}",
                     at,
                 )
             else:
-                owed_texts[(int(chat), mail.text)] += 1
+                owed_texts[(chat, mail.text)] += 1
     for row in unannounced:
         check.fail(
             f"transaction {row.id} ({row.kind}) owed its member no message", _ts(row.created_at)
