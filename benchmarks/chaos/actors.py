@@ -73,7 +73,10 @@ class SaleAttempt:
     receipt: str | None
     started: float
     dialog: str | None = None
-    acked: float | None = None  # when the cashier saw it posted
+    acked: float | None = None  # when the cashier saw it posted (its amount in the answer)
+    # "The member confirmed" names no sale: the cashier takes it for theirs and goes on, and
+    # the checks find which request the message told of (its notice's message id).
+    confirmed_seen: float | None = None
     how: str = ""  # how it was acknowledged, or why not
     told_nothing: list[float] = field(default_factory=list)  # "nothing was changed" at
     request_closed: str | None = None  # a redemption closed without posting: its word
@@ -296,9 +299,9 @@ class Member(Person):
             mark, _ = await self.say("/balance")
             await self.expect(lambda m: "Tier" in m.text or nothing_done(m), mark)
             self.op("balance")
-        elif roll < 0.49:
+        elif roll < 0.465:
             await self.block()
-        elif roll < 0.51:
+        elif roll < 0.47:
             await self.delete()
 
     async def block(self) -> None:
@@ -583,8 +586,10 @@ class Cashier(Person):
                 self.op("withdraw", request)
                 continue
             mail, _ = found
-            if "The member confirmed" in mail.text or "already posted" in mail.text:
-                return self._posted(attempt, mail, "confirmed")
+            if "The member confirmed" in mail.text:
+                attempt.confirmed_seen, attempt.how = mail.at, "confirmed"
+                self.note("confirmed", f"#{attempt.k} (a confirmation arrived)")
+                return
             if "Nothing to cancel" in mail.text:
                 if "refunded" not in mail.text and self.world.money(attempt.amount) in mail.text:
                     return self._posted(attempt, mail, "confirmed (cancel said)")
@@ -611,7 +616,11 @@ class Manager(Person):
     async def run(self) -> None:
         while self.world.running:
             await self.pause(2, 6)
-            sales = [s for s in self.world.sales if s.partner == self.partner and s.acked]
+            sales = [
+                s
+                for s in self.world.sales
+                if s.partner == self.partner and (s.acked or s.confirmed_seen)
+            ]
             if not sales:
                 continue
             sale = self.rng.choice(sales[-30:])
@@ -729,7 +738,7 @@ class OfferReader:
                     member is not None
                     and not member.deleted
                     and mail.text.startswith("Chaos offer")
-                    and self.rng.random() < 0.15
+                    and self.rng.random() < 0.08
                 ):
                     task = asyncio.create_task(member.stop_offers(mail))
                     self.tasks.add(task)

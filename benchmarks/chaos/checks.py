@@ -56,6 +56,15 @@ async def sales(engine: AsyncEngine, world: World) -> Check:
     before they were told so."""
     check = Check("sales")
     async with engine.connect() as conn:
+        confirmations = (
+            await conn.execute(
+                text(
+                    "SELECT params->>'request' AS request, chat_id, message_id FROM notices"
+                    " WHERE kind = 'request_confirmed' AND status = 'sent'"
+                    " AND edit_message_id IS NULL"
+                )
+            )
+        ).all()
         rows = (
             await conn.execute(
                 text(
@@ -68,10 +77,21 @@ async def sales(engine: AsyncEngine, world: World) -> Check:
     for row in rows:
         posted[Decimal(row.amount)].append(row)
     attempts = {a.amount: a for a in world.sales}
+    # The confirmations that reached the cashiers, by request: the message the bot says it
+    # sent (its notice) is in the cashier's chat.
+    seen = {(int(m.message["chat"]["id"]), m.message_id): m for m in world.mailroom.sends}
+    confirmed = {
+        c.request: seen[(c.chat_id, c.message_id)]
+        for c in confirmations
+        if (c.chat_id, c.message_id) in seen
+    }
     acked = unknown = refused = 0
     for attempt in world.sales:
         found = posted.get(attempt.amount, [])
         who = (attempt.cashier, attempt.member)
+        if attempt.acked is None and attempt.dialog in confirmed:
+            attempt.acked = confirmed[attempt.dialog].at
+            attempt.how = "confirmed"
         if len(found) > 1:
             ids = [r.id for r in found]
             check.fail(
@@ -318,7 +338,7 @@ INJECTED = re.compile(
     r"|ConnectionResetError|ConnectionRefusedError|InterfaceError|connection is closed"
     r"|the database does not answer"
     # asyncpg, on a connection whose backend was terminated while it sat in the pool
-    r"|another operation is in progress"
+    r"|another operation \(\d+\) is in progress"
     # a button press delivered twice: Telegram takes one answer per press
     r"|query is too old and response timeout expired"
 )
