@@ -35,6 +35,7 @@ from db.rules.tokens import card_token
 from tests.fakegram import FakeTelegramServer, UserClient
 
 STEP = 25.0  # seconds a person waits for the bot's answer to one step
+WIND_DOWN = 5.0  # at most, once the load is over
 EARN, REDEEM = "🧾 Sale: earn points", "💳 Sale: use points"
 # What the bot says when it did nothing: a person told so may do it again.
 NOTHING = (
@@ -134,6 +135,14 @@ class World:
     def running(self) -> bool:
         return time.monotonic() < self.deadline
 
+    async def nap(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+
+    def patience(self, seconds: float) -> float:
+        """How long to wait for an answer: `seconds`, but once the load is over, only a
+        little (WIND_DOWN) past its end."""
+        return min(seconds, max(self.deadline + WIND_DOWN - time.monotonic(), 0.5))
+
     def money(self, amount: Decimal) -> str:
         with self.i18n.context(), self.i18n.use_locale("en"):
             return fmt.money(amount, self.currency)
@@ -184,6 +193,7 @@ class Person:
         since: int,
         timeout: float = STEP,  # noqa: ASYNC109 - a per-step deadline is the point here
     ) -> Mail | None:
+        timeout = self.world.patience(timeout)
         if isinstance(matches, str):
             needle = matches
             found = await self.inbox.wait(lambda m: needle in m.text, since=since, timeout=timeout)
@@ -192,7 +202,8 @@ class Person:
         return found[0] if found else None
 
     async def pause(self, low: float, high: float) -> None:
-        await asyncio.sleep(self.rng.uniform(low, high))
+        """A while between things (cut short when the load ends)."""
+        await self.world.nap(self.rng.uniform(low, high))
 
 
 class Member(Person):
@@ -254,7 +265,7 @@ class Member(Person):
             request = await self.inbox.wait(
                 lambda m: m.kind == "sent" and m.data("✅ Confirm") is not None,
                 since=self._seen,
-                timeout=self.rng.uniform(4, 12),
+                timeout=self.world.patience(self.rng.uniform(4, 12)),
             )
             if request is not None:
                 mail, self._seen = request
@@ -375,7 +386,7 @@ class Joiner:
 
     async def run(self) -> None:
         while self.world.running:
-            await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+            await self.world.nap(self.rng.uniform(0.5, 3.0))
             active = self.world.active_members()
             inviter = self.rng.choice(active) if active and self.rng.random() < 0.4 else None
             self.spawn(self.new_member(), inviter)
@@ -577,7 +588,8 @@ class Cashier(Person):
 
         while time.monotonic() < deadline:
             wait = patience if not cancelled else deadline - time.monotonic()
-            found = await self.inbox.wait(outcome, since=mark, timeout=max(wait, 0.1))
+            wait = self.world.patience(max(wait, 0.1))
+            found = await self.inbox.wait(outcome, since=mark, timeout=wait)
             if found is None:
                 if cancelled:
                     break
@@ -728,7 +740,7 @@ class OfferReader:
 
     async def run(self) -> None:
         while self.world.running:
-            await asyncio.sleep(1)
+            await self.world.nap(1)
             sends = self.world.mailroom.sends
             fresh, self.seen = sends[self.seen :], len(sends)
             by_chat = {m.chat: m for m in self.world.members}

@@ -225,6 +225,8 @@ async def _soak(
         days_per_round=max(1.0, 400 / max(1, load_seconds / 3)),
         every=3.0,
     )
+    timing: dict[str, float] = {}
+    timing_mark = time.monotonic()
     try:
         for instance in instances:
             await instance.start()
@@ -246,17 +248,17 @@ async def _soak(
         else:
             await server.wait_for(lambda: server.calls("getUpdates"), 30, what="the first poll")
 
+        timing["start-up"] = time.monotonic() - timing_mark
+        timing_mark = time.monotonic()
         cast = await _hire(world, options)
-        started = time.monotonic()
         first = 100_000_000 + 1000
         joiner = Joiner(world, first, random.Random(f"{seed}:joiner"))
         world.deadline = time.monotonic() + 3600  # while the first members join
         await asyncio.gather(*(_first_join(joiner) for _ in range(options.members)))
-        report.figures["set-up"] = (
-            f"{time.monotonic() - started:.1f} s (staff hired, {options.members} members joined)"
-        )
 
         # The load and the faults.
+        timing["set-up"] = time.monotonic() - timing_mark
+        timing_mark = time.monotonic()
         load_started = time.time()
         world.deadline = time.monotonic() + load_seconds
         faults = TelegramFaults(plan, history, load_started=load_started)
@@ -278,13 +280,15 @@ async def _soak(
         )
         invariants = asyncio.create_task(_watch_invariants(world, report, own))
         await asyncio.sleep(load_seconds)
+        timing["load"] = time.monotonic() - timing_mark
+        timing_mark = time.monotonic()
 
         # The load stops (each person finishes the step under way), then the faults.
         await asyncio.wait(tasks, timeout=60)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.wait(list(joiner.tasks), timeout=60)
+        await asyncio.wait(list(joiner.tasks), timeout=30)
         for task in list(joiner.tasks):
             task.cancel()
         chaos.cancel()
@@ -298,11 +302,14 @@ async def _soak(
                 await instance.start()
         for instance in instances:
             await instance.wait_healthy()
+        timing["wind-down"] = time.monotonic() - timing_mark
+        timing_mark = time.monotonic()
         report.figures["Bot API faults hit"] = ", ".join(
             f"{k} {n}" for k, n in faults.hits.items()
         )
 
         drained, left = await _drain(world, nights, own)
+        timing["drain"] = drained
         report.figures["drain"] = (
             f"{drained:.1f} s until nothing was owed"
             if not left
@@ -327,10 +334,13 @@ async def _soak(
                 jobs_check.fail(failure, time.time())
             report.results.append(jobs_check)
     finally:
+        timing_mark = time.monotonic()
         if sender is not None:
             await sender.stop()
         codes = [await instance.stop() for instance in instances]
         await bot.session.close()
+        timing["stop"] = time.monotonic() - timing_mark
+        report.figures["seconds"] = ", ".join(f"{k} {v:.0f}" for k, v in timing.items())
     report.figures["instances"] = ", ".join(
         f"#{i.index}: {i.runs} runs, exit {code}" for i, code in zip(instances, codes, strict=True)
     )
