@@ -7,11 +7,24 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from benchmarks.chaos import checks
+from benchmarks.chaos.actors import SaleAttempt, World
+from benchmarks.chaos.history import History
+from benchmarks.chaos.mail import Mailroom
 from benchmarks.chaos.soak import Options, run
+from bot.i18n import build_i18n
+from db.rules.program import Program
+from db.usecases.members import register_member
+from db.usecases.purchases import Sale, record_sale
 from tests.conftest import ROOT
+from tests.fakegram import FakeTelegramServer
 
 MINUTES = 0.5  # of load; then the drain, the checks and the processes' stop
 SEEDS = [17]
@@ -47,3 +60,47 @@ async def test_a_short_soak_seeded_by_the_commit(
         print(f"\nchaos soak seeded by the commit: seed {seed}")
     report = await run(options, admin_url)
     assert not report.violations, report.text()
+
+
+async def test_the_checks_find_what_they_look_for(
+    sessions: async_sessionmaker[AsyncSession], program: Program, tmp_path: Path
+) -> None:
+    """The soak's checks fail where they should: a sale posted twice, one acknowledged and
+    never posted, one told "nothing was changed" after it was posted, a posting nobody made;
+    an error in a log that no injected fault explains."""
+    async with sessions() as session:
+        member = await register_member(session, program, telegram_id=70_001)
+    for amount, key in (("10", "a"), ("10", "b"), ("12", "c"), ("13", "d")):
+        async with sessions() as session:
+            sale = Sale(member_id=member.id, partner="coffee", amount=Decimal(amount), key=key)
+            await record_sale(session, program, sale)
+    engine = sessions.kw["bind"]
+    async with FakeTelegramServer() as server:
+        world = World(1, server, Mailroom(server), History(), b"", engine, build_i18n(), "PLN")
+        now = time.time()
+        for k, amount in enumerate(("10.00", "11.00", "12.00")):
+            world.sales.append(
+                SaleAttempt(k, "c", 1, "coffee", "m", 2, Decimal(amount), "earn", None, now)
+            )
+        world.sales[1].acked, world.sales[1].how = now, "receipt"
+        world.sales[2].told_nothing.append(now + 1)
+        found = await checks.sales(engine, world)
+    assert [v.what.split(":")[0] for v in found.violations] == [
+        "sale #0 (10.00) posted 2 times",
+        "sale #1 (11.00) acknowledged (receipt) but not posted",
+        "sale #2 (12.00)",
+        "transaction 5 (13.00) matches no sale made",  # 1 is the welcome gift
+    ], found.violations
+
+    log = tmp_path / "bot0.log"
+    log.write_text(
+        "2026-01-01 10:00:00,000 ERROR bot.handlers.everyone.errors: update 1 failed\n"
+        "Traceback (most recent call last):\n"
+        "aiogram.exceptions.TelegramRetryAfter: Telegram server says - Too Many Requests\n"
+        "2026-01-01 10:00:01,000 ERROR bot.handlers.everyone.errors: update 2 failed\n"
+        "Traceback (most recent call last):\n"
+        "KeyError: 'amount'\n"
+    )
+    logged, injected = checks.log_errors([log])
+    assert injected == 1 and len(logged.violations) == 1
+    assert "KeyError: 'amount'" in logged.violations[0].what
