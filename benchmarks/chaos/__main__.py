@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 from pathlib import Path
 
 from benchmarks.chaos.faults import RATES
 from benchmarks.chaos.soak import Options, run
 from benchmarks.ledger import admin_url
+from db.embedded import start_embedded
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -27,6 +29,11 @@ def parse(argv: list[str] | None = None) -> Options:
         help=f"only these, comma-separated, of: {', '.join(RATES)} (default: all)",
     )
     parser.add_argument("--logs", type=Path, help="keep the bots' logs in this folder")
+    parser.add_argument(
+        "--own-postgres",
+        action="store_true",
+        help="start a PostgreSQL of the soak's own (embedded), so it can be restarted too",
+    )
     args = parser.parse_args(argv)
     faults = set(args.faults.split(",")) if args.faults else None
     if faults is not None and faults - set(RATES):
@@ -40,12 +47,18 @@ def parse(argv: list[str] | None = None) -> Options:
         cashiers=args.cashiers,
         faults=faults,
         logs=args.logs,
+        postgres=args.own_postgres or None,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
-    admin, server = admin_url()
+    if options.postgres:
+        folder = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+        admin, server = start_embedded(folder, cleanup="delete")
+        options.postgres = server
+    else:
+        admin, server = admin_url()
     try:
         report = asyncio.run(run(options, admin))
     finally:

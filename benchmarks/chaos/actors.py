@@ -25,6 +25,7 @@ from typing import Any
 
 from aiogram.utils.i18n import I18n
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.chaos.history import History
@@ -151,11 +152,15 @@ class World:
         return [m for m in self.members if m.member_id and not m.deleted]
 
     async def member_id(self, telegram_id: int) -> int | None:
-        async with self.engine.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT id FROM members WHERE telegram_id = :tg AND deleted_at IS NULL"),
-                {"tg": telegram_id},
-            )
+        """A member's id (as their card carries it); None also while the database is down."""
+        try:
+            async with self.engine.connect() as conn:
+                found = await conn.scalar(
+                    text("SELECT id FROM members WHERE telegram_id = :tg AND deleted_at IS NULL"),
+                    {"tg": telegram_id},
+                )
+        except (OSError, DBAPIError):
+            return None
         return int(found) if found is not None else None
 
 
@@ -651,14 +656,17 @@ class Manager(Person):
 
     async def sale_number(self, sale: SaleAttempt) -> int | None:
         """The sale's number, as /shift shows it to the partner's staff."""
-        async with self.world.engine.connect() as conn:
-            found = await conn.scalar(
-                text(
-                    "SELECT id FROM transactions WHERE amount = :amount"
-                    " AND kind IN ('earn', 'redeem') ORDER BY id LIMIT 1"
-                ),
-                {"amount": sale.amount},
-            )
+        try:
+            async with self.world.engine.connect() as conn:
+                found = await conn.scalar(
+                    text(
+                        "SELECT id FROM transactions WHERE amount = :amount"
+                        " AND kind IN ('earn', 'redeem') ORDER BY id LIMIT 1"
+                    ),
+                    {"amount": sale.amount},
+                )
+        except (OSError, DBAPIError):
+            return None
         return int(found) if found is not None else None
 
     async def refund(self, number: int, how: str) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.chaos.history import History
@@ -35,6 +36,7 @@ RATES = {
     "slow": 3.0,
     "duplicate": 12.0,
     "pg_kill": 3.0,
+    "pg_restart": 0.5,  # only on a PostgreSQL of the soak's own (--own-postgres)
     "sigkill": 1.5,
 }
 # Calls faults may hit: what the bot sends people and its button answers; long polls get
@@ -94,6 +96,8 @@ class FaultPlan:
             return Planned(at, kind, value=rng.choice([1.0, 0.5]))
         if kind == "sigkill":
             return Planned(at, kind, seconds=rng.uniform(0.2, 3), value=rng.random())
+        if kind == "pg_restart":
+            return Planned(at, kind, seconds=rng.uniform(0.5, 4))
         return Planned(at, kind, value=rng.random())
 
     def count(self, kind: str) -> int:
@@ -136,19 +140,27 @@ class TelegramFaults:
         return None
 
 
-async def sending_now(engine: AsyncEngine) -> int:
+# A worker's claim: the notice worker's and the campaign worker's batches (concurrency × 4).
+BATCH = 32 + 32
+
+
+async def sending_now(engine: AsyncEngine, instances: int) -> int:
     """Messages claimed for sending and not yet settled (notices and campaign messages):
-    what a kill now may deliver twice."""
-    async with engine.connect() as conn:
-        return int(
-            await conn.scalar(
-                text(
-                    "SELECT (SELECT count(*) FROM notices WHERE status = 'sending')"
-                    " + (SELECT count(*) FROM outbox WHERE status = 'sending')"
+    what a kill now may deliver twice. While the database is down, what the workers may
+    have claimed: a batch each."""
+    try:
+        async with engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    text(
+                        "SELECT (SELECT count(*) FROM notices WHERE status = 'sending')"
+                        " + (SELECT count(*) FROM outbox WHERE status = 'sending')"
+                    )
                 )
+                or 0
             )
-            or 0
-        )
+    except (OSError, DBAPIError):
+        return BATCH * instances
 
 
 async def terminate_backends(engine: AsyncEngine, database: str, share: float, rng: Any) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks.chaos import checks
@@ -27,6 +28,7 @@ from benchmarks.chaos.actors import (
     World,
 )
 from benchmarks.chaos.faults import (
+    RATES,
     FaultPlan,
     TelegramFaults,
     sending_now,
@@ -66,6 +68,9 @@ class Options:
     cashiers: int = 6
     managers: int = 2
     faults: set[str] | None = None  # None: all of faults.RATES
+    # A PostgreSQL of the soak's own (embedded), which it can restart: adds "pg_restart".
+    # Without it the soak uses the tests' server, shared, which it may not restart.
+    postgres: Any = None
     logs: Path | None = None  # where the bots' logs go (default: a temporary folder)
 
 
@@ -88,6 +93,14 @@ class Report:
             command += f" --instances {o.instances}"
         if o.webhook and o.instances == 1:
             command += " --webhook"
+        if o.members != Options.members:
+            command += f" --members {o.members}"
+        if o.cashiers != Options.cashiers:
+            command += f" --cashiers {o.cashiers}"
+        if o.faults is not None:
+            command += f" --faults {','.join(sorted(o.faults))}"
+        if o.postgres is not None:
+            command += " --own-postgres"
         return command
 
     def text(self) -> str:
@@ -95,7 +108,7 @@ class Report:
         mode = "webhook" if o.webhook or o.instances > 1 else "polling"
         lines = [
             f"chaos soak: seed {o.seed}, {o.minutes:g} min of load, {o.instances} instance(s),"
-            f" {mode}",
+            f" {mode}, {'its own' if o.postgres is not None else 'a shared'} PostgreSQL",
             "operations: "
             + ", ".join(f"{k} {n}" for k, n in sorted(self.history.operations.items())),
             "faults: " + ", ".join(f"{k} {n}" for k, n in sorted(self.history.faults.items())),
@@ -213,7 +226,10 @@ async def _soak(
         program.program.currency,
     )
     load_seconds = options.minutes * 60
-    plan = FaultPlan.draw(seed, load_seconds, enabled=options.faults)
+    enabled = set(options.faults) if options.faults is not None else set(RATES)
+    if options.postgres is None:
+        enabled.discard("pg_restart")
+    plan = FaultPlan.draw(seed, load_seconds, enabled=enabled)
     rng = random.Random(f"{seed}:chaos")
     sender: WebhookSender | None = None
     bot = build_bot(settings)
@@ -276,7 +292,18 @@ async def _soak(
         for member in list(world.active_members()):
             joiner.tasks.add(asyncio.create_task(member.live()))
         chaos = asyncio.create_task(
-            _chaos(plan, world, instances, own, server, rng, bound, webhook, load_started)
+            _chaos(
+                plan,
+                world,
+                instances,
+                own,
+                server,
+                rng,
+                bound,
+                webhook,
+                load_started,
+                options.postgres,
+            )
         )
         invariants = asyncio.create_task(_watch_invariants(world, report, own))
         await asyncio.sleep(load_seconds)
@@ -297,11 +324,10 @@ async def _soak(
         faults.on = False
         if webhook:
             duplicates_on = False
-        for instance in instances:
-            if not instance.alive:
-                await instance.start()
-        for instance in instances:
-            await instance.wait_healthy()
+        await asyncio.gather(
+            *(_restart(i, 0, history) for i in instances if not i.alive),
+            *(i.wait_healthy() for i in instances if i.alive),
+        )
         timing["wind-down"] = time.monotonic() - timing_mark
         timing_mark = time.monotonic()
         report.figures["Bot API faults hit"] = ", ".join(
@@ -423,9 +449,11 @@ async def _chaos(
     bound: list[int],
     webhook: bool,
     started: float,
+    postgres: Any,
 ) -> None:
     """The planned moments: windows of Bot API faults are the hook's; here, killing
-    connections and processes, and (polling) queueing an update again."""
+    connections and processes, restarting the database, and (polling) queueing an update
+    again."""
     history = world.history
     database = make_url(str(own.url)).database or ""
     restarts: set[asyncio.Task[None]] = set()
@@ -434,14 +462,24 @@ async def _chaos(
         if event.kind in ("429", "5xx", "slow"):
             history.fault(f"Bot API {event.kind}", f"{event.seconds:.1f} s ({event.value:g})")
         elif event.kind == "pg_kill":
-            bound[0] += await sending_now(own)
-            killed = await terminate_backends(own, database, event.value, rng)
+            bound[0] += await sending_now(own, len(instances))
+            try:
+                killed = await terminate_backends(own, database, event.value, rng)
+            except (OSError, DBAPIError):
+                continue  # the database is down (restarting): nothing to kill
             history.fault("pg_terminate_backend", f"{killed} connections")
+        elif event.kind == "pg_restart" and postgres is not None:
+            bound[0] += await sending_now(own, len(instances))
+            await asyncio.to_thread(postgres._stop)
+            history.fault("PostgreSQL restart", f"down {event.seconds:.1f} s")
+            await asyncio.sleep(event.seconds)
+            await asyncio.to_thread(postgres.start)
+            history.note("chaos", "PostgreSQL up")
         elif event.kind == "sigkill":
             target = instances[int(event.value * len(instances)) % len(instances)]
             if not target.alive:
                 continue
-            bound[0] += await sending_now(own)
+            bound[0] += await sending_now(own, len(instances))
             target.kill()
             await target.reap()
             history.fault("SIGKILL", f"instance {target.index}, down {event.seconds:.1f} s")
@@ -457,10 +495,20 @@ async def _chaos(
 
 
 async def _restart(instance: Instance, after: float, history: History) -> None:
+    """Start it again after `after` seconds, and again until it is healthy (it refuses to
+    start while the database is down)."""
     await asyncio.sleep(after)
-    await instance.start()
-    await instance.wait_healthy()
-    history.note("chaos", "restarted", f"instance {instance.index}")
+    while True:
+        await instance.start()
+        try:
+            await instance.wait_healthy()
+        except RuntimeError:
+            instance.kill()
+            await instance.reap()
+            await asyncio.sleep(1)
+            continue
+        history.note("chaos", "restarted", f"instance {instance.index}")
+        return
 
 
 async def _watch_invariants(world: World, report: Report, own: AsyncEngine) -> None:
@@ -469,8 +517,11 @@ async def _watch_invariants(world: World, report: Report, own: AsyncEngine) -> N
     sessions = session_factory(own)
     while True:
         await asyncio.sleep(5)
-        async with sessions() as session:
-            check = await checks.invariants(session, time.time())
+        try:
+            async with sessions() as session:
+                check = await checks.invariants(session, time.time())
+        except (OSError, DBAPIError):
+            continue  # the database is restarting
         if check.violations:
             report.results.append(check)
             world.deadline = 0  # stop
