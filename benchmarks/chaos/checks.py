@@ -339,6 +339,8 @@ INJECTED = re.compile(
     r"|the database does not answer"
     # asyncpg, on a connection whose backend was terminated while it sat in the pool
     r"|another operation \(\d+\) is in progress"
+    # the soak's own PostgreSQL restarting: its unix socket is gone meanwhile
+    r"|FileNotFoundError: \[Errno 2\] No such file or directory"
     # a button press delivered twice: Telegram takes one answer per press
     r"|query is too old and response timeout expired"
 )
@@ -363,6 +365,7 @@ def log_errors(paths: list[Path]) -> tuple[Check, int]:
             if INJECTED.search(body):
                 injected += 1
             else:
-                check.fail(f"{path.name}: {body[-1500:]}", 0.0)
+                raised = [line for line in block[1:] if line and not line[0].isspace()]
+                check.fail(f"{path.name}: {block[0]} … {' / '.join(raised[-3:])}", 0.0)
     check.figure = f"{injected} errors from injected faults"
     return check, injected
