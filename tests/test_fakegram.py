@@ -49,7 +49,7 @@ from aiogram.types import (
     SuccessfulPayment,
 )
 
-from tests.fakegram import FakeTelegramServer, UserClient, make_png
+from tests.fakegram import ApiError, FakeTelegramServer, RecordedRequest, UserClient, make_png
 
 TOKEN = "42:TEST"
 USER_ID = 1001
@@ -300,6 +300,30 @@ async def test_server_errors_and_delays(server: FakeTelegramServer, bot: Bot) ->
     me = await bot.get_me()
     assert time.monotonic() - started >= 0.3
     assert me.id == 42 and me.username == server.bot_username
+
+
+@pytest.mark.asyncio
+async def test_a_fault_hook_answers_calls_and_observers_see_every_answer(
+    server: FakeTelegramServer, bot: Bot
+) -> None:
+    """What a soak installs (benchmarks/chaos): a hook that may answer a call with an error
+    before it is handled, and observers of every call once answered."""
+    seen: list[tuple[str, int]] = []
+    server.observers.append(lambda record: seen.append((record.method, record.status)))
+
+    async def refuse_the_second(record: RecordedRequest) -> ApiError | None:
+        if record.is_method("sendMessage") and len(server.calls("sendMessage")) == 2:
+            return ApiError(503, "Service Unavailable")
+        return None
+
+    server.fault = refuse_the_second
+    await bot.send_message(USER_ID, "one")
+    with pytest.raises(TelegramServerError):
+        await bot.send_message(USER_ID, "two")
+    await bot.send_message(USER_ID, "three")
+    assert seen == [("sendMessage", 200), ("sendMessage", 503), ("sendMessage", 200)]
+    assert [m["text"] for m in server.chat(USER_ID)] == ["one", "three"]
+    assert all(r.at <= time.time() for r in server.requests)
 
 
 @pytest.mark.asyncio

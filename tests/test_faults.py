@@ -7,9 +7,11 @@ import tempfile
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.embedded import start_embedded
 from db.engine import create_engine, session_factory
@@ -19,7 +21,7 @@ from db.usecases.members import get_member
 from db.usecases.purchases import Sale, record_sale
 from tests.botharness import BotHarness, running_bot
 from tests.conftest import reset_ledger
-from tests.fakegram import text_of
+from tests.fakegram import ApiError, RecordedRequest, text_of
 from tests.invariants import assert_ledger_invariants
 from tests.till import join
 
@@ -77,3 +79,42 @@ async def test_database_restart_while_serving(program: Program) -> None:
     finally:
         await engine.dispose()
         server.cleanup()
+
+
+async def test_a_connection_lost_after_the_answer_is_no_error_of_the_update(
+    harness: BotHarness, engine: AsyncEngine, database_url: str
+) -> None:
+    """The database connection of an update dies after its handler has answered (here: while
+    /history's answer is on its way). Closing the update's session then cannot roll back
+    what its reads left open, which the server has undone already: the update was handled,
+    and nobody is told that something went wrong and nothing was changed (found by the
+    chaos soak, benchmarks/chaos, under pg_terminate_backend)."""
+    ann = harness.user("Ann")
+    await join(ann)
+
+    async def cut_connections(record: RecordedRequest) -> ApiError | None:
+        if record.is_method("sendMessage") and "Transactions" in str(record.params.get("text")):
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await conn.close()
+        return None
+
+    def counted(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"type": "message"}) or 0.0
+
+    handled, failed = counted("loyalty_updates_total"), counted("loyalty_update_errors_total")
+    harness.server.fault = cut_connections
+    try:
+        await ann.send("/history")
+        await ann.wait_message("Transactions")
+        await harness.server.wait_for(lambda: counted("loyalty_updates_total") > handled)
+    finally:
+        harness.server.fault = None
+        await engine.dispose()  # the connections cut are not handed out again
+    assert counted("loyalty_update_errors_total") == failed
+    assert not [m for m in ann.messages if "went wrong" in text_of(m)]

@@ -3,14 +3,18 @@ cases share it; only use cases commit."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.middlewares import Handler
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseMiddleware(BaseMiddleware):
@@ -26,7 +30,24 @@ class DatabaseMiddleware(BaseMiddleware):
         self.after_commit = [after_commit] if after_commit else []
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        async with self.sessions() as session:
-            session.info["after_commit"] = self.after_commit
-            data["session"] = session
+        session = self.sessions()
+        session.info["after_commit"] = self.after_commit
+        data["session"] = session
+        try:
             return await handler(event, data)
+        finally:
+            await close(session)
+
+
+async def close(session: AsyncSession) -> None:
+    """End the update's session. What it left open is only ever reads (use cases commit
+    their writes before anyone is told of them), so when its connection has died meanwhile
+    and the rollback cannot be sent, the server has already ended that transaction: the
+    update's outcome stands, whether it was handled or failed, and is not replaced by this
+    failure (which would tell a person that nothing was changed after they were answered).
+    The connection is not handed out again."""
+    try:
+        await session.close()
+    except (DBAPIError, OSError) as exc:
+        log.warning("an update's database connection was lost as it ended: %s", exc)
+        await session.invalidate()

@@ -24,7 +24,7 @@ import mimetypes
 import re
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -442,6 +442,7 @@ class RecordedRequest:
     token: str
     status: int = 0
     response: JSON | None = None
+    at: float = field(default_factory=time.time)  # when it arrived (seconds since the epoch)
 
     @property
     def ok(self) -> bool:
@@ -601,6 +602,12 @@ class FakeTelegramServer:
         self.webhook: JSON = {}
         self.rate_limited_count = 0
         self.internal_errors: list[Exception] = []
+        # Seeded fault injection and observation for soaks (benchmarks/chaos): `fault` is
+        # asked before each call is handled and may wait (a slow answer) or return an error
+        # to answer with; each of `observers` is called with every call once answered. None
+        # and empty: the server behaves as without them.
+        self.fault: Callable[[RecordedRequest], Awaitable[ApiError | None]] | None = None
+        self.observers: list[Callable[[RecordedRequest], None]] = []
 
         self._pending_updates: list[JSON] = []
         self._next_update_id = 1
@@ -1025,6 +1032,8 @@ class FakeTelegramServer:
             payload = ApiError(500, f"Internal Server Error: fake server bug: {error!r}").payload()
             status = 500
         record.status, record.response = status, payload
+        for observe in self.observers:
+            observe(record)
         self._notify()
         return web.json_response(payload, status=status)
 
@@ -1070,6 +1079,8 @@ class FakeTelegramServer:
         if handler is None:
             self.unknown_requests.append(record)
             raise ApiError(404, "Not Found")
+        if self.fault is not None and (injected := await self.fault(record)) is not None:
+            raise injected
         delay = self._take_rule(self._delays, method, record.chat_id)
         if delay is not None:
             await asyncio.sleep(delay.seconds)

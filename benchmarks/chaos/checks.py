@@ -1,0 +1,371 @@
+"""What the soak proves, from what each person was told (actors.World), what reached the
+fake Bot API (mail.Mailroom) and what the database holds. Each check gives a figure and its
+violations; every violation names the moment it is about, so its history can be shown."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from benchmarks.chaos.actors import World
+from tests.invariants import ledger_violations
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str
+    what: str
+    at: float  # the moment it is about (seconds since the epoch)
+    actors: frozenset[str] = frozenset()
+
+
+@dataclass
+class Check:
+    name: str
+    figure: str = ""
+    violations: list[Violation] = field(default_factory=list)
+
+    def fail(self, what: str, at: float, *actors: str) -> None:
+        self.violations.append(Violation(self.name, what, at, frozenset(actors)))
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+async def invariants(session: AsyncSession, at: float) -> Check:
+    check = Check("ledger invariants")
+    found = await ledger_violations(session)
+    for name, rows in found.items():
+        check.fail(f"{name}: {rows[:10]}", at)
+    return check
+
+
+async def sales(engine: AsyncEngine, world: World) -> Check:
+    """Every sale a cashier saw acknowledged is posted exactly once; none is posted twice;
+    no posting is one nobody made; nobody was told "nothing was done" about a sale posted
+    before they were told so."""
+    check = Check("sales")
+    async with engine.connect() as conn:
+        confirmations = (
+            await conn.execute(
+                text(
+                    "SELECT params->>'request' AS request, chat_id, message_id FROM notices"
+                    " WHERE kind = 'request_confirmed' AND status = 'sent'"
+                    " AND edit_message_id IS NULL"
+                )
+            )
+        ).all()
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT id, amount, kind, created_at, idempotency_key FROM transactions"
+                    " WHERE kind IN ('earn', 'redeem') ORDER BY id"
+                )
+            )
+        ).all()
+    posted: dict[Decimal, list[Any]] = defaultdict(list)
+    for row in rows:
+        posted[Decimal(row.amount)].append(row)
+    attempts = {a.amount: a for a in world.sales}
+    # The confirmations that reached the cashiers, by request: the message the bot says it
+    # sent (its notice) is in the cashier's chat.
+    seen = {(int(m.message["chat"]["id"]), m.message_id): m for m in world.mailroom.sends}
+    confirmed = {
+        c.request: seen[(c.chat_id, c.message_id)]
+        for c in confirmations
+        if (c.chat_id, c.message_id) in seen
+    }
+    acked = unknown = refused = 0
+    for attempt in world.sales:
+        found = posted.get(attempt.amount, [])
+        who = (attempt.cashier, attempt.member)
+        if attempt.acked is None and attempt.dialog in confirmed:
+            attempt.acked = confirmed[attempt.dialog].at
+            attempt.how = "confirmed"
+        if len(found) > 1:
+            ids = [r.id for r in found]
+            check.fail(
+                f"sale #{attempt.k} ({attempt.amount}) posted {len(found)} times: {ids}",
+                attempt.started,
+                *who,
+            )
+        if attempt.acked is not None:
+            acked += 1
+            if not found:
+                check.fail(
+                    f"sale #{attempt.k} ({attempt.amount}) acknowledged ({attempt.how}) but not"
+                    " posted",
+                    attempt.acked,
+                    *who,
+                )
+        elif attempt.told_nothing:
+            refused += 1
+        else:
+            unknown += 1
+        for told in attempt.told_nothing:
+            early = [r for r in found if _ts(r.created_at) < told]
+            if early:
+                check.fail(
+                    f"sale #{attempt.k} ({attempt.amount}): told that nothing was done, but"
+                    f" transaction {early[0].id} was posted before",
+                    told,
+                    *who,
+                )
+    strangers = [r for amount, rs in posted.items() if amount not in attempts for r in rs]
+    for row in strangers:
+        check.fail(
+            f"transaction {row.id} ({row.amount}) matches no sale made", _ts(row.created_at)
+        )
+    check.figure = (
+        f"{len(world.sales)} attempted: {acked} acknowledged, {refused} refused, "
+        f"{unknown} left unanswered; {len(rows)} posted"
+    )
+    return check
+
+
+async def answers(engine: AsyncEngine, world: World) -> Check:
+    """A member told "Confirmed" has their redemption posted (once: its key); one told
+    "Declined", "already closed" or "nothing was changed" has none posted before that."""
+    check = Check("redemption answers")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT idempotency_key, created_at FROM transactions"
+                    " WHERE idempotency_key LIKE 'redemption:%'"
+                )
+            )
+        ).all()
+    posted = {r.idempotency_key.removeprefix("redemption:"): _ts(r.created_at) for r in rows}
+    confirmed = 0
+    for answer in world.answers:
+        at = posted.get(answer.request)
+        if answer.told.startswith("✅ Confirmed"):
+            confirmed += 1
+            if at is None:
+                check.fail(
+                    f"{answer.member} told confirmed, {answer.request} not posted",
+                    answer.told_at or answer.at,
+                    answer.member,
+                )
+        elif (
+            answer.told_at is not None
+            and at is not None
+            and at < answer.told_at
+            and ("Nothing was charged" in answer.told or "nothing was changed" in answer.told)
+        ):
+            check.fail(
+                f"{answer.member} told {answer.told[:50]!r} of {answer.request}, posted before",
+                answer.told_at,
+                answer.member,
+            )
+    check.figure = f"{len(world.answers)} answers, {confirmed} told confirmed"
+    return check
+
+
+async def refunds(engine: AsyncEngine, world: World) -> Check:
+    check = Check("refunds")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT idempotency_key, created_at FROM transactions"
+                    " WHERE idempotency_key LIKE 'refund:%'"
+                )
+            )
+        ).all()
+    posted = Counter(r.idempotency_key for r in rows)
+    when = {r.idempotency_key: _ts(r.created_at) for r in rows}
+    acked = 0
+    for attempt in world.refunds:
+        key = f"refund:{attempt.chat}:{attempt.message_id}"
+        if attempt.acked is not None:
+            acked += 1
+            if posted[key] != 1:
+                check.fail(
+                    f"refund {key} acknowledged, posted {posted[key]} times",
+                    attempt.acked,
+                    attempt.manager,
+                )
+        for told in attempt.told_nothing:
+            if key in when and when[key] < told:
+                check.fail(
+                    f"refund {key}: told nothing was done, but it was posted",
+                    told,
+                    attempt.manager,
+                )
+    check.figure = f"{len(world.refunds)} attempted, {acked} acknowledged, {len(rows)} posted"
+    return check
+
+
+async def messages(engine: AsyncEngine, world: World, blocked: set[int]) -> tuple[Check, int]:
+    """Every message owed by committed work was delivered (its notice is sent, and the
+    message it names is in its chat), but to members deleted (not sent) or blocking the bot
+    (403); every sale and refund owed its member a message. Returns the check and the
+    duplicates seen (a notice's message in its chat more than once)."""
+    check = Check("messages owed")
+    async with engine.connect() as conn:
+        notices = (
+            await conn.execute(
+                text(
+                    "SELECT n.id, n.kind, n.status, n.error, n.chat_id, n.member_id,"
+                    " n.message_id, n.edit_message_id, n.created_at, n.params,"
+                    " m.telegram_id AS member_chat FROM notices n"
+                    " LEFT JOIN members m ON m.id = n.member_id ORDER BY n.id"
+                )
+            )
+        ).all()
+        unannounced = (
+            await conn.execute(
+                text(
+                    # A deleted member's notices are erased with their account.
+                    # A refund's own reversal (not those of the sale's stamps) owes it.
+                    "SELECT t.id, t.kind, t.created_at FROM transactions t"
+                    " JOIN members m ON m.id = t.member_id AND m.deleted_at IS NULL"
+                    " LEFT JOIN transactions o ON o.id = t.reverses_id"
+                    " WHERE (t.kind IN ('earn', 'redeem')"
+                    "        OR t.kind = 'reverse' AND o.kind IN ('earn', 'redeem'))"
+                    " AND NOT EXISTS ("
+                    "  SELECT 1 FROM notices n WHERE n.member_id = t.member_id"
+                    "  AND n.kind IN ('purchase', 'reversal')"
+                    "  AND (n.params->>'transaction')::bigint = t.id)"
+                )
+            )
+        ).all()
+    chats: dict[int, int] = {m.member_id: m.chat for m in world.members if m.member_id}
+    sent_texts = Counter((int(m.message["chat"]["id"]), m.text) for m in world.mailroom.sends)
+    by_id = {(int(m.message["chat"]["id"]), m.message_id): m for m in world.mailroom.sends}
+    owed_texts: Counter[tuple[int, str]] = Counter()
+    statuses = Counter(n.status for n in notices)
+    for n in notices:
+        at = _ts(n.created_at)
+        chat: int | None = n.chat_id or chats.get(n.member_id)
+        if n.status in ("pending", "sending"):
+            check.fail(f"notice {n.id} ({n.kind}) to {chat} never delivered: {n.status}", at)
+        elif n.status == "failed" and n.error != "deleted":
+            check.fail(f"notice {n.id} ({n.kind}) to {chat} failed: {n.error}", at)
+        elif n.status == "blocked" and chat not in blocked:
+            check.fail(f"notice {n.id} ({n.kind}) to {chat}: blocked, who never blocked", at)
+        elif n.status == "sent" and n.edit_message_id is None:
+            mail = by_id.get((chat, n.message_id)) if chat is not None else None
+            if chat is None or mail is None:
+                check.fail(
+                    f"notice {n.id} ({n.kind}) marked sent, no message {n.message_id}"
+                    f" in chat {chat}",
+                    at,
+                )
+            else:
+                owed_texts[(chat, mail.text)] += 1
+    for row in unannounced:
+        check.fail(
+            f"transaction {row.id} ({row.kind}) owed its member no message", _ts(row.created_at)
+        )
+    duplicates = sum(max(0, sent_texts[key] - count) for key, count in owed_texts.items())
+    check.figure = (
+        f"{len(notices)} owed: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+        + f"; {duplicates} delivered twice"
+    )
+    return check, duplicates
+
+
+async def campaigns(engine: AsyncEngine, world: World) -> tuple[Check, int]:
+    """Each campaign's message reaches a member at most once (beyond duplicates of what was
+    in flight at a kill, returned) and never one who had been told their account was
+    deleted or their offers were off when it was handed out for sending."""
+    check = Check("campaigns")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT o.id, o.member_id, o.status, o.claimed_at, c.text FROM outbox o"
+                    " JOIN campaigns c ON c.id = o.campaign_id"
+                )
+            )
+        ).all()
+    chats: dict[int, int] = {m.member_id: m.chat for m in world.members if m.member_id}
+    members = set(chats.values())
+    texts = {t for t, _ in world.campaigns}
+    got = Counter(
+        (int(m.message["chat"]["id"]), m.text)
+        for m in world.mailroom.sends
+        if m.text in texts and int(m.message["chat"]["id"]) in members
+    )
+    duplicates = sum(n - 1 for n in got.values() if n > 1)
+    sent = Counter(r.status for r in rows)
+    for row in rows:
+        chat = chats.get(row.member_id)
+        if row.status != "sent" or chat is None or row.claimed_at is None:
+            continue
+        claimed = _ts(row.claimed_at)
+        for why, told in (("deleted", world.deleted), ("opted out", world.opted_out)):
+            if chat in told and claimed > told[chat]:
+                check.fail(
+                    f"campaign message {row.id} ({row.text!r}) sent to {chat}, {why} before it"
+                    " was handed out",
+                    claimed,
+                )
+    for status in ("pending", "sending"):
+        if sent[status]:
+            check.fail(f"{sent[status]} campaign messages still {status}", time.time())
+    check.figure = (
+        f"{len(world.campaigns)} campaigns, {len(rows)} messages: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(sent.items()))
+        + f"; {duplicates} delivered twice"
+    )
+    return check, duplicates
+
+
+# A log's error blocks that are the faults the soak injected (or their direct consequence),
+# not bugs: the Bot API failing or throttling, a member blocking the bot, a connection
+# killed under a statement, a process killed mid-write.
+INJECTED = re.compile(
+    r"TelegramRetryAfter|TelegramServerError|TelegramNetworkError|TelegramForbiddenError"
+    r"|Too Many Requests|Internal Server Error|Bad Gateway|Service Unavailable"
+    r"|bot was blocked by the user"
+    r"|ConnectionDoesNotExistError|AdminShutdownError|CannotConnectNowError"
+    r"|terminating connection due to administrator command|connection was closed"
+    r"|ConnectionResetError|ConnectionRefusedError|InterfaceError|connection is closed"
+    r"|the database does not answer"
+    # asyncpg, on a connection whose backend was terminated while it sat in the pool
+    r"|another operation \(\d+\) is in progress"
+    # the soak's own PostgreSQL restarting: its unix socket is gone meanwhile
+    r"|FileNotFoundError: \[Errno 2\] No such file or directory"
+    # a button press delivered twice: Telegram takes one answer per press
+    r"|query is too old and response timeout expired"
+)
+LEVEL = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")
+LOGGED = re.compile(r"^\d{4}-\d\d-\d\d ")  # a record's first line (bot.__main__'s format)
+
+
+def log_errors(paths: list[Path]) -> tuple[Check, int]:
+    """Every ERROR in the bots' logs with its traceback; those that are not the injected
+    faults are violations. Returns the check and the number of injected-fault errors."""
+    check = Check("unhandled exceptions")
+    injected = 0
+    for path in paths:
+        blocks: list[list[str]] = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if LEVEL.match(line):
+                blocks.append([line])
+            elif blocks and not LOGGED.match(line) and not line.startswith("=== chaos"):
+                blocks[-1].append(line)  # the traceback and the lines of its message
+        for block in blocks:
+            body = "\n".join(block)
+            if INJECTED.search(body):
+                injected += 1
+            else:
+                raised = [line for line in block[1:] if line and not line[0].isspace()]
+                check.fail(f"{path.name}: {block[0]} … {' / '.join(raised[-3:])}", 0.0)
+    check.figure = f"{injected} errors from injected faults"
+    return check, injected
