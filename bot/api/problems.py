@@ -48,6 +48,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "idempotency_conflict": (409, "Already done with other details"),
     "discount_changed": (409, "The member's discount changed"),
     "repeat_sale": (409, "The same sale was posted minutes ago"),
+    "invalid_lines": (422, "A line of the sale cannot be used"),
+    "lines_dont_add_up": (422, "The sale's lines do not add up to its amount"),
     # Members and cards.
     "unknown_member": (404, "No such member"),
     "invalid_token": (422, "Not a member card token"),
@@ -57,6 +59,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "own_card": (403, "Staff cannot act on their own card"),
     # Sales and refunds.
     "unknown_transaction": (404, "No such sale"),
+    "unknown_sale": (404, "No sale with this document number that day"),
     "unknown_partner": (404, "No such partner"),
     "wrong_partner": (403, "This belongs to another partner"),
     "not_reversible": (409, "This cannot be refunded"),
