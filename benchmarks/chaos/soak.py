@@ -4,6 +4,7 @@ then the faults stop, what is owed is delivered, and the checks run."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import secrets
 import tempfile
@@ -158,6 +159,12 @@ async def _run(options: Options, url: str) -> Report:
     logs = options.logs or Path(tempfile.mkdtemp(prefix="chaos-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     redis, redis_server = redis_url()
+    # The jobs the soak runs itself are the bot's code: what they log is checked as the
+    # instances' logs are (jobs.log, in their format).
+    jobs_log = logging.FileHandler(logs / "jobs.log", mode="w", encoding="utf-8")
+    jobs_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    jobs_log.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(jobs_log)
     try:
         await upgrade(own)
         async with session_factory(own)() as session:
@@ -165,6 +172,8 @@ async def _run(options: Options, url: str) -> Report:
         async with FakeTelegramServer(bot_username=BOT_USERNAME) as server:
             await _soak(options, report, program, url, own, worker, server, redis, logs)
     finally:
+        logging.getLogger().removeHandler(jobs_log)
+        jobs_log.close()
         await own.dispose()
         await worker.dispose()
         if redis_server is not None:
@@ -370,7 +379,7 @@ async def _soak(
     report.figures["instances"] = ", ".join(
         f"#{i.index}: {i.runs} runs, exit {code}" for i, code in zip(instances, codes, strict=True)
     )
-    logs_check, injected = checks.log_errors([i.log_path for i in instances])
+    logs_check, injected = checks.log_errors([i.log_path for i in instances] + [logs / "jobs.log"])
     report.results.append(logs_check)
     report.figures["errors logged"] = f"{injected} (the injected faults')"
     _write_down(report, world, logs)
