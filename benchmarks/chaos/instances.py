@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.fakegram import FakeTelegramServer
 from tests.test_process import free_port
 
 WEBHOOK_SECRET = "chaos-soak"
+Note = Callable[[str, str, str], Any]  # History.note
 WEBHOOK_PATH = "/tg"
 
 
@@ -35,16 +37,27 @@ class Instance:
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
     runs: int = 0
+    _restarting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _restarts: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
 
     @property
+    def restarting(self) -> bool:
+        return bool(self._restarts) or self._restarting.locked()
+
+    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
+        """Start the process (one at a time: a live one is killed first, so no process of
+        this instance is ever left running unseen)."""
+        if self.alive:
+            self.kill()
+        await self.reap()
         self.runs += 1
         with self.log_path.open("a" if self.runs > 1 else "w", encoding="utf-8") as log:
             log.write(f"=== chaos: run {self.runs} of instance {self.index} ===\n")
@@ -80,6 +93,39 @@ class Instance:
                             return
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"instance {self.index} never became healthy: see {self.log_path}")
+
+    async def back_up(self, after: float = 0.0, note: Note | None = None) -> None:
+        """Start it again after `after` seconds, and again until it is healthy (it refuses
+        to start while the database is down); one such loop at a time. `note` is told of
+        each start that came up."""
+        await asyncio.sleep(after)
+        async with self._restarting:
+            while not self.alive or not await self.healthy():
+                await self.start()
+                try:
+                    await self.wait_healthy()
+                except RuntimeError:
+                    await asyncio.sleep(1)
+                    continue
+                if note is not None:
+                    note("chaos", "restarted", f"instance {self.index}")
+
+    def restart_later(self, after: float, note: Note | None = None) -> None:
+        task = asyncio.create_task(self.back_up(after, note))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def cancel_restarts(self) -> None:
+        for task in list(self._restarts):
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+
+    async def healthy(self) -> bool:
+        try:
+            await self.wait_healthy(timeout=5)
+        except RuntimeError:
+            return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, nothing flushed, whatever was in flight is cut."""

@@ -333,10 +333,9 @@ async def _soak(
         faults.on = False
         if webhook:
             duplicates_on = False
-        await asyncio.gather(
-            *(_restart(i, 0, history) for i in instances if not i.alive),
-            *(i.wait_healthy() for i in instances if i.alive),
-        )
+        for instance in instances:
+            await instance.cancel_restarts()
+        await asyncio.gather(*(i.back_up(note=history.note) for i in instances))
         timing["wind-down"] = time.monotonic() - timing_mark
         timing_mark = time.monotonic()
         report.figures["Bot API faults hit"] = ", ".join(
@@ -372,6 +371,8 @@ async def _soak(
         timing_mark = time.monotonic()
         if sender is not None:
             await sender.stop()
+        for instance in instances:
+            await instance.cancel_restarts()
         codes = [await instance.stop() for instance in instances]
         await bot.session.close()
         timing["stop"] = time.monotonic() - timing_mark
@@ -465,7 +466,6 @@ async def _chaos(
     again."""
     history = world.history
     database = make_url(str(own.url)).database or ""
-    restarts: set[asyncio.Task[None]] = set()
     for event in plan.events:
         await asyncio.sleep(max(0.0, started + event.at - time.time()))
         if event.kind in ("429", "5xx", "slow"):
@@ -486,13 +486,13 @@ async def _chaos(
             history.note("chaos", "PostgreSQL up")
         elif event.kind == "sigkill":
             target = instances[int(event.value * len(instances)) % len(instances)]
-            if not target.alive:
+            if not target.alive or target.restarting:
                 continue
             bound[0] += await sending_now(own, len(instances))
             target.kill()
             await target.reap()
             history.fault("SIGKILL", f"instance {target.index}, down {event.seconds:.1f} s")
-            restarts.add(asyncio.create_task(_restart(target, event.seconds, history)))
+            target.restart_later(event.seconds, note=history.note)
         elif event.kind == "duplicate" and not webhook:
             recent = [
                 u for u in server.pushed_updates[-40:] if "message" in u or "callback_query" in u
@@ -501,23 +501,6 @@ async def _chaos(
                 update = recent[int(event.value * len(recent))]
                 server.redeliver(update)
                 history.fault("update delivered twice", f"update {update['update_id']}")
-
-
-async def _restart(instance: Instance, after: float, history: History) -> None:
-    """Start it again after `after` seconds, and again until it is healthy (it refuses to
-    start while the database is down)."""
-    await asyncio.sleep(after)
-    while True:
-        await instance.start()
-        try:
-            await instance.wait_healthy()
-        except RuntimeError:
-            instance.kill()
-            await instance.reap()
-            await asyncio.sleep(1)
-            continue
-        history.note("chaos", "restarted", f"instance {instance.index}")
-        return
 
 
 async def _watch_invariants(world: World, report: Report, own: AsyncEngine) -> None:
