@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.test_process import free_port
 WEBHOOK_SECRET = "chaos-soak"
 Note = Callable[[str, str, str], Any]  # History.note
 WEBHOOK_PATH = "/tg"
+SLOW_ANSWER = 10.0  # seconds: a webhook answer this late is noted in the history
 
 
 @dataclass
@@ -167,11 +169,13 @@ class WebhookSender:
         rng: random.Random,
         on_duplicate: Any,
         duplicate: Any,
+        note: Note,
     ) -> None:
         self.server = server
         self.instances = instances
         self.rng = rng
         self.duplicate = duplicate
+        self.note = note
         self.on_duplicate = on_duplicate
         self.delivered = 0
         self.redelivered = 0
@@ -225,6 +229,8 @@ class WebhookSender:
             instance = self.instances[(target + attempt) % len(self.instances)]
             attempt += 1
             if instance.alive:
+                started = time.monotonic()
+                why = ""
                 try:
                     async with self._http.post(
                         instance.url,
@@ -232,9 +238,23 @@ class WebhookSender:
                         headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
                     ) as response:
                         if response.status == 200:
+                            if time.monotonic() - started > SLOW_ANSWER:
+                                self.note(
+                                    "webhook",
+                                    "slow answer",
+                                    f"update {update['update_id']} to instance"
+                                    f" {instance.index}: {time.monotonic() - started:.1f} s",
+                                )
                             return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                        why = f"HTTP {response.status}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    why = repr(exc)[:80]
+                self.note(
+                    "webhook",
+                    "delivered again",
+                    f"update {update['update_id']}: instance {instance.index} {why} after"
+                    f" {time.monotonic() - started:.1f} s",
+                )
             await asyncio.sleep(min(0.2 * attempt, 2.0))
 
 

@@ -267,7 +267,12 @@ async def _soak(
 
             duplicates_on = False
             sender = WebhookSender(
-                server, instances, random.Random(f"{seed}:webhook"), on_duplicate, duplicate
+                server,
+                instances,
+                random.Random(f"{seed}:webhook"),
+                on_duplicate,
+                duplicate,
+                history.note,
             )
             sender.start()
         else:
