@@ -167,8 +167,7 @@ class WebhookSender:
         server: FakeTelegramServer,
         instances: list[Instance],
         rng: random.Random,
-        on_duplicate: Any,
-        duplicate: Any,
+        duplicate: Callable[[dict[str, Any]], bool],
         note: Note,
     ) -> None:
         self.server = server
@@ -176,7 +175,6 @@ class WebhookSender:
         self.rng = rng
         self.duplicate = duplicate
         self.note = note
-        self.on_duplicate = on_duplicate
         self.delivered = 0
         self.redelivered = 0
         self._chats: dict[int, asyncio.Lock] = {}
@@ -217,7 +215,6 @@ class WebhookSender:
             await self._deliver(update)
             self.delivered += 1
             if self.duplicate(update):
-                self.on_duplicate(update)
                 await self._deliver(update)
                 self.redelivered += 1
 

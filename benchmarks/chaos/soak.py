@@ -29,7 +29,8 @@ from benchmarks.chaos.actors import (
     World,
 )
 from benchmarks.chaos.faults import (
-    RATES,
+    FAULTS,
+    Duplicates,
     FaultPlan,
     TelegramFaults,
     sending_now,
@@ -235,7 +236,7 @@ async def _soak(
         program.program.currency,
     )
     load_seconds = options.minutes * 60
-    enabled = set(options.faults) if options.faults is not None else set(RATES)
+    enabled = set(options.faults) if options.faults is not None else set(FAULTS)
     if options.postgres is None:
         enabled.discard("pg_restart")
     plan = FaultPlan.draw(seed, load_seconds, enabled=enabled)
@@ -257,25 +258,14 @@ async def _soak(
             await instance.start()
         for instance in instances:
             await instance.wait_healthy()
+        doubles = Duplicates(seed, history, server)
         if webhook:
-
-            def duplicate(update: dict[str, Any]) -> bool:
-                return duplicates_on and rng.random() < 0.02
-
-            def on_duplicate(update: dict[str, Any]) -> None:
-                history.fault("update delivered twice", f"update {update.get('update_id')}")
-
-            duplicates_on = False
             sender = WebhookSender(
-                server,
-                instances,
-                random.Random(f"{seed}:webhook"),
-                on_duplicate,
-                duplicate,
-                history.note,
+                server, instances, random.Random(f"{seed}:webhook"), doubles, history.note
             )
             sender.start()
         else:
+            server.observers.append(doubles.fetched)
             await server.wait_for(lambda: server.calls("getUpdates"), 30, what="the first poll")
 
         timing["start-up"] = time.monotonic() - timing_mark
@@ -293,8 +283,7 @@ async def _soak(
         world.deadline = time.monotonic() + load_seconds
         faults = TelegramFaults(plan, history, load_started=load_started)
         server.fault = faults
-        if webhook:
-            duplicates_on = True
+        doubles.on = "duplicate" in enabled
         bound = [0]
         tasks = [asyncio.create_task(c.run()) for c in cast["cashiers"] + cast["managers"]]
         tasks.append(asyncio.create_task(cast["marketer"].run()))
@@ -306,18 +295,7 @@ async def _soak(
         for member in list(world.active_members()):
             joiner.tasks.add(asyncio.create_task(member.live()))
         chaos = asyncio.create_task(
-            _chaos(
-                plan,
-                world,
-                instances,
-                own,
-                server,
-                rng,
-                bound,
-                webhook,
-                load_started,
-                options.postgres,
-            )
+            _chaos(plan, world, instances, own, rng, bound, load_started, options.postgres)
         )
         invariants = asyncio.create_task(_watch_invariants(world, report, own))
         await asyncio.sleep(load_seconds)
@@ -336,8 +314,7 @@ async def _soak(
         invariants.cancel()
         await asyncio.gather(chaos, invariants, return_exceptions=True)
         faults.on = False
-        if webhook:
-            duplicates_on = False
+        doubles.on = False
         for instance in instances:
             await instance.cancel_restarts()
         await asyncio.gather(*(i.back_up(note=history.note) for i in instances))
@@ -459,16 +436,13 @@ async def _chaos(
     world: World,
     instances: list[Instance],
     own: AsyncEngine,
-    server: FakeTelegramServer,
     rng: random.Random,
     bound: list[int],
-    webhook: bool,
     started: float,
     postgres: Any,
 ) -> None:
     """The planned moments: windows of Bot API faults are the hook's; here, killing
-    connections and processes, restarting the database, and (polling) queueing an update
-    again."""
+    connections and processes, and restarting the database."""
     history = world.history
     database = make_url(str(own.url)).database or ""
     for event in plan.events:
@@ -498,14 +472,6 @@ async def _chaos(
             await target.reap()
             history.fault("SIGKILL", f"instance {target.index}, down {event.seconds:.1f} s")
             target.restart_later(event.seconds, note=history.note)
-        elif event.kind == "duplicate" and not webhook:
-            recent = [
-                u for u in server.pushed_updates[-40:] if "message" in u or "callback_query" in u
-            ][-20:]
-            if recent:
-                update = recent[int(event.value * len(recent))]
-                server.redeliver(update)
-                history.fault("update delivered twice", f"update {update['update_id']}")
 
 
 async def _watch_invariants(world: World, report: Report, own: AsyncEngine) -> None:
