@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.chaos.faults import RATES
+from benchmarks.chaos.faults import FAULTS
 from benchmarks.chaos.soak import Options, run
 from benchmarks.ledger import admin_url
 from db.embedded import start_embedded
@@ -26,7 +26,7 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--cashiers", type=int, default=6)
     parser.add_argument(
         "--faults",
-        help=f"only these, comma-separated, of: {', '.join(RATES)} (default: all)",
+        help=f"only these, comma-separated, of: {', '.join(FAULTS)} (default: all)",
     )
     parser.add_argument("--logs", type=Path, help="keep the bots' logs in this folder")
     parser.add_argument(
@@ -36,8 +36,8 @@ def parse(argv: list[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     faults = set(args.faults.split(",")) if args.faults else None
-    if faults is not None and faults - set(RATES):
-        parser.error(f"unknown faults: {', '.join(sorted(faults - set(RATES)))}")
+    if faults is not None and faults - set(FAULTS):
+        parser.error(f"unknown faults: {', '.join(sorted(faults - set(FAULTS)))}")
     return Options(
         seed=args.seed,
         minutes=args.minutes,

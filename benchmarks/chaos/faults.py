@@ -6,9 +6,10 @@ window is hit is drawn from a generator of its own, seeded the same way).
 - Bot API: 429 with retry_after (a share of the calls in a window), 5xx bursts (every call in
   a window), slow answers (every call in a window waits).
 - Members who block the bot (403) are the workload's (actors.Member).
-- The same update delivered twice: polling, an update already handled is queued again, as
-  Telegram does when the bot did not confirm it; webhook, an update already answered is
-  posted again.
+- The same update delivered twice (a share of them): polling, queued again as soon as the
+  bot fetched it, as Telegram does when it did not see the fetch confirmed; webhook, posted
+  again once answered, as Telegram does when it did not see the answer. (A process killed
+  also has what it fetched and did not confirm delivered again.)
 - PostgreSQL: every connection of the bot's database but the soak's own killed with
   pg_terminate_backend (or a random half of them).
 - Bot processes: SIGKILL, then started again after a pause.
@@ -26,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.chaos.history import History
-from tests.fakegram import ApiError, RecordedRequest
+from tests.fakegram import ApiError, FakeTelegramServer, RecordedRequest
 from tests.fakegram.server import default_description
 
 # Faults per minute of load (each a window or a moment).
@@ -34,7 +35,6 @@ RATES = {
     "429": 3.0,
     "5xx": 3.0,
     "slow": 3.0,
-    "duplicate": 12.0,
     "pg_kill": 3.0,
     "pg_restart": 0.5,  # only on a PostgreSQL of the soak's own (--own-postgres)
     "sigkill": 1.5,
@@ -51,6 +51,8 @@ HIT = {
     "answercallbackquery",
 }
 SHARE_429 = 0.5  # of the calls in a 429 window
+SHARE_TWICE = 0.02  # of the updates, delivered twice
+FAULTS = (*RATES, "duplicate")  # what --faults may name
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,3 +188,28 @@ async def terminate_backends(engine: AsyncEngine, database: str, share: float, r
             await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         await conn.commit()
     return len(chosen)
+
+
+class Duplicates:
+    """Delivers a seeded share of the updates twice (see the module's docstring): for the
+    webhook, called with each update answered (True: post it again); for polling, an
+    observer of the fake server's answered getUpdates."""
+
+    def __init__(self, seed: int, history: History, server: FakeTelegramServer) -> None:
+        self.rng = random.Random(f"{seed}:duplicates")
+        self.history = history
+        self.server = server
+        self.on = False
+
+    def __call__(self, update: dict[str, Any]) -> bool:
+        if not self.on or self.rng.random() >= SHARE_TWICE:
+            return False
+        self.history.fault("update delivered twice", f"update {update.get('update_id')}")
+        return True
+
+    def fetched(self, record: RecordedRequest) -> None:
+        if not record.is_method("getUpdates") or not record.ok or record.response is None:
+            return
+        for update in record.response.get("result") or ():
+            if self(update):
+                self.server.redeliver(update)

@@ -10,6 +10,8 @@ import os
 import random
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from tests.fakegram import FakeTelegramServer
 from tests.test_process import free_port
 
 WEBHOOK_SECRET = "chaos-soak"
+Note = Callable[[str, str, str], Any]  # History.note
 WEBHOOK_PATH = "/tg"
+SLOW_ANSWER = 10.0  # seconds: a webhook answer this late is noted in the history
 
 
 @dataclass
@@ -35,16 +39,27 @@ class Instance:
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
     runs: int = 0
+    _restarting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _restarts: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
 
     @property
+    def restarting(self) -> bool:
+        return bool(self._restarts) or self._restarting.locked()
+
+    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
+        """Start the process (one at a time: a live one is killed first, so no process of
+        this instance is ever left running unseen)."""
+        if self.alive:
+            self.kill()
+        await self.reap()
         self.runs += 1
         with self.log_path.open("a" if self.runs > 1 else "w", encoding="utf-8") as log:
             log.write(f"=== chaos: run {self.runs} of instance {self.index} ===\n")
@@ -80,6 +95,39 @@ class Instance:
                             return
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"instance {self.index} never became healthy: see {self.log_path}")
+
+    async def back_up(self, after: float = 0.0, note: Note | None = None) -> None:
+        """Start it again after `after` seconds, and again until it is healthy (it refuses
+        to start while the database is down); one such loop at a time. `note` is told of
+        each start that came up."""
+        await asyncio.sleep(after)
+        async with self._restarting:
+            while not self.alive or not await self.healthy():
+                await self.start()
+                try:
+                    await self.wait_healthy()
+                except RuntimeError:
+                    await asyncio.sleep(1)
+                    continue
+                if note is not None:
+                    note("chaos", "restarted", f"instance {self.index}")
+
+    def restart_later(self, after: float, note: Note | None = None) -> None:
+        task = asyncio.create_task(self.back_up(after, note))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def cancel_restarts(self) -> None:
+        for task in list(self._restarts):
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+
+    async def healthy(self) -> bool:
+        try:
+            await self.wait_healthy(timeout=5)
+        except RuntimeError:
+            return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, nothing flushed, whatever was in flight is cut."""
@@ -119,14 +167,14 @@ class WebhookSender:
         server: FakeTelegramServer,
         instances: list[Instance],
         rng: random.Random,
-        on_duplicate: Any,
-        duplicate: Any,
+        duplicate: Callable[[dict[str, Any]], bool],
+        note: Note,
     ) -> None:
         self.server = server
         self.instances = instances
         self.rng = rng
         self.duplicate = duplicate
-        self.on_duplicate = on_duplicate
+        self.note = note
         self.delivered = 0
         self.redelivered = 0
         self._chats: dict[int, asyncio.Lock] = {}
@@ -167,7 +215,6 @@ class WebhookSender:
             await self._deliver(update)
             self.delivered += 1
             if self.duplicate(update):
-                self.on_duplicate(update)
                 await self._deliver(update)
                 self.redelivered += 1
 
@@ -179,6 +226,8 @@ class WebhookSender:
             instance = self.instances[(target + attempt) % len(self.instances)]
             attempt += 1
             if instance.alive:
+                started = time.monotonic()
+                why = ""
                 try:
                     async with self._http.post(
                         instance.url,
@@ -186,9 +235,23 @@ class WebhookSender:
                         headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
                     ) as response:
                         if response.status == 200:
+                            if time.monotonic() - started > SLOW_ANSWER:
+                                self.note(
+                                    "webhook",
+                                    "slow answer",
+                                    f"update {update['update_id']} to instance"
+                                    f" {instance.index}: {time.monotonic() - started:.1f} s",
+                                )
                             return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                        why = f"HTTP {response.status}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    why = repr(exc)[:80]
+                self.note(
+                    "webhook",
+                    "delivered again",
+                    f"update {update['update_id']}: instance {instance.index} {why} after"
+                    f" {time.monotonic() - started:.1f} s",
+                )
             await asyncio.sleep(min(0.2 * attempt, 2.0))
 
 

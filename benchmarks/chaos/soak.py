@@ -29,7 +29,8 @@ from benchmarks.chaos.actors import (
     World,
 )
 from benchmarks.chaos.faults import (
-    RATES,
+    FAULTS,
+    Duplicates,
     FaultPlan,
     TelegramFaults,
     sending_now,
@@ -235,7 +236,7 @@ async def _soak(
         program.program.currency,
     )
     load_seconds = options.minutes * 60
-    enabled = set(options.faults) if options.faults is not None else set(RATES)
+    enabled = set(options.faults) if options.faults is not None else set(FAULTS)
     if options.postgres is None:
         enabled.discard("pg_restart")
     plan = FaultPlan.draw(seed, load_seconds, enabled=enabled)
@@ -257,20 +258,14 @@ async def _soak(
             await instance.start()
         for instance in instances:
             await instance.wait_healthy()
+        doubles = Duplicates(seed, history, server)
         if webhook:
-
-            def duplicate(update: dict[str, Any]) -> bool:
-                return duplicates_on and rng.random() < 0.02
-
-            def on_duplicate(update: dict[str, Any]) -> None:
-                history.fault("update delivered twice", f"update {update.get('update_id')}")
-
-            duplicates_on = False
             sender = WebhookSender(
-                server, instances, random.Random(f"{seed}:webhook"), on_duplicate, duplicate
+                server, instances, random.Random(f"{seed}:webhook"), doubles, history.note
             )
             sender.start()
         else:
+            server.observers.append(doubles.fetched)
             await server.wait_for(lambda: server.calls("getUpdates"), 30, what="the first poll")
 
         timing["start-up"] = time.monotonic() - timing_mark
@@ -288,8 +283,7 @@ async def _soak(
         world.deadline = time.monotonic() + load_seconds
         faults = TelegramFaults(plan, history, load_started=load_started)
         server.fault = faults
-        if webhook:
-            duplicates_on = True
+        doubles.on = "duplicate" in enabled
         bound = [0]
         tasks = [asyncio.create_task(c.run()) for c in cast["cashiers"] + cast["managers"]]
         tasks.append(asyncio.create_task(cast["marketer"].run()))
@@ -301,18 +295,7 @@ async def _soak(
         for member in list(world.active_members()):
             joiner.tasks.add(asyncio.create_task(member.live()))
         chaos = asyncio.create_task(
-            _chaos(
-                plan,
-                world,
-                instances,
-                own,
-                server,
-                rng,
-                bound,
-                webhook,
-                load_started,
-                options.postgres,
-            )
+            _chaos(plan, world, instances, own, rng, bound, load_started, options.postgres)
         )
         invariants = asyncio.create_task(_watch_invariants(world, report, own))
         await asyncio.sleep(load_seconds)
@@ -331,12 +314,10 @@ async def _soak(
         invariants.cancel()
         await asyncio.gather(chaos, invariants, return_exceptions=True)
         faults.on = False
-        if webhook:
-            duplicates_on = False
-        await asyncio.gather(
-            *(_restart(i, 0, history) for i in instances if not i.alive),
-            *(i.wait_healthy() for i in instances if i.alive),
-        )
+        doubles.on = False
+        for instance in instances:
+            await instance.cancel_restarts()
+        await asyncio.gather(*(i.back_up(note=history.note) for i in instances))
         timing["wind-down"] = time.monotonic() - timing_mark
         timing_mark = time.monotonic()
         report.figures["Bot API faults hit"] = ", ".join(
@@ -372,6 +353,8 @@ async def _soak(
         timing_mark = time.monotonic()
         if sender is not None:
             await sender.stop()
+        for instance in instances:
+            await instance.cancel_restarts()
         codes = [await instance.stop() for instance in instances]
         await bot.session.close()
         timing["stop"] = time.monotonic() - timing_mark
@@ -453,19 +436,15 @@ async def _chaos(
     world: World,
     instances: list[Instance],
     own: AsyncEngine,
-    server: FakeTelegramServer,
     rng: random.Random,
     bound: list[int],
-    webhook: bool,
     started: float,
     postgres: Any,
 ) -> None:
     """The planned moments: windows of Bot API faults are the hook's; here, killing
-    connections and processes, restarting the database, and (polling) queueing an update
-    again."""
+    connections and processes, and restarting the database."""
     history = world.history
     database = make_url(str(own.url)).database or ""
-    restarts: set[asyncio.Task[None]] = set()
     for event in plan.events:
         await asyncio.sleep(max(0.0, started + event.at - time.time()))
         if event.kind in ("429", "5xx", "slow"):
@@ -486,38 +465,13 @@ async def _chaos(
             history.note("chaos", "PostgreSQL up")
         elif event.kind == "sigkill":
             target = instances[int(event.value * len(instances)) % len(instances)]
-            if not target.alive:
+            if not target.alive or target.restarting:
                 continue
             bound[0] += await sending_now(own, len(instances))
             target.kill()
             await target.reap()
             history.fault("SIGKILL", f"instance {target.index}, down {event.seconds:.1f} s")
-            restarts.add(asyncio.create_task(_restart(target, event.seconds, history)))
-        elif event.kind == "duplicate" and not webhook:
-            recent = [
-                u for u in server.pushed_updates[-40:] if "message" in u or "callback_query" in u
-            ][-20:]
-            if recent:
-                update = recent[int(event.value * len(recent))]
-                server.redeliver(update)
-                history.fault("update delivered twice", f"update {update['update_id']}")
-
-
-async def _restart(instance: Instance, after: float, history: History) -> None:
-    """Start it again after `after` seconds, and again until it is healthy (it refuses to
-    start while the database is down)."""
-    await asyncio.sleep(after)
-    while True:
-        await instance.start()
-        try:
-            await instance.wait_healthy()
-        except RuntimeError:
-            instance.kill()
-            await instance.reap()
-            await asyncio.sleep(1)
-            continue
-        history.note("chaos", "restarted", f"instance {instance.index}")
-        return
+            target.restart_later(event.seconds, note=history.note)
 
 
 async def _watch_invariants(world: World, report: Report, own: AsyncEngine) -> None:

@@ -252,6 +252,19 @@ async def card_number(
     await open_member(message, session, state, member, program, staff)
 
 
+async def _open_sale(message: Message, state: FSMContext) -> dict[str, Any] | None:
+    """The sale dialog a typed amount or number of points is for. Updates of one chat may
+    be handled at the same time (a /cancel, another card, while a press still waits for
+    Telegram), so the step can outlive its dialog: then, as for a stale button, the sale is
+    closed (nothing posted) and the step left."""
+    data = await state.get_data()
+    if data.get("dialog") and data.get("member_id"):
+        return data
+    await state.set_state(None)
+    await message.answer(_("This sale is closed. Scan the card again."))
+    return None
+
+
 async def _dialog_ok(query: CallbackQuery, state: FSMContext, dialog: str) -> bool:
     if (await state.get_data()).get("dialog") != dialog:
         await query.answer(_("This sale is closed. Scan the card again."), show_alert=True)
@@ -393,7 +406,9 @@ async def amount_entered(
     program: Program,
     i18n: I18n,
 ) -> None:
-    data = await state.get_data()
+    data = await _open_sale(message, state)
+    if data is None:
+        return
     rules = program.program
     try:
         typed = parse_till_amount(
@@ -641,6 +656,8 @@ async def points_entered(
     program: Program,
     i18n: I18n,
 ) -> None:
+    if await _open_sale(message, state) is None:
+        return
     text = (message.text or "").strip().lower()
     if text in ("max", _("max").lower()):
         points = None
