@@ -53,7 +53,8 @@ from db.ledger.models import Transaction
 from db.migrate import upgrade
 from db.rules.program import Program
 from db.rules.tokens import derive_secret
-from db.usecases.api_keys import ApiActor, authenticate, create_key
+from db.usecases.api.actor import ApiActor
+from db.usecases.api_keys import authenticate, create_key
 from db.usecases.members import register_member
 from db.usecases.partner_api import api_sale
 from db.usecases.partners import sync_partners

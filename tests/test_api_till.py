@@ -662,10 +662,12 @@ async def test_a_sale_for_nobody_writes_nothing(sessions: Sessions, program: Pro
     assert await counts(sessions) == before
 
 
-async def test_an_api_key_acts_in_its_own_role() -> None:
-    marketer = ApiActor(key_id=1, partner_id=1, partner_slug="coffee", role="marketer")
-    with pytest.raises(NotStaff):
-        marketer.require("sale")
+async def test_an_api_key_acts_in_its_scopes_roles() -> None:
+    reader = ApiActor(key_id=1, partner_id=1, partner_slug="coffee", scopes=frozenset({"read"}))
+    for action in ("sale", "redeem", "refund", "claim_voucher"):
+        with pytest.raises(NotStaff):
+            reader.require(action)
+    reader.require("sale_read")
     ApiActor(key_id=1, partner_id=1, partner_slug="coffee").require("refund")
 
 

@@ -12,7 +12,8 @@ from starlette.responses import Response
 
 from bot.api.context import ApiContext
 from bot.api.problems import MEDIA_TYPE
-from db.usecases.api_keys import ApiActor, record_call
+from db.usecases.api.actor import ApiActor
+from db.usecases.api_keys import record_call
 
 
 def details(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.api.ratelimit import RateLimiter
 from db.rules.program import Program
-from db.usecases.api_keys import ApiActor
+from db.usecases.api.actor import ApiActor
 
 
 def _now() -> datetime:

@@ -22,7 +22,8 @@ from starlette.responses import Response
 from bot.api import audit
 from bot.api.problems import Endpoint, problem, run
 from db.usecases import api_idempotency as keys
-from db.usecases.api_keys import ApiActor, call_details
+from db.usecases.api.actor import ApiActor
+from db.usecases.api_keys import call_details
 
 if TYPE_CHECKING:
     from bot.api.context import ApiContext

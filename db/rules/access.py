@@ -26,7 +26,6 @@ STAFF_ROLES = (CASHIER, MANAGER, MARKETER)
 # An API key's roles, one per scope: "sales" posts and refunds, "read" only reads.
 API_SALES, API_READ = "api_sales", "api_read"
 API_ROLES = {"sales": API_SALES, "read": API_READ}
-API = API_SALES  # the role db/usecases/api's actor acts in: its use cases post and refund
 
 ACTIONS: dict[str, frozenset[str]] = {
     # At the till, for the staff member's own partner.

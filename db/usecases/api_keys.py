@@ -1,6 +1,6 @@
 """A partner's keys to the partner API (bot/api): made, listed and revoked in the bot by the
-partner's manager or an owner (db/rules/access.py "api_keys"), and the actor a key is to the
-use cases (ApiActor).
+partner's manager or an owner (db/rules/access.py "api_keys"), and the actor a request's key
+is to the use cases (authenticate: db/usecases/api/actor.py ApiActor).
 
 A key is `cb_live_` and 48 random letters and digits: the first 8 (its prefix) name it in
 lists, in the audit log and when a request finds it; the other 40 (238 random bits) are the
@@ -17,7 +17,7 @@ import json
 import secrets
 import string
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,51 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.engine import fetch_row_alone
 from db.ledger.models import ApiKey, Partner
 from db.ledger.writer import unit_of_work
-from db.rules import access
 from db.rules.errors import NotStaff, UnknownPartner
+from db.usecases.api.actor import ApiActor
 from db.usecases.staff import StaffInfo, audit
 
 KEY_PREFIX = "cb_live_"
 SCOPES = ("sales", "read")  # in the order lists show them
 _ALPHABET = string.ascii_letters + string.digits
 PUBLIC_CHARS, SECRET_CHARS = 8, 40
-
-
-@dataclass(frozen=True, slots=True)
-class ApiActor:
-    """A partner's API key acting at that partner (db/usecases/staff.py Actor): its roles
-    are its scopes' (access.API_ROLES), checked against the same table as staff's."""
-
-    key_id: int
-    partner_id: int
-    partner_slug: str
-    partner_name: str
-    scopes: frozenset[str]
-    prefix: str = ""
-    roles: frozenset[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "roles", frozenset(access.API_ROLES[s] for s in self.scopes))
-
-    @property
-    def id(self) -> None:
-        """No staff row: a key is not a person."""
-        return None
-
-    @property
-    def telegram_id(self) -> None:
-        return None
-
-    @property
-    def api_key_id(self) -> int:
-        return self.key_id
-
-    def require(self, action: str) -> None:
-        """Refuse (NotStaff) unless one of the key's scopes allows `action`."""
-        access.require_any(self.roles, action)
-
-    def may(self, action: str) -> bool:
-        return access.may_any(self.roles, action)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from db.queries.vouchers import OpenVoucher, open_vouchers
 from db.rules.errors import InvalidReceipt, UnknownTransaction
 from db.rules.points import MAX_RECEIPT, check_purchase
 from db.rules.program import Program, StampCard
-from db.usecases.api_keys import ApiActor
+from db.usecases.api.actor import ApiActor
 from db.usecases.discounts import quote
 from db.usecases.members import MemberInfo
 from db.usecases.purchases import PurchaseResult, ReversalResult, purchase_result

@@ -1,8 +1,10 @@
-"""Who acts through the partner API: a partner's API key."""
+"""Who acts through the partner API: a partner's API key (ApiActor), the one actor type the
+HTTP layer (bot/api), the key's use cases (db/usecases/api_keys.py authenticate) and the
+API's use cases (db/usecases/partner_api.py, db/usecases/api/) all use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,19 +15,42 @@ from db.usecases.staff import audit
 
 @dataclass(frozen=True, slots=True)
 class ApiActor:
-    """A partner's API key acting at that partner's till: its id (the audit log names it),
-    its partner, and its role in db/rules/access.py's table (`api`). It has no Telegram chat
-    and no staff row: what it posts carries no staff id, and nothing is owed to a cashier.
-    What a key may do beyond its role (its scopes) is the HTTP layer's to check."""
+    """A partner's API key acting at that partner's till (db/usecases/staff.py Actor): its
+    id (the audit log names it), its partner, and its roles, one per scope it was given
+    (access.API_ROLES: "sales" posts and refunds, "read" only reads), checked against the
+    same table as staff's. It has no Telegram chat and no staff row: what it posts carries
+    no staff id, and nothing is owed to a cashier."""
 
     key_id: int
     partner_id: int
     partner_slug: str
-    role: str = access.API
+    partner_name: str = ""
+    scopes: frozenset[str] = frozenset({"sales"})
+    prefix: str = ""
+    roles: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roles", frozenset(access.API_ROLES[s] for s in self.scopes))
+
+    @property
+    def id(self) -> None:
+        """No staff row: a key is not a person."""
+        return None
+
+    @property
+    def telegram_id(self) -> None:
+        return None
+
+    @property
+    def api_key_id(self) -> int:
+        return self.key_id
 
     def require(self, action: str) -> None:
-        """Refuse (NotStaff) unless the role may do `action` (db/rules/access.py)."""
-        access.require(self.role, action)
+        """Refuse (NotStaff) unless one of the key's scopes allows `action`."""
+        access.require_any(self.roles, action)
+
+    def may(self, action: str) -> bool:
+        return access.may_any(self.roles, action)
 
     async def audit(
         self,

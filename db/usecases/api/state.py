@@ -145,7 +145,7 @@ async def sale_state(
     """The key's partner's API sale `document` of the business day `day` (default: today),
     as it stands now (a read): what the till polls after posting a sale with points.
     UnknownSale if there is none (another partner's is never found)."""
-    actor.require("sale")
+    actor.require("sale_read")
     now = now or datetime.now(UTC)
     document = check_receipt(document)
     row = await find_sale(session, actor.partner_id, day or business_date(program, now), document)
