@@ -21,7 +21,8 @@ from bot.api.ratelimit import LocalBuckets, RateLimiter
 from bot.workers.web import build_web_app
 from db.rules.program import Program
 from db.rules.tokens import card_token, derive_secret
-from db.usecases.api_keys import create_key
+from db.usecases.api.actor import ApiActor
+from db.usecases.api_keys import authenticate, create_key
 from db.usecases.members import MemberInfo, register_member
 
 OWNER = 1
@@ -146,3 +147,21 @@ async def live_api(
             yield LiveApi(str(server.make_url("")).rstrip("/"), http, sessions, program, context)
     finally:
         await server.close()
+
+
+async def key_actor(
+    session: AsyncSession, partner: str = "coffee", scopes: Collection[str] = ("sales", "read")
+) -> ApiActor:
+    """The actor of a new key of `partner`, made as an owner makes one in the bot and read
+    as a request's key is (authenticate): for the API's use cases without HTTP."""
+    _info, key = await create_key(
+        session,
+        actor=OWNER,
+        owners=[OWNER],
+        staff=None,
+        partner_slug=partner,
+        scopes=scopes,
+        op=secrets.token_urlsafe(9),
+    )
+    assert key is not None
+    return await authenticate(session, key)

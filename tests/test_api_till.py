@@ -49,6 +49,7 @@ from db.usecases.till import (
     expire_requests,
     request_undeliverable,
 )
+from tests.apiharness import key_actor
 from tests.conftest import TEST_PROGRAM
 
 D = Decimal
@@ -132,8 +133,10 @@ async def partner_id(sessions: Sessions, slug: str) -> int:
     return int(found)
 
 
-async def till(sessions: Sessions, slug: str = "coffee", key: int = 7) -> ApiActor:
-    return ApiActor(key_id=key, partner_id=await partner_id(sessions, slug), partner_slug=slug)
+async def till(sessions: Sessions, slug: str = "coffee") -> ApiActor:
+    """A till of `slug`: a key of its own, with the `sales` scope."""
+    async with sessions() as s:
+        return await key_actor(s, slug, ("sales",))
 
 
 async def member(
@@ -320,8 +323,8 @@ async def test_a_sale_without_points_is_posted_at_once_and_a_document_is_one_sal
             )
         ).scalars()
         assert [(a.staff_id, a.details["api_key"], a.details["receipt"]) for a in audited] == [
-            (None, "7", "A-1001"),
-            (None, "7", "A-1001"),
+            (None, str(coffee.key_id), "A-1001"),
+            (None, str(coffee.key_id), "A-1001"),
         ]
         stored = await s.scalar(
             select(Transaction.receipt).where(Transaction.id == done.result.transaction_id)
@@ -614,7 +617,7 @@ async def test_the_same_document_posted_at_once_by_two_tills_is_one_sale(
 
 async def test_another_partners_sale_is_never_found(sessions: Sessions, program: Program) -> None:
     ann = await member(sessions, program)
-    coffee, books = await till(sessions), await till(sessions, "books", key=8)
+    coffee, books = await till(sessions), await till(sessions, "books")
     async with sessions() as s:
         await sales.post_sale(
             s, program, coffee, document="Z-1", member_id=ann, amount=D("30.00"), now=T0
@@ -791,7 +794,7 @@ async def test_a_till_claims_a_voucher_at_its_own_partner_once(
         )
     code = sold.promotions[0].voucher
     assert code is not None
-    coffee, books = await till(sessions), await till(sessions, "books", key=8)
+    coffee, books = await till(sessions), await till(sessions, "books")
     async with sessions() as s:
         with pytest.raises(VoucherWrongPartner):
             await claim(s, program, books, code=code, now=T0)
@@ -804,7 +807,7 @@ async def test_a_till_claims_a_voucher_at_its_own_partner_once(
             select(AuditLog.details).where(AuditLog.action == "voucher_claim")
         )
     assert claimed.voucher.code == code and claimed.transaction_id is not None
-    assert audited is not None and audited["api_key"] == "7"
+    assert audited is not None and audited["api_key"] == str(coffee.key_id)
     (news,) = await notices(sessions, "voucher_claimed")
     assert news.member_id == ann
 
@@ -825,6 +828,6 @@ async def test_a_till_looks_a_member_up_by_card_number(
         ).all()
     assert found.id == ann
     assert [(a, d["api_key"]) for a, d in actions if a.startswith("lookup")] == [
-        ("lookup", "7"),
-        ("lookup_failed", "7"),
+        ("lookup", str(coffee.key_id)),
+        ("lookup_failed", str(coffee.key_id)),
     ]

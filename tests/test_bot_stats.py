@@ -23,11 +23,11 @@ from bot.views.settlement_csv import write_settlement
 from db.ledger.models import AuditLog, Partner, Transaction
 from db.queries.settlement import settlement
 from db.rules.program import Program
-from db.usecases.api.actor import ApiActor
 from db.usecases.api.sales import post_sale
 from db.usecases.members import register_member
 from db.usecases.purchases import Sale, record_sale
 from db.usecases.staff import active_staff
+from tests.apiharness import key_actor
 from tests.botharness import BotHarness
 from tests.conftest import TEST_PROGRAM, make_program
 from tests.fakegram import UserClient, text_of
@@ -166,7 +166,7 @@ async def test_a_manager_compares_members_and_sales_without_a_member_card(
     async with sessions() as s:
         coffee = await s.scalar(select(Partner.id).where(Partner.slug == "coffee"))
         assert coffee is not None
-        till = ApiActor(key_id=1, partner_id=coffee, partner_slug="coffee")
+        till = await key_actor(s, "coffee")
         for document, amount in (("W-1", "9.00"), ("W-2", "12.00")):
             await post_sale(
                 s, program, till, document=document, member_id=None, amount=Decimal(amount)

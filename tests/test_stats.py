@@ -51,7 +51,6 @@ from db.queries.stats import (
     previous_month,
 )
 from db.rules.program import Program, parse_program
-from db.usecases.api.actor import ApiActor
 from db.usecases.api.sales import post_sale
 from db.usecases.expiry import expire_due
 from db.usecases.members import get_member, register_member
@@ -59,6 +58,7 @@ from db.usecases.privacy import delete_member
 from db.usecases.purchases import Refund, Sale, record_refund, record_sale
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.voucher_claims import claim_voucher
+from tests.apiharness import key_actor
 from tests.conftest import TEST_PROGRAM, make_program, reset_ledger
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -304,10 +304,8 @@ async def test_members_average_check_against_sales_without_a_member_card(
 ) -> None:
     """Sales a till's software recorded without a member card (the partner API) give the
     non-members' average check, next to the members' (the ledger's sales)."""
-    tills = {
-        slug: ApiActor(key_id=1, partner_id=story.partners[slug], partner_slug=slug)
-        for slug in ("coffee", "books")
-    }
+    async with sessions() as s:
+        tills = {slug: await key_actor(s, slug) for slug in ("coffee", "books")}
     for slug, document, amount, when in (
         ("coffee", "W-1", "8.00", at(2026, 11, 5)),
         ("coffee", "W-2", "13.00", at(2026, 11, 20)),

@@ -1,15 +1,23 @@
-"""POST /sales (an earn-only sale, keyed by the till's document number) and
-GET /sales/{document} (one of the partner's sales, with its refunds).
+"""POST /sales (a sale keyed by the till's document number: earning at once, with points a
+request the member confirms in Telegram, or without a member card), GET /sales/{document}
+(one of the partner's sales in any state, long-polled with `wait`), and what the till does
+with a sale with points: POST /sales/{document}/withdraw and
+POST /sales/{document}/finish-without-points.
 
-A document number may hold a slash ("FV/2026/12"), so GET /sales/{document} takes the rest
-of the path: an operation at a deeper path under /sales (GET /sales/{document}/…) is
-registered on this router before get_sale, or it would be read as part of a number."""
+A sale's URL is `/sales/{document}?day=YYYY-MM-DD`: the document number (URL-encoded) and
+the business day it counts in. A document number may hold a slash ("FV/2026/12"), so
+GET /sales/{document} takes the rest of the path: a GET at a deeper path under /sales would
+be registered on this router before get_sale, or it would be read as part of a number (the
+POSTs at deeper paths are not: the GET route only partly matches a POST)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -21,36 +29,66 @@ from bot.api.route import ApiRoute
 from bot.api.schemas import (
     Amount,
     Document,
+    LineIn,
     MemberRef,
     Money,
     Percent,
     Points,
+    PointsAsked,
     Strict,
     Timestamp,
     card_of,
+    lines_of,
 )
+from db.rules.errors import RequestClosed
 from db.rules.program import Program
-from db.usecases.partner_api import (
-    RefundLine,
-    SaleRecord,
-    api_read_sale,
-    api_sale,
-    business_day,
-)
-from db.usecases.purchases import PurchaseResult
+from db.usecases.api import requests
+from db.usecases.api.state import PENDING, POSTED, RECORDED, SaleState
+from db.usecases.partner_api import SaleRecord, api_read_sale, api_sale, business_day
 
 router = APIRouter(prefix="/sales", tags=["sales"], route_class=ApiRoute)
 
+MAX_WAIT = 30  # seconds a GET may wait for a pending sale to change
+POLL = 0.25  # seconds between two reads while it waits
+WITHDRAWN = "withdrawn"
+# The state as the till reads it: a request the till withdrew is "cancelled" in the ledger.
+_SHOWN = {"cancelled": WITHDRAWN}
+SaleStatus = Literal[
+    "posted", "pending", "declined", "expired", "unreachable", "withdrawn", "recorded"
+]
+
 
 class SaleIn(Strict):
-    member: MemberRef
+    member: MemberRef | None = Field(
+        description="The member's card; null: a customer without a card (a walk-in), "
+        "recorded for the partner's figures only: no points, nothing in the ledger"
+    )
     amount: Amount = Field(description="The purchase total, before the member's discount")
     document: Document
     discount_percent: Percent | None = Field(
         default=None,
-        description="The member's discount the till applied, as the lookup gave it: if it "
-        "changed meanwhile the sale is refused (409 discount_changed). Left out: the "
-        "member's discount now, whatever it is (see the answer's `discount`).",
+        description="The member's discount the till applied, as the lookup or quote gave "
+        "it: if it changed meanwhile the sale is refused (409 discount_changed). Left out: "
+        "the member's discount now, whatever it is (see the answer's `discount`).",
+    )
+    points: PointsAsked = Field(
+        default=0,
+        description='Points the member pays with (0: none; "max": as many as allowed). '
+        "A sale with points is answered 202 `pending`: the member confirms it in Telegram; "
+        "read (poll) the sale at its URL.",
+    )
+    lines: list[LineIn] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Itemised lines, none or adding up to `amount`: promotions may name "
+        "their categories",
+    )
+
+
+class FinishIn(Strict):
+    discount_percent: Percent | None = Field(
+        default=None,
+        description="The discount charged; left out: the one the sale's request showed",
     )
 
 
@@ -66,18 +104,34 @@ class PromotionView(BaseModel):
     stamps: int
 
 
+class LineView(BaseModel):
+    sku: str | None
+    category: str | None
+    quantity: str = Field(description="A decimal string, up to three decimals")
+    amount: Money
+
+
 class SaleView(BaseModel):
     document: str
     business_day: date = Field(description="The day (program's time zone) it counts in")
-    status: Literal["posted"] = Field(description="posted: in the ledger")
+    status: SaleStatus = Field(
+        description="posted: in the ledger; pending: waiting for the member to confirm in "
+        "Telegram (until `expires_at`); declined, expired, unreachable (the member cannot be "
+        "asked) or withdrawn (by the till): not posted, finish it without points or leave "
+        "it; recorded: a sale without a member card, for the figures only"
+    )
+    member: bool = Field(description="Whether it is a member's sale (false: no card)")
     amount: Money = Field(description="The purchase total")
-    discount: Money = Field(description="The member's discount on it")
-    to_pay: Money = Field(description="The total less the discount")
-    paid: Money = Field(description="Paid in money: to_pay less what points paid")
-    points_redeemed: Points
-    points_earned: Points
-    points_balance: Points = Field(description="The member's points after the sale")
-    tier: str = Field(description="The member's tier after the sale")
+    points_requested: Points = Field(description="Points asked of the member (0: none)")
+    expires_at: Timestamp | None = Field(description="Pending: until when it may be confirmed")
+    lines: list[LineView]
+    discount: Money | None = Field(description="The member's discount on it (once posted)")
+    to_pay: Money | None = Field(description="The total less the discount")
+    paid: Money | None = Field(description="Paid in money: to_pay less what points paid")
+    points_redeemed: Points | None
+    points_earned: Points | None
+    points_balance: Points | None = Field(description="The member's points after the sale")
+    tier: str | None = Field(description="The member's tier after the sale")
     promotions: list[PromotionView]
     refunded: Money = Field(description="Refunded so far, of the money charged")
     refunds: list[RefundLineView]
@@ -90,56 +144,94 @@ def sale_url(request: Request, document: str, day: date) -> str:
     return f"{root}/sales/{quote(document, safe='')}?day={day.isoformat()}"
 
 
-def sale_view(
-    request: Request,
-    program: Program,
-    result: PurchaseResult,
-    document: str,
-    refunds: list[RefundLine],
-) -> SaleView:
-    day = business_day(program, result.created_at)
+def sale_view(request: Request, program: Program, record: SaleRecord) -> SaleView:
+    state, result = record.state, record.state.result
+    posted: dict[str, Any] = dict.fromkeys(
+        ("discount", "to_pay", "paid", "points_redeemed", "points_earned"), None
+    )
+    posted |= {"points_balance": None, "tier": None, "promotions": []}
+    if result is not None:
+        posted = {
+            "discount": result.discount,
+            "to_pay": result.to_pay,
+            "paid": result.paid,
+            "points_redeemed": result.points_redeemed,
+            "points_earned": result.points_earned,
+            "points_balance": result.balance,
+            "tier": str(program.tier(result.tier).name),
+            "promotions": [
+                PromotionView(promotion=a.promotion, points=a.points, stamps=a.stamps)
+                for a in result.promotions
+            ],
+        }
+    elif state.state == RECORDED:
+        zero = Decimal("0.00")
+        posted |= {"discount": zero, "to_pay": state.amount, "paid": state.amount}
+        posted |= {"points_redeemed": 0, "points_earned": 0}
     return SaleView(
-        document=document,
-        business_day=day,
-        status="posted",
-        amount=result.amount,
-        discount=result.discount,
-        to_pay=result.to_pay,
-        paid=result.paid,
-        points_redeemed=result.points_redeemed,
-        points_earned=result.points_earned,
-        points_balance=result.balance,
-        tier=str(program.tier(result.tier).name),
-        promotions=[
-            PromotionView(promotion=a.promotion, points=a.points, stamps=a.stamps)
-            for a in result.promotions
+        document=state.document,
+        business_day=state.business_day,
+        status=_SHOWN.get(state.state, state.state),  # type: ignore[arg-type]
+        member=state.member_id is not None or result is not None,
+        amount=state.amount,
+        points_requested=state.points,
+        expires_at=state.expires_at,
+        lines=[
+            LineView(
+                sku=line.sku,
+                category=line.category,
+                quantity=format(line.quantity.normalize(), "f"),
+                amount=line.amount,
+            )
+            for line in state.lines
         ],
-        refunded=sum((r.amount for r in refunds), Decimal("0.00")),
+        refunded=record.refunded,
         refunds=[
             RefundLineView(amount=r.amount, money_refund=r.money_refund, created_at=r.created_at)
-            for r in refunds
+            for r in record.refunds
         ],
-        created_at=result.created_at,
-        url=sale_url(request, document, day),
+        created_at=result.created_at if result is not None else state.created_at,
+        url=sale_url(request, state.document, state.business_day),
+        **posted,
     )
 
 
-def record_view(request: Request, program: Program, record: SaleRecord) -> SaleView:
-    return sale_view(request, program, record.sale, record.document, record.refunds)
+async def _record(
+    ctx: Context, session: Session, actor: Actor, document: str, day: date
+) -> SaleRecord:
+    return await api_read_sale(
+        session, ctx.program, actor, document=document, day=day, now=ctx.clock()
+    )
+
+
+def _answer(
+    request: Request, response: Response, program: Program, record: SaleRecord, new: int
+) -> SaleView:
+    """The sale's view, its URL as Location, and its status: `new` if this call did what it
+    asked, 200 if the sale was so already."""
+    view = sale_view(request, program, record)
+    response.status_code = 200 if record.state.replayed else new
+    response.headers["Location"] = view.url
+    return view
 
 
 @router.post(
     "",
     status_code=201,
     response_model=SaleView,
-    summary="Post a sale that earns points",
+    summary="Post a sale",
     description="Needs the `sales` scope and an `Idempotency-Key`. The document number is "
     "unique at the partner per business day: the same sale posted again (same member, "
-    "amount and discount) answers 200 with the sale as it is; another sale with that "
-    "number today is refused (409 receipt_taken). Points are earned on what the member "
-    "pays after their discount.",
+    "amount, points, discount and lines) answers 200 with the sale as it is now; another "
+    "sale with that number today is refused (409 receipt_taken).\n\n"
+    "Without points a member's sale is posted at once (201, `posted`): points are earned "
+    "on what the member pays after their discount. With `points` it is a request the "
+    "member confirms in Telegram: 202 `pending` with the sale's URL as `Location`; read "
+    "it there (`?wait=30` long-polls) until it is `posted` or closed, then finish it "
+    "without points or leave it. With `member: null` it is recorded (201, `recorded`).",
     responses={
         200: {"model": SaleView, "description": "The same sale, posted before"},
+        202: {"model": SaleView, "description": "A sale with points, waiting for the member"},
         **responses(404, 409),
     },
 )
@@ -151,26 +243,110 @@ async def post_sale(
     session: Session,
     actor: Actor,
 ) -> SaleView:
-    result = await api_sale(
+    now = ctx.clock()
+    state = await api_sale(
         session,
         ctx.program,
         actor,
         secret=ctx.secret,
-        **card_of(body.member),
+        **(card_of(body.member) if body.member is not None else {}),
         amount=body.amount,
         document=body.document,
         discount_percent=body.discount_percent,
+        lines=lines_of(body.lines),
+        points=body.points,
+        now=now,
+    )
+    if state.replayed:  # as it is now, with its refunds
+        record = await _record(ctx, session, actor, state.document, state.business_day)
+        record = SaleRecord(_keep_replayed(record.state, state), record.refunds)
+    else:
+        record = SaleRecord(state, [])
+    done = state.state in (POSTED, RECORDED)
+    return _answer(request, response, ctx.program, record, 201 if done else 202)
+
+
+Day = Annotated[
+    date | None, Query(description="The sale's business day, YYYY-MM-DD; default: today")
+]
+DocumentPath = Annotated[Document, Path(description="The document number (URL-encoded)")]
+
+
+@router.post(
+    "/{document:path}/withdraw",
+    response_model=SaleView,
+    summary="Withdraw a pending sale's request",
+    description="Needs the `sales` scope and an `Idempotency-Key`. The member can no longer "
+    "confirm it; the sale is `withdrawn` (finish it without points, or leave it). "
+    "Withdrawing a withdrawn sale answers it as it is (200); one the member answered "
+    "meanwhile is 409 request_closed, with its `status`: read the sale.",
+    responses=responses(404, 409),
+)
+async def withdraw(
+    document: DocumentPath,
+    request: Request,
+    response: Response,
+    ctx: Context,
+    session: Session,
+    actor: Actor,
+    day: Day = None,
+) -> SaleView:
+    day = day or business_day(ctx.program, ctx.clock())
+    try:
+        await requests.withdraw(
+            session, ctx.program, actor, document=document, day=day, now=ctx.clock()
+        )
+    except RequestClosed as closed:
+        if closed.params.get("status") != "cancelled":
+            raise
+    record = await _record(ctx, session, actor, document, day)
+    return _answer(request, response, ctx.program, record, 200)
+
+
+@router.post(
+    "/{document:path}/finish-without-points",
+    status_code=201,
+    response_model=SaleView,
+    summary="Post a sale whose request closed, without points",
+    description="Needs the `sales` scope and an `Idempotency-Key`. For a sale with points "
+    "the member declined, let expire, could not be asked, or the till withdrew: it is "
+    "posted as it was, without points (201). Already posted (the member confirmed "
+    "meanwhile): 200 with the sale as it is. Still pending, or a sale without a member: "
+    "409 request_closed. The discount is the one the request showed unless "
+    "`discount_percent` says otherwise (409 discount_changed if the member's no longer "
+    "gives it).",
+    responses={
+        200: {"model": SaleView, "description": "Posted already"},
+        **responses(404, 409),
+    },
+)
+async def finish_without_points(
+    document: DocumentPath,
+    request: Request,
+    response: Response,
+    ctx: Context,
+    session: Session,
+    actor: Actor,
+    day: Day = None,
+    body: FinishIn | None = None,
+) -> SaleView:
+    day = day or business_day(ctx.program, ctx.clock())
+    state = await requests.finish_without_points(
+        session,
+        ctx.program,
+        actor,
+        document=document,
+        day=day,
+        discount_percent=body.discount_percent if body is not None else None,
         now=ctx.clock(),
     )
-    if result.replayed:
-        response.status_code = 200
-        day = business_day(ctx.program, result.created_at)
-        record = await api_read_sale(session, ctx.program, actor, document=body.document, day=day)
-        view = record_view(request, ctx.program, record)
-    else:
-        view = sale_view(request, ctx.program, result, body.document, [])
-    response.headers["Location"] = view.url
-    return view
+    record = await _record(ctx, session, actor, document, day)
+    record = SaleRecord(_keep_replayed(record.state, state), record.refunds)
+    return _answer(request, response, ctx.program, record, 201)
+
+
+def _keep_replayed(read: SaleState, done: SaleState) -> SaleState:
+    return replace(read, replayed=done.replayed)
 
 
 @router.get(
@@ -179,22 +355,28 @@ async def post_sale(
     summary="Read one of the partner's sales",
     description="By its document number and business day (default: today in the "
     "program's time zone). Needs the `sales` or `read` scope. Another partner's sale is "
-    "not found here.",
+    f"not found here. With `wait` (seconds, at most {MAX_WAIT}) a `pending` sale is "
+    "answered as soon as its state changes (the member confirmed or declined, it expired, "
+    "it was withdrawn) or when the wait is over, still pending.",
     responses=responses(404),
 )
 async def get_sale(
-    document: Annotated[Document, Path(description="The document number (URL-encoded)")],
+    document: DocumentPath,
     request: Request,
     ctx: Context,
     session: Session,
     actor: Actor,
-    day: Annotated[date | None, Query(description="The business day, YYYY-MM-DD")] = None,
+    day: Day = None,
+    wait: Annotated[
+        int,
+        Query(ge=0, description=f"Seconds to wait while the sale is pending (at most {MAX_WAIT})"),
+    ] = 0,
 ) -> SaleView:
-    record = await api_read_sale(
-        session,
-        ctx.program,
-        actor,
-        document=document,
-        day=day or business_day(ctx.program, ctx.clock()),
-    )
-    return record_view(request, ctx.program, record)
+    day = day or business_day(ctx.program, ctx.clock())
+    record = await _record(ctx, session, actor, document, day)
+    deadline = time.monotonic() + min(wait, MAX_WAIT)
+    while record.state.state == PENDING and (left := deadline - time.monotonic()) > 0:
+        await session.close()  # no connection held while it waits
+        await asyncio.sleep(min(POLL, left))
+        record = await _record(ctx, session, actor, document, day)
+    return sale_view(request, ctx.program, record)

@@ -3,14 +3,15 @@ integers, times as RFC 3339 in UTC, document numbers, a member's card.
 
 An input that is not what its field takes is refused with the field's own code (a custom
 pydantic error type named after a code of bot/api/problems.py: `invalid_amount`,
-`invalid_receipt`, `invalid_token`, `invalid_card_number`), else `invalid_request`."""
+`invalid_receipt`, `invalid_token`, `invalid_card_number`, `invalid_points`,
+`invalid_lines`), else `invalid_request`."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from db.rules.cards import normalize_card_number
+from db.rules.lines import Line
 from db.rules.points import MAX_RECEIPT
 
 # Above zero, at most two decimals after a dot, at most ten digits before it: "12.50".
@@ -194,3 +196,87 @@ def card_of(ref: ByCardToken | ByCardNumber) -> dict[str, str]:
     if isinstance(ref, ByCardToken):
         return {"card_token": ref.card_token}
     return {"card_number": ref.card_number}
+
+
+def _points_asked(value: Any) -> int | str:
+    if value == "max" or (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POINTS
+    ):
+        return value  # type: ignore[no-any-return]
+    raise PydanticCustomError(
+        "invalid_points",
+        'points are a whole number from 0 to {max}, or "max"',
+        {"max": MAX_POINTS},
+    )
+
+
+MAX_POINTS = 1_000_000_000
+PointsAsked = Annotated[
+    int | Literal["max"],
+    BeforeValidator(_points_asked),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_POINTS},
+                {"const": "max"},
+            ],
+            "examples": [200, "max"],
+        }
+    ),
+]
+
+
+def _line_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise PydanticCustomError("invalid_lines", "at most 64 characters")
+    return value
+
+
+def _line_decimal(pattern: re.Pattern[str], what: str) -> Any:
+    def read(value: Any) -> Decimal:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise PydanticCustomError("invalid_lines", what)
+        return Decimal(value)
+
+    return read
+
+
+LINE_AMOUNT_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+QUANTITY_PATTERN = r"^[0-9]{1,7}(\.[0-9]{1,3})?$"
+LineText = Annotated[
+    str | None,
+    BeforeValidator(_line_text),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "null"}]}
+    ),
+]
+
+
+class LineIn(Strict):
+    """One line of a sale, before the member's discount."""
+
+    amount: Annotated[
+        Decimal,
+        BeforeValidator(
+            _line_decimal(re.compile(LINE_AMOUNT_PATTERN), 'a line\'s money: "12.50"')
+        ),
+        WithJsonSchema({"type": "string", "pattern": LINE_AMOUNT_PATTERN, "examples": ["30.00"]}),
+    ] = Field(description="The line's money (its quantity's price)")
+    quantity: Annotated[
+        Decimal,
+        BeforeValidator(
+            _line_decimal(re.compile(QUANTITY_PATTERN), 'a quantity above zero: "1", "0.25"')
+        ),
+        WithJsonSchema({"type": "string", "pattern": QUANTITY_PATTERN, "examples": ["1"]}),
+    ] = Field(default=Decimal(1), description="Up to three decimals (1.5 kg)")
+    category: LineText = Field(
+        default=None,
+        description="What it is, for promotions with categories: a slug like coffee-beans",
+    )
+    sku: LineText = Field(default=None, description="The till's article number (kept)")
+
+
+def lines_of(lines: list[LineIn]) -> tuple[Line, ...]:
+    return tuple(Line(li.amount, li.quantity, li.category, li.sku) for li in lines)

@@ -1,7 +1,8 @@
 """What the partner API (bot/api) does at a partner's till, through the till's own use
 cases (db/usecases/till.py) with the partner's API key as the actor (ApiActor): look a
-member up, post an earn-only sale keyed by the till's document number, refund a sale by
-its document number, read a sale, read the partner's settlement.
+member up, post a sale keyed by the till's document number (db/usecases/api/sales.py, the
+one sale path), refund a sale by its document number, read a sale, read the partner's
+settlement.
 
 A document number is the till's receipt number: unique per partner and business day (the
 program's time zone), as the bot's `#A-1043` is, and in the same key space: a sale posted
@@ -10,9 +11,11 @@ the same sale. Numbers are read in capitals, as the bot reads them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,16 +24,17 @@ from db.ledger.models import Transaction, TxKind
 from db.queries.settlement import PartnerPosition, Settlement, settlement
 from db.queries.stamps import card_progress
 from db.queries.vouchers import OpenVoucher, open_vouchers
-from db.rules.errors import InvalidReceipt, UnknownTransaction
-from db.rules.points import MAX_RECEIPT, check_purchase
+from db.rules.errors import InvalidReceipt, UnknownSale, UnknownTransaction
+from db.rules.lines import Line, check_lines
+from db.rules.points import MAX_RECEIPT, check_purchase, check_receipt
 from db.rules.program import Program, StampCard
 from db.usecases.api.actor import ApiActor
+from db.usecases.api.sales import post_sale
+from db.usecases.api.state import POSTED, SaleState, sale_state
 from db.usecases.discounts import quote
 from db.usecases.members import MemberInfo
-from db.usecases.purchases import PurchaseResult, ReversalResult, purchase_result
-from db.usecases.till import lookup_member, till_refund, till_sale
-
-API_DIALOG = "api"  # sale_key's dialog: never used, a document number keys every API sale
+from db.usecases.purchases import ReversalResult, purchase_result
+from db.usecases.till import lookup_member, till_refund
 
 
 def document_number(text: str) -> str:
@@ -100,31 +104,39 @@ async def api_sale(
     amount: Decimal,
     document: str,
     discount_percent: Decimal | None,
+    lines: Sequence[Line] = (),
+    points: int | Literal["max"] = 0,
     now: datetime,
-) -> PurchaseResult:
-    """An earn-only sale at the key's partner to the member the card names (found as
-    api_lookup finds them), keyed by its document number and business day.
-    `discount_percent`: the member's discount the till applied (the lookup's); None: the
-    member's discount now. A document number already used today for another sale is
-    ReceiptTaken; the same sale again is a replay (`replayed`)."""
+) -> SaleState:
+    """The till's sale at the key's partner, keyed by its document number and business day,
+    to the member the card names (found as api_lookup finds them; no card: a sale without a
+    member, recorded for the partner's figures): db/usecases/api/sales.py post_sale, the
+    one way an API sale is posted (earning at once, or with `points` a request the member
+    confirms in Telegram). `discount_percent`: the member's discount the till applied (the
+    lookup's); None: the member's discount now. A document number already used today for
+    another sale is ReceiptTaken; the same sale again is a replay (`replayed`). The request
+    is checked before the card is looked up, so a refused one reads no member."""
     actor.require("sale")
-    receipt = document_number(document)
-    amount = check_purchase(amount, program.program.max_purchase)  # before anything is read
-    member = await lookup_member(
-        session, actor, secret=secret, token=card_token, card_number=card_number, how="api"
-    )
-    if discount_percent is None:
-        discount_percent = (await quote(session, program, member.id, amount, now)).percent
-    return await till_sale(
+    check_receipt(document)
+    checked = check_purchase(amount, program.program.max_purchase)
+    check_lines(lines, checked)
+    member_id = None
+    if card_token is not None or card_number is not None:
+        member = await lookup_member(
+            session, actor, secret=secret, token=card_token, card_number=card_number, how="api"
+        )
+        member_id = member.id
+    return await post_sale(
         session,
         program,
         actor,
-        member_id=member.id,
+        document=document,
+        member_id=member_id,
         amount=amount,
-        dialog=API_DIALOG,
-        receipt=receipt,
-        now=now,
+        lines=lines,
+        points=points,
         discount_percent=discount_percent,
+        now=now,
     )
 
 
@@ -162,9 +174,9 @@ class RefundLine:
 
 @dataclass(frozen=True, slots=True)
 class SaleRecord:
-    sale: PurchaseResult
-    document: str
-    business_day: date
+    """A sale as the till reads it: its state (db/usecases/api/state.py) and its refunds."""
+
+    state: SaleState
     refunds: list[RefundLine]
 
     @property
@@ -172,22 +184,45 @@ class SaleRecord:
         return sum((r.amount for r in self.refunds), Decimal("0.00"))
 
 
+async def refund_lines(session: AsyncSession, transaction_id: int) -> list[RefundLine]:
+    rows = await session.execute(
+        select(Transaction.amount, Transaction.paid, Transaction.created_at)
+        .where(Transaction.reverses_id == transaction_id)
+        .order_by(Transaction.id)
+    )
+    return [RefundLine(r.amount, r.paid, r.created_at) for r in rows]
+
+
 async def api_read_sale(
-    session: AsyncSession, program: Program, actor: ApiActor, *, document: str, day: date
+    session: AsyncSession,
+    program: Program,
+    actor: ApiActor,
+    *,
+    document: str,
+    day: date,
+    now: datetime,
 ) -> SaleRecord:
-    """One of the partner's sales by document number and business day, with its refunds."""
+    """One of the partner's sales by document number and business day, with its refunds: an
+    API sale in any state (sale_state), else a sale the partner's cashiers posted in the bot
+    with that receipt number (UnknownTransaction if neither)."""
     actor.require("sale_read")
-    tx = await _sale_of(session, program, actor, document, day)
-    result = await purchase_result(session, tx, program=program)
-    refunds = (
-        await session.execute(
-            select(Transaction.amount, Transaction.paid, Transaction.created_at)
-            .where(Transaction.reverses_id == tx.id)
-            .order_by(Transaction.id)
+    try:
+        state = await sale_state(session, program, actor, document=document, day=day, now=now)
+    except UnknownSale:
+        tx = await _sale_of(session, program, actor, document, day)
+        result = await purchase_result(session, tx, program=program)
+        state = SaleState(
+            tx.receipt or document_number(document),
+            day,
+            result.member_id,
+            result.amount,
+            POSTED,
+            result.created_at,
+            result=result,
         )
-    ).all()
-    lines = [RefundLine(r.amount, r.paid, r.created_at) for r in refunds]
-    return SaleRecord(result, tx.receipt or document, day, lines)
+    posted = state.result
+    refunds = await refund_lines(session, posted.transaction_id) if posted is not None else []
+    return SaleRecord(state, refunds)
 
 
 async def api_refund(

@@ -61,11 +61,13 @@ class ApiActor:
         transaction_id: int | None = None,
         **details: Any,
     ) -> None:
-        """An audit row in the caller's transaction, naming the key (`api_key`)."""
+        """An audit row in the caller's transaction, naming the key (its `api_key_id`, and
+        `api_key` in its details)."""
         await audit(
             session,
             action,
             actor=None,
+            staff=self,
             member_id=member_id,
             partner_id=self.partner_id,
             transaction_id=transaction_id,
