@@ -13,17 +13,19 @@ from typing import Any
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.api.app import build_api
 from bot.api.context import ApiContext
 from bot.api.ratelimit import LocalBuckets, RateLimiter
 from bot.workers.web import build_web_app
+from db.ledger.models import Member
 from db.rules.program import Program
 from db.rules.tokens import card_token, derive_secret
 from db.usecases.api.actor import ApiActor
 from db.usecases.api_keys import authenticate, create_key
-from db.usecases.members import MemberInfo, register_member
+from db.usecases.members import MemberInfo, get_member, register_member
 
 OWNER = 1
 SECRET = derive_secret("4242:TEST-token")
@@ -66,6 +68,13 @@ class LiveApi:
             )
         assert key is not None
         return key
+
+    async def member_of(self, telegram_id: int) -> MemberInfo:
+        """A member who joined in the bot."""
+        async with self.sessions() as s:
+            found = await s.scalar(select(Member.id).where(Member.telegram_id == telegram_id))
+            assert found is not None
+            return await get_member(s, found)
 
     async def member(self, telegram_id: int, first_name: str = "Ann") -> MemberInfo:
         async with self.sessions() as s:
@@ -131,12 +140,16 @@ async def live_api(
     *,
     limiter: RateLimiter | None = None,
     clock: Callable[[], datetime] | None = None,
+    after_commit: Callable[[], None] | None = None,
 ) -> AsyncIterator[LiveApi]:
+    """The API on its own; `after_commit`: a running bot's notice worker's wake-up
+    (BotHarness.dp["outbox"].kick), so a sale's messages to the member go at once."""
     context = ApiContext(
         sessions=sessions,
         program=program,
         secret=SECRET,
         limiter=limiter or LocalBuckets(rate=1000, burst=1000),
+        after_commit=[after_commit] if after_commit is not None else [],
     )
     if clock is not None:
         context.clock = clock

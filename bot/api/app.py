@@ -13,21 +13,31 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.api import members, refunds, sales, settlement
+from bot.api import members, quotes, refunds, sales, settlement, vouchers
 from bot.api.context import ApiContext
 from bot.api.problems import Problem, http_problem, invalid
 
 ROOT = "/api/v1"
-ROUTERS = (members.router, sales.router, refunds.router, settlement.router)
+ROUTERS = (
+    members.router,
+    quotes.router,
+    sales.router,
+    refunds.router,
+    vouchers.router,
+    settlement.router,
+)
 
 DESCRIPTION = """\
 The City Bonus partner API, for tills and shop software: look a member up by their card,
-post a sale that earns points, refund a sale by its document number, read a sale, read
-your settlement.
+quote a sale, post a sale (earning points; paying with points the member confirms in
+Telegram, answered 202 and read at its URL, long-polled with `?wait=`; or without a member
+card, for your figures), withdraw or finish a pending one, claim a voucher, refund a sale
+by its document number, read a sale, read your settlement.
 
 * **Keys.** Send `Authorization: Bearer cb_live_…`. Your manager makes a key in the bot
-  (`/api_key`), with the scopes `sales` (post and refund sales) and/or `read` (members,
-  sales, settlement); it is shown once. Each key has a rate limit (429 with `Retry-After`).
+  (`/api_key`), with the scopes `sales` (quote, post, withdraw and refund sales, claim
+  vouchers) and/or `read` (members, sales, settlement); it is shown once. Each key has a
+  rate limit (429 with `Retry-After`).
 * **Idempotency.** Every POST needs an `Idempotency-Key` header, new for each operation
   and the same when you retry it: the same key and request answer as the first time did;
   the same key with another request is refused (422); while the first is still running,

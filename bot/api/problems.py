@@ -161,6 +161,8 @@ def _detail(code: str, params: Mapping[str, str]) -> str | None:
             "Too many card numbers that name nobody; scan the member's card, or try again "
             f"within {params['minutes']} minutes."
         )
+    if code == "request_closed" and "status" in params:
+        return f"The sale is {params['status']}: read it for what it is now."
     if code == "not_staff" and "action" in params:
         return f"The API key's scopes do not allow {params['action']!r}."
     return None

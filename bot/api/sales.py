@@ -300,6 +300,8 @@ async def withdraw(
         if closed.params.get("status") != "cancelled":
             raise
     record = await _record(ctx, session, actor, document, day)
+    if record.state.state != "cancelled":  # withdrawn, then finished without points
+        raise RequestClosed(status=record.state.state)
     return _answer(request, response, ctx.program, record, 200)
 
 

@@ -211,6 +211,21 @@ def _points_asked(value: Any) -> int | str:
 
 
 MAX_POINTS = 1_000_000_000
+
+
+def _points_in(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_POINTS:
+        return value
+    raise PydanticCustomError(
+        "invalid_points", "points are a whole number from 0 to {max}", {"max": MAX_POINTS}
+    )
+
+
+PointsIn = Annotated[
+    int,
+    BeforeValidator(_points_in),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_POINTS}),
+]
 PointsAsked = Annotated[
     int | Literal["max"],
     BeforeValidator(_points_asked),
