@@ -202,7 +202,7 @@ async def test_declined_then_finished_without_points(
     asked = await sale(api, key, ann, "20.00", "D-1", points=20)
     assert asked.status == 202
     early = await post(api, key, "/sales/D-1/finish-without-points")
-    assert (early.status, early.code, early.body.get("status")) == (
+    assert (early.status, early.code, early.body.get("state")) == (
         409,
         "request_closed",
         "pending",
@@ -270,7 +270,7 @@ async def test_a_till_withdraws_a_pending_sale(
     finished = await post(api, key, "/sales/W%2F1/finish-without-points")
     assert finished.status == 201 and finished.body["status"] == "posted"
     late = await post(api, key, path)
-    assert (late.status, late.code, late.body["status"]) == (409, "request_closed", "posted")
+    assert (late.status, late.code, late.body["state"]) == (409, "request_closed", "posted")
 
 
 async def test_sales_without_a_member_card_and_with_lines(

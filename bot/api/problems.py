@@ -100,6 +100,10 @@ _SAFE_PARAMS = frozenset(
 )
 
 
+# A parameter named as one of RFC 9457's members is told under another name: a closed
+# request's or gift's `status` is the problem's `state` (its `status` is the HTTP status).
+_RENAMED = {"status": "state"}
+
 _CODES: list[JsonValue] = [*sorted(PROBLEMS)]
 
 
@@ -127,12 +131,12 @@ def problem(
 ) -> JSONResponse:
     status, title = PROBLEMS[code]
     body = {
+        **(extra or {}),  # never in place of the members below
         "type": TYPE_BASE + code,
         "title": title,
         "status": status,
         "detail": detail or title + ".",
         "code": code,
-        **(extra or {}),
     }
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
@@ -141,7 +145,11 @@ def from_domain(error: DomainError) -> JSONResponse:
     """A domain error as its problem; an unmapped code is a server fault (the test that
     reads every error's code keeps that from happening)."""
     code = error.code if error.code in PROBLEMS else "internal_error"
-    extra = {k: str(v) for k, v in error.params.items() if k in _SAFE_PARAMS and v is not None}
+    extra = {
+        _RENAMED.get(k, k): str(v)
+        for k, v in error.params.items()
+        if k in _SAFE_PARAMS and v is not None
+    }
     return problem(code, _detail(code, extra), extra=extra)
 
 
@@ -161,8 +169,8 @@ def _detail(code: str, params: Mapping[str, str]) -> str | None:
             "Too many card numbers that name nobody; scan the member's card, or try again "
             f"within {params['minutes']} minutes."
         )
-    if code == "request_closed" and "status" in params:
-        return f"The sale is {params['status']}: read it for what it is now."
+    if code == "request_closed" and "state" in params:
+        return f"The sale is {params['state']}: read it for what it is now."
     if code == "not_staff" and "action" in params:
         return f"The API key's scopes do not allow {params['action']!r}."
     return None
