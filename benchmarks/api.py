@@ -4,7 +4,8 @@ posted directly through the use case the API calls, in the same run.
 A sale through the API is `POST /api/v1/sales` over HTTP to the bot's own web app
 (bot/workers/web.py with bot/api mounted, on a local port): the key checked, its rate, the
 Idempotency-Key claimed, the sale posted (db/usecases/partner_api.py `api_sale`: the
-member looked up by card number, their discount, the till's use case), the answer kept for
+member looked up by card number, then db/usecases/api/sales.py `post_sale`, the one sale
+path: the document's row, the member's discount, the ledger's posting), the answer kept for
 retries, the call audited. A direct sale is `api_sale` itself with the same key's actor, in
 a session of its own: the ledger's and the use case's work without HTTP, FastAPI, the key,
 the Idempotency-Key or the call's audit row. So `api/direct` is the share of the use case's
