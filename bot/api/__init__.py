@@ -10,8 +10,10 @@ and a docs page at /api/v1/docs. docs/integrator.md is the integrator's guide.
 - idempotency.py, ratelimit.py: the Idempotency-Key and the per-key rate;
 - context.py: what an endpoint is given (ApiContext, the session, the key's actor);
 - schemas.py: shapes several resources share (money, documents, cards);
-- members.py, sales.py, refunds.py, settlement.py: the resources.
+- members.py, quotes.py, sales.py, refunds.py, vouchers.py, settlement.py: the resources
+  (sales.py also serves a sale's reading, long-polled, its withdrawal and its finishing
+  without points).
 
 A new resource is a module here with `router = APIRouter(prefix=…, route_class=ApiRoute)`,
 added to ROUTERS; its endpoints call use cases in db/usecases with the key's ApiActor
-(db/usecases/api_keys.py), which db/rules/access.py's table authorises by its scopes."""
+(db/usecases/api/actor.py), which db/rules/access.py's table authorises by its scopes."""

@@ -67,7 +67,7 @@ class StaffInfo:
 
 class Actor(Protocol):
     """Who acts at a partner's till in a use case: a staff member (StaffInfo), or a partner's
-    API key (db/usecases/api_keys.py ApiActor), which has no staff row (`id` None) and is
+    API key (db/usecases/api/actor.py ApiActor), which has no staff row (`id` None) and is
     nobody's Telegram account (`telegram_id` None). Both answer `require` from
     db/rules/access.py's one table; the audit row names the key's id for a key."""
 
