@@ -8,6 +8,7 @@ each test (the `sessions` fixture)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -434,3 +435,25 @@ async def test_bad_sales_and_quotes_change_nothing(
     assert await balance(sessions, ann) == 50
     wait = await api.call("GET", "/sales/B-1?wait=-1", key=key)
     assert (wait.status, wait.code) == (422, "invalid_request")
+
+
+async def test_refunds_of_sales_not_posted_and_with_a_long_idempotency_key(
+    api: LiveApi, harness: BotHarness, sessions: Sessions
+) -> None:
+    _chat, ann = await joined(api, harness)
+    key = await api.key("coffee")
+    assert (await sale(api, key, ann, "20.00", "R-1", points=10)).status == 202
+    assert (await sale(api, key, None, "20.00", "R-2")).status == 201
+    for document in ("R-1", "R-2"):
+        refused = await post(api, key, "/refunds", {"document": document, "reason": "x"})
+        assert (refused.status, refused.code) == (409, "not_reversible"), refused.body
+    assert (await sale(api, key, ann, "20.00", "R-3")).status == 201
+    long_key = "k" * 255  # the ledger keeps a long one by its digest
+    refund = await post(api, key, "/refunds", {"document": "R-3", "reason": "x"}, idem=long_key)
+    assert refund.status == 201, refund.body
+    again = await post(api, key, "/refunds", {"document": "R-3", "reason": "x"}, idem=long_key)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert await balance(sessions, ann) == 50
+    digest = hashlib.sha256(long_key.encode()).hexdigest()
+    keyed = Transaction.idempotency_key.like(f"api:%:refund:{digest}")
+    assert await count(sessions, Transaction, keyed) == 1

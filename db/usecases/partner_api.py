@@ -29,6 +29,7 @@ from db.rules.lines import Line, check_lines
 from db.rules.points import MAX_RECEIPT, check_purchase, check_receipt
 from db.rules.program import Program, StampCard
 from db.usecases.api.actor import ApiActor
+from db.usecases.api.refunds import refund_key, refund_sale
 from db.usecases.api.sales import post_sale
 from db.usecases.api.state import POSTED, SaleState, sale_state
 from db.usecases.discounts import quote
@@ -237,9 +238,25 @@ async def api_refund(
     key: str,
 ) -> ReversalResult:
     """Refund the partner's sale of that document number and day: `amount` of the money it
-    charged (None: all that is left). `key`: the request's Idempotency-Key, which keys the
-    refund in the ledger too (scoped to the partner)."""
+    charged (None: all that is left). An API sale is refunded by db/usecases/api/refunds.py
+    refund_sale (NotReversible while it is not posted); a sale the partner's cashiers
+    posted in the bot with that receipt number, by the till's refund. `key`: the request's
+    Idempotency-Key, which keys the refund in the ledger too (scoped to the partner, a long
+    one by its digest: refund_key)."""
     actor.require("refund")
+    try:
+        return await refund_sale(
+            session,
+            program,
+            actor,
+            document=document,
+            day=day,
+            amount=amount,
+            reason=reason,
+            key=key,
+        )
+    except UnknownSale:
+        pass
     tx = await _sale_of(session, program, actor, document, day)
     return await till_refund(
         session,
@@ -248,7 +265,7 @@ async def api_refund(
         transaction_id=tx.id,
         amount=amount,
         reason=reason,
-        key=f"api:{actor.partner_id}:refund:{key}",
+        key=refund_key(actor, key),
     )
 
 
