@@ -457,3 +457,20 @@ async def test_refunds_of_sales_not_posted_and_with_a_long_idempotency_key(
     digest = hashlib.sha256(long_key.encode()).hexdigest()
     keyed = Transaction.idempotency_key.like(f"api:%:refund:{digest}")
     assert await count(sessions, Transaction, keyed) == 1
+
+
+async def test_a_key_that_guesses_voucher_codes_is_stopped(
+    api: LiveApi, harness: BotHarness, sessions: Sessions
+) -> None:
+    _chat, ann = await joined(api, harness)
+    books, coffee, other = await api.key("books"), await api.key("coffee"), await api.key("coffee")
+    assert (await sale(api, books, ann, "40.00", "G-1")).status == 201
+    async with sessions() as s:
+        code = await s.scalar(select(Voucher.code).where(Voucher.member_id == ann.id))
+    assert code is not None
+    for n in range(20):
+        wrong = await post(api, coffee, f"/vouchers/ZZZZ-{n:04d}/claim")
+        assert (wrong.status, wrong.code) == (404, "unknown_voucher"), wrong.body
+    stopped = await post(api, coffee, f"/vouchers/{code}/claim")
+    assert (stopped.status, stopped.code) == (429, "too_many_voucher_codes"), stopped.body
+    assert (await post(api, other, f"/vouchers/{code}/claim")).status == 201  # its own count

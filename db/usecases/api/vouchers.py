@@ -14,11 +14,17 @@ from db.ledger.writer import unit_of_work
 from db.rules.errors import TooManyLookups, UnknownMember
 from db.rules.program import Program
 from db.rules.tokens import read_card_token
-from db.rules.vouchers import UnknownVoucher, normalize_code
+from db.rules.vouchers import TooManyVoucherCodes, UnknownVoucher, normalize_code
 from db.usecases.api.actor import ApiActor
 from db.usecases.members import MemberInfo, find_by_card, get_member
 from db.usecases.till import LOOKUP_FAILURES, LOOKUP_WINDOW
-from db.usecases.voucher_claims import ClaimedVoucher, claim_at, claim_details
+from db.usecases.voucher_claims import (
+    CODE_FAILURES,
+    CODE_WINDOW,
+    ClaimedVoucher,
+    claim_at,
+    claim_details,
+)
 
 
 async def claim(
@@ -33,30 +39,56 @@ async def claim(
     the key's partner, once (claim_at): its points move as at a cashier's till, the
     member's news is owed, the claim is audited with the key. UnknownVoucher,
     VoucherWrongPartner, VoucherExpired, VoucherVoided, VoucherClaimed (also when this very
-    till claimed it: its idempotency key replays a claim)."""
+    till claimed it: its idempotency key replays a claim). A code that names no voucher is
+    audited too, and a key with CODE_FAILURES of those within CODE_WINDOW is refused codes
+    (TooManyVoucherCodes) until the window has passed, as a cashier is: codes are random,
+    only guessing finds that many wrong ones."""
     actor.require("claim_voucher")
     typed = normalize_code(code)
-    if typed is None:
-        raise UnknownVoucher(code=code)
-    async with unit_of_work(session):
-        claimed = await claim_at(
-            session,
-            program,
-            typed,
-            partner_id=actor.partner_id,
-            staff_id=None,
-            telegram_id=None,
-            now=now or datetime.now(UTC),
+    try:
+        async with unit_of_work(session):
+            if await _unknown_codes(session, actor) >= CODE_FAILURES:
+                raise TooManyVoucherCodes(minutes=CODE_WINDOW // timedelta(minutes=1))
+            if typed is None:
+                raise UnknownVoucher(code=code)
+            claimed = await claim_at(
+                session,
+                program,
+                typed,
+                partner_id=actor.partner_id,
+                staff_id=None,
+                telegram_id=None,
+                now=now or datetime.now(UTC),
+            )
+            v = claimed.voucher
+            await actor.audit(
+                session,
+                "voucher_claim",
+                member_id=v.member_id,
+                transaction_id=claimed.transaction_id,
+                **claim_details(v),
+            )
+            return claimed
+    except UnknownVoucher:
+        async with unit_of_work(session):
+            await actor.audit(session, "voucher_unknown", code=code[:40])
+        raise
+
+
+async def _unknown_codes(session: AsyncSession, actor: ApiActor) -> int:
+    # The audit rows' own clock (the database's), as the cashier's count has it.
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(
+                AuditLog.api_key_id == actor.key_id,
+                AuditLog.created_at > func.now() - CODE_WINDOW,
+                AuditLog.action == "voucher_unknown",
+            )
         )
-        v = claimed.voucher
-        await actor.audit(
-            session,
-            "voucher_claim",
-            member_id=v.member_id,
-            transaction_id=claimed.transaction_id,
-            **claim_details(v),
-        )
-        return claimed
+        or 0
+    )
 
 
 async def _recent_failures(session: AsyncSession, actor: ApiActor) -> int:
