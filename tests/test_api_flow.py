@@ -148,13 +148,13 @@ async def test_lookup_quote_sale_with_points_confirmed_refund(
         "9.00",
         q["points_earned"],
     )
-    assert posted["points_balance"] == await balance(sessions, ann) == 250 - 100 + 45
+    assert posted["points_available"] == await balance(sessions, ann) == 250 - 100 + 45
     assert posted["expires_at"] is None
 
     refund = await post(api, key, "/refunds", {"document": "F-2", "reason": "returned"})
     assert refund.status == 201, refund.body
     assert refund.body["points_returned"] == 100 and refund.body["points_clawed_back"] == 45
-    assert refund.body["points_balance"] == await balance(sessions, ann) == 250
+    assert refund.body["points_available"] == await balance(sessions, ann) == 250
     after = await api.call("GET", path_of(asked), key=key)
     assert after.body["refunded"] == "10.00" and len(after.body["refunds"]) == 1
 

@@ -13,6 +13,8 @@ from bot.api.problems import responses
 from bot.api.route import ApiRoute
 from bot.api.sales import sale_url
 from bot.api.schemas import Amount, Document, Money, Points, Strict, Timestamp
+from db.rules.errors import UnknownMember
+from db.usecases.members import get_member
 from db.usecases.partner_api import api_refund, business_day
 
 router = APIRouter(prefix="/refunds", tags=["refunds"], route_class=ApiRoute)
@@ -29,6 +31,13 @@ class RefundIn(Strict):
     reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
 
 
+class PromotionBackView(BaseModel):
+    promotion: str = Field(description="The promotion's slug in the program")
+    points: Points = Field(description="Its points taken back from the member's wallet")
+    shortfall: Points = Field(description="Its points due back that the member had spent")
+    stamps: int = Field(description="Its stamps taken back")
+
+
 class RefundView(BaseModel):
     document: str
     business_day: date = Field(description="The refunded sale's business day")
@@ -39,9 +48,23 @@ class RefundView(BaseModel):
         "the member already spent of those this sale earned"
     )
     points_returned: Points = Field(description="Points that paid for it, back to the member")
-    points_clawed_back: Points = Field(description="Points it had earned, taken back")
-    shortfall: Points = Field(description="Earned points already spent: kept from cash_back")
-    points_balance: Points = Field(description="The member's points after the refund")
+    points_clawed_back: Points = Field(
+        description="Every point the refund took back from the member's wallet: the sale's "
+        "earned points, the invitation reward on a full refund, and what its promotions "
+        "gave (listed in `promotions`), as the member's chat and the ledger tell it"
+    )
+    promotions: list[PromotionBackView] = Field(
+        description="What it took back of each promotion the sale got (points part of "
+        "points_clawed_back, shortfall part of shortfall)"
+    )
+    shortfall: Points = Field(
+        description="Points due back that the member had already spent (earned or given by "
+        "a promotion): their value is kept from cash_back"
+    )
+    points_available: Points = Field(
+        description="The points the member can spend right after the refund (their balance "
+        "less points held by open requests, as the lookup's `points`); in a replay, now"
+    )
     created_at: Timestamp
     sale_url: str
 
@@ -81,6 +104,10 @@ async def post_refund(
     )
     if result.replayed:
         response.status_code = 200
+    try:
+        available = (await get_member(session, result.member_id)).available
+    except UnknownMember:  # deleted their data since: their points are gone
+        available = 0
     url = sale_url(request, body.document, day)
     response.headers["Location"] = url
     return RefundView(
@@ -90,9 +117,15 @@ async def post_refund(
         money_refund=result.money_refund,
         cash_back=result.cash_back,
         points_returned=result.points_returned,
-        points_clawed_back=result.points_clawed_back,
+        points_clawed_back=result.points_clawed_back + sum(p.points for p in result.promotions),
+        promotions=[
+            PromotionBackView(
+                promotion=p.promotion, points=p.points, shortfall=p.shortfall, stamps=p.stamps
+            )
+            for p in result.promotions
+        ],
         shortfall=result.shortfall,
-        points_balance=result.balance,
+        points_available=available,
         created_at=result.created_at,
         sale_url=url,
     )

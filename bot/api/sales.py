@@ -40,11 +40,13 @@ from bot.api.schemas import (
     card_of,
     lines_of,
 )
-from db.rules.errors import RequestClosed
+from db.rules.errors import RequestClosed, UnknownMember
 from db.rules.program import Program
 from db.usecases.api import requests
 from db.usecases.api.state import PENDING, POSTED, RECORDED, SaleState
+from db.usecases.members import get_member
 from db.usecases.partner_api import SaleRecord, api_read_sale, api_sale, business_day
+from db.usecases.promotions import Awarded
 
 router = APIRouter(prefix="/sales", tags=["sales"], route_class=ApiRoute)
 
@@ -100,8 +102,18 @@ class RefundLineView(BaseModel):
 
 class PromotionView(BaseModel):
     promotion: str = Field(description="The promotion's slug in the program")
-    points: Points
-    stamps: int
+    title: str = Field(description="The promotion's title")
+    points: Points = Field(description="Points it gave the member, on top of points_earned")
+    stamps: int = Field(description="Stamps it added on each of the partner's stamp cards")
+    reward: str | None = Field(
+        default=None,
+        description="The reward's slug when it gave the member a voucher (null: none). The "
+        "voucher's code is the member's own: it is in their Telegram chat, not here",
+    )
+    reward_title: str | None = Field(default=None, description="The reward's title: tell them")
+    voucher_expires_at: Timestamp | None = Field(
+        default=None, description="Until when the voucher it gave may be claimed"
+    )
 
 
 class LineView(BaseModel):
@@ -130,7 +142,12 @@ class SaleView(BaseModel):
     paid: Money | None = Field(description="Paid in money: to_pay less what points paid")
     points_redeemed: Points | None
     points_earned: Points | None
-    points_balance: Points | None = Field(description="The member's points after the sale")
+    points_available: Points | None = Field(
+        description="The points the member can spend as this answer is made (their balance "
+        "less points held by open requests, as the lookup's `points`): in the answer to the "
+        "post, right after the sale; in a later read, now. null for a sale not posted or "
+        "without a member"
+    )
     tier: str | None = Field(description="The member's tier after the sale")
     promotions: list[PromotionView]
     refunded: Money = Field(description="Refunded so far, of the money charged")
@@ -144,12 +161,38 @@ def sale_url(request: Request, document: str, day: date) -> str:
     return f"{root}/sales/{quote(document, safe='')}?day={day.isoformat()}"
 
 
-def sale_view(request: Request, program: Program, record: SaleRecord) -> SaleView:
+def _promotion(program: Program, a: Awarded) -> PromotionView:
+    reward = program.reward(a.reward) if a.reward is not None else None
+    return PromotionView(
+        promotion=a.promotion,
+        title=a.title,
+        points=a.points,
+        stamps=a.stamps,
+        reward=a.reward,
+        reward_title=None if a.reward is None else str(reward.title) if reward else a.reward,
+        voucher_expires_at=a.voucher_expires,
+    )
+
+
+async def available_now(session: Session, record: SaleRecord) -> int | None:
+    """The member's spendable points now, for a posted member's sale (else None)."""
+    result = record.state.result
+    if result is None:
+        return None
+    try:
+        return (await get_member(session, result.member_id)).available
+    except UnknownMember:
+        return None
+
+
+def sale_view(
+    request: Request, program: Program, record: SaleRecord, available: int | None = None
+) -> SaleView:
     state, result = record.state, record.state.result
     posted: dict[str, Any] = dict.fromkeys(
         ("discount", "to_pay", "paid", "points_redeemed", "points_earned"), None
     )
-    posted |= {"points_balance": None, "tier": None, "promotions": []}
+    posted |= {"points_available": None, "tier": None, "promotions": []}
     if result is not None:
         posted = {
             "discount": result.discount,
@@ -157,12 +200,9 @@ def sale_view(request: Request, program: Program, record: SaleRecord) -> SaleVie
             "paid": result.paid,
             "points_redeemed": result.points_redeemed,
             "points_earned": result.points_earned,
-            "points_balance": result.balance,
+            "points_available": available,
             "tier": str(program.tier(result.tier).name),
-            "promotions": [
-                PromotionView(promotion=a.promotion, points=a.points, stamps=a.stamps)
-                for a in result.promotions
-            ],
+            "promotions": [_promotion(program, a) for a in result.promotions],
         }
     elif state.state == RECORDED:
         zero = Decimal("0.00")
@@ -204,12 +244,17 @@ async def _record(
     )
 
 
-def _answer(
-    request: Request, response: Response, program: Program, record: SaleRecord, new: int
+async def _answer(
+    request: Request,
+    response: Response,
+    session: Session,
+    program: Program,
+    record: SaleRecord,
+    new: int,
 ) -> SaleView:
     """The sale's view, its URL as Location, and its status: `new` if this call did what it
     asked, 200 if the sale was so already."""
-    view = sale_view(request, program, record)
+    view = sale_view(request, program, record, await available_now(session, record))
     response.status_code = 200 if record.state.replayed else new
     response.headers["Location"] = view.url
     return view
@@ -263,7 +308,7 @@ async def post_sale(
     else:
         record = SaleRecord(state, [])
     done = state.state in (POSTED, RECORDED)
-    return _answer(request, response, ctx.program, record, 201 if done else 202)
+    return await _answer(request, response, session, ctx.program, record, 201 if done else 202)
 
 
 Day = Annotated[
@@ -302,7 +347,7 @@ async def withdraw(
     record = await _record(ctx, session, actor, document, day)
     if record.state.state != "cancelled":  # withdrawn, then finished without points
         raise RequestClosed(status=record.state.state)
-    return _answer(request, response, ctx.program, record, 200)
+    return await _answer(request, response, session, ctx.program, record, 200)
 
 
 @router.post(
@@ -344,7 +389,7 @@ async def finish_without_points(
     )
     record = await _record(ctx, session, actor, document, day)
     record = SaleRecord(_keep_replayed(record.state, state), record.refunds)
-    return _answer(request, response, ctx.program, record, 201)
+    return await _answer(request, response, session, ctx.program, record, 201)
 
 
 def _keep_replayed(read: SaleState, done: SaleState) -> SaleState:
@@ -381,4 +426,4 @@ async def get_sale(
         await session.close()  # no connection held while it waits
         await asyncio.sleep(min(POLL, left))
         record = await _record(ctx, session, actor, document, day)
-    return sale_view(request, ctx.program, record)
+    return sale_view(request, ctx.program, record, await available_now(session, record))

@@ -3,7 +3,7 @@ the member shows, as a cashier types it)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
@@ -12,6 +12,7 @@ from bot.api.context import Actor, Context, Session
 from bot.api.problems import responses
 from bot.api.route import ApiRoute
 from bot.api.schemas import Points, Timestamp
+from db.ledger.models import VoucherSource
 from db.rules.program import Program
 from db.rules.vouchers import display_code
 from db.usecases.api.vouchers import claim
@@ -25,7 +26,14 @@ class ClaimView(BaseModel):
     reward: str = Field(description="The reward's slug in the program")
     title: str = Field(description="The reward's title: what to hand over")
     name_initial: str = Field(description="The first letter of the member's first name")
-    points: Points = Field(description="Points the member paid for it in the catalogue")
+    points: Points = Field(
+        description="Points the member paid for it in the catalogue; 0 for a voucher a stamp "
+        "card or a promotion gave (see `source`)"
+    )
+    source: Literal["catalogue", "stamp_card", "promotion"] = Field(
+        description="Where the voucher came from: bought with points in the catalogue, a "
+        "full stamp card, or a promotion"
+    )
     expires_at: Timestamp
     claimed_at: Timestamp | None
 
@@ -64,7 +72,8 @@ async def claim_voucher(
         reward=v.reward,
         title=_title(ctx.program, v.reward),
         name_initial=v.member_first_name.strip()[:1].upper(),
-        points=v.points,
+        points=v.points if v.source == VoucherSource.CATALOGUE else 0,
+        source=v.source,  # type: ignore[arg-type]
         expires_at=v.expires_at,
         claimed_at=v.resolved_at,
     )

@@ -1,0 +1,128 @@
+"""The partner API tells the till the truth about points: a refund's points taken back
+include what the sale's promotions gave, a voucher a promotion gave was not paid for in
+points, a sale names the voucher its promotion gave, and the points a sale's answer shows
+are the member's spendable ones, as the lookup counts them. The ledger's invariants are
+checked after each test (the `sessions` fixture)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from db.ledger.models import Voucher
+from db.rules.program import Program, parse_program
+from db.rules.vouchers import display_code
+from db.usecases.members import MemberInfo, get_member
+from tests.apiharness import Answer, LiveApi, live_api
+from tests.test_api_till import api_program
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+def program() -> Program:
+    """The API's test program, with 100 bonus points on every sale of 10.00 at the café."""
+    data: dict[str, Any] = api_program().model_dump(mode="json", by_alias=True)
+    data["promotions"].append(
+        {
+            "slug": "first-visit",
+            "title": "100 points for your visit",
+            "partners": ["coffee"],
+            "min_purchase": "10.00",
+            "effect": {"bonus_points": 100},
+            "funded_by": "program",
+        }
+    )
+    return parse_program(data)
+
+
+@pytest.fixture
+async def api(engine: AsyncEngine, sessions: Sessions, program: Program) -> AsyncIterator[LiveApi]:
+    async with live_api(engine, sessions, program) as live:
+        yield live
+
+
+async def post(api: LiveApi, key: str, path: str, body: Any = None) -> Answer:
+    return await api.call("POST", path, key=key, body=body, idem=secrets.token_hex(8))
+
+
+async def points(sessions: Sessions, member: MemberInfo) -> int:
+    async with sessions() as s:
+        return (await get_member(s, member.id)).balance
+
+
+async def test_a_refund_counts_every_point_it_takes_back(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7101)
+    sale = await api.sale(key, ann, "40.00", "R-1")
+    assert sale.status == 201, sale.body
+    assert (sale.body["points_earned"], sale.body["promotions"][0]["points"]) == (200, 100)
+    before = await points(sessions, ann)
+    part = await post(api, key, "/refunds", {"document": "R-1", "amount": "10.00", "reason": "x"})
+    assert part.status == 201, part.body
+    taken = before - await points(sessions, ann)
+    assert taken == 75  # 50 earned, 25 of the promotion's 100
+    assert part.body["points_clawed_back"] == taken
+    assert part.body["promotions"] == [
+        {"promotion": "first-visit", "points": 25, "shortfall": 0, "stamps": 0}
+    ]
+    rest = await post(api, key, "/refunds", {"document": "R-1", "reason": "x"})
+    assert rest.status == 201, rest.body
+    assert rest.body["points_clawed_back"] == before - 75 - await points(sessions, ann) == 225
+    assert rest.body["points_available"] == await points(sessions, ann)
+
+
+async def test_a_voucher_a_promotion_gave_was_not_paid_for_and_the_sale_names_it(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    books, coffee = await api.key("books"), await api.key("coffee")
+    ann = await api.member(7102)
+    sale = await api.sale(books, ann, "40.00", "BK-1")
+    assert sale.status == 201, sale.body
+    given = [p for p in sale.body["promotions"] if p["promotion"] == "coffee-with-a-book"]
+    assert len(given) == 1, sale.body["promotions"]
+    assert given[0]["reward"] == "free-coffee"
+    assert given[0]["reward_title"] == "A coffee of your choice"
+    assert given[0]["title"] == "Coffee with a book"
+    assert given[0]["voucher_expires_at"] is not None
+    read = await api.call("GET", "/sales/BK-1", key=books)
+    assert read.body["promotions"] == sale.body["promotions"]
+    async with sessions() as s:
+        code = (await s.scalars(select(Voucher.code).where(Voucher.member_id == ann.id))).one()
+    claimed = await post(api, coffee, f"/vouchers/{display_code(code)}/claim")
+    assert claimed.status == 201, claimed.body
+    assert (claimed.body["points"], claimed.body["source"]) == (0, "promotion")
+
+
+async def test_a_sales_points_are_the_spendable_ones_as_lookup_counts_them(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7103)
+    first = await api.sale(key, ann, "40.00", "P-1")
+    assert first.status == 201, first.body
+    assert "points_balance" not in first.body
+    assert first.body["points_available"] == await points(sessions, ann) == 350
+    # 100 points held by a request the member has not answered yet.
+    held = await post(
+        api,
+        key,
+        "/sales",
+        {
+            "member": {"card_number": ann.card_number},
+            "amount": "10.00",
+            "document": "P-2",
+            "points": 100,
+        },
+    )
+    assert held.status == 202, held.body
+    second = await api.sale(key, ann, "10.00", "P-3")
+    assert second.status == 201, second.body
+    found = await api.call("GET", f"/members/lookup?card_number={ann.card_number}", key=key)
+    assert second.body["points_available"] == found.body["points"]
+    assert second.body["points_available"] == await points(sessions, ann) - 100
