@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,9 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.ledger.models import Voucher
+from db.rules.errors import ReceiptTaken
 from db.rules.program import Program, parse_program
 from db.rules.vouchers import display_code
 from db.usecases.members import MemberInfo, get_member
+from db.usecases.staff import accept_invite, create_invite
+from db.usecases.till import till_sale
 from tests.apiharness import Answer, LiveApi, live_api
 from tests.test_api_till import api_program
 
@@ -126,3 +130,92 @@ async def test_a_sales_points_are_the_spendable_ones_as_lookup_counts_them(
     found = await api.call("GET", f"/members/lookup?card_number={ann.card_number}", key=key)
     assert second.body["points_available"] == found.body["points"]
     assert second.body["points_available"] == await points(sessions, ann) - 100
+
+
+# ------------------------------------------------------------- one document, one sale
+
+
+async def test_the_same_sale_in_another_form_is_the_same_sale(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    key = await api.key("coffee")
+    ann, bob = await api.member(7104), await api.member(7105, "Bob")
+    body = {"member": {"card_number": ann.card_number}, "amount": "20.00", "document": "DP-1"}
+    first = await post(api, key, "/sales", {**body, "discount_percent": "0"})
+    assert first.status == 201, first.body
+    for again in ({**body, "discount_percent": "0.00"}, body, {**body, "amount": "20"}):
+        same = await post(api, key, "/sales", again)
+        assert (same.status, same.body["document"]) == (200, "DP-1"), (again, same.body)
+    # What differs is said.
+    other = await post(api, key, "/sales", {**body, "amount": "21.00"})
+    assert other.status == 409 and other.code == "receipt_taken"
+    assert other.body["differs"] == "amount" and "another amount" in other.body["detail"]
+    bob_s = await post(api, key, "/sales", {**body, "member": {"card_number": bob.card_number}})
+    assert bob_s.body["differs"] == "member" and "another member" in bob_s.body["detail"]
+    off = await post(api, key, "/sales", {**body, "discount_percent": "3"})
+    assert (off.code, off.body["differs"]) == ("receipt_taken", "discount")
+    lines = [{"category": "cups", "amount": "20.00"}]
+    lined = await post(api, key, "/sales", {**body, "lines": lines})
+    assert (lined.code, lined.body["differs"]) == ("receipt_taken", "lines")
+
+
+async def test_a_receipt_typed_in_the_bot_and_posted_with_lines_is_one_sale(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7106)
+    lines = [
+        {"category": "coffee-beans", "amount": "30.00"},
+        {"category": "cups", "quantity": "2", "amount": "70.00"},
+    ]
+    body = {"member": {"card_number": ann.card_number}, "amount": "100.00"}
+    posted = await post(api, key, "/sales", {**body, "document": "A-1045", "lines": lines})
+    assert posted.status == 201, posted.body
+    async with sessions() as s:
+        token = await create_invite(s, created_by=1, role="cashier", partner_slug="coffee")
+        staff = await accept_invite(s, token, telegram_id=7190)
+        typed = await till_sale(
+            s,
+            api.program,
+            staff,
+            member_id=ann.id,
+            amount=Decimal("100"),
+            dialog="d1",
+            receipt="A-1045",
+        )
+        assert typed.replayed and typed.points_earned == posted.body["points_earned"]
+        # Typed first, then posted with lines: the same sale, as the ledger has it.
+        await till_sale(
+            s,
+            api.program,
+            staff,
+            member_id=ann.id,
+            amount=Decimal("50"),
+            dialog="d2",
+            receipt="A-1046",
+        )
+        with pytest.raises(ReceiptTaken) as taken:
+            await till_sale(
+                s,
+                api.program,
+                staff,
+                member_id=ann.id,
+                amount=Decimal("60"),
+                dialog="d3",
+                receipt="A-1046",
+            )
+        assert taken.value.params["differs"] == "amount"
+    again = await post(
+        api,
+        key,
+        "/sales",
+        {
+            **body,
+            "amount": "50.00",
+            "document": "A-1046",
+            "lines": [{"category": "cups", "amount": "50.00"}],
+        },
+    )
+    assert again.status == 200, again.body
+    assert again.body["lines"] == []  # the ledger's sale has none
+    assert (await api.call("GET", "/sales/A-1046", key=key)).body["lines"] == []

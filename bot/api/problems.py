@@ -96,7 +96,18 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 
 # Details a domain error carries that a till may be told (member ids and the like are not).
 _SAFE_PARAMS = frozenset(
-    {"max", "minutes", "receipt", "status", "amount", "action", "left", "document", "price"}
+    {
+        "max",
+        "minutes",
+        "receipt",
+        "status",
+        "amount",
+        "action",
+        "left",
+        "document",
+        "price",
+        "differs",
+    }
 )
 
 
@@ -153,13 +164,21 @@ def from_domain(error: DomainError) -> JSONResponse:
     return problem(code, _detail(code, extra), extra=extra)
 
 
+# What a sale posted under a taken document number differs in (ReceiptTaken's `differs`).
+_DIFFERS = {
+    "member": "for another member",
+    "amount": "for another amount",
+    "points": "with other points",
+    "discount": "with another discount",
+    "lines": "with other itemised lines",
+}
+
+
 def _detail(code: str, params: Mapping[str, str]) -> str | None:
     """The occurrence in a sentence, where a parameter makes it more precise."""
     if code == "receipt_taken" and "receipt" in params:
-        return (
-            f"Document {params['receipt']} was already posted today at this partner for "
-            "another member or amount."
-        )
+        what = _DIFFERS.get(params.get("differs", ""), "for another sale")
+        return f"Document {params['receipt']} was already posted today at this partner {what}."
     if code == "amount_too_large" and "max" in params:
         return f"The largest purchase the program allows is {params['max']}."
     if code == "refund_too_large" and "max" in params:

@@ -50,6 +50,17 @@ async def request_lines(session: AsyncSession, request_id: int) -> tuple[Line, .
     return tuple(Line(*row) for row in rows)
 
 
+async def posted_lines(session: AsyncSession, transaction_id: int) -> tuple[Line, ...]:
+    """The itemised lines of the API sale posted as the ledger's sale `transaction_id`
+    (none for a cashier's sale)."""
+    rows = await session.execute(
+        _LINES.join(ApiSale, ApiSale.id == ApiSaleLine.sale_id).where(
+            ApiSale.transaction_id == transaction_id
+        )
+    )
+    return tuple(Line(*row) for row in rows)
+
+
 async def find_sale(
     session: AsyncSession, partner_id: int, day: date, document: str, *, lock: bool = False
 ) -> ApiSaleRow | None:

@@ -5,6 +5,7 @@ post_reversal post it inside the caller's."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,6 +52,7 @@ from db.ledger.writer import (
     unit_of_work,
     wallet_of,
 )
+from db.queries.api_sales import posted_lines
 from db.rules import club as club_rules
 from db.rules.discounts import ZERO, charged, club_part, discount_of, discounts_by_tier
 from db.rules.errors import (
@@ -58,6 +60,7 @@ from db.rules.errors import (
     DiscountChanged,
     NotReversible,
     ReasonRequired,
+    ReceiptTaken,
     RefundTooLarge,
     UnknownMember,
     UnknownPartner,
@@ -307,17 +310,7 @@ async def post_purchase(
     if redeem_points:
         check_points(redeem_points)
         check_redeem(redeem_points, to_pay, program.program.max_redeem_percent, pv)
-    # A sale without a discount, or without lines, keeps the digest it always had.
-    digest = fingerprint(
-        "purchase",
-        member_id,
-        partner,
-        str(amount),
-        redeem_points,
-        receipt,
-        *([str(discount)] if discount else []),
-        *([line_digest(lines)] if lines else []),
-    )
+    digest = sale_digest(sale, amount, discount, lines)
     now = now or datetime.now(UTC)
     paid = to_pay - points_money(redeem_points, pv)
     kind = TxKind.REDEEM if redeem_points else TxKind.EARN
@@ -793,6 +786,53 @@ async def purchase_result(
         if program is not None and row.promoted
         else (),
     )
+
+
+def sale_digest(sale: Sale, amount: Decimal, discount: Decimal, lines: Sequence[Line]) -> str:
+    """A sale's digest in the ledger: a sale without a discount, or without lines, keeps
+    the digest it always had."""
+    return fingerprint(
+        "purchase",
+        sale.member_id,
+        sale.partner,
+        str(amount),
+        sale.redeem_points,
+        sale.receipt,
+        *([str(discount)] if discount else []),
+        *([line_digest(lines)] if lines else []),
+    )
+
+
+async def receipt_replay(
+    session: AsyncSession, program: Program, sale: Sale
+) -> tuple[PurchaseResult, tuple[Line, ...]]:
+    """After IdempotencyConflict on a sale with a receipt number: the sale posted under its
+    key if it is this very one but for itemised lines, which only a till's program sends
+    (a cashier types the receipt in the bot without them): a replay, with the lines the
+    ledger's sale had. Else ReceiptTaken, its `differs` naming what is not the same
+    (member, amount, discount, points or lines)."""
+    tx = await session.scalar(select(Transaction).where(Transaction.idempotency_key == sale.key))
+    receipt = sale.receipt
+    if tx is None or tx.member_id is None or tx.amount is None:
+        raise ReceiptTaken(receipt=receipt)
+    amount = check_purchase(sale.amount, program.program.max_purchase)
+    discount = discount_of(amount, sale.discount_percent)
+    theirs = await posted_lines(session, tx.id)
+    # When one of the two has lines, the rest is compared.
+    if (not theirs) != (not sale.lines) and (
+        sale_digest(sale, amount, discount, theirs) == tx.fingerprint
+    ):
+        return await purchase_result(session, tx, True, program=program), theirs
+    differs = "lines"
+    if tx.member_id != sale.member_id:
+        differs = "member"
+    elif tx.amount != amount:
+        differs = "amount"
+    elif (tx.kind == TxKind.REDEEM) != bool(sale.redeem_points):
+        differs = "points"
+    elif (tx.discount or ZERO) != discount:
+        differs = "discount"
+    raise ReceiptTaken(receipt=receipt, differs=differs)
 
 
 async def record_refund(

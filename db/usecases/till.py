@@ -38,7 +38,6 @@ from db.rules.errors import (
     IdempotencyConflict,
     NotEnoughPoints,
     OwnCard,
-    ReceiptTaken,
     RepeatSale,
     RequestClosed,
     TooManyLookups,
@@ -73,6 +72,7 @@ from db.usecases.purchases import (
     post_purchase,
     post_reversal,
     purchase_result,
+    receipt_replay,
 )
 from db.usecases.staff import Actor, StaffInfo, audit, refusal_audited
 
@@ -242,25 +242,23 @@ async def till_sale(
         if previous is not None and not posted and not again:
             seconds = (now - previous).total_seconds()
             raise RepeatSale(amount=amount, minutes=max(1, math.ceil(seconds / 60)))
+        sale = Sale(
+            member_id=member_id,
+            partner=staff.partner_slug,
+            amount=amount,
+            key=key,
+            receipt=receipt,
+            staff_id=staff.id,
+            now=now,
+            discount_percent=discount_percent,
+        )
         try:
-            result = await post_purchase(
-                session,
-                program,
-                Sale(
-                    member_id=member_id,
-                    partner=staff.partner_slug,
-                    amount=amount,
-                    key=key,
-                    receipt=receipt,
-                    staff_id=staff.id,
-                    now=now,
-                    discount_percent=discount_percent,
-                ),
-            )
+            result = await post_purchase(session, program, sale)
         except IdempotencyConflict:
             if receipt is None:
                 raise
-            raise ReceiptTaken(receipt=receipt) from None
+            # A till's program posted this receipt with itemised lines: the same sale.
+            result, _lines = await receipt_replay(session, program, sale)
         if not result.replayed:
             await audit(
                 session,

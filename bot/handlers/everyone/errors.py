@@ -29,6 +29,28 @@ def _money(params: dict[str, Any], key: str) -> str:
     return fmt.money(params[key], currency) if currency else fmt.number(params[key])
 
 
+def _receipt_taken(p: dict[str, Any]) -> str:
+    """What differs from the sale posted under that receipt number, when known."""
+    differs = p.get("differs")
+    if differs == "member":
+        text = _("Receipt {receipt} was already posted here today for another member.")
+    elif differs == "amount":
+        text = _("Receipt {receipt} was already posted here today for another amount.")
+    elif differs == "discount":
+        text = _("Receipt {receipt} was already posted here today with another discount.")
+    elif differs == "points":
+        text = _("Receipt {receipt} was already posted here today with other points.")
+    elif differs == "lines":
+        text = _("Receipt {receipt} was already posted here today with other itemised lines.")
+    else:
+        return _(
+            "Receipt {receipt} was already posted here today for another member or amount. "
+            "Check the number; /shift lists today's sales."
+        ).format(receipt=escape(str(p["receipt"])))
+    check = _("Check the number; /shift lists today's sales.")
+    return text.format(receipt=escape(str(p["receipt"]))) + " " + check
+
+
 MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "invalid_amount": lambda p: _(
         "That is not an amount I can use: {amount}. Type it like 12.50."
@@ -37,10 +59,7 @@ MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         "A receipt number goes after # and is 1 to {max} letters, digits or signs, like "
         "12.50 #A-1043."
     ).format(max=p["max"]),
-    "receipt_taken": lambda p: _(
-        "Receipt {receipt} was already posted here today for another member or amount. Check "
-        "the number; /shift lists today's sales."
-    ).format(receipt=escape(str(p["receipt"]))),
+    "receipt_taken": lambda p: _receipt_taken(p),
     "amount_too_large": lambda p: _(
         "That is more than {max}, the largest purchase allowed. Check the amount."
     ).format(max=_money(p, "max")),

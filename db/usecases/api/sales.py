@@ -28,14 +28,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import insert, text
+from sqlalchemy import delete, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.ledger.models import ApiSaleLine
 from db.ledger.writer import constraint_name, fingerprint, unit_of_work
-from db.queries.api_sales import find_sale
-from db.rules.discounts import ZERO, check_shown
+from db.queries.api_sales import ApiSaleRow, find_sale, sale_lines
+from db.rules.discounts import ZERO, check_shown, discount_of
 from db.rules.errors import IdempotencyConflict, InvalidPoints, ReceiptTaken, UnknownMember
 from db.rules.lines import Line, check_lines, line_digest
 from db.rules.points import check_purchase, check_receipt
@@ -53,7 +53,7 @@ from db.usecases.api.state import (
 )
 from db.usecases.members import get_member
 from db.usecases.outbox import owe, owed_for_purchase
-from db.usecases.purchases import PurchaseResult, Sale, post_purchase
+from db.usecases.purchases import PurchaseResult, Sale, post_purchase, receipt_replay
 from db.usecases.till import business_date, open_request, receipt_key, sells
 
 MAX: Literal["max"] = "max"  # points: as many as the member may pay
@@ -98,7 +98,10 @@ async def post_sale(
         discount_percent = check_shown(discount_percent)
     now = now or datetime.now(UTC)
     day = business_date(program, now)
-    digest = fingerprint(
+    # The discount is checked apart (_replay): "0", "0.00" and none at 0 % are one sale.
+    digest = fingerprint("api_sale", member_id, str(amount), points, line_digest(lines))
+    # As a sale posted before this release was keyed: the same again is still a replay.
+    legacy = fingerprint(
         "api_sale",
         member_id,
         str(amount),
@@ -109,7 +112,20 @@ async def post_sale(
     async with unit_of_work(session):
         sale_id = await _open(session, actor, day, document, member_id, amount, digest, now)
         if sale_id is None:
-            return await _replay(session, program, actor, day, document, digest, now)
+            return await _replay(
+                session,
+                program,
+                actor,
+                day,
+                document,
+                (digest, legacy),
+                now,
+                member_id=member_id,
+                amount=amount,
+                points=points,
+                lines=lines,
+                discount_percent=discount_percent,
+            )
         await _keep_lines(session, sale_id, lines)
         if member_id is None:
             await actor.audit(session, "api_sale_without_member", amount=amount, receipt=document)
@@ -133,6 +149,8 @@ async def post_sale(
                 lines,
             )
             back = ZERO if not result.replayed else await refunded(session, result)
+            if result.replayed:  # a cashier's receipt: the lines the ledger's sale has
+                lines = await sale_lines(session, sale_id)
             return SaleState(
                 document,
                 day,
@@ -143,6 +161,7 @@ async def post_sale(
                 lines,
                 result=result,
                 refunded=back,
+                replayed=result.replayed,  # a cashier posted it: 200, the sale as it is
             )
         member = await get_member(session, member_id)
         info, _created = await open_request(
@@ -252,15 +271,41 @@ async def _replay(
     actor: ApiActor,
     day: date,
     document: str,
-    digest: str,
+    digests: tuple[str, str],
     now: datetime,
+    *,
+    member_id: int | None,
+    amount: Decimal,
+    points: int | Literal["max"],
+    lines: tuple[Line, ...],
+    discount_percent: Decimal | None,
 ) -> SaleState:
-    """The document was posted before: the same sale (its state now), or ReceiptTaken."""
+    """The document was posted before: the same sale (its state now), or ReceiptTaken
+    saying what differs (`differs`: member, amount, points, lines or discount)."""
     row = await find_sale(session, actor.partner_id, day, document)
     assert row is not None  # the insert met it
-    if row.fingerprint != digest:
-        raise ReceiptTaken(receipt=document)
-    return replace(await state_of(session, program, row, now), replayed=True)
+    if row.fingerprint not in digests:
+        raise ReceiptTaken(receipt=document, differs=_differs(row, member_id, amount, lines))
+    state = await state_of(session, program, row, now)
+    if (
+        discount_percent is not None
+        and state.result is not None
+        and state.result.discount != discount_of(amount, discount_percent)
+    ):
+        raise ReceiptTaken(receipt=document, differs="discount")
+    return replace(state, replayed=True)
+
+
+def _differs(
+    row: ApiSaleRow, member_id: int | None, amount: Decimal, lines: tuple[Line, ...]
+) -> str:
+    if row.member_id != member_id:
+        return "member"
+    if row.amount != amount:
+        return "amount"
+    if row.lines != lines:
+        return "lines"
+    return "points"
 
 
 async def post_member_sale(
@@ -279,23 +324,24 @@ async def post_member_sale(
     """The member's sale without points, in the ledger under its receipt's key, linked to
     its row; audited and the member's news owed (not for a replay: a cashier posted this
     very receipt already)."""
+    sale = Sale(
+        member_id=member_id,
+        partner=actor.partner_slug,
+        amount=amount,
+        key=receipt_key(actor.partner_id, day, document),
+        receipt=document,
+        now=now,
+        discount_percent=discount_percent,
+        lines=lines,
+    )
     try:
-        result = await post_purchase(
-            session,
-            program,
-            Sale(
-                member_id=member_id,
-                partner=actor.partner_slug,
-                amount=amount,
-                key=receipt_key(actor.partner_id, day, document),
-                receipt=document,
-                now=now,
-                discount_percent=discount_percent,
-                lines=lines,
-            ),
-        )
+        result = await post_purchase(session, program, sale)
     except IdempotencyConflict:
-        raise ReceiptTaken(receipt=document) from None
+        # A cashier typed this receipt in the bot (no itemised lines): the same sale if the
+        # rest is; its row keeps the ledger's lines (none), not these.
+        result, posted = await receipt_replay(session, program, sale)
+        if posted != lines:
+            await session.execute(delete(ApiSaleLine).where(ApiSaleLine.sale_id == sale_id))
     await session.execute(_LINK, {"id": sale_id, "tx": result.transaction_id, "request": None})
     if not result.replayed:
         await actor.audit(
