@@ -219,3 +219,22 @@ async def test_a_receipt_typed_in_the_bot_and_posted_with_lines_is_one_sale(
     assert again.status == 200, again.body
     assert again.body["lines"] == []  # the ledger's sale has none
     assert (await api.call("GET", "/sales/A-1046", key=key)).body["lines"] == []
+
+
+async def test_finishing_with_another_discount_says_the_members(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7107)
+    body = {"member": {"card_number": ann.card_number}, "amount": "10.00", "document": "F-1"}
+    asked = await post(api, key, "/sales", {**body, "points": 10})
+    assert asked.status == 202, asked.body
+    assert (await post(api, key, "/sales/F-1/withdraw")).status == 200
+    other = await post(api, key, "/sales/F-1/finish-without-points", {"discount_percent": "3"})
+    assert (other.status, other.code) == (409, "discount_changed"), other.body
+    assert other.body["discount_percent"] == "0"
+    assert "0 % now" in other.body["detail"]
+    done = await post(api, key, "/sales/F-1/finish-without-points", {"discount_percent": "0"})
+    assert (done.status, done.body["status"]) == (201, "posted"), done.body
+    sale = await post(api, key, "/sales", {**body, "document": "F-2", "discount_percent": "3"})
+    assert (sale.code, sale.body["discount_percent"]) == ("discount_changed", "0")

@@ -107,6 +107,7 @@ _SAFE_PARAMS = frozenset(
         "document",
         "price",
         "differs",
+        "discount_percent",
     }
 )
 
@@ -179,6 +180,11 @@ def _detail(code: str, params: Mapping[str, str]) -> str | None:
     if code == "receipt_taken" and "receipt" in params:
         what = _DIFFERS.get(params.get("differs", ""), "for another sale")
         return f"Document {params['receipt']} was already posted today at this partner {what}."
+    if code == "discount_changed" and "discount_percent" in params:
+        return (
+            f"The member's discount is {params['discount_percent']} % now, not the one sent: "
+            "charge that one (look the member up or quote again)."
+        )
     if code == "amount_too_large" and "max" in params:
         return f"The largest purchase the program allows is {params['max']}."
     if code == "refund_too_large" and "max" in params:

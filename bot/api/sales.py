@@ -359,9 +359,9 @@ async def withdraw(
     "the member declined, let expire, could not be asked, or the till withdrew: it is "
     "posted as it was, without points (201). Already posted (the member confirmed "
     "meanwhile): 200 with the sale as it is. Still pending, or a sale without a member: "
-    "409 request_closed. The discount is the one the request showed unless "
-    "`discount_percent` says otherwise (409 discount_changed if the member's no longer "
-    "gives it).",
+    "409 request_closed. The discount charged is the one the request showed; "
+    "`discount_percent` is a check of the one you charge, which must be the member's now "
+    "(409 discount_changed, with theirs as `discount_percent`, if it is not).",
     responses={
         200: {"model": SaleView, "description": "Posted already"},
         **responses(404, 409),

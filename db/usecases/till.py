@@ -576,8 +576,9 @@ async def open_request(
     rules = program.program
     amount = check_purchase(amount, rules.max_purchase)
     club = bool(club_part(program, True)) and await in_club(session, member.id, now)
-    if program.discount_percent(member.tier, club) != discount_percent:
-        raise DiscountChanged()  # checked again when the confirmation posts the sale
+    member_now = program.discount_percent(member.tier, club)
+    if member_now != discount_percent:  # checked again when the confirmation posts the sale
+        raise DiscountChanged(discount_percent=str(member_now))
     to_pay = amount - discount_of(amount, discount_percent)
     reachable = await session.scalar(select(Member.reachable).where(Member.id == member.id))
     # Points other requests hold are promised: "Max" offers only what may be spent.

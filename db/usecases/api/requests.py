@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.ledger.writer import unit_of_work
 from db.queries.api_sales import find_sale
 from db.rules.discounts import check_shown
-from db.rules.errors import RequestClosed, UnknownSale
+from db.rules.errors import DiscountChanged, RequestClosed, UnknownSale
 from db.rules.points import check_receipt
 from db.rules.program import Program
+from db.usecases import discounts
 from db.usecases.api.actor import ApiActor
 from db.usecases.api.sales import post_member_sale
 from db.usecases.api.state import CLOSED, PENDING, POSTED, RECORDED, SaleState, state_of
@@ -36,11 +37,11 @@ async def finish_without_points(
     after its request closed without a posting (declined, expired, unreachable, withdrawn;
     a pending one past its time is closed as expired first): the cashier's "post without
     points". Under its receipt's key, with its lines; `discount_percent`: the discount
-    charged (None: the one the request showed; DiscountChanged if the member's no longer
-    gives it: quote again and finish with the new one). A sale posted already (so, its
-    request confirmed meanwhile) is returned as it is, `replayed`. UnknownSale; RequestClosed
-    (status "pending") while the member may still answer, and for a sale without a member
-    ("recorded")."""
+    charged (None: the one the request showed; DiscountChanged, with the member's
+    `discount_percent` now, if theirs is not that: finish with theirs). A sale posted
+    already (so, its request confirmed meanwhile) is returned as it is, `replayed`.
+    UnknownSale; RequestClosed (status "pending") while the member may still answer, and
+    for a sale without a member ("recorded")."""
     actor.require("sale")
     now = now or datetime.now(UTC)
     document = check_receipt(document)
@@ -62,6 +63,13 @@ async def finish_without_points(
             )
         if req.status not in CLOSED:  # confirmed meanwhile: posted with its points
             return replace(await state_of(session, program, row, now), replayed=True)
+        charged = req.discount_percent
+        if discount_percent is not None:
+            charged = check_shown(discount_percent)
+        quoted = await discounts.quote(session, program, row.member_id, row.amount, now)
+        member_now = quoted.percent
+        if charged != member_now:  # the ledger would refuse it: say what the member's is
+            raise DiscountChanged(discount_percent=str(member_now))
         result = await post_member_sale(
             session,
             program,
@@ -72,7 +80,7 @@ async def finish_without_points(
             document,
             day,
             now,
-            req.discount_percent if discount_percent is None else check_shown(discount_percent),
+            charged,
             row.lines,
         )
         return SaleState(

@@ -36,7 +36,13 @@ from db.ledger.models import ApiSaleLine
 from db.ledger.writer import constraint_name, fingerprint, unit_of_work
 from db.queries.api_sales import ApiSaleRow, find_sale, sale_lines
 from db.rules.discounts import ZERO, check_shown, discount_of
-from db.rules.errors import IdempotencyConflict, InvalidPoints, ReceiptTaken, UnknownMember
+from db.rules.errors import (
+    DiscountChanged,
+    IdempotencyConflict,
+    InvalidPoints,
+    ReceiptTaken,
+    UnknownMember,
+)
 from db.rules.lines import Line, check_lines, line_digest
 from db.rules.points import check_purchase, check_receipt
 from db.rules.program import Program
@@ -130,10 +136,11 @@ async def post_sale(
         if member_id is None:
             await actor.audit(session, "api_sale_without_member", amount=amount, receipt=document)
             return SaleState(document, day, None, amount, RECORDED, now, lines)
+        member_now = (await discounts.quote(session, program, member_id, amount, now)).percent
         if discount_percent is None:
-            discount_percent = (
-                await discounts.quote(session, program, member_id, amount, now)
-            ).percent
+            discount_percent = member_now
+        elif discount_percent != member_now:  # the ledger would refuse it: say theirs
+            raise DiscountChanged(discount_percent=str(member_now))
         if not points:
             result = await post_member_sale(
                 session,
