@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from db.ledger.models import Voucher
+from db.ledger.models import AuditLog, Voucher
 from db.rules.errors import ReceiptTaken
 from db.rules.program import Program, parse_program
 from db.rules.vouchers import display_code
@@ -238,3 +239,70 @@ async def test_finishing_with_another_discount_says_the_members(
     assert (done.status, done.body["status"]) == (201, "posted"), done.body
     sale = await post(api, key, "/sales", {**body, "document": "F-2", "discount_percent": "3"})
     assert (sale.code, sale.body["discount_percent"]) == ("discount_changed", "0")
+
+
+# ------------------------------------------------------- what is kept, what is told
+
+
+async def test_transient_refusals_are_not_kept_under_the_idempotency_key(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    books, coffee = await api.key("books"), await api.key("coffee")
+    ann = await api.member(7108)
+    assert (await api.sale(books, ann, "40.00", "G-1")).status == 201
+    async with sessions() as s:
+        code = (await s.scalars(select(Voucher.code).where(Voucher.member_id == ann.id))).one()
+    for n in range(20):
+        wrong = await post(api, coffee, f"/vouchers/ZZZZ-{n:04d}/claim")
+        assert wrong.code == "unknown_voucher", wrong.body
+    path = f"/vouchers/{display_code(code)}/claim"
+    stopped = await api.call("POST", path, key=coffee, idem="claim-G-1")
+    assert (stopped.status, stopped.code) == (429, "too_many_voucher_codes"), stopped.body
+    assert stopped.body["minutes"] == 10 and stopped.headers["Retry-After"] == "600"
+    async with sessions() as s, s.begin():  # the window passes
+        await s.execute(
+            update(AuditLog)
+            .where(AuditLog.action == "voucher_unknown")
+            .values(created_at=func.now() - timedelta(minutes=11))
+        )
+    claimed = await api.call("POST", path, key=coffee, idem="claim-G-1")
+    assert (claimed.status, claimed.body["source"]) == (201, "promotion"), claimed.body
+
+    # A finish refused while the member may still answer is asked again after.
+    body = {"member": {"card_number": ann.card_number}, "amount": "10.00", "document": "F-3"}
+    assert (await post(api, coffee, "/sales", {**body, "points": 10})).status == 202
+    finish = "/sales/F-3/finish-without-points"
+    early = await api.call("POST", finish, key=coffee, idem="finish-F-3")
+    assert (early.code, early.body["state"]) == ("request_closed", "pending"), early.body
+    assert (await post(api, coffee, "/sales/F-3/withdraw")).status == 200
+    later = await api.call("POST", finish, key=coffee, idem="finish-F-3")
+    assert (later.status, later.body["status"]) == (201, "posted"), later.body
+    withdraw = await post(api, coffee, "/sales/F-3/withdraw")
+    assert (withdraw.code, withdraw.body["state"]) == ("request_closed", "posted")
+
+
+async def test_refusals_carry_what_the_guide_says(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7109)
+    assert (await api.sale(key, ann, "40.00", "E-1")).status == 201
+    for reason in ({}, {"reason": ""}, {"reason": "  "}, {"reason": None}):
+        refused = await post(api, key, "/refunds", {"document": "E-1", **reason})
+        assert (refused.status, refused.code) == (422, "reason_required"), refused.body
+    card = {"card_number": ann.card_number}
+    short = await post(api, key, "/quotes", {"member": card, "amount": "100.00", "points": 9999})
+    assert short.code == "redeem_limit_exceeded" and short.body["max"] == 5000, short.body
+    much = await post(api, key, "/quotes", {"member": card, "amount": "1000.00", "points": 999})
+    assert (much.code, much.body["asked"], much.body["available"]) == (
+        "not_enough_points",
+        999,
+        350,  # 50 welcome, 200 earned, 100 the promotion's
+    ), much.body
+    sale = await post(
+        api, key, "/sales", {"member": card, "amount": "1000.00", "document": "E-2", "points": 999}
+    )
+    got = (sale.code, sale.body["asked"], sale.body["available"])
+    assert got == ("not_enough_points", 999, 350), sale.body
+    most = await post(api, key, "/quotes", {"member": card, "amount": "10.00", "points": "max"})
+    assert most.status == 200 and most.body["points"] == most.body["max_points"] > 0, most.body
+    nobody = await post(api, key, "/quotes", {"member": None, "amount": "10.00", "points": 5})
+    assert (nobody.status, nobody.code) == (422, "invalid_points"), nobody.body

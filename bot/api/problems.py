@@ -108,6 +108,8 @@ _SAFE_PARAMS = frozenset(
         "price",
         "differs",
         "discount_percent",
+        "asked",
+        "available",
     }
 )
 
@@ -157,12 +159,44 @@ def from_domain(error: DomainError) -> JSONResponse:
     """A domain error as its problem; an unmapped code is a server fault (the test that
     reads every error's code keeps that from happening)."""
     code = error.code if error.code in PROBLEMS else "internal_error"
-    extra = {
-        _RENAMED.get(k, k): str(v)
+    extra: dict[str, Any] = {
+        _RENAMED.get(k, k): _shown(k, v)
         for k, v in error.params.items()
         if k in _SAFE_PARAMS and v is not None
     }
-    return problem(code, _detail(code, extra), extra=extra)
+    headers = None
+    if code in _LOCKOUTS and isinstance(extra.get("minutes"), int):
+        headers = {"Retry-After": str(extra["minutes"] * 60)}
+    return problem(code, _detail(code, extra), extra=extra, headers=headers)
+
+
+# 429s of a lockout that lasts while its window holds wrong card numbers or voucher codes:
+# Retry-After says when it has surely passed (the window's length, in seconds).
+_LOCKOUTS = frozenset({"too_many_lookups", "too_many_voucher_codes"})
+
+
+def _shown(name: str, value: object) -> object:
+    """A parameter as the problem tells it: points and minutes as integers, a state as the
+    sale's status reads it, the rest (money included) as strings."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if name == "status":
+        return _STATES.get(str(value), str(value))
+    return str(value)
+
+
+# A redemption request's status as the till reads the sale's (bot/api/sales.py SaleStatus).
+_STATES = {"confirmed": "posted", "cancelled": "withdrawn"}
+
+
+def transient(error: DomainError) -> bool:
+    """A refusal not kept under the Idempotency-Key, so the retry runs again: one whose
+    answer changes by itself (a 429 lockout that passes, a sale still pending), or a 422
+    for the request's input (the retry may correct it)."""
+    status = PROBLEMS.get(error.code, (500, ""))[0]
+    return status in (422, 429) or (
+        error.code == "request_closed" and error.params.get("status") == "pending"
+    )
 
 
 # What a sale posted under a taken document number differs in (ReceiptTaken's `differs`).
@@ -220,11 +254,12 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 async def run(endpoint: Endpoint, request: Request) -> tuple[Response, bool]:
     """The endpoint's answer, a domain error as its problem; and whether it is an answer to
-    keep for a retry (not when the request was invalid: the retry may correct it)."""
+    keep for a retry (not when the request was invalid: the retry may correct it; nor a
+    transient refusal: the retry's answer may differ)."""
     try:
         return await endpoint(request), True
     except DomainError as error:
-        return from_domain(error), True
+        return from_domain(error), not transient(error)
     except RequestValidationError as error:
         return invalid(error), False
     except HTTPException as error:

@@ -16,7 +16,7 @@ from bot.api.schemas import (
     Money,
     Percent,
     Points,
-    PointsIn,
+    PointsAsked,
     Strict,
     lines_of,
 )
@@ -33,7 +33,10 @@ class QuoteIn(Strict):
         "amount's: no discount, no points)"
     )
     amount: Amount = Field(description="The purchase total, before the member's discount")
-    points: PointsIn = Field(default=0, description="Points the member would pay with")
+    points: PointsAsked = Field(
+        default=0,
+        description='Points the member would pay with (0: none; "max": as many as they may)',
+    )
     lines: list[LineIn] = Field(
         default_factory=list, max_length=200, description="Itemised lines, as for a sale"
     )

@@ -4,9 +4,11 @@ number."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from bot.api.context import Actor, Context, IdempotencyKey, Session
 from bot.api.problems import responses
@@ -20,6 +22,26 @@ from db.usecases.partner_api import api_refund, business_day
 router = APIRouter(prefix="/refunds", tags=["refunds"], route_class=ApiRoute)
 
 
+MAX_REASON = 500
+
+
+def _reason(value: Any) -> str:
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_REASON:
+        return value
+    raise PydanticCustomError(
+        "reason_required",
+        "a refund needs a reason: 1 to {max} characters, not only spaces",
+        {"max": MAX_REASON},
+    )
+
+
+Reason = Annotated[
+    str,
+    BeforeValidator(_reason),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_REASON, "pattern": r"\S"}),
+]
+
+
 class RefundIn(Strict):
     document: Document = Field(description="The sale's document number")
     day: date | None = Field(default=None, description="The sale's business day; default: today")
@@ -28,7 +50,11 @@ class RefundIn(Strict):
         description="How much of the money the sale charged (its total less the member's "
         "discount) to refund; left out or null: all that is left",
     )
-    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
+    reason: Reason = Field(
+        default=None,
+        validate_default=True,
+        description="Why it is refunded (required: 1 to 500 characters, not only spaces)",
+    )
 
 
 class PromotionBackView(BaseModel):

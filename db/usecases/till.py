@@ -586,12 +586,12 @@ async def open_request(
     if points is None:
         points = allowance(available, to_pay, rules)
         if points <= 0:
-            raise NotEnoughPoints()
+            raise NotEnoughPoints(available=max(available, 0))
     check_points(points)
     check_redeem(points, to_pay, rules.max_redeem_percent, rules.point_value)
     # A friendly early answer; the hold below is what the database refuses or grants.
     if points > available:
-        raise NotEnoughPoints(balance=available)
+        raise NotEnoughPoints(balance=available, asked=points, available=max(available, 0))
     created = await session.execute(
         pg_insert(RedemptionRequest)
         .values(

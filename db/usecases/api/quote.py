@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.rules.discounts import ZERO
-from db.rules.errors import NotEnoughPoints, UnknownPartner
+from db.rules.errors import InvalidPoints, NotEnoughPoints, UnknownPartner
 from db.rules.lines import Line, check_lines
 from db.rules.points import check_points, check_purchase, check_redeem, earned_points, points_money
 from db.rules.program import Program
@@ -70,11 +71,12 @@ async def quote(
     member_id: int | None,
     amount: Decimal,
     lines: Sequence[Line] = (),
-    points: int = 0,
+    points: int | Literal["max"] = 0,
     now: datetime | None = None,
 ) -> Quote:
     """What a sale of `amount` (with its itemised `lines`, if any) at the key's partner,
-    for the member `member_id` (None: no member card) paying `points` of it, would give now.
+    for the member `member_id` (None: no member card) paying `points` of it ("max": as many
+    as they may), would give now.
     Refused as the sale would be: InvalidAmount, AmountTooLarge, InvalidLines,
     LinesDontAddUp, CharityTakesNoSales, UnknownMember, and for points InvalidPoints,
     RedeemLimitExceeded or NotEnoughPoints."""
@@ -87,17 +89,25 @@ async def quote(
     amount = check_purchase(amount, rules.max_purchase)
     lines = check_lines(lines, amount)
     if member_id is None:
+        if points:
+            raise InvalidPoints(points=points)  # points are a member's, as for the sale
         return Quote(amount)
     now = now or datetime.now(UTC)
     member = await get_member(session, member_id)
     priced = await discounts.quote(session, program, member.id, amount, now)
     to_pay, pv = priced.to_pay, rules.point_value
     most = max(allowance(member.available, to_pay, rules), 0)
+    if points == "max":  # as many as the member may pay, as the sale's request asks
+        if most <= 0:
+            raise NotEnoughPoints(available=max(member.available, 0))
+        points = most
     if points:
         check_points(points)
         check_redeem(points, to_pay, rules.max_redeem_percent, pv)
         if points > member.available:
-            raise NotEnoughPoints(balance=member.available)
+            raise NotEnoughPoints(
+                balance=member.available, asked=points, available=max(member.available, 0)
+            )
     money = points_money(points, pv)
     earned = earned_points(
         to_pay - money, partner.earn_percent, program.tier(member.tier).multiplier, pv
