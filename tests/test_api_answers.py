@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, select, update
@@ -19,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.ledger.models import AuditLog, Voucher
 from db.rules.errors import ReceiptTaken
 from db.rules.program import Program, parse_program
+from db.rules.tokens import voucher_token
 from db.rules.vouchers import display_code
 from db.usecases.members import MemberInfo, get_member
 from db.usecases.staff import accept_invite, create_invite
 from db.usecases.till import till_sale
-from tests.apiharness import Answer, LiveApi, live_api
+from tests.apiharness import SECRET, Answer, LiveApi, live_api
 from tests.test_api_till import api_program
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -306,3 +308,47 @@ async def test_refusals_carry_what_the_guide_says(api: LiveApi, sessions: Sessio
     assert most.status == 200 and most.body["points"] == most.body["max_points"] > 0, most.body
     nobody = await post(api, key, "/quotes", {"member": None, "amount": "10.00", "points": 5})
     assert (nobody.status, nobody.code) == (422, "invalid_points"), nobody.body
+
+
+async def test_a_voucher_is_claimed_by_what_its_qr_holds(api: LiveApi, sessions: Sessions) -> None:
+    books, coffee = await api.key("books"), await api.key("coffee")
+    ann = await api.member(7110)
+    assert (await api.sale(books, ann, "40.00", "Q-1")).status == 201
+    async with sessions() as s:
+        v = (await s.scalars(select(Voucher).where(Voucher.member_id == ann.id))).one()
+    token = voucher_token(SECRET, v.id, v.expires_at)
+    forged = await post(api, coffee, f"/vouchers/{token[:-2]}AA/claim")
+    assert (forged.status, forged.code) == (422, "invalid_token"), forged.body
+    link = quote(f"https://t.me/city_bonus_bot?start={token}", safe="")
+    claimed = await post(api, coffee, f"/vouchers/{link}/claim")
+    assert (claimed.status, claimed.body["code"]) == (201, display_code(v.code)), claimed.body
+    again = await post(api, coffee, f"/vouchers/{token}/claim")
+    assert again.code == "voucher_claimed", again.body
+    async with sessions() as s:
+        unknown = await s.scalar(
+            select(func.count()).select_from(AuditLog).where(AuditLog.action == "voucher_unknown")
+        )
+    assert unknown == 0  # a scanned QR is no guess
+
+
+async def test_invalid_input_says_where(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7111)
+    bad = ann.card_number[:-1] + str((int(ann.card_number[-1]) + 1) % 10)
+    body = {"member": {"card_number": bad}, "amount": "10.00", "document": "V-1"}
+    wrong = await post(api, key, "/sales", body)
+    assert wrong.code == "invalid_card_number", wrong.body
+    assert wrong.body["detail"].startswith("body.member.card_number: "), wrong.body
+    assert [e["location"] for e in wrong.body["errors"]] == ["body.member.card_number"]
+    both = await post(api, key, "/sales", {**body, "member": {}})
+    assert both.code == "invalid_request", both.body
+    card = {"card_number": ann.card_number}
+    lines = [{"category": "Coffee Beans", "amount": "10.00"}]
+    lined = await post(api, key, "/sales", {**body, "member": card, "lines": lines})
+    assert lined.code == "invalid_lines", lined.body
+    assert [e["location"] for e in lined.body["errors"]] == ["body.lines.0.category"]
+    short = [{"category": "cups", "amount": "9.00"}]
+    sums = await post(api, key, "/sales", {**body, "member": card, "lines": short})
+    assert sums.code == "lines_dont_add_up" and sums.body["errors"][0]["location"] == "body.lines"
+    days = await api.call("GET", "/settlement?from=2026-12-02&to=2026-12-01", key=key)
+    assert days.code == "invalid_request" and days.body["errors"][0]["location"] == "query.to"

@@ -164,10 +164,31 @@ def from_domain(error: DomainError) -> JSONResponse:
         for k, v in error.params.items()
         if k in _SAFE_PARAMS and v is not None
     }
+    if code in ("invalid_lines", "lines_dont_add_up"):
+        extra["errors"] = [_line_error(error.params)]
     headers = None
     if code in _LOCKOUTS and isinstance(extra.get("minutes"), int):
         headers = {"Retry-After": str(extra["minutes"] * 60)}
     return problem(code, _detail(code, extra), extra=extra, headers=headers)
+
+
+def _line_error(params: Mapping[str, Any]) -> dict[str, str]:
+    """Where a sale's lines are wrong, as a validation error lists it."""
+    if "total" in params:
+        return {
+            "location": "body.lines",
+            "message": f"the lines add up to {params['total']}, not the sale's amount "
+            f"{params['amount']}",
+        }
+    if "field" in params:
+        what = {
+            "amount": "a line's money: at most two decimals, not below zero",
+            "quantity": "a quantity above zero, at most 1000000, with at most three decimals",
+            "category": "a category is a slug: small letters, digits and dashes (coffee-beans)",
+            "sku": "an sku is 1 to 64 visible characters",
+        }.get(str(params["field"]), "not usable")
+        return {"location": f"body.lines.{params['line']}.{params['field']}", "message": what}
+    return {"location": "body.lines", "message": f"at most {params.get('max')} lines"}
 
 
 # 429s of a lockout that lasts while its window holds wrong card numbers or voucher codes:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -177,24 +178,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ByCardToken(Strict):
-    card_token: CardToken
+class MemberRef(Strict):
+    """The member's card: its QR token, or its number; one of them."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1}
+    )
+
+    card_token: CardToken | None = Field(default=None, description="What the QR card holds")
+    card_number: CardNumber | None = Field(default=None, description="The printed number")
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> MemberRef:
+        if (self.card_token is None) == (self.card_number is None):
+            raise PydanticCustomError(
+                "invalid_request", "give card_token or card_number: one of them"
+            )
+        return self
 
 
-class ByCardNumber(Strict):
-    card_number: CardNumber
-
-
-MemberRef = Annotated[
-    ByCardToken | ByCardNumber,
-    Field(description="The member's card: its QR token, or its number; one of them"),
-]
-
-
-def card_of(ref: ByCardToken | ByCardNumber) -> dict[str, str]:
+def card_of(ref: MemberRef) -> dict[str, str]:
     """The ref as lookup_member's keyword arguments."""
-    if isinstance(ref, ByCardToken):
+    if ref.card_token is not None:
         return {"card_token": ref.card_token}
+    assert ref.card_number is not None
     return {"card_number": ref.card_number}
 
 

@@ -70,8 +70,11 @@ async def get_settlement(
     end: Annotated[date, Query(alias="to", description="YYYY-MM-DD, excluded")],
 ) -> object:
     if not first < end <= first + timedelta(days=MAX_DAYS):
+        message = f"`to` must be after `from`, at most {MAX_DAYS} days later"
         return problem(
-            "invalid_request", f"`to` must be after `from`, at most {MAX_DAYS} days later."
+            "invalid_request",
+            message + ".",
+            extra={"errors": [{"location": "query.to", "message": message}]},
         )
     found = await api_settlement(session, ctx.program, actor, first=first, end=end)
     p, pv = found.position, ctx.program.program.point_value

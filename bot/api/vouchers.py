@@ -44,7 +44,7 @@ def _title(program: Program, slug: str) -> str:
 
 
 @router.post(
-    "/{code}/claim",
+    "/{code:path}/claim",
     status_code=201,
     response_model=ClaimView,
     summary="Claim a member's voucher",
@@ -56,13 +56,22 @@ def _title(program: Program, slug: str) -> str:
     responses=responses(404, 409),
 )
 async def claim_voucher(
-    code: Annotated[str, Path(max_length=40, description="The code: ABCD-EFGH")],
+    code: Annotated[
+        str,
+        Path(
+            max_length=300,
+            description="The code the member shows (ABCD-EFGH), or what the voucher's QR "
+            "holds: its token or its whole t.me link (URL-encoded)",
+        ),
+    ],
     response: Response,
     ctx: Context,
     session: Session,
     actor: Actor,
 ) -> ClaimView:
-    claimed = await claim(session, ctx.program, actor, code=code, now=ctx.clock())
+    claimed = await claim(
+        session, ctx.program, actor, code=code, secret=ctx.secret, now=ctx.clock()
+    )
     v = claimed.voucher
     if claimed.replayed:
         response.status_code = 200

@@ -100,6 +100,11 @@ class VoucherInfo:
 _funder = aliased(Partner)
 
 
+async def find_voucher(session: AsyncSession, voucher_id: int) -> VoucherInfo | None:
+    """The voucher with this id (None: there is none)."""
+    return await _find(session, voucher_id=voucher_id)
+
+
 async def _find(
     session: AsyncSession,
     *,

@@ -13,7 +13,7 @@ from db.ledger.models import AuditLog
 from db.ledger.writer import unit_of_work
 from db.rules.errors import TooManyLookups, UnknownMember
 from db.rules.program import Program
-from db.rules.tokens import read_card_token
+from db.rules.tokens import VOUCHER, InvalidToken, read_card_token, read_voucher_token
 from db.rules.vouchers import TooManyVoucherCodes, UnknownVoucher, normalize_code
 from db.usecases.api.actor import ApiActor
 from db.usecases.members import MemberInfo, find_by_card, get_member
@@ -24,6 +24,7 @@ from db.usecases.voucher_claims import (
     ClaimedVoucher,
     claim_at,
     claim_details,
+    find_voucher,
 )
 
 
@@ -33,9 +34,12 @@ async def claim(
     actor: ApiActor,
     *,
     code: str,
+    secret: bytes | None = None,
     now: datetime | None = None,
 ) -> ClaimedVoucher:
-    """Claim the voucher `code` (as typed: "ABCD-EFGH", lower case, O for 0 all read) for
+    """Claim the voucher `code` (as typed: "ABCD-EFGH", lower case, O for 0 all read; or
+    with `secret`, what its QR holds: the token or its whole t.me link, InvalidToken if it
+    is not one of ours or not the voucher's now) for
     the key's partner, once (claim_at): its points move as at a cashier's till, the
     member's news is owed, the claim is audited with the key. UnknownVoucher,
     VoucherWrongPartner, VoucherExpired, VoucherVoided, VoucherClaimed (also when this very
@@ -44,10 +48,22 @@ async def claim(
     (TooManyVoucherCodes) until the window has passed, as a cashier is: codes are random,
     only guessing finds that many wrong ones."""
     actor.require("claim_voucher")
-    typed = normalize_code(code)
+    if "start=" in code:  # the voucher's QR: its whole t.me link
+        code = code.rsplit("start=", 1)[1]
+    scanned = secret is not None and code.startswith(VOUCHER) and len(code) > len(VOUCHER) + 12
+    typed = None if scanned else normalize_code(code)
     try:
         async with unit_of_work(session):
-            if await _unknown_codes(session, actor) >= CODE_FAILURES:
+            if scanned:  # signed: not a guess, never counted against the key
+                assert secret is not None
+                named = read_voucher_token(secret, code)
+                found = await find_voucher(session, named.voucher_id)
+                if found is None or int(found.expires_at.timestamp()) != int(
+                    named.expires_at.timestamp()
+                ):
+                    raise InvalidToken()
+                typed = found.code
+            elif await _unknown_codes(session, actor) >= CODE_FAILURES:
                 raise TooManyVoucherCodes(minutes=CODE_WINDOW // timedelta(minutes=1))
             if typed is None:
                 raise UnknownVoucher(code=code)
