@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from bot.api.context import Actor, Context, Session
-from bot.api.problems import problem, responses
+from bot.api.problems import CARD, problem, responses
 from bot.api.route import ApiRoute
 from bot.api.schemas import CardNumber, CardToken, Money, Percent, Points, Timestamp
 from db.rules.points import points_money
@@ -81,7 +81,7 @@ def _reward_title(program: Program, slug: str) -> str:
     "`card_number`, one of them. Needs the `sales` or `read` scope. Card numbers that name "
     "nobody count against the key: after 20 within 10 minutes the key is refused further "
     "numbers for a while (`too_many_lookups`), as a cashier is.",
-    responses=responses(404),
+    responses=responses(404, codes=(*CARD, "too_many_lookups")),
 )
 async def lookup(
     ctx: Context,

@@ -5,7 +5,7 @@ and title; a test checks that every domain error has a row."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -260,13 +260,38 @@ def _detail(code: str, params: Mapping[str, str]) -> str | None:
 _PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+# Codes any call may meet, and any POST besides (its Idempotency-Key and body).
+COMMON = (
+    "invalid_api_key",
+    "api_key_revoked",
+    "not_staff",
+    "rate_limited",
+    "invalid_request",
+    "not_found",
+    "internal_error",
+)
+POST_CODES = (
+    "idempotency_key_required",
+    "idempotency_key_reused",
+    "idempotency_in_flight",
+    "payload_too_large",
+    "unsupported_media_type",
+)
+CARD = ("unknown_member", "invalid_token", "card_expired", "invalid_card_number")
+
+
+def responses(*statuses: int, codes: Sequence[str] = ()) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for these problem statuses, plus those every call may get (a
-    missing or revoked key, a missing scope, the rate limit, invalid input)."""
+    missing or revoked key, a missing scope, the rate limit, invalid input); each status
+    described by the operation's own `codes` (and the common ones) that have it."""
     wanted = sorted({401, 403, 422, 429, 500, *statuses})
+    mine = {*COMMON, *codes}
     return {
         status: {
-            "description": ", ".join(c for c, (s, _t) in sorted(PROBLEMS.items()) if s == status),
+            "description": ", ".join(
+                c for c, (s, _t) in sorted(PROBLEMS.items()) if s == status and c in mine
+            )
+            or "See the code",
             "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
         }
         for status in wanted

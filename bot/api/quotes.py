@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from bot.api.context import Actor, Context, Session
-from bot.api.problems import responses
+from bot.api.problems import CARD, POST_CODES, responses
 from bot.api.route import ApiRoute
 from bot.api.schemas import (
     Amount,
@@ -23,6 +23,21 @@ from bot.api.schemas import (
 from db.rules.points import check_purchase
 from db.usecases.api.quote import quote
 from db.usecases.till import lookup_member
+
+QUOTE_CODES = (
+    *POST_CODES,
+    *CARD,
+    "too_many_lookups",
+    "invalid_amount",
+    "amount_too_large",
+    "invalid_points",
+    "redeem_limit_exceeded",
+    "not_enough_points",
+    "invalid_lines",
+    "lines_dont_add_up",
+    "charity_takes_no_sales",
+    "unknown_partner",
+)
 
 router = APIRouter(prefix="/quotes", tags=["sales"], route_class=ApiRoute)
 
@@ -84,7 +99,7 @@ class QuoteView(BaseModel):
     "promotions and stamps that would apply. Nothing is written; points asked for that "
     "the member cannot pay are refused as the sale would be (409 not_enough_points, 422 "
     "redeem_limit_exceeded).",
-    responses=responses(404, 409),
+    responses=responses(404, 409, codes=QUOTE_CODES),
 )
 async def post_quote(body: QuoteIn, ctx: Context, session: Session, actor: Actor) -> QuoteView:
     actor.require("sale")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bot.api.context import Actor, Context, IdempotencyKey, Session
-from bot.api.problems import responses
+from bot.api.problems import POST_CODES, responses
 from bot.api.route import ApiRoute
 from bot.api.sales import sale_url
 from bot.api.schemas import Amount, Document, Money, Points, Strict, Timestamp
@@ -105,7 +105,23 @@ class RefundView(BaseModel):
     "are taken back in proportion; points that paid for it are returned.",
     responses={
         200: {"model": RefundView, "description": "The same refund, posted before"},
-        **responses(404, 409),
+        **responses(
+            404,
+            409,
+            codes=(
+                *POST_CODES,
+                "unknown_sale",
+                "unknown_transaction",
+                "invalid_receipt",
+                "invalid_amount",
+                "not_reversible",
+                "already_reversed",
+                "refund_too_large",
+                "reason_required",
+                "wrong_partner",
+                "idempotency_conflict",
+            ),
+        ),
     },
 )
 async def post_refund(

@@ -24,7 +24,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from bot.api.context import Actor, Context, Session
-from bot.api.problems import responses
+from bot.api.problems import POST_CODES, responses
+from bot.api.quotes import QUOTE_CODES
 from bot.api.route import ApiRoute
 from bot.api.schemas import (
     Amount,
@@ -47,6 +48,8 @@ from db.usecases.api.state import PENDING, POSTED, RECORDED, SaleState
 from db.usecases.members import get_member
 from db.usecases.partner_api import SaleRecord, api_read_sale, api_sale, business_day
 from db.usecases.promotions import Awarded
+
+SALE_CODES = (*QUOTE_CODES, "invalid_receipt", "receipt_taken", "discount_changed")
 
 router = APIRouter(prefix="/sales", tags=["sales"], route_class=ApiRoute)
 
@@ -135,7 +138,10 @@ class SaleView(BaseModel):
     member: bool = Field(description="Whether it is a member's sale (false: no card)")
     amount: Money = Field(description="The purchase total")
     points_requested: Points = Field(description="Points asked of the member (0: none)")
-    expires_at: Timestamp | None = Field(description="Pending: until when it may be confirmed")
+    expires_at: Timestamp | None = Field(
+        description="While pending: until when the member may confirm it (2 minutes after "
+        "it was posted); null in every other state"
+    )
     lines: list[LineView]
     discount: Money | None = Field(description="The member's discount on it (once posted)")
     to_pay: Money | None = Field(description="The total less the discount")
@@ -152,7 +158,11 @@ class SaleView(BaseModel):
     promotions: list[PromotionView]
     refunded: Money = Field(description="Refunded so far, of the money charged")
     refunds: list[RefundLineView]
-    created_at: Timestamp
+    created_at: Timestamp = Field(description="When the till posted it (it never changes)")
+    posted_at: Timestamp | None = Field(
+        description="When it went into the ledger: at once without points, when the member "
+        "confirmed or the till finished it without points; null while not posted"
+    )
     url: str = Field(description="This sale's address in the API")
 
 
@@ -230,7 +240,8 @@ def sale_view(
             RefundLineView(amount=r.amount, money_refund=r.money_refund, created_at=r.created_at)
             for r in record.refunds
         ],
-        created_at=result.created_at if result is not None else state.created_at,
+        created_at=state.created_at,
+        posted_at=result.created_at if result is not None else None,
         url=sale_url(request, state.document, state.business_day),
         **posted,
     )
@@ -277,7 +288,7 @@ async def _answer(
     responses={
         200: {"model": SaleView, "description": "The same sale, posted before"},
         202: {"model": SaleView, "description": "A sale with points, waiting for the member"},
-        **responses(404, 409),
+        **responses(404, 409, codes=SALE_CODES),
     },
 )
 async def post_sale(
@@ -325,7 +336,9 @@ DocumentPath = Annotated[Document, Path(description="The document number (URL-en
     "confirm it; the sale is `withdrawn` (finish it without points, or leave it). "
     "Withdrawing a withdrawn sale answers it as it is (200); one the member answered "
     "meanwhile is 409 request_closed, with its `status`: read the sale.",
-    responses=responses(404, 409),
+    responses=responses(
+        404, 409, codes=(*POST_CODES, "unknown_sale", "invalid_receipt", "request_closed")
+    ),
 )
 async def withdraw(
     document: DocumentPath,
@@ -364,7 +377,18 @@ async def withdraw(
     "(409 discount_changed, with theirs as `discount_percent`, if it is not).",
     responses={
         200: {"model": SaleView, "description": "Posted already"},
-        **responses(404, 409),
+        **responses(
+            404,
+            409,
+            codes=(
+                *POST_CODES,
+                "unknown_sale",
+                "invalid_receipt",
+                "request_closed",
+                "discount_changed",
+                "receipt_taken",
+            ),
+        ),
     },
 )
 async def finish_without_points(
@@ -405,7 +429,7 @@ def _keep_replayed(read: SaleState, done: SaleState) -> SaleState:
     f"not found here. With `wait` (seconds, at most {MAX_WAIT}) a `pending` sale is "
     "answered as soon as its state changes (the member confirmed or declined, it expired, "
     "it was withdrawn) or when the wait is over, still pending.",
-    responses=responses(404),
+    responses=responses(404, codes=("unknown_transaction", "invalid_receipt")),
 )
 async def get_sale(
     document: DocumentPath,

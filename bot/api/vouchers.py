@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from bot.api.context import Actor, Context, Session
-from bot.api.problems import responses
+from bot.api.problems import POST_CODES, responses
 from bot.api.route import ApiRoute
 from bot.api.schemas import Points, Timestamp
 from db.ledger.models import VoucherSource
@@ -53,7 +53,20 @@ def _title(program: Program, slug: str) -> str:
     "A voucher claimed already is 409 voucher_claimed (a retry with the same "
     "Idempotency-Key replays the first answer instead); another partner's is 403 "
     "voucher_wrong_partner; 409 voucher_expired, voucher_voided; 404 unknown_voucher.",
-    responses=responses(404, 409),
+    responses=responses(
+        404,
+        409,
+        codes=(
+            *POST_CODES,
+            "unknown_voucher",
+            "invalid_token",
+            "voucher_wrong_partner",
+            "voucher_expired",
+            "voucher_claimed",
+            "voucher_voided",
+            "too_many_voucher_codes",
+        ),
+    ),
 )
 async def claim_voucher(
     code: Annotated[

@@ -4,6 +4,7 @@ scopes) or revoke one, the new key (shown once), and what revoking did."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from html import escape
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -24,6 +25,11 @@ def scopes_text(scopes: Sequence[str]) -> str:
     return _("sales") if "sales" in scopes else _("read only")
 
 
+def _when(moment: datetime) -> str:
+    """A day as "made" shows it, and the time: one date format in the list."""
+    return f"{fmt.day(moment)}, {fmt.clock(moment)}"
+
+
 def _key(info: KeyInfo) -> str:
     return f"<code>{escape(info.shown)}…</code>"
 
@@ -36,7 +42,7 @@ def listing(
     lines = [title.format(partner=fmt.partner_html(program, partner))]
     for info in keys:
         used = (
-            _("last used {moment}").format(moment=fmt.moment(info.last_used_at.astimezone(zone)))
+            _("last used {moment}").format(moment=_when(info.last_used_at.astimezone(zone)))
             if info.last_used_at is not None
             else _("never used")
         )
