@@ -239,6 +239,10 @@ async def test_finishing_with_another_discount_says_the_members(
     assert "0 % now" in other.body["detail"]
     done = await post(api, key, "/sales/F-1/finish-without-points", {"discount_percent": "0"})
     assert (done.status, done.body["status"]) == (201, "posted"), done.body
+    # When the till posted it stays; when it went into the ledger is told apart.
+    assert asked.body["posted_at"] is None and asked.body["expires_at"] is not None
+    assert done.body["created_at"] == asked.body["created_at"] < done.body["posted_at"]
+    assert done.body["expires_at"] is None
     sale = await post(api, key, "/sales", {**body, "document": "F-2", "discount_percent": "3"})
     assert (sale.code, sale.body["discount_percent"]) == ("discount_changed", "0")
 
