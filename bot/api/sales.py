@@ -287,7 +287,12 @@ async def _answer(
     "without points or leave it. With `member: null` it is recorded (201, `recorded`).",
     responses={
         200: {"model": SaleView, "description": "The same sale, posted before"},
-        202: {"model": SaleView, "description": "A sale with points, waiting for the member"},
+        202: {
+            "model": SaleView,
+            "description": "A sale with points, waiting for the member (`pending`, for 2 "
+            "minutes), or `unreachable` at once: the member cannot be asked; finish it "
+            "without points",
+        },
         **responses(404, 409, codes=SALE_CODES),
     },
 )
