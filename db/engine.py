@@ -206,7 +206,9 @@ async def fetch_row_alone(session: AsyncSession, sql: str, *args: Any) -> Any:
         await greenlet_spawn(raw.invalidate, exc)
         raise
     finally:
-        raw.close()
+        # Through greenlet_spawn: returning a connection the pool has no room for (one of
+        # its overflow) closes it, and closing is the driver's I/O.
+        await greenlet_spawn(raw.close)
 
 
 # SQLAlchemy's errors for the classes of SQLSTATE (its first two characters).

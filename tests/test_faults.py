@@ -118,3 +118,29 @@ async def test_a_connection_lost_after_the_answer_is_no_error_of_the_update(
         await engine.dispose()  # the connections cut are not handed out again
     assert counted("loyalty_update_errors_total") == failed
     assert not [m for m in ann.messages if "went wrong" in text_of(m)]
+
+
+async def test_a_statement_alone_returns_an_overflow_connection_without_error(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More statements alone at once than the pool keeps: each overflow connection is closed
+    when it comes back, with no error logged and none left open (the return used to close
+    it outside SQLAlchemy's greenlet: "Exception closing connection … MissingGreenlet")."""
+    from db.engine import fetch_row_alone
+
+    engine = create_engine(database_url, pool_size=1)  # 1 kept and 1 overflow
+    sessions = session_factory(engine)
+
+    async def one() -> int:
+        async with sessions() as s:
+            row = await fetch_row_alone(s, "SELECT 1 AS one FROM pg_sleep(0.05)")
+            return int(row["one"])
+
+    try:
+        with caplog.at_level("ERROR", logger="sqlalchemy.pool"):
+            assert await asyncio.gather(*(one() for _ in range(6))) == [1] * 6
+        assert not [r for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
+        assert (engine.pool.checkedout(), engine.pool.overflow()) == (0, 0)  # type: ignore[attr-defined]
+        assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
