@@ -4,6 +4,7 @@ invariants are checked after each test (the `sessions` fixture)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -264,6 +265,36 @@ async def test_a_body_too_large_is_refused(api: LiveApi, sessions: Sessions) -> 
     assert (large.status, large.code) == (413, "payload_too_large"), large.body
     # Nothing was kept for the key: the request as it should be runs.
     assert (await api.call("POST", "/sales", key=key, idem="big", body=body)).status == 201
+
+
+async def test_a_body_that_is_not_json_is_refused_415(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7001)
+    body = {"member": {"card_number": ann.card_number}, "amount": "5.00", "document": "M-1"}
+    raw = json.dumps(body).encode()
+    for media in ("text/plain", "application/x-www-form-urlencoded", None):
+        sent = await api.call(
+            "POST",
+            "/sales",
+            key=key,
+            idem="media",
+            raw=raw,
+            headers={"Content-Type": media} if media else {},
+        )
+        assert (sent.status, sent.code) == (415, "unsupported_media_type"), (media, sent.body)
+    # Nothing was kept for the key; JSON by another name (application/*+json) is JSON.
+    plus = await api.call(
+        "POST",
+        "/sales",
+        key=key,
+        idem="media",
+        raw=raw,
+        headers={"Content-Type": "application/vnd.till+json; charset=utf-8"},
+    )
+    assert plus.status == 201, plus.body
+    # A POST without a body (withdraw, claim) needs no Content-Type.
+    bare = await api.call("POST", "/vouchers/AAAA-AAAA/claim", key=key, idem="bare")
+    assert (bare.status, bare.code) == (404, "unknown_voucher"), bare.body
 
 
 async def test_json_nested_past_reading_is_refused(api: LiveApi, sessions: Sessions) -> None:
