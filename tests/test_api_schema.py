@@ -84,6 +84,20 @@ async def test_the_document_and_the_docs_page(api: LiveApi) -> None:
         headers = [p for p in op.get("parameters", ()) if p["in"] == "header"]
         if method == "POST":
             assert [(h["name"], h["required"]) for h in headers] == [("Idempotency-Key", True)]
+
+    def codes(method: str, path: str) -> set[str]:
+        answers = operations[(method, path)]["responses"]
+        return {c for a in answers.values() for c in a["description"].split(", ")}
+
+    for (method, path), op in operations.items():
+        if method == "POST":
+            post = {"idempotency_key_required", "payload_too_large", "unsupported_media_type"}
+            assert post <= codes(method, path), (method, path)
+            assert {"400", "413", "415"} <= set(op["responses"]), (method, path)
+        assert "method_not_allowed" in codes(method, path), (method, path)
+    assert "own_card" in codes("POST", "/sales") & codes("POST", "/quotes")
+    assert "own_voucher" in codes("POST", "/vouchers/{code}/claim")
+    assert "unknown_partner" in codes("GET", "/members/lookup") & codes("GET", "/settlement")
     amount = spec["components"]["schemas"]["SaleIn"]["properties"]["amount"]
     assert amount["type"] == "string" and amount["pattern"]
     async with api.http.get(api.url + "/api/v1/docs") as response:

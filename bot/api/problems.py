@@ -268,6 +268,7 @@ COMMON = (
     "rate_limited",
     "invalid_request",
     "not_found",
+    "method_not_allowed",
     "internal_error",
 )
 POST_CODES = (
@@ -282,10 +283,11 @@ CARD = ("unknown_member", "invalid_token", "card_expired", "invalid_card_number"
 
 def responses(*statuses: int, codes: Sequence[str] = ()) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for these problem statuses, plus those every call may get (a
-    missing or revoked key, a missing scope, the rate limit, invalid input); each status
-    described by the operation's own `codes` (and the common ones) that have it."""
-    wanted = sorted({401, 403, 422, 429, 500, *statuses})
+    missing or revoked key, a missing scope, the rate limit, invalid input, a wrong method)
+    and those of the operation's own `codes`; each status described by the operation's
+    codes (and the common ones) that have it."""
     mine = {*COMMON, *codes}
+    wanted = sorted({401, 403, 422, 429, 500, *statuses, *(PROBLEMS[c][0] for c in mine)})
     return {
         status: {
             "description": ", ".join(
