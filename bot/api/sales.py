@@ -158,7 +158,10 @@ class SaleView(BaseModel):
     promotions: list[PromotionView]
     refunded: Money = Field(description="Refunded so far, of the money charged")
     refunds: list[RefundLineView]
-    created_at: Timestamp = Field(description="When the till posted it (it never changes)")
+    created_at: Timestamp = Field(
+        description="When the till posted it, or the cashier who typed its receipt in the "
+        "bot first (it never changes; never after posted_at)"
+    )
     posted_at: Timestamp | None = Field(
         description="When it went into the ledger: at once without points, when the member "
         "confirmed or the till finished it without points; null while not posted"
