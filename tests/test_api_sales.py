@@ -308,3 +308,22 @@ async def test_json_nested_past_reading_is_refused(api: LiveApi, sessions: Sessi
         headers={"Content-Type": "application/json"},
     )
     assert (deep.status, deep.code) == (422, "invalid_request"), deep.body
+
+
+async def test_a_sale_that_crosses_a_tier_says_the_tier_it_earned_at(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7001)
+    crossing = await api.sale(key, ann, "3500.00", "T-1")
+    assert crossing.status == 201, crossing.body
+    # Earned at Bronze (1.0: 3500 × 5 % = 17500 points), which moved her up to Gold.
+    sale = crossing.body
+    assert (sale["points_earned"], sale["tier"], sale["tier_after"]) == (17500, "Bronze", "Gold")
+    # Read back from the ledger, it says the same.
+    read = await api.call("GET", "/sales/T-1", key=key)
+    assert (read.body["tier"], read.body["tier_after"]) == ("Bronze", "Gold"), read.body
+    # The next sale earns at Gold (2.0).
+    next_sale = await api.sale(key, ann, "40.00", "T-2")
+    assert (next_sale.body["points_earned"], next_sale.body["tier"]) == (400, "Gold")
+    assert next_sale.body["tier_after"] == "Gold"
