@@ -327,6 +327,7 @@ async def test_a_voucher_is_claimed_by_what_its_qr_holds(api: LiveApi, sessions:
     token = voucher_token(SECRET, v.id, v.expires_at)
     forged = await post(api, coffee, f"/vouchers/{token[:-2]}AA/claim")
     assert (forged.status, forged.code) == (422, "invalid_token"), forged.body
+    assert forged.body["title"] == "Not a valid token"  # not a member card's: a voucher's
     link = quote(f"https://t.me/city_bonus_bot?start={token}", safe="")
     claimed = await post(api, coffee, f"/vouchers/{link}/claim")
     assert (claimed.status, claimed.body["code"]) == (201, display_code(v.code)), claimed.body

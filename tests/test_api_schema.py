@@ -25,9 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import db
-from bot.api.problems import MEDIA_TYPE, PROBLEMS
+from bot.api.problems import MEDIA_TYPE, PROBLEMS, from_domain
 from db.ledger.models import AuditLog
-from db.rules.errors import DomainError
+from db.rules.errors import DomainError, TooManyLookups
 from db.rules.program import Program
 from tests.apiharness import LiveApi, live_api
 
@@ -53,6 +53,12 @@ def test_every_domain_error_is_a_problem() -> None:
     assert len(errors) > 30
     assert sorted({e.code for e in errors} - set(PROBLEMS)) == []
     assert all(400 <= status < 600 and title for status, title in PROBLEMS.values())
+
+
+def test_a_lockout_says_when_to_try_again() -> None:
+    answer = from_domain(TooManyLookups(minutes=10))
+    assert answer.headers["Retry-After"] == "600"
+    assert b"or try again in 10 minutes." in answer.body
 
 
 async def test_the_document_and_the_docs_page(api: LiveApi) -> None:

@@ -52,7 +52,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "lines_dont_add_up": (422, "The sale's lines do not add up to its amount"),
     # Members and cards.
     "unknown_member": (404, "No such member"),
-    "invalid_token": (422, "Not a member card token"),
+    "invalid_token": (422, "Not a valid token"),
     "invalid_card_number": (422, "Not a card number: check the digits"),
     "card_expired": (422, "The card token has expired"),
     "too_many_lookups": (429, "Too many card numbers that name nobody"),
@@ -247,7 +247,7 @@ def _detail(code: str, params: Mapping[str, str]) -> str | None:
     if code == "too_many_lookups" and "minutes" in params:
         return (
             "Too many card numbers that name nobody; scan the member's card, or try again "
-            f"within {params['minutes']} minutes."
+            f"in {params['minutes']} minutes."
         )
     if code == "request_closed" and "state" in params:
         return f"The sale is {params['state']}: read it for what it is now."
