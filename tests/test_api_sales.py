@@ -4,6 +4,7 @@ invariants are checked after each test (the `sessions` fixture)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -266,6 +267,36 @@ async def test_a_body_too_large_is_refused(api: LiveApi, sessions: Sessions) -> 
     assert (await api.call("POST", "/sales", key=key, idem="big", body=body)).status == 201
 
 
+async def test_a_body_that_is_not_json_is_refused_415(api: LiveApi, sessions: Sessions) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7001)
+    body = {"member": {"card_number": ann.card_number}, "amount": "5.00", "document": "M-1"}
+    raw = json.dumps(body).encode()
+    for media in ("text/plain", "application/x-www-form-urlencoded", None):
+        sent = await api.call(
+            "POST",
+            "/sales",
+            key=key,
+            idem="media",
+            raw=raw,
+            headers={"Content-Type": media} if media else {},
+        )
+        assert (sent.status, sent.code) == (415, "unsupported_media_type"), (media, sent.body)
+    # Nothing was kept for the key; JSON by another name (application/*+json) is JSON.
+    plus = await api.call(
+        "POST",
+        "/sales",
+        key=key,
+        idem="media",
+        raw=raw,
+        headers={"Content-Type": "application/vnd.till+json; charset=utf-8"},
+    )
+    assert plus.status == 201, plus.body
+    # A POST without a body (withdraw, claim) needs no Content-Type.
+    bare = await api.call("POST", "/vouchers/AAAA-AAAA/claim", key=key, idem="bare")
+    assert (bare.status, bare.code) == (404, "unknown_voucher"), bare.body
+
+
 async def test_json_nested_past_reading_is_refused(api: LiveApi, sessions: Sessions) -> None:
     key = await api.key("coffee")
     deep = await api.call(
@@ -277,3 +308,22 @@ async def test_json_nested_past_reading_is_refused(api: LiveApi, sessions: Sessi
         headers={"Content-Type": "application/json"},
     )
     assert (deep.status, deep.code) == (422, "invalid_request"), deep.body
+
+
+async def test_a_sale_that_crosses_a_tier_says_the_tier_it_earned_at(
+    api: LiveApi, sessions: Sessions
+) -> None:
+    key = await api.key("coffee")
+    ann = await api.member(7001)
+    crossing = await api.sale(key, ann, "3500.00", "T-1")
+    assert crossing.status == 201, crossing.body
+    # Earned at Bronze (1.0: 3500 × 5 % = 17500 points), which moved her up to Gold.
+    sale = crossing.body
+    assert (sale["points_earned"], sale["tier"], sale["tier_after"]) == (17500, "Bronze", "Gold")
+    # Read back from the ledger, it says the same.
+    read = await api.call("GET", "/sales/T-1", key=key)
+    assert (read.body["tier"], read.body["tier_after"]) == ("Bronze", "Gold"), read.body
+    # The next sale earns at Gold (2.0).
+    next_sale = await api.sale(key, ann, "40.00", "T-2")
+    assert (next_sale.body["points_earned"], next_sale.body["tier"]) == (400, "Gold")
+    assert next_sale.body["tier_after"] == "Gold"

@@ -25,9 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import db
-from bot.api.problems import MEDIA_TYPE, PROBLEMS
+from bot.api.problems import MEDIA_TYPE, PROBLEMS, from_domain
 from db.ledger.models import AuditLog
-from db.rules.errors import DomainError
+from db.rules.errors import DomainError, TooManyLookups
 from db.rules.program import Program
 from tests.apiharness import LiveApi, live_api
 
@@ -53,6 +53,12 @@ def test_every_domain_error_is_a_problem() -> None:
     assert len(errors) > 30
     assert sorted({e.code for e in errors} - set(PROBLEMS)) == []
     assert all(400 <= status < 600 and title for status, title in PROBLEMS.values())
+
+
+def test_a_lockout_says_when_to_try_again() -> None:
+    answer = from_domain(TooManyLookups(minutes=10))
+    assert answer.headers["Retry-After"] == "600"
+    assert b"or try again in 10 minutes." in answer.body
 
 
 async def test_the_document_and_the_docs_page(api: LiveApi) -> None:
@@ -84,6 +90,20 @@ async def test_the_document_and_the_docs_page(api: LiveApi) -> None:
         headers = [p for p in op.get("parameters", ()) if p["in"] == "header"]
         if method == "POST":
             assert [(h["name"], h["required"]) for h in headers] == [("Idempotency-Key", True)]
+
+    def codes(method: str, path: str) -> set[str]:
+        answers = operations[(method, path)]["responses"]
+        return {c for a in answers.values() for c in a["description"].split(", ")}
+
+    for (method, path), op in operations.items():
+        if method == "POST":
+            post = {"idempotency_key_required", "payload_too_large", "unsupported_media_type"}
+            assert post <= codes(method, path), (method, path)
+            assert {"400", "413", "415"} <= set(op["responses"]), (method, path)
+        assert "method_not_allowed" in codes(method, path), (method, path)
+    assert "own_card" in codes("POST", "/sales") & codes("POST", "/quotes")
+    assert "own_voucher" in codes("POST", "/vouchers/{code}/claim")
+    assert "unknown_partner" in codes("GET", "/members/lookup") & codes("GET", "/settlement")
     amount = spec["components"]["schemas"]["SaleIn"]["properties"]["amount"]
     assert amount["type"] == "string" and amount["pattern"]
     async with api.http.get(api.url + "/api/v1/docs") as response:

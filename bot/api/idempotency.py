@@ -32,6 +32,7 @@ HEADER = "Idempotency-Key"
 MAX_BODY = 64 * 1024
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _KEPT_HEADERS = ("content-type", "location")
+_JSON = re.compile(r"application/(?:json|[!#$&^_.+\-\w]+\+json)")
 
 
 def read_key(header: str | None) -> str | None:
@@ -40,6 +41,13 @@ def read_key(header: str | None) -> str | None:
     if len(header) >= 2 and header[0] == header[-1] == '"':
         header = header[1:-1]
     return header if _KEY.fullmatch(header) else None
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a body sent as `content_type` is JSON: application/json or application/*+json,
+    whatever its parameters (`; charset=utf-8`)."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return _JSON.fullmatch(media) is not None
 
 
 def canonical(body: bytes) -> bytes:
@@ -89,6 +97,13 @@ async def once(
     body = await read_body(request)
     if body is None:  # over the API's largest body: nothing to keep
         refused = problem("payload_too_large", f"A body is at most {MAX_BODY} bytes.")
+        await audit.record(session, ctx, key, request, operation, refused)
+        return refused
+    if body and not is_json(request.headers.get("content-type")):
+        refused = problem(
+            "unsupported_media_type",
+            "A body is JSON, sent with Content-Type: application/json.",
+        )
         await audit.record(session, ctx, key, request, operation, refused)
         return refused
     fingerprint = keys.request_fingerprint("POST", target, canonical(body))

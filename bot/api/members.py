@@ -81,7 +81,7 @@ def _reward_title(program: Program, slug: str) -> str:
     "`card_number`, one of them. Needs the `sales` or `read` scope. Card numbers that name "
     "nobody count against the key: after 20 within 10 minutes the key is refused further "
     "numbers for a while (`too_many_lookups`), as a cashier is.",
-    responses=responses(404, codes=(*CARD, "too_many_lookups")),
+    responses=responses(404, codes=(*CARD, "too_many_lookups", "unknown_partner")),
 )
 async def lookup(
     ctx: Context,

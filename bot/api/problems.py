@@ -52,7 +52,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "lines_dont_add_up": (422, "The sale's lines do not add up to its amount"),
     # Members and cards.
     "unknown_member": (404, "No such member"),
-    "invalid_token": (422, "Not a member card token"),
+    "invalid_token": (422, "Not a valid token"),
     "invalid_card_number": (422, "Not a card number: check the digits"),
     "card_expired": (422, "The card token has expired"),
     "too_many_lookups": (429, "Too many card numbers that name nobody"),
@@ -247,7 +247,7 @@ def _detail(code: str, params: Mapping[str, str]) -> str | None:
     if code == "too_many_lookups" and "minutes" in params:
         return (
             "Too many card numbers that name nobody; scan the member's card, or try again "
-            f"within {params['minutes']} minutes."
+            f"in {params['minutes']} minutes."
         )
     if code == "request_closed" and "state" in params:
         return f"The sale is {params['state']}: read it for what it is now."
@@ -268,6 +268,7 @@ COMMON = (
     "rate_limited",
     "invalid_request",
     "not_found",
+    "method_not_allowed",
     "internal_error",
 )
 POST_CODES = (
@@ -282,10 +283,11 @@ CARD = ("unknown_member", "invalid_token", "card_expired", "invalid_card_number"
 
 def responses(*statuses: int, codes: Sequence[str] = ()) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for these problem statuses, plus those every call may get (a
-    missing or revoked key, a missing scope, the rate limit, invalid input); each status
-    described by the operation's own `codes` (and the common ones) that have it."""
-    wanted = sorted({401, 403, 422, 429, 500, *statuses})
+    missing or revoked key, a missing scope, the rate limit, invalid input, a wrong method)
+    and those of the operation's own `codes`; each status described by the operation's
+    codes (and the common ones) that have it."""
     mine = {*COMMON, *codes}
+    wanted = sorted({401, 403, 422, 429, 500, *statuses, *(PROBLEMS[c][0] for c in mine)})
     return {
         status: {
             "description": ", ".join(

@@ -37,6 +37,7 @@ QUOTE_CODES = (
     "lines_dont_add_up",
     "charity_takes_no_sales",
     "unknown_partner",
+    "own_card",
 )
 
 router = APIRouter(prefix="/quotes", tags=["sales"], route_class=ApiRoute)

@@ -42,12 +42,14 @@ from bot.api.schemas import (
     lines_of,
 )
 from db.rules.errors import RequestClosed, UnknownMember
+from db.rules.points import earned_points
 from db.rules.program import Program
 from db.usecases.api import requests
 from db.usecases.api.state import PENDING, POSTED, RECORDED, SaleState
 from db.usecases.members import get_member
 from db.usecases.partner_api import SaleRecord, api_read_sale, api_sale, business_day
 from db.usecases.promotions import Awarded
+from db.usecases.purchases import PurchaseResult
 
 SALE_CODES = (*QUOTE_CODES, "invalid_receipt", "receipt_taken", "discount_changed")
 
@@ -154,11 +156,21 @@ class SaleView(BaseModel):
         "post, right after the sale; in a later read, now. null for a sale not posted or "
         "without a member"
     )
-    tier: str | None = Field(description="The member's tier after the sale")
+    tier: str | None = Field(
+        description="The member's tier the sale earned at (points_earned is at its rate); "
+        "null while not posted"
+    )
+    tier_after: str | None = Field(
+        description="The member's tier after the sale (a sale may move them up: then "
+        "above `tier`); in a later read, their tier now. null while not posted"
+    )
     promotions: list[PromotionView]
     refunded: Money = Field(description="Refunded so far, of the money charged")
     refunds: list[RefundLineView]
-    created_at: Timestamp = Field(description="When the till posted it (it never changes)")
+    created_at: Timestamp = Field(
+        description="When the till posted it, or the cashier who typed its receipt in the "
+        "bot first (it never changes; never after posted_at)"
+    )
     posted_at: Timestamp | None = Field(
         description="When it went into the ledger: at once without points, when the member "
         "confirmed or the till finished it without points; null while not posted"
@@ -195,6 +207,28 @@ async def available_now(session: Session, record: SaleRecord) -> int | None:
         return None
 
 
+def earned_tier(program: Program, result: PurchaseResult) -> str | None:
+    """The tier the sale earned at: the member's at the posting, as the posting says; for a
+    sale read back from the ledger (which does not keep it), the highest tier up to the
+    member's now whose rate gives the points it earned (a member moves up at a sale, so the
+    sale's tier is never above theirs after it). None if no tier's rate does (the program's
+    rules changed since)."""
+    if result.earned_tier is not None:
+        return str(program.tier(result.earned_tier).name)
+    rules = program.partner(result.partner)
+    if rules is None:
+        return None
+    now = program.tier(result.tier)
+    for tier in reversed(program.tiers):
+        if tier.min_spend > now.min_spend:
+            continue
+        pv = program.program.point_value
+        rate = earned_points(result.paid, rules.earn_percent, tier.multiplier, pv)
+        if rate == result.points_earned:
+            return str(tier.name)
+    return None
+
+
 def sale_view(
     request: Request, program: Program, record: SaleRecord, available: int | None = None
 ) -> SaleView:
@@ -202,7 +236,7 @@ def sale_view(
     posted: dict[str, Any] = dict.fromkeys(
         ("discount", "to_pay", "paid", "points_redeemed", "points_earned"), None
     )
-    posted |= {"points_available": None, "tier": None, "promotions": []}
+    posted |= {"points_available": None, "tier": None, "tier_after": None, "promotions": []}
     if result is not None:
         posted = {
             "discount": result.discount,
@@ -211,7 +245,8 @@ def sale_view(
             "points_redeemed": result.points_redeemed,
             "points_earned": result.points_earned,
             "points_available": available,
-            "tier": str(program.tier(result.tier).name),
+            "tier": earned_tier(program, result),
+            "tier_after": str(program.tier(result.tier).name),
             "promotions": [_promotion(program, a) for a in result.promotions],
         }
     elif state.state == RECORDED:

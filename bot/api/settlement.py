@@ -60,7 +60,7 @@ class SettlementView(BaseModel):
     description="Whole days of the program's time zone, `from` included, `to` excluded "
     f"(at most {MAX_DAYS} days), as the owners' settlement CSV counts them. Needs the "
     "`read` scope.",
-    responses=responses(),
+    responses=responses(404, codes=("unknown_partner",)),
 )
 async def get_settlement(
     ctx: Context,

@@ -61,6 +61,7 @@ def _title(program: Program, slug: str) -> str:
             "unknown_voucher",
             "invalid_token",
             "voucher_wrong_partner",
+            "own_voucher",
             "voucher_expired",
             "voucher_claimed",
             "voucher_voided",

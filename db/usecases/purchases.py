@@ -116,6 +116,9 @@ class PurchaseResult:
     referral: ReferralReward | None = None
     replayed: bool = False
     tier_reached: bool = False  # this sale moved the member up to `tier`
+    # The member's tier the sale earned at (before it moved them up); None when the result
+    # is rebuilt from the ledger, which does not keep it.
+    earned_tier: str | None = None
     stamps: tuple[StampNews, ...] = ()  # what it did on its partner's stamp cards
     # Money taken off `amount` by the member's discount (`paid` is after it and after
     # points), the tier the sale was posted at and the percent that gave it, the tier's and
@@ -380,6 +383,7 @@ async def post_purchase(
             tier=tier,
             created_at=now,
             tier_reached=tier != member.tier,
+            earned_tier=member.tier,
             **_discount_of_sale(program, member.tier, discount, club),
         )
         result = await _stamped(session, program, result, member, accounts, key)
@@ -424,6 +428,7 @@ async def post_purchase(
         created_at=now,
         referral=referral,
         tier_reached=tier_name != member.tier,
+        earned_tier=member.tier,
         **_discount_of_sale(program, member.tier, discount, club),
     )
     result = await _stamped(session, program, result, member, accounts, key)

@@ -156,15 +156,17 @@ async def post_sale(
                 lines,
             )
             back = ZERO if not result.replayed else await refunded(session, result)
+            created = now
             if result.replayed:  # a cashier's receipt: the lines the ledger's sale has
                 lines = await sale_lines(session, sale_id)
+                created = min(now, result.created_at)  # first posted by the cashier
             return SaleState(
                 document,
                 day,
                 member_id,
                 amount,
                 POSTED,
-                now,
+                created,
                 lines,
                 result=result,
                 refunded=back,
@@ -217,6 +219,9 @@ _LINK = text(
     WHERE id = :id
     """
 )
+
+# A sale a cashier typed in the bot before the till sent it: created when the cashier did.
+_FIRST_POSTED = text("UPDATE api_sales SET created_at = least(created_at, :at) WHERE id = :id")
 
 
 async def _open(
@@ -350,7 +355,10 @@ async def post_member_sale(
         if posted != lines:
             await session.execute(delete(ApiSaleLine).where(ApiSaleLine.sale_id == sale_id))
     await session.execute(_LINK, {"id": sale_id, "tx": result.transaction_id, "request": None})
-    if not result.replayed:
+    if result.replayed:
+        # The cashier posted it first: the sale was made then, not when the till sent it.
+        await session.execute(_FIRST_POSTED, {"id": sale_id, "at": result.created_at})
+    else:
         await actor.audit(
             session,
             "sale",
