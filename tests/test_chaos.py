@@ -49,6 +49,7 @@ async def test_a_short_soak_with_a_fixed_seed(admin_url: str, seed: int) -> None
     report = await run(Options(seed=seed, minutes=MINUTES), admin_url)
     assert not report.violations, report.text()
     assert report.history.operations["sale (earn)"] and report.history.faults["SIGKILL"]
+    assert report.history.operations["sale (api)"]
 
 
 async def test_a_short_soak_seeded_by_the_commit(

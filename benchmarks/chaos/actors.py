@@ -129,6 +129,7 @@ class World:
     opted_out: dict[int, float] = field(default_factory=dict)  # chat -> when told "off"
     deleted: dict[int, float] = field(default_factory=dict)  # chat -> when told "deleted"
     campaigns: list[tuple[str, float]] = field(default_factory=list)  # text, sent at
+    api_sales: list[Any] = field(default_factory=list)  # api.ApiSale, each also in sales
     next_sale: int = 0
     next_user: int = 0
 

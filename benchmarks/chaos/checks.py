@@ -208,6 +208,59 @@ async def refunds(engine: AsyncEngine, world: World) -> Check:
     return check
 
 
+def api_replays(world: World) -> Check:
+    """The partner API's Idempotency-Key: a sale's request sent again (at once, by a till
+    that missed the answer, or after the drain with its first key, faults over) answers as
+    the sale was acknowledged: the same sale, and a replay of the stored answer when the
+    key is the one that was answered."""
+    check = Check("api replays")
+    replays = settled = late = 0
+    for sale in world.api_sales:
+        attempt = sale.attempt
+        first = sale.first
+        who = (attempt.cashier,)
+        after = sale.answers[sale.answers.index(first) + 1 :] if first in sale.answers else []
+        for again in after:
+            replays += 1
+            if (again.status, again.body, again.replayed) != (first.status, first.body, True):
+                check.fail(
+                    f"api sale #{attempt.k}: replayed at once as {again.status}"
+                    f" {again.body!r:.80}, answered {first.status} first",
+                    again.at,
+                    *who,
+                )
+        answer = sale.settled
+        if answer is None:
+            continue
+        settled += 1
+        if first is answer:
+            late += 1
+        if attempt.acked is None or first is answer:
+            continue
+        same = (
+            answer.status in (200, 201)
+            and isinstance(answer.body, dict)
+            and isinstance(first.body, dict)
+            and all(answer.body.get(f) == first.body.get(f) for f in _SALE_FIELDS)
+        )
+        deleted = answer.code == "unknown_member" and attempt.member_chat in world.deleted
+        if not same and not deleted:
+            check.fail(
+                f"api sale #{attempt.k} acknowledged ({first.status}), its key replayed after"
+                f" the faults as {answer.status} {answer.body!r:.80}",
+                answer.at,
+                *who,
+            )
+    check.figure = (
+        f"{len(world.api_sales)} api sales: {replays} replayed at once, {settled} replayed"
+        f" after the faults ({late} answered only then)"
+    )
+    return check
+
+
+_SALE_FIELDS = ("document", "amount", "points_earned", "business_day", "created_at")
+
+
 async def messages(engine: AsyncEngine, world: World, blocked: set[int]) -> tuple[Check, int]:
     """Every message owed by committed work was delivered (its notice is sent, and the
     message it names is in its chat), but to members deleted (not sent) or blocking the bot
