@@ -320,6 +320,10 @@ class Member(Person):
             await self.block()
         elif roll < 0.47:
             await self.delete()
+        elif roll < 0.57:
+            mark, _ = await self.say("/stamps")
+            await self.expect(lambda m: "Tour of the town" in m.text or nothing_done(m), mark)
+            self.op("stamps")
 
     async def block(self) -> None:
         await self.user.block()

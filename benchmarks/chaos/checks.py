@@ -17,6 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from benchmarks.chaos.actors import World
+from db.rules.discounts import charged
+from db.rules.program import Program
 from tests.invariants import ledger_violations
 
 
@@ -205,6 +207,95 @@ async def refunds(engine: AsyncEngine, world: World) -> Check:
                     attempt.manager,
                 )
     check.figure = f"{len(world.refunds)} attempted, {acked} acknowledged, {len(rows)} posted"
+    return check
+
+
+async def stamps(engine: AsyncEngine, world: World, program: Program) -> Check:
+    """Stamps come from the soak's sales, as the program's cards say: one per sale and card
+    at most, at one of the card's partners, on a sale that charged at least its
+    min_purchase; at most per_day a business day, and the first such sale of a day gets one
+    (cards with a daily limit); a stamp taken back only by a refund of its sale."""
+    check = Check("stamps")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT st.id, st.idempotency_key AS key, st.created_at, t.id AS sale,"
+                    " t.kind AS sale_kind, t.amount, t.discount, t.member_id, p.slug AS partner,"
+                    " EXISTS (SELECT 1 FROM transactions b WHERE b.reverses_id = st.id)"
+                    "  AS taken_back,"
+                    " EXISTS (SELECT 1 FROM transactions r WHERE r.reverses_id = t.id"
+                    "  AND r.kind = 'reverse') AS refunded"
+                    " FROM transactions st LEFT JOIN transactions t ON t.id = st.related_id"
+                    " LEFT JOIN partners p ON p.id = t.partner_id WHERE st.kind = 'stamp'"
+                )
+            )
+        ).all()
+        sales_rows = (
+            await conn.execute(
+                text(
+                    "SELECT t.id, t.amount, t.discount, t.member_id, t.created_at,"
+                    " p.slug AS partner FROM transactions t JOIN partners p"
+                    " ON p.id = t.partner_id WHERE t.kind IN ('earn', 'redeem')"
+                )
+            )
+        ).all()
+        filled = await conn.scalar(
+            text("SELECT count(*) FROM transactions WHERE kind = 'card_filled'")
+        )
+    cards = {c.slug: c for c in program.stamp_cards}
+    zone = program.program.zone
+    amounts = {a.amount for a in world.sales}
+    per_sale: Counter[tuple[int, str]] = Counter()
+    per_day: Counter[tuple[int, str, Any]] = Counter()
+    by_card: Counter[str] = Counter()
+    taken_back = 0
+    for row in rows:
+        slug = row.key.rsplit(":stamp:", 1)[-1]
+        card = cards.get(slug)
+        at = _ts(row.created_at)
+        if row.sale is None or row.sale_kind not in ("earn", "redeem") or card is None:
+            check.fail(f"stamp {row.id} ({row.key}) names no sale of a card", at)
+            continue
+        by_card[slug] += 1
+        per_sale[(row.sale, slug)] += 1
+        if Decimal(row.amount) not in amounts:
+            check.fail(f"stamp {row.id}: its sale {row.sale} is none the soak made", at)
+        if row.partner not in card.partners:
+            check.fail(f"stamp {row.id} on {slug} from a sale at {row.partner}", at)
+        if charged(Decimal(row.amount), row.discount) < card.min_purchase:
+            check.fail(f"stamp {row.id} on {slug}: sale {row.sale} charged too little", at)
+        day = row.created_at.astimezone(zone).date()
+        per_day[(row.member_id, slug, day)] += 1
+        if row.taken_back:
+            taken_back += 1
+            if not row.refunded:
+                check.fail(f"stamp {row.id} taken back, its sale {row.sale} not refunded", at)
+    for (sale, slug), n in per_sale.items():
+        if n > 1:
+            check.fail(f"sale {sale} has {n} stamps on {slug}", time.time())
+    for (member, slug, day), n in per_day.items():
+        if cards[slug].per_day and n > cards[slug].per_day:
+            check.fail(f"member {member} got {n} stamps on {slug} on {day}", time.time())
+    for card in cards.values():
+        if not card.per_day or card.distinct_partners:
+            continue
+        days = {
+            (r.member_id, r.created_at.astimezone(zone).date())
+            for r in sales_rows
+            if r.partner in card.partners
+            and charged(Decimal(r.amount), r.discount) >= card.min_purchase
+        }
+        for member, day in sorted(days):
+            if not per_day[(member, card.slug, day)]:
+                check.fail(
+                    f"member {member}'s sales at {card.slug} on {day} got no stamp", time.time()
+                )
+    check.figure = (
+        f"{len(rows)} stamps ("
+        + ", ".join(f"{n} {slug}" for slug, n in sorted(by_card.items()))
+        + f"), {taken_back} taken back by refunds, {filled} cards filled"
+    )
     return check
 
 

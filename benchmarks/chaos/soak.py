@@ -369,6 +369,7 @@ async def _soak(
         report.results.append(await checks.answers(own, world))
         report.results.append(await checks.refunds(own, world))
         report.results.append(checks.api_replays(world))
+        report.results.append(await checks.stamps(own, world, program))
         blocked = {m.chat for m in world.members if m.blocked or server.is_blocked(m.chat)} | set(
             _ever_blocked(world)
         )
