@@ -9,6 +9,7 @@ what it was told, which the checks compare with the ledger afterwards.
 - Cashiers at several partners post sales: earn-only, or paid partly with points (the member
   confirms); each sale's amount is unique in the soak (`sale_amount`), so every posting
   names the attempt it came from; some carry a receipt number.
+- Members take rewards for points; cashiers claim the vouchers (benchmarks/chaos/vouchers.py).
 - Managers refund sales of their partner (all, or a part).
 - A marketer sends campaigns to everyone who accepts offers.
 """
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.chaos.history import History
 from benchmarks.chaos.mail import Inbox, Mail, Mailroom
+from benchmarks.chaos.vouchers import VoucherClaim, VoucherTaking, claim, take_reward, voucher_for
 from bot.callbacks import EarnOnlyCb, RedeemCb, TillCb
 from bot.views import formatting as fmt
 from db.rules.tokens import card_token
@@ -130,6 +132,9 @@ class World:
     deleted: dict[int, float] = field(default_factory=dict)  # chat -> when told "deleted"
     campaigns: list[tuple[str, float]] = field(default_factory=list)  # text, sent at
     api_sales: list[Any] = field(default_factory=list)  # api.ApiSale, each also in sales
+    takings: list[VoucherTaking] = field(default_factory=list)  # rewards taken for points
+    claims: list[VoucherClaim] = field(default_factory=list)  # vouchers claimed at the till
+    reward_partners: dict[str, str] = field(default_factory=dict)  # reward -> its partner
     next_sale: int = 0
     next_user: int = 0
 
@@ -269,7 +274,7 @@ class Member(Person):
         """Answer redemption requests as they come; now and then do something of one's own."""
         while self.world.running and not self.deleted:
             request = await self.inbox.wait(
-                lambda m: m.kind == "sent" and m.data("✅ Confirm") is not None,
+                lambda m: m.kind == "sent" and (m.data("✅ Confirm") or "").startswith("rdm:"),
                 since=self._seen,
                 timeout=self.world.patience(self.rng.uniform(4, 12)),
             )
@@ -324,6 +329,8 @@ class Member(Person):
             mark, _ = await self.say("/stamps")
             await self.expect(lambda m: "Tour of the town" in m.text or nothing_done(m), mark)
             self.op("stamps")
+        elif roll < 0.62:
+            await take_reward(self)
 
     async def block(self) -> None:
         await self.user.block()
@@ -417,7 +424,10 @@ class Cashier(Person):
             if not members:
                 await asyncio.sleep(0.5)
                 continue
-            await self.sale(self.rng.choice(members))
+            if self.rng.random() < 0.7 and (taking := voucher_for(self)) is not None:
+                await claim(self, taking)
+            else:
+                await self.sale(self.rng.choice(members))
             await self.pause(0.1, 1.5)
 
     async def sale(self, member: Member) -> None:

@@ -241,9 +241,14 @@ class ApiTill:
         sale.first = answer
         self.record(sale, answer)
         if answer.status in (200, 201) and self.rng.random() < 0.2:
-            # The till did not see the answer: the same request again, the same key.
-            again = await self.call("POST", "/sales", body=body, idem=idem)
-            sale.answers.append(again)
+            # The till did not see the answer: the same request again, the same key (and
+            # again while that meets a fault).
+            for _try in range(TRIES):
+                again = await self.call("POST", "/sales", body=body, idem=idem)
+                if not again.retry:
+                    sale.answers.append(again)
+                    break
+                await asyncio.sleep(self.rng.uniform(0.5, 2.0))
             self.world.history.operation(self.name, "api replay", f"#{k}: {again.status}")
 
     def record(self, sale: ApiSale, answer: ApiAnswer) -> None:

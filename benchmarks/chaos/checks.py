@@ -222,7 +222,7 @@ async def stamps(engine: AsyncEngine, world: World, program: Program) -> Check:
                 text(
                     "SELECT st.id, st.idempotency_key AS key, st.created_at, t.id AS sale,"
                     " t.kind AS sale_kind, t.amount, t.discount, t.member_id, p.slug AS partner,"
-                    " EXISTS (SELECT 1 FROM transactions b WHERE b.reverses_id = st.id)"
+                    " (SELECT min(b.created_at) FROM transactions b WHERE b.reverses_id = st.id)"
                     "  AS taken_back,"
                     " EXISTS (SELECT 1 FROM transactions r WHERE r.reverses_id = t.id"
                     "  AND r.kind = 'reverse') AS refunded"
@@ -248,6 +248,8 @@ async def stamps(engine: AsyncEngine, world: World, program: Program) -> Check:
     amounts = {a.amount for a in world.sales}
     per_sale: Counter[tuple[int, str]] = Counter()
     per_day: Counter[tuple[int, str, Any]] = Counter()
+    # (member, card, day) -> its stamps: when given, when taken back (None: kept)
+    days: dict[tuple[int, str, Any], list[tuple[datetime, datetime | None]]] = defaultdict(list)
     by_card: Counter[str] = Counter()
     taken_back = 0
     for row in rows:
@@ -267,6 +269,7 @@ async def stamps(engine: AsyncEngine, world: World, program: Program) -> Check:
             check.fail(f"stamp {row.id} on {slug}: sale {row.sale} charged too little", at)
         day = row.created_at.astimezone(zone).date()
         per_day[(row.member_id, slug, day)] += 1
+        days[(row.member_id, slug, day)].append((row.created_at, row.taken_back))
         if row.taken_back:
             taken_back += 1
             if not row.refunded:
@@ -274,9 +277,16 @@ async def stamps(engine: AsyncEngine, world: World, program: Program) -> Check:
     for (sale, slug), n in per_sale.items():
         if n > 1:
             check.fail(f"sale {sale} has {n} stamps on {slug}", time.time())
-    for (member, slug, day), n in per_day.items():
-        if cards[slug].per_day and n > cards[slug].per_day:
-            check.fail(f"member {member} got {n} stamps on {slug} on {day}", time.time())
+    for (member, slug, day), given in days.items():
+        # Each stamp was within the limit when given: the day's stamps kept until then.
+        limit = cards[slug].per_day
+        for at, _back in given:
+            kept = sum(1 for t, b in given if t < at and (b is None or b > at))
+            if limit and kept >= limit:
+                check.fail(
+                    f"member {member} got a stamp on {slug} on {day} with {kept} kept before",
+                    _ts(at),
+                )
     for card in cards.values():
         if not card.per_day or card.distinct_partners:
             continue
@@ -295,6 +305,79 @@ async def stamps(engine: AsyncEngine, world: World, program: Program) -> Check:
         f"{len(rows)} stamps ("
         + ", ".join(f"{n} {slug}" for slug, n in sorted(by_card.items()))
         + f"), {taken_back} taken back by refunds, {filled} cards filled"
+    )
+    return check
+
+
+async def vouchers(engine: AsyncEngine, world: World) -> Check:
+    """A reward the member was told taken is a voucher (its code the confirmation's); one
+    told "nothing was taken" is none made before; a voucher a cashier saw claimed is
+    claimed, with exactly one posting (keyed by its code); nobody was told "nothing was
+    changed" about a claim made before; and no voucher was claimed by a claim nobody
+    made."""
+    check = Check("vouchers")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT v.code, v.member_id, v.status, v.created_at, v.resolved_at,"
+                    " v.source, (SELECT count(*) FROM transactions t"
+                    "  WHERE t.idempotency_key = 'voucher:' || v.code AND t.kind = 'voucher')"
+                    " AS postings FROM vouchers v"
+                )
+            )
+        ).all()
+    found = {r.code: r for r in rows}
+    taken = claimed = 0
+    for taking in world.takings:
+        row = found.get(taking.code)
+        who = (taking.member,)
+        if taking.taken is not None:
+            taken += 1
+            if row is None or row.member_id != taking.member_id:
+                check.fail(
+                    f"{taking.member} told voucher {taking.code} taken: none", taking.taken, *who
+                )
+        for told in taking.told_nothing:
+            if row is not None and _ts(row.created_at) < told:
+                check.fail(
+                    f"{taking.member} told nothing was taken, voucher {taking.code} made before",
+                    told,
+                    *who,
+                )
+    claimed_codes = set()
+    for attempt in world.claims:
+        row = found.get(attempt.code)
+        who = (attempt.cashier,)
+        if attempt.acked is not None:
+            claimed += 1
+            claimed_codes.add(attempt.code)
+            if row is None or row.status != "claimed" or row.postings != 1:
+                check.fail(
+                    f"voucher {attempt.code} seen claimed: "
+                    + (f"{row.status}, {row.postings} postings" if row else "no such voucher"),
+                    attempt.acked,
+                    *who,
+                )
+        for told in attempt.told_nothing:
+            if row is not None and row.resolved_at is not None and _ts(row.resolved_at) < told:
+                check.fail(
+                    f"voucher {attempt.code}: {attempt.cashier} told nothing was changed,"
+                    f" claimed before ({row.status})",
+                    told,
+                    *who,
+                )
+    tried = {a.code for a in world.claims}
+    for row in rows:
+        if row.postings > 1:
+            check.fail(f"voucher {row.code} posted {row.postings} times", time.time())
+        if row.status == "claimed" and row.code not in tried:
+            check.fail(f"voucher {row.code} claimed, by no claim made", time.time())
+    statuses = Counter(r.status for r in rows)
+    check.figure = (
+        f"{len(world.takings)} rewards asked for, {taken} told taken; {len(world.claims)}"
+        f" claims, {claimed} seen claimed; vouchers: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     )
     return check
 

@@ -241,6 +241,7 @@ async def _soak(
         i18n,
         program.program.currency,
     )
+    world.reward_partners = {r.slug: r.partner for r in program.rewards}
     load_seconds = options.minutes * 60
     enabled = set(options.faults) if options.faults is not None else set(FAULTS)
     if options.postgres is None:
@@ -370,6 +371,7 @@ async def _soak(
         report.results.append(await checks.refunds(own, world))
         report.results.append(checks.api_replays(world))
         report.results.append(await checks.stamps(own, world, program))
+        report.results.append(await checks.vouchers(own, world))
         blocked = {m.chat for m in world.members if m.blocked or server.is_blocked(m.chat)} | set(
             _ever_blocked(world)
         )
