@@ -9,6 +9,7 @@ what it was told, which the checks compare with the ledger afterwards.
 - Cashiers at several partners post sales: earn-only, or paid partly with points (the member
   confirms); each sale's amount is unique in the soak (`sale_amount`), so every posting
   names the attempt it came from; some carry a receipt number.
+- Members give points to friends, who accept them (benchmarks/chaos/gifts.py).
 - Members take rewards for points; cashiers claim the vouchers (benchmarks/chaos/vouchers.py).
 - Managers refund sales of their partner (all, or a part).
 - A marketer sends campaigns to everyone who accepts offers.
@@ -29,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.chaos.gifts import GiftAttempt, give
 from benchmarks.chaos.history import History
 from benchmarks.chaos.mail import Inbox, Mail, Mailroom
 from benchmarks.chaos.vouchers import VoucherClaim, VoucherTaking, claim, take_reward, voucher_for
@@ -135,6 +137,7 @@ class World:
     takings: list[VoucherTaking] = field(default_factory=list)  # rewards taken for points
     claims: list[VoucherClaim] = field(default_factory=list)  # vouchers claimed at the till
     reward_partners: dict[str, str] = field(default_factory=dict)  # reward -> its partner
+    gifts: list[GiftAttempt] = field(default_factory=list)  # points given to a friend
     next_sale: int = 0
     next_user: int = 0
 
@@ -331,6 +334,8 @@ class Member(Person):
             self.op("stamps")
         elif roll < 0.62:
             await take_reward(self)
+        elif roll < 0.67:
+            await give(self)
 
     async def block(self) -> None:
         await self.user.block()

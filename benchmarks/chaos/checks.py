@@ -382,6 +382,78 @@ async def vouchers(engine: AsyncEngine, world: World) -> Check:
     return check
 
 
+async def gifts(engine: AsyncEngine, world: World) -> Check:
+    """A gift the giver was told is ready exists (its code the confirmation's); one the
+    friend was told accepted is theirs with exactly one posting; a friend told it was taken
+    by someone else or is no longer there had not been given it before; every gift accepted
+    went to the friend it was sent to."""
+    check = Check("gifts")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT g.code, g.giver_id, g.receiver_id, g.status, g.resolved_at,"
+                    " (SELECT count(*) FROM transactions t WHERE t.idempotency_key = g.hold_key"
+                    "  AND t.kind = 'gift') AS postings FROM gifts g"
+                )
+            )
+        ).all()
+    found = {r.code: r for r in rows}
+    sent_to = {g.code: g.friend_id for g in world.gifts}
+    ready = accepted = 0
+    for gift in world.gifts:
+        row = found.get(gift.code)
+        if gift.ready is not None:
+            ready += 1
+            if row is None or row.giver_id != gift.giver_id:
+                check.fail(
+                    f"{gift.giver} told gift {gift.code} is ready: none", gift.ready, gift.giver
+                )
+        if gift.accepted is not None:
+            accepted += 1
+            if (
+                row is None
+                or row.status != "accepted"
+                or row.receiver_id != gift.friend_id
+                or row.postings != 1
+            ):
+                check.fail(
+                    f"{gift.friend} told gift {gift.code} accepted: "
+                    + (
+                        f"{row.status} by {row.receiver_id}, {row.postings} postings"
+                        if row
+                        else "none"
+                    ),
+                    gift.accepted,
+                    gift.friend,
+                )
+        for told in gift.told_closed:
+            if (
+                row is not None
+                and row.receiver_id == gift.friend_id
+                and row.resolved_at is not None
+                and _ts(row.resolved_at) < told
+            ):
+                check.fail(
+                    f"{gift.friend} told gift {gift.code} is closed, accepted by them before",
+                    told,
+                    gift.friend,
+                )
+    for row in rows:
+        if row.postings > 1:
+            check.fail(f"gift {row.code} posted {row.postings} times", time.time())
+        if row.status == "accepted" and sent_to.get(row.code) != row.receiver_id:
+            check.fail(
+                f"gift {row.code} accepted by {row.receiver_id}, sent to nobody such", time.time()
+            )
+    statuses = Counter(r.status for r in rows)
+    check.figure = (
+        f"{len(world.gifts)} gifts: {ready} ready, {accepted} told accepted; "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    )
+    return check
+
+
 def api_replays(world: World) -> Check:
     """The partner API's Idempotency-Key: a sale's request sent again (at once, by a till
     that missed the answer, or after the drain with its first key, faults over) answers as

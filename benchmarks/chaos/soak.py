@@ -372,6 +372,7 @@ async def _soak(
         report.results.append(checks.api_replays(world))
         report.results.append(await checks.stamps(own, world, program))
         report.results.append(await checks.vouchers(own, world))
+        report.results.append(await checks.gifts(own, world))
         blocked = {m.chat for m in world.members if m.blocked or server.is_blocked(m.chat)} | set(
             _ever_blocked(world)
         )
