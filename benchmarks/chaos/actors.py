@@ -10,6 +10,8 @@ what it was told, which the checks compare with the ledger afterwards.
   confirms); each sale's amount is unique in the soak (`sale_amount`), so every posting
   names the attempt it came from; some carry a receipt number.
 - Members give points to friends, who accept them (benchmarks/chaos/gifts.py).
+- Members pay the club's Stars subscription, which Telegram renews now and then
+  (benchmarks/chaos/club.py).
 - Members take rewards for points; cashiers claim the vouchers (benchmarks/chaos/vouchers.py).
 - Managers refund sales of their partner (all, or a part).
 - A marketer sends campaigns to everyone who accepts offers.
@@ -30,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.chaos.club import ClubCharge, join_club
 from benchmarks.chaos.gifts import GiftAttempt, give
 from benchmarks.chaos.history import History
 from benchmarks.chaos.mail import Inbox, Mail, Mailroom
@@ -138,6 +141,7 @@ class World:
     claims: list[VoucherClaim] = field(default_factory=list)  # vouchers claimed at the till
     reward_partners: dict[str, str] = field(default_factory=dict)  # reward -> its partner
     gifts: list[GiftAttempt] = field(default_factory=list)  # points given to a friend
+    club_charges: list[ClubCharge] = field(default_factory=list)  # Stars Telegram took
     next_sale: int = 0
     next_user: int = 0
 
@@ -227,6 +231,8 @@ class Member(Person):
         self.deleted = False
         self.blocked = False
         self.consent = False
+        self.in_club = False
+        self.charge_id = ""  # the Stars subscription's latest charge
         self._seen = 0  # redemption requests are looked for from here on
 
     async def join(self, payload: str | None = None) -> bool:
@@ -336,6 +342,8 @@ class Member(Person):
             await take_reward(self)
         elif roll < 0.67:
             await give(self)
+        elif roll < 0.69:
+            await join_club(self)
 
     async def block(self) -> None:
         await self.user.block()

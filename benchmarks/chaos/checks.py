@@ -454,6 +454,49 @@ async def gifts(engine: AsyncEngine, world: World) -> Check:
     return check
 
 
+async def club(engine: AsyncEngine, world: World) -> Check:
+    """Every Stars charge Telegram took (a first payment or a renewal) is recorded exactly
+    once, as a club payment of the member who paid; none is recorded that it did not take."""
+    check = Check("club payments")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT p.charge_id, p.method, p.created_at, m.telegram_id"
+                    " FROM club_payments p LEFT JOIN members m ON m.id = p.member_id"
+                )
+            )
+        ).all()
+        members = await conn.scalar(
+            text("SELECT count(*) FROM club_memberships WHERE ends_at > now()")
+        )
+    recorded = Counter(r.charge_id for r in rows)
+    whose = {r.charge_id: r.telegram_id for r in rows}
+    taken = {c.charge_id: c for c in world.club_charges}
+    for charge in world.club_charges:
+        gone = charge.chat in world.deleted
+        if recorded[charge.charge_id] != 1 and not (gone and not recorded[charge.charge_id]):
+            check.fail(
+                f"Stars charge {charge.charge_id} of {charge.member} recorded"
+                f" {recorded[charge.charge_id]} times",
+                charge.at,
+                charge.member,
+            )
+        elif recorded[charge.charge_id] and whose[charge.charge_id] not in (charge.chat, None):
+            check.fail(f"Stars charge {charge.charge_id} recorded for another member", charge.at)
+    for row in rows:
+        if row.charge_id not in taken:
+            check.fail(
+                f"club payment {row.charge_id} that Telegram never took", _ts(row.created_at)
+            )
+    renewals = sum(1 for c in world.club_charges if c.renewal)
+    check.figure = (
+        f"{len(world.club_charges)} Stars charges ({renewals} renewals), {len(rows)} recorded;"
+        f" {members} club members"
+    )
+    return check
+
+
 def api_replays(world: World) -> Check:
     """The partner API's Idempotency-Key: a sale's request sent again (at once, by a till
     that missed the answer, or after the drain with its first key, faults over) answers as

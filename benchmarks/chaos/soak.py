@@ -373,6 +373,7 @@ async def _soak(
         report.results.append(await checks.stamps(own, world, program))
         report.results.append(await checks.vouchers(own, world))
         report.results.append(await checks.gifts(own, world))
+        report.results.append(await checks.club(own, world))
         blocked = {m.chat for m in world.members if m.blocked or server.is_blocked(m.chat)} | set(
             _ever_blocked(world)
         )
