@@ -232,6 +232,7 @@ class Member(Person):
         self.blocked = False
         self.consent = False
         self.in_club = False
+        self.gift_lock = asyncio.Lock()  # gifts opened one at a time (benchmarks/chaos/gifts.py)
         self.charge_id = ""  # the Stars subscription's latest charge
         self._seen = 0  # redemption requests are looked for from here on
 
@@ -493,6 +494,18 @@ class Cashier(Person):
         else:
             await self.finish_redeem(attempt, mark, typed)
 
+    @staticmethod
+    def _ours(data: str | None, attempt: SaleAttempt) -> bool:
+        """Whether a button belongs to this sale (its dialog, or its redemption request):
+        a late message of an earlier sale is not this one's to press."""
+        if not data or attempt.dialog is None:
+            return False
+        if data.startswith("till:"):
+            return TillCb.unpack(data).dialog == attempt.dialog
+        if data.startswith("eo:"):
+            return EarnOnlyCb.unpack(data).request == attempt.dialog
+        return False
+
     def _give_up(self, attempt: SaleAttempt, mail: Mail | None, why: str) -> None:
         if mail is not None and nothing_done(mail):
             attempt.told_nothing.append(mail.at)
@@ -524,8 +537,8 @@ class Cashier(Person):
                         m.kind in ("sent", "answer")
                         and (
                             "already posted" in m.text
-                            or "Post it again?" in m.text
-                            or m.data(prefix="🧾 Post") is not None
+                            or self._ours(m.data("✅ Post again"), attempt)
+                            or self._ours(m.data(prefix="🧾 Post"), attempt)
                             or "Type the amount again" in m.text
                             or nothing_done(m)
                             or SAVED in m.text
@@ -548,7 +561,7 @@ class Cashier(Person):
                 mark = self.inbox.mark()
                 continue
             again = reply.data("✅ Post again") or reply.data(prefix="🧾 Post")
-            if again is not None:
+            if again is not None and self._ours(again, attempt):
                 mark = await self.press(reply, again, "post")
                 continue
             if "Type the amount again" in reply.text and typed:
@@ -565,7 +578,7 @@ class Cashier(Person):
                     and (
                         "How many points?" in m.text
                         or "Waiting for the member" in m.text
-                        or m.data(prefix="🧾 Post") is not None
+                        or self._ours(m.data(prefix="🧾 Post"), attempt)
                         or "Type the amount again" in m.text
                         or nothing_done(m)
                         or SAVED in m.text
@@ -590,7 +603,7 @@ class Cashier(Person):
                 mark, _ = await self.say(typed)
                 continue
             button = reply.data(prefix="🧾 Post")
-            if button is not None:
+            if button is not None and self._ours(button, attempt):
                 # No points to use (post without them), or the member cannot be asked.
                 attempt.mode = "earn"
                 mark = await self.press(reply, button, "post without points")

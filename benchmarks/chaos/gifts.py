@@ -89,13 +89,17 @@ async def give(giver: Member) -> None:
     if friend.deleted or friend.blocked or friend.member_id is None:
         return
     gift.friend, gift.friend_chat, gift.friend_id = friend.name, friend.chat, friend.member_id
+    # One gift opened at a time by a friend: what they are told is about that gift.
+    async with friend.gift_lock:
+        await _accept(friend, gift)
+
+
+async def _accept(friend: Member, gift: GiftAttempt) -> None:
     mark, _ = await friend.say(f"/start {GIFT}{gift.code}")
     offer = await friend.expect(
         lambda m: (
             m.kind == "sent"
-            and (
-                (m.data("✅ Accept") or "").startswith("gift:") or any(c in m.text for c in CLOSED)
-            )
+            and (_for(m.data("✅ Accept"), gift) or any(c in m.text for c in CLOSED))
         ),
         mark,
     )
@@ -122,7 +126,14 @@ async def give(giver: Member) -> None:
         return
     if ACCEPTED in reply.text:
         gift.accepted = reply.at
-        friend.op("accept gift", f"{gift.points} from {giver.name}")
+        friend.op("accept gift", f"{gift.points} from {gift.giver}")
     elif any(c in reply.text for c in CLOSED_TO_FRIEND):
         gift.told_closed.append(reply.at)
         friend.note("told", reply.text[:70])
+
+
+def _for(data: str | None, gift: GiftAttempt) -> bool:
+    """Whether an Accept button is this gift's."""
+    return (
+        bool(data) and str(data).startswith("gift:") and GiftCb.unpack(str(data)).code == gift.code
+    )

@@ -69,7 +69,7 @@ async def take_reward(member: Member) -> None:
     if not buttons:
         return
     mark = await member.press(catalogue, member.rng.choice(buttons), "a reward")
-    ask = await member.expect(lambda m: m.data("✅ Confirm") is not None, mark)
+    ask = await member.expect(lambda m: (m.data("✅ Confirm") or "").startswith("rwd:"), mark)
     if ask is None or member.member_id is None:
         return
     data = ask.data("✅ Confirm")
