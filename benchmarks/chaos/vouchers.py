@@ -149,6 +149,17 @@ async def claim(cashier: Cashier, taking: VoucherTaking) -> None:
         attempt.acked = reply.at
         cashier.note("claimed", shown)
     elif _nothing(reply):
+        if attempt.taps > 1:
+            # Two taps, two answers: a refusal may be the second tap's, the claim the
+            # first's. What the cashier reads in the end is whether it was claimed.
+            claimed = await cashier.expect(
+                lambda m: m.kind == "sent" and shown in m.text and "claimed: hand" in m.text,
+                mark,
+            )
+            if claimed is not None:
+                attempt.acked = claimed.at
+                cashier.note("claimed", f"{shown} (after a refusal of one tap)")
+                return
         attempt.told_nothing.append(reply.at)
         cashier.note("claim refused", reply.text[:70])
 
