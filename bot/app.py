@@ -39,7 +39,7 @@ from bot.middlewares.identity import IdentityMiddleware
 from bot.middlewares.locale import MemberLocaleMiddleware
 from bot.middlewares.sanitize import RefuseNul
 from bot.middlewares.throttle import ThrottleMiddleware
-from bot.retry import RetryMiddleware
+from bot.retry import LateAnswerMiddleware, RetryMiddleware
 from bot.runtime import Runtime, StartupError, open_runtime
 from bot.views.menus import set_default_menu, set_owner_menus
 from bot.workers.delivery import DeliveryWorker, TokenBucket
@@ -57,6 +57,7 @@ def build_bot(settings: Settings) -> Bot:
         raise StartupError("BOT_TOKEN is not set: put the token @BotFather gave you in it.")
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
     session.middleware(RetryMiddleware())
+    session.middleware(LateAnswerMiddleware())
     return Bot(
         settings.bot_token.get_secret_value(),
         session=session,

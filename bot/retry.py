@@ -14,8 +14,8 @@ from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
-from aiogram.exceptions import TelegramNetworkError, TelegramServerError
-from aiogram.methods import GetUpdates, Response, TelegramMethod
+from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError, TelegramServerError
+from aiogram.methods import AnswerCallbackQuery, GetUpdates, Response, TelegramMethod
 
 from db.engine import passing_failure
 
@@ -65,6 +65,35 @@ class RetryMiddleware(BaseRequestMiddleware):
                 log.warning("%s failed; retry %d in %.1fs", type(method).__name__, attempt, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+# What Telegram says to an answer of a button press it no longer takes: the press was answered
+# already (it came again: its first handling answered it), or too long ago.
+_LATE_ANSWER = ("query is too old", "query ID is invalid")
+
+
+class LateAnswerMiddleware(BaseRequestMiddleware):
+    """An answer to a button press that Telegram no longer takes returns False instead of
+    failing the handler: the person's client stopped waiting for it, and the work the press
+    asked for goes on (a press delivered again after its first handling is answered as a
+    repeat by the use cases; an error here would tell them "nothing was changed" about work
+    that was done). Callers that have something to say see False and say it in the chat."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[Any],
+        bot: Bot,
+        method: TelegramMethod[Any],
+    ) -> Any:
+        if not isinstance(method, AnswerCallbackQuery):
+            return await make_request(bot, method)
+        try:
+            return await make_request(bot, method)
+        except TelegramBadRequest as exc:
+            if not any(phrase in exc.message for phrase in _LATE_ANSWER):
+                raise
+            log.info("press %s answered too late: %s", method.callback_query_id, exc.message)
+            return False
 
 
 # A database write retried on a passing failure: tried this many times in all, waiting

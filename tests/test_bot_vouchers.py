@@ -245,6 +245,36 @@ async def test_typed_codes_wrong_partner_own_voucher_and_forgeries(
     await eve.wait_message("This is a voucher")
 
 
+async def test_a_claim_delivered_again_after_its_answer_is_said_done_not_refused(
+    harness: BotHarness, sessions: Sessions, program: Program
+) -> None:
+    """Found by the chaos soak (seed 102): the instance that claimed the voucher died before
+    Telegram saw its webhook answer, so the press came again to another; answering the press
+    a second time fails (Telegram takes one answer per press, and only for a while), which
+    made the cashier read "nothing was changed" about a claim that was done."""
+    carl, ann = harness.user("Carl"), harness.user("Ann")
+    await hire(harness, carl, "coffee", "cashier")
+    await join(ann)
+    await give(sessions, program, ann, 500)
+    voucher = await take_coffee(ann)
+    await carl.send("/start " + payload(ann, voucher))
+    panel = await carl.wait_message("A coffee of your choice")
+    [(code, _status)] = await vouchers(sessions)
+    press = await carl.click(panel, VoucherCb(action="claim", code=code).pack())
+    await carl.wait_callback_answer(press)
+    await carl.wait_message(lambda m: "claimed: hand" in text_of(m))
+    (update,) = [
+        u
+        for u in harness.server.pushed_updates
+        if (u.get("callback_query") or {}).get("id") == press
+    ]
+    harness.server.redeliver(update)
+    replay = text_of(await carl.wait_message("this second tap changed nothing"))
+    assert "claimed: hand A coffee of your choice over to A." in replay
+    assert not any("nothing was changed" in text_of(m) for m in carl.messages)
+    assert await vouchers(sessions) == [(code, "claimed")]
+
+
 async def test_a_funded_voucher_claimed_shows_its_title_in_history(
     harness: BotHarness, sessions: Sessions, program: Program
 ) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from benchmarks.chaos import checks
 from benchmarks.chaos.actors import SaleAttempt, World
+from benchmarks.chaos.api import ApiAnswer, ApiSale
 from benchmarks.chaos.history import History
 from benchmarks.chaos.mail import Mailroom
 from benchmarks.chaos.soak import Options, run
@@ -49,6 +50,7 @@ async def test_a_short_soak_with_a_fixed_seed(admin_url: str, seed: int) -> None
     report = await run(Options(seed=seed, minutes=MINUTES), admin_url)
     assert not report.violations, report.text()
     assert report.history.operations["sale (earn)"] and report.history.faults["SIGKILL"]
+    assert report.history.operations["sale (api)"]
 
 
 async def test_a_short_soak_seeded_by_the_commit(
@@ -67,7 +69,8 @@ async def test_the_checks_find_what_they_look_for(
 ) -> None:
     """The soak's checks fail where they should: a sale posted twice, one acknowledged and
     never posted, one told "nothing was changed" after it was posted, a posting nobody made;
-    an error in a log that no injected fault explains."""
+    an API sale's key that does not replay what was acknowledged; an error in a log that no
+    injected fault explains."""
     async with sessions() as session:
         member = await register_member(session, program, telegram_id=70_001)
     for amount, key in (("10", "a"), ("10", "b"), ("12", "c"), ("13", "d")):
@@ -91,6 +94,22 @@ async def test_the_checks_find_what_they_look_for(
         "sale #2 (12.00)",
         "transaction 5 (13.00) matches no sale made",  # 1 is the welcome gift
     ], found.violations
+
+    # An API sale acknowledged 201 whose key answers otherwise after the faults; another
+    # whose replay at once is not the stored answer.
+    body = {"document": "API-1", "amount": "20.00", "points_earned": 100}
+    first = ApiAnswer(201, body)
+    told = SaleAttempt(1, "till", 0, "books", "m", 2, Decimal("20.00"), "api", "API-1", now)
+    told.acked = now
+    world.api_sales = [
+        ApiSale(told, "k1", {}, first, [first], settled=ApiAnswer(409, {"code": "x"})),
+        ApiSale(told, "k2", {}, first, [first, ApiAnswer(201, body)], settled=first),
+    ]
+    replays = checks.api_replays(world)
+    assert [v.what.split(":")[0] for v in replays.violations] == [
+        "api sale #1 acknowledged (201), its key replayed after the faults as 409 {'code'",
+        "api sale #1",
+    ], replays.violations
 
     log = tmp_path / "bot0.log"
     log.write_text(

@@ -25,6 +25,9 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--members", type=int, default=30, help="joined at the start")
     parser.add_argument("--cashiers", type=int, default=6)
     parser.add_argument(
+        "--api-tills", type=int, default=2, help="tills posting sales by the partner API"
+    )
+    parser.add_argument(
         "--faults",
         help=f"only these, comma-separated, of: {', '.join(FAULTS)} (default: all)",
     )
@@ -45,6 +48,7 @@ def parse(argv: list[str] | None = None) -> Options:
         webhook=args.webhook,
         members=args.members,
         cashiers=args.cashiers,
+        api_tills=args.api_tills,
         faults=faults,
         logs=args.logs,
         postgres=args.own_postgres or None,

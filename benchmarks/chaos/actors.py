@@ -9,6 +9,10 @@ what it was told, which the checks compare with the ledger afterwards.
 - Cashiers at several partners post sales: earn-only, or paid partly with points (the member
   confirms); each sale's amount is unique in the soak (`sale_amount`), so every posting
   names the attempt it came from; some carry a receipt number.
+- Members give points to friends, who accept them (benchmarks/chaos/gifts.py).
+- Members pay the club's Stars subscription, which Telegram renews now and then
+  (benchmarks/chaos/club.py).
+- Members take rewards for points; cashiers claim the vouchers (benchmarks/chaos/vouchers.py).
 - Managers refund sales of their partner (all, or a part).
 - A marketer sends campaigns to everyone who accepts offers.
 """
@@ -28,8 +32,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.chaos.club import ClubCharge, join_club
+from benchmarks.chaos.gifts import GiftAttempt, give
 from benchmarks.chaos.history import History
 from benchmarks.chaos.mail import Inbox, Mail, Mailroom
+from benchmarks.chaos.vouchers import VoucherClaim, VoucherTaking, claim, take_reward, voucher_for
 from bot.callbacks import EarnOnlyCb, RedeemCb, TillCb
 from bot.views import formatting as fmt
 from db.rules.tokens import card_token
@@ -129,6 +136,12 @@ class World:
     opted_out: dict[int, float] = field(default_factory=dict)  # chat -> when told "off"
     deleted: dict[int, float] = field(default_factory=dict)  # chat -> when told "deleted"
     campaigns: list[tuple[str, float]] = field(default_factory=list)  # text, sent at
+    api_sales: list[Any] = field(default_factory=list)  # api.ApiSale, each also in sales
+    takings: list[VoucherTaking] = field(default_factory=list)  # rewards taken for points
+    claims: list[VoucherClaim] = field(default_factory=list)  # vouchers claimed at the till
+    reward_partners: dict[str, str] = field(default_factory=dict)  # reward -> its partner
+    gifts: list[GiftAttempt] = field(default_factory=list)  # points given to a friend
+    club_charges: list[ClubCharge] = field(default_factory=list)  # Stars Telegram took
     next_sale: int = 0
     next_user: int = 0
 
@@ -218,6 +231,9 @@ class Member(Person):
         self.deleted = False
         self.blocked = False
         self.consent = False
+        self.in_club = False
+        self.gift_lock = asyncio.Lock()  # gifts opened one at a time (benchmarks/chaos/gifts.py)
+        self.charge_id = ""  # the Stars subscription's latest charge
         self._seen = 0  # redemption requests are looked for from here on
 
     async def join(self, payload: str | None = None) -> bool:
@@ -268,7 +284,7 @@ class Member(Person):
         """Answer redemption requests as they come; now and then do something of one's own."""
         while self.world.running and not self.deleted:
             request = await self.inbox.wait(
-                lambda m: m.kind == "sent" and m.data("✅ Confirm") is not None,
+                lambda m: m.kind == "sent" and (m.data("✅ Confirm") or "").startswith("rdm:"),
                 since=self._seen,
                 timeout=self.world.patience(self.rng.uniform(4, 12)),
             )
@@ -319,6 +335,16 @@ class Member(Person):
             await self.block()
         elif roll < 0.47:
             await self.delete()
+        elif roll < 0.57:
+            mark, _ = await self.say("/stamps")
+            await self.expect(lambda m: "Tour of the town" in m.text or nothing_done(m), mark)
+            self.op("stamps")
+        elif roll < 0.62:
+            await take_reward(self)
+        elif roll < 0.67:
+            await give(self)
+        elif roll < 0.69:
+            await join_club(self)
 
     async def block(self) -> None:
         await self.user.block()
@@ -412,7 +438,10 @@ class Cashier(Person):
             if not members:
                 await asyncio.sleep(0.5)
                 continue
-            await self.sale(self.rng.choice(members))
+            if self.rng.random() < 0.7 and (taking := voucher_for(self)) is not None:
+                await claim(self, taking)
+            else:
+                await self.sale(self.rng.choice(members))
             await self.pause(0.1, 1.5)
 
     async def sale(self, member: Member) -> None:
@@ -465,6 +494,18 @@ class Cashier(Person):
         else:
             await self.finish_redeem(attempt, mark, typed)
 
+    @staticmethod
+    def _ours(data: str | None, attempt: SaleAttempt) -> bool:
+        """Whether a button belongs to this sale (its dialog, or its redemption request):
+        a late message of an earlier sale is not this one's to press."""
+        if not data or attempt.dialog is None:
+            return False
+        if data.startswith("till:"):
+            return TillCb.unpack(data).dialog == attempt.dialog
+        if data.startswith("eo:"):
+            return EarnOnlyCb.unpack(data).request == attempt.dialog
+        return False
+
     def _give_up(self, attempt: SaleAttempt, mail: Mail | None, why: str) -> None:
         if mail is not None and nothing_done(mail):
             attempt.told_nothing.append(mail.at)
@@ -496,8 +537,8 @@ class Cashier(Person):
                         m.kind in ("sent", "answer")
                         and (
                             "already posted" in m.text
-                            or "Post it again?" in m.text
-                            or m.data(prefix="🧾 Post") is not None
+                            or self._ours(m.data("✅ Post again"), attempt)
+                            or self._ours(m.data(prefix="🧾 Post"), attempt)
                             or "Type the amount again" in m.text
                             or nothing_done(m)
                             or SAVED in m.text
@@ -520,7 +561,7 @@ class Cashier(Person):
                 mark = self.inbox.mark()
                 continue
             again = reply.data("✅ Post again") or reply.data(prefix="🧾 Post")
-            if again is not None:
+            if again is not None and self._ours(again, attempt):
                 mark = await self.press(reply, again, "post")
                 continue
             if "Type the amount again" in reply.text and typed:
@@ -537,7 +578,7 @@ class Cashier(Person):
                     and (
                         "How many points?" in m.text
                         or "Waiting for the member" in m.text
-                        or m.data(prefix="🧾 Post") is not None
+                        or self._ours(m.data(prefix="🧾 Post"), attempt)
                         or "Type the amount again" in m.text
                         or nothing_done(m)
                         or SAVED in m.text
@@ -562,7 +603,7 @@ class Cashier(Person):
                 mark, _ = await self.say(typed)
                 continue
             button = reply.data(prefix="🧾 Post")
-            if button is not None:
+            if button is not None and self._ours(button, attempt):
                 # No points to use (post without them), or the member cannot be asked.
                 attempt.mode = "earn"
                 mark = await self.press(reply, button, "post without points")

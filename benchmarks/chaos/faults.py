@@ -13,6 +13,8 @@ window is hit is drawn from a generator of its own, seeded the same way).
 - PostgreSQL: every connection of the bot's database but the soak's own killed with
   pg_terminate_backend (or a random half of them).
 - Bot processes: SIGKILL, then started again after a pause.
+- The partner API: a share of the tills' POSTs cut before their answer came (the till's
+  connection drops a moment after it sent the request), as a shop's bad network would.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ HIT = {
 }
 SHARE_429 = 0.5  # of the calls in a 429 window
 SHARE_TWICE = 0.02  # of the updates, delivered twice
-FAULTS = (*RATES, "duplicate")  # what --faults may name
+SHARE_API_CUT = 0.25  # of the partner API's POSTs, whose answer the till never sees
+FAULTS = (*RATES, "duplicate", "api_cut")  # what --faults may name
 
 
 @dataclass(frozen=True, slots=True)

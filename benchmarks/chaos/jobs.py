@@ -3,7 +3,9 @@ days (bot/workers/jobs.py) and has no clock to speed up, so the soak runs the sa
 functions itself, each under the same advisory lock as the instances' schedulers
 (`exclusively`), with a `now` that runs ahead: every round is `days_per_round` days later,
 so a soak lives through a year of nights (points expiring, tiers recalculated, stamps
-lapsing, reminders, personal offers). Redemption requests are closed with the real time,
+lapsing, reminders, personal offers). Vouchers expire on a clock at most VOUCHER_DAYS
+ahead, so the cashiers can still claim those that live longer (the shorter ones expire).
+Redemption requests are closed with the real time,
 as the bot does every 10 s, and, at the end, with a time past their life (the requests
 nobody answered)."""
 
@@ -21,6 +23,7 @@ from bot.workers.notify import Notifier
 from db.engine import passing_failure
 
 log = logging.getLogger(__name__)
+VOUCHER_DAYS = 20  # the vouchers' expiry runs at most this far ahead of the real clock
 
 
 class Nights:
@@ -43,6 +46,7 @@ class Nights:
 
     def table(self, now: datetime) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
         runtime = self.runtime
+        vouchers_now = min(now, datetime.now(UTC) + timedelta(days=VOUCHER_DAYS))
         return [
             ("expire", lambda: jobs.expire_points(runtime, now)),
             ("stamps", lambda: jobs.lapse_stamps(runtime, now)),
@@ -52,7 +56,7 @@ class Nights:
             ("offers", lambda: jobs.tell_offers(runtime, now)),
             ("club", lambda: jobs.tell_club(runtime, now)),
             ("gifts", lambda: jobs.return_gifts(runtime, now)),
-            ("vouchers", lambda: jobs.expire_vouchers(runtime, now)),
+            ("vouchers", lambda: jobs.expire_vouchers(runtime, vouchers_now)),
         ]
 
     async def night(self) -> None:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -28,6 +29,7 @@ from benchmarks.chaos.actors import (
     OfferReader,
     World,
 )
+from benchmarks.chaos.api import ApiTill, make_key
 from benchmarks.chaos.faults import (
     FAULTS,
     Duplicates,
@@ -57,6 +59,7 @@ from tests.redisserver import redis_url
 
 OWNER_ID = 1
 PARTNERS = ("coffee", "books", "gym", "bakery")
+API_PARTNERS = ("books", "bakery")  # whose tills also post sales through the partner API
 DRAIN_SECONDS = 180.0  # what is owed must be delivered within this, once the faults stop
 
 
@@ -69,6 +72,7 @@ class Options:
     members: int = 30  # at the start; more join all along
     cashiers: int = 6
     managers: int = 2
+    api_tills: int = 2  # tills posting sales through the partner API
     faults: set[str] | None = None  # None: all of faults.RATES
     # A PostgreSQL of the soak's own (embedded), which it can restart: adds "pg_restart".
     # Without it the soak uses the tests' server, shared, which it may not restart.
@@ -99,6 +103,8 @@ class Report:
             command += f" --members {o.members}"
         if o.cashiers != Options.cashiers:
             command += f" --cashiers {o.cashiers}"
+        if o.api_tills != Options.api_tills:
+            command += f" --api-tills {o.api_tills}"
         if o.faults is not None:
             command += f" --faults {','.join(sorted(o.faults))}"
         if o.postgres is not None:
@@ -235,6 +241,7 @@ async def _soak(
         i18n,
         program.program.currency,
     )
+    world.reward_partners = {r.slug: r.partner for r in program.rewards}
     load_seconds = options.minutes * 60
     enabled = set(options.faults) if options.faults is not None else set(FAULTS)
     if options.postgres is None:
@@ -253,6 +260,7 @@ async def _soak(
     )
     timing: dict[str, float] = {}
     timing_mark = time.monotonic()
+    http = aiohttp.ClientSession()
     try:
         for instance in instances:
             await instance.start()
@@ -271,6 +279,20 @@ async def _soak(
         timing["start-up"] = time.monotonic() - timing_mark
         timing_mark = time.monotonic()
         cast = await _hire(world, options)
+        tills = [
+            ApiTill(
+                world,
+                i,
+                options.api_tills,
+                partner,
+                await make_key(world, partner, OWNER_ID),
+                lambda: [i.port for i in instances if i.alive],
+                http,
+            )
+            for i, partner in (
+                (i, API_PARTNERS[i % len(API_PARTNERS)]) for i in range(options.api_tills)
+            )
+        ]
         first = 100_000_000 + 1000
         joiner = Joiner(world, first, random.Random(f"{seed}:joiner"))
         world.deadline = time.monotonic() + 3600  # while the first members join
@@ -286,6 +308,9 @@ async def _soak(
         doubles.on = "duplicate" in enabled
         bound = [0]
         tasks = [asyncio.create_task(c.run()) for c in cast["cashiers"] + cast["managers"]]
+        tasks += [asyncio.create_task(t.run()) for t in tills]
+        for till in tills:
+            till.cutting = "api_cut" in enabled
         tasks.append(asyncio.create_task(cast["marketer"].run()))
         tasks.append(asyncio.create_task(joiner.run()))
         tasks.append(
@@ -315,6 +340,8 @@ async def _soak(
         await asyncio.gather(chaos, invariants, return_exceptions=True)
         faults.on = False
         doubles.on = False
+        for till in tills:
+            till.cutting = False
         for instance in instances:
             await instance.cancel_restarts()
         await asyncio.gather(*(i.back_up(note=history.note) for i in instances))
@@ -324,6 +351,12 @@ async def _soak(
             f"{k} {n}" for k, n in faults.hits.items()
         )
 
+        # Faults over, each till sends each of its sales again with its first key.
+        await asyncio.gather(
+            *(t.settle([s for s in world.api_sales if s.attempt.cashier == t.name]) for t in tills)
+        )
+        timing["api replays"] = time.monotonic() - timing_mark
+        timing_mark = time.monotonic()
         drained, left = await _drain(world, nights, own)
         timing["drain"] = drained
         report.figures["drain"] = (
@@ -336,6 +369,11 @@ async def _soak(
         report.results.append(await checks.sales(own, world))
         report.results.append(await checks.answers(own, world))
         report.results.append(await checks.refunds(own, world))
+        report.results.append(checks.api_replays(world))
+        report.results.append(await checks.stamps(own, world, program))
+        report.results.append(await checks.vouchers(own, world))
+        report.results.append(await checks.gifts(own, world))
+        report.results.append(await checks.club(own, world))
         blocked = {m.chat for m in world.members if m.blocked or server.is_blocked(m.chat)} | set(
             _ever_blocked(world)
         )
@@ -357,6 +395,7 @@ async def _soak(
             await instance.cancel_restarts()
         codes = [await instance.stop() for instance in instances]
         await bot.session.close()
+        await http.close()
         timing["stop"] = time.monotonic() - timing_mark
         report.figures["seconds"] = ", ".join(f"{k} {v:.0f}" for k, v in timing.items())
     report.figures["instances"] = ", ".join(

@@ -225,12 +225,14 @@ async def _tell(event: ErrorEvent, text: str) -> None:
         if update.callback_query is not None:
             query = update.callback_query
             try:
-                await query.answer(text, show_alert=True)
+                answered = await query.answer(text, show_alert=True)
             except TelegramBadRequest:
-                # The handler had answered the press already; Telegram takes one answer
-                # only, so say it in the chat instead.
-                if query.bot is not None:
-                    await query.bot.send_message(query.from_user.id, text)
+                answered = False
+            if not answered and query.bot is not None:
+                # The press was answered already (by the handler, or by its first handling
+                # when it came again) or too long ago: Telegram takes one answer, for a
+                # while, so say it in the chat instead (bot/retry.py LateAnswerMiddleware).
+                await query.bot.send_message(query.from_user.id, text)
         elif update.message is not None:
             await update.message.answer(text)
     except Exception:  # the error report itself must never raise
