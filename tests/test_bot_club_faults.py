@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import bot.retry
 from db.ledger.models import AuditLog, ClubMembership, ClubPayment
 from db.queries.club import membership
+from db.queries.identity import SenderBatch
 from db.rules.program import CLUB_PERIOD, Program
 from db.usecases.members import find_by_telegram
 from db.usecases.privacy import delete_member
@@ -199,6 +201,34 @@ async def test_a_payment_failing_before_its_handler_is_told_not_dropped(
     told = text_of(await owner.wait_message("could not be recorded"))
     assert f"/club_refund {ann.user_id} {charge_id(outcome)} 250" in told
     assert not [m for m in ann.messages if "nothing was changed" in text_of(m)]
+
+
+async def test_a_payment_whose_payer_look_up_meets_a_passing_failure_is_recorded(
+    harness: BotHarness, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payer's look-up loses its connection once (killed, as when PostgreSQL restarts):
+    Telegram sends the payment once, so the look-up is tried again and the month recorded,
+    not given to the owners to refund (found by the chaos soak, seed 103)."""
+    calls: list[int] = []
+    real = SenderBatch.identify
+
+    async def identify(self: SenderBatch, user_id: int) -> Any:
+        calls.append(user_id)
+        if len(calls) == 2:  # the pre-checkout query's look-up, then the payment's
+            lost = ConnectionResetError("terminating connection due to administrator command")
+            raise OperationalError("SELECT", {}, lost, connection_invalidated=True)
+        return await real(self, user_id)
+
+    ann = harness.user("Ann")
+    await join(ann)
+    await open_club(ann)
+    monkeypatch.setattr(SenderBatch, "identify", identify)
+    outcome = await ann.pay(ann.invoice_link("Join for 250 ⭐"))
+    assert outcome.ok
+    await ann.wait_message("Welcome to City Club")
+    assert calls == [ann.user_id] * 3  # the payment's look-up was tried again
+    assert await count(sessions, ClubPayment.charge_id == charge_id(outcome)) == 1
+    assert not [m for m in ann.messages if "could not be recorded" in text_of(m)]
 
 
 async def test_stars_given_back_say_so_when_the_record_of_it_fails(

@@ -4,13 +4,15 @@ else). A revoked cashier loses every staff action at once, whatever buttons they
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aiogram import BaseMiddleware
-from aiogram.types import TelegramObject, User
+from aiogram.types import TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.middlewares import Handler
+from bot.retry import retry_database
 from db.queries.identity import SenderBatch
 
 
@@ -26,7 +28,19 @@ class IdentityMiddleware(BaseMiddleware):
         user: User | None = data.get("event_from_user")
         data["staff"] = None
         if user is not None:
-            sender = await self.senders.identify(user.id)
+            identify = partial(self.senders.identify, user.id)
+            if _is_payment(event):  # Telegram sends it once: a passing failure is waited out
+                sender = await retry_database(identify, f"looking up payer {user.id}")
+            else:
+                sender = await identify()
             data["member"], data["staff"] = sender.member, sender.staff
             data["wallet_figures"] = sender.wallet
         return await handler(event, data)
+
+
+def _is_payment(event: TelegramObject) -> bool:
+    return (
+        isinstance(event, Update)
+        and event.message is not None
+        and event.message.successful_payment is not None
+    )
