@@ -691,10 +691,6 @@ INJECTED = re.compile(
     r"|FileNotFoundError: \[Errno 2\] No such file or directory"
     # a button press delivered twice: Telegram takes one answer per press
     r"|query is too old and response timeout expired"
-    # SQLAlchemy's pool failing to close a connection it got back after its backend was
-    # terminated or its request cut by the client (a full pool queue, then a close outside
-    # the greenlet): logged by the pool, not raised into the bot's work
-    r"|Exception closing connection <AdaptedConnection"
 )
 LEVEL = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")
 LOGGED = re.compile(r"^\d{4}-\d\d-\d\d ")  # a record's first line (bot.__main__'s format)
