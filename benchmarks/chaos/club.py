@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tests.fakegram import inline_buttons
+from tests.fakegram.payments import Charge
 
 if TYPE_CHECKING:
     from benchmarks.chaos.actors import Member
@@ -38,17 +39,7 @@ async def join_club(member: Member) -> None:
         if member.rng.random() < 0.3 and member.charge_id:
             charge = world.server.renew_subscription(member.charge_id)
             if charge is not None:
-                member.charge_id = charge.telegram_payment_charge_id
-                world.club_charges.append(
-                    ClubCharge(
-                        member.name,
-                        member.chat,
-                        charge.telegram_payment_charge_id,
-                        charge.total_amount,
-                        time.time(),
-                        renewal=True,
-                    )
-                )
+                _charged(member, charge, renewal=True)
                 member.op("club renewal", charge.telegram_payment_charge_id)
         return
     mark, _ = await member.say("/club")
@@ -67,16 +58,7 @@ async def join_club(member: Member) -> None:
         return
     charge = outcome.charge
     member.in_club = True
-    member.charge_id = charge.telegram_payment_charge_id
-    world.club_charges.append(
-        ClubCharge(
-            member.name,
-            member.chat,
-            charge.telegram_payment_charge_id,
-            charge.total_amount,
-            time.time(),
-        )
-    )
+    _charged(member, charge, renewal=False)
     member.note("paid", charge.telegram_payment_charge_id)
 
 
@@ -88,3 +70,18 @@ def _link(mail: object) -> str | None:
         if str(button.get("text", "")).startswith(JOIN) and "url" in button:
             return str(button["url"])
     return None
+
+
+def _charged(member: Member, charge: Charge, *, renewal: bool) -> None:
+    """A charge Telegram took for the member: theirs now, and for the club payments check."""
+    member.charge_id = charge.telegram_payment_charge_id
+    member.world.club_charges.append(
+        ClubCharge(
+            member.name,
+            member.chat,
+            charge.telegram_payment_charge_id,
+            charge.total_amount,
+            time.time(),
+            renewal=renewal,
+        )
+    )
